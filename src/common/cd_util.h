@@ -1,0 +1,109 @@
+/*
+ * cd_util.h - small helpers shared by every module: allocation policy,
+ * little-endian access, hex, monotonic time.
+ *
+ * Allocation policy (STYLE.md C13):
+ *  - cd_xmalloc/cd_xcalloc/cd_xrealloc/cd_xstrdup are for small control
+ *    structures; on failure they log the size and abort.
+ *  - Buffers whose size a peer chooses (blocks, transactions) use plain
+ *    malloc and handle NULL by dropping the peer, never the daemon.
+ *  - Every free function in the project accepts NULL.
+ */
+#ifndef CD_UTIL_H
+#define CD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CD_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CD_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#if defined(__GNUC__)
+#define CD_NORETURN __attribute__((noreturn))
+#define CD_UNUSED __attribute__((unused))
+#define CD_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CD_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define CD_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define CD_NORETURN
+#define CD_UNUSED
+#define CD_LIKELY(x) (x)
+#define CD_UNLIKELY(x) (x)
+#define CD_WARN_UNUSED
+#endif
+
+void *cd_xmalloc(size_t n);
+void *cd_xcalloc(size_t count, size_t size);
+void *cd_xrealloc(void *p, size_t n);
+char *cd_xstrdup(const char *s);
+
+/* Logs "file:line: assertion failed: expr" and aborts. Never compiled out:
+ * use for invariants whose violation would corrupt stored data. */
+CD_NORETURN void cd_assert_fail(const char *expr, const char *file, int line);
+#define cd_assert(e) ((e) ? (void)0 : cd_assert_fail(#e, __FILE__, __LINE__))
+
+/* ---- little-endian access (the wire format of Bitcoin) ---- */
+
+static inline uint16_t cd_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t cd_le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+static inline uint64_t cd_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+static inline void cd_put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void cd_put_le32(uint8_t *p, uint32_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    memcpy(p, &v, 4);
+}
+static inline void cd_put_le64(uint8_t *p, uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+/* ---- hex ---- */
+
+/* Writes 2*n lowercase hex chars plus NUL to out (size >= 2n+1). */
+void cd_hex_encode(char *out, const uint8_t *in, size_t n);
+/* Same, bytes reversed: the "display" form of hashes and txids. */
+void cd_hex_encode_rev(char *out, const uint8_t *in, size_t n);
+/* Decodes exactly 2*n hex chars (either case) into out. Returns 0, or -1 on a
+ * bad character or a string that is not 2*n long. */
+int cd_hex_decode(uint8_t *out, size_t n, const char *hex);
+/* Decodes a display-order hash (64 hex chars) into internal byte order. */
+int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex);
+
+/* ---- time ---- */
+
+/* Monotonic clock in nanoseconds / seconds (as double). */
+uint64_t cd_now_ns(void);
+double cd_now_s(void);
+
+#endif /* CD_UTIL_H */
