@@ -9,10 +9,10 @@ import time
 
 from .protocol import (
     GENESIS_COINBASE, NETWORKS, NULL_HASH, REGTEST_BITS, REGTEST_TARGET,
-    ParseError, hash160, merkle_root, merkle_root_packed, parse_block,
+    hash160, merkle_root, merkle_root_packed, parse_block,
     push_data, push_int, ser_compact, sha256d, unhexh, hexh, bits_to_target)
 
-FILE_BACKED_THRESHOLD = 1 << 20   # loaded block files above this are sendfile'd
+FILE_BACKED_THRESHOLD = 512 << 10  # loaded block files above this are sendfile'd
 CHUNK = 8 << 20                   # streaming chunk size for generated blocks
 
 
@@ -306,6 +306,7 @@ class Chain:
         self.cache_dir = cache_dir
         self.coinbase_maturity = coinbase_maturity
         self.time_spacing = 600
+        self.cache_files = []
         gh = self.params["genesis_header"]
         g = Block(gh, 0, 81 + len(GENESIS_COINBASE), 1, "mem",
                   data=gh + b"\x01" + GENESIS_COINBASE)
@@ -377,21 +378,23 @@ class Chain:
 
     def reapply(self, block):
         spent, created = block.undo
-        for op, _ in spent:
-            self.utxo.pop(op, None)
+        # created first: outputs created and spent inside the block are in both
         for op, e in created:
             self.utxo[op] = e
             self.pool.append(op)
+        for op, _ in spent:
+            self.utxo.pop(op, None)
         self.connect(block)
 
     def disconnect_tip(self):
         b = self.tip
         spent, created = b.undo
-        for op, _ in created:
-            self.utxo.pop(op, None)
+        # spent first: outputs created and spent inside the block are in both
         for op, e in spent:
             self.utxo[op] = e
             self.pool.append(op)
+        for op, _ in created:
+            self.utxo.pop(op, None)
         self.active.pop()
         return b
 
@@ -606,6 +609,7 @@ class Chain:
         total = 80 + len(ser_compact(ntx)) + pat.body_size()
         if cache:
             fd, path = tempfile.mkstemp(prefix="simnode-blk-", dir=cache)
+            self.cache_files.append(path)
             with os.fdopen(fd, "wb") as f:
                 f.write(b"\0" * 80 + ser_compact(ntx) + cb)
                 mr = pat.compute(sink=f)
@@ -630,6 +634,14 @@ class Chain:
         b.checksum                    # second pass: message checksum
         self.connect(b)
         return b
+
+    def remove_cache_files(self):
+        for p in self.cache_files:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        self.cache_files = []
 
     # -- loading -------------------------------------------------------------
     def load_dir(self, path):

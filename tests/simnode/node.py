@@ -1,0 +1,1197 @@
+"""SimNode: a simulated Bitcoin SV node (server side of the p2p protocol).
+
+Threads: one accept thread, and per connection a reader thread (parses and
+handles the client's messages, like the real node's message handler) and a
+writer thread (drains an outgoing queue: plain messages, streamed blocks,
+sendfile for file-backed blocks).  All chain/mempool state is guarded by
+`SimNode.lock`.
+"""
+import collections
+import hashlib
+import os
+import queue
+import random
+import socket
+import struct
+import threading
+import time
+
+from .chain import Chain, make_header, ser_tx
+from .protocol import (
+    DEFAULT_MAX_RECV_PAYLOAD, MAX_BLOCKS_TO_ANNOUNCE,
+    MAX_HEADERS_RESULTS, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_CMPCT_BLOCK,
+    MSG_TX, NULL_HASH, REJECT_DUPLICATE, REJECT_INVALID,
+    REJECT_MALFORMED, REJECT_OBSOLETE, ParseError, frame, frame_header, hexh,
+    parse_getheaders, parse_inv, parse_protoconf, parse_tx, parse_version,
+    payload_limit, ser_compact, ser_headers, ser_inv,
+    ser_protoconf, ser_reject, ser_version, sha256d, unhexh, valid_command)
+
+Message = collections.namedtuple("Message", "command payload time")
+
+# Fault modes (see SimNode.misbehave)
+WIRE_FAULTS = {"bad_checksum", "wrong_magic", "oversize_length", "truncated",
+               "garbage"}
+BLOCK_FAULTS = {"stall_mid_block", "disconnect_mid_block", "bad_merkle_block",
+                "slow_block"}
+HEADER_FAULTS = {"bad_pow_headers", "unconnecting_headers", "too_many_headers"}
+OTHER_FAULTS = {"unsolicited_block", "disconnect"}
+ALL_FAULTS = WIRE_FAULTS | BLOCK_FAULTS | HEADER_FAULTS | OTHER_FAULTS
+
+
+class Fault:
+    def __init__(self, mode, on, count, conn_id, params):
+        self.mode = mode
+        self.on = on                # "now" or a command name or "getheaders"/"block"
+        self.count = count          # remaining applications (None = forever)
+        self.conn_id = conn_id
+        self.params = params
+
+    def __repr__(self):
+        return "Fault(%s on=%s count=%s conn=%s)" % (self.mode, self.on, self.count, self.conn_id)
+
+
+class _Stream:
+    """Queued block payload to stream."""
+    def __init__(self, block, command="block", limit=None, after=None,
+                 mutate_last=False):
+        self.block = block
+        self.command = command
+        self.limit = limit          # stop after this many payload bytes
+        self.after = after          # "stall" | "disconnect" | None
+        self.mutate_last = mutate_last
+        self.rate = None            # bytes per second (slow_block)
+
+
+class Connection:
+    def __init__(self, node, sock, addr, cid):
+        self.node = node
+        self.sock = sock
+        self.addr = addr
+        self.id = cid
+        self.received = []          # [Message] in arrival order (valid frames)
+        self.events = []            # [(time, text)] protocol events / violations
+        self.sent = []              # [command] sent, in order
+        self.version = None         # parsed client version dict
+        self.got_verack = False
+        self.sent_version = False
+        self.want_headers = False   # client sent sendheaders
+        self.protoconf = None
+        self.max_recv = 1024 * 1024  # client's limit, legacy until protoconf
+        self.score = 0
+        self.best_sent = None       # hash of the best header the client knows
+        self.closed = False
+        self.close_reason = None
+        self.stalled = False
+        self.relay = True
+        self.known_txs = set()
+        self.outq = queue.Queue()
+        self.bytes_sent = 0
+        self.ping_nonce = None
+        self._ping_timer = None
+        self.small_blocks = 0
+        self.small_bytes = 0
+        self.last_served_log = 0.0
+        self.last_hdr_log = 0.0
+        self.pongs_ok = 0
+
+    # -- helpers -----------------------------------------------------------
+    def commands(self):
+        """Commands received from the client, in order (valid frames only)."""
+        return [m.command for m in self.received]
+
+    def max_inv(self):
+        """inv/getdata entries per message the client accepts (bsv-p2p §3.3)."""
+        return (min(8 * 1024 * 1024, self.max_recv) - 8) // 36
+
+    def violations(self):
+        """Protocol violations the node noticed (texts): messages before
+        version/verack, bad checksums, duplicate version/sendheaders,
+        banned user agents, over-limit lengths, wrong magic, ..."""
+        keys = ("misbehaving", "bad checksum", "(ban)", "parse error",
+                "protoconf", "invalid inv", "mempool request")
+        return [e for _, e in self.events if any(k in e for k in keys)]
+
+    def handshake_problems(self):
+        """What a real BSV node would hold against this client's handshake:
+        [] when the client sent version first, verack before anything else
+        that needs it, a UA without abc/cash/bch, version >= 70016 (needed
+        for > 4 GB blocks), services without NODE_NETWORK, and at most one
+        protoconf / sendheaders."""
+        out = []
+        cmds = self.commands()
+        if not cmds or cmds[0] != "version":
+            out.append("first message is %r, not version" % (cmds[0] if cmds else None))
+        if "verack" not in cmds:
+            out.append("no verack")
+        else:
+            vi = cmds.index("verack")
+            early = [c for c in cmds[1:vi] if c not in ("authch", "authresp", "reject",
+                                                         "createstrm", "streamack")]
+            if early:
+                out.append("sent before verack: %s" % ", ".join(early))
+        v = self.version or {}
+        ua = v.get("user_agent", "").lower()
+        if any(x in ua for x in ("abc", "cash", "bch")):
+            out.append("user agent %r contains abc/cash/bch" % v.get("user_agent"))
+        if v and v["version"] < 70016:
+            out.append("protocol version %d < 70016" % v["version"])
+        if v and v["services"] & 1:
+            out.append("services has NODE_NETWORK set")
+        for c in ("protoconf", "sendheaders", "version"):
+            if cmds.count(c) > 1:
+                out.append("%s sent %d times" % (c, cmds.count(c)))
+        return out
+
+    def event(self, text):
+        self.events.append((time.time(), text))
+        self.node._log("conn %d: %s" % (self.id, text))
+        with self.node.cond:
+            self.node.cond.notify_all()
+
+    def misbehaving(self, score, why):
+        self.score += score
+        self.event("misbehaving +%d (%s), score %d" % (score, why, self.score))
+        if self.score >= 100:
+            self.close("ban score reached: " + why)
+
+    def send(self, command, payload=b""):
+        self.outq.put(("msg", command, bytes(payload)))
+
+    def send_raw(self, data):
+        self.outq.put(("raw", bytes(data)))
+
+    def close(self, reason="closed"):
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.event("disconnect: " + reason)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.outq.put(None)
+        if getattr(self, "_hs_timer", None):
+            self._hs_timer.cancel()
+        if self._ping_timer:
+            self._ping_timer.cancel()
+        with self.node.cond:
+            self.node.cond.notify_all()
+
+    # -- reader ------------------------------------------------------------
+    def _recv_exact(self, n):
+        buf = bytearray(n)
+        mv = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(mv[got:], n - got)
+            if k == 0:
+                raise ConnectionError("peer closed")
+            got += k
+        return buf
+
+    def reader(self):
+        node = self.node
+        magic = node.magic
+        try:
+            while not self.closed:
+                hdr = self._recv_exact(24)
+                if hdr[:4] != magic:
+                    self.close("wrong magic %s (ban)" % bytes(hdr[:4]).hex())
+                    return
+                cmd = valid_command(bytes(hdr[4:16]))
+                if cmd is None:
+                    self.close("invalid command field (ban)")
+                    return
+                length = struct.unpack_from("<I", hdr, 16)[0]
+                checksum = bytes(hdr[20:24])
+                ext = False
+                if cmd == "extmsg":
+                    ext2 = self._recv_exact(20)
+                    cmd = valid_command(bytes(ext2[:12]))
+                    if cmd is None:
+                        self.close("invalid extmsg command (ban)")
+                        return
+                    length = struct.unpack_from("<Q", ext2, 12)[0]
+                    ext = True
+                if length > payload_limit(cmd, node.max_recv_payload):
+                    self.close("payload length %d over limit for %s (ban)" % (length, cmd))
+                    return
+                payload = self._recv_exact(length) if length else b""
+                if not ext and sha256d(payload)[:4] != checksum:
+                    self.event("bad checksum on %s: message dropped" % cmd)
+                    continue
+                self.received.append(Message(cmd, bytes(payload), time.time()))
+                with node.cond:
+                    node.cond.notify_all()
+                try:
+                    self.handle(cmd, bytes(payload))
+                except (ParseError, struct.error, IndexError, ValueError) as e:
+                    self.event("parse error in %s: %s" % (cmd, e))
+                    self.send("reject", ser_reject(cmd, REJECT_MALFORMED, "error parsing message"))
+                except Exception as e:      # a simulator bug: report, keep going
+                    self.event("internal error handling %s: %r" % (cmd, e))
+        except (ConnectionError, OSError) as e:
+            if not self.closed:
+                self.close("connection lost: %s" % e)
+        finally:
+            if not self.closed:
+                self.close("reader exit")
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    # -- message handling ----------------------------------------------------
+    def handle(self, cmd, p):
+        node = self.node
+        if self.version is None and cmd != "version":
+            self.misbehaving(1, "missing-version: %s before version" % cmd)
+            return
+        if cmd == "version":
+            if self.version is not None:
+                self.send("reject", ser_reject("version", REJECT_DUPLICATE, "Duplicate version message"))
+                self.misbehaving(1, "duplicate version")
+                return
+            v = parse_version(p)
+            self.version = v
+            self.relay = bool(v["relay"])
+            ua = v["user_agent"].lower()
+            if v["version"] < MIN_PEER_PROTO_VERSION:
+                self.send("reject", ser_reject("version", REJECT_OBSOLETE,
+                                               "Version must be %d or greater" % MIN_PEER_PROTO_VERSION))
+                self.outq.put(("close", "obsolete version %d" % v["version"]))
+                return
+            if any(s in ua for s in ("abc", "cash", "bch")):
+                self.misbehaving(100, "banned user agent %r" % v["user_agent"])
+                return
+            assoc = v["association_id"]
+            if assoc is not None and len(assoc) >= 2 and (assoc[0] != 0 or len(assoc) != 17):
+                self.send("reject", ser_reject("version", 0x60, "invalid association id"))
+                self.outq.put(("close", "bad association id"))
+                return
+            with node.lock:
+                h = node.chain.height
+            self.send("version", ser_version(h, random.getrandbits(63) | 1,
+                                             recv_ip=self.addr[0], recv_port=self.addr[1]))
+            self.send("verack")
+            self.send("protoconf", ser_protoconf(node.max_recv_payload))
+            self.sent_version = True
+            return
+        if not self.got_verack and cmd not in ("verack", "authch", "authresp",
+                                               "reject", "createstrm", "streamack"):
+            self.misbehaving(1, "missing-verack: %s before verack" % cmd)
+            return
+        fn = getattr(self, "on_" + cmd, None)
+        if fn is None:
+            return                     # unknown / uninteresting: ignored
+        fn(p)
+
+    def on_verack(self, p):
+        if self.got_verack:
+            return
+        self.got_verack = True
+        ver = self.version["version"]
+        self.send("authch", struct.pack("<II", 1, 32) + os.urandom(32))
+        if ver >= 70012:
+            self.send("sendheaders")
+        if ver >= 70014:
+            self.send("sendcmpct", b"\x00" + struct.pack("<Q", 1))
+        self.send_ping()
+        if ver >= 70013:
+            self.send("feefilter", struct.pack("<q", self.node.feefilter))
+        self.event("handshake complete (ua=%r version=%d)" % (self.version["user_agent"], ver))
+        self.node._on_handshake(self)
+
+    def send_ping(self):
+        if self.closed:
+            return
+        self.ping_nonce = random.getrandbits(64)
+        self.send("ping", struct.pack("<Q", self.ping_nonce))
+        iv = self.node.ping_interval
+        if iv:
+            self._ping_timer = threading.Timer(iv, self.send_ping)
+            self._ping_timer.daemon = True
+            self._ping_timer.start()
+
+    def on_ping(self, p):
+        self.send("pong", p[:8])
+
+    def on_pong(self, p):
+        if self.ping_nonce is not None and p[:8] == struct.pack("<Q", self.ping_nonce):
+            self.pongs_ok += 1
+        else:
+            self.event("pong with unexpected nonce %s" % bytes(p[:8]).hex())
+
+    def on_sendheaders(self, p):
+        if self.want_headers:
+            self.misbehaving(1, "second sendheaders")
+        self.want_headers = True
+
+    def on_protoconf(self, p):
+        if self.protoconf is not None:
+            self.close("second protoconf")
+            return
+        try:
+            n, mr = parse_protoconf(p)
+        except ParseError as e:
+            self.close("bad protoconf: %s" % e)
+            return
+        if mr < 1024 * 1024:
+            self.close("protoconf maxRecvPayloadLength %d < 1 MiB" % mr)
+            return
+        self.protoconf = (n, mr)
+        self.max_recv = mr
+
+    def on_mempool(self, p):
+        if not self.node.allow_mempool:
+            self.close("mempool request not allowed")
+            return
+        with self.node.lock:
+            ids = list(self.node.mempool)
+        step = self.max_inv()
+        for i in range(0, len(ids), step):
+            self.send("inv", ser_inv([(MSG_TX, t) for t in ids[i:i + step]]))
+
+    def on_getheaders(self, p):
+        node = self.node
+        _, locator, stop = parse_getheaders(p)
+        if node.ignore_getheaders:
+            self.event("getheaders ignored (simulated IBD)")
+            return
+        fault = node._take_fault(self, HEADER_FAULTS, "getheaders")
+        with node.lock:
+            chain = node.chain
+            if not locator:
+                b = chain.blocks.get(stop)
+                if b is None:
+                    return
+                hdrs = [b.header]
+            else:
+                start = chain.locate(locator)
+                hdrs = chain.headers_from(start, stop, MAX_HEADERS_RESULTS)
+            if hdrs:
+                self.best_sent = sha256d(hdrs[-1])
+            elif locator:
+                self.best_sent = chain.active[-1]
+        if fault is not None:
+            hdrs = node._faulty_headers(fault, hdrs, locator)
+            self.event("fault %s: sent %d headers" % (fault.mode, len(hdrs)))
+        elif len(hdrs) < MAX_HEADERS_RESULTS or time.time() - self.last_hdr_log >= 1.0:
+            self.last_hdr_log = time.time()
+            node._log("conn %d: getheaders -> %d headers%s" % (
+                self.id, len(hdrs), (" ending %s" % hexh(sha256d(hdrs[-1]))) if hdrs else ""))
+        self.send("headers", ser_headers(hdrs))
+
+    def on_getblocks(self, p):
+        node = self.node
+        _, locator, stop = parse_getheaders(p)
+        with node.lock:
+            start = node.chain.locate(locator)
+            hdrs = node.chain.headers_from(start, stop, 500)
+        self.send("inv", ser_inv([(MSG_BLOCK, sha256d(h)) for h in hdrs]))
+
+    def on_getdata(self, p):
+        node = self.node
+        items = parse_inv(p)
+        notfound = []
+        for t, h in items:
+            if t in (MSG_BLOCK, MSG_CMPCT_BLOCK):
+                with node.lock:
+                    b = node.chain.get(h)
+                if b is None or (h in node.withheld):
+                    self.event("getdata for unknown block %s: no reply" % hexh(h))
+                    continue
+                node._serve_block(self, b)
+            elif t == MSG_TX:
+                with node.lock:
+                    raw = node.relay_map.get(h)
+                if raw is None:
+                    notfound.append((t, h))
+                else:
+                    self.send("tx", raw)
+            elif t == 5:                  # MSG_DATAREF_TX
+                notfound.append((t, h))
+        if notfound:
+            self.send("notfound", ser_inv(notfound))
+
+    def on_inv(self, p):
+        items = parse_inv(p)
+        want = []
+        for t, h in items:
+            if t not in (MSG_TX, MSG_BLOCK):
+                self.close("invalid inv type %d" % t)
+                return
+            if t == MSG_TX:
+                with self.node.lock:
+                    known = h in self.node.mempool or h in self.node.relay_map
+                if not known:
+                    want.append((t, h))
+        if want:
+            self.send("getdata", ser_inv(want))
+
+    def on_tx(self, p):
+        self.node._accept_tx(self, p)
+
+    def on_getaddr(self, p):
+        self.send("addr", ser_compact(0))
+
+    # -- writer --------------------------------------------------------------
+    def writer(self):
+        node = self.node
+        sock = self.sock
+        try:
+            while True:
+                item = self.outq.get()
+                if item is None or self.closed:
+                    return
+                if self.stalled:
+                    continue
+                kind = item[0]
+                if kind == "msg":
+                    _, cmd, payload = item
+                    data = node._frame_out(self, cmd, payload)
+                    if data is None:
+                        continue
+                    sock.sendall(data)
+                    self.sent.append(cmd)
+                    self.bytes_sent += len(data)
+                elif kind == "raw":
+                    sock.sendall(item[1])
+                    self.bytes_sent += len(item[1])
+                elif kind == "stream":
+                    self._stream(item[1])
+                elif kind == "close":
+                    self.close(item[1])
+                    return
+        except OSError as e:
+            if not self.closed:
+                self.close("send failed: %s" % e)
+
+    def _stream(self, st):
+        node = self.node
+        b = st.block
+        sock = self.sock
+        size = b.size
+        force_ext = node.force_extmsg or node.force_extmsg_conns.get(self.id, False)
+        magic = node.magic
+        limit = size if st.limit is None else min(st.limit, size)
+        after = st.after
+        last = None
+        if st.mutate_last:
+            checksum, last = _mutated_checksum(b)
+            limit = size - 1
+        else:
+            checksum = b.checksum
+        length = size
+        wf = node._take_fault(self, WIRE_FAULTS, st.command)
+        if wf is not None:
+            self.event("fault %s on %s %s" % (wf.mode, st.command, b.hash_hex))
+            if wf.mode == "bad_checksum":
+                checksum = bytes(x ^ 0xFF for x in checksum)
+            elif wf.mode == "wrong_magic":
+                magic = wf.params.get("magic_bytes", b"\xde\xad\xbe\xef")
+            elif wf.mode == "oversize_length":
+                length = wf.params.get("length", 0xFFFFFFFF)
+            elif wf.mode == "truncated":
+                limit = min(limit, size // 2)
+                after = "disconnect"
+            elif wf.mode == "garbage":
+                sock.sendall(random.Random(1).randbytes(wf.params.get("length", 64)))
+                return
+        hdr = frame_header(magic, st.command, length, checksum=checksum,
+                           force_ext=force_ext)
+        if (force_ext or length > 0xFFFFFFFF) and (self.version or {}).get("version", 0) < 70016:
+            self.event("block %s needs extmsg but peer version < 70016: not sent" % b.hash_hex)
+            return
+        if b.kind == "mem" and limit == size and last is None and size <= (1 << 20) and not st.rate:
+            sock.sendall(hdr + b.data)            # small block: one write
+            self.sent.append(st.command)
+            self.bytes_sent += len(hdr) + size
+            node.served.append((self.id, b.hash, size))
+            node._count_served(self, size)
+            return
+        sock.sendall(hdr)
+        self.sent.append(st.command)
+        self.bytes_sent += len(hdr)
+        t0 = time.time()
+        if st.rate:
+            sent = 0
+            piece = max(1, min(int(st.rate) // 10, 1 << 20))
+            for c in b.iter_chunks(limit=limit):
+                mv = memoryview(c)
+                for i in range(0, len(mv), piece):
+                    if self.closed:
+                        raise OSError("closed during slow send")
+                    sock.sendall(mv[i:i + piece])
+                    sent += len(mv[i:i + piece])
+                    delay = t0 + sent / st.rate - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+        elif b.kind == "file":
+            with open(b.path, "rb") as f:
+                sent = 0
+                while sent < limit:
+                    k = sock.sendfile(f, b.offset + sent, limit - sent)
+                    if not k:
+                        raise OSError("sendfile returned 0")
+                    sent += k
+        else:
+            for c in b.iter_chunks(limit=limit):
+                sock.sendall(c)
+        self.bytes_sent += limit
+        if last is not None:
+            sock.sendall(last)
+            self.bytes_sent += 1
+        dt = time.time() - t0
+        if limit >= (16 << 20) or after or last is not None or wf is not None:
+            node._log("conn %d: served %s %s (%d bytes, %.1f MB/s)%s" % (
+                self.id, st.command, b.hash_hex, limit, limit / max(dt, 1e-9) / 1e6,
+                " [%s]" % after if after else ""))
+        else:
+            node._count_served(self, limit)
+        node.served.append((self.id, b.hash, limit))
+        if after == "stall":
+            self.stalled = True
+            self.event("stalled mid-block after %d of %d bytes" % (limit, size))
+        elif after == "disconnect":
+            self.close("disconnect mid-block after %d of %d bytes" % (limit, size))
+
+
+def _mutated_checksum(b):
+    """Checksum of the block payload with the top byte of the last tx's
+    locktime flipped (merkle root then mismatches; structure stays valid)."""
+    h = hashlib.sha256()
+    prev = None
+    for c in b.iter_chunks():
+        if not len(c):
+            continue
+        if prev is not None:
+            h.update(prev)
+        prev = c
+    last = bytes((prev[-1] ^ 0x80,))
+    h.update(prev[:-1])
+    h.update(last)
+    return hashlib.sha256(h.digest()).digest()[:4], last
+
+
+class SimNode:
+    """Simulated BSV node.
+
+    node = SimNode(chain_dir=None, generate=0, seed=0, ...); node.start();
+    node.port; node.mine(n); node.reorg(fork_height, new_len); node.stop()
+    """
+
+    def __init__(self, chain=None, network="regtest", chain_dir=None,
+                 generate=0, txs_per_block=0, block_size=None, seed=0,
+                 host="127.0.0.1", port=0, cache_dir=None, ping_interval=120,
+                 feefilter=50, allow_mempool=True, force_extmsg=False,
+                 max_recv_payload=DEFAULT_MAX_RECV_PAYLOAD, log=None,
+                 magic=None, ignore_getheaders=False, handshake_timeout=60):
+        self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
+        self.magic = magic or self.chain.params["magic"]
+        self.host = host
+        self.req_port = port
+        self.port = None
+        self.lock = threading.RLock()
+        self.cond = threading.Condition()
+        self.conns = []
+        self.faults = []
+        self.mempool = collections.OrderedDict()    # txid -> raw
+        self.mempool_spent = {}                     # outpoint -> txid
+        self.relay_map = {}                         # txid -> raw (ever announced)
+        self.withheld = set()
+        self.served = []                            # (conn id, block hash, bytes)
+        self.ping_interval = ping_interval
+        self.feefilter = feefilter
+        self.allow_mempool = allow_mempool
+        self.force_extmsg = force_extmsg
+        self.force_extmsg_conns = {}
+        self.max_recv_payload = max_recv_payload
+        self.logfn = log
+        self.tx_policy = None       # callable(raw) -> None | (code, reason)
+        self.ignore_getheaders = ignore_getheaders  # simulate the IBD trap
+        self.handshake_timeout = handshake_timeout  # s to complete version/verack
+        self._srv = None
+        self._threads = []
+        self._next_id = 1
+        self._stopping = False
+        if chain_dir:
+            self.chain.load_dir(chain_dir)
+        if generate:
+            self.generate(generate, txs_per_block=txs_per_block, block_size=block_size)
+
+    # ------------------------------------------------------------------
+    def _log(self, s):
+        if self.logfn:
+            self.logfn(s)
+
+    def _count_served(self, conn, nbytes):
+        """Aggregate log line for small blocks, at most once a second."""
+        conn.small_blocks += 1
+        conn.small_bytes += nbytes
+        now = time.time()
+        if now - conn.last_served_log >= 1.0:
+            conn.last_served_log = now
+            self._log("conn %d: served %d blocks (%.1f MB) so far" % (
+                conn.id, conn.small_blocks, conn.small_bytes / 1e6))
+
+    def start(self):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((self.host, self.req_port))
+        srv.listen(16)
+        self._srv = srv
+        self.port = srv.getsockname()[1]
+        t = threading.Thread(target=self._accept_loop, name="simnode-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._log("listening on %s:%d (%s, height %d, tip %s)" % (
+            self.host, self.port, self.chain.network, self.chain.height, self.chain.tip.hash_hex))
+        return self
+
+    def __enter__(self):
+        return self.start() if self._srv is None else self
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def stop(self):
+        self._stopping = True
+        for c in list(self.conns):
+            c.close("node stopping")
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._srv:
+            try:
+                self._srv.close()
+            except OSError:
+                pass
+        self.chain.remove_cache_files()
+
+    def _accept_loop(self):
+        self._srv.settimeout(0.1)
+        while not self._stopping:
+            try:
+                s, addr = self._srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s.settimeout(None)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            except OSError:
+                pass
+            with self.lock:
+                c = Connection(self, s, addr, self._next_id)
+                self._next_id += 1
+                self.conns.append(c)
+            c.event("accepted from %s:%d" % addr)
+            if self.handshake_timeout:
+                def check(c=c):
+                    if not c.got_verack and not c.closed:
+                        c.close("handshake not completed within %gs" % self.handshake_timeout)
+                t = threading.Timer(self.handshake_timeout, check)
+                t.daemon = True
+                t.start()
+                c._hs_timer = t
+            for fn, nm in ((c.reader, "r"), (c.writer, "w")):
+                t = threading.Thread(target=fn, name="simnode-%s%d" % (nm, c.id), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    # -- framing with wire faults -----------------------------------------
+    def _frame_out(self, conn, cmd, payload):
+        fault = self._take_fault(conn, WIRE_FAULTS, cmd)
+        if fault is None:
+            return frame(self.magic, cmd, payload)
+        return self._apply_wire_fault(conn, fault, cmd, payload)
+
+    def _apply_wire_fault(self, conn, fault, cmd, payload):
+        m = fault.mode
+        conn.event("fault %s on %s" % (m, cmd))
+        if m == "bad_checksum":
+            good = sha256d(payload)[:4]
+            bad = bytes(x ^ 0xFF for x in good)
+            return frame(self.magic, cmd, payload, checksum=bad)
+        if m == "wrong_magic":
+            return frame(fault.params.get("magic_bytes", b"\xde\xad\xbe\xef"), cmd, payload)
+        if m == "oversize_length":
+            n = fault.params.get("length", 0x02000001 if cmd != "block" else 0xFFFFFFFF)
+            return frame_header(self.magic, cmd, n, checksum=b"\0\0\0\0") + payload
+        if m == "truncated":
+            full = frame(self.magic, cmd, payload)
+            cut = fault.params.get("keep", max(24, len(full) // 2) if len(full) > 24 else 12)
+            conn.outq.put(("close", "truncated message then disconnect"))
+            return full[:cut]
+        if m == "garbage":
+            n = fault.params.get("length", 64)
+            return random.Random(fault.params.get("seed", 1)).randbytes(n)
+        return frame(self.magic, cmd, payload)
+
+    # -- faults -----------------------------------------------------------
+    def misbehave(self, mode, on=None, count=1, conn=None, **params):
+        """Arrange a fault.
+
+        mode: bad_checksum | wrong_magic | oversize_length | truncated |
+              garbage (wire faults, applied to the next `count` outgoing
+              messages whose command is `on` (e.g. "headers", "block",
+              "inv"), "any": the next message of any command, or on="now"
+              (default): sent immediately as a `ping`);
+              stall_mid_block | disconnect_mid_block | bad_merkle_block |
+              slow_block (next `count` block serves; `fraction`=0.5 of the
+              payload is sent before the stall/disconnect; slow_block sends
+              at `rate` bytes/s (1 MiB/s); `hash` restricts to a block);
+              bad_pow_headers | unconnecting_headers | too_many_headers
+              (default: the next getheaders reply; on="now": unsolicited
+              `headers` announcement);
+              unsolicited_block (immediately: `block` of `hash` or the tip);
+              disconnect (immediately close).
+        conn: a Connection or id to restrict it; None = every connection,
+              including ones that connect later (applied once handshaken).
+        count: number of applications (None = forever).
+        """
+        if mode not in ALL_FAULTS:
+            raise ValueError("unknown fault mode %r" % mode)
+        cid = conn.id if isinstance(conn, Connection) else conn
+        if mode in BLOCK_FAULTS:
+            on = "block"
+        elif mode in HEADER_FAULTS:
+            on = "now" if on == "now" else "getheaders"
+        elif mode in OTHER_FAULTS or on is None:
+            on = "now"
+        f = Fault(mode, on, count, cid, params)
+        if on == "now":
+            targets = [c for c in self.handshaken() if cid is None or c.id == cid]
+            if targets:
+                for c in targets:
+                    self._fire_now(c, f)
+                return f
+            # no connection yet: fire after the next handshake
+            f.on = "handshake"
+        with self.lock:
+            self.faults.append(f)
+        return f
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults = []
+
+    def _take_fault(self, conn, modes, on):
+        with self.lock:
+            for f in self.faults:
+                if f.mode in modes and (f.conn_id is None or f.conn_id == conn.id) and \
+                        (f.on == on or f.on == "any"):
+                    if f.count is not None:
+                        f.count -= 1
+                        if f.count <= 0:
+                            self.faults.remove(f)
+                    return f
+        return None
+
+    def _on_handshake(self, conn):
+        with self.lock:
+            pend = [f for f in self.faults if f.on == "handshake" and
+                    (f.conn_id is None or f.conn_id == conn.id)]
+            for f in pend:
+                if f.count is not None:
+                    f.count -= 1
+                    if f.count <= 0:
+                        self.faults.remove(f)
+        for f in pend:
+            self._fire_now(conn, f)
+
+    def _fire_now(self, conn, f):
+        m = f.mode
+        if m in WIRE_FAULTS:
+            payload = struct.pack("<Q", random.getrandbits(64))
+            conn.outq.put(("raw", self._apply_wire_fault(conn, f, "ping", payload)))
+        elif m in HEADER_FAULTS:
+            with self.lock:
+                tip = self.chain.tip.header
+            hdrs = self._faulty_headers(f, [], [sha256d(tip)], now=True)
+            conn.event("fault %s: unsolicited headers (%d)" % (m, len(hdrs)))
+            conn.send("headers", ser_headers(hdrs))
+        elif m == "unsolicited_block":
+            with self.lock:
+                h = f.params.get("hash")
+                if isinstance(h, str):
+                    h = unhexh(h)
+                b = self.chain.get(h) if h else self.chain.tip
+            conn.event("fault unsolicited_block %s" % b.hash_hex)
+            conn.outq.put(("stream", _Stream(b)))
+        elif m == "disconnect":
+            conn.outq.put(("close", "fault: disconnect"))
+        elif m in BLOCK_FAULTS:
+            with self.lock:
+                self.faults.append(Fault(m, "block", f.count, conn.id, f.params))
+
+    def _faulty_headers(self, fault, hdrs, locator, now=False):
+        m = fault.mode
+        rng = random.Random(fault.params.get("seed", 7))
+        with self.lock:
+            tip_hdr = self.chain.tip.header
+
+        def extend(prev_hdr, n, valid=True):
+            out = []
+            prev = sha256d(prev_hdr)
+            t = struct.unpack_from("<I", prev_hdr, 68)[0]
+            for i in range(n):
+                h = make_header(0x20000000, prev, rng.randbytes(32), t + 1 + i,
+                                want_valid=valid)
+                out.append(h)
+                prev = sha256d(h)
+            return out
+
+        if m == "bad_pow_headers":
+            base = hdrs[:-1] if len(hdrs) >= MAX_HEADERS_RESULTS else hdrs
+            last = base[-1] if base else tip_hdr
+            return base + extend(last, 1, valid=False)
+        if m == "unconnecting_headers":
+            fake_parent = rng.randbytes(76) + b"\0\0\0\0"
+            fake = make_header(0x20000000, sha256d(fake_parent), rng.randbytes(32),
+                               struct.unpack_from("<I", tip_hdr, 68)[0] + 1)
+            return [fake] + extend(fake, fault.params.get("n", 2) - 1)
+        if m == "too_many_headers":
+            n = fault.params.get("n", MAX_HEADERS_RESULTS + 1)
+            if len(hdrs) >= n:
+                return hdrs[:n]
+            last = hdrs[-1] if hdrs else tip_hdr
+            return hdrs + extend(last, n - len(hdrs))
+        return hdrs
+
+    # -- serving ------------------------------------------------------------
+    def _serve_block(self, conn, b):
+        f = self._take_fault(conn, BLOCK_FAULTS, "block")
+        if f is not None and f.params.get("hash"):
+            want = f.params["hash"]
+            want = unhexh(want) if isinstance(want, str) else want
+            if want != b.hash:            # restricted to another block
+                with self.lock:
+                    if f.count is not None:
+                        f.count += 1
+                    if f not in self.faults:
+                        self.faults.append(f)
+                f = None
+        if f is None:
+            conn.outq.put(("stream", _Stream(b)))
+            return
+        conn.event("fault %s on block %s" % (f.mode, b.hash_hex))
+        if f.mode == "bad_merkle_block":
+            conn.outq.put(("stream", _Stream(b, mutate_last=True)))
+        elif f.mode == "slow_block":
+            st = _Stream(b)
+            st.rate = float(f.params.get("rate", 1 << 20))
+            conn.outq.put(("stream", st))
+        else:
+            frac = f.params.get("fraction", 0.5)
+            limit = int(f.params.get("bytes", b.size * frac))
+            after = "stall" if f.mode == "stall_mid_block" else "disconnect"
+            conn.outq.put(("stream", _Stream(b, limit=limit, after=after)))
+
+    # -- announcing ----------------------------------------------------------
+    def handshaken(self):
+        return [c for c in list(self.conns) if c.got_verack and not c.closed]
+
+    def _announce(self):
+        with self.lock:
+            chain = self.chain
+            tip = chain.tip
+            for c in self.handshaken():
+                if c.best_sent == tip.hash:
+                    continue
+                new = None
+                if c.want_headers and c.best_sent is not None:
+                    fp = chain.fork_point(c.best_sent)
+                    if fp is not None and chain.height - fp.height <= MAX_BLOCKS_TO_ANNOUNCE:
+                        new = [chain.at(h).header for h in range(fp.height + 1, chain.height + 1)]
+                if new:
+                    c.send("headers", ser_headers(new))
+                    c.best_sent = tip.hash
+                    c.event("announced %d headers to %s" % (len(new), tip.hash_hex))
+                else:
+                    c.send("inv", ser_inv([(MSG_BLOCK, tip.hash)]))
+                    c.event("announced inv %s" % tip.hash_hex)
+
+    # -- chain operations ------------------------------------------------------
+    def generate(self, n, txs_per_block=0, block_size=None, announce=False):
+        """Extend the active chain by n blocks (no announcement by default)."""
+        with self.lock:
+            out = self._build(n, txs_per_block, block_size, include_mempool=False)
+            self._revalidate_mempool()
+        if announce:
+            self._announce()
+        return out
+
+    def _build(self, n, txs_per_block=0, block_size=None, txs=None, include_mempool=True):
+        chain = self.chain
+        if chain.network != "regtest":
+            raise ValueError("block generation is only supported on regtest")
+        out = []
+        if block_size:
+            for _ in range(n):
+                out.append(chain.build_big_block(block_size, ntx=txs_per_block or None))
+            return out
+        extra = list(txs or [])
+        if include_mempool and self.mempool:
+            extra = list(self.mempool.values()) + [t for t in extra if sha256d(t) not in self.mempool]
+            self.mempool.clear()
+            self.mempool_spent.clear()
+        if not txs_per_block and not extra:
+            return chain.build_coinbase_only(n)
+        for i in range(n):
+            out.append(chain.build_block(txs_per_block, extra if i == 0 else ()))
+        return out
+
+    def mine(self, n=1, txs_per_block=0, block_size=None, txs=None, announce=True):
+        """Mine n blocks on the tip (the first includes the mempool and `txs`,
+        raw tx bytes; big `block_size` blocks do not take the mempool), then
+        announce the new tip.  Returns the new blocks."""
+        with self.lock:
+            out = self._build(n, txs_per_block, block_size, txs)
+            self._revalidate_mempool()
+        if announce:
+            self._announce()
+        return out
+
+    def reorg(self, fork_height, new_len, txs_per_block=0, block_size=None, announce=True):
+        """Abandon the active chain above fork_height and build a branch of
+        new_len blocks on the block at fork_height; the branch must end up
+        longer than the old chain.  Returns the new blocks."""
+        with self.lock:
+            old_h = self.chain.height
+            if fork_height + new_len <= old_h:
+                raise ValueError("new branch (%d) not longer than current chain (%d)"
+                                 % (fork_height + new_len, old_h))
+            self.chain.rewind(fork_height)
+            self._revalidate_mempool()
+            out = self._build(new_len, txs_per_block, block_size, include_mempool=False)
+            self._revalidate_mempool()
+            self._log("reorg: fork at %d, old tip height %d, new tip %d %s" % (
+                fork_height, old_h, self.chain.height, self.chain.tip.hash_hex))
+        if announce:
+            self._announce()
+        return out
+
+    def activate(self, tip_hash, announce=True):
+        """Switch to an already known branch."""
+        if isinstance(tip_hash, str):
+            tip_hash = unhexh(tip_hash)
+        with self.lock:
+            self.chain.activate(tip_hash)
+            self._revalidate_mempool()
+        if announce:
+            self._announce()
+
+    def add_extra_block(self, path):
+        """Serve a raw block file by hash although it is not in the chain."""
+        with self.lock:
+            return self.chain.load_block_file(path, connect=False)
+
+    def force_extmsg_for(self, conn, on=True):
+        """Send blocks to this connection with the 44-byte extmsg header."""
+        self.force_extmsg_conns[conn.id if isinstance(conn, Connection) else conn] = on
+
+    def withhold(self, block_hash):
+        """Make getdata for this block go unanswered."""
+        self.withheld.add(unhexh(block_hash) if isinstance(block_hash, str) else block_hash)
+
+    # -- mempool ------------------------------------------------------------
+    def _revalidate_mempool(self):
+        old = list(self.mempool.values())
+        self.mempool.clear()
+        self.mempool_spent.clear()
+        for raw in old:
+            if self._check_tx(raw) is None:
+                self._add_mempool(raw)
+
+    def _check_tx(self, raw):
+        """None if acceptable, else (code, reason)."""
+        try:
+            end, ins, outs = parse_tx(raw, 0)
+        except ParseError:
+            return (REJECT_MALFORMED, "error parsing message")
+        if end != len(raw):
+            return (REJECT_MALFORMED, "error parsing message")
+        if ins and ins[0][0] == NULL_HASH and ins[0][1] == 0xFFFFFFFF:
+            return (REJECT_INVALID, "coinbase")
+        if self.tx_policy:
+            r = self.tx_policy(raw)
+            if r:
+                return r
+        total_in = 0
+        seen = set()
+        for prev, idx, _, _ in ins:
+            op = (prev, idx)
+            if op in seen:
+                return (REJECT_INVALID, "bad-txns-inputs-duplicate")
+            seen.add(op)
+            if op in self.mempool_spent:
+                return (REJECT_INVALID, "txn-mempool-conflict")
+            e = self.chain.utxo.get(op)
+            if e is not None:
+                total_in += e[0]
+                continue
+            parent = self.mempool.get(prev)
+            if parent is not None:
+                _, _, pouts = parse_tx(parent, 0)
+                if idx < len(pouts):
+                    total_in += pouts[idx][0]
+                    continue
+            return (REJECT_INVALID, "missing-inputs")
+        total_out = sum(v for v, _ in outs)
+        if any(v < 0 for v, _ in outs) or total_out > 21_000_000 * 100_000_000:
+            return (REJECT_INVALID, "bad-txns-vout-toolarge")
+        if total_out > total_in:
+            return (REJECT_INVALID, "bad-txns-in-belowout")
+        return None
+
+    def _add_mempool(self, raw):
+        txid = sha256d(raw)
+        _, ins, _ = parse_tx(raw, 0)
+        self.mempool[txid] = raw
+        self.relay_map[txid] = raw
+        for prev, idx, _, _ in ins:
+            self.mempool_spent[(prev, idx)] = txid
+        return txid
+
+    def _accept_tx(self, conn, raw):
+        txid = sha256d(raw)
+        with self.lock:
+            if txid in self.mempool:
+                conn.event("tx %s already known: silence" % hexh(txid))
+                return
+            r = self._check_tx(raw)
+            if r is None:
+                self._add_mempool(raw)
+        if r is not None:
+            code, reason = r
+            conn.send("reject", ser_reject("tx", code, reason, txid))
+            conn.event("rejected tx %s: %s" % (hexh(txid), reason))
+            return
+        conn.event("accepted tx %s" % hexh(txid))
+        self._relay([txid], exclude=conn)
+
+    def _relay(self, txids, exclude=None):
+        for c in self.handshaken():
+            if c is exclude or not c.relay:
+                continue
+            new = [t for t in txids if t not in c.known_txs]
+            c.known_txs.update(new)
+            step = c.max_inv()
+            for i in range(0, len(new), step):
+                c.send("inv", ser_inv([(MSG_TX, t) for t in new[i:i + step]]))
+
+    def add_mempool_tx(self, raw, announce=True):
+        """Put a raw tx in the mempool (validated like a broadcast one)."""
+        with self.lock:
+            r = self._check_tx(raw)
+            if r is not None:
+                raise ValueError("tx refused: %s" % (r,))
+            txid = self._add_mempool(raw)
+        if announce:
+            self._relay([txid])
+        return txid
+
+    def make_mempool_txs(self, n, announce=True):
+        """Generate n realistic txs spending confirmed outputs, put them in the
+        mempool and announce them (inv MSG_TX).  Returns [raw tx]."""
+        out = []
+        with self.lock:
+            chain = self.chain
+            attempts = 0
+            while len(out) < n and attempts < 3 * n + 10:
+                attempts += 1
+                # build against a scratch undo, then put the UTXO set back
+                spent, created = [], []
+                r = chain.make_tx(chain.height + 1, spent, created)
+                for op, _e in created:
+                    chain.utxo.pop(op, None)
+                for op, e in spent:
+                    chain.utxo[op] = e
+                if r is None:
+                    break
+                raw = r[0]
+                if self._check_tx(raw) is not None:
+                    for op, e in spent:
+                        if op not in self.mempool_spent:
+                            chain.pool.append(op)
+                    continue
+                self._add_mempool(raw)
+                out.append(raw)
+        if announce and out:
+            self._relay([sha256d(r) for r in out])
+        return out
+
+    def make_tx(self, spend=None, valid=True):
+        """Return a raw tx spending a confirmed output (not added anywhere).
+        valid=False: spends a non-existent outpoint."""
+        with self.lock:
+            chain = self.chain
+            w = chain.wallet
+            if not valid:
+                prev = random.Random(5).randbytes(32)
+                return ser_tx([(prev, 0, chain.wallet.script_sig_for(b""), 0xFFFFFFFF)],
+                              [(1000, w.p2pkh())])
+            if spend is None:
+                for op, e in reversed(list(chain.utxo.items())):
+                    if op not in self.mempool_spent:
+                        spend = op
+                        break
+            e = chain.utxo[spend]
+            return ser_tx([(spend[0], spend[1], w.script_sig_for(e[1]), 0xFFFFFFFF)],
+                          [(max(e[0] - 300, 0), w.p2pkh())])
+
+    # -- observation --------------------------------------------------------
+    def connections(self):
+        return list(self.conns)
+
+    def received_messages(self, conn=None):
+        """[(conn id, command, payload)] over all connections (or one)."""
+        out = []
+        for c in list(self.conns):
+            if conn is not None and c is not conn and c.id != conn:
+                continue
+            out.extend((c.id, m.command, m.payload) for m in c.received)
+        return out
+
+    def wait_for(self, pred, timeout=10.0):
+        """Wait until pred() is true; returns its value or raises TimeoutError."""
+        end = time.time() + timeout
+        with self.cond:
+            while True:
+                v = pred()
+                if v:
+                    return v
+                left = end - time.time()
+                if left <= 0:
+                    raise TimeoutError("condition not met within %.1fs" % timeout)
+                self.cond.wait(min(left, 0.2))
+
+    def wait_for_connection(self, timeout=10.0, handshake=True):
+        return self.wait_for(lambda: next((c for c in self.conns if (c.got_verack or not handshake)), None), timeout)
+
+    def wait_for_message(self, command, conn=None, timeout=10.0, count=1):
+        def pred():
+            ms = [m for c in self.conns if conn is None or c is conn
+                  for m in c.received if m.command == command]
+            return ms[count - 1] if len(ms) >= count else None
+        return self.wait_for(pred, timeout)
+
+    def status(self):
+        with self.lock:
+            return {
+                "port": self.port,
+                "network": self.chain.network,
+                "height": self.chain.height,
+                "tip": self.chain.tip.hash_hex,
+                "mempool": len(self.mempool),
+                "connections": [{"id": c.id, "closed": c.closed, "reason": c.close_reason,
+                                 "ua": (c.version or {}).get("user_agent"),
+                                 "received": c.commands()[-50:],
+                                 "bytes_sent": c.bytes_sent}
+                                for c in self.conns],
+                "faults": [repr(f) for f in self.faults],
+            }
