@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,10 +47,23 @@ int cd_log_level_parse(const char *s, cd_log_level *out)
     return -1;
 }
 
+/* systemd sets JOURNAL_STREAM=<dev>:<inode> of the stream it connected to
+ * stderr; it is only "the journal" if stderr is still that stream (a shell
+ * started from a service inherits the variable but may redirect stderr). */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat sb;
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &sb) < 0)
+        return 0;
+    return (unsigned long long)sb.st_dev == dev && (unsigned long long)sb.st_ino == ino;
+}
+
 int cd_log_under_journal(void)
 {
     if (g_journal < 0)
-        g_journal = getenv("JOURNAL_STREAM") != NULL;
+        g_journal = stderr_is_journal();
     return g_journal && g_path == NULL;
 }
 

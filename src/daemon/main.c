@@ -1,21 +1,229 @@
 /*
- * main.c - conduitd entry point (temporary minimal version; the operations
- * module replaces it with the table-driven configuration).
+ * main.c - conduitd entry point: command line + config file -> checks ->
+ * controller.
+ *
+ * Everything that can be wrong with the configuration is found here, before
+ * any process is forked or any store is opened: bad options (file:line and
+ * the offending text), an unusable data directory, an unreachable PostgreSQL
+ * server, a second daemon on the same data directory. Each prints one line
+ * "conduitd: <problem>" to stderr and exits with CD_EXIT_CONFIG (2), which
+ * systemd's RestartPreventExitStatus=2 treats as "do not restart".
+ *
+ * main() opens no long-lived handles: the PostgreSQL check is a PQping, and
+ * workers open their own connections after fork (STYLE.md C9).
  */
 #include "daemon/cd_config.h"
 #include "daemon/cd_controller.h"
+#include "daemon/cd_notify.h"
+#include "daemon/cd_status.h"
 
+#include "common/cd_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "cd_build.h"
+
+#define PROG "conduitd"
+
+static void die_config(const char *msg)
+{
+    fprintf(stderr, PROG ": %s\n", msg);
+    fflush(stderr);
+}
+
+/* Describes which server a conninfo points at, without any password. */
+static void pg_target(const char *conninfo, char *buf, size_t len)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
+    const char *host = getenv("PGHOST"), *port = getenv("PGPORT"), *db = getenv("PGDATABASE");
+    if (opts != NULL) {
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+            if (o->val == NULL || o->val[0] == '\0')
+                continue;
+            if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0)
+                host = o->val;
+            else if (strcmp(o->keyword, "port") == 0)
+                port = o->val;
+            else if (strcmp(o->keyword, "dbname") == 0)
+                db = o->val;
+        }
+    }
+    snprintf(buf, len, "host=%s port=%s dbname=%s", host ? host : "(default socket)",
+             port ? port : "5432", db ? db : "(default)");
+    PQconninfoFree(opts);
+    PQfreemem(errmsg);
+}
+
+/* Returns 0 if a server answers, else -1 with a one-line reason. */
+static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
+{
+    char target[512];
+    char *perr = NULL;
+    if (cfg->pg_conninfo[0] != '\0') {
+        PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+        if (opts == NULL) {
+            char *nl;
+            while (perr && (nl = strchr(perr, '\n')) != NULL)
+                *nl = nl[1] ? ' ' : '\0';
+            snprintf(err, errlen, "pg_conninfo: %s: '%s'", perr ? perr : "invalid",
+                     cfg->pg_conninfo);
+            PQfreemem(perr);
+            return -1;
+        }
+        PQconninfoFree(opts);
+    }
+    pg_target(cfg->pg_conninfo, target, sizeof(target));
+    /* connect_timeout first so an explicit one in the conninfo wins. */
+    const char *keys[] = {"connect_timeout", "dbname", NULL};
+    const char *vals[] = {"10", cfg->pg_conninfo, NULL};
+    PGPing p = PQpingParams(keys, vals, 1);
+    if (p == PQPING_OK)
+        return 0;
+    /* Ask libpq why, with a short-lived connection closed right away. */
+    char reason[512] = "no response";
+    if (p == PQPING_REJECT)
+        snprintf(reason, sizeof(reason),
+                 "server rejects connections (starting up or shutting down?)");
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c != NULL && PQstatus(c) != CONNECTION_OK) {
+        snprintf(reason, sizeof(reason), "%s", PQerrorMessage(c));
+        /* one line: newlines/tabs to single spaces */
+        char *w = reason;
+        for (char *q = reason; *q; q++) {
+            char ch = (*q == '\n' || *q == '\t') ? ' ' : *q;
+            if (ch == ' ' && (w == reason || w[-1] == ' '))
+                continue;
+            *w++ = ch;
+        }
+        while (w > reason && w[-1] == ' ')
+            w--;
+        *w = '\0';
+    }
+    PQfinish(c);
+    snprintf(err, errlen,
+             "PostgreSQL not reachable (%s): %s (set pg_conninfo or PG* variables, or index = off)",
+             target, reason);
+    return -1;
+}
+
+/* Holds an exclusive lock on <datadir>/conduitd.lock for the life of the
+ * process (inherited by workers). Returns the fd or -1 with err. */
+static int lock_datadir(const cd_config *cfg, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/conduitd.lock", cfg->datadir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "data directory %s: cannot open lock file conduitd.lock: %s",
+                 cfg->datadir, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char other[32] = "?";
+        ssize_t n = pread(fd, other, sizeof(other) - 1, 0);
+        if (n > 0) {
+            other[n] = '\0';
+            other[strcspn(other, "\n")] = '\0';
+        }
+        snprintf(err, errlen, "data directory %s is in use by another conduitd (pid %s)",
+                 cfg->datadir, other);
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "data directory %s: cannot write lock file: %s", cfg->datadir,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 int main(int argc, char **argv)
 {
     cd_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.net = btc_net_get(BTC_NET_MAIN);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--regtest") == 0)
-            cfg.net = btc_net_get(BTC_NET_REGTEST);
+    char err[1024];
+
+    cd_log_set_component(PROG);
+    signal(SIGPIPE, SIG_IGN);
+
+    switch (cd_config_parse_args(&cfg, PROG, argc, argv, err, sizeof(err))) {
+    case CD_CONFIG_RUN:
+        break;
+    case CD_CONFIG_HELP:
+    case CD_CONFIG_VERSION:
+        cd_config_free(&cfg);
+        return fflush(stdout) == 0 ? CD_EXIT_OK : CD_EXIT_FAILURE;
+    case CD_CONFIG_ERROR:
+    default:
+        die_config(err);
+        return CD_EXIT_CONFIG;
     }
-    return cd_controller_run(&cfg);
+
+    cd_log_set_level(cfg.log_level);
+    if (cd_config_check_datadir(&cfg, err, sizeof(err)) < 0) {
+        die_config(err);
+        cd_config_free(&cfg);
+        return CD_EXIT_CONFIG;
+    }
+    if (cfg.log_file != NULL && cd_log_open(cfg.log_file) < 0) {
+        snprintf(err, sizeof(err), "log_file %s: %s", cfg.log_file, strerror(errno));
+        die_config(err);
+        cd_config_free(&cfg);
+        return CD_EXIT_CONFIG;
+    }
+    int lock_fd = lock_datadir(&cfg, err, sizeof(err));
+    if (lock_fd < 0) {
+        die_config(err);
+        cd_config_free(&cfg);
+        return CD_EXIT_CONFIG;
+    }
+    if (cfg.index && check_postgres(&cfg, err, sizeof(err)) < 0) {
+        die_config(err);
+        if (cfg.log_file != NULL)
+            cd_log_error("%s", err);
+        close(lock_fd);
+        cd_config_free(&cfg);
+        return CD_EXIT_CONFIG;
+    }
+
+    cd_notify_init();
+    cd_log_info("conduitd %s starting: network %s, datadir %s, %s%s", CD_VERSION, cfg.net->name,
+                cfg.datadir, cfg.index ? "indexing into PostgreSQL" : "index off",
+                cfg.conf_file ? "" : ", no config file");
+    if (cfg.conf_file)
+        cd_log_info("config file %s", cfg.conf_file);
+
+    cd_status st;
+    cd_status_init(&st, &cfg);
+    if (cd_status_write(cfg.datadir, &st) < 0)
+        cd_log_warn("cannot write status file %s/%s: %s", cfg.datadir, CD_STATUS_FILE,
+                    strerror(errno));
+
+    int rc = cd_controller_run(&cfg);
+
+    /* Keep the last figures the controller published; mark them stopped. */
+    cd_status last;
+    if (cd_status_read(cfg.datadir, &last) == 0 && last.pid == st.pid)
+        st = last;
+    snprintf(st.state, sizeof(st.state), "stopped");
+    st.peers = 0;
+    st.workers_alive = 0;
+    (void)cd_status_write(cfg.datadir, &st);
+
+    cd_log_info("conduitd exiting with status %d", rc);
+    close(lock_fd);
+    cd_config_free(&cfg);
+    return rc;
 }

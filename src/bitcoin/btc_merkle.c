@@ -1,0 +1,188 @@
+/*
+ * btc_merkle.c - merkle roots and proofs over txids.
+ *
+ * Every block's merkle root is recomputed before the block counts
+ * (DESIGN.md §5), the tree levels are stored for proofs, and the mutation
+ * check closes CVE-2012-2459 (a block whose tx list repeats its last txids
+ * hashes to the same root as the honest block). A pair of 32-byte hashes
+ * is hashed as one 64-byte sha256d.
+ */
+#include "bitcoin/btc_merkle.h"
+
+#include "bitcoin/btc_sha256.h"
+#include "common/cd_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+size_t btc_merkle_depth(size_t n)
+{
+    size_t d = 0;
+    while (n > 1) {
+        n = (n + 1) / 2;
+        d++;
+    }
+    return d;
+}
+
+size_t btc_merkle_tree_count(size_t n)
+{
+    size_t total = n;
+    while (n > 1) {
+        n = (n + 1) / 2;
+        total += n;
+    }
+    return total;
+}
+
+/* Hashes level `in` (n hashes) into `out` (ceil(n/2) hashes). out may equal
+ * in (each output slot k is written after inputs 2k, 2k+1 are read).
+ * Returns 1 if two real siblings were equal. */
+static int hash_level(const uint8_t *in, size_t n, uint8_t *out)
+{
+    int mutated = 0;
+    uint8_t pair[64];
+    for (size_t k = 0; 2 * k < n; k++) {
+        const uint8_t *l = in + 64 * k;
+        const uint8_t *r = (2 * k + 1 < n) ? l + 32 : l;
+        if (r != l && memcmp(l, r, 32) == 0)
+            mutated = 1;
+        memcpy(pair, l, 32);
+        memcpy(pair + 32, r, 32);
+        btc_sha256d(out + 32 * k, pair, 64);
+    }
+    return mutated;
+}
+
+int btc_merkle_root(const uint8_t *txids, size_t n, uint8_t root[32], int *mutated)
+{
+    int mut = 0;
+    if (mutated)
+        *mutated = 0;
+    if (n == 0)
+        return BTC_ERR_MERKLE_EMPTY;
+    if (n == 1) {
+        memcpy(root, txids, 32);
+        return 0;
+    }
+    size_t half = (n + 1) / 2;
+    uint8_t small[32];
+    uint8_t *scratch = half == 1 ? small : malloc(half * 32);
+    if (!scratch)
+        return BTC_ERR_TOO_BIG;
+    mut |= hash_level(txids, n, scratch);
+    n = half;
+    while (n > 1) {
+        mut |= hash_level(scratch, n, scratch);
+        n = (n + 1) / 2;
+    }
+    memcpy(root, scratch, 32);
+    if (scratch != small)
+        free(scratch);
+    if (mutated)
+        *mutated = mut;
+    return 0;
+}
+
+int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mutated)
+{
+    int mut = 0;
+    if (mutated)
+        *mutated = 0;
+    if (n == 0)
+        return BTC_ERR_MERKLE_EMPTY;
+    if (tree != txids)
+        memmove(tree, txids, n * 32);
+    uint8_t *lvl = tree;
+    while (n > 1) {
+        uint8_t *next = lvl + n * 32;
+        mut |= hash_level(lvl, n, next);
+        lvl = next;
+        n = (n + 1) / 2;
+    }
+    if (mutated)
+        *mutated = mut;
+    return 0;
+}
+
+int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch,
+                      uint8_t *dup, size_t *depth)
+{
+    *depth = 0;
+    if (n == 0)
+        return BTC_ERR_MERKLE_EMPTY;
+    if (index >= n)
+        return BTC_ERR_RANGE;
+    const uint8_t *lvl = tree;
+    size_t d = 0;
+    while (n > 1) {
+        size_t sib = index ^ 1;
+        int is_dup = sib >= n;
+        memcpy(branch + 32 * d, lvl + 32 * (is_dup ? index : sib), 32);
+        if (dup)
+            dup[d] = (uint8_t)is_dup;
+        d++;
+        lvl += 32 * n;
+        n = (n + 1) / 2;
+        index >>= 1;
+    }
+    *depth = d;
+    return 0;
+}
+
+int btc_merkle_verify(const uint8_t leaf[32], size_t index, const uint8_t *branch, size_t depth,
+                      const uint8_t root[32])
+{
+    uint8_t h[32], pair[64];
+    memcpy(h, leaf, 32);
+    for (size_t d = 0; d < depth; d++) {
+        if (index & 1) {
+            memcpy(pair, branch + 32 * d, 32);
+            memcpy(pair + 32, h, 32);
+        } else {
+            memcpy(pair, h, 32);
+            memcpy(pair + 32, branch + 32 * d, 32);
+        }
+        btc_sha256d(h, pair, 64);
+        index >>= 1;
+    }
+    return index == 0 && memcmp(h, root, 32) == 0;
+}
+
+int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, size_t index,
+                        const uint8_t block_hash[32])
+{
+    size_t depth;
+    uint8_t branch[64 * 32], dup[64];
+    if (btc_merkle_depth(n) > 64)
+        return BTC_ERR_TOO_BIG;
+    int rc = btc_merkle_branch(tree, n, index, branch, dup, &depth);
+    if (rc < 0)
+        return rc;
+    char hex[65], bhex[65];
+    cd_hex_encode_rev(hex, tree + 32 * index, 32);
+    cd_hex_encode_rev(bhex, block_hash, 32);
+    size_t len = 0;
+    char dummy[1];
+#define EMIT(...)                                                                                  \
+    do {                                                                                           \
+        int w_ = snprintf(len < cap ? out + len : dummy, len < cap ? cap - len : 1, __VA_ARGS__); \
+        if (w_ < 0)                                                                                \
+            return BTC_ERR_RANGE;                                                                  \
+        len += (size_t)w_;                                                                         \
+    } while (0)
+    EMIT("{\"index\":%zu,\"txOrId\":\"%s\",\"target\":\"%s\",\"nodes\":[", index, hex, bhex);
+    for (size_t d = 0; d < depth; d++) {
+        if (dup[d]) {
+            EMIT("%s\"*\"", d ? "," : "");
+        } else {
+            cd_hex_encode_rev(hex, branch + 32 * d, 32);
+            EMIT("%s\"%s\"", d ? "," : "", hex);
+        }
+    }
+    EMIT("],\"targetType\":\"hash\"}");
+#undef EMIT
+    if (len > (size_t)INT32_MAX)
+        return BTC_ERR_TOO_BIG;
+    return (int)len;
+}

@@ -1,0 +1,81 @@
+/*
+ * btc_merkle.h - merkle roots, CVE-2012-2459 mutation detection, stored
+ * trees, branches (proofs) and their verification.
+ *
+ * Hashes are 32 bytes, internal order, packed back to back (n * 32 bytes).
+ * A level with an odd number of hashes is paired with a copy of its last
+ * hash. A tree is "mutated" (CVE-2012-2459) when at some level two hashes
+ * that are both really present (not the odd-level copy) and paired together
+ * are equal: such a block has the same root as a different, invalid block
+ * and must be rejected.
+ *
+ * Stored tree layout (btc_merkle_tree_build): all levels back to back, base
+ * first: level 0 = the n txids, level k+1 has ceil(size_k / 2) hashes, the
+ * last level is the single root. Duplicates are not stored. For n == 1 the
+ * tree is just the txid (which is the root).
+ *
+ * No allocation except where stated; thread-safe.
+ */
+#ifndef BTC_MERKLE_H
+#define BTC_MERKLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitcoin/btc_err.h"
+
+/* Depth of a tree of n leaves (number of branch hashes): ceil(log2 n). */
+size_t btc_merkle_depth(size_t n);
+
+/* Number of hashes the stored tree of n leaves holds (all levels). */
+size_t btc_merkle_tree_count(size_t n);
+
+/*
+ * Computes the root of n txids.
+ * In:  txids: n * 32 bytes. Not modified.
+ * Out: root; *mutated (if not NULL) 1 if CVE-2012-2459 mutation was found.
+ * Returns: 0, or BTC_ERR_MERKLE_EMPTY if n == 0.
+ * Allocates a scratch buffer of ceil(n/2) * 32 bytes (malloc) for n > 2;
+ * returns BTC_ERR_TOO_BIG if that fails.
+ */
+int btc_merkle_root(const uint8_t *txids, size_t n, uint8_t root[32], int *mutated);
+
+/*
+ * Builds the stored tree into tree (btc_merkle_tree_count(n) * 32 bytes;
+ * level 0 is copied from txids, which may already be tree itself).
+ * Out: *mutated as for btc_merkle_root. The root is the last 32 bytes.
+ * Returns: 0, or BTC_ERR_MERKLE_EMPTY if n == 0. No allocation.
+ */
+int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mutated);
+
+/*
+ * Extracts the branch of leaf `index` from a stored tree of n leaves.
+ * Out: branch (btc_merkle_depth(n) * 32 bytes): the sibling at each level,
+ *      bottom up; where the sibling is the odd-level duplicate the node's own
+ *      hash is written and dup[level] = 1 (dup may be NULL; else it has
+ *      btc_merkle_depth(n) bytes). *depth = number of hashes written.
+ * Returns: 0; BTC_ERR_RANGE if index >= n; BTC_ERR_MERKLE_EMPTY if n == 0.
+ */
+int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch,
+                      uint8_t *dup, size_t *depth);
+
+/*
+ * Recomputes the root from a leaf, its index and its branch.
+ * Returns 1 if it equals root, 0 otherwise.
+ */
+int btc_merkle_verify(const uint8_t leaf[32], size_t index, const uint8_t *branch, size_t depth,
+                      const uint8_t root[32]);
+
+/*
+ * Writes a TSC merkle proof (BRC-10 / TSC JSON) for leaf `index`:
+ *   {"index":I,"txOrId":"<txid display hex>","target":"<block hash display hex>",
+ *    "nodes":["<hex>"|"*",...],"targetType":"hash"}
+ * nodes are display (reversed) hex; "*" marks a duplicated node.
+ * In: block_hash (internal order) is the target; tree/n as above.
+ * Returns: the length of the JSON (excluding NUL), like snprintf: if it is
+ *          >= cap the output was truncated. Negative BTC_ERR_* on bad index.
+ */
+int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, size_t index,
+                        const uint8_t block_hash[32]);
+
+#endif /* BTC_MERKLE_H */

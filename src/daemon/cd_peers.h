@@ -1,0 +1,58 @@
+/*
+ * cd_peers.h - how other controller modules (the block pipeline: ring,
+ * block download scheduling; later the mempool) attach to the controller's
+ * peers and chain events.
+ *
+ * The controller owns one event_base, one cp2p_mgr (libconduit-p2p) and the
+ * header tree. A module describes itself with a cd_ctl_module and is listed
+ * in the ctl_modules[] table of cd_controller.c (one line per module). At
+ * start the controller calls init() (after the tree is open, before peers
+ * are dialled), then forwards events:
+ *
+ *   peer events     every cp2p handler the module sets in `handlers` is
+ *                   called after the controller's own handling (for
+ *                   on_ready, on_disconnect, on_headers, on_inv) or instead
+ *                   of it (all others: the controller does not use them).
+ *                   ctx->user is the module's state (what init returned).
+ *   block sink      at most one module may set `sink` (the ring); it is
+ *                   passed to cp2p_mgr_new() and called with ctx->user = the
+ *                   module's state.
+ *   best chain      on_best_chain() after every best-tip change, with the
+ *                   fork point and the blocks leaving / joining (the event
+ *                   is borrowed for the call; nodes live as long as the tree).
+ *
+ * Everything runs on the controller's loop thread. fini() is called before
+ * the manager and the tree are freed.
+ */
+#ifndef CD_PEERS_H
+#define CD_PEERS_H
+
+#include "daemon/cd_config.h"
+#include "p2p/conduit_p2p.h"
+#include "storage/cd_hdrtree.h"
+
+struct event_base;
+
+typedef struct cd_ctl cd_ctl;
+
+typedef struct cd_ctl_module {
+    const char *name;
+    /* Returns 0 and the module's state in *state, or -1 (logged) to stop the
+     * daemon with CD_EXIT_FAILURE. */
+    int (*init)(cd_ctl *ctl, void **state);
+    void (*fini)(void *state);
+    cp2p_handlers handlers;
+    const cp2p_block_sink *sink;
+    void (*on_best_chain)(void *state, const cd_hdrtree_tip_event *ev);
+} cd_ctl_module;
+
+/* Accessors for modules (valid from init() to fini()). */
+struct event_base *cd_ctl_base(cd_ctl *ctl);
+cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);      /* NULL during init(): created after */
+cd_hdrtree *cd_ctl_tree(cd_ctl *ctl);
+const cd_config *cd_ctl_config(cd_ctl *ctl);
+
+/* Asks the controller loop to stop (as SIGTERM does), with an exit code. */
+void cd_ctl_stop(cd_ctl *ctl, int exit_code);
+
+#endif /* CD_PEERS_H */

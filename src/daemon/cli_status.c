@@ -1,0 +1,100 @@
+/*
+ * cli_status.c - `conduit-cli status`: how is the daemon doing?
+ *
+ * Reads <datadir>/status (written atomically by the daemon every
+ * status_interval seconds) and checks whether the recorded pid is alive.
+ * It never talks to the daemon, so it cannot disturb or block it. The data
+ * directory is found exactly as conduitd finds it (same option parser:
+ * --datadir, --conf, --regtest/--testnet/--stn).
+ */
+#include "daemon/cd_config.h"
+#include "daemon/cd_status.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cd_cli_status(int argc, char **argv);
+
+static void json_out(FILE *f, const cd_status *st, int alive)
+{
+    fprintf(f,
+            "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
+            ", \"network\": \"%s\", \"version\": \"%s\", "
+            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64 ", "
+            "\"height\": %" PRId32 ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
+            "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
+            "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
+            "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
+            "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
+            "}\n",
+            alive ? "true" : "false",
+            alive && cd_status_stale(st, (int64_t)time(NULL)) ? "true" : "false", st->pid,
+            st->network, st->version, st->state, st->started_at, st->updated_at, st->height,
+            st->header_height, st->peers, st->workers_alive, st->workers_total, st->ring_used,
+            st->ring_size, st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done,
+            st->bytes_done, st->txs_done);
+}
+
+int cd_cli_status(int argc, char **argv)
+{
+    int json = 0;
+    char **args = calloc((size_t)argc + 1, sizeof(char *));
+    if (args == NULL)
+        return 1;
+    int n = 0;
+    args[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: conduit-cli status [--datadir DIR | --regtest | --testnet | --stn]"
+                   " [--conf FILE] [--json]\n"
+                   "Shows the daemon's progress from DIR/status and whether it is running.\n"
+                   "Exit status: 0 running, 1 not running or no status, 2 usage.\n");
+            free(args);
+            return 0;
+        } else
+            args[n++] = argv[i];
+    }
+    cd_config cfg;
+    char err[1024];
+    cd_config_action a =
+        cd_config_parse_args(&cfg, "conduit-cli status", n, args, err, sizeof(err));
+    free(args);
+    if (a == CD_CONFIG_ERROR) {
+        fprintf(stderr, "conduit-cli status: %s\n", err);
+        return 2;
+    }
+    if (a != CD_CONFIG_RUN) {
+        cd_config_free(&cfg);
+        return 0;
+    }
+    cd_status st;
+    int rc = 0;
+    if (cd_status_read(cfg.datadir, &st) < 0) {
+        if (errno == ENOENT)
+            fprintf(stderr,
+                    "conduit-cli status: no status file %s/%s (conduitd has not run with this "
+                    "data directory)\n",
+                    cfg.datadir, CD_STATUS_FILE);
+        else
+            fprintf(stderr, "conduit-cli status: cannot read %s/%s: %s\n", cfg.datadir,
+                    CD_STATUS_FILE, strerror(errno));
+        cd_config_free(&cfg);
+        return 1;
+    }
+    int alive = cd_status_pid_alive(&st);
+    if (alive && strcmp(st.state, "stopped") == 0)
+        alive = 0; /* pid reused by an unrelated process */
+    if (json)
+        json_out(stdout, &st, alive);
+    else
+        cd_status_print(stdout, &st, alive);
+    rc = alive ? 0 : 1;
+    cd_config_free(&cfg);
+    return rc;
+}

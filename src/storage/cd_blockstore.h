@@ -1,0 +1,151 @@
+/*
+ * cd_blockstore.h - raw blocks, tx offsets and merkle trees in LMDB
+ * (DESIGN.md §4).
+ *
+ * One LMDB environment per directory; the daemon uses two:
+ *   <datadir>/blocks  written only by the block-writer worker
+ *   <datadir>/merkle  written only by the merkle worker
+ * so each environment has exactly one writer process. Readers (conduit-cli,
+ * the controller's resume check) open them with CD_BS_RDONLY at any time.
+ *
+ * Named databases (all in every env; unused ones stay empty):
+ *   chunks   u64 BE sequence -> up to chunk_size raw block bytes (MDB_APPEND)
+ *   txoff    u64 BE sequence -> up to CD_BS_OFFS_PER_REC u64 LE tx offsets
+ *   blocks   32-byte hash -> cd_block_loc (location, size, tx count, header)
+ *   heights  u32 BE height -> 32-byte hash (last block stored at that height)
+ *   merkle   hash -> cd_merkle_meta; hash||u32 BE part -> hashes of the tree
+ *   meta     "next_chunk"/"next_off" -> u64: sequences never go backwards,
+ *            so MDB_APPEND always holds even after deletes
+ *
+ * Crash safety: a block is written as BEGIN (a loc without
+ * CD_BLOCK_COMPLETE), APPENDs (each one txn: chunks + the loc's counts), and
+ * FINISH (last partial chunk, remaining offsets, loc with COMPLETE, height, in
+ * one txn, then an fsync). cd_blockstore_recover() deletes every incomplete
+ * block; readers treat incomplete locs as absent.
+ *
+ * Hashes are in internal byte order (sha256d of the header).
+ *
+ * Return values: 0 on success, CD_BS_NOTFOUND if absent, otherwise a negative
+ * CD_BS_E* code or a positive LMDB/errno code (see cd_blockstore_strerror).
+ *
+ * Threads/processes: a cd_blockstore handle belongs to the process (and
+ * thread) that opened it; never use it after fork().
+ */
+#ifndef CD_BLOCKSTORE_H
+#define CD_BLOCKSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CD_BS_NOTFOUND (-30798) /* == MDB_NOTFOUND */
+#define CD_BS_ECORRUPT (-1001)  /* a record has the wrong size/version */
+#define CD_BS_ESTATE (-1002)    /* writer call out of order */
+#define CD_BS_ERANGE (-1003)    /* read beyond the block */
+
+#define CD_BS_RDONLY 1u
+
+#define CD_BS_CHUNK_SIZE (4u * 1024 * 1024)
+#define CD_BS_OFFS_PER_REC 65536u
+#define CD_BS_MERKLE_PER_PART 131072u /* 4 MiB of hashes per value */
+
+#define CD_BLOCK_LOC_VERSION 1
+#define CD_BLOCK_COMPLETE 1u
+
+typedef struct cd_block_loc {
+    uint32_t version;     /* CD_BLOCK_LOC_VERSION */
+    uint32_t flags;       /* CD_BLOCK_COMPLETE when fully written */
+    uint64_t size;        /* block bytes */
+    uint64_t tx_count;
+    uint64_t chunk_first; /* first key in `chunks` */
+    uint64_t chunk_count;
+    uint64_t off_first;   /* first key in `txoff` */
+    uint64_t off_count;   /* records in `txoff` */
+    uint64_t seq;         /* order in which blocks were begun */
+    uint32_t chunk_size;  /* all chunks but the last are this long */
+    uint32_t height;      /* UINT32_MAX if unknown */
+    uint8_t header[80];
+} cd_block_loc;
+
+typedef struct cd_merkle_meta {
+    uint64_t tx_count;
+    uint64_t n_hashes;    /* all levels, leaves first, root last */
+    uint8_t root[32];
+} cd_merkle_meta;
+
+typedef struct cd_blockstore cd_blockstore;
+
+/*
+ * Opens (creating dir and databases unless CD_BS_RDONLY) the environment in
+ * `dir`. map_size 0 = default (1 TiB of address space; the file grows only as
+ * written). Returns 0 with *out set (free with cd_blockstore_close), or an
+ * error code (ENOENT when a read-only store does not exist yet).
+ */
+int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_blockstore **out);
+void cd_blockstore_close(cd_blockstore *bs);
+
+const char *cd_blockstore_strerror(int rc);
+
+/* ---------------- readers ---------------- */
+
+/* Location of a COMPLETE block. Returns 0, CD_BS_NOTFOUND (absent or
+ * incomplete) or an error. */
+int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *out);
+
+/* Hash of the block stored at `height`. Returns 0 or CD_BS_NOTFOUND. */
+int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32]);
+
+/* Copies block bytes [off, off+len) into buf. Returns 0 or CD_BS_ERANGE/... */
+int cd_blockstore_read(cd_blockstore *bs, const cd_block_loc *loc, uint64_t off, void *buf,
+                       size_t len);
+
+/* Copies tx offsets [first, first+n) (block-relative byte offsets). */
+int cd_blockstore_read_offsets(cd_blockstore *bs, const cd_block_loc *loc, uint64_t first,
+                               uint64_t n, uint64_t *out);
+
+/* Calls fn for every complete block in insertion order; fn returns non-zero to
+ * stop (that value is returned). */
+int cd_blockstore_foreach(cd_blockstore *bs,
+                          int (*fn)(const uint8_t hash[32], const cd_block_loc *loc, void *arg),
+                          void *arg);
+
+/* Merkle tree: meta, and hashes [first, first+n) of the concatenated levels. */
+int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32], cd_merkle_meta *out);
+int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first,
+                              uint64_t n, uint8_t *out);
+
+/* ---------------- the single writer ---------------- */
+
+/* Deletes every incomplete block (call once after opening for writing).
+ * Returns the number of blocks removed (>= 0) or an error (< 0). */
+int cd_blockstore_recover(cd_blockstore *bs);
+
+/* Starts writing a block, replacing any stored copy of the same hash.
+ * Only one block may be in progress per handle. */
+int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
+                        uint32_t height, uint64_t size, uint64_t tx_count);
+
+/* Appends the next bytes of the current block and the offsets of the txs
+ * starting in them (block-relative), in one committed txn. Bytes that do not
+ * fill a chunk are kept in memory until the next call or finish. */
+int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
+                         const uint64_t *tx_offsets, size_t n_offsets);
+
+/* Completes the current block (size and tx count must match begin) and makes
+ * it durable. */
+int cd_blockstore_finish(cd_blockstore *bs);
+
+/* Drops the current block's committed chunks and its incomplete record. */
+int cd_blockstore_abort(cd_blockstore *bs);
+
+/* Removes a stored block (any state). Returns 0 or CD_BS_NOTFOUND. */
+int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32]);
+
+/* Stores a full merkle tree (n_hashes = all levels) in one txn, replacing
+ * any previous tree for the hash. */
+int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
+                             const uint8_t *hashes, uint64_t n_hashes);
+
+/* Number of hashes in the full tree of n leaves (n + n/2 rounded up + ...). */
+uint64_t cd_merkle_tree_size(uint64_t n_leaves);
+
+#endif /* CD_BLOCKSTORE_H */

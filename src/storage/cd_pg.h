@@ -1,0 +1,171 @@
+/*
+ * cd_pg.h - the PostgreSQL side of the transaction index.
+ *
+ * One cd_pg handle wraps one libpq connection, opened in the process that uses
+ * it (never across fork()). It offers:
+ *   - connection with back-off retry (a database that goes away pauses the
+ *     caller; nothing is lost, nothing crash-loops);
+ *   - the migration runner (sql/NNN_name.sql compiled into the binary);
+ *   - the unit writer: a work unit's transaction, input and pushdata rows are
+ *     sent with COPY (binary or text) and committed in ONE transaction with a
+ *     marker row in indexed_units, so a unit is written exactly once however
+ *     often it is retried;
+ *   - block bookkeeping: register a block, mark it indexed once all its units
+ *     are committed, advance the indexed tip in height order.
+ *
+ * Errors: functions return 0 on success and a negative CD_PG_E* code on
+ * failure, after logging what failed (SQL state, table, block). Functions
+ * that talk to the server retry connection loss themselves (see
+ * cd_pg_set_retry) and only return CD_PG_EDOWN when told to stop.
+ */
+#ifndef CD_PG_H
+#define CD_PG_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+/* ---- return codes ---- */
+#define CD_PG_OK 0
+#define CD_PG_ERROR -1      /* SQL error that retrying will not fix (logged) */
+#define CD_PG_EDOWN -2      /* server unreachable and the retry budget or stop flag ended */
+#define CD_PG_ENEWER -3     /* database schema is newer than this binary knows */
+#define CD_PG_EINCOMPLETE -4 /* block not complete (units missing) / tip out of order */
+
+/* Pushdata flags (DESIGN.md section 4). */
+#define CD_PG_PUSH_OUTPUT 1
+#define CD_PG_PUSH_INPUT 2
+#define CD_PG_PUSH_DATA 4
+
+/* ---- migrations (generated from sql/ by cd_pg_embed.py) ---- */
+typedef struct cd_pg_migration {
+    int version;
+    const char *name;
+    const char *sql;
+} cd_pg_migration;
+extern const cd_pg_migration cd_pg_migrations[]; /* ends with {0, NULL, NULL} */
+extern const int cd_pg_schema_latest;            /* highest version known */
+
+/* ---- connection ---- */
+typedef struct cd_pg cd_pg;
+
+/* Creates a handle; does not connect. conninfo NULL or "" means libpq's
+ * defaults (PGHOST, PGPORT, PGUSER, PGDATABASE, ... environment). The string
+ * is copied. Free with cd_pg_free (accepts NULL). */
+cd_pg *cd_pg_new(const char *conninfo);
+void cd_pg_free(cd_pg *pg);
+
+/* Retry policy for connection loss. max_attempts 0 = forever (the daemon's
+ * workers: the pipeline pauses while PG is down); stop, if not NULL, is polled
+ * between attempts (a SIGTERM flag) and ends the wait with CD_PG_EDOWN.
+ * Back-off starts at 100 ms and doubles up to max_backoff_ms. Defaults:
+ * forever, no stop flag, 5000 ms. */
+void cd_pg_set_retry(cd_pg *pg, unsigned max_attempts, unsigned max_backoff_ms,
+                     const volatile sig_atomic_t *stop);
+
+/* Connects (with the retry policy) if not connected. Sets
+ * synchronous_commit=off for the session when `bulk` was requested with
+ * cd_pg_set_bulk. Returns CD_PG_OK or CD_PG_EDOWN. */
+int cd_pg_connect(cd_pg *pg);
+
+/* Session setting: synchronous_commit off (unit commits are redone from LMDB
+ * after a crash anyway, so losing the last commits on a server crash is
+ * safe). Takes effect on the next (re)connect. */
+void cd_pg_set_bulk(cd_pg *pg, int on);
+
+/* The live connection, or NULL when not connected. Borrowed: valid until the
+ * next cd_pg_* call on this handle. */
+PGconn *cd_pg_conn(cd_pg *pg);
+
+/* Runs one statement without parameters, retrying connection loss. Returns
+ * CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
+int cd_pg_exec(cd_pg *pg, const char *sql);
+
+/* ---- schema ---- */
+
+/* Applies the missing migrations, each in its own transaction with its
+ * cd_schema_version row; idempotent (an up-to-date database is left alone),
+ * safe when several processes start at once (advisory lock). Returns
+ * CD_PG_OK; CD_PG_ENEWER (logged with both versions) when the database has a
+ * version above cd_pg_schema_latest; CD_PG_ERROR / CD_PG_EDOWN. */
+int cd_pg_migrate(cd_pg *pg);
+
+/* Current schema version of the database (0 when none). */
+int cd_pg_schema_version(cd_pg *pg, int *out);
+
+/* ---- COPY row buffers for one work unit ---- */
+
+typedef enum cd_pg_copy_format {
+    CD_PG_COPY_BINARY = 0,
+    CD_PG_COPY_TEXT = 1,
+} cd_pg_copy_format;
+
+typedef struct cd_pg_buf {
+    uint8_t *p;
+    size_t len, cap;
+    uint64_t rows;
+} cd_pg_buf;
+
+/* A unit's rows, encoded for COPY as they are produced. Reused across units
+ * (cd_pg_unit_reset keeps the memory). */
+typedef struct cd_pg_unit {
+    int64_t block_id;
+    uint32_t unit_no;
+    uint32_t first_tx;
+    uint32_t tx_count;      /* counted by cd_pg_unit_add_tx */
+    cd_pg_copy_format format;
+    cd_pg_buf tx, in, pd;
+} cd_pg_unit;
+
+void cd_pg_unit_init(cd_pg_unit *u, cd_pg_copy_format format);
+void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx);
+void cd_pg_unit_free(cd_pg_unit *u);
+
+void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32],
+                       uint64_t offset, uint32_t size);
+void cd_pg_unit_add_input(cd_pg_unit *u, uint32_t tx_pos, uint32_t in_idx,
+                          const uint8_t prev_hash[32], uint32_t prev_idx);
+void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned flags,
+                         const uint8_t key[32]);
+
+/*
+ * Writes the unit exactly once: BEGIN; insert the marker (block_id, unit_no)
+ * ON CONFLICT DO NOTHING; if it already existed ROLLBACK and report it;
+ * otherwise COPY the three tables and COMMIT. Connection loss at any point
+ * (including an unknown COMMIT outcome) reconnects with back-off and starts
+ * over; the marker makes the retry safe.
+ * Returns: 0 = written; 1 = already committed before (nothing written);
+ *          CD_PG_ERROR / CD_PG_EDOWN.
+ */
+int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u);
+
+/* ---- blocks and the tip ---- */
+
+/* Registers a block (idempotent on its hash) and returns its block_id. hash
+ * and header in internal order; header is 80 bytes. */
+int cd_pg_block_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
+                         int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
+
+/* Marks the block indexed after checking that n_units markers exist covering
+ * its tx_count transactions (the caller has verified the merkle root).
+ * Returns CD_PG_OK, CD_PG_EINCOMPLETE (units missing; nothing changed), or
+ * an error. Idempotent. */
+int cd_pg_block_set_indexed(cd_pg *pg, int64_t block_id, uint32_t n_units);
+
+/* Advances the indexed tip to this block: it must be indexed, at height
+ * tip+1 and a child of the tip (or be the first tip). A block already on the
+ * best chain at or below the tip is a no-op (CD_PG_OK). Sets
+ * on_best_chain in the same transaction. Returns CD_PG_OK,
+ * CD_PG_EINCOMPLETE (not indexed or out of order), or an error. */
+int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
+
+/* Height of the indexed tip, -1 when there is none. */
+int cd_pg_tip_height(cd_pg *pg, int32_t *height);
+
+/* Number of committed unit markers of a block (for recovery: which units to
+ * redo). */
+int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done);
+
+#endif /* CD_PG_H */

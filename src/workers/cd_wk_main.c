@@ -1,0 +1,153 @@
+/*
+ * cd_wk_main.c - the worker main loop: messages in, hooks, replies out.
+ *
+ * Why it exists: every worker kind needs the same framing, version check,
+ * ack discipline and exit-code policy; keeping it in one place means the
+ * writer, merkle and parser workers only implement what they do with a unit.
+ */
+#include "workers/cd_wk_main.h"
+
+#include "common/cd_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void cd_wk_maybe_crash(cd_wk_ctx *c, uint64_t units_done)
+{
+    const char *spec = getenv("CD_WK_CRASH");
+    if (!spec || !c->cfg || !c->cfg->datadir)
+        return;
+    const char *name = cd_wk_kind_name(c->kind);
+    size_t nl = strlen(name);
+    if (strncmp(spec, name, nl) != 0 || spec[nl] != ':')
+        return;
+    if (strtoull(spec + nl + 1, NULL, 10) != units_done)
+        return;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/crashed.%s", c->cfg->datadir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return; /* already crashed once */
+    close(fd);
+    cd_log_warn("test hook CD_WK_CRASH=%s: killing myself", spec);
+    raise(SIGKILL);
+}
+
+static CD_NORETURN void wk_exit(cd_wk_ctx *c, const cd_wk_ops *ops, uint8_t *buf, int code)
+{
+    if (ops->fini)
+        ops->fini(c);
+    free(buf);
+    exit(code);
+}
+
+static int need(const cd_ipc_hdr *h, size_t sz)
+{
+    if (h->len < sz) {
+        cd_log_error("ipc: %s message of %u bytes, expected %zu", cd_ipc_type_name(h->type),
+                     h->len, sz);
+        return -1;
+    }
+    return 0;
+}
+
+void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
+{
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    if (ops->init) {
+        int rc = ops->init(c);
+        if (rc != 0) {
+            cd_log_error("%s worker: init failed (exit %d)", ops->name, rc);
+            free(buf);
+            exit(rc);
+        }
+    }
+    cd_ipc_hello hello = {.kind = c->kind, .index = c->index, .pid = (int32_t)getpid()};
+    if (cd_ipc_send(c->fd, CD_IPC_HELLO, &hello, sizeof(hello), NULL, 0) != 0)
+        wk_exit(c, ops, buf, CD_EXIT_OK);
+    uint64_t units_done = 0;
+    for (;;) {
+        cd_ipc_hdr h;
+        int r = cd_ipc_recv(c->fd, &h, &buf, &cap);
+        if (r == 0)
+            wk_exit(c, ops, buf, CD_EXIT_OK); /* controller gone */
+        if (r < 0) {
+            cd_log_error("%s worker: channel read: %s", ops->name, strerror(errno));
+            wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+        }
+        int rc = 0;
+        switch (h.type) {
+        case CD_IPC_BLOCK_BEGIN:
+            if (need(&h, sizeof(cd_ipc_block_begin)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            if (ops->begin)
+                rc = ops->begin(c, (const cd_ipc_block_begin *)buf);
+            break;
+        case CD_IPC_UNIT: {
+            if (need(&h, sizeof(cd_ipc_unit)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            const cd_ipc_unit *u = (const cd_ipc_unit *)buf;
+            if (h.len != sizeof(*u) + (size_t)u->tx_count * 4 || u->len > c->ring_size) {
+                cd_log_error("%s worker: bad UNIT (len %u, %u offsets)", ops->name, h.len,
+                             u->tx_count);
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            }
+            int st = ops->unit ? ops->unit(c, u, (const uint32_t *)(buf + sizeof(*u))) : 0;
+            if (st < 0) {
+                rc = -1;
+                break;
+            }
+            units_done++;
+            cd_wk_maybe_crash(c, units_done);
+            cd_ipc_unit_ack ack = {.block_id = u->block_id, .unit_no = u->unit_no,
+                                   .status = (uint32_t)st};
+            if (cd_ipc_send(c->fd, CD_IPC_UNIT_ACK, &ack, sizeof(ack), NULL, 0) != 0)
+                wk_exit(c, ops, buf, CD_EXIT_OK);
+            break;
+        }
+        case CD_IPC_BLOCK_END: {
+            if (need(&h, sizeof(cd_ipc_block_ref)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            cd_ipc_block_done done;
+            memset(&done, 0, sizeof(done));
+            const cd_ipc_block_ref *ref = (const cd_ipc_block_ref *)buf;
+            done.block_id = ref->block_id;
+            done.kind = c->kind;
+            int send = ops->end ? ops->end(c, ref, &done) : 0;
+            if (send < 0) {
+                rc = -1;
+                break;
+            }
+            if (send > 0 &&
+                cd_ipc_send(c->fd, CD_IPC_BLOCK_DONE, &done, sizeof(done), NULL, 0) != 0)
+                wk_exit(c, ops, buf, CD_EXIT_OK);
+            break;
+        }
+        case CD_IPC_BLOCK_ABORT:
+            if (need(&h, sizeof(cd_ipc_block_ref)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            if (ops->abort)
+                ops->abort(c, (const cd_ipc_block_ref *)buf);
+            break;
+        case CD_IPC_BLOCK_DELETE:
+            if (need(&h, sizeof(cd_ipc_block_ref)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            if (ops->del)
+                rc = ops->del(c, (const cd_ipc_block_ref *)buf);
+            break;
+        case CD_IPC_SHUTDOWN:
+            wk_exit(c, ops, buf, CD_EXIT_OK);
+        default:
+            cd_log_error("%s worker: unexpected message type %u", ops->name, h.type);
+            wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+        }
+        if (rc < 0)
+            wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+    }
+}

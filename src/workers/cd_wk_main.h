@@ -1,0 +1,75 @@
+/*
+ * cd_wk_main.h - the common main loop of every forked worker.
+ *
+ * The supervisor forks, closes what the child must not keep, and calls
+ * cd_wk_run() with a context and the kind's operation table. The loop reads
+ * cd_ipc messages from the channel (blocking), calls the table's hooks, and
+ * sends UNIT_ACK / BLOCK_DONE replies. It never returns: the process exits
+ *   0                on SHUTDOWN or channel EOF (the controller is gone),
+ *   CD_EXIT_CONFIG   (2) if init() says the configuration can never work
+ *                    (the supervisor will not respawn),
+ *   CD_EXIT_FAILURE  (1) on any other error (respawned with back-off).
+ *
+ * Each kind opens its LMDB env / PG connection in init(), i.e. after fork.
+ * The parser worker (cd_wk_parser.c) plugs in through the same table.
+ */
+#ifndef CD_WK_MAIN_H
+#define CD_WK_MAIN_H
+
+#include <stdint.h>
+
+#include "common/cd_util.h"
+#include "daemon/cd_config.h"
+#include "workers/cd_ipc.h"
+
+typedef struct cd_wk_ctx {
+    cd_wk_kind kind;
+    uint32_t index;           /* parser number */
+    int fd;                   /* channel to the controller */
+    const uint8_t *ring;      /* ring data (double-mapped: 2*ring_size bytes) */
+    uint64_t ring_size;
+    const cd_config *cfg;     /* borrowed from the controller's memory image */
+    void *state;              /* the kind's private state (init sets it) */
+} cd_wk_ctx;
+
+/* Pointer to the unit's bytes in the ring. */
+static inline const uint8_t *cd_wk_unit_bytes(const cd_wk_ctx *c, const cd_ipc_unit *u)
+{
+    return c->ring + (u->ring_pos % c->ring_size);
+}
+
+/*
+ * Hooks of one worker kind. Return conventions:
+ *   init:  0, or a CD_EXIT_* code to exit with.
+ *   begin/del: 0, or -1 (fatal: the worker exits CD_EXIT_FAILURE).
+ *   unit:  a cd_ipc_status >= 0 sent back in UNIT_ACK, or -1 (fatal, no ack).
+ *   end:   1 and *done filled -> BLOCK_DONE is sent; 0 -> nothing sent;
+ *          -1 fatal.
+ * Any hook may be NULL (treated as success / no reply).
+ */
+typedef struct cd_wk_ops {
+    const char *name;
+    int (*init)(cd_wk_ctx *c);
+    int (*begin)(cd_wk_ctx *c, const cd_ipc_block_begin *b);
+    int (*unit)(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_off);
+    int (*end)(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done *done);
+    void (*abort)(cd_wk_ctx *c, const cd_ipc_block_ref *r);
+    int (*del)(cd_wk_ctx *c, const cd_ipc_block_ref *r);
+    void (*fini)(cd_wk_ctx *c);
+} cd_wk_ops;
+
+/* Runs the worker until shutdown; never returns (see banner). */
+CD_NORETURN void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops);
+
+/* The two kinds implemented by the pipeline. */
+extern const cd_wk_ops cd_wk_writer_ops; /* cd_wk_writer.c: <datadir>/blocks */
+extern const cd_wk_ops cd_wk_merkle_ops; /* cd_wk_merkle.c: <datadir>/merkle */
+
+/* Test hook for the crash tests: if the environment variable CD_WK_CRASH is
+ * "<kind name>:<n>" (e.g. "writer:3"), the worker of that kind SIGKILLs
+ * itself right after processing (and before acknowledging) its n-th unit.
+ * The marker file <datadir>/crashed.<kind> is created first, so the restarted
+ * worker does not crash again. No effect when the variable is unset. */
+void cd_wk_maybe_crash(cd_wk_ctx *c, uint64_t units_done);
+
+#endif /* CD_WK_MAIN_H */

@@ -1,0 +1,205 @@
+/*
+ * test_merkle.c - merkle roots of real blocks, stored trees, branches,
+ * CVE-2012-2459 mutation detection, TSC proof JSON.
+ */
+#include "btc_testdata.h"
+
+#include "bitcoin/btc_header.h"
+#include "bitcoin/btc_merkle.h"
+#include "bitcoin/btc_preproc.h"
+#include "bitcoin/btc_tx.h"
+#include "common/cd_hash.h"
+
+/* Returns the txids (n*32, malloc'd) of a raw block. */
+static uint8_t *block_txids(const uint8_t *blk, size_t len, size_t *n)
+{
+    uint64_t count;
+    int pl = btc_block_prefix(blk, len, NULL, &count);
+    ck_assert_int_gt(pl, 0);
+    uint8_t *ids = malloc(count * 32);
+    size_t pos = (size_t)pl;
+    for (uint64_t i = 0; i < count; i++) {
+        btc_tx tx;
+        ck_assert_int_eq(btc_tx_parse(&tx, blk + pos, len - pos), 0);
+        btc_tx_txid(&tx, ids + 32 * i);
+        pos += tx.size;
+    }
+    ck_assert_uint_eq(pos, len);
+    *n = count;
+    return ids;
+}
+
+START_TEST(test_block413567_root_tree_branches)
+{
+    size_t len, n;
+    uint8_t *blk = cd_test_read_file(BTC_TD_BLOCK413567, &len);
+    uint8_t *ids = block_txids(blk, len, &n);
+    ck_assert_uint_eq(n, 1557);
+    btc_header hd;
+    btc_header_parse(&hd, blk);
+    uint8_t root[32];
+    int mut = -1;
+    ck_assert_int_eq(btc_merkle_root(ids, n, root, &mut), 0);
+    ck_assert_int_eq(mut, 0);
+    ck_assert_mem_eq(root, hd.merkle_root, 32);
+    char hex[65];
+    cd_hex_encode_rev(hex, root, 32);
+    ck_assert_str_eq(hex, "64a50c649fc816baaa2effda230c39cacf1504e4e616a2863685b72aaa7dce05");
+
+    /* stored tree: 1557, 779, 390, 195, 98, 49, 25, 13, 7, 4, 2, 1 */
+    ck_assert_uint_eq(btc_merkle_depth(n), 11);
+    ck_assert_uint_eq(btc_merkle_tree_count(n),
+                      1557 + 779 + 390 + 195 + 98 + 49 + 25 + 13 + 7 + 4 + 2 + 1);
+    size_t cnt = btc_merkle_tree_count(n);
+    uint8_t *tree = malloc(cnt * 32);
+    ck_assert_int_eq(btc_merkle_tree_build(ids, n, tree, &mut), 0);
+    ck_assert_int_eq(mut, 0);
+    ck_assert_mem_eq(tree, ids, n * 32);
+    ck_assert_mem_eq(tree + (cnt - 1) * 32, root, 32);
+    /* in place build (txids already at the start of the tree buffer) */
+    uint8_t *tree2 = malloc(cnt * 32);
+    memcpy(tree2, ids, n * 32);
+    ck_assert_int_eq(btc_merkle_tree_build(tree2, n, tree2, NULL), 0);
+    ck_assert_mem_eq(tree2, tree, cnt * 32);
+
+    uint8_t branch[11 * 32], dup[11];
+    size_t depth;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(btc_merkle_branch(tree, n, i, branch, dup, &depth), 0);
+        ck_assert_uint_eq(depth, 11);
+        ck_assert(btc_merkle_verify(ids + 32 * i, i, branch, depth, root));
+        /* wrong index or a flipped bit fails */
+        ck_assert(!btc_merkle_verify(ids + 32 * i, i ^ 1, branch, depth, root) ||
+                  dup[0]); /* the last leaf pairs with itself */
+        branch[5 * 32] ^= 1;
+        ck_assert(!btc_merkle_verify(ids + 32 * i, i, branch, depth, root));
+    }
+    /* the last leaf (index 1556, even, level size odd) is duplicated */
+    ck_assert_int_eq(btc_merkle_branch(tree, n, 1556, branch, dup, &depth), 0);
+    ck_assert_uint_eq(dup[0], 1);
+    ck_assert_mem_eq(branch, ids + 1556 * 32, 32);
+    ck_assert_int_eq(btc_merkle_branch(tree, n, 1557, branch, dup, &depth), BTC_ERR_RANGE);
+    ck_assert_int_eq(btc_merkle_branch(tree, 0, 0, branch, dup, &depth), BTC_ERR_MERKLE_EMPTY);
+
+    /* CVE-2012-2459: appending a copy of the last txid (odd count) gives the
+     * same root, and is detected */
+    uint8_t *ids2 = malloc((n + 1) * 32);
+    memcpy(ids2, ids, n * 32);
+    memcpy(ids2 + n * 32, ids + (n - 1) * 32, 32);
+    uint8_t root2[32];
+    ck_assert_int_eq(btc_merkle_root(ids2, n + 1, root2, &mut), 0);
+    ck_assert_mem_eq(root2, root, 32);
+    ck_assert_int_eq(mut, 1);
+    free(ids2);
+    free(tree2);
+    free(tree);
+    free(ids);
+    free(blk);
+}
+END_TEST
+
+START_TEST(test_regtest_roots)
+{
+    btc_td_chain c;
+    btc_td_load_chain(&c, BTC_TD_CHAIN116);
+    for (int h = 0; h < c.count; h++) {
+        size_t len, n;
+        uint8_t *blk = btc_td_block(&c, BTC_TD_CHAIN116, h, &len);
+        uint8_t *ids = block_txids(blk, len, &n);
+        btc_header hd;
+        btc_header_parse(&hd, blk);
+        uint8_t root[32];
+        int mut;
+        ck_assert_int_eq(btc_merkle_root(ids, n, root, &mut), 0);
+        ck_assert_int_eq(mut, 0);
+        ck_assert_mem_eq(root, hd.merkle_root, 32);
+        free(ids);
+        free(blk);
+    }
+}
+END_TEST
+
+/* Six distinct leaves: level 1 has three nodes (odd). Repeating the last
+ * two leaves (8 leaves) gives the same root: the mutation sits one level up,
+ * where the two real siblings ef|ef are equal. */
+START_TEST(test_mutation_duplicate_last_two)
+{
+    uint8_t leaves[8 * 32], root6[32], root8[32];
+    for (int i = 0; i < 6; i++)
+        cd_sha256(leaves + 32 * i, &i, sizeof(i));
+    memcpy(leaves + 6 * 32, leaves + 4 * 32, 64);
+    int mut;
+    ck_assert_int_eq(btc_merkle_root(leaves, 6, root6, &mut), 0);
+    ck_assert_int_eq(mut, 0);
+    ck_assert_int_eq(btc_merkle_root(leaves, 8, root8, &mut), 0);
+    ck_assert_mem_eq(root6, root8, 32);
+    ck_assert_int_eq(mut, 1);
+    uint8_t tree[32 * 15];
+    ck_assert_int_eq(btc_merkle_tree_build(leaves, 8, tree, &mut), 0);
+    ck_assert_int_eq(mut, 1);
+    /* a plain duplicate pair at the bottom */
+    memcpy(leaves + 32, leaves, 32);
+    ck_assert_int_eq(btc_merkle_root(leaves, 2, root6, &mut), 0);
+    ck_assert_int_eq(mut, 1);
+    ck_assert_int_eq(btc_merkle_root(leaves, 0, root6, &mut), BTC_ERR_MERKLE_EMPTY);
+    /* one leaf: the root is the leaf */
+    ck_assert_int_eq(btc_merkle_root(leaves + 64, 1, root6, &mut), 0);
+    ck_assert_mem_eq(root6, leaves + 64, 32);
+    ck_assert_uint_eq(btc_merkle_depth(1), 0);
+}
+END_TEST
+
+static void hash_pair(uint8_t out[32], const uint8_t *l, const uint8_t *r)
+{
+    uint8_t p[64];
+    memcpy(p, l, 32);
+    memcpy(p + 32, r, 32);
+    cd_sha256d(out, p, 64);
+}
+
+START_TEST(test_tsc_json)
+{
+    /* three leaves: root = H(H(a|b) | H(c|c)); proof for c = [*, H(a|b)] */
+    uint8_t leaves[3 * 32], ab[32], cc[32], root[32], tree[6 * 32], blockhash[32];
+    for (int i = 0; i < 3; i++)
+        cd_sha256(leaves + 32 * i, &i, sizeof(i));
+    memset(blockhash, 0x11, 32);
+    blockhash[0] = 0x22;
+    hash_pair(ab, leaves, leaves + 32);
+    hash_pair(cc, leaves + 64, leaves + 64);
+    hash_pair(root, ab, cc);
+    ck_assert_uint_eq(btc_merkle_tree_count(3), 6);
+    ck_assert_int_eq(btc_merkle_tree_build(leaves, 3, tree, NULL), 0);
+    ck_assert_mem_eq(tree + 5 * 32, root, 32);
+    char c_hex[65], ab_hex[65], bh[65], want[512], got[512];
+    cd_hex_encode_rev(c_hex, leaves + 64, 32);
+    cd_hex_encode_rev(ab_hex, ab, 32);
+    cd_hex_encode_rev(bh, blockhash, 32);
+    snprintf(want, sizeof(want),
+             "{\"index\":2,\"txOrId\":\"%s\",\"target\":\"%s\",\"nodes\":[\"*\",\"%s\"],"
+             "\"targetType\":\"hash\"}",
+             c_hex, bh, ab_hex);
+    int n = btc_merkle_tsc_json(got, sizeof(got), tree, 3, 2, blockhash);
+    ck_assert_int_eq(n, (int)strlen(want));
+    ck_assert_str_eq(got, want);
+    /* truncation reports the needed length */
+    char small[10];
+    ck_assert_int_eq(btc_merkle_tsc_json(small, sizeof(small), tree, 3, 2, blockhash), n);
+    ck_assert_uint_eq(strlen(small), 9);
+    ck_assert_int_eq(btc_merkle_tsc_json(got, sizeof(got), tree, 3, 3, blockhash), BTC_ERR_RANGE);
+}
+END_TEST
+
+static Suite *suite_merkle(void)
+{
+    Suite *s = suite_create("bitcoin_merkle");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_block413567_root_tree_branches);
+    tcase_add_test(tc, test_regtest_roots);
+    tcase_add_test(tc, test_mutation_duplicate_last_two);
+    tcase_add_test(tc, test_tsc_json);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(suite_merkle)

@@ -1,0 +1,307 @@
+/*
+ * test_pg.c - cd_pg against a real throw-away PostgreSQL (run through
+ * tests/pgserver.py, which exports CD_TEST_PG_CONNINFO): migrations,
+ * exactly-once unit commits in both COPY formats, block completion, the tip
+ * order, and reconnection after the server drops the session.
+ *
+ * Every test works in its own database, created from the server's
+ * "postgres" database, so the cases are independent.
+ */
+#include "cd_test.h"
+
+#include "common/cd_hash.h"
+#include "common/cd_util.h"
+#include "storage/cd_pg.h"
+#include "workers/cd_wk_parser.h"
+
+#include <libpq-fe.h>
+#include <unistd.h>
+
+static char conninfo[1024];
+
+/* Creates a fresh database and points conninfo at it. */
+static void fresh_db(void)
+{
+    static int seq;
+    const char *base = getenv("CD_TEST_PG_CONNINFO");
+    ck_assert_msg(base != NULL, "CD_TEST_PG_CONNINFO not set (run through tests/pgserver.py)");
+    PGconn *c = PQconnectdb(base);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    char db[64], sql[128];
+    snprintf(db, sizeof(db), "t_%d_%d", (int)getpid(), seq++);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+    PGresult *r = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base, db);
+}
+
+static long scalar(cd_pg *pg, const char *sql)
+{
+    PGresult *r = PQexec(cd_pg_conn(pg), sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                  PQerrorMessage(cd_pg_conn(pg)));
+    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+static cd_pg *open_migrated(void)
+{
+    fresh_db();
+    cd_pg *pg = cd_pg_new(conninfo);
+    cd_pg_set_retry(pg, 5, 200, NULL);
+    ck_assert_int_eq(cd_pg_migrate(pg), CD_PG_OK);
+    return pg;
+}
+
+START_TEST(migrate_idempotent)
+{
+    cd_pg *pg = open_migrated();
+    int v = -1;
+    ck_assert_int_eq(cd_pg_schema_version(pg, &v), 0);
+    ck_assert_int_eq(v, cd_pg_schema_latest);
+    long tables = scalar(pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+    ck_assert_int_ge(tables, 7);
+    /* second run (another process starting) changes nothing */
+    cd_pg *pg2 = cd_pg_new(conninfo);
+    ck_assert_int_eq(cd_pg_migrate(pg2), CD_PG_OK);
+    ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM cd_schema_version"), cd_pg_schema_latest);
+    ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+                     tables);
+    cd_pg_free(pg2);
+    cd_pg_free(pg);
+}
+END_TEST
+
+START_TEST(migrate_newer_schema_refused)
+{
+    cd_pg *pg = open_migrated();
+    ck_assert_int_eq(cd_pg_exec(pg, "INSERT INTO cd_schema_version (version, name) "
+                                    "VALUES (999, 'from_the_future')"),
+                     CD_PG_OK);
+    cd_pg *pg2 = cd_pg_new(conninfo);
+    ck_assert_int_eq(cd_pg_migrate(pg2), CD_PG_ENEWER);
+    cd_pg_free(pg2);
+    cd_pg_free(pg);
+}
+END_TEST
+
+START_TEST(empty_database_version_zero)
+{
+    fresh_db();
+    cd_pg *pg = cd_pg_new(conninfo);
+    int v = -1;
+    ck_assert_int_eq(cd_pg_schema_version(pg, &v), 0);
+    ck_assert_int_eq(v, 0);
+    cd_pg_free(pg);
+}
+END_TEST
+
+START_TEST(unreachable_server_gives_up)
+{
+    cd_pg *pg = cd_pg_new("host=/nonexistent-dir port=1 connect_timeout=1");
+    cd_pg_set_retry(pg, 3, 20, NULL);
+    ck_assert_int_eq(cd_pg_connect(pg), CD_PG_EDOWN);
+    ck_assert_ptr_null(cd_pg_conn(pg));
+    cd_pg_free(pg);
+}
+END_TEST
+
+static uint8_t *block413567(size_t *len)
+{
+    return cd_test_read_file("mainnet/block413567.raw", len);
+}
+
+/* Registers block 413567 and returns its id. */
+static int64_t reg413567(cd_pg *pg, const uint8_t *blk, size_t len)
+{
+    uint8_t hash[32];
+    cd_sha256d(hash, blk, 80);
+    int64_t id = -1, id2 = -2;
+    ck_assert_int_eq(cd_pg_block_register(pg, hash, blk, 413567, 1557, len, &id), 0);
+    ck_assert_int_eq(cd_pg_block_register(pg, hash, blk, 413567, 1557, len, &id2), 0);
+    ck_assert_int_eq(id, id2); /* idempotent on the hash */
+    return id;
+}
+
+/* Indexes block 413567 as units of ~unit_size bytes; returns the unit count. */
+static uint32_t index_units(cd_pg *pg, cd_pg_copy_format fmt, int64_t id, const uint8_t *blk,
+                            size_t len, size_t unit_size, int expect_rc)
+{
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, fmt);
+    cd_wk_parse_opts o = {1};
+    size_t off = 83;
+    uint32_t first = 0, unit = 0;
+    while (off < len) {
+        /* cut after ~unit_size bytes of whole txs */
+        cd_pg_unit_reset(&u, id, unit, first);
+        cd_wk_sink s = cd_wk_unit_sink(&u);
+        size_t consumed = 0;
+        long n = 0;
+        size_t end = off;
+        while (end < len && end - off < unit_size) {
+            long k = cd_wk_parse_unit(blk + end, len - end, end, first + (uint32_t)n, 1, &o,
+                                      &s, &consumed);
+            ck_assert_int_eq(k, 1);
+            end += consumed;
+            n++;
+        }
+        ck_assert_int_eq(cd_pg_write_unit(pg, &u), expect_rc);
+        first += (uint32_t)n;
+        off = end;
+        unit++;
+    }
+    ck_assert_uint_eq(first, 1557);
+    cd_pg_unit_free(&u);
+    return unit;
+}
+
+static const char *dump_sql =
+    "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM ("
+    " SELECT format('%s/%s/%s/%s', tx_pos, tx_offset, tx_size, encode(tx_hash, 'hex')) x"
+    "  FROM transactions UNION ALL"
+    " SELECT format('i%s/%s/%s/%s', tx_pos, in_idx, prev_idx, encode(prev_hash, 'hex'))"
+    "  FROM inputs UNION ALL"
+    " SELECT format('p%s/%s/%s/%s', tx_pos, idx, flags, encode(push_hash, 'hex'))"
+    "  FROM pushdata) d";
+
+static char *dump(cd_pg *pg)
+{
+    PGresult *r = PQexec(cd_pg_conn(pg), dump_sql);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    char *s = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return s;
+}
+
+START_TEST(unit_exactly_once)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    int64_t id = reg413567(pg, blk, len);
+    uint32_t n = index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 200000, 0);
+    ck_assert_uint_ge(n, 4);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    long ins = scalar(pg, "SELECT count(*) FROM inputs");
+    long pds = scalar(pg, "SELECT count(*) FROM pushdata");
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata WHERE flags = 2"), 3957);
+    ck_assert_int_gt(ins, 1556);
+    /* redo every unit (as after a crash): all skipped, nothing duplicated */
+    index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 200000, 1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM inputs"), ins);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata"), pds);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), n);
+    int done = 0;
+    ck_assert_int_eq(cd_pg_unit_done(pg, id, 0, &done), 0);
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(cd_pg_unit_done(pg, id, n, &done), 0);
+    ck_assert_int_eq(done, 0);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
+START_TEST(text_and_binary_copy_identical)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *a = open_migrated();
+    index_units(a, CD_PG_COPY_BINARY, reg413567(a, blk, len), blk, len, 300000, 0);
+    cd_pg *b = open_migrated();
+    index_units(b, CD_PG_COPY_TEXT, reg413567(b, blk, len), blk, len, 50000, 0);
+    char *da = dump(a), *db = dump(b);
+    ck_assert_str_eq(da, db);
+    free(da);
+    free(db);
+    cd_pg_free(a);
+    cd_pg_free(b);
+    free(blk);
+}
+END_TEST
+
+START_TEST(block_complete_and_tip_order)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    int64_t id = reg413567(pg, blk, len);
+    /* no units yet: not complete, tip cannot move */
+    ck_assert_int_eq(cd_pg_block_set_indexed(pg, id, 3), CD_PG_EINCOMPLETE);
+    ck_assert_int_eq(cd_pg_tip_advance(pg, id), CD_PG_EINCOMPLETE);
+    uint32_t n = index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 400000, 0);
+    ck_assert_int_eq(cd_pg_block_set_indexed(pg, id, n + 1), CD_PG_EINCOMPLETE);
+    ck_assert_int_eq(cd_pg_block_set_indexed(pg, id, n), 0);
+    ck_assert_int_eq(cd_pg_block_set_indexed(pg, id, n), 0); /* idempotent */
+    int32_t h = 0;
+    ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
+    ck_assert_int_eq(h, -1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 0);
+    ck_assert_int_eq(cd_pg_tip_advance(pg, id), 0);
+    ck_assert_int_eq(cd_pg_tip_advance(pg, id), 0); /* already the tip */
+    ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
+    ck_assert_int_eq(h, 413567);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 1557);
+    /* a block that does not link to the tip is refused */
+    uint8_t fake[80];
+    memcpy(fake, blk, 80);
+    fake[79] ^= 1; /* other nonce: other hash, same (wrong) prev */
+    uint8_t fh[32];
+    cd_sha256d(fh, fake, 80);
+    int64_t fid;
+    ck_assert_int_eq(cd_pg_block_register(pg, fh, fake, 413568, 0, 80, &fid), 0);
+    ck_assert_int_eq(cd_pg_exec(pg, "UPDATE blocks SET indexed = true WHERE height = 413568"),
+                     0);
+    ck_assert_int_eq(cd_pg_tip_advance(pg, fid), CD_PG_EINCOMPLETE);
+    ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
+    ck_assert_int_eq(h, 413567);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
+START_TEST(reconnects_after_session_killed)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    cd_pg_set_retry(pg, 0, 100, NULL);
+    int64_t id = reg413567(pg, blk, len);
+    int pid = PQbackendPID(cd_pg_conn(pg));
+    /* another session terminates ours: the next write must reconnect */
+    PGconn *k = PQconnectdb(conninfo);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
+    PQclear(PQexec(k, sql));
+    PQfinish(k);
+    index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 2000000, 0);
+    ck_assert_int_ne(PQbackendPID(cd_pg_conn(pg)), pid);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
+static Suite *suite_pg(void)
+{
+    Suite *s = suite_create("pg");
+    TCase *tc = tcase_create("schema");
+    tcase_add_test(tc, migrate_idempotent);
+    tcase_add_test(tc, migrate_newer_schema_refused);
+    tcase_add_test(tc, empty_database_version_zero);
+    tcase_add_test(tc, unreachable_server_gives_up);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("units");
+    tcase_add_test(tc, unit_exactly_once);
+    tcase_add_test(tc, text_and_binary_copy_identical);
+    tcase_add_test(tc, block_complete_and_tip_order);
+    tcase_add_test(tc, reconnects_after_session_killed);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(suite_pg)

@@ -1,0 +1,400 @@
+/*
+ * test_workers.c - the IPC format, the merkle tree builder, and the whole
+ * pipeline with real forked writer/merkle workers, a real ring and real LMDB:
+ * block 413567 stored byte-identical with the reference tx offsets, a
+ * tampered block refused, worker crashes recovered (re-dispatch from the ring
+ * or re-fetch), malformed input rejected.
+ */
+#include "cd_test.h"
+
+#include "common/cd_hash.h"
+#include "common/cd_log.h"
+#include "common/cd_util.h"
+#include "daemon/cd_pipeline.h"
+#include "daemon/cd_ring.h"
+#include "storage/cd_blockstore.h"
+#include "workers/cd_ipc.h"
+#include "workers/cd_wk_merkle.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---------------- IPC ---------------- */
+
+START_TEST(test_ipc_roundtrip)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cd_ipc_unit u;
+    memset(&u, 0, sizeof(u));
+    u.block_id = 42;
+    u.unit_no = 3;
+    u.tx_count = 3;
+    u.ring_pos = 1ull << 40;
+    u.len = 999;
+    uint32_t offs[3] = {0, 100, 500};
+    ck_assert_int_eq(cd_ipc_send(sv[0], CD_IPC_UNIT, &u, sizeof(u), offs, sizeof(offs)), 0);
+    ck_assert_int_eq(cd_ipc_send(sv[0], CD_IPC_SHUTDOWN, NULL, 0, NULL, 0), 0);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    cd_ipc_hdr h;
+    ck_assert_int_eq(cd_ipc_recv(sv[1], &h, &buf, &cap), 1);
+    ck_assert_uint_eq(h.version, CD_IPC_VERSION);
+    ck_assert_uint_eq(h.type, CD_IPC_UNIT);
+    ck_assert_uint_eq(h.len, sizeof(u) + sizeof(offs));
+    ck_assert_int_eq(memcmp(buf, &u, sizeof(u)), 0);
+    ck_assert_int_eq(memcmp(buf + sizeof(u), offs, sizeof(offs)), 0);
+    ck_assert_int_eq(cd_ipc_recv(sv[1], &h, &buf, &cap), 1);
+    ck_assert_uint_eq(h.type, CD_IPC_SHUTDOWN);
+    ck_assert_uint_eq(h.len, 0);
+    /* wrong version: protocol error */
+    cd_ipc_hdr bad = {.version = CD_IPC_VERSION + 1, .type = CD_IPC_UNIT, .len = 0};
+    ck_assert_int_eq(write(sv[0], &bad, sizeof(bad)), (ssize_t)sizeof(bad));
+    ck_assert_int_eq(cd_ipc_recv(sv[1], &h, &buf, &cap), -1);
+    ck_assert_int_eq(errno, EPROTO);
+    /* EOF inside a message, then clean EOF */
+    cd_ipc_hdr part = {.version = CD_IPC_VERSION, .type = CD_IPC_UNIT_ACK, .len = 16};
+    ck_assert_int_eq(write(sv[0], &part, sizeof(part)), (ssize_t)sizeof(part));
+    ck_assert_int_eq(write(sv[0], "abc", 3), 3);
+    close(sv[0]);
+    ck_assert_int_eq(cd_ipc_recv(sv[1], &h, &buf, &cap), -1);
+    ck_assert_int_eq(errno, EIO);
+    ck_assert_int_eq(cd_ipc_recv(sv[1], &h, &buf, &cap), 0);
+    ck_assert_str_eq(cd_ipc_type_name(CD_IPC_BLOCK_DONE), "BLOCK_DONE");
+    ck_assert_str_eq(cd_wk_kind_name(CD_WK_MERKLE), "merkle");
+    free(buf);
+    close(sv[1]);
+}
+END_TEST
+
+/* ---------------- merkle ---------------- */
+
+static uint64_t *read_offsets(size_t *n)
+{
+    size_t len;
+    char *txt = (char *)cd_test_read_file("mainnet/block413567.tx-offsets", &len);
+    uint64_t *o = malloc(4000 * sizeof(uint64_t));
+    size_t k = 0;
+    for (char *s = strtok(txt, "\n"); s; s = strtok(NULL, "\n"))
+        o[k++] = strtoull(s, NULL, 10);
+    free(txt);
+    *n = k;
+    return o;
+}
+
+START_TEST(test_merkle_block413567)
+{
+    size_t len, n;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    uint64_t *o = read_offsets(&n);
+    ck_assert_uint_eq(n, 1557);
+    uint8_t *tree = malloc(cd_merkle_tree_size(n) * 32);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t end = i + 1 < n ? o[i + 1] : len;
+        cd_sha256d(tree + 32 * i, blk + o[i], end - o[i]);
+    }
+    /* leaves = the reference txids */
+    size_t tl;
+    char *txids = (char *)cd_test_read_file("mainnet/block413567.txids", &tl);
+    char hex[65];
+    cd_hex_encode_rev(hex, tree, 32);
+    ck_assert_int_eq(strncmp(txids, hex, 64), 0);
+    cd_hex_encode_rev(hex, tree + 32 * (n - 1), 32);
+    ck_assert_int_eq(strncmp(txids + 65 * (n - 1), hex, 64), 0);
+    ck_assert_int_eq(cd_wk_merkle_build(tree, n), 0);
+    uint8_t *root = tree + 32 * (cd_merkle_tree_size(n) - 1);
+    ck_assert_int_eq(memcmp(root, blk + 36, 32), 0);
+    cd_hex_encode_rev(hex, root, 32);
+    ck_assert_str_eq(hex, "64a50c649fc816baaa2effda230c39cacf1504e4e616a2863685b72aaa7dce05");
+    free(txids);
+    free(tree);
+    free(o);
+    free(blk);
+}
+END_TEST
+
+START_TEST(test_merkle_mutation)
+{
+    /* [a b c] and [a b c c] have the same root; the second is mutated */
+    uint8_t t3[32 * 6], t4[32 * 7];
+    for (int i = 0; i < 3; i++) {
+        memset(t3 + 32 * i, 'a' + i, 32);
+        memset(t4 + 32 * i, 'a' + i, 32);
+    }
+    memset(t4 + 96, 'c', 32);
+    ck_assert_int_eq(cd_wk_merkle_build(t3, 3), 0);
+    ck_assert_int_eq(cd_wk_merkle_build(t4, 4), 1);
+    ck_assert_int_eq(memcmp(t3 + 32 * 5, t4 + 32 * 6, 32), 0);
+    /* one leaf: the root is the leaf */
+    uint8_t one[32];
+    memset(one, 9, 32);
+    ck_assert_int_eq(cd_wk_merkle_build(one, 1), 0);
+    ck_assert_uint_eq(one[0], 9);
+}
+END_TEST
+
+/* ---------------- pipeline with real workers ---------------- */
+
+typedef struct harness {
+    struct event_base *base;
+    cd_ring ring;
+    cd_pipeline *p;
+    cd_config cfg;
+    char dir[256];
+    int last_status;
+    int done_count;
+} harness;
+
+static void h_done(void *arg, const uint8_t hash[32], int status, void *ctx)
+{
+    (void)hash;
+    (void)ctx;
+    harness *h = arg;
+    h->last_status = status;
+    h->done_count++;
+}
+
+static void h_space(void *arg)
+{
+    (void)arg;
+}
+
+static void h_start(harness *h, uint64_t ring_size, uint64_t unit_size)
+{
+    memset(h, 0, sizeof(*h));
+    snprintf(h->dir, sizeof(h->dir), "/tmp/cd_test_pipe_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(h->dir));
+    h->cfg.net = btc_net_get(BTC_NET_REGTEST);
+    h->cfg.datadir = h->dir;
+    h->cfg.ring_size = ring_size;
+    h->cfg.unit_size = unit_size;
+    char name[CD_RING_NAME_MAX];
+    ck_assert_int_eq(cd_ring_name_for(h->dir, name), 0);
+    ck_assert_int_eq(cd_ring_create(&h->ring, name, ring_size), 0);
+    h->base = event_base_new();
+    cd_pipeline_cbs cbs = {.arg = h, .block_done = h_done, .space = h_space};
+    h->p = cd_pipeline_new(h->base, &h->ring, &h->cfg, &cbs);
+    ck_assert_ptr_nonnull(h->p);
+    ck_assert_int_eq(cd_pipeline_start(h->p), 0);
+}
+
+static void h_stop(harness *h)
+{
+    cd_pipeline_free(h->p);
+    event_base_free(h->base);
+    cd_ring_destroy(&h->ring);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Feeds one block in `piece`-byte reads; runs the loop until it finished.
+ * flip: offset of a byte to corrupt (or SIZE_MAX). Returns its status. */
+static int h_feed(harness *h, const uint8_t *blk, size_t len, size_t piece, size_t flip)
+{
+    uint8_t hash[32];
+    cd_sha256d(hash, blk, 80);
+    int before = h->done_count;
+    ck_assert_int_eq(cd_pipeline_begin(h->p, hash, 413567, len, NULL), 0);
+    size_t off = 0;
+    int receiving = 1;
+    while (h->done_count == before) {
+        if (receiving) {
+            uint8_t *ptr;
+            uint64_t n = cd_pipeline_space(h->p, &ptr);
+            if (n > 0) {
+                n = CD_MIN(n, piece);
+                memcpy(ptr, blk + off, n);
+                if (flip >= off && flip < off + n)
+                    ptr[flip - off] ^= 1;
+                off += n;
+                int rc = cd_pipeline_commit(h->p, n);
+                if (rc != 0)
+                    receiving = 0;
+                event_base_loop(h->base, EVLOOP_NONBLOCK);
+                continue;
+            }
+        }
+        event_base_loop(h->base, EVLOOP_ONCE);
+    }
+    ck_assert_uint_eq(cd_pipeline_in_flight(h->p), 0);
+    return h->last_status;
+}
+
+static void check_stored(const char *dir, const uint8_t *blk, size_t len, int want)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/blocks", dir);
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, CD_BS_RDONLY, 0, &bs), 0);
+    uint8_t hash[32];
+    cd_sha256d(hash, blk, 80);
+    cd_block_loc loc;
+    int rc = cd_blockstore_get(bs, hash, &loc);
+    if (!want) {
+        ck_assert_int_eq(rc, CD_BS_NOTFOUND);
+        cd_blockstore_close(bs);
+        return;
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(loc.size, len);
+    uint8_t *back = malloc(len);
+    ck_assert_int_eq(cd_blockstore_read(bs, &loc, 0, back, len), 0);
+    ck_assert_int_eq(memcmp(back, blk, len), 0);
+    size_t n;
+    uint64_t *want_offs = read_offsets(&n);
+    ck_assert_uint_eq(loc.tx_count, n);
+    uint64_t *got = malloc(n * sizeof(uint64_t));
+    ck_assert_int_eq(cd_blockstore_read_offsets(bs, &loc, 0, n, got), 0);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(got[i], want_offs[i]);
+    free(got);
+    free(want_offs);
+    free(back);
+    cd_blockstore_close(bs);
+    snprintf(p, sizeof(p), "%s/merkle", dir);
+    ck_assert_int_eq(cd_blockstore_open(p, CD_BS_RDONLY, 0, &bs), 0);
+    cd_merkle_meta mm;
+    ck_assert_int_eq(cd_blockstore_merkle_meta(bs, hash, &mm), 0);
+    ck_assert_uint_eq(mm.tx_count, n);
+    ck_assert_int_eq(memcmp(mm.root, blk + 36, 32), 0);
+    cd_blockstore_close(bs);
+}
+
+/* Waits (running the loop) until the writer has processed everything sent
+ * so far: a DELETE after a refused block is asynchronous. */
+static void h_settle(harness *h)
+{
+    for (int i = 0; i < 20; i++) {
+        struct timeval tv = {0, 20000};
+        event_base_loopexit(h->base, &tv);
+        event_base_dispatch(h->base);
+    }
+}
+
+START_TEST(test_pipeline_stores_block)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    harness h;
+    /* 1 MiB ring < block: units released one by one, 64 KiB units, odd reads */
+    h_start(&h, 1 << 20, 64 << 10);
+    ck_assert_int_eq(h_feed(&h, blk, len, 7777, SIZE_MAX), CD_PIPE_OK);
+    cd_pipeline_stats st;
+    cd_pipeline_get_stats(h.p, &st);
+    ck_assert_uint_ge(st.units, len / (64 << 10));
+    ck_assert_uint_eq(st.bytes_in, len);
+    ck_assert_uint_eq(h.ring.tail, h.ring.head); /* every byte released */
+    check_stored(h.dir, blk, len, 1);
+    /* the same block again (replaces the stored copy, same content) */
+    ck_assert_int_eq(h_feed(&h, blk, len, 1 << 20, SIZE_MAX), CD_PIPE_OK);
+    check_stored(h.dir, blk, len, 1);
+    h_stop(&h);
+    free(blk);
+}
+END_TEST
+
+START_TEST(test_pipeline_refuses_tampered)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    harness h;
+    h_start(&h, 4 << 20, 128 << 10);
+    /* one byte inside the last tx: header and boundaries intact, root wrong */
+    ck_assert_int_eq(h_feed(&h, blk, len, 65536, len - 5), CD_PIPE_MERKLE);
+    h_settle(&h);
+    check_stored(h.dir, blk, len, 0);
+    ck_assert_int_eq(h_feed(&h, blk, len, 65536, SIZE_MAX), CD_PIPE_OK);
+    check_stored(h.dir, blk, len, 1);
+    /* a header that does not hash to the requested hash */
+    uint8_t hash[32] = {0};
+    ck_assert_int_eq(cd_pipeline_begin(h.p, hash, 1, len, NULL), 0);
+    uint8_t *ptr;
+    ck_assert_uint_gt(cd_pipeline_space(h.p, &ptr), 100);
+    memcpy(ptr, blk, 100);
+    ck_assert_int_eq(cd_pipeline_commit(h.p, 100), -1);
+    ck_assert_int_eq(h.last_status, CD_PIPE_MALFORMED);
+    /* a tx count larger than the txs present */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, blk, len);
+    ck_assert_uint_eq(bad[80], 0xfd); /* 1557 = fd 15 06 */
+    bad[81] = 0x16;
+    ck_assert_int_eq(h_feed(&h, bad, len, 65536, SIZE_MAX), CD_PIPE_MALFORMED);
+    h_settle(&h); /* the units already sent are released when acked */
+    ck_assert_uint_eq(h.ring.tail, h.ring.head);
+    free(bad);
+    h_stop(&h);
+    free(blk);
+}
+END_TEST
+
+static void crash_case(const char *spec, uint64_t ring, int expect_redispatch)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    setenv("CD_WK_CRASH", spec, 1);
+    harness h;
+    h_start(&h, ring, 64 << 10);
+    int st = h_feed(&h, blk, len, 65536, SIZE_MAX);
+    cd_pipeline_stats s;
+    cd_pipeline_get_stats(h.p, &s);
+    if (expect_redispatch) {
+        ck_assert_int_eq(st, CD_PIPE_OK);
+        ck_assert_uint_ge(s.redispatched, 1);
+    } else {
+        /* the units were gone from the ring: fetch again */
+        ck_assert_int_eq(st, CD_PIPE_RETRY);
+        /* wait for the restarted worker (back-off) and feed again */
+        while (!cd_pipeline_ready(h.p))
+            event_base_loop(h.base, EVLOOP_ONCE);
+        ck_assert_int_eq(h_feed(&h, blk, len, 65536, SIZE_MAX), CD_PIPE_OK);
+    }
+    char marker[512];
+    snprintf(marker, sizeof(marker), "%s/crashed.%.6s", h.dir, spec);
+    ck_assert_int_eq(access(marker, F_OK), 0); /* the crash really happened */
+    check_stored(h.dir, blk, len, 1);
+    unsetenv("CD_WK_CRASH");
+    h_stop(&h);
+    free(blk);
+}
+
+START_TEST(test_writer_crash_redispatch)
+{
+    crash_case("writer:3", 8 << 20, 1); /* block <= ring/4: kept in the ring */
+}
+END_TEST
+
+START_TEST(test_merkle_crash_redispatch)
+{
+    crash_case("merkle:5", 8 << 20, 1);
+}
+END_TEST
+
+START_TEST(test_writer_crash_refetch)
+{
+    crash_case("writer:6", 1 << 20, 0); /* block > ring/4: released per unit */
+}
+END_TEST
+
+static Suite *suite_workers(void)
+{
+    Suite *s = suite_create("workers");
+    TCase *tc = tcase_create("ipc_merkle");
+    tcase_add_test(tc, test_ipc_roundtrip);
+    tcase_add_test(tc, test_merkle_block413567);
+    tcase_add_test(tc, test_merkle_mutation);
+    suite_add_tcase(s, tc);
+    TCase *tp = tcase_create("pipeline");
+    tcase_set_timeout(tp, 120);
+    tcase_add_test(tp, test_pipeline_stores_block);
+    tcase_add_test(tp, test_pipeline_refuses_tampered);
+    tcase_add_test(tp, test_writer_crash_redispatch);
+    tcase_add_test(tp, test_merkle_crash_redispatch);
+    tcase_add_test(tp, test_writer_crash_refetch);
+    suite_add_tcase(s, tp);
+    return s;
+}
+
+CD_TEST_MAIN(suite_workers)
