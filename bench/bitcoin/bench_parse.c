@@ -17,13 +17,13 @@
 #include <inttypes.h>
 
 typedef struct sink {
-    uint64_t x;     /* folds results so nothing is optimised away */
+    uint64_t x; /* folds results so nothing is optimised away */
     uint64_t n_in, n_keys;
 } sink;
 
 static void parse_all(const bench_buf *b, const uint64_t *off, sink *s)
 {
-    btc_push_key keys[256];
+    static btc_tx_push_key keys[4096];
     for (size_t t = 0; t < b->n_tx; t++) {
         size_t end = t + 1 < b->n_tx ? (size_t)off[t + 1] : b->len;
         btc_tx tx;
@@ -38,21 +38,11 @@ static void parse_all(const bench_buf *b, const uint64_t *off, sink *s)
         while (btc_tx_next_input(&it, &in)) {
             s->x += in.prev_txid[0] + in.prev_index;
             s->n_in++;
-            size_t k = btc_script_push_keys(in.script, in.script_len, BTC_PUSH_INPUT, NULL, keys,
-                                            CD_ARRAY_LEN(keys));
-            s->n_keys += k;
-            if (k)
-                s->x += keys[0].hash[0];
         }
-        btc_txout out;
-        btc_tx_outputs(&tx, &it);
-        while (btc_tx_next_output(&it, &out)) {
-            size_t k = btc_script_push_keys(out.script, out.script_len, BTC_PUSH_OUTPUT, NULL,
-                                            keys, CD_ARRAY_LEN(keys));
-            s->n_keys += k;
-            if (k)
-                s->x += keys[0].hash[0];
-        }
+        size_t k = btc_tx_push_keys(&tx, NULL, keys, CD_ARRAY_LEN(keys));
+        s->n_keys += k;
+        for (size_t i = 0; i < k && i < CD_ARRAY_LEN(keys); i++)
+            s->x += keys[i].hash[0];
     }
 }
 

@@ -27,8 +27,7 @@ static void run(const bench_buf *b)
         best = CD_MIN(best, t1 - t0);
     }
     printf("%-28s scan      %8.1f MB in %7.2f ms: %8.0f MB/s  %6.1f M tx/s\n", b->name,
-           (double)b->len / 1e6, best * 1e3, (double)b->len / best / 1e6,
-           (double)n / best / 1e6);
+           (double)b->len / 1e6, best * 1e3, (double)b->len / best / 1e6, (double)n / best / 1e6);
 
     /* streaming: 1 MiB windows as a socket reader / ring would feed them */
     best = 1e30;
@@ -41,8 +40,8 @@ static void run(const bench_buf *b)
             end = CD_MIN(end + (1u << 20), b->len);
             if (pp.pos >= end)
                 continue;
-            int rc = btc_preproc_feed(&pp, b->p + pp.pos, pp.pos, end - (size_t)pp.pos,
-                                      off + total, b->n_tx - total, &got);
+            int rc = btc_preproc_feed(&pp, b->p + pp.pos, pp.pos, end - (size_t)pp.pos, off + total,
+                                      b->n_tx - total, &got);
             cd_assert(rc == 0);
             total += got;
         }

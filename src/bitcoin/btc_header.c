@@ -210,8 +210,8 @@ int btc_bits_to_target(uint32_t bits, btc_u256 *target)
         btc_u256_shl(target, target, 8 * (size - 3));
     }
     int negative = word != 0 && (bits & 0x00800000) != 0;
-    int overflow = word != 0 && (size > 34 || (word > 0xff && size > 33) ||
-                                 (word > 0xffff && size > 32));
+    int overflow =
+        word != 0 && (size > 34 || (word > 0xff && size > 33) || (word > 0xffff && size > 32));
     if (overflow) {
         btc_u256_set_u64(target, 0);
         return BTC_ERR_BITS_OVERFLOW;

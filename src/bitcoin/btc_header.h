@@ -18,7 +18,7 @@
 #include "bitcoin/btc_net.h"
 
 #define BTC_HEADER_SIZE 80
-#define BTC_HASH_SIZE 32
+#define BTC_HASH_SIZE   32
 
 /* A decoded block header. Field order and widths are the wire layout. */
 typedef struct btc_header {

@@ -105,8 +105,8 @@ int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mu
     return 0;
 }
 
-int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch,
-                      uint8_t *dup, size_t *depth)
+int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch, uint8_t *dup,
+                      size_t *depth)
 {
     *depth = 0;
     if (n == 0)
@@ -166,7 +166,7 @@ int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, si
     char dummy[1];
 #define EMIT(...)                                                                                  \
     do {                                                                                           \
-        int w_ = snprintf(len < cap ? out + len : dummy, len < cap ? cap - len : 1, __VA_ARGS__); \
+        int w_ = snprintf(len < cap ? out + len : dummy, len < cap ? cap - len : 1, __VA_ARGS__);  \
         if (w_ < 0)                                                                                \
             return BTC_ERR_RANGE;                                                                  \
         len += (size_t)w_;                                                                         \
@@ -185,4 +185,91 @@ int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, si
     if (len > (size_t)INT32_MAX)
         return BTC_ERR_TOO_BIG;
     return (int)len;
+}
+
+/* ---- streaming ---- */
+
+void btc_merkle_stream_init(btc_merkle_stream *s, btc_merkle_node_fn fn, void *ctx)
+{
+    memset(s, 0, sizeof(*s));
+    s->fn = fn;
+    s->ctx = ctx;
+}
+
+static int emit(btc_merkle_stream *s, unsigned level, const uint8_t h[32])
+{
+    uint64_t idx = s->emitted[level]++;
+    if (s->fn && s->fn(s->ctx, level, idx, h) != 0) {
+        s->failed = 1;
+        return BTC_ERR_CALLBACK;
+    }
+    return 0;
+}
+
+static void combine(uint8_t out[32], const uint8_t *l, const uint8_t *r)
+{
+    uint8_t pair[64];
+    memcpy(pair, l, 32);
+    memcpy(pair + 32, r, 32);
+    btc_sha256d(out, pair, 64);
+}
+
+int btc_merkle_stream_add(btc_merkle_stream *s, const uint8_t txid[32])
+{
+    if (s->failed)
+        return BTC_ERR_CALLBACK;
+    uint8_t h[32];
+    memcpy(h, txid, 32);
+    if (emit(s, 0, h) < 0)
+        return BTC_ERR_CALLBACK;
+    unsigned k = 0;
+    /* binary carry: a set bit k means a left node waits at level k */
+    while (s->have & (1ull << k)) {
+        if (memcmp(s->pending[k], h, 32) == 0)
+            s->mutated = 1;
+        combine(h, s->pending[k], h);
+        s->have &= ~(1ull << k);
+        k++;
+        if (emit(s, k, h) < 0)
+            return BTC_ERR_CALLBACK;
+    }
+    memcpy(s->pending[k], h, 32);
+    s->have |= 1ull << k;
+    s->count++;
+    return 0;
+}
+
+int btc_merkle_stream_final(btc_merkle_stream *s, uint8_t root[32], int *mutated)
+{
+    if (mutated)
+        *mutated = 0;
+    if (s->failed)
+        return BTC_ERR_CALLBACK;
+    if (s->count == 0)
+        return BTC_ERR_MERKLE_EMPTY;
+    unsigned depth = (unsigned)btc_merkle_depth((size_t)s->count);
+    uint8_t carry[32];
+    int have_carry = 0;
+    for (unsigned k = 0; k < depth; k++) {
+        int pend = (s->have >> k) & 1;
+        if (pend && have_carry) {
+            /* two real nodes of level k */
+            if (memcmp(s->pending[k], carry, 32) == 0)
+                s->mutated = 1;
+            combine(carry, s->pending[k], carry);
+        } else if (pend) {
+            combine(carry, s->pending[k], s->pending[k]);
+            have_carry = 1;
+        } else if (have_carry) {
+            combine(carry, carry, carry);
+        } else {
+            continue;
+        }
+        if (emit(s, k + 1, carry) < 0)
+            return BTC_ERR_CALLBACK;
+    }
+    memcpy(root, have_carry ? carry : s->pending[depth], 32);
+    if (mutated)
+        *mutated = s->mutated;
+    return 0;
 }

@@ -56,8 +56,8 @@ int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mu
  *      btc_merkle_depth(n) bytes). *depth = number of hashes written.
  * Returns: 0; BTC_ERR_RANGE if index >= n; BTC_ERR_MERKLE_EMPTY if n == 0.
  */
-int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch,
-                      uint8_t *dup, size_t *depth);
+int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch, uint8_t *dup,
+                      size_t *depth);
 
 /*
  * Recomputes the root from a leaf, its index and its branch.
@@ -77,5 +77,43 @@ int btc_merkle_verify(const uint8_t leaf[32], size_t index, const uint8_t *branc
  */
 int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, size_t index,
                         const uint8_t block_hash[32]);
+
+/* ---- streaming: txids one at a time, O(log n) memory ---- */
+
+/* Receives every node of the tree as it is computed: level 0 are the txids
+ * themselves, level k+1 node j = sha256d(level k nodes 2j, 2j+1 or 2j
+ * twice). Within a level, indices arrive in increasing order, so a caller
+ * can append each level to its own store and get the stored-tree layout
+ * above. Return 0 to continue; non-zero makes btc_merkle_stream_add/final
+ * return BTC_ERR_CALLBACK (the stream is then unusable). */
+typedef int (*btc_merkle_node_fn)(void *ctx, unsigned level, uint64_t index,
+                                  const uint8_t hash[32]);
+
+/* Incremental root computation for blocks whose txids should not all be
+ * held in memory (a 4 GB block has ~16M transactions). Plain data, no
+ * cleanup; about 2 KB. */
+typedef struct btc_merkle_stream {
+    uint8_t pending[64][32]; /* pending[k]: a level-k node waiting for its right sibling */
+    uint64_t have;           /* bit k set: pending[k] is valid */
+    uint64_t count;          /* txids added */
+    uint64_t emitted[65];    /* nodes emitted per level */
+    int mutated;
+    int failed;
+    btc_merkle_node_fn fn; /* may be NULL */
+    void *ctx;
+} btc_merkle_stream;
+
+/* Starts a stream; fn (may be NULL) receives every node. */
+void btc_merkle_stream_init(btc_merkle_stream *s, btc_merkle_node_fn fn, void *ctx);
+
+/* Adds the next txid. Returns 0 or BTC_ERR_CALLBACK. */
+int btc_merkle_stream_add(btc_merkle_stream *s, const uint8_t txid[32]);
+
+/*
+ * Finishes: pairs the odd nodes left at each level with themselves.
+ * Out: root; *mutated (if not NULL) as for btc_merkle_root.
+ * Returns: 0; BTC_ERR_MERKLE_EMPTY if no txid was added; BTC_ERR_CALLBACK.
+ */
+int btc_merkle_stream_final(btc_merkle_stream *s, uint8_t root[32], int *mutated);
 
 #endif /* BTC_MERKLE_H */

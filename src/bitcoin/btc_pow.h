@@ -33,10 +33,10 @@
 #include "bitcoin/btc_header.h"
 #include "bitcoin/btc_net.h"
 
-#define BTC_POW_TARGET_SPACING 600
+#define BTC_POW_TARGET_SPACING  600
 #define BTC_POW_TARGET_TIMESPAN (14 * 24 * 60 * 60)
-#define BTC_POW_INTERVAL 2016
-#define BTC_POW_DAA_WINDOW 144
+#define BTC_POW_INTERVAL        2016
+#define BTC_POW_DAA_WINDOW      144
 
 /* What the rules need to know about one block of the chain. */
 typedef struct btc_pow_block {

@@ -19,11 +19,11 @@ enum {
     PH_INPUTS = 1, /* n_left inputs to skip */
     PH_NOUT = 2,   /* output count */
     PH_OUTPUTS = 3,
-    PH_LOCK = 4,   /* locktime */
-    PH_DONE = 5,   /* tx ends at pos once pos <= end of data */
+    PH_LOCK = 4, /* locktime */
+    PH_DONE = 5, /* tx ends at pos once pos <= end of data */
 };
 
-#define MAX_INPUTS (0xFFFFFFFFull / 41)
+#define MAX_INPUTS  (0xFFFFFFFFull / 41)
 #define MAX_OUTPUTS (0xFFFFFFFFull / 9)
 
 void btc_preproc_init(btc_preproc *pp, uint64_t start)

@@ -89,7 +89,7 @@ typedef struct btc_preproc {
     uint64_t n_left;   /* inputs/outputs left in the current phase */
     uint64_t tx_count; /* complete transactions found so far */
     int phase;
-    int error;         /* sticky BTC_ERR_* after malformed input */
+    int error; /* sticky BTC_ERR_* after malformed input */
 } btc_preproc;
 
 /* Starts a stream whose first transaction begins at stream offset `start`

@@ -10,10 +10,13 @@
  */
 #include "bitcoin/btc_script.h"
 
+#include "bitcoin/btc_tx.h"
+
 #include "bitcoin/btc_sha256.h"
 #include "common/cd_util.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 const btc_push_opts btc_push_opts_default = {1, 1, SIZE_MAX};
 
@@ -30,8 +33,8 @@ typedef struct cand {
  * value; returns 0 at the end of the script or at a truncated push. */
 typedef int (*visit_fn)(void *ctx, const cand *c);
 
-static int walk(const uint8_t *s, size_t len, unsigned kind, const btc_push_opts *o,
-                visit_fn visit, void *ctx)
+static int walk(const uint8_t *s, size_t len, unsigned kind, const btc_push_opts *o, visit_fn visit,
+                void *ctx)
 {
     size_t i = 0;
     bool data_region = false;
@@ -134,8 +137,8 @@ static int dedup_visit(void *vctx, const cand *c)
     return 0;
 }
 
-int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind,
-                      const btc_push_opts *opts, btc_push_fn fn, void *ctx)
+int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind, const btc_push_opts *opts,
+                      btc_push_fn fn, void *ctx)
 {
     dedup_ctx x;
     x.script = script;
@@ -150,26 +153,78 @@ int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind,
     return r < 0 ? r : x.yielded;
 }
 
+/* Key output for both key helpers: records of `stride` bytes, the hash at
+ * offset 0, flags at offset 32, and (tx keys) the item index at idx_off. */
 typedef struct keys_ctx {
-    btc_push_key *keys;
+    uint8_t *base;
+    size_t stride, idx_off;
     size_t max, n;
+    uint32_t index;      /* input/output index of the current script */
+    const uint8_t *held; /* a short push waiting for a partner (x2 hashing) */
+    size_t held_len;
+    size_t held_slot;
 } keys_ctx;
 
 static int key_visit(void *vctx, const uint8_t *data, size_t len, unsigned flags)
 {
     keys_ctx *k = vctx;
-    if (k->n < k->max) {
-        btc_sha256(k->keys[k->n].hash, data, len);
-        k->keys[k->n].flags = (uint8_t)flags;
+    size_t slot = k->n++;
+    if (slot >= k->max)
+        return 0;
+    uint8_t *rec = k->base + slot * k->stride;
+    rec[32] = (uint8_t)flags;
+    if (k->idx_off)
+        memcpy(rec + k->idx_off, &k->index, sizeof(k->index));
+    if (len > 55) {
+        btc_sha256(rec, data, len);
+    } else if (k->held) {
+        btc_sha256_x2(k->base + k->held_slot * k->stride, k->held, k->held_len, rec, data, len);
+        k->held = NULL;
+    } else {
+        k->held = data;
+        k->held_len = len;
+        k->held_slot = slot;
     }
-    k->n++;
     return 0;
+}
+
+static void keys_flush(keys_ctx *k)
+{
+    if (k->held)
+        btc_sha256(k->base + k->held_slot * k->stride, k->held, k->held_len);
+    k->held = NULL;
 }
 
 size_t btc_script_push_keys(const uint8_t *script, size_t len, unsigned kind,
                             const btc_push_opts *opts, btc_push_key *keys, size_t max_keys)
 {
-    keys_ctx k = {keys, max_keys, 0};
+    keys_ctx k = {(uint8_t *)keys, sizeof(*keys), 0, max_keys, 0, 0, NULL, 0, 0};
     btc_script_pushes(script, len, kind, opts, key_visit, &k);
+    keys_flush(&k);
+    return k.n;
+}
+
+size_t btc_tx_push_keys(const btc_tx *tx, const btc_push_opts *opts, btc_tx_push_key *keys,
+                        size_t max_keys)
+{
+    keys_ctx k = {(uint8_t *)keys,
+                  sizeof(*keys),
+                  offsetof(btc_tx_push_key, index),
+                  max_keys,
+                  0,
+                  0,
+                  NULL,
+                  0,
+                  0};
+    btc_tx_iter it;
+    btc_txin in;
+    btc_txout out;
+    btc_tx_inputs(tx, &it);
+    for (k.index = 0; btc_tx_next_input(&it, &in); k.index++)
+        btc_script_pushes(in.script, in.script_len, BTC_PUSH_INPUT, opts, key_visit, &k);
+    btc_tx_outputs(tx, &it);
+    for (k.index = 0; btc_tx_next_output(&it, &out); k.index++)
+        btc_script_pushes(out.script, out.script_len, BTC_PUSH_OUTPUT, opts, key_visit, &k);
+    keys_flush(&k);
     return k.n;
 }

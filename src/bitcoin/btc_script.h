@@ -42,15 +42,15 @@
 #include "bitcoin/btc_err.h"
 
 #define BTC_PUSH_OUTPUT 1u
-#define BTC_PUSH_INPUT 2u
-#define BTC_PUSH_DATA 4u
+#define BTC_PUSH_INPUT  2u
+#define BTC_PUSH_DATA   4u
 
-#define BTC_OP_0 0x00
+#define BTC_OP_0         0x00
 #define BTC_OP_PUSHDATA1 0x4c
 #define BTC_OP_PUSHDATA2 0x4d
 #define BTC_OP_PUSHDATA4 0x4e
-#define BTC_OP_ELSE 0x67
-#define BTC_OP_RETURN 0x6a
+#define BTC_OP_ELSE      0x67
+#define BTC_OP_RETURN    0x6a
 
 /* Limits for data-region pushes (the config's pushdata section). */
 typedef struct btc_push_opts {
@@ -73,8 +73,8 @@ typedef int (*btc_push_fn)(void *ctx, const uint8_t *data, size_t len, unsigned 
  * Returns: the number of pushes yielded (>= 0), or BTC_ERR_CALLBACK if fn
  *          returned non-zero (the scan stopped there).
  */
-int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind,
-                      const btc_push_opts *opts, btc_push_fn fn, void *ctx);
+int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind, const btc_push_opts *opts,
+                      btc_push_fn fn, void *ctx);
 
 /* A pushdata index key: sha256(pushed bytes) in natural byte order. */
 typedef struct btc_push_key {
@@ -89,5 +89,24 @@ typedef struct btc_push_key {
  */
 size_t btc_script_push_keys(const uint8_t *script, size_t len, unsigned kind,
                             const btc_push_opts *opts, btc_push_key *keys, size_t max_keys);
+
+/* A key of a whole transaction: which input/output it came from. */
+typedef struct btc_tx_push_key {
+    uint8_t hash[32]; /* sha256(pushed bytes) */
+    uint8_t flags;    /* BTC_PUSH_INPUT for input scripts, else OUTPUT/DATA */
+    uint32_t index;   /* input index (INPUT) or output index */
+} btc_tx_push_key;
+
+struct btc_tx;
+
+/*
+ * All keys of a parsed transaction (btc_tx.h): every input script's, then
+ * every output script's, each in script order, de-duplicated per script as
+ * above. Faster than per-script calls: short pushes of different scripts are
+ * hashed two at a time. Writes at most max_keys keys.
+ * Returns: the number of keys the transaction has (may exceed max_keys).
+ */
+size_t btc_tx_push_keys(const struct btc_tx *tx, const btc_push_opts *opts, btc_tx_push_key *keys,
+                        size_t max_keys);
 
 #endif /* BTC_SCRIPT_H */

@@ -13,7 +13,7 @@
 #include "bitcoin/btc_sha256.h"
 #include "common/cd_util.h"
 
-#define MAX_INPUTS (0xFFFFFFFFull / 41)
+#define MAX_INPUTS  (0xFFFFFFFFull / 41)
 #define MAX_OUTPUTS (0xFFFFFFFFull / 9)
 
 /* Reads a CompactSize at buf[*i] with the node's payload rules.

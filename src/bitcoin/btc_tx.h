@@ -27,29 +27,29 @@
 
 /* A parsed transaction: a view of the caller's bytes. */
 typedef struct btc_tx {
-    const uint8_t *raw;     /* first byte of the transaction */
-    size_t size;            /* its serialized size */
+    const uint8_t *raw; /* first byte of the transaction */
+    size_t size;        /* its serialized size */
     int32_t version;
     uint32_t locktime;
     uint64_t n_inputs;
     uint64_t n_outputs;
-    size_t inputs_off;      /* offset of the first input within raw */
-    size_t outputs_off;     /* offset of the first output within raw */
+    size_t inputs_off;  /* offset of the first input within raw */
+    size_t outputs_off; /* offset of the first output within raw */
 } btc_tx;
 
 /* One input; pointers point into btc_tx.raw. */
 typedef struct btc_txin {
     const uint8_t *prev_txid; /* 32 bytes, internal order */
     uint32_t prev_index;
-    const uint8_t *script;    /* scriptSig */
+    const uint8_t *script; /* scriptSig */
     size_t script_len;
     uint32_t sequence;
 } btc_txin;
 
 /* One output; pointers point into btc_tx.raw. */
 typedef struct btc_txout {
-    uint64_t value;           /* satoshis */
-    const uint8_t *script;    /* scriptPubKey */
+    uint64_t value;        /* satoshis */
+    const uint8_t *script; /* scriptPubKey */
     size_t script_len;
 } btc_txout;
 
@@ -57,7 +57,7 @@ typedef struct btc_txout {
 typedef struct btc_tx_iter {
     const uint8_t *p;
     uint64_t left;
-    uint32_t index;           /* index of the item the next call returns */
+    uint32_t index; /* index of the item the next call returns */
 } btc_tx_iter;
 
 /*

@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#define BTC_TD_CHAIN116 "regtest/blockchain_116_7c9cd2"
+#define BTC_TD_CHAIN116    "regtest/blockchain_116_7c9cd2"
 #define BTC_TD_BLOCK413567 "mainnet/block413567.raw"
 
 /* A regtest chain: hashes[h] is the display hex of the block at height h. */

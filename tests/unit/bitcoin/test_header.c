@@ -109,8 +109,8 @@ START_TEST(test_compact)
     static const struct {
         uint32_t bits;
         int rc;
-        uint64_t low;       /* low 64 bits of the target (when it fits) */
-        uint32_t reencode;  /* GetCompact of the decoded value */
+        uint64_t low;      /* low 64 bits of the target (when it fits) */
+        uint32_t reencode; /* GetCompact of the decoded value */
     } v[] = {
         {0x00000000, BTC_ERR_BITS_ZERO, 0, 0},
         {0x00123456, BTC_ERR_BITS_ZERO, 0, 0},

@@ -190,6 +190,128 @@ START_TEST(test_tsc_json)
 }
 END_TEST
 
+typedef struct collect {
+    uint8_t *tree;
+    size_t n; /* leaves */
+    size_t level_off[64];
+    size_t level_size[64];
+    unsigned levels;
+    size_t calls;
+} collect;
+
+static void collect_init(collect *c, uint8_t *tree, size_t n)
+{
+    c->tree = tree;
+    c->n = n;
+    c->calls = 0;
+    size_t off = 0, sz = n;
+    c->levels = 0;
+    for (;;) {
+        c->level_off[c->levels] = off;
+        c->level_size[c->levels] = sz;
+        c->levels++;
+        off += sz;
+        if (sz == 1)
+            break;
+        sz = (sz + 1) / 2;
+    }
+}
+
+static int collect_fn(void *ctx, unsigned level, uint64_t index, const uint8_t hash[32])
+{
+    collect *c = ctx;
+    ck_assert_uint_lt(level, c->levels);
+    ck_assert_uint_lt(index, c->level_size[level]);
+    memcpy(c->tree + 32 * (c->level_off[level] + index), hash, 32);
+    c->calls++;
+    return 0;
+}
+
+/* The streaming computation agrees with the batch one on roots, mutation
+ * flags and every stored node, for all sizes 1..300 with leaves drawn from
+ * a tiny alphabet (so equal siblings, i.e. mutations, are frequent). */
+START_TEST(test_stream_matches_batch)
+{
+    uint64_t seed = 5;
+    uint8_t alphabet[3][32];
+    for (int i = 0; i < 3; i++)
+        cd_sha256(alphabet[i], &i, sizeof(i));
+    int mutated_seen = 0, clean_seen = 0;
+    for (size_t n = 1; n <= 300; n++) {
+        for (int round = 0; round < 3; round++) {
+            uint8_t *leaves = malloc(n * 32);
+            for (size_t i = 0; i < n; i++) {
+                if (round == 0) {
+                    uint64_t v = btc_td_rand(&seed);
+                    cd_sha256(leaves + 32 * i, &v, sizeof(v));
+                } else {
+                    memcpy(leaves + 32 * i, alphabet[btc_td_rand(&seed) % 3], 32);
+                }
+            }
+            size_t cnt = btc_merkle_tree_count(n);
+            uint8_t *t1 = malloc(cnt * 32), *t2 = calloc(cnt, 32);
+            int m1, m2;
+            ck_assert_int_eq(btc_merkle_tree_build(leaves, n, t1, &m1), 0);
+            collect c;
+            collect_init(&c, t2, n);
+            btc_merkle_stream st;
+            btc_merkle_stream_init(&st, collect_fn, &c);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(btc_merkle_stream_add(&st, leaves + 32 * i), 0);
+            uint8_t root[32];
+            ck_assert_int_eq(btc_merkle_stream_final(&st, root, &m2), 0);
+            ck_assert_mem_eq(root, t1 + (cnt - 1) * 32, 32);
+            ck_assert_int_eq(m1, m2);
+            ck_assert_uint_eq(c.calls, cnt);
+            ck_assert_mem_eq(t1, t2, cnt * 32);
+            mutated_seen += m1;
+            clean_seen += !m1;
+            free(t1);
+            free(t2);
+            free(leaves);
+        }
+    }
+    ck_assert_int_gt(mutated_seen, 100);
+    ck_assert_int_gt(clean_seen, 300);
+    btc_merkle_stream st;
+    uint8_t root[32];
+    btc_merkle_stream_init(&st, NULL, NULL);
+    ck_assert_int_eq(btc_merkle_stream_final(&st, root, NULL), BTC_ERR_MERKLE_EMPTY);
+}
+END_TEST
+
+static int stop_at_3(void *ctx, unsigned level, uint64_t index, const uint8_t hash[32])
+{
+    return ++*(int *)ctx >= 3;
+}
+
+START_TEST(test_stream_block413567)
+{
+    size_t len, n;
+    uint8_t *blk = cd_test_read_file(BTC_TD_BLOCK413567, &len);
+    uint8_t *ids = block_txids(blk, len, &n);
+    btc_merkle_stream st;
+    btc_merkle_stream_init(&st, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(btc_merkle_stream_add(&st, ids + 32 * i), 0);
+    uint8_t root[32];
+    int mut;
+    ck_assert_int_eq(btc_merkle_stream_final(&st, root, &mut), 0);
+    ck_assert_int_eq(mut, 0);
+    ck_assert_mem_eq(root, blk + 36, 32);
+    ck_assert_uint_le(sizeof(st), 4096);
+    /* a failing callback poisons the stream */
+    int calls = 0;
+    btc_merkle_stream_init(&st, stop_at_3, &calls);
+    ck_assert_int_eq(btc_merkle_stream_add(&st, ids), 0);
+    ck_assert_int_eq(btc_merkle_stream_add(&st, ids + 32), BTC_ERR_CALLBACK);
+    ck_assert_int_eq(btc_merkle_stream_add(&st, ids + 64), BTC_ERR_CALLBACK);
+    ck_assert_int_eq(btc_merkle_stream_final(&st, root, &mut), BTC_ERR_CALLBACK);
+    free(ids);
+    free(blk);
+}
+END_TEST
+
 static Suite *suite_merkle(void)
 {
     Suite *s = suite_create("bitcoin_merkle");
@@ -198,6 +320,8 @@ static Suite *suite_merkle(void)
     tcase_add_test(tc, test_regtest_roots);
     tcase_add_test(tc, test_mutation_duplicate_last_two);
     tcase_add_test(tc, test_tsc_json);
+    tcase_add_test(tc, test_stream_matches_batch);
+    tcase_add_test(tc, test_stream_block413567);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -32,13 +32,35 @@ static const scen scens[] = {
     {BTC_NET_MAIN, 0, 2016, 1300000000, 3, 3000, 600, 0, NOTAIL, 0, {0x1b0404cb}, 1, 0},
     {BTC_NET_MAIN, 0, 2016, 1300000000, 4, 1500, 600, 0, NOTAIL, 0, {0x1d00d86a}, 1, 0},
     {BTC_NET_MAIN, 478000, 60, 1500000000, 5, 600, 300, 150, 40, 3 * 3600, {0x18034567}, 1, 80},
-    {BTC_NET_MAIN, 600000, 400, 1570000000, 6, 300, 900, 0, NOTAIL, 0,
-     {0x18034567, 0x1803a30c, 0x1802f5c2, 0x18040000}, 4, 90},
+    {BTC_NET_MAIN,
+     600000,
+     400,
+     1570000000,
+     6,
+     300,
+     900,
+     0,
+     NOTAIL,
+     0,
+     {0x18034567, 0x1803a30c, 0x1802f5c2, 0x18040000},
+     4,
+     90},
     {BTC_NET_MAIN, 700000, 300, 1600000000, 7, 600, 4000, 2000, NOTAIL, 0, {0x1804a1b2}, 1, 90},
     {BTC_NET_MAIN, 700000, 300, 1600000000, 8, 6000, 10, 0, NOTAIL, 0, {0x1d00ffff}, 1, 0},
     {BTC_NET_MAIN, 700000, 300, 1600000000, 9, 10, 10, 0, NOTAIL, 0, {0x1804a1b2}, 1, 0},
-    {BTC_NET_TEST, 4000, 100, 1400000000, 10, 600, 100, 0, NOTAIL, 0,
-     {0x1c0ffff0, 0x1d00ffff, 0x1d00ffff}, 3, 0},
+    {BTC_NET_TEST,
+     4000,
+     100,
+     1400000000,
+     10,
+     600,
+     100,
+     0,
+     NOTAIL,
+     0,
+     {0x1c0ffff0, 0x1d00ffff, 0x1d00ffff},
+     3,
+     0},
     {BTC_NET_TEST, 4030, 6, 1400000000, 11, 600, 100, 0, NOTAIL, 0, {0x1d00ffff}, 1, 0},
     {BTC_NET_TEST, 1300000, 200, 1600000000, 12, 600, 600, 300, NOTAIL, 0, {0x1c0ffff0}, 1, 70},
     {BTC_NET_REGTEST, 0, 3000, 1296688602, 13, 1, 2, 0, NOTAIL, 0, {0x207fffff}, 1, 0},
@@ -118,8 +140,9 @@ START_TEST(test_reference_cases)
         int rc = btc_pow_next_bits(btc_net_get(s->net), prev,
                                    (uint32_t)(prev->time + pow_cases[i].dt), ancestor, &c, &bits);
         ck_assert_msg(rc == 0, "case %zu: rc %d", i, rc);
-        ck_assert_msg(bits == pow_cases[i].bits, "case %zu (scenario %d, prev %d): 0x%08x != 0x%08x",
-                      i, pow_cases[i].scen, pow_cases[i].prev_height, bits, pow_cases[i].bits);
+        ck_assert_msg(bits == pow_cases[i].bits,
+                      "case %zu (scenario %d, prev %d): 0x%08x != 0x%08x", i, pow_cases[i].scen,
+                      pow_cases[i].prev_height, bits, pow_cases[i].bits);
         free(c.b);
     }
 }
@@ -140,8 +163,8 @@ START_TEST(test_hand_checked)
     ck_assert_int_eq(btc_pow_next_bits(btc_net_get(BTC_NET_MAIN), NULL, 0, ancestor, NULL, &bits),
                      0);
     ck_assert_uint_eq(bits, 0x1d00ffff);
-    ck_assert_int_eq(btc_pow_next_bits(btc_net_get(BTC_NET_REGTEST), NULL, 0, ancestor, NULL,
-                                       &bits), 0);
+    ck_assert_int_eq(
+        btc_pow_next_bits(btc_net_get(BTC_NET_REGTEST), NULL, 0, ancestor, NULL, &bits), 0);
     ck_assert_uint_eq(bits, 0x207fffff);
 }
 END_TEST
@@ -154,7 +177,8 @@ START_TEST(test_missing_ancestors)
     c.n = 100; /* heights 600000..600099 only */
     uint32_t bits = 0;
     ck_assert_int_eq(btc_pow_next_bits(btc_net_get(BTC_NET_MAIN), &c.b[99], c.b[99].time + 600,
-                                       ancestor, &c, &bits), BTC_ERR_RANGE);
+                                       ancestor, &c, &bits),
+                     BTC_ERR_RANGE);
     /* legacy retarget without the first block of the interval */
     chain d;
     gen(&scens[0], &d);

@@ -47,8 +47,9 @@ START_TEST(test_block_prefix_and_scan)
 
     uint64_t *off = malloc(2000 * sizeof(*off));
     size_t n, consumed;
-    ck_assert_int_eq(btc_preproc_scan(g_blk + pl, g_len - (size_t)pl, (uint64_t)pl, off, 2000, &n,
-                                      &consumed), 0);
+    ck_assert_int_eq(
+        btc_preproc_scan(g_blk + pl, g_len - (size_t)pl, (uint64_t)pl, off, 2000, &n, &consumed),
+        0);
     ck_assert_uint_eq(n, g_n);
     ck_assert_uint_eq(consumed, g_len - (size_t)pl);
     for (size_t i = 0; i < n; i++)
@@ -95,16 +96,16 @@ static size_t stream_block(const size_t *cuts, size_t ncuts, uint64_t *out, size
             if (pp.pos >= end) {
                 /* the byte the walker needs has not arrived: a feed reads
                  * nothing and finds nothing */
-                ck_assert_int_eq(btc_preproc_feed(&pp, NULL, end, 0, out + total, max_per_call,
-                                                  &n), 0);
+                ck_assert_int_eq(btc_preproc_feed(&pp, NULL, end, 0, out + total, max_per_call, &n),
+                                 0);
                 ck_assert_uint_eq(n, 0);
                 break;
             }
             size_t wlen = end - (size_t)pp.pos;
             uint8_t *w = malloc(wlen);
             memcpy(w, g_blk + pp.pos, wlen);
-            ck_assert_int_eq(btc_preproc_feed(&pp, w, pp.pos, wlen, out + total, max_per_call,
-                                              &n), 0);
+            ck_assert_int_eq(btc_preproc_feed(&pp, w, pp.pos, wlen, out + total, max_per_call, &n),
+                             0);
             free(w);
             total += n;
             if (n < max_per_call)
@@ -237,7 +238,8 @@ START_TEST(test_idiom_completes_skipped_tail)
         received = arrivals[a] ? arrivals[a] : sz; /* last arrival: exactly the end */
         while (pp.pos < received) {
             ck_assert_int_eq(btc_preproc_feed(&pp, tx + pp.pos, pp.pos, received - (size_t)pp.pos,
-                                              off + found, 4 - found, &n), 0);
+                                              off + found, 4 - found, &n),
+                             0);
             found += n;
             if (n == 0)
                 break;
@@ -272,28 +274,61 @@ static int64_t skip_hex(const char *hex)
 START_TEST(test_malformed)
 {
     /* well-formed baseline: 1 in (empty script), 1 out (empty script) */
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "00" "ffffffff" "01" "0000000000000000" "00"
-                              "00000000"), 60);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "00"
+                              "ffffffff"
+                              "01"
+                              "0000000000000000"
+                              "00"
+                              "00000000"),
+                     60);
     ck_assert_int_eq(BTC_TX_MIN_SIZE, 60);
     /* zero inputs / outputs */
-    ck_assert_int_eq(skip_hex("01000000" "00" "01"), BTC_ERR_NO_INPUTS);
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "00" "ffffffff" "00" "00000000"),
+    ck_assert_int_eq(skip_hex("01000000"
+                              "00"
+                              "01"),
+                     BTC_ERR_NO_INPUTS);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "00"
+                              "ffffffff"
+                              "00"
+                              "00000000"),
                      BTC_ERR_NO_OUTPUTS);
     /* input count as 9-byte CompactSize */
-    ck_assert_int_eq(skip_hex("01000000" "ff0000000001000000"), BTC_ERR_VARINT_TOO_BIG);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "ff0000000001000000"),
+                     BTC_ERR_VARINT_TOO_BIG);
     /* non-canonical counts and lengths */
-    ck_assert_int_eq(skip_hex("01000000" "fd0100"), BTC_ERR_VARINT_NONCANONICAL);
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "fe00010000"), BTC_ERR_VARINT_NONCANONICAL);
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "00" "ffffffff" "01" "0000000000000000"
-                              "fdfc00"), BTC_ERR_VARINT_NONCANONICAL);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "fd0100"),
+                     BTC_ERR_VARINT_NONCANONICAL);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "fe00010000"),
+                     BTC_ERR_VARINT_NONCANONICAL);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "00"
+                              "ffffffff"
+                              "01"
+                              "0000000000000000"
+                              "fdfc00"),
+                     BTC_ERR_VARINT_NONCANONICAL);
     /* script length above 4 GB */
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "ffffffffffffffffff"), BTC_ERR_VARINT_TOO_BIG);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "ffffffffffffffffff"),
+                     BTC_ERR_VARINT_TOO_BIG);
     /* impossible counts */
-    ck_assert_int_eq(skip_hex("01000000" "feffffffff"), BTC_ERR_TOO_MANY);
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "00" "ffffffff" "feffffffff"),
+    ck_assert_int_eq(skip_hex("01000000"
+                              "feffffffff"),
+                     BTC_ERR_TOO_MANY);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "00"
+                              "ffffffff"
+                              "feffffffff"),
                      BTC_ERR_TOO_MANY);
     /* a huge script length is not an error: just incomplete */
-    ck_assert_int_eq(skip_hex("01000000" "01" PREVOUT "feffffffff"), 0);
+    ck_assert_int_eq(skip_hex("01000000"
+                              "01" PREVOUT "feffffffff"),
+                     0);
     /* errors are sticky on the streaming cursor */
     btc_preproc pp;
     uint8_t bad[] = {1, 0, 0, 0, 0, 1};

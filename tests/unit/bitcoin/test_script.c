@@ -184,9 +184,8 @@ START_TEST(test_mainnet_tx_output_keys)
     btc_push_key k[MAXK];
     btc_tx tx;
     size_t n;
-    uint8_t *raw =
-        btc_td_hex_file("mainnet/tx/6370060cd55b046a87a72a4c07bffa1da52b3d12c227e795850b7d0ac68c203b.hex",
-                        &n);
+    uint8_t *raw = btc_td_hex_file(
+        "mainnet/tx/6370060cd55b046a87a72a4c07bffa1da52b3d12c227e795850b7d0ac68c203b.hex", &n);
     ck_assert_int_eq(btc_tx_parse(&tx, raw, n), 0);
     for (uint32_t o = 0; o < tx.n_outputs; o++) {
         size_t m = item_keys(&tx, BTC_PUSH_OUTPUT, o, NULL, k);
@@ -195,8 +194,8 @@ START_TEST(test_mainnet_tx_output_keys)
             ck_assert_uint_gt(count_flag(k, m, BTC_PUSH_DATA), 0); /* its data pushes */
     }
     free(raw);
-    raw = btc_td_hex_file("mainnet/tx/bf88f55da5e4d000a08056d68ab6945077db2c5224512d088fbea57046de9e07.hex",
-                          &n);
+    raw = btc_td_hex_file(
+        "mainnet/tx/bf88f55da5e4d000a08056d68ab6945077db2c5224512d088fbea57046de9e07.hex", &n);
     ck_assert_int_eq(btc_tx_parse(&tx, raw, n), 0);
     ck_assert_uint_eq(tx.n_outputs, 3);
     static const size_t expect[3] = {4, 1, 1};
@@ -222,13 +221,15 @@ START_TEST(test_block413567_input_keys)
         btc_txin in;
         btc_tx_inputs(&tx, &it);
         while (btc_tx_next_input(&it, &in)) {
-            size_t m = btc_script_push_keys(in.script, in.script_len, BTC_PUSH_INPUT, NULL, k, MAXK);
+            size_t m =
+                btc_script_push_keys(in.script, in.script_len, BTC_PUSH_INPUT, NULL, k, MAXK);
             ck_assert_uint_le(m, MAXK);
             for (size_t i = 0; i < m; i++) {
                 char h[65];
                 cd_hex_encode_rev(h, k[i].hash, 32);
                 ck_assert_uint_lt(at, n_exp);
-                ck_assert_msg(strcmp(h, exp[at]) == 0, "tx %d key %zu: %s != %s", t, at, h, exp[at]);
+                ck_assert_msg(strcmp(h, exp[at]) == 0, "tx %d key %zu: %s != %s", t, at, h,
+                              exp[at]);
                 ck_assert_uint_eq(k[i].flags, BTC_PUSH_INPUT);
                 at++;
             }
@@ -399,6 +400,69 @@ START_TEST(test_random_scripts)
 }
 END_TEST
 
+/* btc_tx_push_keys == the per-script keys concatenated (inputs then
+ * outputs), with indices, over every tx of block 413567 and block 116. */
+static void check_tx_keys(const btc_tx *tx)
+{
+    static btc_tx_push_key tk[4096];
+    static btc_push_key sk[4096];
+    size_t n = btc_tx_push_keys(tx, NULL, tk, 4096);
+    ck_assert_uint_le(n, 4096);
+    size_t at = 0;
+    btc_tx_iter it;
+    btc_txin in;
+    btc_txout out;
+    btc_tx_inputs(tx, &it);
+    for (uint32_t i = 0; btc_tx_next_input(&it, &in); i++) {
+        size_t m = btc_script_push_keys(in.script, in.script_len, BTC_PUSH_INPUT, NULL, sk, 4096);
+        for (size_t j = 0; j < m; j++, at++) {
+            ck_assert_uint_lt(at, n);
+            ck_assert_mem_eq(tk[at].hash, sk[j].hash, 32);
+            ck_assert_uint_eq(tk[at].flags, sk[j].flags);
+            ck_assert_uint_eq(tk[at].index, i);
+        }
+    }
+    btc_tx_outputs(tx, &it);
+    for (uint32_t i = 0; btc_tx_next_output(&it, &out); i++) {
+        size_t m =
+            btc_script_push_keys(out.script, out.script_len, BTC_PUSH_OUTPUT, NULL, sk, 4096);
+        for (size_t j = 0; j < m; j++, at++) {
+            ck_assert_uint_lt(at, n);
+            ck_assert_mem_eq(tk[at].hash, sk[j].hash, 32);
+            ck_assert_uint_eq(tk[at].flags, sk[j].flags);
+            ck_assert_uint_eq(tk[at].index, i);
+        }
+    }
+    ck_assert_uint_eq(at, n);
+    /* a short array gets a prefix and the full count */
+    if (n > 1) {
+        btc_tx_push_key few[1];
+        ck_assert_uint_eq(btc_tx_push_keys(tx, NULL, few, 1), n);
+        ck_assert_mem_eq(few[0].hash, tk[0].hash, 32);
+    }
+}
+
+START_TEST(test_tx_keys_match_script_keys)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file(BTC_TD_BLOCK413567, &len);
+    size_t pos = 83;
+    for (int t = 0; t < 1557; t++) {
+        btc_tx tx;
+        ck_assert_int_eq(btc_tx_parse(&tx, blk + pos, len - pos), 0);
+        check_tx_keys(&tx);
+        pos += tx.size;
+    }
+    free(blk);
+    for (int p = 0; p <= 2; p++) {
+        btc_tx tx;
+        blk = load_tx(116, p, &tx);
+        check_tx_keys(&tx);
+        free(blk);
+    }
+}
+END_TEST
+
 static Suite *suite_script(void)
 {
     Suite *s = suite_create("bitcoin_script");
@@ -407,6 +471,7 @@ static Suite *suite_script(void)
     tcase_add_test(tc, test_regtest_data_carriers);
     tcase_add_test(tc, test_mainnet_tx_output_keys);
     tcase_add_test(tc, test_block413567_input_keys);
+    tcase_add_test(tc, test_tx_keys_match_script_keys);
     tcase_add_test(tc, test_rule_details);
     tcase_add_test(tc, test_dedup_beyond_table);
     tcase_add_test(tc, test_random_scripts);

@@ -40,6 +40,17 @@ static void check_against_openssl(void)
         cd_sha256d(b, p, len);
         ck_assert_mem_eq(a, b, 32);
     }
+    /* two-way hashing, every pair of lengths 0..60 (one-block and not) */
+    for (size_t la = 0; la <= 60; la++) {
+        for (size_t lb = 0; lb <= 60; lb += 3) {
+            uint8_t a[32], b[32], ea[32], eb[32];
+            btc_sha256_x2(a, buf + 1, la, b, buf + 100 + lb, lb);
+            cd_sha256(ea, buf + 1, la);
+            cd_sha256(eb, buf + 100 + lb, lb);
+            ck_assert_mem_eq(a, ea, 32);
+            ck_assert_mem_eq(b, eb, 32);
+        }
+    }
     uint8_t a[32], b[32];
     btc_sha256d_pair(a, buf, buf + 32);
     cd_sha256d(b, buf, 64);
