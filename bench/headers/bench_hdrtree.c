@@ -83,8 +83,8 @@ int main(int argc, char **argv)
         }
     }
     t1 = cd_now_s();
-    printf("add:    %zu headers in %.3f s = %.0f headers/s (batches of %d, one LMDB txn each)\n",
-           n, t1 - t0, (double)n / (t1 - t0), CD_HDRTREE_MAX_BATCH);
+    printf("add:    %zu headers in %.3f s = %.0f headers/s (batches of %d, one LMDB txn each)\n", n,
+           t1 - t0, (double)n / (t1 - t0), CD_HDRTREE_MAX_BATCH);
     t0 = cd_now_s();
     for (size_t i = 0; i < n; i += CD_HDRTREE_MAX_BATCH) {
         size_t k = n - i < CD_HDRTREE_MAX_BATCH ? n - i : CD_HDRTREE_MAX_BATCH;

@@ -378,6 +378,14 @@ static void on_done(void *arg, const uint8_t hash[32], int status, void *ctx)
     char hex[65];
     cd_hex_encode_rev(hex, hash, 32);
     f->outstanding--;
+    if (b == f->cur) {
+        /* failed while still being received (e.g. a worker crash): stop
+         * feeding it; it is queued again below */
+        if (b->path[0] && f->fd >= 0)
+            close(f->fd);
+        f->fd = -1;
+        f->cur = NULL;
+    }
     if (!f->quiet || status != CD_PIPE_OK)
         printf("block %s %s%s\n", hex, cd_pipe_status_name(status), b->tamper ? " (tampered)" : "");
     if (b->tamper) {

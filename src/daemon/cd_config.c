@@ -576,6 +576,14 @@ int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errl
 
 int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
 {
+    /* Options that only make sense together. */
+    if (cfg->unit_size > cfg->ring_size / 2) {
+        char u[32], r[32];
+        format_size(cfg->unit_size, u, sizeof(u));
+        format_size(cfg->ring_size, r, sizeof(r));
+        seterr(err, errlen, "unit_size %s must be at most half of ring_size %s", u, r);
+        return -1;
+    }
     if (cfg->datadir == NULL || cfg->datadir[0] == '\0') {
         const char *home = getenv("HOME");
         if (home == NULL || home[0] == '\0') {
@@ -1027,9 +1035,9 @@ void cd_config_print_help(FILE *f, const char *prog)
         char flag[64], extra[128];
         snprintf(flag, sizeof(flag), "--%s %s", o->name, type_word(o));
         describe(o, extra, sizeof(extra));
-        fprintf(f, "  %-26s %s\n", flag, o->help);
-        fprintf(f, "  %-26s (default: %s%s%s)\n", "", o->def[0] ? o->def : "none",
+        fprintf(f, "  %-26s default: %s%s%s\n", flag, o->def[0] ? o->def : "none",
                 extra[0] ? "; " : "", extra);
+        fprintf(f, "      %s\n", o->help);
     }
     fprintf(f, "\nExit status: 0 clean stop, 1 runtime failure, 2 configuration error.\n");
 }

@@ -8,9 +8,10 @@
  * PostgreSQL or on a large LMDB write. Its own LMDB environment
  * (<datadir>/headers/) holds only headers, written once per headers message.
  *
- * Start-up order: open the header tree (resume from what is stored) ->
- * event_base -> signal events -> modules' init() -> peer manager -> dial the
- * peers -> READY=1 -> loop. Shutdown (SIGTERM/SIGINT, or cd_ctl_stop()):
+ * Start-up order: event_base -> signal events -> modules' init() (they may
+ * fork workers: nothing of ours is open yet) -> open the header tree (resume
+ * from what is stored) -> peer manager -> modules' start() -> dial the peers
+ * -> READY=1 -> loop. Shutdown (SIGTERM/SIGINT, or cd_ctl_stop()):
  * break the loop, STOPPING=1, modules' fini(), free the manager (closes the
  * sockets), close the tree.
  */
@@ -86,8 +87,8 @@ void cd_ctl_stop(cd_ctl *ctl, int exit_code)
 
 /* ---- forwarding of peer events to modules ---- */
 
-#define FOR_MODULES(ctl, i, m) \
-    for (size_t i = 0; ctl_modules[i]; i++) \
+#define FOR_MODULES(ctl, i, m)                                                                     \
+    for (size_t i = 0; ctl_modules[i]; i++)                                                        \
         for (const cd_ctl_module *m = ctl_modules[i]; m; m = NULL)
 
 static cp2p_ctx mod_ctx(const cp2p_ctx *ctx, void *state)
@@ -101,7 +102,8 @@ static void h_ready(const cp2p_ctx *ctx, const cp2p_version *their)
 {
     cd_ctl *ctl = ctx->user;
     cd_hdrsync_on_ready(ctl->sync, ctx->peer);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->handlers.on_ready) {
             cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);
             m->handlers.on_ready(&c, their);
@@ -115,7 +117,8 @@ static void h_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *de
     cd_log_debug("peer %s: disconnected: %s%s%s", cp2p_peer_name(ctx->peer),
                  cp2p_reason_str(reason), detail && detail[0] ? ": " : "", detail ? detail : "");
     cd_hdrsync_on_disconnect(ctl->sync, ctx->peer);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->handlers.on_disconnect) {
             cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);
             m->handlers.on_disconnect(&c, reason, detail);
@@ -127,7 +130,8 @@ static void h_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
 {
     cd_ctl *ctl = ctx->user;
     cd_hdrsync_on_headers(ctl->sync, ctx->peer, hdrs, n);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->handlers.on_headers) {
             cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);
             m->handlers.on_headers(&c, hdrs, n);
@@ -139,7 +143,8 @@ static void h_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
 {
     cd_ctl *ctl = ctx->user;
     cd_hdrsync_on_inv(ctl->sync, ctx->peer, inv, n);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->handlers.on_inv) {
             cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);
             m->handlers.on_inv(&c, inv, n);
@@ -148,17 +153,18 @@ static void h_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
 }
 
 /* Handlers the controller does not use itself: forwarded only. */
-#define FORWARD(name, params, args)                                            \
-    static void h_##name params                                                \
-    {                                                                          \
-        cd_ctl *ctl = ctx->user;                                               \
-        FOR_MODULES(ctl, i, m) {                                               \
-            if (m->handlers.name) {                                            \
-                cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);                  \
-                const cp2p_ctx *mctx = &c;                                     \
-                m->handlers.name args;                                         \
-            }                                                                  \
-        }                                                                      \
+#define FORWARD(name, params, args)                                                                \
+    static void h_##name params                                                                    \
+    {                                                                                              \
+        cd_ctl *ctl = ctx->user;                                                                   \
+        FOR_MODULES(ctl, i, m)                                                                     \
+        {                                                                                          \
+            if (m->handlers.name) {                                                                \
+                cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);                                      \
+                const cp2p_ctx *mctx = &c;                                                         \
+                m->handlers.name args;                                                             \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 FORWARD(on_notfound, (const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n), (mctx, inv, n))
@@ -176,12 +182,12 @@ FORWARD(on_broadcast,
         (const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
          const cp2p_reject *rej),
         (mctx, txid, res, rej))
-static void h_on_message(const cp2p_ctx *ctx, const char *cmd, const uint8_t *payload,
-                         size_t len)
+static void h_on_message(const cp2p_ctx *ctx, const char *cmd, const uint8_t *payload, size_t len)
 {
     cd_ctl *ctl = ctx->user;
     cd_hdrsync_on_message(ctl->sync, ctx->peer, cmd, payload, len);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->handlers.on_message) {
             cp2p_ctx c = mod_ctx(ctx, ctl->mod_state[i]);
             m->handlers.on_message(&c, cmd, payload, len);
@@ -224,7 +230,8 @@ static void on_tip(const cd_hdrtree_tip_event *ev, void *arg)
 {
     cd_ctl *ctl = arg;
     cd_hdrsync_log_tip_event(ev);
-    FOR_MODULES(ctl, i, m) {
+    FOR_MODULES(ctl, i, m)
+    {
         if (m->on_best_chain)
             m->on_best_chain(ctl->mod_state[i], ev);
     }
@@ -235,7 +242,9 @@ static void publish_status(cd_ctl *ctl)
     ctl->st.header_height = cd_hdrtree_height(ctl->tree);
     ctl->st.peers = (uint32_t)(ctl->mgr ? cp2p_mgr_ready_count(ctl->mgr) : 0);
     snprintf(ctl->st.state, sizeof(ctl->st.state), "%s",
-             ctl->stopping ? "stopping" : cd_hdrsync_synced(ctl->sync) ? "synced" : "headers");
+             ctl->stopping                  ? "stopping"
+             : cd_hdrsync_synced(ctl->sync) ? "synced"
+                                            : "headers");
     cd_status_sample(&ctl->st, 0, 0, 0, cd_now_s());
     (void)cd_status_publish(ctl->cfg, &ctl->st);
 }
@@ -290,6 +299,26 @@ int cd_controller_run(const cd_config *cfg)
     if (!ctl.sig)
         goto out;
 
+    /* modules first: worker processes they fork inherit no LMDB env, no
+     * peer socket (STYLE.md C9) */
+    for (; ctl_modules[n_init]; n_init++) {
+        const cd_ctl_module *m = ctl_modules[n_init];
+        if (m->init && m->init(&ctl, &ctl.mod_state[n_init]) != 0) {
+            cd_log_error("module %s failed to initialise", m->name);
+            goto out;
+        }
+        if (m->sink) {
+            if (ctl.sink_mod) {
+                cd_log_error("modules %s and %s both provide a block sink", ctl.sink_mod->name,
+                             m->name);
+                n_init++;
+                goto out;
+            }
+            ctl.sink_mod = m;
+            ctl.sink_state = ctl.mod_state[n_init];
+        }
+    }
+
     snprintf(path, sizeof(path), "%s/headers", cfg->datadir);
     int trc = cd_hdrtree_open(&ctl.tree, path, cfg->net, 0);
     if (trc != 0) {
@@ -304,24 +333,6 @@ int cd_controller_run(const cd_config *cfg)
                     cd_hdrtree_count(ctl.tree), (int)cd_hdrtree_height(ctl.tree), hex);
     }
     cd_hdrtree_set_tip_cb(ctl.tree, on_tip, &ctl);
-
-    for (; ctl_modules[n_init]; n_init++) {
-        const cd_ctl_module *m = ctl_modules[n_init];
-        if (m->init && m->init(&ctl, &ctl.mod_state[n_init]) != 0) {
-            cd_log_error("module %s failed to start", m->name);
-            goto out;
-        }
-        if (m->sink) {
-            if (ctl.sink_mod) {
-                cd_log_error("modules %s and %s both provide a block sink", ctl.sink_mod->name,
-                             m->name);
-                n_init++;
-                goto out;
-            }
-            ctl.sink_mod = m;
-            ctl.sink_state = ctl.mod_state[n_init];
-        }
-    }
 
     cp2p_options opt;
     cp2p_options_init(&opt, cfg->net);
@@ -352,6 +363,13 @@ int cd_controller_run(const cd_config *cfg)
         goto out;
     }
     ctl.sync = cd_hdrsync_new(ctl.tree, ctl.mgr, ctl.base);
+    for (size_t i = 0; ctl_modules[i]; i++) {
+        const cd_ctl_module *m = ctl_modules[i];
+        if (m->start && m->start(ctl.mod_state[i]) != 0) {
+            cd_log_error("module %s failed to start", m->name);
+            goto out;
+        }
+    }
 
     size_t n_ok = 0;
     if (cfg->n_connect == 0) {

@@ -17,15 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOCATOR_MAX 64
+#define LOCATOR_MAX              64
 #define MAX_UNCONNECTED_ANNOUNCE 2
 
 typedef struct hs_peer {
     cp2p_peer *peer;
-    int in_flight;          /* a getheaders is outstanding */
-    int again;              /* ask once more after the current reply */
-    double sent_at;         /* cd_now_s() of the outstanding request */
-    unsigned unconnected;   /* unsolicited non-connecting announcements in a row */
+    int in_flight;        /* a getheaders is outstanding */
+    int again;            /* ask once more after the current reply */
+    double sent_at;       /* cd_now_s() of the outstanding request */
+    unsigned unconnected; /* unsolicited non-connecting announcements in a row */
+    int from_tip;         /* the outstanding request's locator starts at our tip */
+    int parked;           /* full reply we already had: wait while another peer syncs */
 } hs_peer;
 
 typedef struct hs_ban {
@@ -43,10 +45,10 @@ struct cd_hdrsync {
     size_t n_peers, cap_peers;
     hs_ban *bans;
 
-    uint64_t added;           /* headers added this run */
-    uint64_t added_at_log;    /* for the rate of the progress line */
+    uint64_t added;        /* headers added this run */
+    uint64_t added_at_log; /* for the rate of the progress line */
     double last_log;
-    double start;             /* first request of this run */
+    double start; /* first request of this run */
     int synced;
     const cd_hdr_node *synced_tip; /* tip named in the last "synced" line */
     const cd_hdr_node *logged_tip; /* tip named in the last progress line */
@@ -107,11 +109,35 @@ void cd_hdrsync_free(cd_hdrsync *s)
     free(s);
 }
 
+static int others_in_flight(const cd_hdrsync *s, const hs_peer *ps)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        if (&s->peers[i] != ps && s->peers[i].in_flight)
+            return 1;
+    }
+    return 0;
+}
+
+static void request(cd_hdrsync *s, hs_peer *ps, const cd_hdr_node *from);
+
+/* Asks the parked peers again (from our tip) when no bulk sync is running. */
+static void unpark(cd_hdrsync *s)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        hs_peer *ps = &s->peers[i];
+        if (ps->parked && !others_in_flight(s, ps)) {
+            ps->parked = 0;
+            request(s, ps, NULL);
+        }
+    }
+}
+
 static void request(cd_hdrsync *s, hs_peer *ps, const cd_hdr_node *from)
 {
     uint8_t loc[LOCATOR_MAX][32];
     if (!from)
         from = cd_hdrtree_tip(s->tree);
+    ps->from_tip = from == cd_hdrtree_tip(s->tree);
     size_t n = cd_hdrtree_locator_from(s->tree, from, loc, LOCATOR_MAX);
     int rc = cp2p_peer_getheaders(ps->peer, (const uint8_t(*)[32])loc, n, NULL);
     if (rc != CP2P_OK) {
@@ -126,6 +152,7 @@ static void request(cd_hdrsync *s, hs_peer *ps, const cd_hdr_node *from)
                  cp2p_peer_name(ps->peer), (int)from->height, hex, n);
     ps->in_flight = 1;
     ps->again = 0;
+    ps->parked = 0;
     ps->sent_at = cd_now_s();
     if (s->start == 0)
         s->start = ps->sent_at;
@@ -170,6 +197,7 @@ static void penalise(cd_hdrsync *s, hs_peer *ps, const char *why)
     size_t idx = (size_t)(ps - s->peers);
     s->peers[idx] = s->peers[--s->n_peers];
     cp2p_peer_remove(p);
+    unpark(s);
 }
 
 void cd_hdrsync_on_ready(cd_hdrsync *s, cp2p_peer *p)
@@ -190,6 +218,7 @@ void cd_hdrsync_on_disconnect(cd_hdrsync *s, cp2p_peer *p)
     if (ps) {
         size_t idx = (size_t)(ps - s->peers);
         s->peers[idx] = s->peers[--s->n_peers];
+        unpark(s);
     }
 }
 
@@ -215,6 +244,8 @@ static void log_synced(cd_hdrsync *s, cp2p_peer *p)
 {
     const cd_hdr_node *tip = cd_hdrtree_tip(s->tree);
     s->synced = 1;
+    /* idle: let read-only users (conduit-cli) find the new headers by hash */
+    (void)cd_hdrtree_flush_index(s->tree);
     if (tip == s->synced_tip)
         return;
     log_progress(s, tip != s->logged_tip);
@@ -244,6 +275,7 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
     if (n == 0) {
         if (reply)
             log_synced(s, p);
+        unpark(s);
         return;
     }
 
@@ -293,8 +325,16 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         }
     }
     if (n == CD_HDRTREE_MAX_BATCH) {
-        /* full reply: there is more; continue along this peer's branch */
-        request(s, ps, res.last);
+        /* full reply: there is more; continue along this peer's branch, or,
+         * when another peer already gave us all of it, jump to our tip (once:
+         * a peer on another branch answers a tip locator from the fork) */
+        if (res.n_new == 0 && others_in_flight(s, ps)) {
+            /* another peer is ahead on this chain: leave the bulk to it,
+             * this one is asked again when that one finishes or goes */
+            ps->parked = 1;
+            return;
+        }
+        request(s, ps, res.n_new == 0 && !ps->from_tip ? NULL : res.last);
         log_progress(s, 0);
         return;
     }
@@ -302,6 +342,7 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         request(s, ps, NULL);
     if (reply || res.n_new > 0)
         log_synced(s, p);
+    unpark(s);
 }
 
 void cd_hdrsync_on_message(cd_hdrsync *s, cp2p_peer *p, const char *cmd, const uint8_t *payload,
@@ -354,11 +395,12 @@ void cd_hdrsync_tick(cd_hdrsync *s)
     for (size_t i = 0; i < s->n_peers; i++) {
         hs_peer *ps = &s->peers[i];
         if (ps->in_flight && now - ps->sent_at > CD_HDRSYNC_TIMEOUT_S) {
-            cd_log_warn("peer %s: no headers reply in %d s, asking again",
-                        cp2p_peer_name(ps->peer), CD_HDRSYNC_TIMEOUT_S);
+            cd_log_warn("peer %s: no headers reply in %d s, asking again", cp2p_peer_name(ps->peer),
+                        CD_HDRSYNC_TIMEOUT_S);
             request(s, ps, NULL);
         }
     }
+    unpark(s);
     if (!s->synced)
         log_progress(s, 0);
 }
@@ -383,6 +425,6 @@ void cd_hdrsync_log_tip_event(const cd_hdrtree_tip_event *ev)
     hex_hash(n, ev->new_tip->hash);
     cd_log_info("reorg: fork height=%d fork=%s old tip=%s (height %d) new tip=%s (height %d) "
                 "leaving=%zu joining=%zu",
-                (int)ev->fork->height, f, o, (int)ev->old_tip->height, n,
-                (int)ev->new_tip->height, ev->n_leaving, ev->n_joining);
+                (int)ev->fork->height, f, o, (int)ev->old_tip->height, n, (int)ev->new_tip->height,
+                ev->n_leaving, ev->n_joining);
 }

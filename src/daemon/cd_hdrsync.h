@@ -38,7 +38,7 @@
  * it stays connected; a node in IBD ignores getheaders from strangers). */
 #define CD_HDRSYNC_TIMEOUT_S 30
 /* How long a penalised peer stays banned before it is dialled again. */
-#define CD_HDRSYNC_BAN_S 60
+#define CD_HDRSYNC_BAN_S     60
 
 typedef struct cd_hdrsync cd_hdrsync;
 

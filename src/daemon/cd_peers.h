@@ -6,8 +6,11 @@
  * The controller owns one event_base, one cp2p_mgr (libconduit-p2p) and the
  * header tree. A module describes itself with a cd_ctl_module and is listed
  * in the ctl_modules[] table of cd_controller.c (one line per module). At
- * start the controller calls init() (after the tree is open, before peers
- * are dialled), then forwards events:
+ * start the controller calls init() before it opens the header tree or the
+ * peer manager (so workers forked in init() inherit no LMDB env and no
+ * socket; only the event_base and its signal events exist), then start()
+ * once the tree and the manager exist and before peers are dialled; then it
+ * forwards events:
  *
  *   peer events     every cp2p handler the module sets in `handlers` is
  *                   called after the controller's own handling (for
@@ -40,6 +43,8 @@ typedef struct cd_ctl_module {
     /* Returns 0 and the module's state in *state, or -1 (logged) to stop the
      * daemon with CD_EXIT_FAILURE. */
     int (*init)(cd_ctl *ctl, void **state);
+    /* Tree and manager now exist (cd_ctl_tree / cd_ctl_mgr). 0 or -1. */
+    int (*start)(void *state);
     void (*fini)(void *state);
     cp2p_handlers handlers;
     const cp2p_block_sink *sink;
@@ -48,8 +53,8 @@ typedef struct cd_ctl_module {
 
 /* Accessors for modules (valid from init() to fini()). */
 struct event_base *cd_ctl_base(cd_ctl *ctl);
-cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);      /* NULL during init(): created after */
-cd_hdrtree *cd_ctl_tree(cd_ctl *ctl);
+cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);    /* NULL during init(): created after */
+cd_hdrtree *cd_ctl_tree(cd_ctl *ctl); /* NULL during init(): opened after */
 const cd_config *cd_ctl_config(cd_ctl *ctl);
 
 /* Asks the controller loop to stop (as SIGTERM does), with an exit code. */

@@ -69,6 +69,7 @@ typedef struct pipe_block {
     int begin_sent, end_sent, recv_done;
     int writer_done, merkle_done, merkle_status;
     int finished, hold;
+    int hash_known;
     void *ctx;
 } pipe_block;
 
@@ -113,6 +114,7 @@ const char *cd_pipe_status_name(int status)
     case CD_PIPE_RETRY: return "retry";
     case CD_PIPE_TOOBIG: return "too-big";
     case CD_PIPE_CANCELLED: return "cancelled";
+    case CD_PIPE_UNWANTED: return "unwanted";
     default: return "?";
     }
 }
@@ -637,7 +639,10 @@ int cd_pipeline_begin(cd_pipeline *p, const uint8_t hash[32], uint32_t height, u
     }
     pipe_block *b = cd_xcalloc(1, sizeof(*b));
     b->id = ++p->next_id;
-    memcpy(b->hash, hash, 32);
+    if (hash) {
+        memcpy(b->hash, hash, 32);
+        b->hash_known = 1;
+    }
     b->height = height;
     b->size = size;
     b->ring_start = p->ring->head;
@@ -747,6 +752,13 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n)
             return fail_cur(p, CD_PIPE_MALFORMED);
         uint8_t h[32];
         cd_sha256d(h, base, 80);
+        if (!b->hash_known) {
+            memcpy(b->hash, h, 32);
+            b->hash_known = 1;
+            if (p->cbs.identify &&
+                p->cbs.identify(p->cbs.arg, h, base, &b->height, &b->ctx) != 0)
+                return fail_cur(p, CD_PIPE_UNWANTED);
+        }
         if (memcmp(h, b->hash, 32) != 0) {
             char want[65], got[65];
             hexid(want, b->hash);

@@ -51,6 +51,7 @@ typedef enum cd_pipe_status {
     CD_PIPE_RETRY = 3,     /* lost in a worker crash: fetch again, peer not at fault */
     CD_PIPE_TOOBIG = 4,    /* one tx larger than the ring */
     CD_PIPE_CANCELLED = 5, /* cd_pipeline_cancel() */
+    CD_PIPE_UNWANTED = 6,  /* identify() refused it (not requested / unknown header) */
 } cd_pipe_status;
 
 const char *cd_pipe_status_name(int status);
@@ -63,6 +64,11 @@ typedef struct cd_pipeline_cbs {
     void (*space)(void *arg);
     /* A worker can never run (exit code 2): the daemon should stop. */
     void (*fatal)(void *arg);
+    /* Optional: called once the header of a block begun with hash == NULL has
+     * arrived; may set *height and replace *block_ctx. Return 0 to accept,
+     * -1 to refuse it (the block fails with CD_PIPE_UNWANTED). */
+    int (*identify)(void *arg, const uint8_t hash[32], const uint8_t header[80], uint32_t *height,
+                    void **block_ctx);
 } cd_pipeline_cbs;
 
 /*
@@ -83,7 +89,9 @@ int cd_pipeline_start(cd_pipeline *p);
 int cd_pipeline_ready(const cd_pipeline *p);
 
 /*
- * Starts receiving a block of `size` bytes whose header hashes to `hash`.
+ * Starts receiving a block of `size` bytes whose header hashes to `hash`
+ * (NULL: not known yet, e.g. a p2p sink; identify() is asked once the header
+ * is in).
  * height may be CD_IPC_HEIGHT_UNKNOWN. block_ctx is passed back to
  * block_done. Returns 0, or -1 with errno EBUSY (a block is being received)
  * or EINVAL (size < 81).

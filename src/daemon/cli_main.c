@@ -22,7 +22,7 @@ int cd_cli_block(int argc, char **argv);         /* cli_store.c */
 int cd_cli_tx_offsets(int argc, char **argv);    /* cli_store.c */
 
 static const cd_cli_cmd commands[] = {
-    {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json]",
+    {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
      "sync progress and whether the daemon runs"},
     {"headers", cd_cli_p2p_headers, "[--connect H:P] [--out FILE] [--quiet]",
      "sync, verify and print block headers from a node"},

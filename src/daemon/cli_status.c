@@ -39,9 +39,40 @@ static void json_out(FILE *f, const cd_status *st, int alive)
             st->bytes_done, st->txs_done);
 }
 
+/* --watch: a line per status update (what an operator leaves open during an
+ * initial sync). Returns 1 once the daemon is no longer running. */
+static int watch_status(const char *datadir)
+{
+    int64_t last = -1;
+    for (;;) {
+        cd_status st;
+        if (cd_status_read(datadir, &st) < 0) {
+            fprintf(stderr, "conduit-cli status: cannot read %s/%s: %s\n", datadir, CD_STATUS_FILE,
+                    strerror(errno));
+            return 1;
+        }
+        int alive = cd_status_pid_alive(&st) && strcmp(st.state, "stopped") != 0;
+        if (st.updated_at != last || !alive) {
+            char line[512], ts[32];
+            time_t t = (time_t)st.updated_at;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(ts, sizeof(ts), "%H:%M:%SZ", &tm);
+            cd_status_format_line(&st, line, sizeof(line));
+            printf("%s %s%s\n", ts, line, alive ? "" : " (daemon not running)");
+            fflush(stdout);
+            last = st.updated_at;
+        }
+        if (!alive)
+            return 1;
+        struct timespec nap = {0, 250 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 int cd_cli_status(int argc, char **argv)
 {
-    int json = 0;
+    int json = 0, watch = 0;
     char **args = calloc((size_t)argc + 1, sizeof(char *));
     if (args == NULL)
         return 1;
@@ -50,10 +81,14 @@ int cd_cli_status(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = 1;
+        else if (strcmp(argv[i], "--watch") == 0)
+            watch = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: conduit-cli status [--datadir DIR | --regtest | --testnet | --stn]"
-                   " [--conf FILE] [--json]\n"
+                   " [--conf FILE] [--json | --watch]\n"
                    "Shows the daemon's progress from DIR/status and whether it is running.\n"
+                   "--watch prints one progress line per status update until the daemon\n"
+                   "stops (or Ctrl-C).\n"
                    "Exit status: 0 running, 1 not running or no status, 2 usage.\n");
             free(args);
             return 0;
@@ -72,6 +107,11 @@ int cd_cli_status(int argc, char **argv)
     if (a != CD_CONFIG_RUN) {
         cd_config_free(&cfg);
         return 0;
+    }
+    if (watch) {
+        int rc = watch_status(cfg.datadir);
+        cd_config_free(&cfg);
+        return rc;
     }
     cd_status st;
     int rc = 0;

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "cd_build.h"
@@ -115,8 +114,11 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
     return -1;
 }
 
-/* Holds an exclusive lock on <datadir>/conduitd.lock for the life of the
- * process (inherited by workers). Returns the fd or -1 with err. */
+/* Holds an exclusive POSIX record lock on <datadir>/conduitd.lock for the
+ * life of the process. POSIX locks are not inherited across fork(), so a
+ * worker left behind by a crashed controller never keeps a restart out; and
+ * the kernel drops the lock when the process dies, so there is nothing stale
+ * to clean up. Returns the fd or -1 with err. */
 static int lock_datadir(const cd_config *cfg, char *err, size_t errlen)
 {
     char path[4096];
@@ -127,15 +129,16 @@ static int lock_datadir(const cd_config *cfg, char *err, size_t errlen)
                  cfg->datadir, strerror(errno));
         return -1;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        char other[32] = "?";
-        ssize_t n = pread(fd, other, sizeof(other) - 1, 0);
-        if (n > 0) {
-            other[n] = '\0';
-            other[strcspn(other, "\n")] = '\0';
-        }
-        snprintf(err, errlen, "data directory %s is in use by another conduitd (pid %s)",
-                 cfg->datadir, other);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        int e = errno;
+        struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        if ((e == EACCES || e == EAGAIN) && fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK)
+            snprintf(err, errlen, "data directory %s is in use by another conduitd (pid %ld)",
+                     cfg->datadir, (long)who.l_pid);
+        else
+            snprintf(err, errlen, "data directory %s: cannot lock conduitd.lock: %s", cfg->datadir,
+                     strerror(e));
         close(fd);
         return -1;
     }

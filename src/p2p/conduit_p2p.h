@@ -248,7 +248,10 @@ typedef struct cp2p_options {
     int verify_block_checksum;     /* default 1 (basic headers only; extmsg has none) */
     uint32_t handshake_timeout_ms; /* default 60000 */
     uint32_t ping_interval_ms;     /* our pings; default 120000; 0 = never */
-    uint32_t ping_timeout_ms;      /* pong must arrive within; default 60000 */
+    uint32_t ping_timeout_ms;      /* pong must arrive within; default 60000. A peer
+                                      still sending bytes (a big block: the node answers
+                                      pings late while serving) is not dropped; only one
+                                      silent for this long with a ping outstanding */
     uint32_t stall_timeout_ms;     /* silence inside a message; default 120000 */
     int reconnect;                 /* reconnect with back-off (default 1) */
     uint32_t reconnect_min_ms;     /* first delay, doubled each failure; default 1000 */
@@ -287,7 +290,9 @@ typedef struct cp2p_handlers {
     void (*on_addr)(const cp2p_ctx *ctx, const cp2p_addr *addrs, size_t n);
     /* A pong that matched our last ping. */
     void (*on_pong)(const cp2p_ctx *ctx, uint64_t nonce, int64_t rtt_us);
-    /* Broadcast outcome (cp2p_mgr_broadcast_tx); rej is non-NULL for REJECTED. */
+    /* Broadcast outcome (cp2p_mgr_broadcast_tx); rej is non-NULL for REJECTED.
+     * ctx->peer is the rejecting peer (REJECTED) or the peer given to
+     * broadcast_tx (NULL when it went to all peers or that peer is gone). */
     void (*on_broadcast)(const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
                          const cp2p_reject *rej);
     /* Every message after framing, before the specific callback (commands the
@@ -396,7 +401,8 @@ void cp2p_peer_close(cp2p_peer *p);
  * invalid after the current callback / this call returns. */
 void cp2p_peer_remove(cp2p_peer *p);
 
-/* Restart reading after a sink returned avail = 0. Harmless otherwise. */
+/* Restart reading after a sink returned avail = 0 (call it from the loop
+ * once room exists, not from inside space()). Harmless otherwise. */
 void cp2p_peer_resume_read(cp2p_peer *p);
 
 /*

@@ -1051,9 +1051,14 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     uint64_t gen = p->gen;
     (void)what;
     p->busy++;
-    for (int it = 0; it < READ_BUDGET; it++) {
+    for (int it = 0;; it++) {
         if (!process_rbuf(p) || !peer_live(p, gen))
             break;
+        if (it == READ_BUDGET) {
+            /* fairness: let other events run, then continue where we are */
+            event_active(p->ev_read, EV_READ, 0);
+            break;
+        }
         ssize_t n;
         if (p->mode == RD_BLOCK) {
             uint8_t *dst;

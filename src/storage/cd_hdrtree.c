@@ -13,9 +13,13 @@
  *   "hdr"  : seq(be64, arrival order) -> hash(32, internal order) raw(80)
  *            height(le32) status(le32) work(32, big-endian)     = 152 bytes
  *            (appended: sequential keys keep each commit to a few pages)
- *   "idx"  : hash(32) -> seq(be64)   (lookup by hash for read-only users)
+ *   "idx"  : hash(32) -> seq(be64)   (lookup by hash for read-only users;
+ *            written in sorted bulk every IDX_BATCH headers, at close and
+ *            when sync is idle; "meta" idx_seq marks how far it goes, and a
+ *            lookup that misses scans the records from that mark)
  *   "best" : height(be32) -> hash(32)   (best chain, dense 0..tip)
- *   "meta" : "tip" -> hash, "genesis" -> hash, "version" -> le32
+ *   "meta" : "tip" -> hash, "genesis" -> hash, "version" -> le32,
+ *            "idx_seq" -> be64
  *
  * Difficulty rules (nBits): the default hook asks btc_pow_next_bits()
  * (src/bitcoin/btc_pow.h) for the nBits a header must carry, with an
@@ -40,9 +44,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define HDR_REC_LEN 152
-#define NODE_SLAB 4096
+#define HDR_REC_LEN  152
+#define NODE_SLAB    4096
 #define MAX_FUTURE_S 7200
+/* "idx" (hash -> seq) is written in bulk, sorted, once this many headers
+ * are not yet in it (random B-tree inserts per message would dominate the
+ * cost of a sync); lookups by hash scan the short unindexed tail. */
+#define IDX_BATCH    65536
 
 /* ---- 256-bit unsigned arithmetic (4 little-endian 64-bit limbs) ---- */
 
@@ -236,6 +244,9 @@ struct cd_hdrtree {
     cd_hdr_node *tip;
 
     uint64_t next_seq;
+    uint64_t idx_seq;    /* headers with seq < idx_seq are in "idx" */
+    cd_hdr_node **unidx; /* stored headers not yet in "idx" */
+    size_t n_unidx, cap_unidx;
     int64_t now_override;
 
     cd_hdrtree_tip_cb tip_cb;
@@ -400,19 +411,89 @@ static int rec_decode(cd_hdr_node *n, const MDB_val *k, const MDB_val *v)
     return 0;
 }
 
-/* Stores a header: "hdr" seq -> record (append for new headers), and for new
- * headers "idx" hash -> seq. */
+/* Stores a header record: "hdr" seq -> record (appended for new headers). */
 static int put_node(cd_hdrtree *t, MDB_txn *txn, const cd_hdr_node *n, int is_new)
 {
     uint8_t rec[HDR_REC_LEN], k[8];
     rec_encode(rec, n);
     seq_key(k, n->seq);
-    int rc = mdb_put(txn, t->dbi_hdr, &(MDB_val){8, k}, &(MDB_val){sizeof(rec), rec},
-                     is_new ? MDB_APPEND : 0);
-    if (!rc && is_new)
-        rc = mdb_put(txn, t->dbi_idx, &(MDB_val){32, (void *)n->hash}, &(MDB_val){8, k},
-                     MDB_NOOVERWRITE);
+    return mdb_put(txn, t->dbi_hdr, &(MDB_val){8, k}, &(MDB_val){sizeof(rec), rec},
+                   is_new ? MDB_APPEND : 0);
+}
+
+static int lmdb_fail(const cd_hdrtree *t, const char *what, int rc);
+
+static int cmp_hash(const void *a, const void *b)
+{
+    const cd_hdr_node *x = *(cd_hdr_node *const *)a, *y = *(cd_hdr_node *const *)b;
+    return memcmp(x->hash, y->hash, 32);
+}
+
+static void unidx_push(cd_hdrtree *t, cd_hdr_node *n)
+{
+    if (t->n_unidx == t->cap_unidx) {
+        t->cap_unidx = t->cap_unidx ? t->cap_unidx * 2 : 1024;
+        t->unidx = cd_xrealloc(t->unidx, t->cap_unidx * sizeof(*t->unidx));
+    }
+    t->unidx[t->n_unidx++] = n;
+}
+
+/* Writes "idx" entries for the unindexed headers plus extra[0..n_extra)
+ * (sorted by hash, so the inserts walk the B-tree in order) and moves the
+ * idx_seq mark to new_idx_seq, inside txn. */
+static int idx_write(cd_hdrtree *t, MDB_txn *txn, cd_hdr_node *const *extra, size_t n_extra,
+                     uint64_t new_idx_seq)
+{
+    size_t n = t->n_unidx + n_extra;
+    cd_hdr_node **v = cd_xmalloc((n ? n : 1) * sizeof(*v));
+    if (t->n_unidx)
+        memcpy(v, t->unidx, t->n_unidx * sizeof(*v));
+    if (n_extra)
+        memcpy(v + t->n_unidx, extra, n_extra * sizeof(*v));
+    qsort(v, n, sizeof(*v), cmp_hash);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint8_t k[8];
+        seq_key(k, v[i]->seq);
+        rc = mdb_put(txn, t->dbi_idx, &(MDB_val){32, v[i]->hash}, &(MDB_val){8, k}, 0);
+    }
+    free(v);
+    if (!rc) {
+        uint8_t k[8];
+        seq_key(k, new_idx_seq);
+        rc = mdb_put(txn, t->dbi_meta, &(MDB_val){7, "idx_seq"}, &(MDB_val){8, k}, 0);
+    }
     return rc;
+}
+
+int cd_hdrtree_flush_index(cd_hdrtree *t)
+{
+    if (t->flags & CD_HDRTREE_RDONLY)
+        return CD_HDRTREE_ERDONLY;
+    if (t->n_unidx == 0)
+        return 0;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(t->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_fail(t, "mdb_txn_begin", rc);
+    rc = idx_write(t, txn, NULL, 0, t->next_seq);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return lmdb_fail(t, "index write", rc);
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return lmdb_fail(t, "mdb_txn_commit", rc);
+    t->idx_seq = t->next_seq;
+    t->n_unidx = 0;
+    return 0;
+}
+
+static uint64_t be64_get(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
 }
 
 static uint32_t hdr_time(const cd_hdr_node *n)
@@ -428,18 +509,30 @@ static uint32_t hdr_bits(const cd_hdr_node *n)
 const char *cd_hdrtree_strerror(int rc)
 {
     switch (rc) {
-    case CD_HDRTREE_OK: return "ok";
-    case CD_HDRTREE_EUNCONNECTED: return "header does not connect to a known header";
-    case CD_HDRTREE_EBADPOW: return "proof of work does not meet nBits (high-hash)";
-    case CD_HDRTREE_EBADBITS: return "bad nBits (invalid, above the network limit or against difficulty rules)";
-    case CD_HDRTREE_EBADTIME: return "bad timestamp (not above median time past, or too far in the future)";
-    case CD_HDRTREE_EINVALID: return "header descends from an invalid block";
-    case CD_HDRTREE_ETOOMANY: return "more than 2000 headers in one message";
-    case CD_HDRTREE_ESTORE: return "header store (LMDB) error";
-    case CD_HDRTREE_ENOTFOUND: return "not found";
-    case CD_HDRTREE_ERDONLY: return "header tree opened read-only";
-    case CD_HDRTREE_EGENESIS: return "stored genesis does not match the network";
-    default: return "unknown error";
+    case CD_HDRTREE_OK:
+        return "ok";
+    case CD_HDRTREE_EUNCONNECTED:
+        return "header does not connect to a known header";
+    case CD_HDRTREE_EBADPOW:
+        return "proof of work does not meet nBits (high-hash)";
+    case CD_HDRTREE_EBADBITS:
+        return "bad nBits (invalid, above the network limit or against difficulty rules)";
+    case CD_HDRTREE_EBADTIME:
+        return "bad timestamp (not above median time past, or too far in the future)";
+    case CD_HDRTREE_EINVALID:
+        return "header descends from an invalid block";
+    case CD_HDRTREE_ETOOMANY:
+        return "more than 2000 headers in one message";
+    case CD_HDRTREE_ESTORE:
+        return "header store (LMDB) error";
+    case CD_HDRTREE_ENOTFOUND:
+        return "not found";
+    case CD_HDRTREE_ERDONLY:
+        return "header tree opened read-only";
+    case CD_HDRTREE_EGENESIS:
+        return "stored genesis does not match the network";
+    default:
+        return "unknown error";
     }
 }
 
@@ -474,14 +567,22 @@ uint32_t cd_hdrtree_mtp(const cd_hdr_node *n)
 struct pow_ctx {
     const cd_hdrtree *t;
     const cd_hdr_node *prev;
+    const cd_hdr_node *last; /* last answer: rules walk back one by one */
 };
 
 static int pow_ancestor(void *ctx, int32_t height, btc_pow_block *out)
 {
-    const struct pow_ctx *c = ctx;
-    const cd_hdr_node *a = cd_hdrtree_ancestor(c->t, c->prev, height);
+    struct pow_ctx *c = ctx;
+    const cd_hdr_node *a;
+    if (c->last && c->last->height == height)
+        a = c->last;
+    else if (c->last && c->last->prev && c->last->height - 1 == height)
+        a = c->last->prev;
+    else
+        a = cd_hdrtree_ancestor(c->t, c->prev, height);
     if (!a)
         return -1;
+    c->last = a;
     out->height = a->height;
     out->time = hdr_time(a);
     out->bits = hdr_bits(a);
@@ -498,7 +599,7 @@ static uint32_t default_bits_fn(const cd_hdrtree *t, const cd_hdr_node *prev, ui
     (void)arg;
     if (t->net->pow_no_retargeting)
         return hdr_bits(prev);
-    struct pow_ctx c = {t, prev};
+    struct pow_ctx c = {t, prev, NULL};
     btc_pow_block pb;
     uint32_t bits;
     if (pow_ancestor(&c, prev->height, &pb) != 0)
@@ -561,8 +662,8 @@ static int load_all(cd_hdrtree *t, MDB_txn *txn)
         cd_hdr_node *n = node_alloc(t);
         if (rec_decode(n, &k, &v) != 0) {
             mdb_cursor_close(cur);
-            cd_log_error("header tree %s: corrupt record (key %zu bytes, value %zu bytes)",
-                         t->path, k.mv_size, v.mv_size);
+            cd_log_error("header tree %s: corrupt record (key %zu bytes, value %zu bytes)", t->path,
+                         k.mv_size, v.mv_size);
             return CD_HDRTREE_ESTORE;
         }
         tab_insert(t, n);
@@ -596,6 +697,15 @@ static int load_all(cd_hdrtree *t, MDB_txn *txn)
         for (size_t i = 0; i < na; i++)
             set_skip(t, all[i]);
         free(all);
+    }
+    /* headers not yet in "idx" */
+    rc = mdb_get(txn, t->dbi_meta, &(MDB_val){7, "idx_seq"}, &v);
+    if (rc && rc != MDB_NOTFOUND)
+        return lmdb_fail(t, "mdb_get(meta idx_seq)", rc);
+    t->idx_seq = (!rc && v.mv_size == 8) ? be64_get(v.mv_data) : 0;
+    for (size_t i = 0; i <= t->tab_mask; i++) {
+        if (t->tab[i] && t->tab[i]->seq >= t->idx_seq)
+            unidx_push(t, t->tab[i]);
     }
     /* the tip and the best array */
     rc = mdb_get(txn, t->dbi_meta, &(MDB_val){3, "tip"}, &v);
@@ -673,7 +783,11 @@ int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net, unsig
         make_genesis(t, g);
         uint8_t hk[4] = {0, 0, 0, 0}, ver[4];
         cd_put_le32(ver, 2);
+        uint8_t gk[8];
+        seq_key(gk, 0);
         if ((rc = put_node(t, txn, g, 1)) != 0 ||
+            (rc = mdb_put(txn, t->dbi_idx, &(MDB_val){32, g->hash}, &(MDB_val){8, gk}, 0)) != 0 ||
+            (rc = idx_write(t, txn, NULL, 0, 1)) != 0 ||
             (rc = mdb_put(txn, t->dbi_best, &(MDB_val){4, hk}, &(MDB_val){32, g->hash}, 0)) != 0 ||
             (rc = mdb_put(txn, t->dbi_meta, &(MDB_val){3, "tip"}, &(MDB_val){32, g->hash}, 0)) !=
                 0 ||
@@ -728,8 +842,11 @@ void cd_hdrtree_close(cd_hdrtree *t)
 {
     if (!t)
         return;
+    if (t->env && !(t->flags & CD_HDRTREE_RDONLY) && t->tab)
+        (void)cd_hdrtree_flush_index(t);
     if (t->env)
         mdb_env_close(t->env);
+    free(t->unidx);
     node_slab *s = t->slabs;
     while (s) {
         node_slab *nx = s->next;
@@ -820,8 +937,7 @@ const cd_hdr_node *cd_hdrtree_ancestor(const cd_hdrtree *t, const cd_hdr_node *n
     int32_t hw = n->height;
     while (hw > height) {
         int32_t hs = skip_height(hw), hsp = skip_height(hw - 1);
-        if (walk->skip &&
-            (hs == height || (hs > height && !(hsp < hs - 2 && hsp >= height)))) {
+        if (walk->skip && (hs == height || (hs > height && !(hsp < hs - 2 && hsp >= height)))) {
             walk = walk->skip;
             hw = hs;
         } else {
@@ -836,12 +952,12 @@ const cd_hdr_node *cd_hdrtree_ancestor(const cd_hdrtree *t, const cd_hdr_node *n
 
 static void set_skip(const cd_hdrtree *t, cd_hdr_node *n)
 {
-    n->skip = n->prev ? (cd_hdr_node *)cd_hdrtree_ancestor(t, n->prev, skip_height(n->height))
-                      : NULL;
+    n->skip =
+        n->prev ? (cd_hdr_node *)cd_hdrtree_ancestor(t, n->prev, skip_height(n->height)) : NULL;
 }
 
-size_t cd_hdrtree_locator_from(const cd_hdrtree *t, const cd_hdr_node *from,
-                               uint8_t (*out)[32], size_t max)
+size_t cd_hdrtree_locator_from(const cd_hdrtree *t, const cd_hdr_node *from, uint8_t (*out)[32],
+                               size_t max)
 {
     size_t k = 0;
     int32_t step = 1;
@@ -1027,6 +1143,9 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
     }
     for (size_t i = 0; i < np && !mrc; i++)
         mrc = put_node(t, txn, t->pending[i], 1);
+    int idx_due = t->n_unidx + np >= IDX_BATCH;
+    if (idx_due && !mrc)
+        mrc = idx_write(t, txn, t->pending, np, t->next_seq + np);
     if (cand && !mrc) {
         for (cd_hdr_node *b = cand; b != fork && !mrc; b = b->prev) {
             uint8_t hk[4];
@@ -1037,8 +1156,7 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
             mrc = mdb_put(txn, t->dbi_best, &(MDB_val){4, hk}, &(MDB_val){32, b->hash}, 0);
         }
         for (int32_t h = cand->height + 1; h <= t->tip->height && !mrc; h++) {
-            uint8_t hk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8),
-                             (uint8_t)h};
+            uint8_t hk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
             mrc = mdb_del(txn, t->dbi_best, &(MDB_val){4, hk}, NULL);
         }
         if (!mrc)
@@ -1057,6 +1175,13 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
     }
     t->next_seq += np;
     res->n_new = np;
+    if (idx_due) {
+        t->n_unidx = 0;
+        t->idx_seq = t->next_seq;
+    } else {
+        for (size_t i = 0; i < np; i++)
+            unidx_push(t, t->pending[i]);
+    }
 
     /* 4. apply the best-chain change in memory and report it */
     if (cand) {
@@ -1126,8 +1251,34 @@ static int ro_get_hash(cd_hdrtree *t, MDB_txn *txn, const uint8_t hash[32], cd_h
 {
     MDB_val k, v;
     int rc = mdb_get(txn, t->dbi_idx, &(MDB_val){32, (void *)hash}, &k);
-    if (rc == MDB_NOTFOUND)
-        return CD_HDRTREE_ENOTFOUND;
+    if (rc == MDB_NOTFOUND) {
+        /* not indexed yet? scan the records from the idx_seq mark on */
+        uint8_t sk[8] = {0};
+        MDB_val mv;
+        rc = mdb_get(txn, t->dbi_meta, &(MDB_val){7, "idx_seq"}, &mv);
+        if (rc == 0 && mv.mv_size == 8)
+            memcpy(sk, mv.mv_data, 8);
+        else if (rc && rc != MDB_NOTFOUND)
+            return lmdb_fail(t, "mdb_get(meta idx_seq)", rc);
+        MDB_cursor *cur;
+        if ((rc = mdb_cursor_open(txn, t->dbi_hdr, &cur)) != 0)
+            return lmdb_fail(t, "mdb_cursor_open(hdr)", rc);
+        k.mv_size = 8;
+        k.mv_data = sk;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (v.mv_size == HDR_REC_LEN && memcmp(v.mv_data, hash, 32) == 0)
+                break;
+        }
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            return CD_HDRTREE_ENOTFOUND;
+        if (rc)
+            return lmdb_fail(t, "mdb_cursor_get(hdr)", rc);
+        if (rec_decode(out, &k, &v) != 0)
+            return lmdb_fail(t, "corrupt header record", MDB_CORRUPTED);
+        return 0;
+    }
     if (rc)
         return lmdb_fail(t, "mdb_get(idx)", rc);
     rc = mdb_get(txn, t->dbi_hdr, &k, &v);

@@ -35,26 +35,26 @@
 #include "bitcoin/btc_net.h"
 
 /* Return codes (0 = success). Negative, in this module's own range. */
-#define CD_HDRTREE_OK 0
+#define CD_HDRTREE_OK           0
 #define CD_HDRTREE_EUNCONNECTED (-1001) /* prev hash not in the tree */
-#define CD_HDRTREE_EBADPOW (-1002)      /* hash above target ("high-hash") */
-#define CD_HDRTREE_EBADBITS (-1003)     /* nBits invalid, above limit, or not per rules */
-#define CD_HDRTREE_EBADTIME (-1004)     /* time <= median-time-past or > now + 2 h */
-#define CD_HDRTREE_EINVALID (-1005)     /* descends from a header marked invalid */
-#define CD_HDRTREE_ETOOMANY (-1006)     /* more headers than CD_HDRTREE_MAX_BATCH */
-#define CD_HDRTREE_ESTORE (-1007)       /* LMDB error (logged with the path) */
-#define CD_HDRTREE_ENOTFOUND (-1008)    /* lookup: no such header / height */
-#define CD_HDRTREE_ERDONLY (-1009)      /* write call on a read-only tree */
-#define CD_HDRTREE_EGENESIS (-1010)     /* stored genesis differs from the network's */
+#define CD_HDRTREE_EBADPOW      (-1002) /* hash above target ("high-hash") */
+#define CD_HDRTREE_EBADBITS     (-1003) /* nBits invalid, above limit, or not per rules */
+#define CD_HDRTREE_EBADTIME     (-1004) /* time <= median-time-past or > now + 2 h */
+#define CD_HDRTREE_EINVALID     (-1005) /* descends from a header marked invalid */
+#define CD_HDRTREE_ETOOMANY     (-1006) /* more headers than CD_HDRTREE_MAX_BATCH */
+#define CD_HDRTREE_ESTORE       (-1007) /* LMDB error (logged with the path) */
+#define CD_HDRTREE_ENOTFOUND    (-1008) /* lookup: no such header / height */
+#define CD_HDRTREE_ERDONLY      (-1009) /* write call on a read-only tree */
+#define CD_HDRTREE_EGENESIS     (-1010) /* stored genesis differs from the network's */
 
 /* Largest accepted batch (the protocol's MAX_HEADERS_RESULTS). */
 #define CD_HDRTREE_MAX_BATCH 2000
 
 /* Status flags of a header (stored). */
-#define CD_HDR_VALID_HEADER 0x01u /* header checks passed (always set when stored) */
-#define CD_HDR_BLOCK_STORED 0x02u /* raw block in the block store */
+#define CD_HDR_VALID_HEADER  0x01u /* header checks passed (always set when stored) */
+#define CD_HDR_BLOCK_STORED  0x02u /* raw block in the block store */
 #define CD_HDR_BLOCK_INDEXED 0x04u /* block fully indexed in PostgreSQL */
-#define CD_HDR_INVALID 0x80u      /* block failed validation; descendants refused */
+#define CD_HDR_INVALID       0x80u /* block failed validation; descendants refused */
 
 /* Open flags. */
 #define CD_HDRTREE_RDONLY 0x1u
@@ -64,14 +64,14 @@ typedef struct cd_hdrtree cd_hdrtree;
 /* One header of the tree. In read-write mode nodes live in memory for the
  * life of the tree: pointers stay valid until cd_hdrtree_close. */
 typedef struct cd_hdr_node {
-    uint8_t hash[32];          /* internal byte order */
-    uint8_t raw[80];           /* the header as on the wire */
-    uint8_t work[32];          /* cumulative chain work, 256-bit big-endian */
+    uint8_t hash[32]; /* internal byte order */
+    uint8_t raw[80];  /* the header as on the wire */
+    uint8_t work[32]; /* cumulative chain work, 256-bit big-endian */
     int32_t height;
-    uint32_t status;           /* CD_HDR_* */
-    struct cd_hdr_node *prev;  /* NULL for genesis (and in read-only copies) */
-    struct cd_hdr_node *skip;  /* ancestor for O(log n) lookups (internal) */
-    uint64_t seq;              /* arrival order (tie-break: first seen wins) */
+    uint32_t status;          /* CD_HDR_* */
+    struct cd_hdr_node *prev; /* NULL for genesis (and in read-only copies) */
+    struct cd_hdr_node *skip; /* ancestor for O(log n) lookups (internal) */
+    uint64_t seq;             /* arrival order (tie-break: first seen wins) */
 } cd_hdr_node;
 
 /* What the best chain did in one cd_hdrtree_add call. When the new tip
@@ -80,7 +80,7 @@ typedef struct cd_hdr_node {
 typedef struct cd_hdrtree_tip_event {
     const cd_hdr_node *old_tip;
     const cd_hdr_node *new_tip;
-    const cd_hdr_node *fork;          /* last common ancestor */
+    const cd_hdr_node *fork;           /* last common ancestor */
     const cd_hdr_node *const *leaving; /* old tip -> fork (exclusive), tip first */
     size_t n_leaving;
     const cd_hdr_node *const *joining; /* fork (exclusive) -> new tip, ascending */
@@ -93,16 +93,16 @@ typedef void (*cd_hdrtree_tip_cb)(const cd_hdrtree_tip_event *ev, void *arg);
 /* Difficulty-rule hook: returns the nBits the header after `prev` must carry
  * (candidate time `time`), or 0 when the rule cannot be evaluated (then only
  * the limit check applies). Ancestors are reached through prev->prev. */
-typedef uint32_t (*cd_hdrtree_bits_fn)(const cd_hdrtree *t, const cd_hdr_node *prev,
-                                       uint32_t time, void *arg);
+typedef uint32_t (*cd_hdrtree_bits_fn)(const cd_hdrtree *t, const cd_hdr_node *prev, uint32_t time,
+                                       void *arg);
 
 /* Result of one cd_hdrtree_add call. */
 typedef struct cd_hdrtree_add_result {
-    size_t n_new;         /* headers added to the tree */
-    size_t n_known;       /* headers already present (skipped) */
-    size_t bad_index;     /* on error: index of the offending header */
+    size_t n_new;            /* headers added to the tree */
+    size_t n_known;          /* headers already present (skipped) */
+    size_t bad_index;        /* on error: index of the offending header */
     const cd_hdr_node *last; /* last header of the batch (new or known); NULL on error */
-    int tip_changed;      /* the best tip moved */
+    int tip_changed;         /* the best tip moved */
 } cd_hdrtree_add_result;
 
 /* Opens (creating if needed, unless read-only) the tree in directory `dir`
@@ -153,8 +153,7 @@ const cd_hdr_node *cd_hdrtree_find(const cd_hdrtree *t, const uint8_t hash[32]);
 const cd_hdr_node *cd_hdrtree_at(const cd_hdrtree *t, int32_t height);
 
 /* Ancestor of `n` at `height` (<= n->height), or NULL. Read-write mode. */
-const cd_hdr_node *cd_hdrtree_ancestor(const cd_hdrtree *t, const cd_hdr_node *n,
-                                       int32_t height);
+const cd_hdr_node *cd_hdrtree_ancestor(const cd_hdrtree *t, const cd_hdr_node *n, int32_t height);
 
 /* True if `n` is on the best chain. */
 int cd_hdrtree_on_best(const cd_hdrtree *t, const cd_hdr_node *n);
@@ -169,12 +168,18 @@ size_t cd_hdrtree_locator(const cd_hdrtree *t, uint8_t (*out)[32], size_t max);
 
 /* Same, starting from any node of the tree (e.g. the last header a peer sent,
  * to continue along that peer's branch). */
-size_t cd_hdrtree_locator_from(const cd_hdrtree *t, const cd_hdr_node *from,
-                               uint8_t (*out)[32], size_t max);
+size_t cd_hdrtree_locator_from(const cd_hdrtree *t, const cd_hdr_node *from, uint8_t (*out)[32],
+                               size_t max);
 
 /* Sets/clears status flags of a header and persists them (one txn).
  * Returns 0, CD_HDRTREE_ENOTFOUND or CD_HDRTREE_ESTORE. */
 int cd_hdrtree_set_status(cd_hdrtree *t, const uint8_t hash[32], uint32_t set, uint32_t clear);
+
+/* Brings the hash index used by read-only lookups up to date (one txn).
+ * The tree does it by itself in bulk; the controller also calls it when sync
+ * goes idle so readers find recent headers without a scan.
+ * Returns 0, CD_HDRTREE_ERDONLY or CD_HDRTREE_ESTORE. */
+int cd_hdrtree_flush_index(cd_hdrtree *t);
 
 /* ---- lookups that work in both modes (read-only: straight from LMDB) ---- */
 

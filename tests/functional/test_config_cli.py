@@ -166,6 +166,8 @@ def test_bad_file(build_dir, tmp_path, text, needles):
     (["--parser-workers=999"], ["parser_workers out of range 0..256: '999'"]),
     (["--connect", "host:0"], ["connect expects host[:port]", "'host:0'"]),
     (["--datadir"], ["missing value: '--datadir'"]),
+    (["--ring-size", "32M", "--unit-size", "20M"],
+     ["unit_size 20M must be at most half of ring_size 32M"]),
 ])
 def test_bad_flags(build_dir, tmp_path, args, needles):
     assert_config_error(run(build_dir, args + ["--no-index"]), *needles)

@@ -67,13 +67,16 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
         snprintf(canon, len, "%llu", v);
         break;
     }
-    case CD_OPT_SIZE:
-        /* min doubled, written in K to exercise the suffix */
-        snprintf(in, len, "%lluK", (unsigned long long)(o->min * 2 / 1024));
-        snprintf(canon, len, "%lluM", (unsigned long long)(o->min * 2 / (1024 * 1024)));
-        if (o->min * 2 < 1024 * 1024)
-            snprintf(canon, len, "%lluK", (unsigned long long)(o->min * 2 / 1024));
+    case CD_OPT_SIZE: {
+        /* a multiple of min, written in K to exercise the suffix (the ring
+         * must stay at least twice the default unit size) */
+        uint64_t v = o->min * (strcmp(o->name, "ring_size") == 0 ? 8 : 2);
+        snprintf(in, len, "%lluK", (unsigned long long)(v / 1024));
+        snprintf(canon, len, "%lluM", (unsigned long long)(v / (1024 * 1024)));
+        if (v < 1024 * 1024)
+            snprintf(canon, len, "%lluK", (unsigned long long)(v / 1024));
         break;
+    }
     case CD_OPT_STRING:
         if (strcmp(o->name, "datadir") == 0 || strcmp(o->name, "log_file") == 0)
             snprintf(in, len, "/tmp/cd-test-%s", o->name);
@@ -355,6 +358,14 @@ START_TEST(test_flag_errors)
     ck_assert_int_eq(parse(&cfg, err, sizeof(err), "stray", NULL), CD_CONFIG_ERROR);
     ck_assert_str_eq(err, "command line: unexpected argument: 'stray'");
     ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-ring-size", NULL), CD_CONFIG_ERROR);
+    ck_assert_int_eq(
+        parse(&cfg, err, sizeof(err), "--ring-size", "64M", "--unit-size", "33M", NULL),
+        CD_CONFIG_ERROR);
+    ck_assert_str_eq(err, "unit_size 33M must be at most half of ring_size 64M");
+    ck_assert_int_eq(
+        parse(&cfg, err, sizeof(err), "--ring-size", "64M", "--unit-size", "32M", NULL),
+        CD_CONFIG_RUN);
+    cd_config_free(&cfg);
     char many[CD_CONFIG_MAX_CONNECT + 1][32];
     char *argv[2 * (CD_CONFIG_MAX_CONNECT + 1) + 2];
     int argc = 0;

@@ -629,6 +629,25 @@ START_TEST(test_pow_real_header)
 }
 END_TEST
 
+/* Pre-DAA (legacy) rules on the synthetic net: between retargets nBits must
+ * stay the parent's, even when harder. */
+START_TEST(test_legacy_rules)
+{
+    daa_net_setup();
+    g_daa_net.daa_height = 1000000;
+    g_daa_net.uahf_height = 1000000;
+    cd_hdrtree *t = open_tree();
+    uint8_t buf[80 * 20];
+    const cd_hdr_node *g = cd_hdrtree_tip(t);
+    mine_chain(buf, 20, g->hash, node_time(g), 600, 0x207fffff, 80);
+    ck_assert_int_eq(cd_hdrtree_add(t, buf, 20, 80, NULL), 0);
+    ck_assert_int_eq(try_bits(t, 600, 0x203fffff), CD_HDRTREE_EBADBITS);
+    ck_assert_int_eq(try_bits(t, 600, 0x207fffff), 0);
+    ck_assert_int_eq(cd_hdrtree_height(t), 21);
+    cd_hdrtree_close(t);
+}
+END_TEST
+
 /* A shorter branch with more work (harder nBits, allowed below the DAA
  * window on the synthetic net) becomes best: the heights above its tip leave
  * the best-chain index, in memory and in LMDB. */
@@ -644,7 +663,7 @@ START_TEST(test_shorter_chain_more_work)
     ck_assert_int_eq(cd_hdrtree_add(t, buf, 10, 80, NULL), 0);
     const cd_hdr_node *f5 = cd_hdrtree_at(t, 5);
     mine_chain(buf, 3, f5->hash, node_time(f5), 600, 0x203fffff, 71); /* 12 + 3*4 = 24 */
-    ck_assert_int_eq(cd_hdrtree_add(t, buf, 2, 80, NULL), 0);       /* 20 < 22 */
+    ck_assert_int_eq(cd_hdrtree_add(t, buf, 2, 80, NULL), 0);         /* 20 < 22 */
     ck_assert_int_eq(cd_hdrtree_height(t), 10);
     ck_assert_int_eq(cd_hdrtree_add(t, buf + 160, 1, 80, NULL), 0); /* 24 > 22 */
     ck_assert_int_eq(cd_hdrtree_height(t), 8);
@@ -690,6 +709,7 @@ static Suite *suite_hdrtree(void)
     tcase_add_test(tc, test_daa_steady);
     tcase_add_test(tc, test_daa_fast_blocks);
     tcase_add_test(tc, test_shorter_chain_more_work);
+    tcase_add_test(tc, test_legacy_rules);
     suite_add_tcase(s, tc);
     TCase *tm = tcase_create("pow");
     tcase_add_test(tm, test_pow_math);
