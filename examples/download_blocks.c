@@ -30,8 +30,8 @@ typedef struct app {
     uint8_t (*hashes)[32];
     size_t n, cap;
     int headers_done;
-    size_t next;                /* next height to request */
-    size_t done;                /* blocks completed */
+    size_t next; /* next height to request */
+    size_t done; /* blocks completed */
     size_t from;
     size_t in_flight, window;
     const char *outdir;

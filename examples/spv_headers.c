@@ -24,7 +24,7 @@
 
 typedef struct app {
     const btc_net *net;
-    uint8_t (*hashes)[32];      /* hashes[h] = block hash at height h */
+    uint8_t (*hashes)[32]; /* hashes[h] = block hash at height h */
     size_t n, cap;
     int follow;
     int synced;

@@ -5,7 +5,7 @@
  * with cp2p_msghdr_decode (basic and extmsg headers) message after message,
  * and every payload - and the raw input itself - goes through every payload
  * decoder (version, protoconf, inv/getdata/notfound, headers, getheaders,
- * reject, addr, ping/pong, sendcmpct) and the transaction walker used to cut
+ * reject, addr, ping/pong, sendcmpct, mempool, authch) and the transaction walker used to cut
  * block chunks. Decoders must never read out of bounds, never loop without
  * progress, and must report sizes consistent with the input.
  *
@@ -51,6 +51,9 @@ static void all_decoders(const uint8_t *p, size_t n)
     if (cp2p_dec_addr(p, n, addr, 64, &cnt) == CP2P_OK && cnt * 30 > n)
         abort();
     (void)cp2p_dec_sendcmpct(p, n, &ann, &u);
+    int64_t age;
+    (void)cp2p_dec_mempool(p, n, &age);
+    (void)cp2p_dec_authch(p, n, &ver, stop);
     int64_t t = btc_tx_skip(p, n);
     if (t > (int64_t)n)
         abort();

@@ -16,6 +16,7 @@
  * sockets), close the tree.
  */
 #include "daemon/cd_controller.h"
+#include "daemon/cd_blocksync.h"
 #include "daemon/cd_hdrsync.h"
 #include "daemon/cd_notify.h"
 #include "daemon/cd_peers.h"
@@ -33,6 +34,7 @@
 /* Modules attached to the controller (see cd_peers.h). The block pipeline
  * adds its line here, e.g. `&cd_pipeline_module,`. */
 static const cd_ctl_module *const ctl_modules[] = {
+    &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
     NULL,
 };
 

@@ -833,6 +833,11 @@ void cd_pipeline_cancel(cd_pipeline *p)
         finish(p, p->cur, CD_PIPE_CANCELLED);
 }
 
+int cd_pipeline_receiving(const cd_pipeline *p)
+{
+    return p->cur != NULL;
+}
+
 size_t cd_pipeline_in_flight(const cd_pipeline *p)
 {
     size_t n = 0;

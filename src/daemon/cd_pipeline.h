@@ -114,6 +114,9 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n);
 /* Abandons the block being received (peer gone). block_done(CANCELLED). */
 void cd_pipeline_cancel(cd_pipeline *p);
 
+/* 1 while a block is being received (between begin and its last byte). */
+int cd_pipeline_receiving(const cd_pipeline *p);
+
 /* Blocks begun and not yet finished. */
 size_t cd_pipeline_in_flight(const cd_pipeline *p);
 

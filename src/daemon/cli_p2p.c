@@ -35,7 +35,7 @@ typedef struct cli_p2p {
     int quiet;
     int count;
     uint32_t wait_ms;
-    const char *arg;            /* positional argument */
+    const char *arg; /* positional argument */
     struct event_base *base;
     cp2p_mgr *mgr;
     cp2p_peer *peer;
@@ -216,15 +216,17 @@ static void headers_got(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
                 known = memcmp(c->hashes[k], hash, 32) == 0;
             if (known)
                 continue;
-            fprintf(stderr, "conduit-cli headers: header %s at height %zu does not connect\n",
-                    hx, c->n_hashes);
+            fprintf(stderr, "conduit-cli headers: header %s at height %zu does not connect\n", hx,
+                    c->n_hashes);
             finish(c, 1);
             return;
         }
         int prc = btc_check_pow(hash, h.bits, c->net);
         if (prc) {
-            fprintf(stderr, "conduit-cli headers: header %s at height %zu fails proof of work "
-                            "(%d)\n", hx, c->n_hashes, prc);
+            fprintf(stderr,
+                    "conduit-cli headers: header %s at height %zu fails proof of work "
+                    "(%d)\n",
+                    hx, c->n_hashes, prc);
             finish(c, 1);
             return;
         }
@@ -334,8 +336,9 @@ static void getblock_chunk(const cp2p_ctx *ctx, const cp2p_block_chunk *ch)
     if (memcmp(ch->block_hash, c->want, 32) != 0)
         return;
     if (ch->block_offset != c->written) {
-        fprintf(stderr, "conduit-cli getblock: chunk at offset %" PRIu64 " after %" PRIu64
-                        " bytes\n", ch->block_offset, c->written);
+        fprintf(stderr,
+                "conduit-cli getblock: chunk at offset %" PRIu64 " after %" PRIu64 " bytes\n",
+                ch->block_offset, c->written);
         finish(c, 1);
         return;
     }
@@ -457,8 +460,8 @@ static void ping_ready(const cp2p_ctx *ctx, const cp2p_version *v)
     cli_p2p *c = ctx->user;
     if (!c->quiet)
         printf("connected to %s: version %d, user agent \"%s\", height %d, services 0x%" PRIx64
-               "\n", cp2p_peer_name(ctx->peer), v->version, v->user_agent, v->start_height,
-               v->services);
+               "\n",
+               cp2p_peer_name(ctx->peer), v->version, v->user_agent, v->start_height, v->services);
     (void)cp2p_peer_ping(ctx->peer);
 }
 

@@ -63,44 +63,44 @@ extern "C" {
 
 /* ---- constants ------------------------------------------------------------ */
 
-#define CP2P_PROTOCOL_VERSION 70016
-#define CP2P_HEADER_LEN 24          /* basic message header */
-#define CP2P_EXT_HEADER_LEN 44      /* extmsg header (payloads > 4 GiB - 1) */
-#define CP2P_COMMAND_LEN 12
-#define CP2P_HASH_LEN 32
-#define CP2P_BLOCK_HEADER_LEN 80
-#define CP2P_MAX_HEADERS_PER_MSG 2000
-#define CP2P_DEFAULT_MAX_RECV (2u * 1024 * 1024)     /* node default */
-#define CP2P_LEGACY_MAX_RECV (1u * 1024 * 1024)      /* peer without protoconf */
+#define CP2P_PROTOCOL_VERSION        70016
+#define CP2P_HEADER_LEN              24 /* basic message header */
+#define CP2P_EXT_HEADER_LEN          44 /* extmsg header (payloads > 4 GiB - 1) */
+#define CP2P_COMMAND_LEN             12
+#define CP2P_HASH_LEN                32
+#define CP2P_BLOCK_HEADER_LEN        80
+#define CP2P_MAX_HEADERS_PER_MSG     2000
+#define CP2P_DEFAULT_MAX_RECV        (2u * 1024 * 1024) /* node default */
+#define CP2P_LEGACY_MAX_RECV         (1u * 1024 * 1024) /* peer without protoconf */
 #define CP2P_DEFAULT_CHUNK_THRESHOLD (32u * 1024 * 1024)
-#define CP2P_INV_ENTRY_LEN 36
+#define CP2P_INV_ENTRY_LEN           36
 
 /* Inventory types (bsv-p2p.md §5). */
-#define CP2P_INV_TX 1
-#define CP2P_INV_BLOCK 2
+#define CP2P_INV_TX             1
+#define CP2P_INV_BLOCK          2
 #define CP2P_INV_FILTERED_BLOCK 3
-#define CP2P_INV_CMPCT_BLOCK 4
+#define CP2P_INV_CMPCT_BLOCK    4
 
 /* Reject codes (bsv-p2p.md §6). */
-#define CP2P_REJECT_MALFORMED 0x01
-#define CP2P_REJECT_INVALID 0x10
-#define CP2P_REJECT_OBSOLETE 0x11
-#define CP2P_REJECT_DUPLICATE 0x12
-#define CP2P_REJECT_NONSTANDARD 0x40
-#define CP2P_REJECT_DUST 0x41
+#define CP2P_REJECT_MALFORMED       0x01
+#define CP2P_REJECT_INVALID         0x10
+#define CP2P_REJECT_OBSOLETE        0x11
+#define CP2P_REJECT_DUPLICATE       0x12
+#define CP2P_REJECT_NONSTANDARD     0x40
+#define CP2P_REJECT_DUST            0x41
 #define CP2P_REJECT_INSUFFICIENTFEE 0x42
 
 /* ---- error codes ---------------------------------------------------------- */
 
-#define CP2P_OK 0
-#define CP2P_EINVAL (-30900)   /* bad argument (NULL, zero count, bad host:port) */
-#define CP2P_ENOTREADY (-30901) /* peer is not in CP2P_PEER_READY */
-#define CP2P_ETOOBIG (-30902)  /* message larger than the peer accepts */
-#define CP2P_ENOMEM (-30903)   /* allocation failed */
-#define CP2P_ERESOLVE (-30904) /* host name could not be resolved */
-#define CP2P_ESYS (-30905)     /* system call failed; errno is set */
+#define CP2P_OK         0
+#define CP2P_EINVAL     (-30900) /* bad argument (NULL, zero count, bad host:port) */
+#define CP2P_ENOTREADY  (-30901) /* peer is not in CP2P_PEER_READY */
+#define CP2P_ETOOBIG    (-30902) /* message larger than the peer accepts */
+#define CP2P_ENOMEM     (-30903) /* allocation failed */
+#define CP2P_ERESOLVE   (-30904) /* host name could not be resolved */
+#define CP2P_ESYS       (-30905) /* system call failed; errno is set */
 #define CP2P_EMALFORMED (-30906) /* (codec) payload does not decode */
-#define CP2P_ENOPEER (-30907)  /* no ready peer */
+#define CP2P_ENOPEER    (-30907) /* no ready peer */
 
 /* Returns a static string naming an error code (never NULL). */
 const char *cp2p_strerror(int err);
@@ -151,8 +151,8 @@ const char *cp2p_reason_str(cp2p_reason r);
 /* ---- message structures (all borrowed inside callbacks) ------------------- */
 
 typedef struct cp2p_inv {
-    uint32_t type;                 /* CP2P_INV_* */
-    uint8_t hash[CP2P_HASH_LEN];   /* internal byte order */
+    uint32_t type;               /* CP2P_INV_* */
+    uint8_t hash[CP2P_HASH_LEN]; /* internal byte order */
 } cp2p_inv;
 
 typedef struct cp2p_version {
@@ -160,24 +160,24 @@ typedef struct cp2p_version {
     uint64_t services;
     int64_t timestamp;
     uint64_t nonce;
-    char user_agent[257];          /* NUL-terminated, at most 256 bytes */
+    char user_agent[257]; /* NUL-terminated, at most 256 bytes */
     int32_t start_height;
-    int relay;                     /* 1 if the field was absent or non-zero */
+    int relay; /* 1 if the field was absent or non-zero */
 } cp2p_version;
 
 typedef struct cp2p_reject {
-    char message[13];              /* the rejected command, e.g. "tx" */
-    uint8_t code;                  /* CP2P_REJECT_* */
-    char reason[112];              /* truncated to 111 chars */
+    char message[13]; /* the rejected command, e.g. "tx" */
+    uint8_t code;     /* CP2P_REJECT_* */
+    char reason[112]; /* truncated to 111 chars */
     int has_hash;
-    uint8_t hash[CP2P_HASH_LEN];   /* txid / block hash when has_hash */
+    uint8_t hash[CP2P_HASH_LEN]; /* txid / block hash when has_hash */
 } cp2p_reject;
 
 typedef struct cp2p_addr {
     uint32_t time;
     uint64_t services;
-    uint8_t ip[16];                /* IPv6 or IPv4-mapped */
-    uint16_t port;                 /* host order */
+    uint8_t ip[16]; /* IPv6 or IPv4-mapped */
+    uint16_t port;  /* host order */
 } cp2p_addr;
 
 /*
@@ -188,37 +188,37 @@ typedef struct cp2p_addr {
  * block of every transaction that *starts* in this chunk.
  */
 typedef struct cp2p_block_chunk {
-    const uint8_t *data;           /* borrowed */
+    const uint8_t *data; /* borrowed */
     size_t len;
-    uint64_t block_offset;         /* offset of data[0] within the block */
-    uint64_t block_size;           /* total payload length */
-    uint32_t chunk_index;          /* 0, 1, 2, ... */
-    int last;                      /* 1 on the final chunk (checksum verified) */
-    const uint64_t *tx_offsets;    /* borrowed; n_tx entries */
+    uint64_t block_offset;      /* offset of data[0] within the block */
+    uint64_t block_size;        /* total payload length */
+    uint32_t chunk_index;       /* 0, 1, 2, ... */
+    int last;                   /* 1 on the final chunk (checksum verified) */
+    const uint64_t *tx_offsets; /* borrowed; n_tx entries */
     size_t n_tx;
-    uint64_t first_tx_index;       /* index of tx_offsets[0] in the block */
-    uint64_t tx_count;             /* the block's declared tx count */
+    uint64_t first_tx_index;           /* index of tx_offsets[0] in the block */
+    uint64_t tx_count;                 /* the block's declared tx count */
     uint8_t block_hash[CP2P_HASH_LEN]; /* sha256d of the 80-byte header */
 } cp2p_block_chunk;
 
 /* Result of a tracked broadcast (cp2p_mgr_broadcast_tx). */
 typedef enum cp2p_bcast_result {
-    CP2P_BCAST_ACCEPTED = 0,   /* no reject within opt.broadcast_wait_ms: accepted or known */
-    CP2P_BCAST_REJECTED,       /* a peer sent reject naming the txid */
-    CP2P_BCAST_NOT_SENT,       /* no ready peer took it (all disconnected) */
+    CP2P_BCAST_ACCEPTED = 0, /* no reject within opt.broadcast_wait_ms: accepted or known */
+    CP2P_BCAST_REJECTED,     /* a peer sent reject naming the txid */
+    CP2P_BCAST_NOT_SENT,     /* no ready peer took it (all disconnected) */
 } cp2p_bcast_result;
 
 /* Per-peer counters (cp2p_peer_stats). */
 typedef struct cp2p_peer_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t msgs_in, msgs_out;
-    uint64_t blocks_in;            /* complete block payloads received */
+    uint64_t blocks_in; /* complete block payloads received */
     uint64_t block_bytes_in;
-    uint64_t headers_in;           /* headers received (entries) */
+    uint64_t headers_in; /* headers received (entries) */
     uint64_t txs_in;
-    uint64_t connects;             /* successful handshakes */
+    uint64_t connects; /* successful handshakes */
     uint64_t disconnects;
-    int64_t last_ping_rtt_us;      /* -1 until a pong matched */
+    int64_t last_ping_rtt_us; /* -1 until a pong matched */
 } cp2p_peer_stats;
 
 typedef struct cp2p_mgr cp2p_mgr;
@@ -228,24 +228,24 @@ typedef struct cp2p_peer cp2p_peer;
 typedef struct cp2p_ctx {
     cp2p_mgr *mgr;
     cp2p_peer *peer;
-    void *user;                    /* as given to cp2p_mgr_new() */
+    void *user; /* as given to cp2p_mgr_new() */
 } cp2p_ctx;
 
 /* ---- options -------------------------------------------------------------- */
 
 typedef struct cp2p_options {
-    const btc_net *net;            /* network (magic, genesis); required */
-    const char *user_agent;        /* default "/conduit-p2p:<ver>/"; must not
-                                      contain abc/cash/bch (refused: EINVAL) */
-    int relay;                     /* version relay flag: 1 = send us tx invs (default 0) */
-    int32_t start_height;          /* advertised in version (default 0) */
-    int send_sendheaders;          /* send sendheaders after verack (default 1) */
-    uint32_t max_recv_payload;     /* non-block messages; advertised in protoconf
-                                      (default 2 MiB, min 1 MiB) */
-    uint64_t max_block_payload;    /* default UINT64_MAX (extmsg allowed) */
-    uint64_t max_tx_payload;       /* default 1,000,000,000 */
-    size_t chunk_threshold;        /* blocks larger than this are chunked (no sink); default 32 MiB */
-    int verify_block_checksum;     /* default 1 (basic headers only; extmsg has none) */
+    const btc_net *net;         /* network (magic, genesis); required */
+    const char *user_agent;     /* default "/conduit-p2p:<ver>/"; must not
+                                   contain abc/cash/bch (refused: EINVAL) */
+    int relay;                  /* version relay flag: 1 = send us tx invs (default 0) */
+    int32_t start_height;       /* advertised in version (default 0) */
+    int send_sendheaders;       /* send sendheaders after verack (default 1) */
+    uint32_t max_recv_payload;  /* non-block messages; advertised in protoconf
+                                   (default 2 MiB, min 1 MiB) */
+    uint64_t max_block_payload; /* default UINT64_MAX (extmsg allowed) */
+    uint64_t max_tx_payload;    /* default 1,000,000,000 */
+    size_t chunk_threshold;     /* blocks larger than this are chunked (no sink); default 32 MiB */
+    int verify_block_checksum;  /* default 1 (basic headers only; extmsg has none) */
     uint32_t handshake_timeout_ms; /* default 60000 */
     uint32_t ping_interval_ms;     /* our pings; default 120000; 0 = never */
     uint32_t ping_timeout_ms;      /* pong must arrive within; default 60000. A peer
@@ -334,8 +334,8 @@ typedef struct cp2p_block_sink {
  *     user (opaque, passed back in every cp2p_ctx).
  * Free with cp2p_mgr_free().
  */
-cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt,
-                       const cp2p_handlers *h, const cp2p_block_sink *sink, void *user);
+cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt, const cp2p_handlers *h,
+                       const cp2p_block_sink *sink, void *user);
 
 /* Closes every connection (no callbacks are called) and frees the manager and
  * all its peers. Accepts NULL. Must not be called from inside a callback. */
@@ -418,8 +418,7 @@ int cp2p_peer_send(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t
  * first; see cp2p_locator_heights) and an optional stop hash (NULL = zero).
  * Returns: as cp2p_peer_send.
  */
-int cp2p_peer_getheaders(cp2p_peer *p, const uint8_t (*locator)[32], size_t n,
-                         const uint8_t *stop);
+int cp2p_peer_getheaders(cp2p_peer *p, const uint8_t (*locator)[32], size_t n, const uint8_t *stop);
 
 /* getdata for n items, split into as many messages as the peer's protoconf
  * limit needs. Returns: as cp2p_peer_send. */

@@ -262,8 +262,7 @@ void cp2p_enc_u64(cp2p_buf *b, uint64_t v)
     cp2p_buf_u64(b, v);
 }
 
-void cp2p_enc_getheaders(cp2p_buf *b, const uint8_t (*locator)[32], size_t n,
-                         const uint8_t *stop)
+void cp2p_enc_getheaders(cp2p_buf *b, const uint8_t (*locator)[32], size_t n, const uint8_t *stop)
 {
     static const uint8_t zero[32];
     cp2p_buf_u32(b, CP2P_PROTOCOL_VERSION);
@@ -313,6 +312,21 @@ void cp2p_enc_sendcmpct(cp2p_buf *b, int announce, uint64_t version)
 {
     cp2p_buf_u8(b, announce ? 1 : 0);
     cp2p_buf_u64(b, version);
+}
+
+void cp2p_enc_mempool(cp2p_buf *b, int64_t age_s)
+{
+    if (age_s < 0)
+        return;
+    cp2p_buf_u8(b, 1);
+    cp2p_buf_u64(b, (uint64_t)age_s);
+}
+
+void cp2p_enc_authch(cp2p_buf *b, const uint8_t challenge[32])
+{
+    cp2p_buf_u32(b, 1);
+    cp2p_buf_u32(b, 32);
+    cp2p_buf_put(b, challenge, 32);
 }
 
 size_t cp2p_inv_max_entries(uint64_t max_payload)
@@ -497,5 +511,30 @@ int cp2p_dec_sendcmpct(const uint8_t *p, size_t len, int *announce, uint64_t *ve
         return CP2P_EMALFORMED;
     *announce = p[0] != 0;
     *version = cd_le64(p + 1);
+    return CP2P_OK;
+}
+
+int cp2p_dec_authch(const uint8_t *p, size_t len, uint32_t *version, uint8_t challenge[32])
+{
+    cp2p_rd r;
+    cp2p_rd_init(&r, p, len);
+    *version = cp2p_rd_u32(&r);
+    uint32_t n = cp2p_rd_u32(&r);
+    const uint8_t *c = cp2p_rd_bytes(&r, 32);
+    if (r.err || n != 32)
+        return CP2P_EMALFORMED;
+    memcpy(challenge, c, 32);
+    return CP2P_OK;
+}
+
+int cp2p_dec_mempool(const uint8_t *p, size_t len, int64_t *age_s)
+{
+    if (len == 0) {
+        *age_s = -1;
+        return CP2P_OK;
+    }
+    if (len < 9 || p[0] != 1)
+        return CP2P_EMALFORMED;
+    *age_s = (int64_t)cd_le64(p + 1);
     return CP2P_OK;
 }

@@ -3,6 +3,11 @@
  * (bsv-p2p.md §2 and §11). Pure functions over byte buffers: no I/O, no
  * global state, no allocation except in cp2p_buf.
  *
+ * Not covered: the BSV miner-ID messages hdrsen/gethdrsen/sendhdrsen payloads
+ * beyond getheaders' layout (gethdrsen = cp2p_enc_getheaders), and
+ * compact blocks (cmpctblock/getblocktxn/blocktxn), which the library never
+ * requests.
+ *
  * Decoders never read past `len`, accept trailing bytes (the node appends
  * fields over time), reject non-canonical CompactSizes and CompactSizes
  * above 0xFFFFFFFF (as the node does), and return CP2P_EMALFORMED on any
@@ -38,7 +43,7 @@ void cp2p_buf_free(cp2p_buf *b);
 typedef struct cp2p_rd {
     const uint8_t *p;
     size_t len, pos;
-    int err;                       /* sticky: set on the first short read */
+    int err; /* sticky: set on the first short read */
 } cp2p_rd;
 
 void cp2p_rd_init(cp2p_rd *r, const uint8_t *p, size_t len);
@@ -59,8 +64,8 @@ typedef struct cp2p_msghdr {
     char cmd[CP2P_COMMAND_LEN + 1]; /* NUL-terminated (inner command for extmsg) */
     uint64_t len;                   /* payload length */
     uint8_t checksum[4];
-    int ext;                        /* 1 for a 44-byte extmsg header */
-    size_t hdr_len;                 /* 24 or 44 */
+    int ext;        /* 1 for a 44-byte extmsg header */
+    size_t hdr_len; /* 24 or 44 */
 } cp2p_msghdr;
 
 /* 1 if the 12-byte command field is printable ASCII up to the first NUL
@@ -93,13 +98,16 @@ void cp2p_enc_version(cp2p_buf *b, const cp2p_version *v, const uint8_t recv_ip[
                       uint16_t recv_port);
 void cp2p_enc_protoconf(cp2p_buf *b, uint32_t max_recv, const char *policies /* NULL: 1 field */);
 void cp2p_enc_u64(cp2p_buf *b, uint64_t v); /* ping, pong, feefilter */
-void cp2p_enc_getheaders(cp2p_buf *b, const uint8_t (*locator)[32], size_t n,
-                         const uint8_t *stop);
+void cp2p_enc_getheaders(cp2p_buf *b, const uint8_t (*locator)[32], size_t n, const uint8_t *stop);
 void cp2p_enc_inv(cp2p_buf *b, const cp2p_inv *items, size_t n); /* inv/getdata/notfound */
 void cp2p_enc_headers(cp2p_buf *b, const uint8_t *hdrs, size_t n);
 void cp2p_enc_reject(cp2p_buf *b, const cp2p_reject *r);
 void cp2p_enc_addr(cp2p_buf *b, const cp2p_addr *a, size_t n);
 void cp2p_enc_sendcmpct(cp2p_buf *b, int announce, uint64_t version);
+/* mempool: empty (legacy BIP35) when age_s < 0, else 01 + int64 age (BSV). */
+void cp2p_enc_mempool(cp2p_buf *b, int64_t age_s);
+/* authch (node -> us; encoder for tests): uint32 1, uint32 32, 32 bytes. */
+void cp2p_enc_authch(cp2p_buf *b, const uint8_t challenge[32]);
 
 /* Max inv/getdata entries in one message under a payload cap. */
 size_t cp2p_inv_max_entries(uint64_t max_payload);
@@ -121,5 +129,8 @@ int cp2p_dec_getheaders(const uint8_t *p, size_t len, uint32_t *version, uint8_t
 int cp2p_dec_reject(const uint8_t *p, size_t len, cp2p_reject *r);
 int cp2p_dec_addr(const uint8_t *p, size_t len, cp2p_addr *out, size_t max, size_t *n);
 int cp2p_dec_sendcmpct(const uint8_t *p, size_t len, int *announce, uint64_t *version);
+int cp2p_dec_authch(const uint8_t *p, size_t len, uint32_t *version, uint8_t challenge[32]);
+/* mempool: *age_s = -1 for the legacy empty form. */
+int cp2p_dec_mempool(const uint8_t *p, size_t len, int64_t *age_s);
 
 #endif /* CP2P_CODEC_H */

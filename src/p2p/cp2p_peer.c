@@ -50,7 +50,7 @@
 #include "p2p/cp2p_codec.h"
 
 #define RBUF_DEFAULT (256 * 1024)
-#define READ_BUDGET 64          /* recv calls per read event before yielding */
+#define READ_BUDGET  64 /* recv calls per read event before yielding */
 
 enum rd_mode { RD_MSG = 0, RD_BLOCK };
 enum blk_kind { BLK_SINK = 1, BLK_WHOLE, BLK_CHUNK };
@@ -58,7 +58,7 @@ enum blk_kind { BLK_SINK = 1, BLK_WHOLE, BLK_CHUNK };
 typedef struct bcast {
     uint8_t txid[32];
     uint64_t deadline_ns;
-    cp2p_peer *peer;            /* NULL: all peers */
+    cp2p_peer *peer; /* NULL: all peers */
     uint64_t peer_gen;
     int done;
 } bcast;
@@ -69,18 +69,18 @@ struct cp2p_peer {
     char host[256];
     uint16_t port;
     cp2p_peer_state state;
-    uint64_t gen;               /* connection incarnation */
+    uint64_t gen; /* connection incarnation */
     int fd;
-    int connecting;             /* non-blocking connect in progress */
+    int connecting; /* non-blocking connect in progress */
     int removed;
-    int busy;                   /* inside an event handler */
-    int failing;                /* inside peer_vfail (no re-entry) */
+    int busy;    /* inside an event handler */
+    int failing; /* inside peer_vfail (no re-entry) */
     struct event *ev_read, *ev_write;
     int read_paused;
     struct evbuffer *out;
     void *user;
 
-    uint64_t t_start_ns;        /* connect start (handshake timeout) */
+    uint64_t t_start_ns; /* connect start (handshake timeout) */
     uint64_t t_last_rx_ns;
     uint64_t t_next_ping_ns;
     uint64_t t_ping_sent_ns;
@@ -109,16 +109,16 @@ struct cp2p_peer {
     int bcheck;
     uint8_t bhdr[80];
     uint8_t bhash[32];
-    uint8_t *bbuf;              /* WHOLE: the block; CHUNK: the chunk buffer */
-    size_t bcap, bfill;         /* CHUNK: capacity, bytes in buffer */
-    uint64_t bbase;             /* CHUNK: block offset of bbuf[0] */
-    size_t bscan;               /* CHUNK: next tx start inside bbuf */
+    uint8_t *bbuf;      /* WHOLE: the block; CHUNK: the chunk buffer */
+    size_t bcap, bfill; /* CHUNK: capacity, bytes in buffer */
+    uint64_t bbase;     /* CHUNK: block offset of bbuf[0] */
+    size_t bscan;       /* CHUNK: next tx start inside bbuf */
     int bhdr_done;
     uint64_t btx_count, btx_seen;
     uint32_t bchunk_idx;
     uint64_t *boffs;
     size_t boffs_cap;
-    uint8_t *sink_ptr;          /* SINK: current region */
+    uint8_t *sink_ptr; /* SINK: current region */
     size_t sink_avail;
 };
 
@@ -168,16 +168,26 @@ static int peer_live(const cp2p_peer *p, uint64_t gen)
 const char *cp2p_strerror(int err)
 {
     switch (err) {
-    case CP2P_OK: return "ok";
-    case CP2P_EINVAL: return "invalid argument";
-    case CP2P_ENOTREADY: return "peer not ready";
-    case CP2P_ETOOBIG: return "message too big for peer";
-    case CP2P_ENOMEM: return "out of memory";
-    case CP2P_ERESOLVE: return "cannot resolve host";
-    case CP2P_ESYS: return "system error";
-    case CP2P_EMALFORMED: return "malformed payload";
-    case CP2P_ENOPEER: return "no ready peer";
-    default: return "unknown error";
+    case CP2P_OK:
+        return "ok";
+    case CP2P_EINVAL:
+        return "invalid argument";
+    case CP2P_ENOTREADY:
+        return "peer not ready";
+    case CP2P_ETOOBIG:
+        return "message too big for peer";
+    case CP2P_ENOMEM:
+        return "out of memory";
+    case CP2P_ERESOLVE:
+        return "cannot resolve host";
+    case CP2P_ESYS:
+        return "system error";
+    case CP2P_EMALFORMED:
+        return "malformed payload";
+    case CP2P_ENOPEER:
+        return "no ready peer";
+    default:
+        return "unknown error";
     }
 }
 
@@ -211,13 +221,20 @@ const char *cp2p_reason_str(cp2p_reason r)
 const char *cp2p_peer_state_str(cp2p_peer_state s)
 {
     switch (s) {
-    case CP2P_PEER_IDLE: return "idle";
-    case CP2P_PEER_CONNECTING: return "connecting";
-    case CP2P_PEER_VERSION_SENT: return "version-sent";
-    case CP2P_PEER_READY: return "ready";
-    case CP2P_PEER_CLOSING: return "closing";
-    case CP2P_PEER_BACKOFF: return "backoff";
-    case CP2P_PEER_DEAD: return "dead";
+    case CP2P_PEER_IDLE:
+        return "idle";
+    case CP2P_PEER_CONNECTING:
+        return "connecting";
+    case CP2P_PEER_VERSION_SENT:
+        return "version-sent";
+    case CP2P_PEER_READY:
+        return "ready";
+    case CP2P_PEER_CLOSING:
+        return "closing";
+    case CP2P_PEER_BACKOFF:
+        return "backoff";
+    case CP2P_PEER_DEAD:
+        return "dead";
     }
     return "unknown";
 }
@@ -306,8 +323,7 @@ static int send_buf(cp2p_peer *p, const char *cmd, cp2p_buf *b)
     return rc;
 }
 
-int cp2p_peer_getheaders(cp2p_peer *p, const uint8_t (*locator)[32], size_t n,
-                         const uint8_t *stop)
+int cp2p_peer_getheaders(cp2p_peer *p, const uint8_t (*locator)[32], size_t n, const uint8_t *stop)
 {
     cp2p_buf b = {0};
     if (!p || (n && !locator))
@@ -392,20 +408,50 @@ int cp2p_peer_ping(cp2p_peer *p)
 
 /* ---- accessors -------------------------------------------------------------- */
 
-cp2p_peer_state cp2p_peer_state_get(const cp2p_peer *p) { return p->state; }
-const char *cp2p_peer_name(const cp2p_peer *p) { return p->name; }
-const cp2p_peer_stats *cp2p_peer_stats_get(const cp2p_peer *p) { return &p->stats; }
+cp2p_peer_state cp2p_peer_state_get(const cp2p_peer *p)
+{
+    return p->state;
+}
+const char *cp2p_peer_name(const cp2p_peer *p)
+{
+    return p->name;
+}
+const cp2p_peer_stats *cp2p_peer_stats_get(const cp2p_peer *p)
+{
+    return &p->stats;
+}
 const cp2p_version *cp2p_peer_version(const cp2p_peer *p)
 {
     return p->got_version ? &p->their : NULL;
 }
-uint32_t cp2p_peer_max_send(const cp2p_peer *p) { return p->max_send; }
-cp2p_reason cp2p_peer_last_reason(const cp2p_peer *p) { return p->last_reason; }
-cp2p_mgr *cp2p_peer_mgr(const cp2p_peer *p) { return p->mgr; }
-void cp2p_peer_set_user(cp2p_peer *p, void *user) { p->user = user; }
-void *cp2p_peer_get_user(const cp2p_peer *p) { return p->user; }
-const cp2p_options *cp2p_mgr_options(const cp2p_mgr *m) { return &m->opt; }
-void *cp2p_mgr_user(const cp2p_mgr *m) { return m->user; }
+uint32_t cp2p_peer_max_send(const cp2p_peer *p)
+{
+    return p->max_send;
+}
+cp2p_reason cp2p_peer_last_reason(const cp2p_peer *p)
+{
+    return p->last_reason;
+}
+cp2p_mgr *cp2p_peer_mgr(const cp2p_peer *p)
+{
+    return p->mgr;
+}
+void cp2p_peer_set_user(cp2p_peer *p, void *user)
+{
+    p->user = user;
+}
+void *cp2p_peer_get_user(const cp2p_peer *p)
+{
+    return p->user;
+}
+const cp2p_options *cp2p_mgr_options(const cp2p_mgr *m)
+{
+    return &m->opt;
+}
+void *cp2p_mgr_user(const cp2p_mgr *m)
+{
+    return m->user;
+}
 
 size_t cp2p_mgr_peer_count(const cp2p_mgr *m)
 {
@@ -630,8 +676,16 @@ static int chunk_flush(cp2p_peer *p, int final)
             return -1;
         }
     } else if (n_off == 0) {
-        /* one transaction larger than the buffer: grow to hold it */
+        /* one transaction larger than the buffer: grow to hold it, but never
+         * beyond the largest transaction we accept */
         size_t ncap = p->bcap * 2;
+        if (ncap - p->mgr->opt.chunk_threshold > p->mgr->opt.max_tx_payload + 1) {
+            peer_fail(p, CP2P_R_MALFORMED,
+                      "transaction at block offset %llu is larger than %llu bytes",
+                      (unsigned long long)(p->bbase + p->bscan),
+                      (unsigned long long)p->mgr->opt.max_tx_payload);
+            return -1;
+        }
         uint8_t *nb = realloc(p->bbuf, ncap);
         if (!nb) {
             peer_fail(p, CP2P_R_NOMEM, "cannot grow the chunk buffer to %zu bytes", ncap);
@@ -765,8 +819,8 @@ static void maybe_ready(cp2p_peer *p)
     p->backoff_ms = 0;
     p->stats.connects++;
     p->t_next_ping_ns = cd_now_ns() + (uint64_t)p->mgr->opt.ping_interval_ms * 1000000ull;
-    cd_log_info("peer %s: ready (version %d, ua \"%s\", height %d)", p->name,
-                p->their.version, p->their.user_agent, p->their.start_height);
+    cd_log_info("peer %s: ready (version %d, ua \"%s\", height %d)", p->name, p->their.version,
+                p->their.user_agent, p->their.start_height);
     cp2p_ctx c = mkctx(p);
     if (p->mgr->h.on_ready)
         p->mgr->h.on_ready(&c, &p->their);
@@ -827,8 +881,7 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         queue_msg(p, "pong", pl, len < 8 ? len : 8);
     } else if (strcmp(cmd, "pong") == 0) {
         uint64_t nonce;
-        if (cp2p_dec_u64(pl, len, &nonce) == 0 && p->ping_outstanding &&
-            nonce == p->ping_nonce) {
+        if (cp2p_dec_u64(pl, len, &nonce) == 0 && p->ping_outstanding && nonce == p->ping_nonce) {
             p->ping_outstanding = 0;
             int64_t rtt = (int64_t)((cd_now_ns() - p->t_ping_sent_ns) / 1000);
             p->stats.last_ping_rtt_us = rtt;
@@ -967,8 +1020,8 @@ static int process_rbuf(cp2p_peer *p)
             break;
         if (memcmp(p->rbuf + p->rstart, m->opt.net->magic, 4) != 0) {
             uint8_t *q = p->rbuf + p->rstart;
-            peer_fail(p, CP2P_R_BAD_MAGIC, "wrong network magic %02x%02x%02x%02x", q[0], q[1],
-                      q[2], q[3]);
+            peer_fail(p, CP2P_R_BAD_MAGIC, "wrong network magic %02x%02x%02x%02x", q[0], q[1], q[2],
+                      q[3]);
             return 0;
         }
         int hl = cp2p_msghdr_decode(p->rbuf + p->rstart, have, &p->hdr);
@@ -1358,7 +1411,8 @@ static void tick_peer(cp2p_peer *p, uint64_t now)
                   (unsigned long long)(silent / 1000000), p->hdr.cmd);
         return;
     }
-    if (p->ping_outstanding && now - p->t_ping_sent_ns > (uint64_t)o->ping_timeout_ms * 1000000ull &&
+    if (p->ping_outstanding &&
+        now - p->t_ping_sent_ns > (uint64_t)o->ping_timeout_ms * 1000000ull &&
         silent > (uint64_t)o->ping_timeout_ms * 1000000ull) {
         peer_fail(p, CP2P_R_PING_TIMEOUT, "no pong within %u ms", o->ping_timeout_ms);
         return;
@@ -1411,8 +1465,8 @@ static int ua_banned(const char *ua)
     return strcasestr(ua, "abc") || strcasestr(ua, "cash") || strcasestr(ua, "bch");
 }
 
-cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt,
-                       const cp2p_handlers *h, const cp2p_block_sink *sink, void *user)
+cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt, const cp2p_handlers *h,
+                       const cp2p_block_sink *sink, void *user)
 {
     if (!base || !opt || !opt->net) {
         cd_log_error("cp2p_mgr_new: base, options and network are required");
@@ -1421,7 +1475,8 @@ cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt,
     const char *ua = opt->user_agent ? opt->user_agent : "/conduit-p2p:" CD_VERSION "/";
     if (strlen(ua) > 256 || ua_banned(ua)) {
         cd_log_error("cp2p_mgr_new: user agent \"%s\" is too long or contains abc/cash/bch "
-                     "(banned by BSV nodes)", ua);
+                     "(banned by BSV nodes)",
+                     ua);
         return NULL;
     }
     if (opt->max_recv_payload < CP2P_LEGACY_MAX_RECV || opt->chunk_threshold < 4096 ||

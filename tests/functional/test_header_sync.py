@@ -193,3 +193,20 @@ def test_bad_headers_refused(build_dir, tmp_path, node116, mode, reason):
         assert loaded_line(d) == (117, 116, TIP116)
     finally:
         assert d.stop() == 0
+
+
+def test_two_peers_no_duplicate_bulk(build_dir, tmp_path, simnode_factory):
+    """With two peers on the same 20,000-header chain, one does the bulk sync
+    and the other is only asked again once that one is done."""
+    a = simnode_factory(generate=20000, seed=6)
+    b = simnode_factory(generate=20000, seed=6)
+    assert a.chain.tip.hash == b.chain.tip.hash
+    d = start_daemon(build_dir, tmp_path, [a.port, b.port])
+    try:
+        d.wait_for_log(r"headers synced height=20000 tip=%s \(20000 new" % a.chain.tip.hash_hex,
+                       timeout=120)
+        counts = sorted(len(getheaders_locators(n)) for n in (a, b))
+        assert counts[1] >= 11          # 10 full replies + the last one
+        assert counts[0] <= 3, counts   # the other peer: first request (+ re-ask)
+    finally:
+        assert d.stop() == 0

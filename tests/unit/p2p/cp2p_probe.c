@@ -46,7 +46,7 @@ typedef struct probe {
     cp2p_peer *peers[MAX_PEERS];
     size_t n_peers;
     const char *outdir;
-    FILE *blk_f;                /* chunk/sink output of the current block */
+    FILE *blk_f; /* chunk/sink output of the current block */
     FILE *off_f;
     /* sink */
     uint8_t *ring;
@@ -182,8 +182,9 @@ static void h_bcast(const cp2p_ctx *c, const uint8_t txid[32], cp2p_bcast_result
     (void)rej;
     hexr(hx, txid);
     out("BCAST %s %s", hx,
-        res == CP2P_BCAST_ACCEPTED ? "accepted" : res == CP2P_BCAST_REJECTED ? "rejected"
-                                                                             : "not-sent");
+        res == CP2P_BCAST_ACCEPTED   ? "accepted"
+        : res == CP2P_BCAST_REJECTED ? "rejected"
+                                     : "not-sent");
 }
 
 static void h_pong(const cp2p_ctx *c, uint64_t nonce, int64_t rtt)
@@ -434,10 +435,17 @@ int main(int argc, char **argv)
     opt.net = net;
     P.base = event_base_new();
     cp2p_handlers h = {
-        .on_ready = h_ready, .on_disconnect = h_disc, .on_headers = h_headers,
-        .on_block = h_block, .on_block_chunk = h_chunk, .on_block_abort = h_abort,
-        .on_reject = h_reject, .on_broadcast = h_bcast, .on_pong = h_pong,
-        .on_inv = h_inv, .on_tx = h_tx,
+        .on_ready = h_ready,
+        .on_disconnect = h_disc,
+        .on_headers = h_headers,
+        .on_block = h_block,
+        .on_block_chunk = h_chunk,
+        .on_block_abort = h_abort,
+        .on_reject = h_reject,
+        .on_broadcast = h_bcast,
+        .on_pong = h_pong,
+        .on_inv = h_inv,
+        .on_tx = h_tx,
     };
     cp2p_block_sink sk = {s_begin, s_space, s_data, s_end};
     if (sink) {

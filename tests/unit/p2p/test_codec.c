@@ -69,7 +69,10 @@ END_TEST
 START_TEST(test_protoconf_vectors)
 {
     size_t n;
-    uint8_t *p = unhex("0200002000" "15" "426c6f636b5072696f726974792c44656661756c74", &n);
+    uint8_t *p = unhex("0200002000"
+                       "15"
+                       "426c6f636b5072696f726974792c44656661756c74",
+                       &n);
     ck_assert_uint_eq(n, 27);
     uint64_t nf;
     uint32_t mr;
@@ -115,7 +118,7 @@ START_TEST(test_extmsg_header)
     uint8_t h44[44];
     cp2p_msghdr_encode_ext(h44, net->magic, "block", 5000000000ull);
     cp2p_msghdr h;
-    ck_assert_int_eq(cp2p_msghdr_decode(h44, 24, &h), 0);  /* needs 44 */
+    ck_assert_int_eq(cp2p_msghdr_decode(h44, 24, &h), 0); /* needs 44 */
     ck_assert_int_eq(cp2p_msghdr_decode(h44, 43, &h), 0);
     ck_assert_int_eq(cp2p_msghdr_decode(h44, 44, &h), 44);
     ck_assert_int_eq(h.ext, 1);
@@ -197,7 +200,11 @@ START_TEST(test_compactsize_edges)
     cp2p_buf_varint(&b, 253);
     cp2p_buf_varint(&b, 0x10000);
     cp2p_buf_varint(&b, 0x100000000ull);
-    assert_hex(b.p, b.len, "fc" "fdfd00" "fe00000100" "ff0000000001000000");
+    assert_hex(b.p, b.len,
+               "fc"
+               "fdfd00"
+               "fe00000100"
+               "ff0000000001000000");
     cp2p_buf_free(&b);
 }
 END_TEST
@@ -342,6 +349,33 @@ START_TEST(test_recv_limits)
 }
 END_TEST
 
+START_TEST(test_mempool_authch)
+{
+    cp2p_buf b = {0};
+    int64_t age;
+    cp2p_enc_mempool(&b, -1);
+    ck_assert_uint_eq(b.len, 0);
+    ck_assert_int_eq(cp2p_dec_mempool(b.p, 0, &age), CP2P_OK);
+    ck_assert_int_eq(age, -1);
+    cp2p_enc_mempool(&b, 600);
+    assert_hex(b.p, b.len, "015802000000000000");
+    ck_assert_int_eq(cp2p_dec_mempool(b.p, b.len, &age), CP2P_OK);
+    ck_assert_int_eq(age, 600);
+    ck_assert_int_eq(cp2p_dec_mempool(b.p, 5, &age), CP2P_EMALFORMED);
+    cp2p_buf_free(&b);
+    uint8_t ch[32], back[32];
+    uint32_t v;
+    memset(ch, 0xc3, 32);
+    cp2p_enc_authch(&b, ch);
+    ck_assert_uint_eq(b.len, 40);
+    ck_assert_int_eq(cp2p_dec_authch(b.p, b.len, &v, back), CP2P_OK);
+    ck_assert_uint_eq(v, 1);
+    ck_assert_mem_eq(back, ch, 32);
+    ck_assert_int_eq(cp2p_dec_authch(b.p, 39, &v, back), CP2P_EMALFORMED);
+    cp2p_buf_free(&b);
+}
+END_TEST
+
 static Suite *suite_codec(void)
 {
     Suite *s = suite_create("p2p_codec");
@@ -358,6 +392,7 @@ static Suite *suite_codec(void)
     tcase_add_test(tc, test_reject_and_addr);
     tcase_add_test(tc, test_locator_heights);
     tcase_add_test(tc, test_recv_limits);
+    tcase_add_test(tc, test_mempool_authch);
     suite_add_tcase(s, tc);
     return s;
 }

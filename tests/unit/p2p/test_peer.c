@@ -29,11 +29,11 @@
 typedef struct node {
     int lfd, fd;
     uint16_t port;
-    cp2p_buf pending;           /* bytes to send */
+    cp2p_buf pending; /* bytes to send */
     size_t sent;
-    size_t max_write;           /* split size (1 = byte by byte) */
+    size_t max_write; /* split size (1 = byte by byte) */
     unsigned seed;
-    cp2p_buf got;               /* bytes received from the client */
+    cp2p_buf got; /* bytes received from the client */
 } node;
 
 typedef struct world {
@@ -50,7 +50,7 @@ typedef struct world {
     int headers_n, headers_msgs;
     int inv_n;
     int pongs;
-    cp2p_buf block;             /* whole block or concatenated chunks */
+    cp2p_buf block; /* whole block or concatenated chunks */
     int blocks;
     int chunks, chunk_last;
     uint64_t *offs;
@@ -299,9 +299,15 @@ static void world_start(cp2p_options *opt_over, int with_sink)
     if (opt_over)
         o = *opt_over;
     cp2p_handlers h = {
-        .on_ready = c_ready, .on_disconnect = c_disc, .on_headers = c_headers,
-        .on_inv = c_inv, .on_pong = c_pong, .on_block = c_block, .on_block_chunk = c_chunk,
-        .on_block_abort = c_abort, .on_reject = c_reject,
+        .on_ready = c_ready,
+        .on_disconnect = c_disc,
+        .on_headers = c_headers,
+        .on_inv = c_inv,
+        .on_pong = c_pong,
+        .on_block = c_block,
+        .on_block_chunk = c_chunk,
+        .on_block_abort = c_abort,
+        .on_reject = c_reject,
     };
     cp2p_block_sink sk = {s_begin, s_space, s_data, s_end};
     W.mgr = cp2p_mgr_new(W.base, &o, &h, with_sink ? &sk : NULL, &W);
@@ -433,9 +439,15 @@ static void feed_split(size_t max_write)
     world_stop();
 }
 
-START_TEST(test_split_bytewise_small) { feed_split(1); }
+START_TEST(test_split_bytewise_small)
+{
+    feed_split(1);
+}
 END_TEST
-START_TEST(test_split_random) { feed_split(3000); }
+START_TEST(test_split_random)
+{
+    feed_split(3000);
+}
 END_TEST
 
 static void expect_disconnect(const uint8_t *raw, size_t len, cp2p_reason want, int close_after)
@@ -605,11 +617,20 @@ static void chunked(int ext, size_t max_write)
     world_stop();
 }
 
-START_TEST(test_chunked_block_offsets) { chunked(0, 1 << 20); }
+START_TEST(test_chunked_block_offsets)
+{
+    chunked(0, 1 << 20);
+}
 END_TEST
-START_TEST(test_chunked_block_random_splits) { chunked(0, 5000); }
+START_TEST(test_chunked_block_random_splits)
+{
+    chunked(0, 5000);
+}
 END_TEST
-START_TEST(test_chunked_extmsg_block) { chunked(1, 1 << 20); }
+START_TEST(test_chunked_extmsg_block)
+{
+    chunked(1, 1 << 20);
+}
 END_TEST
 
 START_TEST(test_chunked_bad_checksum_aborts)
@@ -731,6 +752,40 @@ START_TEST(test_bad_options)
 }
 END_TEST
 
+START_TEST(test_connect_failed_backoff)
+{
+    /* a port nobody listens on: connect fails, the peer backs off and retries */
+    memset(&W, 0, sizeof(W));
+    W.net = btc_net_get(BTC_NET_REGTEST);
+    W.base = event_base_new();
+    node_listen(&W.n);
+    char hp[64];
+    snprintf(hp, sizeof(hp), "127.0.0.1:%u", W.n.port);
+    close(W.n.lfd);
+    W.n.lfd = -1;
+    cp2p_options o = opts();
+    o.reconnect = 1;
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 80;
+    cp2p_handlers h = {.on_disconnect = c_disc};
+    W.mgr = cp2p_mgr_new(W.base, &o, &h, NULL, &W);
+    ck_assert_int_eq(cp2p_mgr_add_peer(W.mgr, hp, &W.peer), CP2P_OK);
+    double end = cd_now_s() + 20;
+    while (W.disconnects < 4 && cd_now_s() < end)
+        event_base_loop(W.base, EVLOOP_ONCE);
+    ck_assert_int_ge(W.disconnects, 4);
+    ck_assert_int_eq(W.reason, CP2P_R_CONNECT_FAILED);
+    ck_assert_int_eq(cp2p_peer_state_get(W.peer), CP2P_PEER_BACKOFF);
+    ck_assert_ptr_null(cp2p_mgr_next_peer(W.mgr));
+    ck_assert_uint_eq(cp2p_mgr_peer_count(W.mgr), 1);
+    cp2p_peer_remove(W.peer);
+    event_base_loop(W.base, EVLOOP_ONCE); /* the tick reaps it */
+    ck_assert_uint_eq(cp2p_mgr_peer_count(W.mgr), 0);
+    cp2p_mgr_free(W.mgr);
+    event_base_free(W.base);
+}
+END_TEST
+
 static Suite *suite_peer(void)
 {
     Suite *s = suite_create("p2p_peer");
@@ -756,6 +811,7 @@ static Suite *suite_peer(void)
     tcase_add_test(tc, test_sink_backpressure);
     tcase_add_test(tc, test_getdata_split_within_peer_limit);
     tcase_add_test(tc, test_bad_options);
+    tcase_add_test(tc, test_connect_failed_backoff);
     suite_add_tcase(s, tc);
     return s;
 }

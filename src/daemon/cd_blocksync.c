@@ -1,0 +1,604 @@
+/*
+ * cd_blocksync.c - block download scheduling and the p2p block sink over the
+ * pipeline (see cd_blocksync.h).
+ *
+ * Why it exists: it connects the three halves of issue #5 inside the
+ * controller: peers (libconduit-p2p), the header tree (what the best chain
+ * is), and the pipeline (ring + workers + LMDB). It never blocks: the stored
+ * set is read once at start, then kept in memory from block_done events.
+ */
+#include "daemon/cd_blocksync.h"
+
+#include "common/cd_log.h"
+#include "common/cd_util.h"
+#include "daemon/cd_pipeline.h"
+#include "daemon/cd_ring.h"
+#include "storage/cd_blockstore.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BS_MAX_PEERS 64
+#define BS_SCRATCH (256 * 1024)
+
+/* ---- a set of 32-byte hashes (open addressing) ---- */
+
+typedef struct hashset {
+    uint8_t (*k)[32];
+    uint8_t *used;
+    size_t cap, n;
+} hashset;
+
+static size_t hs_slot(const uint8_t h[32], size_t cap)
+{
+    uint64_t v;
+    memcpy(&v, h, 8);
+    return (size_t)(v * 0x9E3779B97F4A7C15ull >> 7) & (cap - 1);
+}
+
+static int hs_has(const hashset *s, const uint8_t h[32])
+{
+    if (!s->cap)
+        return 0;
+    for (size_t i = hs_slot(h, s->cap);; i = (i + 1) & (s->cap - 1)) {
+        if (!s->used[i])
+            return 0;
+        if (memcmp(s->k[i], h, 32) == 0)
+            return 1;
+    }
+}
+
+static void hs_add(hashset *s, const uint8_t h[32]);
+
+static void hs_grow(hashset *s)
+{
+    hashset n = {0};
+    n.cap = s->cap ? s->cap * 2 : 1024;
+    n.k = cd_xcalloc(n.cap, 32);
+    n.used = cd_xcalloc(n.cap, 1);
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->used[i])
+            hs_add(&n, s->k[i]);
+    free(s->k);
+    free(s->used);
+    *s = n;
+}
+
+static void hs_add(hashset *s, const uint8_t h[32])
+{
+    if ((s->n + 1) * 2 > s->cap)
+        hs_grow(s);
+    for (size_t i = hs_slot(h, s->cap);; i = (i + 1) & (s->cap - 1)) {
+        if (!s->used[i]) {
+            s->used[i] = 1;
+            memcpy(s->k[i], h, 32);
+            s->n++;
+            return;
+        }
+        if (memcmp(s->k[i], h, 32) == 0)
+            return;
+    }
+}
+
+/* ---- state ---- */
+
+typedef struct bs_peer {
+    cp2p_peer *peer;
+    int ready;
+    unsigned inflight;
+    int want_begin;     /* sink begun, not yet started in the pipeline */
+    int in_pipe;        /* its block is the pipeline's current one */
+    int paused;         /* space() returned 0 */
+    int drop;           /* misbehaved: close at the next chance */
+    uint64_t len;       /* payload length of the block being received */
+    uint64_t remaining; /* payload bytes still to come */
+    uint64_t discard;   /* payload bytes to swallow (block already failed) */
+} bs_peer;
+
+typedef struct bs_req {
+    uint8_t hash[32];
+    bs_peer *peer;
+    double t;
+} bs_req;
+
+typedef struct bs_state {
+    cd_ctl *ctl;
+    const cd_config *cfg;
+    struct event_base *base;
+    cd_ring ring;
+    cd_pipeline *pipe;
+    cd_hdrtree *tree;
+    cp2p_mgr *mgr;
+    hashset stored;
+    bs_peer *peers[BS_MAX_PEERS];
+    int n_peers;
+    bs_req *reqs;
+    size_t n_reqs, cap_reqs;
+    bs_peer *cur;        /* peer whose block is being received */
+    int32_t low;         /* lowest best-chain height not known stored */
+    int32_t synced_logged;
+    struct event *tick;
+    struct event *deferred;
+    uint8_t *scratch;
+} bs_state;
+
+static void schedule(bs_state *s);
+
+static bs_peer *find_peer(bs_state *s, const cp2p_peer *p)
+{
+    for (int i = 0; i < s->n_peers; i++)
+        if (s->peers[i]->peer == p)
+            return s->peers[i];
+    return NULL;
+}
+
+static bs_req *find_req(bs_state *s, const uint8_t h[32])
+{
+    for (size_t i = 0; i < s->n_reqs; i++)
+        if (memcmp(s->reqs[i].hash, h, 32) == 0)
+            return &s->reqs[i];
+    return NULL;
+}
+
+static void drop_req(bs_state *s, bs_req *r)
+{
+    if (r->peer && r->peer->inflight)
+        r->peer->inflight--;
+    *r = s->reqs[--s->n_reqs];
+}
+
+static void resume_waiting(bs_state *s)
+{
+    for (int i = 0; i < s->n_peers; i++) {
+        bs_peer *bp = s->peers[i];
+        if (bp->paused && bp->peer) {
+            bp->paused = 0;
+            cp2p_peer_resume_read(bp->peer);
+        }
+    }
+}
+
+/* ---- pipeline callbacks ---- */
+
+static int pipe_identify(void *arg, const uint8_t hash[32], const uint8_t header[80],
+                         uint32_t *height, void **ctx)
+{
+    (void)header;
+    bs_state *s = arg;
+    const cd_hdr_node *n = s->tree ? cd_hdrtree_find(s->tree, hash) : NULL;
+    char hex[65];
+    cd_hex_encode_rev(hex, hash, 32);
+    if (!n) {
+        cd_log_warn("blocksync: peer %s sent block %s whose header we do not know",
+                    s->cur && s->cur->peer ? cp2p_peer_name(s->cur->peer) : "?", hex);
+        return -1;
+    }
+    *height = (uint32_t)n->height;
+    *ctx = NULL;
+    return 0;
+}
+
+static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
+{
+    (void)ctx;
+    bs_state *s = arg;
+    char hex[65];
+    cd_hex_encode_rev(hex, hash, 32);
+    bs_peer *from = NULL;
+    bs_req *r = find_req(s, hash);
+    if (r) {
+        from = r->peer;
+        drop_req(s, r);
+    }
+    if (s->cur && s->cur->in_pipe && !cd_pipeline_receiving(s->pipe)) {
+        /* a failure while the block was still arriving: swallow the rest */
+        bs_peer *cp = s->cur;
+        if (!from)
+            from = cp;
+        cp->in_pipe = 0;
+        cp->discard = cp->remaining;
+        s->cur = NULL;
+        if (cp->paused && cp->peer) {
+            cp->paused = 0;
+            cp2p_peer_resume_read(cp->peer);
+        }
+        resume_waiting(s);
+    }
+    const cd_hdr_node *n = s->tree ? cd_hdrtree_find(s->tree, hash) : NULL;
+    switch (status) {
+    case CD_PIPE_OK:
+        hs_add(&s->stored, hash);
+        cd_log_info("blocksync: stored block %s height=%d", hex, n ? n->height : -1);
+        break;
+    case CD_PIPE_MERKLE:
+    case CD_PIPE_MALFORMED:
+    case CD_PIPE_TOOBIG:
+    case CD_PIPE_UNWANTED:
+        if (from && from->peer) {
+            cd_log_warn("blocksync: peer %s sent a bad block %s (%s); disconnecting it",
+                        cp2p_peer_name(from->peer), hex, cd_pipe_status_name(status));
+            from->drop = 1;
+            event_active(s->deferred, EV_TIMEOUT, 0);
+        }
+        break;
+    default: /* RETRY, CANCELLED: just ask again */
+        cd_log_info("blocksync: block %s %s; asking again", hex, cd_pipe_status_name(status));
+        break;
+    }
+    schedule(s);
+}
+
+static void pipe_space(void *arg)
+{
+    resume_waiting(arg);
+}
+
+static void pipe_fatal(void *arg)
+{
+    bs_state *s = arg;
+    cd_ctl_stop(s->ctl, CD_EXIT_CONFIG);
+}
+
+/* ---- sink ---- */
+
+static int sink_begin(const cp2p_ctx *ctx, uint64_t len, int is_ext)
+{
+    (void)is_ext;
+    bs_state *s = ctx->user;
+    bs_peer *bp = find_peer(s, ctx->peer);
+    if (!bp)
+        return 0; /* not a peer we track: let the library handle it */
+    bp->len = len;
+    bp->remaining = len;
+    bp->discard = 0;
+    bp->want_begin = 1;
+    return 1;
+}
+
+static void sink_space(const cp2p_ctx *ctx, uint8_t **buf, size_t *avail)
+{
+    bs_state *s = ctx->user;
+    bs_peer *bp = find_peer(s, ctx->peer);
+    *buf = NULL;
+    *avail = 0;
+    if (!bp)
+        return;
+    if (bp->discard) {
+        *buf = s->scratch;
+        *avail = (size_t)CD_MIN(bp->discard, (uint64_t)BS_SCRATCH);
+        return;
+    }
+    if (bp->want_begin) {
+        if (s->cur || !cd_pipeline_ready(s->pipe)) {
+            bp->paused = 1; /* another peer's block is arriving */
+            return;
+        }
+        if (cd_pipeline_begin(s->pipe, NULL, CD_IPC_HEIGHT_UNKNOWN, bp->len, NULL) != 0) {
+            cd_log_warn("blocksync: peer %s: block payload of %llu bytes refused",
+                        cp2p_peer_name(ctx->peer), (unsigned long long)bp->len);
+            bp->want_begin = 0;
+            bp->discard = bp->remaining;
+            bp->drop = 1;
+            event_active(s->deferred, EV_TIMEOUT, 0);
+            *buf = s->scratch;
+            *avail = (size_t)CD_MIN(bp->discard, (uint64_t)BS_SCRATCH);
+            return;
+        }
+        bp->want_begin = 0;
+        bp->in_pipe = 1;
+        s->cur = bp;
+    }
+    uint8_t *p;
+    uint64_t n = cd_pipeline_space(s->pipe, &p);
+    if (n == 0) {
+        bp->paused = 1;
+        return;
+    }
+    *buf = p;
+    *avail = (size_t)CD_MIN(n, (uint64_t)SIZE_MAX);
+}
+
+static void sink_data(const cp2p_ctx *ctx, size_t n)
+{
+    bs_state *s = ctx->user;
+    bs_peer *bp = find_peer(s, ctx->peer);
+    if (!bp)
+        return;
+    bp->remaining -= CD_MIN((uint64_t)n, bp->remaining);
+    if (bp->discard) {
+        bp->discard -= CD_MIN((uint64_t)n, bp->discard);
+        return;
+    }
+    if (!bp->in_pipe)
+        return;
+    int rc = cd_pipeline_commit(s->pipe, n);
+    if (rc == 1) {
+        bp->in_pipe = 0;
+        s->cur = NULL;
+        resume_waiting(s);
+    }
+    /* rc == -1: pipe_done already switched this peer to discarding */
+}
+
+static void sink_end(const cp2p_ctx *ctx, int ok, cp2p_reason why, const uint8_t hash[32])
+{
+    (void)why;
+    (void)hash;
+    bs_state *s = ctx->user;
+    bs_peer *bp = find_peer(s, ctx->peer);
+    if (!bp)
+        return;
+    if (bp->in_pipe && s->cur == bp)
+        cd_pipeline_cancel(s->pipe); /* -> pipe_done(CANCELLED) */
+    bp->in_pipe = 0;
+    bp->want_begin = 0;
+    bp->discard = 0;
+    if (!ok)
+        cd_log_info("blocksync: block from %s cut short", cp2p_peer_name(ctx->peer));
+    resume_waiting(s);
+}
+
+static const cp2p_block_sink bs_sink = {
+    .begin = sink_begin,
+    .space = sink_space,
+    .data = sink_data,
+    .end = sink_end,
+};
+
+/* ---- scheduling ---- */
+
+static void schedule(bs_state *s)
+{
+    if (!s->tree || !s->pipe)
+        return;
+    int32_t tip = cd_hdrtree_height(s->tree);
+    while (s->low <= tip) {
+        const cd_hdr_node *n = cd_hdrtree_at(s->tree, s->low);
+        if (!n || !hs_has(&s->stored, n->hash))
+            break;
+        s->low++;
+    }
+    if (s->low > tip) {
+        if (s->synced_logged != tip && s->n_reqs == 0) {
+            s->synced_logged = tip;
+            cd_log_info("blocksync: all blocks stored up to height %d", tip);
+        }
+        return;
+    }
+    unsigned window = s->cfg->blocks_per_peer ? s->cfg->blocks_per_peer : 16;
+    int32_t ahead = (int32_t)CD_MAX(64u, 4u * window * (unsigned)CD_MAX(s->n_peers, 1));
+    int32_t top = CD_MIN(tip, s->low + ahead);
+    int32_t h = s->low;
+    for (int i = 0; i < s->n_peers; i++) {
+        bs_peer *bp = s->peers[i];
+        if (!bp->ready || bp->drop || !bp->peer)
+            continue;
+        uint8_t (*batch)[32] = cd_xmalloc(window * 32);
+        size_t nb = 0;
+        while (bp->inflight + nb < window && h <= top) {
+            const cd_hdr_node *n = cd_hdrtree_at(s->tree, h++);
+            if (!n || hs_has(&s->stored, n->hash) || find_req(s, n->hash))
+                continue;
+            memcpy(batch[nb++], n->hash, 32);
+        }
+        if (nb) {
+            if (cp2p_peer_getdata_blocks(bp->peer, (const uint8_t(*)[32])batch, nb) == 0) {
+                for (size_t k = 0; k < nb; k++) {
+                    if (s->n_reqs == s->cap_reqs) {
+                        s->cap_reqs = s->cap_reqs ? 2 * s->cap_reqs : 64;
+                        s->reqs = cd_xrealloc(s->reqs, s->cap_reqs * sizeof(bs_req));
+                    }
+                    bs_req *r = &s->reqs[s->n_reqs++];
+                    memcpy(r->hash, batch[k], 32);
+                    r->peer = bp;
+                    r->t = cd_now_s();
+                }
+                bp->inflight += (unsigned)nb;
+                cd_log_debug("blocksync: asked %s for %zu blocks", cp2p_peer_name(bp->peer), nb);
+            }
+        }
+        free(batch);
+    }
+}
+
+static void deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bs_state *s = arg;
+    for (int i = 0; i < s->n_peers; i++) {
+        bs_peer *bp = s->peers[i];
+        if (bp->drop && bp->peer && !bp->in_pipe && !bp->want_begin && !bp->discard) {
+            cp2p_peer_close(bp->peer); /* on_disconnect forgets the record */
+            deferred_cb(fd, what, arg); /* the table changed: start over */
+            return;
+        }
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bs_state *s = arg;
+    double now = cd_now_s();
+    double limit = s->cfg->block_timeout_s ? s->cfg->block_timeout_s : 120;
+    for (size_t i = 0; i < s->n_reqs;) {
+        bs_req *r = &s->reqs[i];
+        if (now - r->t > limit && !(s->cur && s->cur == r->peer)) {
+            char hex[65];
+            cd_hex_encode_rev(hex, r->hash, 32);
+            cd_log_warn("blocksync: block %s not received from %s within %.0f s; asking again",
+                        hex, r->peer && r->peer->peer ? cp2p_peer_name(r->peer->peer) : "?",
+                        limit);
+            drop_req(s, r);
+            continue;
+        }
+        i++;
+    }
+    schedule(s);
+}
+
+/* ---- peer events ---- */
+
+static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
+{
+    (void)their;
+    bs_state *s = ctx->user;
+    bs_peer *bp = find_peer(s, ctx->peer);
+    if (!bp) {
+        if (s->n_peers == BS_MAX_PEERS)
+            return;
+        bp = cd_xcalloc(1, sizeof(*bp));
+        bp->peer = ctx->peer;
+        s->peers[s->n_peers++] = bp;
+    }
+    bp->ready = 1;
+    schedule(s);
+}
+
+static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *detail)
+{
+    (void)reason;
+    (void)detail;
+    bs_state *s = ctx->user;
+    for (int i = 0; i < s->n_peers; i++) {
+        bs_peer *bp = s->peers[i];
+        if (bp->peer != ctx->peer)
+            continue;
+        if (s->cur == bp) {
+            cd_pipeline_cancel(s->pipe);
+            s->cur = NULL;
+        }
+        for (size_t k = 0; k < s->n_reqs;) {
+            if (s->reqs[k].peer == bp) {
+                s->reqs[k].peer = NULL;
+                drop_req(s, &s->reqs[k]);
+                continue;
+            }
+            k++;
+        }
+        free(bp);
+        s->peers[i] = s->peers[--s->n_peers];
+        break;
+    }
+    resume_waiting(s);
+    schedule(s);
+}
+
+static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
+{
+    bs_state *s = state;
+    if (ev->fork && ev->fork->height + 1 < s->low)
+        s->low = ev->fork->height + 1;
+    schedule(s);
+}
+
+/* ---- module ---- */
+
+static int mod_init(cd_ctl *ctl, void **state)
+{
+    bs_state *s = cd_xcalloc(1, sizeof(*s));
+    s->ctl = ctl;
+    s->cfg = cd_ctl_config(ctl);
+    s->base = cd_ctl_base(ctl);
+    s->synced_logged = -1;
+    s->scratch = cd_xmalloc(BS_SCRATCH);
+    mkdir(s->cfg->datadir, 0700);
+    char name[CD_RING_NAME_MAX];
+    uint64_t ring = s->cfg->ring_size ? s->cfg->ring_size : 256ull << 20;
+    if (cd_ring_name_for(s->cfg->datadir, name) != 0 || cd_ring_create(&s->ring, name, ring) != 0) {
+        cd_log_error("blocksync: cannot create the block ring for %s", s->cfg->datadir);
+        free(s->scratch);
+        free(s);
+        return -1;
+    }
+    cd_pipeline_cbs cbs = {.arg = s,
+                           .block_done = pipe_done,
+                           .space = pipe_space,
+                           .fatal = pipe_fatal,
+                           .identify = pipe_identify};
+    s->pipe = cd_pipeline_new(s->base, &s->ring, s->cfg, &cbs);
+    /* Parser workers (index): cd_pipeline_set_parsers(s->pipe, &<parser ops>,
+     * cfg->parser_workers) goes here once the parser worker provides its ops. */
+    if (!s->pipe || cd_pipeline_start(s->pipe) != 0) {
+        cd_pipeline_free(s->pipe);
+        cd_ring_destroy(&s->ring);
+        free(s->scratch);
+        free(s);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+static int load_stored(const uint8_t hash[32], const cd_block_loc *loc, void *arg)
+{
+    (void)loc;
+    void **a = arg;
+    bs_state *s = a[0];
+    cd_blockstore *merkle = a[1];
+    cd_merkle_meta mm;
+    if (merkle && cd_blockstore_merkle_meta(merkle, hash, &mm) == 0)
+        hs_add(&s->stored, hash);
+    return 0;
+}
+
+static int mod_start(void *state)
+{
+    bs_state *s = state;
+    s->tree = cd_ctl_tree(s->ctl);
+    s->mgr = cd_ctl_mgr(s->ctl);
+    char p1[4096], p2[4096];
+    snprintf(p1, sizeof(p1), "%s/blocks", s->cfg->datadir);
+    snprintf(p2, sizeof(p2), "%s/merkle", s->cfg->datadir);
+    cd_blockstore *blocks = NULL, *merkle = NULL;
+    if (cd_blockstore_open(p1, CD_BS_RDONLY, 0, &blocks) == 0 &&
+        cd_blockstore_open(p2, CD_BS_RDONLY, 0, &merkle) == 0) {
+        void *a[2] = {s, merkle};
+        cd_blockstore_foreach(blocks, load_stored, a);
+    }
+    cd_blockstore_close(blocks);
+    cd_blockstore_close(merkle);
+    cd_log_info("blocksync: %zu blocks already stored", s->stored.n);
+    s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
+    struct timeval tv = {1, 0};
+    event_add(s->tick, &tv);
+    s->deferred = event_new(s->base, -1, 0, deferred_cb, s);
+    schedule(s);
+    return 0;
+}
+
+static void mod_fini(void *state)
+{
+    bs_state *s = state;
+    if (!s)
+        return;
+    if (s->tick)
+        event_free(s->tick);
+    if (s->deferred)
+        event_free(s->deferred);
+    cd_pipeline_free(s->pipe);
+    cd_ring_destroy(&s->ring);
+    for (int i = 0; i < s->n_peers; i++)
+        free(s->peers[i]);
+    free(s->reqs);
+    free(s->stored.k);
+    free(s->stored.used);
+    free(s->scratch);
+    free(s);
+}
+
+const cd_ctl_module cd_pipeline_module = {
+    .name = "pipeline",
+    .init = mod_init,
+    .start = mod_start,
+    .fini = mod_fini,
+    .handlers = {.on_ready = on_ready, .on_disconnect = on_disconnect},
+    .sink = &bs_sink,
+    .on_best_chain = on_best_chain,
+};
