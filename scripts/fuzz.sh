@@ -22,7 +22,8 @@ ninja -C build-fuzz -j2 fuzz/fuzz_p2p_decoder >/dev/null || {
 # prefix, written fresh each run.
 corpus=build-fuzz/corpus-p2p
 mkdir -p "$corpus"
-python3 - "$corpus" <<'PY'
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+"$PY" - "$corpus" <<'PY'
 import binascii, os, sys
 d = sys.argv[1]
 seeds = {

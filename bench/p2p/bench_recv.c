@@ -20,6 +20,7 @@
  * byte to the end of the last block, receiver side).
  *
  * usage: bench_recv [--size MB] [--blocks N] [--mode sink|sink-nocheck|chunks|chunks-nocheck|all]
+ *                   [--ext]   (extmsg header: automatic above 4 GiB - 1; no checksum)
  */
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +45,7 @@
 #define RING (64u << 20)
 
 static const btc_net *NET;
+static int EXT; /* --ext: send with the 44-byte extmsg header */
 
 typedef struct rx {
     struct event_base *base;
@@ -59,7 +62,8 @@ static rx R;
 
 /* ---- payload ---- */
 
-static uint8_t *build_payload(size_t target, size_t *len_out)
+/* Builds the payload (or with dry = 1 only computes its length). */
+static uint8_t *build_payload(size_t target, size_t *len_out, int dry)
 {
     char path[4096];
     const char *d = getenv("CD_SHARED_DATA");
@@ -85,6 +89,11 @@ static uint8_t *build_payload(size_t target, size_t *len_out)
         reps = 1;
     uint64_t total_tx = ntx * reps;
     size_t len = 80 + btc_varint_size(total_tx) + txs_len * reps;
+    if (dry) {
+        free(blk);
+        *len_out = len;
+        return NULL;
+    }
     uint8_t *p = malloc(len);
     if (!p) {
         fprintf(stderr, "bench_recv: cannot allocate %zu bytes\n", len);
@@ -112,8 +121,10 @@ static void send_all(int fd, const uint8_t *p, size_t n)
     }
 }
 
-static void sender(int lfd, const uint8_t *payload, size_t len, int blocks)
+static void sender(int lfd, size_t target, int blocks)
 {
+    size_t len;
+    uint8_t *payload = build_payload(target, &len, 0);
     int fd = accept(lfd, NULL, NULL);
     if (fd < 0)
         _exit(1);
@@ -131,9 +142,16 @@ static void sender(int lfd, const uint8_t *payload, size_t len, int blocks)
     send_all(fd, h, 24);
     cp2p_buf_free(&b);
     /* header with the real checksum (computed before timing starts) */
-    cp2p_msghdr_encode(h, NET->magic, "block", payload, len);
+    uint8_t hx[CP2P_EXT_HEADER_LEN];
+    size_t hl = CP2P_HEADER_LEN;
+    if (EXT || len > 0xFFFFFFFFu) {
+        cp2p_msghdr_encode_ext(hx, NET->magic, "block", len);
+        hl = CP2P_EXT_HEADER_LEN;
+    } else {
+        cp2p_msghdr_encode(hx, NET->magic, "block", payload, len);
+    }
     for (int i = 0; i < blocks; i++) {
-        send_all(fd, h, 24);
+        send_all(fd, hx, hl);
         send_all(fd, payload, len);
     }
     /* wait for the receiver to hang up */
@@ -211,7 +229,7 @@ static void on_disc(const cp2p_ctx *c, cp2p_reason r, const char *d)
     event_base_loopbreak(R.base);
 }
 
-static int run_mode(const char *mode, const uint8_t *payload, size_t len, int blocks)
+static int run_mode(const char *mode, size_t target, size_t len, int blocks)
 {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -226,7 +244,7 @@ static int run_mode(const char *mode, const uint8_t *payload, size_t len, int bl
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0)
-        sender(lfd, payload, len, blocks);
+        sender(lfd, target, blocks);
     close(lfd);
 
     memset(&R, 0, sizeof(R));
@@ -263,7 +281,9 @@ static int run_mode(const char *mode, const uint8_t *payload, size_t len, int bl
            (double)R.bytes / 1e6 / s);
     if (R.txs)
         printf(" (%.2f M tx/s scanned)", (double)R.txs / 1e6 / s);
-    printf("\n");
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf(", receiver peak RSS %ld MB\n", ru.ru_maxrss / 1024);
     return 0;
 }
 
@@ -277,6 +297,8 @@ int main(int argc, char **argv)
             size_mb = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--blocks") == 0 && i + 1 < argc)
             blocks = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--ext") == 0)
+            EXT = 1;
         else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
             mode = argv[++i];
         else {
@@ -288,14 +310,15 @@ int main(int argc, char **argv)
     cd_log_set_level(CD_LOG_WARN);
     signal(SIGPIPE, SIG_IGN);
     NET = btc_net_get(BTC_NET_REGTEST);
+    /* the payload is built in the sender process only, so the receiver's
+     * peak RSS shows what the library itself holds */
     size_t len;
-    uint8_t *payload = build_payload(size_mb << 20, &len);
+    build_payload(size_mb << 20, &len, 1);
     printf("bench_recv: %d block(s) of %zu bytes from a loopback sender process\n", blocks, len);
     int rc = 0;
     const char *modes[] = {"sink", "sink-nocheck", "chunks", "chunks-nocheck"};
     for (size_t i = 0; i < CD_ARRAY_LEN(modes); i++)
         if (strcmp(mode, "all") == 0 || strcmp(mode, modes[i]) == 0)
-            rc |= run_mode(modes[i], payload, len, blocks);
-    free(payload);
+            rc |= run_mode(modes[i], size_mb << 20, len, blocks);
     return rc;
 }

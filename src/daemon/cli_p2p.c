@@ -35,6 +35,7 @@ typedef struct cli_p2p {
     int quiet;
     int count;
     uint32_t wait_ms;
+    size_t chunk_kb; /* getblock: chunk threshold (0 = default) */
     const char *arg; /* positional argument */
     struct event_base *base;
     cp2p_mgr *mgr;
@@ -85,6 +86,8 @@ static int parse_common(cli_p2p *c, int argc, char **argv, const char *usage)
             c->out = argv[++i];
         else if (strcmp(a, "--count") == 0 && i + 1 < argc)
             c->count = atoi(argv[++i]);
+        else if (strcmp(a, "--chunk-kb") == 0 && i + 1 < argc)
+            c->chunk_kb = strtoul(argv[++i], NULL, 10);
         else if (strcmp(a, "--wait-ms") == 0 && i + 1 < argc)
             c->wait_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0)
@@ -142,6 +145,8 @@ static int run(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in)
         cp2p_options_init(&opt, c->net);
     opt.net = c->net;
     opt.reconnect = 0;
+    if (c->chunk_kb)
+        opt.chunk_threshold = c->chunk_kb * 1024;
     opt.handshake_timeout_ms = (uint32_t)(c->timeout_s * 1000);
     c->base = event_base_new();
     if (!c->base) {
@@ -360,7 +365,7 @@ int cd_cli_p2p_getblock(int argc, char **argv)
 {
     cli_p2p c;
     memset(&c, 0, sizeof(c));
-    int rc = parse_common(&c, argc, argv, "<block-hash> --out FILE [--chunk-mb N]");
+    int rc = parse_common(&c, argc, argv, "<block-hash> --out FILE [--chunk-kb N]");
     if (rc)
         return rc == 1 ? 0 : rc;
     if (!c.arg || !c.out || cd_hex_decode_rev(c.want, 32, c.arg) != 0) {

@@ -94,7 +94,7 @@ extern "C" {
 
 #define CP2P_OK         0
 #define CP2P_EINVAL     (-30900) /* bad argument (NULL, zero count, bad host:port) */
-#define CP2P_ENOTREADY  (-30901) /* peer is not in CP2P_PEER_READY */
+#define CP2P_ENOTREADY  (-30901) /* peer not connected (not VERSION_SENT or READY) */
 #define CP2P_ETOOBIG    (-30902) /* message larger than the peer accepts */
 #define CP2P_ENOMEM     (-30903) /* allocation failed */
 #define CP2P_ERESOLVE   (-30904) /* host name could not be resolved */
@@ -126,7 +126,7 @@ typedef enum cp2p_peer_state {
 /* Why a connection ended (on_disconnect, cp2p_peer_last_reason). */
 typedef enum cp2p_reason {
     CP2P_R_NONE = 0,
-    CP2P_R_CLOSED_LOCAL,      /* cp2p_peer_close()/remove()/mgr_free() */
+    CP2P_R_CLOSED_LOCAL,      /* cp2p_peer_close() / cp2p_peer_remove() */
     CP2P_R_CONNECT_FAILED,    /* TCP connect failed or refused */
     CP2P_R_EOF,               /* peer closed the connection between messages */
     CP2P_R_TRUNCATED,         /* peer closed the connection inside a message */
@@ -394,11 +394,13 @@ cp2p_mgr *cp2p_peer_mgr(const cp2p_peer *p);
 void cp2p_peer_set_user(cp2p_peer *p, void *user);
 void *cp2p_peer_get_user(const cp2p_peer *p);
 
-/* Disconnects now with CP2P_R_CLOSED_LOCAL (on_disconnect is called); the
- * peer then reconnects per the options. */
+/* Disconnects now with CP2P_R_CLOSED_LOCAL; on_disconnect is called before
+ * this returns (also when called from inside another callback). The peer
+ * then reconnects per the options. */
 void cp2p_peer_close(cp2p_peer *p);
-/* Disconnects and forgets the peer (no reconnect); the pointer becomes
- * invalid after the current callback / this call returns. */
+/* Disconnects (on_disconnect is called before this returns, if connected)
+ * and forgets the peer: no reconnect. The pointer stays valid until control
+ * returns to the event loop; the manager frees the peer on its next tick. */
 void cp2p_peer_remove(cp2p_peer *p);
 
 /* Restart reading after a sink returned avail = 0 (call it from the loop

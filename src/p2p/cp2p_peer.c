@@ -1062,15 +1062,19 @@ static int process_rbuf(cp2p_peer *p)
                 p->rend = have;
                 p->rstart = 0;
             }
-            if (need > p->rcap) {
-                uint8_t *nb = realloc(p->rbuf, need);
+            if (have == p->rcap) {
+                /* grow with the bytes that actually arrived (doubling), not
+                 * with the length a peer claims: a hostile 1 GB `tx` header
+                 * costs nothing until the bytes come */
+                size_t ncap = p->rcap * 2 < need ? p->rcap * 2 : need;
+                uint8_t *nb = realloc(p->rbuf, ncap);
                 if (!nb) {
                     peer_fail(p, CP2P_R_NOMEM, "cannot allocate %zu bytes for %s", need,
                               p->hdr.cmd);
                     return 0;
                 }
                 p->rbuf = nb;
-                p->rcap = need;
+                p->rcap = ncap;
             }
             break;
         }
@@ -1167,6 +1171,10 @@ void cp2p_peer_resume_read(cp2p_peer *p)
     if (!p || p->fd < 0 || !p->read_paused)
         return;
     p->read_paused = 0;
+    /* the pause was ours, not the peer's: restart the silence clocks */
+    p->t_last_rx_ns = cd_now_ns();
+    if (p->ping_outstanding)
+        p->t_ping_sent_ns = p->t_last_rx_ns;
     event_add(p->ev_read, NULL);
     event_active(p->ev_read, EV_READ, 0);
 }
@@ -1210,6 +1218,7 @@ static void schedule_after_close(cp2p_peer *p)
     p->state = CP2P_PEER_BACKOFF;
 }
 
+static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap) CD_PRINTF(3, 0);
 static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap)
 {
     char detail[512];
@@ -1411,6 +1420,8 @@ static void tick_peer(cp2p_peer *p, uint64_t now)
                   (unsigned long long)(silent / 1000000), p->hdr.cmd);
         return;
     }
+    if (p->read_paused)
+        return; /* back-pressure: we are not reading, so silence means nothing */
     if (p->ping_outstanding &&
         now - p->t_ping_sent_ns > (uint64_t)o->ping_timeout_ms * 1000000ull &&
         silent > (uint64_t)o->ping_timeout_ms * 1000000ull) {

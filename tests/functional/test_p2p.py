@@ -340,6 +340,7 @@ def test_misbehaviour_drops_only_that_peer(probes, simnode_factory, mode):
     p.send("getblock 1 " + hashes[-1])
     p.expect(r"^BLOCK 1 %s " % hashes[-1])
     assert not any(ln.startswith("DISCONNECT 1") for ln in p.lines)
+    assert all(c.violations() == [] for c in good.conns)
     # and the bad one comes back (reconnect with back-off)
     p.expect(r"^READY 0 ", timeout=20)
 
@@ -389,3 +390,73 @@ def test_block_cut_short_in_chunk_and_sink_modes(probes, simnode_factory, mode, 
     else:
         p.expect(r"^SINK 0 0 %s \d+ \d+ %s$" % (BIG_HASH, want))
     p.expect(r"^DISCONNECT 0 %s " % want)
+
+
+def test_slow_block_is_not_a_stall(probes, simnode_factory, tmp_path):
+    """A block trickling in (gaps well under the stall timeout, total time far
+    above it) is delivered; only silence counts as a stall."""
+    node = simnode_factory(chain_dir=CHAIN116)
+    h = chain_hashes()[-1]                       # 132 kB
+    node.misbehave("slow_block", on="block", rate=50000)   # ~2.6 s in 5 kB steps
+    p = probes([node.port], "--stall-ms", 1000, "--outdir", tmp_path)
+    p.expect(r"^READY 0 ")
+    p.send("getblock 0 " + h)
+    p.expect(r"^BLOCK 0 %s " % h, timeout=30)
+    assert (tmp_path / (h + ".blk")).read_bytes() == (CHAIN116 / h).read_bytes()
+    assert not any(ln.startswith("DISCONNECT") for ln in p.lines)
+
+
+@pytest.mark.parametrize("chunk_kb", [0, 64])
+def test_cli_getblock_large_block(build_dir, simnode_factory, tmp_path, chunk_kb):
+    """conduit-cli getblock writes a ~1 MB block byte-identical, whole
+    (default threshold) or assembled from 64 KiB chunks."""
+    node = simnode_factory(chain_dir=CHAIN116)
+    node.add_extra_block(str(MAINNET / "block413567.raw"))
+    out = tmp_path / "b.raw"
+    args = ["getblock", BIG_HASH, "--regtest", "--connect", "127.0.0.1:%d" % node.port,
+            "--out", out]
+    if chunk_kb:
+        args += ["--chunk-kb", chunk_kb]
+    r = cli(build_dir, *args)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == (MAINNET / "block413567.raw").read_bytes()
+    if chunk_kb:
+        assert "999887 bytes 1557 txs" in r.stdout
+
+
+def test_cli_getblock_unknown_block_times_out(build_dir, simnode_factory, tmp_path):
+    node = simnode_factory(chain_dir=CHAIN116)
+    out = tmp_path / "none.raw"
+    r = cli(build_dir, "getblock", "11" * 32, "--regtest", "--connect",
+            "127.0.0.1:%d" % node.port, "--out", out, "--timeout", "1.5")
+    assert r.returncode == 1
+    assert "timed out" in r.stderr
+    assert not out.exists()
+
+
+def test_cli_unreachable_node(build_dir):
+    r = cli(build_dir, "ping", "--regtest", "--connect", "127.0.0.1:1", "--timeout", "5")
+    assert r.returncode == 1
+    assert "connect-failed" in r.stderr
+
+
+def test_relay_inv_tx_notfound_addr(probes, simnode_factory):
+    """With relay=1 the node announces mempool txs (inv); getdata fetches them
+    (tx, txid checked by the library), unknown txids give notfound, getaddr
+    gives addr."""
+    node = simnode_factory(generate=110, seed=6)
+    p = probes([node.port], "--relay")
+    p.expect(r"^READY 0 ")
+    node.wait_for(lambda: any(c.got_verack for c in node.conns))
+    raws = node.make_mempool_txs(3)
+    assert len(raws) == 3
+    p.expect(r"^INV 0 \d+$")
+    ids = [hexh(sha256d(r)) for r in raws]
+    p.send("gettx 0 " + " ".join(ids))
+    got = {p.expect(r"^TX 0 (\w+)$").group(1) for _ in ids}
+    assert got == set(ids)
+    p.send("gettx 0 " + "ab" * 32)
+    p.expect(r"^NOTFOUND 0 1$")
+    p.send("getaddr 0")
+    p.expect(r"^ADDR 0 0$")
+    assert node.conns[0].version["relay"] in (1, True)

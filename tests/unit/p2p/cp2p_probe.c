@@ -12,8 +12,10 @@
  *            CHUNK <i> <hash> <index> <offset> <len> <n_tx> <last>
  *            ABORT <i> <hash> <reason>       SINK <i> <ok> <hash> <size> <pauses>
  *            REJECT <i> <code> <txid|-> <reason>   BCAST <txid> <result>
- *            PONG <i>  INV <i> <n>  TX <i> <txid>  ERR <command> <text>
- *   commands: getheaders <i> <hash>...   getblock <i> <hash>...
+ *            PONG <i>  INV <i> <n>  TX <i> <txid>  NOTFOUND <i> <n>  ADDR <i> <n>
+ *            ERR <command> <text>
+ *   commands: getheaders <i> <hash>...   getblock <i> <hash>...   gettx <i> <txid>...
+ *             getaddr <i>
  *             broadcast <i|-1> <hex>     ping <i>   close <i>   stats <i>   quit
  *
  * Options: --regtest (default) | --testnet | --stn, --connect H:P (repeat),
@@ -21,7 +23,7 @@
  * <hash>.blk and tx offsets as <hash>.offsets), --sink N (receive blocks into
  * a sink of N bytes that is drained on a timer: exercises back-pressure),
  * --ping-ms, --pong-timeout-ms, --stall-ms, --handshake-ms, --bcast-ms,
- * --no-reconnect, --max-recv N.
+ * --no-reconnect, --max-recv N, --relay (version relay flag: receive tx invs).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -200,6 +202,18 @@ static void h_inv(const cp2p_ctx *c, const cp2p_inv *v, size_t n)
     out("INV %d %zu", pidx(c->peer), n);
 }
 
+static void h_notfound(const cp2p_ctx *c, const cp2p_inv *v, size_t n)
+{
+    (void)v;
+    out("NOTFOUND %d %zu", pidx(c->peer), n);
+}
+
+static void h_addrmsg(const cp2p_ctx *c, const cp2p_addr *a, size_t n)
+{
+    (void)a;
+    out("ADDR %d %zu", pidx(c->peer), n);
+}
+
 static void h_tx(const cp2p_ctx *c, const uint8_t *raw, size_t len, const uint8_t txid[32])
 {
     char hx[65];
@@ -327,7 +341,8 @@ static void command(char *line)
         return;
     }
     int rc = 0;
-    if (strcmp(cmd, "getheaders") == 0 || strcmp(cmd, "getblock") == 0) {
+    if (strcmp(cmd, "getheaders") == 0 || strcmp(cmd, "getblock") == 0 ||
+        strcmp(cmd, "gettx") == 0) {
         uint8_t hs[64][32];
         size_t n = 0;
         char *h;
@@ -336,8 +351,12 @@ static void command(char *line)
                 n++;
         if (cmd[3] == 'h')
             rc = cp2p_peer_getheaders(p, (const uint8_t(*)[32])hs, n, NULL);
+        else if (cmd[3] == 't')
+            rc = cp2p_peer_getdata_txs(p, (const uint8_t(*)[32])hs, n);
         else
             rc = cp2p_peer_getdata_blocks(p, (const uint8_t(*)[32])hs, n);
+    } else if (strcmp(cmd, "getaddr") == 0) {
+        rc = cp2p_peer_send(p, "getaddr", NULL, 0);
     } else if (strcmp(cmd, "ping") == 0) {
         rc = cp2p_peer_ping(p);
     } else if (strcmp(cmd, "close") == 0) {
@@ -401,6 +420,8 @@ int main(int argc, char **argv)
             net = btc_net_get(BTC_NET_STN);
         else if (strcmp(a, "--regtest") == 0)
             net = btc_net_get(BTC_NET_REGTEST);
+        else if (strcmp(a, "--relay") == 0)
+            opt.relay = 1;
         else if (strcmp(a, "--no-reconnect") == 0)
             opt.reconnect = 0;
         else if (strcmp(a, "-v") == 0)
@@ -445,6 +466,8 @@ int main(int argc, char **argv)
         .on_broadcast = h_bcast,
         .on_pong = h_pong,
         .on_inv = h_inv,
+        .on_notfound = h_notfound,
+        .on_addr = h_addrmsg,
         .on_tx = h_tx,
     };
     cp2p_block_sink sk = {s_begin, s_space, s_data, s_end};
