@@ -6,9 +6,9 @@
  * before (and independently of) the p2p pipeline. This driver reads blocks
  * from files, cuts them into work units at transaction boundaries exactly as
  * the controller does, and hands each unit to cd_wk_index_unit - the same
- * function the parser worker calls. Then it does the controller's block
- * bookkeeping: merkle check, cd_pg_block_set_indexed, cd_pg_tip_advance in
- * height order.
+ * function the parser worker calls. Then it completes each block as the
+ * workers do (cd_pg_block_try_complete: all units present, merkle root of the
+ * stored txids equals the header's) and the tip advances in height order.
  *
  * usage: conduit-index-file [options] --chain DIR        (headers.txt order)
  *        conduit-index-file [options] --block FILE --height H [--block ...]
@@ -19,6 +19,8 @@
  *  --no-data         do not index DATA pushes
  *  --bulk            synchronous_commit=off
  *  --throttle-ms N   sleep after each unit (crash tests: time to kill -9)
+ *  --indexes-after   drop the secondary indexes for the load, build them at
+ *                    the end (cd_pg_secondary_indexes; the fast bulk path)
  *  --migrate-only    apply the schema and exit
  *
  * Exit: 0 all blocks indexed and the tip advanced; 1 error; 2 usage; 3 the
@@ -28,7 +30,6 @@
  * own cd_pg after fork (no PGconn crosses a fork). A child that dies leaves
  * its units uncommitted; running the driver again redoes exactly those.
  */
-#include "bitcoin/btc_merkle.h"
 #include "bitcoin/btc_preproc.h"
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
@@ -69,7 +70,8 @@ static struct {
     int bulk;
     unsigned throttle_ms;
     int migrate_only;
-} opt = {NULL, 32u << 20, 1, CD_PG_COPY_BINARY, 1, 0, 0, 0};
+    int indexes_after;
+} opt = {NULL, 32u << 20, 1, CD_PG_COPY_BINARY, 1, 0, 0, 0, 0};
 
 static volatile sig_atomic_t stop_flag;
 
@@ -142,8 +144,7 @@ static int load_block(blk *b)
         }
     }
     if (ntx != b->tx_count) {
-        cd_log_error("%s: %" PRIu64 " txs found, header says %" PRIu64, b->path, ntx,
-                     b->tx_count);
+        cd_log_error("%s: %" PRIu64 " txs found, header says %" PRIu64, b->path, ntx, b->tx_count);
         return -1;
     }
     return 0;
@@ -162,7 +163,7 @@ static int run_units(blk *blocks, size_t n_blocks, unsigned job)
     cd_pg_set_bulk(pg, opt.bulk);
     cd_pg_unit u;
     cd_pg_unit_init(&u, opt.format);
-    cd_wk_parse_opts po = {opt.data};
+    cd_wk_parse_opts po = {opt.data, 0};
     uint64_t g = 0;
     int rc = 0;
     for (size_t i = 0; i < n_blocks && rc >= 0; i++) {
@@ -171,8 +172,10 @@ static int run_units(blk *blocks, size_t n_blocks, unsigned job)
             if (g % opt.jobs != job)
                 continue;
             size_t s = b->u_off[k], e = unit_end(b, k);
+            uint32_t ntx =
+                (k + 1 < b->n_units ? b->u_first[k + 1] : (uint32_t)b->tx_count) - b->u_first[k];
             rc = cd_wk_index_unit(pg, &u, b->block_id, (uint32_t)k, b->data + s, e - s, s,
-                                  b->u_first[k], &po);
+                                  b->u_first[k], ntx, &po);
             if (rc < 0)
                 cd_log_error("%s unit %zu: indexing failed (%d)", b->path, k, rc);
             else if (opt.throttle_ms) {
@@ -185,31 +188,6 @@ static int run_units(blk *blocks, size_t n_blocks, unsigned job)
     cd_pg_unit_free(&u);
     cd_pg_free(pg);
     return rc < 0 ? 1 : 0;
-}
-
-/* Merkle check of a block from its own bytes (the merkle worker's job in the
- * daemon). */
-static int merkle_ok(const blk *b)
-{
-    uint8_t *ids = malloc(b->tx_count * 32);
-    if (!ids)
-        return 0;
-    size_t off = 81;
-    uint64_t cnt;
-    off = (size_t)btc_block_prefix(b->data, b->len, NULL, &cnt);
-    for (uint64_t i = 0; i < b->tx_count; i++) {
-        int64_t sz = btc_tx_skip(b->data + off, b->len - off);
-        cd_sha256d(ids + i * 32, b->data + off, (size_t)sz);
-        off += (size_t)sz;
-    }
-    uint8_t root[32];
-    int mutated = 0;
-    int ok = btc_merkle_root(ids, b->tx_count, root, &mutated) == 0 && !mutated &&
-             memcmp(root, b->data + 36, 32) == 0;
-    free(ids);
-    if (!ok)
-        cd_log_error("%s: merkle root does not match the header", b->path);
-    return ok;
 }
 
 static int add_chain(const char *dir, blk **blocks, size_t *n, size_t *cap)
@@ -243,10 +221,10 @@ static int add_chain(const char *dir, blk **blocks, size_t *n, size_t *cap)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: conduit-index-file [--conninfo S] [--unit-size N] [--jobs N]\n"
-            "         [--copy binary|text] [--no-data] [--bulk] [--throttle-ms N]\n"
-            "         [--migrate-only] (--chain DIR | --block FILE --height H)...\n");
+    fprintf(stderr, "usage: conduit-index-file [--conninfo S] [--unit-size N] [--jobs N]\n"
+                    "         [--copy binary|text] [--no-data] [--bulk] [--throttle-ms N]\n"
+                    "         [--indexes-after] [--migrate-only]\n"
+                    "         (--chain DIR | --block FILE --height H)...\n");
 }
 
 int main(int argc, char **argv)
@@ -268,6 +246,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--bulk")) {
             opt.bulk = 1;
+            continue;
+        }
+        if (!strcmp(a, "--indexes-after")) {
+            opt.indexes_after = 1;
             continue;
         }
         if (!v) {
@@ -326,6 +308,8 @@ int main(int argc, char **argv)
         cd_pg_free(pg);
         return 0;
     }
+    if (opt.indexes_after && cd_pg_secondary_indexes(pg, 0))
+        return 1;
     double t0 = cd_now_s();
     uint64_t bytes = 0, txs = 0, units = 0;
     for (size_t i = 0; i < n; i++) {
@@ -372,17 +356,20 @@ int main(int argc, char **argv)
         cd_pg_set_retry(pg, 0, 2000, &stop_flag);
     }
     double t1 = cd_now_s();
-    /* Block bookkeeping in height order: merkle, indexed flag, tip. */
+    /* Block bookkeeping, as the parser workers do it after their commits:
+     * completeness + merkle check over the stored txids, then the tip. */
     size_t advanced = 0;
     for (size_t i = 0; i < n && !failed; i++) {
-        blk *b = &blocks[i];
-        if (!merkle_ok(b) || cd_pg_block_set_indexed(pg, b->block_id, (uint32_t)b->n_units) ||
-            cd_pg_tip_advance(pg, b->block_id)) {
+        int indexed = 0;
+        if (cd_pg_block_try_complete(pg, blocks[i].block_id, &indexed) || !indexed) {
+            cd_log_error("%s: block not complete", blocks[i].path);
             failed = 1;
             break;
         }
         advanced++;
     }
+    if (opt.indexes_after && !failed && cd_pg_secondary_indexes(pg, 1))
+        failed = 1;
     int32_t tip = -1;
     if (!failed)
         cd_pg_tip_height(pg, &tip);

@@ -44,12 +44,12 @@
 #include <unistd.h>
 
 typedef struct feed_block {
-    char path[4096];   /* file, or "" for generated */
+    char path[4096]; /* file, or "" for generated */
     uint32_t height;
     uint64_t size;
     uint8_t hash[32];
     uint8_t header[80];
-    int tamper;        /* this pass has a flipped byte */
+    int tamper; /* this pass has a flipped byte */
     uint64_t gen_txsize;
     uint64_t gen_seed;
     int retries;
@@ -60,11 +60,11 @@ typedef struct feeder {
     cd_pipeline *pipe;
     cd_ring ring;
     struct event *ev;
-    feed_block *q;     /* queue */
+    feed_block *q; /* queue */
     size_t nq, capq, next;
     feed_block *cur;
     int fd;
-    uint64_t off;      /* bytes of cur fed */
+    uint64_t off; /* bytes of cur fed */
     /* generator state */
     uint64_t gen_tx_no, gen_in_tx, gen_txlen;
     uint8_t *gen_tx;
@@ -74,7 +74,7 @@ typedef struct feeder {
     size_t outstanding;
     int failed;
     int quiet;
-    int digest;        /* print sha256 of the bytes fed per block */
+    int digest; /* print sha256 of the bytes fed per block */
     cd_sha256_ctx dctx;
     uint64_t blocks_ok, bytes_ok;
 } feeder;
@@ -84,10 +84,20 @@ static uint64_t parse_size(const char *s)
     char *end;
     double v = strtod(s, &end);
     switch (*end) {
-    case 'k': case 'K': v *= 1024; break;
-    case 'm': case 'M': v *= 1024 * 1024; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
-    default: break;
+    case 'k':
+    case 'K':
+        v *= 1024;
+        break;
+    case 'm':
+    case 'M':
+        v *= 1024 * 1024;
+        break;
+    case 'g':
+    case 'G':
+        v *= 1024.0 * 1024 * 1024;
+        break;
+    default:
+        break;
     }
     return (uint64_t)v;
 }
@@ -131,8 +141,7 @@ static uint64_t xs(uint64_t *s)
 }
 
 /* Size of tx i of a generated block of `size` bytes with prefix `pre`. */
-static uint64_t gen_tx_size(uint64_t size, uint64_t txsize, uint64_t pre, uint64_t i,
-                            uint64_t ntx)
+static uint64_t gen_tx_size(uint64_t size, uint64_t txsize, uint64_t pre, uint64_t i, uint64_t ntx)
 {
     if (i + 1 < ntx)
         return txsize;
@@ -355,7 +364,9 @@ static void feed_cb(evutil_socket_t fd, short what, void *arg)
             fflush(NULL);
             raise(SIGKILL);
         }
-        if (rc != 0) {
+        if (rc != 0 && f->cur == b) {
+            /* fully received (rc 1); a failure (rc -1) was handled, and b
+             * freed, by on_done() already */
             if (b->path[0])
                 close(f->fd);
             f->fd = -1;
@@ -531,7 +542,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < f.nq; i++) {
         feed_block *b = &f.q[i];
         if (b->path[0] ? read_header(b) != 0 : gen_prepare(b) != 0) {
-            fprintf(stderr, "cd-pipe-feed: cannot prepare block %s\n", b->path[0] ? b->path : "(generated)");
+            fprintf(stderr, "cd-pipe-feed: cannot prepare block %s\n",
+                    b->path[0] ? b->path : "(generated)");
             return 2;
         }
         if (skip && is_stored(cfg.datadir, b->hash))
@@ -542,7 +554,8 @@ int main(int argc, char **argv)
     size_t skipped = f.nq - w;
     f.nq = w;
     char name[CD_RING_NAME_MAX];
-    if (cd_ring_name_for(cfg.datadir, name) != 0 || cd_ring_create(&f.ring, name, cfg.ring_size) != 0)
+    if (cd_ring_name_for(cfg.datadir, name) != 0 ||
+        cd_ring_create(&f.ring, name, cfg.ring_size) != 0)
         return 1;
     f.base = event_base_new();
     cd_pipeline_cbs cbs = {.arg = &f, .block_done = on_done, .space = on_space, .fatal = on_fatal};

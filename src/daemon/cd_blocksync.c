@@ -14,6 +14,7 @@
 #include "daemon/cd_pipeline.h"
 #include "daemon/cd_ring.h"
 #include "storage/cd_blockstore.h"
+#include "workers/cd_wk_parser.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -21,9 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define BS_MAX_PEERS 64
-#define BS_SCRATCH (256 * 1024)
+#define BS_SCRATCH   (256 * 1024)
 
 /* ---- a set of 32-byte hashes (open addressing) ---- */
 
@@ -105,6 +107,14 @@ typedef struct bs_req {
     double t;
 } bs_req;
 
+/* A (block, peer) pair that timed out: ask someone else while we can. */
+typedef struct bs_avoid {
+    uint8_t hash[32];
+    bs_peer *peer;
+} bs_avoid;
+
+#define BS_MAX_AVOID 1024
+
 typedef struct bs_state {
     cd_ctl *ctl;
     const cd_config *cfg;
@@ -118,8 +128,10 @@ typedef struct bs_state {
     int n_peers;
     bs_req *reqs;
     size_t n_reqs, cap_reqs;
-    bs_peer *cur;        /* peer whose block is being received */
-    int32_t low;         /* lowest best-chain height not known stored */
+    bs_avoid avoid[BS_MAX_AVOID];
+    size_t n_avoid, next_avoid;
+    bs_peer *cur; /* peer whose block is being received */
+    int32_t low;  /* lowest best-chain height not known stored */
     int32_t synced_logged;
     struct event *tick;
     struct event *deferred;
@@ -151,6 +163,31 @@ static void drop_req(bs_state *s, bs_req *r)
     *r = s->reqs[--s->n_reqs];
 }
 
+static int avoided(const bs_state *s, const uint8_t h[32], const bs_peer *bp)
+{
+    for (size_t i = 0; i < s->n_avoid; i++)
+        if (s->avoid[i].peer == bp && memcmp(s->avoid[i].hash, h, 32) == 0)
+            return 1;
+    return 0;
+}
+
+static void avoid_add(bs_state *s, const uint8_t h[32], bs_peer *bp)
+{
+    bs_avoid *a = &s->avoid[s->next_avoid];
+    s->next_avoid = (s->next_avoid + 1) % BS_MAX_AVOID;
+    if (s->n_avoid < BS_MAX_AVOID)
+        s->n_avoid++;
+    memcpy(a->hash, h, 32);
+    a->peer = bp;
+}
+
+static void avoid_forget_peer(bs_state *s, const bs_peer *bp)
+{
+    for (size_t i = 0; i < s->n_avoid; i++)
+        if (s->avoid[i].peer == bp)
+            s->avoid[i].peer = NULL;
+}
+
 static void resume_waiting(bs_state *s)
 {
     for (int i = 0; i < s->n_peers; i++) {
@@ -175,6 +212,10 @@ static int pipe_identify(void *arg, const uint8_t hash[32], const uint8_t header
     if (!n) {
         cd_log_warn("blocksync: peer %s sent block %s whose header we do not know",
                     s->cur && s->cur->peer ? cp2p_peer_name(s->cur->peer) : "?", hex);
+        return -1;
+    }
+    if (hs_has(&s->stored, hash) && !find_req(s, hash)) {
+        cd_log_info("blocksync: block %s is already stored; discarding the copy", hex);
         return -1;
     }
     *height = (uint32_t)n->height;
@@ -214,10 +255,11 @@ static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
         hs_add(&s->stored, hash);
         cd_log_info("blocksync: stored block %s height=%d", hex, n ? n->height : -1);
         break;
+    case CD_PIPE_UNWANTED: /* unknown header or already stored: not asked for */
+        break;
     case CD_PIPE_MERKLE:
     case CD_PIPE_MALFORMED:
     case CD_PIPE_TOOBIG:
-    case CD_PIPE_UNWANTED:
         if (from && from->peer) {
             cd_log_warn("blocksync: peer %s sent a bad block %s (%s); disconnecting it",
                         cp2p_peer_name(from->peer), hex, cd_pipe_status_name(status));
@@ -370,39 +412,45 @@ static void schedule(bs_state *s)
         return;
     }
     unsigned window = s->cfg->blocks_per_peer ? s->cfg->blocks_per_peer : 16;
-    int32_t ahead = (int32_t)CD_MAX(64u, 4u * window * (unsigned)CD_MAX(s->n_peers, 1));
+    int ready = 0;
+    for (int i = 0; i < s->n_peers; i++)
+        ready += s->peers[i]->ready && !s->peers[i]->drop && s->peers[i]->peer;
+    int32_t ahead = (int32_t)CD_MAX(64u, 4u * window * (unsigned)CD_MAX(ready, 1));
     int32_t top = CD_MIN(tip, s->low + ahead);
-    int32_t h = s->low;
+    uint8_t(*batch)[32] = cd_xmalloc(window * 32);
     for (int i = 0; i < s->n_peers; i++) {
         bs_peer *bp = s->peers[i];
         if (!bp->ready || bp->drop || !bp->peer)
             continue;
-        uint8_t (*batch)[32] = cd_xmalloc(window * 32);
         size_t nb = 0;
-        while (bp->inflight + nb < window && h <= top) {
-            const cd_hdr_node *n = cd_hdrtree_at(s->tree, h++);
+        for (int32_t h = s->low; bp->inflight + nb < window && h <= top; h++) {
+            const cd_hdr_node *n = cd_hdrtree_at(s->tree, h);
             if (!n || hs_has(&s->stored, n->hash) || find_req(s, n->hash))
+                continue;
+            /* in this batch already? */
+            int dup = 0;
+            for (size_t k = 0; k < nb && !dup; k++)
+                dup = memcmp(batch[k], n->hash, 32) == 0;
+            if (dup || (ready > 1 && avoided(s, n->hash, bp)))
                 continue;
             memcpy(batch[nb++], n->hash, 32);
         }
-        if (nb) {
-            if (cp2p_peer_getdata_blocks(bp->peer, (const uint8_t(*)[32])batch, nb) == 0) {
-                for (size_t k = 0; k < nb; k++) {
-                    if (s->n_reqs == s->cap_reqs) {
-                        s->cap_reqs = s->cap_reqs ? 2 * s->cap_reqs : 64;
-                        s->reqs = cd_xrealloc(s->reqs, s->cap_reqs * sizeof(bs_req));
-                    }
-                    bs_req *r = &s->reqs[s->n_reqs++];
-                    memcpy(r->hash, batch[k], 32);
-                    r->peer = bp;
-                    r->t = cd_now_s();
+        if (nb && cp2p_peer_getdata_blocks(bp->peer, (const uint8_t(*)[32])batch, nb) == 0) {
+            for (size_t k = 0; k < nb; k++) {
+                if (s->n_reqs == s->cap_reqs) {
+                    s->cap_reqs = s->cap_reqs ? 2 * s->cap_reqs : 64;
+                    s->reqs = cd_xrealloc(s->reqs, s->cap_reqs * sizeof(bs_req));
                 }
-                bp->inflight += (unsigned)nb;
-                cd_log_debug("blocksync: asked %s for %zu blocks", cp2p_peer_name(bp->peer), nb);
+                bs_req *r = &s->reqs[s->n_reqs++];
+                memcpy(r->hash, batch[k], 32);
+                r->peer = bp;
+                r->t = cd_now_s();
             }
+            bp->inflight += (unsigned)nb;
+            cd_log_debug("blocksync: asked %s for %zu blocks", cp2p_peer_name(bp->peer), nb);
         }
-        free(batch);
     }
+    free(batch);
 }
 
 static void deferred_cb(evutil_socket_t fd, short what, void *arg)
@@ -413,7 +461,7 @@ static void deferred_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < s->n_peers; i++) {
         bs_peer *bp = s->peers[i];
         if (bp->drop && bp->peer && !bp->in_pipe && !bp->want_begin && !bp->discard) {
-            cp2p_peer_close(bp->peer); /* on_disconnect forgets the record */
+            cp2p_peer_close(bp->peer);  /* on_disconnect forgets the record */
             deferred_cb(fd, what, arg); /* the table changed: start over */
             return;
         }
@@ -432,9 +480,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         if (now - r->t > limit && !(s->cur && s->cur == r->peer)) {
             char hex[65];
             cd_hex_encode_rev(hex, r->hash, 32);
-            cd_log_warn("blocksync: block %s not received from %s within %.0f s; asking again",
-                        hex, r->peer && r->peer->peer ? cp2p_peer_name(r->peer->peer) : "?",
-                        limit);
+            cd_log_warn("blocksync: block %s not received from %s within %.0f s; asking again", hex,
+                        r->peer && r->peer->peer ? cp2p_peer_name(r->peer->peer) : "?", limit);
+            if (r->peer)
+                avoid_add(s, r->hash, r->peer);
             drop_req(s, r);
             continue;
         }
@@ -482,6 +531,7 @@ static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *d
             }
             k++;
         }
+        avoid_forget_peer(s, bp);
         free(bp);
         s->peers[i] = s->peers[--s->n_peers];
         break;
@@ -523,8 +573,11 @@ static int mod_init(cd_ctl *ctl, void **state)
                            .fatal = pipe_fatal,
                            .identify = pipe_identify};
     s->pipe = cd_pipeline_new(s->base, &s->ring, s->cfg, &cbs);
-    /* Parser workers (index): cd_pipeline_set_parsers(s->pipe, &<parser ops>,
-     * cfg->parser_workers) goes here once the parser worker provides its ops. */
+    /* Parser workers (index): PostgreSQL rows, exactly once (cd_wk_parser.h). */
+    if (s->pipe && s->cfg->index)
+        cd_pipeline_set_parsers(s->pipe, &cd_wk_parser_ops,
+                                s->cfg->parser_workers ? s->cfg->parser_workers
+                                                       : (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
     if (!s->pipe || cd_pipeline_start(s->pipe) != 0) {
         cd_pipeline_free(s->pipe);
         cd_ring_destroy(&s->ring);

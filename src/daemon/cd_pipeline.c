@@ -42,10 +42,10 @@ typedef struct pipe_unit {
     uint64_t first_tx;
     uint32_t tx_count;
     uint32_t flags;
-    uint32_t *offs;    /* relative offsets; freed at release */
-    uint64_t pending;  /* slots that still owe an ack */
+    uint32_t *offs;   /* relative offsets; freed at release */
+    uint64_t pending; /* slots that still owe an ack */
     int sent;
-    int parser;        /* slot of the parser it went to, -1 none */
+    int parser; /* slot of the parser it went to, -1 none */
 } pipe_unit;
 
 typedef struct pipe_block {
@@ -108,14 +108,22 @@ struct cd_pipeline {
 const char *cd_pipe_status_name(int status)
 {
     switch (status) {
-    case CD_PIPE_OK: return "ok";
-    case CD_PIPE_MERKLE: return "merkle-mismatch";
-    case CD_PIPE_MALFORMED: return "malformed";
-    case CD_PIPE_RETRY: return "retry";
-    case CD_PIPE_TOOBIG: return "too-big";
-    case CD_PIPE_CANCELLED: return "cancelled";
-    case CD_PIPE_UNWANTED: return "unwanted";
-    default: return "?";
+    case CD_PIPE_OK:
+        return "ok";
+    case CD_PIPE_MERKLE:
+        return "merkle-mismatch";
+    case CD_PIPE_MALFORMED:
+        return "malformed";
+    case CD_PIPE_RETRY:
+        return "retry";
+    case CD_PIPE_TOOBIG:
+        return "too-big";
+    case CD_PIPE_CANCELLED:
+        return "cancelled";
+    case CD_PIPE_UNWANTED:
+        return "unwanted";
+    default:
+        return "?";
     }
 }
 
@@ -361,6 +369,9 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         cd_log_debug("pipeline: %s worker %u (pid %d) ready", cd_wk_kind_name(m->kind), m->index,
                      m->pid);
         pump(p);
+        /* a receiver that waited for the workers may go on */
+        if (all_up(p) && p->cbs.space)
+            p->cbs.space(p->cbs.arg);
         return;
     }
     case CD_IPC_UNIT_ACK: {
@@ -755,8 +766,7 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n)
         if (!b->hash_known) {
             memcpy(b->hash, h, 32);
             b->hash_known = 1;
-            if (p->cbs.identify &&
-                p->cbs.identify(p->cbs.arg, h, base, &b->height, &b->ctx) != 0)
+            if (p->cbs.identify && p->cbs.identify(p->cbs.arg, h, base, &b->height, &b->ctx) != 0)
                 return fail_cur(p, CD_PIPE_UNWANTED);
         }
         if (memcmp(h, b->hash, 32) != 0) {
@@ -779,8 +789,9 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n)
         }
         size_t k = 0;
         uint64_t pos = b->pp.pos;
-        int rc = btc_preproc_feed(&b->pp, cd_ring_ptr(p->ring, b->ring_start + pos), pos, (size_t)(b->received - pos),
-                                  b->found + b->n_found, b->cap_found - b->n_found, &k);
+        int rc = btc_preproc_feed(&b->pp, cd_ring_ptr(p->ring, b->ring_start + pos), pos,
+                                  (size_t)(b->received - pos), b->found + b->n_found,
+                                  b->cap_found - b->n_found, &k);
         if (rc < 0) {
             char hex[65];
             hexid(hex, b->hash);
@@ -818,8 +829,9 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n)
             b->unit_start < b->received && cd_ring_used(p->ring) == p->ring->size) {
             char hex[65];
             hexid(hex, b->hash);
-            cd_log_warn("pipeline: block %s: a tx at offset %llu is larger than the ring", hex,
-                        (unsigned long long)b->unit_start);
+            cd_log_warn("pipeline: block %s: the tx at offset %llu is larger than the ring "
+                        "(%llu bytes)",
+                        hex, (unsigned long long)b->pp.tx_start, (unsigned long long)p->ring->size);
             return fail_cur(p, CD_PIPE_TOOBIG);
         }
     }

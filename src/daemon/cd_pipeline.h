@@ -60,7 +60,8 @@ typedef struct cd_pipeline_cbs {
     void *arg;
     /* A begun block is finished (any status). hash is internal order. */
     void (*block_done)(void *arg, const uint8_t hash[32], int status, void *block_ctx);
-    /* Ring space was freed after cd_pipeline_space() returned 0. */
+    /* Ring space was freed after cd_pipeline_space() returned 0, or every
+     * worker is up again (receivers paused for either reason may resume). */
     void (*space)(void *arg);
     /* A worker can never run (exit code 2): the daemon should stop. */
     void (*fatal)(void *arg);

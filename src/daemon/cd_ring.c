@@ -108,16 +108,16 @@ int cd_ring_create(cd_ring *r, const char *name, uint64_t size)
         saved = errno;
         goto fail_fd;
     }
-    uint8_t *base = mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                         -1, 0);
+    uint8_t *base =
+        mmap(NULL, 2 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
         saved = errno;
         munmap(hdr, CD_RING_HDR_SIZE);
         goto fail_fd;
     }
     for (int i = 0; i < 2; i++) {
-        void *p = mmap(base + (size_t)i * size, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                       fd, CD_RING_HDR_SIZE);
+        void *p = mmap(base + (size_t)i * size, size, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_FIXED, fd, CD_RING_HDR_SIZE);
         if (p == MAP_FAILED) {
             saved = errno;
             cd_log_error("ring %s: mmap half %d: %s", name, i, strerror(errno));

@@ -33,16 +33,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CD_RING_MAGIC 0x434452494e473031ull /* "CDRING01" */
+#define CD_RING_MAGIC          0x434452494e473031ull /* "CDRING01" */
 #define CD_RING_LAYOUT_VERSION 1
-#define CD_RING_HDR_SIZE 4096
-#define CD_RING_MAX_SLOTS 48
-#define CD_RING_NAME_MAX 64
+#define CD_RING_HDR_SIZE       4096
+#define CD_RING_MAX_SLOTS      48
+#define CD_RING_NAME_MAX       64
 
 /* One 64-byte slot per worker (false-sharing free). Written by its owner. */
 typedef struct cd_ring_slot {
-    int32_t pid;            /* 0 = free */
-    uint32_t kind;          /* cd_wk_kind */
+    int32_t pid;   /* 0 = free */
+    uint32_t kind; /* cd_wk_kind */
     uint64_t units_done;
     uint64_t bytes_done;
     uint64_t last_block_id;
@@ -53,8 +53,8 @@ typedef struct cd_ring_shm {
     uint64_t magic;          /* CD_RING_MAGIC */
     uint32_t layout_version; /* CD_RING_LAYOUT_VERSION */
     int32_t creator_pid;
-    uint64_t total_size;     /* header + data */
-    uint64_t data_size;      /* ring capacity in bytes */
+    uint64_t total_size; /* header + data */
+    uint64_t data_size;  /* ring capacity in bytes */
     uint8_t pad0[32];
     /* written by the controller only; informational for tools */
     volatile uint64_t head;
@@ -66,12 +66,12 @@ typedef struct cd_ring_shm {
 typedef struct cd_ring {
     char name[CD_RING_NAME_MAX];
     int fd;
-    cd_ring_shm *hdr;   /* mapped header page */
-    uint8_t *data;      /* 2 * size bytes of virtual space, double-mapped */
+    cd_ring_shm *hdr; /* mapped header page */
+    uint8_t *data;    /* 2 * size bytes of virtual space, double-mapped */
     uint64_t size;
-    uint64_t head;      /* next byte to produce */
-    uint64_t tail;      /* oldest byte still in use */
-    int owner;          /* 1 in the creating process */
+    uint64_t head; /* next byte to produce */
+    uint64_t tail; /* oldest byte still in use */
+    int owner;     /* 1 in the creating process */
 } cd_ring;
 
 /*

@@ -24,14 +24,14 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define HEALTHY_NS (10ull * 1000000000ull)
+#define HEALTHY_NS     (10ull * 1000000000ull)
 
 typedef struct sup_child {
     cd_wk_kind kind;
     uint32_t index;
     const cd_wk_ops *ops;
     pid_t pid;
-    int respawn;       /* 0 after exit code 2 or stop */
+    int respawn; /* 0 after exit code 2 or stop */
     uint32_t backoff_ms;
     uint64_t started_ns;
     struct event *timer;

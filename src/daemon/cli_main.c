@@ -20,13 +20,15 @@ int cd_cli_p2p_broadcast(int argc, char **argv); /* cli_p2p.c */
 int cd_cli_p2p_ping(int argc, char **argv);      /* cli_p2p.c */
 int cd_cli_block(int argc, char **argv);         /* cli_store.c */
 int cd_cli_tx_offsets(int argc, char **argv);    /* cli_store.c */
+int cd_cli_tx(int argc, char **argv);            /* cli_pg.c */
+int cd_cli_merkle_proof(int argc, char **argv);  /* cli_pg.c */
 
 static const cd_cli_cmd commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
      "sync progress and whether the daemon runs"},
     {"headers", cd_cli_p2p_headers, "[--connect H:P] [--out FILE] [--quiet]",
      "sync, verify and print block headers from a node"},
-    {"getblock", cd_cli_p2p_getblock, "<hash> --out FILE [--connect H:P]",
+    {"getblock", cd_cli_p2p_getblock, "<hash> --out FILE [--connect H:P] [--chunk-kb N]",
      "download one block from a node into FILE"},
     {"broadcast", cd_cli_p2p_broadcast, "<rawtx-hex> [--connect H:P] [--wait-ms MS]",
      "send a transaction, report accepted/rejected"},
@@ -35,6 +37,10 @@ static const cd_cli_cmd commands[] = {
      "a stored raw block (summary, hex or bytes)"},
     {"tx-offsets", cd_cli_tx_offsets, "<hash|height> [--datadir D]",
      "byte offset of every tx of a stored block"},
+    {"tx", cd_cli_tx, "<txid> [--hex] [--datadir D] [--pg-conninfo S]",
+     "where an indexed tx is; --hex: its raw bytes"},
+    {"merkle-proof", cd_cli_merkle_proof, "<txid> [--target hash|header|merkleroot]",
+     "TSC merkle proof (JSON) of an indexed tx"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -31,11 +31,11 @@ struct cd_blockstore {
     int active;
     uint8_t cur_hash[32];
     cd_block_loc cur;
-    uint64_t written;    /* bytes accepted so far */
-    uint64_t offs_seen;  /* offsets accepted so far */
-    uint8_t *carry;      /* < chunk_size bytes not yet in a chunk */
+    uint64_t written;   /* bytes accepted so far */
+    uint64_t offs_seen; /* offsets accepted so far */
+    uint8_t *carry;     /* < chunk_size bytes not yet in a chunk */
     size_t carry_len;
-    uint64_t *ocarry;    /* offsets not yet in a record */
+    uint64_t *ocarry; /* offsets not yet in a record */
     size_t ocarry_len;
 };
 
@@ -58,10 +58,14 @@ static void put_be32(uint8_t *p, uint32_t v)
 const char *cd_blockstore_strerror(int rc)
 {
     switch (rc) {
-    case CD_BS_ECORRUPT: return "corrupt block store record";
-    case CD_BS_ESTATE: return "block store writer call out of order";
-    case CD_BS_ERANGE: return "read beyond the stored block";
-    default: return mdb_strerror(rc);
+    case CD_BS_ECORRUPT:
+        return "corrupt block store record";
+    case CD_BS_ESTATE:
+        return "block store writer call out of order";
+    case CD_BS_ERANGE:
+        return "read beyond the stored block";
+    default:
+        return mdb_strerror(rc);
     }
 }
 
@@ -322,19 +326,61 @@ int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32], cd_merk
     return rc;
 }
 
-int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first,
-                              uint64_t n, uint8_t *out)
+/* Maps a global index into the concatenated levels of an n-leaf tree to
+ * (level, index in level, level length). Returns 0 or CD_BS_ERANGE. */
+static int merkle_locate(uint64_t n, uint64_t g, unsigned *level, uint64_t *idx, uint64_t *len)
+{
+    unsigned l = 0;
+    while (n > 0) {
+        if (g < n) {
+            *level = l;
+            *idx = g;
+            *len = n;
+            return 0;
+        }
+        g -= n;
+        if (n == 1)
+            break;
+        n = (n + 1) / 2;
+        l++;
+    }
+    return CD_BS_ERANGE;
+}
+
+static void merkle_key(uint8_t kb[37], const uint8_t hash[32], unsigned level, uint32_t part)
+{
+    memcpy(kb, hash, 32);
+    kb[32] = (uint8_t)level;
+    put_be32(kb + 33, part);
+}
+
+int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
+                              uint8_t *out)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return rc;
-    while (n > 0) {
-        uint8_t kb[36];
-        memcpy(kb, hash, 32);
-        put_be32(kb + 32, (uint32_t)(first / CD_BS_MERKLE_PER_PART));
-        uint64_t within = first % CD_BS_MERKLE_PER_PART;
-        MDB_val k = {36, kb}, v;
+    cd_merkle_meta meta;
+    MDB_val mk = {32, (void *)(uintptr_t)hash}, mv;
+    rc = mdb_get(txn, bs->merkle, &mk, &mv);
+    if (rc == 0 && mv.mv_size != sizeof(meta))
+        rc = CD_BS_ECORRUPT;
+    if (rc == 0) {
+        memcpy(&meta, mv.mv_data, sizeof(meta));
+        if (first > meta.n_hashes || n > meta.n_hashes - first)
+            rc = CD_BS_ERANGE;
+    }
+    while (rc == 0 && n > 0) {
+        unsigned level;
+        uint64_t idx, len;
+        rc = merkle_locate(meta.tx_count, first, &level, &idx, &len);
+        if (rc)
+            break;
+        uint8_t kb[37];
+        merkle_key(kb, hash, level, (uint32_t)(idx / CD_BS_MERKLE_PER_PART));
+        uint64_t within = idx % CD_BS_MERKLE_PER_PART;
+        MDB_val k = {37, kb}, v;
         rc = mdb_get(txn, bs->merkle, &k, &v);
         if (rc)
             break;
@@ -344,6 +390,7 @@ int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_
             break;
         }
         uint64_t m = CD_MIN(n, have - within);
+        m = CD_MIN(m, len - idx);
         memcpy(out, (uint8_t *)v.mv_data + 32 * within, 32 * m);
         out += 32 * m;
         first += m;
@@ -714,46 +761,154 @@ int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32])
     return rc;
 }
 
-int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
-                             const uint8_t *hashes, uint64_t n_hashes)
+/* Deletes the meta and every part of a tree inside txn. */
+static int merkle_delete_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32])
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, bs->merkle, &cur);
+    if (rc)
+        return rc;
+    for (;;) {
+        /* re-seek after every delete: simplest correct cursor use */
+        MDB_val k = {32, (void *)(uintptr_t)hash}, v;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc || k.mv_size < 32 || memcmp(k.mv_data, hash, 32) != 0)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32])
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    /* drop a previous tree (its parts may outnumber the new ones) */
-    cd_merkle_meta old;
-    MDB_val mk = {32, (void *)(uintptr_t)hash}, mv;
-    if (mdb_get(txn, bs->merkle, &mk, &mv) == 0 && mv.mv_size == sizeof(old)) {
-        memcpy(&old, mv.mv_data, sizeof(old));
-        uint64_t parts = (old.n_hashes + CD_BS_MERKLE_PER_PART - 1) / CD_BS_MERKLE_PER_PART;
-        for (uint64_t p = 0; p < parts; p++) {
-            uint8_t kb[36];
-            memcpy(kb, hash, 32);
-            put_be32(kb + 32, (uint32_t)p);
-            MDB_val k = {36, kb};
-            mdb_del(txn, bs->merkle, &k, NULL);
+    rc = merkle_delete_txn(bs, txn, hash);
+    return commit_or_abort(txn, rc);
+}
+
+int cd_blockstore_merkle_write(cd_blockstore *bs, const uint8_t hash[32],
+                               const cd_merkle_part *parts, size_t n_parts,
+                               const cd_merkle_meta *meta)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n_parts && !rc; i++) {
+        uint8_t kb[37];
+        merkle_key(kb, hash, parts[i].level, parts[i].part);
+        MDB_val k = {37, kb}, v = {32 * (size_t)parts[i].n, (void *)(uintptr_t)parts[i].hashes};
+        rc = mdb_put(txn, bs->merkle, &k, &v, 0);
+    }
+    if (!rc && meta) {
+        MDB_val k = {32, (void *)(uintptr_t)hash}, v = {sizeof(*meta), (void *)(uintptr_t)meta};
+        rc = mdb_put(txn, bs->merkle, &k, &v, 0);
+    }
+    rc = commit_or_abort(txn, rc);
+    if (rc == 0 && meta)
+        rc = mdb_env_sync(bs->env, 1);
+    return rc;
+}
+
+int cd_blockstore_merkle_cleanup(cd_blockstore *bs)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, bs->merkle, &cur);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    int removed = 0;
+    uint8_t last[32];
+    int have_last = 0, last_ok = 0;
+    MDB_val k, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size == 32) {
+            memcpy(last, k.mv_data, 32);
+            have_last = 1;
+            last_ok = 1; /* meta sorts before its parts */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (k.mv_size != 37) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (!have_last || memcmp(last, k.mv_data, 32) != 0) {
+            memcpy(last, k.mv_data, 32);
+            have_last = 1;
+            last_ok = 0;
+            removed++;
+        }
+        if (last_ok) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        uint8_t kb[37];
+        memcpy(kb, k.mv_data, 37);
+        rc = mdb_cursor_del(cur, 0);
+        if (rc == 0) {
+            k.mv_size = 37;
+            k.mv_data = kb;
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         }
     }
-    for (uint64_t first = 0; first < n_hashes && !rc; first += CD_BS_MERKLE_PER_PART) {
-        uint64_t m = CD_MIN(CD_BS_MERKLE_PER_PART, n_hashes - first);
-        uint8_t kb[36];
-        memcpy(kb, hash, 32);
-        put_be32(kb + 32, (uint32_t)(first / CD_BS_MERKLE_PER_PART));
-        MDB_val k = {36, kb}, v = {32 * m, (void *)(uintptr_t)(hashes + 32 * first)};
-        rc = mdb_put(txn, bs->merkle, &k, &v, 0);
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc == 0 && removed)
+        cd_log_warn("blockstore %s: removed %d incomplete merkle tree(s)", bs->dir, removed);
+    return rc ? rc : removed;
+}
+
+int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
+                             const uint8_t *hashes, uint64_t n_hashes)
+{
+    if (n_hashes != cd_merkle_tree_size(tx_count) || n_hashes == 0)
+        return CD_BS_ERANGE;
+    int rc = cd_blockstore_merkle_delete(bs, hash);
+    if (rc)
+        return rc;
+    size_t cap = 64, np = 0;
+    cd_merkle_part *parts = cd_xmalloc(cap * sizeof(*parts));
+    uint64_t n = tx_count, base = 0;
+    for (unsigned level = 0;; level++) {
+        for (uint64_t i = 0; i < n; i += CD_BS_MERKLE_PER_PART) {
+            if (np == cap) {
+                cap *= 2;
+                parts = cd_xrealloc(parts, cap * sizeof(*parts));
+            }
+            parts[np].level = (uint8_t)level;
+            parts[np].part = (uint32_t)(i / CD_BS_MERKLE_PER_PART);
+            parts[np].hashes = hashes + 32 * (base + i);
+            parts[np].n = (uint32_t)CD_MIN((uint64_t)CD_BS_MERKLE_PER_PART, n - i);
+            np++;
+        }
+        base += n;
+        if (n == 1)
+            break;
+        n = (n + 1) / 2;
     }
     cd_merkle_meta meta;
     memset(&meta, 0, sizeof(meta));
     meta.tx_count = tx_count;
     meta.n_hashes = n_hashes;
-    if (n_hashes)
-        memcpy(meta.root, hashes + 32 * (n_hashes - 1), 32);
-    MDB_val v = {sizeof(meta), &meta};
-    if (!rc)
-        rc = mdb_put(txn, bs->merkle, &mk, &v, 0);
-    rc = commit_or_abort(txn, rc);
-    if (rc == 0)
-        rc = mdb_env_sync(bs->env, 1);
+    memcpy(meta.root, hashes + 32 * (n_hashes - 1), 32);
+    rc = cd_blockstore_merkle_write(bs, hash, parts, np, &meta);
+    free(parts);
     return rc;
 }

@@ -13,7 +13,9 @@
  *   txoff    u64 BE sequence -> up to CD_BS_OFFS_PER_REC u64 LE tx offsets
  *   blocks   32-byte hash -> cd_block_loc (location, size, tx count, header)
  *   heights  u32 BE height -> 32-byte hash (last block stored at that height)
- *   merkle   hash -> cd_merkle_meta; hash||u32 BE part -> hashes of the tree
+ *   merkle   hash -> cd_merkle_meta (written last: the tree's "complete"
+ *            marker); hash||u8 level||u32 BE part -> up to
+ *            CD_BS_MERKLE_PER_PART hashes of that level (level 0 = txids)
  *   meta     "next_chunk"/"next_off" -> u64: sequences never go backwards,
  *            so MDB_APPEND always holds even after deletes
  *
@@ -39,36 +41,36 @@
 
 #define CD_BS_NOTFOUND (-30798) /* == MDB_NOTFOUND */
 #define CD_BS_ECORRUPT (-1001)  /* a record has the wrong size/version */
-#define CD_BS_ESTATE (-1002)    /* writer call out of order */
-#define CD_BS_ERANGE (-1003)    /* read beyond the block */
+#define CD_BS_ESTATE   (-1002)  /* writer call out of order */
+#define CD_BS_ERANGE   (-1003)  /* read beyond the block */
 
 #define CD_BS_RDONLY 1u
 
-#define CD_BS_CHUNK_SIZE (4u * 1024 * 1024)
-#define CD_BS_OFFS_PER_REC 65536u
+#define CD_BS_CHUNK_SIZE      (4u * 1024 * 1024)
+#define CD_BS_OFFS_PER_REC    65536u
 #define CD_BS_MERKLE_PER_PART 131072u /* 4 MiB of hashes per value */
 
 #define CD_BLOCK_LOC_VERSION 1
-#define CD_BLOCK_COMPLETE 1u
+#define CD_BLOCK_COMPLETE    1u
 
 typedef struct cd_block_loc {
-    uint32_t version;     /* CD_BLOCK_LOC_VERSION */
-    uint32_t flags;       /* CD_BLOCK_COMPLETE when fully written */
-    uint64_t size;        /* block bytes */
+    uint32_t version; /* CD_BLOCK_LOC_VERSION */
+    uint32_t flags;   /* CD_BLOCK_COMPLETE when fully written */
+    uint64_t size;    /* block bytes */
     uint64_t tx_count;
     uint64_t chunk_first; /* first key in `chunks` */
     uint64_t chunk_count;
-    uint64_t off_first;   /* first key in `txoff` */
-    uint64_t off_count;   /* records in `txoff` */
-    uint64_t seq;         /* order in which blocks were begun */
-    uint32_t chunk_size;  /* all chunks but the last are this long */
-    uint32_t height;      /* UINT32_MAX if unknown */
+    uint64_t off_first;  /* first key in `txoff` */
+    uint64_t off_count;  /* records in `txoff` */
+    uint64_t seq;        /* order in which blocks were begun */
+    uint32_t chunk_size; /* all chunks but the last are this long */
+    uint32_t height;     /* UINT32_MAX if unknown */
     uint8_t header[80];
 } cd_block_loc;
 
 typedef struct cd_merkle_meta {
     uint64_t tx_count;
-    uint64_t n_hashes;    /* all levels, leaves first, root last */
+    uint64_t n_hashes; /* all levels, leaves first, root last */
     uint8_t root[32];
 } cd_merkle_meta;
 
@@ -110,8 +112,8 @@ int cd_blockstore_foreach(cd_blockstore *bs,
 
 /* Merkle tree: meta, and hashes [first, first+n) of the concatenated levels. */
 int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32], cd_merkle_meta *out);
-int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first,
-                              uint64_t n, uint8_t *out);
+int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
+                              uint8_t *out);
 
 /* ---------------- the single writer ---------------- */
 
@@ -140,10 +142,32 @@ int cd_blockstore_abort(cd_blockstore *bs);
 /* Removes a stored block (any state). Returns 0 or CD_BS_NOTFOUND. */
 int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32]);
 
-/* Stores a full merkle tree (n_hashes = all levels) in one txn, replacing
- * any previous tree for the hash. */
+/* Stores a full merkle tree (n_hashes = all levels, leaves first) in one txn,
+ * replacing any previous tree for the hash. */
 int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
                              const uint8_t *hashes, uint64_t n_hashes);
+
+/* One stored piece of a tree level (for writers that build the tree as a
+ * stream and never hold all of it). */
+typedef struct cd_merkle_part {
+    uint8_t level;
+    uint32_t part;         /* hashes [part * PER_PART, ...) of the level */
+    const uint8_t *hashes; /* borrowed */
+    uint32_t n;            /* <= CD_BS_MERKLE_PER_PART */
+} cd_merkle_part;
+
+/* Writes parts (and, if meta != NULL, the meta record that makes the tree
+ * visible) in one txn. Returns 0 or an error. */
+int cd_blockstore_merkle_write(cd_blockstore *bs, const uint8_t hash[32],
+                               const cd_merkle_part *parts, size_t n_parts,
+                               const cd_merkle_meta *meta);
+
+/* Removes a tree (meta and every part). Returns 0 (also when absent). */
+int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32]);
+
+/* Removes parts without a meta record (a tree whose writer died). Returns the
+ * number of trees removed or an error (< 0). */
+int cd_blockstore_merkle_cleanup(cd_blockstore *bs);
 
 /* Number of hashes in the full tree of n leaves (n + n/2 rounded up + ...). */
 uint64_t cd_merkle_tree_size(uint64_t n_leaves);

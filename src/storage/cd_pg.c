@@ -16,6 +16,7 @@
  */
 #include "storage/cd_pg.h"
 
+#include "bitcoin/btc_merkle.h"
 #include "common/cd_log.h"
 #include "common/cd_util.h"
 
@@ -129,8 +130,7 @@ int cd_pg_connect(cd_pg *pg)
             PQclear(r);
             if (ok) {
                 if (pg->was_down)
-                    cd_log_info("postgres: reconnected to %s (db %s)", conn_target(pg),
-                                PQdb(c));
+                    cd_log_info("postgres: reconnected to %s (db %s)", conn_target(pg), PQdb(c));
                 pg->was_down = 0;
                 return CD_PG_OK;
             }
@@ -183,8 +183,8 @@ static int fail(cd_pg *pg, PGresult *r, const char *what)
 static int q(cd_pg *pg, const char *what, const char *sql, int n, const char *const *vals,
              const int *lens, const int *fmts, PGresult **out)
 {
-    PGresult *r = n ? PQexecParams(pg->conn, sql, n, NULL, vals, lens, fmts, 0)
-                    : PQexec(pg->conn, sql);
+    PGresult *r =
+        n ? PQexecParams(pg->conn, sql, n, NULL, vals, lens, fmts, 0) : PQexec(pg->conn, sql);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return fail(pg, r, what);
@@ -240,13 +240,13 @@ int cd_pg_exec(cd_pg *pg, const char *sql)
 /* ------------------------------------------------------------------ */
 
 #define MIGRATE_LOCK_KEY "4242424201" /* pg_advisory_lock key of the runner */
+#define TIP_LOCK_KEY     "4242424202" /* pg_advisory_xact_lock key of tip moves */
 
 static int read_version(cd_pg *pg, int *out)
 {
     PGresult *r = NULL;
     int rc = q(pg, "reading cd_schema_version",
-               "SELECT coalesce(max(version), 0) FROM cd_schema_version", 0, NULL, NULL, NULL,
-               &r);
+               "SELECT coalesce(max(version), 0) FROM cd_schema_version", 0, NULL, NULL, NULL, &r);
     if (rc)
         return rc;
     *out = atoi(PQgetvalue(r, 0, 0));
@@ -257,8 +257,8 @@ static int read_version(cd_pg *pg, int *out)
 static int migrate_op(cd_pg *pg, void *arg)
 {
     (void)arg;
-    int rc = q(pg, "taking the migration lock", "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
-               0, NULL, NULL, NULL, NULL);
+    int rc = q(pg, "taking the migration lock", "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0,
+               NULL, NULL, NULL, NULL);
     if (rc)
         return rc;
     rc = q(pg, "creating cd_schema_version",
@@ -415,7 +415,10 @@ void cd_pg_unit_init(cd_pg_unit *u, cd_pg_copy_format format)
 {
     memset(u, 0, sizeof(*u));
     u->format = format;
+    u->flush_bytes = CD_PG_FLUSH_BYTES;
 }
+
+static void stream_flush(cd_pg_unit *u, cd_pg_buf *b);
 
 void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx)
 {
@@ -425,6 +428,11 @@ void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_
     u->tx_count = 0;
     u->tx.len = u->in.len = u->pd.len = 0;
     u->tx.rows = u->in.rows = u->pd.rows = 0;
+    u->stream = NULL;
+    u->stream_rc = 0;
+    u->expect_txs = 0;
+    if (!u->flush_bytes)
+        u->flush_bytes = CD_PG_FLUSH_BYTES;
 }
 
 void cd_pg_unit_free(cd_pg_unit *u)
@@ -438,8 +446,8 @@ void cd_pg_unit_free(cd_pg_unit *u)
 }
 
 /* transactions (block_id, tx_offset, tx_pos, tx_size, tx_hash) */
-void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32],
-                       uint64_t offset, uint32_t size)
+void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
+                       uint32_t size)
 {
     cd_pg_buf *b = &u->tx;
     buf_reserve(b, 160);
@@ -466,6 +474,8 @@ void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32],
     b->len = (size_t)(p - b->p);
     b->rows++;
     u->tx_count++;
+    if (CD_UNLIKELY(u->stream != NULL) && b->len >= u->flush_bytes)
+        stream_flush(u, b);
 }
 
 /* inputs (block_id, tx_pos, in_idx, prev_idx, prev_hash) */
@@ -496,6 +506,8 @@ void cd_pg_unit_add_input(cd_pg_unit *u, uint32_t tx_pos, uint32_t in_idx,
     }
     b->len = (size_t)(p - b->p);
     b->rows++;
+    if (CD_UNLIKELY(u->stream != NULL) && b->len >= u->flush_bytes)
+        stream_flush(u, b);
 }
 
 /* pushdata (block_id, tx_pos, idx, flags, push_hash) */
@@ -526,14 +538,16 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
     }
     b->len = (size_t)(p - b->p);
     b->rows++;
+    if (CD_UNLIKELY(u->stream != NULL) && b->len >= u->flush_bytes)
+        stream_flush(u, b);
 }
 
 /* ------------------------------------------------------------------ */
 /* exactly-once unit writer                                            */
 /* ------------------------------------------------------------------ */
 
-static const uint8_t copy_sig[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xFF, '\r', '\n', 0,
-                                     0,   0,   0,   0,   0,   0,   0,   0};
+static const uint8_t copy_sig[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xFF, '\r', '\n',
+                                     0,   0,   0,   0,   0,   0,   0,    0,    0};
 
 static int put(cd_pg *pg, const void *p, size_t n)
 {
@@ -585,55 +599,165 @@ static int copy_table(cd_pg *pg, const cd_pg_unit *u, const char *table, const c
     return rc;
 }
 
-static int write_unit_op(cd_pg *pg, void *arg)
+static const char *const cols_tx = "block_id, tx_offset, tx_pos, tx_size, tx_hash";
+static const char *const cols_in = "block_id, tx_pos, in_idx, prev_idx, prev_hash";
+static const char *const cols_pd = "block_id, tx_pos, idx, flags, push_hash";
+
+struct unit_vals {
+    char b[24], n[12], f[12], c[12];
+    const char *v[4];
+};
+
+static void unit_vals_of(const cd_pg_unit *u, struct unit_vals *x)
+{
+    snprintf(x->b, sizeof(x->b), "%" PRId64, u->block_id);
+    snprintf(x->n, sizeof(x->n), "%u", u->unit_no);
+    snprintf(x->f, sizeof(x->f), "%u", u->first_tx);
+    snprintf(x->c, sizeof(x->c), "%u", u->tx_count);
+    x->v[0] = x->b;
+    x->v[1] = x->n;
+    x->v[2] = x->f;
+    x->v[3] = x->c;
+}
+
+static int unit_eunit(const cd_pg_unit *u)
+{
+    cd_log_error("postgres: block_id %" PRId64 " unit %u was committed with another tx range "
+                 "than %u+%u (unit size changed?)",
+                 u->block_id, u->unit_no, u->first_tx, u->tx_count);
+    return CD_PG_EUNIT;
+}
+
+/* BEGIN and the marker check. 0 = transaction open, 1 = unit already
+ * committed (rolled back), CD_PG_EUNIT, RETRY, CD_PG_ERROR. */
+static int open_op(cd_pg *pg, void *arg)
 {
     const cd_pg_unit *u = arg;
+    struct unit_vals x;
+    unit_vals_of(u, &x);
+    const char *what = "opening a unit";
+    int rc = q(pg, what, "BEGIN", 0, NULL, NULL, NULL, NULL);
+    PGresult *r = NULL;
+    if (u->tx_count == 0 && u->expect_txs) /* streaming: rows not produced yet */
+        snprintf(x.c, sizeof(x.c), "%u", u->expect_txs);
+    if (rc == 0)
+        rc = q(pg, what,
+               "SELECT first_tx = $3 AND ($4 = 0 OR tx_count = $4) FROM indexed_units "
+               "WHERE block_id = $1 AND unit_no = $2",
+               4, x.v, NULL, NULL, &r);
+    if (rc) {
+        rollback(pg);
+        return rc;
+    }
+    int exists = PQntuples(r) == 1, same = exists && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!exists)
+        return 0;
+    rollback(pg);
+    if (!same)
+        return unit_eunit(u);
+    cd_log_debug("postgres: block_id %" PRId64 " unit %u already committed", u->block_id,
+                 u->unit_no);
+    return 1;
+}
+
+/* The remaining rows, the marker, COMMIT. 0 written, 1 committed meanwhile
+ * by another writer (rolled back), CD_PG_EUNIT, RETRY, CD_PG_ERROR. */
+static int close_op(cd_pg *pg, const cd_pg_unit *u)
+{
+    struct unit_vals x;
+    unit_vals_of(u, &x);
     char what[96];
     snprintf(what, sizeof(what), "unit marker of block_id %" PRId64 " unit %u", u->block_id,
              u->unit_no);
-    int rc = q(pg, what, "BEGIN", 0, NULL, NULL, NULL, NULL);
-    if (rc)
-        return rc;
-    char b[24], n[12], f[12], c[12];
-    snprintf(b, sizeof(b), "%" PRId64, u->block_id);
-    snprintf(n, sizeof(n), "%u", u->unit_no);
-    snprintf(f, sizeof(f), "%u", u->first_tx);
-    snprintf(c, sizeof(c), "%u", u->tx_count);
-    const char *vals[4] = {b, n, f, c};
+    int rc = copy_table(pg, u, "transactions", cols_tx, &u->tx);
+    if (rc == 0)
+        rc = copy_table(pg, u, "inputs", cols_in, &u->in);
+    if (rc == 0)
+        rc = copy_table(pg, u, "pushdata", cols_pd, &u->pd);
     PGresult *r = NULL;
-    rc = q(pg, what,
-           "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
-           "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-           4, vals, NULL, NULL, &r);
+    if (rc == 0)
+        rc = q(pg, what,
+               "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
+               "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+               4, x.v, NULL, NULL, &r);
     if (rc) {
         rollback(pg);
         return rc;
     }
     int inserted = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
-    if (!inserted) {
-        rollback(pg);
-        cd_log_debug("postgres: block_id %" PRId64 " unit %u already committed", u->block_id,
-                     u->unit_no);
-        return 1;
-    }
-    rc = copy_table(pg, u, "transactions", "block_id, tx_offset, tx_pos, tx_size, tx_hash",
-                    &u->tx);
-    if (rc == 0)
-        rc = copy_table(pg, u, "inputs", "block_id, tx_pos, in_idx, prev_idx, prev_hash",
-                        &u->in);
-    if (rc == 0)
-        rc = copy_table(pg, u, "pushdata", "block_id, tx_pos, idx, flags, push_hash", &u->pd);
-    if (rc == 0)
+    if (inserted) {
         rc = q(pg, what, "COMMIT", 0, NULL, NULL, NULL, NULL);
+        if (rc)
+            rollback(pg);
+        return rc;
+    }
+    /* a concurrent writer committed the same unit first */
+    rc = q(pg, what,
+           "SELECT first_tx = $3 AND tx_count = $4 FROM indexed_units "
+           "WHERE block_id = $1 AND unit_no = $2",
+           4, x.v, NULL, NULL, &r);
+    rollback(pg);
     if (rc)
-        rollback(pg);
-    return rc;
+        return rc;
+    int same = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return same ? 1 : unit_eunit(u);
+}
+
+static int write_unit_op(cd_pg *pg, void *arg)
+{
+    int rc = open_op(pg, arg);
+    return rc ? rc : close_op(pg, arg);
 }
 
 int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u)
 {
     return with_retry(pg, write_unit_op, (void *)u);
+}
+
+int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u)
+{
+    u->stream = NULL;
+    u->stream_rc = 0;
+    int rc = with_retry(pg, open_op, u);
+    if (rc == 0)
+        u->stream = pg;
+    return rc;
+}
+
+static void stream_flush(cd_pg_unit *u, cd_pg_buf *b)
+{
+    if (u->stream_rc == 0) {
+        const char *table = b == &u->tx ? "transactions" : b == &u->in ? "inputs" : "pushdata";
+        const char *cols = b == &u->tx ? cols_tx : b == &u->in ? cols_in : cols_pd;
+        int rc = copy_table(u->stream, u, table, cols, b);
+        if (rc)
+            u->stream_rc = rc == RETRY ? CD_PG_EAGAIN : rc;
+    }
+    b->len = 0; /* sent (or the unit is lost anyway): memory stays bounded */
+    b->rows = 0;
+}
+
+int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u)
+{
+    int rc = u->stream_rc;
+    u->stream = NULL;
+    if (rc) {
+        rollback(pg);
+        return rc;
+    }
+    if (!pg->conn)
+        return CD_PG_EAGAIN;
+    rc = close_op(pg, u);
+    return rc == RETRY ? CD_PG_EAGAIN : rc;
+}
+
+void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u)
+{
+    u->stream = NULL;
+    rollback(pg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -654,8 +778,8 @@ static int reg_op(cd_pg *pg, void *a)
     snprintf(h, sizeof(h), "%d", (int)x->height);
     snprintf(t, sizeof(t), "%" PRIu64, x->tx_count);
     snprintf(s, sizeof(s), "%" PRIu64, x->size);
-    const char *vals[6] = {(const char *)x->hash, (const char *)x->header + 4,
-                           h, (const char *)x->header, t, s};
+    const char *vals[6] = {
+        (const char *)x->hash, (const char *)x->header + 4, h, (const char *)x->header, t, s};
     int lens[6] = {32, 32, 0, 80, 0, 0};
     int fmts[6] = {1, 1, 0, 1, 0, 0};
     PGresult *r = NULL;
@@ -725,8 +849,13 @@ static int tip_op(cd_pg *pg, void *a)
     snprintf(b, sizeof(b), "%" PRId64, id);
     const char *vals[1] = {b};
     int rc = q(pg, "advancing the tip", "BEGIN", 0, NULL, NULL, NULL, NULL);
-    if (rc)
+    if (rc == 0)
+        rc = q(pg, "advancing the tip", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
+               NULL, NULL, NULL);
+    if (rc) {
+        rollback(pg);
         return rc;
+    }
     PGresult *r = NULL;
     rc = q(pg, "advancing the tip",
            "SELECT b.indexed, b.height, t.block_id, t.height, "
@@ -771,9 +900,9 @@ static int tip_op(cd_pg *pg, void *a)
            "height = EXCLUDED.height, updated_at = now()",
            1, vals, NULL, NULL, NULL);
     if (rc == 0)
-        rc = q(pg, "advancing the tip",
-               "UPDATE blocks SET on_best_chain = true WHERE block_id = $1", 1, vals, NULL,
-               NULL, NULL);
+        rc =
+            q(pg, "advancing the tip", "UPDATE blocks SET on_best_chain = true WHERE block_id = $1",
+              1, vals, NULL, NULL, NULL);
     if (rc == 0)
         rc = q(pg, "advancing the tip", "COMMIT", 0, NULL, NULL, NULL, NULL);
     if (rc)
@@ -789,8 +918,8 @@ int cd_pg_tip_advance(cd_pg *pg, int64_t block_id)
 static int tip_height_op(cd_pg *pg, void *a)
 {
     PGresult *r = NULL;
-    int rc = q(pg, "reading the tip", "SELECT coalesce(max(height), -1) FROM index_tip", 0,
-               NULL, NULL, NULL, &r);
+    int rc = q(pg, "reading the tip", "SELECT coalesce(max(height), -1) FROM index_tip", 0, NULL,
+               NULL, NULL, &r);
     if (rc)
         return rc;
     *(int32_t *)a = (int32_t)strtol(PQgetvalue(r, 0, 0), NULL, 10);
@@ -818,8 +947,8 @@ static int done_op(cd_pg *pg, void *a)
     const char *vals[2] = {b, n};
     PGresult *r = NULL;
     int rc = q(pg, "reading a unit marker",
-               "SELECT count(*) FROM indexed_units WHERE block_id = $1 AND unit_no = $2", 2,
-               vals, NULL, NULL, &r);
+               "SELECT count(*) FROM indexed_units WHERE block_id = $1 AND unit_no = $2", 2, vals,
+               NULL, NULL, &r);
     if (rc)
         return rc;
     *x->done = atoi(PQgetvalue(r, 0, 0)) > 0;
@@ -831,4 +960,198 @@ int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done)
 {
     struct done_arg a = {block_id, unit_no, done};
     return with_retry(pg, done_op, &a);
+}
+
+/* ------------------------------------------------------------------ */
+/* completion and tip advance (the daemon's path)                      */
+/* ------------------------------------------------------------------ */
+
+/* Inside a transaction holding the tip lock: advances while possible. */
+static int advance_locked(cd_pg *pg, int32_t *height)
+{
+    for (;;) {
+        PGresult *r = NULL;
+        /* next = the indexed child of the tip at tip+1; with no tip, the
+         * lowest registered block if it is indexed */
+        int rc = q(pg, "advancing the tip",
+                   "WITH t AS (SELECT i.height, b.block_hash FROM index_tip i "
+                   "           JOIN blocks b ON b.block_id = i.block_id) "
+                   "SELECT (SELECT height FROM t), "
+                   "  CASE WHEN EXISTS (SELECT 1 FROM t) THEN "
+                   "    (SELECT n.block_id FROM blocks n, t WHERE n.height = t.height + 1 "
+                   "     AND n.prev_hash = t.block_hash AND n.indexed "
+                   "     ORDER BY n.block_id LIMIT 1) "
+                   "  ELSE (SELECT n.block_id FROM blocks n WHERE n.indexed AND n.height = "
+                   "        (SELECT min(height) FROM blocks) ORDER BY n.block_id LIMIT 1) END",
+                   0, NULL, NULL, NULL, &r);
+        if (rc)
+            return rc;
+        int32_t tip = PQgetisnull(r, 0, 0) ? -1 : (int32_t)atol(PQgetvalue(r, 0, 0));
+        int has_next = !PQgetisnull(r, 0, 1);
+        char id[24];
+        snprintf(id, sizeof(id), "%s", has_next ? PQgetvalue(r, 0, 1) : "");
+        PQclear(r);
+        if (!has_next) {
+            if (height)
+                *height = tip;
+            return 0;
+        }
+        const char *vals[1] = {id};
+        rc = q(pg, "advancing the tip",
+               "INSERT INTO index_tip (singleton, block_id, height) "
+               "SELECT true, block_id, height FROM blocks WHERE block_id = $1 "
+               "ON CONFLICT (singleton) DO UPDATE SET block_id = EXCLUDED.block_id, "
+               "height = EXCLUDED.height, updated_at = now()",
+               1, vals, NULL, NULL, NULL);
+        if (rc == 0)
+            rc = q(pg, "advancing the tip",
+                   "UPDATE blocks SET on_best_chain = true WHERE block_id = $1", 1, vals, NULL,
+                   NULL, NULL);
+        if (rc)
+            return rc;
+        cd_log_debug("postgres: indexed tip now block_id %s (height %d)", id, (int)tip + 1);
+    }
+}
+
+struct complete_arg {
+    int64_t block_id;
+    int *indexed;
+    int32_t *height;
+};
+
+static int complete_op(cd_pg *pg, void *a)
+{
+    struct complete_arg *x = a;
+    char b[24];
+    snprintf(b, sizeof(b), "%" PRId64, x->block_id);
+    const char *vals[1] = {b};
+    int rc = q(pg, "completing a block", "BEGIN", 0, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = q(pg, "completing a block", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
+               NULL, NULL, NULL);
+    PGresult *r = NULL;
+    if (rc == 0)
+        rc = q(pg, "completing a block",
+               "SELECT b.indexed, b.tx_count, b.header, "
+               "  (SELECT coalesce(sum(tx_count), 0) FROM indexed_units u WHERE u.block_id = $1), "
+               "  (SELECT count(*) FROM indexed_units u WHERE u.block_id = $1), b.height "
+               "FROM blocks b WHERE b.block_id = $1",
+               1, vals, NULL, NULL, &r);
+    if (rc) {
+        rollback(pg);
+        return rc;
+    }
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        rollback(pg);
+        cd_log_error("postgres: completing unknown block_id %s", b);
+        return CD_PG_ERROR;
+    }
+    int indexed = PQgetvalue(r, 0, 0)[0] == 't';
+    uint64_t tx_count = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    uint64_t covered = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
+    char n_units[16], height[16];
+    snprintf(n_units, sizeof(n_units), "%s", PQgetvalue(r, 0, 4));
+    snprintf(height, sizeof(height), "%s", PQgetvalue(r, 0, 5));
+    uint8_t header_root[32] = {0};
+    size_t hl = 0;
+    unsigned char *hdr = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &hl);
+    if (hdr && hl == 80)
+        memcpy(header_root, hdr + 36, 32);
+    PQfreemem(hdr);
+    PQclear(r);
+    if (!indexed && covered == tx_count && tx_count > 0) {
+        /* all units present: merkle check over the stored txids */
+        r = PQexecParams(pg->conn,
+                         "SELECT tx_hash FROM transactions WHERE block_id = $1 ORDER BY tx_pos", 1,
+                         NULL, vals, NULL, NULL, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = fail(pg, r, "reading txids for the merkle check");
+            rollback(pg);
+            return rc;
+        }
+        size_t n = (size_t)PQntuples(r);
+        uint8_t *ids = n == tx_count ? malloc(n * 32) : NULL;
+        int ok = ids != NULL;
+        for (size_t i = 0; ok && i < n; i++) {
+            ok = PQgetlength(r, (int)i, 0) == 32;
+            if (ok)
+                memcpy(ids + i * 32, PQgetvalue(r, (int)i, 0), 32);
+        }
+        PQclear(r);
+        uint8_t root[32];
+        int mutated = 0;
+        ok = ok && btc_merkle_root(ids, n, root, &mutated) == 0 && !mutated &&
+             memcmp(root, header_root, 32) == 0;
+        free(ids);
+        if (!ok) {
+            rollback(pg);
+            cd_log_error("postgres: block_id %s at height %s: the %zu stored txids do not give "
+                         "the header's merkle root; block not marked indexed",
+                         b, height, n);
+            return CD_PG_EMERKLE;
+        }
+        const char *v2[2] = {b, n_units};
+        rc = q(pg, "completing a block",
+               "UPDATE blocks SET indexed = true, n_units = $2, indexed_at = now() "
+               "WHERE block_id = $1",
+               2, v2, NULL, NULL, NULL);
+        if (rc) {
+            rollback(pg);
+            return rc;
+        }
+        indexed = 1;
+    }
+    if (x->indexed)
+        *x->indexed = indexed;
+    rc = advance_locked(pg, x->height);
+    if (rc == 0)
+        rc = q(pg, "completing a block", "COMMIT", 0, NULL, NULL, NULL, NULL);
+    if (rc)
+        rollback(pg);
+    return rc;
+}
+
+int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed)
+{
+    struct complete_arg a = {block_id, indexed, NULL};
+    return with_retry(pg, complete_op, &a);
+}
+
+static int advance_all_op(cd_pg *pg, void *a)
+{
+    int rc = q(pg, "advancing the tip", "BEGIN", 0, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = q(pg, "advancing the tip", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
+               NULL, NULL, NULL);
+    if (rc == 0)
+        rc = advance_locked(pg, a);
+    if (rc == 0)
+        rc = q(pg, "advancing the tip", "COMMIT", 0, NULL, NULL, NULL, NULL);
+    if (rc)
+        rollback(pg);
+    return rc;
+}
+
+int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height)
+{
+    return with_retry(pg, advance_all_op, height);
+}
+
+int cd_pg_secondary_indexes(cd_pg *pg, int on)
+{
+    static const char *drop[] = {"DROP INDEX IF EXISTS transactions_hash_idx",
+                                 "DROP INDEX IF EXISTS inputs_outpoint_idx",
+                                 "DROP INDEX IF EXISTS pushdata_hash_idx"};
+    static const char *create[] = {
+        "CREATE INDEX IF NOT EXISTS transactions_hash_idx ON transactions (tx_hash)",
+        "CREATE INDEX IF NOT EXISTS inputs_outpoint_idx ON inputs (prev_hash, prev_idx)",
+        "CREATE INDEX IF NOT EXISTS pushdata_hash_idx ON pushdata (push_hash)"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(drop); i++) {
+        int rc = cd_pg_exec(pg, on ? create[i] : drop[i]);
+        if (rc)
+            return rc;
+    }
+    cd_log_info("postgres: secondary indexes %s", on ? "present" : "dropped for bulk load");
+    return CD_PG_OK;
 }

@@ -28,16 +28,19 @@
 #include <libpq-fe.h>
 
 /* ---- return codes ---- */
-#define CD_PG_OK 0
-#define CD_PG_ERROR -1      /* SQL error that retrying will not fix (logged) */
-#define CD_PG_EDOWN -2      /* server unreachable and the retry budget or stop flag ended */
-#define CD_PG_ENEWER -3     /* database schema is newer than this binary knows */
+#define CD_PG_OK          0
+#define CD_PG_ERROR       -1 /* SQL error that retrying will not fix (logged) */
+#define CD_PG_EDOWN       -2 /* server unreachable and the retry budget or stop flag ended */
+#define CD_PG_ENEWER      -3 /* database schema is newer than this binary knows */
 #define CD_PG_EINCOMPLETE -4 /* block not complete (units missing) / tip out of order */
+#define CD_PG_EMERKLE     -5 /* stored txids do not hash to the header's merkle root */
+#define CD_PG_EUNIT       -6 /* a unit marker exists with another tx range (unit size changed) */
+#define CD_PG_EAGAIN      -7 /* connection lost while streaming a unit: parse it again */
 
 /* Pushdata flags (DESIGN.md section 4). */
 #define CD_PG_PUSH_OUTPUT 1
-#define CD_PG_PUSH_INPUT 2
-#define CD_PG_PUSH_DATA 4
+#define CD_PG_PUSH_INPUT  2
+#define CD_PG_PUSH_DATA   4
 
 /* ---- migrations (generated from sql/ by cd_pg_embed.py) ---- */
 typedef struct cd_pg_migration {
@@ -114,17 +117,28 @@ typedef struct cd_pg_unit {
     int64_t block_id;
     uint32_t unit_no;
     uint32_t first_tx;
-    uint32_t tx_count;      /* counted by cd_pg_unit_add_tx */
+    uint32_t tx_count; /* counted by cd_pg_unit_add_tx */
     cd_pg_copy_format format;
     cd_pg_buf tx, in, pd;
+    /* streaming (between cd_pg_unit_open and cd_pg_unit_close): a buffer
+     * that reaches flush_bytes is sent with COPY inside the open
+     * transaction and emptied, so a unit of any size (a 4 GB transaction
+     * with millions of outputs) needs at most 3 x flush_bytes of memory */
+    cd_pg *stream;
+    size_t flush_bytes;  /* default CD_PG_FLUSH_BYTES */
+    int stream_rc;       /* first failure while streaming */
+    uint32_t expect_txs; /* streaming: tx count the unit will have (0: unknown), so
+                          * cd_pg_unit_open can compare it with a committed marker */
 } cd_pg_unit;
+
+#define CD_PG_FLUSH_BYTES (16u << 20)
 
 void cd_pg_unit_init(cd_pg_unit *u, cd_pg_copy_format format);
 void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx);
 void cd_pg_unit_free(cd_pg_unit *u);
 
-void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32],
-                       uint64_t offset, uint32_t size);
+void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
+                       uint32_t size);
 void cd_pg_unit_add_input(cd_pg_unit *u, uint32_t tx_pos, uint32_t in_idx,
                           const uint8_t prev_hash[32], uint32_t prev_idx);
 void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned flags,
@@ -137,9 +151,30 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
  * (including an unknown COMMIT outcome) reconnects with back-off and starts
  * over; the marker makes the retry safe.
  * Returns: 0 = written; 1 = already committed before (nothing written);
+ *          CD_PG_EUNIT when the committed marker covers another tx range
+ *          (first_tx/tx_count differ: the unit size changed between runs);
  *          CD_PG_ERROR / CD_PG_EDOWN.
  */
 int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u);
+
+/*
+ * The streaming form of cd_pg_write_unit, for units produced row by row:
+ *   cd_pg_unit_reset(u, ...);
+ *   rc = cd_pg_unit_open(pg, u);   0: open; 1: already committed (done);
+ *                                  CD_PG_EUNIT / errors
+ *   ... cd_pg_unit_add_* (rows stream out in COPY batches) ...
+ *   rc = cd_pg_unit_close(pg, u);  0: committed with its marker; 1: another
+ *                                  writer committed it meanwhile (rows
+ *                                  discarded); CD_PG_EAGAIN: the connection
+ *                                  was lost, produce the unit again from
+ *                                  open; CD_PG_EUNIT / errors
+ * or cd_pg_unit_cancel(pg, u) to abandon it (rolls back). open retries
+ * connection loss itself; rows already streamed cannot be replayed, hence
+ * CD_PG_EAGAIN from close.
+ */
+int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u);
+int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u);
+void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u);
 
 /* ---- blocks and the tip ---- */
 
@@ -160,6 +195,37 @@ int cd_pg_block_set_indexed(cd_pg *pg, int64_t block_id, uint32_t n_units);
  * on_best_chain in the same transaction. Returns CD_PG_OK,
  * CD_PG_EINCOMPLETE (not indexed or out of order), or an error. */
 int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
+
+/*
+ * The daemon's completion step, run by a parser after each unit commit (the
+ * last committer of a block finds it complete): under a transaction-level
+ * advisory lock (so concurrent parsers serialise), if the block's committed
+ * units cover all its tx_count transactions, recompute the merkle root from
+ * the txids stored in `transactions` and compare it with the header's (the
+ * index checks its own content, CVE-2012-2459 mutation included); on a match
+ * mark the block indexed, then advance the tip as far as possible in height
+ * order (cd_pg_tip_advance_all).
+ * Out: *indexed (may be NULL) 1 if the block is indexed now.
+ * Returns: CD_PG_OK (complete or not yet); CD_PG_EMERKLE (all units present
+ *          but the root differs: logged, block left unindexed); errors.
+ */
+int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
+
+/* Advances the tip while the block at tip+1 that links to the tip is
+ * indexed (first tip: the lowest registered block, once indexed). Returns
+ * CD_PG_OK with *height (may be NULL) the new tip height (-1: none). */
+int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height);
+
+/*
+ * Bulk-load switch for the three secondary indexes (transactions.tx_hash,
+ * inputs (prev_hash, prev_idx), pushdata.push_hash). Measured (PERFORMANCE.md):
+ * maintaining them live while catching up costs ~3x the load time, because
+ * every row inserts a random 32-byte key. on = 0 drops them (before a large
+ * catch-up; lookups by hash are then slow), on = 1 creates the missing ones
+ * (after catching up; minutes for a large chain). Idempotent. Primary keys
+ * and the unit markers are never dropped, so exactly-once holds either way.
+ */
+int cd_pg_secondary_indexes(cd_pg *pg, int on);
 
 /* Height of the indexed tip, -1 when there is none. */
 int cd_pg_tip_height(cd_pg *pg, int32_t *height);

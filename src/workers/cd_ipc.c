@@ -107,25 +107,39 @@ int cd_ipc_recv(int fd, cd_ipc_hdr *hdr, uint8_t **buf, size_t *cap)
 const char *cd_ipc_type_name(uint16_t type)
 {
     switch (type) {
-    case CD_IPC_HELLO: return "HELLO";
-    case CD_IPC_BLOCK_BEGIN: return "BLOCK_BEGIN";
-    case CD_IPC_UNIT: return "UNIT";
-    case CD_IPC_BLOCK_END: return "BLOCK_END";
-    case CD_IPC_BLOCK_ABORT: return "BLOCK_ABORT";
-    case CD_IPC_UNIT_ACK: return "UNIT_ACK";
-    case CD_IPC_BLOCK_DONE: return "BLOCK_DONE";
-    case CD_IPC_BLOCK_DELETE: return "BLOCK_DELETE";
-    case CD_IPC_SHUTDOWN: return "SHUTDOWN";
-    default: return "?";
+    case CD_IPC_HELLO:
+        return "HELLO";
+    case CD_IPC_BLOCK_BEGIN:
+        return "BLOCK_BEGIN";
+    case CD_IPC_UNIT:
+        return "UNIT";
+    case CD_IPC_BLOCK_END:
+        return "BLOCK_END";
+    case CD_IPC_BLOCK_ABORT:
+        return "BLOCK_ABORT";
+    case CD_IPC_UNIT_ACK:
+        return "UNIT_ACK";
+    case CD_IPC_BLOCK_DONE:
+        return "BLOCK_DONE";
+    case CD_IPC_BLOCK_DELETE:
+        return "BLOCK_DELETE";
+    case CD_IPC_SHUTDOWN:
+        return "SHUTDOWN";
+    default:
+        return "?";
     }
 }
 
 const char *cd_wk_kind_name(uint32_t kind)
 {
     switch (kind) {
-    case CD_WK_WRITER: return "writer";
-    case CD_WK_MERKLE: return "merkle";
-    case CD_WK_PARSER: return "parser";
-    default: return "?";
+    case CD_WK_WRITER:
+        return "writer";
+    case CD_WK_MERKLE:
+        return "merkle";
+    case CD_WK_PARSER:
+        return "parser";
+    default:
+        return "?";
     }
 }

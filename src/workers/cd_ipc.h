@@ -94,11 +94,11 @@ typedef struct cd_ipc_hello {
 
 typedef struct cd_ipc_block_begin {
     uint64_t block_id;
-    uint8_t hash[32];    /* internal byte order (sha256d of header) */
-    uint8_t header[80];  /* raw header: merkle root at bytes 36..67 */
-    uint32_t height;     /* CD_IPC_HEIGHT_UNKNOWN if not known */
+    uint8_t hash[32];   /* internal byte order (sha256d of header) */
+    uint8_t header[80]; /* raw header: merkle root at bytes 36..67 */
+    uint32_t height;    /* CD_IPC_HEIGHT_UNKNOWN if not known */
     uint32_t pad;
-    uint64_t size;       /* total block bytes (header + count + txs) */
+    uint64_t size; /* total block bytes (header + count + txs) */
     uint64_t tx_count;
 } cd_ipc_block_begin;
 
@@ -113,12 +113,12 @@ typedef struct cd_ipc_block_begin {
 typedef struct cd_ipc_unit {
     uint64_t block_id;
     uint32_t unit_no;
-    uint32_t tx_count;   /* number of offsets following */
+    uint32_t tx_count; /* number of offsets following */
     uint64_t ring_pos;
     uint64_t block_off;
     uint64_t len;
-    uint64_t first_tx;   /* block-wide index of the unit's first tx */
-    uint32_t flags;      /* CD_IPC_UNIT_LAST on the block's last unit */
+    uint64_t first_tx; /* block-wide index of the unit's first tx */
+    uint32_t flags;    /* CD_IPC_UNIT_LAST on the block's last unit */
     uint32_t pad;
 } cd_ipc_unit;
 
@@ -127,21 +127,21 @@ typedef struct cd_ipc_unit {
 typedef struct cd_ipc_block_ref {
     uint64_t block_id;
     uint8_t hash[32];
-    uint32_t n_units;    /* BLOCK_END: total units sent */
+    uint32_t n_units; /* BLOCK_END: total units sent */
     uint32_t pad;
 } cd_ipc_block_ref;
 
 typedef struct cd_ipc_unit_ack {
     uint64_t block_id;
     uint32_t unit_no;
-    uint32_t status;     /* cd_ipc_status */
+    uint32_t status; /* cd_ipc_status */
 } cd_ipc_unit_ack;
 
 typedef struct cd_ipc_block_done {
     uint64_t block_id;
-    uint32_t kind;       /* cd_wk_kind of the sender */
-    uint32_t status;     /* cd_ipc_status */
-    uint8_t root[32];    /* merkle: the computed root */
+    uint32_t kind;    /* cd_wk_kind of the sender */
+    uint32_t status;  /* cd_ipc_status */
+    uint8_t root[32]; /* merkle: the computed root */
 } cd_ipc_block_done;
 
 /* ---- blocking helpers for workers (the controller uses bufferevents) ---- */

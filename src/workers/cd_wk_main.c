@@ -49,8 +49,8 @@ static CD_NORETURN void wk_exit(cd_wk_ctx *c, const cd_wk_ops *ops, uint8_t *buf
 static int need(const cd_ipc_hdr *h, size_t sz)
 {
     if (h->len < sz) {
-        cd_log_error("ipc: %s message of %u bytes, expected %zu", cd_ipc_type_name(h->type),
-                     h->len, sz);
+        cd_log_error("ipc: %s message of %u bytes, expected %zu", cd_ipc_type_name(h->type), h->len,
+                     sz);
         return -1;
     }
     return 0;
@@ -105,8 +105,8 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
             }
             units_done++;
             cd_wk_maybe_crash(c, units_done);
-            cd_ipc_unit_ack ack = {.block_id = u->block_id, .unit_no = u->unit_no,
-                                   .status = (uint32_t)st};
+            cd_ipc_unit_ack ack = {
+                .block_id = u->block_id, .unit_no = u->unit_no, .status = (uint32_t)st};
             if (cd_ipc_send(c->fd, CD_IPC_UNIT_ACK, &ack, sizeof(ack), NULL, 0) != 0)
                 wk_exit(c, ops, buf, CD_EXIT_OK);
             break;

@@ -24,12 +24,12 @@
 
 typedef struct cd_wk_ctx {
     cd_wk_kind kind;
-    uint32_t index;           /* parser number */
-    int fd;                   /* channel to the controller */
-    const uint8_t *ring;      /* ring data (double-mapped: 2*ring_size bytes) */
+    uint32_t index;      /* parser number */
+    int fd;              /* channel to the controller */
+    const uint8_t *ring; /* ring data (double-mapped: 2*ring_size bytes) */
     uint64_t ring_size;
-    const cd_config *cfg;     /* borrowed from the controller's memory image */
-    void *state;              /* the kind's private state (init sets it) */
+    const cd_config *cfg; /* borrowed from the controller's memory image */
+    void *state;          /* the kind's private state (init sets it) */
 } cd_wk_ctx;
 
 /* Pointer to the unit's bytes in the ring. */

@@ -43,6 +43,26 @@ int cd_wk_merkle_build(uint8_t *tree, uint64_t n)
     return mutated;
 }
 
+/*
+ * The worker never holds the whole tree: each level is built as a stream
+ * (a pending left hash per level; a right one makes the parent at once) and
+ * written to LMDB in parts of CD_BS_MERKLE_PER_PART hashes as they fill. At
+ * BLOCK_END odd levels pair their last hash with itself, the root is
+ * compared with the header, and the last partial parts are written together
+ * with the meta record (the tree's "complete" marker) in one txn. Memory:
+ * one part buffer per level, about 4 MiB x log2(txs / 131072) + 8 MiB.
+ */
+#define MK_LEVELS 64
+
+typedef struct mk_level {
+    uint8_t *buf; /* hashes of this level not yet written */
+    uint32_t n_buf;
+    uint32_t part;  /* number of the part buf will become */
+    uint64_t count; /* hashes added to this level so far */
+    uint8_t left[32];
+    int has_left;
+} mk_level;
+
 typedef struct wk_merkle {
     cd_blockstore *bs;
     uint64_t block_id;
@@ -50,9 +70,12 @@ typedef struct wk_merkle {
     uint8_t hash[32];
     uint8_t header_root[32];
     uint64_t tx_count;
-    uint64_t filled;  /* txids computed */
-    uint8_t *tree;    /* cd_merkle_tree_size(tx_count) hashes */
-    int bad;          /* a unit did not fit the block */
+    uint64_t filled; /* txids computed */
+    int bad;         /* a unit did not fit the block */
+    int mutated;
+    int store_err;
+    unsigned n_levels;
+    mk_level lv[MK_LEVELS];
 } wk_merkle;
 
 static int merkle_init(cd_wk_ctx *c)
@@ -61,13 +84,18 @@ static int merkle_init(cd_wk_ctx *c)
     c->state = m;
     char path[4096];
     snprintf(path, sizeof(path), "%s/merkle", c->cfg->datadir);
-    return cd_blockstore_open(path, 0, 0, &m->bs) ? CD_EXIT_FAILURE : CD_EXIT_OK;
+    if (cd_blockstore_open(path, 0, 0, &m->bs) != 0)
+        return CD_EXIT_FAILURE;
+    return cd_blockstore_merkle_cleanup(m->bs) < 0 ? CD_EXIT_FAILURE : CD_EXIT_OK;
 }
 
 static void merkle_reset(wk_merkle *m)
 {
-    free(m->tree);
-    m->tree = NULL;
+    for (unsigned i = 0; i < MK_LEVELS; i++) {
+        free(m->lv[i].buf);
+        memset(&m->lv[i], 0, sizeof(m->lv[i]));
+    }
+    m->n_levels = 0;
     m->active = 0;
 }
 
@@ -80,20 +108,72 @@ static int merkle_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     memcpy(m->header_root, b->header + 36, 32);
     m->tx_count = b->tx_count;
     m->filled = 0;
-    m->bad = 0;
-    uint64_t sz = cd_merkle_tree_size(b->tx_count);
-    if (b->tx_count == 0 || sz > (UINT64_MAX / 64)) {
-        m->bad = 1;
-    } else {
-        m->tree = malloc((size_t)sz * 32);
-        if (!m->tree) {
-            cd_log_error("merkle: cannot allocate %llu bytes for the tree of %llu txs",
-                         (unsigned long long)(sz * 32), (unsigned long long)b->tx_count);
+    m->bad = b->tx_count == 0;
+    m->mutated = 0;
+    m->store_err = 0;
+    uint64_t n = b->tx_count;
+    while (n > 0 && m->n_levels < MK_LEVELS) {
+        uint64_t cap = CD_MIN(n, (uint64_t)CD_BS_MERKLE_PER_PART);
+        m->lv[m->n_levels].buf = malloc((size_t)cap * 32);
+        if (!m->lv[m->n_levels].buf) {
+            cd_log_error("merkle: cannot allocate level buffers for %llu txs",
+                         (unsigned long long)b->tx_count);
             return -1;
         }
+        m->n_levels++;
+        if (n == 1)
+            break;
+        n = (n + 1) / 2;
+    }
+    /* a previous (e.g. refused) tree of the same hash goes first */
+    int rc = cd_blockstore_merkle_delete(m->bs, m->hash);
+    if (rc) {
+        cd_log_error("merkle: %s", cd_blockstore_strerror(rc));
+        return -1;
     }
     m->active = 1;
     return 0;
+}
+
+static void flush_part(wk_merkle *m, unsigned l)
+{
+    mk_level *v = &m->lv[l];
+    cd_merkle_part part = {.level = (uint8_t)l, .part = v->part, .hashes = v->buf, .n = v->n_buf};
+    int rc = cd_blockstore_merkle_write(m->bs, m->hash, &part, 1, NULL);
+    if (rc) {
+        cd_log_error("merkle: write tree part: %s", cd_blockstore_strerror(rc));
+        m->store_err = 1;
+    }
+    v->part++;
+    v->n_buf = 0;
+}
+
+/* Adds hash h at level l and carries complete pairs upwards. */
+static void mk_add(wk_merkle *m, unsigned l, const uint8_t h[32])
+{
+    if (l >= m->n_levels) {
+        m->bad = 1; /* more hashes than the tx count allows */
+        return;
+    }
+    mk_level *v = &m->lv[l];
+    memcpy(v->buf + 32 * (size_t)v->n_buf, h, 32);
+    v->n_buf++;
+    v->count++;
+    if (v->n_buf == CD_BS_MERKLE_PER_PART)
+        flush_part(m, l);
+    if (!v->has_left) {
+        memcpy(v->left, h, 32);
+        v->has_left = 1;
+        return;
+    }
+    uint8_t pair[64], parent[32];
+    if (memcmp(v->left, h, 32) == 0)
+        m->mutated = 1;
+    memcpy(pair, v->left, 32);
+    memcpy(pair + 32, h, 32);
+    v->has_left = 0;
+    cd_sha256d(parent, pair, 64);
+    mk_add(m, l + 1, parent);
 }
 
 static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_off)
@@ -113,9 +193,13 @@ static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
             m->bad = 1;
             return CD_IPC_ERR_MALFORMED;
         }
-        cd_sha256d(m->tree + 32 * (m->filled + i), p + start, (size_t)(end - start));
+        uint8_t txid[32];
+        cd_sha256d(txid, p + start, (size_t)(end - start));
+        mk_add(m, 0, txid);
     }
     m->filled += u->tx_count;
+    if (m->store_err)
+        return -1; /* LMDB failed: exit, be restarted, block dispatched again */
     return CD_IPC_OK;
 }
 
@@ -130,30 +214,59 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         cd_log_warn("merkle: block %s: %llu of %llu txs seen", hex, (unsigned long long)m->filled,
                     (unsigned long long)m->tx_count);
         done->status = CD_IPC_ERR_MALFORMED;
+        cd_blockstore_merkle_delete(m->bs, m->hash);
         merkle_reset(m);
         return 1;
     }
-    int mutated = cd_wk_merkle_build(m->tree, m->tx_count);
-    uint64_t sz = cd_merkle_tree_size(m->tx_count);
-    memcpy(done->root, m->tree + 32 * (sz - 1), 32);
+    /* odd levels: the last hash pairs with itself (not a mutation) */
+    unsigned top = m->n_levels - 1;
+    for (unsigned l = 0; l < top; l++) {
+        mk_level *v = &m->lv[l];
+        if (v->has_left) {
+            uint8_t pair[64], parent[32];
+            memcpy(pair, v->left, 32);
+            memcpy(pair + 32, v->left, 32);
+            v->has_left = 0;
+            cd_sha256d(parent, pair, 64);
+            mk_add(m, l + 1, parent);
+        }
+    }
+    memcpy(done->root, m->lv[top].left, 32);
     if (memcmp(done->root, m->header_root, 32) != 0) {
         char got[65], want[65];
         cd_hex_encode_rev(got, done->root, 32);
         cd_hex_encode_rev(want, m->header_root, 32);
         cd_log_warn("merkle: block %s: root %s != header %s", hex, got, want);
         done->status = CD_IPC_ERR_MERKLE;
-    } else if (mutated) {
+    } else if (m->mutated) {
         cd_log_warn("merkle: block %s: mutated tx list (CVE-2012-2459)", hex);
         done->status = CD_IPC_ERR_MUTATED;
     } else {
-        int rc = cd_blockstore_merkle_put(m->bs, m->hash, m->tx_count, m->tree, sz);
+        cd_merkle_part parts[MK_LEVELS];
+        size_t np = 0;
+        for (unsigned l = 0; l < m->n_levels; l++)
+            if (m->lv[l].n_buf)
+                parts[np++] = (cd_merkle_part){.level = (uint8_t)l,
+                                               .part = m->lv[l].part,
+                                               .hashes = m->lv[l].buf,
+                                               .n = m->lv[l].n_buf};
+        cd_merkle_meta meta;
+        memset(&meta, 0, sizeof(meta));
+        meta.tx_count = m->tx_count;
+        meta.n_hashes = cd_merkle_tree_size(m->tx_count);
+        memcpy(meta.root, done->root, 32);
+        int rc = m->store_err ? CD_BS_ESTATE
+                              : cd_blockstore_merkle_write(m->bs, m->hash, parts, np, &meta);
         if (rc) {
             cd_log_error("merkle: store tree of %s: %s", hex, cd_blockstore_strerror(rc));
             merkle_reset(m);
             return -1;
         }
         done->status = CD_IPC_OK;
+        merkle_reset(m);
+        return 1;
     }
+    cd_blockstore_merkle_delete(m->bs, m->hash); /* parts already flushed */
     merkle_reset(m);
     return 1;
 }
@@ -161,8 +274,10 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
 static void merkle_abort(cd_wk_ctx *c, const cd_ipc_block_ref *r)
 {
     wk_merkle *m = c->state;
-    if (m->active && r->block_id == m->block_id)
+    if (m->active && r->block_id == m->block_id) {
+        cd_blockstore_merkle_delete(m->bs, m->hash);
         merkle_reset(m);
+    }
 }
 
 static void merkle_fini(cd_wk_ctx *c)

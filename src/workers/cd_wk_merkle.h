@@ -2,8 +2,11 @@
  * cd_wk_merkle.h - the merkle worker's tree builder (exposed for tests).
  *
  * The merkle worker hashes each transaction of every unit (txid = sha256d of
- * its bytes), builds the full tree when the block ends, compares the root
- * with the header's, and stores all levels in <datadir>/merkle for proofs.
+ * its bytes), builds the tree as a stream (level parts written to
+ * <datadir>/merkle as they fill, never the whole tree in memory), compares
+ * the root with the header's when the block ends, and then makes the tree
+ * visible (meta record) or deletes it. This function is the one-shot builder
+ * used by tests and tools to check the stream.
  */
 #ifndef CD_WK_MERKLE_H
 #define CD_WK_MERKLE_H

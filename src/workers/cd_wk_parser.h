@@ -30,18 +30,17 @@
 
 typedef struct cd_wk_parse_opts {
     int data_pushes;       /* index DATA pushes (flag 4) */
+    uint64_t data_max_len; /* longest DATA push hashed; 0 = no limit */
 } cd_wk_parse_opts;
 
 /* Receives the rows of a unit. Any callback may be NULL. Pointers passed to
  * callbacks are borrowed and valid only during the call. */
 typedef struct cd_wk_sink {
     void *ctx;
-    void (*tx)(void *ctx, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
-               uint32_t size);
+    void (*tx)(void *ctx, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset, uint32_t size);
     void (*input)(void *ctx, uint32_t tx_pos, uint32_t in_idx, const uint8_t prev_hash[32],
                   uint32_t prev_idx);
-    void (*push)(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags,
-                 const uint8_t key[32]);
+    void (*push)(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags, const uint8_t key[32]);
 } cd_wk_sink;
 
 /*
@@ -55,9 +54,9 @@ typedef struct cd_wk_sink {
  *          the end or a count is absurd (nothing after the bad transaction is
  *          reported). *consumed (may be NULL) gets the bytes parsed.
  */
-long cd_wk_parse_unit(const uint8_t *data, size_t len, uint64_t block_offset,
-                      uint32_t first_tx, uint32_t max_txs, const cd_wk_parse_opts *opts,
-                      const cd_wk_sink *sink, size_t *consumed);
+long cd_wk_parse_unit(const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
+                      uint32_t max_txs, const cd_wk_parse_opts *opts, const cd_wk_sink *sink,
+                      size_t *consumed);
 
 /* Parses one transaction's scripts only (no txid): calls sink->push for its
  * pushdata keys as tx_pos. For tests and single-tx tools. Returns the tx
@@ -69,13 +68,31 @@ long cd_wk_parse_tx_pushes(const uint8_t *tx, size_t len, uint32_t tx_pos,
 cd_wk_sink cd_wk_unit_sink(cd_pg_unit *u);
 
 /*
- * Parses a unit into u (reset first with block_id/unit_no/first_tx) and writes
- * it with cd_pg_write_unit, exactly once.
- * Returns: 0 written, 1 already committed earlier, CD_WK_EMALFORMED,
+ * Indexes one unit exactly once: cd_pg_unit_open (skip if its marker exists),
+ * parse into u with rows streaming out by COPY (memory bounded by
+ * u->flush_bytes per table, whatever the unit size), cd_pg_unit_close
+ * (marker + COMMIT). A connection lost mid-unit rolls back and the unit is
+ * parsed again from data (which the caller keeps until this returns).
+ * In:  expect_txs  the number of transactions the unit must hold (0: any).
+ * Returns: 0 written, 1 already committed earlier, CD_WK_EMALFORMED (bytes
+ *          do not parse, or not expect_txs transactions; nothing written),
  *          or a CD_PG_* error.
  */
 int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
                      const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
-                     const cd_wk_parse_opts *opts);
+                     uint32_t expect_txs, const cd_wk_parse_opts *opts);
+
+/*
+ * The parser worker kind for the supervisor (cd_wk_main.h): init opens its
+ * own PG connection after fork and applies migrations (exit 2 when the
+ * database schema is newer than the binary); BEGIN registers the block;
+ * each UNIT is parsed from the ring and written exactly once, then
+ * cd_pg_block_try_complete lets the last committer of a block mark it
+ * indexed (merkle root of the stored txids checked) and advance the tip.
+ * The controller enables it with
+ *     cd_pipeline_set_parsers(pipe, &cd_wk_parser_ops, n);
+ */
+struct cd_wk_ops;
+extern const struct cd_wk_ops cd_wk_parser_ops;
 
 #endif /* CD_WK_PARSER_H */

@@ -173,3 +173,24 @@ def test_kill9_worker_mid_big_block(build_dir, tmp_path, big_node, kind):
     finally:
         d.stop()
     assert stored_sha256(build_dir, dd, big.hash_hex) == block_sha256(big)
+
+
+def test_silent_peer_times_out_blocks_come_from_other(build_dir, shared_data, tmp_path):
+    """A node sends no `notfound` for blocks: one that never answers getdata
+    must not stall the download. Its blocks are asked again from the other
+    peer after --block-timeout."""
+    dd = tmp_path / "d"
+    chain = os.path.join(shared_data, CHAIN116)
+    with SimNode(chain_dir=chain) as silent, SimNode(chain_dir=chain) as good:
+        for h in range(0, 117):
+            silent.withheld.add(silent.chain.at(h).hash)
+        d = start_daemon(build_dir, dd, [silent.port, good.port],
+                         extra=["--block-timeout", "5", "--blocks-per-peer", "8"])
+        try:
+            d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=180)
+        finally:
+            d.stop()
+        log = d.log_text()
+        assert silent.served == []
+    assert re.search(r"blocksync: block \w+ not received from \S+ within 5 s; asking again", log)
+    check_chain116(build_dir, dd, shared_data)

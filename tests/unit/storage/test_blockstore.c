@@ -263,7 +263,33 @@ START_TEST(test_merkle_tree_parts)
     ck_assert_int_eq(cd_blockstore_merkle_meta(bs, hash, &mm), 0);
     ck_assert_uint_eq(mm.n_hashes, 1);
     ck_assert_int_eq(cd_blockstore_merkle_read(bs, hash, CD_BS_MERKLE_PER_PART, 1, out),
-                     CD_BS_NOTFOUND);
+                     CD_BS_ERANGE);
+    ck_assert_int_eq(cd_blockstore_merkle_read(bs, hash, 0, 1, out), 0);
+    ck_assert_int_eq(memcmp(out, t, 32), 0);
+    /* a tree whose writer died: parts without meta are removed */
+    uint8_t h2[32] = {9, 9};
+    cd_merkle_part part = {.level = 0, .part = 0, .hashes = t, .n = 3};
+    cd_merkle_part part1 = {.level = 1, .part = 0, .hashes = t + 96, .n = 2};
+    cd_merkle_part both[2] = {part, part1};
+    ck_assert_int_eq(cd_blockstore_merkle_write(bs, h2, both, 2, NULL), 0);
+    ck_assert_int_eq(cd_blockstore_merkle_meta(bs, h2, &mm), CD_BS_NOTFOUND);
+    ck_assert_int_eq(cd_blockstore_merkle_cleanup(bs), 1);
+    ck_assert_int_eq(cd_blockstore_merkle_cleanup(bs), 0);
+    /* the complete tree survived the cleanup */
+    ck_assert_int_eq(cd_blockstore_merkle_meta(bs, hash, &mm), 0);
+    /* meta written last makes a streamed tree visible: 3 leaves */
+    cd_merkle_part l2 = {.level = 2, .part = 0, .hashes = t + 160, .n = 1};
+    cd_merkle_part all3[3] = {part, part1, l2};
+    cd_merkle_meta m3 = {.tx_count = 3, .n_hashes = 6};
+    memcpy(m3.root, t + 160, 32);
+    ck_assert_int_eq(cd_blockstore_merkle_write(bs, h2, all3, 3, &m3), 0);
+    uint8_t six[32 * 6];
+    ck_assert_int_eq(cd_blockstore_merkle_read(bs, h2, 0, 6, six), 0);
+    ck_assert_int_eq(memcmp(six, t, 32 * 6), 0);
+    ck_assert_int_eq(cd_blockstore_merkle_delete(bs, h2), 0);
+    ck_assert_int_eq(cd_blockstore_merkle_meta(bs, h2, &mm), CD_BS_NOTFOUND);
+    ck_assert_int_eq(cd_blockstore_merkle_read(bs, h2, 0, 1, six), CD_BS_NOTFOUND);
+    ck_assert_int_eq(cd_blockstore_merkle_cleanup(bs), 0);
     free(t);
     cd_blockstore_close(bs);
 }

@@ -132,7 +132,7 @@ static uint32_t index_units(cd_pg *pg, cd_pg_copy_format fmt, int64_t id, const 
 {
     cd_pg_unit u;
     cd_pg_unit_init(&u, fmt);
-    cd_wk_parse_opts o = {1};
+    cd_wk_parse_opts o = {1, 0};
     size_t off = 83;
     uint32_t first = 0, unit = 0;
     while (off < len) {
@@ -143,8 +143,8 @@ static uint32_t index_units(cd_pg *pg, cd_pg_copy_format fmt, int64_t id, const 
         long n = 0;
         size_t end = off;
         while (end < len && end - off < unit_size) {
-            long k = cd_wk_parse_unit(blk + end, len - end, end, first + (uint32_t)n, 1, &o,
-                                      &s, &consumed);
+            long k = cd_wk_parse_unit(blk + end, len - end, end, first + (uint32_t)n, 1, &o, &s,
+                                      &consumed);
             ck_assert_int_eq(k, 1);
             end += consumed;
             n++;
@@ -254,8 +254,7 @@ START_TEST(block_complete_and_tip_order)
     cd_sha256d(fh, fake, 80);
     int64_t fid;
     ck_assert_int_eq(cd_pg_block_register(pg, fh, fake, 413568, 0, 80, &fid), 0);
-    ck_assert_int_eq(cd_pg_exec(pg, "UPDATE blocks SET indexed = true WHERE height = 413568"),
-                     0);
+    ck_assert_int_eq(cd_pg_exec(pg, "UPDATE blocks SET indexed = true WHERE height = 413568"), 0);
     ck_assert_int_eq(cd_pg_tip_advance(pg, fid), CD_PG_EINCOMPLETE);
     ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
     ck_assert_int_eq(h, 413567);
@@ -286,6 +285,164 @@ START_TEST(reconnects_after_session_killed)
 }
 END_TEST
 
+START_TEST(complete_checks_merkle_root)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    int64_t id = reg413567(pg, blk, len);
+    int indexed = -1;
+    /* nothing committed yet: not complete, no error */
+    ck_assert_int_eq(cd_pg_block_try_complete(pg, id, &indexed), 0);
+    ck_assert_int_eq(indexed, 0);
+    index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 250000, 0);
+    /* one stored txid altered: the root no longer matches the header */
+    ck_assert_int_eq(cd_pg_exec(pg, "UPDATE transactions SET tx_hash = sha256(tx_hash) "
+                                    "WHERE tx_pos = 777"),
+                     0);
+    ck_assert_int_eq(cd_pg_block_try_complete(pg, id, &indexed), CD_PG_EMERKLE);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks WHERE indexed"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM index_tip"), 0);
+    /* restored: complete, indexed, and the tip moves to it */
+    ck_assert_int_eq(cd_pg_exec(pg, "DELETE FROM transactions WHERE tx_pos = 777"), 0);
+    /* re-insert tx 777 with its real txid, found by walking the block */
+    uint8_t txid[32];
+    cd_wk_sink none = {0};
+    size_t off = 83, consumed;
+    for (int i = 0; i < 777; i++) {
+        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
+                         1);
+        off += consumed;
+    }
+    ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
+    cd_sha256d(txid, blk + off, consumed);
+    char sql[256], hex[65];
+    cd_hex_encode(hex, txid, 32);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO transactions (block_id, tx_offset, tx_pos, tx_size, tx_hash) "
+             "VALUES (%lld, %zu, 777, %zu, '\\x%s')",
+             (long long)id, off, consumed, hex);
+    ck_assert_int_eq(cd_pg_exec(pg, sql), 0);
+    ck_assert_int_eq(cd_pg_block_try_complete(pg, id, &indexed), 0);
+    ck_assert_int_eq(indexed, 1);
+    int32_t h = -1;
+    ck_assert_int_eq(cd_pg_tip_advance_all(pg, &h), 0);
+    ck_assert_int_eq(h, 413567);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 1557);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
+START_TEST(unit_range_mismatch_refused)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    int64_t id = reg413567(pg, blk, len);
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    cd_wk_parse_opts o = {1, 0};
+    /* unit 0 = 10 txs, committed */
+    cd_pg_unit_reset(&u, id, 0, 0);
+    cd_wk_sink s = cd_wk_unit_sink(&u);
+    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 10, &o, &s, NULL), 10);
+    ck_assert_int_eq(cd_pg_write_unit(pg, &u), 0);
+    /* unit 0 again but cut at 5 txs (unit size changed): refused, not mixed */
+    cd_pg_unit_reset(&u, id, 0, 0);
+    s = cd_wk_unit_sink(&u);
+    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 5, &o, &s, NULL), 5);
+    ck_assert_int_eq(cd_pg_write_unit(pg, &u), CD_PG_EUNIT);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 10);
+    cd_pg_unit_free(&u);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
+START_TEST(secondary_indexes_toggle)
+{
+    cd_pg *pg = open_migrated();
+    const char *n = "SELECT count(*) FROM pg_indexes WHERE indexname IN ('transactions_hash_idx',"
+                    " 'inputs_outpoint_idx', 'pushdata_hash_idx')";
+    ck_assert_int_eq(scalar(pg, n), 3);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    ck_assert_int_eq(scalar(pg, n), 0);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, n), 3);
+    cd_pg_free(pg);
+}
+END_TEST
+
+START_TEST(streamed_unit_equals_buffered)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *a = open_migrated();
+    index_units(a, CD_PG_COPY_BINARY, reg413567(a, blk, len), blk, len, 1u << 30, 0);
+    cd_pg *b = open_migrated();
+    int64_t id = reg413567(b, blk, len);
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    u.flush_bytes = 4096; /* many COPY batches inside the unit's transaction */
+    cd_wk_parse_opts o = {1, 0};
+    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
+    ck_assert_uint_le(u.pd.cap, 1u << 16); /* never buffered the whole unit */
+    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 1);
+    /* a wrong expected count is refused before anything commits */
+    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 1, blk + 83, len - 83, 83, 0, 1556, &o),
+                     CD_WK_EMALFORMED);
+    char *da = dump(a), *db = dump(b);
+    ck_assert_str_eq(da, db);
+    free(da);
+    free(db);
+    cd_pg_unit_free(&u);
+    cd_pg_free(a);
+    cd_pg_free(b);
+    free(blk);
+}
+END_TEST
+
+START_TEST(stream_connection_lost_mid_unit)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    cd_pg_set_retry(pg, 0, 100, NULL);
+    int64_t id = reg413567(pg, blk, len);
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    u.flush_bytes = 4096;
+    cd_wk_parse_opts o = {1, 0};
+    cd_pg_unit_reset(&u, id, 0, 0);
+    ck_assert_int_eq(cd_pg_unit_open(pg, &u), 0);
+    cd_wk_sink s = cd_wk_unit_sink(&u);
+    size_t consumed;
+    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 700, &o, &s, &consumed), 700);
+    /* the server drops the session in the middle of the unit */
+    PGconn *k = PQconnectdb(conninfo);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(cd_pg_conn(pg)));
+    PQclear(PQexec(k, sql));
+    PQfinish(k);
+    ck_assert_int_eq(cd_wk_parse_unit(blk + 83 + consumed, len - 83 - consumed, 83 + consumed, 700,
+                                      0, &o, &s, NULL),
+                     857);
+    ck_assert_int_eq(cd_pg_unit_close(pg, &u), CD_PG_EAGAIN);
+    ck_assert_int_eq(cd_pg_connect(pg), CD_PG_OK);
+    /* nothing of it committed; the full redo writes every row once */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 0);
+    ck_assert_int_eq(cd_wk_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata WHERE flags = 2"), 3957);
+    cd_pg_unit_free(&u);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
 static Suite *suite_pg(void)
 {
     Suite *s = suite_create("pg");
@@ -300,6 +457,11 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, text_and_binary_copy_identical);
     tcase_add_test(tc, block_complete_and_tip_order);
     tcase_add_test(tc, reconnects_after_session_killed);
+    tcase_add_test(tc, complete_checks_merkle_root);
+    tcase_add_test(tc, unit_range_mismatch_refused);
+    tcase_add_test(tc, secondary_indexes_toggle);
+    tcase_add_test(tc, streamed_unit_equals_buffered);
+    tcase_add_test(tc, stream_connection_lost_mid_unit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,15 +20,14 @@ typedef struct rows {
     struct {
         uint32_t tx_pos, idx, flags;
         uint8_t key[32];
-    } *push;
+    } * push;
     struct {
         uint32_t tx_pos, in_idx, prev_idx;
         uint8_t prev[32];
-    } *in;
+    } * in;
 } rows;
 
-static void r_tx(void *ctx, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
-                 uint32_t size)
+static void r_tx(void *ctx, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset, uint32_t size)
 {
     rows *r = ctx;
     r->txid = realloc(r->txid, (r->ntx + 1) * 32);
@@ -54,8 +53,7 @@ static void r_in(void *ctx, uint32_t tx_pos, uint32_t in_idx, const uint8_t prev
     r->nin++;
 }
 
-static void r_push(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags,
-                   const uint8_t key[32])
+static void r_push(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags, const uint8_t key[32])
 {
     rows *r = ctx;
     r->push = realloc(r->push, (r->npush + 1) * sizeof(*r->push));
@@ -109,7 +107,7 @@ START_TEST(block413567_txids_offsets)
     ck_assert_uint_eq(noffs, 1557);
     rows r = {0};
     cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1};
+    cd_wk_parse_opts o = {1, 0};
     size_t consumed = 0;
     /* 80-byte header + 3-byte count (fd 15 06) */
     long n = cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed);
@@ -147,7 +145,7 @@ START_TEST(block413567_input_keys)
     ck_assert_uint_eq(nkeys, 3957);
     rows r = {0};
     cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1};
+    cd_wk_parse_opts o = {1, 0};
     ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, NULL), 1557);
     size_t k = 0;
     for (size_t i = 0; i < r.npush; i++) {
@@ -187,7 +185,7 @@ START_TEST(real_tx_output_keys)
         "mainnet/tx/bf88f55da5e4d000a08056d68ab6945077db2c5224512d088fbea57046de9e07.hex", &n);
     rows r = {0};
     cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1};
+    cd_wk_parse_opts o = {1, 0};
     ck_assert_int_eq(cd_wk_parse_tx_pushes(tx, n, 7, &o, &s), (long)n);
     int per_out[3] = {0, 0, 0};
     for (size_t i = 0; i < r.npush; i++) {
@@ -238,7 +236,7 @@ START_TEST(regtest_block116_data_keys)
     uint8_t *blk = cd_test_read_file(rel, &len);
     rows r = {0};
     cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1};
+    cd_wk_parse_opts o = {1, 0};
     ck_assert_int_eq(cd_wk_parse_unit(blk + 81, len - 81, 81, 0, 0, &o, &s, NULL), 3);
     static const char *want[] = {
         "bceef655b5a034911f1c3718ce056531b45ef03b4c7b1f15629e867294011a7d",

@@ -12,6 +12,7 @@
 #include "common/cd_util.h"
 #include "daemon/cd_pipeline.h"
 #include "daemon/cd_ring.h"
+#include "daemon/cd_supervisor.h"
 #include "storage/cd_blockstore.h"
 #include "workers/cd_ipc.h"
 #include "workers/cd_wk_merkle.h"
@@ -260,6 +261,19 @@ static void check_stored(const char *dir, const uint8_t *blk, size_t len, int wa
     ck_assert_int_eq(cd_blockstore_merkle_meta(bs, hash, &mm), 0);
     ck_assert_uint_eq(mm.tx_count, n);
     ck_assert_int_eq(memcmp(mm.root, blk + 36, 32), 0);
+    /* the streamed tree stored by the worker == the tree built in one go */
+    uint64_t nh = cd_merkle_tree_size(n);
+    ck_assert_uint_eq(mm.n_hashes, nh);
+    uint8_t *want_tree = malloc(nh * 32), *got_tree = malloc(nh * 32);
+    uint64_t *o = read_offsets(&n);
+    for (size_t i = 0; i < n; i++)
+        cd_sha256d(want_tree + 32 * i, blk + o[i], (i + 1 < n ? o[i + 1] : len) - o[i]);
+    ck_assert_int_eq(cd_wk_merkle_build(want_tree, n), 0);
+    ck_assert_int_eq(cd_blockstore_merkle_read(bs, hash, 0, nh, got_tree), 0);
+    ck_assert_int_eq(memcmp(want_tree, got_tree, nh * 32), 0);
+    free(o);
+    free(want_tree);
+    free(got_tree);
     cd_blockstore_close(bs);
 }
 
@@ -330,6 +344,38 @@ START_TEST(test_pipeline_refuses_tampered)
 }
 END_TEST
 
+START_TEST(test_pipeline_refuses_mutated_block)
+{
+    /* [A B C C] has the same merkle root as [A B C] (CVE-2012-2459): the
+     * streamed tree must flag it although the root matches the header */
+    size_t len, n;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    uint64_t *o = read_offsets(&n);
+    size_t la = o[2] - o[1], lb = o[3] - o[2], lc = o[4] - o[3];
+    uint8_t *m = malloc(81 + la + lb + 2 * lc);
+    memcpy(m, blk, 80);
+    uint8_t tree[32 * 6];
+    cd_sha256d(tree, blk + o[1], la);
+    cd_sha256d(tree + 32, blk + o[2], lb);
+    cd_sha256d(tree + 64, blk + o[3], lc);
+    ck_assert_int_eq(cd_wk_merkle_build(tree, 3), 0);
+    memcpy(m + 36, tree + 32 * 5, 32); /* header commits to [A B C] */
+    m[80] = 4;
+    memcpy(m + 81, blk + o[1], la + lb + lc);
+    memcpy(m + 81 + la + lb + lc, blk + o[3], lc);
+    harness h;
+    h_start(&h, 1 << 20, 64 << 10);
+    ck_assert_int_eq(h_feed(&h, m, 81 + la + lb + 2 * lc, 1000, SIZE_MAX), CD_PIPE_MERKLE);
+    /* the honest 3-tx block with the very same header is accepted */
+    m[80] = 3;
+    ck_assert_int_eq(h_feed(&h, m, 81 + la + lb + lc, 1000, SIZE_MAX), CD_PIPE_OK);
+    h_stop(&h);
+    free(m);
+    free(o);
+    free(blk);
+}
+END_TEST
+
 static void crash_case(const char *spec, uint64_t ring, int expect_redispatch)
 {
     size_t len;
@@ -378,6 +424,106 @@ START_TEST(test_writer_crash_refetch)
 }
 END_TEST
 
+/* ---------------- supervisor: back-off restart, exit code 2 ---------------- */
+
+typedef struct sup_obs {
+    struct event_base *base;
+    int ups, downs, fatal;
+    int stop_at_ups;
+} sup_obs;
+
+static void obs_up(void *arg, int slot, int fd)
+{
+    (void)slot;
+    sup_obs *o = arg;
+    o->ups++;
+    close(fd);
+    if (o->stop_at_ups && o->ups >= o->stop_at_ups)
+        event_base_loopbreak(o->base);
+}
+
+static void obs_down(void *arg, int slot)
+{
+    (void)slot;
+    ((sup_obs *)arg)->downs++;
+}
+
+static void obs_fatal(void *arg, int slot)
+{
+    (void)slot;
+    sup_obs *o = arg;
+    o->fatal++;
+    event_base_loopbreak(o->base);
+}
+
+static int init_config_error(cd_wk_ctx *c)
+{
+    (void)c;
+    return CD_EXIT_CONFIG;
+}
+
+static int init_crash(cd_wk_ctx *c)
+{
+    (void)c;
+    return CD_EXIT_FAILURE;
+}
+
+static const cd_wk_ops ops_config_error = {.name = "cfgerr", .init = init_config_error};
+static const cd_wk_ops ops_crash = {.name = "crash", .init = init_crash};
+
+static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
+{
+    char name[CD_RING_NAME_MAX];
+    snprintf(name, sizeof(name), "/cd-test-sup-%d", (int)getpid());
+    cd_ring ring;
+    ck_assert_int_eq(cd_ring_create(&ring, name, 65536), 0);
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.datadir = (char *)"/tmp";
+    memset(o, 0, sizeof(*o));
+    o->base = event_base_new();
+    o->stop_at_ups = stop_at_ups;
+    cd_sup_cbs cbs = {.arg = o, .on_up = obs_up, .on_down = obs_down, .on_fatal = obs_fatal};
+    cd_supervisor *s = cd_sup_new(o->base, &ring, &cfg, &cbs);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(cd_sup_add(s, CD_WK_PARSER, 0, ops), 0);
+    ck_assert_int_eq(cd_sup_start(s), 0);
+    ck_assert_int_gt(cd_sup_pid(s, 0), 0);
+    event_base_dispatch(o->base);
+    if (o->fatal) {
+        /* give a (wrong) respawn every chance to happen: run the loop for a
+         * while longer than the longest back-off */
+        struct timeval tv = {0, 600000};
+        event_base_loopexit(o->base, &tv);
+        event_base_dispatch(o->base);
+        ck_assert_int_eq(cd_sup_pid(s, 0), 0);
+    }
+    cd_sup_stop(s, 2000);
+    cd_sup_free(s);
+    event_base_free(o->base);
+    cd_ring_destroy(&ring);
+}
+
+START_TEST(test_supervisor_exit2_not_respawned)
+{
+    sup_obs o;
+    sup_case(&ops_config_error, &o, 0);
+    ck_assert_int_eq(o.fatal, 1);
+    ck_assert_int_eq(o.ups, 1);
+    ck_assert_int_eq(o.downs, 1);
+}
+END_TEST
+
+START_TEST(test_supervisor_crash_respawned)
+{
+    sup_obs o;
+    sup_case(&ops_crash, &o, 4); /* stops the loop at the 4th start */
+    ck_assert_int_eq(o.fatal, 0);
+    ck_assert_int_eq(o.ups, 4);
+    ck_assert_int_ge(o.downs, 3);
+}
+END_TEST
+
 static Suite *suite_workers(void)
 {
     Suite *s = suite_create("workers");
@@ -390,10 +536,16 @@ static Suite *suite_workers(void)
     tcase_set_timeout(tp, 120);
     tcase_add_test(tp, test_pipeline_stores_block);
     tcase_add_test(tp, test_pipeline_refuses_tampered);
+    tcase_add_test(tp, test_pipeline_refuses_mutated_block);
     tcase_add_test(tp, test_writer_crash_redispatch);
     tcase_add_test(tp, test_merkle_crash_redispatch);
     tcase_add_test(tp, test_writer_crash_refetch);
     suite_add_tcase(s, tp);
+    TCase *ts = tcase_create("supervisor");
+    tcase_set_timeout(ts, 60);
+    tcase_add_test(ts, test_supervisor_exit2_not_respawned);
+    tcase_add_test(ts, test_supervisor_crash_respawned);
+    suite_add_tcase(s, ts);
     return s;
 }
 
