@@ -25,11 +25,11 @@
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
 #include "common/cd_util.h"
+#include "bitcoin/btc_merkle.h"
 #include "bitcoin/btc_varint.h"
 #include "daemon/cd_pipeline.h"
 #include "daemon/cd_ring.h"
 #include "storage/cd_blockstore.h"
-#include "workers/cd_wk_merkle.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -227,7 +227,7 @@ static int gen_prepare(feed_block *b)
         gen_tx(tx, l, b->gen_seed, i);
         cd_sha256d(tree + 32 * i, tx, l);
     }
-    cd_wk_merkle_build(tree, ntx);
+    btc_merkle_tree_build(tree, (size_t)ntx, tree, NULL);
     memset(b->header, 0, 80);
     cd_put_le32(b->header, 0x20000000);
     memcpy(b->header + 36, tree + 32 * (cd_merkle_tree_size(ntx) - 1), 32);

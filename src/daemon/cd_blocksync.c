@@ -548,6 +548,42 @@ static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
     schedule(s);
 }
 
+/* ---- progress (status line / status file) ---- */
+
+static void mod_progress(void *state, cd_ctl_progress *out)
+{
+    bs_state *s = state;
+    /* highest best-chain height below which every block is stored */
+    int32_t h = s->low;
+    if (s->tree) {
+        int32_t tip = cd_hdrtree_height(s->tree);
+        while (h <= tip) {
+            const cd_hdr_node *n = cd_hdrtree_at(s->tree, h);
+            if (!n || !hs_has(&s->stored, n->hash))
+                break;
+            h++;
+        }
+    }
+    out->stored_height = h - 1;
+    /* with parsers, a block finishes OK only once every unit is committed
+     * to PostgreSQL (cd_pipeline.h), so stored == indexed */
+    if (s->cfg->index)
+        out->indexed_height = h - 1;
+    out->ring_used += cd_ring_used(&s->ring);
+    out->ring_size += s->ring.size;
+    if (s->pipe) {
+        cd_pipeline_stats ps;
+        uint32_t alive, total;
+        cd_pipeline_get_stats(s->pipe, &ps);
+        cd_pipeline_workers(s->pipe, &alive, &total);
+        out->blocks += ps.blocks_ok;
+        out->bytes += ps.bytes_ok;
+        out->txs += ps.txs_ok;
+        out->workers_alive += alive;
+        out->workers_total += total;
+    }
+}
+
 /* ---- module ---- */
 
 static int mod_init(cd_ctl *ctl, void **state)
@@ -573,7 +609,13 @@ static int mod_init(cd_ctl *ctl, void **state)
                            .fatal = pipe_fatal,
                            .identify = pipe_identify};
     s->pipe = cd_pipeline_new(s->base, &s->ring, s->cfg, &cbs);
-    /* Parser workers (index): PostgreSQL rows, exactly once (cd_wk_parser.h). */
+    /* Parser workers (index): PostgreSQL rows, exactly once (cd_wk_parser.h).
+     * First, before anything is dispatched: blocks stored in LMDB but not
+     * indexed (a crash) are indexed from LMDB. */
+    if (s->pipe && s->cfg->index && cd_wk_parser_recover(s->cfg) == CD_EXIT_CONFIG) {
+        cd_pipeline_free(s->pipe);
+        s->pipe = NULL;
+    }
     if (s->pipe && s->cfg->index)
         cd_pipeline_set_parsers(s->pipe, &cd_wk_parser_ops,
                                 s->cfg->parser_workers ? s->cfg->parser_workers
@@ -654,4 +696,5 @@ const cd_ctl_module cd_pipeline_module = {
     .handlers = {.on_ready = on_ready, .on_disconnect = on_disconnect},
     .sink = &bs_sink,
     .on_best_chain = on_best_chain,
+    .progress = mod_progress,
 };

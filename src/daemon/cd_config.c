@@ -68,6 +68,8 @@ const cd_option cd_config_options[] = {
      "also index pushes inside OP_RETURN data-carrier outputs (DATA flag)"},
     {"max_data_push", CD_OPT_INT, "65536", 0, 0xffffffffu, 0, OFF(max_data_push), NULL,
      "longest data-carrier push (bytes) whose hash is indexed"},
+    {"mempool_max_txs", CD_OPT_INT, "1000000", 1, 0xffffffffu, 0, OFF(mempool_max_txs), NULL,
+     "most mempool transactions kept in the index (oldest evicted first)"},
     {"log_level", CD_OPT_ENUM, "info", 0, 0, CD_OPT_RELOADABLE, OFF(log_level), level_names,
      "error, warn, info or debug"},
     {"log_file", CD_OPT_STRING, "", 0, 0, CD_OPT_RELOADABLE | CD_OPT_EMPTY_NULL, OFF(log_file),

@@ -57,6 +57,7 @@ typedef struct cd_config {
     int relay;                            /* ask peers for mempool tx invs */
     int index_data_pushes;                /* DATA-flag pushdata (after OP_RETURN) */
     uint32_t max_data_push;               /* longest DATA push hashed (bytes) */
+    uint32_t mempool_max_txs;             /* mempool rows cap (oldest evicted) */
     cd_log_level log_level;               /* reloadable */
     char *log_file;                       /* NULL: stderr (journald); reloadable */
     char *user_agent;

@@ -18,6 +18,7 @@
 #include "daemon/cd_controller.h"
 #include "daemon/cd_blocksync.h"
 #include "daemon/cd_hdrsync.h"
+#include "daemon/cd_mempool.h"
 #include "daemon/cd_notify.h"
 #include "daemon/cd_peers.h"
 #include "daemon/cd_signals.h"
@@ -35,6 +36,7 @@
  * adds its line here, e.g. `&cd_pipeline_module,`. */
 static const cd_ctl_module *const ctl_modules[] = {
     &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
+    &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
     NULL,
 };
 
@@ -241,14 +243,34 @@ static void on_tip(const cd_hdrtree_tip_event *ev, void *arg)
 
 static void publish_status(cd_ctl *ctl)
 {
-    ctl->st.header_height = cd_hdrtree_height(ctl->tree);
-    ctl->st.peers = (uint32_t)(ctl->mgr ? cp2p_mgr_ready_count(ctl->mgr) : 0);
-    snprintf(ctl->st.state, sizeof(ctl->st.state), "%s",
-             ctl->stopping                  ? "stopping"
-             : cd_hdrsync_synced(ctl->sync) ? "synced"
-                                            : "headers");
-    cd_status_sample(&ctl->st, 0, 0, 0, cd_now_s());
-    (void)cd_status_publish(ctl->cfg, &ctl->st);
+    cd_ctl_progress pr;
+    memset(&pr, 0, sizeof(pr));
+    pr.stored_height = -1;
+    pr.indexed_height = -1;
+    FOR_MODULES(ctl, i, m)
+    {
+        if (m->progress && ctl->mod_state[i])
+            m->progress(ctl->mod_state[i], &pr);
+    }
+    cd_status *st = &ctl->st;
+    st->header_height = ctl->tree ? cd_hdrtree_height(ctl->tree) : -1;
+    st->peers = (uint32_t)(ctl->mgr ? cp2p_mgr_ready_count(ctl->mgr) : 0);
+    st->stored_height = pr.stored_height;
+    st->indexed_height = ctl->cfg->index ? pr.indexed_height : -1;
+    st->height = ctl->cfg->index ? st->indexed_height : st->stored_height;
+    st->workers_alive = pr.workers_alive;
+    st->workers_total = pr.workers_total;
+    st->ring_used = pr.ring_used;
+    if (pr.ring_size)
+        st->ring_size = pr.ring_size;
+    int caught_up = st->header_height >= 0 && st->height >= st->header_height;
+    snprintf(st->state, sizeof(st->state), "%s",
+             ctl->stopping                   ? "stopping"
+             : !cd_hdrsync_synced(ctl->sync) ? "headers"
+             : caught_up                     ? "synced"
+                                             : "syncing");
+    cd_status_sample(st, pr.blocks, pr.bytes, pr.txs, cd_now_s());
+    (void)cd_status_publish(ctl->cfg, st);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -263,6 +285,21 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         ctl->last_status = now;
         publish_status(ctl);
     }
+}
+
+/* SIGHUP, after cd_config_reload() changed the reloadable fields: the status
+ * schedule restarts from now with the (possibly new) status_interval, and a
+ * status is published at once so the file shows the new interval (readers
+ * use it to decide staleness). */
+static void on_reload(void *arg)
+{
+    cd_ctl *ctl = arg;
+    cd_log_info("configuration reloaded: status every %u s",
+                (unsigned)(ctl->cfg->status_interval_s ? ctl->cfg->status_interval_s : 10));
+    if (ctl->tick == NULL)
+        return; /* not running yet: run() publishes when it starts the loop */
+    ctl->last_status = cd_now_s();
+    publish_status(ctl);
 }
 
 static void on_stop_signal(void *arg)
@@ -297,7 +334,7 @@ int cd_controller_run(const cd_config *cfg)
         cd_log_error("event_base_new failed");
         return CD_EXIT_FAILURE;
     }
-    ctl.sig = cd_signals_install(ctl.base, cfg, on_stop_signal, NULL, &ctl);
+    ctl.sig = cd_signals_install(ctl.base, cfg, on_stop_signal, on_reload, &ctl);
     if (!ctl.sig)
         goto out;
 

@@ -23,12 +23,16 @@
  *   best chain      on_best_chain() after every best-tip change, with the
  *                   fork point and the blocks leaving / joining (the event
  *                   is borrowed for the call; nodes live as long as the tree).
+ *   progress        progress() before every status publication: heights,
+ *                   cumulative counters, workers, ring fill (cd_status.h).
  *
  * Everything runs on the controller's loop thread. fini() is called before
  * the manager and the tree are freed.
  */
 #ifndef CD_PEERS_H
 #define CD_PEERS_H
+
+#include <stdint.h>
 
 #include "daemon/cd_config.h"
 #include "p2p/conduit_p2p.h"
@@ -37,6 +41,17 @@
 struct event_base;
 
 typedef struct cd_ctl cd_ctl;
+
+/* What a module reports for the status line / status file (cd_status.h).
+ * The controller pre-fills heights with -1 and counters with 0; a module
+ * sets what it knows. Counters are cumulative for this run. */
+typedef struct cd_ctl_progress {
+    int32_t stored_height;       /* best-chain blocks stored + verified up to */
+    int32_t indexed_height;      /* best-chain blocks indexed (PG) up to */
+    uint64_t blocks, bytes, txs; /* blocks finished OK this run, their bytes/txs */
+    uint32_t workers_alive, workers_total;
+    uint64_t ring_used, ring_size;
+} cd_ctl_progress;
 
 typedef struct cd_ctl_module {
     const char *name;
@@ -49,6 +64,9 @@ typedef struct cd_ctl_module {
     cp2p_handlers handlers;
     const cp2p_block_sink *sink;
     void (*on_best_chain)(void *state, const cd_hdrtree_tip_event *ev);
+    /* Optional: adds the module's figures to *out (called by the controller
+     * before every status publication; must not block). */
+    void (*progress)(void *state, cd_ctl_progress *out);
 } cd_ctl_module;
 
 /* Accessors for modules (valid from init() to fini()). */

@@ -300,6 +300,8 @@ static void finish(cd_pipeline *p, pipe_block *b, int status)
     hexid(hex, b->hash);
     if (status == CD_PIPE_OK) {
         p->stats.blocks_ok++;
+        p->stats.bytes_ok += b->size;
+        p->stats.txs_ok += b->tx_count;
         cd_log_debug("pipeline: block %s stored and verified", hex);
     } else {
         p->stats.blocks_failed++;
@@ -869,6 +871,15 @@ pid_t cd_pipeline_worker_pid(const cd_pipeline *p, cd_wk_kind kind, uint32_t ind
 void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out)
 {
     *out = p->stats;
+}
+
+void cd_pipeline_workers(const cd_pipeline *p, uint32_t *alive, uint32_t *total)
+{
+    uint32_t up = 0;
+    for (int i = 0; i < p->n_chan; i++)
+        up += p->chan[i].up != 0;
+    *alive = up;
+    *total = (uint32_t)p->n_chan;
 }
 
 void cd_pipeline_free(cd_pipeline *p)

@@ -127,12 +127,18 @@ pid_t cd_pipeline_worker_pid(const cd_pipeline *p, cd_wk_kind kind, uint32_t ind
 typedef struct cd_pipeline_stats {
     uint64_t bytes_in;
     uint64_t blocks_ok;
+    uint64_t bytes_ok; /* sizes of the blocks finished OK */
+    uint64_t txs_ok;   /* transactions of the blocks finished OK */
     uint64_t blocks_failed;
     uint64_t units;
     uint64_t redispatched;
 } cd_pipeline_stats;
 
 void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out);
+
+/* Workers registered (*total) and those whose channel is up, i.e. running
+ * and past HELLO (*alive). */
+void cd_pipeline_workers(const cd_pipeline *p, uint32_t *alive, uint32_t *total);
 
 /* Stops the workers (SIGTERM, then SIGKILL after 5 s) and frees everything.
  * Blocks in flight are not reported. Accepts NULL. */

@@ -34,6 +34,8 @@ void cd_status_init(cd_status *st, const cd_config *cfg)
     st->started_at = (int64_t)time(NULL);
     snprintf(st->state, sizeof(st->state), "starting");
     st->height = -1;
+    st->stored_height = -1;
+    st->indexed_height = -1;
     st->header_height = -1;
     st->eta_s = -1;
     if (cfg) {
@@ -143,6 +145,8 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
     fprintf(f, "  updated:       %s ago (up %s)\n", age, up);
     fprintf(f, "  height:        %" PRId32 " / best header %" PRId32 " (%.1f%%)\n", st->height,
             st->header_height, sync_pct(st));
+    fprintf(f, "  stored:        %" PRId32 "  indexed: %" PRId32 "\n", st->stored_height,
+            st->indexed_height);
     fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s\n", st->blocks_per_s,
             st->mb_per_s, st->tx_per_s);
     fprintf(f, "  eta:           %s\n", eta);
@@ -167,35 +171,37 @@ int cd_status_write(const char *datadir, cd_status *st)
 {
     st->updated_at = (int64_t)time(NULL);
     char buf[2048];
-    int n =
-        snprintf(buf, sizeof(buf),
-                 "# conduitd status (read by conduit-cli status)\n"
-                 "format=1\n"
-                 "pid=%" PRId64 "\n"
-                 "network=%s\n"
-                 "version=%s\n"
-                 "started_at=%" PRId64 "\n"
-                 "updated_at=%" PRId64 "\n"
-                 "interval_s=%" PRIu32 "\n"
-                 "state=%s\n"
-                 "height=%" PRId32 "\n"
-                 "header_height=%" PRId32 "\n"
-                 "peers=%" PRIu32 "\n"
-                 "workers_alive=%" PRIu32 "\n"
-                 "workers_total=%" PRIu32 "\n"
-                 "ring_used=%" PRIu64 "\n"
-                 "ring_size=%" PRIu64 "\n"
-                 "blocks_done=%" PRIu64 "\n"
-                 "bytes_done=%" PRIu64 "\n"
-                 "txs_done=%" PRIu64 "\n"
-                 "blocks_per_s=%.3f\n"
-                 "mb_per_s=%.3f\n"
-                 "tx_per_s=%.1f\n"
-                 "eta_s=%.0f\n",
-                 st->pid, st->network, st->version, st->started_at, st->updated_at, st->interval_s,
-                 st->state, st->height, st->header_height, st->peers, st->workers_alive,
-                 st->workers_total, st->ring_used, st->ring_size, st->blocks_done, st->bytes_done,
-                 st->txs_done, st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s);
+    int n = snprintf(buf, sizeof(buf),
+                     "# conduitd status (read by conduit-cli status)\n"
+                     "format=1\n"
+                     "pid=%" PRId64 "\n"
+                     "network=%s\n"
+                     "version=%s\n"
+                     "started_at=%" PRId64 "\n"
+                     "updated_at=%" PRId64 "\n"
+                     "interval_s=%" PRIu32 "\n"
+                     "state=%s\n"
+                     "height=%" PRId32 "\n"
+                     "stored_height=%" PRId32 "\n"
+                     "indexed_height=%" PRId32 "\n"
+                     "header_height=%" PRId32 "\n"
+                     "peers=%" PRIu32 "\n"
+                     "workers_alive=%" PRIu32 "\n"
+                     "workers_total=%" PRIu32 "\n"
+                     "ring_used=%" PRIu64 "\n"
+                     "ring_size=%" PRIu64 "\n"
+                     "blocks_done=%" PRIu64 "\n"
+                     "bytes_done=%" PRIu64 "\n"
+                     "txs_done=%" PRIu64 "\n"
+                     "blocks_per_s=%.3f\n"
+                     "mb_per_s=%.3f\n"
+                     "tx_per_s=%.1f\n"
+                     "eta_s=%.0f\n",
+                     st->pid, st->network, st->version, st->started_at, st->updated_at,
+                     st->interval_s, st->state, st->height, st->stored_height, st->indexed_height,
+                     st->header_height, st->peers, st->workers_alive, st->workers_total,
+                     st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
+                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s);
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         errno = EOVERFLOW;
         return -1;
@@ -240,6 +246,8 @@ int cd_status_read(const char *datadir, cd_status *st)
     }
     memset(st, 0, sizeof(*st));
     st->height = -1;
+    st->stored_height = -1;
+    st->indexed_height = -1;
     st->header_height = -1;
     st->eta_s = -1;
     int format = 0;
@@ -271,6 +279,10 @@ int cd_status_read(const char *datadir, cd_status *st)
             copy_str(st->state, sizeof(st->state), v);
         else if (strcmp(k, "height") == 0)
             st->height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "stored_height") == 0)
+            st->stored_height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "indexed_height") == 0)
+            st->indexed_height = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(k, "header_height") == 0)
             st->header_height = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(k, "peers") == 0)

@@ -9,7 +9,8 @@
  *
  * Usage (controller, every cfg->status_interval_s seconds and at state
  * changes):
- *     st.height = ...; st.header_height = ...;       // absolute values
+ *     st.height = ...; st.stored_height = ...;       // absolute values
+ *     st.indexed_height = ...; st.header_height = ...;
  *     cd_status_sample(&st, blocks_done, bytes_done, txs_done, cd_now_s());
  *     cd_status_publish(cfg, &st);   // log line + STATUS= + status file
  *
@@ -40,11 +41,15 @@ typedef struct cd_status {
     int64_t updated_at;  /* unix seconds, set by cd_status_write */
     uint32_t interval_s; /* status_interval when written (for staleness) */
     /* filled by the controller */
-    char state[24];        /* "starting", "headers", "syncing", "synced",
-                              "stopping", "stopped" */
-    int32_t height;        /* indexed tip height, -1: none */
-    int32_t header_height; /* best header height, -1: none */
-    uint32_t peers;        /* connected peers */
+    char state[24];         /* "starting", "headers", "syncing", "synced",
+                               "stopping", "stopped" */
+    int32_t height;         /* progress height: indexed_height when the index
+                               is enabled, else stored_height; -1: none */
+    int32_t stored_height;  /* best-chain blocks stored + verified up to, -1 */
+    int32_t indexed_height; /* best-chain blocks indexed in PG up to, -1 (also
+                               when the index is disabled) */
+    int32_t header_height;  /* best header height, -1: none */
+    uint32_t peers;         /* connected peers */
     uint32_t workers_alive;
     uint32_t workers_total;
     uint64_t ring_used; /* bytes in use in the ring */

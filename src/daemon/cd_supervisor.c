@@ -211,13 +211,19 @@ static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
         s->ring->hdr->slot[slot].pid = (int32_t)getpid();
         s->ring->hdr->slot[slot].kind = c->kind;
     }
+    cd_wk_config wcfg = {
+        .datadir = s->cfg->datadir,
+        .pg_conninfo = s->cfg->pg_conninfo,
+        .index_data_pushes = s->cfg->index_data_pushes,
+        .max_data_push = s->cfg->max_data_push,
+    };
     cd_wk_ctx ctx = {
         .kind = c->kind,
         .index = c->index,
         .fd = fd,
         .ring = s->ring->data,
         .ring_size = s->ring->size,
-        .cfg = s->cfg,
+        .cfg = &wcfg,
     };
     cd_wk_run(&ctx, c->ops);
 }

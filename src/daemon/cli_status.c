@@ -24,8 +24,10 @@ static void json_out(FILE *f, const cd_status *st, int alive)
     fprintf(f,
             "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
             ", \"network\": \"%s\", \"version\": \"%s\", "
-            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64 ", "
-            "\"height\": %" PRId32 ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
+            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64
+            ", \"interval_s\": %" PRIu32 ", "
+            "\"height\": %" PRId32 ", \"stored_height\": %" PRId32 ", \"indexed_height\": %" PRId32
+            ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
             "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
             "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
             "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
@@ -33,10 +35,10 @@ static void json_out(FILE *f, const cd_status *st, int alive)
             "}\n",
             alive ? "true" : "false",
             alive && cd_status_stale(st, (int64_t)time(NULL)) ? "true" : "false", st->pid,
-            st->network, st->version, st->state, st->started_at, st->updated_at, st->height,
-            st->header_height, st->peers, st->workers_alive, st->workers_total, st->ring_used,
-            st->ring_size, st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done,
-            st->bytes_done, st->txs_done);
+            st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
+            st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
+            st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
+            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done);
 }
 
 /* --watch: a line per status update (what an operator leaves open during an

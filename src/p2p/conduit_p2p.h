@@ -214,7 +214,10 @@ typedef struct cp2p_peer_stats {
     uint64_t msgs_in, msgs_out;
     uint64_t blocks_in; /* complete block payloads received */
     uint64_t block_bytes_in;
-    uint64_t headers_in; /* headers received (entries) */
+    uint64_t block_scan_bytes; /* chunk mode: block bytes walked to find tx
+                                  boundaries (resumable cursor: each byte at
+                                  most once, so <= block_bytes_in) */
+    uint64_t headers_in;       /* headers received (entries) */
     uint64_t txs_in;
     uint64_t connects; /* successful handshakes */
     uint64_t disconnects;

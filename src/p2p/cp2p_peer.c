@@ -113,6 +113,8 @@ struct cp2p_peer {
     size_t bcap, bfill; /* CHUNK: capacity, bytes in buffer */
     uint64_t bbase;     /* CHUNK: block offset of bbuf[0] */
     size_t bscan;       /* CHUNK: next tx start inside bbuf */
+    btc_preproc bpp;    /* CHUNK: tx-boundary cursor (block offsets): bytes of
+                           a partial tx are never walked twice */
     int bhdr_done;
     uint64_t btx_count, btx_seen;
     uint32_t bchunk_idx;
@@ -643,29 +645,36 @@ static int chunk_flush(cp2p_peer *p, int final)
         }
         p->btx_count = cnt;
         p->bscan = 80 + (size_t)k;
+        btc_preproc_init(&p->bpp, 80 + (uint64_t)k);
         p->bhdr_done = 1;
     }
-    for (;;) {
-        int64_t sz = btc_tx_skip(p->bbuf + p->bscan, p->bfill - p->bscan);
-        if (sz < 0) {
-            peer_fail(p, CP2P_R_MALFORMED, "malformed transaction at block offset %llu",
-                      (unsigned long long)(p->bbase + p->bscan));
-            return -1;
-        }
-        if (sz == 0)
-            break;
-        if (grow_offs(p, n_off + 1)) {
+    /* resume the walk where the cursor stopped: only bytes that arrived
+     * since the last flush are examined, however long the partial tx is */
+    uint64_t end = p->bbase + p->bfill;
+    while (p->bpp.pos < end) {
+        if (grow_offs(p, n_off + 1024)) {
             peer_fail(p, CP2P_R_NOMEM, "cannot grow the tx offset array");
             return -1;
         }
-        p->boffs[n_off++] = p->bbase + p->bscan;
-        p->bscan += (size_t)sz;
-        p->btx_seen++;
-        if (p->bscan == p->bfill)
-            break;
+        size_t room = p->boffs_cap - n_off, k = 0;
+        uint64_t pos0 = p->bpp.pos;
+        int rc = btc_preproc_feed(&p->bpp, p->bbuf + (size_t)(pos0 - p->bbase), pos0,
+                                  (size_t)(end - pos0), p->boffs + n_off, room, &k);
+        if (rc < 0) {
+            peer_fail(p, CP2P_R_MALFORMED, "malformed transaction at block offset %llu",
+                      (unsigned long long)p->bpp.tx_start);
+            return -1;
+        }
+        p->stats.block_scan_bytes += p->bpp.pos - pos0;
+        n_off += k;
+        p->btx_seen += k;
+        if (k < room)
+            break; /* not stopped by the offset array: all available bytes walked */
     }
+    p->bscan = (size_t)(p->bpp.tx_start - p->bbase);
     if (final) {
-        if (p->bscan != p->bfill || p->btx_seen != p->btx_count) {
+        if (p->bscan != p->bfill || !btc_preproc_at_boundary(&p->bpp) ||
+            p->btx_seen != p->btx_count) {
             peer_fail(p, CP2P_R_MALFORMED,
                       "block ends inside a transaction or declares %llu txs but holds %llu",
                       (unsigned long long)p->btx_count, (unsigned long long)p->btx_seen);

@@ -642,14 +642,18 @@ static int open_op(cd_pg *pg, void *arg)
         snprintf(x.c, sizeof(x.c), "%u", u->expect_txs);
     if (rc == 0)
         rc = q(pg, what,
-               "SELECT first_tx = $3 AND ($4 = 0 OR tx_count = $4) FROM indexed_units "
-               "WHERE block_id = $1 AND unit_no = $2",
+               /* the same unit, or (tx count known) any unit overlapping its
+                * tx range: committed with another cutting */
+               "SELECT coalesce(bool_or(unit_no = $2 AND first_tx = $3 AND "
+               "                        ($4 = 0 OR tx_count = $4)), false), count(*) "
+               "FROM indexed_units WHERE block_id = $1 AND (unit_no = $2 OR "
+               "  ($4 > 0 AND first_tx < $3::bigint + $4 AND first_tx::bigint + tx_count > $3))",
                4, x.v, NULL, NULL, &r);
     if (rc) {
         rollback(pg);
         return rc;
     }
-    int exists = PQntuples(r) == 1, same = exists && PQgetvalue(r, 0, 0)[0] == 't';
+    int same = PQgetvalue(r, 0, 0)[0] == 't', exists = atoi(PQgetvalue(r, 0, 1)) > 0;
     PQclear(r);
     if (!exists)
         return 0;
@@ -1154,4 +1158,62 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on)
     }
     cd_log_info("postgres: secondary indexes %s", on ? "present" : "dropped for bulk load");
     return CD_PG_OK;
+}
+
+struct gaps_arg {
+    int64_t block_id;
+    uint64_t tx_count;
+    int *indexed;
+    uint64_t **gaps;
+    size_t *n;
+};
+
+static int gaps_op(cd_pg *pg, void *a)
+{
+    struct gaps_arg *x = a;
+    char b[24];
+    snprintf(b, sizeof(b), "%" PRId64, x->block_id);
+    const char *vals[1] = {b};
+    PGresult *r = NULL;
+    int rc = q(pg, "reading unit markers",
+               "SELECT (SELECT indexed FROM blocks WHERE block_id = $1), first_tx, tx_count "
+               "FROM (SELECT NULL::integer AS first_tx, NULL::integer AS tx_count UNION ALL "
+               "      SELECT first_tx, tx_count FROM indexed_units WHERE block_id = $1) u "
+               "ORDER BY first_tx NULLS FIRST",
+               1, vals, NULL, NULL, &r);
+    if (rc)
+        return rc;
+    int rows = PQntuples(r);
+    *x->indexed = PQgetvalue(r, 0, 0)[0] == 't';
+    uint64_t *g = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t next = 0; /* first tx not yet known to be covered */
+    for (int i = 1; i <= rows; i++) {
+        uint64_t f = i < rows ? strtoull(PQgetvalue(r, i, 1), NULL, 10) : x->tx_count;
+        uint64_t c = i < rows ? strtoull(PQgetvalue(r, i, 2), NULL, 10) : 0;
+        if (f > next) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 8;
+                g = cd_xrealloc(g, cap * 2 * sizeof(uint64_t));
+            }
+            g[2 * n] = next;
+            g[2 * n + 1] = f;
+            n++;
+        }
+        if (f + c > next)
+            next = f + c;
+    }
+    PQclear(r);
+    *x->gaps = g;
+    *x->n = n;
+    return 0;
+}
+
+int cd_pg_block_gaps(cd_pg *pg, int64_t block_id, uint64_t tx_count, int *indexed, uint64_t **gaps,
+                     size_t *n_gaps)
+{
+    *gaps = NULL;
+    *n_gaps = 0;
+    struct gaps_arg a = {block_id, tx_count, indexed, gaps, n_gaps};
+    return with_retry(pg, gaps_op, &a);
 }

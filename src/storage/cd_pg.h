@@ -227,6 +227,14 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height);
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on);
 
+/*
+ * For recovery: the transaction ranges of a block that no committed unit
+ * covers. Out: *indexed; *gaps (malloc'd, free() it; NULL when none) holds
+ * *n_gaps pairs [start, end) of tx positions. Returns CD_PG_OK or an error.
+ */
+int cd_pg_block_gaps(cd_pg *pg, int64_t block_id, uint64_t tx_count, int *indexed, uint64_t **gaps,
+                     size_t *n_gaps);
+
 /* Height of the indexed tip, -1 when there is none. */
 int cd_pg_tip_height(cd_pg *pg, int32_t *height);
 

@@ -19,8 +19,25 @@
 #include <stdint.h>
 
 #include "common/cd_util.h"
-#include "daemon/cd_config.h"
+#include "daemon/cd_config.h" /* TRANSITIONAL: cd_wk_parser.c still needs it */
 #include "workers/cd_ipc.h"
+
+/* Process exit codes: the same contract (and values) as the daemon's
+ * (daemon/cd_config.h); identical redefinitions are allowed in C. */
+#define CD_EXIT_OK      0
+#define CD_EXIT_FAILURE 1
+#define CD_EXIT_CONFIG  2
+
+/* What the workers need from the daemon's configuration (filled by the
+ * supervisor from cd_config just before cd_wk_run; the workers library does
+ * not depend on daemon headers). Strings are borrowed from the controller's
+ * memory image, which the forked child keeps. */
+typedef struct cd_wk_config {
+    const char *datadir;     /* <datadir>/blocks, <datadir>/merkle, crash markers */
+    const char *pg_conninfo; /* parsers: libpq conninfo ("" = PG* defaults) */
+    int index_data_pushes;   /* parsers: index DATA pushes */
+    uint32_t max_data_push;  /* parsers: longest DATA push hashed, 0 = no limit */
+} cd_wk_config;
 
 typedef struct cd_wk_ctx {
     cd_wk_kind kind;
@@ -28,8 +45,8 @@ typedef struct cd_wk_ctx {
     int fd;              /* channel to the controller */
     const uint8_t *ring; /* ring data (double-mapped: 2*ring_size bytes) */
     uint64_t ring_size;
-    const cd_config *cfg; /* borrowed from the controller's memory image */
-    void *state;          /* the kind's private state (init sets it) */
+    const cd_wk_config *cfg; /* borrowed (see cd_wk_config) */
+    void *state;             /* the kind's private state (init sets it) */
 } cd_wk_ctx;
 
 /* Pointer to the unit's bytes in the ring. */

@@ -9,10 +9,10 @@
  * stored only when the root matches, so "block valid" = complete location in
  * the block store AND a tree here.
  */
-#include "workers/cd_wk_merkle.h"
 #include "workers/cd_wk_main.h"
 
-#include "common/cd_hash.h"
+#include "bitcoin/btc_merkle.h"
+#include "bitcoin/btc_sha256.h"
 #include "common/cd_log.h"
 #include "storage/cd_blockstore.h"
 
@@ -20,47 +20,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cd_wk_merkle_build(uint8_t *tree, uint64_t n)
-{
-    int mutated = 0;
-    uint8_t *level = tree;
-    while (n > 1) {
-        uint8_t *next = level + 32 * n;
-        uint64_t m = (n + 1) / 2;
-        for (uint64_t i = 0; i < m; i++) {
-            uint8_t pair[64];
-            const uint8_t *a = level + 64 * i;
-            const uint8_t *b = (2 * i + 1 < n) ? a + 32 : a;
-            if (2 * i + 1 < n && memcmp(a, b, 32) == 0)
-                mutated = 1;
-            memcpy(pair, a, 32);
-            memcpy(pair + 32, b, 32);
-            cd_sha256d(next + 32 * i, pair, 64);
-        }
-        level = next;
-        n = m;
-    }
-    return mutated;
-}
-
 /*
- * The worker never holds the whole tree: each level is built as a stream
- * (a pending left hash per level; a right one makes the parent at once) and
- * written to LMDB in parts of CD_BS_MERKLE_PER_PART hashes as they fill. At
- * BLOCK_END odd levels pair their last hash with itself, the root is
- * compared with the header, and the last partial parts are written together
- * with the meta record (the tree's "complete" marker) in one txn. Memory:
- * one part buffer per level, about 4 MiB x log2(txs / 131072) + 8 MiB.
+ * The tree itself is built by the bitcoin module's streaming builder
+ * (btc_merkle_stream_*: O(log n) state, CVE-2012-2459 detection); it hands
+ * every node over as it is computed, level by level in index order. This
+ * worker only stores them: each level fills a buffer that is written to LMDB
+ * as a part of CD_BS_MERKLE_PER_PART hashes whenever it is full. At
+ * BLOCK_END the stream pairs the odd nodes, the root is compared with the
+ * header, and the last partial parts are written together with the meta
+ * record (the tree's "complete" marker) in one txn. Memory: one part buffer
+ * per level, about 4 MiB x log2(txs / 131072) + 8 MiB.
  */
 #define MK_LEVELS 64
 
 typedef struct mk_level {
     uint8_t *buf; /* hashes of this level not yet written */
     uint32_t n_buf;
-    uint32_t part;  /* number of the part buf will become */
-    uint64_t count; /* hashes added to this level so far */
-    uint8_t left[32];
-    int has_left;
+    uint32_t part; /* number of the part buf will become */
 } mk_level;
 
 typedef struct wk_merkle {
@@ -72,11 +48,13 @@ typedef struct wk_merkle {
     uint64_t tx_count;
     uint64_t filled; /* txids computed */
     int bad;         /* a unit did not fit the block */
-    int mutated;
     int store_err;
     unsigned n_levels;
     mk_level lv[MK_LEVELS];
+    btc_merkle_stream stream;
 } wk_merkle;
+
+static int on_node(void *ctx, unsigned level, uint64_t index, const uint8_t h[32]);
 
 static int merkle_init(cd_wk_ctx *c)
 {
@@ -109,8 +87,8 @@ static int merkle_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     m->tx_count = b->tx_count;
     m->filled = 0;
     m->bad = b->tx_count == 0;
-    m->mutated = 0;
     m->store_err = 0;
+    btc_merkle_stream_init(&m->stream, on_node, m);
     uint64_t n = b->tx_count;
     while (n > 0 && m->n_levels < MK_LEVELS) {
         uint64_t cap = CD_MIN(n, (uint64_t)CD_BS_MERKLE_PER_PART);
@@ -148,32 +126,22 @@ static void flush_part(wk_merkle *m, unsigned l)
     v->n_buf = 0;
 }
 
-/* Adds hash h at level l and carries complete pairs upwards. */
-static void mk_add(wk_merkle *m, unsigned l, const uint8_t h[32])
+/* btc_merkle_stream node callback: appends node `index` of `level` to the
+ * level's part buffer (indices arrive in order within a level). */
+static int on_node(void *ctx, unsigned level, uint64_t index, const uint8_t h[32])
 {
-    if (l >= m->n_levels) {
+    wk_merkle *m = ctx;
+    if (level >= m->n_levels) {
         m->bad = 1; /* more hashes than the tx count allows */
-        return;
+        return -1;
     }
-    mk_level *v = &m->lv[l];
+    mk_level *v = &m->lv[level];
+    cd_assert(index == (uint64_t)v->part * CD_BS_MERKLE_PER_PART + v->n_buf);
     memcpy(v->buf + 32 * (size_t)v->n_buf, h, 32);
     v->n_buf++;
-    v->count++;
     if (v->n_buf == CD_BS_MERKLE_PER_PART)
-        flush_part(m, l);
-    if (!v->has_left) {
-        memcpy(v->left, h, 32);
-        v->has_left = 1;
-        return;
-    }
-    uint8_t pair[64], parent[32];
-    if (memcmp(v->left, h, 32) == 0)
-        m->mutated = 1;
-    memcpy(pair, v->left, 32);
-    memcpy(pair + 32, h, 32);
-    v->has_left = 0;
-    cd_sha256d(parent, pair, 64);
-    mk_add(m, l + 1, parent);
+        flush_part(m, level);
+    return 0;
 }
 
 static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_off)
@@ -194,8 +162,11 @@ static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
             return CD_IPC_ERR_MALFORMED;
         }
         uint8_t txid[32];
-        cd_sha256d(txid, p + start, (size_t)(end - start));
-        mk_add(m, 0, txid);
+        btc_sha256d(txid, p + start, (size_t)(end - start));
+        if (btc_merkle_stream_add(&m->stream, txid) != 0) {
+            m->bad = 1;
+            return CD_IPC_ERR_MALFORMED;
+        }
     }
     m->filled += u->tx_count;
     if (m->store_err)
@@ -218,27 +189,23 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         merkle_reset(m);
         return 1;
     }
-    /* odd levels: the last hash pairs with itself (not a mutation) */
-    unsigned top = m->n_levels - 1;
-    for (unsigned l = 0; l < top; l++) {
-        mk_level *v = &m->lv[l];
-        if (v->has_left) {
-            uint8_t pair[64], parent[32];
-            memcpy(pair, v->left, 32);
-            memcpy(pair + 32, v->left, 32);
-            v->has_left = 0;
-            cd_sha256d(parent, pair, 64);
-            mk_add(m, l + 1, parent);
-        }
+    /* odd levels: the last node pairs with itself (not a mutation) */
+    int mutated = 0;
+    if (btc_merkle_stream_final(&m->stream, done->root, &mutated) != 0) {
+        cd_log_warn("merkle: block %s: the tree does not fit %llu txs", hex,
+                    (unsigned long long)m->tx_count);
+        done->status = CD_IPC_ERR_MALFORMED;
+        cd_blockstore_merkle_delete(m->bs, m->hash);
+        merkle_reset(m);
+        return 1;
     }
-    memcpy(done->root, m->lv[top].left, 32);
     if (memcmp(done->root, m->header_root, 32) != 0) {
         char got[65], want[65];
         cd_hex_encode_rev(got, done->root, 32);
         cd_hex_encode_rev(want, m->header_root, 32);
         cd_log_warn("merkle: block %s: root %s != header %s", hex, got, want);
         done->status = CD_IPC_ERR_MERKLE;
-    } else if (m->mutated) {
+    } else if (mutated) {
         cd_log_warn("merkle: block %s: mutated tx list (CVE-2012-2459)", hex);
         done->status = CD_IPC_ERR_MUTATED;
     } else {

@@ -20,6 +20,7 @@
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
 #include "common/cd_util.h"
+#include "storage/cd_blockstore.h"
 #include "workers/cd_wk_main.h"
 
 #include <stdlib.h>
@@ -223,9 +224,32 @@ static int parser_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     return 0;
 }
 
+/* The unit overlaps units committed with another cutting (unit_size changed
+ * across a restart): index only the txs of this unit that no committed unit
+ * covers, as recovery units. Other parsers work on disjoint tx ranges, so
+ * nothing races. Returns 0 or a negative code. */
+static int index_unit_gaps(wk_parser *p, const cd_ipc_unit *u, const uint8_t *data,
+                           const uint32_t *tx_off)
+{
+    int indexed = 0;
+    uint64_t *g = NULL, f = u->first_tx, e = u->first_tx + u->tx_count;
+    size_t n = 0;
+    int rc = cd_pg_block_gaps(p->pg, p->pg_block, UINT64_MAX, &indexed, &g, &n);
+    for (size_t i = 0; i < n && rc >= 0; i++) {
+        uint64_t a = CD_MAX(g[2 * i], f), b = CD_MIN(g[2 * i + 1], e);
+        if (a >= b)
+            continue;
+        size_t so = tx_off[a - f], eo = b < e ? tx_off[b - f] : (size_t)u->len;
+        rc = cd_wk_index_unit(p->pg, &p->unit, p->pg_block, CD_WK_RECOVERY_UNIT + (uint32_t)a,
+                              data + so, eo - so, u->block_off + so, (uint32_t)a, (uint32_t)(b - a),
+                              &p->opts);
+    }
+    free(g);
+    return rc < 0 ? rc : 0;
+}
+
 static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_off)
 {
-    (void)tx_off;
     wk_parser *p = c->state;
     if (!p->active || u->block_id != p->ipc_block) {
         cd_log_error("parser: unit %u of block id %llu without BEGIN", u->unit_no,
@@ -245,6 +269,12 @@ static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
         return CD_IPC_ERR_MALFORMED;
     int rc = cd_wk_index_unit(p->pg, &p->unit, p->pg_block, u->unit_no, data + skip, len - skip,
                               u->block_off + skip, (uint32_t)u->first_tx, u->tx_count, &p->opts);
+    if (rc == CD_PG_EUNIT) {
+        cd_log_warn("parser: unit %u of block_id %lld overlaps units cut differently before; "
+                    "indexing only its uncovered transactions",
+                    u->unit_no, (long long)p->pg_block);
+        rc = index_unit_gaps(p, u, data, tx_off);
+    }
     if (rc == CD_WK_EMALFORMED)
         return CD_IPC_ERR_MALFORMED;
     if (rc < 0)
@@ -298,3 +328,133 @@ const cd_wk_ops cd_wk_parser_ops = {
     .del = NULL,
     .fini = parser_fini,
 };
+
+/* ------------------------------------------------------------------ */
+/* recovery from LMDB at start                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct rec_ctx {
+    cd_pg *pg;
+    cd_blockstore *bs;
+    const cd_config *cfg;
+    int32_t tip;
+    cd_pg_unit unit;
+    cd_wk_parse_opts opts;
+    uint8_t *buf;
+    size_t cap;
+    uint64_t *offs;
+    size_t offs_cap;
+    size_t blocks, units;
+    int failed;
+} rec_ctx;
+
+static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s, uint64_t e)
+{
+    size_t n = (size_t)(e - s) + 1;
+    if (n > r->offs_cap) {
+        r->offs = cd_xrealloc(r->offs, n * sizeof(uint64_t));
+        r->offs_cap = n;
+    }
+    /* offsets of txs s..e-1, plus where tx e starts (or the block's end) */
+    if (cd_blockstore_read_offsets(r->bs, loc, s, e - s + (e < loc->tx_count), r->offs) != 0)
+        return -1;
+    if (e == loc->tx_count)
+        r->offs[e - s] = loc->size;
+    uint64_t unit_size = r->cfg->unit_size ? r->cfg->unit_size : 32u << 20;
+    for (uint64_t a = s; a < e;) {
+        uint64_t b = a + 1;
+        while (b < e && r->offs[b - s] - r->offs[a - s] < unit_size)
+            b++;
+        uint64_t off = r->offs[a - s], len = r->offs[b - s] - off;
+        if (len > r->cap) {
+            free(r->buf);
+            r->buf = malloc(len);
+            r->cap = r->buf ? len : 0;
+            if (!r->buf)
+                return -1;
+        }
+        if (cd_blockstore_read(r->bs, loc, off, r->buf, len) != 0)
+            return -1;
+        int rc = cd_wk_index_unit(r->pg, &r->unit, id, CD_WK_RECOVERY_UNIT + (uint32_t)a, r->buf,
+                                  len, off, (uint32_t)a, (uint32_t)(b - a), &r->opts);
+        if (rc < 0)
+            return -1;
+        r->units++;
+        a = b;
+    }
+    return 0;
+}
+
+static int rec_block(const uint8_t hash[32], const cd_block_loc *loc, void *arg)
+{
+    rec_ctx *r = arg;
+    if (loc->height == UINT32_MAX || (int64_t)loc->height <= (int64_t)r->tip)
+        return 0;
+    int64_t id;
+    int indexed = 0;
+    uint64_t *gaps = NULL;
+    size_t n = 0;
+    if (cd_pg_block_register(r->pg, hash, loc->header, (int32_t)loc->height, loc->tx_count,
+                             loc->size, &id) ||
+        cd_pg_block_gaps(r->pg, id, loc->tx_count, &indexed, &gaps, &n)) {
+        r->failed = 1;
+        return 1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = rec_range(r, loc, id, gaps[2 * i], gaps[2 * i + 1]);
+    free(gaps);
+    if (rc == 0 && (n > 0 || !indexed)) {
+        r->blocks++;
+        int pr = cd_pg_block_try_complete(r->pg, id, NULL);
+        rc = pr == CD_PG_OK || pr == CD_PG_EMERKLE ? 0 : -1;
+    }
+    if (rc) {
+        char hx[65];
+        cd_hex_encode_rev(hx, hash, 32);
+        cd_log_error("recovery: block %s (height %u) could not be indexed from LMDB", hx,
+                     loc->height);
+        r->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int cd_wk_parser_recover(const cd_config *cfg)
+{
+    if (!cfg->index)
+        return CD_EXIT_OK;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/blocks", cfg->datadir);
+    rec_ctx r;
+    memset(&r, 0, sizeof(r));
+    r.cfg = cfg;
+    if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &r.bs) != 0)
+        return CD_EXIT_OK; /* nothing stored yet */
+    r.pg = cd_pg_new(cfg->pg_conninfo);
+    cd_pg_set_retry(r.pg, 0, 5000, NULL);
+    int rc = cd_pg_migrate(r.pg);
+    if (rc == 0)
+        rc = cd_pg_tip_height(r.pg, &r.tip);
+    if (rc == 0) {
+        cd_pg_unit_init(&r.unit, CD_PG_COPY_BINARY);
+        r.opts.data_pushes = cfg->index_data_pushes;
+        r.opts.data_max_len = cfg->max_data_push;
+        cd_blockstore_foreach(r.bs, rec_block, &r);
+        int32_t tip = r.tip;
+        if (!r.failed)
+            cd_pg_tip_advance_all(r.pg, &tip);
+        if (r.blocks)
+            cd_log_info("recovery: %zu stored blocks indexed from LMDB (%zu units); indexed "
+                        "tip %d",
+                        r.blocks, r.units, (int)tip);
+        cd_pg_unit_free(&r.unit);
+    }
+    free(r.buf);
+    free(r.offs);
+    cd_pg_free(r.pg);
+    cd_blockstore_close(r.bs);
+    if (rc == CD_PG_ENEWER)
+        return CD_EXIT_CONFIG;
+    return rc || r.failed ? CD_EXIT_FAILURE : CD_EXIT_OK;
+}

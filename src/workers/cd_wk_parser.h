@@ -92,6 +92,23 @@ int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_n
  * The controller enables it with
  *     cd_pipeline_set_parsers(pipe, &cd_wk_parser_ops, n);
  */
+/*
+ * Crash recovery, run by the controller once at start, before the pipeline
+ * dispatches anything (so no unit of these blocks is in flight): every block
+ * COMPLETE in <datadir>/blocks above the indexed tip that is not indexed in
+ * PostgreSQL gets the transaction ranges no committed unit covers indexed
+ * from the LMDB bytes (units numbered CD_WK_RECOVERY_UNIT + first tx, cut at
+ * about cfg->unit_size), then completed (merkle check) and the tip advanced.
+ * Never duplicates (ranges come from the committed markers) nor loses rows.
+ * Opens and closes its own LMDB and PG handles (nothing survives into a
+ * later fork). Blocks while PostgreSQL is unreachable (retry with back-off).
+ * Returns 0, or CD_EXIT_CONFIG when the database schema is newer than the
+ * binary, or CD_EXIT_FAILURE.
+ */
+#define CD_WK_RECOVERY_UNIT 0x40000000u
+struct cd_config;
+int cd_wk_parser_recover(const struct cd_config *cfg);
+
 struct cd_wk_ops;
 extern const struct cd_wk_ops cd_wk_parser_ops;
 

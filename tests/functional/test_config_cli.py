@@ -76,6 +76,7 @@ OTHER = {
     "relay": ("off", "off"),
     "index_data_pushes": ("no", "off"),
     "max_data_push": ("100", "100"),
+    "mempool_max_txs": ("5000", "5000"),
     "log_level": ("debug", "debug"),
     "log_file": (None, None),  # filled per test
     "user_agent": ("/probe:1/", "/probe:1/"),

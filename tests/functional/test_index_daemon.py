@@ -143,8 +143,6 @@ def test_daemon_parser_killed_mid_run(pg_module, build_dir, simnode_regtest116, 
     assert dump(pg_module, "daemonkill") == reference
 
 
-@pytest.mark.skip(reason="needs the controller to re-dispatch blocks stored in LMDB but not "
-                  "indexed (height > cd_pg_tip_height) after a restart; not implemented yet")
 def test_daemon_controller_killed_mid_run(pg_module, build_dir, simnode_regtest116, tmp_path,
                                           reference):
     ci = create_db(pg_module, "daemonkillctl")
@@ -154,9 +152,66 @@ def test_daemon_controller_killed_mid_run(pg_module, build_dir, simnode_regtest1
         wait_tip(pg_module, "daemonkillctl", d, 30)
     finally:
         d.kill()  # SIGKILL the controller; its workers see EOF and exit
+    # blocks stored in LMDB but not (fully) indexed are indexed from LMDB at start
     d = start(build_dir, dd, simnode_regtest116.port, ci)
     try:
         wait_tip(pg_module, "daemonkillctl", d, 116)
     finally:
         d.stop()
     assert dump(pg_module, "daemonkillctl") == reference
+
+
+
+def test_stored_blocks_indexed_from_lmdb(pg_module, build_dir, simnode_regtest116, tmp_path,
+                                         reference):
+    """The extreme crash: every block stored in LMDB, none indexed (first run
+    with --no-index). At the next start with indexing on, all of them are
+    indexed from LMDB - not downloaded again - with identical rows."""
+    ci = create_db(pg_module, "fromlmdb")
+    dd = tmp_path / "d"
+    d = Daemon(build_dir, str(dd),
+               ["--regtest", "--connect", "127.0.0.1:%d" % simnode_regtest116.port,
+                "--no-index", "--ring-size", "16M", "--unit-size", "64K"]).start()
+    try:
+        d.wait_for_log(r"all blocks stored up to height 116", timeout=120)
+    finally:
+        d.stop()
+    d = start(build_dir, dd, simnode_regtest116.port, ci, extra=["--unit-size", "1M"])
+    try:
+        d.wait_for_log(r"recovery: 117 stored blocks indexed from LMDB .* indexed tip 116",
+                       timeout=120)
+        wait_tip(pg_module, "fromlmdb", d, 116)
+    finally:
+        d.stop()
+    assert dump(pg_module, "fromlmdb") == reference
+    units = psql(pg_module, "fromlmdb", "SELECT min(unit_no), count(*) FROM indexed_units;")
+    assert units == [("1073741824", "117")]  # recovery units: CD_WK_RECOVERY_UNIT + first tx
+
+
+def pg_ctl(pg, *args):
+    pg._run([os.path.join(pg.bindir, "pg_ctl"), "-D", pg.datadir] + list(args))
+
+
+def test_postgres_goes_away_mid_sync(pg, build_dir, simnode_regtest116, tmp_path, reference,
+                                     pg_module):
+    """PostgreSQL stops while conduitd syncs (conduitd refuses to *start*
+    without it, by design of the config check): the parsers retry with
+    back-off (no crash loop), the pipeline waits, and once the server is back
+    every block is indexed, with the same rows as the reference."""
+    ci = create_db(pg, "downup")
+    opts = (f"-c listen_addresses='' -c unix_socket_directories={pg.sockdir} "
+            f"-c port={pg.port} -c fsync=off")
+    d = start(build_dir, tmp_path / "d", simnode_regtest116.port, ci)
+    try:
+        d.wait_for_log(r"blocksync: .*already stored", timeout=60)
+        before = tip_height(pg, "downup")
+        pg_ctl(pg, "-m", "immediate", "-w", "stop")
+        if before < 116:
+            d.wait_for_log(r"postgres: (connection lost|cannot connect)", timeout=60)
+            time.sleep(2)  # a few back-off rounds
+            assert d.proc.poll() is None, d.log_text()[-3000:]
+        pg_ctl(pg, "-o", opts, "-l", os.path.join(pg.base, "server.log"), "-w", "start")
+        wait_tip(pg, "downup", d, 116)
+    finally:
+        d.stop()
+    assert dump(pg, "downup") == reference

@@ -550,6 +550,41 @@ def test_fault_wire_now_modes(simnode_factory):
     assert "truncated" in node.conns[-1].close_reason
 
 
+def _read_until_eof(c, timeout=10):
+    c.sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            k = c.sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not k:
+            break
+        data += k
+    return data
+
+
+@pytest.mark.parametrize("keep", [None, 28])
+def test_fault_truncated_now_sends_bytes_before_close(simnode_factory, keep):
+    """misbehave("truncated", on="now"): the cut ping frame goes out, then the
+    connection closes (the close used to be queued before the bytes, so
+    nothing was sent)."""
+    node = simnode_factory(generate=2)
+    c = connect(node)
+    kw = {} if keep is None else {"keep": keep}
+    node.misbehave("truncated", on="now", conn=_last_conn(node), **kw)
+    data = _read_until_eof(c)
+    assert "truncated" in node.conns[-1].close_reason
+    # the stream ends with the truncated ping: a whole header announcing 8
+    # payload bytes, and fewer than 8 of them
+    i = data.rfind(node.magic + b"ping".ljust(12, b"\0"))
+    assert i >= 0, "truncated ping never sent (%d bytes received)" % len(data)
+    tail = data[i:]
+    assert struct.unpack("<I", tail[16:20])[0] == 8
+    assert len(tail) == (24 if keep is None else keep)
+    assert len(tail) < 32
+
+
 def test_fault_pending_until_connect(simnode_factory):
     node = simnode_factory(generate=2)
     node.misbehave("bad_checksum")             # nobody connected: fires after next handshake

@@ -710,26 +710,35 @@ class SimNode:
         return self._apply_wire_fault(conn, fault, cmd, payload)
 
     def _apply_wire_fault(self, conn, fault, cmd, payload):
+        """For the writer thread (_frame_out): returns the bytes to send in
+        place of the message; a fault that ends the connection queues the
+        close behind the message being sent, so the bytes go out first."""
+        data, close_reason = self._wire_fault(conn, fault, cmd, payload)
+        if close_reason:
+            conn.outq.put(("close", close_reason))
+        return data
+
+    def _wire_fault(self, conn, fault, cmd, payload):
+        """Returns (bytes to send, close reason or None)."""
         m = fault.mode
         conn.event("fault %s on %s" % (m, cmd))
         if m == "bad_checksum":
             good = sha256d(payload)[:4]
             bad = bytes(x ^ 0xFF for x in good)
-            return frame(self.magic, cmd, payload, checksum=bad)
+            return frame(self.magic, cmd, payload, checksum=bad), None
         if m == "wrong_magic":
-            return frame(fault.params.get("magic_bytes", b"\xde\xad\xbe\xef"), cmd, payload)
+            return frame(fault.params.get("magic_bytes", b"\xde\xad\xbe\xef"), cmd, payload), None
         if m == "oversize_length":
             n = fault.params.get("length", 0x02000001 if cmd != "block" else 0xFFFFFFFF)
-            return frame_header(self.magic, cmd, n, checksum=b"\0\0\0\0") + payload
+            return frame_header(self.magic, cmd, n, checksum=b"\0\0\0\0") + payload, None
         if m == "truncated":
             full = frame(self.magic, cmd, payload)
             cut = fault.params.get("keep", max(24, len(full) // 2) if len(full) > 24 else 12)
-            conn.outq.put(("close", "truncated message then disconnect"))
-            return full[:cut]
+            return full[:cut], "truncated message then disconnect"
         if m == "garbage":
             n = fault.params.get("length", 64)
-            return random.Random(fault.params.get("seed", 1)).randbytes(n)
-        return frame(self.magic, cmd, payload)
+            return random.Random(fault.params.get("seed", 1)).randbytes(n), None
+        return frame(self.magic, cmd, payload), None
 
     # -- faults -----------------------------------------------------------
     def misbehave(self, mode, on=None, count=1, conn=None, **params):
@@ -807,7 +816,10 @@ class SimNode:
         m = f.mode
         if m in WIRE_FAULTS:
             payload = struct.pack("<Q", random.getrandbits(64))
-            conn.outq.put(("raw", self._apply_wire_fault(conn, f, "ping", payload)))
+            data, close_reason = self._wire_fault(conn, f, "ping", payload)
+            conn.outq.put(("raw", data))  # the bytes first ...
+            if close_reason:              # ... then the close (truncated)
+                conn.outq.put(("close", close_reason))
         elif m in HEADER_FAULTS:
             with self.lock:
                 tip = self.chain.tip.header

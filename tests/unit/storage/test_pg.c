@@ -391,9 +391,9 @@ START_TEST(streamed_unit_equals_buffered)
     ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
     ck_assert_uint_le(u.pd.cap, 1u << 16); /* never buffered the whole unit */
     ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 1);
-    /* a wrong expected count is refused before anything commits */
-    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 1, blk + 83, len - 83, 83, 0, 1556, &o),
-                     CD_WK_EMALFORMED);
+    /* another unit number over the same txs (a different cutting) is refused */
+    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 1, blk + 83, len - 83, 83, 0, 1557, &o),
+                     CD_PG_EUNIT);
     char *da = dump(a), *db = dump(b);
     ck_assert_str_eq(da, db);
     free(da);
@@ -416,6 +416,10 @@ START_TEST(stream_connection_lost_mid_unit)
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
     u.flush_bytes = 4096;
     cd_wk_parse_opts o = {1, 0};
+    /* a wrong expected tx count is refused before anything commits */
+    ck_assert_int_eq(cd_wk_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1556, &o),
+                     CD_WK_EMALFORMED);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), 0);
     cd_pg_unit_reset(&u, id, 0, 0);
     ck_assert_int_eq(cd_pg_unit_open(pg, &u), 0);
     cd_wk_sink s = cd_wk_unit_sink(&u);
@@ -443,6 +447,54 @@ START_TEST(stream_connection_lost_mid_unit)
 }
 END_TEST
 
+START_TEST(block_gaps_from_markers)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    int64_t id = reg413567(pg, blk, len);
+    int indexed = -1;
+    uint64_t *g = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cd_pg_block_gaps(pg, id, 1557, &indexed, &g, &n), 0);
+    ck_assert_int_eq(indexed, 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(g[0], 0);
+    ck_assert_uint_eq(g[1], 1557);
+    free(g);
+    /* units covering txs [0,10) and [20,30) */
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    cd_wk_parse_opts o = {1, 0};
+    size_t off = 83, consumed;
+    cd_wk_sink none = {0};
+    uint64_t offs[31];
+    for (int i = 0; i <= 30; i++) {
+        offs[i] = off;
+        if (i < 30) {
+            ck_assert_int_eq(
+                cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
+            off += consumed;
+        }
+    }
+    ck_assert_int_eq(
+        cd_wk_index_unit(pg, &u, id, 0, blk + offs[0], offs[10] - offs[0], offs[0], 0, 10, &o), 0);
+    ck_assert_int_eq(
+        cd_wk_index_unit(pg, &u, id, 2, blk + offs[20], offs[30] - offs[20], offs[20], 20, 10, &o),
+        0);
+    ck_assert_int_eq(cd_pg_block_gaps(pg, id, 1557, &indexed, &g, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(g[0], 10);
+    ck_assert_uint_eq(g[1], 20);
+    ck_assert_uint_eq(g[2], 30);
+    ck_assert_uint_eq(g[3], 1557);
+    free(g);
+    cd_pg_unit_free(&u);
+    cd_pg_free(pg);
+    free(blk);
+}
+END_TEST
+
 static Suite *suite_pg(void)
 {
     Suite *s = suite_create("pg");
@@ -462,6 +514,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, secondary_indexes_toggle);
     tcase_add_test(tc, streamed_unit_equals_buffered);
     tcase_add_test(tc, stream_connection_lost_mid_unit);
+    tcase_add_test(tc, block_gaps_from_markers);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -7,6 +7,7 @@
  */
 #include "cd_test.h"
 
+#include "bitcoin/btc_merkle.h"
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
 #include "common/cd_util.h"
@@ -15,7 +16,6 @@
 #include "daemon/cd_supervisor.h"
 #include "storage/cd_blockstore.h"
 #include "workers/cd_ipc.h"
-#include "workers/cd_wk_merkle.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -85,6 +85,15 @@ static uint64_t *read_offsets(size_t *n)
     return o;
 }
 
+/* The one-shot tree of the bitcoin module (btc_merkle.h), built in place;
+ * returns the mutation flag. The merkle worker streams the same tree. */
+static int tree_build(uint8_t *tree, size_t n)
+{
+    int mutated = -1;
+    ck_assert_int_eq(btc_merkle_tree_build(tree, n, tree, &mutated), 0);
+    return mutated;
+}
+
 START_TEST(test_merkle_block413567)
 {
     size_t len, n;
@@ -104,7 +113,7 @@ START_TEST(test_merkle_block413567)
     ck_assert_int_eq(strncmp(txids, hex, 64), 0);
     cd_hex_encode_rev(hex, tree + 32 * (n - 1), 32);
     ck_assert_int_eq(strncmp(txids + 65 * (n - 1), hex, 64), 0);
-    ck_assert_int_eq(cd_wk_merkle_build(tree, n), 0);
+    ck_assert_int_eq(tree_build(tree, n), 0);
     uint8_t *root = tree + 32 * (cd_merkle_tree_size(n) - 1);
     ck_assert_int_eq(memcmp(root, blk + 36, 32), 0);
     cd_hex_encode_rev(hex, root, 32);
@@ -125,13 +134,13 @@ START_TEST(test_merkle_mutation)
         memset(t4 + 32 * i, 'a' + i, 32);
     }
     memset(t4 + 96, 'c', 32);
-    ck_assert_int_eq(cd_wk_merkle_build(t3, 3), 0);
-    ck_assert_int_eq(cd_wk_merkle_build(t4, 4), 1);
+    ck_assert_int_eq(tree_build(t3, 3), 0);
+    ck_assert_int_eq(tree_build(t4, 4), 1);
     ck_assert_int_eq(memcmp(t3 + 32 * 5, t4 + 32 * 6, 32), 0);
     /* one leaf: the root is the leaf */
     uint8_t one[32];
     memset(one, 9, 32);
-    ck_assert_int_eq(cd_wk_merkle_build(one, 1), 0);
+    ck_assert_int_eq(tree_build(one, 1), 0);
     ck_assert_uint_eq(one[0], 9);
 }
 END_TEST
@@ -268,7 +277,7 @@ static void check_stored(const char *dir, const uint8_t *blk, size_t len, int wa
     uint64_t *o = read_offsets(&n);
     for (size_t i = 0; i < n; i++)
         cd_sha256d(want_tree + 32 * i, blk + o[i], (i + 1 < n ? o[i + 1] : len) - o[i]);
-    ck_assert_int_eq(cd_wk_merkle_build(want_tree, n), 0);
+    ck_assert_int_eq(tree_build(want_tree, n), 0);
     ck_assert_int_eq(cd_blockstore_merkle_read(bs, hash, 0, nh, got_tree), 0);
     ck_assert_int_eq(memcmp(want_tree, got_tree, nh * 32), 0);
     free(o);
@@ -358,7 +367,7 @@ START_TEST(test_pipeline_refuses_mutated_block)
     cd_sha256d(tree, blk + o[1], la);
     cd_sha256d(tree + 32, blk + o[2], lb);
     cd_sha256d(tree + 64, blk + o[3], lc);
-    ck_assert_int_eq(cd_wk_merkle_build(tree, 3), 0);
+    ck_assert_int_eq(tree_build(tree, 3), 0);
     memcpy(m + 36, tree + 32 * 5, 32); /* header commits to [A B C] */
     m[80] = 4;
     memcpy(m + 81, blk + o[1], la + lb + lc);

@@ -1,0 +1,48 @@
+/*
+ * cd_mempool.h - the controller module for best-chain switches (reorgs) and
+ * the mempool index (issue #8; sql/002_reorg_mempool.sql; docs/QUERIES.md).
+ *
+ * cd_mempool_module (listed in ctl_modules[] of cd_controller.c) runs on the
+ * controller's loop with its own PostgreSQL connection (opened in start(),
+ * never across fork). It is active only with `index` on.
+ *
+ * Best chain:
+ *  - on every best-tip change of the header tree (and at start, and on a
+ *    timer) it writes the tree's tip to chain_target and runs
+ *    `SELECT cd_reorg_step()`: once every block from the fork point to the
+ *    target is indexed (the block pipeline downloads and the parsers index
+ *    the new branch first), the step switches the best chain in ONE
+ *    transaction (leaving blocks off, joining on, index_tip moved, mempool
+ *    reconciled, NOTIFY). The state needs no memory of its own: after a
+ *    crash the same step recomputes what is left to do from the tree and
+ *    PostgreSQL. A newer best tip simply replaces the target (the tree
+ *    always wins).
+ *
+ * Mempool (with `relay` on):
+ *  - at start the mempool tables are emptied (they refill from the peers;
+ *    each ready peer is sent `mempool`);
+ *  - tx invs are answered with getdata at once (a recently-requested set
+ *    keeps duplicates away; cp2p splits batches within the peer's limits);
+ *  - each `tx` is parsed with the parser workers' code (cd_wk_parse_unit:
+ *    same txid, inputs and pushdata rule) and queued; the queue is written
+ *    with cd_mempool_add() in one transaction per batch
+ *    (CD_MEMPOOL_BATCH txs or every tick), which drops txs already confirmed
+ *    or conflicting with a confirmed spend or an earlier mempool tx and
+ *    evicts oldest-first beyond `mempool_max_txs` (default
+ *    CD_MEMPOOL_DEFAULT_CAP).
+ *
+ * Log lines tests look for:
+ *   "reorg: indexed best chain switched: fork height=<f> ... new tip=<hash> height=<h>"
+ *   "mempool: <n> txs accepted"  (progress, at most once per second)
+ */
+#ifndef CD_MEMPOOL_H
+#define CD_MEMPOOL_H
+
+#include "daemon/cd_peers.h"
+
+#define CD_MEMPOOL_BATCH       512
+#define CD_MEMPOOL_DEFAULT_CAP 1000000
+
+extern const cd_ctl_module cd_mempool_module;
+
+#endif /* CD_MEMPOOL_H */

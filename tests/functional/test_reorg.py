@@ -1,0 +1,271 @@
+"""Reorgs and the mempool, end to end (issue #8): conduitd + the simulated
+node + a real PostgreSQL.
+
+One daemon follows a generated regtest chain with relay on while the
+simulator:
+  * relays mempool txs (the daemon indexes them: txid, inputs, pushdata),
+  * mines some of them (confirmed: they leave the mempool tables) and a
+    double spend of another (conflicted: dropped),
+  * reorgs by 1, 6 and 100 blocks with txs moving between blocks (in both
+    branches: now in the new block; only in the old one: back to the
+    mempool).
+After each step the best-chain views must equal, row for row, those of a
+fresh daemon that indexed only the winning chain. While the 100-block reorg
+is applied a poller checks that the views never show a mixture of branches.
+A second test kills conduitd with SIGKILL in the middle of a reorg and
+restarts it.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from daemon_util import Daemon  # noqa: E402
+from test_index import cli, create_db, psql  # noqa: E402
+
+from tests.simnode.chain import ser_tx  # noqa: E402
+from tests.simnode.protocol import parse_tx, sha256d  # noqa: E402
+
+# best-chain views without block_id (ids differ between databases)
+VIEWS = [
+    "SELECT cd_txid_hex(block_hash), encode(prev_hash, 'hex'), height, tx_count, size "
+    "FROM best_blocks ORDER BY height;",
+    "SELECT cd_txid_hex(tx_hash), cd_txid_hex(block_hash), height, tx_pos, tx_offset, tx_size "
+    "FROM best_transactions ORDER BY height, tx_pos;",
+    "SELECT encode(prev_hash, 'hex'), prev_idx, cd_txid_hex(spend_tx_hash), in_idx, height, "
+    "cd_txid_hex(block_hash) FROM best_inputs ORDER BY height, tx_pos, in_idx;",
+    "SELECT encode(push_hash, 'hex'), flags, cd_txid_hex(tx_hash), idx, height, "
+    "cd_txid_hex(block_hash) FROM best_pushdata ORDER BY 5, 3, 4, 2, 1;",
+    "SELECT cd_txid_hex(block_hash), height FROM best_tip;",
+]
+
+# the best chain is one chain: heights 0..tip without gaps, each block the
+# child of the one below, the tip its top
+CONSISTENT = """
+SELECT (SELECT count(*) FROM best_blocks) = (SELECT max(height) - min(height) + 1 FROM best_blocks)
+   AND NOT EXISTS (SELECT 1 FROM best_blocks b JOIN best_blocks p ON p.height = b.height - 1
+                   WHERE b.prev_hash <> p.block_hash)
+   AND (SELECT height FROM best_tip) = (SELECT max(height) FROM best_blocks)
+   AND (SELECT count(DISTINCT height) FROM best_blocks) = (SELECT count(*) FROM best_blocks);
+"""
+
+
+def dump(pg, db):
+    return [psql(pg, db, q) for q in VIEWS]
+
+
+def start(build_dir, datadir, port, conninfo, extra=()):
+    args = ["--regtest", "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", conninfo,
+            "--parser-workers", "1", "--ring-size", "16M", "--unit-size", "64K",
+            "--log-level", "info"] + list(extra)
+    return Daemon(build_dir, str(datadir), args).start()
+
+
+def tip(pg, db):
+    try:
+        r = psql(pg, db, "SELECT cd_txid_hex(block_hash) FROM best_tip;")
+        return r[0][0] if r else None
+    except subprocess.CalledProcessError:
+        return None
+
+
+def wait_until(pred, d, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert d.proc.poll() is None, "daemon exited:\n" + d.log_text()[-4000:]
+        assert time.monotonic() < deadline, "timeout waiting for %s:\n%s" % (
+            what, d.log_text()[-4000:])
+        time.sleep(0.1)
+
+
+def wait_tip(pg, db, d, node, timeout=120):
+    want = node.chain.tip.hash_hex
+    wait_until(lambda: tip(pg, db) == want, d, "tip " + want, timeout)
+
+
+def mempool(pg, db):
+    return set(r[0] for r in psql(pg, db, "SELECT cd_txid_hex(tx_hash) FROM mempool_tx;"))
+
+
+def txid(raw):
+    return sha256d(raw)[::-1].hex()
+
+
+def fresh_index(pg, build_dir, tmp_path, node, name):
+    """Dump of a fresh daemon's index of the node's current chain."""
+    ci = create_db(pg, name)
+    d = start(build_dir, tmp_path / name, node.port, ci, ["--relay", "off"])
+    try:
+        wait_tip(pg, name, d, node)
+    finally:
+        d.stop()
+    return dump(pg, name)
+
+
+def mine_exact(node, txs):
+    """Mine one block holding exactly `txs` (the simulator's own mempool,
+    which it would otherwise include, is emptied first)."""
+    with node.lock:
+        node.mempool.clear()
+        node.mempool_spent.clear()
+    return node.mine(1, txs=txs)[0]
+
+
+def double_spend(node, raw):
+    """Another tx spending the first input of `raw` (a different txid)."""
+    _, ins, outs = parse_tx(raw, 0)
+    prev, idx, s0, s1 = ins[0]
+    return ser_tx([(prev, idx, raw[s0:s1], 0xFFFFFFFF)], [(max(outs[0][0] - 777, 0), outs[0][1])])
+
+
+class Poller(threading.Thread):
+    """Checks CONSISTENT over and over until stopped; records failures."""
+
+    def __init__(self, pg, db):
+        super().__init__(daemon=True)
+        self.pg, self.db = pg, db
+        self.stop_ev = threading.Event()
+        self.bad, self.checks = [], 0
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            r = psql(self.pg, self.db, CONSISTENT)
+            self.checks += 1
+            if r != [("t",)]:
+                self.bad.append(psql(self.pg, self.db,
+                                     "SELECT height, cd_txid_hex(block_hash) FROM best_blocks "
+                                     "ORDER BY height;"))
+
+
+def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
+    pg = pg_module
+    node = simnode_factory(generate=20, txs_per_block=3, seed=11)
+    ci = create_db(pg, "live")
+    d = start(build_dir, tmp_path / "live", node.port, ci)
+    try:
+        wait_tip(pg, "live", d, node)
+
+        # ---- mempool: relayed txs are indexed with their rows ----
+        txs = node.make_mempool_txs(8)
+        assert len(txs) == 8
+        ids = [txid(t) for t in txs]
+        wait_until(lambda: mempool(pg, "live") == set(ids), d, "8 mempool txs")
+        n_in = psql(pg, "live", "SELECT count(*) FROM mempool_inputs;")[0][0]
+        n_push = psql(pg, "live", "SELECT count(*) FROM mempool_pushdata;")[0][0]
+        assert int(n_in) >= 8 and int(n_push) >= 8
+        # "history of this key" includes unconfirmed activity (all_pushdata)
+        k = psql(pg, "live", "SELECT encode(push_hash, 'hex') FROM mempool_pushdata "
+                             "WHERE tx_hash = cd_txid('%s') LIMIT 1;" % ids[0])[0][0]
+        rows = psql(pg, "live", "SELECT cd_txid_hex(tx_hash), height FROM all_pushdata "
+                                "WHERE push_hash = decode('%s', 'hex');" % k)
+        assert (ids[0], "") in rows
+
+        # ---- confirmed + conflicted: T0..T3 mined, a double spend of T4 ----
+        t4x = double_spend(node, txs[4])
+        mine_exact(node, txs[:4] + [t4x])
+        wait_tip(pg, "live", d, node)
+        wait_until(lambda: mempool(pg, "live") == set(ids[5:]), d, "confirm + conflict")
+        assert psql(pg, "live", "SELECT count(*) FROM best_transactions WHERE tx_hash = "
+                                "cd_txid('%s');" % ids[0]) == [("1",)]
+        h_conf = node.chain.height  # 21: T0..T3 + T4x
+
+        # ---- depth 1: T0, T1 move to the new branch, T2, T3 and T4x orphaned ----
+        node.reorg(fork_height=h_conf - 1, new_len=2, announce=False)
+        new_blk = mine_exact(node, txs[:2])
+        wait_tip(pg, "live", d, node)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
+                       r"joining=3" % (h_conf - 1))
+        # T4 was conflicted by T4x; T4x is now back in the mempool
+        want = set(ids[2:4]) | set(ids[5:]) | {txid(t4x)}
+        wait_until(lambda: mempool(pg, "live") == want, d, "mempool after depth-1 reorg")
+        assert psql(pg, "live", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
+                                "WHERE tx_hash = cd_txid('%s');" % ids[0]) == [(new_blk.hash_hex,)]
+        assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh1")
+        # conduit-cli answers for the new best chain
+        p = cli(build_dir, ["merkle-proof", ids[1], "--regtest", "--datadir",
+                            str(tmp_path / "live"), "--pg-conninfo", ci])
+        assert p.returncode == 0, p.stderr
+        assert new_blk.hash_hex in p.stdout.decode()
+
+        # ---- depth 6: T2 moves, T0 and T1 return ----
+        h = node.chain.height
+        # every non-coinbase tx of the 6 leaving blocks returns (the new
+        # branch is coinbase-only but for T2)
+        leaving = set(r[0] for r in psql(pg, "live", "SELECT cd_txid_hex(tx_hash) FROM "
+                                         "best_transactions WHERE height > %d AND tx_pos > 0;"
+                                         % (h - 6)))
+        assert set(ids[:2]) <= leaving and len(leaving) > 2
+        want = (mempool(pg, "live") | leaving) - {ids[2]}
+        node.reorg(fork_height=h - 6, new_len=7, announce=False)
+        moved = mine_exact(node, [txs[2]])
+        wait_tip(pg, "live", d, node)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=6" % (h - 6))
+        wait_until(lambda: mempool(pg, "live") == want, d, "mempool after depth-6 reorg")
+        assert psql(pg, "live", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
+                                "WHERE tx_hash = cd_txid('%s');" % ids[2]) == [(moved.hash_hex,)]
+        assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh6")
+
+        # ---- depth 100, watched for mixtures while it is applied ----
+        node.generate(95)  # long enough to fork 100 deep
+        node.mine(1)
+        wait_tip(pg, "live", d, node)
+        h = node.chain.height
+        poller = Poller(pg, "live")
+        poller.start()
+        node.reorg(fork_height=h - 100, new_len=101, txs_per_block=1)
+        wait_tip(pg, "live", d, node)
+        poller.stop_ev.set()
+        poller.join()
+        assert poller.bad == [] and poller.checks > 0
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=100 "
+                       r"joining=101" % (h - 100))
+        assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh100")
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-3000:]
+
+    # a restart starts with an empty mempool set, refilled from the node
+    # (conduitd sends `mempool` to each peer)
+    assert len(mempool(pg, "live")) > 0
+    with node.lock:
+        node.mempool.clear()
+        node.mempool_spent.clear()
+    node_pool = set(txid(r) for r in node.make_mempool_txs(3, announce=False))
+    assert len(node_pool) == 3
+    d = start(build_dir, tmp_path / "live", node.port, ci)
+    try:
+        d.wait_for_log(r"mempool: index connection ready")
+        wait_until(lambda: mempool(pg, "live") == node_pool, d, "mempool refilled")
+    finally:
+        d.stop()
+
+
+def test_kill9_mid_reorg(pg_module, build_dir, simnode_factory, tmp_path):
+    pg = pg_module
+    node = simnode_factory(generate=40, txs_per_block=2, seed=5)
+    ci = create_db(pg, "k9")
+    dd = tmp_path / "k9"
+    d = start(build_dir, dd, node.port, ci, ["--relay", "off"])
+    try:
+        wait_tip(pg, "k9", d, node)
+        n0 = len(d.lines)
+        node.reorg(fork_height=20, new_len=30, txs_per_block=2)
+        d.wait_for_log(r"reorg: fork height=20", start=n0)
+        # some of the new branch is stored, not all of it is indexed
+        d.wait_for_log(r"blocksync: stored block", start=n0)
+    finally:
+        d.kill()
+    assert psql(pg, "k9", CONSISTENT) == [("t",)]
+    d = start(build_dir, dd, node.port, ci, ["--relay", "off"])
+    try:
+        wait_tip(pg, "k9", d, node)
+    finally:
+        d.stop()
+    assert dump(pg, "k9") == fresh_index(pg, build_dir, tmp_path, node, "k9fresh")
