@@ -20,6 +20,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,10 @@ class PgServer:
 
     def restart(self):
         """Stops and starts the same cluster (for reconnect tests)."""
+        # -l again: without it the restarted server inherits our stdout pipe
+        # and subprocess.run() would wait for it forever.
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
+                   "-l", os.path.join(self.base, "server.log"),
                    "-m", "fast", "-w", "restart"])
 
     def stop(self):
@@ -162,11 +166,26 @@ def main(argv):
             return 77
         print(str(e), file=sys.stderr)
         return 1
+    # meson (or a user) may stop us with SIGTERM/SIGINT on a timeout: stop the
+    # child, then the server, so no PostgreSQL is left behind.
+    child = None
+
+    def on_signal(signum, frame):
+        if child is not None and child.poll() is None:
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         env = dict(os.environ)
         env.update(srv.env())
-        return subprocess.call(cmd, env=env)
+        child = subprocess.Popen(cmd, env=env)
+        return child.wait()
     finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
         srv.stop()
 
 
