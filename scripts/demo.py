@@ -80,20 +80,63 @@ def main():
         t0 = time.monotonic()
         m = daemon.wait_for_log(r"headers synced height=(\d+)", timeout=120)
         print(f"   headers synced to height {m.group(1)} in {time.monotonic() - t0:.1f} s")
-        m = daemon.wait_for_log(r"indexed .*height=%d\b" % a.blocks, timeout=600)
-        print(f"   blocks indexed to height {a.blocks} in {time.monotonic() - t0:.1f} s")
+        deadline = time.monotonic() + 900
+        height = -1
+        while time.monotonic() < deadline:
+            out = pg.psql("SELECT height FROM best_tip").strip()
+            height = int(out) if out else -1
+            if height >= a.blocks:
+                break
+            if daemon.proc.poll() is not None:
+                raise SystemExit("conduitd exited:\n" + daemon.log_text()[-4000:])
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        ntx = int(pg.psql("SELECT count(*) FROM best_transactions").strip())
+        print(f"   indexed to height {height}: {ntx} transactions in {took:.1f} s")
 
         say("conduit-cli status")
         print(cli(BUILD, ["status", "--datadir", datadir], check=False).stdout.decode())
 
-        say("SQL: best tip, table sizes, a key's history (see docs/QUERIES.md)")
-        for q in [
-            "SELECT height, encode(hash, 'hex') AS hash FROM best_tip",
-            "SELECT (SELECT count(*) FROM best_blocks) AS blocks, "
-            "(SELECT count(*) FROM best_transactions) AS txs",
-        ]:
-            print("   " + q)
-            print("   -> " + pg.psql(q).strip().replace("\n", "\n   -> "))
+        say("SQL against the index (queries from docs/QUERIES.md)")
+        mid = a.blocks // 2
+        txid = pg.psql(f"SELECT cd_txid_hex(tx_hash) FROM best_transactions "
+                       f"WHERE height = {mid} ORDER BY tx_pos DESC LIMIT 1").strip()
+        key = pg.psql("SELECT encode(push_hash, 'hex') FROM best_pushdata WHERE flags = 1 "
+                      "GROUP BY push_hash ORDER BY count(*) DESC, 1 LIMIT 1").strip()
+        spent = pg.psql("SELECT cd_txid_hex(prev_hash) || ' ' || prev_idx FROM best_inputs "
+                        f"WHERE height = {mid} LIMIT 1").strip().split()
+        queries = [
+            ("best tip", "SELECT cd_txid_hex(block_hash) AS block_hash, height FROM best_tip"),
+            ("table sizes", "SELECT (SELECT count(*) FROM best_blocks) AS blocks, "
+             "(SELECT count(*) FROM best_transactions) AS txs, "
+             "(SELECT count(*) FROM best_inputs) AS inputs, "
+             "(SELECT count(*) FROM best_pushdata) AS pushdata"),
+            (f"where is tx {txid[:16]}...",
+             "SELECT cd_txid_hex(block_hash) AS block_hash, height, tx_pos, tx_offset, tx_size "
+             f"FROM best_transactions WHERE tx_hash = cd_txid('{txid}')"),
+            (f"history of pushdata key {key[:16]}... (first 5)",
+             "SELECT cd_txid_hex(tx_hash) AS txid, idx, flags, height FROM best_pushdata "
+             f"WHERE push_hash = decode('{key}', 'hex') ORDER BY height, tx_pos, flags, idx LIMIT 5"),
+        ]
+        if len(spent) == 2:
+            queries.append((f"who spent outpoint {spent[0][:16]}...:{spent[1]}",
+                            "SELECT cd_txid_hex(spend_tx_hash) AS spent_by, in_idx, height "
+                            f"FROM best_inputs WHERE prev_hash = cd_txid('{spent[0]}') "
+                            f"AND prev_idx = {spent[1]}"))
+        for title, q in queries:
+            print(f"\n-- {title}\n{q};")
+            print(subprocess.run(["psql", "-X", "-P", "pager=off", "-h", pg.sockdir, "-p",
+                                  str(pg.port), "-U", "postgres", "-d", "postgres", "-c", q],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                                 ).stdout.decode().rstrip())
+
+        say("raw transaction and merkle proof from LMDB (conduit-cli)")
+        r = cli(BUILD, ["tx", txid, "--datadir", datadir, "--pg-conninfo", pg.conninfo],
+                check=False)
+        print((r.stdout.decode() + r.stderr.decode())[:600])
+        r = cli(BUILD, ["merkle-proof", txid, "--datadir", datadir, "--pg-conninfo", pg.conninfo],
+                check=False)
+        print((r.stdout.decode() + r.stderr.decode())[:1200])
         say("done")
     finally:
         if daemon:

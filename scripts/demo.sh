@@ -1,3 +1,5 @@
 #!/usr/bin/env bash
-# The main job's demo: placeholder until the simulated node lands.
-echo "demo: not yet available"
+# The main job (./dev run): conduitd indexing a generated regtest chain served
+# by the simulated node into a throw-away PostgreSQL, then queried.
+cd "$(dirname "$0")/.."
+exec /usr/bin/python3 scripts/demo.py "$@"
