@@ -226,7 +226,11 @@ def test_block_16x_ring_flat_memory(build_dir, tmp_path):
     with open(feed_exe(build_dir), "rb") as f:
         if b"__asan_init" in f.read():
             pytest.skip("content checked; RSS is meaningless under AddressSanitizer")
-    limit_kb = (ring + (96 << 20)) // 1024
+    # DESIGN.md section 8: peak memory <= ring size + 256 MB. The block is 16x
+    # the ring, so a process that buffered it would be far above this. (ru_maxrss
+    # counts the ring's pages twice in a process that touched both of its
+    # mappings, and cd-pipe-feed's controller also generates the block.)
+    limit_kb = (ring + (256 << 20)) // 1024
     assert int(s["maxrss_controller_kb"]) < limit_kb, s
     assert int(s["maxrss_worker_kb"]) < limit_kb, s
 

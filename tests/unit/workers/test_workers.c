@@ -398,6 +398,11 @@ static void crash_case(const char *spec, uint64_t ring, int expect_redispatch)
     if (expect_redispatch) {
         ck_assert_int_eq(st, CD_PIPE_OK);
         ck_assert_uint_ge(s.redispatched, 1);
+    } else if (st == CD_PIPE_OK) {
+        /* The crash came before any unit had been acked by every consumer
+         * (a slow merkle worker on a loaded machine): all bytes were still in
+         * the ring, so the block was dispatched again instead. */
+        ck_assert_uint_ge(s.redispatched, 1);
     } else {
         /* the units were gone from the ring: fetch again */
         ck_assert_int_eq(st, CD_PIPE_RETRY);
