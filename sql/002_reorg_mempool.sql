@@ -23,7 +23,7 @@
 --      true -> false  (block disconnected): its non-coinbase txs return to
 --                     the mempool tables with their input and pushdata rows.
 --  * Mempool rows are keyed by tx_hash; seq orders them for oldest-first
---    eviction (cd_mempool_add keeps at most `cap` rows).
+--    eviction (cd_mempool_add_batch keeps at most `cap` rows).
 
 CREATE TABLE chain_target (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -31,6 +31,13 @@ CREATE TABLE chain_target (
     height     integer NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Rows of one block, found without the (droppable) hash indexes: BRIN on
+-- block_id is a few pages and nearly free to maintain, since rows arrive in
+-- block_id order. Used when a block leaves the best chain (its rows return to
+-- the mempool) and when one joins (conflicts, watched keys / outpoints).
+CREATE INDEX inputs_block_brin ON inputs USING brin (block_id);
+CREATE INDEX pushdata_block_brin ON pushdata USING brin (block_id);
 
 CREATE TABLE mempool_tx (
     tx_hash bytea   PRIMARY KEY,   -- txid, internal order
@@ -41,7 +48,7 @@ CREATE TABLE mempool_tx (
 );
 
 CREATE TABLE mempool_inputs (
-    tx_hash   bytea   NOT NULL REFERENCES mempool_tx ON DELETE CASCADE,
+    tx_hash   bytea   NOT NULL,   -- mempool_tx (rows go with it: mempool_tx_cascade)
     in_idx    integer NOT NULL,
     prev_idx  integer NOT NULL,
     prev_hash bytea   NOT NULL,
@@ -50,13 +57,27 @@ CREATE TABLE mempool_inputs (
 CREATE INDEX mempool_inputs_outpoint_idx ON mempool_inputs (prev_hash, prev_idx);
 
 CREATE TABLE mempool_pushdata (
-    tx_hash   bytea    NOT NULL REFERENCES mempool_tx ON DELETE CASCADE,
+    tx_hash   bytea    NOT NULL,  -- mempool_tx (rows go with it: mempool_tx_cascade)
     idx       integer  NOT NULL,
     flags     smallint NOT NULL,
     push_hash bytea    NOT NULL
 );
 CREATE INDEX mempool_pushdata_tx_idx ON mempool_pushdata (tx_hash);
 CREATE INDEX mempool_pushdata_hash_idx ON mempool_pushdata (push_hash);
+
+-- Deleting a mempool_tx row deletes its input and pushdata rows. A
+-- statement trigger instead of foreign keys: no per-row RI check on the
+-- insert path.
+CREATE FUNCTION cd_mempool_tx_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM mempool_inputs WHERE tx_hash IN (SELECT tx_hash FROM old_rows);
+    DELETE FROM mempool_pushdata WHERE tx_hash IN (SELECT tx_hash FROM old_rows);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER mempool_tx_cascade AFTER DELETE ON mempool_tx
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cd_mempool_tx_cascade();
 
 -- Registered by applications: pushdata keys (sha256 of the pushed bytes, as
 -- in pushdata.push_hash) and outpoints whose spend they want to hear about.
@@ -92,40 +113,44 @@ $$;
 CREATE TRIGGER index_tip_notify AFTER INSERT OR UPDATE ON index_tip
     FOR EACH ROW EXECUTE FUNCTION cd_tip_notify();
 
--- channels cd_key / cd_spend for mempool rows
+-- channels cd_key / cd_spend for mempool rows: statement-level triggers
+-- with transition tables (one join per batch, not one lookup per row)
 CREATE FUNCTION cd_mempool_push_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT cd_quiet() AND EXISTS (SELECT 1 FROM watched_keys w WHERE w.push_hash = NEW.push_hash) THEN
+    IF NOT cd_quiet() AND EXISTS (SELECT 1 FROM watched_keys) THEN
         PERFORM pg_notify('cd_key', json_build_object(
-            'key', encode(NEW.push_hash, 'hex'), 'txid', cd_txid_hex(NEW.tx_hash),
-            'idx', NEW.idx, 'flags', NEW.flags, 'state', 'mempool')::text);
+                    'key', encode(n.push_hash, 'hex'), 'txid', cd_txid_hex(n.tx_hash),
+                    'idx', n.idx, 'flags', n.flags, 'state', 'mempool')::text)
+        FROM new_rows n JOIN watched_keys w ON w.push_hash = n.push_hash;
     END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER mempool_pushdata_notify AFTER INSERT ON mempool_pushdata
-    FOR EACH ROW EXECUTE FUNCTION cd_mempool_push_notify();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cd_mempool_push_notify();
 
 CREATE FUNCTION cd_mempool_input_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT cd_quiet() AND EXISTS (SELECT 1 FROM watched_outpoints w
-                                  WHERE w.prev_hash = NEW.prev_hash AND w.prev_idx = NEW.prev_idx) THEN
+    IF NOT cd_quiet() AND EXISTS (SELECT 1 FROM watched_outpoints) THEN
         PERFORM pg_notify('cd_spend', json_build_object(
-            'txid', cd_txid_hex(NEW.prev_hash), 'vout', NEW.prev_idx,
-            'spend_txid', cd_txid_hex(NEW.tx_hash), 'in_idx', NEW.in_idx,
-            'state', 'mempool')::text);
+                    'txid', cd_txid_hex(n.prev_hash), 'vout', n.prev_idx,
+                    'spend_txid', cd_txid_hex(n.tx_hash), 'in_idx', n.in_idx,
+                    'state', 'mempool')::text)
+        FROM new_rows n JOIN watched_outpoints w
+             ON w.prev_hash = n.prev_hash AND w.prev_idx = n.prev_idx;
     END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER mempool_inputs_notify AFTER INSERT ON mempool_inputs
-    FOR EACH ROW EXECUTE FUNCTION cd_mempool_input_notify();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cd_mempool_input_notify();
 
 -- ---- per-block effects of joining / leaving the best chain ----
 
--- Drops mempool txs that spend any outpoint in `spent` (prev_hash, prev_idx
--- pairs given as two arrays) other than those in `keep`, and, repeatedly,
--- the mempool txs spending their outputs.
+-- Drops the mempool txs `conflicted` and, repeatedly, the mempool txs
+-- spending their outputs (descendants). Returns how many were dropped.
 CREATE FUNCTION cd_mempool_drop_conflicts(conflicted bytea[]) RETURNS integer
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -316,49 +341,76 @@ $$;
 
 -- ---- mempool insertion (the daemon's relay path) ----
 
--- Adds one relayed transaction with its rows. ins: the spent outpoints as
--- 36-byte records (32-byte prev txid, 4-byte little-endian index), in input
--- order; pushes: 32-byte keys with push_idx / push_flags alongside. Keeps
--- at most cap rows (oldest first out; cap <= 0: no limit).
--- Returns 1 added, 0 already known (mempool or best chain), -1 conflicts
--- with a best-chain spend, -2 conflicts with a mempool tx (first seen wins).
-CREATE FUNCTION cd_mempool_add(txid bytea, size integer, ins bytea, pushes bytea,
-                               push_idx integer[], push_flags integer[], cap bigint)
-    RETURNS integer LANGUAGE plpgsql AS $$
+-- Adds a batch of relayed transactions with their rows, set-based (one call
+-- per batch of a few hundred txs). Arguments, for n txs in arrival order:
+--   txids   n x 32 bytes (internal order)      sizes  n sizes
+--   ins     36-byte records (32-byte prev txid, 4-byte little-endian prev
+--           index), the inputs of all txs in order; in_tx = the 0-based tx
+--           each belongs to (inputs of one tx consecutive, in input order)
+--   pushes  32-byte keys; push_tx / push_idx / push_flags alongside
+--   cap     keep at most cap mempool rows, oldest first out (<= 0: no limit)
+-- A tx is skipped when it is already in the mempool or on the best chain
+-- (known), or when it spends an outpoint that a best-chain tx, a mempool tx
+-- or an earlier tx of the batch spends (conflicting: first seen wins).
+CREATE FUNCTION cd_mempool_add_batch(txids bytea, sizes integer[], ins bytea, in_tx integer[],
+                                     pushes bytea, push_tx integer[], push_idx integer[],
+                                     push_flags integer[], cap bigint,
+                                     OUT accepted integer, OUT known integer,
+                                     OUT conflicting integer)
+    LANGUAGE plpgsql AS $$
 DECLARE
-    n_in integer := length(ins) / 36;
+    n integer := length(txids) / 32;
+    ok integer[];
     s bigint;
-    ph bytea[];
-    pi integer[];
 BEGIN
-    IF EXISTS (SELECT 1 FROM mempool_tx WHERE tx_hash = txid)
-       OR EXISTS (SELECT 1 FROM best_transactions WHERE tx_hash = txid) THEN
-        RETURN 0;
+    WITH t AS (
+        SELECT k, substr(txids, k * 32 + 1, 32) AS h FROM generate_series(0, n - 1) AS k
+    ), i AS (
+        SELECT j, in_tx[j + 1] AS tx, substr(ins, j * 36 + 1, 32) AS ph,
+               get_byte(ins, j * 36 + 32) | (get_byte(ins, j * 36 + 33) << 8)
+               | (get_byte(ins, j * 36 + 34) << 16) | (get_byte(ins, j * 36 + 35) << 24) AS pi
+        FROM generate_series(0, length(ins) / 36 - 1) AS j
+    ), kn AS (
+        SELECT t.k FROM t
+        WHERE EXISTS (SELECT 1 FROM mempool_tx m WHERE m.tx_hash = t.h)
+           OR EXISTS (SELECT 1 FROM transactions x JOIN blocks b ON b.block_id = x.block_id
+                      WHERE x.tx_hash = t.h AND b.on_best_chain)
+           OR EXISTS (SELECT 1 FROM t t2 WHERE t2.h = t.h AND t2.k < t.k)
+    ), cf AS (
+        SELECT DISTINCT i.tx AS k FROM i
+        WHERE EXISTS (SELECT 1 FROM inputs x JOIN blocks b ON b.block_id = x.block_id
+                      WHERE x.prev_hash = i.ph AND x.prev_idx = i.pi AND b.on_best_chain)
+           OR EXISTS (SELECT 1 FROM mempool_inputs m WHERE m.prev_hash = i.ph AND m.prev_idx = i.pi)
+           OR EXISTS (SELECT 1 FROM i i2 WHERE i2.ph = i.ph AND i2.pi = i.pi AND i2.tx < i.tx)
+    )
+    SELECT array_agg(t.k ORDER BY t.k) FILTER (WHERE t.k NOT IN (SELECT k FROM kn)
+                                                 AND t.k NOT IN (SELECT k FROM cf)),
+           count(*) FILTER (WHERE t.k IN (SELECT k FROM kn)),
+           count(*) FILTER (WHERE t.k NOT IN (SELECT k FROM kn) AND t.k IN (SELECT k FROM cf))
+      INTO ok, known, conflicting
+    FROM t;
+    accepted := coalesce(array_length(ok, 1), 0);
+    IF accepted = 0 THEN
+        RETURN;
     END IF;
-    SELECT coalesce(array_agg(substr(ins, k * 36 + 1, 32) ORDER BY k), '{}'),
-           coalesce(array_agg(get_byte(ins, k * 36 + 32) | (get_byte(ins, k * 36 + 33) << 8)
-               | (get_byte(ins, k * 36 + 34) << 16) | (get_byte(ins, k * 36 + 35) << 24)
-               ORDER BY k), '{}')
-      INTO ph, pi
-    FROM generate_series(0, n_in - 1) AS k;
-    IF EXISTS (SELECT 1 FROM unnest(ph, pi) AS c (h, i) JOIN best_inputs b
-               ON b.prev_hash = c.h AND b.prev_idx = c.i) THEN
-        RETURN -1;
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(ph, pi) AS c (h, i) JOIN mempool_inputs m
-               ON m.prev_hash = c.h AND m.prev_idx = c.i) THEN
-        RETURN -2;
-    END IF;
-    INSERT INTO mempool_tx (tx_hash, tx_size) VALUES (txid, size) RETURNING seq INTO s;
+    INSERT INTO mempool_tx (tx_hash, tx_size)
+    SELECT substr(txids, k * 32 + 1, 32), sizes[k + 1] FROM unnest(ok) AS k ORDER BY k;
     INSERT INTO mempool_inputs (tx_hash, in_idx, prev_idx, prev_hash)
-    SELECT txid, c.n - 1, c.i, c.h FROM unnest(ph, pi) WITH ORDINALITY AS c (h, i, n);
+    SELECT substr(txids, tx * 32 + 1, 32), (row_number() OVER (PARTITION BY tx ORDER BY j)) - 1,
+           get_byte(ins, j * 36 + 32) | (get_byte(ins, j * 36 + 33) << 8)
+           | (get_byte(ins, j * 36 + 34) << 16) | (get_byte(ins, j * 36 + 35) << 24),
+           substr(ins, j * 36 + 1, 32)
+    FROM (SELECT j, in_tx[j + 1] AS tx FROM generate_series(0, length(ins) / 36 - 1) AS j) x
+    WHERE tx = ANY (ok);
     INSERT INTO mempool_pushdata (tx_hash, idx, flags, push_hash)
-    SELECT txid, push_idx[k + 1], push_flags[k + 1], substr(pushes, k * 32 + 1, 32)
-    FROM generate_series(0, length(pushes) / 32 - 1) AS k;
+    SELECT substr(txids, push_tx[j + 1] * 32 + 1, 32), push_idx[j + 1], push_flags[j + 1],
+           substr(pushes, j * 32 + 1, 32)
+    FROM generate_series(0, length(pushes) / 32 - 1) AS j
+    WHERE push_tx[j + 1] = ANY (ok);
     IF cap > 0 THEN
+        SELECT max(seq) INTO s FROM mempool_tx;
         DELETE FROM mempool_tx WHERE seq <= s - cap;
     END IF;
-    RETURN 1;
 END
 $$;
 

@@ -90,6 +90,7 @@ static void hs_add(hashset *s, const uint8_t h[32])
 
 typedef struct bs_peer {
     cp2p_peer *peer;
+    uint64_t serial; /* never reused: names the peer in a block's ctx */
     int ready;
     unsigned inflight;
     int want_begin;     /* sink begun, not yet started in the pipeline */
@@ -131,7 +132,8 @@ typedef struct bs_state {
     bs_avoid avoid[BS_MAX_AVOID];
     size_t n_avoid, next_avoid;
     bs_peer *cur; /* peer whose block is being received */
-    int32_t low;  /* lowest best-chain height not known stored */
+    uint64_t next_serial;
+    int32_t low; /* lowest best-chain height not known stored */
     int32_t synced_logged;
     struct event *tick;
     struct event *deferred;
@@ -214,27 +216,46 @@ static int pipe_identify(void *arg, const uint8_t hash[32], const uint8_t header
                     s->cur && s->cur->peer ? cp2p_peer_name(s->cur->peer) : "?", hex);
         return -1;
     }
-    if (hs_has(&s->stored, hash) && !find_req(s, hash)) {
+    /* Never a second copy of a stored block, asked for or not: the writer
+     * keys blocks by hash, so the copy would replace verified bytes and, if
+     * it failed its merkle check, its deletion would remove the block while
+     * `stored` still lists it. (A copy of a block still in the pipeline is
+     * refused by the pipeline itself.) */
+    if (hs_has(&s->stored, hash)) {
         cd_log_info("blocksync: block %s is already stored; discarding the copy", hex);
         return -1;
     }
     *height = (uint32_t)n->height;
-    *ctx = NULL;
+    /* who sent this copy (the request may move to another peer meanwhile) */
+    *ctx = s->cur ? (void *)(uintptr_t)s->cur->serial : NULL;
     return 0;
+}
+
+static bs_peer *peer_by_serial(bs_state *s, uint64_t serial)
+{
+    for (int i = 0; serial && i < s->n_peers; i++)
+        if (s->peers[i]->serial == serial)
+            return s->peers[i];
+    return NULL;
 }
 
 static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
 {
-    (void)ctx;
     bs_state *s = arg;
     char hex[65];
     cd_hex_encode_rev(hex, hash, 32);
     bs_peer *from = NULL;
+    uint64_t sender = (uint64_t)(uintptr_t)ctx;
     bs_req *r = find_req(s, hash);
-    if (r) {
+    /* A copy refused while another copy is in the pipeline answers nothing:
+     * the request stays until that copy is done (or times out), else it
+     * would be asked again, and refused again, in a loop. */
+    if (r && (status != CD_PIPE_UNWANTED || hs_has(&s->stored, hash))) {
         from = r->peer;
         drop_req(s, r);
     }
+    if (sender)
+        from = peer_by_serial(s, sender); /* the copy's sender, not the asked one */
     if (s->cur && s->cur->in_pipe && !cd_pipeline_receiving(s->pipe)) {
         /* a failure while the block was still arriving: swallow the rest */
         bs_peer *cp = s->cur;
@@ -504,6 +525,7 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
             return;
         bp = cd_xcalloc(1, sizeof(*bp));
         bp->peer = ctx->peer;
+        bp->serial = ++s->next_serial;
         s->peers[s->n_peers++] = bp;
     }
     bp->ready = 1;

@@ -34,6 +34,7 @@
 
 static const char *const net_names[] = {"main", "test", "regtest", "stn", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const catchup_names[] = {"auto", "live", NULL}; /* CD_CATCHUP_* */
 
 #define OFF(f) offsetof(cd_config, f)
 #define KB     (UINT64_C(1) << 10)
@@ -58,6 +59,12 @@ const cd_option cd_config_options[] = {
      "target size of a work unit handed to a parser"},
     {"parser_workers", CD_OPT_INT, "0", 0, 256, 0, OFF(parser_workers), NULL,
      "number of parser processes (0: one per CPU core)"},
+    {"catchup_indexes", CD_OPT_ENUM, "auto", 0, 0, 0, OFF(catchup_indexes), catchup_names,
+     "auto: drop the tx_hash/outpoint/pushdata indexes while more than catchup_threshold blocks "
+     "behind and rebuild them once within it (3x faster load; lookups by hash slow meanwhile); "
+     "live: always keep them"},
+    {"catchup_threshold", CD_OPT_INT, "1000", 1, 0x7fffffffu, 0, OFF(catchup_threshold), NULL,
+     "blocks behind the best header above which catchup_indexes=auto drops the indexes"},
     {"blocks_per_peer", CD_OPT_INT, "16", 1, 1024, CD_OPT_RELOADABLE, OFF(blocks_per_peer), NULL,
      "blocks requested from one peer at a time"},
     {"block_timeout", CD_OPT_INT, "120", 5, 86400, CD_OPT_RELOADABLE, OFF(block_timeout_s), NULL,

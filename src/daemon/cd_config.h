@@ -36,6 +36,10 @@
 #define CD_EXIT_FAILURE 1
 #define CD_EXIT_CONFIG  2
 
+/* catchup_indexes (cd_catchup.h) */
+#define CD_CATCHUP_AUTO 0
+#define CD_CATCHUP_LIVE 1
+
 struct cd_config_src; /* private: where the object came from (for reload) */
 
 typedef struct cd_config {
@@ -52,6 +56,8 @@ typedef struct cd_config {
     uint64_t ring_size;                   /* bytes of the shared-memory block ring */
     uint64_t unit_size;                   /* target work-unit size in bytes */
     uint32_t parser_workers;              /* 0 = number of cores */
+    int catchup_indexes;                  /* CD_CATCHUP_AUTO | CD_CATCHUP_LIVE */
+    uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
     uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */
     int relay;                            /* ask peers for mempool tx invs */

@@ -17,6 +17,7 @@
  */
 #include "daemon/cd_controller.h"
 #include "daemon/cd_blocksync.h"
+#include "daemon/cd_catchup.h"
 #include "daemon/cd_hdrsync.h"
 #include "daemon/cd_mempool.h"
 #include "daemon/cd_notify.h"
@@ -37,6 +38,7 @@
 static const cd_ctl_module *const ctl_modules[] = {
     &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
     &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
+    &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
     NULL,
 };
 
@@ -241,29 +243,42 @@ static void on_tip(const cd_hdrtree_tip_event *ev, void *arg)
     }
 }
 
-static void publish_status(cd_ctl *ctl)
+void cd_ctl_progress_now(cd_ctl *ctl, cd_ctl_progress *pr)
 {
-    cd_ctl_progress pr;
-    memset(&pr, 0, sizeof(pr));
-    pr.stored_height = -1;
-    pr.indexed_height = -1;
+    memset(pr, 0, sizeof(*pr));
+    pr->stored_height = -1;
+    pr->indexed_height = -1;
     FOR_MODULES(ctl, i, m)
     {
         if (m->progress && ctl->mod_state[i])
-            m->progress(ctl->mod_state[i], &pr);
+            m->progress(ctl->mod_state[i], pr);
     }
+}
+
+int cd_ctl_headers_synced(cd_ctl *ctl)
+{
+    return ctl->sync && cd_hdrsync_synced(ctl->sync);
+}
+
+static void publish_status(cd_ctl *ctl)
+{
+    cd_ctl_progress pr;
+    cd_ctl_progress_now(ctl, &pr);
     cd_status *st = &ctl->st;
     st->header_height = ctl->tree ? cd_hdrtree_height(ctl->tree) : -1;
     st->peers = (uint32_t)(ctl->mgr ? cp2p_mgr_ready_count(ctl->mgr) : 0);
     st->stored_height = pr.stored_height;
     st->indexed_height = ctl->cfg->index ? pr.indexed_height : -1;
     st->height = ctl->cfg->index ? st->indexed_height : st->stored_height;
+    snprintf(st->index_mode, sizeof(st->index_mode), "%s", pr.index_mode ? pr.index_mode : "");
     st->workers_alive = pr.workers_alive;
     st->workers_total = pr.workers_total;
     st->ring_used = pr.ring_used;
     if (pr.ring_size)
         st->ring_size = pr.ring_size;
-    int caught_up = st->header_height >= 0 && st->height >= st->header_height;
+    /* with catch-up mode, not before the secondary indexes are back */
+    int caught_up = st->header_height >= 0 && st->height >= st->header_height &&
+                    (!pr.index_mode || strcmp(pr.index_mode, CD_CATCHUP_MODE_LIVE) == 0);
     snprintf(st->state, sizeof(st->state), "%s",
              ctl->stopping                   ? "stopping"
              : !cd_hdrsync_synced(ctl->sync) ? "headers"

@@ -12,7 +12,7 @@
  * NOTES
  *  - libpq is used synchronously on the controller loop. Statements are short
  *    (a step is a few index lookups unless a switch happens; a tx batch is
- *    sent in libpq pipeline mode: one round trip per batch). A database that
+ *    one cd_mempool_add_batch call: one round trip per batch). A database that
  *    is down makes each attempt fail fast (one connection try per tick).
  */
 #include "daemon/cd_mempool.h"
@@ -30,10 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MP_SEEN_BITS 17 /* recently requested txids: 128k slots */
+#define MP_SEEN_BITS  17 /* recently requested txids: 128k slots */
 #define MP_SEEN_SLOTS (1u << MP_SEEN_BITS)
-#define MP_TICK_MS 100
-#define MP_STEP_EVERY 3 /* run the reorg step every 3rd tick even without events */
+#define MP_TICK_MS    100
+#define MP_RETRY_S    2.0 /* seconds between connection attempts while PG is down */
+#define MP_STEP_EVERY 3   /* run the reorg step every 3rd tick even without events */
 
 /* One parsed transaction waiting to be written. */
 typedef struct mp_tx {
@@ -57,6 +58,8 @@ typedef struct mp_state {
     int ready;        /* migrated and mempool emptied */
     int target_dirty; /* chain_target must be (re)written */
     int step_due;
+    int synced; /* the index reached the tree's tip once: relay starts */
+    double pg_retry_at;
     /* relay */
     uint8_t (*seen)[32];
     uint8_t *seen_used;
@@ -67,9 +70,6 @@ typedef struct mp_state {
     uint64_t logged_accepted;
     double last_log;
     cd_wk_parse_opts opts;
-    /* scratch for the text arrays */
-    char *tbuf;
-    size_t tcap;
 } mp_state;
 
 static uint64_t mp_cap(const mp_state *s)
@@ -99,10 +99,18 @@ static int seen_add(mp_state *s, const uint8_t h[32])
 
 /* ---- PostgreSQL ---- */
 
+/* The connection, or NULL while PostgreSQL is unreachable: one connection
+ * attempt every MP_RETRY_S at most, so a database that is down neither
+ * stalls the loop nor floods the log. */
 static PGconn *conn(mp_state *s)
 {
-    if (cd_pg_connect(s->pg) != CD_PG_OK)
+    double now = cd_now_s();
+    if (now < s->pg_retry_at)
         return NULL;
+    if (cd_pg_connect(s->pg) != CD_PG_OK) {
+        s->pg_retry_at = now + MP_RETRY_S;
+        return NULL;
+    }
     return cd_pg_conn(s->pg);
 }
 
@@ -117,9 +125,14 @@ static int make_ready(mp_state *s)
 {
     if (s->ready)
         return 0;
-    if (cd_pg_migrate(s->pg) != CD_PG_OK)
-        return -1;
     PGconn *c = conn(s);
+    if (!c)
+        return -1;
+    if (cd_pg_migrate(s->pg) != CD_PG_OK) {
+        s->pg_retry_at = cd_now_s() + MP_RETRY_S;
+        return -1;
+    }
+    c = conn(s);
     if (!c)
         return -1;
     PGresult *r = PQexec(c, "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
@@ -163,6 +176,26 @@ static int write_target(mp_state *s)
     return ok ? 0 : -1;
 }
 
+/* The index caught up with the tree: from now on relayed txs are taken
+ * (before, the mempool rules would have to consult a partial chain, and the
+ * catch-up's per-block work stays minimal). Asks every ready peer for its
+ * mempool. */
+static void start_relay(mp_state *s)
+{
+    s->synced = 1;
+    if (!s->cfg->relay)
+        return;
+    cp2p_mgr *mgr = cd_ctl_mgr(s->ctl);
+    size_t n = mgr ? cp2p_mgr_peer_count(mgr) : 0, asked = 0;
+    for (size_t i = 0; i < n; i++) {
+        cp2p_peer *p = cp2p_mgr_peer_at(mgr, i);
+        if (p && cp2p_peer_state_get(p) == CP2P_PEER_READY &&
+            cp2p_peer_send(p, "mempool", NULL, 0) == 0)
+            asked++;
+    }
+    cd_log_info("mempool: index at the best tip; relay on (mempool asked from %zu peers)", asked);
+}
+
 static void run_step(mp_state *s)
 {
     if (make_ready(s) != 0)
@@ -175,7 +208,9 @@ static void run_step(mp_state *s)
     PGconn *c = conn(s);
     if (!c)
         return;
+    double t0 = cd_now_s();
     PGresult *r = PQexec(c, "SELECT cd_reorg_step()");
+    double ms = (cd_now_s() - t0) * 1e3;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cd_log_warn("reorg: cd_reorg_step failed: %s", PQerrorMessage(c));
         PQclear(r);
@@ -187,6 +222,8 @@ static void run_step(mp_state *s)
     PQclear(r);
     int fork = 0, leave = 0, join = 0;
     int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
+    if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
+        start_relay(s);
     if (reorg || strcmp(res, "switched") == 0) {
         /* the new tip, read after the step's transaction committed */
         r = PQexec(c, "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
@@ -198,8 +235,8 @@ static void run_step(mp_state *s)
         }
         if (reorg)
             cd_log_info("reorg: indexed best chain switched: fork height=%d leaving=%d "
-                        "joining=%d new tip=%s height=%s",
-                        fork, leave, join, hash, h);
+                        "joining=%d new tip=%s height=%s (one transaction, %.1f ms)",
+                        fork, leave, join, hash, h, ms);
         else
             cd_log_debug("reorg: indexed tip moved to %s height=%s", hash, h);
         PQclear(r);
@@ -218,34 +255,42 @@ static void tx_free(mp_tx *t)
     free(t->flags);
 }
 
-static const char *int_array(mp_state *s, const uint32_t *v, size_t n, size_t *at)
-{
-    /* reserve_text sized the buffer for the whole batch, so pointers handed
-     * out earlier in the batch stay valid */
-    cd_assert(*at + n * 11 + 3 <= s->tcap);
-    char *p = s->tbuf + *at, *start = p;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, i ? ",%u" : "%u", v[i]);
-    *p++ = '}';
-    *p++ = 0;
-    *at += (size_t)(p - start);
-    return start;
-}
+/* Growable byte buffer for one batch's parameters. */
+typedef struct mp_buf {
+    char *p;
+    size_t len, cap;
+} mp_buf;
 
-static void reserve_text(mp_state *s)
+static void buf_add(mp_buf *b, const void *p, size_t n)
 {
-    size_t need = 64;
-    for (size_t i = 0; i < s->q_n; i++)
-        need += 2 * (s->q[i].n_push * 11 + 3) + 48;
-    if (need > s->tcap) {
-        free(s->tbuf);
-        s->tbuf = cd_xmalloc(need);
-        s->tcap = need;
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = cd_xrealloc(b->p, b->cap);
     }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0;
 }
 
-/* Writes the queued txs in one transaction (pipeline mode). */
+/* Appends "v" to a text array literal being built ("{" opened by caller). */
+static void arr_add(mp_buf *b, uint32_t v)
+{
+    char t[16];
+    int n = snprintf(t, sizeof(t), b->len > 1 ? ",%u" : "%u", v);
+    buf_add(b, t, (size_t)n);
+}
+
+/* Parameters of cd_mempool_add_batch: bytea ones sent binary, integer
+ * arrays as text literals. */
+enum { P_TXIDS, P_SIZES, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
+
+static size_t is_array(int i)
+{
+    return i != P_TXIDS && i != P_INS && i != P_PUSH;
+}
+
+/* Writes the queued txs with one cd_mempool_add_batch call (one statement,
+ * one transaction, one round trip). */
 static void flush(mp_state *s)
 {
     if (s->q_n == 0)
@@ -255,78 +300,65 @@ static void flush(mp_state *s)
     PGconn *c = conn(s);
     if (!c)
         return;
-    reserve_text(s);
-    size_t at = 0;
-    char cap[24];
-    snprintf(cap, sizeof(cap), "%" PRIu64, mp_cap(s));
-    int ok = PQenterPipelineMode(c) == 1;
-    ok = ok && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    for (size_t i = 0; ok && i < s->q_n; i++) {
-        mp_tx *t = &s->q[i];
-        char size[16];
-        snprintf(size, sizeof(size), "%u", t->size);
-        const char *pidx = int_array(s, t->idx, t->n_push, &at);
-        const char *pfl = int_array(s, t->flags, t->n_push, &at);
-        static const uint8_t empty[1];
-        const char *vals[7] = {(const char *)t->txid,
-                               size,
-                               t->n_in ? (const char *)t->ins : (const char *)empty,
-                               t->n_push ? (const char *)t->keys : (const char *)empty,
-                               pidx,
-                               pfl,
-                               cap};
-        int lens[7] = {32, 0, (int)(t->n_in * 36), (int)(t->n_push * 32), 0, 0, 0};
-        int fmts[7] = {1, 0, 1, 1, 0, 0, 0};
-        ok = PQsendQueryParams(c, "SELECT cd_mempool_add($1, $2, $3, $4, $5, $6, $7)", 7, NULL,
-                               vals, lens, fmts, 0) == 1;
-    }
-    ok = ok && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    ok = ok && PQpipelineSync(c) == 1;
-    uint64_t acc = 0, known = 0, confl = 0;
-    int failed = !ok;
-    if (ok) {
-        /* results: BEGIN, one per tx, COMMIT, then the sync */
-        for (;;) {
-            PGresult *r = PQgetResult(c);
-            if (!r) {
-                if (PQstatus(c) != CONNECTION_OK) {
-                    failed = 1;
-                    break;
-                }
-                continue; /* end of one query's results */
-            }
-            ExecStatusType st = PQresultStatus(r);
-            if (st == PGRES_PIPELINE_SYNC) {
-                PQclear(r);
-                break;
-            }
-            if (st == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-                int v = atoi(PQgetvalue(r, 0, 0));
-                if (v == 1)
-                    acc++;
-                else if (v == 0)
-                    known++;
-                else
-                    confl++;
-            } else if (st != PGRES_COMMAND_OK) {
-                if (!failed)
-                    cd_log_warn("mempool: writing %zu txs failed: %s", s->q_n,
-                                PQresultErrorMessage(r));
-                failed = 1;
-            }
-            PQclear(r);
+    double t0 = cd_now_s();
+    mp_buf b[P_N];
+    memset(b, 0, sizeof(b));
+    for (int i = 0; i < P_N; i++)
+        buf_add(&b[i], "{", is_array(i)); /* binary ones: empty, not NULL */
+    for (size_t k = 0; k < s->q_n; k++) {
+        mp_tx *t = &s->q[k];
+        buf_add(&b[P_TXIDS], t->txid, 32);
+        arr_add(&b[P_SIZES], t->size);
+        if (t->n_in)
+            buf_add(&b[P_INS], t->ins, t->n_in * 36);
+        for (size_t j = 0; j < t->n_in; j++)
+            arr_add(&b[P_IN_TX], (uint32_t)k);
+        if (t->n_push)
+            buf_add(&b[P_PUSH], t->keys, t->n_push * 32);
+        for (size_t j = 0; j < t->n_push; j++) {
+            arr_add(&b[P_PUSH_TX], (uint32_t)k);
+            arr_add(&b[P_PUSH_IDX], t->idx[j]);
+            arr_add(&b[P_PUSH_FL], t->flags[j]);
         }
     }
-    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
-        PQexitPipelineMode(c);
-    if (failed) {
-        if (PQstatus(c) != CONNECTION_OK)
+    for (int i = 0; i < P_N; i++)
+        if (is_array(i))
+            buf_add(&b[i], "}", 1);
+    char cap[24];
+    snprintf(cap, sizeof(cap), "%" PRIu64, mp_cap(s));
+    const char *vals[P_N + 1];
+    int lens[P_N + 1], fmts[P_N + 1];
+    for (int i = 0; i < P_N; i++) {
+        int binary = !is_array(i);
+        vals[i] = b[i].p;
+        lens[i] = binary ? (int)b[i].len : 0;
+        fmts[i] = binary;
+    }
+    vals[P_N] = cap;
+    lens[P_N] = 0;
+    fmts[P_N] = 0;
+    PGresult *r = PQexecParams(c,
+                               "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
+                               "$1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                               P_N + 1, NULL, vals, lens, fmts, 0);
+    for (int i = 0; i < P_N; i++)
+        free(b[i].p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        int down = PQstatus(c) != CONNECTION_OK;
+        if (!down)
+            cd_log_warn("mempool: writing %zu txs failed: %s", s->q_n, PQerrorMessage(c));
+        PQclear(r);
+        if (down)
             return; /* reconnect and retry the batch next tick */
-        /* an SQL error: the batch is dropped (logged above) */
+        /* an SQL error: the batch is dropped (logged) */
     } else {
+        uint64_t acc = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
         s->accepted += acc;
-        s->known += known;
-        s->conflicted += confl;
+        s->known += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+        s->conflicted += strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+        PQclear(r);
+        cd_log_debug("mempool: wrote %zu txs in %.1f ms (%" PRIu64 " new)", s->q_n,
+                     (cd_now_s() - t0) * 1e3, acc);
     }
     for (size_t i = 0; i < s->q_n; i++)
         tx_free(&s->q[i]);
@@ -391,7 +423,7 @@ static void sink_push(void *ctx, uint32_t pos, uint32_t idx, unsigned flags, con
 
 static int relaying(const mp_state *s)
 {
-    return s && s->cfg->index && s->cfg->relay;
+    return s && s->cfg->index && s->cfg->relay && s->synced;
 }
 
 static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
@@ -418,6 +450,8 @@ static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
             want = cd_xmalloc(n * 32);
         memcpy(want[nw++], inv[i].hash, 32);
     }
+    cd_log_debug("mempool: inv of %zu from %s: asking for %zu txs", n, cp2p_peer_name(ctx->peer),
+                 nw);
     if (nw)
         cp2p_peer_getdata_txs(ctx->peer, (const uint8_t(*)[32])want, nw);
     free(want);
@@ -528,7 +562,6 @@ static void mod_fini(void *state)
     free(s->q);
     free(s->seen);
     free(s->seen_used);
-    free(s->tbuf);
     cd_pg_free(s->pg);
     free(s);
 }

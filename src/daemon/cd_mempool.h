@@ -19,13 +19,16 @@
  *    always wins).
  *
  * Mempool (with `relay` on):
- *  - at start the mempool tables are emptied (they refill from the peers;
- *    each ready peer is sent `mempool`);
+ *  - at start the mempool tables are emptied; relayed txs are taken once the
+ *    index has reached the tree's tip (not during the initial catch-up,
+ *    when the mempool rules would consult a partial chain); then every
+ *    ready peer, and every peer that becomes ready, is sent `mempool`, so
+ *    the set refills from the node;
  *  - tx invs are answered with getdata at once (a recently-requested set
  *    keeps duplicates away; cp2p splits batches within the peer's limits);
  *  - each `tx` is parsed with the parser workers' code (cd_wk_parse_unit:
  *    same txid, inputs and pushdata rule) and queued; the queue is written
- *    with cd_mempool_add() in one transaction per batch
+ *    with one cd_mempool_add_batch() call per batch
  *    (CD_MEMPOOL_BATCH txs or every tick), which drops txs already confirmed
  *    or conflicting with a confirmed spend or an earlier mempool tx and
  *    evicts oldest-first beyond `mempool_max_txs` (default
@@ -33,7 +36,9 @@
  *
  * Log lines tests look for:
  *   "reorg: indexed best chain switched: fork height=<f> ... new tip=<hash> height=<h>"
- *   "mempool: <n> txs accepted"  (progress, at most once per second)
+ *   "mempool: index connection ready ..."       (PG connected, tables emptied)
+ *   "mempool: index at the best tip; relay on ..."
+ *   "mempool: <n> txs accepted ..."             (progress, at most once per second)
  */
 #ifndef CD_MEMPOOL_H
 #define CD_MEMPOOL_H

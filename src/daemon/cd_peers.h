@@ -51,6 +51,7 @@ typedef struct cd_ctl_progress {
     uint64_t blocks, bytes, txs; /* blocks finished OK this run, their bytes/txs */
     uint32_t workers_alive, workers_total;
     uint64_t ring_used, ring_size;
+    const char *index_mode; /* cd_catchup.h CD_CATCHUP_MODE_* (static string); NULL: no index */
 } cd_ctl_progress;
 
 typedef struct cd_ctl_module {
@@ -74,6 +75,13 @@ struct event_base *cd_ctl_base(cd_ctl *ctl);
 cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);    /* NULL during init(): created after */
 cd_hdrtree *cd_ctl_tree(cd_ctl *ctl); /* NULL during init(): opened after */
 const cd_config *cd_ctl_config(cd_ctl *ctl);
+
+/* The modules' progress right now (what the next status would show);
+ * must not be called from a module's progress callback. */
+void cd_ctl_progress_now(cd_ctl *ctl, cd_ctl_progress *out);
+
+/* 1 once the header sync has caught up with the peers (cd_hdrsync_synced). */
+int cd_ctl_headers_synced(cd_ctl *ctl);
 
 /* Asks the controller loop to stop (as SIGTERM does), with an exit code. */
 void cd_ctl_stop(cd_ctl *ctl, int exit_code);

@@ -69,6 +69,7 @@ typedef struct pipe_block {
     int begin_sent, end_sent, recv_done;
     int writer_done, merkle_done, merkle_status;
     int finished, hold;
+    int ok; /* finished with CD_PIPE_OK */
     int hash_known;
     void *ctx;
 } pipe_block;
@@ -291,11 +292,26 @@ static void try_release(cd_pipeline *p)
     }
 }
 
+/* The block other than b holding a copy of hash that is still being stored
+ * or was stored and verified, or NULL. The writer and the merkle worker key
+ * everything by hash, so a second copy dispatched beside it could replace
+ * verified bytes by unverified ones, and the second copy's failure (a
+ * BLOCK_DELETE by hash) would then remove the block altogether. */
+static const pipe_block *copy_in_flight(const cd_pipeline *p, const pipe_block *b,
+                                        const uint8_t hash[32])
+{
+    for (const pipe_block *o = p->head; o; o = o->next)
+        if (o != b && o->hash_known && memcmp(o->hash, hash, 32) == 0 && (!o->finished || o->ok))
+            return o;
+    return NULL;
+}
+
 static void finish(cd_pipeline *p, pipe_block *b, int status)
 {
     if (b->finished)
         return;
     b->finished = 1;
+    b->ok = status == CD_PIPE_OK;
     char hex[65];
     hexid(hex, b->hash);
     if (status == CD_PIPE_OK) {
@@ -311,6 +327,8 @@ static void finish(cd_pipeline *p, pipe_block *b, int status)
                 send_ref_all(p, b, CD_IPC_BLOCK_ABORT, 0);
                 b->end_sent = 1;
             }
+            /* The writer deletes by hash: safe, because no other copy of
+             * this block is dispatched while this one is (copy_in_flight()) */
             send_delete(p, b);
         }
         /* units never sent owe no ack */
@@ -765,6 +783,17 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n)
             return fail_cur(p, CD_PIPE_MALFORMED);
         uint8_t h[32];
         cd_sha256d(h, base, 80);
+        if (copy_in_flight(p, b, h)) {
+            /* one copy of a block at a time (see copy_in_flight()) */
+            char hex[65];
+            hexid(hex, h);
+            cd_log_info("pipeline: block %s is being stored already; refusing another copy", hex);
+            if (!b->hash_known) {
+                memcpy(b->hash, h, 32);
+                b->hash_known = 1;
+            }
+            return fail_cur(p, CD_PIPE_UNWANTED);
+        }
         if (!b->hash_known) {
             memcpy(b->hash, h, 32);
             b->hash_known = 1;

@@ -147,6 +147,8 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
             st->header_height, sync_pct(st));
     fprintf(f, "  stored:        %" PRId32 "  indexed: %" PRId32 "\n", st->stored_height,
             st->indexed_height);
+    if (st->index_mode[0])
+        fprintf(f, "  index mode:    %s\n", st->index_mode);
     fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s\n", st->blocks_per_s,
             st->mb_per_s, st->tx_per_s);
     fprintf(f, "  eta:           %s\n", eta);
@@ -196,12 +198,13 @@ int cd_status_write(const char *datadir, cd_status *st)
                      "blocks_per_s=%.3f\n"
                      "mb_per_s=%.3f\n"
                      "tx_per_s=%.1f\n"
-                     "eta_s=%.0f\n",
+                     "eta_s=%.0f\n"
+                     "index_mode=%s\n",
                      st->pid, st->network, st->version, st->started_at, st->updated_at,
                      st->interval_s, st->state, st->height, st->stored_height, st->indexed_height,
                      st->header_height, st->peers, st->workers_alive, st->workers_total,
                      st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
-                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s);
+                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode);
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         errno = EOVERFLOW;
         return -1;
@@ -277,6 +280,8 @@ int cd_status_read(const char *datadir, cd_status *st)
             st->interval_s = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(k, "state") == 0)
             copy_str(st->state, sizeof(st->state), v);
+        else if (strcmp(k, "index_mode") == 0)
+            copy_str(st->index_mode, sizeof(st->index_mode), v);
         else if (strcmp(k, "height") == 0)
             st->height = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(k, "stored_height") == 0)

@@ -54,6 +54,8 @@ typedef struct cd_status {
     uint32_t workers_total;
     uint64_t ring_used; /* bytes in use in the ring */
     uint64_t ring_size;
+    char index_mode[16]; /* secondary indexes (cd_catchup.h): "live", "catch-up",
+                            "building", "checking"; "" when not indexing */
     /* computed by cd_status_sample */
     uint64_t blocks_done, bytes_done, txs_done; /* cumulative this run */
     double blocks_per_s, mb_per_s, tx_per_s;

@@ -32,13 +32,14 @@ static void json_out(FILE *f, const cd_status *st, int alive)
             "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
             "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
             "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
-            "}\n",
+            ", \"index_mode\": \"%s\"}\n",
             alive ? "true" : "false",
             alive && cd_status_stale(st, (int64_t)time(NULL)) ? "true" : "false", st->pid,
             st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
             st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
             st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
-            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done);
+            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done,
+            st->index_mode);
 }
 
 /* --watch: a line per status update (what an operator leaves open during an

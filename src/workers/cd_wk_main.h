@@ -19,7 +19,6 @@
 #include <stdint.h>
 
 #include "common/cd_util.h"
-#include "daemon/cd_config.h" /* TRANSITIONAL: cd_wk_parser.c still needs it */
 #include "workers/cd_ipc.h"
 
 /* Process exit codes: the same contract (and values) as the daemon's

@@ -20,6 +20,7 @@
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
 #include "common/cd_util.h"
+#include "daemon/cd_config.h" /* cd_wk_parser_recover() runs in the controller */
 #include "storage/cd_blockstore.h"
 #include "workers/cd_wk_main.h"
 
@@ -388,7 +389,12 @@ static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s
 static int rec_block(const uint8_t hash[32], const cd_block_loc *loc, void *arg)
 {
     rec_ctx *r = arg;
-    if (loc->height == UINT32_MAX || (int64_t)loc->height <= (int64_t)r->tip)
+    /* Blocks well below the indexed tip are done. Within
+     * CD_WK_RECOVERY_REORG_WINDOW of it they are checked too: a reorg's new
+     * branch may be stored but not yet indexed at heights the old branch
+     * covers (an indexed block costs two quick queries). */
+    if (loc->height == UINT32_MAX ||
+        (int64_t)loc->height + CD_WK_RECOVERY_REORG_WINDOW <= (int64_t)r->tip)
         return 0;
     int64_t id;
     int indexed = 0;

@@ -95,7 +95,8 @@ int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_n
 /*
  * Crash recovery, run by the controller once at start, before the pipeline
  * dispatches anything (so no unit of these blocks is in flight): every block
- * COMPLETE in <datadir>/blocks above the indexed tip that is not indexed in
+ * COMPLETE in <datadir>/blocks above the indexed tip (or less than
+ * CD_WK_RECOVERY_REORG_WINDOW below it) that is not indexed in
  * PostgreSQL gets the transaction ranges no committed unit covers indexed
  * from the LMDB bytes (units numbered CD_WK_RECOVERY_UNIT + first tx, cut at
  * about cfg->unit_size), then completed (merkle check) and the tip advanced.
@@ -106,6 +107,9 @@ int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_n
  * binary, or CD_EXIT_FAILURE.
  */
 #define CD_WK_RECOVERY_UNIT 0x40000000u
+/* Blocks this far below the indexed tip are also recovered if not indexed
+ * (the new branch of a reorg interrupted by a crash). */
+#define CD_WK_RECOVERY_REORG_WINDOW 2000
 struct cd_config;
 int cd_wk_parser_recover(const struct cd_config *cfg);
 

@@ -9,6 +9,13 @@
  * reuse its ring space; BLOCK_END writes the tail and the COMPLETE location in
  * one txn and fsyncs. A half-written block found at start is removed
  * (cd_blockstore_recover) and fetched again.
+ *
+ * Blocks are keyed by hash: BEGIN of a hash already held replaces the old
+ * copy, and DELETE removes whatever the hash names. That is only safe because
+ * the controller never dispatches a second copy of a block that is stored or
+ * still in the pipeline (cd_pipeline.c copy_in_flight(), cd_blocksync.c
+ * pipe_identify()); a held copy replaced here is one that was never verified
+ * (e.g. written before a crash that lost its merkle tree).
  */
 #include "workers/cd_wk_main.h"
 

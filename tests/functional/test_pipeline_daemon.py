@@ -106,6 +106,7 @@ def test_bad_merkle_peer_refused(build_dir, shared_data, tmp_path):
     chain = os.path.join(shared_data, CHAIN116)
     with SimNode(chain_dir=chain) as bad, SimNode(chain_dir=chain) as good:
         bad.misbehave("bad_merkle_block", count=None)
+        good_port = good.port
         d = start_daemon(build_dir, dd, [bad.port, good.port])
         try:
             d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=180)
@@ -115,6 +116,34 @@ def test_bad_merkle_peer_refused(build_dir, shared_data, tmp_path):
     assert re.search(r"merkle: block \w+: root \w+ != header", log)
     assert re.search(r"blocksync: peer \S+ sent a bad block \w+ \(merkle-mismatch\); "
                      r"disconnecting it", log)
+    # the blame goes to the sender of the bad copy, never to the honest peer
+    # the block was asked from again meanwhile
+    assert not re.search(r"peer 127\.0\.0\.1:%d sent a bad block" % good_port, log), log
+    check_chain116(build_dir, dd, shared_data)
+
+
+def test_copy_of_stored_block_refused(build_dir, shared_data, tmp_path):
+    """A copy of a block that is stored and verified is never written again:
+    the writer keys blocks by hash, so a copy would replace verified bytes
+    (and, if bad, its deletion would lose the block). The unit test
+    test_pipeline_one_copy_at_a_time covers copies arriving while the first
+    is still in the pipeline."""
+    dd = tmp_path / "d"
+    chain = os.path.join(shared_data, CHAIN116)
+    with open(os.path.join(chain, "headers.txt")) as f:
+        h1 = [l.strip() for l in f if l.strip()][1]
+    with SimNode(chain_dir=chain) as node:
+        d = start_daemon(build_dir, dd, [node.port])
+        try:
+            d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=120)
+            n = len(d.log_text().splitlines())
+            node.misbehave("unsolicited_block", hash=h1)
+            d.wait_for_log(r"blocksync: block %s is already stored; discarding the copy" % h1,
+                           timeout=60, start=n)
+        finally:
+            d.stop()
+        log = d.log_text()
+    assert not re.search(r"writer: (deleted|stored) block %s" % h1, log.split("all blocks stored")[1])
     check_chain116(build_dir, dd, shared_data)
 
 

@@ -17,12 +17,11 @@ restarts it.
 """
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,6 +31,9 @@ from test_index import cli, create_db, psql  # noqa: E402
 
 from tests.simnode.chain import ser_tx  # noqa: E402
 from tests.simnode.protocol import parse_tx, sha256d  # noqa: E402
+
+MQ = dict(re.findall(r"```sql\n-- mempool query: (\w+)\n(.*?)```",
+                     open(os.path.join(HERE, "..", "..", "docs", "QUERIES.md")).read(), re.S))
 
 # best-chain views without block_id (ids differ between databases)
 VIEWS = [
@@ -166,6 +168,15 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         rows = psql(pg, "live", "SELECT cd_txid_hex(tx_hash), height FROM all_pushdata "
                                 "WHERE push_hash = decode('%s', 'hex');" % k)
         assert (ids[0], "") in rows
+        # the documented queries (docs/QUERIES.md) see it too
+        _, ins0, outs0 = parse_tx(txs[0], 0)
+        p2pkh = [(n, sc) for n, (v, sc) in enumerate(outs0) if sc[:3] == b"\x76\xa9\x14"]
+        if p2pkh:
+            n, sc = p2pkh[0]
+            rows = psql(pg, "live", MQ["history_with_mempool"], hash160=sc[3:23].hex())
+            assert (ids[0], str(n), "1", "") in rows
+        spent = dict(txid=ins0[0][0][::-1].hex(), vout=ins0[0][1])
+        assert psql(pg, "live", MQ["spent_by_with_mempool"], **spent) == [(ids[0], "0", "")]
 
         # ---- confirmed + conflicted: T0..T3 mined, a double spend of T4 ----
         t4x = double_spend(node, txs[4])
@@ -175,6 +186,8 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         assert psql(pg, "live", "SELECT count(*) FROM best_transactions WHERE tx_hash = "
                                 "cd_txid('%s');" % ids[0]) == [("1",)]
         h_conf = node.chain.height  # 21: T0..T3 + T4x
+        assert psql(pg, "live", MQ["spent_by_with_mempool"], **spent) == [
+            (ids[0], "0", str(h_conf))]
 
         # ---- depth 1: T0, T1 move to the new branch, T2, T3 and T4x orphaned ----
         node.reorg(fork_height=h_conf - 1, new_len=2, announce=False)
@@ -224,8 +237,9 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         poller.stop_ev.set()
         poller.join()
         assert poller.bad == [] and poller.checks > 0
-        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=100 "
-                       r"joining=101" % (h - 100))
+        m = d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=100 "
+                           r"joining=101 .*\((one transaction, [0-9.]+ ms)\)" % (h - 100))
+        print("depth 100:", m.group(1))
         assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh100")
     finally:
         rc = d.stop()
@@ -245,6 +259,13 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         wait_until(lambda: mempool(pg, "live") == node_pool, d, "mempool refilled")
     finally:
         d.stop()
+    # the cap (mempool_max_txs) keeps the newest
+    d = start(build_dir, tmp_path / "live", node.port, ci, ["--mempool-max-txs", "2"])
+    try:
+        d.wait_for_log(r"mempool: 3 txs accepted")
+        assert len(mempool(pg, "live")) == 2 and mempool(pg, "live") < node_pool
+    finally:
+        d.stop()
 
 
 def test_kill9_mid_reorg(pg_module, build_dir, simnode_factory, tmp_path):
@@ -255,6 +276,7 @@ def test_kill9_mid_reorg(pg_module, build_dir, simnode_factory, tmp_path):
     d = start(build_dir, dd, node.port, ci, ["--relay", "off"])
     try:
         wait_tip(pg, "k9", d, node)
+        old_tip = node.chain.tip.hash_hex
         n0 = len(d.lines)
         node.reorg(fork_height=20, new_len=30, txs_per_block=2)
         d.wait_for_log(r"reorg: fork height=20", start=n0)
@@ -262,10 +284,53 @@ def test_kill9_mid_reorg(pg_module, build_dir, simnode_factory, tmp_path):
         d.wait_for_log(r"blocksync: stored block", start=n0)
     finally:
         d.kill()
+    # one consistent side: the whole old chain, or the whole new one
     assert psql(pg, "k9", CONSISTENT) == [("t",)]
+    killed_at = tip(pg, "k9")
+    print("killed at tip", killed_at, "old" if killed_at == old_tip else "new")
+    assert killed_at in (old_tip, node.chain.tip.hash_hex)
     d = start(build_dir, dd, node.port, ci, ["--relay", "off"])
     try:
         wait_tip(pg, "k9", d, node)
     finally:
         d.stop()
     assert dump(pg, "k9") == fresh_index(pg, build_dir, tmp_path, node, "k9fresh")
+
+
+def test_reorg_during_reorg(pg_module, build_dir, simnode_factory, tmp_path):
+    """A second reorg arrives while the first branch is being downloaded and
+    indexed: the tree wins, the index ends on the last branch."""
+    pg = pg_module
+    node = simnode_factory(generate=40, txs_per_block=2, seed=8)
+    ci = create_db(pg, "rr")
+    d = start(build_dir, tmp_path / "rr", node.port, ci, ["--relay", "off"])
+    try:
+        wait_tip(pg, "rr", d, node)
+        n0 = len(d.lines)
+        node.reorg(fork_height=25, new_len=20, txs_per_block=2)
+        d.wait_for_log(r"reorg: fork height=25", start=n0)
+        node.reorg(fork_height=20, new_len=30, txs_per_block=2)
+        wait_tip(pg, "rr", d, node)
+        assert psql(pg, "rr", CONSISTENT) == [("t",)]
+    finally:
+        d.stop()
+    assert dump(pg, "rr") == fresh_index(pg, build_dir, tmp_path, node, "rrfresh")
+
+
+def test_reorg_1000_deep(pg_module, build_dir, simnode_factory, tmp_path):
+    """A reorg of 1000 blocks (coinbase-only, to stay quick)."""
+    pg = pg_module
+    node = simnode_factory(generate=1005, seed=9)
+    ci = create_db(pg, "deep")
+    d = start(build_dir, tmp_path / "deep", node.port, ci, ["--relay", "off"])
+    try:
+        wait_tip(pg, "deep", d, node, timeout=240)
+        node.reorg(fork_height=5, new_len=1001)
+        wait_tip(pg, "deep", d, node, timeout=240)
+        m = d.wait_for_log(r"reorg: indexed best chain switched: fork height=5 leaving=1000 "
+                           r"joining=1001 .*\((one transaction, [0-9.]+ ms)\)")
+        print(m.group(1))
+        assert psql(pg, "deep", CONSISTENT) == [("t",)]
+    finally:
+        d.stop()
+    assert dump(pg, "deep") == fresh_index(pg, build_dir, tmp_path, node, "deepfresh")

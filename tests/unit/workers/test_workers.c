@@ -7,6 +7,13 @@
  */
 #include "cd_test.h"
 
+/* Layering: the workers library's interface stands alone, without the
+ * daemon's configuration header (workers get a cd_wk_config). */
+#include "workers/cd_wk_main.h"
+#ifdef CD_CONFIG_H
+#error "workers/cd_wk_main.h must not include daemon/cd_config.h"
+#endif
+
 #include "bitcoin/btc_merkle.h"
 #include "common/cd_hash.h"
 #include "common/cd_log.h"
@@ -385,6 +392,76 @@ START_TEST(test_pipeline_refuses_mutated_block)
 }
 END_TEST
 
+/* Begins a block and commits all of it without running the loop, so the
+ * workers have not seen (let alone verified) anything yet. flip as h_feed.
+ * Returns the last cd_pipeline_commit() result: 1 received, -1 refused. */
+static int h_put(harness *h, const uint8_t *blk, size_t len, size_t flip)
+{
+    uint8_t hash[32];
+    cd_sha256d(hash, blk, 80);
+    ck_assert_int_eq(cd_pipeline_begin(h->p, hash, 413567, len, NULL), 0);
+    size_t off = 0;
+    int rc = 0;
+    while (off < len && rc == 0) {
+        uint8_t *ptr;
+        uint64_t n = CD_MIN(cd_pipeline_space(h->p, &ptr), (uint64_t)(len - off));
+        ck_assert_uint_gt(n, 0); /* the ring holds both copies */
+        memcpy(ptr, blk + off, n);
+        if (flip >= off && flip < off + n)
+            ptr[flip - off] ^= 1;
+        off += n;
+        rc = cd_pipeline_commit(h->p, n);
+    }
+    return rc;
+}
+
+static void h_wait(harness *h, int done_count)
+{
+    while (h->done_count < done_count)
+        event_base_loop(h->base, EVLOOP_ONCE);
+    h_settle(h); /* a DELETE after a refused block is asynchronous */
+}
+
+/* The data-loss race seen with a peer sending bad-merkle copies: a second
+ * copy of a block arriving while the first is still being written/checked.
+ * The writer keys blocks by hash, so if the second copy were dispatched, its
+ * BEGIN would replace the first copy's bytes and its merkle failure (a
+ * DELETE by hash) would remove the block although the first copy verified.
+ * The pipeline refuses the second copy (CD_PIPE_UNWANTED) instead. */
+START_TEST(test_pipeline_one_copy_at_a_time)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    harness h;
+    /* good copy in flight, then a bad copy of the same block */
+    h_start(&h, 4 * len, 128 << 10);
+    ck_assert_int_eq(h_put(&h, blk, len, SIZE_MAX), 1);
+    ck_assert_int_eq(h.done_count, 0);
+    ck_assert_int_eq(h_put(&h, blk, len, len - 5), -1);
+    ck_assert_int_eq(h.done_count, 1);
+    ck_assert_int_eq(h.last_status, CD_PIPE_UNWANTED);
+    h_wait(&h, 2);
+    ck_assert_int_eq(h.last_status, CD_PIPE_OK);
+    check_stored(h.dir, blk, len, 1);
+    ck_assert_uint_eq(h.ring.tail, h.ring.head);
+    h_stop(&h);
+    /* bad copy in flight, then the good copy: refused too (it is asked for
+     * again once the bad one failed), and the failure deletes only the bad
+     * copy; the good one, sent again, is stored */
+    h_start(&h, 4 * len, 128 << 10);
+    ck_assert_int_eq(h_put(&h, blk, len, len - 5), 1);
+    ck_assert_int_eq(h_put(&h, blk, len, SIZE_MAX), -1);
+    ck_assert_int_eq(h.last_status, CD_PIPE_UNWANTED);
+    h_wait(&h, 2);
+    ck_assert_int_eq(h.last_status, CD_PIPE_MERKLE);
+    check_stored(h.dir, blk, len, 0);
+    ck_assert_int_eq(h_feed(&h, blk, len, 65536, SIZE_MAX), CD_PIPE_OK);
+    check_stored(h.dir, blk, len, 1);
+    h_stop(&h);
+    free(blk);
+}
+END_TEST
+
 static void crash_case(const char *spec, uint64_t ring, int expect_redispatch)
 {
     size_t len;
@@ -551,6 +628,7 @@ static Suite *suite_workers(void)
     tcase_add_test(tp, test_pipeline_stores_block);
     tcase_add_test(tp, test_pipeline_refuses_tampered);
     tcase_add_test(tp, test_pipeline_refuses_mutated_block);
+    tcase_add_test(tp, test_pipeline_one_copy_at_a_time);
     tcase_add_test(tp, test_writer_crash_redispatch);
     tcase_add_test(tp, test_merkle_crash_redispatch);
     tcase_add_test(tp, test_writer_crash_refetch);
