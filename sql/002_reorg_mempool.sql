@@ -32,9 +32,10 @@ CREATE TABLE chain_target (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Rows of one block, found without the (droppable) hash indexes: BRIN on
--- block_id is a few pages and nearly free to maintain, since rows arrive in
--- block_id order. Used when a block leaves the best chain (its rows return to
+-- Rows of one block, found without the (droppable) hash indexes: a BRIN
+-- index keeps one min/max summary per range of pages, which suits block_id
+-- because rows arrive in (roughly) block_id order; it is small and adds
+-- little to the bulk load (docs/PERFORMANCE.md). Used when a block leaves the best chain (its rows return to
 -- the mempool) and when one joins (conflicts, watched keys / outpoints).
 CREATE INDEX inputs_block_brin ON inputs USING brin (block_id);
 CREATE INDEX pushdata_block_brin ON pushdata USING brin (block_id);
@@ -255,8 +256,9 @@ CREATE TRIGGER blocks_best_chain AFTER UPDATE OF on_best_chain ON blocks
 
 -- One step towards chain_target, in the caller's transaction (the daemon
 -- runs `SELECT cd_reorg_step()` as its own statement = one transaction).
--- Takes the tip lock shared with cd_pg.c (pg_advisory_xact_lock 4242424202),
--- so it serialises with the parsers' tip advances.
+-- Takes the tip lock shared with cd_pg.c (advisory xact lock 4242424202),
+-- so it serialises with the parsers' tip advances; if a parser holds it the
+-- step does nothing and returns 'busy' (the daemon retries on its next tick).
 -- Returns:
 --   'none'     no target or no indexed tip yet
 --   'at'       index_tip is the target
@@ -278,7 +280,11 @@ DECLARE
     steps integer := 0;
     jid bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(4242424202);
+    -- never wait: the caller is the controller's event loop; a parser
+    -- completing a block holds the lock for a while (merkle check)
+    IF NOT pg_try_advisory_xact_lock(4242424202) THEN
+        RETURN 'busy';
+    END IF;
     SELECT * INTO tgt FROM chain_target;
     IF NOT FOUND THEN
         RETURN 'none';

@@ -334,3 +334,20 @@ def test_reorg_1000_deep(pg_module, build_dir, simnode_factory, tmp_path):
     finally:
         d.stop()
     assert dump(pg, "deep") == fresh_index(pg, build_dir, tmp_path, node, "deepfresh")
+
+
+def test_reorg_during_initial_sync(pg_module, build_dir, simnode_factory, tmp_path):
+    """The node reorgs while conduitd is still catching up: the index ends on
+    the winning chain, identical to a fresh index of it."""
+    pg = pg_module
+    node = simnode_factory(generate=300, txs_per_block=2, seed=12)
+    ci = create_db(pg, "midsync")
+    d = start(build_dir, tmp_path / "ms", node.port, ci, ["--relay", "off"])
+    try:
+        d.wait_for_log(r"blocksync: stored block")
+        node.reorg(fork_height=250, new_len=60, txs_per_block=2)
+        wait_tip(pg, "midsync", d, node, timeout=180)
+        assert psql(pg, "midsync", CONSISTENT) == [("t",)]
+    finally:
+        d.stop()
+    assert dump(pg, "midsync") == fresh_index(pg, build_dir, tmp_path, node, "msfresh")
