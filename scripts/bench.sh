@@ -48,6 +48,7 @@ for n in "${ONLY[@]}"; do
   printf '%s\n' "${ALL[@]}" | grep -qx -- "$n" || { echo "bench.sh: unknown benchmark $n (--list)" >&2; exit 2; }
 done
 
+T_START=$SECONDS
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cd-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 FAILED=()
@@ -120,8 +121,9 @@ run index $PY "$ROOT/tests/pgserver.py" -- "$B/index/bench_index" --txs "$IDX_TX
 run daemon-sync $PY "$ROOT/bench/pipeline/daemon_sync.py" --build "$BUILD" \
   --blocks "$SYNC_BLOCKS" --block-size "$SYNC_SIZE"
 
+printf '\nbench.sh: %d s in all\n' "$((SECONDS - T_START))"
 if [ ${#FAILED[@]} -gt 0 ]; then
-  printf '\nbench.sh: failed: %s\n' "${FAILED[*]}"
+  printf 'bench.sh: failed: %s\n' "${FAILED[*]}"
   exit 1
 fi
-printf '\nbench.sh: all benchmarks ran\n'
+printf 'bench.sh: all benchmarks ran\n'
