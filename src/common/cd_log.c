@@ -91,7 +91,12 @@ int cd_log_open(const char *path)
         errno = ENOMEM;
         return -1;
     }
-    if (g_fd > 2)
+    /* After fork() a child may have closed every inherited descriptor
+     * (cd_supervisor does) before re-opening its log: the new descriptor can
+     * then get the old number, which must not be closed. Closing it would
+     * leave g_fd dangling, and the next socket (a libpq connection) would
+     * receive our log lines. */
+    if (g_fd > 2 && g_fd != fd)
         close(g_fd);
     free(g_path);
     g_path = copy;

@@ -4,9 +4,11 @@
 #include "common/cd_util.h"
 #include "common/cd_log.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static CD_NORETURN void oom(size_t n)
 {
@@ -117,3 +119,28 @@ uint64_t cd_now_ns(void)
 }
 
 double cd_now_s(void) { return (double)cd_now_ns() / 1e9; }
+
+void cd_close_fds_except(int keep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        for (int fd = 3; fd < 4096; fd++)
+            if (fd != keep)
+                close(fd);
+        return;
+    }
+    /* Collect first, close after: closing while reading the directory would
+     * change what readdir() returns. */
+    int dfd = dirfd(d);
+    int fds[1024];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < (int)CD_ARRAY_LEN(fds)) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != keep && fd != dfd)
+            fds[n++] = fd;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}

@@ -100,6 +100,13 @@ int cd_hex_decode(uint8_t *out, size_t n, const char *hex);
 /* Decodes a display-order hash (64 hex chars) into internal byte order. */
 int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex);
 
+/* ---- processes ---- */
+
+/* In a freshly forked child: closes every descriptor above 2 except `keep`
+ * (-1: none), so no listening socket, LMDB file or other child's channel
+ * leaks into it. Re-open the log afterwards with cd_log_open(). */
+void cd_close_fds_except(int keep);
+
 /* ---- time ---- */
 
 /* Monotonic clock in nanoseconds / seconds (as double). */

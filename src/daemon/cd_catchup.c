@@ -15,7 +15,6 @@
 #include "common/cd_util.h"
 #include "storage/cd_pg.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -64,24 +63,6 @@ static const char *const cu_index_names =
 
 /* ---- the helper process ---- */
 
-static void close_fds_except(int keep)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return;
-    int dfd = dirfd(d);
-    int fds[1024];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 1024) {
-        int fd = atoi(e->d_name);
-        if (fd > 2 && fd != keep && fd != dfd)
-            fds[n++] = fd;
-    }
-    closedir(d);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-}
 
 static void send_msg(int fd, char kind, int rc, int had, double secs)
 {
@@ -119,7 +100,7 @@ static int count_indexes(cd_pg *pg)
 
 static CD_NORETURN void helper_main(const cd_config *cfg, cu_op op, int fd)
 {
-    close_fds_except(fd);
+    cd_close_fds_except(fd);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_IGN);
@@ -350,8 +331,8 @@ static void mod_progress(void *state, cd_ctl_progress *out)
     cu_state *s = state;
     if (!s->cfg->index)
         return;
-    out->index_mode = s->building         ? CD_CATCHUP_MODE_BUILDING
-                      : s->known == CU_LIVE ? CD_CATCHUP_MODE_LIVE
+    out->index_mode = s->building              ? CD_CATCHUP_MODE_BUILDING
+                      : s->known == CU_LIVE    ? CD_CATCHUP_MODE_LIVE
                       : s->known == CU_DROPPED ? CD_CATCHUP_MODE_DROPPED
                                                : CD_CATCHUP_MODE_CHECKING;
 }

@@ -10,7 +10,6 @@
 #include "common/cd_log.h"
 #include "common/cd_util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -162,34 +161,11 @@ int cd_sup_add(cd_supervisor *s, cd_wk_kind kind, uint32_t index, const cd_wk_op
     return s->n++;
 }
 
-/* In the child: close every descriptor above 2 except keep_fd. */
-static void close_other_fds(int keep_fd)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) {
-        for (int fd = 3; fd < 1024; fd++)
-            if (fd != keep_fd)
-                close(fd);
-        return;
-    }
-    int dfd = dirfd(d);
-    int fds[1024];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 1024) {
-        int fd = atoi(e->d_name);
-        if (fd > 2 && fd != keep_fd && fd != dfd)
-            fds[n++] = fd;
-    }
-    closedir(d);
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-}
 
 static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
 {
     sup_child *c = &s->child[slot];
-    close_other_fds(fd);
+    cd_close_fds_except(fd);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_IGN); /* ^C in a shell goes to the controller, which stops us */
