@@ -71,6 +71,8 @@ OTHER = {
     "ring_size": ("64M", "64M"),
     "unit_size": ("1024K", "1M"),
     "parser_workers": ("3", "3"),
+    "catchup_indexes": ("LIVE", "live"),
+    "catchup_threshold": ("77", "77"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
     "relay": ("off", "off"),
