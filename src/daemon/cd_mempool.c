@@ -10,10 +10,31 @@
  * transactions, parsed by the same code as the parser workers.
  *
  * NOTES
- *  - libpq is used synchronously on the controller loop. Statements are short
- *    (a step is a few index lookups unless a switch happens; a tx batch is
- *    one cd_mempool_add_batch call: one round trip per batch). A database that
- *    is down makes each attempt fail fast (one connection try per tick).
+ *  - The controller loop never waits for PostgreSQL (DESIGN.md section 2):
+ *    libpq is driven asynchronously on the loop's event_base. The connection
+ *    is made with PQconnectStart/PQconnectPoll (socket events, a connect
+ *    timeout checked by the tick, exponential back-off between attempts), is
+ *    non-blocking, and carries one statement at a time: PQsendQuery*, PQflush
+ *    on write readiness until 0, PQconsumeInput/PQisBusy/PQgetResult on read
+ *    readiness. A lock held on chain_target or mempool_tx by someone else
+ *    only delays our own statement; peers, header sync and the block
+ *    pipeline keep running.
+ *  - What waits for the connection is kept as a small queue in the state:
+ *    flags that coalesce (schema check, TRUNCATE, chain_target write, one
+ *    reorg step, the index_tip read that follows a switch) and a FIFO of
+ *    parsed txs written in batches of up to CD_MEMPOOL_BATCH. Priority when
+ *    the connection is idle: setup, chain_target, reorg step, tip read,
+ *    then a tx batch (built from the queue's head; kept and resent after a
+ *    reconnect). A batch is sent as soon as the connection is idle, so under
+ *    load batches grow to CD_MEMPOOL_BATCH while the previous one runs.
+ *  - Back-pressure: while MP_QUEUE_MAX txs wait, tx invs are not answered
+ *    with getdata (and not marked as requested, so a later announcement is
+ *    taken); txs already requested that arrive beyond the bound are dropped.
+ *  - Schema: the parser workers migrate the database at their start. This
+ *    module waits for the schema version to reach cd_pg_schema_latest
+ *    (asynchronous checks); only if it has not after MP_SCHEMA_WAIT checks
+ *    does it migrate itself, synchronously, once (a database nobody else
+ *    migrates; the only blocking call left, at setup).
  */
 #include "daemon/cd_mempool.h"
 
@@ -30,11 +51,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MP_SEEN_BITS  17 /* recently requested txids: 128k slots */
-#define MP_SEEN_SLOTS (1u << MP_SEEN_BITS)
-#define MP_TICK_MS    100
-#define MP_RETRY_S    2.0 /* seconds between connection attempts while PG is down */
-#define MP_STEP_EVERY 3   /* run the reorg step every 3rd tick even without events */
+#define MP_SEEN_BITS         17 /* recently requested txids: 128k slots */
+#define MP_SEEN_SLOTS        (1u << MP_SEEN_BITS)
+#define MP_TICK_MS           100
+#define MP_STEP_EVERY        3 /* run the reorg step every 3rd tick even without events */
+#define MP_CONNECT_TIMEOUT_S 10.0
+#define MP_BACKOFF_MIN_S     0.1
+#define MP_BACKOFF_MAX_S     2.0 /* seconds between connection attempts while PG is down */
+#define MP_SCHEMA_WAIT       20  /* schema checks (one per MP_SCHEMA_EVERY_S) before migrating */
+#define MP_SCHEMA_EVERY_S    0.5
+#define MP_ERROR_HOLD_S      0.2 /* pause after a statement failed */
+#define MP_QUEUE_MAX         CD_MEMPOOL_QUEUE_MAX
 
 /* One parsed transaction waiting to be written. */
 typedef struct mp_tx {
@@ -47,30 +74,79 @@ typedef struct mp_tx {
     size_t n_push, cap_push;
 } mp_tx;
 
+/* Growable byte buffer for one batch's parameters. */
+typedef struct mp_buf {
+    char *p;
+    size_t len, cap;
+} mp_buf;
+
+/* Parameters of cd_mempool_add_batch: bytea ones sent binary, integer
+ * arrays as text literals. */
+enum { P_TXIDS, P_SIZES, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
+
+/* A batch built from the queue's head; owned until its statement succeeded
+ * or failed with an SQL error (resent after a reconnect). */
+typedef struct mp_batch {
+    mp_buf b[P_N];
+    size_t n; /* txs; 0 = none */
+} mp_batch;
+
+typedef enum mp_conn_state { MP_DOWN, MP_CONNECTING, MP_IDLE, MP_BUSY } mp_conn_state;
+
+typedef enum mp_op {
+    OP_NONE,
+    OP_SCHEMA,   /* schema version check */
+    OP_TRUNCATE, /* empty the mempool tables */
+    OP_TARGET,   /* chain_target upsert */
+    OP_STEP,     /* SELECT cd_reorg_step() */
+    OP_TIP,      /* index_tip read after a switch */
+    OP_BATCH,    /* cd_mempool_add_batch */
+} mp_op;
+
 typedef struct mp_state {
     cd_ctl *ctl;
     const cd_config *cfg;
     struct event_base *base;
     cd_hdrtree *tree;
-    cd_pg *pg;
     struct event *tick;
     unsigned ticks;
+    /* connection */
+    PGconn *c;
+    mp_conn_state cs;
+    struct event *ev; /* the socket's event (re-armed per wait) */
+    evutil_socket_t ev_fd;
+    short ev_what;
+    double connect_deadline, retry_at, backoff;
+    int down_logged;
+    mp_op op;      /* in flight (cs == MP_BUSY) */
+    PGresult *res; /* first result of the statement in flight */
+    double op_t0;
+    double hold_until; /* after an SQL error: nothing is sent before this */
+    /* what waits for the connection */
+    int schema_ok, schema_checks;
+    double schema_at;
     int ready;        /* migrated and mempool emptied */
     int target_dirty; /* chain_target must be (re)written */
-    int step_due;
+    int step_req;     /* a reorg step is queued (coalesced) */
+    int step_due;     /* the last step has work pending */
+    int tip_req;      /* read index_tip after a switch */
+    int sw_fork, sw_leave, sw_join, sw_reorg;
+    double sw_ms;
     int synced; /* the index reached the tree's tip once: relay starts */
-    double pg_retry_at;
     /* relay */
     uint8_t (*seen)[32];
     uint8_t *seen_used;
     size_t seen_n;
     mp_tx *q;
     size_t q_n, q_cap;
-    uint64_t accepted, known, conflicted, received;
+    mp_batch batch;
+    uint64_t accepted, known, conflicted, received, dropped, held_back;
     uint64_t logged_accepted;
     double last_log;
     cd_wk_parse_opts opts;
 } mp_state;
+
+static void dispatch(mp_state *s);
 
 static uint64_t mp_cap(const mp_state *s)
 {
@@ -97,84 +173,261 @@ static int seen_add(mp_state *s, const uint8_t h[32])
     return 1;
 }
 
-/* ---- PostgreSQL ---- */
-
-/* The connection, or NULL while PostgreSQL is unreachable: one connection
- * attempt every MP_RETRY_S at most, so a database that is down neither
- * stalls the loop nor floods the log. */
-static PGconn *conn(mp_state *s)
+static void tx_free(mp_tx *t)
 {
-    double now = cd_now_s();
-    if (now < s->pg_retry_at)
-        return NULL;
-    if (cd_pg_connect(s->pg) != CD_PG_OK) {
-        s->pg_retry_at = now + MP_RETRY_S;
-        return NULL;
-    }
-    return cd_pg_conn(s->pg);
+    free(t->ins);
+    free(t->keys);
+    free(t->idx);
+    free(t->flags);
 }
 
-static int exec_ok(PGresult *r)
+static void buf_add(mp_buf *b, const void *p, size_t n)
 {
-    ExecStatusType st = PQresultStatus(r);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = cd_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0;
 }
 
-/* Migrates and empties the mempool tables (a restart starts clean). */
-static int make_ready(mp_state *s)
+/* Appends "v" to a text array literal being built ("{" opened by caller). */
+static void arr_add(mp_buf *b, uint32_t v)
 {
-    if (s->ready)
-        return 0;
-    PGconn *c = conn(s);
-    if (!c)
-        return -1;
-    if (cd_pg_migrate(s->pg) != CD_PG_OK) {
-        s->pg_retry_at = cd_now_s() + MP_RETRY_S;
+    char t[16];
+    int n = snprintf(t, sizeof(t), b->len > 1 ? ",%u" : "%u", v);
+    buf_add(b, t, (size_t)n);
+}
+
+static size_t is_array(int i)
+{
+    return i != P_TXIDS && i != P_INS && i != P_PUSH;
+}
+
+/* ---- asynchronous PostgreSQL connection ---- */
+
+static void sock_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for `what` (EV_READ / EV_WRITE) on the connection's socket. The
+ * socket may change while connecting, so the event is re-assigned when it
+ * differs. */
+static void watch(mp_state *s, short what)
+{
+    evutil_socket_t fd = PQsocket(s->c);
+    if (s->ev && (s->ev_fd != fd || s->ev_what != what)) {
+        event_free(s->ev);
+        s->ev = NULL;
+    }
+    if (!s->ev) {
+        s->ev = event_new(s->base, fd, what, sock_cb, s);
+        s->ev_fd = fd;
+        s->ev_what = what;
+    }
+    event_add(s->ev, NULL);
+}
+
+static void unwatch(mp_state *s)
+{
+    if (s->ev) {
+        event_free(s->ev);
+        s->ev = NULL;
+    }
+}
+
+static void op_failed(mp_state *s, mp_op op, int down);
+
+/* The connection is gone or unusable: requeue what was in flight, close,
+ * and retry after the back-off. */
+static void conn_lost(mp_state *s, const char *what)
+{
+    if (!s->down_logged) {
+        const char *e = s->c ? PQerrorMessage(s->c) : "";
+        cd_log_warn("mempool: PostgreSQL connection %s: %.*s (retrying every %.1f s at most)", what,
+                    (int)strcspn(e, "\n"), e, MP_BACKOFF_MAX_S);
+    }
+    s->down_logged = 1;
+    mp_op op = s->cs == MP_BUSY ? s->op : OP_NONE;
+    unwatch(s);
+    if (s->res) {
+        PQclear(s->res);
+        s->res = NULL;
+    }
+    if (s->c)
+        PQfinish(s->c);
+    s->c = NULL;
+    s->cs = MP_DOWN;
+    s->op = OP_NONE;
+    if (op != OP_NONE)
+        op_failed(s, op, 1);
+    s->retry_at = cd_now_s() + s->backoff;
+    s->backoff = s->backoff * 2 > MP_BACKOFF_MAX_S ? MP_BACKOFF_MAX_S : s->backoff * 2;
+}
+
+static void connect_start(mp_state *s)
+{
+    s->c = PQconnectStart(s->cfg->pg_conninfo ? s->cfg->pg_conninfo : "");
+    if (!s->c) {
+        s->cs = MP_DOWN;
+        conn_lost(s, "could not be started");
+        return;
+    }
+    if (PQstatus(s->c) == CONNECTION_BAD) {
+        s->cs = MP_CONNECTING;
+        conn_lost(s, "failed");
+        return;
+    }
+    s->cs = MP_CONNECTING;
+    s->connect_deadline = cd_now_s() + MP_CONNECT_TIMEOUT_S;
+    watch(s, EV_WRITE); /* as if PQconnectPoll had returned PGRES_POLLING_WRITING */
+}
+
+/* Server notices (RAISE NOTICE in the SQL functions) go to the debug log,
+ * not to stderr. */
+static void notice_cb(void *arg, const char *msg)
+{
+    (void)arg;
+    cd_log_debug("mempool: postgres notice: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+static void connect_poll(mp_state *s)
+{
+    switch (PQconnectPoll(s->c)) {
+    case PGRES_POLLING_READING:
+        watch(s, EV_READ);
+        return;
+    case PGRES_POLLING_WRITING:
+        watch(s, EV_WRITE);
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        conn_lost(s, "failed");
+        return;
+    }
+    unwatch(s);
+    PQsetNoticeProcessor(s->c, notice_cb, s);
+    if (PQsetnonblocking(s->c, 1) != 0) {
+        conn_lost(s, "could not be made non-blocking");
+        return;
+    }
+    if (s->down_logged)
+        cd_log_info("mempool: PostgreSQL connection back");
+    s->down_logged = 0;
+    s->backoff = MP_BACKOFF_MIN_S;
+    s->cs = MP_IDLE;
+    dispatch(s);
+}
+
+/* Sends what libpq still buffers; then waits for the result. */
+static void flush_out(mp_state *s)
+{
+    int r = PQflush(s->c);
+    if (r < 0)
+        conn_lost(s, "lost while sending");
+    else
+        watch(s, r ? (short)(EV_READ | EV_WRITE) : EV_READ);
+}
+
+static int sent(mp_state *s, mp_op op, int ok)
+{
+    if (!ok) {
+        s->cs = MP_BUSY;
+        s->op = op;
+        conn_lost(s, "lost");
         return -1;
     }
-    c = conn(s);
-    if (!c)
-        return -1;
-    PGresult *r = PQexec(c, "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
-    int ok = exec_ok(r);
-    if (!ok)
-        cd_log_warn("mempool: emptying the mempool tables failed: %s", PQerrorMessage(c));
-    PQclear(r);
-    if (!ok)
-        return -1;
-    s->ready = 1;
-    s->target_dirty = 1;
-    s->step_due = 1;
-    cd_log_info("mempool: index connection ready (mempool tables emptied, relay %s)",
-                s->cfg->relay ? "on" : "off");
+    s->cs = MP_BUSY;
+    s->op = op;
+    s->op_t0 = cd_now_s();
+    flush_out(s);
     return 0;
 }
 
-static int write_target(mp_state *s)
+static int send_query(mp_state *s, mp_op op, const char *sql)
 {
-    const cd_hdr_node *tip = cd_hdrtree_tip(s->tree);
-    if (!tip)
-        return 0;
-    PGconn *c = conn(s);
-    if (!c)
-        return -1;
-    char h[16];
-    snprintf(h, sizeof(h), "%d", (int)tip->height);
-    const char *vals[2] = {(const char *)tip->hash, h};
-    int lens[2] = {32, 0};
-    int fmts[2] = {1, 0};
-    PGresult *r = PQexecParams(c,
-                               "INSERT INTO chain_target (singleton, block_hash, height) "
-                               "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
-                               "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
-                               "updated_at = now()",
-                               2, NULL, vals, lens, fmts, 0);
-    int ok = exec_ok(r);
-    if (!ok)
-        cd_log_warn("reorg: writing chain_target failed: %s", PQerrorMessage(c));
-    PQclear(r);
-    return ok ? 0 : -1;
+    return sent(s, op, PQsendQuery(s->c, sql));
 }
+
+static int send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
+                       const int *lens, const int *fmts)
+{
+    return sent(s, op, PQsendQueryParams(s->c, sql, n, NULL, vals, lens, fmts, 0));
+}
+
+static void op_done(mp_state *s, mp_op op, PGresult *r);
+
+/* Reads what arrived; completes the statement once libpq has all of it.
+ * `sending`: libpq still has query bytes to flush (write interest kept). */
+static void query_input(mp_state *s, int sending)
+{
+    if (!PQconsumeInput(s->c)) {
+        conn_lost(s, "lost");
+        return;
+    }
+    while (!PQisBusy(s->c)) {
+        PGresult *r = PQgetResult(s->c);
+        if (!r) {
+            /* statement complete */
+            mp_op op = s->op;
+            PGresult *res = s->res;
+            s->res = NULL;
+            s->op = OP_NONE;
+            s->cs = MP_IDLE;
+            unwatch(s);
+            op_done(s, op, res);
+            PQclear(res);
+            if (s->cs == MP_IDLE)
+                dispatch(s);
+            return;
+        }
+        if (!s->res)
+            s->res = r;
+        else
+            PQclear(r);
+    }
+    watch(s, sending ? (short)(EV_READ | EV_WRITE) : EV_READ);
+}
+
+static void sock_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    mp_state *s = arg;
+    if (s->cs == MP_CONNECTING) {
+        connect_poll(s);
+        return;
+    }
+    if (s->cs != MP_BUSY)
+        return;
+    int sending = 0;
+    if (what & EV_WRITE) {
+        sending = PQflush(s->c);
+        if (sending < 0) {
+            conn_lost(s, "lost while sending");
+            return;
+        }
+    } else {
+        sending = PQisnonblocking(s->c) && s->ev_what == (EV_READ | EV_WRITE);
+    }
+    if (what & EV_READ)
+        query_input(s, sending);
+    else
+        watch(s, sending ? (short)(EV_READ | EV_WRITE) : EV_READ);
+}
+
+static int res_ok(PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+static const char *res_err(PGresult *r)
+{
+    const char *e = r ? PQresultErrorMessage(r) : "no result";
+    return e && *e ? e : "no result\n";
+}
+
+/* ---- operations ---- */
 
 /* The index caught up with the tree: from now on relayed txs are taken
  * (before, the mempool rules would have to consult a partial chain, and the
@@ -196,116 +449,24 @@ static void start_relay(mp_state *s)
     cd_log_info("mempool: index at the best tip; relay on (mempool asked from %zu peers)", asked);
 }
 
-static void run_step(mp_state *s)
+static void batch_free(mp_batch *b)
 {
-    if (make_ready(s) != 0)
-        return;
-    if (s->target_dirty) {
-        if (write_target(s) != 0)
-            return;
-        s->target_dirty = 0;
-    }
-    PGconn *c = conn(s);
-    if (!c)
-        return;
-    double t0 = cd_now_s();
-    PGresult *r = PQexec(c, "SELECT cd_reorg_step()");
-    double ms = (cd_now_s() - t0) * 1e3;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cd_log_warn("reorg: cd_reorg_step failed: %s", PQerrorMessage(c));
-        PQclear(r);
-        return;
-    }
-    s->step_due = 0;
-    char res[64];
-    snprintf(res, sizeof(res), "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    int fork = 0, leave = 0, join = 0;
-    int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
-    if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
-        start_relay(s);
-    if (reorg || strcmp(res, "switched") == 0) {
-        /* the new tip, read after the step's transaction committed */
-        r = PQexec(c, "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
-                      "JOIN blocks b USING (block_id)");
-        const char *h = "?", *hash = "?";
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            h = PQgetvalue(r, 0, 0);
-            hash = PQgetvalue(r, 0, 1);
-        }
-        if (reorg)
-            cd_log_info("reorg: indexed best chain switched: fork height=%d leaving=%d "
-                        "joining=%d new tip=%s height=%s (one transaction, %.1f ms)",
-                        fork, leave, join, hash, h, ms);
-        else
-            cd_log_debug("reorg: indexed tip moved to %s height=%s", hash, h);
-        PQclear(r);
-    } else if (strcmp(res, "at") != 0) {
-        s->step_due = 1; /* waiting for blocks: try again next tick */
-    }
+    for (int i = 0; i < P_N; i++)
+        free(b->b[i].p);
+    memset(b, 0, sizeof(*b));
 }
 
-/* ---- mempool writes ---- */
-
-static void tx_free(mp_tx *t)
+/* Builds the batch from up to CD_MEMPOOL_BATCH txs at the queue's head and
+ * frees them. */
+static void batch_build(mp_state *s)
 {
-    free(t->ins);
-    free(t->keys);
-    free(t->idx);
-    free(t->flags);
-}
-
-/* Growable byte buffer for one batch's parameters. */
-typedef struct mp_buf {
-    char *p;
-    size_t len, cap;
-} mp_buf;
-
-static void buf_add(mp_buf *b, const void *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = cd_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-/* Appends "v" to a text array literal being built ("{" opened by caller). */
-static void arr_add(mp_buf *b, uint32_t v)
-{
-    char t[16];
-    int n = snprintf(t, sizeof(t), b->len > 1 ? ",%u" : "%u", v);
-    buf_add(b, t, (size_t)n);
-}
-
-/* Parameters of cd_mempool_add_batch: bytea ones sent binary, integer
- * arrays as text literals. */
-enum { P_TXIDS, P_SIZES, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
-
-static size_t is_array(int i)
-{
-    return i != P_TXIDS && i != P_INS && i != P_PUSH;
-}
-
-/* Writes the queued txs with one cd_mempool_add_batch call (one statement,
- * one transaction, one round trip). */
-static void flush(mp_state *s)
-{
-    if (s->q_n == 0)
-        return;
-    if (make_ready(s) != 0)
-        return; /* keep the queue (bounded by on_tx) until PG is back */
-    PGconn *c = conn(s);
-    if (!c)
-        return;
-    double t0 = cd_now_s();
-    mp_buf b[P_N];
-    memset(b, 0, sizeof(b));
+    mp_batch *bt = &s->batch;
+    mp_buf *b = bt->b;
+    size_t n = s->q_n < CD_MEMPOOL_BATCH ? s->q_n : CD_MEMPOOL_BATCH;
+    memset(bt, 0, sizeof(*bt));
     for (int i = 0; i < P_N; i++)
         buf_add(&b[i], "{", is_array(i)); /* binary ones: empty, not NULL */
-    for (size_t k = 0; k < s->q_n; k++) {
+    for (size_t k = 0; k < n; k++) {
         mp_tx *t = &s->q[k];
         buf_add(&b[P_TXIDS], t->txid, 32);
         arr_add(&b[P_SIZES], t->size);
@@ -320,49 +481,254 @@ static void flush(mp_state *s)
             arr_add(&b[P_PUSH_IDX], t->idx[j]);
             arr_add(&b[P_PUSH_FL], t->flags[j]);
         }
+        tx_free(t);
     }
     for (int i = 0; i < P_N; i++)
         if (is_array(i))
             buf_add(&b[i], "}", 1);
+    memmove(s->q, s->q + n, (s->q_n - n) * sizeof(*s->q));
+    s->q_n -= n;
+    bt->n = n;
+}
+
+/* Writes the batch with one cd_mempool_add_batch call (one statement, one
+ * transaction, one round trip). */
+static void batch_send(mp_state *s)
+{
     char cap[24];
     snprintf(cap, sizeof(cap), "%" PRIu64, mp_cap(s));
     const char *vals[P_N + 1];
     int lens[P_N + 1], fmts[P_N + 1];
     for (int i = 0; i < P_N; i++) {
         int binary = !is_array(i);
-        vals[i] = b[i].p;
-        lens[i] = binary ? (int)b[i].len : 0;
+        vals[i] = s->batch.b[i].p;
+        lens[i] = binary ? (int)s->batch.b[i].len : 0;
         fmts[i] = binary;
     }
     vals[P_N] = cap;
     lens[P_N] = 0;
     fmts[P_N] = 0;
-    PGresult *r = PQexecParams(c,
-                               "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
-                               "$1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                               P_N + 1, NULL, vals, lens, fmts, 0);
-    for (int i = 0; i < P_N; i++)
-        free(b[i].p);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        int down = PQstatus(c) != CONNECTION_OK;
+    send_params(s, OP_BATCH,
+                "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                P_N + 1, vals, lens, fmts);
+}
+
+static void target_send(mp_state *s)
+{
+    const cd_hdr_node *tip = cd_hdrtree_tip(s->tree);
+    s->target_dirty = 0;
+    if (!tip)
+        return;
+    char h[16];
+    snprintf(h, sizeof(h), "%d", (int)tip->height);
+    const char *vals[2] = {(const char *)tip->hash, h};
+    int lens[2] = {32, 0};
+    int fmts[2] = {1, 0};
+    send_params(s, OP_TARGET,
+                "INSERT INTO chain_target (singleton, block_hash, height) "
+                "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
+                "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
+                "updated_at = now()",
+                2, vals, lens, fmts);
+}
+
+/* Starts the next waiting operation if the connection is idle (connecting
+ * first if it is down and the back-off has passed). */
+static void dispatch(mp_state *s)
+{
+    if (s->cs == MP_DOWN) {
+        if (cd_now_s() >= s->retry_at)
+            connect_start(s);
+        return;
+    }
+    if (s->cs != MP_IDLE || cd_now_s() < s->hold_until)
+        return;
+    if (!s->schema_ok) {
+        if (cd_now_s() >= s->schema_at)
+            send_query(s, OP_SCHEMA, "SELECT coalesce(max(version), 0) FROM cd_schema_version");
+        return;
+    }
+    if (!s->ready) {
+        send_query(s, OP_TRUNCATE, "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
+        return;
+    }
+    if (s->target_dirty && cd_hdrtree_tip(s->tree)) {
+        target_send(s);
+        return;
+    }
+    s->target_dirty = 0;
+    if (s->step_req) {
+        s->step_req = 0;
+        send_query(s, OP_STEP, "SELECT cd_reorg_step()");
+        return;
+    }
+    if (s->tip_req) {
+        s->tip_req = 0;
+        send_query(s, OP_TIP,
+                   "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
+                   "JOIN blocks b USING (block_id)");
+        return;
+    }
+    if (!s->batch.n && s->q_n)
+        batch_build(s);
+    if (s->batch.n)
+        batch_send(s);
+}
+
+/* The statement of `op` did not complete: down = the connection was lost
+ * (requeue everything), else an SQL error (logged by op_done). */
+static void op_failed(mp_state *s, mp_op op, int down)
+{
+    switch (op) {
+    case OP_TARGET:
+        s->target_dirty = 1;
+        break;
+    case OP_STEP:
+        s->step_req = 1;
+        break;
+    case OP_TIP:
+        s->tip_req = down;
+        break;
+    case OP_BATCH:
         if (!down)
-            cd_log_warn("mempool: writing %zu txs failed: %s", s->q_n, PQerrorMessage(c));
-        PQclear(r);
-        if (down)
-            return; /* reconnect and retry the batch next tick */
-        /* an SQL error: the batch is dropped (logged) */
+            batch_free(&s->batch); /* an SQL error: the batch is dropped (logged) */
+        break;                     /* down: resent after the reconnect */
+    default:
+        break;
+    }
+}
+
+static void schema_done(mp_state *s, PGresult *r)
+{
+    int v = 0;
+    if (res_ok(r) && PQntuples(r) == 1)
+        v = atoi(PQgetvalue(r, 0, 0));
+    else if (!r || !PQresultErrorField(r, PG_DIAG_SQLSTATE) ||
+             strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42P01") != 0)
+        cd_log_warn("mempool: reading the schema version failed: %s", res_err(r));
+    if (v >= cd_pg_schema_latest) {
+        s->schema_ok = 1;
+        return;
+    }
+    if (++s->schema_checks < MP_SCHEMA_WAIT) {
+        s->schema_at = cd_now_s() + MP_SCHEMA_EVERY_S; /* the parser workers migrate it */
+        return;
+    }
+    /* nobody migrated it: do it here, once (blocking, setup only) */
+    cd_log_info("mempool: schema at version %d, migrating to %d", v, cd_pg_schema_latest);
+    cd_pg *pg = cd_pg_new(s->cfg->pg_conninfo);
+    cd_pg_set_retry(pg, 1, 100, NULL);
+    int rc = cd_pg_migrate(pg);
+    cd_pg_free(pg);
+    if (rc == CD_PG_OK)
+        s->schema_ok = 1;
+    else
+        s->schema_at = cd_now_s() + MP_BACKOFF_MAX_S;
+}
+
+static void step_done(mp_state *s, PGresult *r)
+{
+    double ms = (cd_now_s() - s->op_t0) * 1e3;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cd_log_warn("reorg: cd_reorg_step failed: %s", res_err(r));
+        s->step_due = 1;
+        return;
+    }
+    s->step_due = 0;
+    char res[64];
+    snprintf(res, sizeof(res), "%s", PQgetvalue(r, 0, 0));
+    int fork = 0, leave = 0, join = 0;
+    int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
+    if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
+        start_relay(s);
+    if (reorg || strcmp(res, "switched") == 0) {
+        /* the new tip, read after the step's transaction committed */
+        s->tip_req = 1;
+        s->sw_reorg = reorg;
+        s->sw_fork = fork;
+        s->sw_leave = leave;
+        s->sw_join = join;
+        s->sw_ms = ms;
+    } else if (strcmp(res, "at") != 0) {
+        s->step_due = 1; /* waiting for blocks: try again next tick */
+    }
+}
+
+static void tip_done(mp_state *s, PGresult *r)
+{
+    const char *h = "?", *hash = "?";
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        h = PQgetvalue(r, 0, 0);
+        hash = PQgetvalue(r, 0, 1);
+    }
+    if (s->sw_reorg)
+        cd_log_info("reorg: indexed best chain switched: fork height=%d leaving=%d "
+                    "joining=%d new tip=%s height=%s (one transaction, %.1f ms)",
+                    s->sw_fork, s->sw_leave, s->sw_join, hash, h, s->sw_ms);
+    else
+        cd_log_debug("reorg: indexed tip moved to %s height=%s", hash, h);
+}
+
+static void batch_done(mp_state *s, PGresult *r)
+{
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cd_log_warn("mempool: writing %zu txs failed: %s", s->batch.n, res_err(r));
     } else {
         uint64_t acc = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
         s->accepted += acc;
         s->known += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
         s->conflicted += strtoull(PQgetvalue(r, 0, 2), NULL, 10);
-        PQclear(r);
-        cd_log_debug("mempool: wrote %zu txs in %.1f ms (%" PRIu64 " new)", s->q_n,
-                     (cd_now_s() - t0) * 1e3, acc);
+        cd_log_debug("mempool: wrote %zu txs in %.1f ms (%" PRIu64 " new)", s->batch.n,
+                     (cd_now_s() - s->op_t0) * 1e3, acc);
     }
-    for (size_t i = 0; i < s->q_n; i++)
-        tx_free(&s->q[i]);
-    s->q_n = 0;
+    batch_free(&s->batch);
+}
+
+/* A statement completed (r: its first result, NULL if none). */
+static void op_done(mp_state *s, mp_op op, PGresult *r)
+{
+    if (PQstatus(s->c) != CONNECTION_OK) {
+        s->cs = MP_BUSY;
+        s->op = op;
+        conn_lost(s, "lost");
+        return;
+    }
+    if (op != OP_SCHEMA && !res_ok(r))
+        s->hold_until = cd_now_s() + MP_ERROR_HOLD_S; /* no tight retry loop */
+    switch (op) {
+    case OP_SCHEMA:
+        schema_done(s, r);
+        break;
+    case OP_TRUNCATE:
+        if (!res_ok(r)) {
+            cd_log_warn("mempool: emptying the mempool tables failed: %s", res_err(r));
+            break;
+        }
+        s->ready = 1;
+        s->target_dirty = 1;
+        s->step_req = 1;
+        cd_log_info("mempool: index connection ready (mempool tables emptied, relay %s)",
+                    s->cfg->relay ? "on" : "off");
+        break;
+    case OP_TARGET:
+        if (!res_ok(r)) {
+            cd_log_warn("reorg: writing chain_target failed: %s", res_err(r));
+            s->target_dirty = 1;
+        }
+        break;
+    case OP_STEP:
+        step_done(s, r);
+        break;
+    case OP_TIP:
+        tip_done(s, r);
+        break;
+    case OP_BATCH:
+        batch_done(s, r);
+        break;
+    default:
+        break;
+    }
 }
 
 static void log_progress(mp_state *s, int force)
@@ -443,8 +809,15 @@ static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
         return;
     uint8_t(*want)[32] = NULL;
     size_t nw = 0;
+    int full = s->q_n >= MP_QUEUE_MAX; /* back-pressure: PG is slow or down */
     for (size_t i = 0; i < n; i++) {
-        if (inv[i].type != CP2P_INV_TX || !seen_add(s, inv[i].hash))
+        if (inv[i].type != CP2P_INV_TX)
+            continue;
+        if (full) {
+            s->held_back++;
+            continue;
+        }
+        if (!seen_add(s, inv[i].hash))
             continue;
         if (!want)
             want = cd_xmalloc(n * 32);
@@ -464,8 +837,10 @@ static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uin
     if (!relaying(s))
         return;
     s->received++;
-    if (s->q_n >= 64 * CD_MEMPOOL_BATCH) /* PG down: bounded queue, newest dropped */
+    if (s->q_n >= MP_QUEUE_MAX) { /* requested before the queue filled: dropped */
+        s->dropped++;
         return;
+    }
     if (s->q_n == s->q_cap) {
         s->q_cap = s->q_cap ? 2 * s->q_cap : CD_MEMPOOL_BATCH;
         s->q = cd_xrealloc(s->q, s->q_cap * sizeof(*s->q));
@@ -484,8 +859,7 @@ static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uin
         return;
     }
     s->q_n++;
-    if (s->q_n >= CD_MEMPOOL_BATCH)
-        flush(s);
+    dispatch(s); /* sent now if the connection is idle, else after the statement in flight */
 }
 
 /* ---- timers, chain events ---- */
@@ -496,9 +870,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     mp_state *s = arg;
     s->ticks++;
-    if (s->step_due || s->target_dirty || s->ticks % MP_STEP_EVERY == 0)
-        run_step(s);
-    flush(s);
+    if (s->cs == MP_CONNECTING && cd_now_s() > s->connect_deadline)
+        conn_lost(s, "timed out");
+    if (s->step_due || s->ticks % MP_STEP_EVERY == 0)
+        s->step_req = 1;
+    dispatch(s);
     log_progress(s, 0);
 }
 
@@ -509,7 +885,8 @@ static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
     if (!s || !s->cfg->index)
         return;
     s->target_dirty = 1;
-    run_step(s);
+    s->step_req = 1; /* coalesces with one already queued */
+    dispatch(s);
 }
 
 /* ---- module ---- */
@@ -534,19 +911,20 @@ static int mod_start(void *state)
     s->opts.data_max_len = s->cfg->max_data_push;
     s->seen = cd_xmalloc((size_t)MP_SEEN_SLOTS * 32);
     s->seen_used = cd_xcalloc(MP_SEEN_SLOTS, 1);
-    s->pg = cd_pg_new(s->cfg->pg_conninfo);
-    /* one attempt per call: the loop must not block while PG is down; the
-     * tick tries again */
-    cd_pg_set_retry(s->pg, 1, 100, NULL);
+    s->cs = MP_DOWN;
+    s->backoff = MP_BACKOFF_MIN_S;
     s->target_dirty = 1;
-    s->step_due = 1;
-    run_step(s);
+    s->step_req = 1;
+    dispatch(s); /* starts connecting; the socket events and the tick do the rest */
     s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
     struct timeval tv = {0, MP_TICK_MS * 1000};
     event_add(s->tick, &tv);
     return 0;
 }
 
+/* At shutdown a statement in flight is cancelled (a reorg step rolls back
+ * and is recomputed at the next start; the mempool tables are emptied at
+ * start anyway, so queued txs are not written). */
 static void mod_fini(void *state)
 {
     mp_state *s = state;
@@ -554,15 +932,29 @@ static void mod_fini(void *state)
         return;
     if (s->tick)
         event_free(s->tick);
-    if (s->pg && s->ready)
-        flush(s);
+    unwatch(s);
+    if (s->c) {
+        if (s->cs == MP_BUSY) {
+            PGcancel *cn = PQgetCancel(s->c);
+            char err[256];
+            if (cn) {
+                PQcancel(cn, err, sizeof(err));
+                PQfreeCancel(cn);
+            }
+        }
+        PQfinish(s->c);
+    }
+    if (s->res)
+        PQclear(s->res);
+    if (s->q_n || s->batch.n)
+        cd_log_info("mempool: %zu relayed txs not written at shutdown", s->q_n + s->batch.n);
     log_progress(s, 1);
+    batch_free(&s->batch);
     for (size_t i = 0; i < s->q_n; i++)
         tx_free(&s->q[i]);
     free(s->q);
     free(s->seen);
     free(s->seen_used);
-    cd_pg_free(s->pg);
     free(s);
 }
 

@@ -3,8 +3,11 @@
  * the mempool index (issue #8; sql/002_reorg_mempool.sql; docs/QUERIES.md).
  *
  * cd_mempool_module (listed in ctl_modules[] of cd_controller.c) runs on the
- * controller's loop with its own PostgreSQL connection (opened in start(),
- * never across fork). It is active only with `index` on.
+ * controller's loop with its own PostgreSQL connection (started in start(),
+ * never across fork). It is active only with `index` on. It never blocks the
+ * loop on PostgreSQL: libpq is driven asynchronously (non-blocking connect
+ * with timeout and back-off, one statement in flight, the rest queued), so a
+ * slow, locked or absent database delays only this module's own work.
  *
  * Best chain:
  *  - on every best-tip change of the header tree (and at start, and on a
@@ -28,8 +31,10 @@
  *    keeps duplicates away; cp2p splits batches within the peer's limits);
  *  - each `tx` is parsed with the parser workers' code (cd_wk_parse_unit:
  *    same txid, inputs and pushdata rule) and queued; the queue is written
- *    with one cd_mempool_add_batch() call per batch
- *    (CD_MEMPOOL_BATCH txs or every tick), which drops txs already confirmed
+ *    with one cd_mempool_add_batch() call per batch of up to
+ *    CD_MEMPOOL_BATCH txs, sent whenever the connection is idle (so batches
+ *    grow under load); while CD_MEMPOOL_QUEUE_MAX txs wait, tx invs are not
+ *    answered with getdata (back-pressure). The call drops txs already confirmed
  *    or conflicting with a confirmed spend or an earlier mempool tx and
  *    evicts oldest-first beyond `mempool_max_txs` (default
  *    CD_MEMPOOL_DEFAULT_CAP).
@@ -39,6 +44,8 @@
  *   "mempool: index connection ready ..."       (PG connected, tables emptied)
  *   "mempool: index at the best tip; relay on ..."
  *   "mempool: <n> txs accepted ..."             (progress, at most once per second)
+ *   "mempool: PostgreSQL connection lost|failed|timed out: ..." (once per outage)
+ *   "mempool: PostgreSQL connection back"
  */
 #ifndef CD_MEMPOOL_H
 #define CD_MEMPOOL_H
@@ -47,6 +54,7 @@
 
 #define CD_MEMPOOL_BATCH       512
 #define CD_MEMPOOL_DEFAULT_CAP 1000000
+#define CD_MEMPOOL_QUEUE_MAX   (64 * CD_MEMPOOL_BATCH) /* parsed txs waiting for PG */
 
 extern const cd_ctl_module cd_mempool_module;
 
