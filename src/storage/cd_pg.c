@@ -127,6 +127,13 @@ int cd_pg_connect(cd_pg *pg)
                                                "SET client_min_messages = warning"
                                              : "SET client_min_messages = warning");
             int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            if (!ok) {
+                char msg[512];
+                snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
+                msg[strcspn(msg, "\n")] = 0;
+                cd_log_warn("postgres: session setup on %s failed: %s; retrying in %u ms",
+                            conn_target(pg), msg, delay);
+            }
             PQclear(r);
             if (ok) {
                 if (pg->was_down)
