@@ -17,4 +17,16 @@ typedef struct cd_cli_cmd {
     const char *help;    /* one line: what it does */
 } cd_cli_cmd;
 
+struct cd_config;
+
+/*
+ * Parses the daemon options a subcommand shares with conduitd (--datadir,
+ * --regtest/--testnet/--stn, --conf, --pg-conninfo, ...) from argv[0..n) into
+ * cfg, through the daemon's own option table, so a subcommand finds the data
+ * directory and database exactly as the daemon does.
+ * Returns: 0 (cfg filled; free with cd_config_free), 2 (error, printed as
+ * "conduit-cli <cmd>: ..."), or 3 (--help/--version was printed; cfg freed).
+ */
+int cd_cli_parse_config(const char *cmd, struct cd_config *cfg, int n, char **argv);
+
 #endif /* CD_CLI_H */

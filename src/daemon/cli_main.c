@@ -5,6 +5,7 @@
  * it. argv passed to a subcommand starts with the subcommand name.
  */
 #include "daemon/cli.h"
+#include "daemon/cd_config.h"
 #include "common/cd_log.h"
 
 #include <stdio.h>
@@ -43,6 +44,22 @@ static const cd_cli_cmd commands[] = {
      "TSC merkle proof (JSON) of an indexed tx"},
     {NULL, NULL, NULL, NULL},
 };
+
+int cd_cli_parse_config(const char *cmd, cd_config *cfg, int n, char **argv)
+{
+    char err[1024], prog[64];
+    snprintf(prog, sizeof(prog), "conduit-cli %s", cmd);
+    cd_config_action act = cd_config_parse_args(cfg, prog, n, argv, err, sizeof(err));
+    if (act == CD_CONFIG_ERROR) {
+        fprintf(stderr, "conduit-cli %s: %s\n", cmd, err);
+        return 2;
+    }
+    if (act != CD_CONFIG_RUN) {
+        cd_config_free(cfg);
+        return 3;
+    }
+    return 0;
+}
 
 static void usage(FILE *f)
 {

@@ -78,20 +78,9 @@ static int parse(const char *cmd, int argc, char **argv, int allow_out, store_ar
         free(rest);
         return 2;
     }
-    char err[1024];
-    char prog[64];
-    snprintf(prog, sizeof(prog), "conduit-cli %s", cmd);
-    cd_config_action act = cd_config_parse_args(&a->cfg, prog, n, rest, err, sizeof(err));
+    int rc = cd_cli_parse_config(cmd, &a->cfg, n, rest);
     free(rest);
-    if (act == CD_CONFIG_ERROR) {
-        fprintf(stderr, "conduit-cli %s: %s\n", cmd, err);
-        return 2;
-    }
-    if (act != CD_CONFIG_RUN) {
-        cd_config_free(&a->cfg);
-        return 3;
-    }
-    return 0;
+    return rc;
 }
 
 /* Opens the block store and resolves the id. Returns 0 or an exit code. */
