@@ -13,6 +13,7 @@ Options: --blocks N (default 300), --txs-per-block K (default 40),
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -95,6 +96,16 @@ def main():
         print(f"   indexed to height {height}: {ntx} transactions in {took:.1f} s")
 
         say("conduit-cli status")
+        # the daemon publishes its status every status_interval seconds
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = cli(BUILD, ["status", "--datadir", datadir, "--json"], check=False)
+            try:
+                if json.loads(r.stdout.decode()).get("state") == "synced":
+                    break
+            except ValueError:
+                pass
+            time.sleep(0.5)
         print(cli(BUILD, ["status", "--datadir", datadir], check=False).stdout.decode())
 
         say("SQL against the index (queries from docs/QUERIES.md)")
