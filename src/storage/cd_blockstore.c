@@ -263,20 +263,16 @@ static int seq_cmp(const void *a, const void *b)
     return x->loc.seq < y->loc.seq ? -1 : x->loc.seq > y->loc.seq;
 }
 
-int cd_blockstore_foreach(cd_blockstore *bs,
-                          int (*fn)(const uint8_t hash[32], const cd_block_loc *loc, void *arg),
-                          void *arg)
+/* Collects the location records whose COMPLETE flag equals `complete`
+ * (1: finished blocks, 0: half-written leftovers of a crash) into a malloc'd
+ * list. Returns 0 (list in *out, count in *n; free it) or an LMDB error. */
+static int collect_locs(cd_blockstore *bs, MDB_txn *txn, int complete, seq_entry **out,
+                        size_t *n_out)
 {
-    MDB_txn *txn;
     MDB_cursor *cur;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = mdb_cursor_open(txn, bs->blocks, &cur);
     if (rc)
         return rc;
-    rc = mdb_cursor_open(txn, bs->blocks, &cur);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
     seq_entry *list = NULL;
     size_t n = 0, cap = 0;
     MDB_val k, v;
@@ -284,7 +280,8 @@ int cd_blockstore_foreach(cd_blockstore *bs,
     while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
         op = MDB_NEXT;
         cd_block_loc loc;
-        if (k.mv_size != 32 || loc_decode(&v, &loc) != 0 || !(loc.flags & CD_BLOCK_COMPLETE))
+        if (k.mv_size != 32 || loc_decode(&v, &loc) != 0 ||
+            !(loc.flags & CD_BLOCK_COMPLETE) != !complete)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
@@ -294,11 +291,29 @@ int cd_blockstore_foreach(cd_blockstore *bs,
         list[n++].loc = loc;
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
     if (rc != MDB_NOTFOUND) {
         free(list);
         return rc;
     }
+    *out = list;
+    *n_out = n;
+    return 0;
+}
+
+int cd_blockstore_foreach(cd_blockstore *bs,
+                          int (*fn)(const uint8_t hash[32], const cd_block_loc *loc, void *arg),
+                          void *arg)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return rc;
+    seq_entry *list = NULL;
+    size_t n = 0;
+    rc = collect_locs(bs, txn, 1, &list, &n);
+    mdb_txn_abort(txn);
+    if (rc)
+        return rc;
     if (n)
         qsort(list, n, sizeof(*list), seq_cmp);
     rc = 0;
@@ -491,38 +506,16 @@ static int commit_or_abort(MDB_txn *txn, int rc)
 int cd_blockstore_recover(cd_blockstore *bs)
 {
     MDB_txn *txn;
-    MDB_cursor *cur;
     int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    rc = mdb_cursor_open(txn, bs->blocks, &cur);
+    seq_entry *list = NULL;
+    size_t n = 0;
+    rc = collect_locs(bs, txn, 0, &list, &n);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
-    seq_entry *list = NULL;
-    size_t n = 0, cap = 0;
-    MDB_val k, v;
-    int op = MDB_FIRST;
-    while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
-        op = MDB_NEXT;
-        cd_block_loc loc;
-        if (k.mv_size != 32 || loc_decode(&v, &loc) != 0 || (loc.flags & CD_BLOCK_COMPLETE))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            list = cd_xrealloc(list, cap * sizeof(*list));
-        }
-        memcpy(list[n].hash, k.mv_data, 32);
-        list[n++].loc = loc;
-    }
-    mdb_cursor_close(cur);
-    if (rc != MDB_NOTFOUND) {
-        free(list);
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         char hex[65];
         cd_hex_encode_rev(hex, list[i].hash, 32);
