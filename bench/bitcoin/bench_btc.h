@@ -145,4 +145,27 @@ static inline const char *bench_block_path(char *buf, size_t cap)
     return buf;
 }
 
+/* The common main() of the bitcoin benchmarks: argv[1] = block file (default
+ * block413567.raw from the shared data), argv[2] = MB per workload. Runs `run`
+ * on the real block repeated to that size, then on synthetic P2PKH txs. */
+static inline int bench_main(int argc, char **argv, size_t default_mb, const char *title,
+                             void (*run)(const bench_buf *b))
+{
+    char pathbuf[4096];
+    const char *path = argc > 1 ? argv[1] : bench_block_path(pathbuf, sizeof(pathbuf));
+    size_t mb = argc > 2 ? (size_t)strtoul(argv[2], NULL, 10) : default_mb;
+    bench_buf b;
+    printf("%s\n", title);
+    if (bench_block_repeated(&b, path, mb << 20) == 0) {
+        run(&b);
+        free(b.p);
+    } else {
+        fprintf(stderr, "cannot read %s; skipping the real-block workload\n", path);
+    }
+    bench_p2pkh(&b, mb << 20);
+    run(&b);
+    free(b.p);
+    return 0;
+}
+
 #endif /* BENCH_BTC_H */

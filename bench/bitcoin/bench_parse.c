@@ -70,19 +70,7 @@ static void run(const bench_buf *b)
 
 int main(int argc, char **argv)
 {
-    char pathbuf[4096];
-    const char *path = argc > 1 ? argv[1] : bench_block_path(pathbuf, sizeof(pathbuf));
-    size_t mb = argc > 2 ? (size_t)strtoul(argv[2], NULL, 10) : 128;
-    bench_buf b;
-    printf("parse (txid + inputs + pushdata keys), one core, best of 3 (target >= 600 MB/s)\n");
-    if (bench_block_repeated(&b, path, mb << 20) == 0) {
-        run(&b);
-        free(b.p);
-    } else {
-        fprintf(stderr, "cannot read %s; skipping the real-block workload\n", path);
-    }
-    bench_p2pkh(&b, mb << 20);
-    run(&b);
-    free(b.p);
-    return 0;
+    return bench_main(
+        argc, argv, 128,
+        "parse (txid + inputs + pushdata keys), one core, best of 3 (target >= 600 MB/s)", run);
 }
