@@ -206,7 +206,12 @@ def test_two_peers_no_duplicate_bulk(build_dir, tmp_path, simnode_factory):
         d.wait_for_log(r"headers synced height=20000 tip=%s \(20000 new" % a.chain.tip.hash_hex,
                        timeout=120)
         counts = sorted(len(getheaders_locators(n)) for n in (a, b))
-        assert counts[1] >= 11          # 10 full replies + the last one
-        assert counts[0] <= 3, counts   # the other peer: first request (+ re-ask)
+        # 20,000 headers need 10 full replies and one that ends the sync. The
+        # peer whose reply first brings new headers leads; when the second
+        # peer's handshake finishes mid-sync it is asked from our tip and may
+        # take the lead for the rest, so the split between the two varies,
+        # but nothing is asked twice: a duplicate bulk would be ~22 requests.
+        assert 11 <= sum(counts) <= 14, counts
+        assert counts[1] >= 5, counts
     finally:
         assert d.stop() == 0
