@@ -69,6 +69,10 @@ const cd_option cd_config_options[] = {
      "blocks requested from one peer at a time"},
     {"block_timeout", CD_OPT_INT, "120", 5, 86400, CD_OPT_RELOADABLE, OFF(block_timeout_s), NULL,
      "seconds before a requested block is asked from another peer"},
+    {"block_checksum", CD_OPT_BOOL, "off", 0, 0, 0, OFF(block_checksum), NULL,
+     "also verify the p2p message checksum of blocks (off: every block byte is already checked: "
+     "header hash, canonical tx count, exact length and the merkle root; the checksum would cost "
+     "one more SHA-256 pass over each block, about a third of the receive rate)"},
     {"relay", CD_OPT_BOOL, "on", 0, 0, 0, OFF(relay), NULL,
      "ask peers to announce mempool transactions"},
     {"index_data_pushes", CD_OPT_BOOL, "on", 0, 0, 0, OFF(index_data_pushes), NULL,

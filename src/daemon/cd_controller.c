@@ -393,6 +393,9 @@ int cd_controller_run(const cd_config *cfg)
     if (cfg->user_agent && cfg->user_agent[0])
         opt.user_agent = cfg->user_agent;
     opt.relay = cfg->relay;
+    /* every byte of a block is verified against its header anyway (hash,
+     * canonical tx count, exact length, merkle root): see block_checksum */
+    opt.verify_block_checksum = cfg->block_checksum;
     opt.start_height = cd_hdrtree_height(ctl.tree);
     cp2p_handlers h = {
         .on_ready = h_ready,

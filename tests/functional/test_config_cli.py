@@ -75,6 +75,7 @@ OTHER = {
     "catchup_threshold": ("77", "77"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
+    "block_checksum": ("yes", "on"),
     "relay": ("off", "off"),
     "index_data_pushes": ("no", "off"),
     "max_data_push": ("100", "100"),

@@ -223,3 +223,40 @@ def test_silent_peer_times_out_blocks_come_from_other(build_dir, shared_data, tm
         assert silent.served == []
     assert re.search(r"blocksync: block \w+ not received from \S+ within 5 s; asking again", log)
     check_chain116(build_dir, dd, shared_data)
+
+
+def test_block_checksum_option(build_dir, shared_data, tmp_path):
+    """Blocks are verified byte for byte against their header (hash, tx count,
+    length, merkle root), so by default the p2p checksum of a block message is
+    not computed (block_checksum=off: one SHA-256 pass less per block). A peer
+    whose block checksums are wrong is then still a source of good blocks;
+    with block_checksum=on its block messages are refused and it is dropped."""
+    chain = os.path.join(shared_data, CHAIN116)
+    # default: wrong checksums on every block, blocks still stored and verified
+    dd = tmp_path / "off"
+    with SimNode(chain_dir=chain) as node:
+        node.misbehave("bad_checksum", on="block", count=None)
+        d = start_daemon(build_dir, dd, [node.port])
+        try:
+            d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=120)
+        finally:
+            d.stop()
+        faults = [e[1] for c in node.connections() for e in c.events
+                  if "fault bad_checksum on block" in e[1]]
+    assert len(faults) >= 117, faults
+    check_chain116(build_dir, dd, shared_data)
+
+    # block_checksum=on: the lying peer is dropped, the honest one serves
+    dd = tmp_path / "on"
+    with SimNode(chain_dir=chain) as bad, SimNode(chain_dir=chain) as good:
+        bad.misbehave("bad_checksum", on="block", count=None)
+        d = start_daemon(build_dir, dd, [bad.port, good.port], ["--block-checksum", "on"])
+        try:
+            d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=180)
+        finally:
+            d.stop()
+        log = d.log_text()
+        assert any("fault bad_checksum on block" in e[1] for c in bad.connections()
+                   for e in c.events)
+    assert re.search(r"127\.0\.0\.1:%d.*checksum" % bad.port, log, re.I), log
+    check_chain116(build_dir, dd, shared_data)
