@@ -351,3 +351,49 @@ def test_reorg_during_initial_sync(pg_module, build_dir, simnode_factory, tmp_pa
     finally:
         d.stop()
     assert dump(pg, "midsync") == fresh_index(pg, build_dir, tmp_path, node, "msfresh")
+
+
+def test_reorg_drops_spenders_of_orphaned_coinbase(pg_module, build_dir, simnode_factory,
+                                                  tmp_path):
+    """A block's non-coinbase txs return to the mempool when it leaves the best
+    chain; its coinbase cannot, so a mempool tx spending that coinbase, and
+    the mempool tx spending that one, are dropped (sql/003). Other mempool txs
+    stay."""
+    from tests.simnode.protocol import parse_block
+    pg = pg_module
+    node = simnode_factory(generate=20, txs_per_block=2, seed=17)
+    ci = create_db(pg, "cbo")
+    d = start(build_dir, tmp_path / "cbo", node.port, ci)
+    try:
+        wait_tip(pg, "cbo", d, node)
+        tip_blk = node.chain.tip
+        raw_blk = tip_blk.read()
+        _, txs = parse_block(raw_blk)
+        s, e, _, outs = txs[0]
+        cb = sha256d(raw_blk[s:e])
+        returning = set(txid(raw_blk[s2:e2]) for s2, e2, _, _ in txs[1:])
+        assert returning
+        spk = outs[0][1]
+        spender = ser_tx([(cb, 0, b"\x51", 0xFFFFFFFF)], [(outs[0][0] - 1000, spk)])
+        child = ser_tx([(sha256d(spender), 0, b"\x51", 0xFFFFFFFF)], [(outs[0][0] - 2000, spk)])
+        node.add_mempool_tx(spender)
+        node.add_mempool_tx(child)
+        other = [txid(t) for t in node.make_mempool_txs(2)]
+        pool = {txid(spender), txid(child)} | set(other)
+        wait_until(lambda: mempool(pg, "cbo") >= pool, d, "mempool txs indexed")
+        # the simulator's branch is coinbase-only: the old tip block leaves
+        with node.lock:
+            node.mempool.clear()
+            node.mempool_spent.clear()
+        node.reorg(fork_height=tip_blk.height - 1, new_len=2)
+        wait_tip(pg, "cbo", d, node)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 joining=2"
+                       % (tip_blk.height - 1))
+        want = (returning | set(other))
+        wait_until(lambda: mempool(pg, "cbo") == want, d, "mempool after the reorg")
+        assert psql(pg, "cbo", "SELECT count(*) FROM mempool_inputs WHERE prev_hash IN "
+                               "(cd_txid('%s'), cd_txid('%s'));"
+                    % (cb[::-1].hex(), txid(spender))) == [("0",)]
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-3000:]
