@@ -2,7 +2,9 @@
  * btc_script.c - the pushdata rule (see btc_script.h for the rule itself).
  *
  * Lets the index answer "which transactions pay to / spend from this key
- * or carry this data" by the sha256 of pushed bytes. The walk is a single
+ * or carry this data" by the sha256 of pushed bytes. The standard templates
+ * (P2PKH/P2PK outputs, <sig> <pubkey> inputs: nearly every script on chain)
+ * are recognised first and need no walk. Otherwise the walk is a single
  * pass; de-duplication keeps the first few candidates in a stack table and,
  * for scripts with more candidates than that (large data carriers), checks a
  * new candidate by re-walking the script up to its position, so no memory is
@@ -137,9 +139,78 @@ static int dedup_visit(void *vctx, const cand *c)
     return 0;
 }
 
+/* Direct pushes of these sizes are keys outside a data region. */
+static inline bool key_size(size_t n)
+{
+    return n == 20 || n == 33 || n == 65;
+}
+
+/*
+ * The standard templates, which are nearly every script on chain, without
+ * the general walk and its de-duplication table: P2PKH and P2PK outputs
+ * (one key), and input scripts made of exactly two direct pushes (the P2PKH
+ * spend <sig> <pubkey>: at most two keys, one if they are equal). None of
+ * them contains an opcode, so there is no data region and opts do not
+ * matter. Returns 1 with *ret set (what btc_script_pushes returns) if the
+ * script is one of them, else 0 (the general walk decides).
+ */
+static int pushes_template(const uint8_t *s, size_t len, unsigned kind, btc_push_fn fn, void *ctx,
+                           int *ret)
+{
+    const uint8_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    if (kind == BTC_PUSH_OUTPUT) {
+        if (len == 25 && s[0] == 0x76 && s[1] == 0xa9 && s[2] == 0x14 && s[23] == 0x88 &&
+            s[24] == 0xac) {
+            a = s + 3; /* OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG */
+            na = 20;
+        } else if (((len == 35 && s[0] == 0x21) || (len == 67 && s[0] == 0x41)) &&
+                   s[len - 1] == 0xac) {
+            a = s + 1; /* <33 or 65> OP_CHECKSIG */
+            na = len - 2;
+        } else {
+            return 0;
+        }
+    } else {
+        if (len < 2 || s[0] < 0x01 || s[0] > 0x4b || (size_t)s[0] + 2 > len)
+            return 0;
+        size_t n1 = s[0], n2 = s[1 + n1];
+        if (n2 < 0x01 || n2 > 0x4b || n1 + n2 + 2 != len)
+            return 0;
+        if (key_size(n1)) {
+            a = s + 1;
+            na = n1;
+        }
+        if (key_size(n2) && !(a && n1 == n2 && memcmp(a, s + 2 + n1, n2) == 0)) {
+            b = s + 2 + n1;
+            nb = n2;
+        }
+    }
+    int n = 0;
+    if (a) {
+        if (fn(ctx, a, na, kind)) {
+            *ret = BTC_ERR_CALLBACK;
+            return 1;
+        }
+        n++;
+    }
+    if (b) {
+        if (fn(ctx, b, nb, kind)) {
+            *ret = BTC_ERR_CALLBACK;
+            return 1;
+        }
+        n++;
+    }
+    *ret = n;
+    return 1;
+}
+
 int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind, const btc_push_opts *opts,
                       btc_push_fn fn, void *ctx)
 {
+    int ret;
+    if (pushes_template(script, len, kind, fn, ctx, &ret))
+        return ret;
     dedup_ctx x;
     x.script = script;
     x.len = len;
@@ -154,16 +225,25 @@ int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind, const bt
 }
 
 /* Key output for both key helpers: records of `stride` bytes, the hash at
- * offset 0, flags at offset 32, and (tx keys) the item index at idx_off. */
+ * offset 0, flags at offset 32, and (tx keys) the item index at idx_off.
+ * Hashes are queued and computed KEY_JOBS at a time by btc_sha256_many (two
+ * interleaved lanes). */
+#define KEY_JOBS 64
+
 typedef struct keys_ctx {
     uint8_t *base;
     size_t stride, idx_off;
     size_t max, n;
-    uint32_t index;      /* input/output index of the current script */
-    const uint8_t *held; /* a short push waiting for a partner (x2 hashing) */
-    size_t held_len;
-    size_t held_slot;
+    uint32_t index; /* input/output index of the current script */
+    size_t n_jobs;
+    btc_sha256_job jobs[KEY_JOBS];
 } keys_ctx;
+
+static void keys_flush(keys_ctx *k)
+{
+    btc_sha256_many(k->jobs, k->n_jobs);
+    k->n_jobs = 0;
+}
 
 static int key_visit(void *vctx, const uint8_t *data, size_t len, unsigned flags)
 {
@@ -175,30 +255,32 @@ static int key_visit(void *vctx, const uint8_t *data, size_t len, unsigned flags
     rec[32] = (uint8_t)flags;
     if (k->idx_off)
         memcpy(rec + k->idx_off, &k->index, sizeof(k->index));
-    if (len > 55) {
-        btc_sha256(rec, data, len);
-    } else if (k->held) {
-        btc_sha256_x2(k->base + k->held_slot * k->stride, k->held, k->held_len, rec, data, len);
-        k->held = NULL;
-    } else {
-        k->held = data;
-        k->held_len = len;
-        k->held_slot = slot;
-    }
+    btc_sha256_job *j = &k->jobs[k->n_jobs++];
+    j->data = data;
+    j->len = len;
+    j->out = rec;
+    j->twice = 0;
+    if (k->n_jobs == KEY_JOBS)
+        keys_flush(k);
     return 0;
 }
 
-static void keys_flush(keys_ctx *k)
+static void keys_init(keys_ctx *k, void *keys, size_t stride, size_t idx_off, size_t max_keys)
 {
-    if (k->held)
-        btc_sha256(k->base + k->held_slot * k->stride, k->held, k->held_len);
-    k->held = NULL;
+    k->base = keys;
+    k->stride = stride;
+    k->idx_off = idx_off;
+    k->max = max_keys;
+    k->n = 0;
+    k->index = 0;
+    k->n_jobs = 0;
 }
 
 size_t btc_script_push_keys(const uint8_t *script, size_t len, unsigned kind,
                             const btc_push_opts *opts, btc_push_key *keys, size_t max_keys)
 {
-    keys_ctx k = {(uint8_t *)keys, sizeof(*keys), 0, max_keys, 0, 0, NULL, 0, 0};
+    keys_ctx k;
+    keys_init(&k, keys, sizeof(*keys), 0, max_keys);
     btc_script_pushes(script, len, kind, opts, key_visit, &k);
     keys_flush(&k);
     return k.n;
@@ -207,15 +289,8 @@ size_t btc_script_push_keys(const uint8_t *script, size_t len, unsigned kind,
 size_t btc_tx_push_keys(const btc_tx *tx, const btc_push_opts *opts, btc_tx_push_key *keys,
                         size_t max_keys)
 {
-    keys_ctx k = {(uint8_t *)keys,
-                  sizeof(*keys),
-                  offsetof(btc_tx_push_key, index),
-                  max_keys,
-                  0,
-                  0,
-                  NULL,
-                  0,
-                  0};
+    keys_ctx k;
+    keys_init(&k, keys, sizeof(*keys), offsetof(btc_tx_push_key, index), max_keys);
     btc_tx_iter it;
     btc_txin in;
     btc_txout out;

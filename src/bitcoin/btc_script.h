@@ -102,8 +102,9 @@ struct btc_tx;
 /*
  * All keys of a parsed transaction (btc_tx.h): every input script's, then
  * every output script's, each in script order, de-duplicated per script as
- * above. Faster than per-script calls: short pushes of different scripts are
- * hashed two at a time. Writes at most max_keys keys.
+ * above. Faster than per-script calls: the keys of all scripts are hashed
+ * together by btc_sha256_many (two interleaved SHA-NI lanes). Writes at most
+ * max_keys keys (the keys past max_keys are counted, not hashed).
  * Returns: the number of keys the transaction has (may exceed max_keys).
  */
 size_t btc_tx_push_keys(const struct btc_tx *tx, const btc_push_opts *opts, btc_tx_push_key *keys,

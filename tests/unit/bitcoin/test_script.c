@@ -372,6 +372,153 @@ START_TEST(test_dedup_beyond_table)
 }
 END_TEST
 
+/* The rule of btc_script.h written plainly (default options), the
+ * reference for btc_script_pushes and its template fast paths: one walk,
+ * de-duplication by scanning everything selected before. */
+static void ref_pushes(const uint8_t *s, size_t len, unsigned kind, rec *r)
+{
+    size_t i = 0;
+    int data = 0;
+    r->n = 0;
+    while (i < len) {
+        uint8_t op = s[i++];
+        size_t n;
+        if (op >= 1 && op <= 0x4b) {
+            n = op;
+        } else if (op == BTC_OP_PUSHDATA1 || op == BTC_OP_PUSHDATA2 || op == BTC_OP_PUSHDATA4) {
+            size_t w = op == BTC_OP_PUSHDATA1 ? 1 : op == BTC_OP_PUSHDATA2 ? 2 : 4;
+            if (len - i < w)
+                return;
+            n = 0;
+            for (size_t b = 0; b < w; b++)
+                n |= (size_t)s[i + b] << (8 * b);
+            i += w;
+        } else {
+            if (op == BTC_OP_RETURN)
+                data = 1;
+            if (op == BTC_OP_ELSE)
+                data = 0;
+            continue;
+        }
+        if (n > len - i)
+            return;
+        unsigned fl = 0;
+        if (!data && (op == 20 || op == 33 || op == 65))
+            fl = kind;
+        else if (data && kind == BTC_PUSH_OUTPUT && n >= 1)
+            fl = BTC_PUSH_DATA;
+        int dup = 0;
+        for (size_t k = 0; fl && k < r->n && !dup; k++)
+            dup = r->len[k] == n && r->fl[k] == fl && memcmp(r->d[k], s + i, n) == 0;
+        if (fl && !dup) {
+            ck_assert_uint_lt(r->n, 600);
+            r->d[r->n] = s + i;
+            r->len[r->n] = n;
+            r->fl[r->n] = fl;
+            r->n++;
+        }
+        i += n;
+    }
+}
+
+/* btc_script_pushes == the reference on script s (both kinds). */
+static void check_against_ref(const uint8_t *h, size_t len)
+{
+    static rec got, want;
+    for (unsigned kind = BTC_PUSH_OUTPUT; kind <= BTC_PUSH_INPUT; kind++) {
+        memset(&got, 0, sizeof(got));
+        ref_pushes(h, len, kind, &want);
+        int n = btc_script_pushes(h, len, kind, NULL, rec_fn, &got);
+        ck_assert_int_eq(n, (int)want.n);
+        ck_assert_uint_eq(got.n, want.n);
+        for (size_t k = 0; k < got.n; k++) {
+            ck_assert_ptr_eq(got.d[k], want.d[k]);
+            ck_assert_uint_eq(got.len[k], want.len[k]);
+            ck_assert_uint_eq(got.fl[k], want.fl[k]);
+        }
+    }
+}
+
+/* The standard templates (P2PKH and P2PK outputs, two-push input scripts)
+ * take a fast path in btc_script_pushes: exact templates, every one-byte
+ * mutation of them, one byte more or less, and equal key pushes must give
+ * what the general rule gives. */
+START_TEST(test_template_fast_paths)
+{
+    uint64_t seed = 4242;
+    uint8_t s[2 + 0x4b + 0x4b + 2];
+    static const uint8_t vals[] = {0x00, 0x01, 0x14, 0x21, 0x41, 0x47, 0x48, 0x4b, 0x4c,
+                                   0x4d, 0x4e, 0x4f, 0x67, 0x6a, 0x76, 0x88, 0xa9, 0xac};
+    for (int tmpl = 0; tmpl < 3; tmpl++) {
+        size_t len;
+        for (size_t k = 0; k < sizeof(s); k++)
+            s[k] = (uint8_t)btc_td_rand(&seed);
+        if (tmpl == 0) { /* OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG */
+            len = 25;
+            s[0] = 0x76;
+            s[1] = 0xa9;
+            s[2] = 0x14;
+            s[23] = 0x88;
+            s[24] = 0xac;
+        } else { /* <33|65> OP_CHECKSIG */
+            len = tmpl == 1 ? 35 : 67;
+            s[0] = (uint8_t)(len - 2);
+            s[len - 1] = 0xac;
+        }
+        check_against_ref(s, len);
+        ck_assert_uint_eq(btc_script_pushes(s, len, BTC_PUSH_OUTPUT, NULL, rec_fn, &(rec){.n = 0}),
+                          1);
+        check_against_ref(s, len - 1);
+        check_against_ref(s, len + 1);
+        for (size_t at = 0; at < len; at++) {
+            uint8_t keep = s[at];
+            for (size_t v = 0; v < sizeof(vals); v++) {
+                s[at] = vals[v];
+                check_against_ref(s, len);
+            }
+            s[at] = keep;
+        }
+    }
+    /* input scripts of two direct pushes: every pair of lengths drawn from
+     * keys, signatures and neighbours, distinct and equal contents, exact
+     * and with a byte missing or added */
+    static const uint8_t lens[] = {1, 19, 20, 21, 32, 33, 34, 64, 65, 66, 71, 72, 73, 0x4b};
+    for (size_t a = 0; a < sizeof(lens); a++) {
+        for (size_t b = 0; b < sizeof(lens); b++) {
+            for (int same = 0; same < 2; same++) {
+                size_t n1 = lens[a], n2 = lens[b];
+                for (size_t k = 0; k < sizeof(s); k++)
+                    s[k] = (uint8_t)btc_td_rand(&seed);
+                s[0] = (uint8_t)n1;
+                s[1 + n1] = (uint8_t)n2;
+                if (same && n1 == n2)
+                    memcpy(s + 2 + n1, s + 1, n1);
+                size_t len = 2 + n1 + n2;
+                check_against_ref(s, len);
+                check_against_ref(s, len - 1);
+                check_against_ref(s, len + 1);
+                s[0] = 0x4c; /* PUSHDATA1 instead: the general walk */
+                check_against_ref(s, len);
+            }
+        }
+    }
+    /* equal keys are one key */
+    s[0] = 33;
+    memset(s + 1, 7, 33);
+    s[34] = 33;
+    memset(s + 35, 7, 33);
+    rec r;
+    memset(&r, 0, sizeof(r));
+    ck_assert_int_eq(btc_script_pushes(s, 68, BTC_PUSH_INPUT, NULL, rec_fn, &r), 1);
+    /* a callback stopping the walk stops the fast path too */
+    int calls = 0;
+    s[34] = 20;
+    ck_assert_int_eq(btc_script_pushes(s, 55, BTC_PUSH_INPUT, NULL, stop_fn, &calls),
+                     BTC_ERR_CALLBACK);
+    ck_assert_int_eq(calls, 1);
+}
+END_TEST
+
 START_TEST(test_random_scripts)
 {
     uint64_t seed = 777;
@@ -395,6 +542,8 @@ START_TEST(test_random_scripts)
                 ck_assert(!(r.len[j] == r.len[k] && r.fl[j] == r.fl[k] &&
                             memcmp(r.d[j], r.d[k], r.len[k]) == 0));
         }
+        if (iter % 10 == 0)
+            check_against_ref(h, len);
         free(h);
     }
 }
@@ -475,6 +624,7 @@ static Suite *suite_script(void)
     tcase_add_test(tc, test_rule_details);
     tcase_add_test(tc, test_dedup_beyond_table);
     tcase_add_test(tc, test_random_scripts);
+    tcase_add_test(tc, test_template_fast_paths);
     suite_add_tcase(s, tc);
     return s;
 }
