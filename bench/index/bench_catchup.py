@@ -12,9 +12,15 @@ The simulator runs as its own process (python3 -m tests.simnode --generate N
 --txs-per-block K: P2PKH-style transactions, ~450 B each); the clock starts
 when conduitd is started (the chain is already generated) and stops when the
 indexed tip is the chain tip AND the three secondary indexes exist. Every
-mode gets a fresh database and data directory. Prints one line per mode.
+mode gets a fresh database and data directory. Prints two lines per mode: the
+rate, and the CPU milliseconds each process class spent per 1000 txs (from /proc:
+controller, block writer, merkle worker, parsers, catch-up helper, every
+PostgreSQL process of the throw-away server, the simulator; the bench's own
+polling is one persistent psql session, so it costs next to nothing).
 """
 import argparse
+import collections
+import glob
 import os
 import re
 import shutil
@@ -27,8 +33,89 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx")
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def pg_bin(name):
+    """The server's own client binary: Debian's /usr/bin/psql is a Perl
+    wrapper costing ~50 ms of CPU per call, which polling would pay 20 times
+    a second on the cores being measured."""
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]),
+                    reverse=True):
+        if os.path.exists(os.path.join(d, name)):
+            return os.path.join(d, name)
+    return name
+
+
+class Poller:
+    """One psql session kept open for the polling queries."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen([pg_bin("psql"), "-X", "-q", "-A", "-t", "-d", db],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def query(self, sql):
+        """Returns the output lines of sql, or None if it failed."""
+        self.p.stdin.write("%s\n\\echo @@END@@ :ERROR\n" % sql)
+        self.p.stdin.flush()
+        out = []
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError("psql poller exited")
+            line = line.rstrip("\n")
+            if line.startswith("@@END@@"):
+                return None if line.endswith("true") else out
+            out.append(line)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def cpu_of(pid, children=False):
+    """utime+stime (and, with children, the reaped children's) of pid in s."""
+    try:
+        st = open("/proc/%d/stat" % pid).read()
+    except OSError:
+        return None
+    f = st[st.rfind(")") + 2:].split()
+    t = int(f[11]) + int(f[12])
+    if children:
+        t += int(f[13]) + int(f[14])
+    return t / HZ
+
+
+def children_of(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def postmaster_pid():
+    try:
+        with open(os.path.join(os.environ["PGHOST"], "data", "postmaster.pid")) as f:
+            return int(f.readline())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def pg_cpu(pm):
+    """All CPU of the PostgreSQL server so far: the postmaster, its reaped
+    children (backends that exited) and its live children."""
+    if pm is None:
+        return 0.0
+    t = cpu_of(pm, children=True) or 0.0
+    for c in children_of(pm):
+        t += cpu_of(c) or 0.0
+    return t
+
+
 def psql(db, sql):
-    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
+    out = subprocess.run([pg_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
                          input=sql.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          check=True)
     return out.stdout.decode().strip()
@@ -47,7 +134,7 @@ def start_simnode(blocks, txs):
             return p, int(line.split("=")[1])
 
 
-def run_mode(args, mode, port, blocks):
+def run_mode(args, mode, port, blocks, sim):
     db = "bench_catchup_%s" % mode
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
     datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-")
@@ -56,19 +143,28 @@ def run_mode(args, mode, port, blocks):
            "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", "dbname=%s" % db,
            "--catchup-indexes", mode, "--catchup-threshold", str(args.threshold),
            "--status-interval", "5"] + args.daemon_arg
+    poll = Poller(db)
+    pm = postmaster_pid()
+    pg0, sim0 = pg_cpu(pm), cpu_of(sim.pid) or 0.0
     t0 = time.monotonic()
     logf = open(log, "w")
     d = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+    proc_cpu = {}  # pid of a conduitd process -> last CPU seen
     try:
         t_tip = None
         while True:
             if d.poll() is not None:
                 sys.exit("conduitd exited %d; see %s" % (d.returncode, log))
-            try:
-                tip = int(psql(db, "SELECT coalesce(max(height), -1) FROM index_tip;") or -1)
-                n_idx = int(psql(db, "SELECT count(*) FROM pg_indexes WHERE indexname IN (%s);"
-                                 % ",".join("'%s'" % i for i in SECONDARY)))
-            except subprocess.CalledProcessError:
+            for c in [d.pid] + children_of(d.pid):
+                v = cpu_of(c)
+                if v is not None:
+                    proc_cpu[c] = v
+            r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
+                           "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s));"
+                           % ",".join("'%s'" % i for i in SECONDARY))
+            if r:
+                tip, n_idx = (int(x) for x in r[0].split("|"))
+            else:
                 tip, n_idx = -1, 0  # schema not created yet
             now = time.monotonic()
             if tip >= blocks and t_tip is None:
@@ -77,15 +173,32 @@ def run_mode(args, mode, port, blocks):
                 break
             time.sleep(0.1)
         elapsed = now - t0
+        sim1 = cpu_of(sim.pid) or 0.0
     finally:
+        poll.close()
         d.terminate()
-        d.wait()
+        _, _, ru = os.wait4(d.pid, 0)
+        d.returncode = 0
         logf.close()
+    # conduitd and every process it reaped (workers, catch-up helpers)
+    cd_total = ru.ru_utime + ru.ru_stime
+    time.sleep(0.3)  # let the postmaster reap the daemon's backends
+    pg_total = pg_cpu(pm) - pg0
     ntx = int(psql(db, "SELECT count(*) FROM transactions;"))
     nin = int(psql(db, "SELECT count(*) FROM inputs;"))
     npd = int(psql(db, "SELECT count(*) FROM pushdata;"))
     nbytes = int(psql(db, "SELECT sum(size) FROM blocks;"))
     text = open(log).read()
+    kinds = {int(pid): kind for kind, pid in
+             re.findall(r"supervisor: started (\w+) worker \d+ \(pid (\d+)\)", text)}
+    per = collections.OrderedDict([("controller", proc_cpu.get(d.pid, 0.0))])
+    for pid, v in sorted(proc_cpu.items()):
+        if pid != d.pid:
+            k = kinds.get(pid, "helpers")
+            per[k] = per.get(k, 0.0) + v
+    per["helpers"] = max(0.0, cd_total - sum(per.values()))
+    per["postgres"] = pg_total
+    per["simnode"] = sim1 - sim0
     m = re.search(r"secondary indexes ready \(([0-9.]+) s\)", text)
     build_s = float(m.group(1)) if m else 0.0
     dropped = "secondary indexes dropped" in text
@@ -94,6 +207,11 @@ def run_mode(args, mode, port, blocks):
           % (mode, blocks, ntx, nbytes / 1e6, ntx + nin + npd, elapsed, t_tip - t0, build_s,
              "yes" if dropped else "no", ntx / elapsed, nbytes / 1e6 / elapsed,
              (ntx + nin + npd) / elapsed), flush=True)
+    total = sum(per.values())
+    print("  cpu ms per 1000 tx: %s total=%.1f (%.1f s cpu in %.1f s: %.2f cores busy; "
+          "100k tx/s would need %.1f cores)"
+          % (" ".join("%s=%.1f" % (k, v * 1e6 / ntx) for k, v in per.items()),
+             total * 1e6 / ntx, total, elapsed, total / elapsed, total / ntx * 1e5), flush=True)
     shutil.rmtree(datadir, ignore_errors=True)
 
 
@@ -115,7 +233,7 @@ def main():
           % (args.blocks, args.txs_per_block, time.monotonic() - t, port), flush=True)
     try:
         for mode in args.modes.split(","):
-            run_mode(args, mode, port, args.blocks)
+            run_mode(args, mode, port, args.blocks, sim)
     finally:
         sim.terminate()
         sim.wait()

@@ -120,9 +120,14 @@ static CD_NORETURN void helper_main(const cd_config *cfg, cu_op op, int fd)
     cd_pg_set_retry(pg, 0, 5000, NULL);
     int rc = CD_PG_ERROR, had = -1;
     double t0 = cd_now_s();
-    /* session lock: a DDL of a helper whose daemon was killed may still be
-     * running in its backend; wait for it rather than race it */
-    if (cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
+    /* The schema first (idempotent, serialised with the parsers' own
+     * migration): a helper started on the first header tip can run before
+     * any parser has created the tables, and a DROP then would find nothing
+     * while the migration creates the indexes right after.
+     * Then a session lock: a DDL of a helper whose daemon was killed may still
+     * be running in its backend; wait for it rather than race it */
+    if (cd_pg_migrate(pg) == CD_PG_OK &&
+        cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
         (had = count_indexes(pg)) >= 0) {
         if (op == CU_OP_DROP) {
             rc = had ? cd_pg_secondary_indexes(pg, 0) : CD_PG_OK;
@@ -284,6 +289,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     decide(arg);
 }
 
+/* A new best header tip (after header sync: the whole distance at once)
+ * is the moment the distance changes most; deciding only on the next tick
+ * would index up to a second of a catch-up with the indexes still live, or,
+ * for a short chain indexed within that second, never drop them at all. */
+static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
+{
+    (void)ev;
+    cu_state *s = state;
+    if (s->tick)
+        decide(s);
+}
+
 /* ---- module ---- */
 
 static int mod_init(cd_ctl *ctl, void **state)
@@ -343,4 +360,5 @@ const cd_ctl_module cd_catchup_module = {
     .start = mod_start,
     .fini = mod_fini,
     .progress = mod_progress,
+    .on_best_chain = on_best_chain,
 };

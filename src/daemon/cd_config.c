@@ -89,6 +89,9 @@ const cd_option cd_config_options[] = {
      "user agent sent to peers in the version message"},
     {"status_interval", CD_OPT_INT, "10", 1, 3600, CD_OPT_RELOADABLE, OFF(status_interval_s), NULL,
      "seconds between progress lines and status file updates"},
+    {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
+     "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
+     "no authentication: keep it on loopback or behind a proxy"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
@@ -264,6 +267,34 @@ static int check_peer(const char *s)
     return 0;
 }
 
+/* http_listen: host:port or [v6addr]:port with an explicit port 0..65535
+ * (the address itself is resolved when conduitd binds it). */
+static int check_listen(const char *s)
+{
+    if (strlen(s) > 255)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (isspace((unsigned char)*p))
+            return -1;
+    const char *port;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close == s + 1 || close[1] != ':')
+            return -1;
+        port = close + 2;
+    } else {
+        const char *c = strrchr(s, ':');
+        if (c == NULL || c == s || memchr(s, ':', (size_t)(c - s)) != NULL)
+            return -1;
+        port = c + 1;
+    }
+    uint64_t v;
+    const char *e;
+    if (parse_u64(port, &v, &e) < 0 || *e != '\0' || v > 65535)
+        return -1;
+    return 0;
+}
+
 static int peer_has_port(const char *s)
 {
     if (*s == '[')
@@ -326,6 +357,10 @@ static int set_option(cd_config *cfg, const cd_option *o, const char *value, cha
         char **f = str_field(cfg, o);
         if (strlen(value) > 4096) {
             seterr(err, errlen, "%s is too long", o->name);
+            return -1;
+        }
+        if (o->offset == OFF(http_listen) && value[0] != '\0' && check_listen(value) < 0) {
+            seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
             return -1;
         }
         if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {

@@ -69,6 +69,7 @@ typedef struct cd_config {
     char *log_file;                       /* NULL: stderr (journald); reloadable */
     char *user_agent;
     uint32_t status_interval_s; /* progress line period (reloadable) */
+    char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

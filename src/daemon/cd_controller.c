@@ -19,6 +19,7 @@
 #include "daemon/cd_blocksync.h"
 #include "daemon/cd_catchup.h"
 #include "daemon/cd_hdrsync.h"
+#include "daemon/cd_http.h"
 #include "daemon/cd_mempool.h"
 #include "daemon/cd_notify.h"
 #include "daemon/cd_peers.h"
@@ -39,6 +40,7 @@ static const cd_ctl_module *const ctl_modules[] = {
     &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
     &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
     &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
+    &cd_http_module,     /* cd_http.h: the HTTP API server child (http_listen) */
     NULL,
 };
 

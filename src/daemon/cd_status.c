@@ -356,3 +356,25 @@ int cd_status_publish(const cd_config *cfg, cd_status *st)
     last_errno = 0;
     return 0;
 }
+
+void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now)
+{
+    fprintf(f,
+            "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
+            ", \"network\": \"%s\", \"version\": \"%s\", "
+            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64
+            ", \"interval_s\": %" PRIu32 ", "
+            "\"height\": %" PRId32 ", \"stored_height\": %" PRId32 ", \"indexed_height\": %" PRId32
+            ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
+            "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
+            "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
+            "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
+            "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
+            ", \"index_mode\": \"%s\"}\n",
+            alive ? "true" : "false", alive && cd_status_stale(st, now) ? "true" : "false", st->pid,
+            st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
+            st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
+            st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
+            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done,
+            st->index_mode);
+}

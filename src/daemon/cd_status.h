@@ -84,6 +84,11 @@ int cd_status_format_line(const cd_status *st, char *buf, size_t len);
  * `alive`: 1 running, 0 not running, -1 unknown. */
 void cd_status_print(FILE *f, const cd_status *st, int alive);
 
+/* The status as one JSON object and a newline (what `conduit-cli status
+ * --json` prints and the HTTP API's /v1/status returns). `alive` as above;
+ * `now` (unix seconds) decides "stale". */
+void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now);
+
 /* Writes <datadir>/status atomically (tmp file + rename); sets updated_at.
  * Returns 0, or -1 with errno set. */
 int cd_status_write(const char *datadir, cd_status *st);

@@ -29,6 +29,9 @@ typedef struct sup_child {
     cd_wk_kind kind;
     uint32_t index;
     const cd_wk_ops *ops;
+    const char *name; /* cd_sup_add_proc children: name, main and arg */
+    cd_sup_main_fn main_fn;
+    void *main_arg;
     pid_t pid;
     int respawn; /* 0 after exit code 2 or stop */
     uint32_t backoff_ms;
@@ -45,9 +48,19 @@ struct cd_supervisor {
     int n;
     int stopping;
     struct event *sigchld;
+    cd_supervisor *next; /* sup_all list */
 };
 
+/* Every supervisor of this process (see "Several supervisors" in the
+ * header): a reaped pid goes to its owner, whoever called waitpid. */
+static cd_supervisor *sup_all;
+
 static void start_child(cd_supervisor *s, int slot);
+
+static const char *child_name(const sup_child *c)
+{
+    return c->name ? c->name : cd_wk_kind_name(c->kind);
+}
 
 /* The timer's argument is a small heap cell {sup, slot}. */
 typedef struct sup_ref {
@@ -74,52 +87,65 @@ static void schedule_restart(cd_supervisor *s, int slot)
         c->timer = evtimer_new(s->base, restart_ref_cb, r);
     }
     struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
-    cd_log_info("supervisor: restarting %s worker %u in %u ms", cd_wk_kind_name(c->kind), c->index,
+    cd_log_info("supervisor: restarting %s worker %u in %u ms", child_name(c), c->index,
                 c->backoff_ms);
     evtimer_add(c->timer, &tv);
     c->backoff_ms = CD_MIN(c->backoff_ms * 2, BACKOFF_MAX_MS);
 }
 
+/* Handles the death of the child in `slot` of s (already reaped). */
+static void child_died(cd_supervisor *s, int slot, pid_t pid, int status)
+{
+    sup_child *c = &s->child[slot];
+    c->pid = 0;
+    if (s->ring && s->ring->hdr && slot < CD_RING_MAX_SLOTS)
+        s->ring->hdr->slot[slot].pid = 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (WIFSIGNALED(status) && !s->stopping)
+        cd_log_warn("supervisor: %s worker %u (pid %d) killed by signal %d", child_name(c),
+                    c->index, (int)pid, WTERMSIG(status));
+    else if (!s->stopping)
+        cd_log_warn("supervisor: %s worker %u (pid %d) exited with code %d", child_name(c),
+                    c->index, (int)pid, code);
+    if (cd_now_ns() - c->started_ns > HEALTHY_NS)
+        c->backoff_ms = BACKOFF_MIN_MS;
+    if (s->cbs.on_down)
+        s->cbs.on_down(s->cbs.arg, slot);
+    if (s->stopping)
+        return;
+    if (code == CD_EXIT_CONFIG) {
+        c->respawn = 0;
+        cd_log_error("supervisor: %s worker %u has a fatal configuration error; not restarting",
+                     child_name(c), c->index);
+        if (s->cbs.on_fatal)
+            s->cbs.on_fatal(s->cbs.arg, slot);
+        return;
+    }
+    if (c->respawn)
+        schedule_restart(s, slot);
+}
+
+/* Reaps every dead child of the process and hands each to the supervisor
+ * that owns it; pids nobody owns (another module's helper, which watches
+ * its own pipe) are dropped. */
 static void reap(cd_supervisor *s)
 {
+    (void)s;
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             return;
-        int slot = -1;
-        for (int i = 0; i < s->n; i++)
-            if (s->child[i].pid == pid)
-                slot = i;
-        if (slot < 0)
-            continue; /* not ours (e.g. a helper of another module) */
-        sup_child *c = &s->child[slot];
-        c->pid = 0;
-        if (s->ring && s->ring->hdr && slot < CD_RING_MAX_SLOTS)
-            s->ring->hdr->slot[slot].pid = 0;
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        if (WIFSIGNALED(status) && !s->stopping)
-            cd_log_warn("supervisor: %s worker %u (pid %d) killed by signal %d",
-                        cd_wk_kind_name(c->kind), c->index, (int)pid, WTERMSIG(status));
-        else if (!s->stopping)
-            cd_log_warn("supervisor: %s worker %u (pid %d) exited with code %d",
-                        cd_wk_kind_name(c->kind), c->index, (int)pid, code);
-        if (cd_now_ns() - c->started_ns > HEALTHY_NS)
-            c->backoff_ms = BACKOFF_MIN_MS;
-        if (s->cbs.on_down)
-            s->cbs.on_down(s->cbs.arg, slot);
-        if (s->stopping)
-            continue;
-        if (code == CD_EXIT_CONFIG) {
-            c->respawn = 0;
-            cd_log_error("supervisor: %s worker %u has a fatal configuration error; not restarting",
-                         cd_wk_kind_name(c->kind), c->index);
-            if (s->cbs.on_fatal)
-                s->cbs.on_fatal(s->cbs.arg, slot);
-            continue;
+        for (cd_supervisor *o = sup_all; o; o = o->next) {
+            int slot = -1;
+            for (int i = 0; i < o->n; i++)
+                if (o->child[i].pid == pid)
+                    slot = i;
+            if (slot >= 0) {
+                child_died(o, slot, pid, status);
+                break;
+            }
         }
-        if (c->respawn)
-            schedule_restart(s, slot);
     }
 }
 
@@ -138,6 +164,8 @@ cd_supervisor *cd_sup_new(struct event_base *base, cd_ring *ring, const cd_confi
     s->ring = ring;
     s->cfg = cfg;
     s->cbs = *cbs;
+    s->next = sup_all;
+    sup_all = s;
     s->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, s);
     if (!s->sigchld || evsignal_add(s->sigchld, NULL) != 0) {
         cd_log_error("supervisor: cannot watch SIGCHLD");
@@ -161,6 +189,20 @@ int cd_sup_add(cd_supervisor *s, cd_wk_kind kind, uint32_t index, const cd_wk_op
     return s->n++;
 }
 
+int cd_sup_add_proc(cd_supervisor *s, const char *name, cd_sup_main_fn main_fn, void *arg)
+{
+    if (s->n >= CD_SUP_MAX_CHILDREN)
+        return -1;
+    sup_child *c = &s->child[s->n];
+    memset(c, 0, sizeof(*c));
+    c->name = name;
+    c->main_fn = main_fn;
+    c->main_arg = arg;
+    c->respawn = 1;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    return s->n++;
+}
+
 
 static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
 {
@@ -178,12 +220,16 @@ static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
     if (c->kind == CD_WK_PARSER)
         snprintf(name, sizeof(name), "parser-%u", c->index);
     else
-        snprintf(name, sizeof(name), "%s", cd_wk_kind_name(c->kind));
+        snprintf(name, sizeof(name), "%s", child_name(c));
     cd_log_set_component(name);
     if (s->cfg->log_file)
         cd_log_open(s->cfg->log_file);
+    if (c->main_fn) {
+        c->main_fn(c->main_arg, fd);
+        _exit(CD_EXIT_FAILURE);
+    }
     /* The ring mapping is inherited; its descriptor was closed above. */
-    if (s->ring->hdr && slot < CD_RING_MAX_SLOTS) {
+    if (s->ring && s->ring->hdr && slot < CD_RING_MAX_SLOTS) {
         s->ring->hdr->slot[slot].pid = (int32_t)getpid();
         s->ring->hdr->slot[slot].kind = c->kind;
     }
@@ -226,7 +272,7 @@ static void start_child(cd_supervisor *s, int slot)
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);
     if (pid < 0) {
-        cd_log_error("supervisor: fork %s worker: %s", cd_wk_kind_name(c->kind), strerror(saved));
+        cd_log_error("supervisor: fork %s worker: %s", child_name(c), strerror(saved));
         close(sv[0]);
         schedule_restart(s, slot);
         return;
@@ -234,8 +280,7 @@ static void start_child(cd_supervisor *s, int slot)
     c->pid = pid;
     c->started_ns = cd_now_ns();
     evutil_make_socket_nonblocking(sv[0]);
-    cd_log_info("supervisor: started %s worker %u (pid %d)", cd_wk_kind_name(c->kind), c->index,
-                (int)pid);
+    cd_log_info("supervisor: started %s worker %u (pid %d)", child_name(c), c->index, (int)pid);
     if (s->cbs.on_up)
         s->cbs.on_up(s->cbs.arg, slot, sv[0]);
     else
@@ -285,7 +330,7 @@ void cd_sup_stop(cd_supervisor *s, int timeout_ms)
             for (int i = 0; i < s->n; i++)
                 if (s->child[i].pid > 0) {
                     cd_log_warn("supervisor: %s worker %u did not stop; SIGKILL",
-                                cd_wk_kind_name(s->child[i].kind), s->child[i].index);
+                                child_name(&s->child[i]), s->child[i].index);
                     kill(s->child[i].pid, SIGKILL);
                 }
             deadline = UINT64_MAX;
@@ -298,6 +343,11 @@ void cd_sup_free(cd_supervisor *s)
 {
     if (!s)
         return;
+    for (cd_supervisor **p = &sup_all; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
     for (int i = 0; i < s->n; i++) {
         if (s->child[i].timer) {
             free(event_get_callback_arg(s->child[i].timer));

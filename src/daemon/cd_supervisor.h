@@ -16,6 +16,14 @@
  * any other exit is respawned after a back-off that doubles from 100 ms to
  * 5 s and resets once a child has lived 10 s.
  *
+ * Besides worker kinds (cd_sup_add: cd_wk_run with the kind's ops) a slot
+ * can run any process main (cd_sup_add_proc: the HTTP API server), with the
+ * same fork hygiene, reaping and respawn rules.
+ *
+ * Several supervisors may live in one process (the pipeline's, the HTTP
+ * module's): waitpid(-1) reaps any child, so whichever supervisor's SIGCHLD
+ * event runs first hands every reaped pid to the supervisor that owns it.
+ *
  * Callbacks run in the controller's loop:
  *   on_up(arg, slot, fd)        a (re)started child's channel; the callee owns
  *                               the fd from then on (closes it when done)
@@ -46,13 +54,24 @@ typedef struct cd_sup_cbs {
 } cd_sup_cbs;
 
 /* Creates a supervisor bound to the loop. ring and cfg are borrowed and must
- * outlive it. Returns NULL on failure (logged). */
+ * outlive it; ring may be NULL when only cd_sup_add_proc children are added.
+ * Returns NULL on failure (logged). */
 cd_supervisor *cd_sup_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
                           const cd_sup_cbs *cbs);
 
 /* Adds a child to the table (not started yet). Returns its slot, or -1 when
  * the table is full. `ops` is borrowed (static tables). */
 int cd_sup_add(cd_supervisor *s, cd_wk_kind kind, uint32_t index, const cd_wk_ops *ops);
+
+/* Main function of a cd_sup_add_proc child: runs in the forked child after
+ * the clean-up described above (fd = its end of the channel); must not
+ * return (if it does, the child exits CD_EXIT_FAILURE). */
+typedef void (*cd_sup_main_fn)(void *arg, int fd);
+
+/* Adds a child that runs main_fn(arg, fd) instead of a worker loop. `name`
+ * (static string) names it in logs and as its log component. Returns its
+ * slot, or -1 when the table is full. */
+int cd_sup_add_proc(cd_supervisor *s, const char *name, cd_sup_main_fn main_fn, void *arg);
 
 /* Forks every child that is not running. Returns 0, or -1 if a fork failed
  * (the slot is retried with back-off). */

@@ -19,29 +19,6 @@
 
 int cd_cli_status(int argc, char **argv);
 
-static void json_out(FILE *f, const cd_status *st, int alive)
-{
-    fprintf(f,
-            "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
-            ", \"network\": \"%s\", \"version\": \"%s\", "
-            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64
-            ", \"interval_s\": %" PRIu32 ", "
-            "\"height\": %" PRId32 ", \"stored_height\": %" PRId32 ", \"indexed_height\": %" PRId32
-            ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
-            "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
-            "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
-            "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
-            "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
-            ", \"index_mode\": \"%s\"}\n",
-            alive ? "true" : "false",
-            alive && cd_status_stale(st, (int64_t)time(NULL)) ? "true" : "false", st->pid,
-            st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
-            st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
-            st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
-            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done,
-            st->index_mode);
-}
-
 /* --watch: a line per status update (what an operator leaves open during an
  * initial sync). Returns 1 once the daemon is no longer running. */
 static int watch_status(const char *datadir)
@@ -134,7 +111,7 @@ int cd_cli_status(int argc, char **argv)
     if (alive && strcmp(st.state, "stopped") == 0)
         alive = 0; /* pid reused by an unrelated process */
     if (json)
-        json_out(stdout, &st, alive);
+        cd_status_print_json(stdout, &st, alive, (int64_t)time(NULL));
     else
         cd_status_print(stdout, &st, alive);
     rc = alive ? 0 : 1;

@@ -9,7 +9,8 @@
  *
  * A height means the block of the best chain (<datadir>/headers, read-only)
  * at that height, or, without a header tree, the last block stored with
- * that height.
+ * that height. Resolving and reading are src/storage/cd_lookup.c (shared
+ * with the HTTP API, so both mean the same block).
  *
  *   conduit-cli block <hash|height> [--hex | --out FILE] [--datadir D ...]
  *       default: a summary (hash, height, size, txs, merkle tree state)
@@ -18,19 +19,16 @@
  *   conduit-cli tx-offsets <hash|height> [--datadir D ...]
  *       one decimal byte offset per transaction, block order
  */
-#include "common/cd_log.h"
 #include "common/cd_util.h"
 #include "daemon/cd_config.h"
 #include "daemon/cli.h"
-#include "storage/cd_blockstore.h"
-#include "storage/cd_hdrtree.h"
+#include "storage/cd_lookup.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int cd_cli_block(int argc, char **argv);
 int cd_cli_tx_offsets(int argc, char **argv);
@@ -83,74 +81,34 @@ static int parse(const char *cmd, int argc, char **argv, int allow_out, store_ar
     return rc;
 }
 
-/* Opens the block store and resolves the id. Returns 0 or an exit code. */
-static int lookup(const char *cmd, store_args *a, cd_blockstore **bs, uint8_t hash[32],
+/* Opens the block store and resolves the id (cd_lookup: the header tree's
+ * best chain decides which block a height means). Returns 0 or an exit
+ * code. */
+static int lookup(const char *cmd, store_args *a, cd_lookup **lk_out, uint8_t hash[32],
                   cd_block_loc *loc)
 {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/blocks", a->cfg.datadir);
-    int rc = cd_blockstore_open(path, CD_BS_RDONLY, 0, bs);
-    if (rc) {
-        fprintf(stderr, "conduit-cli %s: cannot open block store %s: %s\n", cmd, path,
-                cd_blockstore_strerror(rc));
+    cd_lookup *lk = cd_lookup_new(a->cfg.datadir, a->cfg.net, CD_LOOKUP_PROBE_NETS);
+    *lk_out = lk;
+    if (cd_lookup_open_blocks(lk) != CD_LOOKUP_OK) {
+        fprintf(stderr, "conduit-cli %s: %s\n", cmd, cd_lookup_error(lk));
         return 1;
     }
-    size_t len = strlen(a->id);
-    if (len == 64) {
-        if (cd_hex_decode_rev(hash, 32, a->id) != 0) {
+    uint32_t height = 0;
+    int kind = cd_lookup_block_id(a->id, hash, &height);
+    if (kind < 0) {
+        if (strlen(a->id) == 64)
             fprintf(stderr, "conduit-cli %s: bad block hash '%s'\n", cmd, a->id);
-            return 2;
-        }
-    } else {
-        char *end;
-        errno = 0;
-        unsigned long long h = strtoull(a->id, &end, 10);
-        if (errno || *end || len == 0 || h >= UINT32_MAX) {
+        else
             fprintf(stderr, "conduit-cli %s: '%s' is neither a block hash nor a height\n", cmd,
                     a->id);
-            return 2;
-        }
-        /* the best chain of the header tree decides which block a height
-         * means (after a reorg); without a tree (standalone pipeline) the
-         * block store's own height index is used */
-        rc = -1;
-        char hpath[4096];
-        snprintf(hpath, sizeof(hpath), "%s/headers", a->cfg.datadir);
-        struct stat st;
-        cd_hdrtree *t = NULL;
-        if (stat(hpath, &st) == 0) {
-            /* the datadir's network is the one whose genesis the tree holds;
-             * probe quietly (a mismatch is not an error here) */
-            const btc_net *nets[5] = {a->cfg.net, btc_net_get(BTC_NET_REGTEST),
-                                      btc_net_get(BTC_NET_MAIN), btc_net_get(BTC_NET_TEST),
-                                      btc_net_get(BTC_NET_STN)};
-            cd_log_open("/dev/null");
-            for (int i = 0; i < 5 && !t; i++)
-                if (cd_hdrtree_open(&t, hpath, nets[i], CD_HDRTREE_RDONLY) != 0)
-                    t = NULL;
-            cd_log_open(NULL);
-        }
-        if (t) {
-            cd_hdr_node node;
-            if (cd_hdrtree_get_at(t, (int32_t)h, &node) == 0) {
-                memcpy(hash, node.hash, 32);
-                rc = 0;
-            }
-            cd_hdrtree_close(t);
-        }
-        if (rc != 0)
-            rc = cd_blockstore_hash_at(*bs, (uint32_t)h, hash);
-        if (rc) {
-            fprintf(stderr, "conduit-cli %s: no block stored at height %llu\n", cmd, h);
-            return 1;
-        }
+        return 2;
     }
-    rc = cd_blockstore_get(*bs, hash, loc);
-    if (rc) {
-        char hex[65];
-        cd_hex_encode_rev(hex, hash, 32);
-        fprintf(stderr, "conduit-cli %s: block %s: %s\n", cmd, hex,
-                rc == CD_BS_NOTFOUND ? "not stored" : cd_blockstore_strerror(rc));
+    if (kind == 0 && cd_lookup_block_hash_at(lk, height, hash) != CD_LOOKUP_OK) {
+        fprintf(stderr, "conduit-cli %s: no block stored at height %u\n", cmd, height);
+        return 1;
+    }
+    if (cd_lookup_block_get(lk, hash, loc) != CD_LOOKUP_OK) {
+        fprintf(stderr, "conduit-cli %s: %s\n", cmd, cd_lookup_error(lk));
         return 1;
     }
     return 0;
@@ -162,22 +120,16 @@ int cd_cli_block(int argc, char **argv)
     int rc = parse("block", argc, argv, 1, &a);
     if (rc)
         return rc == 3 ? 0 : rc;
-    cd_blockstore *bs = NULL;
+    cd_lookup *lk = NULL;
     uint8_t hash[32];
     cd_block_loc loc;
-    rc = lookup("block", &a, &bs, hash, &loc);
+    rc = lookup("block", &a, &lk, hash, &loc);
     if (rc)
         goto out;
     char hex[65];
     cd_hex_encode_rev(hex, hash, 32);
     if (!a.hex && !a.out) {
-        char mpath[4096];
-        snprintf(mpath, sizeof(mpath), "%s/merkle", a.cfg.datadir);
-        cd_blockstore *ms = NULL;
-        cd_merkle_meta mm;
-        int have_tree = cd_blockstore_open(mpath, CD_BS_RDONLY, 0, &ms) == 0 &&
-                        cd_blockstore_merkle_meta(ms, hash, &mm) == 0;
-        cd_blockstore_close(ms);
+        int have_tree = cd_lookup_block_has_tree(lk, hash);
         printf("hash %s\n", hex);
         if (loc.height != UINT32_MAX)
             printf("height %u\n", loc.height);
@@ -199,10 +151,8 @@ int cd_cli_block(int argc, char **argv)
     char *hx = a.hex ? cd_xmalloc(2 * bufsz + 1) : NULL;
     for (uint64_t off = 0; off < loc.size && rc == 0;) {
         size_t n = (size_t)CD_MIN((uint64_t)bufsz, loc.size - off);
-        int r = cd_blockstore_read(bs, &loc, off, buf, n);
-        if (r) {
-            fprintf(stderr, "conduit-cli block: %s: read at %" PRIu64 ": %s\n", hex, off,
-                    cd_blockstore_strerror(r));
+        if (cd_lookup_block_read(lk, &loc, off, buf, n) != CD_LOOKUP_OK) {
+            fprintf(stderr, "conduit-cli block: %s: %s\n", hex, cd_lookup_error(lk));
             rc = 1;
             break;
         }
@@ -224,7 +174,7 @@ int cd_cli_block(int argc, char **argv)
         rc = 1;
     }
 out:
-    cd_blockstore_close(bs);
+    cd_lookup_free(lk);
     cd_config_free(&a.cfg);
     return rc;
 }
@@ -235,18 +185,17 @@ int cd_cli_tx_offsets(int argc, char **argv)
     int rc = parse("tx-offsets", argc, argv, 0, &a);
     if (rc)
         return rc == 3 ? 0 : rc;
-    cd_blockstore *bs = NULL;
+    cd_lookup *lk = NULL;
     uint8_t hash[32];
     cd_block_loc loc;
-    rc = lookup("tx-offsets", &a, &bs, hash, &loc);
+    rc = lookup("tx-offsets", &a, &lk, hash, &loc);
     if (rc == 0) {
         uint64_t batch = 65536;
         uint64_t *offs = cd_xmalloc(batch * sizeof(uint64_t));
         for (uint64_t i = 0; i < loc.tx_count && rc == 0; i += batch) {
             uint64_t n = CD_MIN(batch, loc.tx_count - i);
-            int r = cd_blockstore_read_offsets(bs, &loc, i, n, offs);
-            if (r) {
-                fprintf(stderr, "conduit-cli tx-offsets: %s\n", cd_blockstore_strerror(r));
+            if (cd_lookup_block_offsets(lk, &loc, i, n, offs) != CD_LOOKUP_OK) {
+                fprintf(stderr, "conduit-cli tx-offsets: %s\n", cd_lookup_error(lk));
                 rc = 1;
                 break;
             }
@@ -255,7 +204,7 @@ int cd_cli_tx_offsets(int argc, char **argv)
         }
         free(offs);
     }
-    cd_blockstore_close(bs);
+    cd_lookup_free(lk);
     cd_config_free(&a.cfg);
     return rc;
 }

@@ -5,7 +5,8 @@
  * Everything that can be wrong with the configuration is found here, before
  * any process is forked or any store is opened: bad options (file:line and
  * the offending text), an unusable data directory, an unreachable PostgreSQL
- * server, a second daemon on the same data directory. Each prints one line
+ * server, a second daemon on the same data directory, an http_listen address
+ * that cannot be bound. Each prints one line
  * "conduitd: <problem>" to stderr and exits with CD_EXIT_CONFIG (2), which
  * systemd's RestartPreventExitStatus=2 treats as "do not restart".
  *
@@ -14,6 +15,7 @@
  */
 #include "daemon/cd_config.h"
 #include "daemon/cd_controller.h"
+#include "daemon/cd_http.h"
 #include "daemon/cd_notify.h"
 #include "daemon/cd_status.h"
 
@@ -153,6 +155,18 @@ static int lock_datadir(const cd_config *cfg, char *err, size_t errlen)
     return fd;
 }
 
+/* A configuration error found once the data directory is locked (and the
+ * log file open): also logged there, since the operator may only read that. */
+static int locked_config_error(cd_config *cfg, int lock_fd, const char *err)
+{
+    die_config(err);
+    if (cfg->log_file != NULL)
+        cd_log_error("%s", err);
+    close(lock_fd);
+    cd_config_free(cfg);
+    return CD_EXIT_CONFIG;
+}
+
 int main(int argc, char **argv)
 {
     cd_config cfg;
@@ -192,14 +206,18 @@ int main(int argc, char **argv)
         cd_config_free(&cfg);
         return CD_EXIT_CONFIG;
     }
-    if (cfg.index && check_postgres(&cfg, err, sizeof(err)) < 0) {
-        die_config(err);
-        if (cfg.log_file != NULL)
-            cd_log_error("%s", err);
-        close(lock_fd);
-        cd_config_free(&cfg);
-        return CD_EXIT_CONFIG;
+    if (cfg.index && check_postgres(&cfg, err, sizeof(err)) < 0)
+        return locked_config_error(&cfg, lock_fd, err);
+
+    /* bound here, before anything is forked: a bad address or a port in use
+     * is a configuration error like the others */
+    int http_fd = -1;
+    if (cfg.http_listen[0] != '\0') {
+        http_fd = cd_http_listen_open(cfg.http_listen, err, sizeof(err));
+        if (http_fd < 0)
+            return locked_config_error(&cfg, lock_fd, err);
     }
+    cd_http_set_listener(http_fd);
 
     cd_notify_init();
     cd_log_info("conduitd %s starting: network %s, datadir %s, %s%s", CD_VERSION, cfg.net->name,

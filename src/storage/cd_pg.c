@@ -169,6 +169,16 @@ static int fail(cd_pg *pg, PGresult *r, const char *what)
     int lost = PQstatus(pg->conn) == CONNECTION_BAD ||
                (state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
                           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0));
+    /* deadlock detected / serialization failure: the server rolled the
+     * transaction back; every operation here is safe to run again, so treat
+     * it like a lost connection (batches of two parsers can, in principle,
+     * wait on each other's uncommitted block registrations) */
+    if (!lost && state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0)) {
+        cd_log_warn("postgres: %s: SQLSTATE %s; will retry", what, state);
+        PQclear(r);
+        drop_conn(pg);
+        return RETRY;
+    }
     char m[512];
     snprintf(m, sizeof(m), "%s", msg ? msg : "");
     m[strcspn(m, "\n")] = 0;
@@ -449,6 +459,7 @@ void cd_pg_unit_free(cd_pg_unit *u)
     free(u->tx.p);
     free(u->in.p);
     free(u->pd.p);
+    free(u->marks);
     memset(u, 0, sizeof(*u));
 }
 
@@ -635,6 +646,15 @@ static int unit_eunit(const cd_pg_unit *u)
     return CD_PG_EUNIT;
 }
 
+/* The same unit, or (tx count known) any unit overlapping its tx range:
+ * committed with another cutting. $1 block_id, $2 unit_no, $3 first_tx,
+ * $4 tx_count (0: unknown). */
+static const char unit_check_sql[] =
+    "SELECT coalesce(bool_or(unit_no = $2 AND first_tx = $3 AND "
+    "                        ($4 = 0 OR tx_count = $4)), false), count(*) "
+    "FROM indexed_units WHERE block_id = $1 AND (unit_no = $2 OR "
+    "  ($4 > 0 AND first_tx < $3::bigint + $4 AND first_tx::bigint + tx_count > $3))";
+
 /* BEGIN and the marker check. 0 = transaction open, 1 = unit already
  * committed (rolled back), CD_PG_EUNIT, RETRY, CD_PG_ERROR. */
 static int open_op(cd_pg *pg, void *arg)
@@ -648,14 +668,7 @@ static int open_op(cd_pg *pg, void *arg)
     if (u->tx_count == 0 && u->expect_txs) /* streaming: rows not produced yet */
         snprintf(x.c, sizeof(x.c), "%u", u->expect_txs);
     if (rc == 0)
-        rc = q(pg, what,
-               /* the same unit, or (tx count known) any unit overlapping its
-                * tx range: committed with another cutting */
-               "SELECT coalesce(bool_or(unit_no = $2 AND first_tx = $3 AND "
-               "                        ($4 = 0 OR tx_count = $4)), false), count(*) "
-               "FROM indexed_units WHERE block_id = $1 AND (unit_no = $2 OR "
-               "  ($4 > 0 AND first_tx < $3::bigint + $4 AND first_tx::bigint + tx_count > $3))",
-               4, x.v, NULL, NULL, &r);
+        rc = q(pg, what, unit_check_sql, 4, x.v, NULL, NULL, &r);
     if (rc) {
         rollback(pg);
         return rc;
@@ -751,7 +764,9 @@ static void stream_flush(cd_pg_unit *u, cd_pg_buf *b)
     b->rows = 0;
 }
 
-int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u)
+/* Ends a unit's row stream before its commit: 0 to go on, else the error
+ * (a failed stream rolls the transaction back). */
+static int stream_end(cd_pg *pg, cd_pg_unit *u)
 {
     int rc = u->stream_rc;
     u->stream = NULL;
@@ -759,8 +774,14 @@ int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u)
         rollback(pg);
         return rc;
     }
-    if (!pg->conn)
-        return CD_PG_EAGAIN;
+    return pg->conn ? 0 : CD_PG_EAGAIN;
+}
+
+int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u)
+{
+    int rc = stream_end(pg, u);
+    if (rc)
+        return rc;
     rc = close_op(pg, u);
     return rc == RETRY ? CD_PG_EAGAIN : rc;
 }
@@ -772,8 +793,37 @@ void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u)
 }
 
 /* ------------------------------------------------------------------ */
-/* blocks and tip                                                      */
+/* batches: several units in one transaction                          */
 /* ------------------------------------------------------------------ */
+
+static int batch_begin_op(cd_pg *pg, void *arg)
+{
+    (void)arg;
+    return q(pg, "opening a batch", "BEGIN", 0, NULL, NULL, NULL, NULL);
+}
+
+int cd_pg_batch_begin(cd_pg *pg, cd_pg_unit *u)
+{
+    cd_pg_unit_reset(u, 0, 0, 0);
+    u->n_marks = 0;
+    u->mark_start = 0;
+    int rc = with_retry(pg, batch_begin_op, NULL);
+    if (rc == 0)
+        u->stream = pg;
+    return rc;
+}
+
+/* RETRY from an operation inside the batch: the transaction is gone. */
+static int batch_rc(cd_pg_unit *u, int rc)
+{
+    if (rc == RETRY) {
+        u->stream = NULL;
+        return CD_PG_EAGAIN;
+    }
+    return rc;
+}
+
+static int reg_op(cd_pg *pg, void *a);
 
 struct reg_arg {
     const uint8_t *hash, *header;
@@ -781,6 +831,142 @@ struct reg_arg {
     uint64_t tx_count, size;
     int64_t *block_id;
 };
+
+int cd_pg_batch_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
+                         int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id)
+{
+    if (!pg->conn)
+        return CD_PG_EAGAIN;
+    struct reg_arg a = {hash, header, height, tx_count, size, block_id};
+    int rc = reg_op(pg, &a);
+    if (rc == CD_PG_ERROR)
+        rollback(pg);
+    return rc == RETRY ? CD_PG_EAGAIN : rc;
+}
+
+int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx,
+                    uint32_t expect_txs)
+{
+    if (u->stream_rc) /* a streamed COPY failed: the batch is lost anyway */
+        return u->stream_rc;
+    if (!pg->conn)
+        return CD_PG_EAGAIN;
+    u->block_id = block_id;
+    u->unit_no = unit_no;
+    u->first_tx = first_tx;
+    u->mark_start = u->tx_count;
+    struct unit_vals x;
+    unit_vals_of(u, &x);
+    snprintf(x.c, sizeof(x.c), "%u", expect_txs);
+    PGresult *r = NULL;
+    int rc = q(pg, "checking a unit marker", unit_check_sql, 4, x.v, NULL, NULL, &r);
+    if (rc) {
+        if (rc == CD_PG_ERROR)
+            rollback(pg);
+        return batch_rc(u, rc);
+    }
+    int same = PQgetvalue(r, 0, 0)[0] == 't', exists = atoi(PQgetvalue(r, 0, 1)) > 0;
+    PQclear(r);
+    if (!exists)
+        return 0;
+    if (!same) {
+        u->tx_count = u->mark_start;
+        return unit_eunit(u);
+    }
+    return 1;
+}
+
+void cd_pg_batch_unit_done(cd_pg_unit *u)
+{
+    if (u->n_marks == u->cap_marks) {
+        u->cap_marks = u->cap_marks ? u->cap_marks * 2 : 16;
+        u->marks = cd_xrealloc(u->marks, u->cap_marks * sizeof(*u->marks));
+    }
+    cd_pg_marker *m = &u->marks[u->n_marks++];
+    m->block_id = u->block_id;
+    m->unit_no = u->unit_no;
+    m->first_tx = u->first_tx;
+    m->tx_count = u->tx_count - u->mark_start;
+}
+
+/* Appends "{a,b,...}" of n unsigned values (field f of each marker). */
+static char *marker_array(const cd_pg_unit *u, int f)
+{
+    size_t cap = 2 + u->n_marks * 21, len = 0;
+    char *s = cd_xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < u->n_marks; i++) {
+        const cd_pg_marker *m = &u->marks[i];
+        uint64_t v = f == 0   ? (uint64_t)m->block_id
+                     : f == 1 ? m->unit_no
+                     : f == 2 ? m->first_tx
+                              : m->tx_count;
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%" PRIu64, i ? "," : "", v);
+    }
+    s[len++] = '}';
+    s[len] = 0;
+    return s;
+}
+
+static int batch_commit_op(cd_pg *pg, cd_pg_unit *u)
+{
+    int rc = copy_table(pg, u, "transactions", cols_tx, &u->tx);
+    if (rc == 0)
+        rc = copy_table(pg, u, "inputs", cols_in, &u->in);
+    if (rc == 0)
+        rc = copy_table(pg, u, "pushdata", cols_pd, &u->pd);
+    if (rc)
+        return rc;
+    if (u->n_marks > 0) {
+        char *a[4];
+        for (int i = 0; i < 4; i++)
+            a[i] = marker_array(u, i);
+        const char *vals[4] = {a[0], a[1], a[2], a[3]};
+        PGresult *r = NULL;
+        rc = q(pg, "unit markers of a batch",
+               "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
+               "SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[]) "
+               "ON CONFLICT DO NOTHING",
+               4, vals, NULL, NULL, &r);
+        for (int i = 0; i < 4; i++)
+            free(a[i]);
+        if (rc)
+            return rc;
+        int inserted = atoi(PQcmdTuples(r));
+        PQclear(r);
+        if ((size_t)inserted != u->n_marks) {
+            /* a concurrent writer committed one of these units first; the
+             * caller runs the batch again, and cd_pg_batch_add skips it */
+            cd_log_info("postgres: batch of %zu units: %zu committed meanwhile by another "
+                        "writer; writing the batch again",
+                        u->n_marks, u->n_marks - (size_t)inserted);
+            rollback(pg);
+            return 1;
+        }
+    }
+    return q(pg, "committing a batch", "COMMIT", 0, NULL, NULL, NULL, NULL);
+}
+
+int cd_pg_batch_commit(cd_pg *pg, cd_pg_unit *u)
+{
+    int rc = stream_end(pg, u);
+    if (rc)
+        return rc;
+    rc = batch_commit_op(pg, u);
+    if (rc < 0 && rc != RETRY)
+        rollback(pg);
+    return rc == RETRY ? CD_PG_EAGAIN : rc;
+}
+
+void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u)
+{
+    u->stream = NULL;
+    rollback(pg);
+}
+
+/* ------------------------------------------------------------------ */
+/* blocks and tip                                                      */
+/* ------------------------------------------------------------------ */
 
 static int reg_op(cd_pg *pg, void *a)
 {
@@ -1025,21 +1211,22 @@ static int advance_locked(cd_pg *pg, int32_t *height)
 }
 
 struct complete_arg {
-    int64_t block_id;
+    const int64_t *ids;
+    size_t n;
     int *indexed;
     int32_t *height;
 };
 
-static int complete_op(cd_pg *pg, void *a)
+/* Inside a transaction holding the tip lock: marks the block indexed if its
+ * committed units cover it and the stored txids give the header's root.
+ * 0 (complete or not yet; *indexed set), CD_PG_EMERKLE, RETRY, CD_PG_ERROR;
+ * never rolls back (the caller does). */
+static int complete_locked(cd_pg *pg, int64_t block_id, int *indexed_out)
 {
-    struct complete_arg *x = a;
     char b[24];
-    snprintf(b, sizeof(b), "%" PRId64, x->block_id);
+    snprintf(b, sizeof(b), "%" PRId64, block_id);
     const char *vals[1] = {b};
-    int rc = q(pg, "completing a block", "BEGIN", 0, NULL, NULL, NULL, NULL);
-    if (rc == 0)
-        rc = q(pg, "completing a block", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
-               NULL, NULL, NULL);
+    int rc = 0;
     PGresult *r = NULL;
     if (rc == 0)
         rc = q(pg, "completing a block",
@@ -1048,13 +1235,10 @@ static int complete_op(cd_pg *pg, void *a)
                "  (SELECT count(*) FROM indexed_units u WHERE u.block_id = $1), b.height "
                "FROM blocks b WHERE b.block_id = $1",
                1, vals, NULL, NULL, &r);
-    if (rc) {
-        rollback(pg);
+    if (rc)
         return rc;
-    }
     if (PQntuples(r) != 1) {
         PQclear(r);
-        rollback(pg);
         cd_log_error("postgres: completing unknown block_id %s", b);
         return CD_PG_ERROR;
     }
@@ -1076,11 +1260,8 @@ static int complete_op(cd_pg *pg, void *a)
         r = PQexecParams(pg->conn,
                          "SELECT tx_hash FROM transactions WHERE block_id = $1 ORDER BY tx_pos", 1,
                          NULL, vals, NULL, NULL, 1);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = fail(pg, r, "reading txids for the merkle check");
-            rollback(pg);
-            return rc;
-        }
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            return fail(pg, r, "reading txids for the merkle check");
         size_t n = (size_t)PQntuples(r);
         uint8_t *ids = n == tx_count ? malloc(n * 32) : NULL;
         int ok = ids != NULL;
@@ -1096,7 +1277,6 @@ static int complete_op(cd_pg *pg, void *a)
              memcmp(root, header_root, 32) == 0;
         free(ids);
         if (!ok) {
-            rollback(pg);
             cd_log_error("postgres: block_id %s at height %s: the %zu stored txids do not give "
                          "the header's merkle root; block not marked indexed",
                          b, height, n);
@@ -1107,25 +1287,53 @@ static int complete_op(cd_pg *pg, void *a)
                "UPDATE blocks SET indexed = true, n_units = $2, indexed_at = now() "
                "WHERE block_id = $1",
                2, v2, NULL, NULL, NULL);
-        if (rc) {
-            rollback(pg);
+        if (rc)
             return rc;
-        }
         indexed = 1;
     }
-    if (x->indexed)
-        *x->indexed = indexed;
-    rc = advance_locked(pg, x->height);
+    if (indexed_out)
+        *indexed_out = indexed;
+    return 0;
+}
+
+/* BEGIN, the tip lock, complete_locked for each block, the tip advance,
+ * COMMIT. A merkle mismatch of one block leaves the others' work in place
+ * (with n == 1 it rolls back: nothing else changed). */
+static int complete_op(cd_pg *pg, void *a)
+{
+    struct complete_arg *x = a;
+    int rc = q(pg, "completing a block", "BEGIN", 0, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = q(pg, "completing a block", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
+               NULL, NULL, NULL);
+    int emerkle = 0;
+    for (size_t i = 0; rc == 0 && i < x->n; i++) {
+        rc = complete_locked(pg, x->ids[i], x->indexed);
+        if (rc == CD_PG_EMERKLE) {
+            emerkle = 1;
+            rc = x->n == 1 ? CD_PG_EMERKLE : 0;
+        }
+    }
+    if (rc == 0)
+        rc = advance_locked(pg, x->height);
     if (rc == 0)
         rc = q(pg, "completing a block", "COMMIT", 0, NULL, NULL, NULL, NULL);
     if (rc)
         rollback(pg);
-    return rc;
+    return rc ? rc : emerkle ? CD_PG_EMERKLE : 0;
 }
 
 int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed)
 {
-    struct complete_arg a = {block_id, indexed, NULL};
+    struct complete_arg a = {&block_id, 1, indexed, NULL};
+    return with_retry(pg, complete_op, &a);
+}
+
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n)
+{
+    if (n == 0)
+        return CD_PG_OK;
+    struct complete_arg a = {block_ids, n, NULL, NULL};
     return with_retry(pg, complete_op, &a);
 }
 

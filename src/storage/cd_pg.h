@@ -111,6 +111,12 @@ typedef struct cd_pg_buf {
     uint64_t rows;
 } cd_pg_buf;
 
+/* The marker of one unit whose rows sit in a batch (cd_pg_batch_*). */
+typedef struct cd_pg_marker {
+    int64_t block_id;
+    uint32_t unit_no, first_tx, tx_count;
+} cd_pg_marker;
+
 /* A unit's rows, encoded for COPY as they are produced. Reused across units
  * (cd_pg_unit_reset keeps the memory). */
 typedef struct cd_pg_unit {
@@ -129,6 +135,10 @@ typedef struct cd_pg_unit {
     int stream_rc;       /* first failure while streaming */
     uint32_t expect_txs; /* streaming: tx count the unit will have (0: unknown), so
                           * cd_pg_unit_open can compare it with a committed marker */
+    /* batch: markers of the units added so far, committed with their rows */
+    cd_pg_marker *marks;
+    size_t n_marks, cap_marks;
+    uint32_t mark_start; /* tx_count when the current unit was added */
 } cd_pg_unit;
 
 #define CD_PG_FLUSH_BYTES (16u << 20)
@@ -176,6 +186,43 @@ int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u);
 int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u);
 void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u);
 
+/*
+ * Batches: the rows and markers of several units in ONE transaction, for a
+ * parser that has more units queued than it has written (catch-up). Every
+ * statement and COPY costs PostgreSQL a fixed amount (parse, plan, executor
+ * start, ~800 tuple slots per COPY), which for blocks of a few thousand
+ * transactions or less outweighs the rows; a batch pays it once. Exactly
+ * once is unchanged: a unit's marker commits together with its rows.
+ *
+ *   rc = cd_pg_batch_begin(pg, u);       BEGIN (reconnects as needed); drops
+ *                                        the rows and markers of u
+ *   for each unit:
+ *     cd_pg_batch_register(...)          a block registered inside the batch
+ *                                        (only a block no other writer
+ *                                        registers concurrently: a block of
+ *                                        one unit)
+ *     rc = cd_pg_batch_add(pg, u, ...);  0: add its rows now (cd_pg_unit_add_*
+ *                                        with u->block_id set), then
+ *                                        cd_pg_batch_unit_done(u);
+ *                                        1: committed before, skip it;
+ *                                        CD_PG_EUNIT
+ *   rc = cd_pg_batch_commit(pg, u);      0: every added unit committed;
+ *                                        1: one of them was committed by
+ *                                        another writer meanwhile (all rolled
+ *                                        back: run the batch again)
+ * Any call may return CD_PG_EAGAIN: the connection was lost and the batch
+ * rolled back; run it again from cd_pg_batch_begin (bytes are still held).
+ * cd_pg_batch_cancel rolls back.
+ */
+int cd_pg_batch_begin(cd_pg *pg, cd_pg_unit *u);
+int cd_pg_batch_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
+                         int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
+int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx,
+                    uint32_t expect_txs);
+void cd_pg_batch_unit_done(cd_pg_unit *u);
+int cd_pg_batch_commit(cd_pg *pg, cd_pg_unit *u);
+void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
+
 /* ---- blocks and the tip ---- */
 
 /* Registers a block (idempotent on its hash) and returns its block_id. hash
@@ -210,6 +257,12 @@ int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
  *          but the root differs: logged, block left unindexed); errors.
  */
 int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
+
+/* cd_pg_block_try_complete for n blocks in one transaction (one lock, one
+ * tip advance): what a parser runs after committing a batch. A block whose
+ * root differs is logged and left unindexed (CD_PG_EMERKLE is returned after
+ * the others are done). */
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n);
 
 /* Advances the tip while the block at tip+1 that links to the tip is
  * indexed (first tip: the lowest registered block, once indexed). Returns

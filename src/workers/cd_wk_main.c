@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,22 @@ static int need(const cd_ipc_hdr *h, size_t sz)
     return 0;
 }
 
+int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no, uint32_t status)
+{
+    cd_ipc_unit_ack ack = {.block_id = block_id, .unit_no = unit_no, .status = status};
+    return cd_ipc_send(c->fd, CD_IPC_UNIT_ACK, &ack, sizeof(ack), NULL, 0);
+}
+
+/* 1 if a message (or EOF) is waiting on fd: the loop would not block. */
+static int input_ready(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int r;
+    while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
+        ;
+    return r != 0; /* an error counts as ready: the read reports it */
+}
+
 void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
 {
     uint8_t *buf = NULL;
@@ -74,6 +91,10 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
     uint64_t units_done = 0;
     for (;;) {
         cd_ipc_hdr h;
+        /* deferred units are settled when the queue runs dry, so a unit
+         * never waits for a message that has not been sent yet */
+        if (ops->idle && !input_ready(c->fd) && ops->idle(c) < 0)
+            wk_exit(c, ops, buf, CD_EXIT_FAILURE);
         int r = cd_ipc_recv(c->fd, &h, &buf, &cap);
         if (r == 0)
             wk_exit(c, ops, buf, CD_EXIT_OK); /* controller gone */
@@ -104,6 +125,10 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
                 break;
             }
             units_done++;
+            if (st == CD_WK_DEFERRED) {
+                cd_wk_maybe_crash(c, units_done); /* a crash with the unit held */
+                break;
+            }
             cd_wk_maybe_crash(c, units_done);
             cd_ipc_unit_ack ack = {
                 .block_id = u->block_id, .unit_no = u->unit_no, .status = (uint32_t)st};
@@ -132,16 +157,23 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
         case CD_IPC_BLOCK_ABORT:
             if (need(&h, sizeof(cd_ipc_block_ref)))
                 wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            /* held units first: they are handled as if acked before */
+            if (ops->idle && ops->idle(c) < 0)
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
             if (ops->abort)
                 ops->abort(c, (const cd_ipc_block_ref *)buf);
             break;
         case CD_IPC_BLOCK_DELETE:
             if (need(&h, sizeof(cd_ipc_block_ref)))
                 wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            if (ops->idle && ops->idle(c) < 0)
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
             if (ops->del)
                 rc = ops->del(c, (const cd_ipc_block_ref *)buf);
             break;
         case CD_IPC_SHUTDOWN:
+            if (ops->idle)
+                ops->idle(c);
             wk_exit(c, ops, buf, CD_EXIT_OK);
         default:
             cd_log_error("%s worker: unexpected message type %u", ops->name, h.type);

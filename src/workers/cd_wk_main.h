@@ -58,9 +58,14 @@ static inline const uint8_t *cd_wk_unit_bytes(const cd_wk_ctx *c, const cd_ipc_u
  * Hooks of one worker kind. Return conventions:
  *   init:  0, or a CD_EXIT_* code to exit with.
  *   begin/del: 0, or -1 (fatal: the worker exits CD_EXIT_FAILURE).
- *   unit:  a cd_ipc_status >= 0 sent back in UNIT_ACK, or -1 (fatal, no ack).
+ *   unit:  a cd_ipc_status >= 0 sent back in UNIT_ACK, or -1 (fatal, no ack),
+ *          or CD_WK_DEFERRED: the unit is held and the hook owes its UNIT_ACK
+ *          (sent with cd_wk_send_ack from a later hook, normally idle).
  *   end:   1 and *done filled -> BLOCK_DONE is sent; 0 -> nothing sent;
  *          -1 fatal.
+ *   idle:  called when no message is waiting (before the loop blocks), and
+ *          before BLOCK_ABORT / BLOCK_DELETE / SHUTDOWN are handled: settle
+ *          every deferred unit and send its ack. 0, or -1 (fatal).
  * Any hook may be NULL (treated as success / no reply).
  */
 typedef struct cd_wk_ops {
@@ -72,7 +77,14 @@ typedef struct cd_wk_ops {
     void (*abort)(cd_wk_ctx *c, const cd_ipc_block_ref *r);
     int (*del)(cd_wk_ctx *c, const cd_ipc_block_ref *r);
     void (*fini)(cd_wk_ctx *c);
+    int (*idle)(cd_wk_ctx *c);
 } cd_wk_ops;
+
+/* unit hook: "held, ack later" (see cd_wk_ops). Not a cd_ipc_status. */
+#define CD_WK_DEFERRED 0x7fff
+
+/* Sends the UNIT_ACK of a deferred unit. 0, or -1 (controller gone). */
+int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no, uint32_t status);
 
 /* Runs the worker until shutdown; never returns (see banner). */
 CD_NORETURN void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops);

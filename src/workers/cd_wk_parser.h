@@ -11,7 +11,9 @@
  * the same in input scripts (coinbase included), DATA (4) every push of >= 1
  * byte inside an output's data region when opts->data_pushes (config
  * index_data_pushes) is set. Keys repeated within one script are reported
- * once.
+ * once. Rows of each kind arrive in block order (a transaction's row before
+ * its input and push rows); hashes are computed for 32 transactions at a time
+ * (btc_txbatch.h) before their rows are reported.
  *
  * cd_wk_index_unit = parse + the standard sink into a cd_pg_unit +
  * cd_pg_write_unit: the one code path used by the worker process, the

@@ -83,6 +83,7 @@ OTHER = {
     "log_level": ("debug", "debug"),
     "log_file": (None, None),  # filled per test
     "user_agent": ("/probe:1/", "/probe:1/"),
+    "http_listen": ("127.0.0.1:8085", "127.0.0.1:8085"),
     "status_interval": ("3", "3"),
 }
 
@@ -170,11 +171,29 @@ def test_bad_file(build_dir, tmp_path, text, needles):
     (["--parser-workers=999"], ["parser_workers out of range 0..256: '999'"]),
     (["--connect", "host:0"], ["connect expects host[:port]", "'host:0'"]),
     (["--datadir"], ["missing value: '--datadir'"]),
+    (["--http-listen", "8085"], ["http_listen expects address:port", "'8085'"]),
+    (["--http-listen", "127.0.0.1:99999"], ["http_listen expects address:port"]),
     (["--ring-size", "32M", "--unit-size", "20M"],
      ["unit_size 20M must be at most half of ring_size 32M"]),
 ])
 def test_bad_flags(build_dir, tmp_path, args, needles):
     assert_config_error(run(build_dir, args + ["--no-index"]), *needles)
+
+
+def test_http_listen_port_in_use(build_dir, tmp_path):
+    """The HTTP API's address is bound before anything starts: a port that is
+    taken is a configuration error (one line, exit 2), not a crash loop."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        assert_config_error(run(build_dir, ["--regtest", "--datadir", str(tmp_path / "d"),
+                                            "--no-index", "--http-listen", f"127.0.0.1:{port}"]),
+                            f"http_listen 127.0.0.1:{port}", "Address already in use")
+    finally:
+        s.close()
 
 
 def test_missing_conf_file(build_dir, tmp_path):

@@ -124,6 +124,31 @@ def test_daemon_indexes_chain116(pg_module, build_dir, simnode_regtest116, tmp_p
     assert dump(pg_module, "daemon116") == reference
 
 
+def test_daemon_batches_queued_units(pg_module, build_dir, simnode_regtest116, tmp_path,
+                                     reference):
+    """Units that queue up at a parser while it waits for PostgreSQL are
+    written together: one transaction for many units (their markers share
+    the transaction's committed_at), each row still exactly once."""
+    ci = create_db(pg_module, "daemonbatch")
+    # hold the tip lock, so every parser stalls in its first block completion
+    # while the controller keeps dispatching the other blocks to it
+    hold = subprocess.Popen(
+        ["psql", "-X", "-q", "-h", pg_module.sockdir, "-p", str(pg_module.port), "-U", "postgres",
+         "-d", "daemonbatch", "-c", "SELECT pg_advisory_lock(4242424202); SELECT pg_sleep(4);"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = start(build_dir, tmp_path / "d", simnode_regtest116.port, ci)
+    try:
+        assert hold.wait(timeout=60) == 0
+        wait_tip(pg_module, "daemonbatch", d, 116)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert dump(pg_module, "daemonbatch") == reference
+    units, txns = psql(pg_module, "daemonbatch",
+                       "SELECT count(*), count(DISTINCT committed_at) FROM indexed_units;")[0]
+    assert int(units) >= 117 and int(txns) < int(units) // 2, (units, txns)
+
+
 def test_daemon_parser_killed_mid_run(pg_module, build_dir, simnode_regtest116, tmp_path,
                                       reference):
     ci = create_db(pg_module, "daemonkill")

@@ -80,6 +80,8 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
     case CD_OPT_STRING:
         if (strcmp(o->name, "datadir") == 0 || strcmp(o->name, "log_file") == 0)
             snprintf(in, len, "/tmp/cd-test-%s", o->name);
+        else if (strcmp(o->name, "http_listen") == 0) /* validated: address:port */
+            snprintf(in, len, "127.0.0.1:8085");
         else
             snprintf(in, len, "value-for-%s", o->name);
         snprintf(canon, len, "%s", in);
@@ -331,6 +333,12 @@ START_TEST(test_file_errors)
     expect_file_error("network = bch\n", "network expects main, test, regtest or stn: 'bch'", 1);
     expect_file_error("log_level = loud\n", "log_level expects one of error, warn, info, debug", 1);
     expect_file_error("connect = host:99999\n", "connect expects host[:port]", 1);
+    expect_file_error("http_listen = 8085\n", "http_listen expects address:port", 1);
+    expect_file_error("http_listen = localhost\n", "http_listen expects address:port", 1);
+    expect_file_error("http_listen = ::1:80\n", "http_listen expects address:port", 1);
+    expect_file_error("http_listen = [::1]\n", "http_listen expects address:port", 1);
+    expect_file_error("http_listen = 127.0.0.1:70000\n", "http_listen expects address:port", 1);
+    expect_file_error("http_listen = 127.0.0.1:\n", "http_listen expects address:port", 1);
     expect_file_error("just some words\n", "expected 'key = value': 'just some words'", 1);
 
     char err[1024] = "", path[512];

@@ -495,6 +495,97 @@ START_TEST(block_gaps_from_markers)
 }
 END_TEST
 
+/* Rows of txs [a, b) of block 413567 (offs: tx start offsets) into the open
+ * batch as unit unit_no. Returns cd_pg_batch_add's code. */
+static int batch_range(cd_pg *pg, cd_pg_unit *u, int64_t id, const uint8_t *blk,
+                       const uint64_t *offs, uint32_t unit_no, uint32_t a, uint32_t b)
+{
+    int rc = cd_pg_batch_add(pg, u, id, unit_no, a, b - a);
+    if (rc != 0)
+        return rc;
+    cd_wk_parse_opts o = {1, 0};
+    cd_wk_sink s = cd_wk_unit_sink(u);
+    ck_assert_int_eq(
+        cd_wk_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
+        (long)(b - a));
+    cd_pg_batch_unit_done(u);
+    return 0;
+}
+
+START_TEST(batch_units_one_transaction)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    cd_pg_set_retry(pg, 0, 100, NULL);
+    int64_t id = reg413567(pg, blk, len);
+    uint64_t *offs = malloc(1558 * sizeof(uint64_t));
+    size_t off = 83, consumed;
+    cd_wk_sink none = {0};
+    for (int i = 0; i < 1557; i++) {
+        offs[i] = off;
+        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
+                         1);
+        off += consumed;
+    }
+    offs[1557] = len;
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    u.flush_bytes = 8192; /* some rows stream out before the commit */
+
+    /* two units in one batch: both markers in one transaction */
+    ck_assert_int_eq(cd_pg_batch_begin(pg, &u), 0);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 0, 0, 500), 0);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 1, 500, 1000), 0);
+    ck_assert_int_eq(cd_pg_batch_commit(pg, &u), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), 2);
+    ck_assert_int_eq(scalar(pg, "SELECT count(DISTINCT committed_at) FROM indexed_units"), 1);
+    ck_assert_int_eq(scalar(pg, "SELECT sum(tx_count) FROM indexed_units"), 1000);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1000);
+
+    /* the connection is lost in the middle of a batch: nothing of it
+     * commits, and the batch written again is complete */
+    ck_assert_int_eq(cd_pg_batch_begin(pg, &u), 0);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 0, 0, 500), 1); /* committed before */
+    PGconn *k = PQconnectdb(conninfo);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(cd_pg_conn(pg)));
+    PQclear(PQexec(k, sql));
+    PQfinish(k);
+    int rc = batch_range(pg, &u, id, blk, offs, 2, 1000, 1557);
+    if (rc == 0)
+        rc = cd_pg_batch_commit(pg, &u);
+    ck_assert_int_eq(rc, CD_PG_EAGAIN);
+    ck_assert_int_eq(cd_pg_connect(pg), CD_PG_OK);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), 2);
+    ck_assert_int_eq(cd_pg_batch_begin(pg, &u), 0);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 1, 500, 1000), 1);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 2, 1000, 1557), 0);
+    ck_assert_int_eq(cd_pg_batch_commit(pg, &u), 0);
+
+    /* the same rows as unit-by-unit writes, each once */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata WHERE flags = 2"), 3957);
+    cd_pg *ref = open_migrated();
+    index_units(ref, CD_PG_COPY_BINARY, reg413567(ref, blk, len), blk, len, 200000, 0);
+    char *da = dump(pg), *db = dump(ref);
+    ck_assert_str_eq(da, db);
+    free(da);
+    free(db);
+
+    /* completion of a batch's blocks: merkle check, indexed, tip */
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, &id, 1), 0);
+    int32_t h = 0;
+    ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
+    ck_assert_int_eq(h, 413567);
+    cd_pg_unit_free(&u);
+    cd_pg_free(ref);
+    cd_pg_free(pg);
+    free(offs);
+    free(blk);
+}
+END_TEST
+
 static Suite *suite_pg(void)
 {
     Suite *s = suite_create("pg");
@@ -515,6 +606,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, streamed_unit_equals_buffered);
     tcase_add_test(tc, stream_connection_lost_mid_unit);
     tcase_add_test(tc, block_gaps_from_markers);
+    tcase_add_test(tc, batch_units_one_transaction);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2,10 +2,15 @@
  * test_pg_parser.c - the parser worker's row extraction against real
  * mainnet data (no database needed): txids, offsets and sizes of block
  * 413567, its INPUT pushdata keys in order, the OUTPUT keys of two real
- * transactions, DATA keys, malformed input, and the COPY row encodings.
+ * transactions, DATA keys, malformed input, and the COPY row encodings;
+ * every row of block 413567 against the per-transaction btc_* calls (the
+ * worker hashes in batches), with SHA-NI and without.
  */
 #include "cd_test.h"
 
+#include "bitcoin/btc_script.h"
+#include "bitcoin/btc_sha256.h"
+#include "bitcoin/btc_tx.h"
 #include "common/cd_hash.h"
 #include "common/cd_util.h"
 #include "storage/cd_pg.h"
@@ -287,6 +292,82 @@ START_TEST(malformed_unit)
 }
 END_TEST
 
+/* Rows of txs [0, ntx) of block 413567 == btc_tx_txid, the non-coinbase
+ * outpoints and btc_tx_push_keys of each tx, in order. */
+static void check_rows_per_tx(const rows *r, const uint8_t *blk, size_t len, size_t ntx)
+{
+    static btc_tx_push_key keys[8192];
+    ck_assert_uint_eq(r->ntx, ntx);
+    size_t pos = 83, in_at = 0, push_at = 0;
+    for (size_t t = 0; t < ntx; t++) {
+        btc_tx tx;
+        ck_assert_int_eq(btc_tx_parse(&tx, blk + pos, len - pos), 0);
+        uint8_t id[32];
+        btc_tx_txid(&tx, id);
+        ck_assert_mem_eq(r->txid[t], id, 32);
+        ck_assert_uint_eq(r->off[t], pos);
+        ck_assert_uint_eq(r->size[t], tx.size);
+        btc_tx_iter it;
+        btc_txin in;
+        btc_tx_inputs(&tx, &it);
+        for (uint32_t i = 0; btc_tx_next_input(&it, &in); i++) {
+            if (t == 0)
+                continue; /* the coinbase spends nothing */
+            ck_assert_uint_lt(in_at, r->nin);
+            ck_assert_uint_eq(r->in[in_at].tx_pos, t);
+            ck_assert_uint_eq(r->in[in_at].in_idx, i);
+            ck_assert_uint_eq(r->in[in_at].prev_idx, in.prev_index);
+            ck_assert_mem_eq(r->in[in_at].prev, in.prev_txid, 32);
+            in_at++;
+        }
+        size_t nk = btc_tx_push_keys(&tx, NULL, keys, CD_ARRAY_LEN(keys));
+        ck_assert_uint_le(nk, CD_ARRAY_LEN(keys));
+        for (size_t k = 0; k < nk; k++, push_at++) {
+            ck_assert_uint_lt(push_at, r->npush);
+            ck_assert_uint_eq(r->push[push_at].tx_pos, t);
+            ck_assert_uint_eq(r->push[push_at].idx, keys[k].index);
+            ck_assert_uint_eq(r->push[push_at].flags, keys[k].flags);
+            ck_assert_mem_eq(r->push[push_at].key, keys[k].hash, 32);
+        }
+        pos += tx.size;
+    }
+    ck_assert_uint_eq(in_at, r->nin);
+    ck_assert_uint_eq(push_at, r->npush);
+}
+
+START_TEST(block413567_rows_match_per_tx)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    cd_wk_parse_opts o = {1, 0}; /* DATA keys on, no length limit: the btc defaults */
+    for (int accel = 1; accel >= 0; accel--) {
+        btc_sha256_set_accel(accel);
+        rows r = {0};
+        cd_wk_sink s = sink_of(&r);
+        size_t consumed = 0;
+        ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed), 1557);
+        ck_assert_uint_eq(consumed, len - 83);
+        check_rows_per_tx(&r, blk, len, 1557);
+        rows_free(&r);
+        /* max_txs inside a batch, and across batches */
+        for (uint32_t max = 1; max <= 70; max += 23) {
+            ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, max, &o, &s, &consumed),
+                             max);
+            check_rows_per_tx(&r, blk, len, max);
+            rows_free(&r);
+        }
+        /* no tx callback: the same input and push rows */
+        cd_wk_sink np = {&r, NULL, r_in, r_push};
+        ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &np, NULL), 1557);
+        ck_assert_uint_eq(r.ntx, 0);
+        ck_assert_uint_gt(r.npush, 1557);
+        rows_free(&r);
+    }
+    btc_sha256_set_accel(1);
+    free(blk);
+}
+END_TEST
+
 START_TEST(copy_encodings)
 {
     uint8_t h[32];
@@ -333,6 +414,7 @@ static Suite *suite_pg_parser(void)
     tcase_add_test(tc, real_tx_output_keys);
     tcase_add_test(tc, regtest_block116_data_keys);
     tcase_add_test(tc, malformed_unit);
+    tcase_add_test(tc, block413567_rows_match_per_tx);
     suite_add_tcase(s, tc);
     tc = tcase_create("copy");
     tcase_add_test(tc, copy_encodings);
