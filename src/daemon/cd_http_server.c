@@ -235,6 +235,13 @@ static int lookup_failed(http_srv *s, struct evhttp_request *req, int rc)
     case CD_LOOKUP_EDB:
         if (pg_lost(s))
             return H_DB_LOST;
+        /* undefined table / function: a first start has not created the
+         * schema yet; the index is unavailable, not broken */
+        if (!strcmp(cd_lookup_sqlstate(s->lk), "42P01") ||
+            !strcmp(cd_lookup_sqlstate(s->lk), "42883")) {
+            reply_error(req, 503, "the index schema is not created yet (conduitd is starting)");
+            return H_DONE;
+        }
         cd_log_warn("http: %s", msg);
         reply_error(req, 500, "%s", msg);
         return H_DONE;

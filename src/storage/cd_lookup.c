@@ -32,6 +32,7 @@ struct cd_lookup {
     cd_blockstore *merkle; /* <datadir>/merkle */
     cd_hdrtree *tree;      /* <datadir>/headers, RDONLY */
     char err[512];
+    char sqlstate[6]; /* of the last failed query, "" if none */
 };
 
 static void set_err(cd_lookup *lk, const char *fmt, ...) CD_PRINTF(2, 3);
@@ -82,6 +83,11 @@ void cd_lookup_set_pg(cd_lookup *lk, PGconn *conn)
 {
     lk->pg = conn;
     lk->prepared = 0; /* a new session has none of our statements */
+}
+
+const char *cd_lookup_sqlstate(const cd_lookup *lk)
+{
+    return lk->sqlstate;
 }
 
 const char *cd_lookup_error(const cd_lookup *lk)
@@ -229,6 +235,15 @@ static const struct {
                    "ORDER BY height, tx_pos, flags, idx LIMIT $6::integer"},
 };
 
+/* Records a failed query's message and SQLSTATE; frees r. */
+static void query_failed(cd_lookup *lk, PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(lk->sqlstate, sizeof(lk->sqlstate), "%s", state ? state : "");
+    set_err(lk, "query failed: %s", PQerrorMessage(lk->pg));
+    PQclear(r);
+}
+
 /* Runs statement q with binary results: as a prepared statement (prepared
  * on first use per session) with CD_LOOKUP_PREPARE, which saves the
  * planning (~0.8 ms of server CPU for the tx lookup, several times its
@@ -237,6 +252,7 @@ static const struct {
 static PGresult *query(cd_lookup *lk, int q, int nbin, const uint8_t *const *bin, int ntext,
                        const char *const *text)
 {
+    lk->sqlstate[0] = '\0';
     if (!lk->pg) {
         set_err(lk, "no PostgreSQL connection");
         return NULL;
@@ -266,8 +282,7 @@ static PGresult *query(cd_lookup *lk, int q, int nbin, const uint8_t *const *bin
             /* 42P05: prepared by an earlier handle on this session */
             int ok = PQresultStatus(r) == PGRES_COMMAND_OK || (state && !strcmp(state, "42P05"));
             if (!ok) {
-                set_err(lk, "query failed: %s", PQerrorMessage(lk->pg));
-                PQclear(r);
+                query_failed(lk, r);
                 return NULL;
             }
             PQclear(r);
@@ -278,8 +293,7 @@ static PGresult *query(cd_lookup *lk, int q, int nbin, const uint8_t *const *bin
         r = PQexecParams(lk->pg, stmts[q].sql, n, NULL, vals, lens, fmts, 1);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        set_err(lk, "query failed: %s", PQerrorMessage(lk->pg));
-        PQclear(r);
+        query_failed(lk, r);
         return NULL;
     }
     return r;

@@ -92,6 +92,10 @@ void cd_lookup_close_stores(cd_lookup *lk);
  * Valid until the next call on the handle. */
 const char *cd_lookup_error(const cd_lookup *lk);
 
+/* SQLSTATE of the last failed query ("" when the last query succeeded or
+ * never reached the server), e.g. "42P01" while the schema is not created. */
+const char *cd_lookup_sqlstate(const cd_lookup *lk);
+
 /* ---- transactions ---- */
 
 typedef struct cd_lookup_tx {

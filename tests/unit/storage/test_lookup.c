@@ -507,6 +507,7 @@ START_TEST(errors_no_db_no_store_bad_bytes)
     int32_t th;
     ck_assert_int_eq(cd_lookup_tx_find(lk, txid, 1, &tx), CD_LOOKUP_EDB);
     ck_assert_str_eq(cd_lookup_error(lk), "no PostgreSQL connection");
+    ck_assert_str_eq(cd_lookup_sqlstate(lk), "");
     ck_assert_int_eq(cd_lookup_tip(lk, &th, hash), CD_LOOKUP_EDB);
     /* LMDB-only lookups still work */
     ck_assert_int_eq(cd_lookup_block_hash_at(lk, 5, hash), CD_LOOKUP_OK);
@@ -546,7 +547,12 @@ START_TEST(errors_no_db_no_store_bad_bytes)
     ck_assert_int_eq(cd_lookup_tx_find(lk, txid, 0, &tx), CD_LOOKUP_EDB);
     ck_assert_ptr_nonnull(strstr(cd_lookup_error(lk), "query failed"));
     ck_assert_ptr_null(strchr(cd_lookup_error(lk), '\n'));
+    /* undefined table: what a first start looks like before the schema
+     * exists (the HTTP server answers 503 for it) */
+    ck_assert_str_eq(cd_lookup_sqlstate(lk), "42P01");
     exec_ok(conn, "ALTER VIEW best_transactions_x RENAME TO best_transactions");
+    ck_assert_int_eq(cd_lookup_tx_find(lk, txid, 0, &tx), CD_LOOKUP_OK);
+    ck_assert_str_eq(cd_lookup_sqlstate(lk), "");
     close_lookup(lk);
 }
 END_TEST
