@@ -154,18 +154,28 @@ static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
         return CD_IPC_ERR_MALFORMED;
     }
     const uint8_t *p = cd_wk_unit_bytes(c, u);
-    for (uint32_t i = 0; i < u->tx_count; i++) {
-        uint64_t start = tx_off[i];
-        uint64_t end = (i + 1 < u->tx_count) ? tx_off[i + 1] : u->len;
-        if (end < start || end > u->len) {
-            m->bad = 1;
-            return CD_IPC_ERR_MALFORMED;
+    /* txids in batches: btc_sha256_many keeps two SHA-NI lanes busy */
+    enum { BATCH = 32 };
+    btc_sha256_job jobs[BATCH];
+    uint8_t txids[BATCH][32];
+    for (uint32_t i0 = 0; i0 < u->tx_count; i0 += BATCH) {
+        uint32_t n = u->tx_count - i0 < BATCH ? u->tx_count - i0 : BATCH;
+        for (uint32_t k = 0; k < n; k++) {
+            uint32_t i = i0 + k;
+            uint64_t start = tx_off[i];
+            uint64_t end = (i + 1 < u->tx_count) ? tx_off[i + 1] : u->len;
+            if (end < start || end > u->len) {
+                m->bad = 1;
+                return CD_IPC_ERR_MALFORMED;
+            }
+            jobs[k] = (btc_sha256_job){p + start, (size_t)(end - start), txids[k], 1};
         }
-        uint8_t txid[32];
-        btc_sha256d(txid, p + start, (size_t)(end - start));
-        if (btc_merkle_stream_add(&m->stream, txid) != 0) {
-            m->bad = 1;
-            return CD_IPC_ERR_MALFORMED;
+        btc_sha256_many(jobs, n);
+        for (uint32_t k = 0; k < n; k++) {
+            if (btc_merkle_stream_add(&m->stream, txids[k]) != 0) {
+                m->bad = 1;
+                return CD_IPC_ERR_MALFORMED;
+            }
         }
     }
     m->filled += u->tx_count;
