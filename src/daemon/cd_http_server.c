@@ -409,6 +409,13 @@ static int h_tx(http_srv *s, struct evhttp_request *req, http_args *a)
     }
     uint8_t *raw = NULL;
     rc = cd_lookup_tx_read(s->lk, &tx, &raw);
+    if (rc == CD_LOOKUP_ENOTFOUND && tx.mempool) {
+        /* it left the mempool since the find (confirmed, most likely): once
+         * more, now from its block */
+        rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
+        if (rc == CD_LOOKUP_OK)
+            rc = cd_lookup_tx_read(s->lk, &tx, &raw);
+    }
     if (rc != CD_LOOKUP_OK) {
         evbuffer_free(b);
         return lookup_failed(s, req, rc);
@@ -451,7 +458,9 @@ static int h_proof(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     cd_lookup_tx tx;
-    int rc = cd_lookup_tx_find(s->lk, txid, 0, &tx);
+    /* the mempool too: a tx there gets "not in a block yet" (404), not
+     * "unknown" */
+    int rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
     if (rc != CD_LOOKUP_OK)
         return lookup_failed(s, req, rc);
     uint8_t branch[CD_LOOKUP_MAX_DEPTH * 32];

@@ -7,7 +7,9 @@
  * mempool notifications). All decisions live in SQL (cd_reorg_step,
  * cd_mempool_add in sql/002_reorg_mempool.sql) so that each one is a single
  * transaction; this module only feeds them: the tree's tip and the relayed
- * transactions, parsed by the same code as the parser workers.
+ * transactions, parsed by the same code as the parser workers, with their
+ * bytes (mempool_tx.raw, sql/004_mempool_raw.sql: what conduit-cli tx and
+ * the HTTP API return for an unconfirmed tx).
  *
  * NOTES
  *  - The controller loop never waits for PostgreSQL (DESIGN.md section 2):
@@ -67,6 +69,7 @@
 typedef struct mp_tx {
     uint8_t txid[32];
     uint32_t size;
+    uint8_t *raw; /* size bytes, as the peer sent them (stored in mempool_tx.raw) */
     uint8_t *ins; /* n_in x 36 bytes: prev txid, LE prev index */
     size_t n_in, cap_in;
     uint8_t *keys; /* n_push x 32 */
@@ -80,9 +83,9 @@ typedef struct mp_buf {
     size_t len, cap;
 } mp_buf;
 
-/* Parameters of cd_mempool_add_batch: bytea ones sent binary, integer
- * arrays as text literals. */
-enum { P_TXIDS, P_SIZES, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
+/* Parameters of cd_mempool_add_batch (the sql/004 signature, with the txs'
+ * bytes): bytea ones sent binary, integer arrays as text literals. */
+enum { P_TXIDS, P_SIZES, P_RAWS, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
 
 /* A batch built from the queue's head; owned until its statement succeeded
  * or failed with an SQL error (resent after a reconnect). */
@@ -175,6 +178,7 @@ static int seen_add(mp_state *s, const uint8_t h[32])
 
 static void tx_free(mp_tx *t)
 {
+    free(t->raw);
     free(t->ins);
     free(t->keys);
     free(t->idx);
@@ -202,7 +206,7 @@ static void arr_add(mp_buf *b, uint32_t v)
 
 static size_t is_array(int i)
 {
-    return i != P_TXIDS && i != P_INS && i != P_PUSH;
+    return i != P_TXIDS && i != P_RAWS && i != P_INS && i != P_PUSH;
 }
 
 /* ---- asynchronous PostgreSQL connection ---- */
@@ -470,6 +474,7 @@ static void batch_build(mp_state *s)
         mp_tx *t = &s->q[k];
         buf_add(&b[P_TXIDS], t->txid, 32);
         arr_add(&b[P_SIZES], t->size);
+        buf_add(&b[P_RAWS], t->raw, t->size); /* split again by sizes in SQL */
         if (t->n_in)
             buf_add(&b[P_INS], t->ins, t->n_in * 36);
         for (size_t j = 0; j < t->n_in; j++)
@@ -510,7 +515,7 @@ static void batch_send(mp_state *s)
     fmts[P_N] = 0;
     send_params(s, OP_BATCH,
                 "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 P_N + 1, vals, lens, fmts);
 }
 
@@ -858,6 +863,8 @@ static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uin
                      cp2p_peer_name(ctx->peer));
         return;
     }
+    t->raw = cd_xmalloc(len ? len : 1);
+    memcpy(t->raw, raw, len);
     s->q_n++;
     dispatch(s); /* sent now if the connection is idle, else after the statement in flight */
 }

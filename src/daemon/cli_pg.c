@@ -8,9 +8,10 @@
  * stores, opened read-only (safe while conduitd runs).
  *
  *   conduit-cli tx <txid> [--hex] [--datadir D] [--pg-conninfo S] ...
- *       default: where the tx is (block, height, index, offset, size);
+ *       default: where the tx is (block, height, index, offset, size), or
+ *                "mempool yes" and its size for an unconfirmed tx;
  *       --hex:   the raw transaction as one hex line (checked: its sha256d
- *                is the txid)
+ *                is the txid), confirmed or in the mempool
  *   conduit-cli merkle-proof <txid> [--target hash|header|merkleroot]
  *                            [--include-tx] [...]
  *       TSC proof JSON as ConduitDB served it (reference/conduitdb.md §1):
@@ -97,7 +98,8 @@ static int parse(const char *cmd, const char *extra_usage, int argc, char **argv
 }
 
 /* Connects (one attempt: a CLI fails fast) and finds the tx on the best
- * chain (cd_lookup). Returns 0, 1 (error printed). */
+ * chain or in the mempool tables (cd_lookup). merkle-proof looks in the
+ * mempool too, to say why there is no proof. Returns 0, 1 (error printed). */
 static int locate(const char *cmd, pg_args *a, cd_pg **pg_out, cd_lookup **lk_out, cd_lookup_tx *tx)
 {
     cd_pg *pg = cd_pg_new(a->cfg.pg_conninfo);
@@ -110,10 +112,12 @@ static int locate(const char *cmd, pg_args *a, cd_pg **pg_out, cd_lookup **lk_ou
         return 1;
     }
     cd_lookup_set_pg(lk, cd_pg_conn(pg));
-    int rc = cd_lookup_tx_find(lk, a->txid, 0, tx);
+    int rc = cd_lookup_tx_find(lk, a->txid, 1, tx);
     if (rc == CD_LOOKUP_ENOTFOUND) {
-        fprintf(stderr, "conduit-cli %s: transaction %s is not in the indexed best chain\n", cmd,
-                a->txid_hex);
+        fprintf(stderr,
+                "conduit-cli %s: transaction %s is not in the indexed best chain nor in the "
+                "mempool\n",
+                cmd, a->txid_hex);
         return 1;
     }
     if (rc != CD_LOOKUP_OK) {
@@ -123,11 +127,18 @@ static int locate(const char *cmd, pg_args *a, cd_pg **pg_out, cd_lookup **lk_ou
     return 0;
 }
 
-/* The raw tx from <datadir>/blocks, hash-checked; NULL (error printed). */
-static uint8_t *read_tx(const char *cmd, pg_args *a, cd_lookup *lk, const cd_lookup_tx *tx)
+/* The raw tx (<datadir>/blocks, or mempool_tx.raw), hash-checked; NULL
+ * (error printed). A mempool tx that left the mempool since it was found is
+ * looked up once more (it is likely in a block now). */
+static uint8_t *read_tx(const char *cmd, pg_args *a, cd_lookup *lk, cd_lookup_tx *tx)
 {
     uint8_t *raw = NULL;
     int rc = cd_lookup_tx_read(lk, tx, &raw);
+    if (rc == CD_LOOKUP_ENOTFOUND && tx->mempool) {
+        rc = cd_lookup_tx_find(lk, a->txid, 1, tx);
+        if (rc == CD_LOOKUP_OK)
+            rc = cd_lookup_tx_read(lk, tx, &raw);
+    }
     if (rc == CD_LOOKUP_ECORRUPT)
         fprintf(stderr, "conduit-cli %s: bytes at the indexed location do not hash to %s\n", cmd,
                 a->txid_hex);
@@ -162,6 +173,8 @@ int cd_cli_tx(int argc, char **argv)
                 }
                 free(raw);
             }
+        } else if (tx.mempool) {
+            printf("txid %s\nmempool yes\nsize %" PRIu64 "\n", a.txid_hex, tx.size);
         } else {
             char bh[65];
             cd_hex_encode_rev(bh, tx.block_hash, 32);

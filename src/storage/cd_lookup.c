@@ -208,7 +208,7 @@ static int col_hash(const PGresult *r, int row, int col, uint8_t out[32])
 
 /* The statements (docs/QUERIES.md, parameterised). Parameters: the binary
  * 32-byte hashes first, then text values (integers). */
-enum { Q_TX, Q_MEMPOOL_TX, Q_TXIDS, Q_TIP, Q_SPENDER, Q_HISTORY, Q_COUNT };
+enum { Q_TX, Q_MEMPOOL_TX, Q_MEMPOOL_RAW, Q_TXIDS, Q_TIP, Q_SPENDER, Q_HISTORY, Q_COUNT };
 
 static const struct {
     const char *name;
@@ -217,7 +217,17 @@ static const struct {
     [Q_TX] = {"cd_lookup_tx", "SELECT t.block_hash, b.header, t.height, t.tx_pos, t.tx_offset, "
                               "t.tx_size, b.tx_count, t.block_id FROM best_transactions t "
                               "JOIN blocks b ON b.block_id = t.block_id WHERE t.tx_hash = $1"},
-    [Q_MEMPOOL_TX] = {"cd_lookup_mempool_tx", "SELECT tx_size FROM mempool_tx WHERE tx_hash = $1"},
+    /* a tx a reorg returned (source 1) keeps its bytes in the block that
+     * left the best chain: its `transactions` row there locates them (the
+     * newest such block if it left more than one) */
+    [Q_MEMPOOL_TX] = {"cd_lookup_mempool_tx",
+                      "SELECT m.tx_size, o.block_hash, o.tx_offset, o.tx_size FROM mempool_tx m "
+                      "LEFT JOIN LATERAL (SELECT b.block_hash, t.tx_offset, t.tx_size "
+                      "FROM transactions t JOIN blocks b ON b.block_id = t.block_id "
+                      "WHERE m.source = 1 AND t.tx_hash = m.tx_hash AND NOT b.on_best_chain "
+                      "ORDER BY t.block_id DESC LIMIT 1) o ON true WHERE m.tx_hash = $1"},
+    /* a relayed tx's bytes (sql/004_mempool_raw.sql) */
+    [Q_MEMPOOL_RAW] = {"cd_lookup_mempool_raw", "SELECT raw FROM mempool_tx WHERE tx_hash = $1"},
     [Q_TXIDS] = {"cd_lookup_txids",
                  "SELECT tx_hash FROM transactions WHERE block_id = $1 ORDER BY tx_pos"},
     [Q_TIP] = {"cd_lookup_tip", "SELECT block_hash, height FROM best_tip"},
@@ -340,6 +350,11 @@ int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_loo
             out->mempool = 1;
             out->height = -1;
             out->size = (uint64_t)col_int(r, 0, 0);
+            if (col_hash(r, 0, 1, out->block_hash) == 0 && !PQgetisnull(r, 0, 2)) {
+                out->in_old_block = 1;
+                out->offset = (uint64_t)col_int(r, 0, 2);
+                out->size = (uint64_t)col_int(r, 0, 3);
+            }
         }
         PQclear(r);
         if (found)
@@ -351,16 +366,48 @@ int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_loo
     return CD_LOOKUP_ENOTFOUND;
 }
 
+/* A relayed mempool tx's bytes, from mempool_tx.raw, checked against the
+ * txid. The row may be gone since tx_find (confirmed, conflicted, evicted):
+ * ENOTFOUND then; the caller may look again (it may now be in a block). */
+static int mempool_raw(cd_lookup *lk, const cd_lookup_tx *tx, const char *hex, uint8_t **raw)
+{
+    const uint8_t *bin[1] = {tx->txid};
+    PGresult *r = query(lk, Q_MEMPOOL_RAW, 1, bin, 0, NULL);
+    if (!r)
+        return CD_LOOKUP_EDB;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        set_err(lk, "transaction %s has left the mempool", hex);
+        return CD_LOOKUP_ENOTFOUND;
+    }
+    if (PQgetisnull(r, 0, 0)) {
+        PQclear(r);
+        set_err(lk, "transaction %s is unconfirmed and its bytes are not stored", hex);
+        return CD_LOOKUP_EINPUT;
+    }
+    size_t len = (size_t)PQgetlength(r, 0, 0);
+    uint8_t *buf = cd_xmalloc(len ? len : 1);
+    memcpy(buf, PQgetvalue(r, 0, 0), len);
+    PQclear(r);
+    uint8_t h[32];
+    cd_sha256d(h, buf, len);
+    if (len != tx->size || memcmp(h, tx->txid, 32) != 0) {
+        set_err(lk, "the mempool bytes of %s do not hash to it", hex);
+        free(buf);
+        return CD_LOOKUP_ECORRUPT;
+    }
+    *raw = buf;
+    return CD_LOOKUP_OK;
+}
+
 int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw)
 {
     lk->err[0] = '\0';
     *raw = NULL;
     char hex[65], bh[65];
     cd_hex_encode_rev(hex, tx->txid, 32);
-    if (tx->mempool) {
-        set_err(lk, "transaction %s is unconfirmed: its bytes are not stored", hex);
-        return CD_LOOKUP_EINPUT;
-    }
+    if (tx->mempool && !tx->in_old_block)
+        return mempool_raw(lk, tx, hex, raw);
     int rc = blocks_open(lk);
     if (rc)
         return rc;
@@ -456,7 +503,10 @@ int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch, 
     char hex[65];
     cd_hex_encode_rev(hex, tx->txid, 32);
     if (tx->mempool) {
-        set_err(lk, "transaction %s is unconfirmed: it has no merkle proof yet", hex);
+        set_err(lk,
+                "transaction %s is in the mempool, not in a block yet: it has no merkle "
+                "proof",
+                hex);
         return CD_LOOKUP_EINPUT;
     }
     if (branch_lmdb(lk, tx, branch, depth) != 0 && branch_pg(lk, tx, branch, depth) != 0) {

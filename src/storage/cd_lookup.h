@@ -9,7 +9,9 @@
  *
  *   - a transaction is located in PostgreSQL (best_transactions: the indexed
  *     best chain; optionally mempool_tx), its bytes come from the LMDB block
- *     store <datadir>/blocks at the indexed offset and are checked against
+ *     store <datadir>/blocks at the indexed offset (a mempool tx a reorg
+ *     returned: in the block that left the best chain) or, for a relayed
+ *     mempool tx, from mempool_tx.raw; either way they are checked against
  *     the txid;
  *   - its merkle branch comes from the LMDB merkle store <datadir>/merkle
  *     (one read per level), or, when that store lacks the block, is rebuilt
@@ -100,7 +102,11 @@ const char *cd_lookup_sqlstate(const cd_lookup *lk);
 
 typedef struct cd_lookup_tx {
     uint8_t txid[32]; /* internal order */
-    int mempool;      /* 1: unconfirmed (mempool_tx): only size is known */
+    int mempool;      /* 1: unconfirmed (mempool_tx): size is known, the rest
+                         below is unset unless in_old_block */
+    int in_old_block; /* mempool tx returned by a reorg (source 1): its bytes
+                         are in block_hash (off the best chain) at offset;
+                         height/pos/header stay unset */
     uint8_t block_hash[32];
     uint8_t header[80];
     int32_t height;
@@ -112,14 +118,18 @@ typedef struct cd_lookup_tx {
 } cd_lookup_tx;
 
 /* Finds txid on the indexed best chain; with `mempool` set, also in the
- * mempool tables (a best-chain hit wins).
+ * mempool tables (a best-chain hit wins; for a tx a reorg returned there,
+ * the old block that holds its bytes, see in_old_block).
  * Returns: OK with *out filled; ENOTFOUND; EDB. */
 int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_lookup_tx *out);
 
-/* Reads a confirmed tx's bytes from the block store into a malloc'd buffer
- * (*raw, tx->size bytes; the caller frees it) and checks that they hash to
- * the txid. Returns: OK; ESTORE (no store / block not stored / read error);
- * ECORRUPT (hash mismatch); EINPUT for a mempool tx (bytes are not stored). */
+/* Reads a tx's bytes into a malloc'd buffer (*raw, tx->size bytes; the
+ * caller frees it) and checks that they hash to the txid: a confirmed tx and
+ * a mempool tx returned by a reorg from the block store; a relayed mempool
+ * tx from mempool_tx.raw (sql/004_mempool_raw.sql).
+ * Returns: OK; ESTORE (no store / block not stored / read error); ECORRUPT
+ * (hash mismatch); EDB; for a relayed mempool tx also ENOTFOUND (it left the
+ * mempool since tx_find) and EINPUT (its row has no bytes). */
 int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw);
 
 /* The merkle branch of a confirmed tx, bottom up (siblings in internal order;
@@ -127,7 +137,8 @@ int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw);
  * merkle store or else rebuilt from PostgreSQL, verified against the
  * header's merkle root. branch must hold CD_LOOKUP_MAX_DEPTH * 32 bytes.
  * Returns: OK with *depth; ESTORE ("no merkle tree for the block of ...");
- * ECORRUPT (the branch does not lead to the root); EINPUT for a mempool tx. */
+ * ECORRUPT (the branch does not lead to the root); EINPUT for a mempool tx
+ * ("... is in the mempool, not in a block yet: it has no merkle proof"). */
 int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch, size_t *depth);
 
 /* Formats the TSC proof JSON (reference/conduitdb.md §1), exactly what
