@@ -36,7 +36,8 @@ struct cd_pg {
     unsigned max_backoff_ms;
     const volatile sig_atomic_t *stop;
     int bulk;
-    int was_down; /* log "reconnected" once after an outage */
+    int was_down;      /* log "reconnected" once after an outage */
+    uint32_t prepared; /* bit i: statement PS_i prepared on this connection */
 };
 
 /* ------------------------------------------------------------------ */
@@ -86,6 +87,7 @@ static void drop_conn(cd_pg *pg)
         PQfinish(pg->conn);
         pg->conn = NULL;
     }
+    pg->prepared = 0; /* prepared statements live and die with the session */
 }
 
 static int stopped(const cd_pg *pg)
@@ -195,13 +197,10 @@ static int fail(cd_pg *pg, PGresult *r, const char *what)
     return CD_PG_ERROR;
 }
 
-/* Runs sql (optionally with text/binary params). Returns 0 with *out set (or
- * cleared when out is NULL), RETRY or CD_PG_ERROR. */
-static int q(cd_pg *pg, const char *what, const char *sql, int n, const char *const *vals,
-             const int *lens, const int *fmts, PGresult **out)
+/* Result of one statement: 0 with *out set (or r freed when out is NULL),
+ * else what fail() makes of it. */
+static int q_result(cd_pg *pg, PGresult *r, const char *what, PGresult **out)
 {
-    PGresult *r =
-        n ? PQexecParams(pg->conn, sql, n, NULL, vals, lens, fmts, 0) : PQexec(pg->conn, sql);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return fail(pg, r, what);
@@ -210,6 +209,50 @@ static int q(cd_pg *pg, const char *what, const char *sql, int n, const char *co
     else
         PQclear(r);
     return 0;
+}
+
+/* Runs sql (optionally with text/binary params). Returns 0 with *out set (or
+ * cleared when out is NULL), RETRY or CD_PG_ERROR. */
+static int q(cd_pg *pg, const char *what, const char *sql, int n, const char *const *vals,
+             const int *lens, const int *fmts, PGresult **out)
+{
+    PGresult *r =
+        n ? PQexecParams(pg->conn, sql, n, NULL, vals, lens, fmts, 0) : PQexec(pg->conn, sql);
+    return q_result(pg, r, what, out);
+}
+
+/* The statements a parser runs per block or per batch are named prepared
+ * statements: parsed, analysed and (for most) planned once per connection.
+ * Planning them at every call was a visible part of a small block's cost. */
+enum {
+    PS_UNIT_CHECK,
+    PS_REGISTER,
+    PS_REGISTER_MANY,
+    PS_MARKERS,
+    PS_BATCH_CHECK,
+    PS_TIP_LOCK,
+    PS_COMPLETE_READ,
+    PS_SET_INDEXED,
+    PS_ADV_NEXT,
+    PS_COUNT
+};
+
+/* q() through the prepared statement `id` (prepared on first use on this
+ * connection; sql must always be the same text for one id). */
+static int qp(cd_pg *pg, int id, const char *what, const char *sql, int n, const char *const *vals,
+              const int *lens, const int *fmts, PGresult **out)
+{
+    char name[16];
+    snprintf(name, sizeof(name), "cd_ps%d", id);
+    if (!(pg->prepared & (1u << id))) {
+        PGresult *r = PQprepare(pg->conn, name, sql, 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return fail(pg, r, what);
+        PQclear(r);
+        pg->prepared |= 1u << id;
+    }
+    PGresult *r = PQexecPrepared(pg->conn, name, n, vals, lens, fmts, 0);
+    return q_result(pg, r, what, out);
 }
 
 /* Rolls back after an error; ignores the outcome (the connection may be
@@ -668,7 +711,7 @@ static int open_op(cd_pg *pg, void *arg)
     if (u->tx_count == 0 && u->expect_txs) /* streaming: rows not produced yet */
         snprintf(x.c, sizeof(x.c), "%u", u->expect_txs);
     if (rc == 0)
-        rc = q(pg, what, unit_check_sql, 4, x.v, NULL, NULL, &r);
+        rc = qp(pg, PS_UNIT_CHECK, what, unit_check_sql, 4, x.v, NULL, NULL, &r);
     if (rc) {
         rollback(pg);
         return rc;
@@ -859,7 +902,8 @@ int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no
     unit_vals_of(u, &x);
     snprintf(x.c, sizeof(x.c), "%u", expect_txs);
     PGresult *r = NULL;
-    int rc = q(pg, "checking a unit marker", unit_check_sql, 4, x.v, NULL, NULL, &r);
+    int rc =
+        qp(pg, PS_UNIT_CHECK, "checking a unit marker", unit_check_sql, 4, x.v, NULL, NULL, &r);
     if (rc) {
         if (rc == CD_PG_ERROR)
             rollback(pg);
@@ -874,6 +918,97 @@ int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no
         return unit_eunit(u);
     }
     return 1;
+}
+
+/* All of a batch's units against the committed markers in one statement:
+ * unit_check_sql for each (same predicate, same point: before any of the
+ * batch's markers exist), instead of one statement per unit. */
+static const char batch_check_sql[] =
+    "SELECT q.i, coalesce(bool_or(u.unit_no = q.n AND u.first_tx = q.f AND "
+    "                             (q.c = 0 OR u.tx_count = q.c)), false), count(u.block_id) "
+    "FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[]) "
+    "     WITH ORDINALITY AS q(b, n, f, c, i) "
+    "LEFT JOIN indexed_units u ON u.block_id = q.b AND (u.unit_no = q.n OR "
+    "  (q.c > 0 AND u.first_tx < q.f::bigint + q.c AND u.first_tx::bigint + u.tx_count > q.f)) "
+    "GROUP BY q.i ORDER BY q.i";
+
+static char *marks_array(const cd_pg_marker *m, size_t n, int f)
+{
+    size_t cap = 2 + n * 21, len = 0;
+    char *s = cd_xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = f == 0   ? (uint64_t)m[i].block_id
+                     : f == 1 ? m[i].unit_no
+                     : f == 2 ? m[i].first_tx
+                              : m[i].tx_count;
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%" PRIu64, i ? "," : "", v);
+    }
+    s[len++] = '}';
+    s[len] = 0;
+    return s;
+}
+
+int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_t n, int *state)
+{
+    if (u->stream_rc)
+        return u->stream_rc;
+    if (!pg->conn)
+        return CD_PG_EAGAIN;
+    if (n == 0)
+        return 0;
+    char *a[4];
+    for (int i = 0; i < 4; i++)
+        a[i] = marks_array(units, n, i);
+    const char *vals[4] = {a[0], a[1], a[2], a[3]};
+    PGresult *r = NULL;
+    int rc = qp(pg, PS_BATCH_CHECK, "checking the unit markers of a batch", batch_check_sql, 4,
+                vals, NULL, NULL, &r);
+    for (int i = 0; i < 4; i++)
+        free(a[i]);
+    if (rc) {
+        if (rc == CD_PG_ERROR)
+            rollback(pg);
+        return batch_rc(u, rc);
+    }
+    if ((size_t)PQntuples(r) != n) {
+        int rows = PQntuples(r);
+        PQclear(r);
+        rollback(pg);
+        cd_log_error("postgres: batch check: %d rows for %zu units", rows, n);
+        return CD_PG_ERROR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int same = PQgetvalue(r, (int)i, 1)[0] == 't';
+        int exists = atoi(PQgetvalue(r, (int)i, 2)) > 0;
+        state[i] = 0;
+        if (exists && same) {
+            cd_log_debug("postgres: block_id %" PRId64 " unit %u already committed",
+                         units[i].block_id, units[i].unit_no);
+            state[i] = 1;
+        } else if (exists) {
+            cd_log_error("postgres: block_id %" PRId64 " unit %u was committed with another tx "
+                         "range than %u+%u (unit size changed?)",
+                         units[i].block_id, units[i].unit_no, units[i].first_tx, units[i].tx_count);
+            state[i] = CD_PG_EUNIT;
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+int cd_pg_batch_add_checked(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
+                            uint32_t first_tx)
+{
+    if (u->stream_rc)
+        return u->stream_rc;
+    if (!pg->conn)
+        return CD_PG_EAGAIN;
+    u->block_id = block_id;
+    u->unit_no = unit_no;
+    u->first_tx = first_tx;
+    u->mark_start = u->tx_count;
+    return 0;
 }
 
 void cd_pg_batch_unit_done(cd_pg_unit *u)
@@ -923,11 +1058,11 @@ static int batch_commit_op(cd_pg *pg, cd_pg_unit *u)
             a[i] = marker_array(u, i);
         const char *vals[4] = {a[0], a[1], a[2], a[3]};
         PGresult *r = NULL;
-        rc = q(pg, "unit markers of a batch",
-               "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
-               "SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[]) "
-               "ON CONFLICT DO NOTHING",
-               4, vals, NULL, NULL, &r);
+        rc = qp(pg, PS_MARKERS, "unit markers of a batch",
+                "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
+                "SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[]) "
+                "ON CONFLICT DO NOTHING",
+                4, vals, NULL, NULL, &r);
         for (int i = 0; i < 4; i++)
             free(a[i]);
         if (rc)
@@ -980,12 +1115,12 @@ static int reg_op(cd_pg *pg, void *a)
     int lens[6] = {32, 32, 0, 80, 0, 0};
     int fmts[6] = {1, 1, 0, 1, 0, 0};
     PGresult *r = NULL;
-    int rc = q(pg, "registering a block",
-               "INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size) "
-               "VALUES ($1, $2, $3, $4, $5, $6) "
-               "ON CONFLICT (block_hash) DO UPDATE SET block_hash = EXCLUDED.block_hash "
-               "RETURNING block_id",
-               6, vals, lens, fmts, &r);
+    int rc = qp(pg, PS_REGISTER, "registering a block",
+                "INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size) "
+                "VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (block_hash) DO UPDATE SET block_hash = EXCLUDED.block_hash "
+                "RETURNING block_id",
+                6, vals, lens, fmts, &r);
     if (rc)
         return rc;
     *x->block_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -998,6 +1133,93 @@ int cd_pg_block_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header
 {
     struct reg_arg a = {hash, header, height, tx_count, size, block_id};
     return with_retry(pg, reg_op, &a);
+}
+
+/* All blocks of blocks[] in one statement, in their order (idempotent on
+ * the hash); ids matched back by hash (RETURNING has no input order). */
+struct regs_arg {
+    const cd_pg_block_info *b;
+    size_t n;
+    int64_t *ids;
+};
+
+static int regs_op(cd_pg *pg, void *a)
+{
+    struct regs_arg *x = a;
+    size_t n = x->n;
+    uint8_t *hashes = cd_xmalloc(n * 32), *headers = cd_xmalloc(n * 80);
+    size_t cap = 2 + n * 21;
+    char *arr[3];
+    size_t len[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) {
+        arr[k] = cd_xmalloc(cap + 1);
+        arr[k][len[k]++] = '{';
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cd_pg_block_info *b = &x->b[i];
+        memcpy(hashes + i * 32, b->hash, 32);
+        memcpy(headers + i * 80, b->header, 80);
+        const char *sep = i ? "," : "";
+        len[0] += (size_t)snprintf(arr[0] + len[0], cap + 1 - len[0], "%s%d", sep, (int)b->height);
+        len[1] +=
+            (size_t)snprintf(arr[1] + len[1], cap + 1 - len[1], "%s%" PRIu64, sep, b->tx_count);
+        len[2] += (size_t)snprintf(arr[2] + len[2], cap + 1 - len[2], "%s%" PRIu64, sep, b->size);
+    }
+    for (int k = 0; k < 3; k++) {
+        arr[k][len[k]++] = '}';
+        arr[k][len[k]] = 0;
+    }
+    const char *vals[5] = {(const char *)hashes, (const char *)headers, arr[0], arr[1], arr[2]};
+    int lens[5] = {(int)(n * 32), (int)(n * 80), 0, 0, 0};
+    int fmts[5] = {1, 1, 0, 0, 0};
+    PGresult *r = NULL;
+    int rc = qp(pg, PS_REGISTER_MANY, "registering blocks",
+                "INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size) "
+                "SELECT substring($1::bytea FROM (i::integer - 1) * 32 + 1 FOR 32), "
+                "       substring($2::bytea FROM (i::integer - 1) * 80 + 5 FOR 32), h, "
+                "       substring($2::bytea FROM (i::integer - 1) * 80 + 1 FOR 80), t, s "
+                "FROM unnest($3::integer[], $4::bigint[], $5::bigint[]) "
+                "     WITH ORDINALITY AS x(h, t, s, i) ORDER BY i "
+                "ON CONFLICT (block_hash) DO UPDATE SET block_hash = EXCLUDED.block_hash "
+                "RETURNING block_id, block_hash",
+                5, vals, lens, fmts, &r);
+    for (int k = 0; k < 3; k++)
+        free(arr[k]);
+    free(headers);
+    if (rc) {
+        free(hashes);
+        return rc;
+    }
+    size_t rows = (size_t)PQntuples(r);
+    size_t found = 0;
+    for (size_t k = 0; k < rows; k++) {
+        size_t hl = 0;
+        unsigned char *h = PQunescapeBytea((const unsigned char *)PQgetvalue(r, (int)k, 1), &hl);
+        int64_t id = strtoll(PQgetvalue(r, (int)k, 0), NULL, 10);
+        /* rows come back in input order in practice: try k first */
+        for (size_t j = 0, i = k < n ? k : 0; h && hl == 32 && j < n; j++, i = (i + 1) % n)
+            if (memcmp(hashes + i * 32, h, 32) == 0) {
+                x->ids[i] = id;
+                found++;
+                break;
+            }
+        PQfreemem(h);
+    }
+    PQclear(r);
+    free(hashes);
+    if (found != n) {
+        cd_log_error("postgres: registering %zu blocks: %zu block ids returned", n, found);
+        return CD_PG_ERROR;
+    }
+    return 0;
+}
+
+int cd_pg_blocks_register(cd_pg *pg, const cd_pg_block_info *blocks, size_t n, int64_t *block_ids)
+{
+    if (n == 0)
+        return CD_PG_OK;
+    struct regs_arg a = {blocks, n, block_ids};
+    return with_retry(pg, regs_op, &a);
 }
 
 struct idx_arg {
@@ -1168,45 +1390,46 @@ static int advance_locked(cd_pg *pg, int32_t *height)
 {
     for (;;) {
         PGresult *r = NULL;
-        /* next = the indexed child of the tip at tip+1; with no tip, the
-         * lowest registered block if it is indexed */
-        int rc = q(pg, "advancing the tip",
-                   "WITH t AS (SELECT i.height, b.block_hash FROM index_tip i "
-                   "           JOIN blocks b ON b.block_id = i.block_id) "
-                   "SELECT (SELECT height FROM t), "
-                   "  CASE WHEN EXISTS (SELECT 1 FROM t) THEN "
-                   "    (SELECT n.block_id FROM blocks n, t WHERE n.height = t.height + 1 "
-                   "     AND n.prev_hash = t.block_hash AND n.indexed "
-                   "     ORDER BY n.block_id LIMIT 1) "
-                   "  ELSE (SELECT n.block_id FROM blocks n WHERE n.indexed AND n.height = "
-                   "        (SELECT min(height) FROM blocks) ORDER BY n.block_id LIMIT 1) END",
-                   0, NULL, NULL, NULL, &r);
+        /* One statement per height: next = the indexed child of the tip at
+         * tip+1 (with no tip, the lowest registered block if it is
+         * indexed); the tip moves to it, then it goes on the best chain.
+         * The UPDATE needs the INSERT's row, so their row triggers queue and
+         * fire in that order (tip NOTIFY, then cd_block_connected), as with
+         * the two statements this replaces; every height is still its own
+         * tip move. */
+        int rc = qp(pg, PS_ADV_NEXT, "advancing the tip",
+                    "WITH t AS (SELECT i.height, b.block_hash FROM index_tip i "
+                    "           JOIN blocks b ON b.block_id = i.block_id), "
+                    "nx AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM t) THEN "
+                    "    (SELECT n.block_id FROM blocks n, t WHERE n.height = t.height + 1 "
+                    "     AND n.prev_hash = t.block_hash AND n.indexed "
+                    "     ORDER BY n.block_id LIMIT 1) "
+                    "  ELSE (SELECT n.block_id FROM blocks n WHERE n.indexed AND n.height = "
+                    "        (SELECT min(height) FROM blocks) ORDER BY n.block_id LIMIT 1) END "
+                    "  AS id), "
+                    "mv AS (INSERT INTO index_tip (singleton, block_id, height) "
+                    "  SELECT true, b.block_id, b.height FROM blocks b "
+                    "  WHERE b.block_id = (SELECT id FROM nx) "
+                    "  ON CONFLICT (singleton) DO UPDATE SET block_id = EXCLUDED.block_id, "
+                    "  height = EXCLUDED.height, updated_at = now() RETURNING block_id, height), "
+                    "bc AS (UPDATE blocks b SET on_best_chain = true "
+                    "  WHERE b.block_id = (SELECT block_id FROM mv) RETURNING b.block_id) "
+                    "SELECT coalesce((SELECT height FROM mv), (SELECT height FROM t)), "
+                    "  (SELECT block_id FROM bc)",
+                    0, NULL, NULL, NULL, &r);
         if (rc)
             return rc;
         int32_t tip = PQgetisnull(r, 0, 0) ? -1 : (int32_t)atol(PQgetvalue(r, 0, 0));
-        int has_next = !PQgetisnull(r, 0, 1);
-        char id[24];
-        snprintf(id, sizeof(id), "%s", has_next ? PQgetvalue(r, 0, 1) : "");
+        int moved = !PQgetisnull(r, 0, 1);
+        if (moved)
+            cd_log_debug("postgres: indexed tip now block_id %s (height %d)", PQgetvalue(r, 0, 1),
+                         (int)tip);
         PQclear(r);
-        if (!has_next) {
+        if (!moved) {
             if (height)
                 *height = tip;
             return 0;
         }
-        const char *vals[1] = {id};
-        rc = q(pg, "advancing the tip",
-               "INSERT INTO index_tip (singleton, block_id, height) "
-               "SELECT true, block_id, height FROM blocks WHERE block_id = $1 "
-               "ON CONFLICT (singleton) DO UPDATE SET block_id = EXCLUDED.block_id, "
-               "height = EXCLUDED.height, updated_at = now()",
-               1, vals, NULL, NULL, NULL);
-        if (rc == 0)
-            rc = q(pg, "advancing the tip",
-                   "UPDATE blocks SET on_best_chain = true WHERE block_id = $1", 1, vals, NULL,
-                   NULL, NULL);
-        if (rc)
-            return rc;
-        cd_log_debug("postgres: indexed tip now block_id %s (height %d)", id, (int)tip + 1);
     }
 }
 
@@ -1217,86 +1440,117 @@ struct complete_arg {
     int32_t *height;
 };
 
-/* Inside a transaction holding the tip lock: marks the block indexed if its
- * committed units cover it and the stored txids give the header's root.
- * 0 (complete or not yet; *indexed set), CD_PG_EMERKLE, RETRY, CD_PG_ERROR;
- * never rolls back (the caller does). */
-static int complete_locked(cd_pg *pg, int64_t block_id, int *indexed_out)
+/* For each block of $1 (in that order): its state, the tx count its committed
+ * units cover and, when they cover the whole block and it is not indexed
+ * yet, its stored txids in tx_pos order (concatenated; n rows read, all 32
+ * bytes long?). One statement for all blocks a batch completed; the txids
+ * are read back through the transactions primary key as before. */
+static const char complete_read_sql[] =
+    "SELECT b.block_id, b.indexed, b.tx_count, b.header, c.covered, c.n_units, b.height, "
+    "       x.ids, x.n, x.ok "
+    "FROM unnest($1::bigint[]) WITH ORDINALITY AS q(id, i) "
+    "JOIN blocks b ON b.block_id = q.id "
+    "CROSS JOIN LATERAL (SELECT coalesce(sum(u.tx_count), 0) AS covered, count(*) AS n_units "
+    "                    FROM indexed_units u WHERE u.block_id = b.block_id) c "
+    "CROSS JOIN LATERAL (SELECT string_agg(t.tx_hash, ''::bytea ORDER BY t.tx_pos) AS ids, "
+    "                           count(*) AS n, "
+    "                           coalesce(bool_and(octet_length(t.tx_hash) = 32), true) AS ok "
+    "                    FROM transactions t WHERE t.block_id = b.block_id "
+    "                    AND NOT b.indexed AND c.covered = b.tx_count AND b.tx_count > 0) x "
+    "ORDER BY q.i";
+
+/* Appends "{a,b,...}" of n signed values. */
+static char *int_array(const int64_t *v, size_t n)
 {
-    char b[24];
-    snprintf(b, sizeof(b), "%" PRId64, block_id);
-    const char *vals[1] = {b};
-    int rc = 0;
-    PGresult *r = NULL;
-    if (rc == 0)
-        rc = q(pg, "completing a block",
-               "SELECT b.indexed, b.tx_count, b.header, "
-               "  (SELECT coalesce(sum(tx_count), 0) FROM indexed_units u WHERE u.block_id = $1), "
-               "  (SELECT count(*) FROM indexed_units u WHERE u.block_id = $1), b.height "
-               "FROM blocks b WHERE b.block_id = $1",
-               1, vals, NULL, NULL, &r);
-    if (rc)
-        return rc;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        cd_log_error("postgres: completing unknown block_id %s", b);
-        return CD_PG_ERROR;
-    }
-    int indexed = PQgetvalue(r, 0, 0)[0] == 't';
-    uint64_t tx_count = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
-    uint64_t covered = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
-    char n_units[16], height[16];
-    snprintf(n_units, sizeof(n_units), "%s", PQgetvalue(r, 0, 4));
-    snprintf(height, sizeof(height), "%s", PQgetvalue(r, 0, 5));
-    uint8_t header_root[32] = {0};
-    size_t hl = 0;
-    unsigned char *hdr = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &hl);
-    if (hdr && hl == 80)
-        memcpy(header_root, hdr + 36, 32);
-    PQfreemem(hdr);
-    PQclear(r);
-    if (!indexed && covered == tx_count && tx_count > 0) {
-        /* all units present: merkle check over the stored txids */
-        r = PQexecParams(pg->conn,
-                         "SELECT tx_hash FROM transactions WHERE block_id = $1 ORDER BY tx_pos", 1,
-                         NULL, vals, NULL, NULL, 1);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK)
-            return fail(pg, r, "reading txids for the merkle check");
-        size_t n = (size_t)PQntuples(r);
-        uint8_t *ids = n == tx_count ? malloc(n * 32) : NULL;
-        int ok = ids != NULL;
-        for (size_t i = 0; ok && i < n; i++) {
-            ok = PQgetlength(r, (int)i, 0) == 32;
-            if (ok)
-                memcpy(ids + i * 32, PQgetvalue(r, (int)i, 0), 32);
-        }
-        PQclear(r);
-        uint8_t root[32];
-        int mutated = 0;
-        ok = ok && btc_merkle_root(ids, n, root, &mutated) == 0 && !mutated &&
-             memcmp(root, header_root, 32) == 0;
-        free(ids);
-        if (!ok) {
-            cd_log_error("postgres: block_id %s at height %s: the %zu stored txids do not give "
-                         "the header's merkle root; block not marked indexed",
-                         b, height, n);
-            return CD_PG_EMERKLE;
-        }
-        const char *v2[2] = {b, n_units};
-        rc = q(pg, "completing a block",
-               "UPDATE blocks SET indexed = true, n_units = $2, indexed_at = now() "
-               "WHERE block_id = $1",
-               2, v2, NULL, NULL, NULL);
-        if (rc)
-            return rc;
-        indexed = 1;
-    }
-    if (indexed_out)
-        *indexed_out = indexed;
-    return 0;
+    size_t cap = 2 + n * 21, len = 0;
+    char *s = cd_xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%" PRId64, i ? "," : "", v[i]);
+    s[len++] = '}';
+    s[len] = 0;
+    return s;
 }
 
-/* BEGIN, the tip lock, complete_locked for each block, the tip advance,
+/* Inside a transaction holding the tip lock: marks each block indexed if its
+ * committed units cover it and the stored txids give the header's root (one
+ * read for all blocks, one UPDATE for those that pass). 0 (*emerkle set if a
+ * root differed: logged, that block left unindexed), RETRY, CD_PG_ERROR;
+ * never rolls back (the caller does). */
+static int complete_locked(cd_pg *pg, const struct complete_arg *x, int *emerkle)
+{
+    char *ids_a = int_array(x->ids, x->n);
+    const char *vals[1] = {ids_a};
+    PGresult *r = NULL;
+    int rc =
+        qp(pg, PS_COMPLETE_READ, "completing blocks", complete_read_sql, 1, vals, NULL, NULL, &r);
+    free(ids_a);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    if (rows != x->n) {
+        PQclear(r);
+        cd_log_error("postgres: completing %zu blocks: %zu of them unknown", x->n, x->n - rows);
+        return CD_PG_ERROR;
+    }
+    int64_t *done = cd_xmalloc(rows * sizeof(int64_t) * 2), *done_units = done + rows;
+    size_t n_done = 0;
+    for (size_t k = 0; k < rows; k++) {
+        int row = (int)k;
+        const char *b = PQgetvalue(r, row, 0);
+        int indexed = PQgetvalue(r, row, 1)[0] == 't';
+        uint64_t tx_count = strtoull(PQgetvalue(r, row, 2), NULL, 10);
+        uint64_t covered = strtoull(PQgetvalue(r, row, 4), NULL, 10);
+        if (!indexed && covered == tx_count && tx_count > 0) {
+            /* all units present: merkle check over the stored txids */
+            uint8_t header_root[32] = {0};
+            size_t hl = 0, il = 0;
+            unsigned char *hdr = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, 3), &hl);
+            if (hdr && hl == 80)
+                memcpy(header_root, hdr + 36, 32);
+            PQfreemem(hdr);
+            size_t n = strtoull(PQgetvalue(r, row, 8), NULL, 10);
+            unsigned char *ids =
+                PQgetisnull(r, row, 7)
+                    ? NULL
+                    : PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, 7), &il);
+            int ok =
+                ids != NULL && n == tx_count && il == n * 32 && PQgetvalue(r, row, 9)[0] == 't';
+            uint8_t root[32];
+            int mutated = 0;
+            ok = ok && btc_merkle_root(ids, n, root, &mutated) == 0 && !mutated &&
+                 memcmp(root, header_root, 32) == 0;
+            PQfreemem(ids);
+            if (!ok) {
+                cd_log_error("postgres: block_id %s at height %s: the %zu stored txids do not "
+                             "give the header's merkle root; block not marked indexed",
+                             b, PQgetvalue(r, row, 6), n);
+                *emerkle = 1;
+            } else {
+                done[n_done] = strtoll(b, NULL, 10);
+                done_units[n_done++] = strtoll(PQgetvalue(r, row, 5), NULL, 10);
+                indexed = 1;
+            }
+        }
+        if (x->indexed && x->n == 1)
+            *x->indexed = indexed;
+    }
+    PQclear(r);
+    if (n_done > 0) {
+        char *a = int_array(done, n_done), *u = int_array(done_units, n_done);
+        const char *v2[2] = {a, u};
+        rc = qp(pg, PS_SET_INDEXED, "completing blocks",
+                "UPDATE blocks b SET indexed = true, n_units = x.n, indexed_at = now() "
+                "FROM unnest($1::bigint[], $2::integer[]) AS x(id, n) WHERE b.block_id = x.id",
+                2, v2, NULL, NULL, NULL);
+        free(a);
+        free(u);
+    }
+    free(done);
+    return rc;
+}
+
+/* BEGIN, the tip lock, complete_locked for all blocks, the tip advance,
  * COMMIT. A merkle mismatch of one block leaves the others' work in place
  * (with n == 1 it rolls back: nothing else changed). */
 static int complete_op(cd_pg *pg, void *a)
@@ -1304,16 +1558,13 @@ static int complete_op(cd_pg *pg, void *a)
     struct complete_arg *x = a;
     int rc = q(pg, "completing a block", "BEGIN", 0, NULL, NULL, NULL, NULL);
     if (rc == 0)
-        rc = q(pg, "completing a block", "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL,
-               NULL, NULL, NULL);
+        rc = qp(pg, PS_TIP_LOCK, "completing a block",
+                "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL, NULL, NULL, NULL);
     int emerkle = 0;
-    for (size_t i = 0; rc == 0 && i < x->n; i++) {
-        rc = complete_locked(pg, x->ids[i], x->indexed);
-        if (rc == CD_PG_EMERKLE) {
-            emerkle = 1;
-            rc = x->n == 1 ? CD_PG_EMERKLE : 0;
-        }
-    }
+    if (rc == 0)
+        rc = complete_locked(pg, x, &emerkle);
+    if (rc == 0 && emerkle && x->n == 1)
+        rc = CD_PG_EMERKLE;
     if (rc == 0)
         rc = advance_locked(pg, x->height);
     if (rc == 0)
@@ -1329,11 +1580,11 @@ int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed)
     return with_retry(pg, complete_op, &a);
 }
 
-int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n)
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height)
 {
     if (n == 0)
         return CD_PG_OK;
-    struct complete_arg a = {block_ids, n, NULL, NULL};
+    struct complete_arg a = {block_ids, n, NULL, tip_height};
     return with_retry(pg, complete_op, &a);
 }
 

@@ -219,6 +219,16 @@ int cd_pg_batch_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header
                          int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
 int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx,
                     uint32_t expect_txs);
+/* The checks of cd_pg_batch_add for n units in one statement, inside the
+ * batch (after cd_pg_batch_begin, before any unit is added): units[i] is
+ * {block_id, unit_no, first_tx, expected tx count (0: unknown)};
+ * state[i] = 0 (to write), 1 (committed before: skip) or CD_PG_EUNIT.
+ * Returns 0 or what cd_pg_batch_add would (CD_PG_EAGAIN, errors). Units
+ * checked this way are then added with cd_pg_batch_add_checked (same
+ * contract as cd_pg_batch_add returning 0). */
+int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_t n, int *state);
+int cd_pg_batch_add_checked(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
+                            uint32_t first_tx);
 void cd_pg_batch_unit_done(cd_pg_unit *u);
 int cd_pg_batch_commit(cd_pg *pg, cd_pg_unit *u);
 void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
@@ -229,6 +239,20 @@ void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
  * and header in internal order; header is 80 bytes. */
 int cd_pg_block_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
                          int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
+
+/* One block to register with cd_pg_blocks_register. */
+typedef struct cd_pg_block_info {
+    uint8_t hash[32]; /* internal order */
+    uint8_t header[80];
+    int32_t height; /* -1: unknown */
+    uint64_t tx_count;
+    uint64_t size;
+} cd_pg_block_info;
+
+/* cd_pg_block_register for n blocks with DISTINCT hashes, in one statement
+ * and one transaction of its own (committed on return, like
+ * cd_pg_block_register); block_ids[i] is blocks[i]'s id. */
+int cd_pg_blocks_register(cd_pg *pg, const cd_pg_block_info *blocks, size_t n, int64_t *block_ids);
 
 /* Marks the block indexed after checking that n_units markers exist covering
  * its tx_count transactions (the caller has verified the merkle root).
@@ -259,10 +283,12 @@ int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
 int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
 
 /* cd_pg_block_try_complete for n blocks in one transaction (one lock, one
- * tip advance): what a parser runs after committing a batch. A block whose
+ * read of all their unit coverage and txids, one UPDATE for those that
+ * pass, one tip advance): what a parser runs after committing a batch.
+ * *tip_height (may be NULL): the indexed tip's height after it (-1: none). A block whose
  * root differs is logged and left unindexed (CD_PG_EMERKLE is returned after
  * the others are done). */
-int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n);
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height);
 
 /* Advances the tip while the block at tip+1 that links to the tip is
  * indexed (first tip: the lowest registered block, once indexed). Returns

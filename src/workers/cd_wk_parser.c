@@ -267,9 +267,10 @@ typedef struct held_unit {
     uint64_t block_off; /* of data[0] */
     const uint8_t *data;
     size_t len;
-    uint32_t status; /* cd_ipc_status sent in its ack */
-    int written;     /* 1: rows in this batch; 0: committed before / malformed */
-    int gaps;        /* overlaps units cut differently: written on its own */
+    cd_pg_block_info info; /* to register it (pg_block < 0) */
+    uint32_t status;       /* cd_ipc_status sent in its ack */
+    int written;           /* 1: rows in this batch; 0: committed before / malformed */
+    int gaps;              /* overlaps units cut differently: written on its own */
 } held_unit;
 
 /* Batch limits: bytes of unit data held (they pin ring space until the
@@ -281,15 +282,21 @@ typedef struct wk_parser {
     cd_pg *pg;
     cd_pg_unit unit;
     cd_wk_parse_opts opts;
-    uint64_t ipc_block; /* controller's id of the current block */
-    int64_t pg_block;   /* blocks.block_id of the current block */
+    uint64_t ipc_block;    /* controller's id of the current block */
+    int64_t pg_block;      /* blocks.block_id of the current block; -1: not registered yet */
+    cd_pg_block_info info; /* the current block, for a registration at its first unit */
+    int tip_seen;          /* the indexed tip exists (it is never removed, only moved) */
     uint64_t block_size;
     int active;
     uint64_t units_done;
     held_unit *held;
     size_t n_held, cap_held;
     uint64_t held_bytes, batch_bytes;
-    int64_t *ids; /* scratch: blocks to complete after a batch */
+    int64_t *ids;           /* scratch: blocks to complete after a batch */
+    cd_pg_block_info *regs; /* scratch: held blocks to register before a batch */
+    size_t *reg_of;         /* scratch: held unit -> its entry in regs */
+    cd_pg_marker *chk;      /* scratch: the held units to check before a batch */
+    int *chk_state;         /* scratch: their cd_pg_batch_check results */
 } wk_parser;
 
 static int parser_init(cd_wk_ctx *c)
@@ -305,6 +312,10 @@ static int parser_init(cd_wk_ctx *c)
         return CD_EXIT_CONFIG;
     if (rc)
         return CD_EXIT_FAILURE;
+    int32_t tip = -1;
+    if (cd_pg_tip_height(p->pg, &tip) != CD_PG_OK)
+        return CD_EXIT_FAILURE;
+    p->tip_seen = tip >= 0;
     cd_pg_unit_init(&p->unit, CD_PG_COPY_BINARY);
     p->opts.data_pushes = c->cfg->index_data_pushes;
     p->opts.data_max_len = c->cfg->max_data_push;
@@ -356,25 +367,55 @@ static int parser_flush(cd_wk_ctx *c)
     wk_parser *p = c->state;
     if (p->n_held == 0)
         return 0;
+    /* Blocks not registered yet (the tip exists, so nothing depends on the
+     * order of registrations any more): all of them in one statement that
+     * commits before the batch, as cd_pg_block_register would. */
+    size_t n_regs = 0;
+    for (size_t i = 0; i < p->n_held; i++) {
+        held_unit *h = &p->held[i];
+        if (h->pg_block >= 0)
+            continue;
+        size_t j = 0;
+        while (j < n_regs && memcmp(p->regs[j].hash, h->info.hash, 32) != 0)
+            j++;
+        if (j == n_regs)
+            p->regs[n_regs++] = h->info;
+        p->reg_of[i] = j;
+    }
+    if (n_regs > 0) {
+        if (cd_pg_blocks_register(p->pg, p->regs, n_regs, p->ids) != CD_PG_OK)
+            return -1;
+        for (size_t i = 0; i < p->n_held; i++)
+            if (p->held[i].pg_block < 0)
+                p->held[i].pg_block = p->ids[p->reg_of[i]];
+    }
     int rc;
     for (;;) {
         rc = cd_pg_batch_begin(p->pg, &p->unit);
+        /* every unit's marker check in one statement */
+        size_t n_chk = 0, k = 0;
+        for (size_t i = 0; i < p->n_held; i++) {
+            held_unit *h = &p->held[i];
+            if (h->status == CD_IPC_OK)
+                p->chk[n_chk++] =
+                    (cd_pg_marker){h->pg_block, h->unit_no, (uint32_t)h->first_tx, h->tx_count};
+        }
+        if (rc == 0)
+            rc = cd_pg_batch_check(p->pg, &p->unit, p->chk, n_chk, p->chk_state);
         for (size_t i = 0; rc == 0 && i < p->n_held; i++) {
             held_unit *h = &p->held[i];
             if (h->status != CD_IPC_OK)
                 continue; /* malformed: reported, nothing written */
             h->written = h->gaps = 0;
-            rc = cd_pg_batch_add(p->pg, &p->unit, h->pg_block, h->unit_no, (uint32_t)h->first_tx,
-                                 h->tx_count);
-            if (rc == 1) { /* committed before (a re-dispatched unit) */
-                rc = 0;
+            int st = p->chk_state[k++];
+            if (st == 1) /* committed before (a re-dispatched unit) */
                 continue;
-            }
-            if (rc == CD_PG_EUNIT) { /* after the batch, on its own */
+            if (st == CD_PG_EUNIT) { /* after the batch, on its own */
                 h->gaps = 1;
-                rc = 0;
                 continue;
             }
+            rc = cd_pg_batch_add_checked(p->pg, &p->unit, h->pg_block, h->unit_no,
+                                         (uint32_t)h->first_tx);
             if (rc != 0)
                 break;
             cd_wk_sink sink = cd_wk_unit_sink(&p->unit);
@@ -425,9 +466,12 @@ static int parser_flush(cd_wk_ctx *c)
         if (h->status == CD_IPC_OK && (n_ids == 0 || p->ids[n_ids - 1] != h->pg_block))
             p->ids[n_ids++] = h->pg_block;
     }
-    rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids);
+    int32_t tip = -1;
+    rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip);
     if (rc != CD_PG_OK && rc != CD_PG_EMERKLE)
         return -1;
+    if (tip >= 0)
+        p->tip_seen = 1;
     for (size_t i = 0; i < p->n_held; i++)
         if (cd_wk_send_ack(c, p->held[i].ipc_block, p->held[i].unit_no, p->held[i].status) != 0)
             return -1;
@@ -444,11 +488,16 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
         p->cap_held = p->cap_held ? p->cap_held * 2 : 64;
         p->held = cd_xrealloc(p->held, p->cap_held * sizeof(*p->held));
         p->ids = cd_xrealloc(p->ids, p->cap_held * sizeof(*p->ids));
+        p->regs = cd_xrealloc(p->regs, p->cap_held * sizeof(*p->regs));
+        p->reg_of = cd_xrealloc(p->reg_of, p->cap_held * sizeof(*p->reg_of));
+        p->chk = cd_xrealloc(p->chk, p->cap_held * sizeof(*p->chk));
+        p->chk_state = cd_xrealloc(p->chk_state, p->cap_held * sizeof(*p->chk_state));
     }
     held_unit *h = &p->held[p->n_held++];
     memset(h, 0, sizeof(*h));
     h->ipc_block = u->block_id;
     h->pg_block = p->pg_block;
+    h->info = p->info;
     h->unit_no = u->unit_no;
     h->tx_count = u->tx_count;
     h->first_tx = u->first_tx;
@@ -465,13 +514,23 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
 static int parser_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
 {
     wk_parser *p = c->state;
-    int32_t height = b->height == CD_IPC_HEIGHT_UNKNOWN ? -1 : (int32_t)b->height;
-    /* Every parser registers every block, in order, before any of its
-     * units is written: so the first tip (the lowest registered block) can
-     * never be a later block that happened to be indexed first. Held units
-     * are not in a transaction yet, so this commits on its own. */
-    if (cd_pg_block_register(p->pg, b->hash, b->header, height, b->tx_count, b->size,
-                             &p->pg_block) != CD_PG_OK)
+    cd_pg_block_info *i = &p->info;
+    memcpy(i->hash, b->hash, 32);
+    memcpy(i->header, b->header, 80);
+    i->height = b->height == CD_IPC_HEIGHT_UNKNOWN ? -1 : (int32_t)b->height;
+    i->tx_count = b->tx_count;
+    i->size = b->size;
+    p->pg_block = -1;
+    /* Until the indexed tip exists every parser registers every block, in
+     * order, before any of its units is written: so the first tip (the
+     * lowest registered block) can never be a later block that happened to
+     * be indexed first. Once it exists, a tip moves only to a registered,
+     * indexed child of itself, so the order of registrations no longer
+     * matters: a block is then registered only by the parsers that get one
+     * of its units (one for a block of one unit), those held for a batch all
+     * in one statement at the flush. Registration commits on its own. */
+    if (!p->tip_seen && cd_pg_block_register(p->pg, i->hash, i->header, i->height, i->tx_count,
+                                             i->size, &p->pg_block) != CD_PG_OK)
         return -1;
     p->ipc_block = b->block_id;
     p->block_size = b->size;
@@ -529,6 +588,10 @@ static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
         return parser_hold(c, u, data + skip, len - skip);
     if (parser_flush(c) < 0)
         return -1;
+    if (p->pg_block < 0 &&
+        cd_pg_block_register(p->pg, p->info.hash, p->info.header, p->info.height, p->info.tx_count,
+                             p->info.size, &p->pg_block) != CD_PG_OK)
+        return -1;
     int rc = cd_wk_index_unit(p->pg, &p->unit, p->pg_block, u->unit_no, data + skip, len - skip,
                               u->block_off + skip, (uint32_t)u->first_tx, u->tx_count, &p->opts);
     if (rc == CD_PG_EUNIT) {
@@ -578,6 +641,10 @@ static void parser_fini(cd_wk_ctx *c)
     cd_pg_free(p->pg);
     free(p->held);
     free(p->ids);
+    free(p->regs);
+    free(p->reg_of);
+    free(p->chk);
+    free(p->chk_state);
     free(p);
     c->state = NULL;
 }

@@ -149,6 +149,48 @@ def test_daemon_batches_queued_units(pg_module, build_dir, simnode_regtest116, t
     assert int(units) >= 117 and int(txns) < int(units) // 2, (units, txns)
 
 
+def blocks_stats(pg, db, inserted):
+    """(n_tup_ins, n_tup_upd) of blocks once the exited backends' counters
+    are in (a backend reports them at exit, shortly after its client left)."""
+    deadline = time.monotonic() + 30
+    while True:
+        ins, upd = psql(pg, db, "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+                                "WHERE relname = 'blocks';")[0]
+        if int(ins) >= inserted or time.monotonic() > deadline:
+            time.sleep(1.5)  # the other parser's backend
+            ins, upd = psql(pg, db, "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+                                    "WHERE relname = 'blocks';")[0]
+            return int(ins), int(upd)
+        time.sleep(0.2)
+
+
+def test_daemon_registers_each_block_once(pg_module, build_dir, simnode_regtest116, tmp_path,
+                                          reference, shared_data):
+    """Once an indexed tip exists, a block is registered only by the parser
+    that gets its unit (held blocks: one statement per batch), not by every
+    parser at BLOCK_BEGIN: every registration after the first is an
+    ON CONFLICT update of the row, so the updates of `blocks` are then only
+    `indexed` and `on_best_chain`, one each per block."""
+    ci = create_db(pg_module, "daemonreg")
+    hashes = open(os.path.join(shared_data, CHAIN, "headers.txt")).read().split()
+    # the genesis block indexed (and the tip on it) before the daemon starts
+    run_index(build_dir, ci, ["--block", os.path.join(shared_data, CHAIN, hashes[0]),
+                              "--height", "0"])
+    assert tip_height(pg_module, "daemonreg") == 0
+    base_ins, base_upd = blocks_stats(pg_module, "daemonreg", 1)
+    d = start(build_dir, tmp_path / "d", simnode_regtest116.port, ci)
+    try:
+        wait_tip(pg_module, "daemonreg", d, 116)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert dump(pg_module, "daemonreg") == reference
+    ins, upd = blocks_stats(pg_module, "daemonreg", base_ins + 116)
+    assert ins - base_ins == 116, (ins, base_ins)
+    # 2 per block; with every parser registering every block it was 3
+    assert upd - base_upd <= 2 * 116 + 4, (upd, base_upd)
+
+
 def test_daemon_parser_killed_mid_run(pg_module, build_dir, simnode_regtest116, tmp_path,
                                       reference):
     ci = create_db(pg_module, "daemonkill")

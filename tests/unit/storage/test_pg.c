@@ -574,12 +574,132 @@ START_TEST(batch_units_one_transaction)
     free(db);
 
     /* completion of a batch's blocks: merkle check, indexed, tip */
-    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, &id, 1), 0);
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, &id, 1, NULL), 0);
     int32_t h = 0;
     ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
     ck_assert_int_eq(h, 413567);
     cd_pg_unit_free(&u);
     cd_pg_free(ref);
+    cd_pg_free(pg);
+    free(offs);
+    free(blk);
+}
+END_TEST
+
+/* The set-based steps of a parser's batch: every held block registered in
+ * one statement, every unit checked in one, every block completed in one
+ * read; each gives what its one-at-a-time counterpart gives. */
+START_TEST(batch_set_based_steps)
+{
+    size_t len;
+    uint8_t *blk = block413567(&len);
+    cd_pg *pg = open_migrated();
+    /* two blocks: 413567 and a sibling with a header of its own (one tx,
+     * whose stored txid will not give its merkle root) */
+    cd_pg_block_info bi[2];
+    memset(bi, 0, sizeof(bi));
+    memcpy(bi[0].header, blk, 80);
+    cd_sha256d(bi[0].hash, blk, 80);
+    bi[0].height = 413567;
+    bi[0].tx_count = 1557;
+    bi[0].size = len;
+    memcpy(bi[1].header, blk, 80);
+    bi[1].header[79] ^= 1;
+    cd_sha256d(bi[1].hash, bi[1].header, 80);
+    bi[1].height = 413567;
+    bi[1].tx_count = 1;
+    bi[1].size = 200;
+    int64_t ids[2] = {-1, -1}, again[2] = {-1, -1}, one = -1;
+    ck_assert_int_eq(cd_pg_blocks_register(pg, bi, 2, ids), 0);
+    ck_assert_int_ne(ids[0], ids[1]);
+    ck_assert_int_gt(ids[0], 0);
+    /* idempotent, any order, and the same ids as cd_pg_block_register */
+    cd_pg_block_info rev[2] = {bi[1], bi[0]};
+    ck_assert_int_eq(cd_pg_blocks_register(pg, rev, 2, again), 0);
+    ck_assert_int_eq(again[0], ids[1]);
+    ck_assert_int_eq(again[1], ids[0]);
+    ck_assert_int_eq(cd_pg_block_register(pg, bi[0].hash, blk, 413567, 1557, len, &one), 0);
+    ck_assert_int_eq(one, ids[0]);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks"), 2);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks WHERE prev_hash = "
+                                "substring(header FROM 5 FOR 32) AND octet_length(header) = 80 "
+                                "AND tx_count IN (1, 1557)"),
+                     2);
+    int64_t id = ids[0];
+
+    uint64_t *offs = malloc(1558 * sizeof(uint64_t));
+    size_t off = 83, consumed;
+    cd_wk_sink none = {0};
+    for (int i = 0; i < 1557; i++) {
+        offs[i] = off;
+        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
+                         1);
+        off += consumed;
+    }
+    offs[1557] = len;
+    cd_pg_unit u;
+    cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
+    ck_assert_int_eq(cd_pg_batch_begin(pg, &u), 0);
+    ck_assert_int_eq(batch_range(pg, &u, id, blk, offs, 0, 0, 500), 0);
+    ck_assert_int_eq(cd_pg_batch_commit(pg, &u), 0);
+
+    /* one statement, the answers of cd_pg_batch_add unit by unit */
+    cd_pg_marker m[5] = {
+        {id, 0, 0, 500},   /* committed before, same range */
+        {id, 0, 0, 0},     /* the same, tx count unknown */
+        {id, 1, 500, 500}, /* new */
+        {id, 7, 400, 200}, /* overlaps unit 0 under another cutting */
+        {id, 0, 0, 499},   /* unit 0 with another range */
+    };
+    int st[5] = {-9, -9, -9, -9, -9};
+    ck_assert_int_eq(cd_pg_batch_begin(pg, &u), 0);
+    ck_assert_int_eq(cd_pg_batch_check(pg, &u, m, 5, st), 0);
+    ck_assert_int_eq(st[0], 1);
+    ck_assert_int_eq(st[1], 1);
+    ck_assert_int_eq(st[2], 0);
+    ck_assert_int_eq(st[3], CD_PG_EUNIT);
+    ck_assert_int_eq(st[4], CD_PG_EUNIT);
+    /* the checked units are written as with cd_pg_batch_add */
+    for (uint32_t k = 1; k <= 3; k++) {
+        uint32_t a = 500 * k, b = k == 3 ? 1557 : a + 500;
+        ck_assert_int_eq(cd_pg_batch_add_checked(pg, &u, id, k, a), 0);
+        cd_wk_parse_opts o = {1, 0};
+        cd_wk_sink s = cd_wk_unit_sink(&u);
+        ck_assert_int_eq(
+            cd_wk_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
+            (long)(b - a));
+        cd_pg_batch_unit_done(&u);
+    }
+    ck_assert_int_eq(cd_pg_batch_commit(pg, &u), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
+    ck_assert_int_eq(scalar(pg, "SELECT sum(tx_count) FROM indexed_units"), 1557);
+
+    /* the sibling: its one unit present, its txid not its header's root */
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
+             "VALUES (%lld, 0, 0, 1); "
+             "INSERT INTO transactions (block_id, tx_offset, tx_pos, tx_size, tx_hash) "
+             "VALUES (%lld, 81, 0, 119, sha256('x'::bytea))",
+             (long long)ids[1], (long long)ids[1]);
+    ck_assert_int_eq(cd_pg_exec(pg, sql), 0);
+    /* both in one completion: the good one indexed and the tip on it, the
+     * other logged and left unindexed */
+    int32_t tip = -5;
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 2, &tip), CD_PG_EMERKLE);
+    ck_assert_int_eq(tip, 413567);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM blocks WHERE indexed AND on_best_chain AND n_units = 4 "
+             "AND block_id = %lld",
+             (long long)id);
+    ck_assert_int_eq(scalar(pg, sql), 1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks WHERE indexed"), 1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 1557);
+    /* again: nothing changes, the tip is reported */
+    tip = -5;
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 1, &tip), 0);
+    ck_assert_int_eq(tip, 413567);
+    cd_pg_unit_free(&u);
     cd_pg_free(pg);
     free(offs);
     free(blk);
@@ -607,6 +727,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, stream_connection_lost_mid_unit);
     tcase_add_test(tc, block_gaps_from_markers);
     tcase_add_test(tc, batch_units_one_transaction);
+    tcase_add_test(tc, batch_set_based_steps);
     suite_add_tcase(s, tc);
     return s;
 }
