@@ -84,8 +84,13 @@ def main():
         deadline = time.monotonic() + 900
         height = -1
         while time.monotonic() < deadline:
-            out = pg.psql("SELECT height FROM best_tip").strip()
-            height = int(out) if out else -1
+            try:
+                out = pg.psql("SELECT height FROM best_tip").strip()
+                height = int(out) if out else -1
+            except subprocess.CalledProcessError:
+                # the parser workers create the schema (migrations) on their
+                # first connection: until then there is no best_tip to read
+                height = -1
             if height >= a.blocks:
                 break
             if daemon.proc.poll() is not None:
