@@ -890,20 +890,14 @@ int cd_pg_batch_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header
 int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx,
                     uint32_t expect_txs)
 {
-    if (u->stream_rc) /* a streamed COPY failed: the batch is lost anyway */
-        return u->stream_rc;
-    if (!pg->conn)
-        return CD_PG_EAGAIN;
-    u->block_id = block_id;
-    u->unit_no = unit_no;
-    u->first_tx = first_tx;
-    u->mark_start = u->tx_count;
+    int rc = cd_pg_batch_add_checked(pg, u, block_id, unit_no, first_tx);
+    if (rc)
+        return rc;
     struct unit_vals x;
     unit_vals_of(u, &x);
     snprintf(x.c, sizeof(x.c), "%u", expect_txs);
     PGresult *r = NULL;
-    int rc =
-        qp(pg, PS_UNIT_CHECK, "checking a unit marker", unit_check_sql, 4, x.v, NULL, NULL, &r);
+    rc = qp(pg, PS_UNIT_CHECK, "checking a unit marker", unit_check_sql, 4, x.v, NULL, NULL, &r);
     if (rc) {
         if (rc == CD_PG_ERROR)
             rollback(pg);
@@ -1000,7 +994,7 @@ int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_
 int cd_pg_batch_add_checked(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
                             uint32_t first_tx)
 {
-    if (u->stream_rc)
+    if (u->stream_rc) /* a streamed COPY failed: the batch is lost anyway */
         return u->stream_rc;
     if (!pg->conn)
         return CD_PG_EAGAIN;

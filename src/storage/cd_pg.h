@@ -225,7 +225,10 @@ int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no
  * state[i] = 0 (to write), 1 (committed before: skip) or CD_PG_EUNIT.
  * Returns 0 or what cd_pg_batch_add would (CD_PG_EAGAIN, errors). Units
  * checked this way are then added with cd_pg_batch_add_checked (same
- * contract as cd_pg_batch_add returning 0). */
+ * contract as cd_pg_batch_add returning 0). The parser worker uses this
+ * set-based form; cd_pg_batch_add is the unit-at-a-time one (it checks, then
+ * calls cd_pg_batch_add_checked), kept for callers with one unit and as the
+ * reference the unit tests compare the set-based form with. */
 int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_t n, int *state);
 int cd_pg_batch_add_checked(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
                             uint32_t first_tx);
