@@ -36,10 +36,7 @@ from simnode_fixtures import SimNodeProcess  # noqa: E402
 
 
 def q(pg, sql):
-    out = subprocess.run(["psql", "-X", "-A", "-t", "-h", pg.sockdir, "-p", str(pg.port), "-U",
-                          "postgres", "-d", "bench", "-c", sql],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
-    return out.stdout.decode().strip()
+    return pg.psql(sql, db="bench").strip()
 
 
 def tip(pg):

@@ -5,6 +5,8 @@
 #include "common/cd_log.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -143,4 +145,19 @@ void cd_close_fds_except(int keep)
     closedir(d);
     for (int i = 0; i < n; i++)
         close(fds[i]);
+}
+
+pid_t cd_fork_signals_blocked(void)
+{
+    fflush(NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0)
+        return 0;
+    int saved = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
 }

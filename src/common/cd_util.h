@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <string.h>
 
 #define CD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -106,6 +107,13 @@ int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex);
  * (-1: none), so no listening socket, LMDB file or other child's channel
  * leaks into it. Re-open the log afterwards with cd_log_open(). */
 void cd_close_fds_except(int keep);
+
+/* fork() with every signal blocked across it: the child cannot run one of
+ * the parent's handlers before it has set up its own (it returns with all
+ * signals blocked and sets its own mask); in the parent the previous mask is
+ * back. stdio is flushed first so buffered output is not written twice.
+ * Returns fork()'s result, with fork()'s errno on failure. */
+pid_t cd_fork_signals_blocked(void);
 
 /* ---- time ---- */
 

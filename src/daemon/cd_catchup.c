@@ -226,17 +226,12 @@ static void launch(cu_state *s, cu_op op, int32_t behind)
         s->retry_at = cd_now_s() + CU_RETRY_S;
         return;
     }
-    fflush(NULL);
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &old);
-    pid_t pid = fork();
+    pid_t pid = cd_fork_signals_blocked();
     if (pid == 0) {
         close(p[0]);
         helper_main(s->cfg, op, p[1]);
     }
     int saved = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
     close(p[1]);
     if (pid < 0) {
         cd_log_error("index: fork: %s", strerror(saved));

@@ -259,17 +259,12 @@ static void start_child(cd_supervisor *s, int slot)
         schedule_restart(s, slot);
         return;
     }
-    fflush(NULL);
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &old);
-    pid_t pid = fork();
+    pid_t pid = cd_fork_signals_blocked();
     if (pid == 0) {
         close(sv[0]);
         child_main(s, slot, sv[1]);
     }
     int saved = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);
     if (pid < 0) {
         cd_log_error("supervisor: fork %s worker: %s", child_name(c), strerror(saved));
