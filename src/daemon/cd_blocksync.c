@@ -300,6 +300,17 @@ static void pipe_space(void *arg)
     resume_waiting(arg);
 }
 
+/* A failed copy's rows are gone: the block may be asked for again (a copy
+ * refused meanwhile left its request waiting: ask anew). */
+static void pipe_cleared(void *arg, const uint8_t hash[32])
+{
+    bs_state *s = arg;
+    bs_req *r = find_req(s, hash);
+    if (r)
+        drop_req(s, r);
+    schedule(s);
+}
+
 static void pipe_fatal(void *arg)
 {
     bs_state *s = arg;
@@ -448,6 +459,10 @@ static void schedule(bs_state *s)
             const cd_hdr_node *n = cd_hdrtree_at(s->tree, h);
             if (!n || hs_has(&s->stored, n->hash) || find_req(s, n->hash))
                 continue;
+            /* a failed copy's rows are still being removed: a copy now
+             * would be refused; `cleared` schedules again */
+            if (cd_pipeline_holds(s->pipe, n->hash))
+                continue;
             /* in this batch already? */
             int dup = 0;
             for (size_t k = 0; k < nb && !dup; k++)
@@ -587,10 +602,9 @@ static void mod_progress(void *state, cd_ctl_progress *out)
         }
     }
     out->stored_height = h - 1;
-    /* with parsers, a block finishes OK only once every unit is committed
-     * to PostgreSQL (cd_pipeline.h), so stored == indexed */
-    if (s->cfg->index)
-        out->indexed_height = h - 1;
+    /* the indexed height comes from PostgreSQL's index_tip (cd_mempool.c):
+     * a block the pipeline finished is not always indexed (its rows may
+     * have failed the completion check) */
     out->ring_used += cd_ring_used(&s->ring);
     out->ring_size += s->ring.size;
     if (s->pipe) {
@@ -629,7 +643,8 @@ static int mod_init(cd_ctl *ctl, void **state)
                            .block_done = pipe_done,
                            .space = pipe_space,
                            .fatal = pipe_fatal,
-                           .identify = pipe_identify};
+                           .identify = pipe_identify,
+                           .cleared = pipe_cleared};
     s->pipe = cd_pipeline_new(s->base, &s->ring, s->cfg, &cbs);
     /* Parser workers (index): PostgreSQL rows, exactly once (cd_wk_parser.h).
      * First, before anything is dispatched: blocks stored in LMDB but not

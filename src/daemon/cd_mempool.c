@@ -128,11 +128,14 @@ typedef struct mp_state {
     /* what waits for the connection */
     int schema_ok, schema_checks;
     double schema_at;
-    int ready;        /* migrated and mempool emptied */
-    int target_dirty; /* chain_target must be (re)written */
-    int step_req;     /* a reorg step is queued (coalesced) */
-    int step_due;     /* the last step has work pending */
-    int tip_req;      /* read index_tip after a switch */
+    int ready;              /* migrated and mempool emptied */
+    int target_dirty;       /* chain_target must be (re)written */
+    int step_req;           /* a reorg step is queued (coalesced) */
+    int step_due;           /* the last step has work pending */
+    int tip_req;            /* read index_tip after a switch */
+    int tip_poll;           /* read index_tip for the status (every tick) */
+    int tip_log;            /* the read in flight follows a switch: log it */
+    int32_t indexed_height; /* index_tip height last read, -1: none/unknown */
     int sw_fork, sw_leave, sw_join, sw_reorg;
     double sw_ms;
     int synced; /* the index reached the tree's tip once: relay starts */
@@ -568,8 +571,9 @@ static void dispatch(mp_state *s)
         send_query(s, OP_STEP, "SELECT cd_reorg_step()");
         return;
     }
-    if (s->tip_req) {
-        s->tip_req = 0;
+    if (s->tip_req || s->tip_poll) {
+        s->tip_log = s->tip_req;
+        s->tip_req = s->tip_poll = 0;
         send_query(s, OP_TIP,
                    "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
                    "JOIN blocks b USING (block_id)");
@@ -666,7 +670,12 @@ static void tip_done(mp_state *s, PGresult *r)
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
         h = PQgetvalue(r, 0, 0);
         hash = PQgetvalue(r, 0, 1);
+        s->indexed_height = (int32_t)atol(h);
+    } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        s->indexed_height = -1; /* no tip yet */
     }
+    if (!s->tip_log)
+        return; /* a status poll */
     if (s->sw_reorg)
         cd_log_info("reorg: indexed best chain switched: fork height=%d leaving=%d "
                     "joining=%d new tip=%s height=%s (one transaction, %.1f ms)",
@@ -881,6 +890,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         conn_lost(s, "timed out");
     if (s->step_due || s->ticks % MP_STEP_EVERY == 0)
         s->step_req = 1;
+    /* the status shows the height the best-chain views show, read from
+     * index_tip, never a count of blocks the pipeline finished (issue 11,
+     * F1: a block can finish in the pipeline and still not be indexed) */
+    if (s->schema_ok && s->cfg->index)
+        s->tip_poll = 1;
     dispatch(s);
     log_progress(s, 0);
 }
@@ -904,8 +918,17 @@ static int mod_init(cd_ctl *ctl, void **state)
     s->ctl = ctl;
     s->cfg = cd_ctl_config(ctl);
     s->base = cd_ctl_base(ctl);
+    s->indexed_height = -1;
     *state = s;
     return 0;
+}
+
+/* The indexed height as the best-chain views show it (index_tip). */
+static void mod_progress(void *state, cd_ctl_progress *out)
+{
+    mp_state *s = state;
+    if (s->cfg->index)
+        out->indexed_height = s->indexed_height;
 }
 
 static int mod_start(void *state)
@@ -972,4 +995,5 @@ const cd_ctl_module cd_mempool_module = {
     .fini = mod_fini,
     .handlers = {.on_ready = on_ready, .on_inv = on_inv, .on_tx = on_tx},
     .on_best_chain = on_best_chain,
+    .progress = mod_progress,
 };

@@ -17,6 +17,14 @@
  *
  * Ring release is FIFO: walk blocks oldest first, units in order, release
  * while the unit is releasable; stop at the first one that is not.
+ *
+ * Failed copies (issue 11, F1): parsers commit a block's units while the
+ * merkle worker is still checking the bytes. When a copy fails (wrong root,
+ * mutation, malformed, lost) after some of its units reached a parser, it
+ * goes, once every consumer has acked it, to the `purges` list: one parser
+ * is asked (BLOCK_DELETE) to remove the rows it committed, and until that
+ * parser answers, no other copy of the block is let in (copy_in_flight), so
+ * a right copy is never mixed with a wrong one's rows.
  */
 #include "daemon/cd_pipeline.h"
 
@@ -69,10 +77,19 @@ typedef struct pipe_block {
     int begin_sent, end_sent, recv_done;
     int writer_done, merkle_done, merkle_status;
     int finished, hold;
-    int ok; /* finished with CD_PIPE_OK */
+    int ok;    /* finished with CD_PIPE_OK */
+    int purge; /* failed after units reached parsers: remove their rows */
     int hash_known;
     void *ctx;
 } pipe_block;
+
+/* A failed copy whose committed rows a parser must remove. */
+typedef struct pipe_purge {
+    struct pipe_purge *next;
+    uint64_t id; /* the copy's block id (echoed in the parser's BLOCK_DONE) */
+    uint8_t hash[32];
+    int slot; /* parser asked, -1: not asked yet */
+} pipe_purge;
 
 typedef struct pipe_chan {
     struct bufferevent *bev;
@@ -103,6 +120,7 @@ struct cd_pipeline {
     int want_space;
     int started;
     int defer_release; /* set while walking the block list */
+    pipe_purge *purges;
     cd_pipeline_stats stats;
 };
 
@@ -257,6 +275,60 @@ static void free_block(pipe_block *b)
     free(b);
 }
 
+/* Asks a live parser to remove the rows of each failed copy not asked for
+ * yet. */
+static void purge_pump(cd_pipeline *p)
+{
+    if (!p->started)
+        return;
+    for (pipe_purge *q = p->purges; q; q = q->next) {
+        if (q->slot >= 0)
+            continue;
+        for (int i = 0; i < p->n_parsers; i++) {
+            pipe_chan *c = &p->chan[p->parser_slot[(p->rr + i) % p->n_parsers]];
+            if (!c->up)
+                continue;
+            cd_ipc_block_ref r;
+            memset(&r, 0, sizeof(r));
+            r.block_id = q->id;
+            memcpy(r.hash, q->hash, 32);
+            if (chan_send(c, CD_IPC_BLOCK_DELETE, &r, sizeof(r), NULL, 0) == 0) {
+                q->slot = c->slot;
+                break;
+            }
+        }
+    }
+}
+
+static void purge_add(cd_pipeline *p, const pipe_block *b)
+{
+    pipe_purge *q = cd_xcalloc(1, sizeof(*q));
+    q->id = b->id;
+    memcpy(q->hash, b->hash, 32);
+    q->slot = -1;
+    q->next = p->purges;
+    p->purges = q;
+    purge_pump(p);
+}
+
+/* A parser answered the purge of copy `id`. */
+static void purge_done(cd_pipeline *p, uint64_t id)
+{
+    for (pipe_purge **pp = &p->purges; *pp; pp = &(*pp)->next) {
+        pipe_purge *q = *pp;
+        if (q->id != id)
+            continue;
+        *pp = q->next;
+        p->stats.purges++;
+        uint8_t hash[32];
+        memcpy(hash, q->hash, 32);
+        free(q);
+        if (p->cbs.cleared && !cd_pipeline_holds(p, hash))
+            p->cbs.cleared(p->cbs.arg, hash);
+        return;
+    }
+}
+
 static void try_release(cd_pipeline *p)
 {
     uint64_t released = 0;
@@ -279,10 +351,13 @@ static void try_release(cd_pipeline *p)
         if (b->n_released < b->n_units || !b->finished || b == p->cur)
             break;
         /* finished and every unit released: bytes past the last unit were
-         * taken back when it failed (see finish()) */
+         * taken back when it failed (see finish()). Every parser acked the
+         * copy, so what it committed can be removed now. */
         p->head = b->next;
         if (p->tail == b)
             p->tail = NULL;
+        if (b->purge && p->n_parsers > 0)
+            purge_add(p, b);
         free_block(b);
     }
     if (released && p->want_space && p->cur) {
@@ -297,13 +372,21 @@ static void try_release(cd_pipeline *p)
  * everything by hash, so a second copy dispatched beside it could replace
  * verified bytes by unverified ones, and the second copy's failure (a
  * BLOCK_DELETE by hash) would then remove the block altogether. */
-static const pipe_block *copy_in_flight(const cd_pipeline *p, const pipe_block *b,
-                                        const uint8_t hash[32])
+static int copy_in_flight(const cd_pipeline *p, const pipe_block *b, const uint8_t hash[32])
 {
     for (const pipe_block *o = p->head; o; o = o->next)
-        if (o != b && o->hash_known && memcmp(o->hash, hash, 32) == 0 && (!o->finished || o->ok))
-            return o;
-    return NULL;
+        if (o != b && o->hash_known && memcmp(o->hash, hash, 32) == 0 &&
+            (!o->finished || o->ok || o->purge))
+            return 1;
+    for (const pipe_purge *q = p->purges; q; q = q->next)
+        if (memcmp(q->hash, hash, 32) == 0)
+            return 1;
+    return 0;
+}
+
+int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32])
+{
+    return copy_in_flight(p, NULL, hash);
 }
 
 static void finish(cd_pipeline *p, pipe_block *b, int status)
@@ -331,10 +414,14 @@ static void finish(cd_pipeline *p, pipe_block *b, int status)
              * this block is dispatched while this one is (copy_in_flight()) */
             send_delete(p, b);
         }
-        /* units never sent owe no ack */
-        for (size_t i = 0; i < b->n_units; i++)
+        /* units never sent owe no ack; rows of units a parser got must go
+         * before another copy comes in */
+        for (size_t i = 0; i < b->n_units; i++) {
             if (!b->units[i].sent)
                 b->units[i].pending = 0;
+            else if (b->units[i].parser >= 0)
+                b->purge = 1;
+        }
     }
     if (b == p->cur) {
         /* take back the bytes not cut into a unit yet (they are at head) */
@@ -389,6 +476,7 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         cd_log_debug("pipeline: %s worker %u (pid %d) ready", cd_wk_kind_name(m->kind), m->index,
                      m->pid);
         pump(p);
+        purge_pump(p);
         /* a receiver that waited for the workers may go on */
         if (all_up(p) && p->cbs.space)
             p->cbs.space(p->cbs.arg);
@@ -402,6 +490,17 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         if (!b || m->unit_no >= b->n_units)
             return; /* stale: block re-dispatched under a new id */
         b->units[m->unit_no].pending &= ~(1ull << c->slot);
+        if (m->status == CD_IPC_ERR_STALE && c->kind == CD_WK_PARSER && !b->finished) {
+            /* rows of an earlier, wrong copy (left by an older version)
+             * were found and removed: nobody's fault, fetch it again */
+            char hex[65];
+            hexid(hex, b->hash);
+            cd_log_warn("pipeline: block %s: rows of an earlier copy did not match its header "
+                        "and were removed; indexing it again",
+                        hex);
+            finish(p, b, CD_PIPE_RETRY); /* may free b */
+            return;
+        }
         if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
             char hex[65];
             hexid(hex, b->hash);
@@ -418,6 +517,10 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         if (h->len < sizeof(cd_ipc_block_done))
             break;
         const cd_ipc_block_done *m = (const cd_ipc_block_done *)pl;
+        if (c->kind == CD_WK_PARSER) { /* the answer to a purge */
+            purge_done(p, m->block_id);
+            return;
+        }
         pipe_block *b = find_block(p, m->block_id);
         if (!b)
             return;
@@ -509,6 +612,11 @@ static void chan_event_cb(struct bufferevent *bev, short what, void *arg)
 static void worker_lost(cd_pipeline *p, int slot)
 {
     uint64_t bit = 1ull << slot;
+    /* a purge that parser had not answered goes to another one */
+    for (pipe_purge *q = p->purges; q; q = q->next)
+        if (q->slot == slot)
+            q->slot = -1;
+    purge_pump(p);
     p->defer_release++;
     for (pipe_block *b = p->head; b; b = b->next) {
         for (size_t i = b->n_released; i < b->n_units; i++)
@@ -923,6 +1031,11 @@ void cd_pipeline_free(cd_pipeline *p)
         pipe_block *b = p->head;
         p->head = b->next;
         free_block(b);
+    }
+    while (p->purges) {
+        pipe_purge *q = p->purges;
+        p->purges = q->next;
+        free(q);
     }
     free(p);
 }

@@ -70,7 +70,15 @@ typedef struct cd_pipeline_cbs {
      * -1 to refuse it (the block fails with CD_PIPE_UNWANTED). */
     int (*identify)(void *arg, const uint8_t hash[32], const uint8_t header[80], uint32_t *height,
                     void **block_ctx);
+    /* Optional: a failed copy of `hash` no longer holds the block back
+     * (cd_pipeline_holds() is 0 again): it may be asked for again. */
+    void (*cleared)(void *arg, const uint8_t hash[32]);
 } cd_pipeline_cbs;
+
+/* 1 while a copy of `hash` is in the pipeline, or a failed copy's committed
+ * rows are being removed: another copy would be refused (CD_PIPE_UNWANTED),
+ * so do not ask for one before `cleared`. */
+int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
 
 /*
  * Creates the pipeline and its supervisor (workers are not started yet).
@@ -132,6 +140,7 @@ typedef struct cd_pipeline_stats {
     uint64_t blocks_failed;
     uint64_t units;
     uint64_t redispatched;
+    uint64_t purges; /* failed copies whose committed rows were removed */
 } cd_pipeline_stats;
 
 void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out);

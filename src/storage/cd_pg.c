@@ -234,6 +234,7 @@ enum {
     PS_COMPLETE_READ,
     PS_SET_INDEXED,
     PS_ADV_NEXT,
+    PS_PURGE_MANY,
     PS_COUNT
 };
 
@@ -1097,6 +1098,17 @@ void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u)
 /* blocks and tip                                                      */
 /* ------------------------------------------------------------------ */
 
+/* A block registered again keeps its id. While it is not indexed, the new
+ * copy's tx count and size replace the old ones: a failed copy (say the
+ * CVE-2012-2459 mutation, one tx more than the header commits to) must not
+ * leave a shape the right copy can never complete (its rows were purged,
+ * cd_block_purge). An indexed block passed the merkle check: it keeps its
+ * values. (The update also locks the row, as the no-op update before did.) */
+#define REG_CONFLICT                                                                               \
+    "ON CONFLICT (block_hash) DO UPDATE SET "                                                      \
+    "tx_count = CASE WHEN blocks.indexed THEN blocks.tx_count ELSE EXCLUDED.tx_count END, "        \
+    "size = CASE WHEN blocks.indexed THEN blocks.size ELSE EXCLUDED.size END "
+
 static int reg_op(cd_pg *pg, void *a)
 {
     struct reg_arg *x = a;
@@ -1111,9 +1123,7 @@ static int reg_op(cd_pg *pg, void *a)
     PGresult *r = NULL;
     int rc = qp(pg, PS_REGISTER, "registering a block",
                 "INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size) "
-                "VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT (block_hash) DO UPDATE SET block_hash = EXCLUDED.block_hash "
-                "RETURNING block_id",
+                "VALUES ($1, $2, $3, $4, $5, $6) " REG_CONFLICT "RETURNING block_id",
                 6, vals, lens, fmts, &r);
     if (rc)
         return rc;
@@ -1173,8 +1183,7 @@ static int regs_op(cd_pg *pg, void *a)
                 "       substring($2::bytea FROM (i::integer - 1) * 80 + 5 FOR 32), h, "
                 "       substring($2::bytea FROM (i::integer - 1) * 80 + 1 FOR 80), t, s "
                 "FROM unnest($3::integer[], $4::bigint[], $5::bigint[]) "
-                "     WITH ORDINALITY AS x(h, t, s, i) ORDER BY i "
-                "ON CONFLICT (block_hash) DO UPDATE SET block_hash = EXCLUDED.block_hash "
+                "     WITH ORDINALITY AS x(h, t, s, i) ORDER BY i " REG_CONFLICT
                 "RETURNING block_id, block_hash",
                 5, vals, lens, fmts, &r);
     for (int k = 0; k < 3; k++)
@@ -1432,6 +1441,7 @@ struct complete_arg {
     size_t n;
     int *indexed;
     int32_t *height;
+    uint8_t *purged; /* per block: its rows did not match and were removed; or NULL */
 };
 
 /* For each block of $1 (in that order): its state, the tx count its committed
@@ -1468,9 +1478,13 @@ static char *int_array(const int64_t *v, size_t n)
 
 /* Inside a transaction holding the tip lock: marks each block indexed if its
  * committed units cover it and the stored txids give the header's root (one
- * read for all blocks, one UPDATE for those that pass). 0 (*emerkle set if a
- * root differed: logged, that block left unindexed), RETRY, CD_PG_ERROR;
- * never rolls back (the caller does). */
+ * read for all blocks, one UPDATE for those that pass). A block whose txids
+ * do not give the root holds the rows of a wrong copy (issue 11, F1): its
+ * rows and markers are removed in this same transaction (cd_block_purge,
+ * sql/005), so the detection and the repair commit together and the right
+ * copy can be indexed afterwards. 0 (*emerkle set if a root differed: logged,
+ * that block purged and left unindexed), RETRY, CD_PG_ERROR; never rolls back
+ * (the caller does). */
 static int complete_locked(cd_pg *pg, const struct complete_arg *x, int *emerkle)
 {
     char *ids_a = int_array(x->ids, x->n);
@@ -1487,8 +1501,11 @@ static int complete_locked(cd_pg *pg, const struct complete_arg *x, int *emerkle
         cd_log_error("postgres: completing %zu blocks: %zu of them unknown", x->n, x->n - rows);
         return CD_PG_ERROR;
     }
-    int64_t *done = cd_xmalloc(rows * sizeof(int64_t) * 2), *done_units = done + rows;
-    size_t n_done = 0;
+    int64_t *done = cd_xmalloc(rows * sizeof(int64_t) * 3), *done_units = done + rows;
+    int64_t *bad = done + 2 * rows;
+    size_t n_done = 0, n_bad = 0;
+    if (x->purged)
+        memset(x->purged, 0, x->n);
     for (size_t k = 0; k < rows; k++) {
         int row = (int)k;
         const char *b = PQgetvalue(r, row, 0);
@@ -1517,9 +1534,13 @@ static int complete_locked(cd_pg *pg, const struct complete_arg *x, int *emerkle
             PQfreemem(ids);
             if (!ok) {
                 cd_log_error("postgres: block_id %s at height %s: the %zu stored txids do not "
-                             "give the header's merkle root; block not marked indexed",
+                             "give the header's merkle root (rows of a wrong copy); removing "
+                             "them, the block will be indexed again",
                              b, PQgetvalue(r, row, 6), n);
                 *emerkle = 1;
+                bad[n_bad++] = strtoll(b, NULL, 10);
+                if (x->purged)
+                    x->purged[k] = 1;
             } else {
                 done[n_done] = strtoll(b, NULL, 10);
                 done_units[n_done++] = strtoll(PQgetvalue(r, row, 5), NULL, 10);
@@ -1540,13 +1561,21 @@ static int complete_locked(cd_pg *pg, const struct complete_arg *x, int *emerkle
         free(a);
         free(u);
     }
+    if (rc == 0 && n_bad > 0) {
+        char *a = int_array(bad, n_bad);
+        const char *v1[1] = {a};
+        rc = qp(pg, PS_PURGE_MANY, "removing the rows of a wrong block copy",
+                "SELECT count(*) FILTER (WHERE cd_block_purge(id)) FROM unnest($1::bigint[]) id", 1,
+                v1, NULL, NULL, NULL);
+        free(a);
+    }
     free(done);
     return rc;
 }
 
-/* BEGIN, the tip lock, complete_locked for all blocks, the tip advance,
- * COMMIT. A merkle mismatch of one block leaves the others' work in place
- * (with n == 1 it rolls back: nothing else changed). */
+/* BEGIN, the tip lock, complete_locked for all blocks (a merkle mismatch
+ * purges that block's rows: committed with the rest), the tip advance,
+ * COMMIT. */
 static int complete_op(cd_pg *pg, void *a)
 {
     struct complete_arg *x = a;
@@ -1557,8 +1586,6 @@ static int complete_op(cd_pg *pg, void *a)
     int emerkle = 0;
     if (rc == 0)
         rc = complete_locked(pg, x, &emerkle);
-    if (rc == 0 && emerkle && x->n == 1)
-        rc = CD_PG_EMERKLE;
     if (rc == 0)
         rc = advance_locked(pg, x->height);
     if (rc == 0)
@@ -1570,16 +1597,115 @@ static int complete_op(cd_pg *pg, void *a)
 
 int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed)
 {
-    struct complete_arg a = {&block_id, 1, indexed, NULL};
+    struct complete_arg a = {&block_id, 1, indexed, NULL, NULL};
     return with_retry(pg, complete_op, &a);
 }
 
-int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height)
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height,
+                              uint8_t *purged)
 {
     if (n == 0)
         return CD_PG_OK;
-    struct complete_arg a = {block_ids, n, NULL, tip_height};
+    struct complete_arg a = {block_ids, n, NULL, tip_height, purged};
     return with_retry(pg, complete_op, &a);
+}
+
+struct purge_arg {
+    const uint8_t *hash;
+    int64_t block_id;
+    int *purged;
+};
+
+static int purge_op(cd_pg *pg, void *a)
+{
+    struct purge_arg *x = a;
+    char id[24];
+    snprintf(id, sizeof(id), "%" PRId64, x->block_id);
+    const char *vals[2] = {(const char *)x->hash, id};
+    int lens[2] = {32, 0};
+    int fmts[2] = {1, 0};
+    PGresult *r = NULL;
+    /* under the tip lock: a completion of the same block cannot interleave */
+    int rc = q(pg, "removing a block copy's rows", "BEGIN", 0, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = qp(pg, PS_TIP_LOCK, "removing a block copy's rows",
+                "SELECT pg_advisory_xact_lock(" TIP_LOCK_KEY ")", 0, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        rc = q(pg, "removing a block copy's rows",
+               "SELECT count(*) FILTER (WHERE cd_block_purge(b.block_id)) FROM blocks b "
+               "WHERE b.block_hash = $1 OR b.block_id = $2::bigint",
+               2, vals, lens, fmts, &r);
+    if (rc == 0) {
+        if (x->purged)
+            *x->purged = atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        rc = q(pg, "removing a block copy's rows", "COMMIT", 0, NULL, NULL, NULL, NULL);
+    }
+    if (rc)
+        rollback(pg);
+    return rc;
+}
+
+int cd_pg_block_purge(cd_pg *pg, const uint8_t hash[32], int64_t block_id, int *purged)
+{
+    static const uint8_t none[32];
+    struct purge_arg a = {hash ? hash : none, hash ? -1 : block_id, purged};
+    if (purged)
+        *purged = 0;
+    return with_retry(pg, purge_op, &a);
+}
+
+struct unindexed_arg {
+    cd_pg_block_info **out;
+    int64_t **ids;
+    size_t *n;
+};
+
+static int unindexed_op(cd_pg *pg, void *a)
+{
+    struct unindexed_arg *x = a;
+    PGresult *r = NULL;
+    int rc = q(pg, "reading blocks with unverified rows",
+               "SELECT b.block_id, b.block_hash, b.header, b.height, b.tx_count, b.size "
+               "FROM blocks b WHERE NOT b.indexed "
+               "AND EXISTS (SELECT 1 FROM indexed_units u WHERE u.block_id = b.block_id) "
+               "ORDER BY b.height, b.block_id",
+               0, NULL, NULL, NULL, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    cd_pg_block_info *bi = cd_xcalloc(rows ? rows : 1, sizeof(*bi));
+    int64_t *ids = cd_xcalloc(rows ? rows : 1, sizeof(*ids));
+    for (size_t i = 0; i < rows; i++) {
+        int row = (int)i;
+        ids[i] = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+        size_t hl = 0, hdl = 0;
+        unsigned char *h = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, 1), &hl);
+        unsigned char *hd = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, 2), &hdl);
+        if (h && hl == 32)
+            memcpy(bi[i].hash, h, 32);
+        if (hd && hdl == 80)
+            memcpy(bi[i].header, hd, 80);
+        PQfreemem(h);
+        PQfreemem(hd);
+        bi[i].height = (int32_t)atol(PQgetvalue(r, row, 3));
+        bi[i].tx_count = strtoull(PQgetvalue(r, row, 4), NULL, 10);
+        bi[i].size = strtoull(PQgetvalue(r, row, 5), NULL, 10);
+    }
+    PQclear(r);
+    *x->out = bi;
+    *x->ids = ids;
+    *x->n = rows;
+    return 0;
+}
+
+int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **block_ids, size_t *n)
+{
+    *blocks = NULL;
+    *block_ids = NULL;
+    *n = 0;
+    struct unindexed_arg a = {blocks, block_ids, n};
+    return with_retry(pg, unindexed_op, &a);
 }
 
 static int advance_all_op(cd_pg *pg, void *a)

@@ -279,19 +279,44 @@ int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
  * index checks its own content, CVE-2012-2459 mutation included); on a match
  * mark the block indexed, then advance the tip as far as possible in height
  * order (cd_pg_tip_advance_all).
+ * A block whose units are all present but whose stored txids do not give
+ * the root holds the rows of a wrong copy (a peer sent a changed block, or
+ * the CVE-2012-2459 mutation): its rows and unit markers are removed in the
+ * same transaction (cd_block_purge, sql/005), so a right copy indexes
+ * afterwards. Nothing of an indexed block is ever removed.
  * Out: *indexed (may be NULL) 1 if the block is indexed now.
  * Returns: CD_PG_OK (complete or not yet); CD_PG_EMERKLE (all units present
- *          but the root differs: logged, block left unindexed); errors.
+ *          but the root differs: logged, rows removed, block left
+ *          unindexed: the caller must have the block indexed again from a
+ *          good copy); errors.
  */
 int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
 
 /* cd_pg_block_try_complete for n blocks in one transaction (one lock, one
  * read of all their unit coverage and txids, one UPDATE for those that
  * pass, one tip advance): what a parser runs after committing a batch.
- * *tip_height (may be NULL): the indexed tip's height after it (-1: none). A block whose
- * root differs is logged and left unindexed (CD_PG_EMERKLE is returned after
- * the others are done). */
-int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height);
+ * Out: *tip_height (may be NULL): the indexed tip's height after it (-1:
+ *      none); purged[i] (purged may be NULL; n entries) 1 if block i's root
+ *      differed and its rows were removed.
+ * Returns: CD_PG_OK; CD_PG_EMERKLE if any block's root differed (after the
+ *          others are done); errors. */
+int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height,
+                              uint8_t *purged);
+
+/* Removes the rows and unit markers of a block that is not indexed (a copy
+ * that failed its checks after some of its units were committed), in one
+ * transaction under the tip lock (cd_block_purge, sql/005). The block is
+ * named by hash (internal order), or by block_id when hash is NULL.
+ * Out: *purged (may be NULL) 1 if a non-indexed block was found.
+ * Returns CD_PG_OK or an error. An indexed block is left alone. */
+int cd_pg_block_purge(cd_pg *pg, const uint8_t hash[32], int64_t block_id, int *purged);
+
+/* Blocks that are not indexed but have committed unit markers: rows written
+ * from bytes nobody has verified yet (blocks in flight at a crash, or a
+ * wrong copy an older version left behind), lowest height first.
+ * Out: *blocks and *block_ids (malloc'd, free() both; *n entries).
+ * Returns CD_PG_OK or an error. */
+int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **block_ids, size_t *n);
 
 /* Advances the tip while the block at tip+1 that links to the tip is
  * indexed (first tip: the lowest registered block, once indexed). Returns

@@ -64,7 +64,10 @@ typedef enum cd_ipc_type {
     CD_IPC_BLOCK_ABORT = 5,  /* c->w  cd_ipc_block_ref */
     CD_IPC_UNIT_ACK = 6,     /* w->c  cd_ipc_unit_ack */
     CD_IPC_BLOCK_DONE = 7,   /* w->c  cd_ipc_block_done */
-    CD_IPC_BLOCK_DELETE = 8, /* c->writer cd_ipc_block_ref (hash is used) */
+    CD_IPC_BLOCK_DELETE = 8, /* c->writer: drop the stored copy (by hash);
+                              * c->parser: remove the rows a failed copy
+                              * committed (by hash, only if not indexed),
+                              * answered by BLOCK_DONE with the same block_id */
     CD_IPC_SHUTDOWN = 9,     /* c->w  no payload: finish and exit 0 */
 } cd_ipc_type;
 
@@ -75,6 +78,9 @@ typedef enum cd_ipc_status {
     CD_IPC_ERR_MERKLE = 2,    /* computed root != header's merkle root */
     CD_IPC_ERR_MUTATED = 3,   /* CVE-2012-2459 duplicate-pair mutation */
     CD_IPC_ERR_MALFORMED = 4, /* tx bytes do not parse */
+    CD_IPC_ERR_STALE = 5,     /* parser: the block's committed rows did not give the
+                               * header's merkle root (an earlier, wrong copy's);
+                               * they were removed: index the block again */
 } cd_ipc_status;
 
 typedef struct cd_ipc_hdr {

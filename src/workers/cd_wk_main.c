@@ -170,6 +170,15 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
                 wk_exit(c, ops, buf, CD_EXIT_FAILURE);
             if (ops->del)
                 rc = ops->del(c, (const cd_ipc_block_ref *)buf);
+            if (rc > 0) {
+                cd_ipc_block_done done;
+                memset(&done, 0, sizeof(done));
+                done.block_id = ((const cd_ipc_block_ref *)buf)->block_id;
+                done.kind = c->kind;
+                if (cd_ipc_send(c->fd, CD_IPC_BLOCK_DONE, &done, sizeof(done), NULL, 0) != 0)
+                    wk_exit(c, ops, buf, CD_EXIT_OK);
+                rc = 0;
+            }
             break;
         case CD_IPC_SHUTDOWN:
             if (ops->idle)

@@ -57,7 +57,9 @@ static inline const uint8_t *cd_wk_unit_bytes(const cd_wk_ctx *c, const cd_ipc_u
 /*
  * Hooks of one worker kind. Return conventions:
  *   init:  0, or a CD_EXIT_* code to exit with.
- *   begin/del: 0, or -1 (fatal: the worker exits CD_EXIT_FAILURE).
+ *   begin: 0, or -1 (fatal: the worker exits CD_EXIT_FAILURE).
+ *   del:   0; 1 -> BLOCK_DONE (block_id of the request, status OK) is sent
+ *          back; or -1 (fatal: the worker exits CD_EXIT_FAILURE).
  *   unit:  a cd_ipc_status >= 0 sent back in UNIT_ACK, or -1 (fatal, no ack),
  *          or CD_WK_DEFERRED: the unit is held and the hook owes its UNIT_ACK
  *          (sent with cd_wk_send_ack from a later hook, normally idle).

@@ -297,6 +297,7 @@ typedef struct wk_parser {
     size_t *reg_of;         /* scratch: held unit -> its entry in regs */
     cd_pg_marker *chk;      /* scratch: the held units to check before a batch */
     int *chk_state;         /* scratch: their cd_pg_batch_check results */
+    uint8_t *purged;        /* scratch: completed blocks whose rows were removed */
 } wk_parser;
 
 static int parser_init(cd_wk_ctx *c)
@@ -467,11 +468,19 @@ static int parser_flush(cd_wk_ctx *c)
             p->ids[n_ids++] = h->pg_block;
     }
     int32_t tip = -1;
-    rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip);
+    rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip, p->purged);
     if (rc != CD_PG_OK && rc != CD_PG_EMERKLE)
         return -1;
     if (tip >= 0)
         p->tip_seen = 1;
+    /* a block whose stored rows did not give its root (an earlier copy's,
+     * now removed) must be indexed again: its units say so */
+    for (size_t i = 0; rc == CD_PG_EMERKLE && i < p->n_held; i++) {
+        held_unit *h = &p->held[i];
+        for (size_t k = 0; h->status == CD_IPC_OK && k < n_ids; k++)
+            if (p->ids[k] == h->pg_block && p->purged[k])
+                h->status = CD_IPC_ERR_STALE;
+    }
     for (size_t i = 0; i < p->n_held; i++)
         if (cd_wk_send_ack(c, p->held[i].ipc_block, p->held[i].unit_no, p->held[i].status) != 0)
             return -1;
@@ -492,6 +501,7 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
         p->reg_of = cd_xrealloc(p->reg_of, p->cap_held * sizeof(*p->reg_of));
         p->chk = cd_xrealloc(p->chk, p->cap_held * sizeof(*p->chk));
         p->chk_state = cd_xrealloc(p->chk_state, p->cap_held * sizeof(*p->chk_state));
+        p->purged = cd_xrealloc(p->purged, p->cap_held);
     }
     held_unit *h = &p->held[p->n_held++];
     memset(h, 0, sizeof(*h));
@@ -607,7 +617,9 @@ static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     cd_wk_maybe_crash(c, ++p->units_done);
     /* the last committer of a block completes it and moves the tip */
     rc = cd_pg_block_try_complete(p->pg, p->pg_block, NULL);
-    if (rc != CD_PG_OK && rc != CD_PG_EMERKLE)
+    if (rc == CD_PG_EMERKLE)
+        return CD_IPC_ERR_STALE; /* rows of a wrong copy, removed: index it again */
+    if (rc != CD_PG_OK)
         return -1;
     return CD_IPC_OK;
 }
@@ -632,6 +644,25 @@ static void parser_abort(cd_wk_ctx *c, const cd_ipc_block_ref *r)
         p->active = 0;
 }
 
+/* A copy of this block failed (wrong merkle root, malformed, lost) after
+ * some of its units reached the parsers: the controller waits for every ack
+ * of that copy, then asks one parser to remove what the copy committed,
+ * before it lets another copy in (cd_pipeline.c). Held units were settled
+ * by the idle hook before this runs. Returns 1: BLOCK_DONE answers it. */
+static int parser_del(cd_wk_ctx *c, const cd_ipc_block_ref *r)
+{
+    wk_parser *p = c->state;
+    int purged = 0;
+    if (cd_pg_block_purge(p->pg, r->hash, -1, &purged) != CD_PG_OK)
+        return -1;
+    if (purged) {
+        char hx[65];
+        cd_hex_encode_rev(hx, r->hash, 32);
+        cd_log_info("parser: removed the rows of a failed copy of block %s", hx);
+    }
+    return 1;
+}
+
 static void parser_fini(cd_wk_ctx *c)
 {
     wk_parser *p = c->state;
@@ -645,6 +676,7 @@ static void parser_fini(cd_wk_ctx *c)
     free(p->reg_of);
     free(p->chk);
     free(p->chk_state);
+    free(p->purged);
     free(p);
     c->state = NULL;
 }
@@ -656,7 +688,7 @@ const cd_wk_ops cd_wk_parser_ops = {
     .unit = parser_unit,
     .end = parser_end,
     .abort = parser_abort,
-    .del = NULL,
+    .del = parser_del,
     .fini = parser_fini,
     .idle = parser_flush,
 };
@@ -678,6 +710,8 @@ typedef struct rec_ctx {
     size_t offs_cap;
     size_t blocks, units;
     int failed;
+    cd_pg_block_info *unv; /* blocks with unverified rows, kept for rec_block */
+    size_t n_unv;
 } rec_ctx;
 
 static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s, uint64_t e)
@@ -717,34 +751,65 @@ static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s
     return 0;
 }
 
+/* Is hash one of the blocks whose committed rows nobody verified yet
+ * (cd_pg_blocks_unverified)? */
+static int rec_unverified(const rec_ctx *r, const uint8_t hash[32])
+{
+    for (size_t i = 0; i < r->n_unv; i++)
+        if (memcmp(r->unv[i].hash, hash, 32) == 0)
+            return 1;
+    return 0;
+}
+
 static int rec_block(const uint8_t hash[32], const cd_block_loc *loc, void *arg)
 {
     rec_ctx *r = arg;
     /* Blocks well below the indexed tip are done. Within
      * CD_WK_RECOVERY_REORG_WINDOW of it they are checked too: a reorg's new
      * branch may be stored but not yet indexed at heights the old branch
-     * covers (an indexed block costs two quick queries). */
+     * covers (an indexed block costs two quick queries). So is any block
+     * with unverified rows, wherever it is. */
     if (loc->height == UINT32_MAX ||
-        (int64_t)loc->height + CD_WK_RECOVERY_REORG_WINDOW <= (int64_t)r->tip)
+        ((int64_t)loc->height + CD_WK_RECOVERY_REORG_WINDOW <= (int64_t)r->tip &&
+         !rec_unverified(r, hash)))
         return 0;
-    int64_t id;
-    int indexed = 0;
-    uint64_t *gaps = NULL;
-    size_t n = 0;
-    if (cd_pg_block_register(r->pg, hash, loc->header, (int32_t)loc->height, loc->tx_count,
-                             loc->size, &id) ||
-        cd_pg_block_gaps(r->pg, id, loc->tx_count, &indexed, &gaps, &n)) {
-        r->failed = 1;
-        return 1;
-    }
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = rec_range(r, loc, id, gaps[2 * i], gaps[2 * i + 1]);
-    free(gaps);
-    if (rc == 0 && (n > 0 || !indexed)) {
+    /* Twice at most: if the rows committed before (a copy that was never
+     * verified) do not give the header's root, the completion step removes
+     * them (CD_PG_EMERKLE) and the block is indexed again, whole, from the
+     * stored copy. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int64_t id;
+        int indexed = 0;
+        uint64_t *gaps = NULL;
+        size_t n = 0;
+        if (cd_pg_block_register(r->pg, hash, loc->header, (int32_t)loc->height, loc->tx_count,
+                                 loc->size, &id) ||
+            cd_pg_block_gaps(r->pg, id, loc->tx_count, &indexed, &gaps, &n)) {
+            r->failed = 1;
+            return 1;
+        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = rec_range(r, loc, id, gaps[2 * i], gaps[2 * i + 1]);
+        free(gaps);
+        if (rc || (n == 0 && indexed))
+            break;
         r->blocks++;
         int pr = cd_pg_block_try_complete(r->pg, id, NULL);
-        rc = pr == CD_PG_OK || pr == CD_PG_EMERKLE ? 0 : -1;
+        if (pr == CD_PG_EMERKLE && attempt == 0)
+            continue;
+        if (pr == CD_PG_EMERKLE) {
+            /* the stored copy itself does not match: it is not verified
+             * (no merkle tree), and the download replaces it */
+            char hx[65];
+            cd_hex_encode_rev(hx, hash, 32);
+            cd_log_warn("recovery: stored block %s does not give its header's merkle root; "
+                        "left for the download to replace",
+                        hx);
+            break;
+        }
+        rc = pr == CD_PG_OK ? 0 : -1;
+        break;
     }
     if (rc) {
         char hx[65];
@@ -757,6 +822,37 @@ static int rec_block(const uint8_t hash[32], const cd_block_loc *loc, void *arg)
     return 0;
 }
 
+/* Rows committed from bytes nobody verified (a crash mid-block, or a wrong
+ * copy that an older version left behind: issue 11, F1) are kept only for
+ * blocks the block store holds with the same shape: rec_block then checks
+ * them against the header's merkle root (and indexes the block again from
+ * the stored copy if they do not match). Any other such block loses its
+ * rows now; the download brings it again. Returns 0 or a CD_PG code. */
+static int rec_unverified_scan(rec_ctx *r)
+{
+    int64_t *ids = NULL;
+    int rc = cd_pg_blocks_unverified(r->pg, &r->unv, &ids, &r->n_unv);
+    size_t keep = 0;
+    for (size_t i = 0; rc == 0 && i < r->n_unv; i++) {
+        cd_block_loc loc;
+        const cd_pg_block_info *b = &r->unv[i];
+        int stored = r->bs && cd_blockstore_get(r->bs, b->hash, &loc) == 0;
+        if (stored && loc.tx_count == b->tx_count && loc.size == b->size) {
+            r->unv[keep++] = *b;
+            continue;
+        }
+        char hx[65];
+        cd_hex_encode_rev(hx, b->hash, 32);
+        cd_log_info("recovery: block %s (height %d): removing rows committed from an unverified "
+                    "copy (%s)",
+                    hx, (int)b->height, stored ? "the stored copy differs" : "not stored");
+        rc = cd_pg_block_purge(r->pg, NULL, ids[i], NULL);
+    }
+    r->n_unv = keep;
+    free(ids);
+    return rc;
+}
+
 int cd_wk_parser_recover(const cd_config *cfg)
 {
     if (!cfg->index)
@@ -767,7 +863,7 @@ int cd_wk_parser_recover(const cd_config *cfg)
     memset(&r, 0, sizeof(r));
     r.cfg = cfg;
     if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &r.bs) != 0)
-        return CD_EXIT_OK; /* nothing stored yet */
+        r.bs = NULL; /* nothing stored yet: unverified rows still go */
     r.pg = cd_pg_new(cfg->pg_conninfo);
     cd_pg_set_retry(r.pg, 0, 5000, NULL);
     int rc = cd_pg_migrate(r.pg);
@@ -777,7 +873,9 @@ int cd_wk_parser_recover(const cd_config *cfg)
         cd_pg_unit_init(&r.unit, CD_PG_COPY_BINARY);
         r.opts.data_pushes = cfg->index_data_pushes;
         r.opts.data_max_len = cfg->max_data_push;
-        cd_blockstore_foreach(r.bs, rec_block, &r);
+        rc = rec_unverified_scan(&r);
+        if (rc == 0 && r.bs)
+            cd_blockstore_foreach(r.bs, rec_block, &r);
         int32_t tip = r.tip;
         if (!r.failed)
             cd_pg_tip_advance_all(r.pg, &tip);
@@ -789,6 +887,7 @@ int cd_wk_parser_recover(const cd_config *cfg)
     }
     free(r.buf);
     free(r.offs);
+    free(r.unv);
     cd_pg_free(r.pg);
     cd_blockstore_close(r.bs);
     if (rc == CD_PG_ENEWER)

@@ -23,7 +23,7 @@ from .protocol import (
     MSG_TX, NULL_HASH, REJECT_DUPLICATE, REJECT_INVALID,
     REJECT_MALFORMED, REJECT_OBSOLETE, ParseError, frame, frame_header, hexh,
     parse_getheaders, parse_inv, parse_protoconf, parse_tx, parse_version,
-    payload_limit, ser_compact, ser_headers, ser_inv,
+    payload_limit, read_compact, ser_compact, ser_headers, ser_inv,
     ser_protoconf, ser_reject, ser_version, sha256d, unhexh, valid_command)
 
 Message = collections.namedtuple("Message", "command payload time")
@@ -32,7 +32,7 @@ Message = collections.namedtuple("Message", "command payload time")
 WIRE_FAULTS = {"bad_checksum", "wrong_magic", "oversize_length", "truncated",
                "garbage"}
 BLOCK_FAULTS = {"stall_mid_block", "disconnect_mid_block", "bad_merkle_block",
-                "slow_block"}
+                "slow_block", "altered_block"}
 HEADER_FAULTS = {"bad_pow_headers", "unconnecting_headers", "too_many_headers"}
 OTHER_FAULTS = {"unsolicited_block", "disconnect"}
 ALL_FAULTS = WIRE_FAULTS | BLOCK_FAULTS | HEADER_FAULTS | OTHER_FAULTS
@@ -53,8 +53,9 @@ class Fault:
 class _Stream:
     """Queued block payload to stream."""
     def __init__(self, block, command="block", limit=None, after=None,
-                 mutate_last=False):
+                 mutate_last=False, payload=None):
         self.block = block
+        self.payload = payload      # bytes sent instead of the block's (altered_block)
         self.command = command
         self.limit = limit          # stop after this many payload bytes
         self.after = after          # "stall" | "disconnect" | None
@@ -475,6 +476,14 @@ class Connection:
         size = b.size
         force_ext = node.force_extmsg or node.force_extmsg_conns.get(self.id, False)
         magic = node.magic
+        if st.payload is not None:
+            sock.sendall(frame(magic, st.command, st.payload, force_ext=force_ext))
+            self.sent.append(st.command)
+            self.bytes_sent += 24 + len(st.payload)
+            node.served.append((self.id, b.hash, len(st.payload)))
+            node._log("conn %d: served an altered copy of %s (%d bytes)" % (
+                self.id, b.hash_hex, len(st.payload)))
+            return
         limit = size if st.limit is None else min(st.limit, size)
         after = st.after
         last = None
@@ -556,6 +565,43 @@ class Connection:
             self.event("stalled mid-block after %d of %d bytes" % (limit, size))
         elif after == "disconnect":
             self.close("disconnect mid-block after %d of %d bytes" % (limit, size))
+
+
+def altered_block_bytes(raw, variant):
+    """A wrong copy of a block under its own (valid) header.
+
+    variant "value": the first output value of the last transaction is
+    changed by one satoshi (the txid, hence the merkle root, changes; the
+    structure and every size stay the same).
+    variant "mutated": the CVE-2012-2459 mutation: the last transaction is
+    repeated (needs an odd tx count), which keeps the merkle root of the
+    header while the tx count grows by one."""
+    hdr = raw[:80]
+    n, off = read_compact(raw, 80)
+    starts = []
+    for _ in range(n):
+        starts.append(off)
+        off, _ins, _outs = parse_tx(raw, off)
+    last = starts[-1]
+    if variant == "value":
+        end, ins, outs = parse_tx(raw, last)
+        # the first output's 8-byte value follows the inputs and the count
+        o = last + 4
+        nin, o = read_compact(raw, o)
+        for _ in range(nin):
+            o += 36
+            sl, o = read_compact(raw, o)
+            o += sl + 4
+        _nout, o = read_compact(raw, o)
+        val = struct.unpack_from("<q", raw, o)[0]
+        out = bytearray(raw)
+        struct.pack_into("<q", out, o, val + 1 if val < (1 << 62) else val - 1)
+        return bytes(out)
+    if variant == "mutated":
+        if n % 2 == 0:
+            raise ValueError("the CVE-2012-2459 mutation needs an odd tx count, not %d" % n)
+        return hdr + ser_compact(n + 1) + bytes(raw[80 + len(ser_compact(n)):]) + bytes(raw[last:])
+    raise ValueError("unknown altered_block variant %r" % variant)
 
 
 def _mutated_checksum(b):
@@ -750,9 +796,13 @@ class SimNode:
               "inv"), "any": the next message of any command, or on="now"
               (default): sent immediately as a `ping`);
               stall_mid_block | disconnect_mid_block | bad_merkle_block |
-              slow_block (next `count` block serves; `fraction`=0.5 of the
-              payload is sent before the stall/disconnect; slow_block sends
-              at `rate` bytes/s (1 MiB/s); `hash` restricts to a block);
+              slow_block | altered_block (next `count` block serves;
+              `fraction`=0.5 of the payload is sent before the
+              stall/disconnect; slow_block sends at `rate` bytes/s (1 MiB/s);
+              altered_block sends a wrong copy under the right header:
+              `variant`="value" (one output value changed) or "mutated"
+              (CVE-2012-2459: last tx repeated; odd tx counts only);
+              `hash` restricts to a block);
               bad_pow_headers | unconnecting_headers | too_many_headers
               (default: the next getheaders reply; on="now": unsolicited
               `headers` announcement);
@@ -893,6 +943,9 @@ class SimNode:
         conn.event("fault %s on block %s" % (f.mode, b.hash_hex))
         if f.mode == "bad_merkle_block":
             conn.outq.put(("stream", _Stream(b, mutate_last=True)))
+        elif f.mode == "altered_block":
+            alt = altered_block_bytes(b.read(), f.params.get("variant", "value"))
+            conn.outq.put(("stream", _Stream(b, payload=alt)))
         elif f.mode == "slow_block":
             st = _Stream(b)
             st.rate = float(f.params.get("rate", 1 << 20))

@@ -303,7 +303,15 @@ START_TEST(complete_checks_merkle_root)
     ck_assert_int_eq(cd_pg_block_try_complete(pg, id, &indexed), CD_PG_EMERKLE);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks WHERE indexed"), 0);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM index_tip"), 0);
-    /* restored: complete, indexed, and the tip moves to it */
+    /* the wrong rows went in the same transaction (issue 11, F1): nothing
+     * of the block is left, so a right copy can be written */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM inputs"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM blocks"), 1);
+    /* the right copy: its units again, with tx 777 missing for now */
+    index_units(pg, CD_PG_COPY_BINARY, id, blk, len, 250000, 0);
     ck_assert_int_eq(cd_pg_exec(pg, "DELETE FROM transactions WHERE tx_pos = 777"), 0);
     /* re-insert tx 777 with its real txid, found by walking the block */
     uint8_t txid[32];
@@ -574,7 +582,7 @@ START_TEST(batch_units_one_transaction)
     free(db);
 
     /* completion of a batch's blocks: merkle check, indexed, tip */
-    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, &id, 1, NULL), 0);
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, &id, 1, NULL, NULL), 0);
     int32_t h = 0;
     ck_assert_int_eq(cd_pg_tip_height(pg, &h), 0);
     ck_assert_int_eq(h, 413567);
@@ -684,10 +692,19 @@ START_TEST(batch_set_based_steps)
              (long long)ids[1], (long long)ids[1]);
     ck_assert_int_eq(cd_pg_exec(pg, sql), 0);
     /* both in one completion: the good one indexed and the tip on it, the
-     * other logged and left unindexed */
+     * other logged, its rows removed and left unindexed */
     int32_t tip = -5;
-    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 2, &tip), CD_PG_EMERKLE);
+    uint8_t purged[2] = {9, 9};
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 2, &tip, purged), CD_PG_EMERKLE);
     ck_assert_int_eq(tip, 413567);
+    ck_assert_int_eq(purged[0], 0);
+    ck_assert_int_eq(purged[1], 1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM transactions WHERE block_id = %lld",
+             (long long)ids[1]);
+    ck_assert_int_eq(scalar(pg, sql), 0);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM indexed_units WHERE block_id = %lld",
+             (long long)ids[1]);
+    ck_assert_int_eq(scalar(pg, sql), 0);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM blocks WHERE indexed AND on_best_chain AND n_units = 4 "
              "AND block_id = %lld",
@@ -697,7 +714,7 @@ START_TEST(batch_set_based_steps)
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 1557);
     /* again: nothing changes, the tip is reported */
     tip = -5;
-    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 1, &tip), 0);
+    ck_assert_int_eq(cd_pg_blocks_try_complete(pg, ids, 1, &tip, NULL), 0);
     ck_assert_int_eq(tip, 413567);
     cd_pg_unit_free(&u);
     cd_pg_free(pg);
