@@ -5,12 +5,18 @@
   install` (required for the libraries the binaries link directly), pulled in by
   apt as a dependency of a named package (followed through this host's dpkg
   database: the image is Debian 12 too), or part of every Debian base image.
+- docker-compose.yml: the default peer conduitd connects to is a service of the
+  file, that service is a BSV node configured so conduitd's requests are
+  answered, the HTTP API is published, and the healthcheck (run here for real
+  against a daemon) tracks whether conduitd is alive and its loop is moving.
 """
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -171,3 +177,126 @@ def test_runtime_stage_installs_every_library_package(binaries):
                          f"(add to its apt-get install): {missing}")
     assert not not_named, ("libraries the binaries link directly come from packages "
                            f"the runtime stage should name itself: {not_named}")
+
+
+# ---------------------------------------------------------------- docker-compose
+
+def compose():
+    yaml = pytest.importorskip("yaml")  # Debian's python3-yaml (./dev deps)
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        return yaml.safe_load(f)
+
+
+def interpolate(s):
+    """The value compose uses when no variable is set: ${VAR:-default} -> default."""
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", s)
+
+
+def words(cmd):
+    return [interpolate(w) for w in (shlex.split(cmd) if isinstance(cmd, str) else cmd)]
+
+
+def flag(args, name):
+    """Value of --name V / --name=V (also with _ for -) in args, else None."""
+    names = {name, name.replace("-", "_")}
+    for i, a in enumerate(args):
+        k, eq, v = a.partition("=")
+        if k in names:
+            return v if eq else args[i + 1]
+    return None
+
+
+def test_compose_default_peer_is_a_configured_bsv_node():
+    svc = compose()["services"]
+    args = words(svc["conduitd"]["command"])
+    peer = flag(args, "--connect")
+    assert peer, "conduitd's command has no --connect"
+    host, _, port = peer.rpartition(":")
+    assert host in svc, f"default peer {peer}: no service {host!r} in docker-compose.yml"
+    node = svc[host]
+    assert node["image"].startswith("bitcoinsv/bitcoin-sv")
+    assert node.get("profiles"), f"{host} should be opt-in (a compose profile)"
+    nargs = words(node["command"])
+    assert "-listen=1" in nargs and f"-port={port}" in nargs, nargs
+    # the node must answer conduitd's `mempool` (and getheaders during its IBD)
+    assert any(a.startswith("-whitelist=") for a in nargs) or \
+        "-rejectmempoolrequest=0" in nargs, nargs
+    assert any(v.split(":")[1] == "/data" for v in node.get("volumes", [])), \
+        "the node's datadir (/data) should be a volume"
+
+
+def test_compose_publishes_http_and_keeps_the_datadir():
+    svc = compose()["services"]["conduitd"]
+    args = words(svc["command"])
+    listen = flag(args, "--http-listen")
+    assert listen, "conduitd's command does not turn the HTTP API on (--http-listen)"
+    port = listen.rpartition(":")[2]
+    published = [str(p) for p in svc.get("ports", [])]
+    assert any(p.endswith(":" + port) for p in published), (listen, published)
+    assert any(v.split(":")[1] == "/var/lib/conduitd" for v in svc["volumes"])
+
+
+def test_compose_profile_config_validates():
+    dc = shutil.which("docker-compose")
+    if dc is None:
+        pytest.skip("docker-compose not installed")
+    node = [n for n, s in compose()["services"].items() if s.get("profiles")]
+    assert node
+    r = subprocess.run([dc, "-f", os.path.join(ROOT, "docker-compose.yml"), "--profile",
+                        compose()["services"][node[0]]["profiles"][0], "config", "--services"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.split()) >= {"postgres", "conduitd", node[0]}, r.stdout
+
+
+def run_healthcheck(test, build_dir, datadir):
+    """Runs compose's healthcheck `test` here: conduit-cli from the build, the
+    container's data directory replaced by datadir. Returns the exit status."""
+    if test[0] == "CMD-SHELL":
+        argv = ["/bin/sh", "-c", test[1]]
+    else:
+        assert test[0] == "CMD", test
+        argv = list(test[1:])
+    argv = [a.replace("/var/lib/conduitd", datadir) for a in argv]
+    env = dict(os.environ, PATH=os.path.join(build_dir, "src/daemon") + ":" + os.environ["PATH"])
+    return subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=30).returncode
+
+
+def wait_health(test, build_dir, datadir, want_ok, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_healthcheck(test, build_dir, datadir) == 0) == want_ok:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"healthcheck never became {'healthy' if want_ok else 'unhealthy'}")
+
+
+def test_compose_healthcheck_tracks_the_daemon(build_dir, tmp_path):
+    hc = compose()["services"]["conduitd"].get("healthcheck")
+    assert hc and hc.get("test"), "conduitd has no healthcheck"
+    test = hc["test"]
+    assert "conduit-cli status" in " ".join(test)
+    datadir = str(tmp_path / "data")
+    assert run_healthcheck(test, build_dir, datadir) != 0  # never ran: unhealthy
+    d = subprocess.Popen([os.path.join(build_dir, "src/daemon/conduitd"), "--regtest",
+                          "--no-index", "--datadir", datadir, "--connect", "127.0.0.1:1",
+                          "--ring-size", "64M", "--status-interval", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL)
+    try:
+        wait_health(test, build_dir, datadir, want_ok=True)
+        # a stuck event loop (status file no longer rewritten) is unhealthy too
+        d.send_signal(signal.SIGSTOP)
+        wait_health(test, build_dir, datadir, want_ok=False)
+        d.send_signal(signal.SIGCONT)
+        wait_health(test, build_dir, datadir, want_ok=True)
+        d.terminate()
+        assert d.wait(60) == 0
+        assert run_healthcheck(test, build_dir, datadir) != 0  # stopped: unhealthy
+    finally:
+        if d.poll() is None:
+            d.send_signal(signal.SIGCONT)
+            d.kill()
+            d.wait()
