@@ -296,7 +296,11 @@ def test_compose_healthcheck_tracks_the_daemon(build_dir, tmp_path):
         assert d.wait(60) == 0
         assert run_healthcheck(test, build_dir, datadir) != 0  # stopped: unhealthy
     finally:
-        if d.poll() is None:
+        if d.poll() is None:  # a failed assertion: stop it cleanly (its ring is unlinked)
             d.send_signal(signal.SIGCONT)
-            d.kill()
-            d.wait()
+            d.terminate()
+            try:
+                d.wait(60)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
