@@ -28,9 +28,18 @@ RUN meson setup /build --buildtype=release -Dtests=disabled --prefix=/usr/local 
  && DESTDIR=/install meson install -C /build --no-rebuild
 
 FROM debian:12-slim
+# One package per library the binaries link (readelf -d: NEEDED); apt brings
+# their own dependencies (libpq5 -> Kerberos, LDAP, GnuTLS ...).
+# tests/functional/test_packaging.py checks this list against ldd of the build.
+#   libcrypto.so.3, libssl.so.3          libssl3
+#   libevent_core-2.1.so.7               libevent-core-2.1-7
+#   libevent_extra-2.1.so.7 (HTTP API)   libevent-extra-2.1-7
+#   liblmdb.so.0                         liblmdb0
+#   libpq.so.5                           libpq5
+# ca-certificates: for pg_conninfo with sslmode=verify-full.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libevent-2.1-7 libevent-core-2.1-7 liblmdb0 libpq5 libssl3 ca-certificates \
+      libevent-core-2.1-7 libevent-extra-2.1-7 liblmdb0 libpq5 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/conduitd --shell /usr/sbin/nologin conduitd \
  && install -d -o conduitd -g conduitd -m 0700 /var/lib/conduitd \

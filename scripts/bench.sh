@@ -10,7 +10,10 @@
 #   NAME...      run only these (default: all), e.g. `scripts/bench.sh preproc index`
 #
 # Shared chain data comes from $CD_SHARED_DATA (default ../shared/data). The
-# index benchmark runs against a throw-away PostgreSQL (tests/pgserver.py --).
+# index and catchup benchmarks run against a throw-away PostgreSQL
+# (tests/pgserver.py --). catchup (conduitd end to end) also writes the index
+# rate over time: DIR/bench-catchup.csv and the chart DIR/bench-catchup.png
+# (bench/plot.py, gnuplot).
 # Scratch files go to a temporary directory removed at exit. The full run
 # stays well under 10 minutes on the 2-core dev VM. Timing is the programs'
 # own (they print MB/s, tx/s, blocks/s); this script only adds how long each
@@ -25,7 +28,7 @@ BUILD=build
 QUICK=0
 ONLY=()
 
-ALL=(preproc parse hdrtree recv pipe pipe-feed pipe-feed-real index-parse index daemon-sync)
+ALL=(preproc parse hdrtree recv pipe pipe-feed pipe-feed-real index-parse index catchup daemon-sync)
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
     --build=*) BUILD=${1#--build=}; shift ;;
     --quick) QUICK=1; shift ;;
     --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     *) ONLY+=("$1"); shift ;;
   esac
@@ -57,10 +60,12 @@ FAILED=()
 if [ "$QUICK" = 1 ]; then
   PRE_MB=32 PARSE_MB=16 HDRS=20000 RECV_MB=64 RECV_N=2 PIPE_MB=128
   FEED_GEN=(--gen 16M:100K --gen 16M:100K) IDX_TXS=50000 SYNC_BLOCKS=5 SYNC_SIZE=4M
+  CU_BLOCKS=150 CU_TXS=1000
 else
   PRE_MB=256 PARSE_MB=128 HDRS=200000 RECV_MB=512 RECV_N=4 PIPE_MB=1024
   FEED_GEN=(); for _ in 1 2 3 4 5 6 7 8; do FEED_GEN+=(--gen 64M:100K); done
   IDX_TXS=500000 SYNC_BLOCKS=20 SYNC_SIZE=32M
+  CU_BLOCKS=400 CU_TXS=1500
 fi
 
 wanted() {
@@ -117,6 +122,16 @@ run pipe-feed-real "$B/pipeline/cd-pipe-feed" --datadir "$TMP/feed-real" --quiet
 run index-parse "$B/index/bench_index" --parse-only --txs "$IDX_TXS"
 run index $PY "$ROOT/tests/pgserver.py" -- "$B/index/bench_index" --txs "$IDX_TXS" --jobs 2 \
   --indexes after
+# conduitd end to end from the simulated node: p2p + ring + workers + COPY +
+# final index build, catch-up (auto) vs live indexes; the samples make the chart
+CU_CSV="$BUILD/bench-catchup.csv" CU_PNG="$BUILD/bench-catchup.png"
+rm -f "$CU_CSV"
+run catchup $PY "$ROOT/tests/pgserver.py" -- $PY "$ROOT/bench/index/bench_catchup.py" \
+  --build "$BUILD" --blocks "$CU_BLOCKS" --txs-per-block "$CU_TXS" --threshold 10 \
+  --modes auto,live --samples "$CU_CSV"
+if wanted catchup && [ -s "$CU_CSV" ]; then
+  $PY "$ROOT/bench/plot.py" "$CU_CSV" "$CU_PNG" || FAILED+=(catchup-chart)
+fi
 # conduitd downloading from the simulated node (p2p + ring + workers)
 run daemon-sync $PY "$ROOT/bench/pipeline/daemon_sync.py" --build "$BUILD" \
   --blocks "$SYNC_BLOCKS" --block-size "$SYNC_SIZE"

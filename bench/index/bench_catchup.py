@@ -17,6 +17,11 @@ rate, and the CPU milliseconds each process class spent per 1000 txs (from /proc
 controller, block writer, merkle worker, parsers, catch-up helper, every
 PostgreSQL process of the throw-away server, the simulator; the bench's own
 polling is one persistent psql session, so it costs next to nothing).
+
+--samples FILE records the time series behind the rate: every poll (10 a
+second) appends `mode,t_s,height,txs,indexes` (seconds since conduitd started,
+indexed tip, transactions in fully indexed blocks, secondary indexes present);
+bench/plot.py draws it (scripts/bench.sh does both).
 """
 import argparse
 import collections
@@ -134,7 +139,7 @@ def start_simnode(blocks, txs):
             return p, int(line.split("=")[1])
 
 
-def run_mode(args, mode, port, blocks, sim):
+def run_mode(args, mode, port, blocks, sim, samples):
     db = "bench_catchup_%s" % mode
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
     datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-")
@@ -160,13 +165,16 @@ def run_mode(args, mode, port, blocks, sim):
                 if v is not None:
                     proc_cpu[c] = v
             r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
-                           "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s));"
+                           "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)), "
+                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
                            % ",".join("'%s'" % i for i in SECONDARY))
             if r:
-                tip, n_idx = (int(x) for x in r[0].split("|"))
+                tip, n_idx, n_txs = (int(x) for x in r[0].split("|"))
             else:
-                tip, n_idx = -1, 0  # schema not created yet
+                tip, n_idx, n_txs = -1, 0, 0  # schema not created yet
             now = time.monotonic()
+            if samples:
+                samples.write("%s,%.3f,%d,%d,%d\n" % (mode, now - t0, tip, n_txs, n_idx))
             if tip >= blocks and t_tip is None:
                 t_tip = now
             if tip >= blocks and n_idx == 3:
@@ -208,6 +216,10 @@ def run_mode(args, mode, port, blocks, sim):
              "yes" if dropped else "no", ntx / elapsed, nbytes / 1e6 / elapsed,
              (ntx + nin + npd) / elapsed), flush=True)
     total = sum(per.values())
+    if samples:
+        samples.write("# mode=%s txs=%d elapsed=%.3f tip_at=%.3f index_build=%.3f\n"
+                      % (mode, ntx, elapsed, t_tip - t0, build_s))
+        samples.flush()
     print("  cpu ms per 1000 tx: %s total=%.1f (%.1f s cpu in %.1f s: %.2f cores busy; "
           "100k tx/s would need %.1f cores)"
           % (" ".join("%s=%.1f" % (k, v * 1e6 / ntx) for k, v in per.items()),
@@ -224,6 +236,8 @@ def main():
     ap.add_argument("--modes", default="auto,live")
     ap.add_argument("--daemon-arg", action="append", default=[],
                     help="extra conduitd argument (repeatable), e.g. --daemon-arg=--unit-size=8M")
+    ap.add_argument("--samples", metavar="CSV",
+                    help="write the polled time series (height, indexed txs) here")
     args = ap.parse_args()
     if not os.environ.get("PGHOST"):
         sys.exit("run under tests/pgserver.py (PGHOST is not set)")
@@ -231,12 +245,20 @@ def main():
     sim, port = start_simnode(args.blocks, args.txs_per_block)
     print("simnode: %d blocks x %d txs generated in %.1f s (port %d)"
           % (args.blocks, args.txs_per_block, time.monotonic() - t, port), flush=True)
+    samples = None
+    if args.samples:
+        samples = open(args.samples, "w")
+        samples.write("# bench_catchup.py blocks=%d txs_per_block=%d threshold=%d\n"
+                      "mode,t_s,height,txs,indexes\n"
+                      % (args.blocks, args.txs_per_block, args.threshold))
     try:
         for mode in args.modes.split(","):
-            run_mode(args, mode, port, args.blocks, sim)
+            run_mode(args, mode, port, args.blocks, sim, samples)
     finally:
         sim.terminate()
         sim.wait()
+        if samples:
+            samples.close()
 
 
 if __name__ == "__main__":
