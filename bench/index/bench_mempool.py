@@ -49,7 +49,11 @@ def main():
         pg.psql("CREATE DATABASE bench")
         ci = pg.conninfo.replace("dbname=postgres", "") + " dbname=bench"
         blocks = max(50, a.txs // 20)
-        node = SimNodeProcess("--regtest", "--generate", str(blocks), "--txs-per-block", "40")
+        # --whitelist: conduitd asks the node for its mempool once synced; the
+        # simulator, like the real node, disconnects a non-whitelisted peer for
+        # that (lenient until the daemon learns mempool_request=auto)
+        node = SimNodeProcess("--regtest", "--generate", str(blocks), "--txs-per-block", "40",
+                              "--whitelist")
         d = Daemon(a.build, os.path.join(tmp, "d"),
                    ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
                     "--parser-workers", "1", "--ring-size", "64M",

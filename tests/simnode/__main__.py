@@ -145,6 +145,8 @@ def main(argv=None):
                     help="disconnect peers that have not sent verack after this many s (0 = never)")
     ap.add_argument("--ignore-getheaders", action="store_true",
                     help="silently ignore getheaders (the real node's IBD behaviour)")
+    ap.add_argument("--whitelist", action="store_true",
+                    help="treat every peer as whitelisted (-whitelist=127.0.0.1): answer `mempool`")
     ap.add_argument("--reject-mempool-request", action="store_true",
                     help="disconnect peers sending `mempool` (real node default when not whitelisted)")
     ap.add_argument("--feefilter", type=int, default=50, help="sat/kB sent in feefilter")
@@ -165,7 +167,7 @@ def main(argv=None):
                    force_extmsg=a.force_extmsg, log=log,
                    ignore_getheaders=a.ignore_getheaders, feefilter=a.feefilter,
                    handshake_timeout=a.handshake_timeout,
-                   allow_mempool=not a.reject_mempool_request)
+                   allow_mempool=a.whitelist or not a.reject_mempool_request)
     for d in a.chain:
         n = node.chain.load_dir(d)
         log("loaded %d blocks from %s" % (n, d))

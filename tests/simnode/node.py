@@ -587,7 +587,10 @@ class SimNode:
                  host="127.0.0.1", port=0, cache_dir=None, ping_interval=120,
                  feefilter=50, allow_mempool=True, force_extmsg=False,
                  max_recv_payload=DEFAULT_MAX_RECV_PAYLOAD, log=None,
-                 magic=None, ignore_getheaders=False, handshake_timeout=60):
+                 magic=None, ignore_getheaders=False, handshake_timeout=60,
+                 whitelist=None):
+        if whitelist is not None:   # like -whitelist=127.0.0.1: `mempool` answered
+            allow_mempool = bool(whitelist)
         self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
         self.magic = magic or self.chain.params["magic"]
         self.host = host
