@@ -99,8 +99,8 @@ def test_mempool_raw_bytes(pg_module, build_dir, simnode_factory, tmp_path):
         no_proof_yet(build_dir, datadir, ci, port, ids[1])
 
         # ---- evicted by the cap (6, oldest first): 404 ----
-        # 6 more (some may conflict with the returned ones, which the
-        # simulator no longer knows): at least one of the first 4 goes
+        # 6 more (the simulator took the returned ones back into its own
+        # mempool, as the node does): at least one of the first 4 goes
         more = node.make_mempool_txs(6)
         wait_until(lambda: set(ids) - mempool(pg, "mraw"), d, "eviction by the cap")
         gone = [t for t in ids if t not in mempool(pg, "mraw")]

@@ -61,8 +61,8 @@ def test_notifications(pg_module, build_dir, simnode_factory, tmp_path):
         wait_tip(pg, "notify", d, node)
         # the tx the application cares about: spends outpoint `op`, pays a
         # P2PKH whose key (sha256 of the 20-byte hash) it registers
-        with node.lock:
-            op = next(o for o in reversed(list(node.chain.utxo)) if o not in node.mempool_spent)
+        # (an output the node lets the simulator's wallet spend now: signed, mature)
+        op = node.spendable_outpoints(limit=1)[0]
         a = node.make_tx(spend=op)
         _, _, outs = parse_tx(a, 0)
         script = outs[0][1]
