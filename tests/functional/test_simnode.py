@@ -1324,3 +1324,53 @@ def test_cli_process_with_control(simnode_process):
     rec = sp.control({"cmd": "received"})
     assert [m[1] for m in rec["messages"]][:2] == ["version", "verack"]
     c.close()
+
+
+def test_cli_mempool_flags_and_tx_controls(simnode_process):
+    # --reject-mempool-request is accepted and is the default behaviour anyway
+    sp = simnode_process("--regtest", "--generate", "110", "--reject-mempool-request")
+    c = Client(sp.port)
+    c.handshake()
+    c.send("mempool")
+    _expect_disconnect(c)
+    r = sp.control({"cmd": "make_tx", "bad_signature": True})
+    assert r["ok"]
+    r = sp.control({"cmd": "add_tx", "hex": r["hex"]})
+    assert not r["ok"] and r["code"] == 0x10 and r["reason"].startswith("mandatory-script-verify")
+    r = sp.control({"cmd": "make_tx"})
+    assert sp.control({"cmd": "add_tx", "hex": r["hex"]})["txid"] == r["txid"]
+    assert sp.control({"cmd": "mempool_txids"})["txids"] == [r["txid"]]
+    tip = sp.control({"cmd": "status"})["tip"]
+    r = sp.control({"cmd": "invalidate", "hash": tip})
+    assert r["ok"] and r["height"] == 109
+    assert sp.control({"cmd": "reconsider", "hash": tip})["tip"] == tip
+    wl = simnode_process("--regtest", "--generate", "110", "--whitelist")
+    assert wl.control({"cmd": "mempool", "n": 2})["ok"]
+    c = Client(wl.port)
+    c.handshake()
+    c.send("mempool")
+    _, p, _ = c.wait("inv")
+    assert len(parse_inv(p)) == 2
+
+
+def test_post_genesis_nonfinal_pool(simnode_factory):
+    """After Genesis a non-final tx is not rejected: it waits in the
+    non-final pool (relayed, not in the mempool) until a block makes it
+    final (src/validation.cpp: ContextualCheckTransaction, CommitTxToMempool)."""
+    node = simnode_factory(generate=110, seed=16, genesis_height=100)
+    a = connect(node)
+    b = connect(node)
+    h = node.chain.height
+    nf = node.make_tx(locktime=h + 2, sequence=0)
+    a.send("tx", nf)
+    _, p, _ = b.wait("inv")
+    assert parse_inv(p) == [(1, dsha(nf))]
+    assert not [m for m, _ in collect(a, 0.5) if m == "reject"]
+    assert node.nonfinal_txids() == [hexh(dsha(nf))] and not node.mempool
+    # spending it is refused: no chains of non-final txs
+    r = node.receive_tx(node.make_tx(parent=nf, locktime=h + 2, sequence=0))
+    assert (r.code, r.reason) == (0x40, "too-long-non-final-chain")
+    node.mine(1)
+    assert node.nonfinal_txids() == [hexh(dsha(nf))]
+    node.mine(1)                                # final for the next block now
+    assert node.nonfinal_txids() == [] and node.mempool_txids() == [hexh(dsha(nf))]

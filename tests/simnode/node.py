@@ -1028,7 +1028,8 @@ class SimNode:
 
     def _blocks_connected(self, blocks):
         """ConnectTip for each new block on the tip: its txs and their
-        conflicts leave the mempool (RemoveForBlock), recent rejects reset;
+        conflicts leave the mempool (src/txmempool.cpp RemoveForBlock),
+        recent rejects reset (src/net/net_processing.cpp);
         post-Genesis time-locked txs that became final are promoted.
         Returns txids to relay."""
         st = self.txstate
@@ -1057,7 +1058,8 @@ class SimNode:
         return pool.remove(pool.descendants(bad))
 
     def _switched(self, disconnected, connected):
-        """The active chain changed branches: UpdateMempoolForReorg."""
+        """The active chain changed branches (src/validation.cpp
+        UpdateMempoolForReorg, then src/txmempool.cpp RemoveForReorg)."""
         st = self.txstate
         gone = []
         opaque = False
@@ -1380,9 +1382,10 @@ class SimNode:
         return self.submit_tx(raw, announce=announce, validate=validate)
 
     def _relay(self, txids, exclude=None):
-        """RelayTransaction: inv to every handshaken peer that asked for tx
-        relay (version relay flag) and does not know the tx yet (it sent
-        or announced it to us, or we announced it)."""
+        """RelayTransaction (src/net/net_processing.cpp): inv to every
+        handshaken peer that asked for tx relay (version relay flag) and
+        does not know the tx yet (it sent or announced it to us, or we
+        announced it)."""
         if not txids:
             return
         for c in self.handshaken():
@@ -1618,17 +1621,19 @@ class SimNode:
         return out
 
     def wait_for(self, pred, timeout=10.0):
-        """Wait until pred() is true; returns its value or raises TimeoutError."""
+        """Wait until pred() is true; returns its value or raises TimeoutError.
+        pred runs without the condition held, so it may take node.lock
+        (threads holding the lock notify the condition)."""
         end = time.time() + timeout
-        with self.cond:
-            while True:
-                v = pred()
-                if v:
-                    return v
-                left = end - time.time()
-                if left <= 0:
-                    raise TimeoutError("condition not met within %.1fs" % timeout)
-                self.cond.wait(min(left, 0.2))
+        while True:
+            v = pred()
+            if v:
+                return v
+            left = end - time.time()
+            if left <= 0:
+                raise TimeoutError("condition not met within %.1fs" % timeout)
+            with self.cond:
+                self.cond.wait(min(left, 0.05))
 
     def wait_for_connection(self, timeout=10.0, handshake=True):
         return self.wait_for(lambda: next((c for c in self.conns if (c.got_verack or not handshake)), None), timeout)
