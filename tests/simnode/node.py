@@ -653,7 +653,7 @@ class SimNode:
         self.ping_interval = ping_interval
         self.feefilter = feefilter
         # like -whitelist=127.0.0.1: `mempool` answered (else disconnect),
-        # no disconnect on ban score, getheaders answered even in "IBD"
+        # no disconnect on ban score (ignore_getheaders still applies to all)
         self.whitelist = whitelist
         self.force_extmsg = force_extmsg
         self.force_extmsg_conns = {}
