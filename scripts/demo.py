@@ -79,10 +79,15 @@ class LoggedDaemon(Daemon):
 def start_simnode(tmp, blocks, txs):
     portfile = os.path.join(tmp, "simnode.port")
     log = open(os.path.join(tmp, "simnode.log"), "w")
+    # --whitelist: conduitd sends `mempool` once synced; the real node (and the
+    # simulator by default) disconnects a non-whitelisted peer for it and
+    # conduitd would reconnect in a loop.  Lenient until the daemon learns
+    # mempool_request=auto (a real node for the demo would be configured with
+    # whitelist=127.0.0.1 the same way).
     proc = subprocess.Popen(
         ["/usr/bin/python3", "-m", "tests.simnode", "--regtest", "--port", "0",
          "--port-file", portfile, "--generate", str(blocks), "--txs-per-block",
-         str(txs), "--seed", "42", "--no-stdin", "--quiet"],
+         str(txs), "--seed", "42", "--whitelist", "--no-stdin", "--quiet"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)
     deadline = time.monotonic() + 120

@@ -167,3 +167,38 @@ def parse_inv(p):
     n, i = read_varint(p, 0)
     return [(struct.unpack("<I", p[i + 36 * k:i + 36 * k + 4])[0], p[i + 36 * k + 4:i + 36 * k + 36])
             for k in range(n)]
+
+
+def parse_reject(p):
+    """(message, code, reason, hash or None) of a `reject` payload."""
+    n, i = read_varint(p, 0)
+    msg = p[i:i + n].decode("latin-1")
+    i += n
+    code = p[i]
+    n, i = read_varint(p, i + 1)
+    reason = p[i:i + n].decode("latin-1")
+    i += n
+    return msg, code, reason, (p[i:i + 32] if len(p) >= i + 32 else None)
+
+
+def collect(client, seconds=1.0):
+    """Every message that arrives within `seconds` (pings answered), as
+    [(command, payload)]; stops early if the node closes the connection
+    (then the last item is ('<closed>', b''))."""
+    out = []
+    end = time.time() + seconds
+    while True:
+        left = end - time.time()
+        if left <= 0:
+            return out
+        client.sock.settimeout(left)
+        try:
+            cmd, p, _ = client.recv()
+        except socket.timeout:
+            return out
+        except (EOFError, ConnectionError):
+            out.append(("<closed>", b""))
+            return out
+        if cmd == "ping":
+            client.send("pong", p)
+        out.append((cmd, p))

@@ -14,6 +14,13 @@ Fixtures:
                        subprocess (.port, .control(cmd_dict) -> reply dict);
                        killed at teardown
   shared_data_dir   -- pathlib.Path of ../shared/data
+
+Like the real node, the simulator will disconnect a non-whitelisted peer that
+sends `mempool`.  conduitd sends it once its headers are synced, so daemon
+tests that need the mempool answered or a stable connection pass
+`whitelist=True` to simnode_factory (`--whitelist` to simnode_process), each
+with a comment saying it relies on that lenient mode until the daemon learns
+mempool_request=auto.
 """
 import json
 import os

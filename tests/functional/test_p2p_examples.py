@@ -47,7 +47,8 @@ def test_broadcast_tx(build_dir, simnode_factory):
             "--wait-ms", 1000, good.hex())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "accepted " + hexh(sha256d(good)) in r.stdout
-    bad = node.make_tx(valid=False)
+    # a bad signature: reject 0x10 (a missing input would be an orphan: no reject)
+    bad = node.make_tx(bad_signature=True)
     r = run(build_dir, "broadcast_tx", "--regtest", "--connect", "127.0.0.1:%d" % node.port,
             "--wait-ms", 3000, bad.hex())
     assert r.returncode == 1

@@ -16,7 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from simnode_fixtures import (  # noqa: E402,F401
     SHARED, simnode, simnode_factory, simnode_process, simnode_regtest115,
     simnode_regtest116, shared_data_dir)
-from simnode_client import Client, dsha, parse_headers, parse_inv, varint, read_varint  # noqa: E402
+from simnode_client import (  # noqa: E402
+    Client, collect, dsha, parse_headers, parse_inv, parse_reject, varint, read_varint)
+from tests.simnode.mempool import TxRejected  # noqa: E402
+from tests.simnode.protocol import hexh  # noqa: E402
+from tests.simnode.txval import Tx, TxIn, check_scripts, sighash  # noqa: E402
 
 import bitcoin.core as bc  # noqa: E402
 from bitcoin.core.serialize import uint256_from_compact, uint256_from_str  # noqa: E402
@@ -470,18 +474,10 @@ def test_broadcast_accept_and_reject(simnode_factory):
     # duplicate: silence
     c.send("tx", good)
     assert c.no_message("reject", 0.5)
-    # missing inputs
-    bad = node.make_tx(valid=False)
-    c.send("tx", bad)
-    _, p, _ = c.wait("reject")
-    msg, i = read_varint(p, 0)
-    assert p[i:i + msg] == b"tx" and p[i + msg] == 0x10
-    assert p[-32:] == dsha(bad)
-    # malformed
+    # malformed: reject 0x01, no hash (the message could not be parsed)
     c.send("tx", good[:-7])
     _, p, _ = c.wait("reject")
-    assert p[3] == 0x01
-    assert dsha(bad) not in node.mempool
+    assert parse_reject(p)[:3] == ("tx", 0x01, "error parsing message")
     # inv -> getdata -> tx path
     good2 = node.make_tx()
     c.send("inv", varint(1) + struct.pack("<I", 1) + dsha(good2))
@@ -491,6 +487,446 @@ def test_broadcast_accept_and_reject(simnode_factory):
     node.wait_for(lambda: dsha(good2) in node.mempool)
     c.close()
     watcher.close()
+
+
+# ------------------------------------------------- transactions like the real node
+
+def _reject_for(c, txid, timeout=5):
+    """(code, reason) of the reject for txid."""
+    while True:
+        _, p, _ = c.wait("reject", timeout=timeout)
+        msg, code, reason, h = parse_reject(p)
+        if h == txid:
+            assert msg == "tx"
+            return code, reason
+
+
+def _invs(msgs):
+    return [h for cmd, p in msgs if cmd == "inv" for _, h in parse_inv(p)]
+
+
+def _closed(node, port):
+    return node.wait_for(lambda: next((x for x in node.conns if x.addr[1] == port and x.closed),
+                                      None))
+
+
+def test_mempool_request_disconnects_unless_whitelisted(simnode_factory):
+    """The node's default (-rejectmempoolrequest=1, peer not whitelisted):
+    `mempool` costs the connection.  whitelist=True answers it with inv."""
+    node = simnode_factory(generate=110, seed=2)
+    txs = node.make_mempool_txs(2, announce=False)
+    c = connect(node)
+    port = c.sock.getsockname()[1]
+    c.send("mempool")
+    _expect_disconnect(c)
+    conn = _closed(node, port)
+    assert "mempool request from nonwhitelisted peer disabled" in conn.close_reason
+    assert any("disconnect peer=%d" % conn.id in e for _, e in conn.events)
+
+    wl = simnode_factory(generate=110, seed=2, whitelist=True)
+    wl.make_mempool_txs(2, announce=False)
+    c = connect(wl)
+    c.send("mempool")
+    _, p, _ = c.wait("inv")
+    assert sorted(h for _, h in parse_inv(p)) == sorted(dsha(t) for t in txs)
+    c.send("ping", struct.pack("<Q", 9))
+    c.wait("pong")
+    # the old keyword still works, as an alias
+    assert simnode_factory(generate=1, allow_mempool=True).whitelist is True
+    # one connection can be whitelisted on a default node
+    c = connect(node)
+    port = c.sock.getsockname()[1]
+    node.wait_for(lambda: next(x for x in node.conns if x.addr[1] == port)).whitelisted = True
+    c.send("mempool")
+    _, p, _ = c.wait("inv")
+    assert len(parse_inv(p)) == 2
+
+
+def test_relay_to_other_connections_only(simnode_factory):
+    node = simnode_factory(generate=110, seed=6)
+    a = connect(node)
+    b = connect(node)
+    quiet = connect(node, relay=0)              # version relay flag 0: no tx invs
+    tx1 = node.make_tx()
+    a.send("tx", tx1)
+    _, p, _ = b.wait("inv")
+    assert parse_inv(p) == [(1, dsha(tx1))]
+    assert dsha(tx1) not in _invs(collect(a, 1.0))          # never back to the sender
+    assert dsha(tx1) in node.mempool
+    # a tx submitted on the node itself (wallet) goes to every relay peer
+    tx2 = node.make_tx()
+    node.submit_tx(tx2)
+    assert dsha(tx2) in _invs(collect(a, 1.0))
+    _, p, _ = b.wait("inv")
+    assert parse_inv(p) == [(1, dsha(tx2))]
+    assert _invs(collect(quiet, 0.5)) == []
+    # a peer that announced the tx (inv) is not sent an inv for it either
+    tx3 = node.make_tx()
+    b.send("inv", varint(1) + struct.pack("<I", 1) + dsha(tx3))
+    b.wait("getdata")
+    a.send("tx", tx3)
+    assert dsha(tx3) not in _invs(collect(b, 1.0))
+    assert node.mempool_txids() == [hexh(dsha(t)) for t in (tx1, tx2, tx3)]
+
+
+def test_orphan_getdata_parent_then_accepted(simnode_factory):
+    node = simnode_factory(generate=110, seed=8)
+    a = connect(node)
+    watcher = connect(node)
+    parent = node.make_tx()
+    child = node.make_tx(parent=parent)
+    grandchild = node.make_tx(parent=child)
+    a.send("tx", grandchild)
+    _, p, _ = a.wait("getdata")                 # the node asks the sender for the parent
+    assert parse_inv(p) == [(1, dsha(child))]
+    a.send("tx", child)
+    _, p, _ = a.wait("getdata")
+    assert parse_inv(p) == [(1, dsha(parent))]
+    msgs = collect(a, 1.0)
+    assert not [m for m, _ in msgs if m == "reject"]        # orphans: no reject
+    assert _invs(collect(watcher, 0.2)) == []               # ... and no relay
+    assert node.orphan_txids() == [hexh(dsha(grandchild)), hexh(dsha(child))]
+    assert not node.mempool
+    # the parent arrives: it and both orphans are accepted and relayed
+    a.send("tx", parent)
+    got = []
+    while len(got) < 3:
+        _, p, _ = watcher.wait("inv")
+        got += [h for _, h in parse_inv(p)]
+    assert sorted(got) == sorted(dsha(t) for t in (parent, child, grandchild))
+    assert _invs(collect(a, 1.0)) == []                     # the sender knows all three
+    assert set(node.mempool_txids()) == {hexh(dsha(t)) for t in (parent, child, grandchild)}
+    assert node.orphan_txids() == []
+    # orphans go when the peer that sent them disconnects
+    lonely = node.make_tx(parent=node.make_tx())
+    b = connect(node)
+    b.send("tx", lonely)
+    b.wait("getdata")
+    assert node.orphan_txids() == [hexh(dsha(lonely))]
+    b.close()
+    node.wait_for(lambda: node.orphan_txids() == [])
+
+
+def test_reject_bad_signature_then_ban(simnode_factory):
+    node = simnode_factory(generate=110, seed=9)
+    a = connect(node)
+    watcher = connect(node)
+    bad = node.make_tx(bad_signature=True)
+    a.send("tx", bad)
+    code, reason = _reject_for(a, dsha(bad))
+    assert (code, reason) == (0x10, "mandatory-script-verify-flag-failed "
+                                    "(Signature must be zero for failed CHECK(MULTI)SIG operation)")
+    _expect_disconnect(a)                       # ban score 100
+    assert "ban score" in node.conns[0].close_reason
+    assert dsha(bad) not in node.mempool and _invs(collect(watcher, 0.5)) == []
+    # a failure only of a non-mandatory flag: 0x40, no ban (MINIMALDATA:
+    # the signature pushed with PUSHDATA1 instead of a direct push)
+    good = Tx.parse(node.make_tx())
+    sig_len = good.vin[0].script_sig[0]
+    sig = good.vin[0].script_sig[1:1 + sig_len]
+    pub = good.vin[0].script_sig[1 + sig_len:]
+    good.vin[0].script_sig = b"\x4c" + bytes((sig_len,)) + sig + pub
+    nonmin = good.serialize()
+    watcher.send("tx", nonmin)
+    assert _reject_for(watcher, dsha(nonmin)) == (
+        0x40, "non-mandatory-script-verify-flag (Data push larger than necessary)")
+    watcher.send("ping", struct.pack("<Q", 7))
+    watcher.wait("pong")                        # still connected
+    # a whitelisted peer gets the reject but stays
+    wl = simnode_factory(generate=110, seed=9, whitelist=True)
+    c = connect(wl)
+    c.send("tx", bad)
+    assert _reject_for(c, dsha(bad))[0] == 0x10
+    c.send("ping", struct.pack("<Q", 8))
+    c.wait("pong")
+
+
+def test_double_spends_are_silent(simnode_factory):
+    """A spend of an output a mempool tx already spends: internal code
+    REJECT_CONFLICT (txn-mempool-conflict), never sent.  A spend of an
+    output spent in a block: missing inputs, i.e. an orphan.  Neither gets
+    a reject, neither is relayed."""
+    node = simnode_factory(generate=110, seed=10)
+    a = connect(node)
+    watcher = connect(node)
+    tx1 = node.make_tx()
+    a.send("tx", tx1)
+    watcher.wait("inv")
+    ds = node.make_tx(double_spend=tx1)
+    assert dsha(ds) != dsha(tx1)
+    a.send("tx", ds)
+    assert not [m for m, _ in collect(a, 1.0) if m == "reject"]
+    assert node.mempool_txids() == [hexh(dsha(tx1))] and _invs(collect(watcher, 0.2)) == []
+    res = node.receive_tx(node.make_tx(double_spend=tx1, fee=999))
+    assert (res.status, res.code, res.reason, res.sendable) == (
+        "invalid", 0x102, "txn-mempool-conflict", False)
+    # tx1 confirmed, then a spend of the same (now spent) coinbase output
+    node.mine(1)
+    assert not node.mempool
+    ds2 = node.make_tx(spent_output=True)
+    a.send("tx", ds2)
+    msgs = collect(a, 1.0)
+    assert not [m for m, _ in msgs if m == "reject"]
+    assert node.orphan_txids() == [hexh(dsha(ds2))] and not node.mempool
+    a.send("ping", struct.pack("<Q", 3))
+    a.wait("pong")
+
+
+def test_reject_codes_of_the_node(simnode_factory):
+    node = simnode_factory(generate=130, seed=11)          # coinbases 1..130 unspent
+    c = connect(node)
+    h = node.chain.height
+    cases = [
+        # (tx, code, reason)
+        (node.make_tx(coinbase_height=h - 98), 0x10, "bad-txns-premature-spend-of-coinbase"),
+        (node.make_tx(locktime=h + 1, sequence=0), 0x40, "bad-txns-nonfinal"),
+        (node.make_tx(locktime=node.chain.mtp(h), sequence=0xFFFFFFFE), 0x40,
+         "bad-txns-nonfinal"),
+        # BIP 68: 101 blocks after a coin confirmed 100 blocks before the next one
+        (node.make_tx(version=2, sequence=101, coinbase_height=h - 99), 0x40, "non-BIP68-final"),
+        (node.make_tx(outputs=[(50 * 10**8 + 1, b"\x51")]), 0x10, "bad-txns-in-belowout"),
+        (node.make_tx(size=1_000_100), 0x10, "bad-txns-oversize"),
+    ]
+    for raw, code, reason in cases[:4]:            # no ban score: same connection
+        c.send("tx", raw)
+        assert _reject_for(c, dsha(raw)) == (code, reason), reason
+    for raw, code, reason in cases[4:]:            # ban score 100: one connection each
+        c = connect(node)
+        c.send("tx", raw)
+        assert _reject_for(c, dsha(raw)) == (code, reason), reason
+        _expect_disconnect(c)
+    assert not node.mempool
+    # the boundaries are accepted: nLockTime = tip height, a coinbase of
+    # exactly 100 confirmations at the next height, BIP 68 met
+    for kw in (dict(coinbase_height=h - 99),
+               dict(version=2, sequence=100, coinbase_height=h - 100),
+               dict(locktime=h, sequence=0),
+               dict(locktime=node.chain.mtp(h) - 1, sequence=0)):
+        node.submit_tx(node.make_tx(**kw))
+    assert len(node.mempool) == 4
+    # a coinbase is never a loose tx; duplicate inputs
+    cb = Tx(1, [TxIn(b"\0" * 32, 0xFFFFFFFF, b"\x01\x05", 0xFFFFFFFF)], [(10**8, b"\x51")], 0)
+    assert node.receive_tx(cb.raw).reason == "bad-tx-coinbase"
+    # (a coinbase of the chain is 'already known': its outputs exist; silence)
+    assert node.receive_tx(node.chain.block_txs(node.chain.at(5))[0].raw) is None
+    op = node.spendable_outpoints(limit=1)[0]
+    dup = node.make_tx(spend=[op, op], fee=0)
+    r = node.receive_tx(dup)
+    assert (r.code, r.reason, r.dos) == (0x10, "bad-txns-inputs-duplicate", 100)
+    # the wallet path raises with the same code and reason
+    with pytest.raises(TxRejected) as e:
+        node.submit_tx(node.make_tx(coinbase_height=h))
+    assert (e.value.code, e.value.reason) == (0x10, "bad-txns-premature-spend-of-coinbase")
+    with pytest.raises(TxRejected) as e:
+        node.submit_tx(node.make_tx(missing_input=True))
+    assert e.value.reason == "missing-inputs" and not node.orphan_txids()
+
+
+def test_reorg_back_to_mempool_then_evict_nonfinal_and_immature(simnode_factory):
+    """invalidate(tip): the tip block's txs return; then what is not valid at
+    the new tip goes with its descendants: a tx final only at the old
+    height, a spend of a coinbase mature only at the old height."""
+    node = simnode_factory(generate=130, seed=12)
+    ret = node.make_tx(coinbase_height=11)
+    old = node.mine(1, txs=[ret])[0]
+    h = node.chain.height                       # 131
+    assert dsha(ret) not in node.mempool
+    txs = {}
+
+    def add(name, **kw):
+        txs[name] = node.make_tx(**kw)
+        node.submit_tx(txs[name])
+    add("cb", coinbase_height=h - 99)               # mature at h+1 only
+    add("cb_child", parent=txs["cb"])
+    add("locked", locktime=h, sequence=0, coinbase_height=20)   # final for h+1 only
+    add("locked_child", parent=txs["locked"])
+    add("keep", coinbase_height=12)
+    add("spends_ret", parent=ret)                   # its parent is confirmed in `old`
+    c = connect(node)
+    sync_headers(c)
+    assert node.invalidate(old.hash_hex) == node.chain.at(h - 1).hash_hex
+    assert node.chain.height == h - 1
+    want = {dsha(ret), dsha(txs["keep"]), dsha(txs["spends_ret"])}
+    assert set(node.mempool_txids(hex=False)) == want
+    assert not [m for m, _ in collect(c, 0.5) if m in ("headers", "inv")]  # nothing announced
+    # back: the block's tx leaves the mempool again, its spender stays
+    node.reconsider(old.hash_hex)
+    assert node.chain.tip.hash == old.hash
+    assert set(node.mempool_txids(hex=False)) == {dsha(txs["keep"]), dsha(txs["spends_ret"])}
+
+
+def test_reorg_evicts_conflicts_and_spenders_of_vanished_outputs(simnode_factory):
+    node = simnode_factory(generate=130, seed=13)
+    y = node.make_tx(coinbase_height=6)
+    node.mine(1, txs=[y])                       # y confirmed at 131
+    y_child = node.make_tx(parent=y)
+    x = node.make_tx(coinbase_height=5)
+    x_child = node.make_tx(parent=x)
+    keep = node.make_tx(coinbase_height=7)
+    mined_again = node.make_tx(coinbase_height=8)
+    for t in (y_child, x, x_child, keep, mined_again):
+        node.submit_tx(t)
+    assert len(node.mempool) == 5
+    # the new branch double-spends x's and y's inputs and mines `mined_again`
+    x_conf = node.make_tx(double_spend=x, fee=1000)
+    y_conf = node.make_tx(coinbase_height=6, fee=1000)
+    node.reorg(fork_height=130, new_len=2, txs=[x_conf, y_conf, mined_again])
+    # x: conflict with the new chain, with its child; y (left with block
+    # 131): its input is spent in the new chain, it cannot come back, so its
+    # child spends an output that no longer exists; mined_again: mined
+    assert node.mempool_txids(hex=False) == [dsha(keep)]
+    # while txs of the old block that the new chain does not conflict with return
+    z = node.make_tx(coinbase_height=9)
+    node.mine(1, txs=[z])
+    node.reorg(fork_height=node.chain.height - 1, new_len=2)
+    assert set(node.mempool_txids(hex=False)) == {dsha(keep), dsha(z)}
+
+
+def test_mempool_expiry(simnode_factory):
+    now = [1_700_000_000.0]
+    node = simnode_factory(generate=110, seed=14, clock=lambda: now[0])
+    a = node.make_tx()
+    node.submit_tx(a)
+    a_child = node.make_tx(parent=a)
+    node.submit_tx(a_child)
+    now[0] += 336 * 3600 - 60                   # -mempoolexpiry default: 336 h
+    assert node.expire_mempool() == []
+    b = node.make_tx()
+    node.submit_tx(b)                           # (every acceptance also runs Expire)
+    now[0] += 120
+    assert sorted(node.expire_mempool()) == sorted(hexh(dsha(t)) for t in (a, a_child))
+    assert node.mempool_txids() == [hexh(dsha(b))]
+
+
+# ---------------------------------------------------------------- signatures
+
+# From the node's own test vectors (bitcoin-sv src/test/data/sighash.json:
+# raw tx, scriptCode, input, hash type, sighash in display order), entries
+# with SIGHASH_FORKID set (amount 0).  The CHRONICLE bit (0x20) entries are
+# left out: that digest is not modelled.
+SIGHASH_VECTORS = [
+    ("0122769903cfc6fedb9c63fe76930fed0c87b44be46f5032a534fa05861548616a5b99034701000000040063656ac864c70228b3f6ebaf97be065b2180ece52fae4f9039c7bf932e567625d7d89582abe1340100000008ac6363650063ab65ffffffff587125b913706705dc799454ab0343ee8aa59a2f2d538f75e12c0deeb40aa741030000000027b3a02003d21f34040000000000fa7f2c0300000000016387213b0300000000056aabacacab00000000",
+     "", 1, 902085315, "61306cf6925de09aba87ddb53cca9bbd49c852e9b9990c00f32e2d2e1d4c9ba6"),
+    ("7e8c3f7902634018b6e1db2ca591816dff64a6cff74643de7455323ebfc560500aad9eee8c0100000001519c2d146d06fdca2c2e5fa3a2559812df66b6b5e40a3c57b2f7071ae6fe3863c74ab0952d0100000001000bf6638c013c5f6503000000000351ac63cbbf66be",
+     "acab", 0, -1861635514, "0abe05b7835921958100225897ce76ca6e6a3ffc7a27235fe71c1252d7465890"),
+    ("614426db020eadf5ee15ec0f772864174882f7e08038672af01d882cd77f3776ca2f2dd32800000000076300536565ac00ffffffffd5ca1a83d4367ef090140d6f7a77434f63a476b82688e3056865096447098bec0300000004006551acffffffff0206a04a000000000007636a0000ab51ab417c52010000000002ab6a00000000",
+     "", 0, -1252879549, "e285e042e8699b81f24abf49621d1e3b968245b38d48d91a13f20d30c030b5dd"),
+    ("efd8194202da2f872de204c426ec04d7fa2f7047488b9e19313c41d39aa84736950880ca8602000000040051abab0c2229dbbe3a115c555ea5bd70b40f750c60b28840747451fe2f42343f976d090335b7b60200000003ab5200ffffffff03139b520200000000065365acac5152b95180010000000000014ba103000000000000000000",
+     "", 0, -1131921328, "2f04b1e958fee6de97174a5e9a1094e8f056e00398e9b42f3cd4c66ca260b9b6"),
+    ("54843f4a04d8c3354d43429a305d7170116f150fbb543c13309d75d1f212fa1a8904f4555c0100000001abca3757d5d02cd9db4690b486f870158df54d24c07e52b4e237157b8d786e9657a69a6730020000000600635363656affffffffe95c090847af2dd89119136cb9ae59222d3bd7e2bad917d5a0fc1faad97a81990300000006515265acab65ffffffffbf69b0f3e4127b5c20a7f18d62bd779c400846af444db77062802483e9ad22360200000009ab00516aab535165acffffffff02fbe280040000000007516300acabab6307008303000000000963ac0051515352515308b6c896",
+     "6552636352", 1, -1604649152, "048a5f4bf20f429fec5b834a5832036d50920e9f71c4e06ba7009d80d25b3ea7"),
+    ("d9c0856e045764a4011236ff81ad9edb2e924837cb01108e5e1546ed8960a7eb6568831a0e0100000007ac636a65ab5200ffffffff2954b41ebc7998501016a75c82b1e5fcfdbb11fe87fe61ca79eebdf33bd3147a0200000009ac0065636a636351ac1fd639dbe15b864e134fb003ada07469938e7a14388988e406c82a5f59cde466fcbb4fbd000000000265acffffffffcfda1f7a869feebfb7c0e5660f14923c76544578474f39705d33340a5ab0a3b301000000025165ffffffff0319aa040200000000075153526a0052538bc4140000000000036a52512c4831010000000004525100655d9485c3",
+     "ac51526a65", 3, -1647460150, "d97f309c6d9c0db7c69f27a417d5cfdff49ea91acb83c150c94074dc37100ee1"),
+    ("e6d2ae90041c0cbce95c6b0604d7ba1d18d7269ab4f6832c02f2355ec88ed21b4e63db6886020000000465655265b9e6e8a478ba54d34e8fb992a358f57550739c8e4771a53ca711162a3984adb6508764880100000003ab516a62a2e611f98431455e36ccaad76f064ace640ba3d94dadcf10fbd2a64d5c5b3bb5f30b930200000008510051656a636aab2874c07606a2729a86ca3c5803aa182fc8f0390f6ca0824781e79532af9bdc5acd37863e0000000006516a63630063ffffffff01a0725e04000000000099a84908",
+     "ab52", 2, -921312431, "dc0ae88403877742f64b439d1190a88d4e15cf87001e3991855cdd03f03a64b8"),
+    ("44484b180183a894f0b61424d2c5e7b405ca9d1c1b47e66378c7f16af9e06cb2e45dcf3d87010000000763006a65656351ffffffff01d363fd0100000000096500ab5152636553ab00000000",
+     "ab", 0, 1640290243, "ec593466442cdca2ed0693660be8464e5bf90b053fcab1bebe46cf70f1084556"),
+    ("e81753a101817f55a2cbb74aa4528685f4f541818723c2613b4f1ca43df98c0bdc30840ab403000000026363ffffffff01878c26000000000008ab006a6a535300529865be87",
+     "acac6a52", 0, 749340108, "5b8429cce72984022cfa0f49a2ba05f83dcb0e84c801f6bd566981ff1b4f292b"),
+]
+
+
+def test_sighash_matches_node_vectors():
+    for raw, script, n_in, ht, want in SIGHASH_VECTORS:
+        ht &= 0xFFFFFFFF
+        assert ht & 0x40 and not ht & 0x20
+        got = sighash(Tx.parse(bytes.fromhex(raw)), n_in, bytes.fromhex(script), 0, ht)
+        assert got[::-1].hex() == want
+
+
+def test_signatures_of_a_real_node_verify():
+    """blockchain_115 (mined by a Bitcoin SV node): tx 47f3f47a spends a P2PK
+    (input 0) and a P2PKH (input 1) output with ALL|FORKID signatures over
+    the amounts; the simulator's checks pass them and fail them for another
+    amount."""
+    txs = {}
+    for h in [x.strip() for x in open(CHAIN115 / "headers.txt") if x.strip()][1:]:
+        raw = (CHAIN115 / h).read_bytes()
+        blk = bc.CBlock.deserialize(raw)
+        for t in blk.vtx:
+            tx = Tx.parse(t.serialize())
+            txs[tx.txid] = tx
+    tx = txs[bytes.fromhex("47f3f47a256d70950ff5690ea377c24464310489e3f54d01b817dd0088f0a095")[::-1]]
+    coins = [txs[i.prev].vout[i.index] for i in tx.vin]
+    assert [len(sc) for _, sc in coins] == [35, 25]
+    assert check_scripts(tx, coins) is None
+    for n in range(2):
+        wrong = list(coins)
+        wrong[n] = (coins[n][0] - 1, coins[n][1])
+        assert check_scripts(tx, wrong)[0] == 0x10
+
+
+def test_reorg_returns_real_wallet_txs_with_full_checks(simnode_factory):
+    """invalidate() on the real chain (txs signed by a real node, every
+    check applied when they return): block 116's two data txs come back; then
+    invalidating 111 brings back the 7 wallet txs of 111-115, while the
+    first data tx now spends a coinbase (height 13) that is immature at the
+    new next height 111, so it goes, and its child with it."""
+    node = simnode_factory(chain_dir=str(CHAIN116))
+    txids = {h: [t.txid for t in node.chain.block_txs(node.chain.at(h))[1:]]
+             for h in range(111, 117)}
+    node.invalidate(node.chain.at(116).hash_hex)
+    assert node.mempool_txids(hex=False) == txids[116]
+    node.invalidate(node.chain.at(111).hash_hex)
+    wallet = [t for h in range(111, 116) for t in txids[h]]
+    assert len(wallet) == 7 and set(node.mempool_txids(hex=False)) == set(wallet)
+
+
+def test_ecdsa_known_vectors():
+    from tests.simnode import ecdsa
+    assert ecdsa.pubkey_from_secret(1).hex() == \
+        "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+    assert ecdsa.pubkey_from_secret(3).hex() == \
+        "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9"
+    # RFC 6979 deterministic signature, secret 1, sha256("Satoshi Nakamoto")
+    d = hashlib.sha256(b"Satoshi Nakamoto").digest()
+    r, s = ecdsa.sign(1, d)
+    assert (r, s) == (0x934b1ea10a4b3c1757e2b0c017d0b6143ce3c9a7e6a4a49860d7a6ab210ee3d8,
+                      0x2442ce9d2b916064108014783e923ec36b49743e2ffa1c4496f01a512aafd9e5)
+    pub = ecdsa.pubkey_from_secret(1)
+    assert ecdsa.verify(pub, d, r, s) and ecdsa.verify(pub, d, r, ecdsa.N - s)  # high S verifies
+    assert not ecdsa.verify(pub, hashlib.sha256(b"x").digest(), r, s)
+    # against python-bitcoinlib (OpenSSL), both ways
+    from bitcoin.core.key import CECKey, CPubKey
+    k = CECKey()
+    k.set_secretbytes((0xC0FFEE).to_bytes(32, "big"))
+    k.set_compressed(True)
+    assert k.get_pubkey() == ecdsa.pubkey_from_secret(0xC0FFEE)
+    assert CPubKey(k.get_pubkey()).verify(d, ecdsa.sign_der(0xC0FFEE, d))
+    assert ecdsa.verify_der(k.get_pubkey(), d, k.sign(d))
+
+
+def test_simulator_signatures_verify_independently(simnode_factory):
+    """The simulator's txs carry signatures python-bitcoinlib (an independent
+    BIP143 digest + OpenSSL) verifies, and a second node with the same chain
+    accepts them from the wire with every check."""
+    from bitcoin.core.key import CPubKey
+    from bitcoin.core.script import SIGVERSION_WITNESS_V0, CScript, SignatureHash
+    node = simnode_factory(generate=60, txs_per_block=6, seed=15)
+    twin = simnode_factory(generate=60, txs_per_block=6, seed=15)
+    raws = node.make_mempool_txs(12, announce=False)
+    raws.append(node.make_tx(parent=raws[0], vout=max(
+        n for n, (_, sc) in enumerate(Tx.parse(raws[0]).vout) if node.chain.wallet.keyfor(sc))))
+    checked = 0
+    for raw in raws:
+        tx = Tx.parse(raw)
+        btx = bc.CTransaction.deserialize(raw)
+        for n, i in enumerate(tx.vin):
+            coin = node.chain.utxo.get(i.outpoint)
+            v, sc = (coin[0], coin[1]) if coin else Tx.parse(raws[0]).vout[i.index]
+            pushes = list(CScript(i.script_sig))
+            sig, pub = pushes[0], (pushes[1] if len(pushes) > 1 else sc[1:34])
+            assert sig[-1] == 0x41
+            h = SignatureHash(CScript(sc), btx, n, 0x41, amount=v, sigversion=SIGVERSION_WITNESS_V0)
+            assert h == sighash(tx, n, sc, v)
+            assert CPubKey(pub).verify(h, sig[:-1])
+            checked += 1
+    assert checked >= 13
+    c = connect(twin)
+    for raw in raws:
+        c.send("tx", raw)
+    twin.wait_for(lambda: len(twin.mempool) == len(raws))
+    assert not [m for m, _ in collect(c, 0.5) if m == "reject"]
 
 
 # ---------------------------------------------------------------- misbehaviour
@@ -888,3 +1324,53 @@ def test_cli_process_with_control(simnode_process):
     rec = sp.control({"cmd": "received"})
     assert [m[1] for m in rec["messages"]][:2] == ["version", "verack"]
     c.close()
+
+
+def test_cli_mempool_flags_and_tx_controls(simnode_process):
+    # --reject-mempool-request is accepted and is the default behaviour anyway
+    sp = simnode_process("--regtest", "--generate", "110", "--reject-mempool-request")
+    c = Client(sp.port)
+    c.handshake()
+    c.send("mempool")
+    _expect_disconnect(c)
+    r = sp.control({"cmd": "make_tx", "bad_signature": True})
+    assert r["ok"]
+    r = sp.control({"cmd": "add_tx", "hex": r["hex"]})
+    assert not r["ok"] and r["code"] == 0x10 and r["reason"].startswith("mandatory-script-verify")
+    r = sp.control({"cmd": "make_tx"})
+    assert sp.control({"cmd": "add_tx", "hex": r["hex"]})["txid"] == r["txid"]
+    assert sp.control({"cmd": "mempool_txids"})["txids"] == [r["txid"]]
+    tip = sp.control({"cmd": "status"})["tip"]
+    r = sp.control({"cmd": "invalidate", "hash": tip})
+    assert r["ok"] and r["height"] == 109
+    assert sp.control({"cmd": "reconsider", "hash": tip})["tip"] == tip
+    wl = simnode_process("--regtest", "--generate", "110", "--whitelist")
+    assert wl.control({"cmd": "mempool", "n": 2})["ok"]
+    c = Client(wl.port)
+    c.handshake()
+    c.send("mempool")
+    _, p, _ = c.wait("inv")
+    assert len(parse_inv(p)) == 2
+
+
+def test_post_genesis_nonfinal_pool(simnode_factory):
+    """After Genesis a non-final tx is not rejected: it waits in the
+    non-final pool (relayed, not in the mempool) until a block makes it
+    final (src/validation.cpp: ContextualCheckTransaction, CommitTxToMempool)."""
+    node = simnode_factory(generate=110, seed=16, genesis_height=100)
+    a = connect(node)
+    b = connect(node)
+    h = node.chain.height
+    nf = node.make_tx(locktime=h + 2, sequence=0)
+    a.send("tx", nf)
+    _, p, _ = b.wait("inv")
+    assert parse_inv(p) == [(1, dsha(nf))]
+    assert not [m for m, _ in collect(a, 0.5) if m == "reject"]
+    assert node.nonfinal_txids() == [hexh(dsha(nf))] and not node.mempool
+    # spending it is refused: no chains of non-final txs
+    r = node.receive_tx(node.make_tx(parent=nf, locktime=h + 2, sequence=0))
+    assert (r.code, r.reason) == (0x40, "too-long-non-final-chain")
+    node.mine(1)
+    assert node.nonfinal_txids() == [hexh(dsha(nf))]
+    node.mine(1)                                # final for the next block now
+    assert node.nonfinal_txids() == [] and node.mempool_txids() == [hexh(dsha(nf))]

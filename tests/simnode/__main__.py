@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 
+from .mempool import TxRejected
 from .node import SimNode
-from .protocol import hexh, sha256d
+from .protocol import hexh, sha256d, unhexh
 
 
 def _parse_text(line):
@@ -38,7 +39,9 @@ def _parse_text(line):
             pos.append(_num(w))
     names = {"mine": ["n"], "reorg": ["fork_height", "new_len"],
              "misbehave": ["mode"], "mempool": ["n"], "activate": ["hash"],
-             "serve_file": ["path"], "withhold": ["hash"], "generate": ["n"]}
+             "serve_file": ["path"], "withhold": ["hash"], "generate": ["n"],
+             "invalidate": ["hash"], "reconsider": ["hash"], "add_tx": ["hex"],
+             "receive_tx": ["hex"], "expire": ["now"]}
     for k, v in zip(names.get(words[0], []), pos):
         cmd[k] = v
     return cmd
@@ -81,11 +84,37 @@ def execute(node, c):
     if cmd == "clear_faults":
         node.clear_faults()
         return {}
+    if cmd == "invalidate":
+        return {"tip": node.invalidate(c["hash"]), "height": node.chain.height}
+    if cmd == "reconsider":
+        return {"tip": node.reconsider(c["hash"]), "height": node.chain.height}
     if cmd == "mempool":
-        txs = node.make_mempool_txs(int(c.get("n", 1)))
+        txs = node.make_mempool_txs(int(c.get("n", 1)), sign=c.get("sign", True))
         return {"txids": [hexh(sha256d(t)) for t in txs]}
-    if cmd == "add_tx":
-        return {"txid": hexh(node.add_mempool_tx(bytes.fromhex(c["hex"])))}
+    if cmd == "mempool_txids":
+        return {"txids": node.mempool_txids(), "orphans": node.orphan_txids(),
+                "nonfinal": node.nonfinal_txids()}
+    if cmd == "add_tx":         # as a wallet on the node (sendrawtransaction)
+        try:
+            return {"txid": hexh(node.submit_tx(bytes.fromhex(c["hex"])))}
+        except TxRejected as e:
+            return {"ok": False, "error": str(e), "code": e.code, "reason": e.reason}
+    if cmd == "receive_tx":     # as if a (not connected) peer had sent it
+        r = node.receive_tx(bytes.fromhex(c["hex"]))
+        if r is None:
+            return {"status": "known"}
+        return {"status": r.status, "code": r.code, "reason": r.reason,
+                "txid": hexh(r.txid)}
+    if cmd == "make_tx":
+        kw = {k: v for k, v in c.items() if k != "cmd"}
+        if "parent" in kw:
+            kw["parent"] = bytes.fromhex(kw["parent"])
+        if isinstance(kw.get("spend"), list):
+            kw["spend"] = (unhexh(kw["spend"][0]), int(kw["spend"][1]))
+        raw = node.make_tx(**kw)
+        return {"hex": raw.hex(), "txid": hexh(sha256d(raw))}
+    if cmd == "expire":
+        return {"removed": node.expire_mempool(c.get("now"))}
     if cmd == "serve_file":
         b = node.add_extra_block(c["path"])
         return {"hash": b.hash_hex, "size": b.size}
@@ -110,7 +139,7 @@ def handle_line(node, line):
         c = json.loads(line) if line.startswith("{") else _parse_text(line)
         r = execute(node, c)
         r = dict(r or {})
-        r["ok"] = True
+        r.setdefault("ok", True)
         return r
     except Exception as e:       # report, keep serving
         return {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
@@ -145,8 +174,13 @@ def main(argv=None):
                     help="disconnect peers that have not sent verack after this many s (0 = never)")
     ap.add_argument("--ignore-getheaders", action="store_true",
                     help="silently ignore getheaders (the real node's IBD behaviour)")
+    ap.add_argument("--whitelist", action="store_true",
+                    help="treat every peer as whitelisted (-whitelist=127.0.0.1): answer `mempool`, "
+                         "no disconnect on ban score")
     ap.add_argument("--reject-mempool-request", action="store_true",
-                    help="disconnect peers sending `mempool` (real node default when not whitelisted)")
+                    help="no-op: disconnecting non-whitelisted peers that send `mempool` is the default")
+    ap.add_argument("--genesis-height", type=int, default=10000,
+                    help="Genesis activation height (regtest: 10000)")
     ap.add_argument("--feefilter", type=int, default=50, help="sat/kB sent in feefilter")
     ap.add_argument("--control", type=int, default=None,
                     help="JSON-lines control port on 127.0.0.1 (0 = ephemeral)")
@@ -165,7 +199,7 @@ def main(argv=None):
                    force_extmsg=a.force_extmsg, log=log,
                    ignore_getheaders=a.ignore_getheaders, feefilter=a.feefilter,
                    handshake_timeout=a.handshake_timeout,
-                   allow_mempool=not a.reject_mempool_request)
+                   whitelist=a.whitelist, genesis_height=a.genesis_height)
     for d in a.chain:
         n = node.chain.load_dir(d)
         log("loaded %d blocks from %s" % (n, d))

@@ -7,6 +7,7 @@ import struct
 import tempfile
 import time
 
+from . import ecdsa
 from .protocol import (
     GENESIS_COINBASE, NETWORKS, NULL_HASH, REGTEST_BITS, REGTEST_TARGET,
     hash160, merkle_root, merkle_root_packed, parse_block,
@@ -20,7 +21,8 @@ class Block:
     """One block known to the node.  Payload lives in memory (`data`), in a
     file (`path`, `offset`) or is regenerated on the fly (`pattern`)."""
     __slots__ = ("hash", "header", "prev", "height", "size", "ntx", "kind",
-                 "data", "path", "offset", "pattern", "_checksum", "undo")
+                 "data", "path", "offset", "pattern", "_checksum", "undo",
+                 "unsigned")
 
     def __init__(self, header, height, size, ntx, kind, data=None, path=None,
                  offset=0, pattern=None, checksum=None):
@@ -37,10 +39,15 @@ class Block:
         self.pattern = pattern
         self._checksum = checksum
         self.undo = None          # (spent [(op, entry)], created [(op, entry)])
+        self.unsigned = None      # txids generated with dummy signatures
 
     @property
     def hash_hex(self):
         return hexh(self.hash)
+
+    @property
+    def time(self):
+        return struct.unpack_from("<I", self.header, 68)[0]
 
     @property
     def checksum(self):
@@ -85,7 +92,11 @@ class Block:
 
 
 # --------------------------------------------------------------------------
-# Keys and scripts (dummy signatures of realistic length; nobody verifies)
+# Keys and scripts.  The wallet's keys are real secp256k1 keys derived from
+# the seed; txs the node validates (mempool txs, make_tx) carry real
+# signatures (txval.sign_tx), generated block txs carry dummy signatures of
+# realistic length (signing 50k txs/s in pure Python is not possible; blocks
+# are not validated by the simulator; see README "Generated chains").
 
 
 class Wallet:
@@ -93,15 +104,30 @@ class Wallet:
         self.rng = rng
         self.keys = []
         self.pub_by_h160 = {}
+        self.secret_by_pub = {}
         self.redeem_by_h160 = {}
         for i in range(nkeys):
-            pub = bytes((2 + (i & 1),)) + rng.randbytes(32)
+            secret = int.from_bytes(rng.randbytes(32), "big") % (ecdsa.N - 1) + 1
+            pub = ecdsa.pubkey_from_secret(secret)
             h = hash160(pub)
             self.keys.append((pub, h))
             self.pub_by_h160[h] = pub
+            self.secret_by_pub[pub] = secret
             redeem = b"\x51" + push_data(pub) + b"\x51\xae"   # 1-of-1 multisig
             self.redeem_by_h160[hash160(redeem)] = redeem
         self.redeems = list(self.redeem_by_h160.items())
+
+    def keyfor(self, script):
+        """(secret, pubkey) able to spend a P2PKH / P2PK output script, or
+        None."""
+        if len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
+            pub = self.pub_by_h160.get(script[3:23])
+        elif len(script) == 35 and script[0] == 33 and script[-1] == 0xAC:
+            pub = script[1:34]
+        else:
+            return None
+        secret = self.secret_by_pub.get(pub)
+        return (secret, pub) if secret is not None else None
 
     def sig(self):
         r = self.rng.randbytes(32)
@@ -326,6 +352,25 @@ class Chain:
     def at(self, height):
         return self.blocks[self.active[height]]
 
+    def mtp(self, height):
+        """Median time past of the active block at height (median of the
+        times of it and its 10 predecessors, CBlockIndex::GetMedianTimePast)."""
+        if height < 0:
+            return 0
+        ts = sorted(self.blocks[self.active[h]].time
+                    for h in range(max(0, height - 10), height + 1))
+        return ts[len(ts) // 2]
+
+    def block_txs(self, block):
+        """The block's txs as txval.Tx objects (coinbase first), or None for
+        streamed pattern blocks (too big to hold)."""
+        from .txval import Tx
+        if block.kind == "pattern" or block.size > (256 << 20):
+            return None
+        raw = block.read()
+        _, txs = parse_block(raw)
+        return [Tx.parse(raw[s:e]) for s, e, _, _ in txs]
+
     def in_active(self, h):
         b = self.blocks.get(h)
         return b is not None and b.height < len(self.active) and self.active[b.height] == h
@@ -406,15 +451,17 @@ class Chain:
         return out
 
     def activate(self, tip_hash):
-        """Make the branch ending in tip_hash active (any known block)."""
+        """Make the branch ending in tip_hash active (any known block).
+        Returns (disconnected blocks tip first, connected blocks)."""
         branch = []
         b = self.blocks[tip_hash]
         while not self.in_active(b.hash):
             branch.append(b)
             b = self.blocks[b.prev]
-        self.rewind(b.height)
+        gone = self.rewind(b.height)
         for blk in reversed(branch):
             self.reapply(blk)
+        return gone, list(reversed(branch))
 
     # -- spending ------------------------------------------------------------
     def take_utxo(self, height):
@@ -517,12 +564,14 @@ class Chain:
             raws.append(raw)
             txids.append(t)
             fees += f
+        unsigned = set()
         for _ in range(ntxs):
             r = self.make_tx(height, spent, created)
             if r is None:
                 break
             raws.append(r[0])
             txids.append(r[1])
+            unsigned.add(r[1])
             fees += r[2]
         cb = self.coinbase(height, subsidy(height) + fees)
         cbid = sha256d(cb)
@@ -532,6 +581,7 @@ class Chain:
         body = b"".join([header, ser_compact(1 + len(raws)), cb] + raws)
         b = Block(header, height, len(body), 1 + len(raws), "mem", data=body)
         b.undo = (spent, created)
+        b.unsigned = unsigned or None
         self.connect(b)
         return b
 

@@ -17,14 +17,17 @@ import threading
 import time
 
 from .chain import Chain, make_header, ser_tx
+from .mempool import (DEFAULT_MEMPOOL_EXPIRY, GENESIS_ACTIVATION_REGTEST, Result,
+                      TxRejected, TxState)
 from .protocol import (
     DEFAULT_MAX_RECV_PAYLOAD, MAX_BLOCKS_TO_ANNOUNCE,
     MAX_HEADERS_RESULTS, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_CMPCT_BLOCK,
-    MSG_TX, NULL_HASH, REJECT_DUPLICATE, REJECT_INVALID,
+    MSG_TX, REJECT_DUPLICATE, REJECT_INVALID,
     REJECT_MALFORMED, REJECT_OBSOLETE, ParseError, frame, frame_header, hexh,
     parse_getheaders, parse_inv, parse_protoconf, parse_tx, parse_version,
-    payload_limit, read_compact, ser_compact, ser_headers, ser_inv,
+    payload_limit, push_data, read_compact, ser_compact, ser_headers, ser_inv,
     ser_protoconf, ser_reject, ser_version, sha256d, unhexh, valid_command)
+from .txval import Tx, sign_tx
 
 Message = collections.namedtuple("Message", "command payload time")
 
@@ -94,6 +97,8 @@ class Connection:
         self.last_served_log = 0.0
         self.last_hdr_log = 0.0
         self.pongs_ok = 0
+        self.banned = False
+        self._whitelisted = None
 
     # -- helpers -----------------------------------------------------------
     def commands(self):
@@ -149,11 +154,32 @@ class Connection:
         with self.node.cond:
             self.node.cond.notify_all()
 
+    @property
+    def whitelisted(self):
+        """Like a peer matching -whitelist (node-wide `whitelist` unless set
+        for this connection)."""
+        return self.node.whitelist if self._whitelisted is None else self._whitelisted
+
+    @whitelisted.setter
+    def whitelisted(self, on):
+        self._whitelisted = on
+
     def misbehaving(self, score, why):
+        """Ban score (src/net/net_processing.cpp Misbehaving): at 100 a
+        non-whitelisted peer is disconnected (after what was already queued
+        for it, e.g. the reject) and nothing more it sends is processed.
+        Banning the address (refusing reconnections) is not modelled."""
         self.score += score
         self.event("misbehaving +%d (%s), score %d" % (score, why, self.score))
-        if self.score >= 100:
-            self.close("ban score reached: " + why)
+        if self.score >= 100 and not self.banned:
+            if self.whitelisted:
+                self.event("whitelisted peer: not disconnected")
+                return
+            self.banned = True
+            if self.stalled:
+                self.close("ban score reached: " + why)
+            else:
+                self.outq.put(("close", "ban score reached: " + why))
 
     def send(self, command, payload=b""):
         self.outq.put(("msg", command, bytes(payload)))
@@ -172,6 +198,8 @@ class Connection:
         except OSError:
             pass
         self.outq.put(None)
+        with self.node.lock:            # FinalizeNode: its orphans go
+            self.node.txstate.orphans.erase_peer(self.id)
         if getattr(self, "_hs_timer", None):
             self._hs_timer.cancel()
         if self._ping_timer:
@@ -195,7 +223,7 @@ class Connection:
         node = self.node
         magic = node.magic
         try:
-            while not self.closed:
+            while not self.closed and not self.banned:
                 hdr = self._recv_exact(24)
                 if hdr[:4] != magic:
                     self.close("wrong magic %s (ban)" % bytes(hdr[:4]).hex())
@@ -236,6 +264,10 @@ class Connection:
             if not self.closed:
                 self.close("connection lost: %s" % e)
         finally:
+            if self.banned:             # the writer sends what is queued, then closes
+                end = time.time() + 5
+                while not self.closed and time.time() < end:
+                    time.sleep(0.01)
             if not self.closed:
                 self.close("reader exit")
             try:
@@ -345,11 +377,18 @@ class Connection:
         self.max_recv = mr
 
     def on_mempool(self, p):
-        if not self.node.allow_mempool:
-            self.close("mempool request not allowed")
+        """BIP 35 `mempool` (src/net/net_processing.cpp): a non-whitelisted
+        peer is disconnected (-rejectmempoolrequest defaults to 1 in
+        1.2.x, and without it NODE_BLOOM would be needed); a whitelisted
+        one gets inv of every mempool txid."""
+        if not self.whitelisted:
+            self.event("mempool request from nonwhitelisted peer disabled, "
+                       "disconnect peer=%d" % self.id)
+            self.close("mempool request from nonwhitelisted peer disabled")
             return
         with self.node.lock:
             ids = list(self.node.mempool)
+        self.known_txs.update(ids)
         step = self.max_inv()
         for i in range(0, len(ids), step):
             self.send("inv", ser_inv([(MSG_TX, t) for t in ids[i:i + step]]))
@@ -424,8 +463,9 @@ class Connection:
                 self.close("invalid inv type %d" % t)
                 return
             if t == MSG_TX:
+                self.known_txs.add(h)              # AddInventoryKnown
                 with self.node.lock:
-                    known = h in self.node.mempool or h in self.node.relay_map
+                    known = self.node.txstate.known(h)
                 if not known:
                     want.append((t, h))
         if want:
@@ -631,9 +671,14 @@ class SimNode:
     def __init__(self, chain=None, network="regtest", chain_dir=None,
                  generate=0, txs_per_block=0, block_size=None, seed=0,
                  host="127.0.0.1", port=0, cache_dir=None, ping_interval=120,
-                 feefilter=50, allow_mempool=True, force_extmsg=False,
+                 feefilter=50, whitelist=False, force_extmsg=False,
                  max_recv_payload=DEFAULT_MAX_RECV_PAYLOAD, log=None,
-                 magic=None, ignore_getheaders=False, handshake_timeout=60):
+                 magic=None, ignore_getheaders=False, handshake_timeout=60,
+                 genesis_height=GENESIS_ACTIVATION_REGTEST,
+                 mempool_expiry=DEFAULT_MEMPOOL_EXPIRY, clock=time.time,
+                 allow_mempool=None):
+        if allow_mempool is not None:       # deprecated name of `whitelist`
+            whitelist = bool(allow_mempool)
         self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
         self.magic = magic or self.chain.params["magic"]
         self.host = host
@@ -643,19 +688,23 @@ class SimNode:
         self.cond = threading.Condition()
         self.conns = []
         self.faults = []
-        self.mempool = collections.OrderedDict()    # txid -> raw
-        self.mempool_spent = {}                     # outpoint -> txid
+        # mempool, orphans, non-final pool, validation (mempool.py)
+        self.txstate = TxState(self.chain, genesis_height=genesis_height,
+                               mempool_expiry=mempool_expiry, clock=clock)
+        self.txstate.log = self._log
         self.relay_map = {}                         # txid -> raw (ever announced)
+        self.invalid = set()                        # invalidate()d block hashes
         self.withheld = set()
         self.served = []                            # (conn id, block hash, bytes)
         self.ping_interval = ping_interval
         self.feefilter = feefilter
-        self.allow_mempool = allow_mempool
+        # like -whitelist=127.0.0.1: `mempool` answered (else disconnect),
+        # no disconnect on ban score (ignore_getheaders still applies to all)
+        self.whitelist = whitelist
         self.force_extmsg = force_extmsg
         self.force_extmsg_conns = {}
         self.max_recv_payload = max_recv_payload
         self.logfn = log
-        self.tx_policy = None       # callable(raw) -> None | (code, reason)
         self.ignore_getheaders = ignore_getheaders  # simulate the IBD trap
         self.handshake_timeout = handshake_timeout  # s to complete version/verack
         self._srv = None
@@ -666,6 +715,15 @@ class SimNode:
             self.chain.load_dir(chain_dir)
         if generate:
             self.generate(generate, txs_per_block=txs_per_block, block_size=block_size)
+
+    @property
+    def allow_mempool(self):
+        """Deprecated name of `whitelist`."""
+        return self.whitelist
+
+    @allow_mempool.setter
+    def allow_mempool(self, on):
+        self.whitelist = bool(on)
 
     # ------------------------------------------------------------------
     def _log(self, s):
@@ -982,10 +1040,13 @@ class SimNode:
 
     # -- chain operations ------------------------------------------------------
     def generate(self, n, txs_per_block=0, block_size=None, announce=False):
-        """Extend the active chain by n blocks (no announcement by default)."""
+        """Extend the active chain by n blocks (no announcement by default;
+        the mempool is not mined, txs conflicting with the new blocks leave
+        it)."""
         with self.lock:
             out = self._build(n, txs_per_block, block_size, include_mempool=False)
-            self._revalidate_mempool()
+            relay = self._blocks_connected(out)
+        self._relay(relay)
         if announce:
             self._announce()
         return out
@@ -1001,14 +1062,89 @@ class SimNode:
             return out
         extra = list(txs or [])
         if include_mempool and self.mempool:
-            extra = list(self.mempool.values()) + [t for t in extra if sha256d(t) not in self.mempool]
-            self.mempool.clear()
-            self.mempool_spent.clear()
+            # the mempool, parents first, minus txs conflicting with `txs`
+            # (and their descendants): the given txs win
+            given = [Tx.parse(t) for t in extra]
+            ids = {t.txid for t in given}
+            taken = {i.outpoint for t in given for i in t.vin}
+            pool = self.txstate.mempool
+            clash = [t for t, e in pool.entries.items()
+                     if t not in ids and any(i.outpoint in taken for i in e.tx.vin)]
+            drop = pool.descendants(clash)
+            extra = [e.tx.raw for e in pool.ordered()
+                     if e.tx.txid not in drop and e.tx.txid not in ids] + extra
         if not txs_per_block and not extra:
             return chain.build_coinbase_only(n)
         for i in range(n):
             out.append(chain.build_block(txs_per_block, extra if i == 0 else ()))
         return out
+
+    def _blocks_connected(self, blocks):
+        """ConnectTip for each new block on the tip: its txs and their
+        conflicts leave the mempool (src/txmempool.cpp RemoveForBlock),
+        recent rejects reset (src/net/net_processing.cpp);
+        post-Genesis time-locked txs that became final are promoted.
+        Returns txids to relay."""
+        st = self.txstate
+        if not blocks:
+            return []
+        busy = st.mempool or st.nonfinal
+        for b in blocks:
+            if not busy:
+                break
+            txs = self.chain.block_txs(b)
+            if txs is None:
+                self._drop_spenders([op for op, _ in b.undo[0]])
+            else:
+                st.block_connected(txs)
+        st.recent_rejects.clear()
+        relay = []
+        for r in st.promote_nonfinal():
+            relay += r.relay
+        return relay
+
+    def _drop_spenders(self, outpoints):
+        """Mempool txs spending these (now spent) outpoints, with their
+        descendants (conflicts with a streamed block whose txs are not held)."""
+        pool = self.txstate.mempool
+        bad = [pool.spent[op] for op in outpoints if op in pool.spent]
+        return pool.remove(pool.descendants(bad))
+
+    def _switched(self, disconnected, connected):
+        """The active chain changed branches (src/validation.cpp
+        UpdateMempoolForReorg, then src/txmempool.cpp RemoveForReorg)."""
+        st = self.txstate
+        gone = []
+        opaque = False
+        for b in disconnected:
+            txs = self.chain.block_txs(b)
+            if txs is None:
+                opaque = True
+                continue
+            gone.append((txs, b.unsigned or set()))
+        joined = []
+        for b in connected:
+            txs = self.chain.block_txs(b)
+            if txs is None:
+                self._drop_spenders([op for op, _ in b.undo[0]])
+                continue
+            joined.append(txs)
+        readded, removed = st.update_for_reorg(gone, joined)
+        if opaque:
+            # txs of a streamed block cannot return; spenders of its outputs
+            # are dropped like those of any tx that does not come back
+            u = self.chain.utxo
+            pool = st.mempool
+            bad = [t for t, e in pool.entries.items()
+                   if any(i.outpoint not in u and pool.coin(i.outpoint) is None
+                          for i in e.tx.vin)]
+            removed += pool.remove(pool.descendants(bad))
+        relay = []
+        for r in st.promote_nonfinal():
+            relay += r.relay
+        self._log("mempool after reorg: %d returned, %d removed, size %d" % (
+            len(readded), len(removed), len(st.mempool)))
+        return relay
 
     def mine(self, n=1, txs_per_block=0, block_size=None, txs=None, announce=True):
         """Mine n blocks on the tip (the first includes the mempool and `txs`,
@@ -1016,39 +1152,112 @@ class SimNode:
         announce the new tip.  Returns the new blocks."""
         with self.lock:
             out = self._build(n, txs_per_block, block_size, txs)
-            self._revalidate_mempool()
+            relay = self._blocks_connected(out)
+        self._relay(relay)
         if announce:
             self._announce()
         return out
 
-    def reorg(self, fork_height, new_len, txs_per_block=0, block_size=None, announce=True):
+    def reorg(self, fork_height, new_len, txs_per_block=0, block_size=None, announce=True,
+              txs=None):
         """Abandon the active chain above fork_height and build a branch of
-        new_len blocks on the block at fork_height; the branch must end up
-        longer than the old chain.  Returns the new blocks."""
+        new_len blocks on the block at fork_height (the first new block
+        holds `txs`, raw, if given); the branch must end up longer than the
+        old chain.  The mempool is updated as the node does on a reorg (txs
+        of the abandoned blocks return, then whatever is no longer valid
+        goes).  Returns the new blocks."""
         with self.lock:
             old_h = self.chain.height
             if fork_height + new_len <= old_h:
                 raise ValueError("new branch (%d) not longer than current chain (%d)"
                                  % (fork_height + new_len, old_h))
-            self.chain.rewind(fork_height)
-            self._revalidate_mempool()
-            out = self._build(new_len, txs_per_block, block_size, include_mempool=False)
-            self._revalidate_mempool()
+            gone = self.chain.rewind(fork_height)
+            out = self._build(new_len, txs_per_block, block_size, txs=txs,
+                              include_mempool=False)
+            relay = self._switched(gone, out)
             self._log("reorg: fork at %d, old tip height %d, new tip %d %s" % (
                 fork_height, old_h, self.chain.height, self.chain.tip.hash_hex))
+        self._relay(relay)
         if announce:
             self._announce()
         return out
 
     def activate(self, tip_hash, announce=True):
-        """Switch to an already known branch."""
+        """Switch to an already known branch (like the node switching to a
+        branch with more work, or `reconsiderblock`), updating the mempool
+        as on a reorg."""
         if isinstance(tip_hash, str):
             tip_hash = unhexh(tip_hash)
         with self.lock:
-            self.chain.activate(tip_hash)
-            self._revalidate_mempool()
+            if self._invalid_in(tip_hash):
+                raise ValueError("block %s is on an invalidated branch" % hexh(tip_hash))
+            gone, joined = self.chain.activate(tip_hash)
+            relay = self._switched(gone, joined)
+        self._relay(relay)
         if announce:
             self._announce()
+
+    def _invalid_in(self, h):
+        b = self.chain.blocks.get(h)
+        while b is not None and b.height > 0:
+            if b.hash in self.invalid:
+                return True
+            b = self.chain.blocks.get(b.prev)
+        return False
+
+    def invalidate(self, block_hash, announce=False):
+        """Like the node's `invalidateblock`: the block and its descendants
+        become invalid, the active chain goes back to its parent and then to
+        the best (longest) known branch without invalid blocks; the mempool
+        is updated as on a reorg (src/validation.cpp InvalidateBlock +
+        ActivateBestChain + UpdateMempoolForReorg).  The node announces
+        nothing until a new block arrives (announce=True to announce the
+        tip anyway).  Returns the new tip hash."""
+        if isinstance(block_hash, str):
+            block_hash = unhexh(block_hash)
+        with self.lock:
+            b = self.chain.blocks[block_hash]
+            if b.height == 0:
+                raise ValueError("cannot invalidate the genesis block")
+            self.invalid.add(block_hash)
+            gone, joined = [], []
+            if self.chain.in_active(block_hash):
+                gone = self.chain.rewind(b.height - 1)
+            best = self._best_valid_tip()
+            if best is not None and best != self.chain.tip.hash:
+                g2, joined = self.chain.activate(best)
+                gone += g2
+            relay = self._switched(gone, joined) if (gone or joined) else []
+            tip = self.chain.tip.hash
+        self._relay(relay)
+        if announce:
+            self._announce()
+        return hexh(tip)
+
+    def reconsider(self, block_hash, announce=True):
+        """`reconsiderblock`: clear the invalid mark; switch to the best
+        branch if it now has more work."""
+        if isinstance(block_hash, str):
+            block_hash = unhexh(block_hash)
+        with self.lock:
+            self.invalid.discard(block_hash)
+            best = self._best_valid_tip()
+            if best is None or best == self.chain.tip.hash:
+                return hexh(self.chain.tip.hash)
+        self.activate(best, announce=announce)
+        return hexh(best)
+
+    def _best_valid_tip(self):
+        """Highest known block with no invalid ancestor (ties: the current
+        tip, else the first found)."""
+        chain = self.chain
+        best = chain.tip if not self._invalid_in(chain.tip.hash) else None
+        for b in chain.blocks.values():
+            if b.height < 0 or (best is not None and b.height <= best.height):
+                continue
+            if not self._invalid_in(b.hash):
+                best = b
+        return best.hash if best is not None else None
 
     def add_extra_block(self, path):
         """Serve a raw block file by hash although it is not in the chain."""
@@ -1063,83 +1272,175 @@ class SimNode:
         """Make getdata for this block go unanswered."""
         self.withheld.add(unhexh(block_hash) if isinstance(block_hash, str) else block_hash)
 
-    # -- mempool ------------------------------------------------------------
-    def _revalidate_mempool(self):
-        old = list(self.mempool.values())
-        self.mempool.clear()
-        self.mempool_spent.clear()
-        for raw in old:
-            if self._check_tx(raw) is None:
-                self._add_mempool(raw)
+    # -- transactions -----------------------------------------------------------
+    @property
+    def mempool(self):
+        """The mempool: reads as {txid (internal order): raw tx}."""
+        return self.txstate.mempool
 
-    def _check_tx(self, raw):
-        """None if acceptable, else (code, reason)."""
-        try:
-            end, ins, outs = parse_tx(raw, 0)
-        except ParseError:
-            return (REJECT_MALFORMED, "error parsing message")
-        if end != len(raw):
-            return (REJECT_MALFORMED, "error parsing message")
-        if ins and ins[0][0] == NULL_HASH and ins[0][1] == 0xFFFFFFFF:
-            return (REJECT_INVALID, "coinbase")
-        if self.tx_policy:
-            r = self.tx_policy(raw)
-            if r:
-                return r
-        total_in = 0
-        seen = set()
-        for prev, idx, _, _ in ins:
-            op = (prev, idx)
-            if op in seen:
-                return (REJECT_INVALID, "bad-txns-inputs-duplicate")
-            seen.add(op)
-            if op in self.mempool_spent:
-                return (REJECT_INVALID, "txn-mempool-conflict")
-            e = self.chain.utxo.get(op)
-            if e is not None:
-                total_in += e[0]
-                continue
-            parent = self.mempool.get(prev)
-            if parent is not None:
-                _, _, pouts = parse_tx(parent, 0)
-                if idx < len(pouts):
-                    total_in += pouts[idx][0]
-                    continue
-            return (REJECT_INVALID, "missing-inputs")
-        total_out = sum(v for v, _ in outs)
-        if any(v < 0 for v, _ in outs) or total_out > 21_000_000 * 100_000_000:
-            return (REJECT_INVALID, "bad-txns-vout-toolarge")
-        if total_out > total_in:
-            return (REJECT_INVALID, "bad-txns-in-belowout")
+    @property
+    def mempool_spent(self):
+        """{outpoint: txid of the mempool tx spending it}."""
+        return self.txstate.mempool.spent
+
+    @property
+    def tx_policy(self):
+        return self.txstate.policy
+
+    @tx_policy.setter
+    def tx_policy(self, fn):
+        """callable(raw) -> None | (code, reason): an extra rejection rule,
+        applied after the context-free checks."""
+        self.txstate.policy = fn
+
+    def mempool_txids(self, hex=True):
+        """Mempool txids in acceptance order (display hex, like
+        getrawmempool; hex=False: internal-order bytes)."""
+        with self.lock:
+            ids = list(self.txstate.mempool.entries)
+        return [hexh(t) for t in ids] if hex else ids
+
+    def orphan_txids(self, hex=True):
+        with self.lock:
+            ids = list(self.txstate.orphans.entries)
+        return [hexh(t) for t in ids] if hex else ids
+
+    def nonfinal_txids(self, hex=True):
+        with self.lock:
+            ids = list(self.txstate.nonfinal)
+        return [hexh(t) for t in ids] if hex else ids
+
+    def clear_mempool(self):
+        """Forget the mempool, orphans and non-final pool (not the relay map)."""
+        with self.lock:
+            self.txstate.mempool.clear()
+            self.txstate.orphans = type(self.txstate.orphans)(self.txstate.orphans.max_size)
+            self.txstate.nonfinal.clear()
+
+    def expire_mempool(self, now=None):
+        """Run -mempoolexpiry now (or as if the clock said `now`); returns
+        the removed txids (display hex)."""
+        with self.lock:
+            return [hexh(t) for t in self.txstate.expire(now)]
+
+    def _finish(self, res, conn, own=True):
+        """Network side of a processed tx (from `conn`, None = a wallet on
+        the node): reject, ban score, getdata for orphan parents, relay; the
+        same for orphans re-processed after it (own=False: only those)."""
+        for r in ([res] if own else []) + res.orphans_done:
+            c = conn if r is res else self._conn_by_id(r.peer)
+            txid = r.txid
+            if r.status == "invalid":
+                if c is not None:
+                    if r.sendable:
+                        c.send("reject", ser_reject("tx", r.code, r.reason, txid))
+                        c.event("rejected tx %s: 0x%02x %s" % (hexh(txid), r.code, r.reason))
+                    else:
+                        c.event("tx %s not accepted: %s (internal code 0x%x, no reject)" % (
+                            hexh(txid), r.reason, r.code))
+                    if r.dos:
+                        c.misbehaving(r.dos, r.reason)
+            elif r.status == "orphan":
+                if c is not None:
+                    c.event("orphan tx %s: asking for %d parent(s)" % (
+                        hexh(txid), len(r.missing_parents)))
+                    if r.missing_parents and r is res:
+                        c.send("getdata", ser_inv([(MSG_TX, p) for p in r.missing_parents]))
+            elif r.status == "known":
+                if c is not None:
+                    c.event("tx %s already known: silence" % hexh(txid))
+            elif c is not None:
+                c.event("accepted tx %s%s" % (hexh(txid), " (non-final pool)"
+                                              if r.status == "nonfinal" else ""))
+        with self.lock:
+            for r in [res] + res.orphans_done:
+                if r.status in ("accepted", "nonfinal"):
+                    self.relay_map[r.txid] = r.tx.raw
+        if own:
+            self._relay(res.relay)
+        return res
+
+    def _conn_by_id(self, cid):
+        for c in list(self.conns):
+            if c.id == cid and not c.closed:
+                return c
         return None
 
-    def _add_mempool(self, raw):
-        txid = sha256d(raw)
-        _, ins, _ = parse_tx(raw, 0)
-        self.mempool[txid] = raw
-        self.relay_map[txid] = raw
-        for prev, idx, _, _ in ins:
-            self.mempool_spent[(prev, idx)] = txid
-        return txid
-
     def _accept_tx(self, conn, raw):
-        txid = sha256d(raw)
+        """A `tx` message from a peer (src/net/net_processing.cpp: the tx is
+        now known to that peer; already known txs are ignored; the rest goes
+        to validation, src/validation.cpp ProcessValidatedTxn)."""
+        tx = Tx.parse(raw)
+        conn.known_txs.add(tx.txid)
         with self.lock:
-            if txid in self.mempool:
-                conn.event("tx %s already known: silence" % hexh(txid))
-                return
-            r = self._check_tx(raw)
-            if r is None:
-                self._add_mempool(raw)
-        if r is not None:
-            code, reason = r
-            conn.send("reject", ser_reject("tx", code, reason, txid))
-            conn.event("rejected tx %s: %s" % (hexh(txid), reason))
-            return
-        conn.event("accepted tx %s" % hexh(txid))
-        self._relay([txid], exclude=conn)
+            if self.txstate.known(tx.txid):
+                known = True
+            else:
+                known = False
+                res = self.txstate.process(tx, source="p2p", peer=conn.id)
+        if known:
+            conn.event("tx %s already known: silence" % hexh(tx.txid))
+            return None
+        return self._finish(res, conn)
+
+    def receive_tx(self, raw, conn=None):
+        """Process a raw tx as if `conn` (a Connection or id; None = a peer
+        that is not connected) had sent it in a `tx` message.  Returns the
+        Result (None if the tx was already known)."""
+        if isinstance(conn, int):
+            conn = self._conn_by_id(conn)
+        if conn is not None:
+            return self._accept_tx(conn, raw)
+        tx = Tx.parse(raw)
+        with self.lock:
+            if self.txstate.known(tx.txid):
+                return None
+            res = self.txstate.process(tx, source="p2p", peer=None)
+        return self._finish(res, None)
+
+    def submit_tx(self, raw, announce=True, validate=True):
+        """Submit a raw tx as a wallet on the node would (sendrawtransaction):
+        validated like any tx; accepted -> into the mempool and announced
+        (inv) to every peer.  Raises mempool.TxRejected (a ValueError) with
+        .code/.reason when the node refuses it (missing inputs included).
+        validate=False: put it in the mempool unchecked (the old lenient
+        simulator; say why where you use it).  Returns the txid (internal
+        order)."""
+        tx = Tx.parse(raw)
+        with self.lock:
+            if not validate:
+                self.txstate.commit(Result("accepted", tx))
+                res = Result("accepted", tx)
+                res.relay = [tx.txid]
+            elif tx.txid in self.txstate.mempool:
+                res = Result("accepted", tx)
+                res.relay = [tx.txid]
+            else:
+                res = self.txstate.process(tx, source="wallet")
+                if res.status not in ("accepted", "nonfinal"):
+                    if res.status == "orphan":
+                        res.code, res.reason = REJECT_INVALID, "missing-inputs"
+                    raise TxRejected(res)
+            for r in [res] + res.orphans_done:
+                if r.status in ("accepted", "nonfinal"):
+                    self.relay_map[r.txid] = r.tx.raw
+        if announce:
+            self._relay(res.relay)
+        if res.orphans_done:                # peers' orphans that were waiting for it
+            self._finish(res, None, own=False)
+        return tx.txid
+
+    def add_mempool_tx(self, raw, announce=True, validate=True):
+        """Alias of submit_tx (kept for existing callers)."""
+        return self.submit_tx(raw, announce=announce, validate=validate)
 
     def _relay(self, txids, exclude=None):
+        """RelayTransaction (src/net/net_processing.cpp): inv to every
+        handshaken peer that asked for tx relay (version relay flag) and
+        does not know the tx yet (it sent or announced it to us, or we
+        announced it)."""
+        if not txids:
+            return
         for c in self.handshaken():
             if c is exclude or not c.relay:
                 continue
@@ -1149,65 +1450,215 @@ class SimNode:
             for i in range(0, len(new), step):
                 c.send("inv", ser_inv([(MSG_TX, t) for t in new[i:i + step]]))
 
-    def add_mempool_tx(self, raw, announce=True):
-        """Put a raw tx in the mempool (validated like a broadcast one)."""
+    # -- the simulator's own transactions ---------------------------------------
+    def spendable_outpoints(self, limit=None, mempool_parents=False):
+        """Outpoints the simulator's wallet can spend with a real signature
+        and the node would accept spending now: P2PKH / P2PK outputs of the
+        wallet's keys, not spent in the mempool, coinbases mature at the
+        next height; newest first.  mempool_parents: include outputs of
+        mempool txs."""
         with self.lock:
-            r = self._check_tx(raw)
-            if r is not None:
-                raise ValueError("tx refused: %s" % (r,))
-            txid = self._add_mempool(raw)
-        if announce:
-            self._relay([txid])
-        return txid
+            chain = self.chain
+            w = chain.wallet
+            st = self.txstate
+            next_h = chain.height + 1
+            out = []
+            for op, e in reversed(chain.utxo.items()):
+                if op in st.mempool.spent or e[0] <= 0:
+                    continue
+                if e[3] and next_h - e[2] < 100:
+                    continue
+                if w.keyfor(e[1]) is None:
+                    continue
+                out.append(op)
+                if limit is not None and len(out) >= limit:
+                    return out
+            if mempool_parents:
+                for t, ent in reversed(st.mempool.entries.items()):
+                    for n, (v, sc) in enumerate(ent.tx.vout):
+                        if (t, n) not in st.mempool.spent and v > 0 and w.keyfor(sc):
+                            out.append((t, n))
+            return out
 
-    def make_mempool_txs(self, n, announce=True):
-        """Generate n realistic txs spending confirmed outputs, put them in the
-        mempool and announce them (inv MSG_TX).  Returns [raw tx]."""
+    def _coin(self, op):
+        """(value, script) of a confirmed or mempool output, or None."""
+        e = self.chain.utxo.get(op)
+        if e is not None:
+            return e[0], e[1]
+        return self.txstate.mempool.coin(op)
+
+    def make_mempool_txs(self, n, announce=True, sign=True):
+        """Generate n realistic txs spending the wallet's confirmed outputs
+        (1-3 inputs, 1-3 outputs of every kind, some OP_FALSE OP_RETURN, fee
+        ~1 sat/byte), really signed, validated and put in the mempool like
+        a wallet's, then announced (inv MSG_TX).  Returns [raw tx] (fewer
+        than n if the wallet runs out of spendable outputs).
+        sign=False: dummy signatures, not validated (for benchmarks that
+        need tens of thousands of txs/s; a real node would refuse them)."""
         out = []
         with self.lock:
             chain = self.chain
-            attempts = 0
-            while len(out) < n and attempts < 3 * n + 10:
-                attempts += 1
-                # build against a scratch undo, then put the UTXO set back
-                spent, created = [], []
-                r = chain.make_tx(chain.height + 1, spent, created)
-                for op, _e in created:
-                    chain.utxo.pop(op, None)
-                for op, e in spent:
-                    chain.utxo[op] = e
-                if r is None:
+            w = chain.wallet
+            rng = chain.rng
+            if sign:
+                cands = self.spendable_outpoints(limit=4 * n + 16)
+            else:       # any output will do for dummy signatures
+                spent = self.txstate.mempool.spent
+                cands = []
+                for op, e in reversed(chain.utxo.items()):
+                    if op not in spent and e[0] > 0:
+                        cands.append(op)
+                        if len(cands) >= 4 * n + 16:
+                            break
+            rng.shuffle(cands)
+            used = set()
+            kinds = (w.p2pkh, w.p2pkh, w.p2pkh, w.p2pk, w.multisig, w.p2sh)
+            i = 0
+            while len(out) < n and i < len(cands):
+                r = rng.random()
+                nin = 1 if r < 0.7 else (2 if r < 0.9 else 3)
+                ins = []
+                while len(ins) < nin and i < len(cands):
+                    op = cands[i]
+                    i += 1
+                    if op in used or op in self.txstate.mempool.spent:
+                        continue
+                    used.add(op)
+                    v, sc = self._coin(op)
+                    ins.append((op[0], op[1], v, sc, 0xFFFFFFFF))
+                if not ins:
                     break
-                raw = r[0]
-                if self._check_tx(raw) is not None:
-                    for op, e in spent:
-                        if op not in self.mempool_spent:
-                            chain.pool.append(op)
+                total = sum(x[2] for x in ins)
+                outs = []
+                if rng.random() < 0.25:
+                    outs.append((0, w.op_return()))
+                nspend = rng.randint(1, 3)
+                est = 10 + 150 * len(ins) + 40 * nspend + sum(len(s) + 9 for _, s in outs)
+                fee = est + rng.randint(0, 200)
+                if total <= fee + nspend:
                     continue
-                self._add_mempool(raw)
+                value = total - fee
+                for k in range(nspend):
+                    v = value // (nspend - k) if k < nspend - 1 else value
+                    value -= v
+                    outs.append((v, rng.choice(kinds)()))
+                if sign:
+                    raw = sign_tx(1, ins, outs, 0, w.keyfor)
+                    res = self.txstate.process(raw, source="wallet", trusted=True)
+                    if res.status != "accepted":
+                        self._log("make_mempool_txs: own tx refused: %r" % res)
+                        continue
+                else:
+                    vin = [(p, x, w.script_sig_for(sc), seq) for p, x, _, sc, seq in ins]
+                    raw = ser_tx(vin, outs)
+                    self.txstate.commit(Result("accepted", Tx.parse(raw)))
+                self.relay_map[sha256d(raw)] = raw
                 out.append(raw)
         if announce and out:
             self._relay([sha256d(r) for r in out])
         return out
 
-    def make_tx(self, spend=None, valid=True):
-        """Return a raw tx spending a confirmed output (not added anywhere).
-        valid=False: spends a non-existent outpoint."""
+    def make_tx(self, spend=None, valid=True, *, parent=None, vout=0, missing_input=False,
+                bad_signature=False, double_spend=None, spent_output=False,
+                coinbase_height=None, locktime=0, sequence=0xFFFFFFFF, version=1,
+                fee=300, outputs=None, size=None):
+        """A signed raw tx (added nowhere).  What it spends:
+          spend=(txid, index) or a list of them  confirmed or mempool outputs
+          parent=raw, vout=k        output k of that raw tx (need not be known:
+                                    send the child first and it is an orphan)
+          coinbase_height=h         the coinbase output of the active block at h
+                                    (immature unless h <= tip + 1 - 100)
+          spent_output=True         an output already spent in a block (the
+                                    node: missing inputs, i.e. an orphan)
+          missing_input=True        a non-existent outpoint (valid=False: same)
+          double_spend=raw|txid     the first input of that (mempool) tx
+          default                   a spendable wallet output (spendable_outpoints)
+        Shape: version, locktime, sequence (every input), fee (satoshis; the
+        single output is the rest, to a wallet P2PKH), outputs=[(value,
+        script)] instead, size=n pads with an OP_FALSE OP_RETURN output to
+        about n bytes.  bad_signature=True: signatures over a wrong digest
+        (valid encoding, fail verification: NULLFAIL).
+        Only P2PKH / P2PK outputs of the simulator's keys get real
+        signatures; other spent scripts get an empty scriptSig."""
         with self.lock:
             chain = self.chain
             w = chain.wallet
+            ins = []                       # (prev, index, value, script)
             if not valid:
+                missing_input = True
+            if missing_input:
                 prev = random.Random(5).randbytes(32)
-                return ser_tx([(prev, 0, chain.wallet.script_sig_for(b""), 0xFFFFFFFF)],
-                              [(1000, w.p2pkh())])
-            if spend is None:
-                for op, e in reversed(list(chain.utxo.items())):
-                    if op not in self.mempool_spent:
-                        spend = op
-                        break
-            e = chain.utxo[spend]
-            return ser_tx([(spend[0], spend[1], w.script_sig_for(e[1]), 0xFFFFFFFF)],
-                          [(max(e[0] - 300, 0), w.p2pkh())])
+                ins.append((prev, 0, 100_000, b"\x76\xa9\x14" + w.keys[0][1] + b"\x88\xac"))
+            elif parent is not None:
+                ptx = Tx.parse(parent)
+                v, sc = ptx.vout[vout]
+                ins.append((ptx.txid, vout, v, sc))
+            elif double_spend is not None:
+                other = double_spend
+                if isinstance(other, (bytes, bytearray)) and len(other) != 32:
+                    otx = Tx.parse(other)
+                else:
+                    t = unhexh(other) if isinstance(other, str) else bytes(other)
+                    otx = self.txstate.mempool.entries[t].tx
+                op = otx.vin[0].outpoint
+                coin = self._coin(op) or self._spent_coin(op)
+                if coin is None:
+                    raise ValueError("double_spend: the spent output is unknown")
+                ins.append((op[0], op[1], coin[0], coin[1]))
+            elif spent_output:
+                op, e = self._spent_confirmed_output()
+                ins.append((op[0], op[1], e[0], e[1]))
+            elif coinbase_height is not None:
+                b = chain.at(coinbase_height)
+                cbid = sha256d(chain.block_txs(b)[0].raw)
+                op = (cbid, 0)
+                coin = self._coin(op) or self._spent_coin(op)
+                if coin is None:
+                    raise ValueError("coinbase of height %d not found" % coinbase_height)
+                ins.append((cbid, 0, coin[0], coin[1]))
+            else:
+                ops = spend if isinstance(spend, list) else [spend] if spend else None
+                if ops is None:
+                    cand = self.spendable_outpoints(limit=1)
+                    if not cand:
+                        raise ValueError("no spendable output (mine 101 blocks or more)")
+                    ops = cand
+                for op in ops:
+                    coin = self._coin(op)
+                    if coin is None:
+                        raise ValueError("outpoint %s:%d is neither confirmed nor in the "
+                                         "mempool" % (hexh(op[0]), op[1]))
+                    ins.append((op[0], op[1], coin[0], coin[1]))
+            total = sum(x[2] for x in ins)
+            if outputs is None:
+                outputs = [(max(total - fee, 0), w.p2pkh())]
+            outputs = list(outputs)
+            inputs = [(p, i, v, sc, sequence) for p, i, v, sc in ins]
+            corrupt = range(len(inputs)) if bad_signature else ()
+            raw = sign_tx(version, inputs, outputs, locktime, w.keyfor, corrupt=corrupt)
+            if size is not None and size > len(raw) + 20:
+                pad = size - len(raw) - 20
+                outputs.append((0, b"\x00\x6a" + push_data(b"\x00" * pad)))
+                raw = sign_tx(version, inputs, outputs, locktime, w.keyfor, corrupt=corrupt)
+            return raw
+
+    def _spent_coin(self, op):
+        """(value, script) of an output spent in an active block (undo data)."""
+        for h in range(self.chain.height, 0, -1):
+            for o, e in self.chain.at(h).undo[0]:
+                if o == op:
+                    return e[0], e[1]
+        return None
+
+    def _spent_confirmed_output(self):
+        """(outpoint, entry) of a wallet output spent in the newest block
+        that has one (for confirmed double spends)."""
+        w = self.chain.wallet
+        for h in range(self.chain.height, 0, -1):
+            for op, e in self.chain.at(h).undo[0]:
+                if w.keyfor(e[1]) is not None:
+                    return op, e
+        raise ValueError("no spent wallet output in the chain (generate txs first)")
 
     # -- observation --------------------------------------------------------
     def connections(self):
@@ -1223,17 +1674,19 @@ class SimNode:
         return out
 
     def wait_for(self, pred, timeout=10.0):
-        """Wait until pred() is true; returns its value or raises TimeoutError."""
+        """Wait until pred() is true; returns its value or raises TimeoutError.
+        pred runs without the condition held, so it may take node.lock
+        (threads holding the lock notify the condition)."""
         end = time.time() + timeout
-        with self.cond:
-            while True:
-                v = pred()
-                if v:
-                    return v
-                left = end - time.time()
-                if left <= 0:
-                    raise TimeoutError("condition not met within %.1fs" % timeout)
-                self.cond.wait(min(left, 0.2))
+        while True:
+            v = pred()
+            if v:
+                return v
+            left = end - time.time()
+            if left <= 0:
+                raise TimeoutError("condition not met within %.1fs" % timeout)
+            with self.cond:
+                self.cond.wait(min(left, 0.05))
 
     def wait_for_connection(self, timeout=10.0, handshake=True):
         return self.wait_for(lambda: next((c for c in self.conns if (c.got_verack or not handshake)), None), timeout)
@@ -1253,6 +1706,9 @@ class SimNode:
                 "height": self.chain.height,
                 "tip": self.chain.tip.hash_hex,
                 "mempool": len(self.mempool),
+                "orphans": len(self.txstate.orphans),
+                "nonfinal": len(self.txstate.nonfinal),
+                "whitelist": self.whitelist,
                 "connections": [{"id": c.id, "closed": c.closed, "reason": c.close_reason,
                                  "ua": (c.version or {}).get("user_agent"),
                                  "received": c.commands()[-50:],
