@@ -120,7 +120,10 @@ uint64_t cd_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-double cd_now_s(void) { return (double)cd_now_ns() / 1e9; }
+double cd_now_s(void)
+{
+    return (double)cd_now_ns() / 1e9;
+}
 
 void cd_close_fds_except(int keep)
 {

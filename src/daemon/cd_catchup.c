@@ -63,7 +63,6 @@ static const char *const cu_index_names =
 
 /* ---- the helper process ---- */
 
-
 static void send_msg(int fd, char kind, int rc, int had, double secs)
 {
     cu_msg m;

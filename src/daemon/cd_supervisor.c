@@ -203,7 +203,6 @@ int cd_sup_add_proc(cd_supervisor *s, const char *name, cd_sup_main_fn main_fn, 
     return s->n++;
 }
 
-
 static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
 {
     sup_child *c = &s->child[slot];

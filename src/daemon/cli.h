@@ -13,8 +13,8 @@ typedef int (*cd_cli_fn)(int argc, char **argv);
 typedef struct cd_cli_cmd {
     const char *name;
     cd_cli_fn fn;
-    const char *usage;   /* one line: arguments */
-    const char *help;    /* one line: what it does */
+    const char *usage; /* one line: arguments */
+    const char *help;  /* one line: what it does */
 } cd_cli_cmd;
 
 struct cd_config;

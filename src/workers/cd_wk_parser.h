@@ -108,7 +108,7 @@ int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_n
  * Returns 0, or CD_EXIT_CONFIG when the database schema is newer than the
  * binary, or CD_EXIT_FAILURE.
  */
-#define CD_WK_RECOVERY_UNIT 0x40000000u
+#define CD_WK_RECOVERY_UNIT         0x40000000u
 /* Blocks this far below the indexed tip are also recovered if not indexed
  * (the new branch of a reorg interrupted by a crash). */
 #define CD_WK_RECOVERY_REORG_WINDOW 2000
