@@ -2,7 +2,7 @@
  * cd_blocksync.h - the controller module that downloads blocks into the
  * pipeline (DESIGN.md §3, issue #5).
  *
- * cd_pipeline_module (listed in ctl_modules[] of cd_controller.c) owns the
+ * cd_pipeline_module (listed in modules[] of main.c) owns the
  * shared-memory ring, the pipeline and its workers, the p2p block sink, and
  * the block download scheduler:
  *

@@ -342,10 +342,10 @@ static void mod_progress(void *state, cd_ctl_progress *out)
     cu_state *s = state;
     if (!s->cfg->index)
         return;
-    out->index_mode = s->building              ? CD_CATCHUP_MODE_BUILDING
-                      : s->known == CU_LIVE    ? CD_CATCHUP_MODE_LIVE
-                      : s->known == CU_DROPPED ? CD_CATCHUP_MODE_DROPPED
-                                               : CD_CATCHUP_MODE_CHECKING;
+    out->index_mode = s->building              ? CD_CTL_INDEX_BUILDING
+                      : s->known == CU_LIVE    ? CD_CTL_INDEX_LIVE
+                      : s->known == CU_DROPPED ? CD_CTL_INDEX_DROPPED
+                                               : CD_CTL_INDEX_CHECKING;
 }
 
 const cd_ctl_module cd_catchup_module = {

@@ -34,14 +34,9 @@
 
 #include "daemon/cd_peers.h"
 
-/* The controller module (listed in cd_controller.c when index = on; a
- * module that finds cfg->index off does nothing). */
+/* The controller module (listed in main.c; a module that finds cfg->index
+ * off does nothing). It reports its mode in cd_ctl_progress.index_mode as
+ * one of the CD_CTL_INDEX_* strings (cd_peers.h). */
 extern const cd_ctl_module cd_catchup_module;
-
-/* Modes reported in cd_ctl_progress.index_mode / the status file. */
-#define CD_CATCHUP_MODE_CHECKING "checking" /* start: not known yet */
-#define CD_CATCHUP_MODE_LIVE     "live"     /* indexes present */
-#define CD_CATCHUP_MODE_DROPPED  "catch-up" /* dropped: bulk load */
-#define CD_CATCHUP_MODE_BUILDING "building" /* CREATE INDEX running */
 
 #endif /* CD_CATCHUP_H */

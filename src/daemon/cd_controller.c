@@ -1,8 +1,9 @@
 /*
  * cd_controller.c - the controller process: one libevent loop that owns the
  * peer connections (libconduit-p2p), the header tree and the header sync
- * scheduler, and hosts the modules attached through cd_peers.h (the block
- * pipeline).
+ * scheduler, and hosts the modules attached through cd_peers.h (block
+ * download, mempool and reorgs, catch-up, HTTP API), which main.c lists: the
+ * controller includes no module's header.
  *
  * Why it exists: DESIGN.md §2 — a single loop that never blocks on
  * PostgreSQL or on a large LMDB write. Its own LMDB environment
@@ -16,11 +17,7 @@
  * sockets), close the tree.
  */
 #include "daemon/cd_controller.h"
-#include "daemon/cd_blocksync.h"
-#include "daemon/cd_catchup.h"
 #include "daemon/cd_hdrsync.h"
-#include "daemon/cd_http.h"
-#include "daemon/cd_mempool.h"
 #include "daemon/cd_notify.h"
 #include "daemon/cd_peers.h"
 #include "daemon/cd_signals.h"
@@ -34,20 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Modules attached to the controller (see cd_peers.h). The block pipeline
- * adds its line here, e.g. `&cd_pipeline_module,`. */
-static const cd_ctl_module *const ctl_modules[] = {
-    &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
-    &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
-    &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
-    &cd_http_module,     /* cd_http.h: the HTTP API server child (http_listen) */
-    NULL,
-};
-
-#define N_MODULES (CD_ARRAY_LEN(ctl_modules) - 1)
-
 struct cd_ctl {
     const cd_config *cfg;
+    const cd_ctl_module *const *modules; /* NULL-terminated (main.c's table) */
     struct event_base *base;
     cd_hdrtree *tree;
     cp2p_mgr *mgr;
@@ -55,7 +41,7 @@ struct cd_ctl {
     cd_signals *sig;
     struct event *tick;
     struct event *watchdog;
-    void *mod_state[N_MODULES + 1];
+    void **mod_state; /* one per module */
     const cd_ctl_module *sink_mod;
     void *sink_state;
     int exit_code;
@@ -96,8 +82,8 @@ void cd_ctl_stop(cd_ctl *ctl, int exit_code)
 /* ---- forwarding of peer events to modules ---- */
 
 #define FOR_MODULES(ctl, i, m)                                                                     \
-    for (size_t i = 0; ctl_modules[i]; i++)                                                        \
-        for (const cd_ctl_module *m = ctl_modules[i]; m; m = NULL)
+    for (size_t i = 0; (ctl)->modules[i]; i++)                                                     \
+        for (const cd_ctl_module *m = (ctl)->modules[i]; m; m = NULL)
 
 static cp2p_ctx mod_ctx(const cp2p_ctx *ctx, void *state)
 {
@@ -280,7 +266,7 @@ static void publish_status(cd_ctl *ctl)
         st->ring_size = pr.ring_size;
     /* with catch-up mode, not before the secondary indexes are back */
     int caught_up = st->header_height >= 0 && st->height >= st->header_height &&
-                    (!pr.index_mode || strcmp(pr.index_mode, CD_CATCHUP_MODE_LIVE) == 0);
+                    (!pr.index_mode || strcmp(pr.index_mode, CD_CTL_INDEX_LIVE) == 0);
     snprintf(st->state, sizeof(st->state), "%s",
              ctl->stopping                   ? "stopping"
              : !cd_hdrsync_synced(ctl->sync) ? "headers"
@@ -329,26 +315,32 @@ static void on_stop_signal(void *arg)
 
 /* ---- run ---- */
 
-int cd_controller_run(const cd_config *cfg)
+int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
 {
     cd_ctl ctl;
     int rc = CD_EXIT_FAILURE;
     char path[4096];
-    size_t n_init = 0;
+    size_t n_init = 0, n_modules = 0;
 
     memset(&ctl, 0, sizeof(ctl));
     ctl.cfg = cfg;
+    ctl.modules = modules;
+    while (modules[n_modules])
+        n_modules++;
+    ctl.mod_state = cd_xcalloc(n_modules + 1, sizeof(*ctl.mod_state));
     ctl.exit_code = CD_EXIT_OK;
     cd_status_init(&ctl.st, cfg);
 
     if (!cfg->datadir || !cfg->datadir[0]) {
         cd_log_error("no data directory configured");
+        free(ctl.mod_state);
         return CD_EXIT_CONFIG;
     }
     /* signal events first, so a SIGTERM at any later point stops us cleanly */
     ctl.base = event_base_new();
     if (!ctl.base) {
         cd_log_error("event_base_new failed");
+        free(ctl.mod_state);
         return CD_EXIT_FAILURE;
     }
     ctl.sig = cd_signals_install(ctl.base, cfg, on_stop_signal, on_reload, &ctl);
@@ -357,8 +349,8 @@ int cd_controller_run(const cd_config *cfg)
 
     /* modules first: worker processes they fork inherit no LMDB env, no
      * peer socket (STYLE.md C9) */
-    for (; ctl_modules[n_init]; n_init++) {
-        const cd_ctl_module *m = ctl_modules[n_init];
+    for (; modules[n_init]; n_init++) {
+        const cd_ctl_module *m = modules[n_init];
         if (m->init && m->init(&ctl, &ctl.mod_state[n_init]) != 0) {
             cd_log_error("module %s failed to initialise", m->name);
             goto out;
@@ -422,8 +414,8 @@ int cd_controller_run(const cd_config *cfg)
         goto out;
     }
     ctl.sync = cd_hdrsync_new(ctl.tree, ctl.mgr, ctl.base);
-    for (size_t i = 0; ctl_modules[i]; i++) {
-        const cd_ctl_module *m = ctl_modules[i];
+    for (size_t i = 0; modules[i]; i++) {
+        const cd_ctl_module *m = modules[i];
         if (m->start && m->start(ctl.mod_state[i]) != 0) {
             cd_log_error("module %s failed to start", m->name);
             goto out;
@@ -478,8 +470,8 @@ int cd_controller_run(const cd_config *cfg)
 
 out:
     for (size_t i = n_init; i-- > 0;) {
-        if (ctl_modules[i]->fini)
-            ctl_modules[i]->fini(ctl.mod_state[i]);
+        if (modules[i]->fini)
+            modules[i]->fini(ctl.mod_state[i]);
     }
     cd_hdrsync_free(ctl.sync);
     cp2p_mgr_free(ctl.mgr);
@@ -491,5 +483,6 @@ out:
     if (ctl.base)
         event_base_free(ctl.base);
     cd_hdrtree_close(ctl.tree);
+    free(ctl.mod_state);
     return rc;
 }

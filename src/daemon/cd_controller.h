@@ -7,9 +7,13 @@
 #define CD_CONTROLLER_H
 
 #include "daemon/cd_config.h"
+#include "daemon/cd_peers.h"
 
 /* Runs the daemon until SIGTERM/SIGINT or a fatal error.
- * Returns a process exit code (CD_EXIT_*). */
-int cd_controller_run(const cd_config *cfg);
+ * In:  cfg      the configuration (borrowed for the whole run)
+ *      modules  NULL-terminated list of the controller modules, in the order
+ *               of their init() and start() calls (fini() in reverse); borrowed
+ * Returns: a process exit code (CD_EXIT_*). */
+int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules);
 
 #endif /* CD_CONTROLLER_H */

@@ -189,9 +189,10 @@ static int recv_listener(int chan)
 
 /* Runs in the forked child (cd_supervisor.c child_main has closed every
  * other descriptor and reset the signals). */
-static void http_child_main(void *arg, int fd)
+static void http_child_main(void *arg, int slot, int fd)
 {
     http_mod *m = arg;
+    (void)slot;
     int lfd = recv_listener(fd);
     if (lfd < 0) {
         /* EOF: the controller died before handing the socket over */
@@ -242,8 +243,8 @@ static int http_init(cd_ctl *ctl, void **state)
     cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
     /* forked here, in init(): the controller has no LMDB env and no peer
      * socket open yet (cd_peers.h) */
-    m->sup = cd_sup_new(cd_ctl_base(ctl), NULL, m->cfg, &cbs);
-    if (!m->sup || cd_sup_add_proc(m->sup, "http", http_child_main, m) < 0) {
+    m->sup = cd_sup_new(cd_ctl_base(ctl), m->cfg, &cbs);
+    if (!m->sup || cd_sup_add(m->sup, "http", 0, NULL, http_child_main, m) < 0) {
         cd_log_error("http: cannot set up the server process");
         cd_sup_free(m->sup);
         close(m->listen_fd);

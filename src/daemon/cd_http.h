@@ -12,7 +12,7 @@
  *                     anything is forked, so a bad address or a port in use
  *                     is the usual one-line configuration error (exit 2);
  *                     cd_http_set_listener() hands the socket on
- *   controller        cd_http_module (ctl_modules[] in cd_controller.c):
+ *   controller        cd_http_module (modules[] in main.c):
  *                     init() forks the server child; the controller keeps the
  *                     listening socket and passes it to every (re)started
  *                     child over the child's channel (SCM_RIGHTS), so the

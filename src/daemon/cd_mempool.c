@@ -44,7 +44,7 @@
 #include "common/cd_log.h"
 #include "common/cd_util.h"
 #include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "workers/cd_rows.h"
 
 #include <event2/event.h>
 
@@ -149,7 +149,7 @@ typedef struct mp_state {
     uint64_t accepted, known, conflicted, received, dropped, held_back;
     uint64_t logged_accepted;
     double last_log;
-    cd_wk_parse_opts opts;
+    cd_rows_opts opts;
 } mp_state;
 
 static void dispatch(mp_state *s);
@@ -757,7 +757,7 @@ static void log_progress(mp_state *s, int force)
     s->last_log = now;
 }
 
-/* ---- parsing sink (cd_wk_parse_unit) ---- */
+/* ---- parsing sink (cd_rows_parse_unit) ---- */
 
 static void sink_tx(void *ctx, uint32_t pos, const uint8_t txid[32], uint64_t off, uint32_t size)
 {
@@ -861,9 +861,9 @@ static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uin
     }
     mp_tx *t = &s->q[s->q_n];
     memset(t, 0, sizeof(*t));
-    cd_wk_sink sink = {.ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push};
+    cd_rows_sink sink = {.ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push};
     size_t used = 0;
-    long ntx = cd_wk_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
+    long ntx = cd_rows_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
     if (ntx != 1 || used != len) {
         tx_free(t);
         char hex[65];

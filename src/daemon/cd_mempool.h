@@ -2,7 +2,7 @@
  * cd_mempool.h - the controller module for best-chain switches (reorgs) and
  * the mempool index (issue #8; sql/002_reorg_mempool.sql; docs/QUERIES.md).
  *
- * cd_mempool_module (listed in ctl_modules[] of cd_controller.c) runs on the
+ * cd_mempool_module (listed in modules[] of main.c) runs on the
  * controller's loop with its own PostgreSQL connection (started in start(),
  * never across fork). It is active only with `index` on. It never blocks the
  * loop on PostgreSQL: libpq is driven asynchronously (non-blocking connect
@@ -29,7 +29,7 @@
  *    the set refills from the node;
  *  - tx invs are answered with getdata at once (a recently-requested set
  *    keeps duplicates away; cp2p splits batches within the peer's limits);
- *  - each `tx` is parsed with the parser workers' code (cd_wk_parse_unit:
+ *  - each `tx` is parsed with the parser workers' code (cd_rows_parse_unit:
  *    same txid, inputs and pushdata rule) and queued; the queue is written
  *    with one cd_mempool_add_batch() call per batch of up to
  *    CD_MEMPOOL_BATCH txs, sent whenever the connection is idle (so batches

@@ -5,7 +5,8 @@
  *
  * The controller owns one event_base, one cp2p_mgr (libconduit-p2p) and the
  * header tree. A module describes itself with a cd_ctl_module and is listed
- * in the ctl_modules[] table of cd_controller.c (one line per module). At
+ * in the modules[] table of main.c (one line per module), which hands it to
+ * cd_controller_run(). At
  * start the controller calls init() before it opens the header tree or the
  * peer manager (so workers forked in init() inherit no LMDB env and no
  * socket; only the event_base and its signal events exist), then start()
@@ -51,8 +52,15 @@ typedef struct cd_ctl_progress {
     uint64_t blocks, bytes, txs; /* blocks finished OK this run, their bytes/txs */
     uint32_t workers_alive, workers_total;
     uint64_t ring_used, ring_size;
-    const char *index_mode; /* cd_catchup.h CD_CATCHUP_MODE_* (static string); NULL: no index */
+    const char *index_mode; /* CD_CTL_INDEX_* (static string); NULL: no index */
 } cd_ctl_progress;
+
+/* Modes of the secondary indexes (cd_ctl_progress.index_mode, the status
+ * file), reported by the catch-up module (cd_catchup.h). */
+#define CD_CTL_INDEX_CHECKING "checking" /* start: not known yet */
+#define CD_CTL_INDEX_LIVE     "live"     /* indexes present */
+#define CD_CTL_INDEX_DROPPED  "catch-up" /* dropped: bulk load */
+#define CD_CTL_INDEX_BUILDING "building" /* CREATE INDEX running */
 
 typedef struct cd_ctl_module {
     const char *name;

@@ -39,6 +39,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,6 +98,7 @@ typedef struct pipe_chan {
     int slot;
     cd_wk_kind kind;
     uint32_t index;
+    const cd_wk_ops *ops; /* what the worker runs (cd_wk_run) */
     cd_pipeline *p;
 } pipe_chan;
 
@@ -672,6 +674,8 @@ static void sup_down(void *arg, int slot)
 {
     cd_pipeline *p = arg;
     pipe_chan *c = &p->chan[slot];
+    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS)
+        p->ring->hdr->slot[slot].pid = 0;
     if (!c->bev)
         return; /* EOF already handled */
     /* read what it wrote before dying, then treat it as lost */
@@ -694,6 +698,35 @@ static void sup_fatal(void *arg, int slot)
         p->cbs.fatal(p->cbs.arg);
 }
 
+/* Main of a forked worker (cd_sup_main_fn): registers in its ring slot and
+ * runs the kind's loop with what the workers need from the configuration. */
+static CD_NORETURN void worker_main(void *arg, int slot, int fd)
+{
+    cd_pipeline *p = arg;
+    const pipe_chan *c = &p->chan[slot];
+    /* The ring mapping is inherited; its descriptor was closed by the
+     * supervisor. */
+    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS) {
+        p->ring->hdr->slot[slot].pid = (int32_t)getpid();
+        p->ring->hdr->slot[slot].kind = c->kind;
+    }
+    cd_wk_config wcfg = {
+        .datadir = p->cfg->datadir,
+        .pg_conninfo = p->cfg->pg_conninfo,
+        .index_data_pushes = p->cfg->index_data_pushes,
+        .max_data_push = p->cfg->max_data_push,
+    };
+    cd_wk_ctx ctx = {
+        .kind = c->kind,
+        .index = c->index,
+        .fd = fd,
+        .ring = p->ring->data,
+        .ring_size = p->ring->size,
+        .cfg = &wcfg,
+    };
+    cd_wk_run(&ctx, c->ops);
+}
+
 /* ---------------- public API ---------------- */
 
 cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
@@ -707,7 +740,7 @@ cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_co
     uint64_t us = cfg->unit_size ? cfg->unit_size : 32ull << 20;
     p->unit_size = CD_MAX(CD_MIN(us, ring->size / 4), 4096);
     cd_sup_cbs sc = {.arg = p, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
-    p->sup = cd_sup_new(base, ring, cfg, &sc);
+    p->sup = cd_sup_new(base, cfg, &sc);
     if (!p->sup) {
         free(p);
         return NULL;
@@ -726,7 +759,12 @@ int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n)
 
 static int add_chan(cd_pipeline *p, cd_wk_kind kind, uint32_t index, const cd_wk_ops *ops)
 {
-    int slot = cd_sup_add(p->sup, kind, index, ops);
+    char component[32];
+    if (kind == CD_WK_PARSER)
+        snprintf(component, sizeof(component), "parser-%u", index);
+    else
+        snprintf(component, sizeof(component), "%s", cd_wk_kind_name(kind));
+    int slot = cd_sup_add(p->sup, cd_wk_kind_name(kind), index, component, worker_main, p);
     if (slot < 0 || slot >= 64)
         return -1;
     pipe_chan *c = &p->chan[slot];
@@ -734,6 +772,7 @@ static int add_chan(cd_pipeline *p, cd_wk_kind kind, uint32_t index, const cd_wk
     c->slot = slot;
     c->kind = kind;
     c->index = index;
+    c->ops = ops;
     c->p = p;
     p->n_chan = slot + 1;
     return slot;

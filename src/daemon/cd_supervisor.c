@@ -1,9 +1,10 @@
 /*
  * cd_supervisor.c - fork, reap and respawn the worker processes.
  *
- * Why it exists: a crashed writer, merkle or parser worker must not take the
- * daemon down, and a worker that can never start must not be respawned in a
- * tight loop (STYLE.md C8, nginx/PostgreSQL). See cd_supervisor.h.
+ * Why it exists: a crashed writer, merkle or parser worker (or the HTTP
+ * server) must not take the daemon down, and a child that can never start
+ * must not be respawned in a tight loop (STYLE.md C8, nginx/PostgreSQL).
+ * See cd_supervisor.h.
  */
 #include "daemon/cd_supervisor.h"
 
@@ -26,10 +27,9 @@
 #define HEALTHY_NS     (10ull * 1000000000ull)
 
 typedef struct sup_child {
-    cd_wk_kind kind;
+    const char *name;
     uint32_t index;
-    const cd_wk_ops *ops;
-    const char *name; /* cd_sup_add_proc children: name, main and arg */
+    char component[32]; /* log component in the child */
     cd_sup_main_fn main_fn;
     void *main_arg;
     pid_t pid;
@@ -41,7 +41,6 @@ typedef struct sup_child {
 
 struct cd_supervisor {
     struct event_base *base;
-    cd_ring *ring;
     const cd_config *cfg;
     cd_sup_cbs cbs;
     sup_child child[CD_SUP_MAX_CHILDREN];
@@ -59,7 +58,7 @@ static void start_child(cd_supervisor *s, int slot);
 
 static const char *child_name(const sup_child *c)
 {
-    return c->name ? c->name : cd_wk_kind_name(c->kind);
+    return c->name;
 }
 
 /* The timer's argument is a small heap cell {sup, slot}. */
@@ -98,8 +97,6 @@ static void child_died(cd_supervisor *s, int slot, pid_t pid, int status)
 {
     sup_child *c = &s->child[slot];
     c->pid = 0;
-    if (s->ring && s->ring->hdr && slot < CD_RING_MAX_SLOTS)
-        s->ring->hdr->slot[slot].pid = 0;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (WIFSIGNALED(status) && !s->stopping)
         cd_log_warn("supervisor: %s worker %u (pid %d) killed by signal %d", child_name(c),
@@ -156,12 +153,10 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
     reap(arg);
 }
 
-cd_supervisor *cd_sup_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                          const cd_sup_cbs *cbs)
+cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg, const cd_sup_cbs *cbs)
 {
     cd_supervisor *s = cd_xcalloc(1, sizeof(*s));
     s->base = base;
-    s->ring = ring;
     s->cfg = cfg;
     s->cbs = *cbs;
     s->next = sup_all;
@@ -175,27 +170,16 @@ cd_supervisor *cd_sup_new(struct event_base *base, cd_ring *ring, const cd_confi
     return s;
 }
 
-int cd_sup_add(cd_supervisor *s, cd_wk_kind kind, uint32_t index, const cd_wk_ops *ops)
-{
-    if (s->n >= CD_SUP_MAX_CHILDREN)
-        return -1;
-    sup_child *c = &s->child[s->n];
-    memset(c, 0, sizeof(*c));
-    c->kind = kind;
-    c->index = index;
-    c->ops = ops;
-    c->respawn = 1;
-    c->backoff_ms = BACKOFF_MIN_MS;
-    return s->n++;
-}
-
-int cd_sup_add_proc(cd_supervisor *s, const char *name, cd_sup_main_fn main_fn, void *arg)
+int cd_sup_add(cd_supervisor *s, const char *name, uint32_t index, const char *component,
+               cd_sup_main_fn main_fn, void *arg)
 {
     if (s->n >= CD_SUP_MAX_CHILDREN)
         return -1;
     sup_child *c = &s->child[s->n];
     memset(c, 0, sizeof(*c));
     c->name = name;
+    c->index = index;
+    snprintf(c->component, sizeof(c->component), "%s", component ? component : name);
     c->main_fn = main_fn;
     c->main_arg = arg;
     c->respawn = 1;
@@ -215,38 +199,11 @@ static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    char name[32];
-    if (c->kind == CD_WK_PARSER)
-        snprintf(name, sizeof(name), "parser-%u", c->index);
-    else
-        snprintf(name, sizeof(name), "%s", child_name(c));
-    cd_log_set_component(name);
+    cd_log_set_component(c->component);
     if (s->cfg->log_file)
         cd_log_open(s->cfg->log_file);
-    if (c->main_fn) {
-        c->main_fn(c->main_arg, fd);
-        _exit(CD_EXIT_FAILURE);
-    }
-    /* The ring mapping is inherited; its descriptor was closed above. */
-    if (s->ring && s->ring->hdr && slot < CD_RING_MAX_SLOTS) {
-        s->ring->hdr->slot[slot].pid = (int32_t)getpid();
-        s->ring->hdr->slot[slot].kind = c->kind;
-    }
-    cd_wk_config wcfg = {
-        .datadir = s->cfg->datadir,
-        .pg_conninfo = s->cfg->pg_conninfo,
-        .index_data_pushes = s->cfg->index_data_pushes,
-        .max_data_push = s->cfg->max_data_push,
-    };
-    cd_wk_ctx ctx = {
-        .kind = c->kind,
-        .index = c->index,
-        .fd = fd,
-        .ring = s->ring->data,
-        .ring_size = s->ring->size,
-        .cfg = &wcfg,
-    };
-    cd_wk_run(&ctx, c->ops);
+    c->main_fn(c->main_arg, slot, fd);
+    _exit(CD_EXIT_FAILURE);
 }
 
 static void start_child(cd_supervisor *s, int slot)

@@ -1,24 +1,24 @@
 /*
- * cd_supervisor.h - forks the worker processes and keeps them alive
+ * cd_supervisor.h - forks child processes and keeps them alive
  * (DESIGN.md §2, STYLE.md C8/C9).
  *
- * A fixed child table {kind, index, ops, pid, channel fd, respawn state}.
- * Children are forked from the controller after the ring exists; each gets
- * one end of a fresh AF_UNIX SOCK_STREAM socketpair (CLOEXEC; the controller
- * end non-blocking). In the child every descriptor except its channel (and
- * stdin/out/err) is closed, signal dispositions are reset, the log file is
- * reopened, and cd_wk_run() is called with the kind's ops: LMDB/PG handles are
- * opened there, after the fork.
+ * A fixed child table {name, index, main, pid, channel fd, respawn state}.
+ * Each child gets one end of a fresh AF_UNIX SOCK_STREAM socketpair (CLOEXEC;
+ * the controller end non-blocking). In the child every descriptor except its
+ * channel (and stdin/out/err) is closed, signal dispositions are reset, the
+ * log file is reopened, and the child's main function is called: LMDB/PG
+ * handles are opened there, after the fork.
+ *
+ * The supervisor knows nothing about what its children run: the pipeline
+ * adds the block writer, the merkle worker and the parsers (whose main
+ * registers in the ring and runs cd_wk_run(), cd_pipeline.c), the HTTP module
+ * its server. Same fork hygiene, reaping and respawn rules for all.
  *
  * Death is noticed through SIGCHLD (an evsignal in the controller's loop:
  * the handler work happens in the loop, never in a signal handler). A child
  * that exits with CD_EXIT_CONFIG (2) is not respawned and on_fatal is called;
  * any other exit is respawned after a back-off that doubles from 100 ms to
  * 5 s and resets once a child has lived 10 s.
- *
- * Besides worker kinds (cd_sup_add: cd_wk_run with the kind's ops) a slot
- * can run any process main (cd_sup_add_proc: the HTTP API server), with the
- * same fork hygiene, reaping and respawn rules.
  *
  * Several supervisors may live in one process (the pipeline's, the HTTP
  * module's): waitpid(-1) reaps any child, so whichever supervisor's SIGCHLD
@@ -38,8 +38,6 @@
 #include <sys/types.h>
 
 #include "daemon/cd_config.h"
-#include "daemon/cd_ring.h"
-#include "workers/cd_wk_main.h"
 
 #define CD_SUP_MAX_CHILDREN 40
 
@@ -53,25 +51,23 @@ typedef struct cd_sup_cbs {
     void (*on_fatal)(void *arg, int slot);
 } cd_sup_cbs;
 
-/* Creates a supervisor bound to the loop. ring and cfg are borrowed and must
- * outlive it; ring may be NULL when only cd_sup_add_proc children are added.
- * Returns NULL on failure (logged). */
-cd_supervisor *cd_sup_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                          const cd_sup_cbs *cbs);
+/* Creates a supervisor bound to the loop. cfg is borrowed and must outlive
+ * it (the children reopen cfg->log_file). Returns NULL on failure (logged). */
+cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg, const cd_sup_cbs *cbs);
 
-/* Adds a child to the table (not started yet). Returns its slot, or -1 when
- * the table is full. `ops` is borrowed (static tables). */
-int cd_sup_add(cd_supervisor *s, cd_wk_kind kind, uint32_t index, const cd_wk_ops *ops);
+/* Main function of a child: runs in the forked child after the clean-up
+ * described above (slot = its slot in the table, fd = its end of the
+ * channel); must not return (if it does, the child exits CD_EXIT_FAILURE). */
+typedef void (*cd_sup_main_fn)(void *arg, int slot, int fd);
 
-/* Main function of a cd_sup_add_proc child: runs in the forked child after
- * the clean-up described above (fd = its end of the channel); must not
- * return (if it does, the child exits CD_EXIT_FAILURE). */
-typedef void (*cd_sup_main_fn)(void *arg, int fd);
-
-/* Adds a child that runs main_fn(arg, fd) instead of a worker loop. `name`
- * (static string) names it in logs and as its log component. Returns its
- * slot, or -1 when the table is full. */
-int cd_sup_add_proc(cd_supervisor *s, const char *name, cd_sup_main_fn main_fn, void *arg);
+/* Adds a child that runs main_fn(arg, slot, fd) (not started yet).
+ * In:  name       static string naming it in logs ("<name> worker <index>")
+ *      index      its number among children of the same name
+ *      component  its log component (copied; at most 31 bytes kept);
+ *                 NULL: name
+ * Returns: its slot, or -1 when the table is full. */
+int cd_sup_add(cd_supervisor *s, const char *name, uint32_t index, const char *component,
+               cd_sup_main_fn main_fn, void *arg);
 
 /* Forks every child that is not running. Returns 0, or -1 if a fork failed
  * (the slot is retried with back-off). */

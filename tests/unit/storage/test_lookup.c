@@ -23,7 +23,7 @@
 #include "storage/cd_hdrtree.h"
 #include "storage/cd_lookup.h"
 #include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "workers/cd_rows.h"
 
 #include <libpq-fe.h>
 #include <sys/stat.h>
@@ -66,13 +66,13 @@ static void load_blocks(void)
         ck_assert_int_gt(vl, 0);
         b->off = calloc(b->ntx, sizeof(uint64_t));
         uint64_t at = 80 + (uint64_t)vl;
-        cd_wk_parse_opts o = {0, 0};
-        cd_wk_sink none = {0};
+        cd_rows_opts o = {0, 0};
+        cd_rows_sink none = {0};
         for (uint64_t i = 0; i < b->ntx; i++) {
             b->off[i] = at;
             size_t used = 0;
             ck_assert_int_eq(
-                cd_wk_parse_unit(b->raw + at, b->len - at, at, (uint32_t)i, 1, &o, &none, &used),
+                cd_rows_parse_unit(b->raw + at, b->len - at, at, (uint32_t)i, 1, &o, &none, &used),
                 1);
             at += used;
         }
@@ -128,7 +128,7 @@ static void setup_world(void)
     ck_assert_int_eq(cd_pg_migrate(pg), CD_PG_OK);
     cd_pg_unit u;
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_opts o = {1, 0};
     for (int h = 0; h < NBLK; h++) {
         blk *b = &blocks[h];
         uint8_t hash[32];
@@ -150,8 +150,8 @@ static void setup_world(void)
         }
         int64_t id;
         ck_assert_int_eq(cd_pg_block_register(pg, hash, b->raw, h, b->ntx, b->len, &id), 0);
-        ck_assert_int_eq(cd_wk_index_unit(pg, &u, id, 0, b->raw + b->off[0], b->len - b->off[0],
-                                          b->off[0], 0, (uint32_t)b->ntx, &o),
+        ck_assert_int_eq(cd_rows_index_unit(pg, &u, id, 0, b->raw + b->off[0], b->len - b->off[0],
+                                            b->off[0], 0, (uint32_t)b->ntx, &o),
                          0);
         int indexed = 0;
         ck_assert_int_eq(cd_pg_block_try_complete(pg, id, &indexed), 0);

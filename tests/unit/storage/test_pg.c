@@ -12,7 +12,7 @@
 #include "common/cd_hash.h"
 #include "common/cd_util.h"
 #include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "workers/cd_rows.h"
 
 #include <libpq-fe.h>
 #include <unistd.h>
@@ -132,19 +132,19 @@ static uint32_t index_units(cd_pg *pg, cd_pg_copy_format fmt, int64_t id, const 
 {
     cd_pg_unit u;
     cd_pg_unit_init(&u, fmt);
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_opts o = {1, 0};
     size_t off = 83;
     uint32_t first = 0, unit = 0;
     while (off < len) {
         /* cut after ~unit_size bytes of whole txs */
         cd_pg_unit_reset(&u, id, unit, first);
-        cd_wk_sink s = cd_wk_unit_sink(&u);
+        cd_rows_sink s = cd_rows_unit_sink(&u);
         size_t consumed = 0;
         long n = 0;
         size_t end = off;
         while (end < len && end - off < unit_size) {
-            long k = cd_wk_parse_unit(blk + end, len - end, end, first + (uint32_t)n, 1, &o, &s,
-                                      &consumed);
+            long k = cd_rows_parse_unit(blk + end, len - end, end, first + (uint32_t)n, 1, &o, &s,
+                                        &consumed);
             ck_assert_int_eq(k, 1);
             end += consumed;
             n++;
@@ -315,14 +315,15 @@ START_TEST(complete_checks_merkle_root)
     ck_assert_int_eq(cd_pg_exec(pg, "DELETE FROM transactions WHERE tx_pos = 777"), 0);
     /* re-insert tx 777 with its real txid, found by walking the block */
     uint8_t txid[32];
-    cd_wk_sink none = {0};
+    cd_rows_sink none = {0};
     size_t off = 83, consumed;
     for (int i = 0; i < 777; i++) {
-        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
-                         1);
+        ck_assert_int_eq(
+            cd_rows_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
         off += consumed;
     }
-    ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
+    ck_assert_int_eq(cd_rows_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
+                     1);
     cd_sha256d(txid, blk + off, consumed);
     char sql[256], hex[65];
     cd_hex_encode(hex, txid, 32);
@@ -350,16 +351,16 @@ START_TEST(unit_range_mismatch_refused)
     int64_t id = reg413567(pg, blk, len);
     cd_pg_unit u;
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_opts o = {1, 0};
     /* unit 0 = 10 txs, committed */
     cd_pg_unit_reset(&u, id, 0, 0);
-    cd_wk_sink s = cd_wk_unit_sink(&u);
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 10, &o, &s, NULL), 10);
+    cd_rows_sink s = cd_rows_unit_sink(&u);
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 10, &o, &s, NULL), 10);
     ck_assert_int_eq(cd_pg_write_unit(pg, &u), 0);
     /* unit 0 again but cut at 5 txs (unit size changed): refused, not mixed */
     cd_pg_unit_reset(&u, id, 0, 0);
-    s = cd_wk_unit_sink(&u);
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 5, &o, &s, NULL), 5);
+    s = cd_rows_unit_sink(&u);
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 5, &o, &s, NULL), 5);
     ck_assert_int_eq(cd_pg_write_unit(pg, &u), CD_PG_EUNIT);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 10);
     cd_pg_unit_free(&u);
@@ -395,12 +396,12 @@ START_TEST(streamed_unit_equals_buffered)
     cd_pg_unit u;
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
     u.flush_bytes = 4096; /* many COPY batches inside the unit's transaction */
-    cd_wk_parse_opts o = {1, 0};
-    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
+    cd_rows_opts o = {1, 0};
+    ck_assert_int_eq(cd_rows_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
     ck_assert_uint_le(u.pd.cap, 1u << 16); /* never buffered the whole unit */
-    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 1);
+    ck_assert_int_eq(cd_rows_index_unit(b, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 1);
     /* another unit number over the same txs (a different cutting) is refused */
-    ck_assert_int_eq(cd_wk_index_unit(b, &u, id, 1, blk + 83, len - 83, 83, 0, 1557, &o),
+    ck_assert_int_eq(cd_rows_index_unit(b, &u, id, 1, blk + 83, len - 83, 83, 0, 1557, &o),
                      CD_PG_EUNIT);
     char *da = dump(a), *db = dump(b);
     ck_assert_str_eq(da, db);
@@ -423,30 +424,30 @@ START_TEST(stream_connection_lost_mid_unit)
     cd_pg_unit u;
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
     u.flush_bytes = 4096;
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_opts o = {1, 0};
     /* a wrong expected tx count is refused before anything commits */
-    ck_assert_int_eq(cd_wk_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1556, &o),
-                     CD_WK_EMALFORMED);
+    ck_assert_int_eq(cd_rows_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1556, &o),
+                     CD_ROWS_EMALFORMED);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM indexed_units"), 0);
     cd_pg_unit_reset(&u, id, 0, 0);
     ck_assert_int_eq(cd_pg_unit_open(pg, &u), 0);
-    cd_wk_sink s = cd_wk_unit_sink(&u);
+    cd_rows_sink s = cd_rows_unit_sink(&u);
     size_t consumed;
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 700, &o, &s, &consumed), 700);
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 700, &o, &s, &consumed), 700);
     /* the server drops the session in the middle of the unit */
     PGconn *k = PQconnectdb(conninfo);
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(cd_pg_conn(pg)));
     PQclear(PQexec(k, sql));
     PQfinish(k);
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 83 + consumed, len - 83 - consumed, 83 + consumed, 700,
-                                      0, &o, &s, NULL),
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83 + consumed, len - 83 - consumed, 83 + consumed,
+                                        700, 0, &o, &s, NULL),
                      857);
     ck_assert_int_eq(cd_pg_unit_close(pg, &u), CD_PG_EAGAIN);
     ck_assert_int_eq(cd_pg_connect(pg), CD_PG_OK);
     /* nothing of it committed; the full redo writes every row once */
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 0);
-    ck_assert_int_eq(cd_wk_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
+    ck_assert_int_eq(cd_rows_index_unit(pg, &u, id, 0, blk + 83, len - 83, 83, 0, 1557, &o), 0);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions"), 1557);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pushdata WHERE flags = 2"), 3957);
     cd_pg_unit_free(&u);
@@ -473,23 +474,24 @@ START_TEST(block_gaps_from_markers)
     /* units covering txs [0,10) and [20,30) */
     cd_pg_unit u;
     cd_pg_unit_init(&u, CD_PG_COPY_BINARY);
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_opts o = {1, 0};
     size_t off = 83, consumed;
-    cd_wk_sink none = {0};
+    cd_rows_sink none = {0};
     uint64_t offs[31];
     for (int i = 0; i <= 30; i++) {
         offs[i] = off;
         if (i < 30) {
             ck_assert_int_eq(
-                cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
+                cd_rows_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
             off += consumed;
         }
     }
     ck_assert_int_eq(
-        cd_wk_index_unit(pg, &u, id, 0, blk + offs[0], offs[10] - offs[0], offs[0], 0, 10, &o), 0);
-    ck_assert_int_eq(
-        cd_wk_index_unit(pg, &u, id, 2, blk + offs[20], offs[30] - offs[20], offs[20], 20, 10, &o),
+        cd_rows_index_unit(pg, &u, id, 0, blk + offs[0], offs[10] - offs[0], offs[0], 0, 10, &o),
         0);
+    ck_assert_int_eq(cd_rows_index_unit(pg, &u, id, 2, blk + offs[20], offs[30] - offs[20],
+                                        offs[20], 20, 10, &o),
+                     0);
     ck_assert_int_eq(cd_pg_block_gaps(pg, id, 1557, &indexed, &g, &n), 0);
     ck_assert_uint_eq(n, 2);
     ck_assert_uint_eq(g[0], 10);
@@ -511,10 +513,10 @@ static int batch_range(cd_pg *pg, cd_pg_unit *u, int64_t id, const uint8_t *blk,
     int rc = cd_pg_batch_add(pg, u, id, unit_no, a, b - a);
     if (rc != 0)
         return rc;
-    cd_wk_parse_opts o = {1, 0};
-    cd_wk_sink s = cd_wk_unit_sink(u);
+    cd_rows_opts o = {1, 0};
+    cd_rows_sink s = cd_rows_unit_sink(u);
     ck_assert_int_eq(
-        cd_wk_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
+        cd_rows_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
         (long)(b - a));
     cd_pg_batch_unit_done(u);
     return 0;
@@ -529,11 +531,11 @@ START_TEST(batch_units_one_transaction)
     int64_t id = reg413567(pg, blk, len);
     uint64_t *offs = malloc(1558 * sizeof(uint64_t));
     size_t off = 83, consumed;
-    cd_wk_sink none = {0};
+    cd_rows_sink none = {0};
     for (int i = 0; i < 1557; i++) {
         offs[i] = off;
-        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
-                         1);
+        ck_assert_int_eq(
+            cd_rows_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
         off += consumed;
     }
     offs[1557] = len;
@@ -637,11 +639,11 @@ START_TEST(batch_set_based_steps)
 
     uint64_t *offs = malloc(1558 * sizeof(uint64_t));
     size_t off = 83, consumed;
-    cd_wk_sink none = {0};
+    cd_rows_sink none = {0};
     for (int i = 0; i < 1557; i++) {
         offs[i] = off;
-        ck_assert_int_eq(cd_wk_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed),
-                         1);
+        ck_assert_int_eq(
+            cd_rows_parse_unit(blk + off, len - off, off, 0, 1, NULL, &none, &consumed), 1);
         off += consumed;
     }
     offs[1557] = len;
@@ -671,10 +673,10 @@ START_TEST(batch_set_based_steps)
     for (uint32_t k = 1; k <= 3; k++) {
         uint32_t a = 500 * k, b = k == 3 ? 1557 : a + 500;
         ck_assert_int_eq(cd_pg_batch_add_checked(pg, &u, id, k, a), 0);
-        cd_wk_parse_opts o = {1, 0};
-        cd_wk_sink s = cd_wk_unit_sink(&u);
+        cd_rows_opts o = {1, 0};
+        cd_rows_sink s = cd_rows_unit_sink(&u);
         ck_assert_int_eq(
-            cd_wk_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
+            cd_rows_parse_unit(blk + offs[a], offs[b] - offs[a], offs[a], a, 0, &o, &s, NULL),
             (long)(b - a));
         cd_pg_batch_unit_done(&u);
     }

@@ -14,7 +14,7 @@
 #include "common/cd_hash.h"
 #include "common/cd_util.h"
 #include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "workers/cd_rows.h"
 
 typedef struct rows {
     size_t ntx, nin, npush;
@@ -80,9 +80,9 @@ static void rows_free(rows *r)
     memset(r, 0, sizeof(*r));
 }
 
-static cd_wk_sink sink_of(rows *r)
+static cd_rows_sink sink_of(rows *r)
 {
-    cd_wk_sink s = {r, r_tx, r_in, r_push};
+    cd_rows_sink s = {r, r_tx, r_in, r_push};
     return s;
 }
 
@@ -111,11 +111,11 @@ START_TEST(block413567_txids_offsets)
     ck_assert_uint_eq(nids, 1557);
     ck_assert_uint_eq(noffs, 1557);
     rows r = {0};
-    cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1, 0};
+    cd_rows_sink s = sink_of(&r);
+    cd_rows_opts o = {1, 0};
     size_t consumed = 0;
     /* 80-byte header + 3-byte count (fd 15 06) */
-    long n = cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed);
+    long n = cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed);
     ck_assert_int_eq(n, 1557);
     ck_assert_uint_eq(consumed, len - 83);
     for (size_t i = 0; i < r.ntx; i++) {
@@ -149,9 +149,9 @@ START_TEST(block413567_input_keys)
     size_t nkeys = split_lines(kt, &keys);
     ck_assert_uint_eq(nkeys, 3957);
     rows r = {0};
-    cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1, 0};
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, NULL), 1557);
+    cd_rows_sink s = sink_of(&r);
+    cd_rows_opts o = {1, 0};
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, NULL), 1557);
     size_t k = 0;
     for (size_t i = 0; i < r.npush; i++) {
         if (r.push[i].flags != CD_PG_PUSH_INPUT)
@@ -189,9 +189,9 @@ START_TEST(real_tx_output_keys)
     uint8_t *tx = read_hex_tx(
         "mainnet/tx/bf88f55da5e4d000a08056d68ab6945077db2c5224512d088fbea57046de9e07.hex", &n);
     rows r = {0};
-    cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1, 0};
-    ck_assert_int_eq(cd_wk_parse_tx_pushes(tx, n, 7, &o, &s), (long)n);
+    cd_rows_sink s = sink_of(&r);
+    cd_rows_opts o = {1, 0};
+    ck_assert_int_eq(cd_rows_parse_tx_pushes(tx, n, 7, &o, &s), (long)n);
     int per_out[3] = {0, 0, 0};
     for (size_t i = 0; i < r.npush; i++) {
         ck_assert_uint_eq(r.push[i].tx_pos, 7);
@@ -208,7 +208,7 @@ START_TEST(real_tx_output_keys)
 
     tx = read_hex_tx(
         "mainnet/tx/6370060cd55b046a87a72a4c07bffa1da52b3d12c227e795850b7d0ac68c203b.hex", &n);
-    ck_assert_int_eq(cd_wk_parse_tx_pushes(tx, n, 0, &o, &s), (long)n);
+    ck_assert_int_eq(cd_rows_parse_tx_pushes(tx, n, 0, &o, &s), (long)n);
     size_t outputs = 0, data = 0;
     for (size_t i = 0; i < r.npush; i++) {
         outputs += r.push[i].flags == CD_PG_PUSH_OUTPUT;
@@ -219,7 +219,7 @@ START_TEST(real_tx_output_keys)
     rows_free(&r);
     /* DATA off: no DATA keys at all */
     o.data_pushes = 0;
-    ck_assert_int_eq(cd_wk_parse_tx_pushes(tx, n, 0, &o, &s), (long)n);
+    ck_assert_int_eq(cd_rows_parse_tx_pushes(tx, n, 0, &o, &s), (long)n);
     for (size_t i = 0; i < r.npush; i++)
         ck_assert_uint_ne(r.push[i].flags, CD_PG_PUSH_DATA);
     rows_free(&r);
@@ -240,9 +240,9 @@ START_TEST(regtest_block116_data_keys)
     size_t len;
     uint8_t *blk = cd_test_read_file(rel, &len);
     rows r = {0};
-    cd_wk_sink s = sink_of(&r);
-    cd_wk_parse_opts o = {1, 0};
-    ck_assert_int_eq(cd_wk_parse_unit(blk + 81, len - 81, 81, 0, 0, &o, &s, NULL), 3);
+    cd_rows_sink s = sink_of(&r);
+    cd_rows_opts o = {1, 0};
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 81, len - 81, 81, 0, 0, &o, &s, NULL), 3);
     static const char *want[] = {
         "bceef655b5a034911f1c3718ce056531b45ef03b4c7b1f15629e867294011a7d",
         "bdd6af32ad29f75d8194247c3e960eea38711776a9ff4182356184fa86a00dd0",
@@ -275,16 +275,16 @@ START_TEST(malformed_unit)
     size_t len;
     uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
     rows r = {0};
-    cd_wk_sink s = sink_of(&r);
+    cd_rows_sink s = sink_of(&r);
     size_t consumed = 0;
     /* cut inside tx 2 (offsets 83, 268, 494): txs 0 and 1 are reported */
-    long n = cd_wk_parse_unit(blk + 83, 494 + 10 - 83, 83, 0, 0, NULL, &s, &consumed);
-    ck_assert_int_eq(n, CD_WK_EMALFORMED);
+    long n = cd_rows_parse_unit(blk + 83, 494 + 10 - 83, 83, 0, 0, NULL, &s, &consumed);
+    ck_assert_int_eq(n, CD_ROWS_EMALFORMED);
     ck_assert_uint_eq(r.ntx, 2);
     ck_assert_uint_eq(consumed, 494 - 83);
     rows_free(&r);
     /* max_txs stops early without error */
-    n = cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 5, NULL, &s, &consumed);
+    n = cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 5, NULL, &s, &consumed);
     ck_assert_int_eq(n, 5);
     ck_assert_uint_eq(r.ntx, 5);
     rows_free(&r);
@@ -339,26 +339,26 @@ START_TEST(block413567_rows_match_per_tx)
 {
     size_t len;
     uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
-    cd_wk_parse_opts o = {1, 0}; /* DATA keys on, no length limit: the btc defaults */
+    cd_rows_opts o = {1, 0}; /* DATA keys on, no length limit: the btc defaults */
     for (int accel = 1; accel >= 0; accel--) {
         btc_sha256_set_accel(accel);
         rows r = {0};
-        cd_wk_sink s = sink_of(&r);
+        cd_rows_sink s = sink_of(&r);
         size_t consumed = 0;
-        ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed), 1557);
+        ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &s, &consumed), 1557);
         ck_assert_uint_eq(consumed, len - 83);
         check_rows_per_tx(&r, blk, len, 1557);
         rows_free(&r);
         /* max_txs inside a batch, and across batches */
         for (uint32_t max = 1; max <= 70; max += 23) {
-            ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, max, &o, &s, &consumed),
+            ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, max, &o, &s, &consumed),
                              max);
             check_rows_per_tx(&r, blk, len, max);
             rows_free(&r);
         }
         /* no tx callback: the same input and push rows */
-        cd_wk_sink np = {&r, NULL, r_in, r_push};
-        ck_assert_int_eq(cd_wk_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &np, NULL), 1557);
+        cd_rows_sink np = {&r, NULL, r_in, r_push};
+        ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &np, NULL), 1557);
         ck_assert_uint_eq(r.ntx, 0);
         ck_assert_uint_gt(r.npush, 1557);
         rows_free(&r);
