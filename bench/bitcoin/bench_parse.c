@@ -20,10 +20,10 @@
  */
 #include "bench_btc.h"
 
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_sha256.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_txbatch.h"
+#include "btc_script.h"
+#include "btc_sha256.h"
+#include "btc_tx.h"
+#include "btc_txbatch.h"
 
 #include <inttypes.h>
 

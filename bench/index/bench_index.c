@@ -17,11 +17,11 @@
  * output with a 32-byte push: about 300 bytes per tx, 2 input rows and ~4
  * pushdata rows per tx (INPUT pubkey per input, OUTPUT hash160 per output).
  */
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "storage/cd_pg.h"
-#include "workers/cd_rows.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pg.h"
+#include "cd_rows.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -30,12 +30,12 @@
  * own cd_pg after fork (no PGconn crosses a fork). A child that dies leaves
  * its units uncommitted; running the driver again redoes exactly those.
  */
-#include "bitcoin/btc_preproc.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "storage/cd_pg.h"
-#include "workers/cd_rows.h"
+#include "btc_preproc.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pg.h"
+#include "cd_rows.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -2,9 +2,9 @@
  * btc_net.c - network parameter table (values from the Bitcoin SV node's
  * chainparams, see bsv-p2p.md §1).
  */
-#include "bitcoin/btc_net.h"
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
+#include "btc_net.h"
+#include "cd_hash.h"
+#include "cd_util.h"
 
 #include <string.h>
 #include <strings.h>

@@ -7,7 +7,7 @@
  * the SHA-NI instructions); we silence the deprecation here only.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
-#include "common/cd_hash.h"
+#include "cd_hash.h"
 
 #include <openssl/sha.h>
 

@@ -1,7 +1,7 @@
 /*
  * cd_log.c - levels, destinations and formatting for cd_log().
  */
-#include "common/cd_log.h"
+#include "cd_log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
 /*
  * cd_util.c - allocation wrappers, hex, monotonic clock.
  */
-#include "common/cd_util.h"
-#include "common/cd_log.h"
+#include "cd_util.h"
+#include "cd_log.h"
 
 #include <dirent.h>
 #include <errno.h>

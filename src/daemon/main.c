@@ -13,16 +13,16 @@
  * main() opens no long-lived handles: the PostgreSQL check is a PQping, and
  * workers open their own connections after fork (STYLE.md C9).
  */
-#include "daemon/cd_blocksync.h"
-#include "daemon/cd_catchup.h"
-#include "daemon/cd_config.h"
-#include "daemon/cd_controller.h"
-#include "daemon/cd_http.h"
-#include "daemon/cd_mempool.h"
-#include "daemon/cd_notify.h"
-#include "daemon/cd_status.h"
+#include "cd_blocksync.h"
+#include "cd_catchup.h"
+#include "cd_config.h"
+#include "cd_controller.h"
+#include "cd_http.h"
+#include "cd_mempool.h"
+#include "cd_notify.h"
+#include "cd_status.h"
 
-#include "common/cd_util.h"
+#include "cd_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +37,7 @@
 
 #define PROG "conduitd"
 
-/* Modules attached to the controller (cd_peers.h), in init/start order. */
+/* Modules attached to the controller (cd_ctl.h), in init/start order. */
 static const cd_ctl_module *const modules[] = {
     &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
     &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */

@@ -21,7 +21,7 @@
  *   tick reaps them; every loop that calls a callback re-checks p->gen (the
  *   connection incarnation) afterwards.
  */
-#include "p2p/conduit_p2p.h"
+#include "conduit_p2p.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -41,13 +41,13 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_varint.h"
+#include "btc_preproc.h"
+#include "btc_varint.h"
 #include "cd_build.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "p2p/cp2p_codec.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cp2p_codec.h"
 
 #define RBUF_DEFAULT (256 * 1024)
 #define READ_BUDGET  64 /* recv calls per read event before yielding */

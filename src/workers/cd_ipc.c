@@ -5,7 +5,7 @@
  * their socketpair end are the simplest correct choice; the controller side
  * uses libevent bufferevents instead (cd_pipeline.c) so it never blocks.
  */
-#include "workers/cd_ipc.h"
+#include "cd_ipc.h"
 
 #include <errno.h>
 #include <stdlib.h>

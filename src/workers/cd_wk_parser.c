@@ -3,16 +3,16 @@
  * (cd_rows.h) -> PostgreSQL, in batches; and the start-up recovery of the
  * units a crash left unindexed.
  */
-#include "workers/cd_wk_parser.h"
+#include "cd_wk_parser.h"
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_tx.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "daemon/cd_config.h" /* cd_wk_parser_recover() runs in the controller */
-#include "storage/cd_blockstore.h"
-#include "workers/cd_rows.h"
-#include "workers/cd_wk_main.h"
+#include "btc_preproc.h"
+#include "btc_tx.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_config.h" /* cd_wk_parser_recover() runs in the controller */
+#include "cd_blockstore.h"
+#include "cd_rows.h"
+#include "cd_wk_main.h"
 
 #include <stdlib.h>
 

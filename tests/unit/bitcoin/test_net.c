@@ -2,9 +2,9 @@
  * test_net.c - network parameters: genesis hashes, magic lookups.
  */
 #include "cd_test.h"
-#include "bitcoin/btc_net.h"
-#include "bitcoin/btc_varint.h"
-#include "common/cd_util.h"
+#include "btc_net.h"
+#include "btc_varint.h"
+#include "cd_util.h"
 
 START_TEST(test_genesis_hashes)
 {

@@ -7,22 +7,22 @@
  */
 #include "cd_test.h"
 
-/* Layering: the workers library's interface stands alone, without the
- * daemon's configuration header (workers get a cd_wk_config). */
-#include "workers/cd_wk_main.h"
+/* The worker loop's interface stands alone, without the daemon's
+ * configuration header (workers get a cd_wk_config). */
+#include "cd_wk_main.h"
 #ifdef CD_CONFIG_H
-#error "workers/cd_wk_main.h must not include daemon/cd_config.h"
+#error "cd_wk_main.h must not include cd_config.h"
 #endif
 
-#include "bitcoin/btc_merkle.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "daemon/cd_pipeline.h"
-#include "daemon/cd_ring.h"
-#include "daemon/cd_supervisor.h"
-#include "storage/cd_blockstore.h"
-#include "workers/cd_ipc.h"
+#include "btc_merkle.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pipeline.h"
+#include "cd_ring.h"
+#include "cd_supervisor.h"
+#include "cd_blockstore.h"
+#include "cd_ipc.h"
 
 #include <errno.h>
 #include <event2/event.h>
