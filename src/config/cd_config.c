@@ -1,7 +1,8 @@
 /*
  * cd_config.c - the option table and everything it drives: defaults, the
- * config file parser, the command line, --help, the annotated sample config
- * and SIGHUP reload.
+ * parsing and formatting of each option's value, --help, the annotated
+ * sample config and --print-config. Where a configuration comes from (the
+ * config file, the command line, SIGHUP reload) is cd_config_load.c.
  *
  * Why one table: an option is declared once (name, type, default, bounds,
  * reloadable flag, field offset, help) and can then never be settable from
@@ -11,6 +12,7 @@
  * came from (file:line or "command line") and the text itself.
  */
 #include "cd_config.h"
+#include "cd_config_int.h"
 
 #include "cd_util.h"
 
@@ -95,20 +97,11 @@ const cd_option cd_config_options[] = {
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
-/* Where a configuration came from, so SIGHUP can rebuild it. */
-typedef struct cd_config_src {
-    char *conf_file; /* NULL: none */
-    char **keys;     /* command-line assignments, in order */
-    char **values;
-    size_t n;
-} cd_config_src;
-
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) CD_PRINTF(3, 4);
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+void cd_config_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0)
         return;
@@ -118,7 +111,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static char **str_field(cd_config *cfg, const cd_option *o)
+char **cd_config_str_field(cd_config *cfg, const cd_option *o)
 {
     return (char **)(void *)((char *)cfg + o->offset);
 }
@@ -129,9 +122,9 @@ static size_t *list_count(cd_config *cfg, const cd_option *o)
     return &cfg->n_connect;
 }
 
-static void list_clear(cd_config *cfg, const cd_option *o)
+void cd_config_list_clear(cd_config *cfg, const cd_option *o)
 {
-    char **items = str_field(cfg, o);
+    char **items = cd_config_str_field(cfg, o);
     size_t *n = list_count(cfg, o);
     for (size_t i = 0; i < *n; i++) {
         free(items[i]);
@@ -148,7 +141,7 @@ const cd_option *cd_config_find(const char *name)
     return NULL;
 }
 
-static int parse_bool(const char *s, int *out)
+int cd_config_parse_bool(const char *s, int *out)
 {
     static const char *const yes[] = {"on", "yes", "true", "1"};
     static const char *const no[] = {"off", "no", "false", "0"};
@@ -219,7 +212,7 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-static void format_size(uint64_t v, char *buf, size_t len)
+void cd_config_format_size(uint64_t v, char *buf, size_t len)
 {
     static const char suffix[] = "KMGT";
     int s = -1;
@@ -295,7 +288,7 @@ static int check_listen(const char *s)
     return 0;
 }
 
-static int peer_has_port(const char *s)
+int cd_config_peer_has_port(const char *s)
 {
     if (*s == '[')
         return strstr(s, "]:") != NULL;
@@ -307,15 +300,15 @@ static int peer_has_port(const char *s)
 /* set / get                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
-                      size_t errlen)
+int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
+                         size_t errlen)
 {
     char *base = (char *)cfg;
     switch (o->type) {
     case CD_OPT_BOOL: {
         int b;
-        if (parse_bool(value, &b) < 0) {
-            seterr(err, errlen, "%s expects on/off", o->name);
+        if (cd_config_parse_bool(value, &b) < 0) {
+            cd_config_seterr(err, errlen, "%s expects on/off", o->name);
             return -1;
         }
         memcpy(base + o->offset, &b, sizeof(b));
@@ -325,12 +318,12 @@ static int set_option(cd_config *cfg, const cd_option *o, const char *value, cha
         uint64_t v;
         const char *e;
         if (parse_u64(value, &v, &e) < 0 || *e != '\0') {
-            seterr(err, errlen, "%s expects a whole number", o->name);
+            cd_config_seterr(err, errlen, "%s expects a whole number", o->name);
             return -1;
         }
         if (v < o->min || v > o->max) {
-            seterr(err, errlen, "%s out of range %llu..%llu", o->name, (unsigned long long)o->min,
-                   (unsigned long long)o->max);
+            cd_config_seterr(err, errlen, "%s out of range %llu..%llu", o->name,
+                             (unsigned long long)o->min, (unsigned long long)o->max);
             return -1;
         }
         uint32_t u = (uint32_t)v;
@@ -340,31 +333,31 @@ static int set_option(cd_config *cfg, const cd_option *o, const char *value, cha
     case CD_OPT_SIZE: {
         uint64_t v;
         if (parse_size(value, &v) < 0) {
-            seterr(err, errlen, "%s expects a size like 512M or 4G", o->name);
+            cd_config_seterr(err, errlen, "%s expects a size like 512M or 4G", o->name);
             return -1;
         }
         if (v < o->min || v > o->max) {
             char lo[32], hi[32];
-            format_size(o->min, lo, sizeof(lo));
-            format_size(o->max, hi, sizeof(hi));
-            seterr(err, errlen, "%s out of range %s..%s", o->name, lo, hi);
+            cd_config_format_size(o->min, lo, sizeof(lo));
+            cd_config_format_size(o->max, hi, sizeof(hi));
+            cd_config_seterr(err, errlen, "%s out of range %s..%s", o->name, lo, hi);
             return -1;
         }
         memcpy(base + o->offset, &v, sizeof(v));
         return 0;
     }
     case CD_OPT_STRING: {
-        char **f = str_field(cfg, o);
+        char **f = cd_config_str_field(cfg, o);
         if (strlen(value) > 4096) {
-            seterr(err, errlen, "%s is too long", o->name);
+            cd_config_seterr(err, errlen, "%s is too long", o->name);
             return -1;
         }
         if (o->offset == OFF(http_listen) && value[0] != '\0' && check_listen(value) < 0) {
-            seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
+            cd_config_seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
             return -1;
         }
         if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {
-            seterr(err, errlen, "%s must name a file, not a directory", o->name);
+            cd_config_seterr(err, errlen, "%s must name a file, not a directory", o->name);
             return -1;
         }
         free(*f);
@@ -375,7 +368,7 @@ static int set_option(cd_config *cfg, const cd_option *o, const char *value, cha
         if (o->offset == OFF(net)) {
             const btc_net *n = btc_net_by_name(value);
             if (n == NULL) {
-                seterr(err, errlen, "%s expects main, test, regtest or stn", o->name);
+                cd_config_seterr(err, errlen, "%s expects main, test, regtest or stn", o->name);
                 return -1;
             }
             cfg->net = n;
@@ -400,28 +393,29 @@ static int set_option(cd_config *cfg, const cd_option *o, const char *value, cha
                 strncat(names, ", ", sizeof(names) - strlen(names) - 1);
             strncat(names, o->enum_names[i], sizeof(names) - strlen(names) - 1);
         }
-        seterr(err, errlen, "%s expects one of %s", o->name, names);
+        cd_config_seterr(err, errlen, "%s expects one of %s", o->name, names);
         return -1;
     }
     case CD_OPT_LIST: {
         if (value[0] == '\0') { /* "connect =" clears the list */
-            list_clear(cfg, o);
+            cd_config_list_clear(cfg, o);
             return 0;
         }
         if (check_peer(value) < 0) {
-            seterr(err, errlen, "%s expects host[:port] with a port 1..65535", o->name);
+            cd_config_seterr(err, errlen, "%s expects host[:port] with a port 1..65535", o->name);
             return -1;
         }
         size_t *n = list_count(cfg, o);
         if (*n >= CD_CONFIG_MAX_CONNECT) {
-            seterr(err, errlen, "too many %s entries (at most %d)", o->name, CD_CONFIG_MAX_CONNECT);
+            cd_config_seterr(err, errlen, "too many %s entries (at most %d)", o->name,
+                             CD_CONFIG_MAX_CONNECT);
             return -1;
         }
-        str_field(cfg, o)[(*n)++] = cd_xstrdup(value);
+        cd_config_str_field(cfg, o)[(*n)++] = cd_xstrdup(value);
         return 0;
     }
     }
-    seterr(err, errlen, "internal: bad option type");
+    cd_config_seterr(err, errlen, "internal: bad option type");
     return -1;
 }
 
@@ -429,10 +423,10 @@ int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err,
 {
     const cd_option *o = cd_config_find(key);
     if (o == NULL) {
-        seterr(err, errlen, "unknown option");
+        cd_config_seterr(err, errlen, "unknown option");
         return -1;
     }
-    return set_option(cfg, o, value, err, errlen);
+    return cd_config_set_option(cfg, o, value, err, errlen);
 }
 
 void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf, size_t len)
@@ -454,7 +448,7 @@ void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf,
     case CD_OPT_SIZE: {
         uint64_t v;
         memcpy(&v, base + o->offset, sizeof(v));
-        format_size(v, buf, len);
+        cd_config_format_size(v, buf, len);
         return;
     }
     case CD_OPT_STRING: {
@@ -489,7 +483,7 @@ void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf,
 /* lifecycle                                                                */
 /* ------------------------------------------------------------------------ */
 
-static void src_free(cd_config_src *src)
+void cd_config_src_free(cd_config_src *src)
 {
     if (src == NULL)
         return;
@@ -509,7 +503,7 @@ void cd_config_init(cd_config *cfg)
     for (size_t i = 0; i < cd_config_n_options; i++) {
         const cd_option *o = &cd_config_options[i];
         char err[256];
-        int rc = set_option(cfg, o, o->def, err, sizeof(err));
+        int rc = cd_config_set_option(cfg, o, o->def, err, sizeof(err));
         cd_assert(rc == 0); /* a bad default is a bug in the table */
     }
 }
@@ -521,489 +515,16 @@ void cd_config_free(cd_config *cfg)
     for (size_t i = 0; i < cd_config_n_options; i++) {
         const cd_option *o = &cd_config_options[i];
         if (o->type == CD_OPT_STRING) {
-            char **f = str_field(cfg, o);
+            char **f = cd_config_str_field(cfg, o);
             free(*f);
             *f = NULL;
         } else if (o->type == CD_OPT_LIST) {
-            list_clear(cfg, o);
+            cd_config_list_clear(cfg, o);
         }
     }
     free(cfg->conf_file);
-    src_free(cfg->src);
+    cd_config_src_free(cfg->src);
     memset(cfg, 0, sizeof(*cfg));
-}
-
-/* ------------------------------------------------------------------------ */
-/* config file                                                              */
-/* ------------------------------------------------------------------------ */
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
-int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fclose(f);
-        seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(EISDIR));
-        return -1;
-    }
-    char line[8192];
-    int lineno = 0;
-    int rc = 0;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        lineno++;
-        size_t n = strlen(line);
-        if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
-            seterr(err, errlen, "%s:%d: line too long: '%.40s...'", path, lineno, line);
-            rc = -1;
-            break;
-        }
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            seterr(err, errlen, "%s:%d: expected 'key = value': '%s'", path, lineno, s);
-            rc = -1;
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(s);
-        char *value = trim(eq + 1);
-        /* trailing " # comment" after a value */
-        char *hash = strstr(value, " #");
-        if (hash == NULL)
-            hash = strstr(value, "\t#");
-        if (hash != NULL) {
-            *hash = '\0';
-            value = trim(value);
-        }
-        /* optional quotes around the whole value */
-        size_t vl = strlen(value);
-        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
-            value[vl - 1] = '\0';
-            value++;
-        }
-        const cd_option *o = cd_config_find(key);
-        if (o == NULL) {
-            seterr(err, errlen, "%s:%d: unknown option: '%s'", path, lineno, key);
-            rc = -1;
-            break;
-        }
-        char problem[256];
-        if (set_option(cfg, o, value, problem, sizeof(problem)) < 0) {
-            seterr(err, errlen, "%s:%d: %s: '%s'", path, lineno, problem, value);
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        seterr(err, errlen, "%s: read error: %s", path, strerror(errno));
-        rc = -1;
-    }
-    fclose(f);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* finishing and the data directory                                         */
-/* ------------------------------------------------------------------------ */
-
-int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
-{
-    /* Options that only make sense together. */
-    if (cfg->unit_size > cfg->ring_size / 2) {
-        char u[32], r[32];
-        format_size(cfg->unit_size, u, sizeof(u));
-        format_size(cfg->ring_size, r, sizeof(r));
-        seterr(err, errlen, "unit_size %s must be at most half of ring_size %s", u, r);
-        return -1;
-    }
-    if (cfg->datadir == NULL || cfg->datadir[0] == '\0') {
-        const char *home = getenv("HOME");
-        if (home == NULL || home[0] == '\0') {
-            struct passwd *pw = getpwuid(getuid());
-            home = pw ? pw->pw_dir : NULL;
-        }
-        if (home == NULL || home[0] == '\0') {
-            seterr(err, errlen, "no datadir given and no home directory to default to");
-            return -1;
-        }
-        size_t n = strlen(home) + strlen(cfg->net->name) + 16;
-        char *d = cd_xmalloc(n);
-        snprintf(d, n, "%s/.conduitd/%s", home, cfg->net->name);
-        free(cfg->datadir);
-        cfg->datadir = d;
-    }
-    if (cfg->datadir[0] != '/') {
-        char cwd[PATH_MAX];
-        if (getcwd(cwd, sizeof(cwd)) == NULL) {
-            seterr(err, errlen, "datadir %s: cannot resolve relative path: %s", cfg->datadir,
-                   strerror(errno));
-            return -1;
-        }
-        size_t n = strlen(cwd) + strlen(cfg->datadir) + 2;
-        char *d = cd_xmalloc(n);
-        snprintf(d, n, "%s/%s", cwd, cfg->datadir);
-        free(cfg->datadir);
-        cfg->datadir = d;
-    }
-    /* strip trailing slashes (keep "/") */
-    size_t dl = strlen(cfg->datadir);
-    while (dl > 1 && cfg->datadir[dl - 1] == '/')
-        cfg->datadir[--dl] = '\0';
-    for (size_t i = 0; i < cfg->n_connect; i++) {
-        if (peer_has_port(cfg->connect[i]))
-            continue;
-        const char *h = cfg->connect[i];
-        int v6 = strchr(h, ':') != NULL && h[0] != '[';
-        size_t n = strlen(h) + 16;
-        char *p = cd_xmalloc(n);
-        snprintf(p, n, v6 ? "[%s]:%u" : "%s:%u", h, (unsigned)cfg->net->default_port);
-        free(cfg->connect[i]);
-        cfg->connect[i] = p;
-    }
-    return 0;
-}
-
-static int mkdir_p(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int rc = mkdir(path, 0700);
-        int e = errno;
-        *p = '/';
-        if (rc < 0 && e != EEXIST) {
-            errno = e;
-            return -1;
-        }
-    }
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen)
-{
-    char *path = cd_xstrdup(cfg->datadir);
-    int rc = -1;
-    struct stat sb;
-    if (mkdir_p(path) < 0) {
-        seterr(err, errlen, "data directory %s: cannot create: %s", cfg->datadir, strerror(errno));
-        goto out;
-    }
-    if (stat(path, &sb) < 0) {
-        seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(errno));
-        goto out;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-        seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(ENOTDIR));
-        goto out;
-    }
-    if (access(path, R_OK | W_OK | X_OK) < 0) {
-        seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(errno));
-        goto out;
-    }
-    /* access() says yes to root even on a read-only mount: really write. */
-    size_t n = strlen(path) + 32;
-    char *probe = cd_xmalloc(n);
-    snprintf(probe, n, "%s/.write-test.%ld", path, (long)getpid());
-    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        seterr(err, errlen, "data directory %s: cannot write: %s", cfg->datadir, strerror(errno));
-        free(probe);
-        goto out;
-    }
-    close(fd);
-    unlink(probe);
-    free(probe);
-    rc = 0;
-out:
-    free(path);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* command line                                                             */
-/* ------------------------------------------------------------------------ */
-
-static void src_add(cd_config_src *src, const char *key, const char *value)
-{
-    src->keys = cd_xrealloc(src->keys, (src->n + 1) * sizeof(char *));
-    src->values = cd_xrealloc(src->values, (src->n + 1) * sizeof(char *));
-    src->keys[src->n] = cd_xstrdup(key);
-    src->values[src->n] = cd_xstrdup(value);
-    src->n++;
-}
-
-/* Builds cfg from scratch out of src (defaults, file, command line). */
-static int build(cd_config *cfg, const cd_config_src *src, char *err, size_t errlen)
-{
-    cd_config_init(cfg);
-    if (src->conf_file != NULL) {
-        cfg->conf_file = cd_xstrdup(src->conf_file);
-        if (cd_config_load_file(cfg, src->conf_file, err, errlen) < 0)
-            return -1;
-    }
-    /* A list given on the command line replaces the file's list. */
-    for (size_t i = 0; i < cd_config_n_options; i++) {
-        const cd_option *o = &cd_config_options[i];
-        if (o->type != CD_OPT_LIST)
-            continue;
-        for (size_t j = 0; j < src->n; j++) {
-            if (strcmp(src->keys[j], o->name) == 0) {
-                list_clear(cfg, o);
-                break;
-            }
-        }
-    }
-    for (size_t j = 0; j < src->n; j++) {
-        char problem[256];
-        if (cd_config_set(cfg, src->keys[j], src->values[j], problem, sizeof(problem)) < 0) {
-            seterr(err, errlen, "command line: %s: '%s'", problem, src->values[j]);
-            return -1;
-        }
-    }
-    return cd_config_finish(cfg, err, errlen);
-}
-
-static const struct {
-    const char *flag;
-    const char *net;
-} net_flags[] = {
-    {"--mainnet", "main"},
-    {"--testnet", "test"},
-    {"--regtest", "regtest"},
-    {"--stn", "stn"},
-};
-
-cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc, char **argv,
-                                      char *err, size_t errlen)
-{
-    cd_config_src *src = cd_xcalloc(1, sizeof(*src));
-    cd_config_action action = CD_CONFIG_RUN;
-    int sample = 0, print = 0;
-    memset(cfg, 0, sizeof(*cfg));
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            action = CD_CONFIG_HELP;
-            continue;
-        }
-        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
-            action = CD_CONFIG_VERSION;
-            continue;
-        }
-        if (strcmp(a, "--sample-config") == 0) {
-            sample = 1;
-            continue;
-        }
-        if (strcmp(a, "--print-config") == 0) {
-            print = 1;
-            continue;
-        }
-        int is_net = 0;
-        for (size_t k = 0; k < CD_ARRAY_LEN(net_flags); k++) {
-            if (strcmp(a, net_flags[k].flag) == 0) {
-                src_add(src, "network", net_flags[k].net);
-                is_net = 1;
-            }
-        }
-        if (is_net)
-            continue;
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-            seterr(err, errlen, "command line: unexpected argument: '%s'", a);
-            goto fail;
-        }
-        /* --name, --name=value, --no-name */
-        char name[128];
-        const char *value = NULL;
-        const char *eq = strchr(a + 2, '=');
-        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-        if (nl >= sizeof(name)) {
-            seterr(err, errlen, "command line: unknown option: '%s'", a);
-            goto fail;
-        }
-        memcpy(name, a + 2, nl);
-        name[nl] = '\0';
-        for (char *p = name; *p; p++)
-            if (*p == '-')
-                *p = '_'; /* --log-level == --log_level */
-        if (eq)
-            value = eq + 1;
-
-        if (strcmp(name, "conf") == 0) {
-            if (value == NULL) {
-                if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
-                    seterr(err, errlen, "command line: missing value: '%s'", a);
-                    goto fail;
-                }
-                value = argv[++i];
-            }
-            free(src->conf_file);
-            src->conf_file = cd_xstrdup(value);
-            continue;
-        }
-        const cd_option *o = cd_config_find(name);
-        if (o == NULL && strncmp(name, "no_", 3) == 0 && value == NULL) {
-            const cd_option *b = cd_config_find(name + 3);
-            if (b != NULL && b->type == CD_OPT_BOOL) {
-                src_add(src, b->name, "off");
-                continue;
-            }
-        }
-        if (o == NULL) {
-            seterr(err, errlen, "command line: unknown option: '%s'", a);
-            goto fail;
-        }
-        if (value == NULL && o->type == CD_OPT_BOOL) {
-            int b;
-            if (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0)
-                value = argv[++i];
-            else
-                value = "on";
-        }
-        if (value == NULL) {
-            /* "--datadir --no-index" is a forgotten value, not a path */
-            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
-                seterr(err, errlen, "command line: missing value: '%s'", a);
-                goto fail;
-            }
-            value = argv[++i];
-        }
-        src_add(src, o->name, value);
-    }
-
-    if (sample) {
-        cd_config_write_sample(stdout);
-        src_free(src);
-        return CD_CONFIG_HELP;
-    }
-    if (action == CD_CONFIG_HELP) {
-        cd_config_print_help(stdout, prog);
-        src_free(src);
-        return action;
-    }
-    if (action == CD_CONFIG_VERSION) {
-        printf("%s %s\n", prog, CD_VERSION);
-        src_free(src);
-        return action;
-    }
-    if (build(cfg, src, err, errlen) < 0) {
-        cd_config_free(cfg);
-        goto fail;
-    }
-    cfg->src = src;
-    if (print) {
-        cd_config_print_values(stdout, cfg);
-        return CD_CONFIG_HELP; /* caller frees cfg */
-    }
-    return CD_CONFIG_RUN;
-fail:
-    src_free(src);
-    memset(cfg, 0, sizeof(*cfg));
-    return CD_CONFIG_ERROR;
-}
-
-/* ------------------------------------------------------------------------ */
-/* reload                                                                   */
-/* ------------------------------------------------------------------------ */
-
-static size_t scalar_size(const cd_option *o)
-{
-    switch (o->type) {
-    case CD_OPT_BOOL:
-        return sizeof(int);
-    case CD_OPT_INT:
-        return sizeof(uint32_t);
-    case CD_OPT_SIZE:
-        return sizeof(uint64_t);
-    case CD_OPT_ENUM:
-        return o->offset == OFF(net) ? sizeof(const btc_net *) : sizeof(int);
-    default:
-        return 0;
-    }
-}
-
-int cd_config_reload(cd_config *live)
-{
-    if (live->src == NULL) {
-        cd_log_warn("reload: configuration was not built from a command line; nothing to do");
-        return cd_log_reopen();
-    }
-    cd_config fresh;
-    char err[512];
-    if (build(&fresh, live->src, err, sizeof(err)) < 0) {
-        cd_log_error("reload: %s (keeping the running configuration)", err);
-        cd_config_free(&fresh);
-        if (cd_log_reopen() < 0)
-            cd_log_error("reload: cannot reopen log file: %s", strerror(errno));
-        return -1;
-    }
-    /* The log destination first, so the messages below land in the new file. */
-    int rc = 0;
-    int same = (live->log_file == NULL && fresh.log_file == NULL) ||
-               (live->log_file != NULL && fresh.log_file != NULL &&
-                strcmp(live->log_file, fresh.log_file) == 0);
-    if (same) {
-        if (cd_log_reopen() < 0) {
-            cd_log_error("reload: cannot reopen log file %s: %s", live->log_file, strerror(errno));
-            rc = -1;
-        }
-    } else if (cd_log_open(fresh.log_file) < 0) {
-        cd_log_error("reload: cannot open log file %s: %s (still logging to %s)", fresh.log_file,
-                     strerror(errno), live->log_file ? live->log_file : "stderr");
-        /* keep logging where we are: make the new value equal the old one */
-        free(fresh.log_file);
-        fresh.log_file = live->log_file ? cd_xstrdup(live->log_file) : NULL;
-        rc = -1;
-    }
-    cd_log_set_level(fresh.log_level);
-
-    int changed = 0;
-    for (size_t i = 0; i < cd_config_n_options; i++) {
-        const cd_option *o = &cd_config_options[i];
-        char a[1024], b[1024];
-        cd_config_format_value(live, o, a, sizeof(a));
-        cd_config_format_value(&fresh, o, b, sizeof(b));
-        if (strcmp(a, b) == 0)
-            continue;
-        if (!(o->flags & CD_OPT_RELOADABLE)) {
-            cd_log_warn("reload: %s changed from '%s' to '%s'; restart conduitd to apply", o->name,
-                        a, b);
-            continue;
-        }
-        cd_log_info("reload: %s = %s (was %s)", o->name, b, a);
-        changed++;
-        if (o->type == CD_OPT_STRING) {
-            char **dst = str_field(live, o);
-            char **from = str_field(&fresh, o);
-            free(*dst);
-            *dst = *from;
-            *from = NULL;
-        } else {
-            memcpy((char *)live + o->offset, (char *)&fresh + o->offset, scalar_size(o));
-        }
-    }
-    cd_config_free(&fresh);
-    cd_log_info("reload: done (%d option%s changed)", changed, changed == 1 ? "" : "s");
-    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1039,8 +560,8 @@ static void describe(const cd_option *o, char *buf, size_t len)
                  (unsigned long long)o->max);
         break;
     case CD_OPT_SIZE:
-        format_size(o->min, lo, sizeof(lo));
-        format_size(o->max, hi, sizeof(hi));
+        cd_config_format_size(o->min, lo, sizeof(lo));
+        cd_config_format_size(o->max, hi, sizeof(hi));
         snprintf(buf, len, "size, range %s..%s", lo, hi);
         break;
     case CD_OPT_BOOL:
