@@ -13,7 +13,8 @@
  *
  * NOTES
  *  - The controller loop never waits for PostgreSQL (DESIGN.md section 2):
- *    libpq is driven asynchronously on the loop's event_base. The connection
+ *    libpq is driven asynchronously on the loop's event_base
+ *    (cd_mempool_conn.c). The connection
  *    is made with PQconnectStart/PQconnectPoll (socket events, a connect
  *    timeout checked by the tick, exponential back-off between attempts), is
  *    non-blocking, and carries one statement at a time: PQsendQuery*, PQflush
@@ -39,6 +40,7 @@
  *    migrates; the only blocking call left, at setup).
  */
 #include "cd_mempool.h"
+#include "cd_mempool_int.h"
 
 #include "btc_tx.h"
 #include "cd_log.h"
@@ -52,107 +54,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MP_SEEN_BITS         17 /* recently requested txids: 128k slots */
-#define MP_SEEN_SLOTS        (1u << MP_SEEN_BITS)
-#define MP_TICK_MS           100
-#define MP_STEP_EVERY        3 /* run the reorg step every 3rd tick even without events */
-#define MP_CONNECT_TIMEOUT_S 10.0
-#define MP_BACKOFF_MIN_S     0.1
-#define MP_BACKOFF_MAX_S     2.0 /* seconds between connection attempts while PG is down */
-#define MP_SCHEMA_WAIT       20  /* schema checks (one per MP_SCHEMA_EVERY_S) before migrating */
-#define MP_SCHEMA_EVERY_S    0.5
-#define MP_ERROR_HOLD_S      0.2 /* pause after a statement failed */
-#define MP_QUEUE_MAX         CD_MEMPOOL_QUEUE_MAX
-
-/* One parsed transaction waiting to be written. */
-typedef struct mp_tx {
-    uint8_t txid[32];
-    uint32_t size;
-    uint8_t *raw; /* size bytes, as the peer sent them (stored in mempool_tx.raw) */
-    uint8_t *ins; /* n_in x 36 bytes: prev txid, LE prev index */
-    size_t n_in, cap_in;
-    uint8_t *keys; /* n_push x 32 */
-    uint32_t *idx, *flags;
-    size_t n_push, cap_push;
-} mp_tx;
-
-/* Growable byte buffer for one batch's parameters. */
-typedef struct mp_buf {
-    char *p;
-    size_t len, cap;
-} mp_buf;
-
-/* Parameters of cd_mempool_add_batch (the sql/004 signature, with the txs'
- * bytes): bytea ones sent binary, integer arrays as text literals. */
-enum { P_TXIDS, P_SIZES, P_RAWS, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
-
-/* A batch built from the queue's head; owned until its statement succeeded
- * or failed with an SQL error (resent after a reconnect). */
-typedef struct mp_batch {
-    mp_buf b[P_N];
-    size_t n; /* txs; 0 = none */
-} mp_batch;
-
-typedef enum mp_conn_state { MP_DOWN, MP_CONNECTING, MP_IDLE, MP_BUSY } mp_conn_state;
-
-typedef enum mp_op {
-    OP_NONE,
-    OP_SCHEMA,   /* schema version check */
-    OP_TRUNCATE, /* empty the mempool tables */
-    OP_TARGET,   /* chain_target upsert */
-    OP_STEP,     /* SELECT cd_reorg_step() */
-    OP_TIP,      /* index_tip read after a switch */
-    OP_BATCH,    /* cd_mempool_add_batch */
-} mp_op;
-
-typedef struct mp_state {
-    cd_ctl *ctl;
-    const cd_config *cfg;
-    struct event_base *base;
-    cd_hdrtree *tree;
-    struct event *tick;
-    unsigned ticks;
-    /* connection */
-    PGconn *c;
-    mp_conn_state cs;
-    struct event *ev; /* the socket's event (re-armed per wait) */
-    evutil_socket_t ev_fd;
-    short ev_what;
-    double connect_deadline, retry_at, backoff;
-    int down_logged;
-    mp_op op;      /* in flight (cs == MP_BUSY) */
-    PGresult *res; /* first result of the statement in flight */
-    double op_t0;
-    double hold_until; /* after an SQL error: nothing is sent before this */
-    /* what waits for the connection */
-    int schema_ok, schema_checks;
-    double schema_at;
-    int ready;              /* migrated and mempool emptied */
-    int target_dirty;       /* chain_target must be (re)written */
-    int step_req;           /* a reorg step is queued (coalesced) */
-    int step_due;           /* the last step has work pending */
-    int tip_req;            /* read index_tip after a switch */
-    int tip_poll;           /* read index_tip for the status (every tick) */
-    int tip_log;            /* the read in flight follows a switch: log it */
-    int32_t indexed_height; /* index_tip height last read, -1: none/unknown */
-    int sw_fork, sw_leave, sw_join, sw_reorg;
-    double sw_ms;
-    int synced; /* the index reached the tree's tip once: relay starts */
-    /* relay */
-    uint8_t (*seen)[32];
-    uint8_t *seen_used;
-    size_t seen_n;
-    mp_tx *q;
-    size_t q_n, q_cap;
-    mp_batch batch;
-    uint64_t accepted, known, conflicted, received, dropped, held_back;
-    uint64_t logged_accepted;
-    double last_log;
-    cd_rows_opts opts;
-} mp_state;
-
-static void dispatch(mp_state *s);
 
 static uint64_t mp_cap(const mp_state *s)
 {
@@ -210,228 +111,6 @@ static void arr_add(mp_buf *b, uint32_t v)
 static size_t is_array(int i)
 {
     return i != P_TXIDS && i != P_RAWS && i != P_INS && i != P_PUSH;
-}
-
-/* ---- asynchronous PostgreSQL connection ---- */
-
-static void sock_cb(evutil_socket_t fd, short what, void *arg);
-
-/* Waits for `what` (EV_READ / EV_WRITE) on the connection's socket. The
- * socket may change while connecting, so the event is re-assigned when it
- * differs. */
-static void watch(mp_state *s, short what)
-{
-    evutil_socket_t fd = PQsocket(s->c);
-    if (s->ev && (s->ev_fd != fd || s->ev_what != what)) {
-        event_free(s->ev);
-        s->ev = NULL;
-    }
-    if (!s->ev) {
-        s->ev = event_new(s->base, fd, what, sock_cb, s);
-        s->ev_fd = fd;
-        s->ev_what = what;
-    }
-    event_add(s->ev, NULL);
-}
-
-static void unwatch(mp_state *s)
-{
-    if (s->ev) {
-        event_free(s->ev);
-        s->ev = NULL;
-    }
-}
-
-static void op_failed(mp_state *s, mp_op op, int down);
-
-/* The connection is gone or unusable: requeue what was in flight, close,
- * and retry after the back-off. */
-static void conn_lost(mp_state *s, const char *what)
-{
-    if (!s->down_logged) {
-        const char *e = s->c ? PQerrorMessage(s->c) : "";
-        cd_log_warn("mempool: PostgreSQL connection %s: %.*s (retrying every %.1f s at most)", what,
-                    (int)strcspn(e, "\n"), e, MP_BACKOFF_MAX_S);
-    }
-    s->down_logged = 1;
-    mp_op op = s->cs == MP_BUSY ? s->op : OP_NONE;
-    unwatch(s);
-    if (s->res) {
-        PQclear(s->res);
-        s->res = NULL;
-    }
-    if (s->c)
-        PQfinish(s->c);
-    s->c = NULL;
-    s->cs = MP_DOWN;
-    s->op = OP_NONE;
-    if (op != OP_NONE)
-        op_failed(s, op, 1);
-    s->retry_at = cd_now_s() + s->backoff;
-    s->backoff = s->backoff * 2 > MP_BACKOFF_MAX_S ? MP_BACKOFF_MAX_S : s->backoff * 2;
-}
-
-static void connect_start(mp_state *s)
-{
-    s->c = PQconnectStart(s->cfg->pg_conninfo ? s->cfg->pg_conninfo : "");
-    if (!s->c) {
-        s->cs = MP_DOWN;
-        conn_lost(s, "could not be started");
-        return;
-    }
-    if (PQstatus(s->c) == CONNECTION_BAD) {
-        s->cs = MP_CONNECTING;
-        conn_lost(s, "failed");
-        return;
-    }
-    s->cs = MP_CONNECTING;
-    s->connect_deadline = cd_now_s() + MP_CONNECT_TIMEOUT_S;
-    watch(s, EV_WRITE); /* as if PQconnectPoll had returned PGRES_POLLING_WRITING */
-}
-
-/* Server notices (RAISE NOTICE in the SQL functions) go to the debug log,
- * not to stderr. */
-static void notice_cb(void *arg, const char *msg)
-{
-    (void)arg;
-    cd_log_debug("mempool: postgres notice: %.*s", (int)strcspn(msg, "\n"), msg);
-}
-
-static void connect_poll(mp_state *s)
-{
-    switch (PQconnectPoll(s->c)) {
-    case PGRES_POLLING_READING:
-        watch(s, EV_READ);
-        return;
-    case PGRES_POLLING_WRITING:
-        watch(s, EV_WRITE);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        conn_lost(s, "failed");
-        return;
-    }
-    unwatch(s);
-    PQsetNoticeProcessor(s->c, notice_cb, s);
-    if (PQsetnonblocking(s->c, 1) != 0) {
-        conn_lost(s, "could not be made non-blocking");
-        return;
-    }
-    if (s->down_logged)
-        cd_log_info("mempool: PostgreSQL connection back");
-    s->down_logged = 0;
-    s->backoff = MP_BACKOFF_MIN_S;
-    s->cs = MP_IDLE;
-    dispatch(s);
-}
-
-/* Sends what libpq still buffers; then waits for the result. */
-static void flush_out(mp_state *s)
-{
-    int r = PQflush(s->c);
-    if (r < 0)
-        conn_lost(s, "lost while sending");
-    else
-        watch(s, r ? (short)(EV_READ | EV_WRITE) : EV_READ);
-}
-
-static int sent(mp_state *s, mp_op op, int ok)
-{
-    if (!ok) {
-        s->cs = MP_BUSY;
-        s->op = op;
-        conn_lost(s, "lost");
-        return -1;
-    }
-    s->cs = MP_BUSY;
-    s->op = op;
-    s->op_t0 = cd_now_s();
-    flush_out(s);
-    return 0;
-}
-
-static int send_query(mp_state *s, mp_op op, const char *sql)
-{
-    return sent(s, op, PQsendQuery(s->c, sql));
-}
-
-static int send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
-                       const int *lens, const int *fmts)
-{
-    return sent(s, op, PQsendQueryParams(s->c, sql, n, NULL, vals, lens, fmts, 0));
-}
-
-static void op_done(mp_state *s, mp_op op, PGresult *r);
-
-/* Reads what arrived; completes the statement once libpq has all of it.
- * `sending`: libpq still has query bytes to flush (write interest kept). */
-static void query_input(mp_state *s, int sending)
-{
-    if (!PQconsumeInput(s->c)) {
-        conn_lost(s, "lost");
-        return;
-    }
-    while (!PQisBusy(s->c)) {
-        PGresult *r = PQgetResult(s->c);
-        if (!r) {
-            /* statement complete */
-            mp_op op = s->op;
-            PGresult *res = s->res;
-            s->res = NULL;
-            s->op = OP_NONE;
-            s->cs = MP_IDLE;
-            unwatch(s);
-            op_done(s, op, res);
-            PQclear(res);
-            if (s->cs == MP_IDLE)
-                dispatch(s);
-            return;
-        }
-        if (!s->res)
-            s->res = r;
-        else
-            PQclear(r);
-    }
-    watch(s, sending ? (short)(EV_READ | EV_WRITE) : EV_READ);
-}
-
-static void sock_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    mp_state *s = arg;
-    if (s->cs == MP_CONNECTING) {
-        connect_poll(s);
-        return;
-    }
-    if (s->cs != MP_BUSY)
-        return;
-    int sending = 0;
-    if (what & EV_WRITE) {
-        sending = PQflush(s->c);
-        if (sending < 0) {
-            conn_lost(s, "lost while sending");
-            return;
-        }
-    } else {
-        sending = PQisnonblocking(s->c) && s->ev_what == (EV_READ | EV_WRITE);
-    }
-    if (what & EV_READ)
-        query_input(s, sending);
-    else
-        watch(s, sending ? (short)(EV_READ | EV_WRITE) : EV_READ);
-}
-
-static int res_ok(PGresult *r)
-{
-    ExecStatusType st = PQresultStatus(r);
-    return r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-}
-
-static const char *res_err(PGresult *r)
-{
-    const char *e = r ? PQresultErrorMessage(r) : "no result";
-    return e && *e ? e : "no result\n";
 }
 
 /* ---- operations ---- */
@@ -516,10 +195,10 @@ static void batch_send(mp_state *s)
     vals[P_N] = cap;
     lens[P_N] = 0;
     fmts[P_N] = 0;
-    send_params(s, OP_BATCH,
-                "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                P_N + 1, vals, lens, fmts);
+    cd_mempool_send_params(s, OP_BATCH,
+                           "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
+                           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                           P_N + 1, vals, lens, fmts);
 }
 
 static void target_send(mp_state *s)
@@ -533,32 +212,34 @@ static void target_send(mp_state *s)
     const char *vals[2] = {(const char *)tip->hash, h};
     int lens[2] = {32, 0};
     int fmts[2] = {1, 0};
-    send_params(s, OP_TARGET,
-                "INSERT INTO chain_target (singleton, block_hash, height) "
-                "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
-                "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
-                "updated_at = now()",
-                2, vals, lens, fmts);
+    cd_mempool_send_params(s, OP_TARGET,
+                           "INSERT INTO chain_target (singleton, block_hash, height) "
+                           "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
+                           "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
+                           "updated_at = now()",
+                           2, vals, lens, fmts);
 }
 
 /* Starts the next waiting operation if the connection is idle (connecting
  * first if it is down and the back-off has passed). */
-static void dispatch(mp_state *s)
+void cd_mempool_dispatch(mp_state *s)
 {
     if (s->cs == MP_DOWN) {
         if (cd_now_s() >= s->retry_at)
-            connect_start(s);
+            cd_mempool_connect_start(s);
         return;
     }
     if (s->cs != MP_IDLE || cd_now_s() < s->hold_until)
         return;
     if (!s->schema_ok) {
         if (cd_now_s() >= s->schema_at)
-            send_query(s, OP_SCHEMA, "SELECT coalesce(max(version), 0) FROM cd_schema_version");
+            cd_mempool_send_query(s, OP_SCHEMA,
+                                  "SELECT coalesce(max(version), 0) FROM cd_schema_version");
         return;
     }
     if (!s->ready) {
-        send_query(s, OP_TRUNCATE, "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
+        cd_mempool_send_query(s, OP_TRUNCATE,
+                              "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
         return;
     }
     if (s->target_dirty && cd_hdrtree_tip(s->tree)) {
@@ -568,15 +249,15 @@ static void dispatch(mp_state *s)
     s->target_dirty = 0;
     if (s->step_req) {
         s->step_req = 0;
-        send_query(s, OP_STEP, "SELECT cd_reorg_step()");
+        cd_mempool_send_query(s, OP_STEP, "SELECT cd_reorg_step()");
         return;
     }
     if (s->tip_req || s->tip_poll) {
         s->tip_log = s->tip_req;
         s->tip_req = s->tip_poll = 0;
-        send_query(s, OP_TIP,
-                   "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
-                   "JOIN blocks b USING (block_id)");
+        cd_mempool_send_query(s, OP_TIP,
+                              "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
+                              "JOIN blocks b USING (block_id)");
         return;
     }
     if (!s->batch.n && s->q_n)
@@ -587,7 +268,7 @@ static void dispatch(mp_state *s)
 
 /* The statement of `op` did not complete: down = the connection was lost
  * (requeue everything), else an SQL error (logged by op_done). */
-static void op_failed(mp_state *s, mp_op op, int down)
+void cd_mempool_op_failed(mp_state *s, mp_op op, int down)
 {
     switch (op) {
     case OP_TARGET:
@@ -611,11 +292,11 @@ static void op_failed(mp_state *s, mp_op op, int down)
 static void schema_done(mp_state *s, PGresult *r)
 {
     int v = 0;
-    if (res_ok(r) && PQntuples(r) == 1)
+    if (cd_mempool_res_ok(r) && PQntuples(r) == 1)
         v = atoi(PQgetvalue(r, 0, 0));
     else if (!r || !PQresultErrorField(r, PG_DIAG_SQLSTATE) ||
              strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42P01") != 0)
-        cd_log_warn("mempool: reading the schema version failed: %s", res_err(r));
+        cd_log_warn("mempool: reading the schema version failed: %s", cd_mempool_res_err(r));
     if (v >= cd_pg_schema_latest) {
         s->schema_ok = 1;
         return;
@@ -640,7 +321,7 @@ static void step_done(mp_state *s, PGresult *r)
 {
     double ms = (cd_now_s() - s->op_t0) * 1e3;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        cd_log_warn("reorg: cd_reorg_step failed: %s", res_err(r));
+        cd_log_warn("reorg: cd_reorg_step failed: %s", cd_mempool_res_err(r));
         s->step_due = 1;
         return;
     }
@@ -687,7 +368,7 @@ static void tip_done(mp_state *s, PGresult *r)
 static void batch_done(mp_state *s, PGresult *r)
 {
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        cd_log_warn("mempool: writing %zu txs failed: %s", s->batch.n, res_err(r));
+        cd_log_warn("mempool: writing %zu txs failed: %s", s->batch.n, cd_mempool_res_err(r));
     } else {
         uint64_t acc = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
         s->accepted += acc;
@@ -700,23 +381,23 @@ static void batch_done(mp_state *s, PGresult *r)
 }
 
 /* A statement completed (r: its first result, NULL if none). */
-static void op_done(mp_state *s, mp_op op, PGresult *r)
+void cd_mempool_op_done(mp_state *s, mp_op op, PGresult *r)
 {
     if (PQstatus(s->c) != CONNECTION_OK) {
         s->cs = MP_BUSY;
         s->op = op;
-        conn_lost(s, "lost");
+        cd_mempool_conn_lost(s, "lost");
         return;
     }
-    if (op != OP_SCHEMA && !res_ok(r))
+    if (op != OP_SCHEMA && !cd_mempool_res_ok(r))
         s->hold_until = cd_now_s() + MP_ERROR_HOLD_S; /* no tight retry loop */
     switch (op) {
     case OP_SCHEMA:
         schema_done(s, r);
         break;
     case OP_TRUNCATE:
-        if (!res_ok(r)) {
-            cd_log_warn("mempool: emptying the mempool tables failed: %s", res_err(r));
+        if (!cd_mempool_res_ok(r)) {
+            cd_log_warn("mempool: emptying the mempool tables failed: %s", cd_mempool_res_err(r));
             break;
         }
         s->ready = 1;
@@ -726,8 +407,8 @@ static void op_done(mp_state *s, mp_op op, PGresult *r)
                     s->cfg->relay ? "on" : "off");
         break;
     case OP_TARGET:
-        if (!res_ok(r)) {
-            cd_log_warn("reorg: writing chain_target failed: %s", res_err(r));
+        if (!cd_mempool_res_ok(r)) {
+            cd_log_warn("reorg: writing chain_target failed: %s", cd_mempool_res_err(r));
             s->target_dirty = 1;
         }
         break;
@@ -875,7 +556,8 @@ static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uin
     t->raw = cd_xmalloc(len ? len : 1);
     memcpy(t->raw, raw, len);
     s->q_n++;
-    dispatch(s); /* sent now if the connection is idle, else after the statement in flight */
+    cd_mempool_dispatch(
+        s); /* sent now if the connection is idle, else after the statement in flight */
 }
 
 /* ---- timers, chain events ---- */
@@ -887,7 +569,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     mp_state *s = arg;
     s->ticks++;
     if (s->cs == MP_CONNECTING && cd_now_s() > s->connect_deadline)
-        conn_lost(s, "timed out");
+        cd_mempool_conn_lost(s, "timed out");
     if (s->step_due || s->ticks % MP_STEP_EVERY == 0)
         s->step_req = 1;
     /* the status shows the height the best-chain views show, read from
@@ -895,7 +577,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
      * F1: a block can finish in the pipeline and still not be indexed) */
     if (s->schema_ok && s->cfg->index)
         s->tip_poll = 1;
-    dispatch(s);
+    cd_mempool_dispatch(s);
     log_progress(s, 0);
 }
 
@@ -907,7 +589,7 @@ static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
         return;
     s->target_dirty = 1;
     s->step_req = 1; /* coalesces with one already queued */
-    dispatch(s);
+    cd_mempool_dispatch(s);
 }
 
 /* ---- module ---- */
@@ -945,7 +627,7 @@ static int mod_start(void *state)
     s->backoff = MP_BACKOFF_MIN_S;
     s->target_dirty = 1;
     s->step_req = 1;
-    dispatch(s); /* starts connecting; the socket events and the tick do the rest */
+    cd_mempool_dispatch(s); /* starts connecting; the socket events and the tick do the rest */
     s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
     struct timeval tv = {0, MP_TICK_MS * 1000};
     event_add(s->tick, &tv);
@@ -962,7 +644,7 @@ static void mod_fini(void *state)
         return;
     if (s->tick)
         event_free(s->tick);
-    unwatch(s);
+    cd_mempool_unwatch(s);
     if (s->c) {
         if (s->cs == MP_BUSY) {
             PGcancel *cn = PQgetCancel(s->c);
