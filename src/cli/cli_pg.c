@@ -23,7 +23,7 @@
  * The tree levels come from <datadir>/merkle (one read per level). When the
  * merkle store lacks the block, the tree is rebuilt from the block's txids in
  * PostgreSQL, which hold the same leaves. The lookups themselves live in
- * src/query/cd_lookup.c, shared with the HTTP API (cd_http_server.c), so
+ * src/query/cd_lookup.c, shared with the HTTP API (cd_http_routes.c), so
  * both answer identically; this file is argument parsing and output.
  */
 #include "cd_util.h"

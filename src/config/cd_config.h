@@ -1,9 +1,9 @@
 /*
  * cd_config.h - the daemon's configuration object and its option table.
  *
- * Owned by the config module (cd_config.c): one declarative table of options
- * (cd_config_options[]) drives the config file parser, the command line,
- * --help and the annotated sample conf/conduitd.conf. Other modules only read
+ * Owned by the config room (cd_config.c, cd_config_load.c): one declarative
+ * table of options (cd_config_options[]) drives the config file parser, the
+ * command line, --help and the annotated sample conf/conduitd.conf. Other modules only read
  * a const cd_config *; the object is created by main.c and lives until exit.
  *
  * Precedence: built-in defaults < config file (--conf FILE) < command line.

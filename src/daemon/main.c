@@ -1,6 +1,7 @@
 /*
  * main.c - conduitd entry point: command line + config file -> checks ->
- * controller.
+ * controller, with the list of the controller's modules (the controller
+ * itself includes no module's header).
  *
  * Everything that can be wrong with the configuration is found here, before
  * any process is forked or any store is opened: bad options (file:line and

@@ -27,7 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* pg_advisory_lock key of the helpers (cd_pg.c uses ...01 and ...02) */
+/* pg_advisory_lock key of the helpers (cd_pg_int.h has ...01 and ...02) */
 #define CU_LOCK_KEY "4242424203"
 #define CU_RETRY_S  10.0
 

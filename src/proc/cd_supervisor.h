@@ -11,7 +11,7 @@
  *
  * The supervisor knows nothing about what its children run: the pipeline
  * adds the block writer, the merkle worker and the parsers (whose main
- * registers in the ring and runs cd_wk_run(), cd_pipeline.c), the HTTP module
+ * registers in the ring and runs cd_wk_run(), cd_pipe_workers.c), the HTTP module
  * its server. Same fork hygiene, reaping and respawn rules for all.
  *
  * Death is noticed through SIGCHLD (an evsignal in the controller's loop:

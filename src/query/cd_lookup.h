@@ -4,7 +4,7 @@
  * tip, who spent an outpoint, the history of a pushdata key.
  *
  * Why it exists: conduit-cli (tx, merkle-proof, block, tx-offsets) and the
- * HTTP API server (cd_http_server.c) answer the same questions; one module
+ * HTTP API server (cd_http_routes.c) answer the same questions; one module
  * owns how they are answered, so the two cannot drift apart:
  *
  *   - a transaction is located in PostgreSQL (best_transactions: the indexed

@@ -1,7 +1,7 @@
 /*
- * cd_ctl.h - how other controller modules (the block pipeline: ring,
- * block download scheduling; later the mempool) attach to the controller's
- * peers and chain events.
+ * cd_ctl.h - how controller modules (block download and the pipeline, the
+ * mempool and reorgs, catch-up mode, the HTTP API) attach to the
+ * controller's peers and chain events.
  *
  * The controller owns one event_base, one cp2p_mgr (libconduit-p2p) and the
  * header tree. A module describes itself with a cd_ctl_module and is listed

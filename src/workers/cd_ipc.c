@@ -3,7 +3,7 @@
  *
  * Workers are single-purpose processes, so plain blocking reads and writes on
  * their socketpair end are the simplest correct choice; the controller side
- * uses libevent bufferevents instead (cd_pipeline.c) so it never blocks.
+ * uses libevent bufferevents instead (cd_pipe_workers.c) so it never blocks.
  */
 #include "cd_ipc.h"
 

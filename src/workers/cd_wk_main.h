@@ -2,7 +2,7 @@
  * cd_wk_main.h - the common main loop of every forked worker.
  *
  * The supervisor forks and closes what the child must not keep; the
- * pipeline's worker main (cd_pipeline.c) then calls cd_wk_run() with a
+ * pipeline's worker main (cd_pipe_workers.c) then calls cd_wk_run() with a
  * context and the kind's operation table. The loop reads
  * cd_ipc messages from the channel (blocking), calls the table's hooks, and
  * sends UNIT_ACK / BLOCK_DONE replies. It never returns: the process exits
