@@ -18,8 +18,8 @@
 
 #include <event2/event.h>
 
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
 
 typedef struct app {
     struct event_base *base;

@@ -18,9 +18,9 @@
 
 #include <event2/event.h>
 
-#include "bitcoin/btc_header.h"
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
+#include "btc_header.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
 
 typedef struct app {
     const btc_net *net;

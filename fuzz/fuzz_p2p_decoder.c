@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitcoin/btc_preproc.h"
-#include "p2p/conduit_p2p.h"
-#include "p2p/cp2p_codec.h"
+#include "btc_preproc.h"
+#include "conduit_p2p.h"
+#include "cp2p_codec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -6,9 +6,9 @@
 #ifndef BENCH_BTC_H
 #define BENCH_BTC_H
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_varint.h"
-#include "common/cd_util.h"
+#include "btc_preproc.h"
+#include "btc_varint.h"
+#include "cd_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  *  - "per tx": btc_tx_parse, btc_tx_txid, btc_tx_push_keys for each
  *    transaction, as a single-transaction caller does;
  *  - "batched": btc_txb_fill (btc_txbatch.h), what the parser worker runs
- *    (cd_wk_parse_unit): txids and keys of 32 txs hashed together, two
+ *    (cd_rows_parse_unit): txids and keys of 32 txs hashed together, two
  *    SHA-NI lanes interleaved.
  *
  * Times are thread CPU time (best of several runs), so figures are per core
@@ -20,10 +20,10 @@
  */
 #include "bench_btc.h"
 
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_sha256.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_txbatch.h"
+#include "btc_script.h"
+#include "btc_sha256.h"
+#include "btc_tx.h"
+#include "btc_txbatch.h"
 
 #include <inttypes.h>
 

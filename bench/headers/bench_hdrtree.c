@@ -7,9 +7,9 @@
  * Mines N regtest headers in memory (not timed), then prints headers/s for
  * cd_hdrtree_add and for cd_hdrtree_open of the resulting tree.
  */
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
-#include "storage/cd_hdrtree.h"
+#include "cd_hash.h"
+#include "cd_util.h"
+#include "cd_hdrtree.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
  * bench_index.c - end-to-end index rate: generated realistic transactions ->
- * parser (cd_wk_parse_unit) -> COPY -> PostgreSQL, exactly-once commits.
+ * parser (cd_rows_parse_unit) -> COPY -> PostgreSQL, exactly-once commits.
  *
  * Why it exists: DESIGN.md section 8 sets >= 100k tx/s sustained into
  * PostgreSQL with all tables (transactions, inputs, pushdata). This program
@@ -17,11 +17,11 @@
  * output with a 32-byte push: about 300 bytes per tx, 2 input rows and ~4
  * pushdata rows per tx (INPUT pubkey per input, OUTPUT hash160 per output).
  */
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pg.h"
+#include "cd_rows.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -143,7 +143,7 @@ static int run_units(const char *ci, blk *blocks, size_t nb, unsigned job)
     cd_pg_set_bulk(pg, !opt.sync);
     cd_pg_unit u;
     cd_pg_unit_init(&u, opt.format);
-    cd_wk_parse_opts po = {1, 0};
+    cd_rows_opts po = {1, 0};
     uint64_t g = 0;
     for (size_t i = 0; i < nb; i++) {
         blk *b = &blocks[i];
@@ -151,8 +151,8 @@ static int run_units(const char *ci, blk *blocks, size_t nb, unsigned job)
             if (g % opt.jobs != job)
                 continue;
             uint32_t e = t + (uint32_t)opt.unit_txs < b->ntx ? t + (uint32_t)opt.unit_txs : b->ntx;
-            int rc = cd_wk_index_unit(pg, &u, b->block_id, k, b->data + b->off[t],
-                                      b->off[e] - b->off[t], 81 + b->off[t], t, e - t, &po);
+            int rc = cd_rows_index_unit(pg, &u, b->block_id, k, b->data + b->off[t],
+                                        b->off[e] - b->off[t], 81 + b->off[t], t, e - t, &po);
             if (rc < 0)
                 return 1;
         }
@@ -223,14 +223,14 @@ int main(int argc, char **argv)
     /* parse only: the CPU side, one core. Thread CPU time, best of 3 passes:
      * a per-core figure even when other processes share the machine. */
     uint64_t cnt = 0;
-    cd_wk_sink ns = {&cnt, null_tx, null_in, null_push};
-    cd_wk_parse_opts po = {1, 0};
+    cd_rows_sink ns = {&cnt, null_tx, null_in, null_push};
+    cd_rows_opts po = {1, 0};
     double tp = 1e30, te = 1e30, t0;
     for (int pass = 0; pass < 3; pass++) {
         cnt = 0;
         t0 = cpu_s();
         for (size_t i = 0; i < nb; i++)
-            cd_wk_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &ns, NULL);
+            cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &ns, NULL);
         tp = CD_MIN(tp, cpu_s() - t0);
     }
     cd_pg_unit enc;
@@ -241,8 +241,8 @@ int main(int argc, char **argv)
         t0 = cpu_s();
         for (size_t i = 0; i < nb; i++) {
             cd_pg_unit_reset(&enc, 1, 0, 0);
-            cd_wk_sink us = cd_wk_unit_sink(&enc);
-            cd_wk_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &us, NULL);
+            cd_rows_sink us = cd_rows_unit_sink(&enc);
+            cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &us, NULL);
             rows_in += enc.in.rows;
             rows_pd += enc.pd.rows;
         }

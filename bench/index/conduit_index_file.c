@@ -5,7 +5,7 @@
  * Why it exists: the transaction index must be provable on real chain data
  * before (and independently of) the p2p pipeline. This driver reads blocks
  * from files, cuts them into work units at transaction boundaries exactly as
- * the controller does, and hands each unit to cd_wk_index_unit - the same
+ * the controller does, and hands each unit to cd_rows_index_unit - the same
  * function the parser worker calls. Then it completes each block as the
  * workers do (cd_pg_block_try_complete: all units present, merkle root of the
  * stored txids equals the header's) and the tip advances in height order.
@@ -30,12 +30,12 @@
  * own cd_pg after fork (no PGconn crosses a fork). A child that dies leaves
  * its units uncommitted; running the driver again redoes exactly those.
  */
-#include "bitcoin/btc_preproc.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "storage/cd_pg.h"
-#include "workers/cd_wk_parser.h"
+#include "btc_preproc.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pg.h"
+#include "cd_rows.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -163,7 +163,7 @@ static int run_units(blk *blocks, size_t n_blocks, unsigned job)
     cd_pg_set_bulk(pg, opt.bulk);
     cd_pg_unit u;
     cd_pg_unit_init(&u, opt.format);
-    cd_wk_parse_opts po = {opt.data, 0};
+    cd_rows_opts po = {opt.data, 0};
     uint64_t g = 0;
     int rc = 0;
     for (size_t i = 0; i < n_blocks && rc >= 0; i++) {
@@ -174,8 +174,8 @@ static int run_units(blk *blocks, size_t n_blocks, unsigned job)
             size_t s = b->u_off[k], e = unit_end(b, k);
             uint32_t ntx =
                 (k + 1 < b->n_units ? b->u_first[k + 1] : (uint32_t)b->tx_count) - b->u_first[k];
-            rc = cd_wk_index_unit(pg, &u, b->block_id, (uint32_t)k, b->data + s, e - s, s,
-                                  b->u_first[k], ntx, &po);
+            rc = cd_rows_index_unit(pg, &u, b->block_id, (uint32_t)k, b->data + s, e - s, s,
+                                    b->u_first[k], ntx, &po);
             if (rc < 0)
                 cd_log_error("%s unit %zu: indexing failed (%d)", b->path, k, rc);
             else if (opt.throttle_ms) {

@@ -35,12 +35,12 @@
 
 #include <event2/event.h>
 
-#include "bitcoin/btc_varint.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
-#include "p2p/cp2p_codec.h"
+#include "btc_varint.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
+#include "cp2p_codec.h"
 
 #define RING (64u << 20)
 

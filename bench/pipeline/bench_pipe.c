@@ -13,12 +13,12 @@
  * usage: bench-pipe [ring-ingest|preproc|lmdb-append|all] [--mb N] [--dir D]
  * (end-to-end blocks/s and MB/s: cd-pipe-feed, see docs/PERFORMANCE.md)
  */
-#include "bitcoin/btc_preproc.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "daemon/cd_ring.h"
-#include "storage/cd_blockstore.h"
+#include "btc_preproc.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_ring.h"
+#include "cd_blockstore.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -22,14 +22,14 @@
  *   --digest      print "fed <hash> size=N sha256=<hex>" for every block fed
  * Exit: 0 if every block ended stored and verified, 1 otherwise, 2 usage.
  */
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "bitcoin/btc_merkle.h"
-#include "bitcoin/btc_varint.h"
-#include "daemon/cd_pipeline.h"
-#include "daemon/cd_ring.h"
-#include "storage/cd_blockstore.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "btc_merkle.h"
+#include "btc_varint.h"
+#include "cd_pipeline.h"
+#include "cd_ring.h"
+#include "cd_blockstore.h"
 
 #include <errno.h>
 #include <event2/event.h>

@@ -2,7 +2,7 @@
  * btc_err.c - messages for the BTC_ERR_* codes, so logs can say why a
  * peer's transaction, header or block was rejected.
  */
-#include "bitcoin/btc_err.h"
+#include "btc_err.h"
 
 const char *btc_strerror(int code)
 {

@@ -8,10 +8,10 @@
  * bit for bit, including its treatment of negative and overflowing values,
  * because a header the node accepts must be accepted here and vice versa.
  */
-#include "bitcoin/btc_header.h"
+#include "btc_header.h"
 
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_util.h"
+#include "btc_sha256.h"
+#include "cd_util.h"
 
 #include <stdio.h>
 

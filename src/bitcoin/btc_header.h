@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bitcoin/btc_err.h"
-#include "bitcoin/btc_net.h"
+#include "btc_err.h"
+#include "btc_net.h"
 
 #define BTC_HEADER_SIZE 80
 #define BTC_HASH_SIZE   32

@@ -7,10 +7,10 @@
  * hashes to the same root as the honest block). A pair of 32-byte hashes
  * is hashed as one 64-byte sha256d.
  */
-#include "bitcoin/btc_merkle.h"
+#include "btc_merkle.h"
 
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_util.h"
+#include "btc_sha256.h"
+#include "cd_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

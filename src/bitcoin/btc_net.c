@@ -2,17 +2,17 @@
  * btc_net.c - network parameter table (values from the Bitcoin SV node's
  * chainparams, see bsv-p2p.md §1).
  */
-#include "bitcoin/btc_net.h"
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
+#include "btc_net.h"
+#include "cd_hash.h"
+#include "cd_util.h"
 
 #include <string.h>
 #include <strings.h>
 
 /* The four genesis headers share version, prev and merkle root. */
-#define GENESIS_PREFIX                                                         \
-    "01000000"                                                                 \
-    "0000000000000000000000000000000000000000000000000000000000000000"         \
+#define GENESIS_PREFIX                                                                             \
+    "01000000"                                                                                     \
+    "0000000000000000000000000000000000000000000000000000000000000000"                             \
     "3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a"
 
 typedef struct net_src {
@@ -20,13 +20,14 @@ typedef struct net_src {
     const char *name;
     uint8_t magic[4];
     uint16_t port;
-    const char *genesis_tail; /* time, bits, nonce (LE hex) */
+    const char *genesis_tail;      /* time, bits, nonce (LE hex) */
     const char *pow_limit_display; /* big-endian hex of the 256-bit limit */
     uint32_t pow_limit_bits;
     int no_retarget, min_diff;
     int32_t uahf, daa, genesis, chronicle;
 } net_src;
 
+/* clang-format off */
 static const net_src srcs[4] = {
     {BTC_NET_MAIN, "main", {0xe3, 0xe1, 0xf3, 0xe8}, 8333,
      "29ab5f49ffff001d1dac2b7c",
@@ -45,6 +46,7 @@ static const net_src srcs[4] = {
      "00000000ffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
      0x1d00ffff, 0, 0, 15, 2200, 100, 250},
 };
+/* clang-format on */
 
 static btc_net nets[4];
 static int nets_ready;
@@ -92,9 +94,8 @@ const btc_net *btc_net_by_name(const char *name)
         const char *alias;
         btc_net_id id;
     } aliases[] = {
-        {"main", BTC_NET_MAIN},    {"mainnet", BTC_NET_MAIN},
-        {"test", BTC_NET_TEST},    {"testnet", BTC_NET_TEST},
-        {"testnet3", BTC_NET_TEST}, {"regtest", BTC_NET_REGTEST},
+        {"main", BTC_NET_MAIN},    {"mainnet", BTC_NET_MAIN},        {"test", BTC_NET_TEST},
+        {"testnet", BTC_NET_TEST}, {"testnet3", BTC_NET_TEST},       {"regtest", BTC_NET_REGTEST},
         {"stn", BTC_NET_STN},      {"scaling-testnet", BTC_NET_STN},
     };
     for (size_t i = 0; i < CD_ARRAY_LEN(aliases); i++)

@@ -15,18 +15,18 @@ typedef enum btc_net_id {
 
 typedef struct btc_net {
     btc_net_id id;
-    const char *name;          /* "main", "test", "regtest", "stn" */
-    uint8_t magic[4];          /* wire order */
+    const char *name; /* "main", "test", "regtest", "stn" */
+    uint8_t magic[4]; /* wire order */
     uint16_t default_port;
     uint8_t genesis_header[80];
-    uint8_t genesis_hash[32];  /* internal byte order */
-    uint8_t pow_limit[32];     /* 256-bit little-endian number */
-    uint32_t pow_limit_bits;   /* compact form of pow_limit */
-    int pow_no_retargeting;    /* regtest: nBits never changes */
+    uint8_t genesis_hash[32];     /* internal byte order */
+    uint8_t pow_limit[32];        /* 256-bit little-endian number */
+    uint32_t pow_limit_bits;      /* compact form of pow_limit */
+    int pow_no_retargeting;       /* regtest: nBits never changes */
     int pow_allow_min_difficulty; /* testnet/regtest 20-minute rule */
     int32_t uahf_height;
-    int32_t daa_height;        /* 144-block cash DAA from this height */
-    int32_t genesis_height;    /* Genesis upgrade activation */
+    int32_t daa_height;     /* 144-block cash DAA from this height */
+    int32_t genesis_height; /* Genesis upgrade activation */
     int32_t chronicle_height;
 } btc_net;
 

@@ -8,7 +8,7 @@
  * 256-bit value the node computes (including the truncation of
  * multiplications and divisions), so the result is bit-identical.
  */
-#include "bitcoin/btc_pow.h"
+#include "btc_pow.h"
 
 static int get_block(btc_pow_ancestor_fn get, void *ctx, int32_t h, btc_pow_block *out)
 {

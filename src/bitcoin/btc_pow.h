@@ -29,9 +29,9 @@
 
 #include <stdint.h>
 
-#include "bitcoin/btc_err.h"
-#include "bitcoin/btc_header.h"
-#include "bitcoin/btc_net.h"
+#include "btc_err.h"
+#include "btc_header.h"
+#include "btc_net.h"
 
 #define BTC_POW_TARGET_SPACING  600
 #define BTC_POW_TARGET_TIMESPAN (14 * 24 * 60 * 60)

@@ -9,10 +9,10 @@
  * arithmetic. The cursor may run ahead of the bytes received while a long
  * script is skipped, so a transaction is never walked twice.
  */
-#include "bitcoin/btc_preproc.h"
+#include "btc_preproc.h"
 
-#include "bitcoin/btc_varint.h"
-#include "common/cd_util.h"
+#include "btc_varint.h"
+#include "cd_util.h"
 
 enum {
     PH_START = 0,  /* at a tx start: version + input count */

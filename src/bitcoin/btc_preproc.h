@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bitcoin/btc_err.h"
-#include "bitcoin/btc_header.h"
+#include "btc_err.h"
+#include "btc_header.h"
 
 /* Smallest possible transaction: version, 1 input of 41 bytes, 1 output of
  * 9 bytes, locktime, and two 1-byte counts. */

@@ -10,12 +10,12 @@
  * new candidate by re-walking the script up to its position, so no memory is
  * ever allocated.
  */
-#include "bitcoin/btc_script.h"
+#include "btc_script.h"
 
-#include "bitcoin/btc_tx.h"
+#include "btc_tx.h"
 
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_util.h"
+#include "btc_sha256.h"
+#include "cd_util.h"
 
 #include <stdbool.h>
 #include <stddef.h>

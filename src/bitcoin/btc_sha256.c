@@ -20,9 +20,9 @@
  *    gain ~5% and does not fit the 16 xmm registers the SHA instructions can
  *    use (sha256rnds2 also takes xmm0).
  */
-#include "bitcoin/btc_sha256.h"
+#include "btc_sha256.h"
 
-#include "common/cd_hash.h"
+#include "cd_hash.h"
 
 #include <string.h>
 

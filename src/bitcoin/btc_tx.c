@@ -7,11 +7,11 @@
  * bounds checks, after which the iterators can step through the already
  * validated bytes without checking anything again.
  */
-#include "bitcoin/btc_tx.h"
+#include "btc_tx.h"
 
-#include "bitcoin/btc_varint.h"
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_util.h"
+#include "btc_varint.h"
+#include "btc_sha256.h"
+#include "cd_util.h"
 
 #define MAX_INPUTS  (0xFFFFFFFFull / 41)
 #define MAX_OUTPUTS (0xFFFFFFFFull / 9)

@@ -7,7 +7,7 @@
  * btc_sha256_many() keep two messages in flight (see btc_sha256.c). The
  * walk itself is btc_tx_parse + btc_script_pushes, the one pushdata rule.
  */
-#include "bitcoin/btc_txbatch.h"
+#include "btc_txbatch.h"
 
 typedef struct fill_ctx {
     btc_txb *b;

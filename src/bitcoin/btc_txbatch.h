@@ -27,9 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_sha256.h"
-#include "bitcoin/btc_tx.h"
+#include "btc_script.h"
+#include "btc_sha256.h"
+#include "btc_tx.h"
 
 /* Batch limits. 32 txs of ~8 hashed blocks each keep both SHA lanes busy
  * for ~250 steps, so the one-lane tail at the end of a batch is a few %. */

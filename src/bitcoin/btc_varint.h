@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BTC_VARINT_MAX_LEN 9
+#define BTC_VARINT_MAX_LEN  9
 #define BTC_VARINT_MAX_NODE 0xFFFFFFFFull
 
 /* Result of btc_varint_read. */
-#define BTC_VARINT_NEED_MORE 0   /* not enough bytes yet */
+#define BTC_VARINT_NEED_MORE    0  /* not enough bytes yet */
 #define BTC_VARINT_NONCANONICAL -1 /* a longer form than needed */
 
 /*
@@ -44,8 +44,8 @@ static inline int btc_varint_read(const uint8_t *p, size_t avail, uint64_t *out)
     if (b == 0xFE) {
         if (avail < 5)
             return BTC_VARINT_NEED_MORE;
-        uint64_t v = (uint64_t)p[1] | ((uint64_t)p[2] << 8) |
-                     ((uint64_t)p[3] << 16) | ((uint64_t)p[4] << 24);
+        uint64_t v = (uint64_t)p[1] | ((uint64_t)p[2] << 8) | ((uint64_t)p[3] << 16) |
+                     ((uint64_t)p[4] << 24);
         if (v <= 0xFFFF)
             return BTC_VARINT_NONCANONICAL;
         *out = v;

@@ -7,14 +7,17 @@
  * the SHA-NI instructions); we silence the deprecation here only.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
-#include "common/cd_hash.h"
+#include "cd_hash.h"
 
 #include <openssl/sha.h>
 
 _Static_assert(sizeof(cd_sha256_ctx) >= sizeof(SHA256_CTX),
                "cd_sha256_ctx too small for SHA256_CTX");
 
-void cd_sha256_init(cd_sha256_ctx *ctx) { SHA256_Init((SHA256_CTX *)ctx); }
+void cd_sha256_init(cd_sha256_ctx *ctx)
+{
+    SHA256_Init((SHA256_CTX *)ctx);
+}
 
 void cd_sha256_update(cd_sha256_ctx *ctx, const void *data, size_t len)
 {

@@ -1,7 +1,7 @@
 /*
  * cd_log.c - levels, destinations and formatting for cd_log().
  */
-#include "common/cd_log.h"
+#include "cd_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,8 +15,8 @@
 
 static cd_log_level g_level = CD_LOG_INFO;
 static char g_component[32] = "conduitd";
-static char *g_path;   /* NULL: stderr */
-static int g_fd = 2;   /* where lines go */
+static char *g_path; /* NULL: stderr */
+static int g_fd = 2; /* where lines go */
 static int g_journal = -1;
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -28,9 +28,15 @@ void cd_log_set_component(const char *name)
     snprintf(g_component, sizeof(g_component), "%s", name);
 }
 
-void cd_log_set_level(cd_log_level level) { g_level = level; }
+void cd_log_set_level(cd_log_level level)
+{
+    g_level = level;
+}
 
-cd_log_level cd_log_get_level(void) { return g_level; }
+cd_log_level cd_log_get_level(void)
+{
+    return g_level;
+}
 
 int cd_log_level_parse(const char *s, cd_log_level *out)
 {
@@ -138,11 +144,10 @@ void cd_log_vwrite(cd_log_level level, const char *fmt, va_list ap)
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
         n += strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-        n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ ",
-                              ts.tv_nsec / 1000000);
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
     }
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %s[%ld]: ",
-                          level_names[level], g_component, (long)getpid());
+    n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %s[%ld]: ", level_names[level],
+                          g_component, (long)getpid());
     if (n < sizeof(line)) {
         errno = saved_errno; /* so %m works */
         int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);

@@ -54,15 +54,15 @@ int cd_log_under_journal(void);
 void cd_log_write(cd_log_level level, const char *fmt, ...) CD_PRINTF(2, 3);
 void cd_log_vwrite(cd_log_level level, const char *fmt, va_list ap);
 
-#define cd_log(level, ...)                                                     \
-    do {                                                                       \
-        if ((level) <= cd_log_get_level())                                     \
-            cd_log_write((level), __VA_ARGS__);                                \
+#define cd_log(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) <= cd_log_get_level())                                                         \
+            cd_log_write((level), __VA_ARGS__);                                                    \
     } while (0)
 
 #define cd_log_error(...) cd_log(CD_LOG_ERROR, __VA_ARGS__)
-#define cd_log_warn(...) cd_log(CD_LOG_WARN, __VA_ARGS__)
-#define cd_log_info(...) cd_log(CD_LOG_INFO, __VA_ARGS__)
+#define cd_log_warn(...)  cd_log(CD_LOG_WARN, __VA_ARGS__)
+#define cd_log_info(...)  cd_log(CD_LOG_INFO, __VA_ARGS__)
 #define cd_log_debug(...) cd_log(CD_LOG_DEBUG, __VA_ARGS__)
 
 /* Async-signal-safe: formats nothing, just write(2)s `msg` to the current log

@@ -1,8 +1,8 @@
 /*
  * cd_util.c - allocation wrappers, hex, monotonic clock.
  */
-#include "common/cd_util.h"
-#include "common/cd_log.h"
+#include "cd_util.h"
+#include "cd_log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -120,7 +120,10 @@ uint64_t cd_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-double cd_now_s(void) { return (double)cd_now_ns() / 1e9; }
+double cd_now_s(void)
+{
+    return (double)cd_now_ns() / 1e9;
+}
 
 void cd_close_fds_except(int keep)
 {

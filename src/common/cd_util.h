@@ -18,19 +18,19 @@
 #include <string.h>
 
 #define CD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define CD_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define CD_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define CD_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define CD_MAX(a, b)    ((a) > (b) ? (a) : (b))
 
 #if defined(__GNUC__)
-#define CD_NORETURN __attribute__((noreturn))
-#define CD_UNUSED __attribute__((unused))
-#define CD_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CD_NORETURN    __attribute__((noreturn))
+#define CD_UNUSED      __attribute__((unused))
+#define CD_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define CD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define CD_WARN_UNUSED __attribute__((warn_unused_result))
 #else
 #define CD_NORETURN
 #define CD_UNUSED
-#define CD_LIKELY(x) (x)
+#define CD_LIKELY(x)   (x)
 #define CD_UNLIKELY(x) (x)
 #define CD_WARN_UNUSED
 #endif

@@ -1,6 +1,7 @@
 /*
  * main.c - conduitd entry point: command line + config file -> checks ->
- * controller.
+ * controller, with the list of the controller's modules (the controller
+ * itself includes no module's header).
  *
  * Everything that can be wrong with the configuration is found here, before
  * any process is forked or any store is opened: bad options (file:line and
@@ -13,13 +14,16 @@
  * main() opens no long-lived handles: the PostgreSQL check is a PQping, and
  * workers open their own connections after fork (STYLE.md C9).
  */
-#include "daemon/cd_config.h"
-#include "daemon/cd_controller.h"
-#include "daemon/cd_http.h"
-#include "daemon/cd_notify.h"
-#include "daemon/cd_status.h"
+#include "cd_blocksync.h"
+#include "cd_catchup.h"
+#include "cd_config.h"
+#include "cd_controller.h"
+#include "cd_http.h"
+#include "cd_mempool.h"
+#include "cd_notify.h"
+#include "cd_status.h"
 
-#include "common/cd_util.h"
+#include "cd_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +37,15 @@
 #include "cd_build.h"
 
 #define PROG "conduitd"
+
+/* Modules attached to the controller (cd_ctl.h), in init/start order. */
+static const cd_ctl_module *const modules[] = {
+    &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
+    &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
+    &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
+    &cd_http_module,     /* cd_http.h: the HTTP API server child (http_listen) */
+    NULL,
+};
 
 static void die_config(const char *msg)
 {
@@ -232,7 +245,7 @@ int main(int argc, char **argv)
         cd_log_warn("cannot write status file %s/%s: %s", cfg.datadir, CD_STATUS_FILE,
                     strerror(errno));
 
-    int rc = cd_controller_run(&cfg);
+    int rc = cd_controller_run(&cfg, modules);
 
     /* Keep the last figures the controller published; mark them stopped. */
     cd_status last;

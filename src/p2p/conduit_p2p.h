@@ -53,7 +53,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bitcoin/btc_net.h"
+#include "btc_net.h"
 
 struct event_base;
 

@@ -5,14 +5,14 @@
  * with the byte vectors of bsv-p2p.md §10 and fuzzed without sockets. All
  * integers are little-endian except the net_addr port (big-endian).
  */
-#include "p2p/cp2p_codec.h"
+#include "cp2p_codec.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitcoin/btc_varint.h"
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
+#include "btc_varint.h"
+#include "cd_hash.h"
+#include "cd_util.h"
 
 /* ---- cp2p_buf -------------------------------------------------------------- */
 

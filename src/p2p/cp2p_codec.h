@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "p2p/conduit_p2p.h"
+#include "conduit_p2p.h"
 
 /* ---- growable output buffer ---------------------------------------------- */
 

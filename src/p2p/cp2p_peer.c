@@ -1,11 +1,12 @@
 /*
- * cp2p_peer.c - peers and the peer manager of libconduit-p2p.
+ * cp2p_peer.c - the peer state machine of libconduit-p2p: reading the socket,
+ * framing, the handshake and message dispatch, block reception.
  *
  * Each peer is an explicit state machine (conduit_p2p.h: IDLE, CONNECTING,
  * VERSION_SENT, READY, CLOSING, BACKOFF, DEAD) driven by three libevent
- * events: a read event on the socket, a write event that drains an evbuffer,
- * and the manager's periodic tick (timeouts, pings, reconnects, broadcast
- * tracking, freeing dead peers).
+ * events: a read event on the socket (here), a write event that drains an
+ * evbuffer (cp2p_conn.c), and the manager's periodic tick (timeouts, pings,
+ * reconnects, broadcast tracking, freeing dead peers: cp2p_mgr.c).
  *
  * NOTES
  *   The socket is read with recv() directly rather than through a
@@ -16,483 +17,24 @@
  *   p->rbuf) and BLOCK (payload streamed into the sink, a whole-block heap
  *   buffer when small, or a bounded chunk buffer cut at tx boundaries).
  *
- *   Callbacks may close or remove the peer they were called for. Peers are
- *   therefore never freed inside an event handler: they become DEAD and the
- *   tick reaps them; every loop that calls a callback re-checks p->gen (the
- *   connection incarnation) afterwards.
+ *   Callbacks may close or remove the peer they were called for: see
+ *   cp2p_int.h.
  */
-#include "p2p/conduit_p2p.h"
+#include "cp2p_int.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_varint.h"
-#include "cd_build.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "p2p/cp2p_codec.h"
+#include "btc_varint.h"
+#include "cd_log.h"
 
-#define RBUF_DEFAULT (256 * 1024)
-#define READ_BUDGET  64 /* recv calls per read event before yielding */
-
-enum rd_mode { RD_MSG = 0, RD_BLOCK };
-enum blk_kind { BLK_SINK = 1, BLK_WHOLE, BLK_CHUNK };
-
-typedef struct bcast {
-    uint8_t txid[32];
-    uint64_t deadline_ns;
-    cp2p_peer *peer; /* NULL: all peers */
-    uint64_t peer_gen;
-    int done;
-} bcast;
-
-struct cp2p_peer {
-    cp2p_mgr *mgr;
-    char name[300];
-    char host[256];
-    uint16_t port;
-    cp2p_peer_state state;
-    uint64_t gen; /* connection incarnation */
-    int fd;
-    int connecting; /* non-blocking connect in progress */
-    int removed;
-    int busy;    /* inside an event handler */
-    int failing; /* inside peer_vfail (no re-entry) */
-    struct event *ev_read, *ev_write;
-    int read_paused;
-    struct evbuffer *out;
-    void *user;
-
-    uint64_t t_start_ns; /* connect start (handshake timeout) */
-    uint64_t t_last_rx_ns;
-    uint64_t t_next_ping_ns;
-    uint64_t t_ping_sent_ns;
-    uint64_t ping_nonce;
-    int ping_outstanding;
-    uint64_t t_reconnect_ns;
-    uint32_t backoff_ms;
-
-    uint64_t our_nonce;
-    int got_version, got_verack, got_protoconf;
-    cp2p_version their;
-    uint32_t max_send;
-    cp2p_reason last_reason;
-    cp2p_peer_stats stats;
-
-    /* reader */
-    uint8_t *rbuf;
-    size_t rcap, rstart, rend;
-    enum rd_mode mode;
-    cp2p_msghdr hdr;
-
-    /* current block */
-    enum blk_kind bk;
-    uint64_t blen, bgot;
-    cd_sha256_ctx bsha;
-    int bcheck;
-    uint8_t bhdr[80];
-    uint8_t bhash[32];
-    uint8_t *bbuf;      /* WHOLE: the block; CHUNK: the chunk buffer */
-    size_t bcap, bfill; /* CHUNK: capacity, bytes in buffer */
-    uint64_t bbase;     /* CHUNK: block offset of bbuf[0] */
-    size_t bscan;       /* CHUNK: next tx start inside bbuf */
-    btc_preproc bpp;    /* CHUNK: tx-boundary cursor (block offsets): bytes of
-                           a partial tx are never walked twice */
-    int bhdr_done;
-    uint64_t btx_count, btx_seen;
-    uint32_t bchunk_idx;
-    uint64_t *boffs;
-    size_t boffs_cap;
-    uint8_t *sink_ptr; /* SINK: current region */
-    size_t sink_avail;
-};
-
-struct cp2p_mgr {
-    struct event_base *base;
-    cp2p_options opt;
-    char *ua;
-    cp2p_handlers h;
-    cp2p_block_sink sink;
-    int have_sink;
-    void *user;
-    cp2p_peer **peers;
-    size_t n_peers, cap_peers;
-    size_t rr;
-    struct event *tick;
-    bcast *bc;
-    size_t n_bc, cap_bc;
-};
-
-static void peer_connect(cp2p_peer *p);
-static void peer_fail(cp2p_peer *p, cp2p_reason r, const char *fmt, ...) CD_PRINTF(3, 4);
-static void on_read(evutil_socket_t fd, short what, void *arg);
-
-/* ---- small helpers ---------------------------------------------------------- */
-
-static cp2p_ctx mkctx(cp2p_peer *p)
-{
-    cp2p_ctx c = {p ? p->mgr : NULL, p, NULL};
-    if (p)
-        c.user = p->mgr->user;
-    return c;
-}
-
-static uint64_t rand64(void)
-{
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
-        v = cd_now_ns() ^ ((uint64_t)getpid() << 32);
-    return v ? v : 1;
-}
-
-static int peer_live(const cp2p_peer *p, uint64_t gen)
-{
-    return p->fd >= 0 && p->gen == gen;
-}
-
-const char *cp2p_strerror(int err)
-{
-    switch (err) {
-    case CP2P_OK:
-        return "ok";
-    case CP2P_EINVAL:
-        return "invalid argument";
-    case CP2P_ENOTREADY:
-        return "peer not ready";
-    case CP2P_ETOOBIG:
-        return "message too big for peer";
-    case CP2P_ENOMEM:
-        return "out of memory";
-    case CP2P_ERESOLVE:
-        return "cannot resolve host";
-    case CP2P_ESYS:
-        return "system error";
-    case CP2P_EMALFORMED:
-        return "malformed payload";
-    case CP2P_ENOPEER:
-        return "no ready peer";
-    default:
-        return "unknown error";
-    }
-}
-
-const char *cp2p_reason_str(cp2p_reason r)
-{
-    static const char *const names[] = {
-        [CP2P_R_NONE] = "none",
-        [CP2P_R_CLOSED_LOCAL] = "closed-local",
-        [CP2P_R_CONNECT_FAILED] = "connect-failed",
-        [CP2P_R_EOF] = "eof",
-        [CP2P_R_TRUNCATED] = "truncated",
-        [CP2P_R_IO] = "io-error",
-        [CP2P_R_BAD_MAGIC] = "bad-magic",
-        [CP2P_R_BAD_COMMAND] = "bad-command",
-        [CP2P_R_OVERSIZE] = "oversize",
-        [CP2P_R_BAD_CHECKSUM] = "bad-checksum",
-        [CP2P_R_MALFORMED] = "malformed",
-        [CP2P_R_PROTOCOL] = "protocol",
-        [CP2P_R_HANDSHAKE_TIMEOUT] = "handshake-timeout",
-        [CP2P_R_PING_TIMEOUT] = "ping-timeout",
-        [CP2P_R_STALLED] = "stalled",
-        [CP2P_R_NOMEM] = "no-memory",
-        [CP2P_R_SINK] = "sink",
-        [CP2P_R_SELF] = "self-connection",
-    };
-    if ((unsigned)r < CD_ARRAY_LEN(names) && names[r])
-        return names[r];
-    return "unknown";
-}
-
-const char *cp2p_peer_state_str(cp2p_peer_state s)
-{
-    switch (s) {
-    case CP2P_PEER_IDLE:
-        return "idle";
-    case CP2P_PEER_CONNECTING:
-        return "connecting";
-    case CP2P_PEER_VERSION_SENT:
-        return "version-sent";
-    case CP2P_PEER_READY:
-        return "ready";
-    case CP2P_PEER_CLOSING:
-        return "closing";
-    case CP2P_PEER_BACKOFF:
-        return "backoff";
-    case CP2P_PEER_DEAD:
-        return "dead";
-    }
-    return "unknown";
-}
-
-void cp2p_options_init(cp2p_options *o, const btc_net *net)
-{
-    memset(o, 0, sizeof(*o));
-    o->net = net;
-    o->user_agent = NULL;
-    o->relay = 0;
-    o->start_height = 0;
-    o->send_sendheaders = 1;
-    o->max_recv_payload = CP2P_DEFAULT_MAX_RECV;
-    o->max_block_payload = UINT64_MAX;
-    o->max_tx_payload = 1000000000ull;
-    o->chunk_threshold = CP2P_DEFAULT_CHUNK_THRESHOLD;
-    o->verify_block_checksum = 1;
-    o->handshake_timeout_ms = 60000;
-    o->ping_interval_ms = 120000;
-    o->ping_timeout_ms = 60000;
-    o->stall_timeout_ms = 120000;
-    o->reconnect = 1;
-    o->reconnect_min_ms = 1000;
-    o->reconnect_max_ms = 60000;
-    o->broadcast_wait_ms = 5000;
-    o->tick_ms = 250;
-}
-
-size_t cp2p_locator_heights(int64_t tip, int64_t *out, size_t max)
-{
-    size_t n = 0;
-    int64_t step = 1;
-    if (max == 0 || tip < 0)
-        return 0;
-    for (int64_t h = tip; h > 0 && n < max; h -= step) {
-        out[n++] = h;
-        if (n > 10)
-            step *= 2;
-    }
-    if (n < max)
-        out[n++] = 0;
-    else
-        out[max - 1] = 0;
-    return n;
-}
-
-/* ---- sending ---------------------------------------------------------------- */
-
-static void queue_msg(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t len)
-{
-    uint8_t hdr[CP2P_HEADER_LEN];
-    cp2p_msghdr_encode(hdr, p->mgr->opt.net->magic, cmd, payload, len);
-    evbuffer_add(p->out, hdr, sizeof(hdr));
-    if (len)
-        evbuffer_add(p->out, payload, len);
-    p->stats.msgs_out++;
-    if (!p->connecting)
-        event_add(p->ev_write, NULL);
-    cd_log_debug("peer %s: send %s (%zu bytes)", p->name, cmd, len);
-}
-
-static int can_send(const cp2p_peer *p)
-{
-    return p->fd >= 0 && !p->connecting &&
-           (p->state == CP2P_PEER_VERSION_SENT || p->state == CP2P_PEER_READY);
-}
-
-int cp2p_peer_send(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t len)
-{
-    if (!p || !cmd || !*cmd || strlen(cmd) > CP2P_COMMAND_LEN || (len && !payload))
-        return CP2P_EINVAL;
-    if (!can_send(p))
-        return CP2P_ENOTREADY;
-    if (len > 0xFFFFFFFFu)
-        return CP2P_ETOOBIG;
-    if (strcmp(cmd, "tx") != 0 && strcmp(cmd, "block") != 0 && len > p->max_send)
-        return CP2P_ETOOBIG;
-    queue_msg(p, cmd, payload, len);
-    return CP2P_OK;
-}
-
-static int send_buf(cp2p_peer *p, const char *cmd, cp2p_buf *b)
-{
-    int rc = cp2p_peer_send(p, cmd, b->p, b->len);
-    cp2p_buf_free(b);
-    return rc;
-}
-
-int cp2p_peer_getheaders(cp2p_peer *p, const uint8_t (*locator)[32], size_t n, const uint8_t *stop)
-{
-    cp2p_buf b = {0};
-    if (!p || (n && !locator))
-        return CP2P_EINVAL;
-    cp2p_enc_getheaders(&b, locator, n, stop);
-    return send_buf(p, "getheaders", &b);
-}
-
-static int send_inv_split(cp2p_peer *p, const char *cmd, const cp2p_inv *items, size_t n)
-{
-    if (!p || !items || n == 0)
-        return CP2P_EINVAL;
-    if (!can_send(p))
-        return CP2P_ENOTREADY;
-    size_t per = cp2p_inv_max_entries(p->max_send);
-    for (size_t i = 0; i < n; i += per) {
-        cp2p_buf b = {0};
-        cp2p_enc_inv(&b, items + i, CD_MIN(per, n - i));
-        int rc = send_buf(p, cmd, &b);
-        if (rc)
-            return rc;
-    }
-    return CP2P_OK;
-}
-
-int cp2p_peer_getdata(cp2p_peer *p, const cp2p_inv *items, size_t n)
-{
-    return send_inv_split(p, "getdata", items, n);
-}
-
-int cp2p_peer_send_inv(cp2p_peer *p, const cp2p_inv *items, size_t n)
-{
-    return send_inv_split(p, "inv", items, n);
-}
-
-static int getdata_type(cp2p_peer *p, uint32_t type, const uint8_t (*hashes)[32], size_t n)
-{
-    if (!hashes || n == 0)
-        return CP2P_EINVAL;
-    cp2p_inv *v = malloc(n * sizeof(*v));
-    if (!v)
-        return CP2P_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        v[i].type = type;
-        memcpy(v[i].hash, hashes[i], 32);
-    }
-    int rc = cp2p_peer_getdata(p, v, n);
-    free(v);
-    return rc;
-}
-
-int cp2p_peer_getdata_blocks(cp2p_peer *p, const uint8_t (*hashes)[32], size_t n)
-{
-    return getdata_type(p, CP2P_INV_BLOCK, hashes, n);
-}
-
-int cp2p_peer_getdata_txs(cp2p_peer *p, const uint8_t (*hashes)[32], size_t n)
-{
-    return getdata_type(p, CP2P_INV_TX, hashes, n);
-}
-
-int cp2p_peer_send_tx(cp2p_peer *p, const uint8_t *raw, size_t len)
-{
-    if (!raw || len == 0)
-        return CP2P_EINVAL;
-    return cp2p_peer_send(p, "tx", raw, len);
-}
-
-int cp2p_peer_ping(cp2p_peer *p)
-{
-    if (!p)
-        return CP2P_EINVAL;
-    if (!can_send(p))
-        return CP2P_ENOTREADY;
-    cp2p_buf b = {0};
-    p->ping_nonce = rand64();
-    cp2p_enc_u64(&b, p->ping_nonce);
-    p->ping_outstanding = 1;
-    p->t_ping_sent_ns = cd_now_ns();
-    return send_buf(p, "ping", &b);
-}
-
-/* ---- accessors -------------------------------------------------------------- */
-
-cp2p_peer_state cp2p_peer_state_get(const cp2p_peer *p)
-{
-    return p->state;
-}
-const char *cp2p_peer_name(const cp2p_peer *p)
-{
-    return p->name;
-}
-const cp2p_peer_stats *cp2p_peer_stats_get(const cp2p_peer *p)
-{
-    return &p->stats;
-}
-const cp2p_version *cp2p_peer_version(const cp2p_peer *p)
-{
-    return p->got_version ? &p->their : NULL;
-}
-uint32_t cp2p_peer_max_send(const cp2p_peer *p)
-{
-    return p->max_send;
-}
-cp2p_reason cp2p_peer_last_reason(const cp2p_peer *p)
-{
-    return p->last_reason;
-}
-cp2p_mgr *cp2p_peer_mgr(const cp2p_peer *p)
-{
-    return p->mgr;
-}
-void cp2p_peer_set_user(cp2p_peer *p, void *user)
-{
-    p->user = user;
-}
-void *cp2p_peer_get_user(const cp2p_peer *p)
-{
-    return p->user;
-}
-const cp2p_options *cp2p_mgr_options(const cp2p_mgr *m)
-{
-    return &m->opt;
-}
-void *cp2p_mgr_user(const cp2p_mgr *m)
-{
-    return m->user;
-}
-
-size_t cp2p_mgr_peer_count(const cp2p_mgr *m)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_peers; i++)
-        n += m->peers[i]->state != CP2P_PEER_DEAD;
-    return n;
-}
-
-size_t cp2p_mgr_ready_count(const cp2p_mgr *m)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_peers; i++)
-        n += m->peers[i]->state == CP2P_PEER_READY;
-    return n;
-}
-
-cp2p_peer *cp2p_mgr_peer_at(cp2p_mgr *m, size_t i)
-{
-    for (size_t k = 0; k < m->n_peers; k++) {
-        if (m->peers[k]->state == CP2P_PEER_DEAD)
-            continue;
-        if (i-- == 0)
-            return m->peers[k];
-    }
-    return NULL;
-}
-
-cp2p_peer *cp2p_mgr_next_peer(cp2p_mgr *m)
-{
-    for (size_t k = 0; k < m->n_peers; k++) {
-        size_t i = (m->rr + k) % m->n_peers;
-        if (m->peers[i]->state == CP2P_PEER_READY) {
-            m->rr = i + 1;
-            return m->peers[i];
-        }
-    }
-    return NULL;
-}
+#define READ_BUDGET 64 /* recv calls per read event before yielding */
 
 /* ---- block reception ---------------------------------------------------------- */
 
@@ -508,7 +50,7 @@ static void block_reset(cp2p_peer *p)
 }
 
 /* Ends a block that did not complete (peer is being disconnected). */
-static void block_abort(cp2p_peer *p, cp2p_reason why)
+void cp2p_block_abort(cp2p_peer *p, cp2p_reason why)
 {
     cp2p_ctx c = mkctx(p);
     enum blk_kind k = p->bk;
@@ -542,8 +84,8 @@ static int block_start(cp2p_peer *p)
         if (!peer_live(p, gen))
             return -1;
         if (rc < 0) {
-            peer_fail(p, CP2P_R_SINK, "block sink refused a %llu-byte block",
-                      (unsigned long long)p->blen);
+            cp2p_peer_fail(p, CP2P_R_SINK, "block sink refused a %llu-byte block",
+                           (unsigned long long)p->blen);
             return -1;
         }
         if (rc == 1) {
@@ -555,8 +97,8 @@ static int block_start(cp2p_peer *p)
     if (p->blen <= m->opt.chunk_threshold) {
         p->bbuf = malloc((size_t)p->blen);
         if (!p->bbuf) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot allocate %llu bytes for a block",
-                      (unsigned long long)p->blen);
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate %llu bytes for a block",
+                           (unsigned long long)p->blen);
             return -1;
         }
         p->bcap = (size_t)p->blen;
@@ -565,7 +107,7 @@ static int block_start(cp2p_peer *p)
         p->bcap = m->opt.chunk_threshold;
         p->bbuf = malloc(p->bcap);
         if (!p->bbuf) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot allocate a %zu-byte chunk buffer", p->bcap);
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate a %zu-byte chunk buffer", p->bcap);
             return -1;
         }
         p->bk = BLK_CHUNK;
@@ -640,7 +182,7 @@ static int chunk_flush(cp2p_peer *p, int final)
         uint64_t cnt;
         int k = btc_varint_read(p->bbuf + 80, p->bfill - 80, &cnt);
         if (k <= 0 || cnt > BTC_VARINT_MAX_NODE) {
-            peer_fail(p, CP2P_R_MALFORMED, "block tx count is not a valid CompactSize");
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "block tx count is not a valid CompactSize");
             return -1;
         }
         p->btx_count = cnt;
@@ -653,7 +195,7 @@ static int chunk_flush(cp2p_peer *p, int final)
     uint64_t end = p->bbase + p->bfill;
     while (p->bpp.pos < end) {
         if (grow_offs(p, n_off + 1024)) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot grow the tx offset array");
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot grow the tx offset array");
             return -1;
         }
         size_t room = p->boffs_cap - n_off, k = 0;
@@ -661,8 +203,8 @@ static int chunk_flush(cp2p_peer *p, int final)
         int rc = btc_preproc_feed(&p->bpp, p->bbuf + (size_t)(pos0 - p->bbase), pos0,
                                   (size_t)(end - pos0), p->boffs + n_off, room, &k);
         if (rc < 0) {
-            peer_fail(p, CP2P_R_MALFORMED, "malformed transaction at block offset %llu",
-                      (unsigned long long)p->bpp.tx_start);
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "malformed transaction at block offset %llu",
+                           (unsigned long long)p->bpp.tx_start);
             return -1;
         }
         p->stats.block_scan_bytes += p->bpp.pos - pos0;
@@ -675,13 +217,13 @@ static int chunk_flush(cp2p_peer *p, int final)
     if (final) {
         if (p->bscan != p->bfill || !btc_preproc_at_boundary(&p->bpp) ||
             p->btx_seen != p->btx_count) {
-            peer_fail(p, CP2P_R_MALFORMED,
-                      "block ends inside a transaction or declares %llu txs but holds %llu",
-                      (unsigned long long)p->btx_count, (unsigned long long)p->btx_seen);
+            cp2p_peer_fail(p, CP2P_R_MALFORMED,
+                           "block ends inside a transaction or declares %llu txs but holds %llu",
+                           (unsigned long long)p->btx_count, (unsigned long long)p->btx_seen);
             return -1;
         }
         if (!checksum_ok(p)) {
-            peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
+            cp2p_peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
             return -1;
         }
     } else if (n_off == 0) {
@@ -689,15 +231,15 @@ static int chunk_flush(cp2p_peer *p, int final)
          * beyond the largest transaction we accept */
         size_t ncap = p->bcap * 2;
         if (ncap - p->mgr->opt.chunk_threshold > p->mgr->opt.max_tx_payload + 1) {
-            peer_fail(p, CP2P_R_MALFORMED,
-                      "transaction at block offset %llu is larger than %llu bytes",
-                      (unsigned long long)(p->bbase + p->bscan),
-                      (unsigned long long)p->mgr->opt.max_tx_payload);
+            cp2p_peer_fail(p, CP2P_R_MALFORMED,
+                           "transaction at block offset %llu is larger than %llu bytes",
+                           (unsigned long long)(p->bbase + p->bscan),
+                           (unsigned long long)p->mgr->opt.max_tx_payload);
             return -1;
         }
         uint8_t *nb = realloc(p->bbuf, ncap);
         if (!nb) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot grow the chunk buffer to %zu bytes", ncap);
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot grow the chunk buffer to %zu bytes", ncap);
             return -1;
         }
         p->bbuf = nb;
@@ -718,8 +260,8 @@ static int chunk_flush(cp2p_peer *p, int final)
     };
     memcpy(ch.block_hash, p->bhash, 32);
     if (p->btx_seen > p->btx_count) {
-        peer_fail(p, CP2P_R_MALFORMED, "block holds more txs than its count %llu",
-                  (unsigned long long)p->btx_count);
+        cp2p_peer_fail(p, CP2P_R_MALFORMED, "block holds more txs than its count %llu",
+                       (unsigned long long)p->btx_count);
         return -1;
     }
     cp2p_ctx c = mkctx(p);
@@ -745,7 +287,7 @@ static int block_finish(cp2p_peer *p)
     switch (p->bk) {
     case BLK_SINK: {
         if (!checksum_ok(p)) {
-            peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
+            cp2p_peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
             return -1;
         }
         uint8_t hash[32];
@@ -757,7 +299,7 @@ static int block_finish(cp2p_peer *p)
     }
     case BLK_WHOLE: {
         if (!checksum_ok(p)) {
-            peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
+            cp2p_peer_fail(p, CP2P_R_BAD_CHECKSUM, "block payload checksum mismatch");
             return -1;
         }
         uint8_t *buf = p->bbuf;
@@ -812,12 +354,12 @@ static int block_commit(cp2p_peer *p, const uint8_t *data, size_t n)
 static void send_handshake_reply(cp2p_peer *p)
 {
     cp2p_buf b = {0};
-    queue_msg(p, "verack", NULL, 0);
+    cp2p_queue_msg(p, "verack", NULL, 0);
     cp2p_enc_protoconf(&b, p->mgr->opt.max_recv_payload, NULL);
-    queue_msg(p, "protoconf", b.p, b.len);
+    cp2p_queue_msg(p, "protoconf", b.p, b.len);
     cp2p_buf_free(&b);
     if (p->mgr->opt.send_sendheaders)
-        queue_msg(p, "sendheaders", NULL, 0);
+        cp2p_queue_msg(p, "sendheaders", NULL, 0);
 }
 
 static void maybe_ready(cp2p_peer *p)
@@ -833,17 +375,6 @@ static void maybe_ready(cp2p_peer *p)
     cp2p_ctx c = mkctx(p);
     if (p->mgr->h.on_ready)
         p->mgr->h.on_ready(&c, &p->their);
-}
-
-static void bcast_done(cp2p_mgr *m, bcast *b, cp2p_peer *from, cp2p_bcast_result res,
-                       const cp2p_reject *rej)
-{
-    b->done = 1;
-    cp2p_ctx c = mkctx(from);
-    c.mgr = m;
-    c.user = m->user;
-    if (m->h.on_broadcast)
-        m->h.on_broadcast(&c, b->txid, res, rej);
 }
 
 /* Handles one complete non-block message. Returns 0, -1 if the peer died. */
@@ -865,19 +396,19 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
 
     if (strcmp(cmd, "version") == 0) {
         if (p->got_version) {
-            peer_fail(p, CP2P_R_PROTOCOL, "duplicate version message");
+            cp2p_peer_fail(p, CP2P_R_PROTOCOL, "duplicate version message");
             return -1;
         }
         if (cp2p_dec_version(pl, len, &p->their)) {
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable version message");
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable version message");
             return -1;
         }
         if (p->their.version < 31800) {
-            peer_fail(p, CP2P_R_PROTOCOL, "obsolete protocol version %d", p->their.version);
+            cp2p_peer_fail(p, CP2P_R_PROTOCOL, "obsolete protocol version %d", p->their.version);
             return -1;
         }
         if (p->their.nonce == p->our_nonce) {
-            peer_fail(p, CP2P_R_SELF, "connected to ourselves");
+            cp2p_peer_fail(p, CP2P_R_SELF, "connected to ourselves");
             return -1;
         }
         p->got_version = 1;
@@ -887,7 +418,7 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         p->got_verack = 1;
         maybe_ready(p);
     } else if (strcmp(cmd, "ping") == 0) {
-        queue_msg(p, "pong", pl, len < 8 ? len : 8);
+        cp2p_queue_msg(p, "pong", pl, len < 8 ? len : 8);
     } else if (strcmp(cmd, "pong") == 0) {
         uint64_t nonce;
         if (cp2p_dec_u64(pl, len, &nonce) == 0 && p->ping_outstanding && nonce == p->ping_nonce) {
@@ -901,11 +432,11 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         uint64_t nf;
         uint32_t mr;
         if (p->got_protoconf) {
-            peer_fail(p, CP2P_R_PROTOCOL, "second protoconf");
+            cp2p_peer_fail(p, CP2P_R_PROTOCOL, "second protoconf");
             return -1;
         }
         if (cp2p_dec_protoconf(pl, len, &nf, &mr)) {
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable protoconf");
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable protoconf");
             return -1;
         }
         p->got_protoconf = 1;
@@ -914,12 +445,12 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         size_t n = 0;
         uint8_t *hd = malloc((size_t)CP2P_MAX_HEADERS_PER_MSG * 80);
         if (!hd) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot allocate a headers buffer");
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate a headers buffer");
             return -1;
         }
         if (cp2p_dec_headers(pl, len, hd, CP2P_MAX_HEADERS_PER_MSG, &n)) {
             free(hd);
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable headers message (%zu bytes)", len);
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable headers message (%zu bytes)", len);
             return -1;
         }
         p->stats.headers_in += n;
@@ -931,12 +462,12 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         size_t max = len / CP2P_INV_ENTRY_LEN + 1;
         cp2p_inv *v = malloc(max * sizeof(*v));
         if (!v) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot allocate an inv buffer");
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate an inv buffer");
             return -1;
         }
         if (cp2p_dec_inv(pl, len, v, max, &n)) {
             free(v);
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable %s message", cmd);
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable %s message", cmd);
             return -1;
         }
         if (cmd[0] == 'i' && m->h.on_inv)
@@ -953,7 +484,7 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
     } else if (strcmp(cmd, "reject") == 0) {
         cp2p_reject rj;
         if (cp2p_dec_reject(pl, len, &rj)) {
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable reject message");
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable reject message");
             return -1;
         }
         char hx[65] = "";
@@ -968,20 +499,20 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         if (rj.has_hash && strcmp(rj.message, "tx") == 0) {
             for (size_t i = 0; i < m->n_bc; i++)
                 if (!m->bc[i].done && memcmp(m->bc[i].txid, rj.hash, 32) == 0)
-                    bcast_done(m, &m->bc[i], p, CP2P_BCAST_REJECTED, &rj);
+                    cp2p_bcast_done(m, &m->bc[i], p, CP2P_BCAST_REJECTED, &rj);
         }
     } else if (strcmp(cmd, "addr") == 0) {
         size_t n = 0;
         size_t max = len / 30 + 1;
         cp2p_addr *a = malloc(max * sizeof(*a));
         if (!a) {
-            peer_fail(p, CP2P_R_NOMEM, "cannot allocate an addr buffer");
+            cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate an addr buffer");
             return -1;
         }
         rc = cp2p_dec_addr(pl, len, a, max, &n);
         if (rc || n > 1000) {
             free(a);
-            peer_fail(p, CP2P_R_MALFORMED, "undecodable addr message");
+            cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable addr message");
             return -1;
         }
         if (m->h.on_addr)
@@ -1029,29 +560,29 @@ static int process_rbuf(cp2p_peer *p)
             break;
         if (memcmp(p->rbuf + p->rstart, m->opt.net->magic, 4) != 0) {
             uint8_t *q = p->rbuf + p->rstart;
-            peer_fail(p, CP2P_R_BAD_MAGIC, "wrong network magic %02x%02x%02x%02x", q[0], q[1], q[2],
-                      q[3]);
+            cp2p_peer_fail(p, CP2P_R_BAD_MAGIC, "wrong network magic %02x%02x%02x%02x", q[0], q[1],
+                           q[2], q[3]);
             return 0;
         }
         int hl = cp2p_msghdr_decode(p->rbuf + p->rstart, have, &p->hdr);
         if (hl == 0)
             break;
         if (hl < 0) {
-            peer_fail(p, (cp2p_reason)-hl, "invalid message header (%s)",
-                      hl == -(int)CP2P_R_BAD_COMMAND ? "command not printable ASCII"
-                                                     : "bad extmsg header");
+            cp2p_peer_fail(p, (cp2p_reason)-hl, "invalid message header (%s)",
+                           hl == -(int)CP2P_R_BAD_COMMAND ? "command not printable ASCII"
+                                                          : "bad extmsg header");
             return 0;
         }
         uint64_t lim = cp2p_recv_limit(&m->opt, p->hdr.cmd);
         if (p->hdr.len > lim) {
-            peer_fail(p, CP2P_R_OVERSIZE, "%s payload of %llu bytes exceeds our limit %llu",
-                      p->hdr.cmd, (unsigned long long)p->hdr.len, (unsigned long long)lim);
+            cp2p_peer_fail(p, CP2P_R_OVERSIZE, "%s payload of %llu bytes exceeds our limit %llu",
+                           p->hdr.cmd, (unsigned long long)p->hdr.len, (unsigned long long)lim);
             return 0;
         }
         if (strcmp(p->hdr.cmd, "block") == 0) {
             if (p->hdr.len < 81) {
-                peer_fail(p, CP2P_R_MALFORMED, "block payload of %llu bytes is too short",
-                          (unsigned long long)p->hdr.len);
+                cp2p_peer_fail(p, CP2P_R_MALFORMED, "block payload of %llu bytes is too short",
+                               (unsigned long long)p->hdr.len);
                 return 0;
             }
             p->rstart += (size_t)hl;
@@ -1060,7 +591,7 @@ static int process_rbuf(cp2p_peer *p)
             continue;
         }
         if (p->hdr.ext) {
-            peer_fail(p, CP2P_R_PROTOCOL, "extmsg carrying '%s' is not supported", p->hdr.cmd);
+            cp2p_peer_fail(p, CP2P_R_PROTOCOL, "extmsg carrying '%s' is not supported", p->hdr.cmd);
             return 0;
         }
         size_t need = (size_t)hl + (size_t)p->hdr.len;
@@ -1078,8 +609,8 @@ static int process_rbuf(cp2p_peer *p)
                 size_t ncap = p->rcap * 2 < need ? p->rcap * 2 : need;
                 uint8_t *nb = realloc(p->rbuf, ncap);
                 if (!nb) {
-                    peer_fail(p, CP2P_R_NOMEM, "cannot allocate %zu bytes for %s", need,
-                              p->hdr.cmd);
+                    cp2p_peer_fail(p, CP2P_R_NOMEM, "cannot allocate %zu bytes for %s", need,
+                                   p->hdr.cmd);
                     return 0;
                 }
                 p->rbuf = nb;
@@ -1091,7 +622,7 @@ static int process_rbuf(cp2p_peer *p)
         uint8_t h[32];
         cd_sha256d(h, pl, (size_t)p->hdr.len);
         if (memcmp(h, p->hdr.checksum, 4) != 0) {
-            peer_fail(p, CP2P_R_BAD_CHECKSUM, "%s payload checksum mismatch", p->hdr.cmd);
+            cp2p_peer_fail(p, CP2P_R_BAD_CHECKSUM, "%s payload checksum mismatch", p->hdr.cmd);
             return 0;
         }
         p->rstart += need;
@@ -1111,7 +642,7 @@ static int process_rbuf(cp2p_peer *p)
     return 1;
 }
 
-static void on_read(evutil_socket_t fd, short what, void *arg)
+void cp2p_on_read(evutil_socket_t fd, short what, void *arg)
 {
     cp2p_peer *p = arg;
     uint64_t gen = p->gen;
@@ -1161,15 +692,15 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         }
         if (n == 0) {
             if (p->mode == RD_BLOCK || p->rend > p->rstart)
-                peer_fail(p, CP2P_R_TRUNCATED, "connection closed inside a %s message",
-                          p->mode == RD_BLOCK ? "block" : "partial");
+                cp2p_peer_fail(p, CP2P_R_TRUNCATED, "connection closed inside a %s message",
+                               p->mode == RD_BLOCK ? "block" : "partial");
             else
-                peer_fail(p, CP2P_R_EOF, "connection closed by peer");
+                cp2p_peer_fail(p, CP2P_R_EOF, "connection closed by peer");
             break;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             break;
-        peer_fail(p, CP2P_R_IO, "recv: %s", strerror(errno));
+        cp2p_peer_fail(p, CP2P_R_IO, "recv: %s", strerror(errno));
         break;
     }
     p->busy--;
@@ -1186,467 +717,4 @@ void cp2p_peer_resume_read(cp2p_peer *p)
         p->t_ping_sent_ns = p->t_last_rx_ns;
     event_add(p->ev_read, NULL);
     event_active(p->ev_read, EV_READ, 0);
-}
-
-/* ---- connection life cycle ------------------------------------------------------- */
-
-static void peer_teardown(cp2p_peer *p)
-{
-    if (p->ev_read) {
-        event_free(p->ev_read);
-        p->ev_read = NULL;
-    }
-    if (p->ev_write) {
-        event_free(p->ev_write);
-        p->ev_write = NULL;
-    }
-    if (p->fd >= 0) {
-        close(p->fd);
-        p->fd = -1;
-    }
-    if (p->out)
-        evbuffer_drain(p->out, evbuffer_get_length(p->out));
-    p->rstart = p->rend = 0;
-    p->connecting = 0;
-    p->read_paused = 0;
-    p->gen++;
-}
-
-static void schedule_after_close(cp2p_peer *p)
-{
-    cp2p_mgr *m = p->mgr;
-    if (p->removed || !m->opt.reconnect) {
-        p->state = CP2P_PEER_DEAD;
-        return;
-    }
-    uint32_t d = p->backoff_ms ? p->backoff_ms * 2 : m->opt.reconnect_min_ms;
-    if (d > m->opt.reconnect_max_ms)
-        d = m->opt.reconnect_max_ms;
-    p->backoff_ms = d;
-    p->t_reconnect_ns = cd_now_ns() + (uint64_t)d * 1000000ull;
-    p->state = CP2P_PEER_BACKOFF;
-}
-
-static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap) CD_PRINTF(3, 0);
-static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap)
-{
-    char detail[512];
-    vsnprintf(detail, sizeof(detail), fmt, ap);
-    if ((p->fd < 0 && p->state != CP2P_PEER_CONNECTING) || p->failing)
-        return;
-    p->failing = 1;
-    if (r == CP2P_R_CLOSED_LOCAL || r == CP2P_R_EOF)
-        cd_log_info("peer %s: disconnected: %s (%s)", p->name, cp2p_reason_str(r), detail);
-    else
-        cd_log_warn("peer %s: disconnecting: %s (%s)", p->name, cp2p_reason_str(r), detail);
-    if (p->bk)
-        block_abort(p, r);
-    peer_teardown(p);
-    p->failing = 0;
-    p->state = CP2P_PEER_CLOSING;
-    p->last_reason = r;
-    p->stats.disconnects++;
-    cp2p_ctx c = mkctx(p);
-    uint64_t gen = p->gen;
-    if (p->mgr->h.on_disconnect)
-        p->mgr->h.on_disconnect(&c, r, detail);
-    if (p->gen == gen && p->state == CP2P_PEER_CLOSING)
-        schedule_after_close(p);
-}
-
-static void peer_fail(cp2p_peer *p, cp2p_reason r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    peer_vfail(p, r, fmt, ap);
-    va_end(ap);
-}
-
-static void on_write(evutil_socket_t fd, short what, void *arg)
-{
-    cp2p_peer *p = arg;
-    (void)what;
-    if (p->connecting) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
-            err = errno;
-        if (err) {
-            peer_fail(p, CP2P_R_CONNECT_FAILED, "connect: %s", strerror(err));
-            return;
-        }
-        p->connecting = 0;
-        p->state = CP2P_PEER_VERSION_SENT;
-        event_add(p->ev_read, NULL);
-        cd_log_debug("peer %s: connected, version sent", p->name);
-    }
-    while (evbuffer_get_length(p->out) > 0) {
-        int n = evbuffer_write(p->out, fd);
-        if (n > 0) {
-            p->stats.bytes_out += (uint64_t)n;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return; /* stays registered */
-        peer_fail(p, CP2P_R_IO, "send: %s", n == 0 ? "closed" : strerror(errno));
-        return;
-    }
-    event_del(p->ev_write);
-}
-
-static void send_version(cp2p_peer *p, const struct sockaddr *sa)
-{
-    cp2p_version v;
-    uint8_t ip[16] = {0};
-    memset(&v, 0, sizeof(v));
-    v.version = CP2P_PROTOCOL_VERSION;
-    v.services = 0;
-    v.timestamp = (int64_t)time(NULL);
-    p->our_nonce = rand64();
-    v.nonce = p->our_nonce;
-    snprintf(v.user_agent, sizeof(v.user_agent), "%s", p->mgr->ua);
-    v.start_height = p->mgr->opt.start_height;
-    v.relay = p->mgr->opt.relay;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        ip[10] = ip[11] = 0xFF;
-        memcpy(ip + 12, &s4->sin_addr, 4);
-    } else if (sa->sa_family == AF_INET6) {
-        memcpy(ip, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-    }
-    cp2p_buf b = {0};
-    cp2p_enc_version(&b, &v, ip, p->port);
-    queue_msg(p, "version", b.p, b.len);
-    cp2p_buf_free(&b);
-}
-
-static void peer_connect(cp2p_peer *p)
-{
-    struct addrinfo hints, *res = NULL;
-    char port[8];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%u", p->port);
-    p->state = CP2P_PEER_CONNECTING;
-    p->t_start_ns = cd_now_ns();
-    p->t_last_rx_ns = p->t_start_ns;
-    p->got_version = p->got_verack = p->got_protoconf = 0;
-    p->ping_outstanding = 0;
-    p->max_send = CP2P_LEGACY_MAX_RECV;
-    p->mode = RD_MSG;
-    int gai = getaddrinfo(p->host, port, &hints, &res);
-    if (gai != 0 || !res) {
-        cd_log_warn("peer %s: cannot resolve: %s", p->name, gai_strerror(gai));
-        p->fd = -1;
-        p->last_reason = CP2P_R_CONNECT_FAILED;
-        cp2p_ctx c = mkctx(p);
-        if (p->mgr->h.on_disconnect)
-            p->mgr->h.on_disconnect(&c, CP2P_R_CONNECT_FAILED, "cannot resolve host");
-        if (p->state == CP2P_PEER_CONNECTING)
-            schedule_after_close(p);
-        return;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        p->fd = -1;
-        cd_log_warn("peer %s: socket: %s", p->name, strerror(errno));
-        schedule_after_close(p);
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    p->fd = fd;
-    p->gen++;
-    p->ev_read = event_new(p->mgr->base, fd, EV_READ | EV_PERSIST, on_read, p);
-    p->ev_write = event_new(p->mgr->base, fd, EV_WRITE | EV_PERSIST, on_write, p);
-    p->connecting = 1;
-    send_version(p, res->ai_addr);
-    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (rc < 0 && errno != EINPROGRESS) {
-        peer_fail(p, CP2P_R_CONNECT_FAILED, "connect: %s", strerror(errno));
-        return;
-    }
-    event_add(p->ev_write, NULL);
-}
-
-void cp2p_peer_close(cp2p_peer *p)
-{
-    if (!p)
-        return;
-    if (p->fd >= 0)
-        peer_fail(p, CP2P_R_CLOSED_LOCAL, "closed by application");
-}
-
-void cp2p_peer_remove(cp2p_peer *p)
-{
-    if (!p)
-        return;
-    p->removed = 1;
-    if (p->fd >= 0)
-        peer_fail(p, CP2P_R_CLOSED_LOCAL, "removed by application");
-    p->state = CP2P_PEER_DEAD;
-}
-
-/* ---- manager ---------------------------------------------------------------------- */
-
-static void peer_free(cp2p_peer *p)
-{
-    peer_teardown(p);
-    free(p->bbuf);
-    free(p->boffs);
-    free(p->rbuf);
-    if (p->out)
-        evbuffer_free(p->out);
-    free(p);
-}
-
-static void tick_peer(cp2p_peer *p, uint64_t now)
-{
-    const cp2p_options *o = &p->mgr->opt;
-    switch (p->state) {
-    case CP2P_PEER_CONNECTING:
-    case CP2P_PEER_VERSION_SENT:
-        if (now - p->t_start_ns > (uint64_t)o->handshake_timeout_ms * 1000000ull)
-            peer_fail(p, CP2P_R_HANDSHAKE_TIMEOUT, "no version/verack within %u ms",
-                      o->handshake_timeout_ms);
-        return;
-    case CP2P_PEER_READY:
-        break;
-    case CP2P_PEER_BACKOFF:
-        if (now >= p->t_reconnect_ns)
-            peer_connect(p);
-        return;
-    default:
-        return;
-    }
-    uint64_t silent = now - p->t_last_rx_ns;
-    int mid_msg = p->mode == RD_BLOCK || p->rend > p->rstart;
-    if (mid_msg && !p->read_paused && silent > (uint64_t)o->stall_timeout_ms * 1000000ull) {
-        peer_fail(p, CP2P_R_STALLED, "no data for %llu ms inside a %s message",
-                  (unsigned long long)(silent / 1000000), p->hdr.cmd);
-        return;
-    }
-    if (p->read_paused)
-        return; /* back-pressure: we are not reading, so silence means nothing */
-    if (p->ping_outstanding &&
-        now - p->t_ping_sent_ns > (uint64_t)o->ping_timeout_ms * 1000000ull &&
-        silent > (uint64_t)o->ping_timeout_ms * 1000000ull) {
-        peer_fail(p, CP2P_R_PING_TIMEOUT, "no pong within %u ms", o->ping_timeout_ms);
-        return;
-    }
-    if (o->ping_interval_ms && !p->ping_outstanding && now >= p->t_next_ping_ns) {
-        p->t_next_ping_ns = now + (uint64_t)o->ping_interval_ms * 1000000ull;
-        (void)cp2p_peer_ping(p);
-    }
-}
-
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-    cp2p_mgr *m = arg;
-    uint64_t now = cd_now_ns();
-    (void)fd;
-    (void)what;
-    for (size_t i = 0; i < m->n_peers; i++)
-        tick_peer(m->peers[i], now);
-    /* broadcasts: silence until the deadline = accepted */
-    for (size_t i = 0; i < m->n_bc; i++)
-        if (!m->bc[i].done && now >= m->bc[i].deadline_ns) {
-            cp2p_peer *p = m->bc[i].peer;
-            bcast_done(m, &m->bc[i], p, CP2P_BCAST_ACCEPTED, NULL);
-        }
-    size_t k = 0;
-    for (size_t i = 0; i < m->n_bc; i++)
-        if (!m->bc[i].done)
-            m->bc[k++] = m->bc[i];
-    m->n_bc = k;
-    /* reap dead peers */
-    k = 0;
-    for (size_t i = 0; i < m->n_peers; i++) {
-        cp2p_peer *p = m->peers[i];
-        if (p->state == CP2P_PEER_DEAD && !p->busy) {
-            for (size_t j = 0; j < m->n_bc; j++)
-                if (m->bc[j].peer == p)
-                    m->bc[j].peer = NULL;
-            peer_free(p);
-        } else {
-            m->peers[k++] = p;
-        }
-    }
-    m->n_peers = k;
-    if (m->rr > m->n_peers)
-        m->rr = 0;
-}
-
-static int ua_banned(const char *ua)
-{
-    return strcasestr(ua, "abc") || strcasestr(ua, "cash") || strcasestr(ua, "bch");
-}
-
-cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt, const cp2p_handlers *h,
-                       const cp2p_block_sink *sink, void *user)
-{
-    if (!base || !opt || !opt->net) {
-        cd_log_error("cp2p_mgr_new: base, options and network are required");
-        return NULL;
-    }
-    const char *ua = opt->user_agent ? opt->user_agent : "/conduit-p2p:" CD_VERSION "/";
-    if (strlen(ua) > 256 || ua_banned(ua)) {
-        cd_log_error("cp2p_mgr_new: user agent \"%s\" is too long or contains abc/cash/bch "
-                     "(banned by BSV nodes)",
-                     ua);
-        return NULL;
-    }
-    if (opt->max_recv_payload < CP2P_LEGACY_MAX_RECV || opt->chunk_threshold < 4096 ||
-        opt->tick_ms == 0) {
-        cd_log_error("cp2p_mgr_new: max_recv_payload must be >= 1 MiB, chunk_threshold >= "
-                     "4096 and tick_ms > 0");
-        return NULL;
-    }
-    if (sink && (!sink->begin || !sink->space || !sink->data || !sink->end)) {
-        cd_log_error("cp2p_mgr_new: a block sink needs all four callbacks");
-        return NULL;
-    }
-    cp2p_mgr *m = cd_xcalloc(1, sizeof(*m));
-    m->base = base;
-    m->opt = *opt;
-    m->ua = cd_xstrdup(ua);
-    m->opt.user_agent = m->ua;
-    if (h)
-        m->h = *h;
-    if (sink) {
-        m->sink = *sink;
-        m->have_sink = 1;
-    }
-    m->user = user;
-    m->tick = event_new(base, -1, EV_PERSIST, on_tick, m);
-    struct timeval tv = {(time_t)(opt->tick_ms / 1000), (suseconds_t)(opt->tick_ms % 1000) * 1000};
-    event_add(m->tick, &tv);
-    return m;
-}
-
-void cp2p_mgr_free(cp2p_mgr *m)
-{
-    if (!m)
-        return;
-    for (size_t i = 0; i < m->n_peers; i++)
-        peer_free(m->peers[i]);
-    free(m->peers);
-    free(m->bc);
-    if (m->tick)
-        event_free(m->tick);
-    free(m->ua);
-    free(m);
-}
-
-static int parse_hostport(const char *s, uint16_t defport, char *host, size_t hostsz,
-                          uint16_t *port)
-{
-    const char *colon;
-    size_t hl;
-    if (!s || !*s)
-        return -1;
-    if (s[0] == '[') {
-        const char *e = strchr(s, ']');
-        if (!e)
-            return -1;
-        hl = (size_t)(e - s - 1);
-        if (hl == 0 || hl >= hostsz)
-            return -1;
-        memcpy(host, s + 1, hl);
-        host[hl] = 0;
-        colon = e[1] == ':' ? e + 1 : NULL;
-        if (!colon && e[1])
-            return -1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon && strchr(s, ':') != colon)
-            colon = NULL; /* bare IPv6 without brackets */
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (hl == 0 || hl >= hostsz)
-            return -1;
-        memcpy(host, s, hl);
-        host[hl] = 0;
-    }
-    if (!colon) {
-        *port = defport;
-        return 0;
-    }
-    char *end;
-    unsigned long v = strtoul(colon + 1, &end, 10);
-    if (*end || v == 0 || v > 65535 || end == colon + 1)
-        return -1;
-    *port = (uint16_t)v;
-    return 0;
-}
-
-int cp2p_mgr_add_peer(cp2p_mgr *m, const char *hostport, cp2p_peer **out)
-{
-    char host[256];
-    uint16_t port;
-    if (!m || parse_hostport(hostport, m->opt.net->default_port, host, sizeof(host), &port))
-        return CP2P_EINVAL;
-    cp2p_peer *p = cd_xcalloc(1, sizeof(*p));
-    p->mgr = m;
-    p->fd = -1;
-    snprintf(p->host, sizeof(p->host), "%s", host);
-    p->port = port;
-    if (strchr(host, ':'))
-        snprintf(p->name, sizeof(p->name), "[%s]:%u", host, port);
-    else
-        snprintf(p->name, sizeof(p->name), "%s:%u", host, port);
-    p->out = evbuffer_new();
-    p->rbuf = cd_xmalloc(RBUF_DEFAULT);
-    p->rcap = RBUF_DEFAULT;
-    p->max_send = CP2P_LEGACY_MAX_RECV;
-    p->stats.last_ping_rtt_us = -1;
-    p->state = CP2P_PEER_IDLE;
-    if (m->n_peers == m->cap_peers) {
-        m->cap_peers = m->cap_peers ? m->cap_peers * 2 : 8;
-        m->peers = cd_xrealloc(m->peers, m->cap_peers * sizeof(*m->peers));
-    }
-    m->peers[m->n_peers++] = p;
-    if (out)
-        *out = p;
-    peer_connect(p);
-    return CP2P_OK;
-}
-
-int cp2p_mgr_broadcast_tx(cp2p_mgr *m, cp2p_peer *peer, const uint8_t *raw, size_t len,
-                          uint8_t txid_out[32])
-{
-    uint8_t txid[32];
-    int sent = 0;
-    if (!m || !raw || len == 0)
-        return CP2P_EINVAL;
-    cd_sha256d(txid, raw, len);
-    if (peer) {
-        int rc = cp2p_peer_send_tx(peer, raw, len);
-        if (rc == CP2P_ENOTREADY)
-            return CP2P_ENOPEER;
-        if (rc)
-            return rc;
-        sent = 1;
-    } else {
-        for (size_t i = 0; i < m->n_peers; i++)
-            if (m->peers[i]->state == CP2P_PEER_READY &&
-                cp2p_peer_send_tx(m->peers[i], raw, len) == CP2P_OK)
-                sent++;
-    }
-    if (!sent)
-        return CP2P_ENOPEER;
-    if (m->n_bc == m->cap_bc) {
-        m->cap_bc = m->cap_bc ? m->cap_bc * 2 : 8;
-        m->bc = cd_xrealloc(m->bc, m->cap_bc * sizeof(*m->bc));
-    }
-    bcast *b = &m->bc[m->n_bc++];
-    memset(b, 0, sizeof(*b));
-    memcpy(b->txid, txid, 32);
-    b->peer = peer;
-    b->deadline_ns = cd_now_ns() + (uint64_t)m->opt.broadcast_wait_ms * 1000000ull;
-    if (txid_out)
-        memcpy(txid_out, txid, 32);
-    return CP2P_OK;
 }

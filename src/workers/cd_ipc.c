@@ -3,9 +3,9 @@
  *
  * Workers are single-purpose processes, so plain blocking reads and writes on
  * their socketpair end are the simplest correct choice; the controller side
- * uses libevent bufferevents instead (cd_pipeline.c) so it never blocks.
+ * uses libevent bufferevents instead (cd_pipe_workers.c) so it never blocks.
  */
-#include "workers/cd_ipc.h"
+#include "cd_ipc.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -5,9 +5,9 @@
  * ack discipline and exit-code policy; keeping it in one place means the
  * writer, merkle and parser workers only implement what they do with a unit.
  */
-#include "workers/cd_wk_main.h"
+#include "cd_wk_main.h"
 
-#include "common/cd_log.h"
+#include "cd_log.h"
 
 #include <errno.h>
 #include <fcntl.h>

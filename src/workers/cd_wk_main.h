@@ -1,8 +1,9 @@
 /*
  * cd_wk_main.h - the common main loop of every forked worker.
  *
- * The supervisor forks, closes what the child must not keep, and calls
- * cd_wk_run() with a context and the kind's operation table. The loop reads
+ * The supervisor forks and closes what the child must not keep; the
+ * pipeline's worker main (cd_pipe_workers.c) then calls cd_wk_run() with a
+ * context and the kind's operation table. The loop reads
  * cd_ipc messages from the channel (blocking), calls the table's hooks, and
  * sends UNIT_ACK / BLOCK_DONE replies. It never returns: the process exits
  *   0                on SHUTDOWN or channel EOF (the controller is gone),
@@ -18,19 +19,19 @@
 
 #include <stdint.h>
 
-#include "common/cd_util.h"
-#include "workers/cd_ipc.h"
+#include "cd_util.h"
+#include "cd_ipc.h"
 
 /* Process exit codes: the same contract (and values) as the daemon's
- * (daemon/cd_config.h); identical redefinitions are allowed in C. */
+ * (cd_config.h); identical redefinitions are allowed in C. */
 #define CD_EXIT_OK      0
 #define CD_EXIT_FAILURE 1
 #define CD_EXIT_CONFIG  2
 
 /* What the workers need from the daemon's configuration (filled by the
- * supervisor from cd_config just before cd_wk_run; the workers library does
- * not depend on daemon headers). Strings are borrowed from the controller's
- * memory image, which the forked child keeps. */
+ * pipeline's worker main from cd_config just before cd_wk_run; the worker
+ * loop does not depend on the configuration header). Strings are borrowed
+ * from the controller's memory image, which the forked child keeps. */
 typedef struct cd_wk_config {
     const char *datadir;     /* <datadir>/blocks, <datadir>/merkle, crash markers */
     const char *pg_conninfo; /* parsers: libpq conninfo ("" = PG* defaults) */

@@ -9,12 +9,12 @@
  * stored only when the root matches, so "block valid" = complete location in
  * the block store AND a tree here.
  */
-#include "workers/cd_wk_main.h"
+#include "cd_wk_main.h"
 
-#include "bitcoin/btc_merkle.h"
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_log.h"
-#include "storage/cd_blockstore.h"
+#include "btc_merkle.h"
+#include "btc_sha256.h"
+#include "cd_log.h"
+#include "cd_blockstore.h"
 
 #include <stdio.h>
 #include <stdlib.h>

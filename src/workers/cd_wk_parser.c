@@ -1,257 +1,22 @@
 /*
- * cd_wk_parser.c - parse a work unit's transactions into index rows.
- *
- * Why it exists: this is the CPU-heavy half of indexing (txids, pushdata
- * hashes); it is kept free of I/O so the worker process, the file driver and
- * the benchmark share it, and so it can be tested against real mainnet data.
- *
- * NOTES
- *  - Transactions are taken BTC_TXB_MAX_TXS at a time (btc_txbatch.h): each
- *    is validated by btc_tx_parse (so a truncated tx reports nothing) and its
- *    scripts walked for keys, then the txids and keys of the whole batch are
- *    hashed together (two SHA-NI lanes interleaved: ~1.5x the throughput of
- *    one hash at a time), then the rows are emitted in order; the second
- *    walk over the inputs touches bytes already in cache.
- *  - The pushdata rule is btc_script_pushes (src/bitcoin/btc_script.h): one
- *    rule for the whole project.
+ * cd_wk_parser.c - the parser worker: work units from the ring -> index rows
+ * (cd_rows.h) -> PostgreSQL, in batches; and the start-up recovery of the
+ * units a crash left unindexed.
  */
-#include "workers/cd_wk_parser.h"
+#include "cd_wk_parser.h"
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_txbatch.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "daemon/cd_config.h" /* cd_wk_parser_recover() runs in the controller */
-#include "storage/cd_blockstore.h"
-#include "workers/cd_wk_main.h"
+#include "btc_preproc.h"
+#include "btc_tx.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_config.h" /* cd_wk_parser_recover() runs in the controller */
+#include "cd_blockstore.h"
+#include "cd_rows.h"
+#include "cd_wk_main.h"
 
 #include <stdlib.h>
 
 #include <string.h>
-
-static const uint8_t null_hash[32];
-
-static int is_null_outpoint(const btc_txin *in)
-{
-    return in->prev_index == 0xFFFFFFFFu && memcmp(in->prev_txid, null_hash, 32) == 0;
-}
-
-/* Input rows of a parsed transaction (coinbase inputs spend nothing). */
-static void emit_inputs(const btc_tx *tx, uint32_t tx_pos, const cd_wk_sink *sink)
-{
-    btc_tx_iter it;
-    btc_txin in;
-    btc_tx_inputs(tx, &it);
-    for (uint32_t i = 0; btc_tx_next_input(&it, &in); i++)
-        if (!is_null_outpoint(&in))
-            sink->input(sink->ctx, tx_pos, i, in.prev_txid, in.prev_index);
-}
-
-/* Push rows of a transaction too big for a batch (more than
- * BTC_TXB_MAX_KEYS keys): walked script by script, hashed PUSHQ_LEN at a time
- * (btc_sha256_many) and emitted in order, so memory stays bounded for any
- * number of keys. */
-#define PUSHQ_LEN 64
-
-typedef struct push_queue {
-    const cd_wk_sink *sink;
-    uint32_t tx_pos, idx; /* idx: input/output index of the current script */
-    size_t n;
-    btc_tx_push_key keys[PUSHQ_LEN];
-    btc_sha256_job jobs[PUSHQ_LEN];
-} push_queue;
-
-static void pushq_flush(push_queue *q)
-{
-    btc_sha256_many(q->jobs, q->n);
-    for (size_t i = 0; i < q->n; i++)
-        q->sink->push(q->sink->ctx, q->tx_pos, q->keys[i].index, q->keys[i].flags, q->keys[i].hash);
-    q->n = 0;
-}
-
-static int pushq_add(void *vctx, const uint8_t *data, size_t len, unsigned flags)
-{
-    push_queue *q = vctx;
-    btc_tx_push_key *k = &q->keys[q->n];
-    k->flags = (uint8_t)flags;
-    k->index = q->idx;
-    btc_sha256_job *j = &q->jobs[q->n];
-    j->data = data;
-    j->len = len;
-    j->out = k->hash;
-    j->twice = 0;
-    if (++q->n == PUSHQ_LEN)
-        pushq_flush(q);
-    return 0;
-}
-
-static void emit_pushes_streamed(const btc_tx *tx, uint32_t tx_pos, const btc_push_opts *po,
-                                 const cd_wk_sink *sink)
-{
-    push_queue q;
-    q.sink = sink;
-    q.tx_pos = tx_pos;
-    q.n = 0;
-    btc_tx_iter it;
-    btc_txin in;
-    btc_txout out;
-    btc_tx_inputs(tx, &it);
-    for (q.idx = 0; btc_tx_next_input(&it, &in); q.idx++)
-        btc_script_pushes(in.script, in.script_len, BTC_PUSH_INPUT, po, pushq_add, &q);
-    btc_tx_outputs(tx, &it);
-    for (q.idx = 0; btc_tx_next_output(&it, &out); q.idx++)
-        btc_script_pushes(out.script, out.script_len, BTC_PUSH_OUTPUT, po, pushq_add, &q);
-    pushq_flush(&q);
-}
-
-/* Emits the rows of one transaction of a batch: the tx row, then each input
- * row followed by that input's keys, then the output keys. */
-static void emit_batched(const btc_txb *b, const btc_txb_tx *t, uint32_t pos, uint64_t offset,
-                         const cd_wk_sink *sink)
-{
-    if (sink->tx)
-        sink->tx(sink->ctx, pos, t->txid, offset, (uint32_t)t->tx.size);
-    if (t->keys_streamed) {
-        if (sink->input)
-            emit_inputs(&t->tx, pos, sink);
-        emit_pushes_streamed(&t->tx, pos, b->opts, sink);
-        return;
-    }
-    const btc_tx_push_key *k = b->keys + t->first_key, *end = k + t->n_keys;
-    if (sink->input) {
-        btc_tx_iter it;
-        btc_txin in;
-        btc_tx_inputs(&t->tx, &it);
-        for (uint32_t i = 0; btc_tx_next_input(&it, &in); i++) {
-            if (!is_null_outpoint(&in))
-                sink->input(sink->ctx, pos, i, in.prev_txid, in.prev_index);
-            for (; k < end && k->flags == BTC_PUSH_INPUT && k->index == i; k++)
-                sink->push(sink->ctx, pos, k->index, k->flags, k->hash);
-        }
-    }
-    for (; k < end; k++)
-        sink->push(sink->ctx, pos, k->index, k->flags, k->hash);
-}
-
-static void push_opts(const cd_wk_parse_opts *opts, btc_push_opts *po)
-{
-    *po = btc_push_opts_default;
-    po->data_enabled = opts ? opts->data_pushes : 0;
-    if (opts && opts->data_max_len)
-        po->data_max_len = (size_t)opts->data_max_len;
-}
-
-long cd_wk_parse_unit(const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
-                      uint32_t max_txs, const cd_wk_parse_opts *opts, const cd_wk_sink *sink,
-                      size_t *consumed)
-{
-    btc_push_opts po;
-    push_opts(opts, &po);
-    /* txids and keys of up to BTC_TXB_MAX_TXS txs are hashed together (two
-     * SHA-NI lanes), then the rows are emitted in order */
-    btc_txb b;
-    btc_txb_init(&b, (sink->tx ? BTC_TXB_TXID : 0u) | (sink->push ? BTC_TXB_KEYS : 0u), &po);
-    size_t off = 0;
-    long ntx = 0;
-    while (off < len && (max_txs == 0 || (uint32_t)ntx < max_txs)) {
-        size_t used = 0;
-        int n =
-            btc_txb_fill(&b, data + off, len - off, max_txs ? max_txs - (uint32_t)ntx : 0, &used);
-        if (n < 0)
-            break;
-        for (int t = 0; t < n; t++) {
-            const btc_txb_tx *bt = &b.txs[t];
-            if (bt->tx.size > 0xFFFFFFFFu) {
-                off += bt->offset;
-                goto malformed;
-            }
-            emit_batched(&b, bt, first_tx + (uint32_t)ntx, block_offset + off + bt->offset, sink);
-            ntx++;
-        }
-        off += used;
-        if (n == 0)
-            break;
-    }
-    if (off < len && (max_txs == 0 || (uint32_t)ntx < max_txs))
-        goto malformed;
-    if (consumed)
-        *consumed = off;
-    return ntx;
-malformed:
-    if (consumed)
-        *consumed = off;
-    return CD_WK_EMALFORMED;
-}
-
-long cd_wk_parse_tx_pushes(const uint8_t *raw, size_t len, uint32_t tx_pos,
-                           const cd_wk_parse_opts *opts, const cd_wk_sink *sink)
-{
-    btc_push_opts po;
-    push_opts(opts, &po);
-    btc_tx tx;
-    if (btc_tx_parse(&tx, raw, len) < 0)
-        return CD_WK_EMALFORMED;
-    if (sink->push)
-        emit_pushes_streamed(&tx, tx_pos, &po, sink);
-    return (long)tx.size;
-}
-
-/* ---- the standard sink: rows into a cd_pg_unit ---- */
-
-static void unit_tx(void *ctx, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
-                    uint32_t size)
-{
-    cd_pg_unit_add_tx(ctx, tx_pos, txid, offset, size);
-}
-
-static void unit_input(void *ctx, uint32_t tx_pos, uint32_t in_idx, const uint8_t prev_hash[32],
-                       uint32_t prev_idx)
-{
-    cd_pg_unit_add_input(ctx, tx_pos, in_idx, prev_hash, prev_idx);
-}
-
-static void unit_push(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags,
-                      const uint8_t key[32])
-{
-    cd_pg_unit_add_push(ctx, tx_pos, idx, flags, key);
-}
-
-cd_wk_sink cd_wk_unit_sink(cd_pg_unit *u)
-{
-    cd_wk_sink s = {u, unit_tx, unit_input, unit_push};
-    return s;
-}
-
-int cd_wk_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
-                     const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
-                     uint32_t expect_txs, const cd_wk_parse_opts *opts)
-{
-    for (;;) {
-        cd_pg_unit_reset(u, block_id, unit_no, first_tx);
-        u->expect_txs = expect_txs;
-        int rc = cd_pg_unit_open(pg, u);
-        if (rc)
-            return rc; /* 1: committed before; or an error */
-        /* rows stream to PostgreSQL while parsing (bounded memory) */
-        cd_wk_sink sink = cd_wk_unit_sink(u);
-        size_t consumed = 0;
-        long n = cd_wk_parse_unit(data, len, block_offset, first_tx, 0, opts, &sink, &consumed);
-        if (n < 0 || (expect_txs && (uint64_t)n != expect_txs)) {
-            cd_pg_unit_cancel(pg, u);
-            cd_log_error("parser: block_id %lld unit %u: %ld txs parsed (%zu of %zu bytes), "
-                         "%u expected",
-                         (long long)block_id, unit_no, n, consumed, len, expect_txs);
-            return CD_WK_EMALFORMED;
-        }
-        rc = cd_pg_unit_close(pg, u);
-        if (rc != CD_PG_EAGAIN)
-            return rc;
-        /* connection lost mid-unit: the rows sent so far were rolled back;
-         * parse again from the (still unacknowledged) bytes */
-    }
-}
 
 /* ------------------------------------------------------------------ */
 /* the parser worker process (cd_wk_run hooks)                          */
@@ -281,7 +46,7 @@ typedef struct held_unit {
 typedef struct wk_parser {
     cd_pg *pg;
     cd_pg_unit unit;
-    cd_wk_parse_opts opts;
+    cd_rows_opts opts;
     uint64_t ipc_block;    /* controller's id of the current block */
     int64_t pg_block;      /* blocks.block_id of the current block; -1: not registered yet */
     cd_pg_block_info info; /* the current block, for a registration at its first unit */
@@ -342,7 +107,7 @@ static int held_gaps(wk_parser *p, held_unit *h)
     for (uint32_t i = 0; i < h->tx_count; i++) {
         if (o >= h->len || btc_tx_parse(&tx, h->data + o, h->len - o) < 0) {
             free(off);
-            return CD_WK_EMALFORMED;
+            return CD_ROWS_EMALFORMED;
         }
         off[i] = (uint32_t)o;
         o += tx.size;
@@ -419,10 +184,10 @@ static int parser_flush(cd_wk_ctx *c)
                                          (uint32_t)h->first_tx);
             if (rc != 0)
                 break;
-            cd_wk_sink sink = cd_wk_unit_sink(&p->unit);
+            cd_rows_sink sink = cd_rows_unit_sink(&p->unit);
             size_t consumed = 0;
-            long n = cd_wk_parse_unit(h->data, h->len, h->block_off, (uint32_t)h->first_tx, 0,
-                                      &p->opts, &sink, &consumed);
+            long n = cd_rows_parse_unit(h->data, h->len, h->block_off, (uint32_t)h->first_tx, 0,
+                                        &p->opts, &sink, &consumed);
             if (n < 0 || (uint64_t)n != h->tx_count) {
                 cd_log_error("parser: block_id %lld unit %u: %ld txs parsed (%zu of %zu bytes), "
                              "%u expected",
@@ -451,7 +216,7 @@ static int parser_flush(cd_wk_ctx *c)
         if (!h->gaps)
             continue;
         rc = held_gaps(p, h);
-        if (rc == CD_WK_EMALFORMED)
+        if (rc == CD_ROWS_EMALFORMED)
             h->status = CD_IPC_ERR_MALFORMED;
         else if (rc < 0)
             return -1;
@@ -564,9 +329,9 @@ static int index_unit_gaps(wk_parser *p, int64_t pg_block, const cd_ipc_unit *u,
         if (a >= b)
             continue;
         size_t so = tx_off[a - f], eo = b < e ? tx_off[b - f] : (size_t)u->len;
-        rc = cd_wk_index_unit(p->pg, &p->unit, pg_block, CD_WK_RECOVERY_UNIT + (uint32_t)a,
-                              data + so, eo - so, u->block_off + so, (uint32_t)a, (uint32_t)(b - a),
-                              &p->opts);
+        rc = cd_rows_index_unit(p->pg, &p->unit, pg_block, CD_WK_RECOVERY_UNIT + (uint32_t)a,
+                                data + so, eo - so, u->block_off + so, (uint32_t)a,
+                                (uint32_t)(b - a), &p->opts);
     }
     free(g);
     return rc < 0 ? rc : 0;
@@ -602,15 +367,15 @@ static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
         cd_pg_block_register(p->pg, p->info.hash, p->info.header, p->info.height, p->info.tx_count,
                              p->info.size, &p->pg_block) != CD_PG_OK)
         return -1;
-    int rc = cd_wk_index_unit(p->pg, &p->unit, p->pg_block, u->unit_no, data + skip, len - skip,
-                              u->block_off + skip, (uint32_t)u->first_tx, u->tx_count, &p->opts);
+    int rc = cd_rows_index_unit(p->pg, &p->unit, p->pg_block, u->unit_no, data + skip, len - skip,
+                                u->block_off + skip, (uint32_t)u->first_tx, u->tx_count, &p->opts);
     if (rc == CD_PG_EUNIT) {
         cd_log_warn("parser: unit %u of block_id %lld overlaps units cut differently before; "
                     "indexing only its uncovered transactions",
                     u->unit_no, (long long)p->pg_block);
         rc = index_unit_gaps(p, p->pg_block, u, data, tx_off);
     }
-    if (rc == CD_WK_EMALFORMED)
+    if (rc == CD_ROWS_EMALFORMED)
         return CD_IPC_ERR_MALFORMED;
     if (rc < 0)
         return -1; /* exit; the unit is dispatched again to a new parser */
@@ -703,7 +468,7 @@ typedef struct rec_ctx {
     const cd_config *cfg;
     int32_t tip;
     cd_pg_unit unit;
-    cd_wk_parse_opts opts;
+    cd_rows_opts opts;
     uint8_t *buf;
     size_t cap;
     uint64_t *offs;
@@ -741,8 +506,8 @@ static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s
         }
         if (cd_blockstore_read(r->bs, loc, off, r->buf, len) != 0)
             return -1;
-        int rc = cd_wk_index_unit(r->pg, &r->unit, id, CD_WK_RECOVERY_UNIT + (uint32_t)a, r->buf,
-                                  len, off, (uint32_t)a, (uint32_t)(b - a), &r->opts);
+        int rc = cd_rows_index_unit(r->pg, &r->unit, id, CD_WK_RECOVERY_UNIT + (uint32_t)a, r->buf,
+                                    len, off, (uint32_t)a, (uint32_t)(b - a), &r->opts);
         if (rc < 0)
             return -1;
         r->units++;

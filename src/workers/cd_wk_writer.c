@@ -17,10 +17,10 @@
  * pipe_identify()); a held copy replaced here is one that was never verified
  * (e.g. written before a crash that lost its merkle tree).
  */
-#include "workers/cd_wk_main.h"
+#include "cd_wk_main.h"
 
-#include "common/cd_log.h"
-#include "storage/cd_blockstore.h"
+#include "cd_log.h"
+#include "cd_blockstore.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 """The controller loop never waits for PostgreSQL (DESIGN.md section 2;
-src/daemon/cd_mempool.c drives libpq asynchronously).
+src/index/cd_mempool_conn.c drives libpq asynchronously).
 
 A psql session takes an ACCESS EXCLUSIVE lock on mempool_tx, so the daemon's
 next cd_mempool_add_batch() call waits on it inside PostgreSQL (seen in

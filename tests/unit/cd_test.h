@@ -40,14 +40,14 @@ static inline unsigned char *cd_test_read_file(const char *rel, size_t *len)
     return buf;
 }
 
-#define CD_TEST_MAIN(suite_fn)                                                 \
-    int main(void)                                                             \
-    {                                                                          \
-        SRunner *sr = srunner_create(suite_fn());                              \
-        srunner_run_all(sr, CK_ENV);                                           \
-        int failed = srunner_ntests_failed(sr);                                \
-        srunner_free(sr);                                                      \
-        return failed == 0 ? 0 : 1;                                            \
+#define CD_TEST_MAIN(suite_fn)                                                                     \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        SRunner *sr = srunner_create(suite_fn());                                                  \
+        srunner_run_all(sr, CK_ENV);                                                               \
+        int failed = srunner_ntests_failed(sr);                                                    \
+        srunner_free(sr);                                                                          \
+        return failed == 0 ? 0 : 1;                                                                \
     }
 
 #endif /* CD_TEST_H */

@@ -7,7 +7,7 @@
 #define BTC_TESTDATA_H
 
 #include "cd_test.h"
-#include "common/cd_util.h"
+#include "cd_util.h"
 
 #include <stdint.h>
 

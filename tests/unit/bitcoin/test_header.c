@@ -4,8 +4,8 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_header.h"
-#include "bitcoin/btc_net.h"
+#include "btc_header.h"
+#include "btc_net.h"
 
 static const char *dir116 = BTC_TD_CHAIN116;
 

@@ -4,11 +4,11 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_header.h"
-#include "bitcoin/btc_merkle.h"
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_tx.h"
-#include "common/cd_hash.h"
+#include "btc_header.h"
+#include "btc_merkle.h"
+#include "btc_preproc.h"
+#include "btc_tx.h"
+#include "cd_hash.h"
 
 /* Returns the txids (n*32, malloc'd) of a raw block. */
 static uint8_t *block_txids(const uint8_t *blk, size_t len, size_t *n)

@@ -2,9 +2,9 @@
  * test_net.c - network parameters: genesis hashes, magic lookups.
  */
 #include "cd_test.h"
-#include "bitcoin/btc_net.h"
-#include "bitcoin/btc_varint.h"
-#include "common/cd_util.h"
+#include "btc_net.h"
+#include "btc_varint.h"
+#include "cd_util.h"
 
 START_TEST(test_genesis_hashes)
 {
@@ -38,8 +38,8 @@ START_TEST(test_varint)
 {
     uint8_t b[9];
     uint64_t v;
-    static const uint64_t vals[] = {0, 252, 253, 0xffff, 0x10000, 0xffffffffull,
-                                    0x100000000ull, UINT64_MAX};
+    static const uint64_t vals[] = {
+        0, 252, 253, 0xffff, 0x10000, 0xffffffffull, 0x100000000ull, UINT64_MAX};
     static const size_t lens[] = {1, 1, 3, 3, 5, 5, 9, 9};
     for (size_t i = 0; i < CD_ARRAY_LEN(vals); i++) {
         size_t n = btc_varint_write(b, vals[i]);

@@ -7,9 +7,9 @@
  */
 #include "cd_test.h"
 
-#include "bitcoin/btc_net.h"
-#include "bitcoin/btc_pow.h"
-#include "common/cd_util.h"
+#include "btc_net.h"
+#include "btc_pow.h"
+#include "cd_util.h"
 
 typedef struct scen {
     btc_net_id net;

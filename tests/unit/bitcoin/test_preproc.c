@@ -6,9 +6,9 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_varint.h"
+#include "btc_preproc.h"
+#include "btc_tx.h"
+#include "btc_varint.h"
 
 static uint8_t *g_blk;
 static size_t g_len;

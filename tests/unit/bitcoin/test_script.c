@@ -6,9 +6,9 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_tx.h"
+#include "btc_preproc.h"
+#include "btc_script.h"
+#include "btc_tx.h"
 
 #define MAXK 64
 

@@ -7,8 +7,8 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_sha256.h"
-#include "common/cd_hash.h"
+#include "btc_sha256.h"
+#include "cd_hash.h"
 
 /* FIPS 180-2 / NIST CSRC example vectors. */
 static const struct {

@@ -5,9 +5,9 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_preproc.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_varint.h"
+#include "btc_preproc.h"
+#include "btc_tx.h"
+#include "btc_varint.h"
 
 START_TEST(test_block413567_txids)
 {

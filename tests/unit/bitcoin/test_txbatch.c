@@ -7,10 +7,10 @@
  */
 #include "btc_testdata.h"
 
-#include "bitcoin/btc_script.h"
-#include "bitcoin/btc_sha256.h"
-#include "bitcoin/btc_tx.h"
-#include "bitcoin/btc_txbatch.h"
+#include "btc_script.h"
+#include "btc_sha256.h"
+#include "btc_tx.h"
+#include "btc_txbatch.h"
 
 /* btc_txb_tx t (of batch b) == btc_tx_parse + btc_tx_txid +
  * btc_tx_push_keys of the same bytes. */

@@ -2,9 +2,9 @@
  * test_common.c - hex, little-endian helpers, sha256d, logging levels.
  */
 #include "cd_test.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
 
 START_TEST(test_hex_roundtrip)
 {

@@ -9,11 +9,11 @@
  * does, and publishes a fake progress (height +1 per status interval) so
  * `conduit-cli status` has something to read. Not installed.
  */
-#include "common/cd_util.h"
-#include "daemon/cd_config.h"
-#include "daemon/cd_notify.h"
-#include "daemon/cd_signals.h"
-#include "daemon/cd_status.h"
+#include "cd_util.h"
+#include "cd_config.h"
+#include "cd_notify.h"
+#include "cd_signals.h"
+#include "cd_status.h"
 
 #include <errno.h>
 #include <event2/event.h>

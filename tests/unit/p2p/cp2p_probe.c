@@ -35,10 +35,10 @@
 
 #include <event2/event.h>
 
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
 
 #define MAX_PEERS 16
 

@@ -5,10 +5,10 @@
  */
 #include "cd_test.h"
 
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
-#include "p2p/cp2p_codec.h"
+#include "cd_hash.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
+#include "cp2p_codec.h"
 
 static uint8_t *unhex(const char *hex, size_t *n)
 {

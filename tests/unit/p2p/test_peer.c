@@ -19,10 +19,10 @@
 
 #include <event2/event.h>
 
-#include "common/cd_hash.h"
-#include "common/cd_util.h"
-#include "p2p/conduit_p2p.h"
-#include "p2p/cp2p_codec.h"
+#include "cd_hash.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
+#include "cp2p_codec.h"
 
 /* ---- the fake node ---- */
 

@@ -7,22 +7,22 @@
  */
 #include "cd_test.h"
 
-/* Layering: the workers library's interface stands alone, without the
- * daemon's configuration header (workers get a cd_wk_config). */
-#include "workers/cd_wk_main.h"
+/* The worker loop's interface stands alone, without the daemon's
+ * configuration header (workers get a cd_wk_config). */
+#include "cd_wk_main.h"
 #ifdef CD_CONFIG_H
-#error "workers/cd_wk_main.h must not include daemon/cd_config.h"
+#error "cd_wk_main.h must not include cd_config.h"
 #endif
 
-#include "bitcoin/btc_merkle.h"
-#include "common/cd_hash.h"
-#include "common/cd_log.h"
-#include "common/cd_util.h"
-#include "daemon/cd_pipeline.h"
-#include "daemon/cd_ring.h"
-#include "daemon/cd_supervisor.h"
-#include "storage/cd_blockstore.h"
-#include "workers/cd_ipc.h"
+#include "btc_merkle.h"
+#include "cd_hash.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pipeline.h"
+#include "cd_ring.h"
+#include "cd_supervisor.h"
+#include "cd_blockstore.h"
+#include "cd_ipc.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -562,12 +562,17 @@ static int init_crash(cd_wk_ctx *c)
 static const cd_wk_ops ops_config_error = {.name = "cfgerr", .init = init_config_error};
 static const cd_wk_ops ops_crash = {.name = "crash", .init = init_crash};
 
+/* A supervised child that runs a worker loop with the given ops. */
+static void sup_worker_main(void *arg, int slot, int fd)
+{
+    (void)slot;
+    cd_wk_config wcfg = {.datadir = "/tmp", .pg_conninfo = ""};
+    cd_wk_ctx ctx = {.kind = CD_WK_PARSER, .index = 0, .fd = fd, .cfg = &wcfg};
+    cd_wk_run(&ctx, arg);
+}
+
 static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
 {
-    char name[CD_RING_NAME_MAX];
-    snprintf(name, sizeof(name), "/cd-test-sup-%d", (int)getpid());
-    cd_ring ring;
-    ck_assert_int_eq(cd_ring_create(&ring, name, 65536), 0);
     cd_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.datadir = (char *)"/tmp";
@@ -575,9 +580,9 @@ static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
     o->base = event_base_new();
     o->stop_at_ups = stop_at_ups;
     cd_sup_cbs cbs = {.arg = o, .on_up = obs_up, .on_down = obs_down, .on_fatal = obs_fatal};
-    cd_supervisor *s = cd_sup_new(o->base, &ring, &cfg, &cbs);
+    cd_supervisor *s = cd_sup_new(o->base, &cfg, &cbs);
     ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(cd_sup_add(s, CD_WK_PARSER, 0, ops), 0);
+    ck_assert_int_eq(cd_sup_add(s, "parser", 0, "parser-0", sup_worker_main, (void *)ops), 0);
     ck_assert_int_eq(cd_sup_start(s), 0);
     ck_assert_int_gt(cd_sup_pid(s, 0), 0);
     event_base_dispatch(o->base);
@@ -592,7 +597,6 @@ static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
     cd_sup_stop(s, 2000);
     cd_sup_free(s);
     event_base_free(o->base);
-    cd_ring_destroy(&ring);
 }
 
 START_TEST(test_supervisor_exit2_not_respawned)

@@ -1,0 +1,276 @@
+/*
+ * cd_http.c - the controller side of the HTTP API: binding http_listen, and
+ * the controller module that forks and supervises the server child.
+ *
+ * Why it exists: the API's queries (PostgreSQL, LMDB reads of whole blocks)
+ * must never run on the controller's p2p loop (DESIGN.md §2). The server is
+ * a supervised child like the workers; the controller only owns the
+ * listening socket, so the port stays reserved while a crashed server is
+ * restarted. See cd_http.h.
+ */
+#include "cd_http.h"
+#include "cd_supervisor.h"
+
+#include "cd_log.h"
+#include "cd_util.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define HTTP_BACKLOG 128
+
+/* The socket main.c bound (cd_http_set_listener); taken by init(). */
+static int http_listener = -1;
+
+void cd_http_set_listener(int fd)
+{
+    http_listener = fd;
+}
+
+/* Splits "host:port" / "[v6]:port" into host and port (the config parser
+ * has already checked the form). Returns 0 or -1. */
+static int split_spec(const char *spec, char *host, size_t hlen, char *port, size_t plen)
+{
+    const char *colon;
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= hlen)
+            return -1;
+        memcpy(host, spec + 1, (size_t)(close - spec - 1));
+        host[close - spec - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(spec, ':');
+        if (!colon || (size_t)(colon - spec) >= hlen)
+            return -1;
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = '\0';
+    }
+    if (strlen(colon + 1) >= plen || colon[1] == '\0')
+        return -1;
+    snprintf(port, plen, "%s", colon + 1);
+    return 0;
+}
+
+/* "127.0.0.1:8085" / "[::1]:8085" of a bound socket. */
+static void sock_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char h[NI_MAXHOST], p[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), p, sizeof(p),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(buf, len, "?");
+        return;
+    }
+    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
+}
+
+int cd_http_listen_open(const char *spec, char *err, size_t errlen)
+{
+    char host[256], port[16];
+    if (split_spec(spec, host, sizeof(host), port, sizeof(port)) != 0) {
+        snprintf(err, errlen, "http_listen %s: expects address:port, e.g. 127.0.0.1:8085", spec);
+        return -1;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (g != 0) {
+        snprintf(err, errlen, "http_listen %s: %s", spec, gai_strerror(g));
+        return -1;
+    }
+    int fd = -1, e = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        int one = 1;
+        /* a restarted daemon rebinds at once despite TIME_WAIT connections;
+         * a port held by a live listener still fails (EADDRINUSE) */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, HTTP_BACKLOG) != 0) {
+            e = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "http_listen %s: %s", spec, strerror(e ? e : EADDRNOTAVAIL));
+        return -1;
+    }
+    char name[300];
+    sock_name(fd, name, sizeof(name));
+    cd_log_info("http: API on %s (no authentication: keep it on loopback or behind a proxy)", name);
+    return fd;
+}
+
+/* ---- the module ---- */
+
+typedef struct http_mod {
+    const cd_config *cfg;
+    cd_supervisor *sup;
+    int listen_fd;
+    int chan_fd; /* the controller's end of the child's channel, -1 */
+} http_mod;
+
+/* Passes the listening socket to the child over its channel. */
+static int send_listener(int chan, int listen_fd)
+{
+    char byte = 'L';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof(u.buf);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &listen_fd, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(chan, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+/* Receives it in the child (blocking). Returns the fd or -1. */
+static int recv_listener(int chan)
+{
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof(u.buf);
+    ssize_t n;
+    do
+        n = recvmsg(chan, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        return -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+        cm->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+    return fd;
+}
+
+/* Runs in the forked child (cd_supervisor.c child_main has closed every
+ * other descriptor and reset the signals). */
+static void http_child_main(void *arg, int slot, int fd)
+{
+    http_mod *m = arg;
+    (void)slot;
+    int lfd = recv_listener(fd);
+    if (lfd < 0) {
+        /* EOF: the controller died before handing the socket over */
+        cd_log_error("http: no listening socket from the controller");
+        exit(CD_EXIT_FAILURE);
+    }
+    exit(cd_http_server_run(m->cfg, lfd, fd));
+}
+
+static void sup_up(void *arg, int slot, int fd)
+{
+    http_mod *m = arg;
+    if (m->chan_fd >= 0)
+        close(m->chan_fd);
+    m->chan_fd = fd;
+    if (send_listener(fd, m->listen_fd) != 0) {
+        cd_log_error("http: cannot pass the listening socket to the server: %s", strerror(errno));
+        cd_sup_kill(m->sup, slot); /* restarted with back-off */
+    }
+}
+
+static void sup_down(void *arg, int slot)
+{
+    http_mod *m = arg;
+    (void)slot;
+    if (m->chan_fd >= 0)
+        close(m->chan_fd);
+    m->chan_fd = -1;
+}
+
+static void sup_fatal(void *arg, int slot)
+{
+    (void)arg;
+    (void)slot;
+    cd_log_error("http: the server cannot run; the HTTP API is off until conduitd restarts");
+}
+
+static int http_init(cd_ctl *ctl, void **state)
+{
+    *state = NULL;
+    if (http_listener < 0)
+        return 0; /* http_listen empty: off */
+    http_mod *m = cd_xcalloc(1, sizeof(*m));
+    m->cfg = cd_ctl_config(ctl);
+    m->listen_fd = http_listener;
+    m->chan_fd = -1;
+    http_listener = -1;
+    cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
+    /* forked here, in init(): the controller has no LMDB env and no peer
+     * socket open yet (cd_ctl.h) */
+    m->sup = cd_sup_new(cd_ctl_base(ctl), m->cfg, &cbs);
+    if (!m->sup || cd_sup_add(m->sup, "http", 0, NULL, http_child_main, m) < 0) {
+        cd_log_error("http: cannot set up the server process");
+        cd_sup_free(m->sup);
+        close(m->listen_fd);
+        free(m);
+        return -1;
+    }
+    *state = m;
+    (void)cd_sup_start(m->sup);
+    return 0;
+}
+
+static void http_fini(void *state)
+{
+    http_mod *m = state;
+    if (!m)
+        return;
+    cd_sup_stop(m->sup, 5000);
+    cd_sup_free(m->sup);
+    if (m->chan_fd >= 0)
+        close(m->chan_fd);
+    close(m->listen_fd);
+    free(m);
+}
+
+const cd_ctl_module cd_http_module = {
+    .name = "http",
+    .init = http_init,
+    .fini = http_fini,
+};

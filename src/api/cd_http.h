@@ -1,0 +1,56 @@
+/*
+ * cd_http.h - the read-only HTTP API (DESIGN.md §1: raw transactions and
+ * merkle proofs for applications, without a database client).
+ *
+ * Process model: the server runs in its own child process, forked and
+ * supervised by the controller like the workers (cd_supervisor.h: a crash is
+ * logged and the child restarted with back-off), so a slow query or a slow
+ * client never stalls the controller's p2p loop. The child opens the LMDB
+ * stores read-only and its own libpq connection, after the fork.
+ *
+ *   main.c            cd_http_listen_open(): binds http_listen before
+ *                     anything is forked, so a bad address or a port in use
+ *                     is the usual one-line configuration error (exit 2);
+ *                     cd_http_set_listener() hands the socket on
+ *   controller        cd_http_module (modules[] in main.c):
+ *                     init() forks the server child; the controller keeps the
+ *                     listening socket and passes it to every (re)started
+ *                     child over the child's channel (SCM_RIGHTS), so the
+ *                     port stays bound across restarts (connections wait in
+ *                     the backlog meanwhile)
+ *   child             cd_http_server_run() (cd_http_server.c): libevent evhttp
+ *                     on a fresh event_base; exits when the controller's end
+ *                     of the channel closes (EOF) or on SIGTERM
+ *
+ * Endpoints, formats and errors: docs/QUERIES.md "HTTP API".
+ */
+#ifndef CD_HTTP_H
+#define CD_HTTP_H
+
+#include <stddef.h>
+
+#include "cd_config.h"
+#include "cd_ctl.h"
+
+/* Resolves and binds `spec` ("host:port", "[v6]:port"; port 0 = any free
+ * port) and listens. Returns the listening socket (non-blocking, CLOEXEC),
+ * or -1 with err = "http_listen <spec>: <reason>". The bound address is
+ * logged at info level ("http: API on 127.0.0.1:41233"). */
+int cd_http_listen_open(const char *spec, char *err, size_t errlen);
+
+/* Hands the socket from cd_http_listen_open() to cd_http_module (called by
+ * main.c before cd_controller_run; the module owns it from then on). -1 or
+ * never called: the HTTP API is off. */
+void cd_http_set_listener(int fd);
+
+/* The controller module that forks and supervises the server child. */
+extern const cd_ctl_module cd_http_module;
+
+/* The server child's main loop (cd_http_server.c). cfg: the configuration
+ * as it was at fork time; listen_fd: the listening socket; chan_fd: the
+ * channel to the controller (EOF = the controller is gone). Returns the exit
+ * code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE when it cannot
+ * serve. */
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd);
+
+#endif /* CD_HTTP_H */

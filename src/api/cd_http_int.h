@@ -1,0 +1,67 @@
+/*
+ * cd_http_int.h - private to the HTTP API server: its state and what
+ * cd_http_server.c (process, replies, PostgreSQL) and cd_http_routes.c
+ * (route table, handlers) share.
+ */
+#ifndef CD_HTTP_INT_H
+#define CD_HTTP_INT_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "cd_config.h"
+#include "cd_log.h" /* CD_PRINTF */
+#include "cd_lookup.h"
+
+#define HTTP_TIMEOUT_S    60         /* idle read/write on a connection */
+#define HTTP_PIECE        (1u << 20) /* block streaming piece */
+#define HTTP_HIST_DEFAULT 100        /* history page size */
+#define HTTP_HIST_MAX     1000
+#define HTTP_PG_RETRY_S   1.0 /* reconnect attempts while PG is down */
+#define HTTP_STMT_TIMEOUT "30s"
+
+typedef struct http_srv {
+    const cd_config *cfg;
+    struct event_base *base;
+    struct evhttp *http;
+    cd_lookup *lk;
+    PGconn *pg;
+    double pg_next_try; /* cd_now_s() before which no reconnect is tried */
+    int pg_was_down;    /* log "reconnected" once */
+    int streams;        /* blocks being streamed (for the shutdown log) */
+} http_srv;
+
+/* What a handler reports back to the dispatcher. */
+enum {
+    H_DONE = 0,    /* a reply was sent (or a stream started) */
+    H_DB_LOST = 1, /* the PG connection broke before anything was sent: retry */
+};
+
+/* Sends a reply with its Content-Type (and nosniff). */
+void cd_http_reply(struct evhttp_request *req, int code, const char *type, struct evbuffer *body);
+
+/* Sends a JSON reply. */
+void cd_http_reply_json(struct evhttp_request *req, int code, struct evbuffer *body);
+
+/* Sends a JSON error {"error": "..."} (405: Allow; 503: Retry-After). */
+void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    CD_PRINTF(3, 4);
+
+/* Appends "key": "<hex, reversed>" (", " before it unless first). */
+void cd_http_json_hash(struct evbuffer *b, const char *key, const uint8_t h[32], int first);
+
+/* The PostgreSQL connection, (re)connecting if needed and allowed now;
+ * NULL while the server is unreachable (or the index is off). */
+PGconn *cd_http_srv_pg(http_srv *s);
+
+/* Replies to a lookup failure; returns H_DB_LOST instead when the database
+ * connection broke (nothing sent). */
+int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc);
+
+/* The request callback: route, validate, run the handler (cd_http_routes.c). */
+void cd_http_handle(struct evhttp_request *req, void *arg);
+
+#endif /* CD_HTTP_INT_H */

@@ -1,0 +1,617 @@
+/*
+ * cd_http_routes.c - the HTTP API's routes: the route table (path pattern,
+ * needs PostgreSQL, handler), request parsing (every path element validated
+ * before any lookup), the handlers of the endpoints and block streaming.
+ * New endpoints are a line in the table and a handler here. The server
+ * process, replies and the PostgreSQL session are cd_http_server.c;
+ * endpoints are documented in docs/QUERIES.md.
+ */
+#include "cd_http.h"
+#include "cd_http_int.h"
+#include "cd_status.h"
+
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_lookup.h"
+
+#include <sys/queue.h> /* TAILQ_INIT for evkeyvalq */
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- request parsing ---- */
+
+typedef struct http_args {
+    char *seg[8]; /* path segments after /v1 */
+    int nseg;
+    struct evkeyvalq query;
+    char pathbuf[512];
+} http_args;
+
+static const char *arg(http_args *a, const char *key)
+{
+    return evhttp_find_header(&a->query, key);
+}
+
+/* 64 hex digits -> 32 bytes, reversed (txids, block hashes) or not (keys). */
+static int parse_hash(const char *s, uint8_t out[32], int rev)
+{
+    return rev ? cd_hex_decode_rev(out, 32, s) : cd_hex_decode(out, 32, s);
+}
+
+/* Decimal 0..max without sign or leading junk. */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t n = strlen(s);
+    if (n == 0 || n > 10)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_flag(const char *s, int *out)
+{
+    if (!s)
+        return 0;
+    if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
+        *out = 1;
+        return 0;
+    }
+    if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+/* ---- endpoints ---- */
+
+static int h_status(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    (void)a;
+    cd_status st;
+    if (cd_status_read(s->cfg->datadir, &st) < 0) {
+        cd_http_reply_error(req, 503, "cannot read the status file: %s", strerror(errno));
+        return H_DONE;
+    }
+    int alive = cd_status_pid_alive(&st) && strcmp(st.state, "stopped") != 0;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        cd_http_reply_error(req, 500, "out of memory");
+        return H_DONE;
+    }
+    cd_status_print_json(f, &st, alive, (int64_t)time(NULL));
+    fclose(f);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, len);
+    free(text);
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+static int h_tip(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    (void)a;
+    int32_t height;
+    uint8_t hash[32];
+    int rc = cd_lookup_tip(s->lk, &height, hash);
+    if (rc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"height\": %" PRId32 ", ", height);
+    cd_http_json_hash(b, "hash", hash, 1);
+    evbuffer_add_printf(b, "}\n");
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+/* The representation of /v1/tx/<txid>: ?format wins; else an Accept header
+ * naming application/octet-stream asks for the raw bytes; else hex. */
+enum { FMT_HEX, FMT_RAW, FMT_JSON };
+
+static int tx_format(struct evhttp_request *req, http_args *a, int *fmt)
+{
+    const char *f = arg(a, "format");
+    if (f) {
+        if (!strcmp(f, "hex"))
+            *fmt = FMT_HEX;
+        else if (!strcmp(f, "raw") || !strcmp(f, "bin"))
+            *fmt = FMT_RAW;
+        else if (!strcmp(f, "json"))
+            *fmt = FMT_JSON;
+        else
+            return -1;
+        return 0;
+    }
+    const char *acc = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    *fmt = acc && strstr(acc, "application/octet-stream") ? FMT_RAW : FMT_HEX;
+    return 0;
+}
+
+static int h_tx(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t txid[32];
+    int fmt;
+    if (parse_hash(a->seg[1], txid, 1) != 0) {
+        cd_http_reply_error(req, 400, "bad txid '%s': expected 64 hex digits", a->seg[1]);
+        return H_DONE;
+    }
+    if (tx_format(req, a, &fmt) != 0) {
+        cd_http_reply_error(req, 400, "bad format: expected hex, raw or json");
+        return H_DONE;
+    }
+    cd_lookup_tx tx;
+    int rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
+    if (rc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    struct evbuffer *b = evbuffer_new();
+    if (fmt == FMT_JSON) {
+        evbuffer_add(b, "{", 1);
+        cd_http_json_hash(b, "txid", tx.txid, 1);
+        if (tx.mempool) {
+            evbuffer_add_printf(b, ", \"mempool\": true, \"size\": %" PRIu64 "}\n", tx.size);
+        } else {
+            evbuffer_add_printf(b, ", \"mempool\": false");
+            cd_http_json_hash(b, "block_hash", tx.block_hash, 0);
+            evbuffer_add_printf(b,
+                                ", \"height\": %" PRId32 ", \"position\": %" PRIu64
+                                ", \"offset\": %" PRIu64 ", \"size\": %" PRIu64 "}\n",
+                                tx.height, tx.pos, tx.offset, tx.size);
+        }
+        cd_http_reply_json(req, 200, b);
+        evbuffer_free(b);
+        return H_DONE;
+    }
+    uint8_t *raw = NULL;
+    rc = cd_lookup_tx_read(s->lk, &tx, &raw);
+    if (rc == CD_LOOKUP_ENOTFOUND && tx.mempool) {
+        /* it left the mempool since the find (confirmed, most likely): once
+         * more, now from its block */
+        rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
+        if (rc == CD_LOOKUP_OK)
+            rc = cd_lookup_tx_read(s->lk, &tx, &raw);
+    }
+    if (rc != CD_LOOKUP_OK) {
+        evbuffer_free(b);
+        return cd_http_lookup_failed(s, req, rc);
+    }
+    if (fmt == FMT_RAW) {
+        evbuffer_add(b, raw, (size_t)tx.size);
+        cd_http_reply(req, 200, "application/octet-stream", b);
+    } else {
+        /* what `conduit-cli tx --hex` prints: one hex line */
+        struct evbuffer_iovec v;
+        size_t n = 2 * (size_t)tx.size + 1;
+        if (evbuffer_reserve_space(b, (ev_ssize_t)(n + 1), &v, 1) == 1) {
+            cd_hex_encode(v.iov_base, raw, (size_t)tx.size);
+            ((char *)v.iov_base)[n - 1] = '\n';
+            v.iov_len = n;
+            evbuffer_commit_space(b, &v, 1);
+        }
+        cd_http_reply(req, 200, "text/plain; charset=utf-8", b);
+    }
+    free(raw);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+static int h_proof(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t txid[32];
+    if (parse_hash(a->seg[1], txid, 1) != 0) {
+        cd_http_reply_error(req, 400, "bad txid '%s': expected 64 hex digits", a->seg[1]);
+        return H_DONE;
+    }
+    const char *target = arg(a, "target") ? arg(a, "target") : "hash";
+    if (strcmp(target, "hash") && strcmp(target, "header") && strcmp(target, "merkleroot")) {
+        cd_http_reply_error(req, 400, "bad target: expected hash, header or merkleroot");
+        return H_DONE;
+    }
+    int include_tx = 0;
+    if (parse_flag(arg(a, "include_tx"), &include_tx) != 0) {
+        cd_http_reply_error(req, 400, "bad include_tx: expected 0 or 1");
+        return H_DONE;
+    }
+    cd_lookup_tx tx;
+    /* the mempool too: a tx there gets "not in a block yet" (404), not
+     * "unknown" */
+    int rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
+    if (rc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    uint8_t branch[CD_LOOKUP_MAX_DEPTH * 32];
+    size_t depth = 0;
+    rc = cd_lookup_tx_branch(s->lk, &tx, branch, &depth);
+    if (rc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    uint8_t *raw = NULL;
+    if (include_tx && (rc = cd_lookup_tx_read(s->lk, &tx, &raw)) != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    char *json = cd_lookup_proof_json(&tx, branch, depth, target, raw);
+    free(raw);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, json, strlen(json));
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    free(json);
+    return H_DONE;
+}
+
+/* Resolves /v1/block/<id>. Returns 1 with *loc/hash, or 0 (reply sent). */
+static int block_resolve(http_srv *s, struct evhttp_request *req, const char *id, uint8_t hash[32],
+                         cd_block_loc *loc)
+{
+    uint32_t height = 0;
+    int kind = cd_lookup_block_id(id, hash, &height);
+    if (kind < 0) {
+        cd_http_reply_error(req, 400, "bad block id '%s': expected a 64-hex block hash or a height",
+                            id);
+        return 0;
+    }
+    int rc = CD_LOOKUP_OK;
+    if (kind == 0)
+        rc = cd_lookup_block_hash_at(s->lk, height, hash);
+    if (rc == CD_LOOKUP_OK)
+        rc = cd_lookup_block_get(s->lk, hash, loc);
+    if (rc != CD_LOOKUP_OK) {
+        (void)cd_http_lookup_failed(s, req, rc);
+        return 0;
+    }
+    return 1;
+}
+
+static int h_header(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t hash[32];
+    cd_block_loc loc;
+    if (!block_resolve(s, req, a->seg[1], hash, &loc))
+        return H_DONE;
+    char hh[161];
+    cd_hex_encode(hh, loc.header, 80);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, "{", 1);
+    cd_http_json_hash(b, "hash", hash, 1);
+    if (loc.height != UINT32_MAX)
+        evbuffer_add_printf(b, ", \"height\": %" PRIu32, loc.height);
+    else
+        evbuffer_add_printf(b, ", \"height\": null");
+    evbuffer_add_printf(b,
+                        ", \"header\": \"%s\", \"size\": %" PRIu64 ", \"tx_count\": %" PRIu64 "}\n",
+                        hh, loc.size, loc.tx_count);
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+/* ---- block streaming ---- */
+
+typedef struct http_stream {
+    http_srv *srv;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    cd_block_loc loc;
+    uint8_t hash[32];
+    uint64_t off;
+    uint8_t *piece;         /* HTTP_PIECE bytes, reused for every piece */
+    struct evbuffer *buf;   /* hands `piece` to evhttp by reference */
+    struct event *abort_ev; /* deferred close after a read error */
+} http_stream;
+
+static void stream_free(http_stream *st)
+{
+    st->srv->streams--;
+    evbuffer_free(st->buf);
+    free(st->piece);
+    if (st->abort_ev)
+        event_free(st->abort_ev);
+    free(st);
+}
+
+/* The client went away (or timed out) mid-stream: evhttp has detached the
+ * request from the dying connection, so it is ours to free. */
+static void stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+    http_stream *st = arg;
+    (void)evcon;
+    char hex[65];
+    cd_hex_encode_rev(hex, st->hash, 32);
+    cd_log_debug("http: block %s: client gone after %" PRIu64 " of %" PRIu64 " bytes", hex, st->off,
+                 st->loc.size);
+    if (evhttp_request_get_connection(st->req) == NULL)
+        evhttp_send_reply_end(st->req); /* frees a detached request */
+    stream_free(st);
+}
+
+/* After a read error the status line is already sent: close the connection
+ * so the client sees a short body (Content-Length not reached). Runs from a
+ * zero timer, outside evhttp's callbacks. */
+static void stream_abort_cb(evutil_socket_t fd, short what, void *arg)
+{
+    http_stream *st = arg;
+    (void)fd;
+    (void)what;
+    struct evhttp_connection *evcon = st->evcon;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    stream_free(st);
+    evhttp_connection_free(evcon); /* frees the request too */
+}
+
+static void stream_next(struct evhttp_connection *evcon, void *arg);
+
+static void stream_start_piece(http_stream *st)
+{
+    if (st->off >= st->loc.size) {
+        evhttp_connection_set_closecb(st->evcon, NULL, NULL);
+        evhttp_send_reply_end(st->req);
+        stream_free(st);
+        return;
+    }
+    size_t n = (size_t)CD_MIN((uint64_t)HTTP_PIECE, st->loc.size - st->off);
+    int rc = cd_lookup_block_read(st->srv->lk, &st->loc, st->off, st->piece, n);
+    if (rc != CD_LOOKUP_OK) {
+        char hex[65];
+        cd_hex_encode_rev(hex, st->hash, 32);
+        cd_log_error("http: block %s: %s; closing the connection", hex,
+                     cd_lookup_error(st->srv->lk));
+        st->abort_ev = evtimer_new(st->srv->base, stream_abort_cb, st);
+        struct timeval now = {0, 0};
+        evtimer_add(st->abort_ev, &now);
+        return;
+    }
+    st->off += n;
+    /* by reference, no copy: the callback runs once evhttp's output buffer
+     * is empty, i.e. the piece is in the kernel, so it can be reused */
+    evbuffer_add_reference(st->buf, st->piece, n, NULL, NULL);
+    evhttp_send_reply_chunk_with_cb(st->req, st->buf, stream_next, st);
+}
+
+/* The previous piece is out of our buffers: read the next one. */
+static void stream_next(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    stream_start_piece(arg);
+}
+
+static int h_block(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t hash[32];
+    cd_block_loc loc;
+    if (!block_resolve(s, req, a->seg[1], hash, &loc))
+        return H_DONE;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char len[32];
+    snprintf(len, sizeof(len), "%" PRIu64, loc.size);
+    evhttp_add_header(h, "Content-Type", "application/octet-stream");
+    evhttp_add_header(h, "Content-Length", len);
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        evhttp_send_reply(req, 200, "OK", NULL);
+        return H_DONE;
+    }
+    http_stream *st = cd_xcalloc(1, sizeof(*st));
+    st->srv = s;
+    st->req = req;
+    st->evcon = evhttp_request_get_connection(req);
+    st->loc = loc;
+    memcpy(st->hash, hash, 32);
+    st->buf = evbuffer_new();
+    st->piece = cd_xmalloc(HTTP_PIECE);
+    s->streams++;
+    evhttp_send_reply_start(req, 200, "OK");
+    evhttp_connection_set_closecb(st->evcon, stream_closed, st);
+    stream_start_piece(st);
+    return H_DONE;
+}
+
+static int h_spender(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t txid[32];
+    uint64_t n;
+    if (parse_hash(a->seg[1], txid, 1) != 0) {
+        cd_http_reply_error(req, 400, "bad txid '%s': expected 64 hex digits", a->seg[1]);
+        return H_DONE;
+    }
+    if (parse_uint(a->seg[2], INT32_MAX, &n) != 0) {
+        cd_http_reply_error(req, 400, "bad output index '%s'", a->seg[2]);
+        return H_DONE;
+    }
+    cd_lookup_spend sp;
+    int rc = cd_lookup_spender(s->lk, txid, (uint32_t)n, &sp);
+    if (rc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, rc);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, "{", 1);
+    cd_http_json_hash(b, "txid", sp.txid, 1);
+    evbuffer_add_printf(b, ", \"input\": %" PRIu32 ", \"mempool\": %s", sp.in_idx,
+                        sp.mempool ? "true" : "false");
+    if (sp.mempool) {
+        evbuffer_add_printf(b, ", \"height\": null, \"block_hash\": null}\n");
+    } else {
+        evbuffer_add_printf(b, ", \"height\": %" PRId32, sp.height);
+        cd_http_json_hash(b, "block_hash", sp.block_hash, 0);
+        evbuffer_add_printf(b, "}\n");
+    }
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    uint8_t key[32];
+    if (parse_hash(a->seg[1], key, 0) != 0) {
+        cd_http_reply_error(
+            req, 400, "bad key '%s': expected the 64-hex sha256 of the pushed bytes", a->seg[1]);
+        return H_DONE;
+    }
+    uint64_t limit = HTTP_HIST_DEFAULT;
+    if (arg(a, "limit") && (parse_uint(arg(a, "limit"), HTTP_HIST_MAX, &limit) != 0 || !limit)) {
+        cd_http_reply_error(req, 400, "bad limit: expected 1..%d", HTTP_HIST_MAX);
+        return H_DONE;
+    }
+    cd_lookup_hist after;
+    if (arg(a, "after") && cd_lookup_cursor_parse(arg(a, "after"), &after) != 0) {
+        cd_http_reply_error(req, 400,
+                            "bad after: expected the \"next\" value of the previous page");
+        return H_DONE;
+    }
+    cd_lookup_hist *rows = cd_xcalloc((size_t)limit, sizeof(*rows));
+    size_t n = 0;
+    int rc =
+        cd_lookup_history(s->lk, key, arg(a, "after") ? &after : NULL, (uint32_t)limit, rows, &n);
+    if (rc != CD_LOOKUP_OK) {
+        free(rows);
+        return cd_http_lookup_failed(s, req, rc);
+    }
+    struct evbuffer *b = evbuffer_new();
+    char khex[65];
+    cd_hex_encode(khex, key, 32);
+    evbuffer_add_printf(b, "{\"key\": \"%s\", \"history\": [", khex);
+    for (size_t i = 0; i < n; i++) {
+        evbuffer_add_printf(b, "%s{", i ? ", " : "");
+        cd_http_json_hash(b, "txid", rows[i].txid, 1);
+        evbuffer_add_printf(b,
+                            ", \"height\": %" PRId32 ", \"tx_pos\": %" PRIu32 ", \"idx\": %" PRIu32
+                            ", \"flags\": %" PRIu32 "}",
+                            rows[i].height, rows[i].tx_pos, rows[i].idx, rows[i].flags);
+    }
+    evbuffer_add_printf(b, "], \"next\": ");
+    if (n == limit) {
+        char cur[64];
+        cd_lookup_cursor_format(&rows[n - 1], cur, sizeof(cur));
+        evbuffer_add_printf(b, "\"%s\"}\n", cur);
+    } else {
+        evbuffer_add_printf(b, "null}\n");
+    }
+    free(rows);
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
+/* ---- routing ---- */
+
+typedef struct http_route {
+    const char *pattern[6]; /* segments after /v1; "*" = any one segment */
+    int needs_pg;
+    int (*fn)(http_srv *s, struct evhttp_request *req, http_args *a);
+} http_route;
+
+static const http_route routes[] = {
+    {{"status", NULL}, 0, h_status},
+    {{"tip", NULL}, 1, h_tip},
+    {{"tx", "*", NULL}, 1, h_tx},
+    {{"tx", "*", "proof", NULL}, 1, h_proof},
+    {{"block", "*", NULL}, 0, h_block},
+    {{"block", "*", "header", NULL}, 0, h_header},
+    {{"outpoint", "*", "*", "spender", NULL}, 1, h_spender},
+    {{"pushdata", "*", "history", NULL}, 1, h_history},
+};
+
+static const http_route *route_find(const http_args *a)
+{
+    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++) {
+        const http_route *rt = &routes[r];
+        int i = 0;
+        while (rt->pattern[i] && i < a->nseg &&
+               (!strcmp(rt->pattern[i], "*") || !strcmp(rt->pattern[i], a->seg[i])))
+            i++;
+        if (!rt->pattern[i] && i == a->nseg)
+            return rt;
+    }
+    return NULL;
+}
+
+/* Splits "/v1/a/b" into segments after "v1". Returns 0, or -1 if the path
+ * is not under /v1 or has empty/too many segments. */
+static int split_path(const char *path, http_args *a)
+{
+    if (strlen(path) >= sizeof(a->pathbuf) || strncmp(path, "/v1/", 4) != 0)
+        return -1;
+    snprintf(a->pathbuf, sizeof(a->pathbuf), "%s", path + 4);
+    a->nseg = 0;
+    char *p = a->pathbuf;
+    for (;;) {
+        char *slash = strchr(p, '/');
+        if (slash)
+            *slash = '\0';
+        if (*p == '\0' || a->nseg == (int)CD_ARRAY_LEN(a->seg))
+            return -1;
+        a->seg[a->nseg++] = p;
+        if (!slash)
+            return 0;
+        p = slash + 1;
+    }
+}
+
+void cd_http_handle(struct evhttp_request *req, void *arg)
+{
+    http_srv *s = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    if (!uri) { /* evhttp calls back without a URI after some read errors */
+        cd_http_reply_error(req, 400, "bad request");
+        return;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    cd_log_debug("http: %s %s",
+                 cmd == EVHTTP_REQ_GET    ? "GET"
+                 : cmd == EVHTTP_REQ_HEAD ? "HEAD"
+                                          : "-",
+                 uri);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        cd_http_reply_error(req, 405, "only GET and HEAD are supported");
+        return;
+    }
+    http_args a;
+    memset(&a, 0, sizeof(a));
+    TAILQ_INIT(&a.query);
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    if (!path || split_path(path, &a) != 0) {
+        cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
+        return;
+    }
+    if (q && evhttp_parse_query_str(q, &a.query) != 0) {
+        cd_http_reply_error(req, 400, "bad query string");
+        evhttp_clear_headers(&a.query);
+        return;
+    }
+    const http_route *rt = route_find(&a);
+    if (!rt) {
+        cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
+    } else if (rt->needs_pg && !s->cfg->index) {
+        cd_http_reply_error(req, 503, "the index is off (index = off): no database to query");
+    } else {
+        int done = 0;
+        /* a PostgreSQL restart breaks the session; the first request after
+         * it runs again on a new connection instead of failing */
+        for (int attempt = 0; attempt < 2 && !done; attempt++) {
+            if (rt->needs_pg && !cd_http_srv_pg(s))
+                break;
+            done = rt->fn(s, req, &a) == H_DONE;
+            if (!done)
+                s->pg_next_try = 0; /* reconnect now */
+        }
+        if (!done)
+            cd_http_reply_error(req, 503, "database unavailable");
+    }
+    evhttp_clear_headers(&a.query);
+}

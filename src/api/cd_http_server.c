@@ -1,0 +1,319 @@
+/*
+ * cd_http_server.c - the HTTP API server (the child process of cd_http.c).
+ *
+ * Why it exists: applications want raw transactions, merkle proofs and
+ * blocks over HTTP, without a PostgreSQL client or access to the LMDB files
+ * (DESIGN.md §1). Every answer comes from src/query/cd_lookup.c, the same
+ * code conduit-cli uses, so the two agree byte for byte.
+ *
+ * One process, one libevent loop (evhttp). PostgreSQL is queried
+ * synchronously: this process has nothing else to do, and the controller is
+ * never involved. The connection is opened on first use and re-opened when a
+ * query finds it broken (a PostgreSQL restart drops every session: the
+ * request is retried once on a fresh connection); while the server cannot
+ * be reached, endpoints that need it answer 503 and a reconnect is tried at
+ * most once per second. Each session runs with statement_timeout = 30 s.
+ *
+ * Blocks are streamed: the reply is started with its Content-Length, then
+ * the block is read from LMDB 1 MiB at a time, and the next piece is read
+ * only when the previous one has been written to the socket
+ * (evhttp_send_reply_chunk_with_cb), so memory stays bounded for any block
+ * size and any client speed. A client that goes away ends the stream.
+ *
+ * Endpoints (GET or HEAD; others 405; the route table and the handlers are
+ * cd_http_routes.c), documented in docs/QUERIES.md:
+ *   /v1/status  /v1/tip  /v1/tx/<txid>  /v1/tx/<txid>/proof
+ *   /v1/block/<hash|height>  /v1/block/<hash|height>/header
+ *   /v1/outpoint/<txid>/<n>/spender  /v1/pushdata/<key>/history
+ * Errors are JSON {"error": "..."}: 400 bad input, 404 unknown, 405 method,
+ * 500 store inconsistency, 503 database unavailable.
+ */
+#include "cd_http.h"
+#include "cd_http_int.h"
+#include "cd_status.h"
+
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_lookup.h"
+
+#include <sys/queue.h> /* TAILQ_INIT for evkeyvalq */
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/signalfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- replies ---- */
+
+/* Appends s as a JSON string (quotes included). */
+static void json_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            evbuffer_add_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            evbuffer_add_printf(b, "\\u%04x", *p);
+        else
+            evbuffer_add(b, p, 1);
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+static const char *reason(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+void cd_http_reply(struct evhttp_request *req, int code, const char *type, struct evbuffer *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", type);
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    evhttp_send_reply(req, code, reason(code), body);
+}
+
+void cd_http_reply_json(struct evhttp_request *req, int code, struct evbuffer *body)
+{
+    cd_http_reply(req, code, "application/json", body);
+}
+
+void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"error\": ");
+    json_str(b, msg);
+    evbuffer_add_printf(b, "}\n");
+    if (code == 405)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    if (code == 503)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    cd_http_reply_json(req, code, b);
+    evbuffer_free(b);
+}
+
+void cd_http_json_hash(struct evbuffer *b, const char *key, const uint8_t h[32], int first)
+{
+    char hex[65];
+    cd_hex_encode_rev(hex, h, 32);
+    evbuffer_add_printf(b, "%s\"%s\": \"%s\"", first ? "" : ", ", key, hex);
+}
+
+/* ---- PostgreSQL ---- */
+
+/* The connection, (re)connecting if needed and allowed now; NULL while the
+ * server is unreachable (or the index is off). */
+PGconn *cd_http_srv_pg(http_srv *s)
+{
+    if (!s->cfg->index)
+        return NULL;
+    if (s->pg && PQstatus(s->pg) == CONNECTION_OK)
+        return s->pg;
+    if (s->pg) {
+        PQfinish(s->pg);
+        s->pg = NULL;
+        cd_lookup_set_pg(s->lk, NULL);
+    }
+    double now = cd_now_s();
+    if (now < s->pg_next_try)
+        return NULL;
+    /* connect_timeout first, so one in pg_conninfo wins (as main.c does) */
+    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"5", "conduitd-http", s->cfg->pg_conninfo, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
+        msg[strcspn(msg, "\n")] = '\0';
+        PQfinish(c);
+        if (!s->pg_was_down)
+            cd_log_warn("http: postgres: cannot connect: %s (503 until it is back)", msg);
+        s->pg_was_down = 1;
+        s->pg_next_try = now + HTTP_PG_RETRY_S;
+        return NULL;
+    }
+    PGresult *r = PQexec(c, "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'; "
+                            "SET client_min_messages = warning");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        cd_log_warn("http: postgres: session setup: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    if (s->pg_was_down)
+        cd_log_info("http: postgres: connected again");
+    s->pg_was_down = 0;
+    s->pg = c;
+    cd_lookup_set_pg(s->lk, c);
+    return c;
+}
+
+/* After CD_LOOKUP_EDB: 1 if the connection is broken (dropped; the caller
+ * returns H_DB_LOST), 0 if the query itself failed. libpq does not always
+ * mark a session the server closed as CONNECTION_BAD, so a failed query is
+ * followed by a trivial one to tell the two apart. */
+static int pg_lost(http_srv *s)
+{
+    if (s->pg && PQstatus(s->pg) == CONNECTION_OK) {
+        PGresult *r = PQexec(s->pg, "SELECT 1");
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (ok)
+            return 0;
+    }
+    if (s->pg) {
+        PQfinish(s->pg);
+        s->pg = NULL;
+        cd_lookup_set_pg(s->lk, NULL);
+    }
+    return 1;
+}
+
+/* Replies to a lookup failure; returns H_DB_LOST instead when the database
+ * connection broke (nothing sent). */
+int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc)
+{
+    const char *msg = cd_lookup_error(s->lk);
+    switch (rc) {
+    case CD_LOOKUP_ENOTFOUND:
+        cd_http_reply_error(req, 404, "%s", msg);
+        return H_DONE;
+    case CD_LOOKUP_EINPUT:
+        cd_http_reply_error(req, 404, "%s", msg);
+        return H_DONE;
+    case CD_LOOKUP_EDB:
+        if (pg_lost(s))
+            return H_DB_LOST;
+        /* undefined table / function: a first start has not created the
+         * schema yet; the index is unavailable, not broken */
+        if (!strcmp(cd_lookup_sqlstate(s->lk), "42P01") ||
+            !strcmp(cd_lookup_sqlstate(s->lk), "42883")) {
+            cd_http_reply_error(req, 503,
+                                "the index schema is not created yet (conduitd is starting)");
+            return H_DONE;
+        }
+        cd_log_warn("http: %s", msg);
+        cd_http_reply_error(req, 500, "%s", msg);
+        return H_DONE;
+    default:
+        cd_log_warn("http: %s", msg);
+        cd_http_reply_error(req, 500, "%s", msg);
+        return H_DONE;
+    }
+}
+
+/* ---- process ---- */
+
+static void on_chan(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    char buf[64];
+    (void)what;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        cd_log_info("http: controller gone; exiting");
+        event_base_loopbreak(s->base);
+    }
+}
+
+/* SIGTERM arrives through a signalfd: no handler runs, and libevent's own
+ * signal handling stays with the controller's event_base this process
+ * inherited (libevent allows one signal-handling base per process). */
+static void on_term(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    struct signalfd_siginfo si;
+    (void)what;
+    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        event_base_loopbreak(s->base);
+}
+
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
+{
+    http_srv s;
+    memset(&s, 0, sizeof(s));
+    s.cfg = cfg;
+    s.base = event_base_new();
+    s.http = s.base ? evhttp_new(s.base) : NULL;
+    if (!s.http) {
+        cd_log_error("http: cannot create the event loop");
+        return CD_EXIT_FAILURE;
+    }
+    evutil_make_socket_nonblocking(listen_fd);
+    if (!evhttp_accept_socket_with_handle(s.http, listen_fd)) {
+        cd_log_error("http: cannot accept on the listening socket");
+        return CD_EXIT_FAILURE;
+    }
+    evhttp_set_timeout(s.http, HTTP_TIMEOUT_S);
+    evhttp_set_max_headers_size(s.http, 16384);
+    evhttp_set_max_body_size(s.http, 65536);
+    /* every method reaches handle(), which answers 405 with JSON itself
+     * (evhttp's own refusal is a bare 501) */
+    evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                           EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE |
+                                           EVHTTP_REQ_CONNECT);
+    evhttp_set_gencb(s.http, cd_http_handle, &s);
+    s.lk = cd_lookup_new(cfg->datadir, cfg->net, CD_LOOKUP_PREPARE);
+
+    evutil_make_socket_nonblocking(chan_fd);
+    struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, on_chan, &s);
+    event_add(chan, NULL);
+    sigset_t ts;
+    sigemptyset(&ts);
+    sigaddset(&ts, SIGTERM);
+    sigprocmask(SIG_BLOCK, &ts, NULL);
+    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct event *term =
+        tfd >= 0 ? event_new(s.base, tfd, EV_READ | EV_PERSIST, on_term, &s) : NULL;
+    if (term)
+        event_add(term, NULL);
+    else /* no signalfd: SIGTERM keeps its default action */
+        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_log_info("http: serving (pid %d)", (int)getpid());
+    event_base_dispatch(s.base);
+
+    if (s.streams)
+        cd_log_info("http: stopping (%d block download(s) cut short)", s.streams);
+    else
+        cd_log_info("http: stopping");
+    evhttp_free(s.http); /* closes connections (stream close callbacks run) */
+    event_free(chan);
+    if (term)
+        event_free(term);
+    if (tfd >= 0)
+        close(tfd);
+    if (s.pg)
+        PQfinish(s.pg);
+    cd_lookup_free(s.lk);
+    event_base_free(s.base);
+    close(chan_fd);
+    return CD_EXIT_OK;
+}

@@ -1,0 +1,497 @@
+/*
+ * cli_p2p.c - conduit-cli subcommands that talk to a node over p2p:
+ * `headers`, `getblock`, `broadcast`, `ping`.
+ *
+ * Each one is a small program on libconduit-p2p: one event_base, one peer
+ * manager with one peer (--connect host:port, default 127.0.0.1 and the
+ * network's port), no reconnects, and a deadline (--timeout seconds) after
+ * which the command fails. They exist for operators checking a node and as
+ * the library's own end-to-end exercise in the functional tests.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "btc_header.h"
+#include "btc_net.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "conduit_p2p.h"
+
+int cd_cli_p2p_headers(int argc, char **argv);
+int cd_cli_p2p_getblock(int argc, char **argv);
+int cd_cli_p2p_broadcast(int argc, char **argv);
+int cd_cli_p2p_ping(int argc, char **argv);
+
+typedef struct cli_p2p {
+    const btc_net *net;
+    const char *connect;
+    double timeout_s;
+    const char *out;
+    int quiet;
+    int count;
+    uint32_t wait_ms;
+    size_t chunk_kb; /* getblock: chunk threshold (0 = default) */
+    const char *arg; /* positional argument */
+    struct event_base *base;
+    cp2p_mgr *mgr;
+    cp2p_peer *peer;
+    int done;
+    int rc;
+    /* headers */
+    uint8_t (*hashes)[32];
+    size_t n_hashes, cap_hashes;
+    FILE *fout;
+    /* getblock */
+    uint8_t want[32];
+    uint64_t written;
+    /* ping */
+    int pongs;
+} cli_p2p;
+
+static void finish(cli_p2p *c, int rc)
+{
+    if (!c->done) {
+        c->done = 1;
+        c->rc = rc;
+    }
+    event_base_loopbreak(c->base);
+}
+
+static int parse_common(cli_p2p *c, int argc, char **argv, const char *usage)
+{
+    c->net = btc_net_get(BTC_NET_MAIN);
+    c->timeout_s = 60;
+    c->count = 1;
+    c->wait_ms = 5000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--regtest") == 0)
+            c->net = btc_net_get(BTC_NET_REGTEST);
+        else if (strcmp(a, "--testnet") == 0)
+            c->net = btc_net_get(BTC_NET_TEST);
+        else if (strcmp(a, "--stn") == 0)
+            c->net = btc_net_get(BTC_NET_STN);
+        else if (strcmp(a, "--mainnet") == 0)
+            c->net = btc_net_get(BTC_NET_MAIN);
+        else if (strcmp(a, "--connect") == 0 && i + 1 < argc)
+            c->connect = argv[++i];
+        else if (strcmp(a, "--timeout") == 0 && i + 1 < argc)
+            c->timeout_s = atof(argv[++i]);
+        else if (strcmp(a, "--out") == 0 && i + 1 < argc)
+            c->out = argv[++i];
+        else if (strcmp(a, "--count") == 0 && i + 1 < argc)
+            c->count = atoi(argv[++i]);
+        else if (strcmp(a, "--chunk-kb") == 0 && i + 1 < argc)
+            c->chunk_kb = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(a, "--wait-ms") == 0 && i + 1 < argc)
+            c->wait_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0)
+            c->quiet = 1;
+        else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
+            cd_log_set_level(CD_LOG_DEBUG);
+        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            printf("usage: conduit-cli %s %s\n"
+                   "common options: --regtest|--testnet|--stn  --connect HOST:PORT  "
+                   "--timeout SECONDS  -v\n",
+                   argv[0], usage);
+            return 1;
+        } else if (a[0] != '-' && !c->arg)
+            c->arg = a;
+        else {
+            fprintf(stderr, "conduit-cli %s: unknown option '%s'\nusage: conduit-cli %s %s\n",
+                    argv[0], a, argv[0], usage);
+            return 2;
+        }
+    }
+    if (c->timeout_s <= 0 || c->count <= 0) {
+        fprintf(stderr, "conduit-cli %s: --timeout and --count must be positive\n", argv[0]);
+        return 2;
+    }
+    return 0;
+}
+
+static void on_timeout(evutil_socket_t fd, short w, void *arg)
+{
+    cli_p2p *c = arg;
+    (void)fd;
+    (void)w;
+    fprintf(stderr, "conduit-cli: timed out after %.1f s\n", c->timeout_s);
+    finish(c, 1);
+}
+
+static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason r, const char *detail)
+{
+    cli_p2p *c = ctx->user;
+    if (c->done)
+        return;
+    fprintf(stderr, "conduit-cli: peer %s disconnected: %s (%s)\n", cp2p_peer_name(ctx->peer),
+            cp2p_reason_str(r), detail);
+    finish(c, 1);
+}
+
+/* Runs the loop with one peer until a handler calls finish(). */
+static int run(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in)
+{
+    cp2p_options opt;
+    char def[64];
+    if (opt_in)
+        opt = *opt_in;
+    else
+        cp2p_options_init(&opt, c->net);
+    opt.net = c->net;
+    opt.reconnect = 0;
+    if (c->chunk_kb)
+        opt.chunk_threshold = c->chunk_kb * 1024;
+    opt.handshake_timeout_ms = (uint32_t)(c->timeout_s * 1000);
+    c->base = event_base_new();
+    if (!c->base) {
+        fprintf(stderr, "conduit-cli: event_base_new failed\n");
+        return 1;
+    }
+    c->mgr = cp2p_mgr_new(c->base, &opt, h, NULL, c);
+    if (!c->mgr) {
+        event_base_free(c->base);
+        return 1;
+    }
+    if (!c->connect) {
+        snprintf(def, sizeof(def), "127.0.0.1:%u", c->net->default_port);
+        c->connect = def;
+    }
+    int rc = cp2p_mgr_add_peer(c->mgr, c->connect, &c->peer);
+    if (rc) {
+        fprintf(stderr, "conduit-cli: --connect %s: %s\n", c->connect, cp2p_strerror(rc));
+        cp2p_mgr_free(c->mgr);
+        event_base_free(c->base);
+        return 2;
+    }
+    struct event *t = evtimer_new(c->base, on_timeout, c);
+    struct timeval tv = {(time_t)c->timeout_s,
+                         (suseconds_t)((c->timeout_s - (double)(time_t)c->timeout_s) * 1e6)};
+    evtimer_add(t, &tv);
+    c->rc = 1;
+    event_base_dispatch(c->base);
+    event_free(t);
+    cp2p_mgr_free(c->mgr);
+    event_base_free(c->base);
+    return c->rc;
+}
+
+/* ---- headers ---------------------------------------------------------------------- */
+
+static void headers_request(cli_p2p *c, cp2p_peer *p)
+{
+    int64_t hs[64];
+    uint8_t loc[64][32];
+    size_t n = cp2p_locator_heights((int64_t)c->n_hashes - 1, hs, 64);
+    for (size_t i = 0; i < n; i++)
+        memcpy(loc[i], c->hashes[hs[i]], 32);
+    int rc = cp2p_peer_getheaders(p, (const uint8_t(*)[32])loc, n, NULL);
+    if (rc) {
+        fprintf(stderr, "conduit-cli headers: getheaders: %s\n", cp2p_strerror(rc));
+        finish(c, 1);
+    }
+}
+
+static void headers_ready(const cp2p_ctx *ctx, const cp2p_version *v)
+{
+    (void)v;
+    headers_request(ctx->user, ctx->peer);
+}
+
+static void headers_got(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
+{
+    cli_p2p *c = ctx->user;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *raw = hdrs + 80 * i;
+        btc_header h;
+        uint8_t hash[32];
+        char hx[65];
+        btc_header_parse(&h, raw);
+        btc_header_hash(raw, hash);
+        cd_hex_encode_rev(hx, hash, 32);
+        if (memcmp(h.prev, c->hashes[c->n_hashes - 1], 32) != 0) {
+            /* a header we already have (overlap) is fine; anything else is not */
+            int known = 0;
+            for (size_t k = c->n_hashes; k-- > 0 && !known;)
+                known = memcmp(c->hashes[k], hash, 32) == 0;
+            if (known)
+                continue;
+            fprintf(stderr, "conduit-cli headers: header %s at height %zu does not connect\n", hx,
+                    c->n_hashes);
+            finish(c, 1);
+            return;
+        }
+        int prc = btc_check_pow(hash, h.bits, c->net);
+        if (prc) {
+            fprintf(stderr,
+                    "conduit-cli headers: header %s at height %zu fails proof of work "
+                    "(%d)\n",
+                    hx, c->n_hashes, prc);
+            finish(c, 1);
+            return;
+        }
+        if (c->n_hashes == c->cap_hashes) {
+            c->cap_hashes *= 2;
+            c->hashes = cd_xrealloc(c->hashes, c->cap_hashes * 32);
+        }
+        memcpy(c->hashes[c->n_hashes], hash, 32);
+        if (!c->quiet)
+            fprintf(c->fout, "%zu %s\n", c->n_hashes, hx);
+        c->n_hashes++;
+    }
+    if (n == CP2P_MAX_HEADERS_PER_MSG) {
+        headers_request(c, ctx->peer);
+        return;
+    }
+    char hx[65];
+    cd_hex_encode_rev(hx, c->hashes[c->n_hashes - 1], 32);
+    fprintf(stderr, "synced %zu headers, tip height %zu %s, all linked and proof of work valid\n",
+            c->n_hashes - 1, c->n_hashes - 1, hx);
+    finish(c, 0);
+}
+
+int cd_cli_p2p_headers(int argc, char **argv)
+{
+    cli_p2p c;
+    memset(&c, 0, sizeof(c));
+    int rc = parse_common(&c, argc, argv, "[--out FILE] [--quiet]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    c.fout = stdout;
+    if (c.out && !(c.fout = fopen(c.out, "w"))) {
+        fprintf(stderr, "conduit-cli headers: %s: %s\n", c.out, strerror(errno));
+        return 1;
+    }
+    c.cap_hashes = 4096;
+    c.hashes = cd_xmalloc(c.cap_hashes * 32);
+    memcpy(c.hashes[0], c.net->genesis_hash, 32);
+    c.n_hashes = 1;
+    if (!c.quiet) {
+        char hx[65];
+        cd_hex_encode_rev(hx, c.hashes[0], 32);
+        fprintf(c.fout, "0 %s\n", hx);
+    }
+    cp2p_handlers h = {0};
+    h.on_ready = headers_ready;
+    h.on_headers = headers_got;
+    h.on_disconnect = on_disconnect;
+    rc = run(&c, &h, NULL);
+    if (c.fout != stdout && fclose(c.fout) != 0)
+        rc = 1;
+    free(c.hashes);
+    return rc;
+}
+
+/* ---- getblock --------------------------------------------------------------------- */
+
+static void getblock_ready(const cp2p_ctx *ctx, const cp2p_version *v)
+{
+    cli_p2p *c = ctx->user;
+    (void)v;
+    int rc = cp2p_peer_getdata_blocks(ctx->peer, (const uint8_t(*)[32])c->want, 1);
+    if (rc) {
+        fprintf(stderr, "conduit-cli getblock: getdata: %s\n", cp2p_strerror(rc));
+        finish(c, 1);
+    }
+}
+
+static int write_all(cli_p2p *c, const uint8_t *p, size_t n)
+{
+    if (fwrite(p, 1, n, c->fout) != n) {
+        fprintf(stderr, "conduit-cli getblock: write %s: %s\n", c->out, strerror(errno));
+        finish(c, 1);
+        return -1;
+    }
+    c->written += n;
+    return 0;
+}
+
+static void getblock_done(cli_p2p *c, const uint8_t hash[32], uint64_t size, uint64_t ntx)
+{
+    char hx[65];
+    cd_hex_encode_rev(hx, hash, 32);
+    if (fflush(c->fout) != 0) {
+        fprintf(stderr, "conduit-cli getblock: %s: %s\n", c->out, strerror(errno));
+        finish(c, 1);
+        return;
+    }
+    if (!c->quiet)
+        printf("%s %" PRIu64 " bytes %" PRIu64 " txs\n", hx, size, ntx);
+    finish(c, 0);
+}
+
+static void getblock_block(const cp2p_ctx *ctx, const uint8_t *raw, size_t len,
+                           const uint8_t hash[32])
+{
+    cli_p2p *c = ctx->user;
+    if (memcmp(hash, c->want, 32) != 0)
+        return; /* not ours (unsolicited) */
+    if (write_all(c, raw, len) == 0)
+        getblock_done(c, hash, len, 0 /* not counted for whole blocks */);
+}
+
+static void getblock_chunk(const cp2p_ctx *ctx, const cp2p_block_chunk *ch)
+{
+    cli_p2p *c = ctx->user;
+    if (memcmp(ch->block_hash, c->want, 32) != 0)
+        return;
+    if (ch->block_offset != c->written) {
+        fprintf(stderr,
+                "conduit-cli getblock: chunk at offset %" PRIu64 " after %" PRIu64 " bytes\n",
+                ch->block_offset, c->written);
+        finish(c, 1);
+        return;
+    }
+    if (write_all(c, ch->data, ch->len))
+        return;
+    if (ch->last)
+        getblock_done(c, ch->block_hash, ch->block_size, ch->tx_count);
+}
+
+static void getblock_abort(const cp2p_ctx *ctx, const uint8_t hash[32], cp2p_reason why)
+{
+    cli_p2p *c = ctx->user;
+    (void)hash;
+    fprintf(stderr, "conduit-cli getblock: block download aborted: %s\n", cp2p_reason_str(why));
+    finish(c, 1);
+}
+
+int cd_cli_p2p_getblock(int argc, char **argv)
+{
+    cli_p2p c;
+    memset(&c, 0, sizeof(c));
+    int rc = parse_common(&c, argc, argv, "<block-hash> --out FILE [--chunk-kb N]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!c.arg || !c.out || cd_hex_decode_rev(c.want, 32, c.arg) != 0) {
+        fprintf(stderr, "usage: conduit-cli getblock <block-hash (64 hex)> --out FILE\n");
+        return 2;
+    }
+    c.fout = fopen(c.out, "wb");
+    if (!c.fout) {
+        fprintf(stderr, "conduit-cli getblock: %s: %s\n", c.out, strerror(errno));
+        return 1;
+    }
+    cp2p_handlers h = {0};
+    h.on_ready = getblock_ready;
+    h.on_block = getblock_block;
+    h.on_block_chunk = getblock_chunk;
+    h.on_block_abort = getblock_abort;
+    h.on_disconnect = on_disconnect;
+    rc = run(&c, &h, NULL);
+    if (fclose(c.fout) != 0)
+        rc = 1;
+    if (rc)
+        remove(c.out);
+    return rc;
+}
+
+/* ---- broadcast -------------------------------------------------------------------- */
+
+static void bcast_ready(const cp2p_ctx *ctx, const cp2p_version *v)
+{
+    cli_p2p *c = ctx->user;
+    (void)v;
+    size_t n = strlen(c->arg) / 2;
+    uint8_t *raw = cd_xmalloc(n ? n : 1);
+    cd_hex_decode(raw, n, c->arg);
+    int rc = cp2p_mgr_broadcast_tx(ctx->mgr, ctx->peer, raw, n, NULL);
+    free(raw);
+    if (rc) {
+        fprintf(stderr, "conduit-cli broadcast: %s\n", cp2p_strerror(rc));
+        finish(c, 1);
+    }
+}
+
+static void bcast_result(const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
+                         const cp2p_reject *rej)
+{
+    cli_p2p *c = ctx->user;
+    char hx[65];
+    cd_hex_encode_rev(hx, txid, 32);
+    if (res == CP2P_BCAST_ACCEPTED) {
+        printf("accepted %s\n", hx);
+        finish(c, 0);
+    } else if (res == CP2P_BCAST_REJECTED && rej) {
+        printf("rejected %s code 0x%02x %s\n", hx, rej->code, rej->reason);
+        finish(c, 1);
+    } else {
+        printf("not-sent %s\n", hx);
+        finish(c, 1);
+    }
+}
+
+int cd_cli_p2p_broadcast(int argc, char **argv)
+{
+    cli_p2p c;
+    memset(&c, 0, sizeof(c));
+    int rc = parse_common(&c, argc, argv, "<rawtx-hex> [--wait-ms MS]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    size_t hl = c.arg ? strlen(c.arg) : 0;
+    if (hl < 2 || hl % 2) {
+        fprintf(stderr, "usage: conduit-cli broadcast <rawtx-hex>\n");
+        return 2;
+    }
+    uint8_t *tmp = malloc(hl / 2);
+    if (!tmp || cd_hex_decode(tmp, hl / 2, c.arg)) {
+        free(tmp);
+        fprintf(stderr, "conduit-cli broadcast: not a hex string\n");
+        return 2;
+    }
+    free(tmp);
+    cp2p_options opt;
+    cp2p_options_init(&opt, c.net);
+    opt.broadcast_wait_ms = c.wait_ms;
+    opt.tick_ms = 50;
+    if (c.timeout_s * 1000 < c.wait_ms + 5000)
+        c.timeout_s = (c.wait_ms + 5000) / 1000.0;
+    cp2p_handlers h = {0};
+    h.on_ready = bcast_ready;
+    h.on_broadcast = bcast_result;
+    h.on_disconnect = on_disconnect;
+    return run(&c, &h, &opt);
+}
+
+/* ---- ping ------------------------------------------------------------------------- */
+
+static void ping_ready(const cp2p_ctx *ctx, const cp2p_version *v)
+{
+    cli_p2p *c = ctx->user;
+    if (!c->quiet)
+        printf("connected to %s: version %d, user agent \"%s\", height %d, services 0x%" PRIx64
+               "\n",
+               cp2p_peer_name(ctx->peer), v->version, v->user_agent, v->start_height, v->services);
+    (void)cp2p_peer_ping(ctx->peer);
+}
+
+static void ping_pong(const cp2p_ctx *ctx, uint64_t nonce, int64_t rtt_us)
+{
+    cli_p2p *c = ctx->user;
+    (void)nonce;
+    printf("pong from %s: %.3f ms\n", cp2p_peer_name(ctx->peer), (double)rtt_us / 1000.0);
+    fflush(stdout);
+    if (++c->pongs >= c->count)
+        finish(c, 0);
+    else
+        (void)cp2p_peer_ping(ctx->peer);
+}
+
+int cd_cli_p2p_ping(int argc, char **argv)
+{
+    cli_p2p c;
+    memset(&c, 0, sizeof(c));
+    int rc = parse_common(&c, argc, argv, "[--count N]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    cp2p_handlers h = {0};
+    h.on_ready = ping_ready;
+    h.on_pong = ping_pong;
+    h.on_disconnect = on_disconnect;
+    return run(&c, &h, NULL);
+}

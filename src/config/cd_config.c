@@ -1,0 +1,659 @@
+/*
+ * cd_config.c - the option table and everything it drives: defaults, the
+ * parsing and formatting of each option's value, --help, the annotated
+ * sample config and --print-config. Where a configuration comes from (the
+ * config file, the command line, SIGHUP reload) is cd_config_load.c.
+ *
+ * Why one table: an option is declared once (name, type, default, bounds,
+ * reloadable flag, field offset, help) and can then never be settable from
+ * the file but not the command line, missing from --help, or out of sync
+ * with conf/conduitd.conf (a unit test compares that file with
+ * cd_config_write_sample()). Errors are one line naming where the bad text
+ * came from (file:line or "command line") and the text itself.
+ */
+#include "cd_config.h"
+#include "cd_config_int.h"
+
+#include "cd_util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cd_build.h" /* CD_VERSION */
+
+/* ------------------------------------------------------------------------ */
+/* The table                                                                */
+/* ------------------------------------------------------------------------ */
+
+static const char *const net_names[] = {"main", "test", "regtest", "stn", NULL};
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const catchup_names[] = {"auto", "live", NULL}; /* CD_CATCHUP_* */
+
+#define OFF(f) offsetof(cd_config, f)
+#define KB     (UINT64_C(1) << 10)
+#define MB     (UINT64_C(1) << 20)
+#define GB     (UINT64_C(1) << 30)
+
+/* Kept in the order the sample config presents them. */
+const cd_option cd_config_options[] = {
+    {"network", CD_OPT_ENUM, "main", 0, 0, 0, OFF(net), net_names,
+     "BSV network: main, test, regtest or stn (same as --mainnet/--testnet/--regtest/--stn)"},
+    {"connect", CD_OPT_LIST, "", 0, 0, 0, OFF(connect), NULL,
+     "peer to connect to as host[:port] (repeatable; none: 127.0.0.1 on the network's port)"},
+    {"datadir", CD_OPT_STRING, "", 0, 0, 0, OFF(datadir), NULL,
+     "data directory for LMDB stores and the status file (empty: $HOME/.conduitd/<network>)"},
+    {"index", CD_OPT_BOOL, "on", 0, 0, 0, OFF(index), NULL,
+     "index transactions into PostgreSQL (off: headers and raw blocks only, no database needed)"},
+    {"pg_conninfo", CD_OPT_STRING, "", 0, 0, 0, OFF(pg_conninfo), NULL,
+     "libpq connection string (empty: the PGHOST/PGPORT/PGUSER/PGDATABASE/... defaults)"},
+    {"ring_size", CD_OPT_SIZE, "512M", 16 * MB, 1024 * GB, 0, OFF(ring_size), NULL,
+     "size of the shared-memory block ring (K/M/G/T suffixes)"},
+    {"unit_size", CD_OPT_SIZE, "32M", 64 * KB, 4 * GB, 0, OFF(unit_size), NULL,
+     "target size of a work unit handed to a parser"},
+    {"parser_workers", CD_OPT_INT, "0", 0, 256, 0, OFF(parser_workers), NULL,
+     "number of parser processes (0: one per CPU core)"},
+    {"catchup_indexes", CD_OPT_ENUM, "auto", 0, 0, 0, OFF(catchup_indexes), catchup_names,
+     "auto: drop the tx_hash/outpoint/pushdata indexes while more than catchup_threshold blocks "
+     "behind and rebuild them once within it (3x faster load; lookups by hash slow meanwhile); "
+     "live: always keep them"},
+    {"catchup_threshold", CD_OPT_INT, "1000", 1, 0x7fffffffu, 0, OFF(catchup_threshold), NULL,
+     "blocks behind the best header above which catchup_indexes=auto drops the indexes"},
+    {"blocks_per_peer", CD_OPT_INT, "16", 1, 1024, CD_OPT_RELOADABLE, OFF(blocks_per_peer), NULL,
+     "blocks requested from one peer at a time"},
+    {"block_timeout", CD_OPT_INT, "120", 5, 86400, CD_OPT_RELOADABLE, OFF(block_timeout_s), NULL,
+     "seconds before a requested block is asked from another peer"},
+    {"block_checksum", CD_OPT_BOOL, "off", 0, 0, 0, OFF(block_checksum), NULL,
+     "also verify the p2p message checksum of blocks (off: every block byte is already checked: "
+     "header hash, canonical tx count, exact length and the merkle root; the checksum would cost "
+     "one more SHA-256 pass over each block, about a third of the receive rate)"},
+    {"relay", CD_OPT_BOOL, "on", 0, 0, 0, OFF(relay), NULL,
+     "ask peers to announce mempool transactions"},
+    {"index_data_pushes", CD_OPT_BOOL, "on", 0, 0, 0, OFF(index_data_pushes), NULL,
+     "also index pushes inside OP_RETURN data-carrier outputs (DATA flag)"},
+    {"max_data_push", CD_OPT_INT, "65536", 0, 0xffffffffu, 0, OFF(max_data_push), NULL,
+     "longest data-carrier push (bytes) whose hash is indexed"},
+    {"mempool_max_txs", CD_OPT_INT, "1000000", 1, 0xffffffffu, 0, OFF(mempool_max_txs), NULL,
+     "most mempool transactions kept in the index (oldest evicted first)"},
+    {"log_level", CD_OPT_ENUM, "info", 0, 0, CD_OPT_RELOADABLE, OFF(log_level), level_names,
+     "error, warn, info or debug"},
+    {"log_file", CD_OPT_STRING, "", 0, 0, CD_OPT_RELOADABLE | CD_OPT_EMPTY_NULL, OFF(log_file),
+     NULL, "append log lines to this file, reopened on SIGHUP (empty: stderr / journald)"},
+    {"user_agent", CD_OPT_STRING, "/conduitd:" CD_VERSION "/", 0, 0, 0, OFF(user_agent), NULL,
+     "user agent sent to peers in the version message"},
+    {"status_interval", CD_OPT_INT, "10", 1, 3600, CD_OPT_RELOADABLE, OFF(status_interval_s), NULL,
+     "seconds between progress lines and status file updates"},
+    {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
+     "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
+     "no authentication: keep it on loopback or behind a proxy"},
+};
+const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
+
+/* ------------------------------------------------------------------------ */
+/* helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+void cd_config_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+char **cd_config_str_field(cd_config *cfg, const cd_option *o)
+{
+    return (char **)(void *)((char *)cfg + o->offset);
+}
+
+static size_t *list_count(cd_config *cfg, const cd_option *o)
+{
+    (void)o; /* the only list is connect */
+    return &cfg->n_connect;
+}
+
+void cd_config_list_clear(cd_config *cfg, const cd_option *o)
+{
+    char **items = cd_config_str_field(cfg, o);
+    size_t *n = list_count(cfg, o);
+    for (size_t i = 0; i < *n; i++) {
+        free(items[i]);
+        items[i] = NULL;
+    }
+    *n = 0;
+}
+
+const cd_option *cd_config_find(const char *name)
+{
+    for (size_t i = 0; i < cd_config_n_options; i++)
+        if (strcmp(cd_config_options[i].name, name) == 0)
+            return &cd_config_options[i];
+    return NULL;
+}
+
+int cd_config_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"};
+    static const char *const no[] = {"off", "no", "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_u64(const char *s, uint64_t *out, const char **end)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    char *e;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (errno == ERANGE)
+        return -1;
+    *out = (uint64_t)v;
+    *end = e;
+    return 0;
+}
+
+/* "512M", "4G", "65536", "1.5G" is not accepted (integers only). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    const char *e;
+    if (parse_u64(s, &v, &e) < 0)
+        return -1;
+    uint64_t mul = 1;
+    switch (toupper((unsigned char)*e)) {
+    case 'K':
+        mul = KB;
+        e++;
+        break;
+    case 'M':
+        mul = MB;
+        e++;
+        break;
+    case 'G':
+        mul = GB;
+        e++;
+        break;
+    case 'T':
+        mul = 1024 * GB;
+        e++;
+        break;
+    default:
+        break;
+    }
+    if (mul > 1 && (*e == 'i' || *e == 'I'))
+        e++;
+    if (*e == 'B' || *e == 'b')
+        e++;
+    if (*e != '\0')
+        return -1;
+    if (v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+void cd_config_format_size(uint64_t v, char *buf, size_t len)
+{
+    static const char suffix[] = "KMGT";
+    int s = -1;
+    while (v >= 1024 && v % 1024 == 0 && s < 3) {
+        v /= 1024;
+        s++;
+    }
+    if (s < 0)
+        snprintf(buf, len, "%llu", (unsigned long long)v);
+    else
+        snprintf(buf, len, "%llu%c", (unsigned long long)v, suffix[s]);
+}
+
+/* host[:port], [v6addr][:port], or a bare IPv6 address. */
+static int check_peer(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 255)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (isspace((unsigned char)*p))
+            return -1;
+    const char *port = NULL;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close == s + 1)
+            return -1;
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0')
+            return -1;
+    } else {
+        const char *c = strchr(s, ':');
+        if (c != NULL && strchr(c + 1, ':') == NULL) {
+            if (c == s)
+                return -1;
+            port = c + 1;
+        }
+    }
+    if (port != NULL) {
+        uint64_t v;
+        const char *e;
+        if (parse_u64(port, &v, &e) < 0 || *e != '\0' || v == 0 || v > 65535)
+            return -1;
+    }
+    return 0;
+}
+
+/* http_listen: host:port or [v6addr]:port with an explicit port 0..65535
+ * (the address itself is resolved when conduitd binds it). */
+static int check_listen(const char *s)
+{
+    if (strlen(s) > 255)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (isspace((unsigned char)*p))
+            return -1;
+    const char *port;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close == s + 1 || close[1] != ':')
+            return -1;
+        port = close + 2;
+    } else {
+        const char *c = strrchr(s, ':');
+        if (c == NULL || c == s || memchr(s, ':', (size_t)(c - s)) != NULL)
+            return -1;
+        port = c + 1;
+    }
+    uint64_t v;
+    const char *e;
+    if (parse_u64(port, &v, &e) < 0 || *e != '\0' || v > 65535)
+        return -1;
+    return 0;
+}
+
+int cd_config_peer_has_port(const char *s)
+{
+    if (*s == '[')
+        return strstr(s, "]:") != NULL;
+    const char *c = strchr(s, ':');
+    return c != NULL && strchr(c + 1, ':') == NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* set / get                                                                */
+/* ------------------------------------------------------------------------ */
+
+int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
+                         size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch (o->type) {
+    case CD_OPT_BOOL: {
+        int b;
+        if (cd_config_parse_bool(value, &b) < 0) {
+            cd_config_seterr(err, errlen, "%s expects on/off", o->name);
+            return -1;
+        }
+        memcpy(base + o->offset, &b, sizeof(b));
+        return 0;
+    }
+    case CD_OPT_INT: {
+        uint64_t v;
+        const char *e;
+        if (parse_u64(value, &v, &e) < 0 || *e != '\0') {
+            cd_config_seterr(err, errlen, "%s expects a whole number", o->name);
+            return -1;
+        }
+        if (v < o->min || v > o->max) {
+            cd_config_seterr(err, errlen, "%s out of range %llu..%llu", o->name,
+                             (unsigned long long)o->min, (unsigned long long)o->max);
+            return -1;
+        }
+        uint32_t u = (uint32_t)v;
+        memcpy(base + o->offset, &u, sizeof(u));
+        return 0;
+    }
+    case CD_OPT_SIZE: {
+        uint64_t v;
+        if (parse_size(value, &v) < 0) {
+            cd_config_seterr(err, errlen, "%s expects a size like 512M or 4G", o->name);
+            return -1;
+        }
+        if (v < o->min || v > o->max) {
+            char lo[32], hi[32];
+            cd_config_format_size(o->min, lo, sizeof(lo));
+            cd_config_format_size(o->max, hi, sizeof(hi));
+            cd_config_seterr(err, errlen, "%s out of range %s..%s", o->name, lo, hi);
+            return -1;
+        }
+        memcpy(base + o->offset, &v, sizeof(v));
+        return 0;
+    }
+    case CD_OPT_STRING: {
+        char **f = cd_config_str_field(cfg, o);
+        if (strlen(value) > 4096) {
+            cd_config_seterr(err, errlen, "%s is too long", o->name);
+            return -1;
+        }
+        if (o->offset == OFF(http_listen) && value[0] != '\0' && check_listen(value) < 0) {
+            cd_config_seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
+            return -1;
+        }
+        if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {
+            cd_config_seterr(err, errlen, "%s must name a file, not a directory", o->name);
+            return -1;
+        }
+        free(*f);
+        *f = (value[0] == '\0' && (o->flags & CD_OPT_EMPTY_NULL)) ? NULL : cd_xstrdup(value);
+        return 0;
+    }
+    case CD_OPT_ENUM: {
+        if (o->offset == OFF(net)) {
+            const btc_net *n = btc_net_by_name(value);
+            if (n == NULL) {
+                cd_config_seterr(err, errlen, "%s expects main, test, regtest or stn", o->name);
+                return -1;
+            }
+            cfg->net = n;
+            return 0;
+        }
+        for (int i = 0; o->enum_names[i]; i++) {
+            if (strcasecmp(value, o->enum_names[i]) == 0) {
+                memcpy(base + o->offset, &i, sizeof(i));
+                return 0;
+            }
+        }
+        if (o->offset == OFF(log_level)) {
+            cd_log_level l;
+            if (cd_log_level_parse(value, &l) == 0) {
+                cfg->log_level = l;
+                return 0;
+            }
+        }
+        char names[128] = "";
+        for (int i = 0; o->enum_names[i]; i++) {
+            if (i)
+                strncat(names, ", ", sizeof(names) - strlen(names) - 1);
+            strncat(names, o->enum_names[i], sizeof(names) - strlen(names) - 1);
+        }
+        cd_config_seterr(err, errlen, "%s expects one of %s", o->name, names);
+        return -1;
+    }
+    case CD_OPT_LIST: {
+        if (value[0] == '\0') { /* "connect =" clears the list */
+            cd_config_list_clear(cfg, o);
+            return 0;
+        }
+        if (check_peer(value) < 0) {
+            cd_config_seterr(err, errlen, "%s expects host[:port] with a port 1..65535", o->name);
+            return -1;
+        }
+        size_t *n = list_count(cfg, o);
+        if (*n >= CD_CONFIG_MAX_CONNECT) {
+            cd_config_seterr(err, errlen, "too many %s entries (at most %d)", o->name,
+                             CD_CONFIG_MAX_CONNECT);
+            return -1;
+        }
+        cd_config_str_field(cfg, o)[(*n)++] = cd_xstrdup(value);
+        return 0;
+    }
+    }
+    cd_config_seterr(err, errlen, "internal: bad option type");
+    return -1;
+}
+
+int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err, size_t errlen)
+{
+    const cd_option *o = cd_config_find(key);
+    if (o == NULL) {
+        cd_config_seterr(err, errlen, "unknown option");
+        return -1;
+    }
+    return cd_config_set_option(cfg, o, value, err, errlen);
+}
+
+void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf, size_t len)
+{
+    const char *base = (const char *)cfg;
+    switch (o->type) {
+    case CD_OPT_BOOL: {
+        int b;
+        memcpy(&b, base + o->offset, sizeof(b));
+        snprintf(buf, len, "%s", b ? "on" : "off");
+        return;
+    }
+    case CD_OPT_INT: {
+        uint32_t u;
+        memcpy(&u, base + o->offset, sizeof(u));
+        snprintf(buf, len, "%u", u);
+        return;
+    }
+    case CD_OPT_SIZE: {
+        uint64_t v;
+        memcpy(&v, base + o->offset, sizeof(v));
+        cd_config_format_size(v, buf, len);
+        return;
+    }
+    case CD_OPT_STRING: {
+        const char *s;
+        memcpy(&s, base + o->offset, sizeof(s));
+        snprintf(buf, len, "%s", s ? s : "");
+        return;
+    }
+    case CD_OPT_ENUM:
+        if (o->offset == OFF(net)) {
+            snprintf(buf, len, "%s", cfg->net ? cfg->net->name : "");
+        } else {
+            int i;
+            memcpy(&i, base + o->offset, sizeof(i));
+            snprintf(buf, len, "%s", o->enum_names[i]);
+        }
+        return;
+    case CD_OPT_LIST: {
+        buf[0] = '\0';
+        for (size_t i = 0; i < cfg->n_connect; i++) {
+            if (i)
+                strncat(buf, " ", len - strlen(buf) - 1);
+            strncat(buf, cfg->connect[i], len - strlen(buf) - 1);
+        }
+        return;
+    }
+    }
+    buf[0] = '\0';
+}
+
+/* ------------------------------------------------------------------------ */
+/* lifecycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+void cd_config_src_free(cd_config_src *src)
+{
+    if (src == NULL)
+        return;
+    free(src->conf_file);
+    for (size_t i = 0; i < src->n; i++) {
+        free(src->keys[i]);
+        free(src->values[i]);
+    }
+    free(src->keys);
+    free(src->values);
+    free(src);
+}
+
+void cd_config_init(cd_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        char err[256];
+        int rc = cd_config_set_option(cfg, o, o->def, err, sizeof(err));
+        cd_assert(rc == 0); /* a bad default is a bug in the table */
+    }
+}
+
+void cd_config_free(cd_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        if (o->type == CD_OPT_STRING) {
+            char **f = cd_config_str_field(cfg, o);
+            free(*f);
+            *f = NULL;
+        } else if (o->type == CD_OPT_LIST) {
+            cd_config_list_clear(cfg, o);
+        }
+    }
+    free(cfg->conf_file);
+    cd_config_src_free(cfg->src);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ------------------------------------------------------------------------ */
+/* help and sample                                                          */
+/* ------------------------------------------------------------------------ */
+
+static const char *type_word(const cd_option *o)
+{
+    switch (o->type) {
+    case CD_OPT_BOOL:
+        return "on|off";
+    case CD_OPT_INT:
+        return "N";
+    case CD_OPT_SIZE:
+        return "SIZE";
+    case CD_OPT_STRING:
+        return "TEXT";
+    case CD_OPT_ENUM:
+        return "WORD";
+    case CD_OPT_LIST:
+        return "HOST:PORT";
+    }
+    return "?";
+}
+
+static void describe(const cd_option *o, char *buf, size_t len)
+{
+    char lo[32], hi[32];
+    buf[0] = '\0';
+    switch (o->type) {
+    case CD_OPT_INT:
+        snprintf(buf, len, "range %llu..%llu", (unsigned long long)o->min,
+                 (unsigned long long)o->max);
+        break;
+    case CD_OPT_SIZE:
+        cd_config_format_size(o->min, lo, sizeof(lo));
+        cd_config_format_size(o->max, hi, sizeof(hi));
+        snprintf(buf, len, "size, range %s..%s", lo, hi);
+        break;
+    case CD_OPT_BOOL:
+        snprintf(buf, len, "on or off");
+        break;
+    case CD_OPT_LIST:
+        snprintf(buf, len, "repeatable, at most %d", CD_CONFIG_MAX_CONNECT);
+        break;
+    default:
+        break;
+    }
+    if (o->flags & CD_OPT_RELOADABLE) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, len - n, "%sreloaded on SIGHUP", n ? "; " : "");
+    }
+}
+
+void cd_config_print_help(FILE *f, const char *prog)
+{
+    fprintf(f,
+            "usage: %s [options]\n"
+            "\n"
+            "Indexes the Bitcoin SV block chain into LMDB and PostgreSQL.\n"
+            "Options come from built-in defaults, then --conf FILE, then the command line.\n"
+            "\n"
+            "  --conf FILE                read options from FILE ('key = value' lines)\n"
+            "  --mainnet | --testnet | --regtest | --stn\n"
+            "                             choose the network (same as --network NAME)\n"
+            "  --print-config             print the effective configuration and exit\n"
+            "  --sample-config            print the annotated sample config file and exit\n"
+            "  --help, -h                 show this help\n"
+            "  --version, -V              show the version\n"
+            "\n"
+            "Every option below is also a config-file key. Flags take '--name VALUE' or\n"
+            "'--name=VALUE'; on/off options also take '--name' and '--no-name'.\n"
+            "\n",
+            prog);
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        char flag[64], extra[128];
+        snprintf(flag, sizeof(flag), "--%s %s", o->name, type_word(o));
+        describe(o, extra, sizeof(extra));
+        fprintf(f, "  %-26s default: %s%s%s\n", flag, o->def[0] ? o->def : "none",
+                extra[0] ? "; " : "", extra);
+        fprintf(f, "      %s\n", o->help);
+    }
+    fprintf(f, "\nExit status: 0 clean stop, 1 runtime failure, 2 configuration error.\n");
+}
+
+void cd_config_write_sample(FILE *f)
+{
+    fprintf(f, "# conduitd.conf - annotated sample configuration for conduitd.\n"
+               "#\n"
+               "# Generated from the option table in src/config/cd_config.c\n"
+               "# (regenerate with: conduitd --sample-config > conf/conduitd.conf; a unit\n"
+               "# test fails if this file and the table disagree).\n"
+               "#\n"
+               "# Syntax: 'key = value' per line, '#' starts a comment. Every key is also\n"
+               "# a command-line flag (--key value), and flags override this file.\n"
+               "# Use it with: conduitd --conf /etc/conduitd/conduitd.conf\n"
+               "# Lines below show the built-in defaults, commented out.\n");
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        char extra[128];
+        describe(o, extra, sizeof(extra));
+        fprintf(f, "\n# %s\n", o->help);
+        if (extra[0])
+            fprintf(f, "# (%s)\n", extra);
+        if (o->def[0] != '\0')
+            fprintf(f, "#%s = %s\n", o->name, o->def);
+        else
+            fprintf(f, "#%s =\n", o->name);
+    }
+}
+
+void cd_config_print_values(FILE *f, const cd_config *cfg)
+{
+    fprintf(f, "# effective configuration%s%s\n", cfg->conf_file ? " (file " : "",
+            cfg->conf_file ? cfg->conf_file : "");
+    if (cfg->conf_file)
+        fprintf(f, "# plus command-line flags)\n");
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        if (o->type == CD_OPT_LIST) {
+            if (cfg->n_connect == 0)
+                fprintf(f, "%s =\n", o->name);
+            for (size_t k = 0; k < cfg->n_connect; k++)
+                fprintf(f, "%s = %s\n", o->name, cfg->connect[k]);
+            continue;
+        }
+        char v[1024];
+        cd_config_format_value(cfg, o, v, sizeof(v));
+        fprintf(f, "%s = %s\n", o->name, v);
+    }
+}

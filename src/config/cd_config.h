@@ -1,0 +1,174 @@
+/*
+ * cd_config.h - the daemon's configuration object and its option table.
+ *
+ * Owned by the config room (cd_config.c, cd_config_load.c): one declarative
+ * table of options (cd_config_options[]) drives the config file parser, the
+ * command line, --help and the annotated sample conf/conduitd.conf. Other modules only read
+ * a const cd_config *; the object is created by main.c and lives until exit.
+ *
+ * Precedence: built-in defaults < config file (--conf FILE) < command line.
+ *
+ * NOTES
+ *  - Every string field is a NUL-terminated heap string owned by the config
+ *    object (never NULL after cd_config_finish(), except log_file which is
+ *    NULL for "log to stderr"). cd_config_free() releases them.
+ *  - On SIGHUP the controller's signal handling (cd_signals.h) calls
+ *    cd_config_reload(): a fresh object is built from the same file and
+ *    command line, and only options marked reloadable are copied into the
+ *    live object (single-threaded: the controller loop is the only reader).
+ *  - Forked workers get a copy of the object as it was at fork time.
+ */
+#ifndef CD_CONFIG_H
+#define CD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "btc_net.h"
+#include "cd_log.h"
+
+#define CD_CONFIG_MAX_CONNECT 16
+
+/* Exit codes of conduitd and its workers (a worker exiting with
+ * CD_EXIT_CONFIG is never respawned; systemd's RestartPreventExitStatus=2). */
+#define CD_EXIT_OK      0
+#define CD_EXIT_FAILURE 1
+#define CD_EXIT_CONFIG  2
+
+/* catchup_indexes (cd_catchup.h) */
+#define CD_CATCHUP_AUTO 0
+#define CD_CATCHUP_LIVE 1
+
+struct cd_config_src; /* private: where the object came from (for reload) */
+
+typedef struct cd_config {
+    const btc_net *net;                   /* network = main|test|regtest|stn
+                                             (--regtest/--testnet/--stn) */
+    char *connect[CD_CONFIG_MAX_CONNECT]; /* "host:port" peers (--connect);
+                                       a missing port gets the network's */
+    size_t n_connect;                     /* 0: 127.0.0.1:<default port> */
+    char *datadir;                        /* absolute path after cd_config_finish();
+                                             default $HOME/.conduitd/<network> */
+    char *pg_conninfo;                    /* libpq conninfo; "" = PG* env defaults */
+    int index;                            /* 1: index into PostgreSQL (checked at
+                                             start); 0: headers/blocks only */
+    uint64_t ring_size;                   /* bytes of the shared-memory block ring */
+    uint64_t unit_size;                   /* target work-unit size in bytes */
+    uint32_t parser_workers;              /* 0 = number of cores */
+    int catchup_indexes;                  /* CD_CATCHUP_AUTO | CD_CATCHUP_LIVE */
+    uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
+    uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
+    uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */
+    int block_checksum;                   /* verify p2p checksums of block messages */
+    int relay;                            /* ask peers for mempool tx invs */
+    int index_data_pushes;                /* DATA-flag pushdata (after OP_RETURN) */
+    uint32_t max_data_push;               /* longest DATA push hashed (bytes) */
+    uint32_t mempool_max_txs;             /* mempool rows cap (oldest evicted) */
+    cd_log_level log_level;               /* reloadable */
+    char *log_file;                       /* NULL: stderr (journald); reloadable */
+    char *user_agent;
+    uint32_t status_interval_s; /* progress line period (reloadable) */
+    char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
+    char *conf_file;            /* --conf path or NULL */
+    struct cd_config_src *src;  /* private */
+} cd_config;
+
+/* ---- the option table ---- */
+
+typedef enum cd_opt_type {
+    CD_OPT_BOOL,   /* int: on/off yes/no true/false 1/0 */
+    CD_OPT_INT,    /* uint32_t, decimal, bounded by min/max */
+    CD_OPT_SIZE,   /* uint64_t bytes, optional K/M/G/T suffix (x1024) */
+    CD_OPT_STRING, /* char * */
+    CD_OPT_ENUM,   /* value one of enum_names; stored by a per-option setter */
+    CD_OPT_LIST,   /* char *[CD_CONFIG_MAX_CONNECT] + size_t count */
+} cd_opt_type;
+
+#define CD_OPT_RELOADABLE 0x1 /* applied on SIGHUP */
+#define CD_OPT_EMPTY_NULL 0x2 /* string: "" is stored as NULL */
+
+typedef struct cd_option {
+    const char *name; /* file key and --name flag */
+    cd_opt_type type;
+    const char *def;               /* default, in config-file syntax */
+    uint64_t min, max;             /* INT/SIZE bounds (inclusive) */
+    unsigned flags;                /* CD_OPT_* */
+    size_t offset;                 /* offsetof(cd_config, field) */
+    const char *const *enum_names; /* ENUM: NULL-terminated list */
+    const char *help;              /* one line */
+} cd_option;
+
+extern const cd_option cd_config_options[];
+extern const size_t cd_config_n_options;
+
+/* Finds an option by name. Returns NULL if unknown. */
+const cd_option *cd_config_find(const char *name);
+
+/* Resets *cfg to the built-in defaults (all strings allocated).
+ * Call cd_config_free() afterwards. */
+void cd_config_init(cd_config *cfg);
+
+/* Frees every string and the private part; *cfg is zeroed. NULL-safe. */
+void cd_config_free(cd_config *cfg);
+
+/* Sets one option from its textual value (file syntax). A LIST option
+ * appends. Returns 0, or -1 with a short problem description in err
+ * (e.g. "value out of range 1..1024"). */
+int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err, size_t errlen);
+
+/* Reads a config file: `key = value` lines, `#` comments, blank lines.
+ * Returns 0, or -1 with err = "<file>:<line>: <problem>: '<text>'"
+ * (or "<file>: <strerror>" when it cannot be read). */
+int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Result of cd_config_parse_args(). */
+typedef enum cd_config_action {
+    CD_CONFIG_RUN = 0, /* start the daemon */
+    CD_CONFIG_HELP,    /* --help, --sample-config or --print-config
+                          printed to stdout: exit 0 (cd_config_free) */
+    CD_CONFIG_VERSION, /* --version printed to stdout: exit 0 */
+    CD_CONFIG_ERROR,   /* err filled: print it, exit CD_EXIT_CONFIG */
+} cd_config_action;
+
+/* Builds the whole configuration: defaults, then --conf FILE, then every
+ * command-line flag (--key value, --key=value, --no-<bool>, --regtest,
+ * --testnet, --stn, --mainnet, --connect (repeatable), --datadir, --conf,
+ * --help, --version, --sample-config, --print-config), then cd_config_finish(). `prog` names the
+ * program in
+ * --help ("conduitd"). The command line is remembered for reload. On
+ * CD_CONFIG_ERROR, err holds a one-line message without the program name. */
+cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc, char **argv,
+                                      char *err, size_t errlen);
+
+/* Fills derived values: default datadir ($HOME/.conduitd/<network>, made
+ * absolute), default ports on --connect entries. Does not touch the disk.
+ * Returns 0 or -1 with err. Called by cd_config_parse_args(). */
+int cd_config_finish(cd_config *cfg, char *err, size_t errlen);
+
+/* Creates the data directory if missing (mode 0700, parents too) and checks
+ * that it is a readable, writable directory. Returns 0, or -1 with err =
+ * "data directory <path>: <strerror>". */
+int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen);
+
+/* Re-reads the config file and the original command line, then copies the
+ * reloadable options into *live and applies the log settings (level, file:
+ * cd_log_open() if the path changed, else cd_log_reopen()). Changed
+ * non-reloadable options are logged as needing a restart. If the new
+ * configuration is invalid, *live is left untouched.
+ * Returns 0, or -1 (error already logged). Controller loop only. */
+int cd_config_reload(cd_config *live);
+
+/* Writes the --help text (generated from the table). */
+void cd_config_print_help(FILE *f, const char *prog);
+
+/* Writes the annotated sample config file (what conf/conduitd.conf holds). */
+void cd_config_write_sample(FILE *f);
+
+/* Writes the effective configuration as a config file (--print-config). */
+void cd_config_print_values(FILE *f, const cd_config *cfg);
+
+/* Formats the current value of an option in file syntax into buf. */
+void cd_config_format_value(const cd_config *cfg, const cd_option *opt, char *buf, size_t len);
+
+#endif /* CD_CONFIG_H */

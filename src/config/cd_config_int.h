@@ -1,0 +1,47 @@
+/*
+ * cd_config_int.h - private to the config room: what cd_config.c (the option
+ * table, values) and cd_config_load.c (file, command line, reload) share.
+ */
+#ifndef CD_CONFIG_INT_H
+#define CD_CONFIG_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cd_config.h"
+#include "cd_log.h" /* CD_PRINTF */
+
+/* Where a configuration came from, so SIGHUP can rebuild it. */
+typedef struct cd_config_src {
+    char *conf_file; /* NULL: none */
+    char **keys;     /* command-line assignments, in order */
+    char **values;
+    size_t n;
+} cd_config_src;
+
+/* Frees a cd_config_src. Accepts NULL. */
+void cd_config_src_free(cd_config_src *src);
+
+/* snprintf into err (if err and errlen). */
+void cd_config_seterr(char *err, size_t errlen, const char *fmt, ...) CD_PRINTF(3, 4);
+
+/* Sets option o from its text (file syntax). 0, or -1 with err. */
+int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
+                         size_t errlen);
+
+/* The char * field of a STRING option. */
+char **cd_config_str_field(cd_config *cfg, const cd_option *o);
+
+/* Empties a LIST option. */
+void cd_config_list_clear(cd_config *cfg, const cd_option *o);
+
+/* on/off yes/no true/false 1/0. 0, or -1. */
+int cd_config_parse_bool(const char *s, int *out);
+
+/* A size with the largest exact K/M/G/T suffix. */
+void cd_config_format_size(uint64_t v, char *buf, size_t len);
+
+/* 1 if a host[:port] names its port. */
+int cd_config_peer_has_port(const char *s);
+
+#endif /* CD_CONFIG_INT_H */

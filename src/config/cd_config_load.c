@@ -1,0 +1,500 @@
+/*
+ * cd_config_load.c - where a configuration comes from: the config file, the
+ * command line (with --help, --version, --sample-config, --print-config),
+ * derived values (default data directory, ports), the data directory check,
+ * and SIGHUP reload. The option table and the parsing of values are
+ * cd_config.c.
+ */
+#include "cd_config.h"
+#include "cd_config_int.h"
+
+#include "cd_util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cd_build.h" /* CD_VERSION */
+
+/* ------------------------------------------------------------------------ */
+/* config file                                                              */
+/* ------------------------------------------------------------------------ */
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        cd_config_seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        cd_config_seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(EISDIR));
+        return -1;
+    }
+    char line[8192];
+    int lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        size_t n = strlen(line);
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+            cd_config_seterr(err, errlen, "%s:%d: line too long: '%.40s...'", path, lineno, line);
+            rc = -1;
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            cd_config_seterr(err, errlen, "%s:%d: expected 'key = value': '%s'", path, lineno, s);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s);
+        char *value = trim(eq + 1);
+        /* trailing " # comment" after a value */
+        char *hash = strstr(value, " #");
+        if (hash == NULL)
+            hash = strstr(value, "\t#");
+        if (hash != NULL) {
+            *hash = '\0';
+            value = trim(value);
+        }
+        /* optional quotes around the whole value */
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+            value[vl - 1] = '\0';
+            value++;
+        }
+        const cd_option *o = cd_config_find(key);
+        if (o == NULL) {
+            cd_config_seterr(err, errlen, "%s:%d: unknown option: '%s'", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        char problem[256];
+        if (cd_config_set_option(cfg, o, value, problem, sizeof(problem)) < 0) {
+            cd_config_seterr(err, errlen, "%s:%d: %s: '%s'", path, lineno, problem, value);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        cd_config_seterr(err, errlen, "%s: read error: %s", path, strerror(errno));
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* finishing and the data directory                                         */
+/* ------------------------------------------------------------------------ */
+
+int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
+{
+    /* Options that only make sense together. */
+    if (cfg->unit_size > cfg->ring_size / 2) {
+        char u[32], r[32];
+        cd_config_format_size(cfg->unit_size, u, sizeof(u));
+        cd_config_format_size(cfg->ring_size, r, sizeof(r));
+        cd_config_seterr(err, errlen, "unit_size %s must be at most half of ring_size %s", u, r);
+        return -1;
+    }
+    if (cfg->datadir == NULL || cfg->datadir[0] == '\0') {
+        const char *home = getenv("HOME");
+        if (home == NULL || home[0] == '\0') {
+            struct passwd *pw = getpwuid(getuid());
+            home = pw ? pw->pw_dir : NULL;
+        }
+        if (home == NULL || home[0] == '\0') {
+            cd_config_seterr(err, errlen, "no datadir given and no home directory to default to");
+            return -1;
+        }
+        size_t n = strlen(home) + strlen(cfg->net->name) + 16;
+        char *d = cd_xmalloc(n);
+        snprintf(d, n, "%s/.conduitd/%s", home, cfg->net->name);
+        free(cfg->datadir);
+        cfg->datadir = d;
+    }
+    if (cfg->datadir[0] != '/') {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof(cwd)) == NULL) {
+            cd_config_seterr(err, errlen, "datadir %s: cannot resolve relative path: %s",
+                             cfg->datadir, strerror(errno));
+            return -1;
+        }
+        size_t n = strlen(cwd) + strlen(cfg->datadir) + 2;
+        char *d = cd_xmalloc(n);
+        snprintf(d, n, "%s/%s", cwd, cfg->datadir);
+        free(cfg->datadir);
+        cfg->datadir = d;
+    }
+    /* strip trailing slashes (keep "/") */
+    size_t dl = strlen(cfg->datadir);
+    while (dl > 1 && cfg->datadir[dl - 1] == '/')
+        cfg->datadir[--dl] = '\0';
+    for (size_t i = 0; i < cfg->n_connect; i++) {
+        if (cd_config_peer_has_port(cfg->connect[i]))
+            continue;
+        const char *h = cfg->connect[i];
+        int v6 = strchr(h, ':') != NULL && h[0] != '[';
+        size_t n = strlen(h) + 16;
+        char *p = cd_xmalloc(n);
+        snprintf(p, n, v6 ? "[%s]:%u" : "%s:%u", h, (unsigned)cfg->net->default_port);
+        free(cfg->connect[i]);
+        cfg->connect[i] = p;
+    }
+    return 0;
+}
+
+static int mkdir_p(char *path)
+{
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int rc = mkdir(path, 0700);
+        int e = errno;
+        *p = '/';
+        if (rc < 0 && e != EEXIST) {
+            errno = e;
+            return -1;
+        }
+    }
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen)
+{
+    char *path = cd_xstrdup(cfg->datadir);
+    int rc = -1;
+    struct stat sb;
+    if (mkdir_p(path) < 0) {
+        cd_config_seterr(err, errlen, "data directory %s: cannot create: %s", cfg->datadir,
+                         strerror(errno));
+        goto out;
+    }
+    if (stat(path, &sb) < 0) {
+        cd_config_seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(errno));
+        goto out;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        cd_config_seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(ENOTDIR));
+        goto out;
+    }
+    if (access(path, R_OK | W_OK | X_OK) < 0) {
+        cd_config_seterr(err, errlen, "data directory %s: %s", cfg->datadir, strerror(errno));
+        goto out;
+    }
+    /* access() says yes to root even on a read-only mount: really write. */
+    size_t n = strlen(path) + 32;
+    char *probe = cd_xmalloc(n);
+    snprintf(probe, n, "%s/.write-test.%ld", path, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        cd_config_seterr(err, errlen, "data directory %s: cannot write: %s", cfg->datadir,
+                         strerror(errno));
+        free(probe);
+        goto out;
+    }
+    close(fd);
+    unlink(probe);
+    free(probe);
+    rc = 0;
+out:
+    free(path);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* command line                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void src_add(cd_config_src *src, const char *key, const char *value)
+{
+    src->keys = cd_xrealloc(src->keys, (src->n + 1) * sizeof(char *));
+    src->values = cd_xrealloc(src->values, (src->n + 1) * sizeof(char *));
+    src->keys[src->n] = cd_xstrdup(key);
+    src->values[src->n] = cd_xstrdup(value);
+    src->n++;
+}
+
+/* Builds cfg from scratch out of src (defaults, file, command line). */
+static int build(cd_config *cfg, const cd_config_src *src, char *err, size_t errlen)
+{
+    cd_config_init(cfg);
+    if (src->conf_file != NULL) {
+        cfg->conf_file = cd_xstrdup(src->conf_file);
+        if (cd_config_load_file(cfg, src->conf_file, err, errlen) < 0)
+            return -1;
+    }
+    /* A list given on the command line replaces the file's list. */
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        if (o->type != CD_OPT_LIST)
+            continue;
+        for (size_t j = 0; j < src->n; j++) {
+            if (strcmp(src->keys[j], o->name) == 0) {
+                cd_config_list_clear(cfg, o);
+                break;
+            }
+        }
+    }
+    for (size_t j = 0; j < src->n; j++) {
+        char problem[256];
+        if (cd_config_set(cfg, src->keys[j], src->values[j], problem, sizeof(problem)) < 0) {
+            cd_config_seterr(err, errlen, "command line: %s: '%s'", problem, src->values[j]);
+            return -1;
+        }
+    }
+    return cd_config_finish(cfg, err, errlen);
+}
+
+static const struct {
+    const char *flag;
+    const char *net;
+} net_flags[] = {
+    {"--mainnet", "main"},
+    {"--testnet", "test"},
+    {"--regtest", "regtest"},
+    {"--stn", "stn"},
+};
+
+cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc, char **argv,
+                                      char *err, size_t errlen)
+{
+    cd_config_src *src = cd_xcalloc(1, sizeof(*src));
+    cd_config_action action = CD_CONFIG_RUN;
+    int sample = 0, print = 0;
+    memset(cfg, 0, sizeof(*cfg));
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            action = CD_CONFIG_HELP;
+            continue;
+        }
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            action = CD_CONFIG_VERSION;
+            continue;
+        }
+        if (strcmp(a, "--sample-config") == 0) {
+            sample = 1;
+            continue;
+        }
+        if (strcmp(a, "--print-config") == 0) {
+            print = 1;
+            continue;
+        }
+        int is_net = 0;
+        for (size_t k = 0; k < CD_ARRAY_LEN(net_flags); k++) {
+            if (strcmp(a, net_flags[k].flag) == 0) {
+                src_add(src, "network", net_flags[k].net);
+                is_net = 1;
+            }
+        }
+        if (is_net)
+            continue;
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            cd_config_seterr(err, errlen, "command line: unexpected argument: '%s'", a);
+            goto fail;
+        }
+        /* --name, --name=value, --no-name */
+        char name[128];
+        const char *value = NULL;
+        const char *eq = strchr(a + 2, '=');
+        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        if (nl >= sizeof(name)) {
+            cd_config_seterr(err, errlen, "command line: unknown option: '%s'", a);
+            goto fail;
+        }
+        memcpy(name, a + 2, nl);
+        name[nl] = '\0';
+        for (char *p = name; *p; p++)
+            if (*p == '-')
+                *p = '_'; /* --log-level == --log_level */
+        if (eq)
+            value = eq + 1;
+
+        if (strcmp(name, "conf") == 0) {
+            if (value == NULL) {
+                if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                    cd_config_seterr(err, errlen, "command line: missing value: '%s'", a);
+                    goto fail;
+                }
+                value = argv[++i];
+            }
+            free(src->conf_file);
+            src->conf_file = cd_xstrdup(value);
+            continue;
+        }
+        const cd_option *o = cd_config_find(name);
+        if (o == NULL && strncmp(name, "no_", 3) == 0 && value == NULL) {
+            const cd_option *b = cd_config_find(name + 3);
+            if (b != NULL && b->type == CD_OPT_BOOL) {
+                src_add(src, b->name, "off");
+                continue;
+            }
+        }
+        if (o == NULL) {
+            cd_config_seterr(err, errlen, "command line: unknown option: '%s'", a);
+            goto fail;
+        }
+        if (value == NULL && o->type == CD_OPT_BOOL) {
+            int b;
+            if (i + 1 < argc && cd_config_parse_bool(argv[i + 1], &b) == 0)
+                value = argv[++i];
+            else
+                value = "on";
+        }
+        if (value == NULL) {
+            /* "--datadir --no-index" is a forgotten value, not a path */
+            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                cd_config_seterr(err, errlen, "command line: missing value: '%s'", a);
+                goto fail;
+            }
+            value = argv[++i];
+        }
+        src_add(src, o->name, value);
+    }
+
+    if (sample) {
+        cd_config_write_sample(stdout);
+        cd_config_src_free(src);
+        return CD_CONFIG_HELP;
+    }
+    if (action == CD_CONFIG_HELP) {
+        cd_config_print_help(stdout, prog);
+        cd_config_src_free(src);
+        return action;
+    }
+    if (action == CD_CONFIG_VERSION) {
+        printf("%s %s\n", prog, CD_VERSION);
+        cd_config_src_free(src);
+        return action;
+    }
+    if (build(cfg, src, err, errlen) < 0) {
+        cd_config_free(cfg);
+        goto fail;
+    }
+    cfg->src = src;
+    if (print) {
+        cd_config_print_values(stdout, cfg);
+        return CD_CONFIG_HELP; /* caller frees cfg */
+    }
+    return CD_CONFIG_RUN;
+fail:
+    cd_config_src_free(src);
+    memset(cfg, 0, sizeof(*cfg));
+    return CD_CONFIG_ERROR;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reload                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static size_t scalar_size(const cd_option *o)
+{
+    switch (o->type) {
+    case CD_OPT_BOOL:
+        return sizeof(int);
+    case CD_OPT_INT:
+        return sizeof(uint32_t);
+    case CD_OPT_SIZE:
+        return sizeof(uint64_t);
+    case CD_OPT_ENUM:
+        return o->offset == offsetof(cd_config, net) ? sizeof(const btc_net *) : sizeof(int);
+    default:
+        return 0;
+    }
+}
+
+int cd_config_reload(cd_config *live)
+{
+    if (live->src == NULL) {
+        cd_log_warn("reload: configuration was not built from a command line; nothing to do");
+        return cd_log_reopen();
+    }
+    cd_config fresh;
+    char err[512];
+    if (build(&fresh, live->src, err, sizeof(err)) < 0) {
+        cd_log_error("reload: %s (keeping the running configuration)", err);
+        cd_config_free(&fresh);
+        if (cd_log_reopen() < 0)
+            cd_log_error("reload: cannot reopen log file: %s", strerror(errno));
+        return -1;
+    }
+    /* The log destination first, so the messages below land in the new file. */
+    int rc = 0;
+    int same = (live->log_file == NULL && fresh.log_file == NULL) ||
+               (live->log_file != NULL && fresh.log_file != NULL &&
+                strcmp(live->log_file, fresh.log_file) == 0);
+    if (same) {
+        if (cd_log_reopen() < 0) {
+            cd_log_error("reload: cannot reopen log file %s: %s", live->log_file, strerror(errno));
+            rc = -1;
+        }
+    } else if (cd_log_open(fresh.log_file) < 0) {
+        cd_log_error("reload: cannot open log file %s: %s (still logging to %s)", fresh.log_file,
+                     strerror(errno), live->log_file ? live->log_file : "stderr");
+        /* keep logging where we are: make the new value equal the old one */
+        free(fresh.log_file);
+        fresh.log_file = live->log_file ? cd_xstrdup(live->log_file) : NULL;
+        rc = -1;
+    }
+    cd_log_set_level(fresh.log_level);
+
+    int changed = 0;
+    for (size_t i = 0; i < cd_config_n_options; i++) {
+        const cd_option *o = &cd_config_options[i];
+        char a[1024], b[1024];
+        cd_config_format_value(live, o, a, sizeof(a));
+        cd_config_format_value(&fresh, o, b, sizeof(b));
+        if (strcmp(a, b) == 0)
+            continue;
+        if (!(o->flags & CD_OPT_RELOADABLE)) {
+            cd_log_warn("reload: %s changed from '%s' to '%s'; restart conduitd to apply", o->name,
+                        a, b);
+            continue;
+        }
+        cd_log_info("reload: %s = %s (was %s)", o->name, b, a);
+        changed++;
+        if (o->type == CD_OPT_STRING) {
+            char **dst = cd_config_str_field(live, o);
+            char **from = cd_config_str_field(&fresh, o);
+            free(*dst);
+            *dst = *from;
+            *from = NULL;
+        } else {
+            memcpy((char *)live + o->offset, (char *)&fresh + o->offset, scalar_size(o));
+        }
+    }
+    cd_config_free(&fresh);
+    cd_log_info("reload: done (%d option%s changed)", changed, changed == 1 ? "" : "s");
+    return rc;
+}

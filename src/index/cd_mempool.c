@@ -1,0 +1,681 @@
+/*
+ * cd_mempool.c - best-chain switches (reorgs) and the mempool index, as a
+ * controller module (cd_mempool.h has the contract).
+ *
+ * Why it exists: the header tree decides which chain is best; PostgreSQL must
+ * follow it atomically (ConduitDB's reorgs were not atomic and it dropped
+ * mempool notifications). All decisions live in SQL (cd_reorg_step,
+ * cd_mempool_add in sql/002_reorg_mempool.sql) so that each one is a single
+ * transaction; this module only feeds them: the tree's tip and the relayed
+ * transactions, parsed by the same code as the parser workers, with their
+ * bytes (mempool_tx.raw, sql/004_mempool_raw.sql: what conduit-cli tx and
+ * the HTTP API return for an unconfirmed tx).
+ *
+ * NOTES
+ *  - The controller loop never waits for PostgreSQL (DESIGN.md section 2):
+ *    libpq is driven asynchronously on the loop's event_base
+ *    (cd_mempool_conn.c). The connection
+ *    is made with PQconnectStart/PQconnectPoll (socket events, a connect
+ *    timeout checked by the tick, exponential back-off between attempts), is
+ *    non-blocking, and carries one statement at a time: PQsendQuery*, PQflush
+ *    on write readiness until 0, PQconsumeInput/PQisBusy/PQgetResult on read
+ *    readiness. A lock held on chain_target or mempool_tx by someone else
+ *    only delays our own statement; peers, header sync and the block
+ *    pipeline keep running.
+ *  - What waits for the connection is kept as a small queue in the state:
+ *    flags that coalesce (schema check, TRUNCATE, chain_target write, one
+ *    reorg step, the index_tip read that follows a switch) and a FIFO of
+ *    parsed txs written in batches of up to CD_MEMPOOL_BATCH. Priority when
+ *    the connection is idle: setup, chain_target, reorg step, tip read,
+ *    then a tx batch (built from the queue's head; kept and resent after a
+ *    reconnect). A batch is sent as soon as the connection is idle, so under
+ *    load batches grow to CD_MEMPOOL_BATCH while the previous one runs.
+ *  - Back-pressure: while MP_QUEUE_MAX txs wait, tx invs are not answered
+ *    with getdata (and not marked as requested, so a later announcement is
+ *    taken); txs already requested that arrive beyond the bound are dropped.
+ *  - Schema: the parser workers migrate the database at their start. This
+ *    module waits for the schema version to reach cd_pg_schema_latest
+ *    (asynchronous checks); only if it has not after MP_SCHEMA_WAIT checks
+ *    does it migrate itself, synchronously, once (a database nobody else
+ *    migrates; the only blocking call left, at setup).
+ */
+#include "cd_mempool.h"
+#include "cd_mempool_int.h"
+
+#include "btc_tx.h"
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_pg.h"
+#include "cd_rows.h"
+
+#include <event2/event.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t mp_cap(const mp_state *s)
+{
+    return s->cfg->mempool_max_txs ? s->cfg->mempool_max_txs : CD_MEMPOOL_DEFAULT_CAP;
+}
+
+/* ---- recently requested set ---- */
+
+static int seen_add(mp_state *s, const uint8_t h[32])
+{
+    if (s->seen_n >= MP_SEEN_SLOTS / 2) {
+        memset(s->seen_used, 0, MP_SEEN_SLOTS);
+        s->seen_n = 0;
+    }
+    uint32_t i = cd_le32(h) & (MP_SEEN_SLOTS - 1);
+    while (s->seen_used[i]) {
+        if (memcmp(s->seen[i], h, 32) == 0)
+            return 0;
+        i = (i + 1) & (MP_SEEN_SLOTS - 1);
+    }
+    s->seen_used[i] = 1;
+    memcpy(s->seen[i], h, 32);
+    s->seen_n++;
+    return 1;
+}
+
+static void tx_free(mp_tx *t)
+{
+    free(t->raw);
+    free(t->ins);
+    free(t->keys);
+    free(t->idx);
+    free(t->flags);
+}
+
+static void buf_add(mp_buf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = cd_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+/* Appends "v" to a text array literal being built ("{" opened by caller). */
+static void arr_add(mp_buf *b, uint32_t v)
+{
+    char t[16];
+    int n = snprintf(t, sizeof(t), b->len > 1 ? ",%u" : "%u", v);
+    buf_add(b, t, (size_t)n);
+}
+
+static size_t is_array(int i)
+{
+    return i != P_TXIDS && i != P_RAWS && i != P_INS && i != P_PUSH;
+}
+
+/* ---- operations ---- */
+
+/* The index caught up with the tree: from now on relayed txs are taken
+ * (before, the mempool rules would have to consult a partial chain, and the
+ * catch-up's per-block work stays minimal). Asks every ready peer for its
+ * mempool. */
+static void start_relay(mp_state *s)
+{
+    s->synced = 1;
+    if (!s->cfg->relay)
+        return;
+    cp2p_mgr *mgr = cd_ctl_mgr(s->ctl);
+    size_t n = mgr ? cp2p_mgr_peer_count(mgr) : 0, asked = 0;
+    for (size_t i = 0; i < n; i++) {
+        cp2p_peer *p = cp2p_mgr_peer_at(mgr, i);
+        if (p && cp2p_peer_state_get(p) == CP2P_PEER_READY &&
+            cp2p_peer_send(p, "mempool", NULL, 0) == 0)
+            asked++;
+    }
+    cd_log_info("mempool: index at the best tip; relay on (mempool asked from %zu peers)", asked);
+}
+
+static void batch_free(mp_batch *b)
+{
+    for (int i = 0; i < P_N; i++)
+        free(b->b[i].p);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Builds the batch from up to CD_MEMPOOL_BATCH txs at the queue's head and
+ * frees them. */
+static void batch_build(mp_state *s)
+{
+    mp_batch *bt = &s->batch;
+    mp_buf *b = bt->b;
+    size_t n = s->q_n < CD_MEMPOOL_BATCH ? s->q_n : CD_MEMPOOL_BATCH;
+    memset(bt, 0, sizeof(*bt));
+    for (int i = 0; i < P_N; i++)
+        buf_add(&b[i], "{", is_array(i)); /* binary ones: empty, not NULL */
+    for (size_t k = 0; k < n; k++) {
+        mp_tx *t = &s->q[k];
+        buf_add(&b[P_TXIDS], t->txid, 32);
+        arr_add(&b[P_SIZES], t->size);
+        buf_add(&b[P_RAWS], t->raw, t->size); /* split again by sizes in SQL */
+        if (t->n_in)
+            buf_add(&b[P_INS], t->ins, t->n_in * 36);
+        for (size_t j = 0; j < t->n_in; j++)
+            arr_add(&b[P_IN_TX], (uint32_t)k);
+        if (t->n_push)
+            buf_add(&b[P_PUSH], t->keys, t->n_push * 32);
+        for (size_t j = 0; j < t->n_push; j++) {
+            arr_add(&b[P_PUSH_TX], (uint32_t)k);
+            arr_add(&b[P_PUSH_IDX], t->idx[j]);
+            arr_add(&b[P_PUSH_FL], t->flags[j]);
+        }
+        tx_free(t);
+    }
+    for (int i = 0; i < P_N; i++)
+        if (is_array(i))
+            buf_add(&b[i], "}", 1);
+    memmove(s->q, s->q + n, (s->q_n - n) * sizeof(*s->q));
+    s->q_n -= n;
+    bt->n = n;
+}
+
+/* Writes the batch with one cd_mempool_add_batch call (one statement, one
+ * transaction, one round trip). */
+static void batch_send(mp_state *s)
+{
+    char cap[24];
+    snprintf(cap, sizeof(cap), "%" PRIu64, mp_cap(s));
+    const char *vals[P_N + 1];
+    int lens[P_N + 1], fmts[P_N + 1];
+    for (int i = 0; i < P_N; i++) {
+        int binary = !is_array(i);
+        vals[i] = s->batch.b[i].p;
+        lens[i] = binary ? (int)s->batch.b[i].len : 0;
+        fmts[i] = binary;
+    }
+    vals[P_N] = cap;
+    lens[P_N] = 0;
+    fmts[P_N] = 0;
+    cd_mempool_send_params(s, OP_BATCH,
+                           "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
+                           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                           P_N + 1, vals, lens, fmts);
+}
+
+static void target_send(mp_state *s)
+{
+    const cd_hdr_node *tip = cd_hdrtree_tip(s->tree);
+    s->target_dirty = 0;
+    if (!tip)
+        return;
+    char h[16];
+    snprintf(h, sizeof(h), "%d", (int)tip->height);
+    const char *vals[2] = {(const char *)tip->hash, h};
+    int lens[2] = {32, 0};
+    int fmts[2] = {1, 0};
+    cd_mempool_send_params(s, OP_TARGET,
+                           "INSERT INTO chain_target (singleton, block_hash, height) "
+                           "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
+                           "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
+                           "updated_at = now()",
+                           2, vals, lens, fmts);
+}
+
+/* Starts the next waiting operation if the connection is idle (connecting
+ * first if it is down and the back-off has passed). */
+void cd_mempool_dispatch(mp_state *s)
+{
+    if (s->cs == MP_DOWN) {
+        if (cd_now_s() >= s->retry_at)
+            cd_mempool_connect_start(s);
+        return;
+    }
+    if (s->cs != MP_IDLE || cd_now_s() < s->hold_until)
+        return;
+    if (!s->schema_ok) {
+        if (cd_now_s() >= s->schema_at)
+            cd_mempool_send_query(s, OP_SCHEMA,
+                                  "SELECT coalesce(max(version), 0) FROM cd_schema_version");
+        return;
+    }
+    if (!s->ready) {
+        cd_mempool_send_query(s, OP_TRUNCATE,
+                              "TRUNCATE mempool_tx, mempool_inputs, mempool_pushdata");
+        return;
+    }
+    if (s->target_dirty && cd_hdrtree_tip(s->tree)) {
+        target_send(s);
+        return;
+    }
+    s->target_dirty = 0;
+    if (s->step_req) {
+        s->step_req = 0;
+        cd_mempool_send_query(s, OP_STEP, "SELECT cd_reorg_step()");
+        return;
+    }
+    if (s->tip_req || s->tip_poll) {
+        s->tip_log = s->tip_req;
+        s->tip_req = s->tip_poll = 0;
+        cd_mempool_send_query(s, OP_TIP,
+                              "SELECT i.height, cd_txid_hex(b.block_hash) FROM index_tip i "
+                              "JOIN blocks b USING (block_id)");
+        return;
+    }
+    if (!s->batch.n && s->q_n)
+        batch_build(s);
+    if (s->batch.n)
+        batch_send(s);
+}
+
+/* The statement of `op` did not complete: down = the connection was lost
+ * (requeue everything), else an SQL error (logged by op_done). */
+void cd_mempool_op_failed(mp_state *s, mp_op op, int down)
+{
+    switch (op) {
+    case OP_TARGET:
+        s->target_dirty = 1;
+        break;
+    case OP_STEP:
+        s->step_req = 1;
+        break;
+    case OP_TIP:
+        s->tip_req = down;
+        break;
+    case OP_BATCH:
+        if (!down)
+            batch_free(&s->batch); /* an SQL error: the batch is dropped (logged) */
+        break;                     /* down: resent after the reconnect */
+    default:
+        break;
+    }
+}
+
+static void schema_done(mp_state *s, PGresult *r)
+{
+    int v = 0;
+    if (cd_mempool_res_ok(r) && PQntuples(r) == 1)
+        v = atoi(PQgetvalue(r, 0, 0));
+    else if (!r || !PQresultErrorField(r, PG_DIAG_SQLSTATE) ||
+             strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42P01") != 0)
+        cd_log_warn("mempool: reading the schema version failed: %s", cd_mempool_res_err(r));
+    if (v >= cd_pg_schema_latest) {
+        s->schema_ok = 1;
+        return;
+    }
+    if (++s->schema_checks < MP_SCHEMA_WAIT) {
+        s->schema_at = cd_now_s() + MP_SCHEMA_EVERY_S; /* the parser workers migrate it */
+        return;
+    }
+    /* nobody migrated it: do it here, once (blocking, setup only) */
+    cd_log_info("mempool: schema at version %d, migrating to %d", v, cd_pg_schema_latest);
+    cd_pg *pg = cd_pg_new(s->cfg->pg_conninfo);
+    cd_pg_set_retry(pg, 1, 100, NULL);
+    int rc = cd_pg_migrate(pg);
+    cd_pg_free(pg);
+    if (rc == CD_PG_OK)
+        s->schema_ok = 1;
+    else
+        s->schema_at = cd_now_s() + MP_BACKOFF_MAX_S;
+}
+
+static void step_done(mp_state *s, PGresult *r)
+{
+    double ms = (cd_now_s() - s->op_t0) * 1e3;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cd_log_warn("reorg: cd_reorg_step failed: %s", cd_mempool_res_err(r));
+        s->step_due = 1;
+        return;
+    }
+    s->step_due = 0;
+    char res[64];
+    snprintf(res, sizeof(res), "%s", PQgetvalue(r, 0, 0));
+    int fork = 0, leave = 0, join = 0;
+    int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
+    if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
+        start_relay(s);
+    if (reorg || strcmp(res, "switched") == 0) {
+        /* the new tip, read after the step's transaction committed */
+        s->tip_req = 1;
+        s->sw_reorg = reorg;
+        s->sw_fork = fork;
+        s->sw_leave = leave;
+        s->sw_join = join;
+        s->sw_ms = ms;
+    } else if (strcmp(res, "at") != 0) {
+        s->step_due = 1; /* waiting for blocks: try again next tick */
+    }
+}
+
+static void tip_done(mp_state *s, PGresult *r)
+{
+    const char *h = "?", *hash = "?";
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        h = PQgetvalue(r, 0, 0);
+        hash = PQgetvalue(r, 0, 1);
+        s->indexed_height = (int32_t)atol(h);
+    } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        s->indexed_height = -1; /* no tip yet */
+    }
+    if (!s->tip_log)
+        return; /* a status poll */
+    if (s->sw_reorg)
+        cd_log_info("reorg: indexed best chain switched: fork height=%d leaving=%d "
+                    "joining=%d new tip=%s height=%s (one transaction, %.1f ms)",
+                    s->sw_fork, s->sw_leave, s->sw_join, hash, h, s->sw_ms);
+    else
+        cd_log_debug("reorg: indexed tip moved to %s height=%s", hash, h);
+}
+
+static void batch_done(mp_state *s, PGresult *r)
+{
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cd_log_warn("mempool: writing %zu txs failed: %s", s->batch.n, cd_mempool_res_err(r));
+    } else {
+        uint64_t acc = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        s->accepted += acc;
+        s->known += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+        s->conflicted += strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+        cd_log_debug("mempool: wrote %zu txs in %.1f ms (%" PRIu64 " new)", s->batch.n,
+                     (cd_now_s() - s->op_t0) * 1e3, acc);
+    }
+    batch_free(&s->batch);
+}
+
+/* A statement completed (r: its first result, NULL if none). */
+void cd_mempool_op_done(mp_state *s, mp_op op, PGresult *r)
+{
+    if (PQstatus(s->c) != CONNECTION_OK) {
+        s->cs = MP_BUSY;
+        s->op = op;
+        cd_mempool_conn_lost(s, "lost");
+        return;
+    }
+    if (op != OP_SCHEMA && !cd_mempool_res_ok(r))
+        s->hold_until = cd_now_s() + MP_ERROR_HOLD_S; /* no tight retry loop */
+    switch (op) {
+    case OP_SCHEMA:
+        schema_done(s, r);
+        break;
+    case OP_TRUNCATE:
+        if (!cd_mempool_res_ok(r)) {
+            cd_log_warn("mempool: emptying the mempool tables failed: %s", cd_mempool_res_err(r));
+            break;
+        }
+        s->ready = 1;
+        s->target_dirty = 1;
+        s->step_req = 1;
+        cd_log_info("mempool: index connection ready (mempool tables emptied, relay %s)",
+                    s->cfg->relay ? "on" : "off");
+        break;
+    case OP_TARGET:
+        if (!cd_mempool_res_ok(r)) {
+            cd_log_warn("reorg: writing chain_target failed: %s", cd_mempool_res_err(r));
+            s->target_dirty = 1;
+        }
+        break;
+    case OP_STEP:
+        step_done(s, r);
+        break;
+    case OP_TIP:
+        tip_done(s, r);
+        break;
+    case OP_BATCH:
+        batch_done(s, r);
+        break;
+    default:
+        break;
+    }
+}
+
+static void log_progress(mp_state *s, int force)
+{
+    double now = cd_now_s();
+    if (s->accepted == s->logged_accepted || (!force && now - s->last_log < 1.0))
+        return;
+    cd_log_info("mempool: %" PRIu64 " txs accepted (%" PRIu64 " received, %" PRIu64
+                " known or confirmed, %" PRIu64 " conflicting)",
+                s->accepted, s->received, s->known, s->conflicted);
+    s->logged_accepted = s->accepted;
+    s->last_log = now;
+}
+
+/* ---- parsing sink (cd_rows_parse_unit) ---- */
+
+static void sink_tx(void *ctx, uint32_t pos, const uint8_t txid[32], uint64_t off, uint32_t size)
+{
+    (void)pos;
+    (void)off;
+    mp_tx *t = ctx;
+    memcpy(t->txid, txid, 32);
+    t->size = size;
+}
+
+static void sink_input(void *ctx, uint32_t pos, uint32_t in_idx, const uint8_t prev[32],
+                       uint32_t prev_idx)
+{
+    (void)pos;
+    (void)in_idx;
+    mp_tx *t = ctx;
+    if (t->n_in == t->cap_in) {
+        t->cap_in = t->cap_in ? 2 * t->cap_in : 4;
+        t->ins = cd_xrealloc(t->ins, t->cap_in * 36);
+    }
+    memcpy(t->ins + t->n_in * 36, prev, 32);
+    cd_put_le32(t->ins + t->n_in * 36 + 32, prev_idx);
+    t->n_in++;
+}
+
+static void sink_push(void *ctx, uint32_t pos, uint32_t idx, unsigned flags, const uint8_t key[32])
+{
+    (void)pos;
+    mp_tx *t = ctx;
+    if (t->n_push == t->cap_push) {
+        t->cap_push = t->cap_push ? 2 * t->cap_push : 8;
+        t->keys = cd_xrealloc(t->keys, t->cap_push * 32);
+        t->idx = cd_xrealloc(t->idx, t->cap_push * sizeof(uint32_t));
+        t->flags = cd_xrealloc(t->flags, t->cap_push * sizeof(uint32_t));
+    }
+    memcpy(t->keys + t->n_push * 32, key, 32);
+    t->idx[t->n_push] = idx;
+    t->flags[t->n_push] = flags;
+    t->n_push++;
+}
+
+/* ---- peer events ---- */
+
+static int relaying(const mp_state *s)
+{
+    return s && s->cfg->index && s->cfg->relay && s->synced;
+}
+
+static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
+{
+    (void)their;
+    mp_state *s = ctx->user;
+    if (!relaying(s))
+        return;
+    /* refill the (emptied) mempool set from the node */
+    cp2p_peer_send(ctx->peer, "mempool", NULL, 0);
+}
+
+static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
+{
+    mp_state *s = ctx->user;
+    if (!relaying(s))
+        return;
+    uint8_t(*want)[32] = NULL;
+    size_t nw = 0;
+    int full = s->q_n >= MP_QUEUE_MAX; /* back-pressure: PG is slow or down */
+    for (size_t i = 0; i < n; i++) {
+        if (inv[i].type != CP2P_INV_TX)
+            continue;
+        if (full) {
+            s->held_back++;
+            continue;
+        }
+        if (!seen_add(s, inv[i].hash))
+            continue;
+        if (!want)
+            want = cd_xmalloc(n * 32);
+        memcpy(want[nw++], inv[i].hash, 32);
+    }
+    cd_log_debug("mempool: inv of %zu from %s: asking for %zu txs", n, cp2p_peer_name(ctx->peer),
+                 nw);
+    if (nw)
+        cp2p_peer_getdata_txs(ctx->peer, (const uint8_t(*)[32])want, nw);
+    free(want);
+}
+
+static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uint8_t txid[32])
+{
+    (void)txid;
+    mp_state *s = ctx->user;
+    if (!relaying(s))
+        return;
+    s->received++;
+    if (s->q_n >= MP_QUEUE_MAX) { /* requested before the queue filled: dropped */
+        s->dropped++;
+        return;
+    }
+    if (s->q_n == s->q_cap) {
+        s->q_cap = s->q_cap ? 2 * s->q_cap : CD_MEMPOOL_BATCH;
+        s->q = cd_xrealloc(s->q, s->q_cap * sizeof(*s->q));
+    }
+    mp_tx *t = &s->q[s->q_n];
+    memset(t, 0, sizeof(*t));
+    cd_rows_sink sink = {.ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push};
+    size_t used = 0;
+    long ntx = cd_rows_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
+    if (ntx != 1 || used != len) {
+        tx_free(t);
+        char hex[65];
+        cd_hex_encode_rev(hex, txid, 32);
+        cd_log_debug("mempool: tx %s from %s does not parse; ignored", hex,
+                     cp2p_peer_name(ctx->peer));
+        return;
+    }
+    t->raw = cd_xmalloc(len ? len : 1);
+    memcpy(t->raw, raw, len);
+    s->q_n++;
+    cd_mempool_dispatch(
+        s); /* sent now if the connection is idle, else after the statement in flight */
+}
+
+/* ---- timers, chain events ---- */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mp_state *s = arg;
+    s->ticks++;
+    if (s->cs == MP_CONNECTING && cd_now_s() > s->connect_deadline)
+        cd_mempool_conn_lost(s, "timed out");
+    if (s->step_due || s->ticks % MP_STEP_EVERY == 0)
+        s->step_req = 1;
+    /* the status shows the height the best-chain views show, read from
+     * index_tip, never a count of blocks the pipeline finished (issue 11,
+     * F1: a block can finish in the pipeline and still not be indexed) */
+    if (s->schema_ok && s->cfg->index)
+        s->tip_poll = 1;
+    cd_mempool_dispatch(s);
+    log_progress(s, 0);
+}
+
+static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
+{
+    (void)ev;
+    mp_state *s = state;
+    if (!s || !s->cfg->index)
+        return;
+    s->target_dirty = 1;
+    s->step_req = 1; /* coalesces with one already queued */
+    cd_mempool_dispatch(s);
+}
+
+/* ---- module ---- */
+
+static int mod_init(cd_ctl *ctl, void **state)
+{
+    mp_state *s = cd_xcalloc(1, sizeof(*s));
+    s->ctl = ctl;
+    s->cfg = cd_ctl_config(ctl);
+    s->base = cd_ctl_base(ctl);
+    s->indexed_height = -1;
+    *state = s;
+    return 0;
+}
+
+/* The indexed height as the best-chain views show it (index_tip). */
+static void mod_progress(void *state, cd_ctl_progress *out)
+{
+    mp_state *s = state;
+    if (s->cfg->index)
+        out->indexed_height = s->indexed_height;
+}
+
+static int mod_start(void *state)
+{
+    mp_state *s = state;
+    if (!s->cfg->index)
+        return 0;
+    s->tree = cd_ctl_tree(s->ctl);
+    s->opts.data_pushes = s->cfg->index_data_pushes;
+    s->opts.data_max_len = s->cfg->max_data_push;
+    s->seen = cd_xmalloc((size_t)MP_SEEN_SLOTS * 32);
+    s->seen_used = cd_xcalloc(MP_SEEN_SLOTS, 1);
+    s->cs = MP_DOWN;
+    s->backoff = MP_BACKOFF_MIN_S;
+    s->target_dirty = 1;
+    s->step_req = 1;
+    cd_mempool_dispatch(s); /* starts connecting; the socket events and the tick do the rest */
+    s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
+    struct timeval tv = {0, MP_TICK_MS * 1000};
+    event_add(s->tick, &tv);
+    return 0;
+}
+
+/* At shutdown a statement in flight is cancelled (a reorg step rolls back
+ * and is recomputed at the next start; the mempool tables are emptied at
+ * start anyway, so queued txs are not written). */
+static void mod_fini(void *state)
+{
+    mp_state *s = state;
+    if (!s)
+        return;
+    if (s->tick)
+        event_free(s->tick);
+    cd_mempool_unwatch(s);
+    if (s->c) {
+        if (s->cs == MP_BUSY) {
+            PGcancel *cn = PQgetCancel(s->c);
+            char err[256];
+            if (cn) {
+                PQcancel(cn, err, sizeof(err));
+                PQfreeCancel(cn);
+            }
+        }
+        PQfinish(s->c);
+    }
+    if (s->res)
+        PQclear(s->res);
+    if (s->q_n || s->batch.n)
+        cd_log_info("mempool: %zu relayed txs not written at shutdown", s->q_n + s->batch.n);
+    log_progress(s, 1);
+    batch_free(&s->batch);
+    for (size_t i = 0; i < s->q_n; i++)
+        tx_free(&s->q[i]);
+    free(s->q);
+    free(s->seen);
+    free(s->seen_used);
+    free(s);
+}
+
+const cd_ctl_module cd_mempool_module = {
+    .name = "mempool",
+    .init = mod_init,
+    .start = mod_start,
+    .fini = mod_fini,
+    .handlers = {.on_ready = on_ready, .on_inv = on_inv, .on_tx = on_tx},
+    .on_best_chain = on_best_chain,
+    .progress = mod_progress,
+};

@@ -1,0 +1,407 @@
+/*
+ * cd_pipe_workers.c - the pipeline's worker side: the writer, merkle and
+ * parser workers launched through the supervisor (each child registers in
+ * its ring slot and runs cd_wk_run()), their channels (bufferevents), the
+ * messages they send (HELLO, UNIT_ACK, BLOCK_DONE), and what a lost worker
+ * means for the blocks in flight (dispatched again from the ring, or
+ * fetched again). The data path itself is cd_pipeline.c.
+ */
+#include "cd_pipeline.h"
+#include "cd_pipeline_int.h"
+
+#include "cd_log.h"
+#include "cd_util.h"
+#include "cd_supervisor.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------- worker messages ---------------- */
+
+static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const uint8_t *pl)
+{
+    switch (h->type) {
+    case CD_IPC_HELLO: {
+        if (h->len < sizeof(cd_ipc_hello))
+            break;
+        const cd_ipc_hello *m = (const cd_ipc_hello *)pl;
+        if (m->kind != c->kind) {
+            cd_log_error("pipeline: slot %d said it is a %s worker", c->slot,
+                         cd_wk_kind_name(m->kind));
+            cd_sup_kill(p->sup, c->slot);
+            return;
+        }
+        c->up = 1;
+        cd_log_debug("pipeline: %s worker %u (pid %d) ready", cd_wk_kind_name(m->kind), m->index,
+                     m->pid);
+        cd_pipe_pump(p);
+        cd_pipe_purge_pump(p);
+        /* a receiver that waited for the workers may go on */
+        if (cd_pipe_all_up(p) && p->cbs.space)
+            p->cbs.space(p->cbs.arg);
+        return;
+    }
+    case CD_IPC_UNIT_ACK: {
+        if (h->len < sizeof(cd_ipc_unit_ack))
+            break;
+        const cd_ipc_unit_ack *m = (const cd_ipc_unit_ack *)pl;
+        pipe_block *b = cd_pipe_find_block(p, m->block_id);
+        if (!b || m->unit_no >= b->n_units)
+            return; /* stale: block re-dispatched under a new id */
+        b->units[m->unit_no].pending &= ~(1ull << c->slot);
+        if (m->status == CD_IPC_ERR_STALE && c->kind == CD_WK_PARSER && !b->finished) {
+            /* rows of an earlier, wrong copy (left by an older version)
+             * were found and removed: nobody's fault, fetch it again */
+            char hex[65];
+            hexid(hex, b->hash);
+            cd_log_warn("pipeline: block %s: rows of an earlier copy did not match its header "
+                        "and were removed; indexing it again",
+                        hex);
+            cd_pipe_finish(p, b, CD_PIPE_RETRY); /* may free b */
+            return;
+        }
+        if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
+            char hex[65];
+            hexid(hex, b->hash);
+            cd_log_warn("pipeline: parser rejected unit %u of %s (status %u)", m->unit_no, hex,
+                        m->status);
+            cd_pipe_finish(p, b, CD_PIPE_MALFORMED); /* may free b */
+            return;
+        }
+        cd_pipe_check_complete(p, b); /* may free b */
+        cd_pipe_try_release(p);
+        return;
+    }
+    case CD_IPC_BLOCK_DONE: {
+        if (h->len < sizeof(cd_ipc_block_done))
+            break;
+        const cd_ipc_block_done *m = (const cd_ipc_block_done *)pl;
+        if (c->kind == CD_WK_PARSER) { /* the answer to a purge */
+            cd_pipe_purge_done(p, m->block_id);
+            return;
+        }
+        pipe_block *b = cd_pipe_find_block(p, m->block_id);
+        if (!b)
+            return;
+        if (c->kind == CD_WK_WRITER)
+            b->writer_done = 1;
+        else if (c->kind == CD_WK_MERKLE) {
+            b->merkle_done = 1;
+            b->merkle_status = (int)m->status;
+        }
+        cd_pipe_check_complete(p, b);
+        return;
+    }
+    default:
+        break;
+    }
+    cd_log_error("pipeline: bad %s message (%u bytes) from %s worker", cd_ipc_type_name(h->type),
+                 h->len, cd_wk_kind_name(c->kind));
+    cd_sup_kill(p->sup, c->slot);
+}
+
+static void drain_input(cd_pipeline *p, pipe_chan *c, struct evbuffer *in)
+{
+    uint8_t *tmp = NULL;
+    size_t cap = 0;
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < sizeof(cd_ipc_hdr))
+            break;
+        cd_ipc_hdr h;
+        evbuffer_copyout(in, &h, sizeof(h));
+        if (h.version != CD_IPC_VERSION || h.len > 4096) {
+            cd_log_error("pipeline: %s worker sent version %u / %u bytes; killing it",
+                         cd_wk_kind_name(c->kind), h.version, h.len);
+            evbuffer_drain(in, avail);
+            cd_sup_kill(p->sup, c->slot);
+            break;
+        }
+        if (avail < sizeof(h) + h.len)
+            break;
+        evbuffer_drain(in, sizeof(h));
+        if (h.len > cap) {
+            cap = h.len;
+            tmp = cd_xrealloc(tmp, cap);
+        }
+        if (h.len)
+            evbuffer_remove(in, tmp, h.len);
+        handle_msg(p, c, &h, tmp);
+        if (!c->bev)
+            break;
+    }
+    free(tmp);
+}
+
+static void worker_lost(cd_pipeline *p, int slot);
+
+static void chan_close(pipe_chan *c)
+{
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->up = 0;
+}
+
+static void chan_read_cb(struct bufferevent *bev, void *arg)
+{
+    pipe_chan *c = arg;
+    drain_input(c->p, c, bufferevent_get_input(bev));
+}
+
+static void chan_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    pipe_chan *c = arg;
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        cd_pipeline *p = c->p;
+        drain_input(p, c, bufferevent_get_input(c->bev));
+        int was = c->bev != NULL;
+        chan_close(c);
+        if (was) {
+            cd_sup_kill(p->sup, c->slot); /* in case it closed without dying */
+            worker_lost(p, c->slot);
+        }
+    }
+}
+
+/* A consumer is gone: forget its acks; re-dispatch or fail the blocks it
+ * had not finished. */
+static void worker_lost(cd_pipeline *p, int slot)
+{
+    uint64_t bit = 1ull << slot;
+    /* a purge that parser had not answered goes to another one */
+    for (pipe_purge *q = p->purges; q; q = q->next)
+        if (q->slot == slot)
+            q->slot = -1;
+    cd_pipe_purge_pump(p);
+    p->defer_release++;
+    for (pipe_block *b = p->head; b; b = b->next) {
+        for (size_t i = b->n_released; i < b->n_units; i++)
+            b->units[i].pending &= ~bit;
+        if (b->finished || !b->begin_sent)
+            continue;
+        char hex[65];
+        hexid(hex, b->hash);
+        if (b->n_released == 0) {
+            /* every byte is still in the ring: start the block over */
+            if (!b->end_sent)
+                cd_pipe_send_ref_all(p, b, CD_IPC_BLOCK_ABORT, 0);
+            b->id = ++p->next_id;
+            b->begin_sent = b->end_sent = 0;
+            b->writer_done = b->merkle_done = 0;
+            b->merkle_status = 0;
+            b->n_sent = 0;
+            for (size_t i = 0; i < b->n_units; i++) {
+                b->units[i].sent = 0;
+                b->units[i].pending = 0;
+            }
+            p->stats.redispatched++;
+            cd_log_info("pipeline: %s worker lost; block %s will be dispatched again",
+                        cd_wk_kind_name(p->chan[slot].kind), hex);
+        } else {
+            cd_log_warn("pipeline: %s worker lost; block %s no longer in the ring, fetch again",
+                        cd_wk_kind_name(p->chan[slot].kind), hex);
+            cd_pipe_finish(p, b, CD_PIPE_RETRY);
+        }
+    }
+    p->defer_release--;
+    cd_pipe_try_release(p);
+}
+
+/* ---------------- supervisor callbacks ---------------- */
+
+static void sup_up(void *arg, int slot, int fd)
+{
+    cd_pipeline *p = arg;
+    pipe_chan *c = &p->chan[slot];
+    chan_close(c);
+    c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        cd_sup_kill(p->sup, slot);
+        return;
+    }
+    bufferevent_setcb(c->bev, chan_read_cb, NULL, chan_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void sup_down(void *arg, int slot)
+{
+    cd_pipeline *p = arg;
+    pipe_chan *c = &p->chan[slot];
+    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS)
+        p->ring->hdr->slot[slot].pid = 0;
+    if (!c->bev)
+        return; /* EOF already handled */
+    /* read what it wrote before dying, then treat it as lost */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    while (evbuffer_read(in, fd, 65536) > 0)
+        ;
+    drain_input(p, c, in);
+    if (c->bev) {
+        chan_close(c);
+        worker_lost(p, slot);
+    }
+}
+
+static void sup_fatal(void *arg, int slot)
+{
+    cd_pipeline *p = arg;
+    cd_log_error("pipeline: %s worker cannot run; stopping", cd_wk_kind_name(p->chan[slot].kind));
+    if (p->cbs.fatal)
+        p->cbs.fatal(p->cbs.arg);
+}
+
+/* Main of a forked worker (cd_sup_main_fn): registers in its ring slot and
+ * runs the kind's loop with what the workers need from the configuration. */
+static CD_NORETURN void worker_main(void *arg, int slot, int fd)
+{
+    cd_pipeline *p = arg;
+    const pipe_chan *c = &p->chan[slot];
+    /* The ring mapping is inherited; its descriptor was closed by the
+     * supervisor. */
+    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS) {
+        p->ring->hdr->slot[slot].pid = (int32_t)getpid();
+        p->ring->hdr->slot[slot].kind = c->kind;
+    }
+    cd_wk_config wcfg = {
+        .datadir = p->cfg->datadir,
+        .pg_conninfo = p->cfg->pg_conninfo,
+        .index_data_pushes = p->cfg->index_data_pushes,
+        .max_data_push = p->cfg->max_data_push,
+    };
+    cd_wk_ctx ctx = {
+        .kind = c->kind,
+        .index = c->index,
+        .fd = fd,
+        .ring = p->ring->data,
+        .ring_size = p->ring->size,
+        .cfg = &wcfg,
+    };
+    cd_wk_run(&ctx, c->ops);
+}
+
+/* ---------------- public API ---------------- */
+
+cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
+                             const cd_pipeline_cbs *cbs)
+{
+    cd_pipeline *p = cd_xcalloc(1, sizeof(*p));
+    p->base = base;
+    p->ring = ring;
+    p->cfg = cfg;
+    p->cbs = *cbs;
+    uint64_t us = cfg->unit_size ? cfg->unit_size : 32ull << 20;
+    p->unit_size = CD_MAX(CD_MIN(us, ring->size / 4), 4096);
+    cd_sup_cbs sc = {.arg = p, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
+    p->sup = cd_sup_new(base, cfg, &sc);
+    if (!p->sup) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n)
+{
+    if (p->started || n > CD_SUP_MAX_CHILDREN - 2)
+        return -1;
+    p->parser_ops = ops;
+    p->parser_count = ops ? n : 0;
+    return 0;
+}
+
+static int add_chan(cd_pipeline *p, cd_wk_kind kind, uint32_t index, const cd_wk_ops *ops)
+{
+    char component[32];
+    if (kind == CD_WK_PARSER)
+        snprintf(component, sizeof(component), "parser-%u", index);
+    else
+        snprintf(component, sizeof(component), "%s", cd_wk_kind_name(kind));
+    int slot = cd_sup_add(p->sup, cd_wk_kind_name(kind), index, component, worker_main, p);
+    if (slot < 0 || slot >= 64)
+        return -1;
+    pipe_chan *c = &p->chan[slot];
+    memset(c, 0, sizeof(*c));
+    c->slot = slot;
+    c->kind = kind;
+    c->index = index;
+    c->ops = ops;
+    c->p = p;
+    p->n_chan = slot + 1;
+    return slot;
+}
+
+int cd_pipeline_start(cd_pipeline *p)
+{
+    if (p->started)
+        return -1;
+    /* a worker that dies leaves a socket whose writes raise SIGPIPE; the
+     * controller handles that as EPIPE + EOF instead */
+    signal(SIGPIPE, SIG_IGN);
+    p->writer_slot = add_chan(p, CD_WK_WRITER, 0, &cd_wk_writer_ops);
+    p->merkle_slot = add_chan(p, CD_WK_MERKLE, 0, &cd_wk_merkle_ops);
+    if (p->writer_slot < 0 || p->merkle_slot < 0)
+        return -1;
+    for (unsigned i = 0; i < p->parser_count; i++) {
+        int s = add_chan(p, CD_WK_PARSER, i, p->parser_ops);
+        if (s < 0)
+            return -1;
+        p->parser_slot[p->n_parsers++] = s;
+    }
+    p->started = 1;
+    return cd_sup_start(p->sup);
+}
+
+int cd_pipeline_ready(const cd_pipeline *p)
+{
+    return cd_pipe_all_up(p);
+}
+
+pid_t cd_pipeline_worker_pid(const cd_pipeline *p, cd_wk_kind kind, uint32_t index)
+{
+    for (int i = 0; i < p->n_chan; i++)
+        if (p->chan[i].kind == kind && p->chan[i].index == index)
+            return cd_sup_pid(p->sup, i);
+    return 0;
+}
+
+void cd_pipeline_workers(const cd_pipeline *p, uint32_t *alive, uint32_t *total)
+{
+    uint32_t up = 0;
+    for (int i = 0; i < p->n_chan; i++)
+        up += p->chan[i].up != 0;
+    *alive = up;
+    *total = (uint32_t)p->n_chan;
+}
+
+void cd_pipeline_free(cd_pipeline *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->n_chan; i++)
+        chan_close(&p->chan[i]);
+    cd_sup_stop(p->sup, 5000);
+    cd_sup_free(p->sup);
+    while (p->head) {
+        pipe_block *b = p->head;
+        p->head = b->next;
+        cd_pipe_free_block(b);
+    }
+    while (p->purges) {
+        pipe_purge *q = p->purges;
+        p->purges = q->next;
+        free(q);
+    }
+    free(p);
+}

@@ -1,0 +1,60 @@
+/*
+ * cd_notify.h - the systemd notification protocol (sd_notify) without
+ * libsystemd: datagrams "READY=1", "STATUS=...", "STOPPING=1",
+ * "WATCHDOG=1" sent to the unix socket named by $NOTIFY_SOCKET
+ * (an abstract socket when it starts with '@').
+ *
+ * When NOTIFY_SOCKET is unset every call is a cheap no-op returning 0, so
+ * callers never need to check whether they run under systemd.
+ *
+ * NOTES
+ *  - cd_notify_init() reads and then unsets NOTIFY_SOCKET, WATCHDOG_USEC and
+ *    WATCHDOG_PID so forked workers do not talk to systemd; only the process
+ *    that called init (the controller) notifies.
+ *  - The socket is opened per message (CLOEXEC) so nothing crosses a fork.
+ */
+#ifndef CD_NOTIFY_H
+#define CD_NOTIFY_H
+
+#include <stdint.h>
+
+#include "cd_log.h" /* CD_PRINTF */
+
+/* Reads the environment. Call once in main() before forking anything.
+ * Returns 1 if notifications are enabled, 0 if not. */
+int cd_notify_init(void);
+
+/* 1 if NOTIFY_SOCKET was set at init. */
+int cd_notify_enabled(void);
+
+/* Sends a raw state string (may hold several "\n"-separated assignments).
+ * Returns 0 (also when disabled), or -1 with errno set. */
+int cd_notify_send(const char *state);
+
+/* "READY=1": storage is open and peers are being dialled. */
+int cd_notify_ready(void);
+
+/* "STATUS=<text>" (printf-style; newlines are replaced by spaces). */
+int cd_notify_status(const char *fmt, ...) CD_PRINTF(1, 2);
+
+/* "STOPPING=1": clean shutdown begun. */
+int cd_notify_stopping(void);
+
+/* "WATCHDOG=1": keep-alive; call at least every cd_notify_watchdog_usec()/2. */
+int cd_notify_watchdog(void);
+
+/* WATCHDOG_USEC from the environment at init (0: watchdog disabled, or the
+ * watchdog was meant for another pid per WATCHDOG_PID). */
+uint64_t cd_notify_watchdog_usec(void);
+
+struct event_base;
+struct event;
+
+/* Adds a persistent timer on `base` that sends WATCHDOG=1 every
+ * cd_notify_watchdog_usec()/2. Because it runs in the loop, a stalled loop
+ * stops the keep-alives and systemd restarts the service.
+ * Returns the event (free with event_free before the base), or NULL when the
+ * watchdog is disabled. */
+struct event *cd_notify_watchdog_start(struct event_base *base);
+
+#endif /* CD_NOTIFY_H */

@@ -1,0 +1,55 @@
+/*
+ * cd_signals.h - SIGTERM/SIGINT/SIGHUP handling for a libevent loop.
+ *
+ * Signals are delivered through libevent's evsignal events, so the callbacks
+ * below run inside the loop, never in a signal handler (STYLE.md C7).
+ *
+ *   SIGTERM, SIGINT  -> on_stop(arg). A second SIGINT/SIGTERM while stopping
+ *                       calls on_stop again (the controller may escalate).
+ *   SIGHUP           -> cd_config_reload(cfg) (re-reads the config file,
+ *                       applies reloadable options, reopens the log file),
+ *                       then on_reload(arg) if not NULL so the owner can act
+ *                       on changed values.
+ *   SIGPIPE          -> ignored (process-wide, set by cd_signals_install).
+ *
+ * Usage (controller):
+ *     cd_signals *sig = cd_signals_install(base, cfg, on_stop, on_reload, ctl);
+ *     event_base_dispatch(base);
+ *     cd_signals_free(sig);       // before event_base_free(base)
+ *
+ * NOTES
+ *  - cfg is the object main.c created; reload modifies its reloadable fields
+ *    in place (it is declared const for readers; main owns it mutable).
+ *  - Install in the process that runs the loop; a forked worker that wants
+ *    SIGTERM handling installs its own on its own event_base (pass cfg=NULL
+ *    to ignore SIGHUP there).
+ */
+#ifndef CD_SIGNALS_H
+#define CD_SIGNALS_H
+
+#include "cd_config.h"
+
+struct event_base;
+
+typedef struct cd_signals cd_signals;
+
+typedef void (*cd_signals_fn)(void *arg);
+
+/* Installs the signal events on `base`.
+ * Returns a handle (free with cd_signals_free), or NULL if libevent failed
+ * (logged). on_stop must not be NULL; on_reload may be NULL; cfg may be NULL
+ * (SIGHUP then only reopens the log file). */
+cd_signals *cd_signals_install(struct event_base *base, const cd_config *cfg, cd_signals_fn on_stop,
+                               cd_signals_fn on_reload, void *arg);
+
+/* Number of SIGTERM/SIGINT received so far. */
+unsigned cd_signals_stop_count(const cd_signals *s);
+
+/* Removes the events and frees the handle. NULL-safe. */
+void cd_signals_free(cd_signals *s);
+
+/* For a freshly forked child: restores default dispositions of the signals
+ * above (SIGPIPE stays ignored) and unblocks them. */
+void cd_signals_reset_after_fork(void);
+
+#endif /* CD_SIGNALS_H */

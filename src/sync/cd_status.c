@@ -1,0 +1,380 @@
+/*
+ * cd_status.c - progress figures, the periodic progress line, systemd
+ * STATUS=, and the atomically replaced <datadir>/status file.
+ *
+ * Why a file: `conduit-cli status` must show how a sync is going without
+ * talking to the daemon (no socket to block on, nothing to disturb). The
+ * controller rewrites a few hundred bytes every status_interval seconds via
+ * rename(), so a reader sees either the old or the new file, never a mix.
+ */
+#include "cd_status.h"
+
+#include "cd_util.h"
+#include "cd_notify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cd_build.h" /* CD_VERSION */
+
+#define RATE_ALPHA 0.3 /* weight of the newest interval in the smoothed rates */
+
+void cd_status_init(cd_status *st, const cd_config *cfg)
+{
+    memset(st, 0, sizeof(*st));
+    st->pid = (int64_t)getpid();
+    snprintf(st->network, sizeof(st->network), "%s", cfg && cfg->net ? cfg->net->name : "?");
+    snprintf(st->version, sizeof(st->version), "%s", CD_VERSION);
+    st->started_at = (int64_t)time(NULL);
+    snprintf(st->state, sizeof(st->state), "starting");
+    st->height = -1;
+    st->stored_height = -1;
+    st->indexed_height = -1;
+    st->header_height = -1;
+    st->eta_s = -1;
+    if (cfg) {
+        st->ring_size = cfg->ring_size;
+        st->interval_s = cfg->status_interval_s;
+    }
+}
+
+static double smooth(double old, double sample, int first)
+{
+    return first ? sample : old + RATE_ALPHA * (sample - old);
+}
+
+void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, uint64_t txs_done,
+                      double now_s)
+{
+    st->blocks_done = blocks_done;
+    st->bytes_done = bytes_done;
+    st->txs_done = txs_done;
+    if (st->last_t <= 0) {
+        st->last_t = now_s;
+        st->last_blocks = blocks_done;
+        st->last_bytes = bytes_done;
+        st->last_txs = txs_done;
+        st->eta_s = -1;
+        return;
+    }
+    double dt = now_s - st->last_t;
+    if (dt <= 0.05)
+        return; /* too short to measure */
+    int first = st->blocks_per_s == 0 && st->mb_per_s == 0 && st->tx_per_s == 0;
+    double b = (double)(blocks_done - st->last_blocks) / dt;
+    double m = (double)(bytes_done - st->last_bytes) / dt / 1e6;
+    double t = (double)(txs_done - st->last_txs) / dt;
+    st->blocks_per_s = smooth(st->blocks_per_s, b, first);
+    st->mb_per_s = smooth(st->mb_per_s, m, first);
+    st->tx_per_s = smooth(st->tx_per_s, t, first);
+    st->last_t = now_s;
+    st->last_blocks = blocks_done;
+    st->last_bytes = bytes_done;
+    st->last_txs = txs_done;
+    if (st->header_height >= 0 && st->height >= st->header_height)
+        st->eta_s = 0;
+    else if (st->header_height >= 0 && st->blocks_per_s > 1e-6)
+        st->eta_s =
+            (double)(st->header_height - (st->height < 0 ? -1 : st->height)) / st->blocks_per_s;
+    else
+        st->eta_s = -1;
+}
+
+void cd_status_format_duration(double s, char *buf, size_t len)
+{
+    if (s < 0) {
+        snprintf(buf, len, "?");
+        return;
+    }
+    uint64_t t = (uint64_t)(s + 0.5);
+    if (t >= 86400)
+        snprintf(buf, len, "%" PRIu64 "d%02" PRIu64 "h", t / 86400, (t % 86400) / 3600);
+    else if (t >= 3600)
+        snprintf(buf, len, "%" PRIu64 "h%02" PRIu64 "m", t / 3600, (t % 3600) / 60);
+    else if (t >= 60)
+        snprintf(buf, len, "%" PRIu64 "m%02" PRIu64 "s", t / 60, t % 60);
+    else
+        snprintf(buf, len, "%" PRIu64 "s", t);
+}
+
+static double ring_pct(const cd_status *st)
+{
+    return st->ring_size ? 100.0 * (double)st->ring_used / (double)st->ring_size : 0.0;
+}
+
+static double sync_pct(const cd_status *st)
+{
+    if (st->header_height <= 0)
+        return st->height >= 0 && st->header_height == 0 ? 100.0 : 0.0;
+    double p = 100.0 * (double)(st->height < 0 ? 0 : st->height) / (double)st->header_height;
+    return p > 100.0 ? 100.0 : p;
+}
+
+int cd_status_format_line(const cd_status *st, char *buf, size_t len)
+{
+    char eta[32];
+    cd_status_format_duration(st->eta_s, eta, sizeof(eta));
+    return snprintf(buf, len,
+                    "%s height=%" PRId32 "/%" PRId32 " (%.1f%%) %.1f blk/s %.1f MB/s %.0f tx/s "
+                    "ring %.0f%% workers %" PRIu32 "/%" PRIu32 " peers %" PRIu32 " eta %s",
+                    st->state, st->height, st->header_height, sync_pct(st), st->blocks_per_s,
+                    st->mb_per_s, st->tx_per_s, ring_pct(st), st->workers_alive, st->workers_total,
+                    st->peers, eta);
+}
+
+void cd_status_print(FILE *f, const cd_status *st, int alive)
+{
+    char eta[32], up[32], age[32];
+    int64_t now = (int64_t)time(NULL);
+    cd_status_format_duration(st->eta_s, eta, sizeof(eta));
+    cd_status_format_duration((double)(now - st->started_at), up, sizeof(up));
+    cd_status_format_duration((double)(now - st->updated_at), age, sizeof(age));
+    fprintf(f, "conduitd %s (%s)\n", st->version, st->network);
+    fprintf(f, "  daemon:        %s (pid %" PRId64 ")\n",
+            alive > 0    ? "running"
+            : alive == 0 ? "NOT RUNNING"
+                         : "unknown",
+            st->pid);
+    fprintf(f, "  state:         %s%s\n", st->state, alive == 0 ? " (last recorded)" : "");
+    fprintf(f, "  updated:       %s ago (up %s)\n", age, up);
+    fprintf(f, "  height:        %" PRId32 " / best header %" PRId32 " (%.1f%%)\n", st->height,
+            st->header_height, sync_pct(st));
+    fprintf(f, "  stored:        %" PRId32 "  indexed: %" PRId32 "\n", st->stored_height,
+            st->indexed_height);
+    if (st->index_mode[0])
+        fprintf(f, "  index mode:    %s\n", st->index_mode);
+    fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s\n", st->blocks_per_s,
+            st->mb_per_s, st->tx_per_s);
+    fprintf(f, "  eta:           %s\n", eta);
+    fprintf(f, "  ring:          %.1f%% of %.0f MB in use\n", ring_pct(st),
+            (double)st->ring_size / (1024.0 * 1024.0));
+    fprintf(f, "  workers alive: %" PRIu32 " / %" PRIu32 "\n", st->workers_alive,
+            st->workers_total);
+    fprintf(f, "  peers:         %" PRIu32 "\n", st->peers);
+    fprintf(f, "  this run:      %" PRIu64 " blocks, %.1f MB, %" PRIu64 " txs\n", st->blocks_done,
+            (double)st->bytes_done / 1e6, st->txs_done);
+}
+
+static char *status_path(const char *datadir, const char *suffix)
+{
+    size_t n = strlen(datadir) + strlen(CD_STATUS_FILE) + strlen(suffix) + 2;
+    char *p = cd_xmalloc(n);
+    snprintf(p, n, "%s/%s%s", datadir, CD_STATUS_FILE, suffix);
+    return p;
+}
+
+int cd_status_write(const char *datadir, cd_status *st)
+{
+    st->updated_at = (int64_t)time(NULL);
+    char buf[2048];
+    int n = snprintf(buf, sizeof(buf),
+                     "# conduitd status (read by conduit-cli status)\n"
+                     "format=1\n"
+                     "pid=%" PRId64 "\n"
+                     "network=%s\n"
+                     "version=%s\n"
+                     "started_at=%" PRId64 "\n"
+                     "updated_at=%" PRId64 "\n"
+                     "interval_s=%" PRIu32 "\n"
+                     "state=%s\n"
+                     "height=%" PRId32 "\n"
+                     "stored_height=%" PRId32 "\n"
+                     "indexed_height=%" PRId32 "\n"
+                     "header_height=%" PRId32 "\n"
+                     "peers=%" PRIu32 "\n"
+                     "workers_alive=%" PRIu32 "\n"
+                     "workers_total=%" PRIu32 "\n"
+                     "ring_used=%" PRIu64 "\n"
+                     "ring_size=%" PRIu64 "\n"
+                     "blocks_done=%" PRIu64 "\n"
+                     "bytes_done=%" PRIu64 "\n"
+                     "txs_done=%" PRIu64 "\n"
+                     "blocks_per_s=%.3f\n"
+                     "mb_per_s=%.3f\n"
+                     "tx_per_s=%.1f\n"
+                     "eta_s=%.0f\n"
+                     "index_mode=%s\n",
+                     st->pid, st->network, st->version, st->started_at, st->updated_at,
+                     st->interval_s, st->state, st->height, st->stored_height, st->indexed_height,
+                     st->header_height, st->peers, st->workers_alive, st->workers_total,
+                     st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
+                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode);
+    if (n < 0 || (size_t)n >= sizeof(buf)) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    char *tmp = status_path(datadir, ".tmp");
+    char *path = status_path(datadir, "");
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        ssize_t w = write(fd, buf, (size_t)n);
+        int e = errno;
+        if (close(fd) == 0 && w == n && rename(tmp, path) == 0) {
+            rc = 0;
+        } else {
+            if (w >= 0 && w != n)
+                e = EIO;
+            unlink(tmp);
+            errno = e ? e : EIO;
+        }
+    }
+    int e = errno;
+    free(tmp);
+    free(path);
+    errno = e;
+    return rc;
+}
+
+static void copy_str(char *dst, size_t len, const char *v)
+{
+    snprintf(dst, len, "%s", v);
+}
+
+int cd_status_read(const char *datadir, cd_status *st)
+{
+    char *path = status_path(datadir, "");
+    FILE *f = fopen(path, "r");
+    int e = errno;
+    free(path);
+    if (f == NULL) {
+        errno = e;
+        return -1;
+    }
+    memset(st, 0, sizeof(*st));
+    st->height = -1;
+    st->stored_height = -1;
+    st->indexed_height = -1;
+    st->header_height = -1;
+    st->eta_s = -1;
+    int format = 0;
+    char line[512];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        char *eq = strchr(line, '=');
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        const char *k = line, *v = eq + 1;
+        if (strcmp(k, "format") == 0)
+            format = atoi(v);
+        else if (strcmp(k, "pid") == 0)
+            st->pid = strtoll(v, NULL, 10);
+        else if (strcmp(k, "network") == 0)
+            copy_str(st->network, sizeof(st->network), v);
+        else if (strcmp(k, "version") == 0)
+            copy_str(st->version, sizeof(st->version), v);
+        else if (strcmp(k, "started_at") == 0)
+            st->started_at = strtoll(v, NULL, 10);
+        else if (strcmp(k, "updated_at") == 0)
+            st->updated_at = strtoll(v, NULL, 10);
+        else if (strcmp(k, "interval_s") == 0)
+            st->interval_s = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(k, "state") == 0)
+            copy_str(st->state, sizeof(st->state), v);
+        else if (strcmp(k, "index_mode") == 0)
+            copy_str(st->index_mode, sizeof(st->index_mode), v);
+        else if (strcmp(k, "height") == 0)
+            st->height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "stored_height") == 0)
+            st->stored_height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "indexed_height") == 0)
+            st->indexed_height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "header_height") == 0)
+            st->header_height = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "peers") == 0)
+            st->peers = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(k, "workers_alive") == 0)
+            st->workers_alive = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(k, "workers_total") == 0)
+            st->workers_total = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(k, "ring_used") == 0)
+            st->ring_used = strtoull(v, NULL, 10);
+        else if (strcmp(k, "ring_size") == 0)
+            st->ring_size = strtoull(v, NULL, 10);
+        else if (strcmp(k, "blocks_done") == 0)
+            st->blocks_done = strtoull(v, NULL, 10);
+        else if (strcmp(k, "bytes_done") == 0)
+            st->bytes_done = strtoull(v, NULL, 10);
+        else if (strcmp(k, "txs_done") == 0)
+            st->txs_done = strtoull(v, NULL, 10);
+        else if (strcmp(k, "blocks_per_s") == 0)
+            st->blocks_per_s = strtod(v, NULL);
+        else if (strcmp(k, "mb_per_s") == 0)
+            st->mb_per_s = strtod(v, NULL);
+        else if (strcmp(k, "tx_per_s") == 0)
+            st->tx_per_s = strtod(v, NULL);
+        else if (strcmp(k, "eta_s") == 0)
+            st->eta_s = strtod(v, NULL);
+    }
+    fclose(f);
+    if (format < 1 || st->pid <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
+int cd_status_pid_alive(const cd_status *st)
+{
+    if (st->pid <= 0)
+        return 0;
+    if (kill((pid_t)st->pid, 0) == 0)
+        return 1;
+    return errno == EPERM; /* exists, owned by someone else */
+}
+
+int cd_status_stale(const cd_status *st, int64_t now)
+{
+    int64_t limit = 3 * (int64_t)(st->interval_s ? st->interval_s : 10) + 5;
+    return now - st->updated_at > limit;
+}
+
+int cd_status_publish(const cd_config *cfg, cd_status *st)
+{
+    static int last_errno;
+    st->interval_s = cfg->status_interval_s; /* reloadable */
+    char line[512];
+    cd_status_format_line(st, line, sizeof(line));
+    cd_log_info("progress: %s", line);
+    cd_notify_status("%s", line);
+    if (cd_status_write(cfg->datadir, st) < 0) {
+        if (errno != last_errno)
+            cd_log_error("cannot write status file %s/%s: %s", cfg->datadir, CD_STATUS_FILE,
+                         strerror(errno));
+        last_errno = errno;
+        return -1;
+    }
+    last_errno = 0;
+    return 0;
+}
+
+void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now)
+{
+    fprintf(f,
+            "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
+            ", \"network\": \"%s\", \"version\": \"%s\", "
+            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64
+            ", \"interval_s\": %" PRIu32 ", "
+            "\"height\": %" PRId32 ", \"stored_height\": %" PRId32 ", \"indexed_height\": %" PRId32
+            ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
+            "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
+            "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
+            "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
+            "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
+            ", \"index_mode\": \"%s\"}\n",
+            alive ? "true" : "false", alive && cd_status_stale(st, now) ? "true" : "false", st->pid,
+            st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
+            st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
+            st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
+            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done,
+            st->index_mode);
+}

@@ -1,0 +1,115 @@
+/*
+ * cd_status.h - sync progress: the struct the controller fills, the periodic
+ * progress line, systemd STATUS=, and the status file <datadir>/status that
+ * `conduit-cli status` reads without disturbing the daemon.
+ *
+ * The status file is a small text file of "key=value" lines, replaced
+ * atomically (write <datadir>/status.tmp, fsync-free, rename). Readers ignore
+ * keys they do not know, so fields can be added without breaking older CLIs.
+ *
+ * Usage (controller, every cfg->status_interval_s seconds and at state
+ * changes):
+ *     st.height = ...; st.stored_height = ...;       // absolute values
+ *     st.indexed_height = ...; st.header_height = ...;
+ *     cd_status_sample(&st, blocks_done, bytes_done, txs_done, cd_now_s());
+ *     cd_status_publish(cfg, &st);   // log line + STATUS= + status file
+ *
+ * NOTES
+ *  - cd_status_sample() computes blocks/s, MB/s, tx/s from the cumulative
+ *    counters since the previous sample (smoothed), and the ETA from the gap
+ *    between header_height and height.
+ *  - All functions are for the controller process; the reader side is for
+ *    the CLI and tests.
+ */
+#ifndef CD_STATUS_H
+#define CD_STATUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cd_config.h"
+
+#define CD_STATUS_FILE "status"
+
+typedef struct cd_status {
+    /* identity (set by cd_status_init) */
+    int64_t pid;
+    char network[16];
+    char version[24];
+    int64_t started_at;  /* unix seconds */
+    int64_t updated_at;  /* unix seconds, set by cd_status_write */
+    uint32_t interval_s; /* status_interval when written (for staleness) */
+    /* filled by the controller */
+    char state[24];         /* "starting", "headers", "syncing", "synced",
+                               "stopping", "stopped" */
+    int32_t height;         /* progress height: indexed_height when the index
+                               is enabled, else stored_height; -1: none */
+    int32_t stored_height;  /* best-chain blocks stored + verified up to, -1 */
+    int32_t indexed_height; /* best-chain blocks indexed in PG up to, -1 (also
+                               when the index is disabled) */
+    int32_t header_height;  /* best header height, -1: none */
+    uint32_t peers;         /* connected peers */
+    uint32_t workers_alive;
+    uint32_t workers_total;
+    uint64_t ring_used; /* bytes in use in the ring */
+    uint64_t ring_size;
+    char index_mode[16]; /* secondary indexes (cd_catchup.h): "live", "catch-up",
+                            "building", "checking"; "" when not indexing */
+    /* computed by cd_status_sample */
+    uint64_t blocks_done, bytes_done, txs_done; /* cumulative this run */
+    double blocks_per_s, mb_per_s, tx_per_s;
+    double eta_s; /* < 0: unknown */
+    /* private to cd_status_sample */
+    double last_t;
+    uint64_t last_blocks, last_bytes, last_txs;
+} cd_status;
+
+/* Zeroes *st and sets identity fields (pid, network, version, start time),
+ * state "starting", heights -1, eta unknown. */
+void cd_status_init(cd_status *st, const cd_config *cfg);
+
+/* Takes a sample of the cumulative counters at time now_s (cd_now_s()) and
+ * updates the rates (exponentially smoothed) and the ETA. The first call
+ * only records the starting point. */
+void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, uint64_t txs_done,
+                      double now_s);
+
+/* One-line summary for the log / systemd STATUS=, e.g.
+ * "syncing height=1200/5000 (24.0%) 35.2 blk/s 12.1 MB/s 8120 tx/s ring 12%
+ *  workers 4/4 peers 2 eta 1m48s". Returns the snprintf length. */
+int cd_status_format_line(const cd_status *st, char *buf, size_t len);
+
+/* Human-readable multi-line report (what `conduit-cli status` prints).
+ * `alive`: 1 running, 0 not running, -1 unknown. */
+void cd_status_print(FILE *f, const cd_status *st, int alive);
+
+/* The status as one JSON object and a newline (what `conduit-cli status
+ * --json` prints and the HTTP API's /v1/status returns). `alive` as above;
+ * `now` (unix seconds) decides "stale". */
+void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now);
+
+/* Writes <datadir>/status atomically (tmp file + rename); sets updated_at.
+ * Returns 0, or -1 with errno set. */
+int cd_status_write(const char *datadir, cd_status *st);
+
+/* Reads <datadir>/status. Returns 0, or -1 with errno set (ENOENT: no
+ * daemon has run there; EINVAL: not a status file). */
+int cd_status_read(const char *datadir, cd_status *st);
+
+/* 1 if the process st->pid exists, 0 if not. */
+int cd_status_pid_alive(const cd_status *st);
+
+/* 1 if the file has not been rewritten for more than three status intervals
+ * (plus slack) as of `now` (unix seconds): the daemon's loop may be stuck. */
+int cd_status_stale(const cd_status *st, int64_t now);
+
+/* Logs the progress line at info level, sends it as systemd STATUS=, and
+ * writes the status file (a write failure is logged with the path, once per
+ * errno change). Returns 0 or -1. */
+int cd_status_publish(const cd_config *cfg, cd_status *st);
+
+/* Formats seconds as "1h02m", "3m05s", "42s", or "?" when < 0. */
+void cd_status_format_duration(double s, char *buf, size_t len);
+
+#endif /* CD_STATUS_H */
