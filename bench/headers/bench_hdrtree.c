@@ -7,6 +7,7 @@
  * Mines N regtest headers in memory (not timed), then prints headers/s for
  * cd_hdrtree_add and for cd_hdrtree_open of the resulting tree.
  */
+#include "btc_header.h"
 #include "cd_hash.h"
 #include "cd_util.h"
 #include "cd_hdrtree.h"
@@ -43,7 +44,10 @@ int main(int argc, char **argv)
     }
     const btc_net *net = btc_net_get(BTC_NET_REGTEST);
     uint8_t target[32];
-    cd_hdrtree_bits_to_target(net->pow_limit_bits, target);
+    btc_u256 limit;
+    if (btc_bits_to_target(net->pow_limit_bits, &limit) != 0)
+        return 1;
+    btc_u256_to_be(target, &limit);
 
     uint8_t *buf = malloc(n * 80);
     if (!buf)

@@ -54,6 +54,14 @@ void btc_u256_from_le(btc_u256 *r, const uint8_t in[32])
         r->d[i] = cd_le64(in + 8 * i);
 }
 
+void btc_u256_from_be(btc_u256 *r, const uint8_t in[32])
+{
+    uint8_t le[32];
+    for (int i = 0; i < 32; i++)
+        le[i] = in[31 - i];
+    btc_u256_from_le(r, le);
+}
+
 void btc_u256_to_le(uint8_t out[32], const btc_u256 *a)
 {
     for (int i = 0; i < 4; i++)

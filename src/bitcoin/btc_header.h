@@ -51,6 +51,9 @@ typedef struct btc_u256 {
 void btc_u256_set_u64(btc_u256 *r, uint64_t v);
 /* r = 32 bytes read as a little-endian number (hash/target byte order). */
 void btc_u256_from_le(btc_u256 *r, const uint8_t in[32]);
+/* r = 32 bytes read as a big-endian number (the header tree's stored chain
+ * work, inverse of btc_u256_to_be). */
+void btc_u256_from_be(btc_u256 *r, const uint8_t in[32]);
 /* out = a as 32 little-endian bytes (inverse of btc_u256_from_le). */
 void btc_u256_to_le(uint8_t out[32], const btc_u256 *a);
 /* out = a as 32 big-endian bytes (the form PostgreSQL/humans sort by). */

@@ -19,10 +19,27 @@ static int get_block(btc_pow_ancestor_fn get, void *ctx, int32_t h, btc_pow_bloc
     return 0;
 }
 
+uint32_t btc_pow_median_time(uint32_t *times, size_t n)
+{
+    if (n == 0)
+        return 0;
+    /* insertion sort: n is 11 at most in practice */
+    for (size_t i = 1; i < n; i++) {
+        uint32_t v = times[i];
+        size_t j = i;
+        while (j > 0 && times[j - 1] > v) {
+            times[j] = times[j - 1];
+            j--;
+        }
+        times[j] = v;
+    }
+    return times[n / 2];
+}
+
 int btc_pow_median_time_past(btc_pow_ancestor_fn get, void *ctx, int32_t height, uint32_t *mtp)
 {
     uint32_t t[11];
-    int n = 0;
+    size_t n = 0;
     for (int32_t h = height; h >= 0 && n < 11; h--) {
         btc_pow_block b;
         if (get_block(get, ctx, h, &b) < 0)
@@ -31,17 +48,7 @@ int btc_pow_median_time_past(btc_pow_ancestor_fn get, void *ctx, int32_t height,
     }
     if (n == 0)
         return BTC_ERR_RANGE;
-    /* insertion sort, n <= 11 */
-    for (int i = 1; i < n; i++) {
-        uint32_t v = t[i];
-        int j = i - 1;
-        while (j >= 0 && t[j] > v) {
-            t[j + 1] = t[j];
-            j--;
-        }
-        t[j + 1] = v;
-    }
-    *mtp = t[n / 2];
+    *mtp = btc_pow_median_time(t, n);
     return 0;
 }
 

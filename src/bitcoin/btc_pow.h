@@ -27,6 +27,7 @@
 #ifndef BTC_POW_H
 #define BTC_POW_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "btc_err.h"
@@ -60,6 +61,16 @@ typedef int (*btc_pow_ancestor_fn)(void *ctx, int32_t height, btc_pow_block *out
  */
 int btc_pow_next_bits(const btc_net *net, const btc_pow_block *prev, uint32_t new_time,
                       btc_pow_ancestor_fn get, void *ctx, uint32_t *bits);
+
+/*
+ * The median of n block timestamps (n >= 1): sorts times[] in place and
+ * returns times[n / 2], as the node's GetMedianTimePast does with the
+ * timestamps of a block and its up to 10 predecessors. For callers that walk
+ * their own chain (the header tree follows its prev pointers).
+ * In/Out: times, n values; sorted on return.
+ * Returns: the median (0 when n == 0).
+ */
+uint32_t btc_pow_median_time(uint32_t *times, size_t n);
 
 /*
  * Median of the timestamps of the block at `height` and its up to 10

@@ -31,10 +31,15 @@
  * 144-block cash DAA from the network's DAA height and testnet's 20-minute
  * minimum-difficulty rule. Where btc_pow reports the chain too short for a
  * rule (a window reaching below genesis) only the limit check applies.
+ * Proof of work, block work, the 256-bit arithmetic of chain work and the
+ * median time past are src/bitcoin/'s (btc_check_pow, btc_block_work,
+ * btc_u256_*, btc_pow_median_time): the tree only walks its own nodes and
+ * stores chain work as 32 big-endian bytes.
  */
 #include "cd_hdrtree.h"
 #include "cd_hdrtree_int.h"
 
+#include "btc_header.h"
 #include "btc_pow.h"
 #include "cd_hash.h"
 #include "cd_log.h"
@@ -46,74 +51,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-static int bits_to_u256(uint32_t bits, u256 *t)
-{
-    int size = (int)(bits >> 24);
-    uint32_t mant = bits & 0x007fffff;
-    memset(t, 0, sizeof(*t));
-    if (mant != 0 && (bits & 0x00800000))
-        return -1;
-    if (mant != 0 && (size > 34 || (mant > 0xff && size > 33) || (mant > 0xffff && size > 32)))
-        return -1;
-    if (size <= 3) {
-        mant >>= 8 * (3 - size);
-        t->w[0] = mant;
-    } else {
-        int shift = 8 * (size - 3);
-        t->w[0] = mant;
-        /* shift left by `shift` bits */
-        while (shift >= 64) {
-            t->w[3] = t->w[2];
-            t->w[2] = t->w[1];
-            t->w[1] = t->w[0];
-            t->w[0] = 0;
-            shift -= 64;
-        }
-        if (shift) {
-            for (int i = 3; i > 0; i--)
-                t->w[i] = (t->w[i] << shift) | (t->w[i - 1] >> (64 - shift));
-            t->w[0] <<= shift;
-        }
-    }
-    return u256_is_zero(t) ? -1 : 0;
-}
-
-int cd_hdrtree_bits_to_target(uint32_t bits, uint8_t target_be[32])
-{
-    u256 t;
-    if (bits_to_u256(bits, &t) != 0)
-        return -1;
-    u256_to_be(target_be, &t);
-    return 0;
-}
-
-int cd_hdrtree_bits_to_work_u256(uint32_t bits, u256 *work)
-{
-    u256 t, nt, one = {{1, 0, 0, 0}}, t1;
-    if (bits_to_u256(bits, &t) != 0)
-        return -1;
-    /* 2^256 / (t + 1) == ~t / (t + 1) + 1 */
-    for (int i = 0; i < 4; i++)
-        nt.w[i] = ~t.w[i];
-    u256_add(&t1, &t, &one);
-    if (u256_is_zero(&t1)) { /* t == 2^256 - 1 */
-        *work = one;
-        return 0;
-    }
-    u256_div(work, &nt, &t1);
-    u256_add(work, work, &one);
-    return 0;
-}
-
-int cd_hdrtree_bits_to_work(uint32_t bits, uint8_t work_be[32])
-{
-    u256 w;
-    if (cd_hdrtree_bits_to_work_u256(bits, &w) != 0)
-        return -1;
-    u256_to_be(work_be, &w);
-    return 0;
-}
 
 static uint64_t hash_key(const uint8_t h[32])
 {
@@ -230,20 +167,10 @@ void cd_hdrtree_best_reserve(cd_hdrtree *t, size_t n)
 uint32_t cd_hdrtree_mtp(const cd_hdr_node *n)
 {
     uint32_t v[11];
-    int k = 0;
+    size_t k = 0;
     for (; n && k < 11; n = n->prev)
         v[k++] = hdr_time(n);
-    /* insertion sort; k <= 11 */
-    for (int i = 1; i < k; i++) {
-        uint32_t x = v[i];
-        int j = i - 1;
-        while (j >= 0 && v[j] > x) {
-            v[j + 1] = v[j];
-            j--;
-        }
-        v[j + 1] = x;
-    }
-    return k ? v[k / 2] : 0;
+    return btc_pow_median_time(v, k);
 }
 
 /* Ancestor callback for btc_pow_next_bits: ctx is the block being extended. */
@@ -269,10 +196,7 @@ static int pow_ancestor(void *ctx, int32_t height, btc_pow_block *out)
     out->height = a->height;
     out->time = hdr_time(a);
     out->bits = hdr_bits(a);
-    uint8_t le[32];
-    for (int i = 0; i < 32; i++)
-        le[i] = a->work[31 - i];
-    btc_u256_from_le(&out->chain_work, le);
+    btc_u256_from_be(&out->chain_work, a->work);
     return 0;
 }
 
@@ -438,20 +362,17 @@ static int64_t now_s(const cd_hdrtree *t)
 
 /* Checks one header against its parent. Returns 0 or CD_HDRTREE_E*. */
 static int check_header(cd_hdrtree *t, const uint8_t *raw, const uint8_t hash[32],
-                        const cd_hdr_node *prev, u256 *blockwork)
+                        const cd_hdr_node *prev, btc_u256 *blockwork)
 {
     uint32_t bits = cd_le32(raw + 72), tm = cd_le32(raw + 68);
-    u256 target, h;
     if (prev->status & CD_HDR_INVALID)
         return CD_HDRTREE_EINVALID;
-    if (bits_to_u256(bits, &target) != 0 || u256_cmp(&target, &t->pow_limit) > 0)
-        return CD_HDRTREE_EBADBITS;
-    uint8_t hbe[32];
-    for (int i = 0; i < 32; i++)
-        hbe[i] = hash[31 - i];
-    u256_from_be(&h, hbe);
-    if (u256_cmp(&h, &target) > 0)
+    /* nBits unusable or above the network's limit, then hash above target */
+    int prc = btc_check_pow(hash, bits, t->net);
+    if (prc == BTC_ERR_POW_HASH)
         return CD_HDRTREE_EBADPOW;
+    if (prc != 0)
+        return CD_HDRTREE_EBADBITS;
     if (t->bits_fn) {
         uint32_t want = t->bits_fn(t, prev, tm, t->bits_arg);
         if (want != 0 && want != bits)
@@ -460,7 +381,7 @@ static int check_header(cd_hdrtree *t, const uint8_t *raw, const uint8_t hash[32
     if (tm <= cd_hdrtree_mtp(prev) || (int64_t)tm > now_s(t) + MAX_FUTURE_S)
         return CD_HDRTREE_EBADTIME;
     if (bits != t->work_bits) {
-        cd_hdrtree_bits_to_work_u256(bits, &t->work_val);
+        t->work_val = btc_block_work(bits);
         t->work_bits = bits;
     }
     *blockwork = t->work_val;
@@ -519,7 +440,7 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
             res->bad_index = i;
             goto refuse;
         }
-        u256 bw, pw, w;
+        btc_u256 bw, w;
         if ((rc = check_header(t, raw, hash, prev, &bw)) != 0) {
             res->bad_index = i;
             goto refuse;
@@ -532,9 +453,9 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
         nd->prev = prev;
         nd->seq = t->next_seq + np;
         cd_hdrtree_set_skip(t, nd);
-        u256_from_be(&pw, prev->work);
-        u256_add(&w, &pw, &bw);
-        u256_to_be(nd->work, &w);
+        btc_u256_from_be(&w, prev->work);
+        btc_u256_add(&w, &w, &bw);
+        btc_u256_to_be(nd->work, &w);
         cd_hdrtree_tab_insert(t, nd);
         pending_push(t, np++, nd);
         if (memcmp(nd->work, (cand ? cand : t->tip)->work, 32) > 0)

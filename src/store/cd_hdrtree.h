@@ -196,14 +196,4 @@ int cd_hdrtree_get_tip(cd_hdrtree *t, cd_hdr_node *out);
 /* Human-readable text of a CD_HDRTREE_E* code. */
 const char *cd_hdrtree_strerror(int rc);
 
-/* ---- proof-of-work helpers (exposed for tests and benches) ---- */
-
-/* Decodes compact nBits into a 256-bit big-endian target.
- * Returns 0, or -1 if negative, zero or overflowing. */
-int cd_hdrtree_bits_to_target(uint32_t bits, uint8_t target_be[32]);
-
-/* Work of one block with nBits `bits` (2^256 / (target + 1)), big-endian.
- * Returns 0, or -1 for invalid bits. */
-int cd_hdrtree_bits_to_work(uint32_t bits, uint8_t work_be[32]);
-
 #endif /* CD_HDRTREE_H */

@@ -191,9 +191,8 @@ static void make_genesis(const cd_hdrtree *t, cd_hdr_node *g)
     cd_sha256d(g->hash, g->raw, 80);
     g->height = 0;
     g->status = CD_HDR_VALID_HEADER;
-    u256 w;
-    cd_hdrtree_bits_to_work_u256(hdr_bits(g), &w);
-    u256_to_be(g->work, &w);
+    btc_u256 w = btc_block_work(hdr_bits(g));
+    btc_u256_to_be(g->work, &w);
     g->seq = 0;
 }
 
@@ -285,13 +284,6 @@ int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net, unsig
     t->flags = flags;
     t->path = cd_xstrdup(dir);
     t->bits_fn = cd_hdrtree_default_bits_fn;
-    {
-        /* pow_limit in btc_net is a little-endian number */
-        uint8_t be[32];
-        for (int i = 0; i < 32; i++)
-            be[i] = net->pow_limit[31 - i];
-        u256_from_be(&t->pow_limit, be);
-    }
     t->work_bits = 0xffffffffu;
 
     if (!rdonly && mkdir_p(dir) != 0) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "btc_header.h"
 #include "cd_hdrtree.h"
 #include "cd_util.h"
 
@@ -19,103 +20,6 @@
  * are not yet in it (random B-tree inserts per message would dominate the
  * cost of a sync); lookups by hash scan the short unindexed tail. */
 #define IDX_BATCH    65536
-
-/* ---- 256-bit unsigned arithmetic (4 little-endian 64-bit limbs) ---- */
-
-__extension__ typedef unsigned __int128 u128;
-
-typedef struct u256 {
-    uint64_t w[4];
-} u256;
-
-static inline void u256_from_be(u256 *a, const uint8_t be[32])
-{
-    for (int i = 0; i < 4; i++) {
-        uint64_t v = 0;
-        for (int j = 0; j < 8; j++)
-            v = (v << 8) | be[(3 - i) * 8 + j];
-        a->w[i] = v;
-    }
-}
-
-static inline void u256_to_be(uint8_t be[32], const u256 *a)
-{
-    for (int i = 0; i < 4; i++) {
-        uint64_t v = a->w[i];
-        for (int j = 7; j >= 0; j--) {
-            be[(3 - i) * 8 + j] = (uint8_t)v;
-            v >>= 8;
-        }
-    }
-}
-
-static inline int u256_cmp(const u256 *a, const u256 *b)
-{
-    for (int i = 3; i >= 0; i--) {
-        if (a->w[i] != b->w[i])
-            return a->w[i] < b->w[i] ? -1 : 1;
-    }
-    return 0;
-}
-
-static inline int u256_is_zero(const u256 *a)
-{
-    return (a->w[0] | a->w[1] | a->w[2] | a->w[3]) == 0;
-}
-
-static inline void u256_add(u256 *r, const u256 *a, const u256 *b)
-{
-    u128 c = 0;
-    for (int i = 0; i < 4; i++) {
-        c += (u128)a->w[i] + b->w[i];
-        r->w[i] = (uint64_t)c;
-        c >>= 64;
-    }
-}
-
-static inline void u256_sub(u256 *r, const u256 *a, const u256 *b)
-{
-    uint64_t borrow = 0;
-    for (int i = 0; i < 4; i++) {
-        uint64_t x = a->w[i], y = b->w[i];
-        uint64_t d = x - y - borrow;
-        borrow = (x < y) || (x - y < borrow);
-        r->w[i] = d;
-    }
-}
-
-static inline int u256_bits(const u256 *a)
-{
-    for (int i = 3; i >= 0; i--) {
-        if (a->w[i])
-            return i * 64 + 64 - __builtin_clzll(a->w[i]);
-    }
-    return 0;
-}
-
-static inline void u256_shl1(u256 *a)
-{
-    for (int i = 3; i > 0; i--)
-        a->w[i] = (a->w[i] << 1) | (a->w[i - 1] >> 63);
-    a->w[0] <<= 1;
-}
-
-/* r = a / b (b != 0), restoring long division. */
-static inline void u256_div(u256 *r, const u256 *a, const u256 *b)
-{
-    u256 q = {{0, 0, 0, 0}}, rem = {{0, 0, 0, 0}};
-    for (int bit = u256_bits(a) - 1; bit >= 0; bit--) {
-        u256_shl1(&rem);
-        rem.w[0] |= (a->w[bit / 64] >> (bit % 64)) & 1;
-        if (u256_cmp(&rem, b) >= 0) {
-            u256_sub(&rem, &rem, b);
-            q.w[bit / 64] |= (uint64_t)1 << (bit % 64);
-        }
-    }
-    *r = q;
-}
-
-/* Compact -> target; returns -1 for negative / zero / overflow. */
 
 /* ---- the tree ---- */
 
@@ -161,10 +65,9 @@ struct cd_hdrtree {
     const cd_hdr_node **ev_leaving, **ev_joining;
     size_t ev_cap_l, ev_cap_j;
 
-    /* cache of the last bits -> work computation */
+    /* cache of the last bits -> work computation (btc_block_work) */
     uint32_t work_bits;
-    u256 work_val;
-    u256 pow_limit;
+    btc_u256 work_val;
 };
 
 static inline uint64_t be64_get(const uint8_t *p)
@@ -208,9 +111,6 @@ void cd_hdrtree_set_skip(const cd_hdrtree *t, cd_hdr_node *n);
 /* The default nBits rule (btc_pow_next_bits through the tree). */
 uint32_t cd_hdrtree_default_bits_fn(const cd_hdrtree *t, const cd_hdr_node *prev, uint32_t time,
                                     void *arg);
-
-/* Work of one header of nBits bits. 0, or -1 if bits is invalid. */
-int cd_hdrtree_bits_to_work_u256(uint32_t bits, u256 *work);
 
 /* Writes a node's "hdr" record (MDB_APPEND when is_new). Returns an LMDB
  * code. */

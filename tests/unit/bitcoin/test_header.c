@@ -174,6 +174,49 @@ START_TEST(test_block_work)
 }
 END_TEST
 
+/* The big-endian forms the header tree stores (target, block work), and
+ * the codes of unusable bits (once the tree's own tests, before the tree
+ * used these functions). */
+START_TEST(test_target_work_be)
+{
+    uint8_t t[32], w[32], e[32];
+    btc_u256 v;
+    /* mainnet limit 0x1d00ffff: target 0x00000000ffff0000...; work 0x100010001 */
+    ck_assert_int_eq(btc_bits_to_target(0x1d00ffff, &v), 0);
+    btc_u256_to_be(t, &v);
+    memset(e, 0, 32);
+    e[4] = 0xff;
+    e[5] = 0xff;
+    ck_assert_mem_eq(t, e, 32);
+    v = btc_block_work(0x1d00ffff);
+    btc_u256_to_be(w, &v);
+    memset(e, 0, 32);
+    e[27] = 0x01;
+    e[29] = 0x01;
+    e[31] = 0x01;
+    ck_assert_mem_eq(w, e, 32);
+    btc_u256 back;
+    btc_u256_from_be(&back, w);
+    ck_assert_int_eq(btc_u256_cmp(&back, &v), 0);
+    /* a round value: 0x1b0404cb (around block 100000) */
+    ck_assert_int_eq(btc_bits_to_target(0x1b0404cb, &v), 0);
+    btc_u256_to_be(t, &v);
+    memset(e, 0, 32);
+    e[5] = 0x04;
+    e[6] = 0x04;
+    e[7] = 0xcb;
+    ck_assert_mem_eq(t, e, 32);
+    ck_assert_int_eq(btc_bits_to_target(0x04923456, &v), BTC_ERR_BITS_NEGATIVE);
+    ck_assert_int_eq(btc_bits_to_target(0x01003456, &v), BTC_ERR_BITS_ZERO);
+    ck_assert_int_eq(btc_bits_to_target(0xff123456, &v), BTC_ERR_BITS_OVERFLOW);
+    ck_assert_int_eq(btc_bits_to_target(0x01123456, &v), 0); /* 0x12 */
+    btc_u256_to_be(t, &v);
+    memset(e, 0, 32);
+    e[31] = 0x12;
+    ck_assert_mem_eq(t, e, 32);
+}
+END_TEST
+
 START_TEST(test_u256)
 {
     btc_u256 a, b, r, q, one;
@@ -232,6 +275,7 @@ static Suite *suite_header(void)
     tcase_add_test(tc, test_pow_limits);
     tcase_add_test(tc, test_compact);
     tcase_add_test(tc, test_block_work);
+    tcase_add_test(tc, test_target_work_be);
     tcase_add_test(tc, test_u256);
     suite_add_tcase(s, tc);
     return s;
