@@ -20,6 +20,7 @@
 #include "cd_hash.h"
 #include "cd_log.h"
 #include "cd_util.h"
+#include "cd_config.h"
 #include "cd_pg.h"
 #include "cd_rows.h"
 
@@ -137,9 +138,19 @@ static void null_push(void *c, uint32_t a, uint32_t b, unsigned f, const uint8_t
     (void)c, (void)a, (void)b, (void)f, (void)k;
 }
 
+/* A cd_pg handle for a conninfo string (cd_pg_new reads only pg_conninfo
+ * from the configuration, and copies it). */
+static cd_pg *pg_for(const char *ci)
+{
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = (char *)ci;
+    return cd_pg_new(&cfg, NULL);
+}
+
 static int run_units(const char *ci, blk *blocks, size_t nb, unsigned job)
 {
-    cd_pg *pg = cd_pg_new(ci);
+    cd_pg *pg = pg_for(ci);
     cd_pg_set_bulk(pg, !opt.sync);
     cd_pg_unit u;
     cd_pg_unit_init(&u, opt.format);
@@ -275,7 +286,7 @@ int main(int argc, char **argv)
     PQclear(PQexec(c, sql));
     PQfinish(c);
     snprintf(ci, sizeof(ci), "%s dbname=%s", base, db);
-    cd_pg *pg = cd_pg_new(ci);
+    cd_pg *pg = pg_for(ci);
     if (cd_pg_migrate(pg))
         return 1;
     static const char *idx_names[] = {"transactions_hash_idx", "inputs_outpoint_idx",
@@ -324,7 +335,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_index: a writer failed\n");
         return 1;
     }
-    pg = cd_pg_new(ci);
+    pg = pg_for(ci);
     if (opt.after) {
         double t1 = cd_now_s();
         for (int i = 0; i < 3; i++)

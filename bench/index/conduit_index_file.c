@@ -34,6 +34,7 @@
 #include "cd_hash.h"
 #include "cd_log.h"
 #include "cd_util.h"
+#include "cd_config.h"
 #include "cd_pg.h"
 #include "cd_rows.h"
 
@@ -155,10 +156,20 @@ static size_t unit_end(const blk *b, size_t u)
     return u + 1 < b->n_units ? b->u_off[u + 1] : b->len;
 }
 
+/* A cd_pg handle for a conninfo string (cd_pg_new reads only pg_conninfo
+ * from the configuration, and copies it). */
+static cd_pg *pg_for(const char *ci)
+{
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = (char *)ci;
+    return cd_pg_new(&cfg, NULL);
+}
+
 /* Indexes every unit whose global number g satisfies g % jobs == job. */
 static int run_units(blk *blocks, size_t n_blocks, unsigned job)
 {
-    cd_pg *pg = cd_pg_new(opt.conninfo);
+    cd_pg *pg = pg_for(opt.conninfo);
     cd_pg_set_retry(pg, 0, 2000, &stop_flag);
     cd_pg_set_bulk(pg, opt.bulk);
     cd_pg_unit u;
@@ -297,7 +308,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    cd_pg *pg = cd_pg_new(opt.conninfo);
+    cd_pg *pg = pg_for(opt.conninfo);
     cd_pg_set_retry(pg, 0, 2000, &stop_flag);
     int rc = cd_pg_migrate(pg);
     if (rc == CD_PG_ENEWER)
@@ -352,7 +363,7 @@ int main(int argc, char **argv)
             }
         }
         free(kids);
-        pg = cd_pg_new(opt.conninfo);
+        pg = pg_for(opt.conninfo);
         cd_pg_set_retry(pg, 0, 2000, &stop_flag);
     }
     double t1 = cd_now_s();

@@ -11,6 +11,7 @@
 #include "cd_http.h"
 #include "cd_supervisor.h"
 
+#include "cd_hostport.h"
 #include "cd_log.h"
 #include "cd_util.h"
 
@@ -36,31 +37,6 @@ void cd_http_set_listener(int fd)
     http_listener = fd;
 }
 
-/* Splits "host:port" / "[v6]:port" into host and port (the config parser
- * has already checked the form). Returns 0 or -1. */
-static int split_spec(const char *spec, char *host, size_t hlen, char *port, size_t plen)
-{
-    const char *colon;
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= hlen)
-            return -1;
-        memcpy(host, spec + 1, (size_t)(close - spec - 1));
-        host[close - spec - 1] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(spec, ':');
-        if (!colon || (size_t)(colon - spec) >= hlen)
-            return -1;
-        memcpy(host, spec, (size_t)(colon - spec));
-        host[colon - spec] = '\0';
-    }
-    if (strlen(colon + 1) >= plen || colon[1] == '\0')
-        return -1;
-    snprintf(port, plen, "%s", colon + 1);
-    return 0;
-}
-
 /* "127.0.0.1:8085" / "[::1]:8085" of a bound socket. */
 static void sock_name(int fd, char *buf, size_t len)
 {
@@ -73,22 +49,24 @@ static void sock_name(int fd, char *buf, size_t len)
         snprintf(buf, len, "?");
         return;
     }
-    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
+    cd_hostport_format(buf, len, h, (unsigned)atoi(p));
 }
 
 int cd_http_listen_open(const char *spec, char *err, size_t errlen)
 {
-    char host[256], port[16];
-    if (split_spec(spec, host, sizeof(host), port, sizeof(port)) != 0) {
+    char host[CD_HOSTPORT_MAX], port[16];
+    int portnum;
+    if (cd_hostport_parse(spec, host, sizeof(host), &portnum) != 0 || portnum < 0) {
         snprintf(err, errlen, "http_listen %s: expects address:port, e.g. 127.0.0.1:8085", spec);
         return -1;
     }
+    snprintf(port, sizeof(port), "%d", portnum);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0) {
         snprintf(err, errlen, "http_listen %s: %s", spec, gai_strerror(g));
         return -1;

@@ -35,6 +35,7 @@
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_lookup.h"
+#include "cd_pg.h"
 
 #include <sys/queue.h> /* TAILQ_INIT for evkeyvalq */
 
@@ -147,10 +148,9 @@ PGconn *cd_http_srv_pg(http_srv *s)
     double now = cd_now_s();
     if (now < s->pg_next_try)
         return NULL;
-    /* connect_timeout first, so one in pg_conninfo wins (as main.c does) */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "conduitd-http", s->cfg->pg_conninfo, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    /* a connect_timeout in pg_conninfo wins over this one */
+    const cd_pg_session how = {5, "conduitd-http"};
+    PGconn *c = cd_pg_open(s->cfg, &how);
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));

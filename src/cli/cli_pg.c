@@ -102,7 +102,7 @@ static int parse(const char *cmd, const char *extra_usage, int argc, char **argv
  * mempool too, to say why there is no proof. Returns 0, 1 (error printed). */
 static int locate(const char *cmd, pg_args *a, cd_pg **pg_out, cd_lookup **lk_out, cd_lookup_tx *tx)
 {
-    cd_pg *pg = cd_pg_new(a->cfg.pg_conninfo);
+    cd_pg *pg = cd_pg_new(&a->cfg, NULL);
     cd_pg_set_retry(pg, 1, 100, NULL);
     *pg_out = pg;
     cd_lookup *lk = cd_lookup_new(a->cfg.datadir, a->cfg.net, 0);

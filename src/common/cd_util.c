@@ -58,13 +58,18 @@ void cd_assert_fail(const char *expr, const char *file, int line)
 
 static const char hexdigits[] = "0123456789abcdef";
 
-void cd_hex_encode(char *out, const uint8_t *in, size_t n)
+char *cd_hex_put(char *out, const uint8_t *in, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdigits[in[i] >> 4];
-        out[2 * i + 1] = hexdigits[in[i] & 15];
+        *out++ = hexdigits[in[i] >> 4];
+        *out++ = hexdigits[in[i] & 15];
     }
-    out[2 * n] = '\0';
+    return out;
+}
+
+void cd_hex_encode(char *out, const uint8_t *in, size_t n)
+{
+    *cd_hex_put(out, in, n) = '\0';
 }
 
 void cd_hex_encode_rev(char *out, const uint8_t *in, size_t n)

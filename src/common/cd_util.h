@@ -93,6 +93,9 @@ static inline void cd_put_le64(uint8_t *p, uint64_t v)
 
 /* Writes 2*n lowercase hex chars plus NUL to out (size >= 2n+1). */
 void cd_hex_encode(char *out, const uint8_t *in, size_t n);
+/* Writes 2*n lowercase hex chars, no NUL, to out (size >= 2n); returns
+ * out + 2n, for writers that append to a buffer (the COPY text rows). */
+char *cd_hex_put(char *out, const uint8_t *in, size_t n);
 /* Same, bytes reversed: the "display" form of hashes and txids. */
 void cd_hex_encode_rev(char *out, const uint8_t *in, size_t n);
 /* Decodes exactly 2*n hex chars (either case) into out. Returns 0, or -1 on a

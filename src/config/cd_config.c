@@ -14,6 +14,7 @@
 #include "cd_config.h"
 #include "cd_config_int.h"
 
+#include "cd_hostport.h"
 #include "cd_util.h"
 
 #include <ctype.h>
@@ -227,36 +228,13 @@ void cd_config_format_size(uint64_t v, char *buf, size_t len)
 }
 
 /* host[:port], [v6addr][:port], or a bare IPv6 address. */
+/* connect: an address of cd_hostport.h; a port, if given, is 1..65535. */
 static int check_peer(const char *s)
 {
-    if (*s == '\0' || strlen(s) > 255)
+    char host[CD_HOSTPORT_MAX];
+    int port;
+    if (cd_hostport_parse(s, host, sizeof(host), &port) != 0 || port == 0)
         return -1;
-    for (const char *p = s; *p; p++)
-        if (isspace((unsigned char)*p))
-            return -1;
-    const char *port = NULL;
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close == s + 1)
-            return -1;
-        if (close[1] == ':')
-            port = close + 2;
-        else if (close[1] != '\0')
-            return -1;
-    } else {
-        const char *c = strchr(s, ':');
-        if (c != NULL && strchr(c + 1, ':') == NULL) {
-            if (c == s)
-                return -1;
-            port = c + 1;
-        }
-    }
-    if (port != NULL) {
-        uint64_t v;
-        const char *e;
-        if (parse_u64(port, &v, &e) < 0 || *e != '\0' || v == 0 || v > 65535)
-            return -1;
-    }
     return 0;
 }
 
@@ -264,36 +242,11 @@ static int check_peer(const char *s)
  * (the address itself is resolved when conduitd binds it). */
 static int check_listen(const char *s)
 {
-    if (strlen(s) > 255)
-        return -1;
-    for (const char *p = s; *p; p++)
-        if (isspace((unsigned char)*p))
-            return -1;
-    const char *port;
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close == s + 1 || close[1] != ':')
-            return -1;
-        port = close + 2;
-    } else {
-        const char *c = strrchr(s, ':');
-        if (c == NULL || c == s || memchr(s, ':', (size_t)(c - s)) != NULL)
-            return -1;
-        port = c + 1;
-    }
-    uint64_t v;
-    const char *e;
-    if (parse_u64(port, &v, &e) < 0 || *e != '\0' || v > 65535)
+    char host[CD_HOSTPORT_MAX];
+    int port;
+    if (cd_hostport_parse(s, host, sizeof(host), &port) != 0 || port < 0)
         return -1;
     return 0;
-}
-
-int cd_config_peer_has_port(const char *s)
-{
-    if (*s == '[')
-        return strstr(s, "]:") != NULL;
-    const char *c = strchr(s, ':');
-    return c != NULL && strchr(c + 1, ':') == NULL;
 }
 
 /* ------------------------------------------------------------------------ */

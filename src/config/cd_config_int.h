@@ -41,7 +41,4 @@ int cd_config_parse_bool(const char *s, int *out);
 /* A size with the largest exact K/M/G/T suffix. */
 void cd_config_format_size(uint64_t v, char *buf, size_t len);
 
-/* 1 if a host[:port] names its port. */
-int cd_config_peer_has_port(const char *s);
-
 #endif /* CD_CONFIG_INT_H */

@@ -8,6 +8,7 @@
 #include "cd_config.h"
 #include "cd_config_int.h"
 
+#include "cd_hostport.h"
 #include "cd_util.h"
 
 #include <ctype.h>
@@ -157,15 +158,13 @@ int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
     while (dl > 1 && cfg->datadir[dl - 1] == '/')
         cfg->datadir[--dl] = '\0';
     for (size_t i = 0; i < cfg->n_connect; i++) {
-        if (cd_config_peer_has_port(cfg->connect[i]))
-            continue;
-        const char *h = cfg->connect[i];
-        int v6 = strchr(h, ':') != NULL && h[0] != '[';
-        size_t n = strlen(h) + 16;
-        char *p = cd_xmalloc(n);
-        snprintf(p, n, v6 ? "[%s]:%u" : "%s:%u", h, (unsigned)cfg->net->default_port);
+        char host[CD_HOSTPORT_MAX], hp[CD_HOSTPORT_MAX + 8];
+        int port;
+        if (cd_hostport_parse(cfg->connect[i], host, sizeof(host), &port) != 0 || port >= 0)
+            continue; /* checked when set; only a missing port is completed */
+        cd_hostport_format(hp, sizeof(hp), host, cfg->net->default_port);
         free(cfg->connect[i]);
-        cfg->connect[i] = p;
+        cfg->connect[i] = cd_xstrdup(hp);
     }
     return 0;
 }

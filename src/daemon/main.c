@@ -21,6 +21,7 @@
 #include "cd_http.h"
 #include "cd_mempool.h"
 #include "cd_notify.h"
+#include "cd_pg.h"
 #include "cd_status.h"
 
 #include "cd_util.h"
@@ -96,10 +97,11 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
         PQconninfoFree(opts);
     }
     pg_target(cfg->pg_conninfo, target, sizeof(target));
-    /* connect_timeout first so an explicit one in the conninfo wins. */
-    const char *keys[] = {"connect_timeout", "dbname", NULL};
-    const char *vals[] = {"10", cfg->pg_conninfo, NULL};
-    PGPing p = PQpingParams(keys, vals, 1);
+    /* an explicit connect_timeout in the conninfo wins over this one */
+    const cd_pg_session how = {10, NULL};
+    cd_pg_params prm;
+    cd_pg_params_init(&prm, cfg, &how);
+    PGPing p = PQpingParams(prm.keys, prm.vals, 1);
     if (p == PQPING_OK)
         return 0;
     /* Ask libpq why, with a short-lived connection closed right away. */
@@ -107,7 +109,7 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
     if (p == PQPING_REJECT)
         snprintf(reason, sizeof(reason),
                  "server rejects connections (starting up or shutting down?)");
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGconn *c = cd_pg_open(cfg, &how);
     if (c != NULL && PQstatus(c) != CONNECTION_OK) {
         snprintf(reason, sizeof(reason), "%s", PQerrorMessage(c));
         /* one line: newlines/tabs to single spaces */

@@ -115,7 +115,7 @@ static CD_NORETURN void helper_main(const cd_config *cfg, cu_op op, int fd)
     if (cfg->log_file)
         cd_log_open(cfg->log_file);
 
-    cd_pg *pg = cd_pg_new(cfg->pg_conninfo);
+    cd_pg *pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(pg, 0, 5000, NULL);
     int rc = CD_PG_ERROR, had = -1;
     double t0 = cd_now_s();

@@ -43,6 +43,7 @@
 #include "cd_mempool_int.h"
 
 #include "btc_tx.h"
+#include "cd_hashset.h"
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_pg.h"
@@ -64,20 +65,9 @@ static uint64_t mp_cap(const mp_state *s)
 
 static int seen_add(mp_state *s, const uint8_t h[32])
 {
-    if (s->seen_n >= MP_SEEN_SLOTS / 2) {
-        memset(s->seen_used, 0, MP_SEEN_SLOTS);
-        s->seen_n = 0;
-    }
-    uint32_t i = cd_le32(h) & (MP_SEEN_SLOTS - 1);
-    while (s->seen_used[i]) {
-        if (memcmp(s->seen[i], h, 32) == 0)
-            return 0;
-        i = (i + 1) & (MP_SEEN_SLOTS - 1);
-    }
-    s->seen_used[i] = 1;
-    memcpy(s->seen[i], h, 32);
-    s->seen_n++;
-    return 1;
+    if (cd_hashset_count(&s->seen) >= MP_SEEN_MAX)
+        cd_hashset_clear(&s->seen);
+    return cd_hashset_add(&s->seen, h);
 }
 
 static void tx_free(mp_tx *t)
@@ -307,7 +297,7 @@ static void schema_done(mp_state *s, PGresult *r)
     }
     /* nobody migrated it: do it here, once (blocking, setup only) */
     cd_log_info("mempool: schema at version %d, migrating to %d", v, cd_pg_schema_latest);
-    cd_pg *pg = cd_pg_new(s->cfg->pg_conninfo);
+    cd_pg *pg = cd_pg_new(s->cfg, NULL);
     cd_pg_set_retry(pg, 1, 100, NULL);
     int rc = cd_pg_migrate(pg);
     cd_pg_free(pg);
@@ -621,8 +611,6 @@ static int mod_start(void *state)
     s->tree = cd_ctl_tree(s->ctl);
     s->opts.data_pushes = s->cfg->index_data_pushes;
     s->opts.data_max_len = s->cfg->max_data_push;
-    s->seen = cd_xmalloc((size_t)MP_SEEN_SLOTS * 32);
-    s->seen_used = cd_xcalloc(MP_SEEN_SLOTS, 1);
     s->cs = MP_DOWN;
     s->backoff = MP_BACKOFF_MIN_S;
     s->target_dirty = 1;
@@ -665,8 +653,7 @@ static void mod_fini(void *state)
     for (size_t i = 0; i < s->q_n; i++)
         tx_free(&s->q[i]);
     free(s->q);
-    free(s->seen);
-    free(s->seen_used);
+    cd_hashset_free(&s->seen);
     free(s);
 }
 

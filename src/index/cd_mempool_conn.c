@@ -10,6 +10,7 @@
 #include "cd_mempool_int.h"
 
 #include "cd_log.h"
+#include "cd_pg.h"
 #include "cd_util.h"
 
 #include <event2/event.h>
@@ -75,7 +76,9 @@ void cd_mempool_conn_lost(mp_state *s, const char *what)
 
 void cd_mempool_connect_start(mp_state *s)
 {
-    s->c = PQconnectStart(s->cfg->pg_conninfo ? s->cfg->pg_conninfo : "");
+    cd_pg_params prm; /* the same session parameters as every other connection */
+    cd_pg_params_init(&prm, s->cfg, NULL);
+    s->c = PQconnectStartParams(prm.keys, prm.vals, 1);
     if (!s->c) {
         s->cs = MP_DOWN;
         cd_mempool_conn_lost(s, "could not be started");

@@ -16,10 +16,10 @@
 #include "cd_ctl.h"
 #include "cd_hdrtree.h"
 #include "cd_mempool.h"
+#include "cd_hashset.h"
 #include "cd_rows.h"
 
-#define MP_SEEN_BITS         17 /* recently requested txids: 128k slots */
-#define MP_SEEN_SLOTS        (1u << MP_SEEN_BITS)
+#define MP_SEEN_MAX          65536 /* recently requested txids kept (then forgotten at once) */
 #define MP_TICK_MS           100
 #define MP_STEP_EVERY        3 /* run the reorg step every 3rd tick even without events */
 #define MP_CONNECT_TIMEOUT_S 10.0
@@ -105,9 +105,7 @@ typedef struct mp_state {
     double sw_ms;
     int synced; /* the index reached the tree's tip once: relay starts */
     /* relay */
-    uint8_t (*seen)[32];
-    uint8_t *seen_used;
-    size_t seen_n;
+    cd_hashset seen; /* recently requested txids */
     mp_tx *q;
     size_t q_n, q_cap;
     mp_batch batch;

@@ -34,10 +34,54 @@
 /* connection                                                          */
 /* ------------------------------------------------------------------ */
 
-cd_pg *cd_pg_new(const char *conninfo)
+/* The one builder of a session's libpq parameters (cd_pg_params_init and
+ * the handles). */
+static void params_init(cd_pg_params *p, const char *conninfo, const cd_pg_session *how)
+{
+    int k = 0;
+    memset(p, 0, sizeof(*p));
+    /* connect_timeout and application_name first: with expand_dbname the
+     * values of the conninfo given as dbname override them */
+    if (how && how->connect_timeout_s) {
+        snprintf(p->timeout, sizeof(p->timeout), "%u", how->connect_timeout_s);
+        p->keys[k] = "connect_timeout";
+        p->vals[k++] = p->timeout;
+    }
+    if (how && how->application_name) {
+        p->keys[k] = "application_name";
+        p->vals[k++] = how->application_name;
+    }
+    p->keys[k] = "dbname";
+    p->vals[k++] = conninfo ? conninfo : "";
+    p->keys[k] = NULL;
+    p->vals[k] = NULL;
+}
+
+void cd_pg_params_init(cd_pg_params *p, const cd_config *cfg, const cd_pg_session *how)
+{
+    params_init(p, cfg->pg_conninfo, how);
+}
+
+static PGconn *open_conninfo(const char *conninfo, const cd_pg_session *how)
+{
+    cd_pg_params p;
+    params_init(&p, conninfo, how);
+    return PQconnectdbParams(p.keys, p.vals, 1);
+}
+
+PGconn *cd_pg_open(const cd_config *cfg, const cd_pg_session *how)
+{
+    return open_conninfo(cfg->pg_conninfo, how);
+}
+
+cd_pg *cd_pg_new(const cd_config *cfg, const cd_pg_session *how)
 {
     cd_pg *pg = cd_xcalloc(1, sizeof(*pg));
-    pg->conninfo = cd_xstrdup(conninfo ? conninfo : "");
+    pg->conninfo = cd_xstrdup(cfg->pg_conninfo ? cfg->pg_conninfo : "");
+    if (how) {
+        pg->how.connect_timeout_s = how->connect_timeout_s;
+        pg->how.application_name = how->application_name ? cd_xstrdup(how->application_name) : NULL;
+    }
     pg->max_attempts = 0;
     pg->max_backoff_ms = 5000;
     return pg;
@@ -50,6 +94,7 @@ void cd_pg_free(cd_pg *pg)
     if (pg->conn)
         PQfinish(pg->conn);
     free(pg->conninfo);
+    free((char *)pg->how.application_name);
     free(pg);
 }
 
@@ -112,7 +157,7 @@ int cd_pg_connect(cd_pg *pg)
     for (unsigned attempt = 1;; attempt++) {
         if (stopped(pg))
             return CD_PG_EDOWN;
-        PGconn *c = PQconnectdb(pg->conninfo);
+        PGconn *c = open_conninfo(pg->conninfo, &pg->how);
         if (PQstatus(c) == CONNECTION_OK) {
             pg->conn = c;
             PGresult *r = PQexec(c, pg->bulk ? "SET synchronous_commit = off; "

@@ -27,6 +27,8 @@
 
 #include <libpq-fe.h>
 
+#include "cd_config.h"
+
 /* ---- return codes ---- */
 #define CD_PG_OK          0
 #define CD_PG_ERROR       -1 /* SQL error that retrying will not fix (logged) */
@@ -51,13 +53,54 @@ typedef struct cd_pg_migration {
 extern const cd_pg_migration cd_pg_migrations[]; /* ends with {0, NULL, NULL} */
 extern const int cd_pg_schema_latest;            /* highest version known */
 
-/* ---- connection ---- */
+/* ---- opening a session: one way, from the configuration ---- */
+
+/* What a session is for. Both fields are optional; a NULL cd_pg_session *
+ * means neither. Values pg_conninfo sets itself win over these. */
+typedef struct cd_pg_session {
+    unsigned connect_timeout_s;   /* libpq connect_timeout; 0: libpq's (none) */
+    const char *application_name; /* NULL: libpq's (none) */
+} cd_pg_session;
+
+/* libpq keyword/value arrays for the *Params connect functions with
+ * expand_dbname = 1: connect_timeout and application_name (when given)
+ * first, then dbname = cfg->pg_conninfo, which libpq expands (a conninfo
+ * string or URI; "" means the PG* environment defaults). */
+typedef struct cd_pg_params {
+    const char *keys[4]; /* NULL-terminated */
+    const char *vals[4];
+    char timeout[16]; /* storage for vals[] */
+} cd_pg_params;
+
+/*
+ * Builds the parameters of a session for cfg: what every PostgreSQL session
+ * of conduitd and conduit-cli is opened with (the handles below, the HTTP
+ * server's connection, the mempool module's asynchronous connection
+ * (PQconnectStartParams), main's PQpingParams check).
+ * In:  cfg (pg_conninfo), how (may be NULL).
+ * Out: *p; its arrays point into *p, how->application_name and
+ *      cfg->pg_conninfo, so all three must outlive the use of *p.
+ */
+void cd_pg_params_init(cd_pg_params *p, const cd_config *cfg, const cd_pg_session *how);
+
+/*
+ * Opens a blocking session (one attempt) with cd_pg_params_init's
+ * parameters.
+ * Returns: the connection, owned by the caller (PQfinish), also when it
+ *          failed: check PQstatus() == CONNECTION_OK. NULL only when libpq
+ *          cannot allocate.
+ */
+PGconn *cd_pg_open(const cd_config *cfg, const cd_pg_session *how);
+
+/* ---- the retrying connection handle ---- */
 typedef struct cd_pg cd_pg;
 
-/* Creates a handle; does not connect. conninfo NULL or "" means libpq's
- * defaults (PGHOST, PGPORT, PGUSER, PGDATABASE, ... environment). The string
- * is copied. Free with cd_pg_free (accepts NULL). */
-cd_pg *cd_pg_new(const char *conninfo);
+/* Creates a handle for cfg's database; does not connect (cd_pg_connect
+ * opens the session as cd_pg_open does, with the retry policy below).
+ * pg_conninfo and how->application_name are copied: cfg and how need not
+ * outlive the handle. Returns the handle (never NULL; allocation failure
+ * aborts); free with cd_pg_free (accepts NULL). */
+cd_pg *cd_pg_new(const cd_config *cfg, const cd_pg_session *how);
 void cd_pg_free(cd_pg *pg);
 
 /* Retry policy for connection loss. max_attempts 0 = forever (the daemon's

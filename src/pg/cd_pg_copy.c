@@ -93,15 +93,10 @@ static inline uint8_t *t_i64(uint8_t *p, int64_t v)
 }
 static inline uint8_t *t_h32(uint8_t *p, const uint8_t h[32])
 {
-    static const char hx[] = "0123456789abcdef";
     *p++ = '\\';
     *p++ = '\\';
     *p++ = 'x';
-    for (int i = 0; i < 32; i++) {
-        *p++ = (uint8_t)hx[h[i] >> 4];
-        *p++ = (uint8_t)hx[h[i] & 15];
-    }
-    return p;
+    return (uint8_t *)cd_hex_put((char *)p, h, 32);
 }
 
 void cd_pg_unit_init(cd_pg_unit *u, cd_pg_copy_format format)

@@ -16,6 +16,7 @@
 
 struct cd_pg {
     char *conninfo;
+    cd_pg_session how; /* how.application_name: owned copy or NULL */
     PGconn *conn;
     unsigned max_attempts;
     unsigned max_backoff_ms;

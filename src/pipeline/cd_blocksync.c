@@ -9,6 +9,7 @@
  */
 #include "cd_blocksync.h"
 
+#include "cd_hashset.h"
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_pipeline.h"
@@ -26,65 +27,6 @@
 
 #define BS_MAX_PEERS 64
 #define BS_SCRATCH   (256 * 1024)
-
-/* ---- a set of 32-byte hashes (open addressing) ---- */
-
-typedef struct hashset {
-    uint8_t (*k)[32];
-    uint8_t *used;
-    size_t cap, n;
-} hashset;
-
-static size_t hs_slot(const uint8_t h[32], size_t cap)
-{
-    uint64_t v;
-    memcpy(&v, h, 8);
-    return (size_t)(v * 0x9E3779B97F4A7C15ull >> 7) & (cap - 1);
-}
-
-static int hs_has(const hashset *s, const uint8_t h[32])
-{
-    if (!s->cap)
-        return 0;
-    for (size_t i = hs_slot(h, s->cap);; i = (i + 1) & (s->cap - 1)) {
-        if (!s->used[i])
-            return 0;
-        if (memcmp(s->k[i], h, 32) == 0)
-            return 1;
-    }
-}
-
-static void hs_add(hashset *s, const uint8_t h[32]);
-
-static void hs_grow(hashset *s)
-{
-    hashset n = {0};
-    n.cap = s->cap ? s->cap * 2 : 1024;
-    n.k = cd_xcalloc(n.cap, 32);
-    n.used = cd_xcalloc(n.cap, 1);
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->used[i])
-            hs_add(&n, s->k[i]);
-    free(s->k);
-    free(s->used);
-    *s = n;
-}
-
-static void hs_add(hashset *s, const uint8_t h[32])
-{
-    if ((s->n + 1) * 2 > s->cap)
-        hs_grow(s);
-    for (size_t i = hs_slot(h, s->cap);; i = (i + 1) & (s->cap - 1)) {
-        if (!s->used[i]) {
-            s->used[i] = 1;
-            memcpy(s->k[i], h, 32);
-            s->n++;
-            return;
-        }
-        if (memcmp(s->k[i], h, 32) == 0)
-            return;
-    }
-}
 
 /* ---- state ---- */
 
@@ -124,7 +66,7 @@ typedef struct bs_state {
     cd_pipeline *pipe;
     cd_hdrtree *tree;
     cp2p_mgr *mgr;
-    hashset stored;
+    cd_hashset stored;
     bs_peer *peers[BS_MAX_PEERS];
     int n_peers;
     bs_req *reqs;
@@ -221,7 +163,7 @@ static int pipe_identify(void *arg, const uint8_t hash[32], const uint8_t header
      * it failed its merkle check, its deletion would remove the block while
      * `stored` still lists it. (A copy of a block still in the pipeline is
      * refused by the pipeline itself.) */
-    if (hs_has(&s->stored, hash)) {
+    if (cd_hashset_has(&s->stored, hash)) {
         cd_log_info("blocksync: block %s is already stored; discarding the copy", hex);
         return -1;
     }
@@ -250,7 +192,7 @@ static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
     /* A copy refused while another copy is in the pipeline answers nothing:
      * the request stays until that copy is done (or times out), else it
      * would be asked again, and refused again, in a loop. */
-    if (r && (status != CD_PIPE_UNWANTED || hs_has(&s->stored, hash))) {
+    if (r && (status != CD_PIPE_UNWANTED || cd_hashset_has(&s->stored, hash))) {
         from = r->peer;
         drop_req(s, r);
     }
@@ -273,7 +215,7 @@ static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
     const cd_hdr_node *n = s->tree ? cd_hdrtree_find(s->tree, hash) : NULL;
     switch (status) {
     case CD_PIPE_OK:
-        hs_add(&s->stored, hash);
+        cd_hashset_add(&s->stored, hash);
         cd_log_info("blocksync: stored block %s height=%d", hex, n ? n->height : -1);
         break;
     case CD_PIPE_UNWANTED: /* unknown header or already stored: not asked for */
@@ -432,7 +374,7 @@ static void schedule(bs_state *s)
     int32_t tip = cd_hdrtree_height(s->tree);
     while (s->low <= tip) {
         const cd_hdr_node *n = cd_hdrtree_at(s->tree, s->low);
-        if (!n || !hs_has(&s->stored, n->hash))
+        if (!n || !cd_hashset_has(&s->stored, n->hash))
             break;
         s->low++;
     }
@@ -457,7 +399,7 @@ static void schedule(bs_state *s)
         size_t nb = 0;
         for (int32_t h = s->low; bp->inflight + nb < window && h <= top; h++) {
             const cd_hdr_node *n = cd_hdrtree_at(s->tree, h);
-            if (!n || hs_has(&s->stored, n->hash) || find_req(s, n->hash))
+            if (!n || cd_hashset_has(&s->stored, n->hash) || find_req(s, n->hash))
                 continue;
             /* a failed copy's rows are still being removed: a copy now
              * would be refused; `cleared` schedules again */
@@ -596,7 +538,7 @@ static void mod_progress(void *state, cd_ctl_progress *out)
         int32_t tip = cd_hdrtree_height(s->tree);
         while (h <= tip) {
             const cd_hdr_node *n = cd_hdrtree_at(s->tree, h);
-            if (!n || !hs_has(&s->stored, n->hash))
+            if (!n || !cd_hashset_has(&s->stored, n->hash))
                 break;
             h++;
         }
@@ -676,7 +618,7 @@ static int load_stored(const uint8_t hash[32], const cd_block_loc *loc, void *ar
     cd_blockstore *merkle = a[1];
     cd_merkle_meta mm;
     if (merkle && cd_blockstore_merkle_meta(merkle, hash, &mm) == 0)
-        hs_add(&s->stored, hash);
+        cd_hashset_add(&s->stored, hash);
     return 0;
 }
 
@@ -696,7 +638,7 @@ static int mod_start(void *state)
     }
     cd_blockstore_close(blocks);
     cd_blockstore_close(merkle);
-    cd_log_info("blocksync: %zu blocks already stored", s->stored.n);
+    cd_log_info("blocksync: %zu blocks already stored", cd_hashset_count(&s->stored));
     s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
     struct timeval tv = {1, 0};
     event_add(s->tick, &tv);
@@ -719,8 +661,7 @@ static void mod_fini(void *state)
     for (int i = 0; i < s->n_peers; i++)
         free(s->peers[i]);
     free(s->reqs);
-    free(s->stored.k);
-    free(s->stored.used);
+    cd_hashset_free(&s->stored);
     free(s->scratch);
     free(s);
 }

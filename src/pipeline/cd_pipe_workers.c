@@ -276,7 +276,7 @@ static CD_NORETURN void worker_main(void *arg, int slot, int fd)
     }
     cd_wk_config wcfg = {
         .datadir = p->cfg->datadir,
-        .pg_conninfo = p->cfg->pg_conninfo,
+        .daemon = p->cfg,
         .index_data_pushes = p->cfg->index_data_pushes,
         .max_data_push = p->cfg->max_data_push,
     };

@@ -33,10 +33,10 @@
  * loop does not depend on the configuration header). Strings are borrowed
  * from the controller's memory image, which the forked child keeps. */
 typedef struct cd_wk_config {
-    const char *datadir;     /* <datadir>/blocks, <datadir>/merkle, crash markers */
-    const char *pg_conninfo; /* parsers: libpq conninfo ("" = PG* defaults) */
-    int index_data_pushes;   /* parsers: index DATA pushes */
-    uint32_t max_data_push;  /* parsers: longest DATA push hashed, 0 = no limit */
+    const char *datadir;            /* <datadir>/blocks, <datadir>/merkle, crash markers */
+    const struct cd_config *daemon; /* parsers: the session (cd_pg_new); NULL for others */
+    int index_data_pushes;          /* parsers: index DATA pushes */
+    uint32_t max_data_push;         /* parsers: longest DATA push hashed, 0 = no limit */
 } cd_wk_config;
 
 typedef struct cd_wk_ctx {

@@ -69,7 +69,7 @@ static int parser_init(cd_wk_ctx *c)
 {
     wk_parser *p = cd_xcalloc(1, sizeof(*p));
     c->state = p;
-    p->pg = cd_pg_new(c->cfg->pg_conninfo);
+    p->pg = cd_pg_new(c->cfg->daemon, NULL);
     /* forever: while PostgreSQL is away the parser waits, its units stay
      * unacknowledged and the ring fills, which pauses the download */
     cd_pg_set_retry(p->pg, 0, 5000, NULL);
@@ -629,7 +629,7 @@ int cd_wk_parser_recover(const cd_config *cfg)
     r.cfg = cfg;
     if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &r.bs) != 0)
         r.bs = NULL; /* nothing stored yet: unverified rows still go */
-    r.pg = cd_pg_new(cfg->pg_conninfo);
+    r.pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(r.pg, 0, 5000, NULL);
     int rc = cd_pg_migrate(r.pg);
     if (rc == 0)

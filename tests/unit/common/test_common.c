@@ -1,8 +1,11 @@
 /*
- * test_common.c - hex, little-endian helpers, sha256d, logging levels.
+ * test_common.c - hex, little-endian helpers, sha256d, logging levels,
+ * host:port addresses, the hash set.
  */
 #include "cd_test.h"
 #include "cd_hash.h"
+#include "cd_hashset.h"
+#include "cd_hostport.h"
 #include "cd_log.h"
 #include "cd_util.h"
 
@@ -12,6 +15,9 @@ START_TEST(test_hex_roundtrip)
     char hex[9];
     cd_hex_encode(hex, in, 4);
     ck_assert_str_eq(hex, "00ab10ff");
+    memset(hex, 'x', sizeof(hex));
+    ck_assert_ptr_eq(cd_hex_put(hex, in, 2), hex + 4);
+    ck_assert_mem_eq(hex, "00abx", 5); /* no NUL written */
     cd_hex_encode_rev(hex, in, 4);
     ck_assert_str_eq(hex, "ff10ab00");
     ck_assert_int_eq(cd_hex_decode(out, 4, "00AB10ff"), 0);
@@ -74,6 +80,67 @@ START_TEST(test_log_levels)
 }
 END_TEST
 
+/* The forms the configuration accepts (connect, http_listen) and how they
+ * split. */
+START_TEST(test_hostport)
+{
+    char h[CD_HOSTPORT_MAX], buf[300];
+    int port;
+    ck_assert_int_eq(cd_hostport_parse("127.0.0.1:8333", h, sizeof(h), &port), 0);
+    ck_assert_str_eq(h, "127.0.0.1");
+    ck_assert_int_eq(port, 8333);
+    ck_assert_int_eq(cd_hostport_parse("node.example", h, sizeof(h), &port), 0);
+    ck_assert_str_eq(h, "node.example");
+    ck_assert_int_eq(port, -1);
+    ck_assert_int_eq(cd_hostport_parse("[::1]:0", h, sizeof(h), &port), 0);
+    ck_assert_str_eq(h, "::1");
+    ck_assert_int_eq(port, 0);
+    ck_assert_int_eq(cd_hostport_parse("[fe80::1]", h, sizeof(h), &port), 0);
+    ck_assert_int_eq(port, -1);
+    ck_assert_int_eq(cd_hostport_parse("fe80::1", h, sizeof(h), &port), 0); /* bare v6 */
+    ck_assert_str_eq(h, "fe80::1");
+    ck_assert_int_eq(port, -1);
+    const char *bad[] = {"",       ":80",    "host:",  "host:65536", "host:8a",  "[]:80",
+                         "[::1]x", "[::1]:", "a b:80", "[::1",       "host:+80", "host:-1"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(bad); i++)
+        ck_assert_msg(cd_hostport_parse(bad[i], h, sizeof(h), &port) == -1, "%s", bad[i]);
+    char longer[300];
+    memset(longer, 'a', 256);
+    longer[256] = '\0';
+    ck_assert_int_eq(cd_hostport_parse(longer, h, sizeof(h), &port), -1);
+    ck_assert_int_eq(cd_hostport_parse("abcdef:1", h, 4, &port), -1); /* host too long */
+    cd_hostport_format(buf, sizeof(buf), "::1", 8085);
+    ck_assert_str_eq(buf, "[::1]:8085");
+    cd_hostport_format(buf, sizeof(buf), "10.0.0.1", 18444);
+    ck_assert_str_eq(buf, "10.0.0.1:18444");
+}
+END_TEST
+
+START_TEST(test_hashset)
+{
+    cd_hashset s = {0};
+    uint8_t k[32] = {0};
+    ck_assert(!cd_hashset_has(&s, k));
+    for (uint32_t i = 0; i < 5000; i++) {
+        cd_sha256(k, &i, sizeof(i));
+        ck_assert_int_eq(cd_hashset_add(&s, k), 1);
+        ck_assert_int_eq(cd_hashset_add(&s, k), 0);
+    }
+    ck_assert_uint_eq(cd_hashset_count(&s), 5000);
+    for (uint32_t i = 0; i < 6000; i++) {
+        cd_sha256(k, &i, sizeof(i));
+        ck_assert_int_eq(cd_hashset_has(&s, k), i < 5000);
+    }
+    cd_hashset_clear(&s);
+    ck_assert_uint_eq(cd_hashset_count(&s), 0);
+    ck_assert(!cd_hashset_has(&s, k));
+    ck_assert_int_eq(cd_hashset_add(&s, k), 1);
+    cd_hashset_free(&s);
+    ck_assert_uint_eq(cd_hashset_count(&s), 0);
+    cd_hashset_free(&s);
+}
+END_TEST
+
 static Suite *suite_common(void)
 {
     Suite *s = suite_create("common");
@@ -82,6 +149,8 @@ static Suite *suite_common(void)
     tcase_add_test(tc, test_le);
     tcase_add_test(tc, test_sha256d);
     tcase_add_test(tc, test_log_levels);
+    tcase_add_test(tc, test_hostport);
+    tcase_add_test(tc, test_hashset);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,6 +11,7 @@
 
 #include "cd_hash.h"
 #include "cd_util.h"
+#include "cd_config.h"
 #include "cd_pg.h"
 #include "cd_rows.h"
 
@@ -47,10 +48,20 @@ static long scalar(cd_pg *pg, const char *sql)
     return v;
 }
 
+/* A cd_pg handle for a conninfo string (cd_pg_new reads only pg_conninfo
+ * from the configuration, and copies it). */
+static cd_pg *pg_for(const char *ci)
+{
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = (char *)ci;
+    return cd_pg_new(&cfg, NULL);
+}
+
 static cd_pg *open_migrated(void)
 {
     fresh_db();
-    cd_pg *pg = cd_pg_new(conninfo);
+    cd_pg *pg = pg_for(conninfo);
     cd_pg_set_retry(pg, 5, 200, NULL);
     ck_assert_int_eq(cd_pg_migrate(pg), CD_PG_OK);
     return pg;
@@ -65,7 +76,7 @@ START_TEST(migrate_idempotent)
     long tables = scalar(pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
     ck_assert_int_ge(tables, 7);
     /* second run (another process starting) changes nothing */
-    cd_pg *pg2 = cd_pg_new(conninfo);
+    cd_pg *pg2 = pg_for(conninfo);
     ck_assert_int_eq(cd_pg_migrate(pg2), CD_PG_OK);
     ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM cd_schema_version"), cd_pg_schema_latest);
     ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
@@ -81,7 +92,7 @@ START_TEST(migrate_newer_schema_refused)
     ck_assert_int_eq(cd_pg_exec(pg, "INSERT INTO cd_schema_version (version, name) "
                                     "VALUES (999, 'from_the_future')"),
                      CD_PG_OK);
-    cd_pg *pg2 = cd_pg_new(conninfo);
+    cd_pg *pg2 = pg_for(conninfo);
     ck_assert_int_eq(cd_pg_migrate(pg2), CD_PG_ENEWER);
     cd_pg_free(pg2);
     cd_pg_free(pg);
@@ -91,7 +102,7 @@ END_TEST
 START_TEST(empty_database_version_zero)
 {
     fresh_db();
-    cd_pg *pg = cd_pg_new(conninfo);
+    cd_pg *pg = pg_for(conninfo);
     int v = -1;
     ck_assert_int_eq(cd_pg_schema_version(pg, &v), 0);
     ck_assert_int_eq(v, 0);
@@ -101,7 +112,7 @@ END_TEST
 
 START_TEST(unreachable_server_gives_up)
 {
-    cd_pg *pg = cd_pg_new("host=/nonexistent-dir port=1 connect_timeout=1");
+    cd_pg *pg = pg_for("host=/nonexistent-dir port=1 connect_timeout=1");
     cd_pg_set_retry(pg, 3, 20, NULL);
     ck_assert_int_eq(cd_pg_connect(pg), CD_PG_EDOWN);
     ck_assert_ptr_null(cd_pg_conn(pg));

@@ -22,6 +22,7 @@
 #include "cd_blockstore.h"
 #include "cd_hdrtree.h"
 #include "cd_lookup.h"
+#include "cd_config.h"
 #include "cd_pg.h"
 #include "cd_rows.h"
 
@@ -94,6 +95,16 @@ static void exec_ok(PGconn *c, const char *sql)
     PQclear(r);
 }
 
+/* A cd_pg handle for a conninfo string (cd_pg_new reads only pg_conninfo
+ * from the configuration, and copies it). */
+static cd_pg *pg_for(const char *ci)
+{
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = (char *)ci;
+    return cd_pg_new(&cfg, NULL);
+}
+
 /* Builds the stores and the index once (unchecked fixture: runs in the
  * parent; each test opens its own connection in its forked child). */
 static void setup_world(void)
@@ -123,7 +134,7 @@ static void setup_world(void)
     snprintf(path, sizeof(path), "%s/headers", datadir);
     ck_assert_int_eq(cd_hdrtree_open(&tree, path, net, 0), 0);
 
-    cd_pg *pg = cd_pg_new(conninfo);
+    cd_pg *pg = pg_for(conninfo);
     cd_pg_set_retry(pg, 5, 200, NULL);
     ck_assert_int_eq(cd_pg_migrate(pg), CD_PG_OK);
     cd_pg_unit u;

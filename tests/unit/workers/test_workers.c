@@ -566,7 +566,7 @@ static const cd_wk_ops ops_crash = {.name = "crash", .init = init_crash};
 static void sup_worker_main(void *arg, int slot, int fd)
 {
     (void)slot;
-    cd_wk_config wcfg = {.datadir = "/tmp", .pg_conninfo = ""};
+    cd_wk_config wcfg = {.datadir = "/tmp", .daemon = NULL};
     cd_wk_ctx ctx = {.kind = CD_WK_PARSER, .index = 0, .fd = fd, .cfg = &wcfg};
     cd_wk_run(&ctx, arg);
 }
