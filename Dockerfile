@@ -13,7 +13,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config meson ninja-build \
-      libevent-dev liblmdb-dev libpq-dev libssl-dev \
+      libevent-dev liblmdb-dev libpq-dev libssl-dev libjansson-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build meson_options.txt ./
@@ -36,10 +36,12 @@ FROM debian:12-slim
 #   libevent_extra-2.1.so.7 (HTTP API)   libevent-extra-2.1-7
 #   liblmdb.so.0                         liblmdb0
 #   libpq.so.5                           libpq5
+#   libjansson.so.4 (JSON)               libjansson4
 # ca-certificates: for pg_conninfo with sslmode=verify-full.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libevent-core-2.1-7 libevent-extra-2.1-7 liblmdb0 libpq5 libssl3 ca-certificates \
+      libevent-core-2.1-7 libevent-extra-2.1-7 libjansson4 liblmdb0 libpq5 libssl3 \
+      ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/conduitd --shell /usr/sbin/nologin conduitd \
  && install -d -o conduitd -g conduitd -m 0700 /var/lib/conduitd \

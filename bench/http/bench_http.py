@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""HTTP API benchmark: requests/s of GET /v1/tx/<txid> (and /proof, and a
-block download) against a running conduitd, from simple Python clients.
+"""HTTP API benchmark: requests/s of GET /v1/tx/<txid> (raw, hex, JSON; and
+/proof, and a block download) against a running conduitd, from simple Python
+clients.
 
 A throw-away PostgreSQL and the simulated node (a separate process) serve a
 generated regtest chain; conduitd indexes it with `http_listen =
@@ -112,6 +113,7 @@ def main():
         for name, paths in (
                 ("/v1/tx/<txid>?format=raw", [f"/v1/tx/{t}?format=raw" for t in txids]),
                 ("/v1/tx/<txid> (hex)", [f"/v1/tx/{t}" for t in txids]),
+                ("/v1/tx/<txid>?format=json", [f"/v1/tx/{t}?format=json" for t in txids]),
                 ("/v1/tx/<txid>/proof", [f"/v1/tx/{t}/proof" for t in txids]),
                 ("/v1/tip", ["/v1/tip"]),
                 ("/v1/block/<height>", [f"/v1/block/{h}" for h in range(1, a.blocks + 1)])):

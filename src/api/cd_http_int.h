@@ -6,6 +6,7 @@
 #ifndef CD_HTTP_INT_H
 #define CD_HTTP_INT_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdint.h>
 
@@ -46,12 +47,19 @@ void cd_http_reply(struct evhttp_request *req, int code, const char *type, struc
 /* Sends a JSON reply. */
 void cd_http_reply_json(struct evhttp_request *req, int code, struct evbuffer *body);
 
-/* Sends a JSON error {"error": "..."} (405: Allow; 503: Retry-After). */
+/* Sends obj (the call takes over the reference) as a JSON body: jansson's
+ * text without flags (", " and ": " separators, keys in insertion order)
+ * and a newline. A NULL obj (jansson out of memory) sends a 500 instead. */
+void cd_http_reply_jobj(struct evhttp_request *req, int code, json_t *obj);
+
+/* Sends a JSON error {"error": "..."} (405: Allow; 503: Retry-After). Bytes
+ * of the message that are not UTF-8 are sent as '?'. */
 void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     CD_PRINTF(3, 4);
 
-/* Appends "key": "<hex, reversed>" (", " before it unless first). */
-void cd_http_json_hash(struct evbuffer *b, const char *key, const uint8_t h[32], int first);
+/* A new JSON string of a hash in display order (reversed hex); NULL when out
+ * of memory (jansson's *_new setters take NULL as a failure). */
+json_t *cd_http_json_hash(const uint8_t h[32]);
 
 /* The PostgreSQL connection, (re)connecting if needed and allowed now;
  * NULL while the server is unreachable (or the index is off). */

@@ -22,6 +22,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,17 +91,13 @@ static int h_status(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     int alive = cd_status_pid_alive(&st) && strcmp(st.state, "stopped") != 0;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        cd_http_reply_error(req, 500, "out of memory");
+    char *text = cd_status_json(&st, alive, (int64_t)time(NULL));
+    if (!text) {
+        cd_http_reply_error(req, 500, "cannot format the status file as JSON");
         return H_DONE;
     }
-    cd_status_print_json(f, &st, alive, (int64_t)time(NULL));
-    fclose(f);
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, text, len);
+    evbuffer_add(b, text, strlen(text));
     free(text);
     cd_http_reply_json(req, 200, b);
     evbuffer_free(b);
@@ -115,12 +112,8 @@ static int h_tip(http_srv *s, struct evhttp_request *req, http_args *a)
     int rc = cd_lookup_tip(s->lk, &height, hash);
     if (rc != CD_LOOKUP_OK)
         return cd_http_lookup_failed(s, req, rc);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"height\": %" PRId32 ", ", height);
-    cd_http_json_hash(b, "hash", hash, 1);
-    evbuffer_add_printf(b, "}\n");
-    cd_http_reply_json(req, 200, b);
-    evbuffer_free(b);
+    cd_http_reply_jobj(
+        req, 200, json_pack("{s:i, s:o}", "height", (int)height, "hash", cd_http_json_hash(hash)));
     return H_DONE;
 }
 
@@ -163,24 +156,20 @@ static int h_tx(http_srv *s, struct evhttp_request *req, http_args *a)
     int rc = cd_lookup_tx_find(s->lk, txid, 1, &tx);
     if (rc != CD_LOOKUP_OK)
         return cd_http_lookup_failed(s, req, rc);
-    struct evbuffer *b = evbuffer_new();
     if (fmt == FMT_JSON) {
-        evbuffer_add(b, "{", 1);
-        cd_http_json_hash(b, "txid", tx.txid, 1);
-        if (tx.mempool) {
-            evbuffer_add_printf(b, ", \"mempool\": true, \"size\": %" PRIu64 "}\n", tx.size);
-        } else {
-            evbuffer_add_printf(b, ", \"mempool\": false");
-            cd_http_json_hash(b, "block_hash", tx.block_hash, 0);
-            evbuffer_add_printf(b,
-                                ", \"height\": %" PRId32 ", \"position\": %" PRIu64
-                                ", \"offset\": %" PRIu64 ", \"size\": %" PRIu64 "}\n",
-                                tx.height, tx.pos, tx.offset, tx.size);
-        }
-        cd_http_reply_json(req, 200, b);
-        evbuffer_free(b);
+        json_t *o;
+        if (tx.mempool)
+            o = json_pack("{s:o, s:b, s:I}", "txid", cd_http_json_hash(tx.txid), "mempool", 1,
+                          "size", (json_int_t)tx.size);
+        else
+            o = json_pack("{s:o, s:b, s:o, s:i, s:I, s:I, s:I}", "txid", cd_http_json_hash(tx.txid),
+                          "mempool", 0, "block_hash", cd_http_json_hash(tx.block_hash), "height",
+                          (int)tx.height, "position", (json_int_t)tx.pos, "offset",
+                          (json_int_t)tx.offset, "size", (json_int_t)tx.size);
+        cd_http_reply_jobj(req, 200, o);
         return H_DONE;
     }
+    struct evbuffer *b = evbuffer_new();
     uint8_t *raw = NULL;
     rc = cd_lookup_tx_read(s->lk, &tx, &raw);
     if (rc == CD_LOOKUP_ENOTFOUND && tx.mempool) {
@@ -247,6 +236,10 @@ static int h_proof(http_srv *s, struct evhttp_request *req, http_args *a)
         return cd_http_lookup_failed(s, req, rc);
     char *json = cd_lookup_proof_json(&tx, branch, depth, target, raw);
     free(raw);
+    if (!json) { /* the target was checked above */
+        cd_http_reply_error(req, 500, "out of memory");
+        return H_DONE;
+    }
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, json, strlen(json));
     cd_http_reply_json(req, 200, b);
@@ -286,18 +279,11 @@ static int h_header(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     char hh[161];
     cd_hex_encode(hh, loc.header, 80);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, "{", 1);
-    cd_http_json_hash(b, "hash", hash, 1);
-    if (loc.height != UINT32_MAX)
-        evbuffer_add_printf(b, ", \"height\": %" PRIu32, loc.height);
-    else
-        evbuffer_add_printf(b, ", \"height\": null");
-    evbuffer_add_printf(b,
-                        ", \"header\": \"%s\", \"size\": %" PRIu64 ", \"tx_count\": %" PRIu64 "}\n",
-                        hh, loc.size, loc.tx_count);
-    cd_http_reply_json(req, 200, b);
-    evbuffer_free(b);
+    json_t *height = loc.height != UINT32_MAX ? json_integer(loc.height) : json_null();
+    cd_http_reply_jobj(req, 200,
+                       json_pack("{s:o, s:o, s:s, s:I, s:I}", "hash", cd_http_json_hash(hash),
+                                 "height", height, "header", hh, "size", (json_int_t)loc.size,
+                                 "tx_count", (json_int_t)loc.tx_count));
     return H_DONE;
 }
 
@@ -436,20 +422,15 @@ static int h_spender(http_srv *s, struct evhttp_request *req, http_args *a)
     int rc = cd_lookup_spender(s->lk, txid, (uint32_t)n, &sp);
     if (rc != CD_LOOKUP_OK)
         return cd_http_lookup_failed(s, req, rc);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, "{", 1);
-    cd_http_json_hash(b, "txid", sp.txid, 1);
-    evbuffer_add_printf(b, ", \"input\": %" PRIu32 ", \"mempool\": %s", sp.in_idx,
-                        sp.mempool ? "true" : "false");
-    if (sp.mempool) {
-        evbuffer_add_printf(b, ", \"height\": null, \"block_hash\": null}\n");
-    } else {
-        evbuffer_add_printf(b, ", \"height\": %" PRId32, sp.height);
-        cd_http_json_hash(b, "block_hash", sp.block_hash, 0);
-        evbuffer_add_printf(b, "}\n");
-    }
-    cd_http_reply_json(req, 200, b);
-    evbuffer_free(b);
+    json_t *o;
+    if (sp.mempool)
+        o = json_pack("{s:o, s:I, s:b, s:n, s:n}", "txid", cd_http_json_hash(sp.txid), "input",
+                      (json_int_t)sp.in_idx, "mempool", 1, "height", "block_hash");
+    else
+        o = json_pack("{s:o, s:I, s:b, s:i, s:o}", "txid", cd_http_json_hash(sp.txid), "input",
+                      (json_int_t)sp.in_idx, "mempool", 0, "height", (int)sp.height, "block_hash",
+                      cd_http_json_hash(sp.block_hash));
+    cd_http_reply_jobj(req, 200, o);
     return H_DONE;
 }
 
@@ -480,29 +461,28 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
         free(rows);
         return cd_http_lookup_failed(s, req, rc);
     }
-    struct evbuffer *b = evbuffer_new();
     char khex[65];
     cd_hex_encode(khex, key, 32);
-    evbuffer_add_printf(b, "{\"key\": \"%s\", \"history\": [", khex);
-    for (size_t i = 0; i < n; i++) {
-        evbuffer_add_printf(b, "%s{", i ? ", " : "");
-        cd_http_json_hash(b, "txid", rows[i].txid, 1);
-        evbuffer_add_printf(b,
-                            ", \"height\": %" PRId32 ", \"tx_pos\": %" PRIu32 ", \"idx\": %" PRIu32
-                            ", \"flags\": %" PRIu32 "}",
-                            rows[i].height, rows[i].tx_pos, rows[i].idx, rows[i].flags);
+    json_t *hist = json_array();
+    for (size_t i = 0; i < n && hist; i++) {
+        json_t *row =
+            json_pack("{s:o, s:i, s:I, s:I, s:I}", "txid", cd_http_json_hash(rows[i].txid),
+                      "height", (int)rows[i].height, "tx_pos", (json_int_t)rows[i].tx_pos, "idx",
+                      (json_int_t)rows[i].idx, "flags", (json_int_t)rows[i].flags);
+        if (json_array_append_new(hist, row) != 0) {
+            json_decref(hist);
+            hist = NULL;
+        }
     }
-    evbuffer_add_printf(b, "], \"next\": ");
+    json_t *next = json_null();
     if (n == limit) {
         char cur[64];
         cd_lookup_cursor_format(&rows[n - 1], cur, sizeof(cur));
-        evbuffer_add_printf(b, "\"%s\"}\n", cur);
-    } else {
-        evbuffer_add_printf(b, "null}\n");
+        next = json_string(cur);
     }
     free(rows);
-    cd_http_reply_json(req, 200, b);
-    evbuffer_free(b);
+    cd_http_reply_jobj(req, 200,
+                       json_pack("{s:s, s:o, s:o}", "key", khex, "history", hist, "next", next));
     return H_DONE;
 }
 

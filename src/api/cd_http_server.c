@@ -45,6 +45,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/signalfd.h>
@@ -55,21 +56,6 @@
 #include <unistd.h>
 
 /* ---- replies ---- */
-
-/* Appends s as a JSON string (quotes included). */
-static void json_str(struct evbuffer *b, const char *s)
-{
-    evbuffer_add(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            evbuffer_add_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            evbuffer_add_printf(b, "\\u%04x", *p);
-        else
-            evbuffer_add(b, p, 1);
-    }
-    evbuffer_add(b, "\"", 1);
-}
 
 static const char *reason(int code)
 {
@@ -104,6 +90,24 @@ void cd_http_reply_json(struct evhttp_request *req, int code, struct evbuffer *b
     cd_http_reply(req, code, "application/json", body);
 }
 
+void cd_http_reply_jobj(struct evhttp_request *req, int code, json_t *obj)
+{
+    /* no flags: ", " and ": " separators, the keys in insertion order */
+    char *text = obj ? json_dumps(obj, 0) : NULL;
+    json_decref(obj);
+    struct evbuffer *b = evbuffer_new();
+    if (!text) {
+        evbuffer_add_printf(b, "{\"error\": \"out of memory\"}\n");
+        cd_http_reply_json(req, 500, b);
+    } else {
+        evbuffer_add(b, text, strlen(text));
+        evbuffer_add(b, "\n", 1);
+        free(text);
+        cd_http_reply_json(req, code, b);
+    }
+    evbuffer_free(b);
+}
+
 void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
 {
     char msg[600];
@@ -111,23 +115,25 @@ void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"error\": ");
-    json_str(b, msg);
-    evbuffer_add_printf(b, "}\n");
+    json_t *m = json_string(msg);
+    if (!m) { /* not UTF-8 (bytes a client put in the path): those bytes as '?' */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        m = json_string(msg);
+    }
     if (code == 405)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
     if (code == 503)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    cd_http_reply_json(req, code, b);
-    evbuffer_free(b);
+    cd_http_reply_jobj(req, code, json_pack("{s:o}", "error", m));
 }
 
-void cd_http_json_hash(struct evbuffer *b, const char *key, const uint8_t h[32], int first)
+json_t *cd_http_json_hash(const uint8_t h[32])
 {
     char hex[65];
     cd_hex_encode_rev(hex, h, 32);
-    evbuffer_add_printf(b, "%s\"%s\": \"%s\"", first ? "" : ", ", key, hex);
+    return json_string(hex);
 }
 
 /* ---- PostgreSQL ---- */

@@ -12,7 +12,6 @@
 #include "btc_sha256.h"
 #include "cd_util.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 
 size_t btc_merkle_depth(size_t n)
@@ -147,44 +146,6 @@ int btc_merkle_verify(const uint8_t leaf[32], size_t index, const uint8_t *branc
         index >>= 1;
     }
     return index == 0 && memcmp(h, root, 32) == 0;
-}
-
-int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, size_t index,
-                        const uint8_t block_hash[32])
-{
-    size_t depth;
-    uint8_t branch[64 * 32], dup[64];
-    if (btc_merkle_depth(n) > 64)
-        return BTC_ERR_TOO_BIG;
-    int rc = btc_merkle_branch(tree, n, index, branch, dup, &depth);
-    if (rc < 0)
-        return rc;
-    char hex[65], bhex[65];
-    cd_hex_encode_rev(hex, tree + 32 * index, 32);
-    cd_hex_encode_rev(bhex, block_hash, 32);
-    size_t len = 0;
-    char dummy[1];
-#define EMIT(...)                                                                                  \
-    do {                                                                                           \
-        int w_ = snprintf(len < cap ? out + len : dummy, len < cap ? cap - len : 1, __VA_ARGS__);  \
-        if (w_ < 0)                                                                                \
-            return BTC_ERR_RANGE;                                                                  \
-        len += (size_t)w_;                                                                         \
-    } while (0)
-    EMIT("{\"index\":%zu,\"txOrId\":\"%s\",\"target\":\"%s\",\"nodes\":[", index, hex, bhex);
-    for (size_t d = 0; d < depth; d++) {
-        if (dup[d]) {
-            EMIT("%s\"*\"", d ? "," : "");
-        } else {
-            cd_hex_encode_rev(hex, branch + 32 * d, 32);
-            EMIT("%s\"%s\"", d ? "," : "", hex);
-        }
-    }
-    EMIT("],\"targetType\":\"hash\"}");
-#undef EMIT
-    if (len > (size_t)INT32_MAX)
-        return BTC_ERR_TOO_BIG;
-    return (int)len;
 }
 
 /* ---- streaming ---- */

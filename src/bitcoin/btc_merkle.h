@@ -66,18 +66,6 @@ int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *bran
 int btc_merkle_verify(const uint8_t leaf[32], size_t index, const uint8_t *branch, size_t depth,
                       const uint8_t root[32]);
 
-/*
- * Writes a TSC merkle proof (BRC-10 / TSC JSON) for leaf `index`:
- *   {"index":I,"txOrId":"<txid display hex>","target":"<block hash display hex>",
- *    "nodes":["<hex>"|"*",...],"targetType":"hash"}
- * nodes are display (reversed) hex; "*" marks a duplicated node.
- * In: block_hash (internal order) is the target; tree/n as above.
- * Returns: the length of the JSON (excluding NUL), like snprintf: if it is
- *          >= cap the output was truncated. Negative BTC_ERR_* on bad index.
- */
-int btc_merkle_tsc_json(char *out, size_t cap, const uint8_t *tree, size_t n, size_t index,
-                        const uint8_t block_hash[32]);
-
 /* ---- streaming: txids one at a time, O(log n) memory ---- */
 
 /* Receives every node of the tree as it is computed: level 0 are the txids

@@ -218,8 +218,13 @@ int cd_cli_merkle_proof(int argc, char **argv)
         rc = 1;
     if (rc == 0) {
         char *json = cd_lookup_proof_json(&tx, branch, depth, a.target, raw);
-        fputs(json, stdout);
-        free(json);
+        if (json) {
+            fputs(json, stdout);
+            free(json);
+        } else { /* the target was checked by parse(): out of memory */
+            fprintf(stderr, "conduit-cli merkle-proof: out of memory\n");
+            rc = 1;
+        }
     }
     free(raw);
     cd_lookup_free(lk);

@@ -110,10 +110,19 @@ int cd_cli_status(int argc, char **argv)
     int alive = cd_status_pid_alive(&st);
     if (alive && strcmp(st.state, "stopped") == 0)
         alive = 0; /* pid reused by an unrelated process */
-    if (json)
-        cd_status_print_json(stdout, &st, alive, (int64_t)time(NULL));
-    else
+    if (json) {
+        char *text = cd_status_json(&st, alive, (int64_t)time(NULL));
+        if (!text) {
+            fprintf(stderr, "conduit-cli status: cannot format %s/%s as JSON\n", cfg.datadir,
+                    CD_STATUS_FILE);
+            cd_config_free(&cfg);
+            return 1;
+        }
+        fputs(text, stdout);
+        free(text);
+    } else {
         cd_status_print(stdout, &st, alive);
+    }
     rc = alive ? 0 : 1;
     cd_config_free(&cfg);
     return rc;

@@ -15,6 +15,7 @@
 #include "cd_hdrtree.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -527,28 +528,45 @@ char *cd_lookup_proof_json(const cd_lookup_tx *tx, const uint8_t *branch, size_t
     int t_root = !strcmp(target, "merkleroot");
     if (!t_hash && !t_header && !t_root)
         return NULL;
-    size_t body = raw ? 2 * (size_t)tx->size : 64;
-    size_t cap = 160 + body + 161 + depth * 68 + 32;
-    char *out = cd_xmalloc(cap);
-    size_t n = (size_t)snprintf(out, cap, "{\"index\": %" PRIu64 ", \"txOrId\": \"", tx->pos);
+    char *txor = malloc(raw ? 2 * (size_t)tx->size + 1 : 65); /* the tx's size: may fail */
+    if (!txor)
+        return NULL;
     if (raw)
-        cd_hex_encode(out + n, raw, (size_t)tx->size);
+        cd_hex_encode(txor, raw, (size_t)tx->size);
     else
-        cd_hex_encode_rev(out + n, tx->txid, 32);
-    n += strlen(out + n);
-    n += (size_t)snprintf(out + n, cap - n, "\", \"target\": \"");
+        cd_hex_encode_rev(txor, tx->txid, 32);
+    char tgt[161], h[65];
     if (t_header)
-        cd_hex_encode(out + n, tx->header, 80);
+        cd_hex_encode(tgt, tx->header, 80);
     else
-        cd_hex_encode_rev(out + n, t_root ? tx->header + 36 : tx->block_hash, 32);
-    n += strlen(out + n);
-    n += (size_t)snprintf(out + n, cap - n, "\", \"nodes\": [");
-    for (size_t d = 0; d < depth; d++) {
-        char h[65];
+        cd_hex_encode_rev(tgt, t_root ? tx->header + 36 : tx->block_hash, 32);
+    /* every node is a hash, the odd level's duplicate too (the node's
+     * getmerkleproof2 form; ConduitDB's too): never "*" */
+    json_t *nodes = json_array();
+    for (size_t d = 0; d < depth && nodes; d++) {
         cd_hex_encode_rev(h, branch + 32 * d, 32);
-        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", d ? ", " : "", h);
+        if (json_array_append_new(nodes, json_string(h)) != 0) {
+            json_decref(nodes);
+            nodes = NULL;
+        }
     }
-    snprintf(out + n, cap - n, "], \"targetType\": \"%s\"}\n", target);
+    json_t *o = nodes
+                    ? json_pack("{s:I, s:s, s:s, s:o, s:s}", "index", (json_int_t)tx->pos, "txOrId",
+                                txor, "target", tgt, "nodes", nodes, "targetType", target)
+                    : NULL;
+    free(txor);
+    char *text = o ? json_dumps(o, 0) : NULL;
+    json_decref(o);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
     return out;
 }
 

@@ -141,13 +141,21 @@ int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw);
  * ("... is in the mempool, not in a block yet: it has no merkle proof"). */
 int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch, size_t *depth);
 
-/* Formats the TSC proof JSON (reference/conduitdb.md §1), exactly what
- * `conduit-cli merkle-proof` prints, newline included:
+/*
+ * Formats the TSC proof JSON (reference/conduitdb.md §1), exactly what
+ * `conduit-cli merkle-proof` prints and /v1/tx/<txid>/proof returns, newline
+ * included (jansson without JSON_COMPACT: ", " and ": " separators):
  *   {"index": I, "txOrId": "<txid or raw tx hex>", "target": "...",
  *    "nodes": ["<display hex>", ...], "targetType": "hash|header|merkleroot"}
- * raw: the tx bytes for txOrId (NULL: the txid). target: "hash", "header" or
- * "merkleroot". Returns a malloc'd string (caller frees), or NULL for an
- * unknown target. */
+ * Every node is a hash, an odd level's duplicated sibling too (the node's own
+ * hash), never the TSC standard's optional "*": what a node's
+ * getmerkleproof2 and ConduitDB return (docs/CONDUITDB_API.md).
+ * In:  tx, branch (depth hashes, as cd_lookup_tx_branch wrote them); raw:
+ *      the tx bytes for txOrId (NULL: the txid); target: "hash", "header"
+ *      or "merkleroot".
+ * Returns: a malloc'd string (the caller frees it); NULL for an unknown
+ *          target or when out of memory.
+ */
 char *cd_lookup_proof_json(const cd_lookup_tx *tx, const uint8_t *branch, size_t depth,
                            const char *target, const uint8_t *raw);
 

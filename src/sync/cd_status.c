@@ -13,6 +13,7 @@
 #include "cd_notify.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -357,24 +358,42 @@ int cd_status_publish(const cd_config *cfg, cd_status *st)
     return 0;
 }
 
-void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now)
+char *cd_status_json(const cd_status *st, int alive, int64_t now)
 {
-    fprintf(f,
-            "{\"running\": %s, \"stale\": %s, \"pid\": %" PRId64
-            ", \"network\": \"%s\", \"version\": \"%s\", "
-            "\"state\": \"%s\", \"started_at\": %" PRId64 ", \"updated_at\": %" PRId64
-            ", \"interval_s\": %" PRIu32 ", "
-            "\"height\": %" PRId32 ", \"stored_height\": %" PRId32 ", \"indexed_height\": %" PRId32
-            ", \"header_height\": %" PRId32 ", \"peers\": %" PRIu32 ", "
-            "\"workers_alive\": %" PRIu32 ", \"workers_total\": %" PRIu32 ", "
-            "\"ring_used\": %" PRIu64 ", \"ring_size\": %" PRIu64 ", "
-            "\"blocks_per_s\": %.3f, \"mb_per_s\": %.3f, \"tx_per_s\": %.1f, \"eta_s\": %.0f, "
-            "\"blocks_done\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"txs_done\": %" PRIu64
-            ", \"index_mode\": \"%s\"}\n",
-            alive ? "true" : "false", alive && cd_status_stale(st, now) ? "true" : "false", st->pid,
-            st->network, st->version, st->state, st->started_at, st->updated_at, st->interval_s,
-            st->height, st->stored_height, st->indexed_height, st->header_height, st->peers,
-            st->workers_alive, st->workers_total, st->ring_used, st->ring_size, st->blocks_per_s,
-            st->mb_per_s, st->tx_per_s, st->eta_s, st->blocks_done, st->bytes_done, st->txs_done,
-            st->index_mode);
+    /* eta_s is whole seconds (the status file holds it so): an integer */
+    double eta = st->eta_s;
+    json_t *eta_j = eta > -9e15 && eta < 9e15
+                        ? json_integer((json_int_t)(eta < 0 ? eta - 0.5 : eta + 0.5))
+                        : json_real(eta);
+    json_t *o = json_pack(
+        "{s:b, s:b, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, "
+        "s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:o, s:I, s:I, s:I, s:s}",
+        "running", alive, "stale", alive && cd_status_stale(st, now), "pid", (json_int_t)st->pid,
+        "network", st->network, "version", st->version, "state", st->state, "started_at",
+        (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at, "interval_s",
+        (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
+        (int)st->stored_height, "indexed_height", (int)st->indexed_height, "header_height",
+        (int)st->header_height, "peers", (json_int_t)st->peers, "workers_alive",
+        (json_int_t)st->workers_alive, "workers_total", (json_int_t)st->workers_total, "ring_used",
+        (json_int_t)st->ring_used, "ring_size", (json_int_t)st->ring_size, "blocks_per_s",
+        st->blocks_per_s, "mb_per_s", st->mb_per_s, "tx_per_s", st->tx_per_s, "eta_s", eta_j,
+        "blocks_done", (json_int_t)st->blocks_done, "bytes_done", (json_int_t)st->bytes_done,
+        "txs_done", (json_int_t)st->txs_done, "index_mode", st->index_mode);
+    if (!o)
+        return NULL;
+    /* the rates were written with 3 (1) decimals: 15 significant digits
+     * print them back as written, without binary noise */
+    char *text = json_dumps(o, JSON_REAL_PRECISION(15));
+    json_decref(o);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    return out;
 }

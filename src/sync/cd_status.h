@@ -84,10 +84,19 @@ int cd_status_format_line(const cd_status *st, char *buf, size_t len);
  * `alive`: 1 running, 0 not running, -1 unknown. */
 void cd_status_print(FILE *f, const cd_status *st, int alive);
 
-/* The status as one JSON object and a newline (what `conduit-cli status
- * --json` prints and the HTTP API's /v1/status returns). `alive` as above;
- * `now` (unix seconds) decides "stale". */
-void cd_status_print_json(FILE *f, const cd_status *st, int alive, int64_t now);
+/*
+ * The status as one JSON object and a newline: what `conduit-cli status
+ * --json` prints and the HTTP API's /v1/status returns. Built with jansson
+ * and printed as jansson does without JSON_COMPACT (", " and ": "
+ * separators, the fields in a fixed order: the Docker healthcheck greps
+ * `"running": true, "stale": false`); the rates with up to 15 significant
+ * digits (1.5, not "1.500"), eta_s an integer.
+ * In:  alive as above (-1 prints as running); now (unix seconds) decides
+ *      "stale".
+ * Returns: the text, malloc'd (the caller frees it); NULL when out of memory
+ *          or a text field of st is not UTF-8.
+ */
+char *cd_status_json(const cd_status *st, int alive, int64_t now);
 
 /* Writes <datadir>/status atomically (tmp file + rename); sets updated_at.
  * Returns 0, or -1 with errno set. */

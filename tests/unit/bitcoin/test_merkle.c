@@ -157,36 +157,30 @@ static void hash_pair(uint8_t out[32], const uint8_t *l, const uint8_t *r)
     cd_sha256d(out, p, 64);
 }
 
-START_TEST(test_tsc_json)
+/* The branch of the last leaf of an odd level: its sibling is itself (the
+ * duplicate), which the proofs write as the hash (cd_lookup_proof_json). */
+START_TEST(test_branch_odd_level)
 {
-    /* three leaves: root = H(H(a|b) | H(c|c)); proof for c = [*, H(a|b)] */
-    uint8_t leaves[3 * 32], ab[32], cc[32], root[32], tree[6 * 32], blockhash[32];
+    /* three leaves: root = H(H(a|b) | H(c|c)); branch of c = [c (dup), H(a|b)] */
+    uint8_t leaves[3 * 32], ab[32], cc[32], root[32], tree[6 * 32];
     for (int i = 0; i < 3; i++)
         cd_sha256(leaves + 32 * i, &i, sizeof(i));
-    memset(blockhash, 0x11, 32);
-    blockhash[0] = 0x22;
     hash_pair(ab, leaves, leaves + 32);
     hash_pair(cc, leaves + 64, leaves + 64);
     hash_pair(root, ab, cc);
     ck_assert_uint_eq(btc_merkle_tree_count(3), 6);
     ck_assert_int_eq(btc_merkle_tree_build(leaves, 3, tree, NULL), 0);
     ck_assert_mem_eq(tree + 5 * 32, root, 32);
-    char c_hex[65], ab_hex[65], bh[65], want[512], got[512];
-    cd_hex_encode_rev(c_hex, leaves + 64, 32);
-    cd_hex_encode_rev(ab_hex, ab, 32);
-    cd_hex_encode_rev(bh, blockhash, 32);
-    snprintf(want, sizeof(want),
-             "{\"index\":2,\"txOrId\":\"%s\",\"target\":\"%s\",\"nodes\":[\"*\",\"%s\"],"
-             "\"targetType\":\"hash\"}",
-             c_hex, bh, ab_hex);
-    int n = btc_merkle_tsc_json(got, sizeof(got), tree, 3, 2, blockhash);
-    ck_assert_int_eq(n, (int)strlen(want));
-    ck_assert_str_eq(got, want);
-    /* truncation reports the needed length */
-    char small[10];
-    ck_assert_int_eq(btc_merkle_tsc_json(small, sizeof(small), tree, 3, 2, blockhash), n);
-    ck_assert_uint_eq(strlen(small), 9);
-    ck_assert_int_eq(btc_merkle_tsc_json(got, sizeof(got), tree, 3, 3, blockhash), BTC_ERR_RANGE);
+    uint8_t branch[2 * 32], dup[2];
+    size_t depth;
+    ck_assert_int_eq(btc_merkle_branch(tree, 3, 2, branch, dup, &depth), 0);
+    ck_assert_uint_eq(depth, 2);
+    ck_assert_mem_eq(branch, leaves + 64, 32);
+    ck_assert_mem_eq(branch + 32, ab, 32);
+    ck_assert_uint_eq(dup[0], 1);
+    ck_assert_uint_eq(dup[1], 0);
+    ck_assert(btc_merkle_verify(leaves + 64, 2, branch, depth, root));
+    ck_assert_int_eq(btc_merkle_branch(tree, 3, 3, branch, dup, &depth), BTC_ERR_RANGE);
 }
 END_TEST
 
@@ -319,7 +313,7 @@ static Suite *suite_merkle(void)
     tcase_add_test(tc, test_block413567_root_tree_branches);
     tcase_add_test(tc, test_regtest_roots);
     tcase_add_test(tc, test_mutation_duplicate_last_two);
-    tcase_add_test(tc, test_tsc_json);
+    tcase_add_test(tc, test_branch_odd_level);
     tcase_add_test(tc, test_stream_matches_batch);
     tcase_add_test(tc, test_stream_block413567);
     suite_add_tcase(s, tc);
