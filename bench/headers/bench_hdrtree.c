@@ -82,7 +82,7 @@ int main(int argc, char **argv)
         size_t k = n - i < CD_HDRTREE_MAX_BATCH ? n - i : CD_HDRTREE_MAX_BATCH;
         int rc = cd_hdrtree_add(tree, buf + 80 * i, k, 80, NULL);
         if (rc != 0) {
-            fprintf(stderr, "add failed at %zu: %s\n", i, cd_hdrtree_strerror(rc));
+            fprintf(stderr, "add failed at %zu: %s\n", i, cd_strerror(rc));
             return 1;
         }
     }

@@ -112,7 +112,7 @@ static int load_block(blk *b)
         return -1;
     int pre = btc_block_prefix(b->data, b->len, NULL, &b->tx_count);
     if (pre <= 0) {
-        cd_log_error("%s: not a block (%s)", b->path, btc_strerror(pre));
+        cd_log_error("%s: not a block (%s)", b->path, cd_strerror(pre));
         return -1;
     }
     btc_header_hash(b->data, b->hash);

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 #include "btc_net.h"
 
 #define BTC_HEADER_SIZE 80

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 
 /* Depth of a tree of n leaves (number of branch hashes): ceil(log2 n). */
 size_t btc_merkle_depth(size_t n);

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 #include "btc_header.h"
 #include "btc_net.h"
 

@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 #include "btc_header.h"
 
 /* Smallest possible transaction: version, 1 input of 41 bytes, 1 output of

@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 
 #define BTC_PUSH_OUTPUT 1u
 #define BTC_PUSH_INPUT  2u

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "btc_err.h"
+#include "cd_err.h"
 
 /* A parsed transaction: a view of the caller's bytes. */
 typedef struct btc_tx {

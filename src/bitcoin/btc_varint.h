@@ -11,12 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cd_err.h"
+
 #define BTC_VARINT_MAX_LEN  9
 #define BTC_VARINT_MAX_NODE 0xFFFFFFFFull
 
 /* Result of btc_varint_read. */
-#define BTC_VARINT_NEED_MORE    0  /* not enough bytes yet */
-#define BTC_VARINT_NONCANONICAL -1 /* a longer form than needed */
+#define BTC_VARINT_NEED_MORE    0                           /* not enough bytes yet */
+#define BTC_VARINT_NONCANONICAL BTC_ERR_VARINT_NONCANONICAL /* a longer form than needed */
 
 /*
  * Returns: the number of bytes consumed (1, 3, 5 or 9) with *out set;

@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#include "cd_util.h" /* CD_WARN_UNUSED */
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_HOSTPORT_MAX 256 /* longest address text + NUL; also enough for any host */
 

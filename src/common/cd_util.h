@@ -17,6 +17,8 @@
 #include <sys/types.h>
 #include <string.h>
 
+#include "cd_err.h" /* CD_WARN_UNUSED, the error codes */
+
 #define CD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define CD_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define CD_MAX(a, b)    ((a) > (b) ? (a) : (b))
@@ -26,13 +28,11 @@
 #define CD_UNUSED      __attribute__((unused))
 #define CD_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define CD_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define CD_WARN_UNUSED __attribute__((warn_unused_result))
 #else
 #define CD_NORETURN
 #define CD_UNUSED
 #define CD_LIKELY(x)   (x)
 #define CD_UNLIKELY(x) (x)
-#define CD_WARN_UNUSED
 #endif
 
 void *cd_xmalloc(size_t n);

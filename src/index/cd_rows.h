@@ -27,10 +27,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cd_err.h"
 #include "cd_pg.h"
 
-/* Error code of cd_rows_parse_unit and cd_rows_index_unit (negative). */
-#define CD_ROWS_EMALFORMED -10 /* bytes are not a run of complete transactions */
+/* Error code of cd_rows_parse_unit and cd_rows_index_unit: CD_ROWS_EMALFORMED
+ * (cd_err.h, range -1900..-1999: bytes are not a run of complete
+ * transactions). */
 
 typedef struct cd_rows_opts {
     int data_pushes;       /* index DATA pushes (flag 4) */

@@ -28,16 +28,11 @@
 #include <libpq-fe.h>
 
 #include "cd_config.h"
+#include "cd_err.h"
 
-/* ---- return codes ---- */
-#define CD_PG_OK          0
-#define CD_PG_ERROR       -1 /* SQL error that retrying will not fix (logged) */
-#define CD_PG_EDOWN       -2 /* server unreachable and the retry budget or stop flag ended */
-#define CD_PG_ENEWER      -3 /* database schema is newer than this binary knows */
-#define CD_PG_EINCOMPLETE -4 /* block not complete (units missing) / tip out of order */
-#define CD_PG_EMERKLE     -5 /* stored txids do not hash to the header's merkle root */
-#define CD_PG_EUNIT       -6 /* a unit marker exists with another tx range (unit size changed) */
-#define CD_PG_EAGAIN      -7 /* connection lost while streaming a unit: parse it again */
+/* ---- return codes ----
+ * CD_PG_OK (0) and CD_PG_E* / CD_PG_ERROR (negative; this module's range
+ * -1500..-1599 of cd_err.h, named by cd_strerror()). */
 
 /* Pushdata flags (DESIGN.md section 4). */
 #define CD_PG_PUSH_OUTPUT 1

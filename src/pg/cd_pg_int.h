@@ -12,7 +12,7 @@
 
 #include "cd_pg.h"
 
-#define RETRY (-100) /* internal: connection lost, re-run the operation */
+#define RETRY CD_PG_ERETRY /* internal: connection lost, re-run the operation */
 
 struct cd_pg {
     char *conninfo;

@@ -108,7 +108,7 @@ static int blocks_open(cd_lookup *lk)
     int rc = cd_blockstore_open(path, CD_BS_RDONLY, 0, &lk->blocks);
     if (rc) {
         lk->blocks = NULL;
-        set_err(lk, "cannot open block store %s: %s", path, cd_blockstore_strerror(rc));
+        set_err(lk, "cannot open block store %s: %s", path, cd_strerror(rc));
         return CD_LOOKUP_ESTORE;
     }
     return CD_LOOKUP_OK;
@@ -422,7 +422,7 @@ int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw)
     if (brc != 0) {
         cd_hex_encode_rev(bh, tx->block_hash, 32);
         set_err(lk, "block %s: %s", bh,
-                brc == CD_BS_NOTFOUND ? "not in the block store" : cd_blockstore_strerror(brc));
+                brc == CD_BS_NOTFOUND ? "not in the block store" : cd_strerror(brc));
         blocks_failed(lk, brc);
         free(buf);
         return CD_LOOKUP_ESTORE;
@@ -637,8 +637,7 @@ int cd_lookup_block_get(cd_lookup *lk, const uint8_t hash[32], cd_block_loc *loc
         return CD_LOOKUP_OK;
     char hex[65];
     cd_hex_encode_rev(hex, hash, 32);
-    set_err(lk, "block %s: %s", hex,
-            brc == CD_BS_NOTFOUND ? "not stored" : cd_blockstore_strerror(brc));
+    set_err(lk, "block %s: %s", hex, brc == CD_BS_NOTFOUND ? "not stored" : cd_strerror(brc));
     blocks_failed(lk, brc);
     return brc == CD_BS_NOTFOUND ? CD_LOOKUP_ENOTFOUND : CD_LOOKUP_ESTORE;
 }
@@ -653,7 +652,7 @@ int cd_lookup_block_read(cd_lookup *lk, const cd_block_loc *loc, uint64_t off, v
     int brc = cd_blockstore_read(lk->blocks, loc, off, buf, len);
     if (brc == 0)
         return CD_LOOKUP_OK;
-    set_err(lk, "read at %" PRIu64 ": %s", off, cd_blockstore_strerror(brc));
+    set_err(lk, "read at %" PRIu64 ": %s", off, cd_strerror(brc));
     blocks_failed(lk, brc);
     return CD_LOOKUP_ESTORE;
 }
@@ -668,7 +667,7 @@ int cd_lookup_block_offsets(cd_lookup *lk, const cd_block_loc *loc, uint64_t fir
     int brc = cd_blockstore_read_offsets(lk->blocks, loc, first, n, out);
     if (brc == 0)
         return CD_LOOKUP_OK;
-    set_err(lk, "%s", cd_blockstore_strerror(brc));
+    set_err(lk, "%s", cd_strerror(brc));
     blocks_failed(lk, brc);
     return CD_LOOKUP_ESTORE;
 }

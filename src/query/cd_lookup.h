@@ -51,13 +51,11 @@
 
 #include "btc_net.h"
 #include "cd_blockstore.h"
+#include "cd_err.h"
 
-#define CD_LOOKUP_OK        0
-#define CD_LOOKUP_ENOTFOUND (-1) /* no such tx / block / spend / tip (a normal answer) */
-#define CD_LOOKUP_EINPUT    (-2) /* malformed argument (bad hex, bad height, bad target) */
-#define CD_LOOKUP_EDB       (-3) /* no PostgreSQL connection, or the query failed */
-#define CD_LOOKUP_ESTORE    (-4) /* an LMDB store cannot be opened/read or lacks the data */
-#define CD_LOOKUP_ECORRUPT  (-5) /* stored bytes or tree contradict the index */
+/* Return codes: CD_LOOKUP_OK (0) and CD_LOOKUP_E* (negative; this module's
+ * range -1600..-1699 of cd_err.h, named by cd_strerror()). ENOTFOUND is a
+ * normal answer (no such tx / block / spend / tip). */
 
 /* Deepest merkle branch (a block of 2^64 transactions). */
 #define CD_LOOKUP_MAX_DEPTH 64

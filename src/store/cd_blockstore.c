@@ -55,20 +55,6 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-const char *cd_blockstore_strerror(int rc)
-{
-    switch (rc) {
-    case CD_BS_ECORRUPT:
-        return "corrupt block store record";
-    case CD_BS_ESTATE:
-        return "block store writer call out of order";
-    case CD_BS_ERANGE:
-        return "read beyond the stored block";
-    default:
-        return mdb_strerror(rc);
-    }
-}
-
 int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_blockstore **out)
 {
     *out = NULL;

@@ -28,7 +28,8 @@
  * Hashes are in internal byte order (sha256d of the header).
  *
  * Return values: 0 on success, CD_BS_NOTFOUND if absent, otherwise a negative
- * CD_BS_E* code or a positive LMDB/errno code (see cd_blockstore_strerror).
+ * CD_BS_E* code, an LMDB code (negative, passed through) or an errno value
+ * (positive); cd_strerror() names all of them.
  *
  * Threads/processes: a cd_blockstore handle belongs to the process (and
  * thread) that opened it; never use it after fork().
@@ -39,10 +40,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CD_BS_NOTFOUND (-30798) /* == MDB_NOTFOUND */
-#define CD_BS_ECORRUPT (-1001)  /* a record has the wrong size/version */
-#define CD_BS_ESTATE   (-1002)  /* writer call out of order */
-#define CD_BS_ERANGE   (-1003)  /* read beyond the block */
+#include "cd_err.h"
+
+/* Codes: CD_BS_NOTFOUND (LMDB's MDB_NOTFOUND) and CD_BS_E* are in cd_err.h
+ * (range -1300..-1399); cd_strerror() names them, LMDB's codes and errno. */
 
 #define CD_BS_RDONLY 1u
 
@@ -84,8 +85,6 @@ typedef struct cd_blockstore cd_blockstore;
  */
 int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_blockstore **out);
 void cd_blockstore_close(cd_blockstore *bs);
-
-const char *cd_blockstore_strerror(int rc);
 
 /* ---------------- readers ---------------- */
 

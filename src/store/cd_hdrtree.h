@@ -33,19 +33,11 @@
 #include <stdint.h>
 
 #include "btc_net.h"
+#include "cd_err.h"
 
-/* Return codes (0 = success). Negative, in this module's own range. */
-#define CD_HDRTREE_OK           0
-#define CD_HDRTREE_EUNCONNECTED (-1001) /* prev hash not in the tree */
-#define CD_HDRTREE_EBADPOW      (-1002) /* hash above target ("high-hash") */
-#define CD_HDRTREE_EBADBITS     (-1003) /* nBits invalid, above limit, or not per rules */
-#define CD_HDRTREE_EBADTIME     (-1004) /* time <= median-time-past or > now + 2 h */
-#define CD_HDRTREE_EINVALID     (-1005) /* descends from a header marked invalid */
-#define CD_HDRTREE_ETOOMANY     (-1006) /* more headers than CD_HDRTREE_MAX_BATCH */
-#define CD_HDRTREE_ESTORE       (-1007) /* LMDB error (logged with the path) */
-#define CD_HDRTREE_ENOTFOUND    (-1008) /* lookup: no such header / height */
-#define CD_HDRTREE_ERDONLY      (-1009) /* write call on a read-only tree */
-#define CD_HDRTREE_EGENESIS     (-1010) /* stored genesis differs from the network's */
+/* Return codes: CD_HDRTREE_OK (0) and CD_HDRTREE_E* (negative), defined with
+ * every other code in cd_err.h (this module's range: -1400..-1499); named
+ * by cd_strerror(). */
 
 /* Largest accepted batch (the protocol's MAX_HEADERS_RESULTS). */
 #define CD_HDRTREE_MAX_BATCH 2000
@@ -192,8 +184,5 @@ int cd_hdrtree_get(cd_hdrtree *t, const uint8_t hash[32], cd_hdr_node *out);
 
 /* Copies the best tip into *out. Same returns. */
 int cd_hdrtree_get_tip(cd_hdrtree *t, cd_hdr_node *out);
-
-/* Human-readable text of a CD_HDRTREE_E* code. */
-const char *cd_hdrtree_strerror(int rc);
 
 #endif /* CD_HDRTREE_H */

@@ -127,36 +127,6 @@ int cd_hdrtree_flush_index(cd_hdrtree *t)
     return 0;
 }
 
-const char *cd_hdrtree_strerror(int rc)
-{
-    switch (rc) {
-    case CD_HDRTREE_OK:
-        return "ok";
-    case CD_HDRTREE_EUNCONNECTED:
-        return "header does not connect to a known header";
-    case CD_HDRTREE_EBADPOW:
-        return "proof of work does not meet nBits (high-hash)";
-    case CD_HDRTREE_EBADBITS:
-        return "bad nBits (invalid, above the network limit or against difficulty rules)";
-    case CD_HDRTREE_EBADTIME:
-        return "bad timestamp (not above median time past, or too far in the future)";
-    case CD_HDRTREE_EINVALID:
-        return "header descends from an invalid block";
-    case CD_HDRTREE_ETOOMANY:
-        return "more than 2000 headers in one message";
-    case CD_HDRTREE_ESTORE:
-        return "header store (LMDB) error";
-    case CD_HDRTREE_ENOTFOUND:
-        return "not found";
-    case CD_HDRTREE_ERDONLY:
-        return "header tree opened read-only";
-    case CD_HDRTREE_EGENESIS:
-        return "stored genesis does not match the network";
-    default:
-        return "unknown error";
-    }
-}
-
 int cd_hdrtree_lmdb_fail(const cd_hdrtree *t, const char *what, int rc)
 {
     cd_log_error("header tree %s: %s: %s", t->path, what, mdb_strerror(rc));

@@ -370,7 +370,7 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     snprintf(path, sizeof(path), "%s/headers", cfg->datadir);
     int trc = cd_hdrtree_open(&ctl.tree, path, cfg->net, 0);
     if (trc != 0) {
-        cd_log_error("cannot open the header tree in %s: %s", path, cd_hdrtree_strerror(trc));
+        cd_log_error("cannot open the header tree in %s: %s", path, cd_strerror(trc));
         rc = trc == CD_HDRTREE_EGENESIS ? CD_EXIT_CONFIG : CD_EXIT_FAILURE;
         goto out;
     }

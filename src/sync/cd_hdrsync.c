@@ -286,7 +286,7 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         if (++ps->unconnected >= MAX_UNCONNECTED_ANNOUNCE) {
             snprintf(why, sizeof(why),
                      "refused %zu headers: %s (%u unsolicited announcements in a row)", n,
-                     cd_hdrtree_strerror(rc), ps->unconnected);
+                     cd_strerror(rc), ps->unconnected);
             penalise(s, ps, why);
             return;
         }
@@ -301,8 +301,8 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         size_t bi = res.bad_index < n ? res.bad_index : n - 1;
         cd_sha256d(h, hdrs + 80 * bi, 80);
         hex_hash(hex, h);
-        snprintf(why, sizeof(why), "refused %zu headers: %s (header %zu, %s)", n,
-                 cd_hdrtree_strerror(rc), bi, hex);
+        snprintf(why, sizeof(why), "refused %zu headers: %s (header %zu, %s)", n, cd_strerror(rc),
+                 bi, hex);
         if (rc == CD_HDRTREE_ESTORE) {
             /* our problem, not the peer's */
             cd_log_error("peer %s: %s", cp2p_peer_name(p), why);

@@ -106,7 +106,7 @@ static int merkle_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     /* a previous (e.g. refused) tree of the same hash goes first */
     int rc = cd_blockstore_merkle_delete(m->bs, m->hash);
     if (rc) {
-        cd_log_error("merkle: %s", cd_blockstore_strerror(rc));
+        cd_log_error("merkle: %s", cd_strerror(rc));
         return -1;
     }
     m->active = 1;
@@ -119,7 +119,7 @@ static void flush_part(wk_merkle *m, unsigned l)
     cd_merkle_part part = {.level = (uint8_t)l, .part = v->part, .hashes = v->buf, .n = v->n_buf};
     int rc = cd_blockstore_merkle_write(m->bs, m->hash, &part, 1, NULL);
     if (rc) {
-        cd_log_error("merkle: write tree part: %s", cd_blockstore_strerror(rc));
+        cd_log_error("merkle: write tree part: %s", cd_strerror(rc));
         m->store_err = 1;
     }
     v->part++;
@@ -235,7 +235,7 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         int rc = m->store_err ? CD_BS_ESTATE
                               : cd_blockstore_merkle_write(m->bs, m->hash, parts, np, &meta);
         if (rc) {
-            cd_log_error("merkle: store tree of %s: %s", hex, cd_blockstore_strerror(rc));
+            cd_log_error("merkle: store tree of %s: %s", hex, cd_strerror(rc));
             merkle_reset(m);
             return -1;
         }

@@ -46,7 +46,7 @@ static int writer_init(cd_wk_ctx *c)
         return CD_EXIT_FAILURE;
     rc = cd_blockstore_recover(w->bs);
     if (rc < 0) {
-        cd_log_error("writer: recover %s: %s", path, cd_blockstore_strerror(rc));
+        cd_log_error("writer: recover %s: %s", path, cd_strerror(rc));
         return CD_EXIT_FAILURE;
     }
     return CD_EXIT_OK;
@@ -67,7 +67,7 @@ static int writer_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     if (rc) {
         char hex[65];
         hexid(hex, b->hash);
-        cd_log_error("writer: begin block %s: %s", hex, cd_blockstore_strerror(rc));
+        cd_log_error("writer: begin block %s: %s", hex, cd_strerror(rc));
         return -1;
     }
     w->active = 1;
@@ -95,7 +95,7 @@ static int writer_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     if (rc) {
         char hex[65];
         hexid(hex, w->hash);
-        cd_log_error("writer: block %s unit %u: %s", hex, u->unit_no, cd_blockstore_strerror(rc));
+        cd_log_error("writer: block %s unit %u: %s", hex, u->unit_no, cd_strerror(rc));
         return -1;
     }
     return CD_IPC_OK;
@@ -111,7 +111,7 @@ static int writer_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
     char hex[65];
     hexid(hex, w->hash);
     if (rc) {
-        cd_log_error("writer: finish block %s: %s", hex, cd_blockstore_strerror(rc));
+        cd_log_error("writer: finish block %s: %s", hex, cd_strerror(rc));
         return -1;
     }
     cd_log_debug("writer: stored block %s", hex);
@@ -125,7 +125,7 @@ static void writer_abort(cd_wk_ctx *c, const cd_ipc_block_ref *r)
     if (w->active && r->block_id == w->block_id) {
         int rc = cd_blockstore_abort(w->bs);
         if (rc)
-            cd_log_warn("writer: abort: %s", cd_blockstore_strerror(rc));
+            cd_log_warn("writer: abort: %s", cd_strerror(rc));
         w->active = 0;
     }
 }
@@ -139,7 +139,7 @@ static int writer_del(cd_wk_ctx *c, const cd_ipc_block_ref *r)
     char hex[65];
     hexid(hex, r->hash);
     if (rc && rc != CD_BS_NOTFOUND) {
-        cd_log_error("writer: delete block %s: %s", hex, cd_blockstore_strerror(rc));
+        cd_log_error("writer: delete block %s: %s", hex, cd_strerror(rc));
         return -1;
     }
     cd_log_info("writer: deleted block %s", hex);

@@ -261,7 +261,7 @@ START_TEST(test_u256)
     ck_assert_int_eq(btc_u256_cmp(&q, &r), 0);
     ck_assert_int_lt(btc_u256_cmp(&r, &a), 0);
     ck_assert_int_gt(btc_u256_cmp(&a, &r), 0);
-    ck_assert_str_eq(btc_strerror(BTC_ERR_POW_HASH),
+    ck_assert_str_eq(cd_strerror(BTC_ERR_POW_HASH),
                      "hash above target (insufficient proof of work)");
 }
 END_TEST

@@ -3,11 +3,14 @@
  * host:port addresses, the hash set.
  */
 #include "cd_test.h"
+#include "cd_err.h"
 #include "cd_hash.h"
 #include "cd_hashset.h"
 #include "cd_hostport.h"
 #include "cd_log.h"
 #include "cd_util.h"
+
+#include <errno.h>
 
 START_TEST(test_hex_roundtrip)
 {
@@ -141,6 +144,26 @@ START_TEST(test_hashset)
 }
 END_TEST
 
+/* One space: our codes by name, errno and LMDB's through their own tables. */
+START_TEST(test_strerror)
+{
+    ck_assert_str_eq(cd_strerror(CD_OK), "ok");
+    ck_assert_str_eq(cd_strerror(BTC_ERR_POW_HASH),
+                     "hash above target (insufficient proof of work)");
+    ck_assert_str_eq(cd_strerror(CD_HDRTREE_EBADTIME),
+                     "bad timestamp (not above median time past, or too far in the future)");
+    ck_assert_str_eq(cd_strerror(CD_BS_ERANGE), "read beyond the stored block");
+    ck_assert_str_eq(cd_strerror(CD_PG_EDOWN), "PostgreSQL unreachable");
+    ck_assert_str_eq(cd_strerror(CD_LOOKUP_ECORRUPT), "stored data contradicts the index");
+    ck_assert_str_eq(cd_strerror(CD_ROWS_EMALFORMED), "malformed transactions");
+    ck_assert_str_eq(cd_strerror(ENOENT), strerror(ENOENT));
+    ck_assert_ptr_nonnull(strstr(cd_strerror(CD_BS_NOTFOUND), "MDB_NOTFOUND"));
+    ck_assert_ptr_nonnull(strstr(cd_strerror(-30900), "cp2p_strerror"));
+    ck_assert_str_eq(cd_strerror(-999), "unknown error");
+    ck_assert_str_eq(cd_strerror(CD_ERR_CLI - 1), "unknown error");
+}
+END_TEST
+
 static Suite *suite_common(void)
 {
     Suite *s = suite_create("common");
@@ -151,6 +174,7 @@ static Suite *suite_common(void)
     tcase_add_test(tc, test_log_levels);
     tcase_add_test(tc, test_hostport);
     tcase_add_test(tc, test_hashset);
+    tcase_add_test(tc, test_strerror);
     suite_add_tcase(s, tc);
     return s;
 }
