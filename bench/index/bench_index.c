@@ -241,7 +241,8 @@ int main(int argc, char **argv)
         cnt = 0;
         t0 = cpu_s();
         for (size_t i = 0; i < nb; i++)
-            cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &ns, NULL);
+            if (cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &ns, NULL) < 0)
+                return 1;
         tp = CD_MIN(tp, cpu_s() - t0);
     }
     cd_pg_unit enc;
@@ -253,7 +254,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nb; i++) {
             cd_pg_unit_reset(&enc, 1, 0, 0);
             cd_rows_sink us = cd_rows_unit_sink(&enc);
-            cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &us, NULL);
+            if (cd_rows_parse_unit(blocks[i].data, blocks[i].len, 81, 0, 0, &po, &us, NULL) < 0)
+                return 1;
             rows_in += enc.in.rows;
             rows_pd += enc.pd.rows;
         }
@@ -303,9 +305,9 @@ int main(int argc, char **argv)
     if (opt.after || opt.prefix)
         for (int i = 0; i < 3; i++) {
             snprintf(sql, sizeof(sql), "DROP INDEX %s", idx_names[i]);
-            cd_pg_exec(pg, sql);
-            if (!opt.after)
-                cd_pg_exec(pg, idx_create[i]);
+            if (cd_pg_exec(pg, sql) != CD_PG_OK ||
+                (!opt.after && cd_pg_exec(pg, idx_create[i]) != CD_PG_OK))
+                return 1;
         }
     for (size_t i = 0; i < nb; i++) {
         uint8_t hdr[80], h[32];
@@ -339,10 +341,11 @@ int main(int argc, char **argv)
     if (opt.after) {
         double t1 = cd_now_s();
         for (int i = 0; i < 3; i++)
-            cd_pg_exec(pg, idx_create[i]);
+            if (cd_pg_exec(pg, idx_create[i]) != CD_PG_OK)
+                return 1;
         ti = cd_now_s() - t1;
     }
-    cd_pg_exec(pg, "CHECKPOINT");
+    CD_IGNORE(cd_pg_exec(pg, "CHECKPOINT")); /* only evens out the next run */
     PGconn *q = cd_pg_conn(pg);
     double ntx = scalar(q, "SELECT count(*) FROM transactions");
     double nin = scalar(q, "SELECT count(*) FROM inputs");

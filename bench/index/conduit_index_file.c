@@ -382,8 +382,8 @@ int main(int argc, char **argv)
     if (opt.indexes_after && !failed && cd_pg_secondary_indexes(pg, 1))
         failed = 1;
     int32_t tip = -1;
-    if (!failed)
-        cd_pg_tip_height(pg, &tip);
+    if (!failed && cd_pg_tip_height(pg, &tip) != CD_PG_OK)
+        failed = 1;
     double dt = t1 - t0 > 0 ? t1 - t0 : 1e-9;
     printf("indexed %zu blocks, %" PRIu64 " txs, %" PRIu64 " units, %.1f MB in %.3f s: "
            "%.0f tx/s, %.1f MB/s; tip height %d\n",

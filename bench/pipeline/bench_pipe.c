@@ -138,8 +138,12 @@ static void bench_preproc(void)
             fed += n;
             while (pp.pos < fed) {
                 size_t k = 0;
-                btc_preproc_feed(&pp, r.data + pp.pos, pp.pos, (size_t)(fed - pp.pos), offs,
-                                 (1 << 20) / 8, &k);
+                int frc = btc_preproc_feed(&pp, r.data + pp.pos, pp.pos, (size_t)(fed - pp.pos),
+                                           offs, (1 << 20) / 8, &k);
+                if (frc < 0) {
+                    fprintf(stderr, "preproc: %s\n", cd_strerror(frc));
+                    break;
+                }
                 txs += k;
                 if (k == 0)
                     break;

@@ -230,7 +230,8 @@ static int http_init(cd_ctl *ctl, void **state)
         return -1;
     }
     *state = m;
-    (void)cd_sup_start(m->sup);
+    /* a fork that failed is retried by the supervisor with back-off (logged) */
+    CD_IGNORE(cd_sup_start(m->sup));
     return 0;
 }
 

@@ -31,12 +31,13 @@
 
 #include "cd_config.h"
 #include "cd_ctl.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* Resolves and binds `spec` ("host:port", "[v6]:port"; port 0 = any free
  * port) and listens. Returns the listening socket (non-blocking, CLOEXEC),
  * or -1 with err = "http_listen <spec>: <reason>". The bound address is
  * logged at info level ("http: API on 127.0.0.1:41233"). */
-int cd_http_listen_open(const char *spec, char *err, size_t errlen);
+int cd_http_listen_open(const char *spec, char *err, size_t errlen) CD_WARN_UNUSED;
 
 /* Hands the socket from cd_http_listen_open() to cd_http_module (called by
  * main.c before cd_controller_run; the module owns it from then on). -1 or
@@ -51,6 +52,6 @@ extern const cd_ctl_module cd_http_module;
  * channel to the controller (EOF = the controller is gone). Returns the exit
  * code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE when it cannot
  * serve. */
-int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd);
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd) CD_WARN_UNUSED;
 
 #endif /* CD_HTTP_H */

@@ -16,6 +16,7 @@
 #include "cd_config.h"
 #include "cd_log.h" /* CD_PRINTF */
 #include "cd_lookup.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define HTTP_TIMEOUT_S    60         /* idle read/write on a connection */
 #define HTTP_PIECE        (1u << 20) /* block streaming piece */
@@ -63,11 +64,11 @@ json_t *cd_http_json_hash(const uint8_t h[32]);
 
 /* The PostgreSQL connection, (re)connecting if needed and allowed now;
  * NULL while the server is unreachable (or the index is off). */
-PGconn *cd_http_srv_pg(http_srv *s);
+PGconn *cd_http_srv_pg(http_srv *s) CD_WARN_UNUSED;
 
 /* Replies to a lookup failure; returns H_DB_LOST instead when the database
  * connection broke (nothing sent). */
-int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc);
+int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WARN_UNUSED;
 
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);

@@ -265,7 +265,10 @@ static int block_resolve(http_srv *s, struct evhttp_request *req, const char *id
     if (rc == CD_LOOKUP_OK)
         rc = cd_lookup_block_get(s->lk, hash, loc);
     if (rc != CD_LOOKUP_OK) {
-        (void)cd_http_lookup_failed(s, req, rc);
+        /* block lookups read LMDB only, so no lost session to retry on; if
+         * one ever did, the client still gets an answer */
+        if (cd_http_lookup_failed(s, req, rc) == H_DB_LOST)
+            cd_http_reply_error(req, 503, "database unavailable");
         return 0;
     }
     return 1;

@@ -70,7 +70,7 @@ int btc_u256_is_zero(const btc_u256 *a);
 void btc_u256_mul_u64(btc_u256 *r, const btc_u256 *a, uint64_t m);
 /* q = a / b (integer division). b must not be zero (returns -1 and leaves q
  * zero if it is, 0 otherwise). q may alias a or b. */
-int btc_u256_div(btc_u256 *q, const btc_u256 *a, const btc_u256 *b);
+int btc_u256_div(btc_u256 *q, const btc_u256 *a, const btc_u256 *b) CD_WARN_UNUSED;
 /* r = a >> n, r = a << n (n < 256; larger n gives 0). */
 void btc_u256_shr(btc_u256 *r, const btc_u256 *a, unsigned n);
 void btc_u256_shl(btc_u256 *r, const btc_u256 *a, unsigned n);
@@ -90,7 +90,7 @@ void btc_u256_hex(char out[65], const btc_u256 *a);
  *          BTC_ERR_BITS_OVERFLOW if it does not fit 256 bits;
  *          BTC_ERR_BITS_ZERO if it decodes to zero.
  */
-int btc_bits_to_target(uint32_t bits, btc_u256 *target);
+int btc_bits_to_target(uint32_t bits, btc_u256 *target) CD_WARN_UNUSED;
 
 /* Encodes a target in compact form (the node's GetCompact, never negative). */
 uint32_t btc_target_to_bits(const btc_u256 *target);
@@ -102,7 +102,8 @@ uint32_t btc_target_to_bits(const btc_u256 *target);
  *          BTC_ERR_POW_LIMIT if the target is above net->pow_limit;
  *          BTC_ERR_POW_HASH if the hash (as a LE number) exceeds the target.
  */
-int btc_check_pow(const uint8_t hash[BTC_HASH_SIZE], uint32_t bits, const btc_net *net);
+int btc_check_pow(const uint8_t hash[BTC_HASH_SIZE], uint32_t bits,
+                  const btc_net *net) CD_WARN_UNUSED;
 
 /*
  * The expected number of hashes to find a block at `bits`:

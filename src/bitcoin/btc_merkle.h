@@ -38,7 +38,7 @@ size_t btc_merkle_tree_count(size_t n);
  * Allocates a scratch buffer of ceil(n/2) * 32 bytes (malloc) for n > 2;
  * returns BTC_ERR_TOO_BIG if that fails.
  */
-int btc_merkle_root(const uint8_t *txids, size_t n, uint8_t root[32], int *mutated);
+int btc_merkle_root(const uint8_t *txids, size_t n, uint8_t root[32], int *mutated) CD_WARN_UNUSED;
 
 /*
  * Builds the stored tree into tree (btc_merkle_tree_count(n) * 32 bytes;
@@ -46,7 +46,8 @@ int btc_merkle_root(const uint8_t *txids, size_t n, uint8_t root[32], int *mutat
  * Out: *mutated as for btc_merkle_root. The root is the last 32 bytes.
  * Returns: 0, or BTC_ERR_MERKLE_EMPTY if n == 0. No allocation.
  */
-int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mutated);
+int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree,
+                          int *mutated) CD_WARN_UNUSED;
 
 /*
  * Extracts the branch of leaf `index` from a stored tree of n leaves.
@@ -57,7 +58,7 @@ int btc_merkle_tree_build(const uint8_t *txids, size_t n, uint8_t *tree, int *mu
  * Returns: 0; BTC_ERR_RANGE if index >= n; BTC_ERR_MERKLE_EMPTY if n == 0.
  */
 int btc_merkle_branch(const uint8_t *tree, size_t n, size_t index, uint8_t *branch, uint8_t *dup,
-                      size_t *depth);
+                      size_t *depth) CD_WARN_UNUSED;
 
 /*
  * Recomputes the root from a leaf, its index and its branch.
@@ -95,13 +96,13 @@ typedef struct btc_merkle_stream {
 void btc_merkle_stream_init(btc_merkle_stream *s, btc_merkle_node_fn fn, void *ctx);
 
 /* Adds the next txid. Returns 0 or BTC_ERR_CALLBACK. */
-int btc_merkle_stream_add(btc_merkle_stream *s, const uint8_t txid[32]);
+int btc_merkle_stream_add(btc_merkle_stream *s, const uint8_t txid[32]) CD_WARN_UNUSED;
 
 /*
  * Finishes: pairs the odd nodes left at each level with themselves.
  * Out: root; *mutated (if not NULL) as for btc_merkle_root.
  * Returns: 0; BTC_ERR_MERKLE_EMPTY if no txid was added; BTC_ERR_CALLBACK.
  */
-int btc_merkle_stream_final(btc_merkle_stream *s, uint8_t root[32], int *mutated);
+int btc_merkle_stream_final(btc_merkle_stream *s, uint8_t root[32], int *mutated) CD_WARN_UNUSED;
 
 #endif /* BTC_MERKLE_H */

@@ -5,6 +5,7 @@
 #define BTC_NET_H
 
 #include <stdint.h>
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 typedef enum btc_net_id {
     BTC_NET_MAIN = 0,
@@ -35,9 +36,9 @@ const btc_net *btc_net_get(btc_net_id id);
 
 /* Looks a network up by name ("main"/"mainnet", "test"/"testnet",
  * "regtest", "stn"). Returns NULL if unknown. */
-const btc_net *btc_net_by_name(const char *name);
+const btc_net *btc_net_by_name(const char *name) CD_WARN_UNUSED;
 
 /* Finds the network whose wire magic equals `magic`, or NULL. */
-const btc_net *btc_net_by_magic(const uint8_t magic[4]);
+const btc_net *btc_net_by_magic(const uint8_t magic[4]) CD_WARN_UNUSED;
 
 #endif /* BTC_NET_H */

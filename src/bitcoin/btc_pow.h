@@ -60,7 +60,7 @@ typedef int (*btc_pow_ancestor_fn)(void *ctx, int32_t height, btc_pow_block *out
  *          BTC_ERR_BITS_* if an ancestor's bits do not decode.
  */
 int btc_pow_next_bits(const btc_net *net, const btc_pow_block *prev, uint32_t new_time,
-                      btc_pow_ancestor_fn get, void *ctx, uint32_t *bits);
+                      btc_pow_ancestor_fn get, void *ctx, uint32_t *bits) CD_WARN_UNUSED;
 
 /*
  * The median of n block timestamps (n >= 1): sorts times[] in place and
@@ -77,6 +77,7 @@ uint32_t btc_pow_median_time(uint32_t *times, size_t n);
  * predecessors (fewer near genesis): the node's GetMedianTimePast.
  * Returns 0 with *mtp set, or BTC_ERR_RANGE if the callback failed.
  */
-int btc_pow_median_time_past(btc_pow_ancestor_fn get, void *ctx, int32_t height, uint32_t *mtp);
+int btc_pow_median_time_past(btc_pow_ancestor_fn get, void *ctx, int32_t height,
+                             uint32_t *mtp) CD_WARN_UNUSED;
 
 #endif /* BTC_POW_H */

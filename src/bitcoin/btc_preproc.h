@@ -46,7 +46,7 @@
  * Malformation found before the end of the buffer is reported even if the
  * transaction is incomplete.
  */
-int64_t btc_tx_skip(const uint8_t *buf, size_t len);
+int64_t btc_tx_skip(const uint8_t *buf, size_t len) CD_WARN_UNUSED;
 
 /*
  * Reads the block prefix: the 80-byte header and the tx count.
@@ -57,7 +57,8 @@ int64_t btc_tx_skip(const uint8_t *buf, size_t len);
  *          BTC_ERR_VARINT_NONCANONICAL / BTC_ERR_VARINT_TOO_BIG for a bad count;
  *          BTC_ERR_RANGE for a count of zero (every block has a coinbase).
  */
-int btc_block_prefix(const uint8_t *buf, size_t len, btc_header *hdr, uint64_t *tx_count);
+int btc_block_prefix(const uint8_t *buf, size_t len, btc_header *hdr,
+                     uint64_t *tx_count) CD_WARN_UNUSED;
 
 /*
  * Stateless scan of a buffer that begins at a transaction boundary.
@@ -73,7 +74,7 @@ int btc_block_prefix(const uint8_t *buf, size_t len, btc_header *hdr, uint64_t *
  *          at buf + *consumed (the outputs before it are still valid).
  */
 int btc_preproc_scan(const uint8_t *buf, size_t len, uint64_t base_offset, uint64_t *offsets,
-                     size_t max_offsets, size_t *n_found, size_t *consumed);
+                     size_t max_offsets, size_t *n_found, size_t *consumed) CD_WARN_UNUSED;
 
 /* Streaming cursor. Plain data: may be copied, needs no cleanup. Fields are
  * private except the two documented ones. */
@@ -111,7 +112,7 @@ void btc_preproc_init(btc_preproc *pp, uint64_t start);
  *          (sticky: later calls return it again).
  */
 int btc_preproc_feed(btc_preproc *pp, const uint8_t *buf, uint64_t buf_offset, size_t len,
-                     uint64_t *offsets, size_t max_offsets, size_t *n_found);
+                     uint64_t *offsets, size_t max_offsets, size_t *n_found) CD_WARN_UNUSED;
 
 /* Returns 1 if the cursor sits at a transaction boundary (no partial tx). */
 static inline int btc_preproc_at_boundary(const btc_preproc *pp)

@@ -281,7 +281,9 @@ size_t btc_script_push_keys(const uint8_t *script, size_t len, unsigned kind,
 {
     keys_ctx k;
     keys_init(&k, keys, sizeof(*keys), 0, max_keys);
-    btc_script_pushes(script, len, kind, opts, key_visit, &k);
+    /* key_visit never stops the scan (it counts past max_keys): the result is
+     * only the count, which k.n holds too */
+    CD_IGNORE(btc_script_pushes(script, len, kind, opts, key_visit, &k));
     keys_flush(&k);
     return k.n;
 }
@@ -295,11 +297,13 @@ size_t btc_tx_push_keys(const btc_tx *tx, const btc_push_opts *opts, btc_tx_push
     btc_txin in;
     btc_txout out;
     btc_tx_inputs(tx, &it);
+    /* as above: key_visit never stops a scan; k.n counts */
     for (k.index = 0; btc_tx_next_input(&it, &in); k.index++)
-        btc_script_pushes(in.script, in.script_len, BTC_PUSH_INPUT, opts, key_visit, &k);
+        CD_IGNORE(btc_script_pushes(in.script, in.script_len, BTC_PUSH_INPUT, opts, key_visit, &k));
     btc_tx_outputs(tx, &it);
     for (k.index = 0; btc_tx_next_output(&it, &out); k.index++)
-        btc_script_pushes(out.script, out.script_len, BTC_PUSH_OUTPUT, opts, key_visit, &k);
+        CD_IGNORE(
+            btc_script_pushes(out.script, out.script_len, BTC_PUSH_OUTPUT, opts, key_visit, &k));
     keys_flush(&k);
     return k.n;
 }

@@ -74,7 +74,7 @@ typedef int (*btc_push_fn)(void *ctx, const uint8_t *data, size_t len, unsigned 
  *          returned non-zero (the scan stopped there).
  */
 int btc_script_pushes(const uint8_t *script, size_t len, unsigned kind, const btc_push_opts *opts,
-                      btc_push_fn fn, void *ctx);
+                      btc_push_fn fn, void *ctx) CD_WARN_UNUSED;
 
 /* A pushdata index key: sha256(pushed bytes) in natural byte order. */
 typedef struct btc_push_key {

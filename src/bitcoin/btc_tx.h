@@ -67,7 +67,7 @@ typedef struct btc_tx_iter {
  *          BTC_ERR_TRUNCATED if buf ends before the transaction does;
  *          another BTC_ERR_* (see btc_preproc.h for the rules) if malformed.
  */
-int btc_tx_parse(btc_tx *tx, const uint8_t *buf, size_t len);
+int btc_tx_parse(btc_tx *tx, const uint8_t *buf, size_t len) CD_WARN_UNUSED;
 
 /* Starts iterating the inputs / outputs of a parsed transaction. */
 void btc_tx_inputs(const btc_tx *tx, btc_tx_iter *it);
@@ -75,8 +75,8 @@ void btc_tx_outputs(const btc_tx *tx, btc_tx_iter *it);
 
 /* Returns 1 and fills *in / *out with the next item, or 0 when done. Only
  * valid on iterators started from a successfully parsed btc_tx. */
-int btc_tx_next_input(btc_tx_iter *it, btc_txin *in);
-int btc_tx_next_output(btc_tx_iter *it, btc_txout *out);
+int btc_tx_next_input(btc_tx_iter *it, btc_txin *in) CD_WARN_UNUSED;
+int btc_tx_next_output(btc_tx_iter *it, btc_txout *out) CD_WARN_UNUSED;
 
 /* Returns 1 if the transaction is a coinbase: exactly one input whose
  * prevout is the null hash with index 0xFFFFFFFF. */

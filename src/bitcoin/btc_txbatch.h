@@ -30,6 +30,7 @@
 #include "btc_script.h"
 #include "btc_sha256.h"
 #include "btc_tx.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* Batch limits. 32 txs of ~8 hashed blocks each keep both SHA lanes busy
  * for ~250 steps, so the one-lane tail at the end of a batch is a few %. */
@@ -80,6 +81,7 @@ void btc_txb_init(btc_txb *b, unsigned what, const btc_push_opts *opts);
  *          transaction after good ones ends the batch before it, so the next
  *          call reports it.
  */
-int btc_txb_fill(btc_txb *b, const uint8_t *buf, size_t len, size_t max_txs, size_t *used);
+int btc_txb_fill(btc_txb *b, const uint8_t *buf, size_t len, size_t max_txs,
+                 size_t *used) CD_WARN_UNUSED;
 
 #endif /* BTC_TXBATCH_H */

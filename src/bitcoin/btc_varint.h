@@ -25,7 +25,7 @@
  *          BTC_VARINT_NEED_MORE if `avail` is too short;
  *          BTC_VARINT_NONCANONICAL if the encoding is not minimal.
  */
-static inline int btc_varint_read(const uint8_t *p, size_t avail, uint64_t *out)
+CD_WARN_UNUSED static inline int btc_varint_read(const uint8_t *p, size_t avail, uint64_t *out)
 {
     if (avail < 1)
         return BTC_VARINT_NEED_MORE;

@@ -9,9 +9,11 @@
 #ifndef CD_CLI_H
 #define CD_CLI_H
 
+#include "cd_err.h" /* CD_WARN_UNUSED */
+
 /* Runs conduit-cli with the program's arguments (argv[0] is the program,
  * argv[1] the subcommand). Returns the process exit code. */
-int cd_cli_main(int argc, char **argv);
+int cd_cli_main(int argc, char **argv) CD_WARN_UNUSED;
 
 typedef int (*cd_cli_fn)(int argc, char **argv);
 
@@ -32,6 +34,6 @@ struct cd_config;
  * Returns: 0 (cfg filled; free with cd_config_free), 2 (error, printed as
  * "conduit-cli <cmd>: ..."), or 3 (--help/--version was printed; cfg freed).
  */
-int cd_cli_parse_config(const char *cmd, struct cd_config *cfg, int n, char **argv);
+int cd_cli_parse_config(const char *cmd, struct cd_config *cfg, int n, char **argv) CD_WARN_UNUSED;
 
 #endif /* CD_CLI_H */

@@ -399,7 +399,7 @@ static void bcast_ready(const cp2p_ctx *ctx, const cp2p_version *v)
     (void)v;
     size_t n = strlen(c->arg) / 2;
     uint8_t *raw = cd_xmalloc(n ? n : 1);
-    cd_hex_decode(raw, n, c->arg);
+    CD_IGNORE(cd_hex_decode(raw, n, c->arg)); /* checked by cd_cli_p2p_broadcast */
     int rc = cp2p_mgr_broadcast_tx(ctx->mgr, ctx->peer, raw, n, NULL);
     free(raw);
     if (rc) {

@@ -39,8 +39,8 @@
  *                       conduit_p2p.h; named by cp2p_strerror)
  *
  * Every function that can fail is declared CD_WARN_UNUSED: a caller that
- * ignores a result on purpose writes `(void)f(...)` with a comment saying
- * why.
+ * ignores a result on purpose writes `CD_IGNORE(f(...));` with a comment
+ * saying why.
  */
 #ifndef CD_ERR_H
 #define CD_ERR_H
@@ -50,6 +50,11 @@
 #else
 #define CD_WARN_UNUSED
 #endif
+
+/* Drops a CD_WARN_UNUSED result on purpose (GCC does not accept a (void)
+ * cast for that); a comment next to it says why the result does not
+ * matter there. */
+#define CD_IGNORE(expr) ((void)!(expr))
 
 #define CD_OK    0
 #define CD_EFAIL (-1) /* failed; errno says why */

@@ -110,6 +110,15 @@ int cd_log_open(const char *path)
     return 0;
 }
 
+void cd_log_open_child(const char *path)
+{
+    if (cd_log_open(path) == 0)
+        return;
+    int e = errno;
+    CD_IGNORE(cd_log_open(NULL)); /* stderr: cannot fail */
+    cd_log_warn("cannot open log file %s: %s; logging to stderr", path, strerror(e));
+}
+
 int cd_log_reopen(void)
 {
     if (g_path == NULL)

@@ -15,6 +15,7 @@
 #define CD_LOG_H
 
 #include <stdarg.h>
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 typedef enum cd_log_level {
     CD_LOG_ERROR = 0,
@@ -32,15 +33,22 @@ void cd_log_set_level(cd_log_level level);
 cd_log_level cd_log_get_level(void);
 
 /* Parses "error", "warn", "info", "debug". Returns 0 on success, -1 if unknown. */
-int cd_log_level_parse(const char *s, cd_log_level *out);
+int cd_log_level_parse(const char *s, cd_log_level *out) CD_WARN_UNUSED;
 
 /* Sends output to `path` (appending), or to stderr when path is NULL.
  * Returns 0, or -1 with errno set (the previous destination is kept). */
-int cd_log_open(const char *path);
+int cd_log_open(const char *path) CD_WARN_UNUSED;
+
+/* In a forked child that closed its inherited descriptors
+ * (cd_close_fds_except): opens `path` like cd_log_open, and if that fails
+ * logs to stderr instead, with a warning saying so. The previous
+ * destination is never kept: its descriptor is closed, and its number may
+ * be given to the child's next socket. Cannot fail. */
+void cd_log_open_child(const char *path);
 
 /* Re-opens the current log file (after logrotate moved it). Safe to call when
  * logging to stderr (no-op). Returns 0 or -1 with errno set. */
-int cd_log_reopen(void);
+int cd_log_reopen(void) CD_WARN_UNUSED;
 
 /* True when lines should carry no timestamp (stderr is the journal). */
 int cd_log_under_journal(void);

@@ -100,9 +100,9 @@ char *cd_hex_put(char *out, const uint8_t *in, size_t n);
 void cd_hex_encode_rev(char *out, const uint8_t *in, size_t n);
 /* Decodes exactly 2*n hex chars (either case) into out. Returns 0, or -1 on a
  * bad character or a string that is not 2*n long. */
-int cd_hex_decode(uint8_t *out, size_t n, const char *hex);
+int cd_hex_decode(uint8_t *out, size_t n, const char *hex) CD_WARN_UNUSED;
 /* Decodes a display-order hash (64 hex chars) into internal byte order. */
-int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex);
+int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex) CD_WARN_UNUSED;
 
 /* ---- processes ---- */
 
@@ -116,7 +116,7 @@ void cd_close_fds_except(int keep);
  * signals blocked and sets its own mask); in the parent the previous mask is
  * back. stdio is flushed first so buffered output is not written twice.
  * Returns fork()'s result, with fork()'s errno on failure. */
-pid_t cd_fork_signals_blocked(void);
+pid_t cd_fork_signals_blocked(void) CD_WARN_UNUSED;
 
 /* ---- time ---- */
 

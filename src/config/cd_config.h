@@ -27,6 +27,7 @@
 
 #include "btc_net.h"
 #include "cd_log.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_CONFIG_MAX_CONNECT 16
 
@@ -115,12 +116,13 @@ void cd_config_free(cd_config *cfg);
 /* Sets one option from its textual value (file syntax). A LIST option
  * appends. Returns 0, or -1 with a short problem description in err
  * (e.g. "value out of range 1..1024"). */
-int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err, size_t errlen);
+int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err,
+                  size_t errlen) CD_WARN_UNUSED;
 
 /* Reads a config file: `key = value` lines, `#` comments, blank lines.
  * Returns 0, or -1 with err = "<file>:<line>: <problem>: '<text>'"
  * (or "<file>: <strerror>" when it cannot be read). */
-int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen);
+int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen) CD_WARN_UNUSED;
 
 /* Result of cd_config_parse_args(). */
 typedef enum cd_config_action {
@@ -139,17 +141,17 @@ typedef enum cd_config_action {
  * --help ("conduitd"). The command line is remembered for reload. On
  * CD_CONFIG_ERROR, err holds a one-line message without the program name. */
 cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc, char **argv,
-                                      char *err, size_t errlen);
+                                      char *err, size_t errlen) CD_WARN_UNUSED;
 
 /* Fills derived values: default datadir ($HOME/.conduitd/<network>, made
  * absolute), default ports on --connect entries. Does not touch the disk.
  * Returns 0 or -1 with err. Called by cd_config_parse_args(). */
-int cd_config_finish(cd_config *cfg, char *err, size_t errlen);
+int cd_config_finish(cd_config *cfg, char *err, size_t errlen) CD_WARN_UNUSED;
 
 /* Creates the data directory if missing (mode 0700, parents too) and checks
  * that it is a readable, writable directory. Returns 0, or -1 with err =
  * "data directory <path>: <strerror>". */
-int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen);
+int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen) CD_WARN_UNUSED;
 
 /* Re-reads the config file and the original command line, then copies the
  * reloadable options into *live and applies the log settings (level, file:
@@ -157,7 +159,7 @@ int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen);
  * non-reloadable options are logged as needing a restart. If the new
  * configuration is invalid, *live is left untouched.
  * Returns 0, or -1 (error already logged). Controller loop only. */
-int cd_config_reload(cd_config *live);
+int cd_config_reload(cd_config *live) CD_WARN_UNUSED;
 
 /* Writes the --help text (generated from the table). */
 void cd_config_print_help(FILE *f, const char *prog);

@@ -10,6 +10,7 @@
 
 #include "cd_config.h"
 #include "cd_log.h" /* CD_PRINTF */
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* Where a configuration came from, so SIGHUP can rebuild it. */
 typedef struct cd_config_src {
@@ -27,7 +28,7 @@ void cd_config_seterr(char *err, size_t errlen, const char *fmt, ...) CD_PRINTF(
 
 /* Sets option o from its text (file syntax). 0, or -1 with err. */
 int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
-                         size_t errlen);
+                         size_t errlen) CD_WARN_UNUSED;
 
 /* The char * field of a STRING option. */
 char **cd_config_str_field(cd_config *cfg, const cd_option *o);
@@ -36,7 +37,7 @@ char **cd_config_str_field(cd_config *cfg, const cd_option *o);
 void cd_config_list_clear(cd_config *cfg, const cd_option *o);
 
 /* on/off yes/no true/false 1/0. 0, or -1. */
-int cd_config_parse_bool(const char *s, int *out);
+int cd_config_parse_bool(const char *s, int *out) CD_WARN_UNUSED;
 
 /* A size with the largest exact K/M/G/T suffix. */
 void cd_config_format_size(uint64_t v, char *buf, size_t len);

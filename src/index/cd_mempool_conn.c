@@ -141,30 +141,27 @@ static void flush_out(mp_state *s)
         watch(s, r ? (short)(EV_READ | EV_WRITE) : EV_READ);
 }
 
-static int sent(mp_state *s, mp_op op, int ok)
+static void sent(mp_state *s, mp_op op, int ok)
 {
-    if (!ok) {
-        s->cs = MP_BUSY;
-        s->op = op;
-        cd_mempool_conn_lost(s, "lost");
-        return -1;
-    }
     s->cs = MP_BUSY;
     s->op = op;
+    if (!ok) {
+        cd_mempool_conn_lost(s, "lost");
+        return;
+    }
     s->op_t0 = cd_now_s();
     flush_out(s);
-    return 0;
 }
 
-int cd_mempool_send_query(mp_state *s, mp_op op, const char *sql)
+void cd_mempool_send_query(mp_state *s, mp_op op, const char *sql)
 {
-    return sent(s, op, PQsendQuery(s->c, sql));
+    sent(s, op, PQsendQuery(s->c, sql));
 }
 
-int cd_mempool_send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
-                           const int *lens, const int *fmts)
+void cd_mempool_send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
+                            const int *lens, const int *fmts)
 {
-    return sent(s, op, PQsendQueryParams(s->c, sql, n, NULL, vals, lens, fmts, 0));
+    sent(s, op, PQsendQueryParams(s->c, sql, n, NULL, vals, lens, fmts, 0));
 }
 
 /* Reads what arrived; completes the statement once libpq has all of it.

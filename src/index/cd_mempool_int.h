@@ -18,6 +18,7 @@
 #include "cd_mempool.h"
 #include "cd_hashset.h"
 #include "cd_rows.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define MP_SEEN_MAX          65536 /* recently requested txids kept (then forgotten at once) */
 #define MP_TICK_MS           100
@@ -134,12 +135,14 @@ void cd_mempool_conn_lost(mp_state *s, const char *what);
 /* Starts connecting (asynchronously). */
 void cd_mempool_connect_start(mp_state *s);
 
-/* Sends sql as `op`. Returns 0 or -1 (connection lost). */
-int cd_mempool_send_query(mp_state *s, mp_op op, const char *sql);
+/* Sends sql as `op`. A send that fails is the connection lost: handled here
+ * (cd_mempool_conn_lost: `op` fails and is retried), so nothing is
+ * returned. */
+void cd_mempool_send_query(mp_state *s, mp_op op, const char *sql);
 
-/* Sends sql with parameters as `op`. Returns 0 or -1 (connection lost). */
-int cd_mempool_send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
-                           const int *lens, const int *fmts);
+/* Sends sql with parameters as `op`; a failed send as above. */
+void cd_mempool_send_params(mp_state *s, mp_op op, const char *sql, int n, const char *const *vals,
+                            const int *lens, const int *fmts);
 
 /* 1 if r is a successful result. */
 int cd_mempool_res_ok(PGresult *r);

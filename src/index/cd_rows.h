@@ -62,13 +62,13 @@ typedef struct cd_rows_sink {
  */
 long cd_rows_parse_unit(const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
                         uint32_t max_txs, const cd_rows_opts *opts, const cd_rows_sink *sink,
-                        size_t *consumed);
+                        size_t *consumed) CD_WARN_UNUSED;
 
 /* Parses one transaction's scripts only (no txid): calls sink->push for its
  * pushdata keys as tx_pos. For tests and single-tx tools. Returns the tx
  * size or CD_ROWS_EMALFORMED. */
 long cd_rows_parse_tx_pushes(const uint8_t *tx, size_t len, uint32_t tx_pos,
-                             const cd_rows_opts *opts, const cd_rows_sink *sink);
+                             const cd_rows_opts *opts, const cd_rows_sink *sink) CD_WARN_UNUSED;
 
 /* A sink that appends COPY rows to u (cd_pg_unit_add_*). */
 cd_rows_sink cd_rows_unit_sink(cd_pg_unit *u);
@@ -86,6 +86,6 @@ cd_rows_sink cd_rows_unit_sink(cd_pg_unit *u);
  */
 int cd_rows_index_unit(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
                        const uint8_t *data, size_t len, uint64_t block_offset, uint32_t first_tx,
-                       uint32_t expect_txs, const cd_rows_opts *opts);
+                       uint32_t expect_txs, const cd_rows_opts *opts) CD_WARN_UNUSED;
 
 #endif /* CD_ROWS_H */

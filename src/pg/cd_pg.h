@@ -85,7 +85,7 @@ void cd_pg_params_init(cd_pg_params *p, const cd_config *cfg, const cd_pg_sessio
  *          failed: check PQstatus() == CONNECTION_OK. NULL only when libpq
  *          cannot allocate.
  */
-PGconn *cd_pg_open(const cd_config *cfg, const cd_pg_session *how);
+PGconn *cd_pg_open(const cd_config *cfg, const cd_pg_session *how) CD_WARN_UNUSED;
 
 /* ---- the retrying connection handle ---- */
 typedef struct cd_pg cd_pg;
@@ -109,7 +109,7 @@ void cd_pg_set_retry(cd_pg *pg, unsigned max_attempts, unsigned max_backoff_ms,
 /* Connects (with the retry policy) if not connected. Sets
  * synchronous_commit=off for the session when `bulk` was requested with
  * cd_pg_set_bulk. Returns CD_PG_OK or CD_PG_EDOWN. */
-int cd_pg_connect(cd_pg *pg);
+int cd_pg_connect(cd_pg *pg) CD_WARN_UNUSED;
 
 /* Session setting: synchronous_commit off (unit commits are redone from LMDB
  * after a crash anyway, so losing the last commits on a server crash is
@@ -122,7 +122,7 @@ PGconn *cd_pg_conn(cd_pg *pg);
 
 /* Runs one statement without parameters, retrying connection loss. Returns
  * CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
-int cd_pg_exec(cd_pg *pg, const char *sql);
+int cd_pg_exec(cd_pg *pg, const char *sql) CD_WARN_UNUSED;
 
 /* ---- schema ---- */
 
@@ -131,10 +131,10 @@ int cd_pg_exec(cd_pg *pg, const char *sql);
  * safe when several processes start at once (advisory lock). Returns
  * CD_PG_OK; CD_PG_ENEWER (logged with both versions) when the database has a
  * version above cd_pg_schema_latest; CD_PG_ERROR / CD_PG_EDOWN. */
-int cd_pg_migrate(cd_pg *pg);
+int cd_pg_migrate(cd_pg *pg) CD_WARN_UNUSED;
 
 /* Current schema version of the database (0 when none). */
-int cd_pg_schema_version(cd_pg *pg, int *out);
+int cd_pg_schema_version(cd_pg *pg, int *out) CD_WARN_UNUSED;
 
 /* ---- COPY row buffers for one work unit ---- */
 
@@ -203,7 +203,7 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
  *          (first_tx/tx_count differ: the unit size changed between runs);
  *          CD_PG_ERROR / CD_PG_EDOWN.
  */
-int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u);
+int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u) CD_WARN_UNUSED;
 
 /*
  * The streaming form of cd_pg_write_unit, for units produced row by row:
@@ -220,8 +220,8 @@ int cd_pg_write_unit(cd_pg *pg, const cd_pg_unit *u);
  * connection loss itself; rows already streamed cannot be replayed, hence
  * CD_PG_EAGAIN from close.
  */
-int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u);
-int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u);
+int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u) CD_WARN_UNUSED;
+int cd_pg_unit_close(cd_pg *pg, cd_pg_unit *u) CD_WARN_UNUSED;
 void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u);
 
 /*
@@ -252,11 +252,12 @@ void cd_pg_unit_cancel(cd_pg *pg, cd_pg_unit *u);
  * rolled back; run it again from cd_pg_batch_begin (bytes are still held).
  * cd_pg_batch_cancel rolls back.
  */
-int cd_pg_batch_begin(cd_pg *pg, cd_pg_unit *u);
+int cd_pg_batch_begin(cd_pg *pg, cd_pg_unit *u) CD_WARN_UNUSED;
 int cd_pg_batch_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
-                         int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
+                         int32_t height, uint64_t tx_count, uint64_t size,
+                         int64_t *block_id) CD_WARN_UNUSED;
 int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx,
-                    uint32_t expect_txs);
+                    uint32_t expect_txs) CD_WARN_UNUSED;
 /* The checks of cd_pg_batch_add for n units in one statement, inside the
  * batch (after cd_pg_batch_begin, before any unit is added): units[i] is
  * {block_id, unit_no, first_tx, expected tx count (0: unknown)};
@@ -267,11 +268,12 @@ int cd_pg_batch_add(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no
  * set-based form; cd_pg_batch_add is the unit-at-a-time one (it checks, then
  * calls cd_pg_batch_add_checked), kept for callers with one unit and as the
  * reference the unit tests compare the set-based form with. */
-int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_t n, int *state);
+int cd_pg_batch_check(cd_pg *pg, cd_pg_unit *u, const cd_pg_marker *units, size_t n,
+                      int *state) CD_WARN_UNUSED;
 int cd_pg_batch_add_checked(cd_pg *pg, cd_pg_unit *u, int64_t block_id, uint32_t unit_no,
-                            uint32_t first_tx);
+                            uint32_t first_tx) CD_WARN_UNUSED;
 void cd_pg_batch_unit_done(cd_pg_unit *u);
-int cd_pg_batch_commit(cd_pg *pg, cd_pg_unit *u);
+int cd_pg_batch_commit(cd_pg *pg, cd_pg_unit *u) CD_WARN_UNUSED;
 void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
 
 /* ---- blocks and the tip ---- */
@@ -279,7 +281,8 @@ void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
 /* Registers a block (idempotent on its hash) and returns its block_id. hash
  * and header in internal order; header is 80 bytes. */
 int cd_pg_block_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
-                         int32_t height, uint64_t tx_count, uint64_t size, int64_t *block_id);
+                         int32_t height, uint64_t tx_count, uint64_t size,
+                         int64_t *block_id) CD_WARN_UNUSED;
 
 /* One block to register with cd_pg_blocks_register. */
 typedef struct cd_pg_block_info {
@@ -293,20 +296,21 @@ typedef struct cd_pg_block_info {
 /* cd_pg_block_register for n blocks with DISTINCT hashes, in one statement
  * and one transaction of its own (committed on return, like
  * cd_pg_block_register); block_ids[i] is blocks[i]'s id. */
-int cd_pg_blocks_register(cd_pg *pg, const cd_pg_block_info *blocks, size_t n, int64_t *block_ids);
+int cd_pg_blocks_register(cd_pg *pg, const cd_pg_block_info *blocks, size_t n,
+                          int64_t *block_ids) CD_WARN_UNUSED;
 
 /* Marks the block indexed after checking that n_units markers exist covering
  * its tx_count transactions (the caller has verified the merkle root).
  * Returns CD_PG_OK, CD_PG_EINCOMPLETE (units missing; nothing changed), or
  * an error. Idempotent. */
-int cd_pg_block_set_indexed(cd_pg *pg, int64_t block_id, uint32_t n_units);
+int cd_pg_block_set_indexed(cd_pg *pg, int64_t block_id, uint32_t n_units) CD_WARN_UNUSED;
 
 /* Advances the indexed tip to this block: it must be indexed, at height
  * tip+1 and a child of the tip (or be the first tip). A block already on the
  * best chain at or below the tip is a no-op (CD_PG_OK). Sets
  * on_best_chain in the same transaction. Returns CD_PG_OK,
  * CD_PG_EINCOMPLETE (not indexed or out of order), or an error. */
-int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
+int cd_pg_tip_advance(cd_pg *pg, int64_t block_id) CD_WARN_UNUSED;
 
 /*
  * The daemon's completion step, run by a parser after each unit commit (the
@@ -328,7 +332,7 @@ int cd_pg_tip_advance(cd_pg *pg, int64_t block_id);
  *          unindexed: the caller must have the block indexed again from a
  *          good copy); errors.
  */
-int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
+int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed) CD_WARN_UNUSED;
 
 /* cd_pg_block_try_complete for n blocks in one transaction (one lock, one
  * read of all their unit coverage and txids, one UPDATE for those that
@@ -339,7 +343,7 @@ int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed);
  * Returns: CD_PG_OK; CD_PG_EMERKLE if any block's root differed (after the
  *          others are done); errors. */
 int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height,
-                              uint8_t *purged);
+                              uint8_t *purged) CD_WARN_UNUSED;
 
 /* Removes the rows and unit markers of a block that is not indexed (a copy
  * that failed its checks after some of its units were committed), in one
@@ -347,19 +351,21 @@ int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int
  * named by hash (internal order), or by block_id when hash is NULL.
  * Out: *purged (may be NULL) 1 if a non-indexed block was found.
  * Returns CD_PG_OK or an error. An indexed block is left alone. */
-int cd_pg_block_purge(cd_pg *pg, const uint8_t hash[32], int64_t block_id, int *purged);
+int cd_pg_block_purge(cd_pg *pg, const uint8_t hash[32], int64_t block_id,
+                      int *purged) CD_WARN_UNUSED;
 
 /* Blocks that are not indexed but have committed unit markers: rows written
  * from bytes nobody has verified yet (blocks in flight at a crash, or a
  * wrong copy an older version left behind), lowest height first.
  * Out: *blocks and *block_ids (malloc'd, free() both; *n entries).
  * Returns CD_PG_OK or an error. */
-int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **block_ids, size_t *n);
+int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **block_ids,
+                            size_t *n) CD_WARN_UNUSED;
 
 /* Advances the tip while the block at tip+1 that links to the tip is
  * indexed (first tip: the lowest registered block, once indexed). Returns
  * CD_PG_OK with *height (may be NULL) the new tip height (-1: none). */
-int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height);
+int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
 /*
  * Bulk-load switch for the three secondary indexes (transactions.tx_hash,
@@ -370,7 +376,7 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height);
  * (after catching up; minutes for a large chain). Idempotent. Primary keys
  * and the unit markers are never dropped, so exactly-once holds either way.
  */
-int cd_pg_secondary_indexes(cd_pg *pg, int on);
+int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
 
 /*
  * For recovery: the transaction ranges of a block that no committed unit
@@ -378,13 +384,13 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on);
  * *n_gaps pairs [start, end) of tx positions. Returns CD_PG_OK or an error.
  */
 int cd_pg_block_gaps(cd_pg *pg, int64_t block_id, uint64_t tx_count, int *indexed, uint64_t **gaps,
-                     size_t *n_gaps);
+                     size_t *n_gaps) CD_WARN_UNUSED;
 
 /* Height of the indexed tip, -1 when there is none. */
-int cd_pg_tip_height(cd_pg *pg, int32_t *height);
+int cd_pg_tip_height(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
 /* Number of committed unit markers of a block (for recovery: which units to
  * redo). */
-int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done);
+int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done) CD_WARN_UNUSED;
 
 #endif /* CD_PG_H */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cd_pg.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define RETRY CD_PG_ERETRY /* internal: connection lost, re-run the operation */
 
@@ -49,23 +50,23 @@ enum {
 /* Classifies a failed result: RETRY when the connection is gone or the server
  * is going down (or a deadlock / serialization failure rolled it back),
  * CD_PG_ERROR otherwise (logged with `what`). Clears r. */
-int cd_pg_fail(cd_pg *pg, PGresult *r, const char *what);
+int cd_pg_fail(cd_pg *pg, PGresult *r, const char *what) CD_WARN_UNUSED;
 
 /* Runs sql (optionally with text/binary params). Returns 0 with *out set (or
  * cleared when out is NULL), RETRY or CD_PG_ERROR. */
 int cd_pg_q(cd_pg *pg, const char *what, const char *sql, int n, const char *const *vals,
-            const int *lens, const int *fmts, PGresult **out);
+            const int *lens, const int *fmts, PGresult **out) CD_WARN_UNUSED;
 
 /* cd_pg_q() through the prepared statement `id` (PS_*; prepared on first use
  * on this connection; sql must always be the same text for one id). */
 int cd_pg_qp(cd_pg *pg, int id, const char *what, const char *sql, int n, const char *const *vals,
-             const int *lens, const int *fmts, PGresult **out);
+             const int *lens, const int *fmts, PGresult **out) CD_WARN_UNUSED;
 
 /* Rolls back after an error; ignores the outcome. */
 void cd_pg_rollback(cd_pg *pg);
 
 /* Runs op(pg, arg) until it returns something other than RETRY,
  * reconnecting with back-off in between. */
-int cd_pg_with_retry(cd_pg *pg, int (*op)(cd_pg *, void *), void *arg);
+int cd_pg_with_retry(cd_pg *pg, int (*op)(cd_pg *, void *), void *arg) CD_WARN_UNUSED;
 
 #endif /* CD_PG_INT_H */

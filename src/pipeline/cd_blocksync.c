@@ -595,10 +595,22 @@ static int mod_init(cd_ctl *ctl, void **state)
         cd_pipeline_free(s->pipe);
         s->pipe = NULL;
     }
-    if (s->pipe && s->cfg->index)
-        cd_pipeline_set_parsers(s->pipe, &cd_wk_parser_ops,
-                                s->cfg->parser_workers ? s->cfg->parser_workers
-                                                       : (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+    if (s->pipe && s->cfg->index) {
+        unsigned n = s->cfg->parser_workers;
+        if (n == 0) { /* the default: one per core, as many as the pipeline runs */
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            n = cores < 1 ? 1 : (unsigned)CD_MIN(cores, (long)CD_PIPELINE_MAX_PARSERS);
+        }
+        /* refused, nothing would be indexed while the status says it keeps
+         * up: a configuration error instead (exit 2) */
+        if (cd_pipeline_set_parsers(s->pipe, &cd_wk_parser_ops, n) != 0) {
+            cd_log_error("parser_workers = %u: at most %u parser workers", n,
+                         (unsigned)CD_PIPELINE_MAX_PARSERS);
+            cd_ctl_stop(ctl, CD_EXIT_CONFIG);
+            cd_pipeline_free(s->pipe);
+            s->pipe = NULL;
+        }
+    }
     if (!s->pipe || cd_pipeline_start(s->pipe) != 0) {
         cd_pipeline_free(s->pipe);
         cd_ring_destroy(&s->ring);
@@ -634,7 +646,9 @@ static int mod_start(void *state)
     if (cd_blockstore_open(p1, CD_BS_RDONLY, 0, &blocks) == 0 &&
         cd_blockstore_open(p2, CD_BS_RDONLY, 0, &merkle) == 0) {
         void *a[2] = {s, merkle};
-        cd_blockstore_foreach(blocks, load_stored, a);
+        int frc = cd_blockstore_foreach(blocks, load_stored, a);
+        if (frc != 0) /* the blocks not listed are asked for again: wasteful, not wrong */
+            cd_log_warn("blocksync: listing the stored blocks failed: %s", cd_strerror(frc));
     }
     cd_blockstore_close(blocks);
     cd_blockstore_close(merkle);

@@ -314,7 +314,7 @@ cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_co
 
 int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n)
 {
-    if (p->started || n > CD_SUP_MAX_CHILDREN - 2)
+    if (p->started || n > CD_PIPELINE_MAX_PARSERS)
         return -1;
     p->parser_ops = ops;
     p->parser_count = ops ? n : 0;

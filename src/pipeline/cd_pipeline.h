@@ -39,7 +39,9 @@
 
 #include "cd_config.h"
 #include "cd_ring.h"
+#include "cd_supervisor.h" /* CD_SUP_MAX_CHILDREN */
 #include "cd_wk_main.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 struct event_base;
 typedef struct cd_pipeline cd_pipeline;
@@ -85,14 +87,19 @@ int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
  * ring, cfg and base are borrowed. Returns NULL on failure (logged).
  */
 cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                             const cd_pipeline_cbs *cbs);
+                             const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
+
+/* The most parser workers one pipeline runs: the supervisor's table less
+ * the block writer and the merkle worker. */
+#define CD_PIPELINE_MAX_PARSERS (CD_SUP_MAX_CHILDREN - 2)
 
 /* Registers n parser workers running `ops` (call before start; n = 0 or
- * never calling it runs without parsers). Returns 0 or -1. */
-int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n);
+ * never calling it runs without parsers). Returns 0, or -1 when started
+ * already or n > CD_PIPELINE_MAX_PARSERS (nothing registered). */
+int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n) CD_WARN_UNUSED;
 
 /* Forks the workers. Returns 0 or -1. */
-int cd_pipeline_start(cd_pipeline *p);
+int cd_pipeline_start(cd_pipeline *p) CD_WARN_UNUSED;
 
 /* 1 when every worker has said HELLO (units flow only then). */
 int cd_pipeline_ready(const cd_pipeline *p);
@@ -106,7 +113,7 @@ int cd_pipeline_ready(const cd_pipeline *p);
  * or EINVAL (size < 81).
  */
 int cd_pipeline_begin(cd_pipeline *p, const uint8_t hash[32], uint32_t height, uint64_t size,
-                      void *block_ctx);
+                      void *block_ctx) CD_WARN_UNUSED;
 
 /* Writable bytes for the block being received (0: ring full or no block);
  * *ptr receives where to write them. */
@@ -118,7 +125,7 @@ uint64_t cd_pipeline_space(cd_pipeline *p, uint8_t **ptr);
  * later, through block_done); -1 the block failed (block_done was called;
  * discard the rest of the payload; drop the peer if MALFORMED/TOOBIG).
  */
-int cd_pipeline_commit(cd_pipeline *p, uint64_t n);
+int cd_pipeline_commit(cd_pipeline *p, uint64_t n) CD_WARN_UNUSED;
 
 /* Abandons the block being received (peer gone). block_done(CANCELLED). */
 void cd_pipeline_cancel(cd_pipeline *p);

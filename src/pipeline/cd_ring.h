@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_RING_MAGIC          0x434452494e473031ull /* "CDRING01" */
 #define CD_RING_LAYOUT_VERSION 1
@@ -78,14 +79,14 @@ typedef struct cd_ring {
  * Computes the segment name for a datadir into out (size CD_RING_NAME_MAX).
  * Returns 0, or -1 with errno set (realpath failure).
  */
-int cd_ring_name_for(const char *datadir, char out[CD_RING_NAME_MAX]);
+int cd_ring_name_for(const char *datadir, char out[CD_RING_NAME_MAX]) CD_WARN_UNUSED;
 
 /*
  * Creates (or replaces a stale) segment of `size` data bytes; size is rounded
  * up to the page size. Returns: 0 with *r filled; -1 with errno (EBUSY: a live
  * process owns the name; EINVAL: size 0; others from shm_open/ftruncate/mmap).
  */
-int cd_ring_create(cd_ring *r, const char *name, uint64_t size);
+int cd_ring_create(cd_ring *r, const char *name, uint64_t size) CD_WARN_UNUSED;
 
 /* Unmaps and (in the creating process) unlinks the segment. Accepts a zeroed
  * struct. */
@@ -96,7 +97,7 @@ void cd_ring_forget_in_child(cd_ring *r);
 
 /* Removes a segment left by a dead creator. Returns 1 removed, 0 nothing to
  * do, -1 with errno EBUSY if its creator is alive. */
-int cd_ring_cleanup_stale(const char *name);
+int cd_ring_cleanup_stale(const char *name) CD_WARN_UNUSED;
 
 static inline uint8_t *cd_ring_ptr(const cd_ring *r, uint64_t pos)
 {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "cd_log.h" /* CD_PRINTF */
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* Reads the environment. Call once in main() before forking anything.
  * Returns 1 if notifications are enabled, 0 if not. */
@@ -29,19 +30,19 @@ int cd_notify_enabled(void);
 
 /* Sends a raw state string (may hold several "\n"-separated assignments).
  * Returns 0 (also when disabled), or -1 with errno set. */
-int cd_notify_send(const char *state);
+int cd_notify_send(const char *state) CD_WARN_UNUSED;
 
 /* "READY=1": storage is open and peers are being dialled. */
-int cd_notify_ready(void);
+int cd_notify_ready(void) CD_WARN_UNUSED;
 
 /* "STATUS=<text>" (printf-style; newlines are replaced by spaces). */
-int cd_notify_status(const char *fmt, ...) CD_PRINTF(1, 2);
+int cd_notify_status(const char *fmt, ...) CD_PRINTF(1, 2) CD_WARN_UNUSED;
 
 /* "STOPPING=1": clean shutdown begun. */
-int cd_notify_stopping(void);
+int cd_notify_stopping(void) CD_WARN_UNUSED;
 
 /* "WATCHDOG=1": keep-alive; call at least every cd_notify_watchdog_usec()/2. */
-int cd_notify_watchdog(void);
+int cd_notify_watchdog(void) CD_WARN_UNUSED;
 
 /* WATCHDOG_USEC from the environment at init (0: watchdog disabled, or the
  * watchdog was meant for another pid per WATCHDOG_PID). */

@@ -34,7 +34,8 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
     if (sig == SIGHUP) {
         cd_log_info("SIGHUP: reloading configuration and reopening the log");
         if (s->cfg != NULL) {
-            (void)cd_config_reload(s->cfg);
+            /* an invalid file is logged and leaves the running config as it was */
+            CD_IGNORE(cd_config_reload(s->cfg));
         } else if (cd_log_reopen() < 0) {
             cd_log_error("SIGHUP: cannot reopen log file: %s", strerror(errno));
         }

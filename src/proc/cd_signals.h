@@ -28,6 +28,7 @@
 #define CD_SIGNALS_H
 
 #include "cd_config.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 struct event_base;
 
@@ -40,7 +41,7 @@ typedef void (*cd_signals_fn)(void *arg);
  * (logged). on_stop must not be NULL; on_reload may be NULL; cfg may be NULL
  * (SIGHUP then only reopens the log file). */
 cd_signals *cd_signals_install(struct event_base *base, const cd_config *cfg, cd_signals_fn on_stop,
-                               cd_signals_fn on_reload, void *arg);
+                               cd_signals_fn on_reload, void *arg) CD_WARN_UNUSED;
 
 /* Number of SIGTERM/SIGINT received so far. */
 unsigned cd_signals_stop_count(const cd_signals *s);

@@ -201,7 +201,7 @@ static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
     sigprocmask(SIG_SETMASK, &none, NULL);
     cd_log_set_component(c->component);
     if (s->cfg->log_file)
-        cd_log_open(s->cfg->log_file);
+        cd_log_open_child(s->cfg->log_file);
     c->main_fn(c->main_arg, slot, fd);
     _exit(CD_EXIT_FAILURE);
 }

@@ -38,6 +38,7 @@
 #include <sys/types.h>
 
 #include "cd_config.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_SUP_MAX_CHILDREN 40
 
@@ -53,7 +54,8 @@ typedef struct cd_sup_cbs {
 
 /* Creates a supervisor bound to the loop. cfg is borrowed and must outlive
  * it (the children reopen cfg->log_file). Returns NULL on failure (logged). */
-cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg, const cd_sup_cbs *cbs);
+cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg,
+                          const cd_sup_cbs *cbs) CD_WARN_UNUSED;
 
 /* Main function of a child: runs in the forked child after the clean-up
  * described above (slot = its slot in the table, fd = its end of the
@@ -67,11 +69,11 @@ typedef void (*cd_sup_main_fn)(void *arg, int slot, int fd);
  *                 NULL: name
  * Returns: its slot, or -1 when the table is full. */
 int cd_sup_add(cd_supervisor *s, const char *name, uint32_t index, const char *component,
-               cd_sup_main_fn main_fn, void *arg);
+               cd_sup_main_fn main_fn, void *arg) CD_WARN_UNUSED;
 
 /* Forks every child that is not running. Returns 0, or -1 if a fork failed
  * (the slot is retried with back-off). */
-int cd_sup_start(cd_supervisor *s);
+int cd_sup_start(cd_supervisor *s) CD_WARN_UNUSED;
 
 /* Kills the child of a slot with SIGKILL (e.g. after a protocol error); it is
  * restarted like any other death. */

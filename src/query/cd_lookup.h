@@ -119,7 +119,8 @@ typedef struct cd_lookup_tx {
  * mempool tables (a best-chain hit wins; for a tx a reorg returned there,
  * the old block that holds its bytes, see in_old_block).
  * Returns: OK with *out filled; ENOTFOUND; EDB. */
-int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_lookup_tx *out);
+int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool,
+                      cd_lookup_tx *out) CD_WARN_UNUSED;
 
 /* Reads a tx's bytes into a malloc'd buffer (*raw, tx->size bytes; the
  * caller frees it) and checks that they hash to the txid: a confirmed tx and
@@ -128,7 +129,7 @@ int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_loo
  * Returns: OK; ESTORE (no store / block not stored / read error); ECORRUPT
  * (hash mismatch); EDB; for a relayed mempool tx also ENOTFOUND (it left the
  * mempool since tx_find) and EINPUT (its row has no bytes). */
-int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw);
+int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw) CD_WARN_UNUSED;
 
 /* The merkle branch of a confirmed tx, bottom up (siblings in internal order;
  * an odd level's duplicated sibling is the node's own hash), from the LMDB
@@ -137,7 +138,8 @@ int cd_lookup_tx_read(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t **raw);
  * Returns: OK with *depth; ESTORE ("no merkle tree for the block of ...");
  * ECORRUPT (the branch does not lead to the root); EINPUT for a mempool tx
  * ("... is in the mempool, not in a block yet: it has no merkle proof"). */
-int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch, size_t *depth);
+int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch,
+                        size_t *depth) CD_WARN_UNUSED;
 
 /*
  * Formats the TSC proof JSON (reference/conduitdb.md §1), exactly what
@@ -155,34 +157,34 @@ int cd_lookup_tx_branch(cd_lookup *lk, const cd_lookup_tx *tx, uint8_t *branch, 
  *          target or when out of memory.
  */
 char *cd_lookup_proof_json(const cd_lookup_tx *tx, const uint8_t *branch, size_t depth,
-                           const char *target, const uint8_t *raw);
+                           const char *target, const uint8_t *raw) CD_WARN_UNUSED;
 
 /* ---- blocks ---- */
 
 /* Opens the block store now (the other calls open it on first use); for
  * callers that report a missing store before anything else.
  * Returns OK or ESTORE ("cannot open block store <path>: <reason>"). */
-int cd_lookup_open_blocks(cd_lookup *lk);
+int cd_lookup_open_blocks(cd_lookup *lk) CD_WARN_UNUSED;
 
 /* Parses a block id: 64 hex digits (display order) -> *hash, returns 1;
  * decimal height below 2^32 - 1 -> *height, returns 0; else EINPUT. */
-int cd_lookup_block_id(const char *id, uint8_t hash[32], uint32_t *height);
+int cd_lookup_block_id(const char *id, uint8_t hash[32], uint32_t *height) CD_WARN_UNUSED;
 
 /* Hash of the best-chain block at `height` (header tree), or, without a
  * header tree, of the last block stored at that height.
  * Returns: OK; ENOTFOUND; ESTORE (no block store). */
-int cd_lookup_block_hash_at(cd_lookup *lk, uint32_t height, uint8_t hash[32]);
+int cd_lookup_block_hash_at(cd_lookup *lk, uint32_t height, uint8_t hash[32]) CD_WARN_UNUSED;
 
 /* Location of a COMPLETE stored block. Returns: OK; ENOTFOUND; ESTORE. */
-int cd_lookup_block_get(cd_lookup *lk, const uint8_t hash[32], cd_block_loc *loc);
+int cd_lookup_block_get(cd_lookup *lk, const uint8_t hash[32], cd_block_loc *loc) CD_WARN_UNUSED;
 
 /* Copies block bytes [off, off + len). Returns OK or ESTORE. */
 int cd_lookup_block_read(cd_lookup *lk, const cd_block_loc *loc, uint64_t off, void *buf,
-                         size_t len);
+                         size_t len) CD_WARN_UNUSED;
 
 /* Copies tx offsets [first, first + n). Returns OK or ESTORE. */
 int cd_lookup_block_offsets(cd_lookup *lk, const cd_block_loc *loc, uint64_t first, uint64_t n,
-                            uint64_t *out);
+                            uint64_t *out) CD_WARN_UNUSED;
 
 /* 1 if the merkle store holds the block's verified tree, else 0. */
 int cd_lookup_block_has_tree(cd_lookup *lk, const uint8_t hash[32]);
@@ -191,7 +193,7 @@ int cd_lookup_block_has_tree(cd_lookup *lk, const uint8_t hash[32]);
 
 /* The indexed best tip (best_tip). Returns OK; ENOTFOUND (nothing indexed);
  * EDB. */
-int cd_lookup_tip(cd_lookup *lk, int32_t *height, uint8_t hash[32]);
+int cd_lookup_tip(cd_lookup *lk, int32_t *height, uint8_t hash[32]) CD_WARN_UNUSED;
 
 typedef struct cd_lookup_spend {
     uint8_t txid[32]; /* spending tx, internal order */
@@ -204,7 +206,8 @@ typedef struct cd_lookup_spend {
 /* Who spent outpoint (txid, n): the best chain first, else the mempool
  * (all_inputs). Returns OK; ENOTFOUND (unspent as far as the index knows);
  * EDB. */
-int cd_lookup_spender(cd_lookup *lk, const uint8_t txid[32], uint32_t n, cd_lookup_spend *out);
+int cd_lookup_spender(cd_lookup *lk, const uint8_t txid[32], uint32_t n,
+                      cd_lookup_spend *out) CD_WARN_UNUSED;
 
 /* One row of a key's history, also the paging cursor ("after"). */
 typedef struct cd_lookup_hist {
@@ -220,11 +223,11 @@ typedef struct cd_lookup_hist {
  * strictly after `after` (NULL: from the start), at most `limit` of them,
  * into out[] (limit entries). Returns OK with *n (0..limit); EDB. */
 int cd_lookup_history(cd_lookup *lk, const uint8_t key[32], const cd_lookup_hist *after,
-                      uint32_t limit, cd_lookup_hist *out, size_t *n);
+                      uint32_t limit, cd_lookup_hist *out, size_t *n) CD_WARN_UNUSED;
 
 /* Paging cursor text "<height>.<tx_pos>.<flags>.<idx>" of a row (buf >= 48
  * bytes), and back. parse returns 0 or EINPUT. */
 void cd_lookup_cursor_format(const cd_lookup_hist *h, char *buf, size_t len);
-int cd_lookup_cursor_parse(const char *s, cd_lookup_hist *out);
+int cd_lookup_cursor_parse(const char *s, cd_lookup_hist *out) CD_WARN_UNUSED;
 
 #endif /* CD_LOOKUP_H */

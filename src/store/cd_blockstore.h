@@ -83,68 +83,70 @@ typedef struct cd_blockstore cd_blockstore;
  * written). Returns 0 with *out set (free with cd_blockstore_close), or an
  * error code (ENOENT when a read-only store does not exist yet).
  */
-int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_blockstore **out);
+int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size,
+                       cd_blockstore **out) CD_WARN_UNUSED;
 void cd_blockstore_close(cd_blockstore *bs);
 
 /* ---------------- readers ---------------- */
 
 /* Location of a COMPLETE block. Returns 0, CD_BS_NOTFOUND (absent or
  * incomplete) or an error. */
-int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *out);
+int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *out) CD_WARN_UNUSED;
 
 /* Hash of the block stored at `height`. Returns 0 or CD_BS_NOTFOUND. */
-int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32]);
+int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32]) CD_WARN_UNUSED;
 
 /* Copies block bytes [off, off+len) into buf. Returns 0 or CD_BS_ERANGE/... */
 int cd_blockstore_read(cd_blockstore *bs, const cd_block_loc *loc, uint64_t off, void *buf,
-                       size_t len);
+                       size_t len) CD_WARN_UNUSED;
 
 /* Copies tx offsets [first, first+n) (block-relative byte offsets). */
 int cd_blockstore_read_offsets(cd_blockstore *bs, const cd_block_loc *loc, uint64_t first,
-                               uint64_t n, uint64_t *out);
+                               uint64_t n, uint64_t *out) CD_WARN_UNUSED;
 
 /* Calls fn for every complete block in insertion order; fn returns non-zero to
  * stop (that value is returned). */
 int cd_blockstore_foreach(cd_blockstore *bs,
                           int (*fn)(const uint8_t hash[32], const cd_block_loc *loc, void *arg),
-                          void *arg);
+                          void *arg) CD_WARN_UNUSED;
 
 /* Merkle tree: meta, and hashes [first, first+n) of the concatenated levels. */
-int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32], cd_merkle_meta *out);
+int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32],
+                              cd_merkle_meta *out) CD_WARN_UNUSED;
 int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
-                              uint8_t *out);
+                              uint8_t *out) CD_WARN_UNUSED;
 
 /* ---------------- the single writer ---------------- */
 
 /* Deletes every incomplete block (call once after opening for writing).
  * Returns the number of blocks removed (>= 0) or an error (< 0). */
-int cd_blockstore_recover(cd_blockstore *bs);
+int cd_blockstore_recover(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Starts writing a block, replacing any stored copy of the same hash.
  * Only one block may be in progress per handle. */
 int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
-                        uint32_t height, uint64_t size, uint64_t tx_count);
+                        uint32_t height, uint64_t size, uint64_t tx_count) CD_WARN_UNUSED;
 
 /* Appends the next bytes of the current block and the offsets of the txs
  * starting in them (block-relative), in one committed txn. Bytes that do not
  * fill a chunk are kept in memory until the next call or finish. */
 int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
-                         const uint64_t *tx_offsets, size_t n_offsets);
+                         const uint64_t *tx_offsets, size_t n_offsets) CD_WARN_UNUSED;
 
 /* Completes the current block (size and tx count must match begin) and makes
  * it durable. */
-int cd_blockstore_finish(cd_blockstore *bs);
+int cd_blockstore_finish(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Drops the current block's committed chunks and its incomplete record. */
-int cd_blockstore_abort(cd_blockstore *bs);
+int cd_blockstore_abort(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Removes a stored block (any state). Returns 0 or CD_BS_NOTFOUND. */
-int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32]);
+int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32]) CD_WARN_UNUSED;
 
 /* Stores a full merkle tree (n_hashes = all levels, leaves first) in one txn,
  * replacing any previous tree for the hash. */
 int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
-                             const uint8_t *hashes, uint64_t n_hashes);
+                             const uint8_t *hashes, uint64_t n_hashes) CD_WARN_UNUSED;
 
 /* One stored piece of a tree level (for writers that build the tree as a
  * stream and never hold all of it). */
@@ -159,14 +161,14 @@ typedef struct cd_merkle_part {
  * visible) in one txn. Returns 0 or an error. */
 int cd_blockstore_merkle_write(cd_blockstore *bs, const uint8_t hash[32],
                                const cd_merkle_part *parts, size_t n_parts,
-                               const cd_merkle_meta *meta);
+                               const cd_merkle_meta *meta) CD_WARN_UNUSED;
 
 /* Removes a tree (meta and every part). Returns 0 (also when absent). */
-int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32]);
+int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32]) CD_WARN_UNUSED;
 
 /* Removes parts without a meta record (a tree whose writer died). Returns the
  * number of trees removed or an error (< 0). */
-int cd_blockstore_merkle_cleanup(cd_blockstore *bs);
+int cd_blockstore_merkle_cleanup(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Number of hashes in the full tree of n leaves (n + n/2 rounded up + ...). */
 uint64_t cd_merkle_tree_size(uint64_t n_leaves);

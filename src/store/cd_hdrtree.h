@@ -103,7 +103,8 @@ typedef struct cd_hdrtree_add_result {
  * In read-write mode every stored header is loaded in memory.
  * Returns: 0 and *out (close with cd_hdrtree_close), or a CD_HDRTREE_E* code
  * (logged with the path). */
-int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net, unsigned flags);
+int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net,
+                    unsigned flags) CD_WARN_UNUSED;
 
 /* Closes the tree, frees every node. Accepts NULL. */
 void cd_hdrtree_close(cd_hdrtree *t);
@@ -127,7 +128,7 @@ void cd_hdrtree_set_now(cd_hdrtree *t, int64_t now);
  * One LMDB write transaction per call; the tip callback runs after commit.
  * Returns: 0, or CD_HDRTREE_E* with res->bad_index set. `res` may be NULL. */
 int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
-                   cd_hdrtree_add_result *res);
+                   cd_hdrtree_add_result *res) CD_WARN_UNUSED;
 
 /* Best tip (read-write mode). Never NULL once open. */
 const cd_hdr_node *cd_hdrtree_tip(const cd_hdrtree *t);
@@ -165,24 +166,25 @@ size_t cd_hdrtree_locator_from(const cd_hdrtree *t, const cd_hdr_node *from, uin
 
 /* Sets/clears status flags of a header and persists them (one txn).
  * Returns 0, CD_HDRTREE_ENOTFOUND or CD_HDRTREE_ESTORE. */
-int cd_hdrtree_set_status(cd_hdrtree *t, const uint8_t hash[32], uint32_t set, uint32_t clear);
+int cd_hdrtree_set_status(cd_hdrtree *t, const uint8_t hash[32], uint32_t set,
+                          uint32_t clear) CD_WARN_UNUSED;
 
 /* Brings the hash index used by read-only lookups up to date (one txn).
  * The tree does it by itself in bulk; the controller also calls it when sync
  * goes idle so readers find recent headers without a scan.
  * Returns 0, CD_HDRTREE_ERDONLY or CD_HDRTREE_ESTORE. */
-int cd_hdrtree_flush_index(cd_hdrtree *t);
+int cd_hdrtree_flush_index(cd_hdrtree *t) CD_WARN_UNUSED;
 
 /* ---- lookups that work in both modes (read-only: straight from LMDB) ---- */
 
 /* Copies the best-chain header at `height` into *out (out->prev is NULL in
  * read-only mode). Returns 0 or CD_HDRTREE_ENOTFOUND / CD_HDRTREE_ESTORE. */
-int cd_hdrtree_get_at(cd_hdrtree *t, int32_t height, cd_hdr_node *out);
+int cd_hdrtree_get_at(cd_hdrtree *t, int32_t height, cd_hdr_node *out) CD_WARN_UNUSED;
 
 /* Copies the header `hash` into *out. Same returns. */
-int cd_hdrtree_get(cd_hdrtree *t, const uint8_t hash[32], cd_hdr_node *out);
+int cd_hdrtree_get(cd_hdrtree *t, const uint8_t hash[32], cd_hdr_node *out) CD_WARN_UNUSED;
 
 /* Copies the best tip into *out. Same returns. */
-int cd_hdrtree_get_tip(cd_hdrtree *t, cd_hdr_node *out);
+int cd_hdrtree_get_tip(cd_hdrtree *t, cd_hdr_node *out) CD_WARN_UNUSED;
 
 #endif /* CD_HDRTREE_H */

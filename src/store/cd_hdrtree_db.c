@@ -357,7 +357,9 @@ void cd_hdrtree_close(cd_hdrtree *t)
     if (!t)
         return;
     if (t->env && !(t->flags & CD_HDRTREE_RDONLY) && t->tab)
-        (void)cd_hdrtree_flush_index(t);
+        /* logged inside; what is not indexed now is indexed at the next
+         * open (from idx_seq), and lookups scan the tail meanwhile */
+        CD_IGNORE(cd_hdrtree_flush_index(t));
     if (t->env)
         mdb_env_close(t->env);
     free(t->unidx);

@@ -12,6 +12,7 @@
 #include "btc_header.h"
 #include "cd_hdrtree.h"
 #include "cd_util.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define HDR_REC_LEN  152
 #define NODE_SLAB    4096
@@ -114,12 +115,13 @@ uint32_t cd_hdrtree_default_bits_fn(const cd_hdrtree *t, const cd_hdr_node *prev
 
 /* Writes a node's "hdr" record (MDB_APPEND when is_new). Returns an LMDB
  * code. */
-int cd_hdrtree_put_node(cd_hdrtree *t, MDB_txn *txn, const cd_hdr_node *n, int is_new);
+int cd_hdrtree_put_node(cd_hdrtree *t, MDB_txn *txn, const cd_hdr_node *n,
+                        int is_new) CD_WARN_UNUSED;
 
 /* Writes the "idx" entries of the unindexed headers and of extra, sorted,
  * then "idx_seq" = new_idx_seq. Returns an LMDB code. */
 int cd_hdrtree_idx_write(cd_hdrtree *t, MDB_txn *txn, cd_hdr_node *const *extra, size_t n_extra,
-                         uint64_t new_idx_seq);
+                         uint64_t new_idx_seq) CD_WARN_UNUSED;
 
 /* Remembers a stored header not yet in "idx". */
 void cd_hdrtree_unidx_push(cd_hdrtree *t, cd_hdr_node *n);

@@ -273,7 +273,9 @@ static void publish_status(cd_ctl *ctl)
              : caught_up                     ? "synced"
                                              : "syncing");
     cd_status_sample(st, pr.blocks, pr.bytes, pr.txs, cd_now_s());
-    (void)cd_status_publish(ctl->cfg, st);
+    /* a status file that cannot be written is logged (once) inside; the
+     * next interval tries again */
+    CD_IGNORE(cd_status_publish(ctl->cfg, st));
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -353,6 +355,8 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
         const cd_ctl_module *m = modules[n_init];
         if (m->init && m->init(&ctl, &ctl.mod_state[n_init]) != 0) {
             cd_log_error("module %s failed to initialise", m->name);
+            if (ctl.stopping)
+                rc = ctl.exit_code; /* the module said why (cd_ctl_stop) */
             goto out;
         }
         if (m->sink) {
@@ -450,7 +454,7 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     ctl.watchdog = cd_notify_watchdog_start(ctl.base);
     ctl.last_status = cd_now_s();
     publish_status(&ctl);
-    cd_notify_ready();
+    CD_IGNORE(cd_notify_ready()); /* best effort: not under systemd, or its socket gone */
     cd_log_info("controller running: network %s, %zu peer(s)", cfg->net->name, n_ok);
 
     if (!ctl.stopping && event_base_dispatch(ctl.base) < 0) {
@@ -458,7 +462,7 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
         ctl.exit_code = CD_EXIT_FAILURE;
     }
     ctl.stopping = 1;
-    cd_notify_stopping();
+    CD_IGNORE(cd_notify_stopping()); /* best effort, as READY=1 */
     publish_status(&ctl);
     {
         char hex[65];

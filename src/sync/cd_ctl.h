@@ -65,7 +65,9 @@ typedef struct cd_ctl_progress {
 typedef struct cd_ctl_module {
     const char *name;
     /* Returns 0 and the module's state in *state, or -1 (logged) to stop the
-     * daemon with CD_EXIT_FAILURE. */
+     * daemon with CD_EXIT_FAILURE, or with the exit code given to
+     * cd_ctl_stop() before returning (CD_EXIT_CONFIG: a setting the module
+     * cannot use). */
     int (*init)(cd_ctl *ctl, void **state);
     /* Tree and manager now exist (cd_ctl_tree / cd_ctl_mgr). 0 or -1. */
     int (*start)(void *state);

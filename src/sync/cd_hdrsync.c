@@ -245,7 +245,7 @@ static void log_synced(cd_hdrsync *s, cp2p_peer *p)
     const cd_hdr_node *tip = cd_hdrtree_tip(s->tree);
     s->synced = 1;
     /* idle: let read-only users (conduit-cli) find the new headers by hash */
-    (void)cd_hdrtree_flush_index(s->tree);
+    CD_IGNORE(cd_hdrtree_flush_index(s->tree)); /* logged; tried again at the next idle */
     if (tip == s->synced_tip)
         return;
     log_progress(s, tip != s->logged_tip);

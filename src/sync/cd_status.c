@@ -346,7 +346,7 @@ int cd_status_publish(const cd_config *cfg, cd_status *st)
     char line[512];
     cd_status_format_line(st, line, sizeof(line));
     cd_log_info("progress: %s", line);
-    cd_notify_status("%s", line);
+    CD_IGNORE(cd_notify_status("%s", line)); /* best effort: the log has the line */
     if (cd_status_write(cfg->datadir, st) < 0) {
         if (errno != last_errno)
             cd_log_error("cannot write status file %s/%s: %s", cfg->datadir, CD_STATUS_FILE,

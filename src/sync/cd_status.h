@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "cd_config.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_STATUS_FILE "status"
 
@@ -96,15 +97,15 @@ void cd_status_print(FILE *f, const cd_status *st, int alive);
  * Returns: the text, malloc'd (the caller frees it); NULL when out of memory
  *          or a text field of st is not UTF-8.
  */
-char *cd_status_json(const cd_status *st, int alive, int64_t now);
+char *cd_status_json(const cd_status *st, int alive, int64_t now) CD_WARN_UNUSED;
 
 /* Writes <datadir>/status atomically (tmp file + rename); sets updated_at.
  * Returns 0, or -1 with errno set. */
-int cd_status_write(const char *datadir, cd_status *st);
+int cd_status_write(const char *datadir, cd_status *st) CD_WARN_UNUSED;
 
 /* Reads <datadir>/status. Returns 0, or -1 with errno set (ENOENT: no
  * daemon has run there; EINVAL: not a status file). */
-int cd_status_read(const char *datadir, cd_status *st);
+int cd_status_read(const char *datadir, cd_status *st) CD_WARN_UNUSED;
 
 /* 1 if the process st->pid exists, 0 if not. */
 int cd_status_pid_alive(const cd_status *st);
@@ -116,7 +117,7 @@ int cd_status_stale(const cd_status *st, int64_t now);
 /* Logs the progress line at info level, sends it as systemd STATUS=, and
  * writes the status file (a write failure is logged with the path, once per
  * errno change). Returns 0 or -1. */
-int cd_status_publish(const cd_config *cfg, cd_status *st);
+int cd_status_publish(const cd_config *cfg, cd_status *st) CD_WARN_UNUSED;
 
 /* Formats seconds as "1h02m", "3m05s", "42s", or "?" when < 0. */
 void cd_status_format_duration(double s, char *buf, size_t len);

@@ -43,6 +43,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_IPC_VERSION 1
 
@@ -159,7 +160,7 @@ typedef struct cd_ipc_block_done {
  * Returns: 0, or -1 with errno set (EPIPE when the peer is gone).
  */
 int cd_ipc_send(int fd, uint16_t type, const void *payload, uint32_t len, const void *extra,
-                uint32_t extra_len);
+                uint32_t extra_len) CD_WARN_UNUSED;
 
 /*
  * Reads one message. *buf is a caller-owned growable buffer (realloc'd here,
@@ -169,7 +170,7 @@ int cd_ipc_send(int fd, uint16_t type, const void *payload, uint32_t len, const 
  *          EPROTO for a bad version or oversized length, EIO for EOF inside a
  *          message).
  */
-int cd_ipc_recv(int fd, cd_ipc_hdr *hdr, uint8_t **buf, size_t *cap);
+int cd_ipc_recv(int fd, cd_ipc_hdr *hdr, uint8_t **buf, size_t *cap) CD_WARN_UNUSED;
 
 /* Name of a message type / kind for logs ("UNIT", "writer"). Never NULL. */
 const char *cd_ipc_type_name(uint16_t type);

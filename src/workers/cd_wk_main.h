@@ -21,6 +21,7 @@
 
 #include "cd_util.h"
 #include "cd_ipc.h"
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* Process exit codes: the same contract (and values) as the daemon's
  * (cd_config.h); identical redefinitions are allowed in C. */
@@ -87,7 +88,8 @@ typedef struct cd_wk_ops {
 #define CD_WK_DEFERRED 0x7fff
 
 /* Sends the UNIT_ACK of a deferred unit. 0, or -1 (controller gone). */
-int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no, uint32_t status);
+int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no,
+                   uint32_t status) CD_WARN_UNUSED;
 
 /* Runs the worker until shutdown; never returns (see banner). */
 CD_NORETURN void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops);

@@ -184,6 +184,19 @@ static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     return CD_IPC_OK;
 }
 
+/* Removes the flushed parts of a tree that will not be completed. A failure
+ * leaves parts without their meta record: invisible to readers, and removed
+ * at the next start (cd_blockstore_merkle_cleanup). */
+static void drop_parts(wk_merkle *m)
+{
+    int rc = cd_blockstore_merkle_delete(m->bs, m->hash);
+    if (rc) {
+        char hex[65];
+        cd_hex_encode_rev(hex, m->hash, 32);
+        cd_log_warn("merkle: block %s: removing its tree parts: %s", hex, cd_strerror(rc));
+    }
+}
+
 static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done *done)
 {
     wk_merkle *m = c->state;
@@ -195,7 +208,7 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         cd_log_warn("merkle: block %s: %llu of %llu txs seen", hex, (unsigned long long)m->filled,
                     (unsigned long long)m->tx_count);
         done->status = CD_IPC_ERR_MALFORMED;
-        cd_blockstore_merkle_delete(m->bs, m->hash);
+        drop_parts(m);
         merkle_reset(m);
         return 1;
     }
@@ -205,7 +218,7 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         cd_log_warn("merkle: block %s: the tree does not fit %llu txs", hex,
                     (unsigned long long)m->tx_count);
         done->status = CD_IPC_ERR_MALFORMED;
-        cd_blockstore_merkle_delete(m->bs, m->hash);
+        drop_parts(m);
         merkle_reset(m);
         return 1;
     }
@@ -243,7 +256,7 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         merkle_reset(m);
         return 1;
     }
-    cd_blockstore_merkle_delete(m->bs, m->hash); /* parts already flushed */
+    drop_parts(m); /* parts already flushed */
     merkle_reset(m);
     return 1;
 }
@@ -252,7 +265,7 @@ static void merkle_abort(cd_wk_ctx *c, const cd_ipc_block_ref *r)
 {
     wk_merkle *m = c->state;
     if (m->active && r->block_id == m->block_id) {
-        cd_blockstore_merkle_delete(m->bs, m->hash);
+        drop_parts(m);
         merkle_reset(m);
     }
 }

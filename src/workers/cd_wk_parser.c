@@ -639,11 +639,16 @@ int cd_wk_parser_recover(const cd_config *cfg)
         r.opts.data_pushes = cfg->index_data_pushes;
         r.opts.data_max_len = cfg->max_data_push;
         rc = rec_unverified_scan(&r);
-        if (rc == 0 && r.bs)
-            cd_blockstore_foreach(r.bs, rec_block, &r);
+        if (rc == 0 && r.bs) {
+            int frc = cd_blockstore_foreach(r.bs, rec_block, &r);
+            if (frc != 0 && !r.failed) { /* a read error, not a block that failed */
+                cd_log_error("recovery: listing the stored blocks: %s", cd_strerror(frc));
+                r.failed = 1;
+            }
+        }
         int32_t tip = r.tip;
-        if (!r.failed)
-            cd_pg_tip_advance_all(r.pg, &tip);
+        if (!r.failed && cd_pg_tip_advance_all(r.pg, &tip) != CD_PG_OK)
+            tip = r.tip; /* logged; the parsers' completion steps move it later */
         if (r.blocks)
             cd_log_info("recovery: %zu stored blocks indexed from LMDB (%zu units); indexed "
                         "tip %d",

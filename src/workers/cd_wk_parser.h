@@ -6,6 +6,7 @@
 #define CD_WK_PARSER_H
 
 #include <stdint.h>
+#include "cd_err.h" /* CD_WARN_UNUSED */
 
 /*
  * The parser worker kind for the supervisor (cd_wk_main.h): init opens its
@@ -36,7 +37,7 @@
  * (the new branch of a reorg interrupted by a crash). */
 #define CD_WK_RECOVERY_REORG_WINDOW 2000
 struct cd_config;
-int cd_wk_parser_recover(const struct cd_config *cfg);
+int cd_wk_parser_recover(const struct cd_config *cfg) CD_WARN_UNUSED;
 
 struct cd_wk_ops;
 extern const struct cd_wk_ops cd_wk_parser_ops;

@@ -60,8 +60,13 @@ static void hexid(char out[65], const uint8_t h[32])
 static int writer_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
 {
     wk_writer *w = c->state;
-    if (w->active)
-        cd_blockstore_abort(w->bs);
+    if (w->active) {
+        /* a block left unfinished: begin replaces its record anyway, and
+         * recovery removes incomplete blocks at the next start */
+        int arc = cd_blockstore_abort(w->bs);
+        if (arc)
+            cd_log_warn("writer: abort: %s", cd_strerror(arc));
+    }
     w->active = 0;
     int rc = cd_blockstore_begin(w->bs, b->hash, b->header, b->height, b->size, b->tx_count);
     if (rc) {
