@@ -5,6 +5,7 @@
 #define BTC_NET_H
 
 #include <stdint.h>
+
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 typedef enum btc_net_id {
@@ -31,14 +32,16 @@ typedef struct btc_net {
     int32_t chronicle_height;
 } btc_net;
 
-/* Returns the parameters of a network; never NULL for a valid id. */
+/* Returns: the parameters of a network: static, never freed, valid for the
+ * program's life; never NULL for a valid id. */
 const btc_net *btc_net_get(btc_net_id id);
 
 /* Looks a network up by name ("main"/"mainnet", "test"/"testnet",
- * "regtest", "stn"). Returns NULL if unknown. */
+ * "regtest", "stn"). Returns: the static parameters, or NULL if unknown. */
 const btc_net *btc_net_by_name(const char *name) CD_WARN_UNUSED;
 
-/* Finds the network whose wire magic equals `magic`, or NULL. */
+/* Returns: the static parameters of the network whose wire magic equals
+ * `magic`, or NULL. */
 const btc_net *btc_net_by_magic(const uint8_t magic[4]) CD_WARN_UNUSED;
 
 #endif /* BTC_NET_H */

@@ -50,7 +50,8 @@ typedef struct btc_sha256_job {
  */
 void btc_sha256_many(const btc_sha256_job *jobs, size_t n);
 
-/* "sha-ni" or "openssl": the implementation in use (for benchmarks/logs). */
+/* Returns: "sha-ni" or "openssl" (a static string): the implementation in
+ * use, for benchmarks and logs. */
 const char *btc_sha256_impl(void);
 
 /* Test hook: 0 forces the OpenSSL path (what a CPU without SHA-NI runs),

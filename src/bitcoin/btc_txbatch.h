@@ -30,7 +30,7 @@
 #include "btc_script.h"
 #include "btc_sha256.h"
 #include "btc_tx.h"
-#include "cd_err.h" /* CD_WARN_UNUSED */
+#include "cd_err.h"
 
 /* Batch limits. 32 txs of ~8 hashed blocks each keep both SHA lanes busy
  * for ~250 steps, so the one-lane tail at the end of a batch is a few %. */

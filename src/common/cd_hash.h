@@ -18,12 +18,16 @@ typedef struct cd_sha256_ctx {
     uint64_t opaque[16];
 } cd_sha256_ctx;
 
+/* init, then update with consecutive pieces, then final: out = SHA256 of
+ * the pieces; ctx must be init'ed again before reuse. Cannot fail. */
 void cd_sha256_init(cd_sha256_ctx *ctx);
 void cd_sha256_update(cd_sha256_ctx *ctx, const void *data, size_t len);
 void cd_sha256_final(cd_sha256_ctx *ctx, uint8_t out[CD_HASH_LEN]);
 /* Finalizes and hashes the digest again: SHA256(SHA256(data)). */
 void cd_sha256d_final(cd_sha256_ctx *ctx, uint8_t out[CD_HASH_LEN]);
 
+/* Out: out = SHA256(data) / SHA256(SHA256(data)) of len bytes. Cannot
+ * fail. */
 void cd_sha256(uint8_t out[CD_HASH_LEN], const void *data, size_t len);
 void cd_sha256d(uint8_t out[CD_HASH_LEN], const void *data, size_t len);
 

@@ -9,12 +9,14 @@
  * Line format:  [timestamp ]LEVEL component[pid]: message
  *
  * The level is checked before the arguments are formatted, so disabled debug
- * lines cost one comparison.
+ * lines cost one comparison. The logger is per process (global state, no
+ * locking): one thread logs.
  */
 #ifndef CD_LOG_H
 #define CD_LOG_H
 
 #include <stdarg.h>
+
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 typedef enum cd_log_level {
@@ -28,15 +30,17 @@ typedef enum cd_log_level {
  * The string is copied. */
 void cd_log_set_component(const char *name);
 
-/* Minimum level written. Default CD_LOG_INFO. */
+/* Minimum level written (default CD_LOG_INFO); get returns the current one. */
 void cd_log_set_level(cd_log_level level);
 cd_log_level cd_log_get_level(void);
 
-/* Parses "error", "warn", "info", "debug". Returns 0 on success, -1 if unknown. */
+/* Parses "error", "warn", "info", "debug".
+ * Out: *out (untouched on failure). Returns: 0, or -1 if unknown. */
 int cd_log_level_parse(const char *s, cd_log_level *out) CD_WARN_UNUSED;
 
-/* Sends output to `path` (appending), or to stderr when path is NULL.
- * Returns 0, or -1 with errno set (the previous destination is kept). */
+/* Sends output to `path` (appending; the path is copied), or to stderr when
+ * path is NULL (which cannot fail).
+ * Returns: 0, or -1 with errno set (the previous destination is kept). */
 int cd_log_open(const char *path) CD_WARN_UNUSED;
 
 /* In a forked child that closed its inherited descriptors
@@ -50,7 +54,7 @@ void cd_log_open_child(const char *path);
  * logging to stderr (no-op). Returns 0 or -1 with errno set. */
 int cd_log_reopen(void) CD_WARN_UNUSED;
 
-/* True when lines should carry no timestamp (stderr is the journal). */
+/* Returns: 1 when lines carry no timestamp (stderr is the journal), else 0. */
 int cd_log_under_journal(void);
 
 #if defined(__GNUC__)
@@ -59,6 +63,8 @@ int cd_log_under_journal(void);
 #define CD_PRINTF(a, b)
 #endif
 
+/* Writes one line (a trailing newline is added; errors writing it are
+ * ignored: there is nowhere to report them). Use the cd_log_* macros. */
 void cd_log_write(cd_log_level level, const char *fmt, ...) CD_PRINTF(2, 3);
 void cd_log_vwrite(cd_log_level level, const char *fmt, va_list ap);
 

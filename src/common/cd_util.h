@@ -8,6 +8,10 @@
  *  - Buffers whose size a peer chooses (blocks, transactions) use plain
  *    malloc and handle NULL by dropping the peer, never the daemon.
  *  - Every free function in the project accepts NULL.
+ *
+ * API comments in every header of src/ follow the rules of CONTRIBUTING.md
+ * ("Public headers"): pointers are non-NULL and borrowed for the call
+ * unless the comment says otherwise; Returns/In/Out say the rest.
  */
 #ifndef CD_UTIL_H
 #define CD_UTIL_H
@@ -35,6 +39,10 @@
 #define CD_UNLIKELY(x) (x)
 #endif
 
+/* malloc, calloc, realloc and strdup that never return NULL (0 bytes asks
+ * for 1). Returns: the memory, owned by the caller (free()); on failure the
+ * size is logged and the process aborts. cd_xrealloc takes over p (it may
+ * move: use only the returned pointer). */
 void *cd_xmalloc(size_t n);
 void *cd_xcalloc(size_t count, size_t size);
 void *cd_xrealloc(void *p, size_t n);
@@ -45,7 +53,8 @@ char *cd_xstrdup(const char *s);
 CD_NORETURN void cd_assert_fail(const char *expr, const char *file, int line);
 #define cd_assert(e) ((e) ? (void)0 : cd_assert_fail(#e, __FILE__, __LINE__))
 
-/* ---- little-endian access (the wire format of Bitcoin) ---- */
+/* ---- little-endian access (the wire format of Bitcoin) ----
+ * cd_leN read N/8 bytes at p, cd_put_leN write them; no alignment needed. */
 
 static inline uint16_t cd_le16(const uint8_t *p)
 {
@@ -91,17 +100,21 @@ static inline void cd_put_le64(uint8_t *p, uint64_t v)
 
 /* ---- hex ---- */
 
-/* Writes 2*n lowercase hex chars plus NUL to out (size >= 2n+1). */
+/* ---- hex: the one codec of the program ---- */
+
+/* Out: out, 2*n lowercase hex chars of in[0..n) plus NUL (2n+1 bytes). */
 void cd_hex_encode(char *out, const uint8_t *in, size_t n);
-/* Writes 2*n lowercase hex chars, no NUL, to out (size >= 2n); returns
- * out + 2n, for writers that append to a buffer (the COPY text rows). */
+/* Out: out, 2*n lowercase hex chars, no NUL (2n bytes).
+ * Returns: out + 2n, for writers that append to a buffer (COPY text rows). */
 char *cd_hex_put(char *out, const uint8_t *in, size_t n);
-/* Same, bytes reversed: the "display" form of hashes and txids. */
+/* As cd_hex_encode, bytes reversed: the display form of hashes and txids. */
 void cd_hex_encode_rev(char *out, const uint8_t *in, size_t n);
-/* Decodes exactly 2*n hex chars (either case) into out. Returns 0, or -1 on a
- * bad character or a string that is not 2*n long. */
+/* Decodes exactly 2*n hex chars (either case).
+ * Out: out, n bytes (unspecified on failure).
+ * Returns: 0, or -1 on a bad character or a string that is not 2n long. */
 int cd_hex_decode(uint8_t *out, size_t n, const char *hex) CD_WARN_UNUSED;
-/* Decodes a display-order hash (64 hex chars) into internal byte order. */
+/* As cd_hex_decode, then reverses the bytes: a display-order hash (64 hex
+ * chars) into internal byte order. Returns: 0 or -1. */
 int cd_hex_decode_rev(uint8_t *out, size_t n, const char *hex) CD_WARN_UNUSED;
 
 /* ---- processes ---- */
@@ -120,7 +133,7 @@ pid_t cd_fork_signals_blocked(void) CD_WARN_UNUSED;
 
 /* ---- time ---- */
 
-/* Monotonic clock in nanoseconds / seconds (as double). */
+/* Returns: the monotonic clock in nanoseconds / seconds (as double). */
 uint64_t cd_now_ns(void);
 double cd_now_s(void);
 

@@ -103,7 +103,8 @@ typedef struct cd_option {
 extern const cd_option cd_config_options[];
 extern const size_t cd_config_n_options;
 
-/* Finds an option by name. Returns NULL if unknown. */
+/* Finds an option by name. Returns: its entry of the static table, or NULL
+ * if unknown. */
 const cd_option *cd_config_find(const char *name);
 
 /* Resets *cfg to the built-in defaults (all strings allocated).
@@ -138,8 +139,11 @@ typedef enum cd_config_action {
  * --testnet, --stn, --mainnet, --connect (repeatable), --datadir, --conf,
  * --help, --version, --sample-config, --print-config), then cd_config_finish(). `prog` names the
  * program in
- * --help ("conduitd"). The command line is remembered for reload. On
- * CD_CONFIG_ERROR, err holds a one-line message without the program name. */
+ * --help ("conduitd"). The command line is remembered for reload (argv must
+ * then stay valid while cfg lives: main's argv). On CD_CONFIG_ERROR, err
+ * holds a one-line message without the program name.
+ * Out: *cfg, initialised by the call whatever it returns: cd_config_free()
+ *      it in every case. */
 cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc, char **argv,
                                       char *err, size_t errlen) CD_WARN_UNUSED;
 

@@ -70,7 +70,8 @@ long cd_rows_parse_unit(const uint8_t *data, size_t len, uint64_t block_offset, 
 long cd_rows_parse_tx_pushes(const uint8_t *tx, size_t len, uint32_t tx_pos,
                              const cd_rows_opts *opts, const cd_rows_sink *sink) CD_WARN_UNUSED;
 
-/* A sink that appends COPY rows to u (cd_pg_unit_add_*). */
+/* Returns: a sink (by value) that appends COPY rows to u
+ * (cd_pg_unit_add_*); u is its ctx and must outlive its use. */
 cd_rows_sink cd_rows_unit_sink(cd_pg_unit *u);
 
 /*

@@ -116,8 +116,8 @@ int cd_pg_connect(cd_pg *pg) CD_WARN_UNUSED;
  * safe). Takes effect on the next (re)connect. */
 void cd_pg_set_bulk(cd_pg *pg, int on);
 
-/* The live connection, or NULL when not connected. Borrowed: valid until the
- * next cd_pg_* call on this handle. */
+/* Returns: the live connection, or NULL when not connected. Borrowed (the
+ * handle owns it): valid until the next cd_pg_* call on this handle. */
 PGconn *cd_pg_conn(cd_pg *pg);
 
 /* Runs one statement without parameters, retrying connection loss. Returns
@@ -133,7 +133,8 @@ int cd_pg_exec(cd_pg *pg, const char *sql) CD_WARN_UNUSED;
  * version above cd_pg_schema_latest; CD_PG_ERROR / CD_PG_EDOWN. */
 int cd_pg_migrate(cd_pg *pg) CD_WARN_UNUSED;
 
-/* Current schema version of the database (0 when none). */
+/* Out: *out, the current schema version of the database (0 when none).
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
 int cd_pg_schema_version(cd_pg *pg, int *out) CD_WARN_UNUSED;
 
 /* ---- COPY row buffers for one work unit ---- */
@@ -181,10 +182,16 @@ typedef struct cd_pg_unit {
 
 #define CD_PG_FLUSH_BYTES (16u << 20)
 
+/* init: an empty unit (no allocation yet); reset: empties it for the next
+ * unit, keeping its memory; free: releases the memory (the struct itself is
+ * the caller's). */
 void cd_pg_unit_init(cd_pg_unit *u, cd_pg_copy_format format);
 void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_t first_tx);
 void cd_pg_unit_free(cd_pg_unit *u);
 
+/* Append one row, encoded at once (buffers grow with cd_xrealloc; while the
+ * unit streams, a full buffer is sent and its first failure kept in
+ * u->stream_rc for cd_pg_unit_close). Hashes in internal order; copied. */
 void cd_pg_unit_add_tx(cd_pg_unit *u, uint32_t tx_pos, const uint8_t txid[32], uint64_t offset,
                        uint32_t size);
 void cd_pg_unit_add_input(cd_pg_unit *u, uint32_t tx_pos, uint32_t in_idx,
@@ -278,8 +285,9 @@ void cd_pg_batch_cancel(cd_pg *pg, cd_pg_unit *u);
 
 /* ---- blocks and the tip ---- */
 
-/* Registers a block (idempotent on its hash) and returns its block_id. hash
- * and header in internal order; header is 80 bytes. */
+/* Registers a block (idempotent on its hash). hash and header in internal
+ * order; header is 80 bytes. Out: *block_id.
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
 int cd_pg_block_register(cd_pg *pg, const uint8_t hash[32], const uint8_t header[80],
                          int32_t height, uint64_t tx_count, uint64_t size,
                          int64_t *block_id) CD_WARN_UNUSED;
@@ -295,7 +303,8 @@ typedef struct cd_pg_block_info {
 
 /* cd_pg_block_register for n blocks with DISTINCT hashes, in one statement
  * and one transaction of its own (committed on return, like
- * cd_pg_block_register); block_ids[i] is blocks[i]'s id. */
+ * cd_pg_block_register). Out: block_ids[i], blocks[i]'s id (n entries, the
+ * caller's). Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
 int cd_pg_blocks_register(cd_pg *pg, const cd_pg_block_info *blocks, size_t n,
                           int64_t *block_ids) CD_WARN_UNUSED;
 
@@ -375,6 +384,7 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * catch-up; lookups by hash are then slow), on = 1 creates the missing ones
  * (after catching up; minutes for a large chain). Idempotent. Primary keys
  * and the unit markers are never dropped, so exactly-once holds either way.
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
 
@@ -386,11 +396,13 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
 int cd_pg_block_gaps(cd_pg *pg, int64_t block_id, uint64_t tx_count, int *indexed, uint64_t **gaps,
                      size_t *n_gaps) CD_WARN_UNUSED;
 
-/* Height of the indexed tip, -1 when there is none. */
+/* Out: *height, the height of the indexed tip, -1 when there is none.
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN. */
 int cd_pg_tip_height(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
-/* Number of committed unit markers of a block (for recovery: which units to
- * redo). */
+/* Out: *done, the number of committed markers of unit `unit_no` of the
+ * block, 0 or 1 (for recovery: which units to redo).
+ * Returns: CD_PG_OK or an error. */
 int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done) CD_WARN_UNUSED;
 
 #endif /* CD_PG_H */

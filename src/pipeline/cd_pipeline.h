@@ -56,6 +56,7 @@ typedef enum cd_pipe_status {
     CD_PIPE_UNWANTED = 6,  /* identify() refused it (not requested / unknown header) */
 } cd_pipe_status;
 
+/* Returns: the name of a cd_pipe_status for logs (static, never NULL). */
 const char *cd_pipe_status_name(int status);
 
 typedef struct cd_pipeline_cbs {
@@ -77,14 +78,16 @@ typedef struct cd_pipeline_cbs {
     void (*cleared)(void *arg, const uint8_t hash[32]);
 } cd_pipeline_cbs;
 
-/* 1 while a copy of `hash` is in the pipeline, or a failed copy's committed
+/* Returns: 1 while a copy of `hash` is in the pipeline, or a failed copy's committed
  * rows are being removed: another copy would be refused (CD_PIPE_UNWANTED),
- * so do not ask for one before `cleared`. */
+ * so do not ask for one before `cleared`; else 0. */
 int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
 
 /*
  * Creates the pipeline and its supervisor (workers are not started yet).
- * ring, cfg and base are borrowed. Returns NULL on failure (logged).
+ * ring, cfg and base are borrowed and must outlive it; *cbs is copied,
+ * cbs->arg must outlive it.
+ * Returns: the pipeline (cd_pipeline_free), or NULL on failure (logged).
  */
 cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
                              const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
@@ -98,10 +101,10 @@ cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_co
  * already or n > CD_PIPELINE_MAX_PARSERS (nothing registered). */
 int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n) CD_WARN_UNUSED;
 
-/* Forks the workers. Returns 0 or -1. */
+/* Forks the workers. Returns: 0, or -1 (logged) if a fork failed. */
 int cd_pipeline_start(cd_pipeline *p) CD_WARN_UNUSED;
 
-/* 1 when every worker has said HELLO (units flow only then). */
+/* Returns: 1 when every worker has said HELLO (units flow only then). */
 int cd_pipeline_ready(const cd_pipeline *p);
 
 /*
@@ -115,13 +118,14 @@ int cd_pipeline_ready(const cd_pipeline *p);
 int cd_pipeline_begin(cd_pipeline *p, const uint8_t hash[32], uint32_t height, uint64_t size,
                       void *block_ctx) CD_WARN_UNUSED;
 
-/* Writable bytes for the block being received (0: ring full or no block);
- * *ptr receives where to write them. */
+/* Returns: the writable bytes for the block being received (0: ring full or
+ * no block). Out: *ptr, where to write them: ring memory, valid until the
+ * next cd_pipeline_commit(). */
 uint64_t cd_pipeline_space(cd_pipeline *p, uint8_t **ptr);
 
 /*
  * Accounts n bytes written at the pointer of the last cd_pipeline_space().
- * Returns 0 more bytes expected; 1 the block is fully received (it finishes
+ * Returns: 0 more bytes expected; 1 the block is fully received (it finishes
  * later, through block_done); -1 the block failed (block_done was called;
  * discard the rest of the payload; drop the peer if MALFORMED/TOOBIG).
  */
@@ -130,13 +134,14 @@ int cd_pipeline_commit(cd_pipeline *p, uint64_t n) CD_WARN_UNUSED;
 /* Abandons the block being received (peer gone). block_done(CANCELLED). */
 void cd_pipeline_cancel(cd_pipeline *p);
 
-/* 1 while a block is being received (between begin and its last byte). */
+/* Returns: 1 while a block is being received (between begin and its last
+ * byte), else 0. */
 int cd_pipeline_receiving(const cd_pipeline *p);
 
-/* Blocks begun and not yet finished. */
+/* Returns: the number of blocks begun and not yet finished. */
 size_t cd_pipeline_in_flight(const cd_pipeline *p);
 
-/* pid of a worker (kind, index), 0 if not running. */
+/* Returns: the pid of a worker (kind, index), 0 if not running. */
 pid_t cd_pipeline_worker_pid(const cd_pipeline *p, cd_wk_kind kind, uint32_t index);
 
 typedef struct cd_pipeline_stats {
@@ -150,6 +155,7 @@ typedef struct cd_pipeline_stats {
     uint64_t purges; /* failed copies whose committed rows were removed */
 } cd_pipeline_stats;
 
+/* Out: *out, the counters since the pipeline was created. */
 void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out);
 
 /* Workers registered (*total) and those whose channel is up, i.e. running

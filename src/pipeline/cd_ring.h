@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_RING_MAGIC          0x434452494e473031ull /* "CDRING01" */
@@ -95,10 +96,12 @@ void cd_ring_destroy(cd_ring *r);
 /* Unmaps without unlinking (a child that does not need the ring). */
 void cd_ring_forget_in_child(cd_ring *r);
 
-/* Removes a segment left by a dead creator. Returns 1 removed, 0 nothing to
- * do, -1 with errno EBUSY if its creator is alive. */
+/* Removes a segment left by a dead creator. Returns: 1 removed, 0 nothing to
+ * do, -1 with errno (EBUSY if its creator is alive). */
 int cd_ring_cleanup_stale(const char *name) CD_WARN_UNUSED;
 
+/* Returns: the address of stream position pos (ring memory: valid while the
+ * ring is mapped); cd_ring_used/free: bytes in use / free. */
 static inline uint8_t *cd_ring_ptr(const cd_ring *r, uint64_t pos)
 {
     return r->data + (pos % r->size);
@@ -114,8 +117,8 @@ static inline uint64_t cd_ring_free(const cd_ring *r)
     return r->size - (r->head - r->tail);
 }
 
-/* Contiguous writable space at head (== cd_ring_free, thanks to the double
- * mapping); *ptr receives the address. */
+/* Returns: the contiguous writable space at head (== cd_ring_free, thanks to
+ * the double mapping). Out: *ptr, its address (ring memory). */
 uint64_t cd_ring_writable(cd_ring *r, uint8_t **ptr);
 
 /* Marks n bytes at head as written. n must be <= cd_ring_free(). */

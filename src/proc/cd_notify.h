@@ -25,12 +25,15 @@
  * Returns 1 if notifications are enabled, 0 if not. */
 int cd_notify_init(void);
 
-/* 1 if NOTIFY_SOCKET was set at init. */
+/* Returns: 1 if NOTIFY_SOCKET was set at init, else 0. */
 int cd_notify_enabled(void);
 
 /* Sends a raw state string (may hold several "\n"-separated assignments).
  * Returns 0 (also when disabled), or -1 with errno set. */
 int cd_notify_send(const char *state) CD_WARN_UNUSED;
+
+/* The four below send one state with cd_notify_send. Returns: as
+ * cd_notify_send (callers ignore it: notifications are best effort). */
 
 /* "READY=1": storage is open and peers are being dialled. */
 int cd_notify_ready(void) CD_WARN_UNUSED;
@@ -44,8 +47,8 @@ int cd_notify_stopping(void) CD_WARN_UNUSED;
 /* "WATCHDOG=1": keep-alive; call at least every cd_notify_watchdog_usec()/2. */
 int cd_notify_watchdog(void) CD_WARN_UNUSED;
 
-/* WATCHDOG_USEC from the environment at init (0: watchdog disabled, or the
- * watchdog was meant for another pid per WATCHDOG_PID). */
+/* Returns: WATCHDOG_USEC from the environment at init (0: watchdog
+ * disabled, or the watchdog was meant for another pid per WATCHDOG_PID). */
 uint64_t cd_notify_watchdog_usec(void);
 
 struct event_base;

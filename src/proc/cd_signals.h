@@ -39,11 +39,12 @@ typedef void (*cd_signals_fn)(void *arg);
 /* Installs the signal events on `base`.
  * Returns a handle (free with cd_signals_free), or NULL if libevent failed
  * (logged). on_stop must not be NULL; on_reload may be NULL; cfg may be NULL
- * (SIGHUP then only reopens the log file). */
+ * (SIGHUP then only reopens the log file). base, cfg and arg are borrowed
+ * and must outlive the handle; cfg is modified by SIGHUP's reload. */
 cd_signals *cd_signals_install(struct event_base *base, const cd_config *cfg, cd_signals_fn on_stop,
                                cd_signals_fn on_reload, void *arg) CD_WARN_UNUSED;
 
-/* Number of SIGTERM/SIGINT received so far. */
+/* Returns: the number of SIGTERM/SIGINT received so far. */
 unsigned cd_signals_stop_count(const cd_signals *s);
 
 /* Removes the events and frees the handle. NULL-safe. */

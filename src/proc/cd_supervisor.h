@@ -52,8 +52,10 @@ typedef struct cd_sup_cbs {
     void (*on_fatal)(void *arg, int slot);
 } cd_sup_cbs;
 
-/* Creates a supervisor bound to the loop. cfg is borrowed and must outlive
- * it (the children reopen cfg->log_file). Returns NULL on failure (logged). */
+/* Creates a supervisor bound to the loop. base and cfg are borrowed and must
+ * outlive it (the children reopen cfg->log_file); *cbs is copied, cbs->arg
+ * is handed back to the callbacks and must outlive it.
+ * Returns: the supervisor (cd_sup_free), or NULL on failure (logged). */
 cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg,
                           const cd_sup_cbs *cbs) CD_WARN_UNUSED;
 
@@ -62,7 +64,8 @@ cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg,
  * channel); must not return (if it does, the child exits CD_EXIT_FAILURE). */
 typedef void (*cd_sup_main_fn)(void *arg, int slot, int fd);
 
-/* Adds a child that runs main_fn(arg, slot, fd) (not started yet).
+/* Adds a child that runs main_fn(arg, slot, fd) (not started yet; arg is
+ * borrowed and must outlive the supervisor).
  * In:  name       static string naming it in logs ("<name> worker <index>")
  *      index      its number among children of the same name
  *      component  its log component (copied; at most 31 bytes kept);
@@ -79,7 +82,7 @@ int cd_sup_start(cd_supervisor *s) CD_WARN_UNUSED;
  * restarted like any other death. */
 void cd_sup_kill(cd_supervisor *s, int slot);
 
-/* pid of a slot's child, 0 if none. */
+/* Returns: the pid of a slot's child, 0 if none. */
 pid_t cd_sup_pid(const cd_supervisor *s, int slot);
 
 /* Stops every child: SIGTERM, wait up to timeout_ms, then SIGKILL. Blocks

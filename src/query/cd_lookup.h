@@ -76,8 +76,10 @@
 typedef struct cd_lookup cd_lookup;
 
 /* Creates a handle for the stores under `datadir` (copied). `net` is the
- * network of the header tree (borrowed, static). Opens nothing yet.
- * Free with cd_lookup_free (accepts NULL). */
+ * network of the header tree (borrowed, static). Opens nothing yet; the
+ * LMDB environments it opens later belong to this process (never use the
+ * handle after fork). Returns: the handle (never NULL: allocation failure
+ * aborts); free with cd_lookup_free (accepts NULL). */
 cd_lookup *cd_lookup_new(const char *datadir, const btc_net *net, unsigned flags);
 void cd_lookup_free(cd_lookup *lk);
 

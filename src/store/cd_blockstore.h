@@ -80,8 +80,10 @@ typedef struct cd_blockstore cd_blockstore;
 /*
  * Opens (creating dir and databases unless CD_BS_RDONLY) the environment in
  * `dir`. map_size 0 = default (1 TiB of address space; the file grows only as
- * written). Returns 0 with *out set (free with cd_blockstore_close), or an
- * error code (ENOENT when a read-only store does not exist yet).
+ * written). `dir` is copied.
+ * Returns: 0 with *out set (free with cd_blockstore_close; the handle
+ *          belongs to this process: never use it after fork), or an error
+ *          code (ENOENT when a read-only store does not exist yet).
  */
 int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size,
                        cd_blockstore **out) CD_WARN_UNUSED;
@@ -96,21 +98,26 @@ int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *o
 /* Hash of the block stored at `height`. Returns 0 or CD_BS_NOTFOUND. */
 int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32]) CD_WARN_UNUSED;
 
-/* Copies block bytes [off, off+len) into buf. Returns 0 or CD_BS_ERANGE/... */
+/* Copies block bytes [off, off+len) into buf (len bytes, the caller's).
+ * Returns: 0, CD_BS_ERANGE beyond the block, or an error. */
 int cd_blockstore_read(cd_blockstore *bs, const cd_block_loc *loc, uint64_t off, void *buf,
                        size_t len) CD_WARN_UNUSED;
 
-/* Copies tx offsets [first, first+n) (block-relative byte offsets). */
+/* Copies tx offsets [first, first+n) (block-relative byte offsets) into out
+ * (n entries, the caller's). Returns: 0, CD_BS_ERANGE, or an error. */
 int cd_blockstore_read_offsets(cd_blockstore *bs, const cd_block_loc *loc, uint64_t first,
                                uint64_t n, uint64_t *out) CD_WARN_UNUSED;
 
-/* Calls fn for every complete block in insertion order; fn returns non-zero to
- * stop (that value is returned). */
+/* Calls fn for every complete block in insertion order (hash and loc are
+ * valid during the call only); fn returns non-zero to stop.
+ * Returns: 0 after the last block, fn's non-zero value, or an error. */
 int cd_blockstore_foreach(cd_blockstore *bs,
                           int (*fn)(const uint8_t hash[32], const cd_block_loc *loc, void *arg),
                           void *arg) CD_WARN_UNUSED;
 
-/* Merkle tree: meta, and hashes [first, first+n) of the concatenated levels. */
+/* Merkle tree: its meta record, and hashes [first, first+n) of the
+ * concatenated levels (into out, n * 32 bytes of the caller's).
+ * Returns: 0, CD_BS_NOTFOUND (no complete tree), or an error. */
 int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32],
                               cd_merkle_meta *out) CD_WARN_UNUSED;
 int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
@@ -123,28 +130,34 @@ int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_
 int cd_blockstore_recover(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Starts writing a block, replacing any stored copy of the same hash.
- * Only one block may be in progress per handle. */
+ * Only one block may be in progress per handle.
+ * Returns: 0, CD_BS_ESTATE (one is in progress, or the store is
+ * read-only), or an error. */
 int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
                         uint32_t height, uint64_t size, uint64_t tx_count) CD_WARN_UNUSED;
 
 /* Appends the next bytes of the current block and the offsets of the txs
  * starting in them (block-relative), in one committed txn. Bytes that do not
- * fill a chunk are kept in memory until the next call or finish. */
+ * fill a chunk are copied and kept until the next call or finish.
+ * Returns: 0, CD_BS_ESTATE (no block begun), CD_BS_ERANGE (beyond its size),
+ * or an error. */
 int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
                          const uint64_t *tx_offsets, size_t n_offsets) CD_WARN_UNUSED;
 
 /* Completes the current block (size and tx count must match begin) and makes
- * it durable. */
+ * it durable. Returns: 0, CD_BS_ESTATE (nothing begun), CD_BS_ERANGE (the
+ * bytes or offsets written do not match begin), or an error. */
 int cd_blockstore_finish(cd_blockstore *bs) CD_WARN_UNUSED;
 
-/* Drops the current block's committed chunks and its incomplete record. */
+/* Drops the current block's committed chunks and its incomplete record.
+ * Returns: 0 (also when nothing is in progress) or an error. */
 int cd_blockstore_abort(cd_blockstore *bs) CD_WARN_UNUSED;
 
 /* Removes a stored block (any state). Returns 0 or CD_BS_NOTFOUND. */
 int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32]) CD_WARN_UNUSED;
 
 /* Stores a full merkle tree (n_hashes = all levels, leaves first) in one txn,
- * replacing any previous tree for the hash. */
+ * replacing any previous tree for the hash. Returns: 0 or an error. */
 int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
                              const uint8_t *hashes, uint64_t n_hashes) CD_WARN_UNUSED;
 
@@ -170,7 +183,8 @@ int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32]) CD_WA
  * number of trees removed or an error (< 0). */
 int cd_blockstore_merkle_cleanup(cd_blockstore *bs) CD_WARN_UNUSED;
 
-/* Number of hashes in the full tree of n leaves (n + n/2 rounded up + ...). */
+/* Returns: the number of hashes in the full tree of n leaves (n + n/2
+ * rounded up + ...). */
 uint64_t cd_merkle_tree_size(uint64_t n_leaves);
 
 #endif /* CD_BLOCKSTORE_H */

@@ -106,10 +106,12 @@ typedef struct cd_hdrtree_add_result {
 int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net,
                     unsigned flags) CD_WARN_UNUSED;
 
-/* Closes the tree, frees every node. Accepts NULL. */
+/* Closes the tree (flushing the hash index first), frees every node: node
+ * pointers from the tree die here. Accepts NULL. */
 void cd_hdrtree_close(cd_hdrtree *t);
 
-/* Sets the callback for best-tip changes (NULL to remove). */
+/* Sets the callback for best-tip changes (NULL to remove); arg is handed
+ * back to it and must outlive the tree or the next call. */
 void cd_hdrtree_set_tip_cb(cd_hdrtree *t, cd_hdrtree_tip_cb cb, void *arg);
 
 /* Replaces the difficulty-rule hook. By default: regtest requires nBits equal
@@ -130,33 +132,38 @@ void cd_hdrtree_set_now(cd_hdrtree *t, int64_t now);
 int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
                    cd_hdrtree_add_result *res) CD_WARN_UNUSED;
 
-/* Best tip (read-write mode). Never NULL once open. */
+/* Returns: the best tip (read-write mode; valid until close). Never NULL
+ * once open. */
 const cd_hdr_node *cd_hdrtree_tip(const cd_hdrtree *t);
 
-/* Height of the best tip. */
+/* Returns: the height of the best tip (-1 before one is loaded). */
 int32_t cd_hdrtree_height(const cd_hdrtree *t);
 
-/* Number of headers in the tree (read-write mode). */
+/* Returns: the number of headers in the tree (read-write mode). */
 size_t cd_hdrtree_count(const cd_hdrtree *t);
 
-/* In-memory lookup by hash (read-write mode). Returns NULL if unknown. */
+/* In-memory lookup by hash (read-write mode).
+ * Returns: the node (valid until close), or NULL if unknown. */
 const cd_hdr_node *cd_hdrtree_find(const cd_hdrtree *t, const uint8_t hash[32]);
 
-/* Best-chain node at `height` (read-write mode), or NULL if above the tip. */
+/* Returns: the best-chain node at `height` (read-write mode; valid until
+ * close), or NULL if above the tip. */
 const cd_hdr_node *cd_hdrtree_at(const cd_hdrtree *t, int32_t height);
 
-/* Ancestor of `n` at `height` (<= n->height), or NULL. Read-write mode. */
+/* Returns: the ancestor of `n` at `height` (<= n->height; valid until
+ * close), or NULL. Read-write mode. */
 const cd_hdr_node *cd_hdrtree_ancestor(const cd_hdrtree *t, const cd_hdr_node *n, int32_t height);
 
-/* True if `n` is on the best chain. */
+/* Returns: 1 if `n` is on the best chain, else 0. */
 int cd_hdrtree_on_best(const cd_hdrtree *t, const cd_hdr_node *n);
 
-/* Median time of the 11 blocks ending at `n` (BIP113 median-time-past). */
+/* Returns: the median time of the 11 blocks ending at `n` (BIP113
+ * median-time-past; fewer near genesis; btc_pow_median_time's rule). */
 uint32_t cd_hdrtree_mtp(const cd_hdr_node *n);
 
 /* Builds a getheaders locator from the best tip: tip, then stepping back 1
  * for the first 10 entries, then doubling, always ending with genesis.
- * Writes at most `max` 32-byte hashes into `out`. Returns the count. */
+ * Out: at most `max` 32-byte hashes into `out`. Returns: their count. */
 size_t cd_hdrtree_locator(const cd_hdrtree *t, uint8_t (*out)[32], size_t max);
 
 /* Same, starting from any node of the tree (e.g. the last header a peer sent,

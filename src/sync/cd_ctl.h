@@ -80,7 +80,8 @@ typedef struct cd_ctl_module {
     void (*progress)(void *state, cd_ctl_progress *out);
 } cd_ctl_module;
 
-/* Accessors for modules (valid from init() to fini()). */
+/* Accessors for modules. Returns: objects owned by the controller, borrowed
+ * by the module, valid from init() to fini(). */
 struct event_base *cd_ctl_base(cd_ctl *ctl);
 cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);    /* NULL during init(): created after */
 cd_hdrtree *cd_ctl_tree(cd_ctl *ctl); /* NULL during init(): opened after */
@@ -90,7 +91,8 @@ const cd_config *cd_ctl_config(cd_ctl *ctl);
  * must not be called from a module's progress callback. */
 void cd_ctl_progress_now(cd_ctl *ctl, cd_ctl_progress *out);
 
-/* 1 once the header sync has caught up with the peers (cd_hdrsync_synced). */
+/* Returns: 1 once the header sync has caught up with the peers
+ * (cd_hdrsync_synced), else 0. */
 int cd_ctl_headers_synced(cd_ctl *ctl);
 
 /* Asks the controller loop to stop (as SIGTERM does), with an exit code. */

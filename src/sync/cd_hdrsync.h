@@ -42,8 +42,8 @@
 
 typedef struct cd_hdrsync cd_hdrsync;
 
-/* Creates the scheduler. tree and mgr are borrowed.
- * Returns the object (free with cd_hdrsync_free); never NULL. */
+/* Creates the scheduler. tree, mgr and base are borrowed and must outlive it.
+ * Returns: the object (free with cd_hdrsync_free); never NULL. */
 cd_hdrsync *cd_hdrsync_new(cd_hdrtree *tree, cp2p_mgr *mgr, struct event_base *base);
 
 /* Frees it (NULL-safe). Pending ban timers are cancelled. */
@@ -55,7 +55,8 @@ void cd_hdrsync_on_ready(cd_hdrsync *s, cp2p_peer *p);
 /* Peer gone: forget its request state. */
 void cd_hdrsync_on_disconnect(cd_hdrsync *s, cp2p_peer *p);
 
-/* A `headers` message (n 80-byte headers, contiguous). */
+/* A `headers` message (n 80-byte headers, contiguous; read during the call
+ * only). */
 void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, size_t n);
 
 /* Every message before decoding (cp2p on_message): refuses a `headers`
@@ -69,11 +70,11 @@ void cd_hdrsync_on_inv(cd_hdrsync *s, cp2p_peer *p, const cp2p_inv *inv, size_t 
 /* Called about once a second: resends timed-out requests, logs progress. */
 void cd_hdrsync_tick(cd_hdrsync *s);
 
-/* True once some peer answered with fewer than 2000 headers and nothing
- * new is pending (the tree holds everything peers told us about). */
+/* Returns: 1 once some peer answered with fewer than 2000 headers and nothing
+ * new is pending (the tree holds everything peers told us about), else 0. */
 int cd_hdrsync_synced(const cd_hdrsync *s);
 
-/* Total headers added to the tree by this scheduler. */
+/* Returns: the number of headers added to the tree by this scheduler. */
 uint64_t cd_hdrsync_added(const cd_hdrsync *s);
 
 /* Logs the "reorg: ..." line for a tip event (the controller's tip callback

@@ -78,7 +78,8 @@ void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, 
 
 /* One-line summary for the log / systemd STATUS=, e.g.
  * "syncing height=1200/5000 (24.0%) 35.2 blk/s 12.1 MB/s 8120 tx/s ring 12%
- *  workers 4/4 peers 2 eta 1m48s". Returns the snprintf length. */
+ *  workers 4/4 peers 2 eta 1m48s". Out: buf (len bytes, truncated like
+ * snprintf). Returns: the snprintf length. */
 int cd_status_format_line(const cd_status *st, char *buf, size_t len);
 
 /* Human-readable multi-line report (what `conduit-cli status` prints).
@@ -103,14 +104,15 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now) CD_WARN_UNUSED
  * Returns 0, or -1 with errno set. */
 int cd_status_write(const char *datadir, cd_status *st) CD_WARN_UNUSED;
 
-/* Reads <datadir>/status. Returns 0, or -1 with errno set (ENOENT: no
- * daemon has run there; EINVAL: not a status file). */
+/* Reads <datadir>/status into *st (unknown keys are ignored). Returns: 0, or
+ * -1 with errno set (ENOENT: no daemon has run there; EINVAL: not a status
+ * file). */
 int cd_status_read(const char *datadir, cd_status *st) CD_WARN_UNUSED;
 
-/* 1 if the process st->pid exists, 0 if not. */
+/* Returns: 1 if the process st->pid exists, 0 if not. */
 int cd_status_pid_alive(const cd_status *st);
 
-/* 1 if the file has not been rewritten for more than three status intervals
+/* Returns: 1 if the file has not been rewritten for more than three status intervals
  * (plus slack) as of `now` (unix seconds): the daemon's loop may be stuck. */
 int cd_status_stale(const cd_status *st, int64_t now);
 
@@ -119,7 +121,8 @@ int cd_status_stale(const cd_status *st, int64_t now);
  * errno change). Returns 0 or -1. */
 int cd_status_publish(const cd_config *cfg, cd_status *st) CD_WARN_UNUSED;
 
-/* Formats seconds as "1h02m", "3m05s", "42s", or "?" when < 0. */
+/* Formats seconds as "1h02m", "3m05s", "42s", or "?" when < 0, into buf (len
+ * bytes, truncated like snprintf). */
 void cd_status_format_duration(double s, char *buf, size_t len);
 
 #endif /* CD_STATUS_H */

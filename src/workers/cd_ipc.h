@@ -43,6 +43,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_IPC_VERSION 1
@@ -172,7 +173,8 @@ int cd_ipc_send(int fd, uint16_t type, const void *payload, uint32_t len, const 
  */
 int cd_ipc_recv(int fd, cd_ipc_hdr *hdr, uint8_t **buf, size_t *cap) CD_WARN_UNUSED;
 
-/* Name of a message type / kind for logs ("UNIT", "writer"). Never NULL. */
+/* Returns: the name of a message type / kind for logs ("UNIT", "writer"):
+ * a static string, never NULL. */
 const char *cd_ipc_type_name(uint16_t type);
 const char *cd_wk_kind_name(uint32_t kind);
 

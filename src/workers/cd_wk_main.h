@@ -87,7 +87,8 @@ typedef struct cd_wk_ops {
 /* unit hook: "held, ack later" (see cd_wk_ops). Not a cd_ipc_status. */
 #define CD_WK_DEFERRED 0x7fff
 
-/* Sends the UNIT_ACK of a deferred unit. 0, or -1 (controller gone). */
+/* Sends the UNIT_ACK of a deferred unit. Returns: 0, or -1 with errno
+ * (controller gone). */
 int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no,
                    uint32_t status) CD_WARN_UNUSED;
 

@@ -6,6 +6,7 @@
 #define CD_WK_PARSER_H
 
 #include <stdint.h>
+
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 /*
