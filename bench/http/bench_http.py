@@ -11,7 +11,11 @@ For contrast, the same lookups through `conduit-cli tx --hex` (one process
 per lookup, as a shell script would do) are timed too.
 
 The figure is bounded by the single server process and by the Python
-clients, which share the 2 cores with it and PostgreSQL.
+clients, which share the 2 cores with it and PostgreSQL, so it moves with
+the machine's load. The last column, the server process's CPU time per
+request (utime + stime of the HTTP child from /proc), is what the server
+itself spends on a reply (parsing, lookups, formatting, JSON) and moves much
+less with the load: compare builds with it.
 
 usage: /usr/bin/python3 bench/http/bench_http.py [--build build] [--seconds 5]
            [--clients 2] [--blocks 200] [--txs-per-block 50]
@@ -63,6 +67,13 @@ def client(port, paths, seconds, out):
     out.put((n, nbytes))
 
 
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def run_clients(port, paths, seconds, clients):
     out = multiprocessing.Queue()
     ps = [multiprocessing.Process(target=client, args=(port, paths, seconds, out))
@@ -100,6 +111,7 @@ def main():
                     "--parser-workers", "1", "--ring-size", "64M", "--catchup-indexes", "live",
                     "--http-listen", "127.0.0.1:0"]).start()
         port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
+        http_pid = int(d.wait_for_log(r"http: serving \(pid (\d+)\)", timeout=30).group(1))
         deadline = time.monotonic() + 600
         while tip(pg) != str(a.blocks):
             assert time.monotonic() < deadline and d.proc.poll() is None, d.log_text()[-3000:]
@@ -117,8 +129,12 @@ def main():
                 ("/v1/tx/<txid>/proof", [f"/v1/tx/{t}/proof" for t in txids]),
                 ("/v1/tip", ["/v1/tip"]),
                 ("/v1/block/<height>", [f"/v1/block/{h}" for h in range(1, a.blocks + 1)])):
+            c0 = cpu_ticks(http_pid)
+            t0 = time.monotonic()
             rps, bps = run_clients(port, paths, a.seconds, a.clients)
-            print(f"{name:28s} {rps:8.0f} req/s  {bps / 1e6:7.1f} MB/s")
+            n = rps * (time.monotonic() - t0)
+            us = (cpu_ticks(http_pid) - c0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(n, 1)
+            print(f"{name:28s} {rps:8.0f} req/s  {bps / 1e6:7.1f} MB/s  {us:6.1f} us server CPU/req")
         cli = os.path.join(a.build, "src", "daemon", "conduit-cli")
         n, t0 = 0, time.monotonic()
         while time.monotonic() - t0 < a.seconds:
