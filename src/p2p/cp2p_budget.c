@@ -90,6 +90,7 @@ int cp2p_budget_tick(cp2p_peer *p, uint64_t now)
     if (p->state != CP2P_PEER_READY && p->state != CP2P_PEER_VERSION_SENT)
         return 0;
     if (p->mode == RD_MSG && p->t_msg_start_ns && o->msg_timeout_ms && !p->read_paused &&
+        now > p->t_msg_start_ns &&
         now - p->t_msg_start_ns > (uint64_t)o->msg_timeout_ms * NS_PER_MS) {
         size_t have = p->rend - p->rstart;
         cp2p_peer_fail(p, CP2P_R_MSG_TIMEOUT,
@@ -98,7 +99,8 @@ int cp2p_budget_tick(cp2p_peer *p, uint64_t now)
         return -1;
     }
     if (p->mode == RD_BLOCK && o->min_block_rate) {
-        uint64_t active = p->blk_active_ns + (p->blk_mark_ns ? now - p->blk_mark_ns : 0);
+        uint64_t active =
+            p->blk_active_ns + (p->blk_mark_ns && now > p->blk_mark_ns ? now - p->blk_mark_ns : 0);
         if (active > (uint64_t)o->block_grace_ms * NS_PER_MS) {
             double rate = (double)p->bgot * 1e9 / (double)active;
             if (rate < (double)o->min_block_rate) {

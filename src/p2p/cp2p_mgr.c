@@ -270,11 +270,12 @@ void cp2p_mgr_wake(cp2p_mgr *m)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     cp2p_mgr *m = arg;
-    uint64_t now = cp2p_now_ns();
     (void)fd;
     (void)what;
+    /* each peer's own "now": a callback of one peer may restart another's
+     * clocks (resume_read, connect) later than a time taken before the loop */
     for (size_t i = 0; i < m->n_peers; i++)
-        tick_peer(m->peers[i], now);
+        tick_peer(m->peers[i], cp2p_now_ns());
     run_deferred(m);
     /* reap dead peers */
     size_t k = 0;

@@ -109,7 +109,7 @@ void cp2p_penalty_ready(cp2p_peer *p)
 void cp2p_penalty_tick(cp2p_peer *p, uint64_t now)
 {
     cp2p_mgr *m = p->mgr;
-    if (p->state != CP2P_PEER_READY || p->stable || !p->t_ready_ns ||
+    if (p->state != CP2P_PEER_READY || p->stable || !p->t_ready_ns || now < p->t_ready_ns ||
         now - p->t_ready_ns < (uint64_t)m->opt.stable_ms * NS_PER_MS)
         return;
     p->stable = 1;
