@@ -140,3 +140,50 @@ def test_installed_broadcast_example(installed, tmp_path, simnode_factory):
                        timeout=60, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SEEN_ON_NETWORK " + hexh(sha256d(tx)) in r.stdout
+
+
+LOG_PROG = r"""
+#include <stdio.h>
+#include <string.h>
+#include <event2/event.h>
+#include <conduit_p2p.h>
+
+static int got;
+static void sink(void *user, cp2p_log_level lvl, const char *msg)
+{
+    printf("callback %d %s %s\n", (int)lvl, (const char *)user, msg);
+    got++;
+}
+
+int main(void)
+{
+    struct event_base *base = event_base_new();
+    cp2p_options opt;
+    cp2p_options_init(&opt, cp2p_net_by_name("regtest"));
+    opt.user_agent = "/cashier:1/";   /* refused: BSV nodes ban "cash" */
+    if (cp2p_mgr_new(base, &opt, NULL, NULL, NULL) != NULL)  /* to stderr */
+        return 1;
+    opt.log_fn = sink;
+    opt.log_user = "app";
+    if (cp2p_mgr_new(base, &opt, NULL, NULL, NULL) != NULL)  /* to the callback */
+        return 1;
+    event_base_free(base);
+    return got == 1 ? 0 : 2;
+}
+"""
+
+
+def test_library_logs_through_the_application(installed, tmp_path):
+    """No line in the daemon's format: the library writes to the callback it
+    is given, or (none given) 'conduit-p2p:' lines to stderr."""
+    src = tmp_path / "logprog.c"
+    src.write_text(LOG_PROG)
+    build_example(installed, src, tmp_path / "logprog")
+    env = dict(os.environ, LD_LIBRARY_PATH=str(installed["libdir"]))
+    r = subprocess.run([str(tmp_path / "logprog")], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.fullmatch(r"conduit-p2p: error: cp2p_mgr_new: the user agent .*\n", r.stderr), \
+        r.stderr
+    assert re.fullmatch(r"callback 0 app cp2p_mgr_new: the user agent .*\n", r.stdout), r.stdout
+    assert "conduitd" not in r.stdout + r.stderr
