@@ -446,6 +446,9 @@ typedef struct cp2p_options {
     uint32_t max_msg_rate;   /* messages of one command per second (token bucket),
                                 `block` and `tx` excluded; default 500; 0 = no limit */
     uint32_t max_tx_rate;    /* `tx` messages per second; default 50000; 0 = no limit */
+    uint32_t max_inv_rate;   /* `inv` entries per second (a node answering `mempool`
+                                sends its whole mempool at once: the burst holds
+                                msg_burst seconds of it); default 200000; 0 = no limit */
     uint32_t msg_burst;      /* bucket depth in seconds of rate; default 10 */
     uint32_t msg_timeout_ms; /* a non-block message must arrive whole within this
                                 time of its first byte; default 120000; 0 = off */

@@ -13,6 +13,9 @@
  *            per second (opt.max_tx_rate for `tx`), opt.msg_burst seconds
  *            deep; `block` is not counted (we asked for every one, and
  *            blocks are bounded by the floor rate and the caller's window).
+ *            `inv` entries have a bucket of their own (opt.max_inv_rate): a
+ *            few big invs of txs that are never served cost as much as
+ *            many small messages.
  *   message  a non-block message must be whole within opt.msg_timeout_ms of
  *            its first byte (silence alone is the stall timeout).
  *   block    bytes per second of reading time: after opt.block_grace_ms of
@@ -22,6 +25,7 @@
  */
 #include "cp2p_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static rate_bucket *bucket(cp2p_peer *p, const char *cmd)
@@ -38,30 +42,48 @@ static rate_bucket *bucket(cp2p_peer *p, const char *cmd)
     return &p->rate[N_RATE - 1];
 }
 
-int cp2p_budget_msg(cp2p_peer *p, const char *cmd)
+/* Takes n tokens from the bucket `key` filled at `rate` per second. Returns
+ * 0, or -1 if the peer went over (it has been failed with `what`). */
+static int take(cp2p_peer *p, const char *key, uint64_t n, uint32_t rate, const char *what)
 {
     const cp2p_options *o = &p->mgr->opt;
-    uint32_t rate = strcmp(cmd, "tx") == 0 ? o->max_tx_rate : o->max_msg_rate;
-    if (!rate || strcmp(cmd, "block") == 0)
-        return 0;
-    rate_bucket *b = bucket(p, cmd);
+    rate_bucket *b = bucket(p, key);
     uint64_t now = cp2p_now_ns();
     double depth = (double)rate * (o->msg_burst ? o->msg_burst : 1);
     if (!b->t_ns) {
         b->tokens = depth;
-    } else {
+    } else if (now > b->t_ns) {
         b->tokens += (double)(now - b->t_ns) / 1e9 * rate;
         if (b->tokens > depth)
             b->tokens = depth;
     }
     b->t_ns = now;
-    if (b->tokens < 1.0) {
-        cp2p_peer_fail(p, CP2P_R_RATE, "more than %u '%s' messages per second (burst %.0f)", rate,
-                       cmd, depth);
+    if (b->tokens < (double)n) {
+        cp2p_peer_fail(p, CP2P_R_RATE, "more than %u %s per second (burst %.0f)", rate, what,
+                       depth);
         return -1;
     }
-    b->tokens -= 1.0;
+    b->tokens -= (double)n;
     return 0;
+}
+
+int cp2p_budget_msg(cp2p_peer *p, const char *cmd)
+{
+    const cp2p_options *o = &p->mgr->opt;
+    char what[CP2P_COMMAND_LEN + 16];
+    uint32_t rate = strcmp(cmd, "tx") == 0 ? o->max_tx_rate : o->max_msg_rate;
+    if (!rate || strcmp(cmd, "block") == 0)
+        return 0;
+    snprintf(what, sizeof(what), "'%s' messages", cmd);
+    return take(p, cmd, 1, rate, what);
+}
+
+int cp2p_budget_inv(cp2p_peer *p, size_t n)
+{
+    const cp2p_options *o = &p->mgr->opt;
+    if (!o->max_inv_rate || n == 0)
+        return 0;
+    return take(p, "#inv-entries", n, o->max_inv_rate, "inv entries");
 }
 
 void cp2p_budget_block_start(cp2p_peer *p)

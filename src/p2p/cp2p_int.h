@@ -271,6 +271,9 @@ int cp2p_penalty_restore(cp2p_peer *p, const cp2p_penalty *pen);
 /* One complete message of `cmd` arrived. Returns 0, or -1 if the peer went
  * over its rate for that command (it has been failed). */
 int cp2p_budget_msg(cp2p_peer *p, const char *cmd);
+/* An inv of n entries arrived. Returns 0, or -1 if the peer went over
+ * opt.max_inv_rate (it has been failed). */
+int cp2p_budget_inv(cp2p_peer *p, size_t n);
 /* A block starts / reading of it pauses / resumes (sink back-pressure). */
 void cp2p_budget_block_start(cp2p_peer *p);
 void cp2p_budget_block_pause(cp2p_peer *p);

@@ -41,6 +41,7 @@ void cp2p_options_init(cp2p_options *o, const cp2p_net *net)
     o->max_send_queue = 16u << 20;
     o->max_msg_rate = 500;
     o->max_tx_rate = 50000;
+    o->max_inv_rate = 200000;
     o->msg_burst = 10;
     o->msg_timeout_ms = 120000;
     o->min_block_rate = 16384;

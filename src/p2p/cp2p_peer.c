@@ -481,6 +481,10 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
             cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable %s message", cmd);
             return -1;
         }
+        if (cmd[0] == 'i' && cp2p_budget_inv(p, n)) {
+            free(v);
+            return -1;
+        }
         if (cmd[0] == 'i') {
             if (m->n_bc)
                 cp2p_bcast_on_inv(p, v, n);

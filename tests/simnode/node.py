@@ -993,10 +993,12 @@ class SimNode:
             for _ in range(n):
                 out.append(frame(self.magic, "ping", struct.pack("<Q", rng.getrandbits(64))))
         elif m == "inv_flood":     # txs it will never serve
-            k = params.get("entries", 1000)
-            for _ in range(max(1, n // 20)):
-                out.append(frame(self.magic, "inv",
-                                 ser_inv([(MSG_TX, rng.randbytes(32)) for _ in range(k)])))
+            k = params.get("entries", 10000)
+            typ = struct.pack("<I", MSG_TX)
+            for _ in range(max(1, n // 100)):
+                r = rng.randbytes(32 * k)
+                out.append(frame(self.magic, "inv", ser_compact(k) + b"".join(
+                    typ + r[i:i + 32] for i in range(0, 32 * k, 32))))
         elif m == "addr_flood":
             k = params.get("entries", 1000)
             now = int(time.time())

@@ -233,6 +233,36 @@ START_TEST(test_rate_budget_drops_and_bans)
 }
 END_TEST
 
+START_TEST(test_inv_entries_budget)
+{
+    cp2p_options o = opts();
+    o.max_inv_rate = 1000;
+    o.msg_burst = 1;
+    start(&o, 0);
+    add_peer(NULL);
+    accept_and_handshake();
+    /* few messages, many entries: the message rate alone would let it pass */
+    cp2p_inv items[600];
+    memset(items, 0, sizeof(items));
+    for (int i = 0; i < 600; i++) {
+        items[i].type = CP2P_INV_TX;
+        items[i].hash[0] = (uint8_t)i;
+        items[i].hash[1] = (uint8_t)(i >> 8);
+    }
+    cp2p_buf b = {0};
+    cp2p_enc_inv(&b, items, 600);
+    msg("inv", b.p, b.len);
+    loop_for(0.1);
+    ck_assert_int_eq(W.disconnects, 0); /* 600 of a 1000 burst */
+    msg("inv", b.p, b.len);
+    loop_until(&W.disconnects, 1);
+    cp2p_buf_free(&b);
+    ck_assert_int_eq(W.reason, CP2P_R_RATE);
+    ck_assert_msg(strstr(W.detail, "inv entries"), "%s", W.detail);
+    stop();
+}
+END_TEST
+
 START_TEST(test_send_budget_refuses_and_drops)
 {
     cp2p_options o = opts();
@@ -386,6 +416,7 @@ static Suite *suite_budget(void)
     TCase *tc = tcase_create("budget");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_rate_budget_drops_and_bans);
+    tcase_add_test(tc, test_inv_entries_budget);
     tcase_add_test(tc, test_send_budget_refuses_and_drops);
     tcase_add_test(tc, test_message_time_limit);
     tcase_add_test(tc, test_block_floor_rate_not_counting_pauses);
