@@ -1,16 +1,25 @@
 /*
- * broadcast_tx.c - libconduit-p2p example: broadcast a transaction.
+ * broadcast_tx.c - libconduit-p2p example: broadcast a transaction and say
+ * what the node did with it.
  *
- * Connects to every --connect peer, waits until at least one is ready (or
- * --min-peers are), sends the raw transaction to all ready peers with
- * cp2p_mgr_broadcast_tx() and reports the outcome: a `reject` naming the
- * txid means rejected (with the code and reason); silence for --wait-ms means
- * accepted or already known (BSV nodes never reject duplicates).
+ * Connects to every --connect peer (with relay on, so that each connection
+ * watches for the node announcing the transaction back), waits until at
+ * least --min-peers are ready, then calls cp2p_mgr_broadcast_tx(): the
+ * library sends the transaction on a connection of its own and reports
+ * SENT, then one of
+ *   SEEN_ON_NETWORK  the node accepted and relayed it (an inv came back)
+ *   REJECTED         the node's reject, with its code and reason
+ *   MISSING_INPUTS   the node asked for a parent: it holds the tx as an orphan
+ *   TIMEOUT          nothing within --wait-ms: not accepted (e.g. a double
+ *                    spend of a mempool tx; the node says nothing for those)
+ *   NOT_SENT         no connection to the node could be made
  *
  *   broadcast_tx [--regtest|--testnet|--stn] --connect HOST:PORT [...]
  *                [--wait-ms MS] [--min-peers N] <rawtx-hex>
  *
- * Exit status: 0 accepted, 1 rejected or no peer, 2 usage.
+ * Only the public header is used (cc broadcast_tx.c $(pkg-config --cflags
+ * --libs conduit-p2p)). Exit status: 0 SEEN_ON_NETWORK, 1 any other
+ * outcome, 2 usage.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +27,6 @@
 
 #include <event2/event.h>
 
-#include "cd_util.h"
 #include "conduit_p2p.h"
 
 typedef struct app {
@@ -38,51 +46,58 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *v)
         return;
     uint8_t txid[32];
     char hx[65];
-    int rc = cp2p_mgr_broadcast_tx(ctx->mgr, NULL, a->raw, a->len, txid);
+    int rc = cp2p_mgr_broadcast_tx(ctx->mgr, ctx->peer, a->raw, a->len, txid);
     if (rc != CP2P_OK) {
         fprintf(stderr, "broadcast_tx: %s\n", cp2p_strerror(rc));
         event_base_loopbreak(a->base);
         return;
     }
     a->sent = 1;
-    cd_hex_encode_rev(hx, txid, 32);
-    printf("sent %s to %zu peer(s), waiting for rejects\n", hx, cp2p_mgr_ready_count(ctx->mgr));
+    cp2p_hash_to_hex(hx, txid);
+    printf("broadcasting %s via %s (%zu peer(s) watching)\n", hx, cp2p_peer_name(ctx->peer),
+           cp2p_mgr_ready_count(ctx->mgr));
     fflush(stdout);
 }
 
-static void on_broadcast(const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
-                         const cp2p_reject *rej)
+static void on_broadcast(const cp2p_ctx *ctx, const cp2p_bcast_report *r)
 {
     app *a = ctx->user;
     char hx[65];
-    cd_hex_encode_rev(hx, txid, 32);
-    if (res == CP2P_BCAST_ACCEPTED) {
-        printf("accepted %s\n", hx);
-        a->rc = 0;
-    } else if (res == CP2P_BCAST_REJECTED) {
-        printf("rejected %s by %s: code 0x%02x %s\n", hx,
-               ctx->peer ? cp2p_peer_name(ctx->peer) : "?", rej->code, rej->reason);
-    }
+    cp2p_hash_to_hex(hx, r->txid);
+    printf("%s %s", cp2p_bcast_status_str(r->status), hx);
+    if (r->status == CP2P_BCAST_REJECTED && r->reject)
+        printf(" code 0x%02x %s", r->reject->code, r->reject->reason);
+    else if (r->status == CP2P_BCAST_MISSING_INPUTS) {
+        char ph[65];
+        cp2p_hash_to_hex(ph, r->parent);
+        printf(" parent %s", ph);
+    } else if (r->status == CP2P_BCAST_SEEN_ON_NETWORK && r->seen_via)
+        printf(" via %s", r->seen_via);
+    printf("\n");
+    fflush(stdout);
+    if (!r->final)
+        return;
+    a->rc = r->status == CP2P_BCAST_SEEN_ON_NETWORK ? 0 : 1;
     event_base_loopbreak(a->base);
 }
 
 int main(int argc, char **argv)
 {
     app a = {0};
-    const btc_net *net = btc_net_get(BTC_NET_MAIN);
+    const cp2p_net *net = cp2p_net_by_name("main");
     const char *peers[16];
     size_t n_peers = 0;
     const char *hex = NULL;
-    uint32_t wait_ms = 5000;
+    uint32_t wait_ms = 10000;
     a.min_peers = 1;
     a.rc = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--regtest") == 0)
-            net = btc_net_get(BTC_NET_REGTEST);
+            net = cp2p_net_by_name("regtest");
         else if (strcmp(argv[i], "--testnet") == 0)
-            net = btc_net_get(BTC_NET_TEST);
+            net = cp2p_net_by_name("test");
         else if (strcmp(argv[i], "--stn") == 0)
-            net = btc_net_get(BTC_NET_STN);
+            net = cp2p_net_by_name("stn");
         else if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc && n_peers < 16)
             peers[n_peers++] = argv[++i];
         else if (strcmp(argv[i], "--wait-ms") == 0 && i + 1 < argc)
@@ -99,15 +114,15 @@ int main(int argc, char **argv)
                         "[...] [--wait-ms MS] [--min-peers N] <rawtx-hex>\n");
         return 2;
     }
-    a.len = strlen(hex) / 2;
-    a.raw = cd_xmalloc(a.len);
-    if (cd_hex_decode(a.raw, a.len, hex) != 0) {
+    a.raw = malloc(strlen(hex) / 2);
+    if (!a.raw || cp2p_hex_decode(a.raw, strlen(hex) / 2, &a.len, hex) != CP2P_OK) {
         fprintf(stderr, "broadcast_tx: not hex\n");
         return 2;
     }
     a.base = event_base_new();
     cp2p_options opt;
     cp2p_options_init(&opt, net);
+    opt.relay = 1; /* our connections watch for the node's inv of the tx */
     opt.broadcast_wait_ms = wait_ms;
     opt.tick_ms = 50;
     cp2p_handlers h = {0};

@@ -12,6 +12,9 @@
  *
  *   download_blocks [--regtest|--testnet|--stn] --connect HOST:PORT [...]
  *                   [--from HEIGHT] [--window N] [--chunk-mb N] [--outdir DIR]
+ *
+ * Only the public header is used (cc download_blocks.c $(pkg-config --cflags
+ * --libs conduit-p2p)).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,13 +23,21 @@
 
 #include <event2/event.h>
 
-#include "btc_header.h"
-#include "cd_util.h"
 #include "conduit_p2p.h"
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return q;
+}
 
 typedef struct app {
     struct event_base *base;
-    const btc_net *net;
+    const cp2p_net *net;
     uint8_t (*hashes)[32];
     size_t n, cap;
     int headers_done;
@@ -47,7 +58,8 @@ static void request_headers(app *a, cp2p_peer *p)
     size_t n = cp2p_locator_heights((int64_t)a->n - 1, hs, 64);
     for (size_t i = 0; i < n; i++)
         memcpy(loc[i], a->hashes[hs[i]], 32);
-    (void)cp2p_peer_getheaders(p, (const uint8_t(*)[32])loc, n, NULL);
+    if (cp2p_peer_getheaders(p, (const uint8_t(*)[32])loc, n, NULL) != CP2P_OK)
+        fprintf(stderr, "%s: getheaders not sent\n", cp2p_peer_name(p));
 }
 
 static void request_blocks(app *a)
@@ -66,7 +78,7 @@ static void request_blocks(app *a)
 static void block_done(app *a, const uint8_t hash[32], uint64_t size, cp2p_peer *p)
 {
     char hx[65];
-    cd_hex_encode_rev(hx, hash, 32);
+    cp2p_hash_to_hex(hx, hash);
     printf("block %s %" PRIu64 " bytes from %s\n", hx, size, cp2p_peer_name(p));
     fflush(stdout);
     a->bytes += size;
@@ -85,7 +97,7 @@ static FILE *open_block(app *a, const uint8_t hash[32])
     char path[4096], hx[65];
     if (!a->outdir)
         return NULL;
-    cd_hex_encode_rev(hx, hash, 32);
+    cp2p_hash_to_hex(hx, hash);
     snprintf(path, sizeof(path), "%s/%s", a->outdir, hx);
     return fopen(path, "wb");
 }
@@ -122,16 +134,15 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
     if (a->headers_done)
         return;
     for (size_t i = 0; i < n; i++) {
-        btc_header h;
+        const uint8_t *raw = hdrs + 80 * i;
         uint8_t hash[32];
-        btc_header_parse(&h, hdrs + 80 * i);
-        btc_header_hash(hdrs + 80 * i, hash);
-        if (memcmp(h.prev, a->hashes[a->n - 1], 32) != 0 ||
-            btc_check_pow(hash, h.bits, a->net) != 0)
+        /* links to our tip and carries valid proof of work */
+        if (cp2p_headers_check_chain(a->net, raw, 1, a->hashes[a->n - 1], NULL) != CP2P_OK)
             continue;
+        cp2p_header_hash(raw, hash);
         if (a->n == a->cap) {
             a->cap *= 2;
-            a->hashes = cd_xrealloc(a->hashes, a->cap * 32);
+            a->hashes = xrealloc(a->hashes, a->cap * 32);
         }
         memcpy(a->hashes[a->n++], hash, 32);
     }
@@ -172,17 +183,17 @@ int main(int argc, char **argv)
     const char *peers[16];
     size_t n_peers = 0;
     size_t chunk_mb = 32;
-    a.net = btc_net_get(BTC_NET_MAIN);
+    a.net = cp2p_net_by_name("main");
     a.window = 16;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         int more = i + 1 < argc;
         if (strcmp(o, "--regtest") == 0)
-            a.net = btc_net_get(BTC_NET_REGTEST);
+            a.net = cp2p_net_by_name("regtest");
         else if (strcmp(o, "--testnet") == 0)
-            a.net = btc_net_get(BTC_NET_TEST);
+            a.net = cp2p_net_by_name("test");
         else if (strcmp(o, "--stn") == 0)
-            a.net = btc_net_get(BTC_NET_STN);
+            a.net = cp2p_net_by_name("stn");
         else if (more && strcmp(o, "--connect") == 0 && n_peers < 16)
             peers[n_peers++] = argv[++i];
         else if (more && strcmp(o, "--from") == 0)
@@ -204,8 +215,8 @@ int main(int argc, char **argv)
         return 2;
     }
     a.cap = 1 << 16;
-    a.hashes = cd_xmalloc(a.cap * 32);
-    memcpy(a.hashes[0], a.net->genesis_hash, 32);
+    a.hashes = xrealloc(NULL, a.cap * 32);
+    cp2p_net_genesis_hash(a.net, a.hashes[0]);
     a.n = 1;
     a.base = event_base_new();
     cp2p_options opt;

@@ -10,6 +10,10 @@
  *
  *   spv_headers [--regtest|--testnet|--stn] [--connect HOST:PORT] [--follow]
  *
+ * It uses only the public header, conduit_p2p.h; build it against an
+ * installed library with
+ *   cc spv_headers.c $(pkg-config --cflags --libs conduit-p2p) -o spv_headers
+ *
  * The Python library's equivalent is examples/headers_sync.py of conduit-p2p.
  */
 #include <stdio.h>
@@ -18,12 +22,20 @@
 
 #include <event2/event.h>
 
-#include "btc_header.h"
-#include "cd_util.h"
 #include "conduit_p2p.h"
 
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return q;
+}
+
 typedef struct app {
-    const btc_net *net;
+    const cp2p_net *net;
     uint8_t (*hashes)[32]; /* hashes[h] = block hash at height h */
     size_t n, cap;
     int follow;
@@ -54,13 +66,13 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
 {
     app *a = ctx->user;
     for (size_t i = 0; i < n; i++) {
-        btc_header h;
+        cp2p_header h;
         uint8_t hash[32];
-        btc_header_parse(&h, hdrs + 80 * i);
-        btc_header_hash(hdrs + 80 * i, hash);
+        cp2p_header_parse(&h, hdrs + 80 * i);
+        cp2p_header_hash(hdrs + 80 * i, hash);
         if (memcmp(h.prev, a->hashes[a->n - 1], 32) != 0)
             continue; /* already known, or a fork we do not track in this example */
-        if (btc_check_pow(hash, h.bits, a->net) != 0) {
+        if (cp2p_header_check_pow(a->net, hdrs + 80 * i) != CP2P_OK) {
             fprintf(stderr, "header at height %zu has invalid proof of work: dropping peer\n",
                     a->n);
             cp2p_peer_close(ctx->peer);
@@ -68,12 +80,12 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
         }
         if (a->n == a->cap) {
             a->cap *= 2;
-            a->hashes = cd_xrealloc(a->hashes, a->cap * 32);
+            a->hashes = xrealloc(a->hashes, a->cap * 32);
         }
         memcpy(a->hashes[a->n++], hash, 32);
         if (a->synced) {
             char hx[65];
-            cd_hex_encode_rev(hx, hash, 32);
+            cp2p_hash_to_hex(hx, hash);
             printf("new tip %zu %s\n", a->n - 1, hx);
         }
     }
@@ -83,7 +95,7 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
     }
     if (!a->synced) {
         char hx[65];
-        cd_hex_encode_rev(hx, a->hashes[a->n - 1], 32);
+        cp2p_hash_to_hex(hx, a->hashes[a->n - 1]);
         printf("synced: tip height %zu %s\n", a->n - 1, hx);
         fflush(stdout);
         a->synced = 1;
@@ -111,14 +123,14 @@ int main(int argc, char **argv)
 {
     app a = {0};
     const char *connect = NULL;
-    a.net = btc_net_get(BTC_NET_MAIN);
+    a.net = cp2p_net_by_name("main");
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--regtest") == 0)
-            a.net = btc_net_get(BTC_NET_REGTEST);
+            a.net = cp2p_net_by_name("regtest");
         else if (strcmp(argv[i], "--testnet") == 0)
-            a.net = btc_net_get(BTC_NET_TEST);
+            a.net = cp2p_net_by_name("test");
         else if (strcmp(argv[i], "--stn") == 0)
-            a.net = btc_net_get(BTC_NET_STN);
+            a.net = cp2p_net_by_name("stn");
         else if (strcmp(argv[i], "--follow") == 0)
             a.follow = 1;
         else if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc)
@@ -130,8 +142,8 @@ int main(int argc, char **argv)
         }
     }
     a.cap = 1 << 16;
-    a.hashes = cd_xmalloc(a.cap * 32);
-    memcpy(a.hashes[0], a.net->genesis_hash, 32);
+    a.hashes = xrealloc(NULL, a.cap * 32);
+    cp2p_net_genesis_hash(a.net, a.hashes[0]);
     a.n = 1;
     a.base = event_base_new();
 
@@ -144,7 +156,7 @@ int main(int argc, char **argv)
     h.on_disconnect = on_disconnect;
     cp2p_mgr *m = cp2p_mgr_new(a.base, &opt, &h, NULL, &a);
     char def[32];
-    snprintf(def, sizeof(def), "127.0.0.1:%u", a.net->default_port);
+    snprintf(def, sizeof(def), "127.0.0.1:%u", cp2p_net_default_port(a.net));
     if (!m || cp2p_mgr_add_peer(m, connect ? connect : def, NULL) != CP2P_OK) {
         fprintf(stderr, "spv_headers: cannot start\n");
         return 1;

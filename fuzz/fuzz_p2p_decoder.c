@@ -21,6 +21,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Peer-chosen text comes out escaped: one line of printable ASCII (F4). */
+static void check_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            abort();
+}
+
 static void all_decoders(const uint8_t *p, size_t n)
 {
     static cp2p_inv inv[64];
@@ -35,7 +43,8 @@ static void all_decoders(const uint8_t *p, size_t n)
     int ann;
     uint8_t stop[32];
 
-    (void)cp2p_dec_version(p, n, &v);
+    if (cp2p_dec_version(p, n, &v) == CP2P_OK)
+        check_printable(v.user_agent);
     if (cp2p_dec_protoconf(p, n, &nf, &mr) == CP2P_OK && nf == 0)
         abort();
     (void)cp2p_dec_u64(p, n, &u);
@@ -46,8 +55,11 @@ static void all_decoders(const uint8_t *p, size_t n)
         abort();
     if (cp2p_dec_getheaders(p, n, &ver, loc, 64, &cnt, stop) == CP2P_OK && cnt * 32 + 36 > n)
         abort();
-    if (cp2p_dec_reject(p, n, &r) == CP2P_OK && (strlen(r.message) > 12 || strlen(r.reason) > 111))
+    if (cp2p_dec_reject(p, n, &r) == CP2P_OK &&
+        (strlen(r.message) >= sizeof(r.message) || strlen(r.reason) >= sizeof(r.reason)))
         abort();
+    check_printable(r.message);
+    check_printable(r.reason);
     if (cp2p_dec_addr(p, n, addr, 64, &cnt) == CP2P_OK && cnt * 30 > n)
         abort();
     (void)cp2p_dec_sendcmpct(p, n, &ann, &u);

@@ -35,6 +35,7 @@
 
 #include <event2/event.h>
 
+#include "btc_net.h"
 #include "btc_varint.h"
 #include "cd_hash.h"
 #include "cd_log.h"
@@ -251,7 +252,7 @@ static int run_mode(const char *mode, size_t target, size_t len, int blocks)
     R.blocks_want = blocks;
     R.base = event_base_new();
     cp2p_options o;
-    cp2p_options_init(&o, NET);
+    cp2p_options_init(&o, cp2p_net_by_name(NET->name));
     o.reconnect = 0;
     o.verify_block_checksum = strstr(mode, "nocheck") == NULL;
     cp2p_handlers h = {0};

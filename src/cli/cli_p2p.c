@@ -7,6 +7,11 @@
  * network's port), no reconnects, and a deadline (--timeout seconds) after
  * which the command fails. They exist for operators checking a node and as
  * the library's own end-to-end exercise in the functional tests.
+ *
+ * `broadcast` prints what the node did with the transaction, status word
+ * first (libconduit-p2p's cp2p_bcast_status; issue 13 §3), and with
+ * `--wait mined` waits until conduitd has indexed it in a block (the index
+ * is read with the lookups of src/query/, over --pg-conninfo).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,7 +23,10 @@
 
 #include "btc_header.h"
 #include "btc_net.h"
+#include "cd_escape.h"
 #include "cd_log.h"
+#include "cd_lookup.h"
+#include "cd_pg.h"
 #include "cd_util.h"
 #include "conduit_p2p.h"
 
@@ -51,6 +59,17 @@ typedef struct cli_p2p {
     uint64_t written;
     /* ping */
     int pongs;
+    /* broadcast */
+    int wait_mined;
+    const char *pg_conninfo;
+    const char *datadir;
+    uint8_t txid[32];
+    int started, sent;
+    cp2p_bcast_status outcome; /* final library status (SENT while none) */
+    char outcome_line[1024];
+    struct event *poll;
+    cd_pg *pg;
+    cd_lookup *lk;
 } cli_p2p;
 
 static void finish(cli_p2p *c, int rc)
@@ -90,6 +109,18 @@ static int parse_common(cli_p2p *c, int argc, char **argv, const char *usage)
             c->chunk_kb = strtoul(argv[++i], NULL, 10);
         else if (strcmp(a, "--wait-ms") == 0 && i + 1 < argc)
             c->wait_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(a, "--wait") == 0 && i + 1 < argc) {
+            const char *w = argv[++i];
+            if (strcmp(w, "mined") == 0)
+                c->wait_mined = 1;
+            else if (strcmp(w, "seen") != 0) {
+                fprintf(stderr, "conduit-cli %s: --wait takes seen or mined\n", argv[0]);
+                return 2;
+            }
+        } else if (strcmp(a, "--pg-conninfo") == 0 && i + 1 < argc)
+            c->pg_conninfo = argv[++i];
+        else if (strcmp(a, "--datadir") == 0 && i + 1 < argc)
+            c->datadir = argv[++i];
         else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0)
             c->quiet = 1;
         else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
@@ -124,6 +155,13 @@ static void on_timeout(evutil_socket_t fd, short w, void *arg)
     finish(c, 1);
 }
 
+/* The library's lines go through our logger (stderr, "conduit-cli"). */
+static void cli_log(void *user, cp2p_log_level level, const char *msg)
+{
+    (void)user;
+    cd_log((cd_log_level)level, "%s", msg);
+}
+
 static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason r, const char *detail)
 {
     cli_p2p *c = ctx->user;
@@ -134,17 +172,21 @@ static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason r, const char *detail
     finish(c, 1);
 }
 
-/* Runs the loop with one peer until a handler calls finish(). */
-static int run(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in)
+/* Runs the loop with one peer until a handler calls finish() or the
+ * deadline (deadline_s from now) calls timeout_cb. */
+static int run_with_deadline(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in,
+                             double deadline_s, event_callback_fn timeout_cb)
 {
     cp2p_options opt;
     char def[64];
     if (opt_in)
         opt = *opt_in;
     else
-        cp2p_options_init(&opt, c->net);
-    opt.net = c->net;
+        cp2p_options_init(&opt, NULL);
+    opt.net = cp2p_net_by_name(c->net->name);
     opt.reconnect = 0;
+    opt.log_fn = cli_log;
+    opt.log_level = (cp2p_log_level)cd_log_get_level();
     if (c->chunk_kb)
         opt.chunk_threshold = c->chunk_kb * 1024;
     opt.handshake_timeout_ms = (uint32_t)(c->timeout_s * 1000);
@@ -164,21 +206,29 @@ static int run(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in)
     }
     int rc = cp2p_mgr_add_peer(c->mgr, c->connect, &c->peer);
     if (rc) {
-        fprintf(stderr, "conduit-cli: --connect %s: %s\n", c->connect, cp2p_strerror(rc));
+        fprintf(stderr, "conduit-cli: --connect %s: %s\n", cd_escape_str(c->connect),
+                cp2p_strerror(rc));
         cp2p_mgr_free(c->mgr);
         event_base_free(c->base);
         return 2;
     }
-    struct event *t = evtimer_new(c->base, on_timeout, c);
-    struct timeval tv = {(time_t)c->timeout_s,
-                         (suseconds_t)((c->timeout_s - (double)(time_t)c->timeout_s) * 1e6)};
+    struct event *t = evtimer_new(c->base, timeout_cb, c);
+    struct timeval tv = {(time_t)deadline_s,
+                         (suseconds_t)((deadline_s - (double)(time_t)deadline_s) * 1e6)};
     evtimer_add(t, &tv);
     c->rc = 1;
     event_base_dispatch(c->base);
     event_free(t);
+    if (c->poll)
+        event_free(c->poll);
     cp2p_mgr_free(c->mgr);
     event_base_free(c->base);
     return c->rc;
+}
+
+static int run(cli_p2p *c, const cp2p_handlers *h, const cp2p_options *opt_in)
+{
+    return run_with_deadline(c, h, opt_in, c->timeout_s, on_timeout);
 }
 
 /* ---- headers ---------------------------------------------------------------------- */
@@ -391,51 +441,192 @@ int cd_cli_p2p_getblock(int argc, char **argv)
     return rc;
 }
 
-/* ---- broadcast -------------------------------------------------------------------- */
+/* ---- broadcast -------------------------------------------------------------------- *
+ *
+ * Exit status: 0 SEEN_ON_NETWORK (MINED with --wait mined), 1 REJECTED,
+ * 3 MISSING_INPUTS, 4 TIMEOUT (sent; neither rejected nor seen), 5 NOT_SENT,
+ * 6 seen but not mined within --timeout, 2 usage. */
+
+#define BC_EXIT_REJECTED  1
+#define BC_EXIT_MISSING   3
+#define BC_EXIT_TIMEOUT   4
+#define BC_EXIT_NOT_SENT  5
+#define BC_EXIT_NOT_MINED 6
+
+static int bcast_exit(cp2p_bcast_status st)
+{
+    switch (st) {
+    case CP2P_BCAST_SEEN_ON_NETWORK:
+        return 0;
+    case CP2P_BCAST_REJECTED:
+        return BC_EXIT_REJECTED;
+    case CP2P_BCAST_MISSING_INPUTS:
+        return BC_EXIT_MISSING;
+    case CP2P_BCAST_NOT_SENT:
+        return BC_EXIT_NOT_SENT;
+    default:
+        return BC_EXIT_TIMEOUT;
+    }
+}
+
+/* Is the tx in a block of the index yet? 1 (line printed), 0, -1 (error
+ * printed). */
+static int bcast_mined(cli_p2p *c)
+{
+    cd_lookup_tx tx;
+    if (!c->pg) {
+        c->pg = cd_pg_new(c->pg_conninfo);
+        cd_pg_set_retry(c->pg, 1, 100, NULL);
+        c->lk = cd_lookup_new(c->datadir, c->net, 0);
+    }
+    if (!cd_pg_conn(c->pg) || PQstatus(cd_pg_conn(c->pg)) != CONNECTION_OK) {
+        if (cd_pg_connect(c->pg) != CD_PG_OK) {
+            fprintf(stderr, "conduit-cli broadcast: cannot connect to PostgreSQL\n");
+            return -1;
+        }
+        cd_lookup_set_pg(c->lk, cd_pg_conn(c->pg));
+    }
+    int rc = cd_lookup_tx_find(c->lk, c->txid, 0, &tx);
+    if (rc == CD_LOOKUP_ENOTFOUND)
+        return 0;
+    if (rc != CD_LOOKUP_OK) {
+        fprintf(stderr, "conduit-cli broadcast: %s\n", cd_lookup_error(c->lk));
+        return -1;
+    }
+    char hx[65], bh[65];
+    cd_hex_encode_rev(hx, c->txid, 32);
+    cd_hex_encode_rev(bh, tx.block_hash, 32);
+    printf("MINED %s height %d block %s\n", hx, (int)tx.height, bh);
+    fflush(stdout);
+    return 1;
+}
+
+static void bcast_poll(evutil_socket_t fd, short w, void *arg)
+{
+    cli_p2p *c = arg;
+    (void)fd;
+    (void)w;
+    int m = bcast_mined(c);
+    if (m > 0)
+        finish(c, 0);
+    else if (m < 0)
+        finish(c, 1);
+}
+
+static void bcast_timeout(evutil_socket_t fd, short w, void *arg)
+{
+    cli_p2p *c = arg;
+    char hx[65];
+    (void)fd;
+    (void)w;
+    cd_hex_encode_rev(hx, c->txid, 32);
+    if (c->outcome == CP2P_BCAST_SEEN_ON_NETWORK) {
+        printf("%s (not mined within %.1f s)\n", c->outcome_line, c->timeout_s);
+        finish(c, BC_EXIT_NOT_MINED);
+    } else if (c->outcome != CP2P_BCAST_SENT) {
+        printf("%s\n", c->outcome_line);
+        finish(c, bcast_exit(c->outcome));
+    } else {
+        /* sent: nothing heard (SENT at the deadline is the library's TIMEOUT) */
+        printf("%s %s (%s within %.1f s)\n", c->sent ? "TIMEOUT" : "NOT_SENT", hx,
+               c->sent ? "no reject, no getdata for a parent and no inv back"
+                       : "no broadcast connection to the node",
+               c->timeout_s);
+        finish(c, c->sent ? BC_EXIT_TIMEOUT : BC_EXIT_NOT_SENT);
+    }
+    fflush(stdout);
+}
 
 static void bcast_ready(const cp2p_ctx *ctx, const cp2p_version *v)
 {
     cli_p2p *c = ctx->user;
     (void)v;
-    size_t n = strlen(c->arg) / 2;
+    if (c->started)
+        return;
+    size_t n = strlen(c->arg) / 2, got = 0;
     uint8_t *raw = cd_xmalloc(n ? n : 1);
-    CD_IGNORE(cd_hex_decode(raw, n, c->arg)); /* checked by cd_cli_p2p_broadcast */
-    int rc = cp2p_mgr_broadcast_tx(ctx->mgr, ctx->peer, raw, n, NULL);
+    int rc = cp2p_hex_decode(raw, n, &got, c->arg);
+    if (rc == CP2P_OK)
+        rc = cp2p_mgr_broadcast_tx(ctx->mgr, ctx->peer, raw, got, c->txid);
     free(raw);
     if (rc) {
-        fprintf(stderr, "conduit-cli broadcast: %s\n", cp2p_strerror(rc));
-        finish(c, 1);
+        fprintf(stderr, "conduit-cli broadcast: %s\n",
+                rc == CP2P_EINVAL ? "not a transaction" : cp2p_strerror(rc));
+        finish(c, 2);
+        return;
+    }
+    c->started = 1;
+    if (c->wait_mined) {
+        c->poll = event_new(c->base, -1, EV_PERSIST, bcast_poll, c);
+        struct timeval tv = {0, 500000};
+        event_add(c->poll, &tv);
     }
 }
 
-static void bcast_result(const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
-                         const cp2p_reject *rej)
+static void bcast_report(const cp2p_ctx *ctx, const cp2p_bcast_report *r)
 {
     cli_p2p *c = ctx->user;
-    char hx[65];
-    cd_hex_encode_rev(hx, txid, 32);
-    if (res == CP2P_BCAST_ACCEPTED) {
-        printf("accepted %s\n", hx);
-        finish(c, 0);
-    } else if (res == CP2P_BCAST_REJECTED && rej) {
-        printf("rejected %s code 0x%02x %s\n", hx, rej->code, rej->reason);
-        finish(c, 1);
-    } else {
-        printf("not-sent %s\n", hx);
-        finish(c, 1);
+    char hx[65], line[900];
+    cd_hex_encode_rev(hx, r->txid, 32);
+    if (!r->final) {
+        c->sent |= r->status == CP2P_BCAST_SENT;
+        if (!c->quiet)
+            fprintf(stderr, "%s %s (%s)\n", cp2p_bcast_status_str(r->status), hx, r->detail);
+        return;
     }
+    switch (r->status) {
+    case CP2P_BCAST_REJECTED:
+        snprintf(line, sizeof(line), "REJECTED %s code 0x%02x %s", hx,
+                 r->reject ? r->reject->code : 0, r->reject ? r->reject->reason : "");
+        break;
+    case CP2P_BCAST_MISSING_INPUTS: {
+        char ph[65];
+        cd_hex_encode_rev(ph, r->parent, 32);
+        snprintf(line, sizeof(line), "MISSING_INPUTS %s parent %s (the node holds it as an orphan)",
+                 hx, ph);
+        break;
+    }
+    case CP2P_BCAST_SEEN_ON_NETWORK:
+        snprintf(line, sizeof(line), "SEEN_ON_NETWORK %s via %s", hx,
+                 r->seen_via ? r->seen_via : "?");
+        break;
+    default:
+        snprintf(line, sizeof(line), "%s %s (%s)", cp2p_bcast_status_str(r->status), hx, r->detail);
+        break;
+    }
+    c->outcome = r->status;
+    snprintf(c->outcome_line, sizeof(c->outcome_line), "%s", line);
+    if (c->wait_mined &&
+        (r->status == CP2P_BCAST_SEEN_ON_NETWORK || r->status == CP2P_BCAST_TIMEOUT)) {
+        if (!c->quiet)
+            fprintf(stderr, "%s; waiting until it is mined\n", line);
+        return; /* the poll or the deadline ends it */
+    }
+    printf("%s\n", line);
+    fflush(stdout);
+    finish(c, bcast_exit(r->status));
+}
+
+static void bcast_disconnect(const cp2p_ctx *ctx, cp2p_reason r, const char *detail)
+{
+    cli_p2p *c = ctx->user;
+    if (c->done || c->started)
+        return; /* the broadcast has its own connection; ours only watches */
+    on_disconnect(ctx, r, detail);
 }
 
 int cd_cli_p2p_broadcast(int argc, char **argv)
 {
     cli_p2p c;
     memset(&c, 0, sizeof(c));
-    int rc = parse_common(&c, argc, argv, "<rawtx-hex> [--wait-ms MS]");
+    int rc = parse_common(&c, argc, argv,
+                          "<rawtx-hex> [--wait seen|mined] [--timeout S] [--pg-conninfo S] "
+                          "[--datadir DIR]");
     if (rc)
         return rc == 1 ? 0 : rc;
     size_t hl = c.arg ? strlen(c.arg) : 0;
     if (hl < 2 || hl % 2) {
-        fprintf(stderr, "usage: conduit-cli broadcast <rawtx-hex>\n");
+        fprintf(stderr, "usage: conduit-cli broadcast <rawtx-hex> [--wait seen|mined]\n");
         return 2;
     }
     uint8_t *tmp = malloc(hl / 2);
@@ -445,17 +636,32 @@ int cd_cli_p2p_broadcast(int argc, char **argv)
         return 2;
     }
     free(tmp);
+    if (c.wait_mined && !c.pg_conninfo) {
+        fprintf(stderr, "conduit-cli broadcast: --wait mined reads the index: give "
+                        "--pg-conninfo\n");
+        return 2;
+    }
+    int explicit_timeout = 0;
+    for (int i = 1; i < argc; i++)
+        explicit_timeout |= strcmp(argv[i], "--timeout") == 0;
+    if (!explicit_timeout)
+        c.timeout_s = c.wait_mined ? 600 : (c.wait_ms ? c.wait_ms : 10000) / 1000.0;
     cp2p_options opt;
-    cp2p_options_init(&opt, c.net);
-    opt.broadcast_wait_ms = c.wait_ms;
+    cp2p_options_init(&opt, NULL);
+    opt.relay = 1; /* our connection watches for the node's inv of the tx */
+    opt.broadcast_wait_ms = (uint32_t)(c.timeout_s * 1000);
+    if (c.wait_mined && opt.broadcast_wait_ms > 60000)
+        opt.broadcast_wait_ms = 60000;
     opt.tick_ms = 50;
-    if (c.timeout_s * 1000 < c.wait_ms + 5000)
-        c.timeout_s = (c.wait_ms + 5000) / 1000.0;
     cp2p_handlers h = {0};
     h.on_ready = bcast_ready;
-    h.on_broadcast = bcast_result;
-    h.on_disconnect = on_disconnect;
-    return run(&c, &h, &opt);
+    h.on_broadcast = bcast_report;
+    h.on_disconnect = bcast_disconnect;
+    c.outcome = CP2P_BCAST_SENT;
+    rc = run_with_deadline(&c, &h, &opt, c.timeout_s, bcast_timeout);
+    cd_lookup_free(c.lk);
+    cd_pg_free(c.pg);
+    return rc;
 }
 
 /* ---- ping ------------------------------------------------------------------------- */
@@ -467,7 +673,8 @@ static void ping_ready(const cp2p_ctx *ctx, const cp2p_version *v)
         printf("connected to %s: version %d, user agent \"%s\", height %d, services 0x%" PRIx64
                "\n",
                cp2p_peer_name(ctx->peer), v->version, v->user_agent, v->start_height, v->services);
-    (void)cp2p_peer_ping(ctx->peer);
+    if (cp2p_peer_ping(ctx->peer) != CP2P_OK)
+        finish(c, 1);
 }
 
 static void ping_pong(const cp2p_ctx *ctx, uint64_t nonce, int64_t rtt_us)
@@ -478,8 +685,8 @@ static void ping_pong(const cp2p_ctx *ctx, uint64_t nonce, int64_t rtt_us)
     fflush(stdout);
     if (++c->pongs >= c->count)
         finish(c, 0);
-    else
-        (void)cp2p_peer_ping(ctx->peer);
+    else if (cp2p_peer_ping(ctx->peer) != CP2P_OK)
+        finish(c, 1);
 }
 
 int cd_cli_p2p_ping(int argc, char **argv)

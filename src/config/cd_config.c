@@ -72,6 +72,11 @@ const cd_option cd_config_options[] = {
      "blocks requested from one peer at a time"},
     {"block_timeout", CD_OPT_INT, "120", 5, 86400, CD_OPT_RELOADABLE, OFF(block_timeout_s), NULL,
      "seconds before a requested block is asked from another peer"},
+    {"block_min_rate", CD_OPT_INT, "16384", 0, 0x7fffffffu, 0, OFF(block_min_rate), NULL,
+     "bytes per second a block must arrive at once block_rate_grace seconds of reading have "
+     "passed; a slower peer is disconnected and banned and the block asked from another (0: off)"},
+    {"block_rate_grace", CD_OPT_INT, "10", 1, 3600, 0, OFF(block_rate_grace_s), NULL,
+     "seconds of reading a block before block_min_rate applies"},
     {"block_checksum", CD_OPT_BOOL, "off", 0, 0, 0, OFF(block_checksum), NULL,
      "also verify the p2p message checksum of blocks (off: every block byte is already checked: "
      "header hash, canonical tx count, exact length and the merkle root; the checksum would cost "

@@ -61,6 +61,8 @@ typedef struct cd_config {
     uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
     uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */
+    uint32_t block_min_rate;              /* bytes/s floor of a block download (0: off) */
+    uint32_t block_rate_grace_s;          /* reading time before block_min_rate applies */
     int block_checksum;                   /* verify p2p checksums of block messages */
     int relay;                            /* ask peers for mempool tx invs */
     int index_data_pushes;                /* DATA-flag pushdata (after OP_RETURN) */

@@ -484,7 +484,8 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
     if (!relaying(s))
         return;
     /* refill the (emptied) mempool set from the node */
-    cp2p_peer_send(ctx->peer, "mempool", NULL, 0);
+    if (cp2p_peer_send(ctx->peer, "mempool", NULL, 0) != CP2P_OK)
+        cd_log_debug("mempool: mempool request to %s not sent", cp2p_peer_name(ctx->peer));
 }
 
 static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
@@ -510,8 +511,8 @@ static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
     }
     cd_log_debug("mempool: inv of %zu from %s: asking for %zu txs", n, cp2p_peer_name(ctx->peer),
                  nw);
-    if (nw)
-        cp2p_peer_getdata_txs(ctx->peer, (const uint8_t(*)[32])want, nw);
+    if (nw && cp2p_peer_getdata_txs(ctx->peer, (const uint8_t(*)[32])want, nw) != CP2P_OK)
+        cd_log_debug("mempool: getdata to %s not sent", cp2p_peer_name(ctx->peer));
     free(want);
 }
 

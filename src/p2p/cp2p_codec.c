@@ -7,10 +7,12 @@
  */
 #include "cp2p_codec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "btc_varint.h"
+#include "cd_escape.h"
 #include "cd_hash.h"
 #include "cd_util.h"
 
@@ -22,7 +24,12 @@ void cp2p_buf_put(cp2p_buf *b, const void *data, size_t n)
         size_t cap = b->cap ? b->cap : 128;
         while (cap < b->len + n)
             cap *= 2;
-        b->p = cd_xrealloc(b->p, cap);
+        uint8_t *np = realloc(b->p, cap);
+        if (!np) {
+            fprintf(stderr, "conduit-p2p: out of memory allocating %zu bytes\n", cap);
+            abort();
+        }
+        b->p = np;
         b->cap = cap;
     }
     if (n)
@@ -339,22 +346,20 @@ size_t cp2p_inv_max_entries(uint64_t max_payload)
 
 /* ---- decoders -------------------------------------------------------------- */
 
-static void rd_varstr(cp2p_rd *r, char *out, size_t outsz, size_t maxlen)
+/* Reads a var_str of at most maxlen bytes and stores its first `keep` bytes
+ * escaped (cd_escape: peers choose this text) in out. */
+static void rd_varstr(cp2p_rd *r, char *out, size_t outsz, size_t maxlen, size_t keep)
 {
     uint64_t n = cp2p_rd_varint(r);
+    out[0] = 0;
     if (n > maxlen) {
         r->err = 1;
-        out[0] = 0;
         return;
     }
     const uint8_t *s = cp2p_rd_bytes(r, (size_t)n);
-    if (!s) {
-        out[0] = 0;
+    if (!s)
         return;
-    }
-    size_t k = (size_t)n < outsz - 1 ? (size_t)n : outsz - 1;
-    memcpy(out, s, k);
-    out[k] = 0;
+    cd_escape(out, outsz, s, (size_t)n < keep ? (size_t)n : keep);
 }
 
 int cp2p_dec_version(const uint8_t *p, size_t len, cp2p_version *v)
@@ -374,7 +379,7 @@ int cp2p_dec_version(const uint8_t *p, size_t len, cp2p_version *v)
         return CP2P_OK;
     cp2p_rd_bytes(&r, 26); /* addr_from */
     v->nonce = cp2p_rd_u64(&r);
-    rd_varstr(&r, v->user_agent, sizeof(v->user_agent), 256);
+    rd_varstr(&r, v->user_agent, sizeof(v->user_agent), 256, 256);
     v->start_height = (int32_t)cp2p_rd_u32(&r);
     if (r.err)
         return CP2P_EMALFORMED;
@@ -468,9 +473,9 @@ int cp2p_dec_reject(const uint8_t *p, size_t len, cp2p_reject *rj)
     cp2p_rd r;
     cp2p_rd_init(&r, p, len);
     memset(rj, 0, sizeof(*rj));
-    rd_varstr(&r, rj->message, sizeof(rj->message), CP2P_COMMAND_LEN);
+    rd_varstr(&r, rj->message, sizeof(rj->message), CP2P_COMMAND_LEN, CP2P_COMMAND_LEN);
     rj->code = cp2p_rd_u8(&r);
-    rd_varstr(&r, rj->reason, sizeof(rj->reason), 65535);
+    rd_varstr(&r, rj->reason, sizeof(rj->reason), 65535, 111);
     if (r.err)
         return CP2P_EMALFORMED;
     if (cp2p_rd_left(&r) >= 32) {

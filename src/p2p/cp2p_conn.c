@@ -1,7 +1,8 @@
 /*
  * cp2p_conn.c - connections of libconduit-p2p: dialling a peer, the version
- * message, sending (queued on an evbuffer drained by the write event), and
- * failing a connection (log, on_disconnect, reconnect back-off).
+ * message, sending (queued on an evbuffer drained by the write event, within
+ * the peer's send budget), and failing a connection (log, on_disconnect,
+ * then the reconnect schedule of cp2p_penalty.c).
  */
 #include "cp2p_int.h"
 
@@ -22,29 +23,42 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "cd_log.h"
+#include "cd_util.h"
 
 /* ---- sending ---------------------------------------------------------------- */
 
-static uint64_t rand64(void)
+static void note_queue(cp2p_peer *p)
 {
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
-        v = cd_now_ns() ^ ((uint64_t)getpid() << 32);
-    return v ? v : 1;
+    p->stats.send_queue = evbuffer_get_length(p->out);
+    if (p->stats.send_queue > p->stats.send_queue_max)
+        p->stats.send_queue_max = p->stats.send_queue;
 }
 
-void cp2p_queue_msg(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t len)
+int cp2p_queue_msg(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t len)
 {
+    cp2p_mgr *m = p->mgr;
     uint8_t hdr[CP2P_HEADER_LEN];
-    cp2p_msghdr_encode(hdr, p->mgr->opt.net->magic, cmd, payload, len);
+    size_t queued = evbuffer_get_length(p->out);
+    if (p->defer_reason)
+        return CP2P_EBUDGET; /* being dropped: queue nothing more */
+    if (m->opt.max_send_queue && queued > m->opt.max_send_queue) {
+        /* it does not read what we send (pongs, getdata answers, ...):
+         * memory for it stops here */
+        cp2p_peer_defer_fail(p, CP2P_R_SEND_BUDGET,
+                             "%zu bytes queued for it and not read (budget %llu); %s refused",
+                             queued, (unsigned long long)m->opt.max_send_queue, cmd);
+        return CP2P_EBUDGET;
+    }
+    cp2p_msghdr_encode(hdr, cp2p_btcnet(m->opt.net)->magic, cmd, payload, len);
     evbuffer_add(p->out, hdr, sizeof(hdr));
     if (len)
         evbuffer_add(p->out, payload, len);
     p->stats.msgs_out++;
+    note_queue(p);
     if (!p->connecting)
         event_add(p->ev_write, NULL);
-    cd_log_debug("peer %s: send %s (%zu bytes)", p->name, cmd, len);
+    LOG_DEBUG(m, "peer %s: send %s (%zu bytes)", p->name, cmd, len);
+    return CP2P_OK;
 }
 
 static int can_send(const cp2p_peer *p)
@@ -63,8 +77,7 @@ int cp2p_peer_send(cp2p_peer *p, const char *cmd, const uint8_t *payload, size_t
         return CP2P_ETOOBIG;
     if (strcmp(cmd, "tx") != 0 && strcmp(cmd, "block") != 0 && len > p->max_send)
         return CP2P_ETOOBIG;
-    cp2p_queue_msg(p, cmd, payload, len);
-    return CP2P_OK;
+    return cp2p_queue_msg(p, cmd, payload, len);
 }
 
 static int send_buf(cp2p_peer *p, const char *cmd, cp2p_buf *b)
@@ -150,10 +163,10 @@ int cp2p_peer_ping(cp2p_peer *p)
     if (!can_send(p))
         return CP2P_ENOTREADY;
     cp2p_buf b = {0};
-    p->ping_nonce = rand64();
+    p->ping_nonce = cp2p_rand64();
     cp2p_enc_u64(&b, p->ping_nonce);
     p->ping_outstanding = 1;
-    p->t_ping_sent_ns = cd_now_ns();
+    p->t_ping_sent_ns = cp2p_now_ns();
     return send_buf(p, "ping", &b);
 }
 
@@ -175,28 +188,17 @@ void cp2p_peer_teardown(cp2p_peer *p)
     }
     if (p->out)
         evbuffer_drain(p->out, evbuffer_get_length(p->out));
+    p->stats.send_queue = 0;
     p->rstart = p->rend = 0;
     p->connecting = 0;
     p->read_paused = 0;
+    p->defer_reason = CP2P_R_NONE;
+    p->t_msg_start_ns = 0;
+    p->t_ready_ns = 0;
     p->gen++;
 }
 
-static void schedule_after_close(cp2p_peer *p)
-{
-    cp2p_mgr *m = p->mgr;
-    if (p->removed || !m->opt.reconnect) {
-        p->state = CP2P_PEER_DEAD;
-        return;
-    }
-    uint32_t d = p->backoff_ms ? p->backoff_ms * 2 : m->opt.reconnect_min_ms;
-    if (d > m->opt.reconnect_max_ms)
-        d = m->opt.reconnect_max_ms;
-    p->backoff_ms = d;
-    p->t_reconnect_ns = cd_now_ns() + (uint64_t)d * 1000000ull;
-    p->state = CP2P_PEER_BACKOFF;
-}
-
-static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap) CD_PRINTF(3, 0);
+static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap) CP2P_PRINTF(3, 0);
 static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap)
 {
     char detail[512];
@@ -204,10 +206,6 @@ static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap)
     if ((p->fd < 0 && p->state != CP2P_PEER_CONNECTING) || p->failing)
         return;
     p->failing = 1;
-    if (r == CP2P_R_CLOSED_LOCAL || r == CP2P_R_EOF)
-        cd_log_info("peer %s: disconnected: %s (%s)", p->name, cp2p_reason_str(r), detail);
-    else
-        cd_log_warn("peer %s: disconnecting: %s (%s)", p->name, cp2p_reason_str(r), detail);
     if (p->bk)
         cp2p_block_abort(p, r);
     cp2p_peer_teardown(p);
@@ -217,10 +215,10 @@ static void peer_vfail(cp2p_peer *p, cp2p_reason r, const char *fmt, va_list ap)
     p->stats.disconnects++;
     cp2p_ctx c = mkctx(p);
     uint64_t gen = p->gen;
-    if (p->mgr->h.on_disconnect)
+    if (peer_app(p) && p->mgr->h.on_disconnect)
         p->mgr->h.on_disconnect(&c, r, detail);
     if (p->gen == gen && p->state == CP2P_PEER_CLOSING)
-        schedule_after_close(p);
+        cp2p_schedule_after_close(p, r, detail); /* logs the state change */
 }
 
 void cp2p_peer_fail(cp2p_peer *p, cp2p_reason r, const char *fmt, ...)
@@ -229,6 +227,23 @@ void cp2p_peer_fail(cp2p_peer *p, cp2p_reason r, const char *fmt, ...)
     va_start(ap, fmt);
     peer_vfail(p, r, fmt, ap);
     va_end(ap);
+}
+
+void cp2p_peer_defer_fail(cp2p_peer *p, cp2p_reason r, const char *fmt, ...)
+{
+    va_list ap;
+    if (p->defer_reason || p->fd < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(p->defer_detail, sizeof(p->defer_detail), fmt, ap);
+    va_end(ap);
+    p->defer_reason = r;
+    /* nothing more in or out until the loop fails it */
+    if (p->ev_read)
+        event_del(p->ev_read);
+    if (p->ev_write)
+        event_del(p->ev_write);
+    cp2p_mgr_wake(p->mgr);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -247,12 +262,13 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         p->connecting = 0;
         p->state = CP2P_PEER_VERSION_SENT;
         event_add(p->ev_read, NULL);
-        cd_log_debug("peer %s: connected, version sent", p->name);
+        LOG_DEBUG(p->mgr, "peer %s: connected, version sent", p->name);
     }
     while (evbuffer_get_length(p->out) > 0) {
         int n = evbuffer_write(p->out, fd);
         if (n > 0) {
             p->stats.bytes_out += (uint64_t)n;
+            p->stats.send_queue = evbuffer_get_length(p->out);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -271,11 +287,11 @@ static void send_version(cp2p_peer *p, const struct sockaddr *sa)
     v.version = CP2P_PROTOCOL_VERSION;
     v.services = 0;
     v.timestamp = (int64_t)time(NULL);
-    p->our_nonce = rand64();
+    p->our_nonce = cp2p_rand64();
     v.nonce = p->our_nonce;
     snprintf(v.user_agent, sizeof(v.user_agent), "%s", p->mgr->ua);
     v.start_height = p->mgr->opt.start_height;
-    v.relay = p->mgr->opt.relay;
+    v.relay = p->relay;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
         ip[10] = ip[11] = 0xFF;
@@ -285,7 +301,7 @@ static void send_version(cp2p_peer *p, const struct sockaddr *sa)
     }
     cp2p_buf b = {0};
     cp2p_enc_version(&b, &v, ip, p->port);
-    cp2p_queue_msg(p, "version", b.p, b.len);
+    (void)cp2p_queue_msg(p, "version", b.p, b.len); /* empty queue: cannot fail */
     cp2p_buf_free(&b);
 }
 
@@ -298,7 +314,7 @@ void cp2p_peer_connect(cp2p_peer *p)
     hints.ai_flags = AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", p->port);
     p->state = CP2P_PEER_CONNECTING;
-    p->t_start_ns = cd_now_ns();
+    p->t_start_ns = cp2p_now_ns();
     p->t_last_rx_ns = p->t_start_ns;
     p->got_version = p->got_verack = p->got_protoconf = 0;
     p->ping_outstanding = 0;
@@ -306,22 +322,26 @@ void cp2p_peer_connect(cp2p_peer *p)
     p->mode = RD_MSG;
     int gai = getaddrinfo(p->host, port, &hints, &res);
     if (gai != 0 || !res) {
-        cd_log_warn("peer %s: cannot resolve: %s", p->name, gai_strerror(gai));
+        char detail[300];
+        snprintf(detail, sizeof(detail), "cannot resolve: %s", gai_strerror(gai));
         p->fd = -1;
         p->last_reason = CP2P_R_CONNECT_FAILED;
+        p->state = CP2P_PEER_CLOSING;
         cp2p_ctx c = mkctx(p);
-        if (p->mgr->h.on_disconnect)
-            p->mgr->h.on_disconnect(&c, CP2P_R_CONNECT_FAILED, "cannot resolve host");
-        if (p->state == CP2P_PEER_CONNECTING)
-            schedule_after_close(p);
+        if (peer_app(p) && p->mgr->h.on_disconnect)
+            p->mgr->h.on_disconnect(&c, CP2P_R_CONNECT_FAILED, detail);
+        if (p->state == CP2P_PEER_CLOSING)
+            cp2p_schedule_after_close(p, CP2P_R_CONNECT_FAILED, detail);
         return;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        char detail[300];
+        snprintf(detail, sizeof(detail), "socket: %s", strerror(errno));
         freeaddrinfo(res);
         p->fd = -1;
-        cd_log_warn("peer %s: socket: %s", p->name, strerror(errno));
-        schedule_after_close(p);
+        p->state = CP2P_PEER_CLOSING;
+        cp2p_schedule_after_close(p, CP2P_R_CONNECT_FAILED, detail);
         return;
     }
     int one = 1;
@@ -357,4 +377,19 @@ void cp2p_peer_remove(cp2p_peer *p)
     if (p->fd >= 0)
         cp2p_peer_fail(p, CP2P_R_CLOSED_LOCAL, "removed by application");
     p->state = CP2P_PEER_DEAD;
+}
+
+void cp2p_peer_ban(cp2p_peer *p, const char *why)
+{
+    char esc[CP2P_ESCAPED_LEN(200)];
+    if (!p || p->removed)
+        return;
+    cp2p_escape(esc, sizeof(esc), why ? why : "", why ? strnlen(why, 200) : 0);
+    if (p->fd >= 0 || p->state == CP2P_PEER_CONNECTING) {
+        cp2p_peer_fail(p, CP2P_R_MISBEHAVED, "%s", esc);
+    } else if (p->state == CP2P_PEER_BACKOFF || p->state == CP2P_PEER_IDLE) {
+        p->state = CP2P_PEER_CLOSING;
+        p->last_reason = CP2P_R_MISBEHAVED;
+        cp2p_schedule_after_close(p, CP2P_R_MISBEHAVED, esc);
+    }
 }

@@ -1,11 +1,13 @@
 /*
- * cp2p_mgr.c - the peer manager of libconduit-p2p: options, error and state
- * names, accessors, the periodic tick (handshake, stall and ping timeouts,
- * our pings, reconnects, broadcast tracking, freeing dead peers), adding
- * peers and broadcasting transactions.
+ * cp2p_mgr.c - the peer manager of libconduit-p2p: options, accessors, the
+ * periodic tick (handshake, stall, ping and budget timeouts, our pings,
+ * reconnects and bans, broadcast deadlines, freeing dead peers), the
+ * deferred event (peers over their send budget, broadcast reports) and
+ * adding peers.
  */
 #include "cp2p_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,85 +19,9 @@
 #include <event2/event.h>
 
 #include "cd_build.h"
-#include "cd_log.h"
+#include "cd_util.h"
 
-/* ---- small helpers ---------------------------------------------------------- */
-
-const char *cp2p_strerror(int err)
-{
-    switch (err) {
-    case CP2P_OK:
-        return "ok";
-    case CP2P_EINVAL:
-        return "invalid argument";
-    case CP2P_ENOTREADY:
-        return "peer not ready";
-    case CP2P_ETOOBIG:
-        return "message too big for peer";
-    case CP2P_ENOMEM:
-        return "out of memory";
-    case CP2P_ERESOLVE:
-        return "cannot resolve host";
-    case CP2P_ESYS:
-        return "system error";
-    case CP2P_EMALFORMED:
-        return "malformed payload";
-    case CP2P_ENOPEER:
-        return "no ready peer";
-    default:
-        return "unknown error";
-    }
-}
-
-const char *cp2p_reason_str(cp2p_reason r)
-{
-    static const char *const names[] = {
-        [CP2P_R_NONE] = "none",
-        [CP2P_R_CLOSED_LOCAL] = "closed-local",
-        [CP2P_R_CONNECT_FAILED] = "connect-failed",
-        [CP2P_R_EOF] = "eof",
-        [CP2P_R_TRUNCATED] = "truncated",
-        [CP2P_R_IO] = "io-error",
-        [CP2P_R_BAD_MAGIC] = "bad-magic",
-        [CP2P_R_BAD_COMMAND] = "bad-command",
-        [CP2P_R_OVERSIZE] = "oversize",
-        [CP2P_R_BAD_CHECKSUM] = "bad-checksum",
-        [CP2P_R_MALFORMED] = "malformed",
-        [CP2P_R_PROTOCOL] = "protocol",
-        [CP2P_R_HANDSHAKE_TIMEOUT] = "handshake-timeout",
-        [CP2P_R_PING_TIMEOUT] = "ping-timeout",
-        [CP2P_R_STALLED] = "stalled",
-        [CP2P_R_NOMEM] = "no-memory",
-        [CP2P_R_SINK] = "sink",
-        [CP2P_R_SELF] = "self-connection",
-    };
-    if ((unsigned)r < CD_ARRAY_LEN(names) && names[r])
-        return names[r];
-    return "unknown";
-}
-
-const char *cp2p_peer_state_str(cp2p_peer_state s)
-{
-    switch (s) {
-    case CP2P_PEER_IDLE:
-        return "idle";
-    case CP2P_PEER_CONNECTING:
-        return "connecting";
-    case CP2P_PEER_VERSION_SENT:
-        return "version-sent";
-    case CP2P_PEER_READY:
-        return "ready";
-    case CP2P_PEER_CLOSING:
-        return "closing";
-    case CP2P_PEER_BACKOFF:
-        return "backoff";
-    case CP2P_PEER_DEAD:
-        return "dead";
-    }
-    return "unknown";
-}
-
-void cp2p_options_init(cp2p_options *o, const btc_net *net)
+void cp2p_options_init(cp2p_options *o, const cp2p_net *net)
 {
     memset(o, 0, sizeof(*o));
     o->net = net;
@@ -112,11 +38,25 @@ void cp2p_options_init(cp2p_options *o, const btc_net *net)
     o->ping_interval_ms = 120000;
     o->ping_timeout_ms = 60000;
     o->stall_timeout_ms = 120000;
+    o->max_send_queue = 16u << 20;
+    o->max_msg_rate = 500;
+    o->max_tx_rate = 50000;
+    o->max_inv_rate = 200000;
+    o->msg_burst = 10;
+    o->msg_timeout_ms = 120000;
+    o->min_block_rate = 16384;
+    o->block_grace_ms = 10000;
     o->reconnect = 1;
     o->reconnect_min_ms = 1000;
     o->reconnect_max_ms = 60000;
-    o->broadcast_wait_ms = 5000;
+    o->stable_ms = 60000;
+    o->ban_min_ms = 60000;
+    o->ban_max_ms = 86400000;
+    o->broadcast_wait_ms = 10000;
     o->tick_ms = 250;
+    o->log_fn = NULL;
+    o->log_user = NULL;
+    o->log_level = CP2P_LOG_WARN;
 }
 
 size_t cp2p_locator_heights(int64_t tip, int64_t *out, size_t max)
@@ -198,7 +138,7 @@ size_t cp2p_mgr_peer_count(const cp2p_mgr *m)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->n_peers; i++)
-        n += m->peers[i]->state != CP2P_PEER_DEAD;
+        n += m->peers[i]->state != CP2P_PEER_DEAD && peer_app(m->peers[i]);
     return n;
 }
 
@@ -206,14 +146,14 @@ size_t cp2p_mgr_ready_count(const cp2p_mgr *m)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->n_peers; i++)
-        n += m->peers[i]->state == CP2P_PEER_READY;
+        n += m->peers[i]->state == CP2P_PEER_READY && peer_app(m->peers[i]);
     return n;
 }
 
 cp2p_peer *cp2p_mgr_peer_at(cp2p_mgr *m, size_t i)
 {
     for (size_t k = 0; k < m->n_peers; k++) {
-        if (m->peers[k]->state == CP2P_PEER_DEAD)
+        if (m->peers[k]->state == CP2P_PEER_DEAD || !peer_app(m->peers[k]))
             continue;
         if (i-- == 0)
             return m->peers[k];
@@ -225,7 +165,7 @@ cp2p_peer *cp2p_mgr_next_peer(cp2p_mgr *m)
 {
     for (size_t k = 0; k < m->n_peers; k++) {
         size_t i = (m->rr + k) % m->n_peers;
-        if (m->peers[i]->state == CP2P_PEER_READY) {
+        if (m->peers[i]->state == CP2P_PEER_READY && peer_app(m->peers[i])) {
             m->rr = i + 1;
             return m->peers[i];
         }
@@ -234,17 +174,6 @@ cp2p_peer *cp2p_mgr_next_peer(cp2p_mgr *m)
 }
 
 /* ---- manager ---------------------------------------------------------------------- */
-
-void cp2p_bcast_done(cp2p_mgr *m, bcast *b, cp2p_peer *from, cp2p_bcast_result res,
-                     const cp2p_reject *rej)
-{
-    b->done = 1;
-    cp2p_ctx c = mkctx(from);
-    c.mgr = m;
-    c.user = m->user;
-    if (m->h.on_broadcast)
-        m->h.on_broadcast(&c, b->txid, res, rej);
-}
 
 static void peer_free(cp2p_peer *p)
 {
@@ -266,16 +195,27 @@ static void tick_peer(cp2p_peer *p, uint64_t now)
         if (now - p->t_start_ns > (uint64_t)o->handshake_timeout_ms * 1000000ull)
             cp2p_peer_fail(p, CP2P_R_HANDSHAKE_TIMEOUT, "no version/verack within %u ms",
                            o->handshake_timeout_ms);
+        else
+            (void)cp2p_budget_tick(p, now);
         return;
     case CP2P_PEER_READY:
         break;
     case CP2P_PEER_BACKOFF:
-        if (now >= p->t_reconnect_ns)
+    case CP2P_PEER_BANNED:
+        if (now >= p->t_retry_ns) {
+            LOG_DEBUG(p->mgr, "peer %s: %s over, dialling", p->name,
+                      p->state == CP2P_PEER_BANNED ? "ban" : "back-off");
             cp2p_peer_connect(p);
+        }
         return;
     default:
         return;
     }
+    if (p->defer_reason)
+        return; /* failed from the deferred event */
+    if (cp2p_budget_tick(p, now))
+        return;
+    cp2p_penalty_tick(p, now);
     uint64_t silent = now - p->t_last_rx_ns;
     int mid_msg = p->mode == RD_BLOCK || p->rend > p->rstart;
     if (mid_msg && !p->read_paused && silent > (uint64_t)o->stall_timeout_ms * 1000000ull) {
@@ -293,37 +233,57 @@ static void tick_peer(cp2p_peer *p, uint64_t now)
     }
     if (o->ping_interval_ms && !p->ping_outstanding && now >= p->t_next_ping_ns) {
         p->t_next_ping_ns = now + (uint64_t)o->ping_interval_ms * 1000000ull;
-        (void)cp2p_peer_ping(p);
+        if (cp2p_peer_ping(p) != CP2P_OK)
+            LOG_DEBUG(p->mgr, "peer %s: ping not sent", p->name);
     }
+}
+
+/* Peers that went over their send budget inside a send call are failed
+ * here, from the loop, where no caller iterates its peer table. */
+static void run_deferred(cp2p_mgr *m)
+{
+    for (size_t i = 0; i < m->n_peers; i++) {
+        cp2p_peer *p = m->peers[i];
+        if (p->defer_reason && p->fd >= 0) {
+            char detail[sizeof(p->defer_detail)];
+            cp2p_reason r = p->defer_reason;
+            memcpy(detail, p->defer_detail, sizeof(detail));
+            p->defer_reason = CP2P_R_NONE;
+            cp2p_peer_fail(p, r, "%s", detail);
+        }
+    }
+    cp2p_bcast_tick(m, cp2p_now_ns());
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    run_deferred(arg);
+}
+
+void cp2p_mgr_wake(cp2p_mgr *m)
+{
+    if (m->deferred)
+        event_active(m->deferred, EV_TIMEOUT, 0);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     cp2p_mgr *m = arg;
-    uint64_t now = cd_now_ns();
     (void)fd;
     (void)what;
+    /* each peer's own "now": a callback of one peer may restart another's
+     * clocks (resume_read, connect) later than a time taken before the loop */
     for (size_t i = 0; i < m->n_peers; i++)
-        tick_peer(m->peers[i], now);
-    /* broadcasts: silence until the deadline = accepted */
-    for (size_t i = 0; i < m->n_bc; i++)
-        if (!m->bc[i].done && now >= m->bc[i].deadline_ns) {
-            cp2p_peer *p = m->bc[i].peer;
-            cp2p_bcast_done(m, &m->bc[i], p, CP2P_BCAST_ACCEPTED, NULL);
-        }
-    size_t k = 0;
-    for (size_t i = 0; i < m->n_bc; i++)
-        if (!m->bc[i].done)
-            m->bc[k++] = m->bc[i];
-    m->n_bc = k;
+        tick_peer(m->peers[i], cp2p_now_ns());
+    run_deferred(m);
     /* reap dead peers */
-    k = 0;
+    size_t k = 0;
     for (size_t i = 0; i < m->n_peers; i++) {
         cp2p_peer *p = m->peers[i];
         if (p->state == CP2P_PEER_DEAD && !p->busy) {
-            for (size_t j = 0; j < m->n_bc; j++)
-                if (m->bc[j].peer == p)
-                    m->bc[j].peer = NULL;
+            cp2p_bcast_forget_peer(m, p);
             peer_free(p);
         } else {
             m->peers[k++] = p;
@@ -332,6 +292,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     m->n_peers = k;
     if (m->rr > m->n_peers)
         m->rr = 0;
+}
+
+static void mgr_new_error(const cp2p_options *opt, const char *fmt, ...) CP2P_PRINTF(2, 3);
+static void mgr_new_error(const cp2p_options *opt, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (!opt || CP2P_LOG_ERROR <= opt->log_level)
+        cp2p_log_to(opt ? opt->log_fn : NULL, opt ? opt->log_user : NULL, CP2P_LOG_ERROR,
+                    "cp2p_mgr_new: %s", line);
 }
 
 static int ua_banned(const char *ua)
@@ -343,31 +316,31 @@ cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt, const c
                        const cp2p_block_sink *sink, void *user)
 {
     if (!base || !opt || !opt->net) {
-        cd_log_error("cp2p_mgr_new: base, options and network are required");
+        mgr_new_error(opt, "base, options and network are required");
         return NULL;
     }
     const char *ua = opt->user_agent ? opt->user_agent : "/conduit-p2p:" CD_VERSION "/";
     if (strlen(ua) > 256 || ua_banned(ua)) {
-        cd_log_error("cp2p_mgr_new: user agent \"%s\" is too long or contains abc/cash/bch "
-                     "(banned by BSV nodes)",
-                     ua);
+        mgr_new_error(opt, "the user agent is too long or contains abc/cash/bch (banned by BSV "
+                           "nodes)");
         return NULL;
     }
     if (opt->max_recv_payload < CP2P_LEGACY_MAX_RECV || opt->chunk_threshold < 4096 ||
         opt->tick_ms == 0) {
-        cd_log_error("cp2p_mgr_new: max_recv_payload must be >= 1 MiB, chunk_threshold >= "
-                     "4096 and tick_ms > 0");
+        mgr_new_error(opt, "max_recv_payload must be >= 1 MiB, chunk_threshold >= 4096 and "
+                           "tick_ms > 0");
         return NULL;
     }
     if (sink && (!sink->begin || !sink->space || !sink->data || !sink->end)) {
-        cd_log_error("cp2p_mgr_new: a block sink needs all four callbacks");
+        mgr_new_error(opt, "a block sink needs all four callbacks");
         return NULL;
     }
-    cp2p_mgr *m = cd_xcalloc(1, sizeof(*m));
+    cp2p_mgr *m = cp2p_xcalloc(1, sizeof(*m));
     m->base = base;
     m->opt = *opt;
-    m->ua = cd_xstrdup(ua);
+    m->ua = cp2p_xstrdup(ua);
     m->opt.user_agent = m->ua;
+    m->log_level = opt->log_level;
     if (h)
         m->h = *h;
     if (sink) {
@@ -376,6 +349,7 @@ cp2p_mgr *cp2p_mgr_new(struct event_base *base, const cp2p_options *opt, const c
     }
     m->user = user;
     m->tick = event_new(base, -1, EV_PERSIST, on_tick, m);
+    m->deferred = event_new(base, -1, 0, on_deferred, m);
     struct timeval tv = {(time_t)(opt->tick_ms / 1000), (suseconds_t)(opt->tick_ms % 1000) * 1000};
     event_add(m->tick, &tv);
     return m;
@@ -388,9 +362,11 @@ void cp2p_mgr_free(cp2p_mgr *m)
     for (size_t i = 0; i < m->n_peers; i++)
         peer_free(m->peers[i]);
     free(m->peers);
-    free(m->bc);
+    cp2p_bcast_free_all(m);
     if (m->tick)
         event_free(m->tick);
+    if (m->deferred)
+        event_free(m->deferred);
     free(m->ua);
     free(m);
 }
@@ -436,71 +412,55 @@ static int parse_hostport(const char *s, uint16_t defport, char *host, size_t ho
     return 0;
 }
 
-int cp2p_mgr_add_peer(cp2p_mgr *m, const char *hostport, cp2p_peer **out)
+cp2p_peer *cp2p_peer_new(cp2p_mgr *m, const char *hostport, enum peer_kind kind)
 {
     char host[256];
     uint16_t port;
-    if (!m || parse_hostport(hostport, m->opt.net->default_port, host, sizeof(host), &port))
-        return CP2P_EINVAL;
-    cp2p_peer *p = cd_xcalloc(1, sizeof(*p));
+    if (!m ||
+        parse_hostport(hostport, cp2p_btcnet(m->opt.net)->default_port, host, sizeof(host), &port))
+        return NULL;
+    cp2p_peer *p = cp2p_xcalloc(1, sizeof(*p));
     p->mgr = m;
     p->fd = -1;
+    p->kind = kind;
+    p->relay = kind == PK_WATCH ? 1 : kind == PK_BCAST ? 0 : m->opt.relay;
     snprintf(p->host, sizeof(p->host), "%s", host);
     p->port = port;
+    char name[300];
     if (strchr(host, ':'))
-        snprintf(p->name, sizeof(p->name), "[%s]:%u", host, port);
+        snprintf(name, sizeof(name), "[%s]:%u", host, port);
     else
-        snprintf(p->name, sizeof(p->name), "%s:%u", host, port);
+        snprintf(name, sizeof(name), "%s:%u", host, port);
+    cp2p_escape(p->name, sizeof(p->name), name, strlen(name));
     p->out = evbuffer_new();
-    p->rbuf = cd_xmalloc(RBUF_DEFAULT);
+    p->rbuf = cp2p_xmalloc(RBUF_DEFAULT);
     p->rcap = RBUF_DEFAULT;
     p->max_send = CP2P_LEGACY_MAX_RECV;
     p->stats.last_ping_rtt_us = -1;
     p->state = CP2P_PEER_IDLE;
     if (m->n_peers == m->cap_peers) {
         m->cap_peers = m->cap_peers ? m->cap_peers * 2 : 8;
-        m->peers = cd_xrealloc(m->peers, m->cap_peers * sizeof(*m->peers));
+        m->peers = cp2p_xrealloc(m->peers, m->cap_peers * sizeof(*m->peers));
     }
     m->peers[m->n_peers++] = p;
+    return p;
+}
+
+int cp2p_mgr_add_peer_ex(cp2p_mgr *m, const char *hostport, const cp2p_penalty *restore,
+                         cp2p_peer **out)
+{
+    cp2p_peer *p = cp2p_peer_new(m, hostport, PK_APP);
+    if (!p)
+        return CP2P_EINVAL;
     if (out)
         *out = p;
+    if (restore && cp2p_penalty_restore(p, restore))
+        return CP2P_OK; /* dialled by the tick when the ban / back-off ends */
     cp2p_peer_connect(p);
     return CP2P_OK;
 }
 
-int cp2p_mgr_broadcast_tx(cp2p_mgr *m, cp2p_peer *peer, const uint8_t *raw, size_t len,
-                          uint8_t txid_out[32])
+int cp2p_mgr_add_peer(cp2p_mgr *m, const char *hostport, cp2p_peer **out)
 {
-    uint8_t txid[32];
-    int sent = 0;
-    if (!m || !raw || len == 0)
-        return CP2P_EINVAL;
-    cd_sha256d(txid, raw, len);
-    if (peer) {
-        int rc = cp2p_peer_send_tx(peer, raw, len);
-        if (rc == CP2P_ENOTREADY)
-            return CP2P_ENOPEER;
-        if (rc)
-            return rc;
-        sent = 1;
-    } else {
-        for (size_t i = 0; i < m->n_peers; i++)
-            if (m->peers[i]->state == CP2P_PEER_READY &&
-                cp2p_peer_send_tx(m->peers[i], raw, len) == CP2P_OK)
-                sent++;
-    }
-    if (!sent)
-        return CP2P_ENOPEER;
-    if (m->n_bc == m->cap_bc) {
-        m->cap_bc = m->cap_bc ? m->cap_bc * 2 : 8;
-        m->bc = cd_xrealloc(m->bc, m->cap_bc * sizeof(*m->bc));
-    }
-    bcast *b = &m->bc[m->n_bc++];
-    memset(b, 0, sizeof(*b));
-    memcpy(b->txid, txid, 32);
-    b->peer = peer;
-    b->deadline_ns = cd_now_ns() + (uint64_t)m->opt.broadcast_wait_ms * 1000000ull;
-    if (txid_out)
-        memcpy(txid_out, txid, 32);
-    return CP2P_OK;
+    return cp2p_mgr_add_peer_ex(m, hostport, NULL, out);
 }

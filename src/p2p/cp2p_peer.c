@@ -32,7 +32,7 @@
 #include <event2/event.h>
 
 #include "btc_varint.h"
-#include "cd_log.h"
+#include "cd_util.h"
 
 #define READ_BUDGET 64 /* recv calls per read event before yielding */
 
@@ -59,7 +59,7 @@ void cp2p_block_abort(cp2p_peer *p, cp2p_reason why)
     block_reset(p);
     if (k == BLK_SINK && p->mgr->sink.end)
         p->mgr->sink.end(&c, 0, why, hash);
-    else if (k == BLK_CHUNK && p->mgr->h.on_block_abort)
+    else if (k == BLK_CHUNK && peer_app(p) && p->mgr->h.on_block_abort)
         p->mgr->h.on_block_abort(&c, hash, why);
 }
 
@@ -79,7 +79,8 @@ static int block_start(cp2p_peer *p)
     p->bbase = 0;
     p->bscan = 0;
     p->bfill = 0;
-    if (m->have_sink && m->sink.begin) {
+    cp2p_budget_block_start(p);
+    if (m->have_sink && m->sink.begin && peer_app(p)) {
         int rc = m->sink.begin(&c, p->blen, p->hdr.ext);
         if (!peer_live(p, gen))
             return -1;
@@ -265,7 +266,7 @@ static int chunk_flush(cp2p_peer *p, int final)
         return -1;
     }
     cp2p_ctx c = mkctx(p);
-    if (p->mgr->h.on_block_chunk)
+    if (peer_app(p) && p->mgr->h.on_block_chunk)
         p->mgr->h.on_block_chunk(&c, &ch);
     if (!peer_live(p, gen))
         return -1;
@@ -305,7 +306,7 @@ static int block_finish(cp2p_peer *p)
         uint8_t *buf = p->bbuf;
         p->bbuf = NULL;
         block_reset(p);
-        if (p->mgr->h.on_block)
+        if (peer_app(p) && p->mgr->h.on_block)
             p->mgr->h.on_block(&c, buf, (size_t)p->blen, p->bhash);
         free(buf);
         break;
@@ -354,12 +355,12 @@ static int block_commit(cp2p_peer *p, const uint8_t *data, size_t n)
 static void send_handshake_reply(cp2p_peer *p)
 {
     cp2p_buf b = {0};
-    cp2p_queue_msg(p, "verack", NULL, 0);
+    (void)cp2p_queue_msg(p, "verack", NULL, 0); /* a refusal fails the peer later */
     cp2p_enc_protoconf(&b, p->mgr->opt.max_recv_payload, NULL);
-    cp2p_queue_msg(p, "protoconf", b.p, b.len);
+    (void)cp2p_queue_msg(p, "protoconf", b.p, b.len);
     cp2p_buf_free(&b);
-    if (p->mgr->opt.send_sendheaders)
-        cp2p_queue_msg(p, "sendheaders", NULL, 0);
+    if (p->mgr->opt.send_sendheaders && peer_app(p))
+        (void)cp2p_queue_msg(p, "sendheaders", NULL, 0);
 }
 
 static void maybe_ready(cp2p_peer *p)
@@ -367,12 +368,19 @@ static void maybe_ready(cp2p_peer *p)
     if (p->state != CP2P_PEER_VERSION_SENT || !p->got_version || !p->got_verack)
         return;
     p->state = CP2P_PEER_READY;
-    p->backoff_ms = 0;
     p->stats.connects++;
-    p->t_next_ping_ns = cd_now_ns() + (uint64_t)p->mgr->opt.ping_interval_ms * 1000000ull;
-    cd_log_info("peer %s: ready (version %d, ua \"%s\", height %d)", p->name, p->their.version,
-                p->their.user_agent, p->their.start_height);
+    p->t_next_ping_ns = cp2p_now_ns() + (uint64_t)p->mgr->opt.ping_interval_ms * NS_PER_MS;
+    cp2p_penalty_ready(p);
+    /* once per connection, unless it is one more in a failing streak (the
+     * streak was logged once; "stable again" ends it) */
+    CP2P_LOG(p->mgr, p->streak || !peer_app(p) ? CP2P_LOG_DEBUG : CP2P_LOG_INFO,
+             "peer %s: ready (version %d, ua \"%s\", height %d)", p->name, p->their.version,
+             p->their.user_agent, p->their.start_height);
     cp2p_ctx c = mkctx(p);
+    if (!peer_app(p)) {
+        cp2p_bcast_on_ready(p);
+        return;
+    }
     if (p->mgr->h.on_ready)
         p->mgr->h.on_ready(&c, &p->their);
 }
@@ -387,8 +395,10 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
     int rc;
 
     p->stats.msgs_in++;
-    cd_log_debug("peer %s: recv %s (%zu bytes)", p->name, cmd, len);
-    if (m->h.on_message) {
+    LOG_DEBUG(m, "peer %s: recv %s (%zu bytes)", p->name, cmd, len);
+    if (cp2p_budget_msg(p, cmd))
+        return -1;
+    if (peer_app(p) && m->h.on_message) {
         m->h.on_message(&c, cmd, pl, len);
         if (!peer_live(p, gen))
             return -1;
@@ -418,14 +428,14 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         p->got_verack = 1;
         maybe_ready(p);
     } else if (strcmp(cmd, "ping") == 0) {
-        cp2p_queue_msg(p, "pong", pl, len < 8 ? len : 8);
+        (void)cp2p_queue_msg(p, "pong", pl, len < 8 ? len : 8); /* over budget: failed later */
     } else if (strcmp(cmd, "pong") == 0) {
         uint64_t nonce;
         if (cp2p_dec_u64(pl, len, &nonce) == 0 && p->ping_outstanding && nonce == p->ping_nonce) {
             p->ping_outstanding = 0;
-            int64_t rtt = (int64_t)((cd_now_ns() - p->t_ping_sent_ns) / 1000);
+            int64_t rtt = (int64_t)((cp2p_now_ns() - p->t_ping_sent_ns) / 1000);
             p->stats.last_ping_rtt_us = rtt;
-            if (m->h.on_pong)
+            if (peer_app(p) && m->h.on_pong)
                 m->h.on_pong(&c, nonce, rtt);
         }
     } else if (strcmp(cmd, "protoconf") == 0) {
@@ -454,10 +464,11 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
             return -1;
         }
         p->stats.headers_in += n;
-        if (m->h.on_headers)
+        if (peer_app(p) && m->h.on_headers)
             m->h.on_headers(&c, hd, n);
         free(hd);
-    } else if (strcmp(cmd, "inv") == 0 || strcmp(cmd, "notfound") == 0) {
+    } else if (strcmp(cmd, "inv") == 0 || strcmp(cmd, "notfound") == 0 ||
+               strcmp(cmd, "getdata") == 0) {
         size_t n = 0;
         size_t max = len / CP2P_INV_ENTRY_LEN + 1;
         cp2p_inv *v = malloc(max * sizeof(*v));
@@ -470,16 +481,26 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
             cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable %s message", cmd);
             return -1;
         }
-        if (cmd[0] == 'i' && m->h.on_inv)
-            m->h.on_inv(&c, v, n);
-        else if (cmd[0] == 'n' && m->h.on_notfound)
+        if (cmd[0] == 'i' && cp2p_budget_inv(p, n)) {
+            free(v);
+            return -1;
+        }
+        if (cmd[0] == 'i') {
+            if (m->n_bc)
+                cp2p_bcast_on_inv(p, v, n);
+            if (peer_live(p, gen) && peer_app(p) && m->h.on_inv)
+                m->h.on_inv(&c, v, n);
+        } else if (cmd[0] == 'n' && peer_app(p) && m->h.on_notfound) {
             m->h.on_notfound(&c, v, n);
+        } else if (cmd[0] == 'g' && m->n_bc) {
+            rc = cp2p_bcast_on_getdata(p, v, n);
+        }
         free(v);
     } else if (strcmp(cmd, "tx") == 0) {
         uint8_t txid[32];
         cd_sha256d(txid, pl, len);
         p->stats.txs_in++;
-        if (m->h.on_tx)
+        if (peer_app(p) && m->h.on_tx)
             m->h.on_tx(&c, pl, len, txid);
     } else if (strcmp(cmd, "reject") == 0) {
         cp2p_reject rj;
@@ -490,17 +511,12 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
         char hx[65] = "";
         if (rj.has_hash)
             cd_hex_encode_rev(hx, rj.hash, 32);
-        cd_log_info("peer %s: reject %s code 0x%02x \"%s\" %s", p->name, rj.message, rj.code,
-                    rj.reason, hx);
-        if (m->h.on_reject)
+        LOG_INFO(m, "peer %s: reject %s code 0x%02x \"%s\" %s", p->name, rj.message, rj.code,
+                 rj.reason, hx);
+        if (m->n_bc)
+            cp2p_bcast_on_reject(p, &rj);
+        if (peer_live(p, gen) && peer_app(p) && m->h.on_reject)
             m->h.on_reject(&c, &rj);
-        if (!peer_live(p, gen))
-            return -1;
-        if (rj.has_hash && strcmp(rj.message, "tx") == 0) {
-            for (size_t i = 0; i < m->n_bc; i++)
-                if (!m->bc[i].done && memcmp(m->bc[i].txid, rj.hash, 32) == 0)
-                    cp2p_bcast_done(m, &m->bc[i], p, CP2P_BCAST_REJECTED, &rj);
-        }
     } else if (strcmp(cmd, "addr") == 0) {
         size_t n = 0;
         size_t max = len / 30 + 1;
@@ -515,11 +531,12 @@ static int dispatch(cp2p_peer *p, const uint8_t *pl, size_t len)
             cp2p_peer_fail(p, CP2P_R_MALFORMED, "undecodable addr message");
             return -1;
         }
-        if (m->h.on_addr)
+        if (peer_app(p) && m->h.on_addr)
             m->h.on_addr(&c, a, n);
         free(a);
     }
     /* sendheaders, sendcmpct, feefilter, authch, getheaders, ...: ignored */
+    (void)rc;
     return peer_live(p, gen) ? 0 : -1;
 }
 
@@ -542,6 +559,7 @@ static int process_rbuf(cp2p_peer *p)
                     return 0;
                 if (avail == 0) {
                     p->read_paused = 1;
+                    cp2p_budget_block_pause(p);
                     event_del(p->ev_read);
                     return 0;
                 }
@@ -558,7 +576,7 @@ static int process_rbuf(cp2p_peer *p)
         }
         if (have < 4)
             break;
-        if (memcmp(p->rbuf + p->rstart, m->opt.net->magic, 4) != 0) {
+        if (memcmp(p->rbuf + p->rstart, cp2p_btcnet(m->opt.net)->magic, 4) != 0) {
             uint8_t *q = p->rbuf + p->rstart;
             cp2p_peer_fail(p, CP2P_R_BAD_MAGIC, "wrong network magic %02x%02x%02x%02x", q[0], q[1],
                            q[2], q[3]);
@@ -586,6 +604,7 @@ static int process_rbuf(cp2p_peer *p)
                 return 0;
             }
             p->rstart += (size_t)hl;
+            p->t_msg_start_ns = 0;
             if (block_start(p))
                 return 0;
             continue;
@@ -626,9 +645,12 @@ static int process_rbuf(cp2p_peer *p)
             return 0;
         }
         p->rstart += need;
+        p->t_msg_start_ns = 0;
         if (dispatch(p, pl, (size_t)p->hdr.len))
             return 0;
     }
+    if (p->mode == RD_MSG && p->rend > p->rstart && !p->t_msg_start_ns)
+        p->t_msg_start_ns = p->t_last_rx_ns; /* a message has begun: its clock runs */
     if (p->rstart == p->rend) {
         p->rstart = p->rend = 0;
         if (p->rcap > 4 * RBUF_DEFAULT && p->mode == RD_MSG) {
@@ -665,13 +687,14 @@ void cp2p_on_read(evutil_socket_t fd, short what, void *arg)
                 break;
             if (avail == 0) {
                 p->read_paused = 1;
+                cp2p_budget_block_pause(p);
                 event_del(p->ev_read);
                 break;
             }
             n = recv(fd, dst, avail, 0);
             if (n > 0) {
                 p->stats.bytes_in += (uint64_t)n;
-                p->t_last_rx_ns = cd_now_ns();
+                p->t_last_rx_ns = cp2p_now_ns();
                 if (block_commit(p, dst, (size_t)n))
                     break;
                 continue;
@@ -685,7 +708,7 @@ void cp2p_on_read(evutil_socket_t fd, short what, void *arg)
             n = recv(fd, p->rbuf + p->rend, p->rcap - p->rend, 0);
             if (n > 0) {
                 p->stats.bytes_in += (uint64_t)n;
-                p->t_last_rx_ns = cd_now_ns();
+                p->t_last_rx_ns = cp2p_now_ns();
                 p->rend += (size_t)n;
                 continue;
             }
@@ -711,8 +734,9 @@ void cp2p_peer_resume_read(cp2p_peer *p)
     if (!p || p->fd < 0 || !p->read_paused)
         return;
     p->read_paused = 0;
+    cp2p_budget_block_resume(p);
     /* the pause was ours, not the peer's: restart the silence clocks */
-    p->t_last_rx_ns = cd_now_ns();
+    p->t_last_rx_ns = cp2p_now_ns();
     if (p->ping_outstanding)
         p->t_ping_sent_ns = p->t_last_rx_ns;
     event_add(p->ev_read, NULL);

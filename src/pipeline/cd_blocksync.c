@@ -38,7 +38,8 @@ typedef struct bs_peer {
     int want_begin;     /* sink begun, not yet started in the pipeline */
     int in_pipe;        /* its block is the pipeline's current one */
     int paused;         /* space() returned 0 */
-    int drop;           /* misbehaved: close at the next chance */
+    int drop;           /* misbehaved: ban at the next chance */
+    char why[160];      /* ... for this reason */
     uint64_t len;       /* payload length of the block being received */
     uint64_t remaining; /* payload bytes still to come */
     uint64_t discard;   /* payload bytes to swallow (block already failed) */
@@ -227,6 +228,8 @@ static void pipe_done(void *arg, const uint8_t hash[32], int status, void *ctx)
             cd_log_warn("blocksync: peer %s sent a bad block %s (%s); disconnecting it",
                         cp2p_peer_name(from->peer), hex, cd_pipe_status_name(status));
             from->drop = 1;
+            snprintf(from->why, sizeof(from->why), "sent a bad block %s (%s)", hex,
+                     cd_pipe_status_name(status));
             event_active(s->deferred, EV_TIMEOUT, 0);
         }
         break;
@@ -299,6 +302,8 @@ static void sink_space(const cp2p_ctx *ctx, uint8_t **buf, size_t *avail)
             bp->want_begin = 0;
             bp->discard = bp->remaining;
             bp->drop = 1;
+            snprintf(bp->why, sizeof(bp->why), "block payload of %llu bytes refused",
+                     (unsigned long long)bp->len);
             event_active(s->deferred, EV_TIMEOUT, 0);
             *buf = s->scratch;
             *avail = (size_t)CD_MIN(bp->discard, (uint64_t)BS_SCRATCH);
@@ -439,8 +444,8 @@ static void deferred_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < s->n_peers; i++) {
         bs_peer *bp = s->peers[i];
         if (bp->drop && bp->peer && !bp->in_pipe && !bp->want_begin && !bp->discard) {
-            cp2p_peer_close(bp->peer);  /* on_disconnect forgets the record */
-            deferred_cb(fd, what, arg); /* the table changed: start over */
+            cp2p_peer_ban(bp->peer, bp->why); /* on_disconnect forgets the record */
+            deferred_cb(fd, what, arg);       /* the table changed: start over */
             return;
         }
     }
@@ -455,6 +460,15 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     double limit = s->cfg->block_timeout_s ? s->cfg->block_timeout_s : 120;
     for (size_t i = 0; i < s->n_reqs;) {
         bs_req *r = &s->reqs[i];
+        /* A peer whose block waits for us (another peer's block is being
+         * received, or the ring is full) is not late: its clock starts
+         * when we read again. A block arriving too slowly is the library's
+         * to judge (min_block_rate: the peer is dropped, see on_disconnect). */
+        if (r->peer && (r->peer->paused || r->peer->want_begin)) {
+            r->t = now;
+            i++;
+            continue;
+        }
         if (now - r->t > limit && !(s->cur && s->cur == r->peer)) {
             char hex[65];
             cd_hex_encode_rev(hex, r->hash, 32);
@@ -491,13 +505,15 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
 
 static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *detail)
 {
-    (void)reason;
-    (void)detail;
     bs_state *s = ctx->user;
     for (int i = 0; i < s->n_peers; i++) {
         bs_peer *bp = s->peers[i];
         if (bp->peer != ctx->peer)
             continue;
+        if (reason == CP2P_R_SLOW_BLOCK || reason == CP2P_R_STALLED)
+            cd_log_warn("blocksync: peer %s is too slow (%s); its %u block request(s) go to "
+                        "other peers",
+                        cp2p_peer_name(ctx->peer), detail, bp->inflight);
         if (s->cur == bp) {
             cd_pipeline_cancel(s->pipe);
             s->cur = NULL;

@@ -19,10 +19,12 @@
 #include "cd_controller.h"
 #include "cd_hdrsync.h"
 #include "cd_notify.h"
+#include "cd_peerstate.h"
 #include "cd_ctl.h"
 #include "cd_signals.h"
 #include "cd_status.h"
 
+#include "cd_escape.h"
 #include "cd_log.h"
 #include "cd_util.h"
 
@@ -48,6 +50,10 @@ struct cd_ctl {
     int stopping;
     cd_status st;
     double last_status;
+    cd_peerstate *peerstate; /* <datadir>/peers.state */
+    cp2p_peer **peer_of;     /* peer_of[i]: the peer of cfg->connect[i] (or the default) */
+    const char **peer_addr;  /* its configured address */
+    size_t n_peer_of;
 };
 
 struct event_base *cd_ctl_base(cd_ctl *ctl)
@@ -172,10 +178,37 @@ FORWARD(on_block_abort, (const cp2p_ctx *ctx, const uint8_t hash[32], cp2p_reaso
 FORWARD(on_reject, (const cp2p_ctx *ctx, const cp2p_reject *rej), (mctx, rej))
 FORWARD(on_addr, (const cp2p_ctx *ctx, const cp2p_addr *addrs, size_t n), (mctx, addrs, n))
 FORWARD(on_pong, (const cp2p_ctx *ctx, uint64_t nonce, int64_t rtt_us), (mctx, nonce, rtt_us))
-FORWARD(on_broadcast,
-        (const cp2p_ctx *ctx, const uint8_t txid[32], cp2p_bcast_result res,
-         const cp2p_reject *rej),
-        (mctx, txid, res, rej))
+FORWARD(on_broadcast, (const cp2p_ctx *ctx, const cp2p_bcast_report *r), (mctx, r))
+
+/* libconduit-p2p logs through the daemon's logger (its own lines carry no
+ * process name; they become ours here). */
+static void p2p_log(void *user, cp2p_log_level level, const char *msg)
+{
+    (void)user;
+    cd_log((cd_log_level)level, "%s", msg);
+}
+
+/* A peer's back-off or ban changed: kept in the data directory. */
+static void h_penalty(const cp2p_ctx *ctx, const cp2p_penalty *pen)
+{
+    cd_ctl *ctl = ctx->user;
+    for (size_t i = 0; i < ctl->n_peer_of; i++)
+        if (ctl->peer_of[i] == ctx->peer)
+            (void)cd_peerstate_set(ctl->peerstate, ctl->peer_addr[i], pen);
+}
+
+static int add_peer(cd_ctl *ctl, const char *addr)
+{
+    cp2p_penalty pen;
+    cp2p_peer *p = NULL;
+    int have = cd_peerstate_get(ctl->peerstate, addr, &pen);
+    int rc = cp2p_mgr_add_peer_ex(ctl->mgr, addr, have ? &pen : NULL, &p);
+    if (rc != CP2P_OK)
+        return rc;
+    ctl->peer_of[ctl->n_peer_of] = p;
+    ctl->peer_addr[ctl->n_peer_of++] = addr;
+    return CP2P_OK;
+}
 static void h_on_message(const cp2p_ctx *ctx, const char *cmd, const uint8_t *payload, size_t len)
 {
     cd_ctl *ctl = ctx->user;
@@ -301,6 +334,7 @@ static void on_reload(void *arg)
     cd_ctl *ctl = arg;
     cd_log_info("configuration reloaded: status every %u s",
                 (unsigned)(ctl->cfg->status_interval_s ? ctl->cfg->status_interval_s : 10));
+    cp2p_mgr_set_log_level(ctl->mgr, (cp2p_log_level)cd_log_get_level());
     if (ctl->tick == NULL)
         return; /* not running yet: run() publishes when it starts the loop */
     ctl->last_status = cd_now_s();
@@ -387,7 +421,11 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     cd_hdrtree_set_tip_cb(ctl.tree, on_tip, &ctl);
 
     cp2p_options opt;
-    cp2p_options_init(&opt, cfg->net);
+    cp2p_options_init(&opt, cp2p_net_by_name(cfg->net->name));
+    opt.log_fn = p2p_log;
+    opt.log_level = (cp2p_log_level)cd_log_get_level();
+    opt.min_block_rate = cfg->block_min_rate;
+    opt.block_grace_ms = cfg->block_rate_grace_s * 1000u;
     if (cfg->user_agent && cfg->user_agent[0])
         opt.user_agent = cfg->user_agent;
     opt.relay = cfg->relay;
@@ -410,6 +448,7 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
         .on_pong = h_on_pong,
         .on_broadcast = h_on_broadcast,
         .on_message = h_on_message,
+        .on_penalty = h_penalty,
     };
     cp2p_block_sink sink = {s_begin, s_space, s_data, s_end};
     ctl.mgr = cp2p_mgr_new(ctl.base, &opt, &h, ctl.sink_mod ? &sink : NULL, &ctl);
@@ -427,18 +466,22 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     }
 
     size_t n_ok = 0;
+    char def_peer[64];
+    ctl.peerstate = cd_peerstate_open(cfg->datadir);
+    ctl.peer_of = cd_xcalloc(cfg->n_connect + 1, sizeof(*ctl.peer_of));
+    ctl.peer_addr = cd_xcalloc(cfg->n_connect + 1, sizeof(*ctl.peer_addr));
     if (cfg->n_connect == 0) {
-        char hp[64];
-        snprintf(hp, sizeof(hp), "127.0.0.1:%u", (unsigned)cfg->net->default_port);
-        if (cp2p_mgr_add_peer(ctl.mgr, hp, NULL) == CP2P_OK)
+        snprintf(def_peer, sizeof(def_peer), "127.0.0.1:%u", (unsigned)cfg->net->default_port);
+        if (add_peer(&ctl, def_peer) == CP2P_OK)
             n_ok++;
         else
-            cd_log_error("peer %s: cannot add", hp);
+            cd_log_error("peer %s: cannot add", def_peer);
     }
     for (size_t i = 0; i < cfg->n_connect; i++) {
-        int prc = cp2p_mgr_add_peer(ctl.mgr, cfg->connect[i], NULL);
+        int prc = add_peer(&ctl, cfg->connect[i]);
         if (prc != CP2P_OK)
-            cd_log_error("peer %s: cannot add: %s", cfg->connect[i], cp2p_strerror(prc));
+            cd_log_error("peer %s: cannot add: %s", cd_escape_str(cfg->connect[i]),
+                         cp2p_strerror(prc));
         else
             n_ok++;
     }
@@ -479,6 +522,9 @@ out:
     }
     cd_hdrsync_free(ctl.sync);
     cp2p_mgr_free(ctl.mgr);
+    cd_peerstate_free(ctl.peerstate);
+    free(ctl.peer_of);
+    free(ctl.peer_addr);
     if (ctl.tick)
         event_free(ctl.tick);
     if (ctl.watchdog)

@@ -30,20 +30,12 @@ typedef struct hs_peer {
     int parked;           /* full reply we already had: wait while another peer syncs */
 } hs_peer;
 
-typedef struct hs_ban {
-    struct hs_ban *next;
-    cd_hdrsync *s;
-    char *name;
-    struct event *ev;
-} hs_ban;
-
 struct cd_hdrsync {
     cd_hdrtree *tree;
     cp2p_mgr *mgr;
     struct event_base *base;
     hs_peer *peers;
     size_t n_peers, cap_peers;
-    hs_ban *bans;
 
     uint64_t added;        /* headers added this run */
     uint64_t added_at_log; /* for the rate of the progress line */
@@ -97,14 +89,6 @@ void cd_hdrsync_free(cd_hdrsync *s)
 {
     if (!s)
         return;
-    hs_ban *b = s->bans;
-    while (b) {
-        hs_ban *nx = b->next;
-        event_free(b->ev);
-        free(b->name);
-        free(b);
-        b = nx;
-    }
     free(s->peers);
     free(s);
 }
@@ -158,46 +142,16 @@ static void request(cd_hdrsync *s, hs_peer *ps, const cd_hdr_node *from)
         s->start = ps->sent_at;
 }
 
-static void ban_cb(evutil_socket_t fd, short what, void *arg)
-{
-    hs_ban *b = arg;
-    cd_hdrsync *s = b->s;
-    (void)fd;
-    (void)what;
-    cd_log_info("peer %s: ban over, connecting again", b->name);
-    int rc = cp2p_mgr_add_peer(s->mgr, b->name, NULL);
-    if (rc != CP2P_OK)
-        cd_log_warn("peer %s: cannot add: %s", b->name, cp2p_strerror(rc));
-    for (hs_ban **pp = &s->bans; *pp; pp = &(*pp)->next) {
-        if (*pp == b) {
-            *pp = b->next;
-            break;
-        }
-    }
-    event_free(b->ev);
-    free(b->name);
-    free(b);
-}
-
-/* Drops a misbehaving peer and dials it again after CD_HDRSYNC_BAN_S. */
+/* Drops a misbehaving peer: libconduit-p2p bans its address for an
+ * escalating time (from 60 s, doubling per ban in a row; kept across restarts
+ * by the controller) and dials it again afterwards. Its on_disconnect, called
+ * before cp2p_peer_ban returns, forgets ps. */
 static void penalise(cd_hdrsync *s, hs_peer *ps, const char *why)
 {
     cp2p_peer *p = ps->peer;
-    cd_log_warn("peer %s: %s; dropping peer, banned for %d s", cp2p_peer_name(p), why,
-                CD_HDRSYNC_BAN_S);
-    hs_ban *b = cd_xcalloc(1, sizeof(*b));
-    b->s = s;
-    b->name = cd_xstrdup(cp2p_peer_name(p));
-    b->ev = evtimer_new(s->base, ban_cb, b);
-    struct timeval tv = {CD_HDRSYNC_BAN_S, 0};
-    evtimer_add(b->ev, &tv);
-    b->next = s->bans;
-    s->bans = b;
-    /* forget the state now: the peer pointer dies after this callback */
-    size_t idx = (size_t)(ps - s->peers);
-    s->peers[idx] = s->peers[--s->n_peers];
-    cp2p_peer_remove(p);
-    unpark(s);
+    (void)s;
+    cd_log_warn("peer %s: %s; dropping peer (banned)", cp2p_peer_name(p), why);
+    cp2p_peer_ban(p, why);
 }
 
 void cd_hdrsync_on_ready(cd_hdrsync *s, cp2p_peer *p)

@@ -14,10 +14,10 @@
  * bad proof of work / nBits / timestamp, a descendant of an invalid block, or
  * more than 2000 headers in one message: the batch is refused as a whole (the
  * tree is untouched), a warning names the peer, the reason and the first bad
- * header, and the peer is dropped and banned for CD_HDRSYNC_BAN_S seconds
- * (then dialled again). An unsolicited announcement that does not connect is
- * answered with getheaders (we may be behind); a second one in a row from the
- * same peer is treated as misbehaviour.
+ * header, and the peer is dropped and banned (cp2p_peer_ban: from 60 s,
+ * doubling per ban in a row; then dialled again). An unsolicited announcement that does not connect
+ * is answered with getheaders (we may be behind); a second one in a row from the same peer is
+ * treated as misbehaviour.
  *
  * NOTES
  *  - Controller loop only (single-threaded); the cd_hdrsync object borrows
@@ -37,8 +37,6 @@
 /* A request unanswered for this long is sent again (to the same peer while
  * it stays connected; a node in IBD ignores getheaders from strangers). */
 #define CD_HDRSYNC_TIMEOUT_S 30
-/* How long a penalised peer stays banned before it is dialled again. */
-#define CD_HDRSYNC_BAN_S     60
 
 typedef struct cd_hdrsync cd_hdrsync;
 

@@ -75,6 +75,8 @@ OTHER = {
     "catchup_threshold": ("77", "77"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
+    "block_min_rate": ("2048", "2048"),
+    "block_rate_grace": ("4", "4"),
     "block_checksum": ("yes", "on"),
     "relay": ("off", "off"),
     "index_data_pushes": ("no", "off"),

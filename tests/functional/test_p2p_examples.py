@@ -44,12 +44,19 @@ def test_broadcast_tx(build_dir, simnode_factory):
     node = simnode_factory(generate=110, seed=4)
     good = node.make_tx()
     r = run(build_dir, "broadcast_tx", "--regtest", "--connect", "127.0.0.1:%d" % node.port,
-            "--wait-ms", 1000, good.hex())
+            "--wait-ms", 5000, good.hex())
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "accepted " + hexh(sha256d(good)) in r.stdout
-    # a bad signature: reject 0x10 (a missing input would be an orphan: no reject)
+    assert "SENT " + hexh(sha256d(good)) in r.stdout
+    assert "SEEN_ON_NETWORK " + hexh(sha256d(good)) in r.stdout
+    # a bad signature: reject 0x10
     bad = node.make_tx(bad_signature=True)
     r = run(build_dir, "broadcast_tx", "--regtest", "--connect", "127.0.0.1:%d" % node.port,
             "--wait-ms", 3000, bad.hex())
     assert r.returncode == 1
-    assert "rejected " + hexh(sha256d(bad)) in r.stdout
+    assert "REJECTED " + hexh(sha256d(bad)) + " code 0x10" in r.stdout
+    # a missing input: the node keeps an orphan and asks for the parent
+    orphan = node.make_tx(missing_input=True)
+    r = run(build_dir, "broadcast_tx", "--regtest", "--connect", "127.0.0.1:%d" % node.port,
+            "--wait-ms", 3000, orphan.hex())
+    assert r.returncode == 1
+    assert "MISSING_INPUTS " + hexh(sha256d(orphan)) + " parent " in r.stdout

@@ -22,6 +22,7 @@ from .mempool import (DEFAULT_MEMPOOL_EXPIRY, GENESIS_ACTIVATION_REGTEST, Result
 from .protocol import (
     DEFAULT_MAX_RECV_PAYLOAD, MAX_BLOCKS_TO_ANNOUNCE,
     MAX_HEADERS_RESULTS, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_CMPCT_BLOCK,
+    NODE_USER_AGENT,
     MSG_TX, REJECT_DUPLICATE, REJECT_INVALID,
     REJECT_MALFORMED, REJECT_OBSOLETE, ParseError, frame, frame_header, hexh,
     parse_getheaders, parse_inv, parse_protoconf, parse_tx, parse_version,
@@ -37,8 +38,14 @@ WIRE_FAULTS = {"bad_checksum", "wrong_magic", "oversize_length", "truncated",
 BLOCK_FAULTS = {"stall_mid_block", "disconnect_mid_block", "bad_merkle_block",
                 "slow_block", "altered_block"}
 HEADER_FAULTS = {"bad_pow_headers", "unconnecting_headers", "too_many_headers"}
-OTHER_FAULTS = {"unsolicited_block", "disconnect"}
-ALL_FAULTS = WIRE_FAULTS | BLOCK_FAULTS | HEADER_FAULTS | OTHER_FAULTS
+# floods: the node keeps sending one kind of message as fast as the client
+# reads; "_no_read" also stops reading what the client sends
+FLOOD_FAULTS = {"ping_flood", "ping_flood_no_read", "inv_flood", "addr_flood",
+                "headers_flood", "tx_flood"}
+OTHER_FAULTS = {"unsolicited_block", "disconnect"} | FLOOD_FAULTS
+# persistent per-connection behaviours (checked as messages arrive)
+CONN_FAULTS = {"disconnect_on_message"}
+ALL_FAULTS = WIRE_FAULTS | BLOCK_FAULTS | HEADER_FAULTS | OTHER_FAULTS | CONN_FAULTS
 
 
 class Fault:
@@ -99,6 +106,8 @@ class Connection:
         self.pongs_ok = 0
         self.banned = False
         self._whitelisted = None
+        self.no_read = False        # a flood "_no_read" fault: the reader stops
+        self.flooded = 0            # flood messages queued
 
     # -- helpers -----------------------------------------------------------
     def commands(self):
@@ -224,6 +233,10 @@ class Connection:
         magic = node.magic
         try:
             while not self.closed and not self.banned:
+                if self.no_read:       # a hostile peer that never reads
+                    while not self.closed:
+                        time.sleep(0.05)
+                    return
                 hdr = self._recv_exact(24)
                 if hdr[:4] != magic:
                     self.close("wrong magic %s (ban)" % bytes(hdr[:4]).hex())
@@ -306,7 +319,8 @@ class Connection:
             with node.lock:
                 h = node.chain.height
             self.send("version", ser_version(h, random.getrandbits(63) | 1,
-                                             recv_ip=self.addr[0], recv_port=self.addr[1]))
+                                             recv_ip=self.addr[0], recv_port=self.addr[1],
+                                             user_agent=node.user_agent))
             self.send("verack")
             self.send("protoconf", ser_protoconf(node.max_recv_payload))
             self.sent_version = True
@@ -314,6 +328,9 @@ class Connection:
         if not self.got_verack and cmd not in ("verack", "authch", "authresp",
                                                "reject", "createstrm", "streamack"):
             self.misbehaving(1, "missing-verack: %s before verack" % cmd)
+            return
+        if self.got_verack and node._take_fault(self, CONN_FAULTS, "message") is not None:
+            self.close("fault disconnect_on_message: %s" % cmd)
             return
         fn = getattr(self, "on_" + cmd, None)
         if fn is None:
@@ -676,7 +693,7 @@ class SimNode:
                  magic=None, ignore_getheaders=False, handshake_timeout=60,
                  genesis_height=GENESIS_ACTIVATION_REGTEST,
                  mempool_expiry=DEFAULT_MEMPOOL_EXPIRY, clock=time.time,
-                 allow_mempool=None):
+                 allow_mempool=None, user_agent=None):
         if allow_mempool is not None:       # deprecated name of `whitelist`
             whitelist = bool(allow_mempool)
         self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
@@ -706,6 +723,9 @@ class SimNode:
         self.max_recv_payload = max_recv_payload
         self.logfn = log
         self.ignore_getheaders = ignore_getheaders  # simulate the IBD trap
+        # user agent of our version message (bytes or str; e.g. a forged
+        # one with "\n" and ANSI escapes, issue 11 F4)
+        self.user_agent = user_agent if user_agent is not None else NODE_USER_AGENT
         self.handshake_timeout = handshake_timeout  # s to complete version/verack
         self._srv = None
         self._threads = []
@@ -865,7 +885,15 @@ class SimNode:
               (default: the next getheaders reply; on="now": unsolicited
               `headers` announcement);
               unsolicited_block (immediately: `block` of `hash` or the tip);
-              disconnect (immediately close).
+              disconnect (immediately close);
+              ping_flood | inv_flood | addr_flood | headers_flood | tx_flood
+              (immediately, until the connection closes: that message as
+              fast as the client reads it; `batch` messages per write);
+              ping_flood_no_read (the same with pings, and the node stops
+              reading: the client's pongs pile up on its side);
+              disconnect_on_message (every message the client sends after
+              the handshake makes the node close the connection; use
+              count=None for every connection).
         conn: a Connection or id to restrict it; None = every connection,
               including ones that connect later (applied once handshaken).
         count: number of applications (None = forever).
@@ -875,6 +903,8 @@ class SimNode:
         cid = conn.id if isinstance(conn, Connection) else conn
         if mode in BLOCK_FAULTS:
             on = "block"
+        elif mode in CONN_FAULTS:
+            on = "message"
         elif mode in HEADER_FAULTS:
             on = "now" if on == "now" else "getheaders"
         elif mode in OTHER_FAULTS or on is None:
@@ -944,9 +974,63 @@ class SimNode:
             conn.outq.put(("stream", _Stream(b)))
         elif m == "disconnect":
             conn.outq.put(("close", "fault: disconnect"))
+        elif m in FLOOD_FAULTS:
+            conn.event("fault %s" % m)
+            if m == "ping_flood_no_read":
+                conn.no_read = True
+            t = threading.Thread(target=self._flood, args=(conn, m, f.params),
+                                 name="simnode-flood%d" % conn.id, daemon=True)
+            t.start()
         elif m in BLOCK_FAULTS:
             with self.lock:
                 self.faults.append(Fault(m, "block", f.count, conn.id, f.params))
+
+    def _flood_batch(self, m, params, rng):
+        """One write's worth of flood messages (framed, concatenated)."""
+        n = params.get("batch", 200)
+        out = []
+        if m in ("ping_flood", "ping_flood_no_read"):
+            for _ in range(n):
+                out.append(frame(self.magic, "ping", struct.pack("<Q", rng.getrandbits(64))))
+        elif m == "inv_flood":     # txs it will never serve
+            k = params.get("entries", 10000)
+            typ = struct.pack("<I", MSG_TX)
+            for _ in range(max(1, n // 100)):
+                r = rng.randbytes(32 * k)
+                out.append(frame(self.magic, "inv", ser_compact(k) + b"".join(
+                    typ + r[i:i + 32] for i in range(0, 32 * k, 32))))
+        elif m == "addr_flood":
+            k = params.get("entries", 1000)
+            now = int(time.time())
+            entry = b"".join(struct.pack("<IQ", now, 1) + b"\0" * 10 + b"\xff\xff" +
+                             rng.randbytes(4) + struct.pack(">H", 8333) for _ in range(k))
+            for _ in range(max(1, n // 20)):
+                out.append(frame(self.magic, "addr", ser_compact(k) + entry))
+        elif m == "headers_flood":  # the chain's own headers, again and again
+            with self.lock:
+                hdrs = [self.chain.at(h).header for h in
+                        range(max(1, self.chain.height - 1999), self.chain.height + 1)]
+            msg = frame(self.magic, "headers", ser_headers(hdrs))
+            out = [msg] * max(1, n // 50)
+        elif m == "tx_flood":      # unsolicited txs spending nothing that exists
+            for _ in range(n):
+                tx = (struct.pack("<i", 1) + b"\x01" + rng.randbytes(32) +
+                      struct.pack("<I", 0) + b"\x01\x51" + struct.pack("<I", 0xffffffff) +
+                      b"\x01" + struct.pack("<q", 1000) + b"\x01\x51" + struct.pack("<I", 0))
+                out.append(frame(self.magic, "tx", tx))
+        return b"".join(out), len(out)
+
+    def _flood(self, conn, m, params):
+        """Keeps the connection's writer busy with flood messages until the
+        connection closes (the writer is the only thread writing to it)."""
+        rng = random.Random(params.get("seed", conn.id))
+        while not conn.closed and not self._stopping:
+            if conn.outq.qsize() >= 4:
+                time.sleep(0.002)
+                continue
+            data, k = self._flood_batch(m, params, rng)
+            conn.outq.put(("raw", data))
+            conn.flooded += k
 
     def _faulty_headers(self, fault, hdrs, locator, now=False):
         m = fault.mode

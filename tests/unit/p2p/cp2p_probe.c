@@ -38,7 +38,11 @@
 #include "cd_hash.h"
 #include "cd_log.h"
 #include "cd_util.h"
+#include "btc_net.h"
 #include "conduit_p2p.h"
+
+/* the public network type of a btc_net */
+#define CNET(n) cp2p_net_by_name((n)->name)
 
 #define MAX_PEERS 16
 
@@ -176,17 +180,19 @@ static void h_reject(const cp2p_ctx *c, const cp2p_reject *r)
     out("REJECT %d 0x%02x %s %s", pidx(c->peer), r->code, hx, r->reason);
 }
 
-static void h_bcast(const cp2p_ctx *c, const uint8_t txid[32], cp2p_bcast_result res,
-                    const cp2p_reject *rej)
+/* the library's lines go to our stderr through cd_log, as in the daemon */
+static void probe_log(void *user, cp2p_log_level level, const char *msg)
+{
+    (void)user;
+    cd_log((cd_log_level)level, "%s", msg);
+}
+
+static void h_bcast(const cp2p_ctx *c, const cp2p_bcast_report *r)
 {
     char hx[65];
     (void)c;
-    (void)rej;
-    hexr(hx, txid);
-    out("BCAST %s %s", hx,
-        res == CP2P_BCAST_ACCEPTED   ? "accepted"
-        : res == CP2P_BCAST_REJECTED ? "rejected"
-                                     : "not-sent");
+    hexr(hx, r->txid);
+    out("BCAST %s %s%s", hx, cp2p_bcast_status_str(r->status), r->final ? "" : " (progress)");
 }
 
 static void h_pong(const cp2p_ctx *c, uint64_t nonce, int64_t rtt)
@@ -409,7 +415,7 @@ int main(int argc, char **argv)
 
     cd_log_set_component("cp2p_probe");
     cd_log_set_level(CD_LOG_INFO);
-    cp2p_options_init(&opt, net);
+    cp2p_options_init(&opt, CNET(net));
     opt.tick_ms = 50;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -446,6 +452,18 @@ int main(int argc, char **argv)
             opt.broadcast_wait_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (v && strcmp(a, "--reconnect-ms") == 0)
             opt.reconnect_min_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--ban-ms") == 0)
+            opt.ban_min_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--stable-ms") == 0)
+            opt.stable_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--min-block-rate") == 0)
+            opt.min_block_rate = strtoull(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--block-grace-ms") == 0)
+            opt.block_grace_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--msg-rate") == 0)
+            opt.max_msg_rate = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (v && strcmp(a, "--max-send-queue") == 0)
+            opt.max_send_queue = strtoull(argv[++i], NULL, 10);
         else if (v && strcmp(a, "--max-recv") == 0)
             opt.max_recv_payload = (uint32_t)strtoul(argv[++i], NULL, 10);
         else {
@@ -453,7 +471,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    opt.net = net;
+    opt.net = CNET(net);
+    opt.log_fn = probe_log;
+    opt.log_level = (cp2p_log_level)cd_log_get_level();
     P.base = event_base_new();
     cp2p_handlers h = {
         .on_ready = h_ready,

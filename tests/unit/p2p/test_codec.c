@@ -7,7 +7,11 @@
 
 #include "cd_hash.h"
 #include "cd_util.h"
+#include "btc_net.h"
 #include "conduit_p2p.h"
+
+/* the public network type of a btc_net */
+#define CNET(n) cp2p_net_by_name((n)->name)
 #include "cp2p_codec.h"
 
 static uint8_t *unhex(const char *hex, size_t *n)
@@ -339,7 +343,7 @@ END_TEST
 START_TEST(test_recv_limits)
 {
     cp2p_options o;
-    cp2p_options_init(&o, btc_net_get(BTC_NET_REGTEST));
+    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
     ck_assert_uint_eq(cp2p_recv_limit(&o, "inv"), 2097152);
     ck_assert_uint_eq(cp2p_recv_limit(&o, "protoconf"), 1048576);
     ck_assert_uint_eq(cp2p_recv_limit(&o, "tx"), 1000000000ull);

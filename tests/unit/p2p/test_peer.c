@@ -21,7 +21,11 @@
 
 #include "cd_hash.h"
 #include "cd_util.h"
+#include "btc_net.h"
 #include "conduit_p2p.h"
+
+/* the public network type of a btc_net */
+#define CNET(n) cp2p_net_by_name((n)->name)
 #include "cp2p_codec.h"
 
 /* ---- the fake node ---- */
@@ -303,7 +307,7 @@ static void world_start(cp2p_options *opt_over, int with_sink)
     W.base = event_base_new();
     node_listen(&W.n);
     cp2p_options o;
-    cp2p_options_init(&o, W.net);
+    cp2p_options_init(&o, CNET(W.net));
     o.tick_ms = 10;
     o.reconnect = 0;
     if (opt_over)
@@ -365,7 +369,7 @@ static void world_stop(void)
 static cp2p_options opts(void)
 {
     cp2p_options o;
-    cp2p_options_init(&o, btc_net_get(BTC_NET_REGTEST));
+    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
     o.tick_ms = 10;
     o.reconnect = 0;
     return o;
@@ -878,7 +882,7 @@ START_TEST(test_bad_options)
 {
     struct event_base *b = event_base_new();
     cp2p_options o;
-    cp2p_options_init(&o, btc_net_get(BTC_NET_REGTEST));
+    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
     o.user_agent = "/BitcoinCash:1.0/";
     ck_assert_ptr_null(cp2p_mgr_new(b, &o, NULL, NULL, NULL));
     o.user_agent = "/my-ABC-client/";
@@ -886,7 +890,7 @@ START_TEST(test_bad_options)
     o.user_agent = NULL;
     o.max_recv_payload = 1000;
     ck_assert_ptr_null(cp2p_mgr_new(b, &o, NULL, NULL, NULL));
-    cp2p_options_init(&o, btc_net_get(BTC_NET_REGTEST));
+    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
     cp2p_mgr *m = cp2p_mgr_new(b, &o, NULL, NULL, NULL);
     ck_assert_ptr_nonnull(m);
     ck_assert_int_eq(cp2p_mgr_add_peer(m, "", NULL), CP2P_EINVAL);
