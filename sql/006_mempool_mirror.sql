@@ -17,7 +17,12 @@
 --    every input's nSequence is 0xffffffff (seq_nonfinal false).
 --  * chain_target.mtp: the median time past of the target (written by the
 --    daemon from the header tree; cd_block_mtp() computes it from the
---    blocks' headers when absent).
+--    blocks' headers when absent). low_hash / low_mtp: a fork point the
+--    node went back to without more work (invalidateblock: its peer
+--    announced a tip that does not extend the one before and has no more
+--    work). The node evaluated its mempool there, so when the switch's fork
+--    is that block the rules are applied at it too, not only at the new tip
+--    (after a reorg to more work the node evaluates at the new tip).
 --  * mempool_evicted: one row per tx that left the mempool tables, with its
 --    reason (the list below) and, for a descendant dropped with its
 --    ancestor, `via` = the parent that took it along; kept for
@@ -50,6 +55,8 @@
 ALTER TABLE mempool_tx ADD COLUMN lock_time bigint;
 ALTER TABLE mempool_tx ADD COLUMN seq_nonfinal boolean;
 ALTER TABLE chain_target ADD COLUMN mtp bigint;
+ALTER TABLE chain_target ADD COLUMN low_hash bytea;
+ALTER TABLE chain_target ADD COLUMN low_mtp bigint;
 
 -- the only txs that can be non-final: looked up by lock time after a reorg
 CREATE INDEX mempool_tx_nonfinal_idx ON mempool_tx (lock_time)
@@ -436,6 +443,11 @@ BEGIN
     IF n_leave > 0 THEN
         PERFORM cd_mempool_after_reorg(seq0, new_h,
                                        coalesce(tgt.mtp, cd_block_mtp(tgt.block_hash)));
+        IF tgt.low_hash IS NOT NULL
+           AND tgt.low_hash = (SELECT block_hash FROM blocks WHERE block_id = fork_id) THEN
+            PERFORM cd_mempool_after_reorg(seq0, fork_h,
+                                           coalesce(tgt.low_mtp, cd_block_mtp(tgt.low_hash)));
+        END IF;
         PERFORM pg_notify('cd_reorg', json_build_object(
             'fork_height', fork_h,
             'fork_hash', (SELECT cd_txid_hex(block_hash) FROM blocks WHERE block_id = fork_id),

@@ -42,6 +42,7 @@
 #include "cd_mempool.h"
 #include "cd_mempool_int.h"
 
+#include "btc_header.h"
 #include "btc_tx.h"
 #include "cd_log.h"
 #include "cd_util.h"
@@ -196,20 +197,25 @@ static void target_send(mp_state *s)
     s->target_dirty = 0;
     if (!tip)
         return;
-    char h[16], mtp[16];
+    char h[16], mtp[16], low_mtp[16];
     snprintf(h, sizeof(h), "%d", (int)tip->height);
     /* the median time past the node's finality rule uses for the next
      * block (cd_mempool_after_reorg, sql/006) */
     snprintf(mtp, sizeof(mtp), "%u", (unsigned)cd_hdrtree_mtp(tip));
-    const char *vals[3] = {(const char *)tip->hash, h, mtp};
-    int lens[3] = {32, 0, 0};
-    int fmts[3] = {1, 0, 0};
+    if (s->low)
+        snprintf(low_mtp, sizeof(low_mtp), "%u", (unsigned)cd_hdrtree_mtp(s->low));
+    const char *vals[5] = {(const char *)tip->hash, h, mtp,
+                           s->low ? (const char *)s->low->hash : NULL, s->low ? low_mtp : NULL};
+    int lens[5] = {32, 0, 0, 32, 0};
+    int fmts[5] = {1, 0, 0, 1, 0};
     cd_mempool_send_params(s, OP_TARGET,
-                           "INSERT INTO chain_target (singleton, block_hash, height, mtp) "
-                           "VALUES (true, $1, $2, $3) ON CONFLICT (singleton) DO UPDATE SET "
+                           "INSERT INTO chain_target (singleton, block_hash, height, mtp, "
+                           "low_hash, low_mtp) VALUES (true, $1, $2, $3, $4, $5) "
+                           "ON CONFLICT (singleton) DO UPDATE SET "
                            "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
-                           "mtp = EXCLUDED.mtp, updated_at = now()",
-                           3, vals, lens, fmts);
+                           "mtp = EXCLUDED.mtp, low_hash = EXCLUDED.low_hash, "
+                           "low_mtp = EXCLUDED.low_mtp, updated_at = now()",
+                           5, vals, lens, fmts);
 }
 
 /* Starts the next waiting operation if the connection is idle (connecting
@@ -336,6 +342,10 @@ static void step_done(mp_state *s, PGresult *r)
         start_relay(s);
     if (reorg && s->synced)
         cd_mempool_sync_want(s, NULL); /* compare with the node's mempool after it */
+    if (reorg && s->low) {             /* applied by this switch (or stale): forgotten */
+        s->low = NULL;
+        s->target_dirty = 1;
+    }
     if (reorg || strcmp(res, "switched") == 0) {
         /* the new tip, read after the step's transaction committed */
         s->tip_req = 1;
@@ -477,6 +487,55 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
     cd_mempool_sync_want(s, cp2p_peer_name(ctx->peer));
 }
 
+/* A peer's announced tip (the last header of a `headers` message) that
+ * does not extend the tip it announced before and has no more work: its
+ * node went back (invalidateblock) and evaluated its mempool at the fork
+ * point, not at the new tip as after a reorg to more work (bitcoin-sv
+ * src/validation.cpp UpdateMempoolForReorg, src/txmempool.cpp
+ * RemoveForReorg). The fork point with our best chain is remembered and
+ * the rules are applied there too when the index switches (sql/006). */
+static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
+{
+    mp_state *s = ctx->user;
+    if (!s || !s->tree || n == 0)
+        return;
+    uint8_t h[32];
+    btc_header_hash(hdrs + 80 * (n - 1), h);
+    const cd_hdr_node *x = cd_hdrtree_find(s->tree, h);
+    if (!x)
+        return;
+    size_t k, fr = CD_CONFIG_MAX_CONNECT;
+    for (k = 0; k < CD_CONFIG_MAX_CONNECT; k++) {
+        if (s->ann[k].peer == ctx->peer)
+            break;
+        if (!s->ann[k].peer && fr == CD_CONFIG_MAX_CONNECT)
+            fr = k;
+    }
+    if (k == CD_CONFIG_MAX_CONNECT) {
+        if (fr == CD_CONFIG_MAX_CONNECT)
+            return;
+        k = fr;
+        s->ann[k].peer = ctx->peer;
+        s->ann[k].tip = NULL;
+    }
+    const cd_hdr_node *t = s->ann[k].tip;
+    s->ann[k].tip = x;
+    if (!t || x == t || cd_hdrtree_ancestor(s->tree, x, t->height) == t ||
+        memcmp(x->work, t->work, 32) > 0)
+        return;
+    const cd_hdr_node *f = x;
+    while (f && !cd_hdrtree_on_best(s->tree, f))
+        f = f->prev;
+    if (!f || (s->low && s->low->height <= f->height))
+        return;
+    s->low = f;
+    s->target_dirty = 1;
+    cd_log_info("mempool: peer %s moved its tip back to a branch without more work (height %d, "
+                "fork height %d: invalidateblock?); the node's mempool rules are applied at the "
+                "fork too when the index switches to that branch",
+                cp2p_peer_name(ctx->peer), (int)x->height, (int)f->height);
+}
+
 static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *detail)
 {
     (void)reason;
@@ -484,6 +543,9 @@ static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *d
     mp_state *s = ctx->user;
     if (s && s->req)
         cd_mempool_requests_end(s, ctx->peer, NULL, 0);
+    for (size_t k = 0; s && k < CD_CONFIG_MAX_CONNECT; k++)
+        if (s->ann[k].peer == ctx->peer)
+            s->ann[k].peer = NULL, s->ann[k].tip = NULL;
 }
 
 static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
@@ -648,6 +710,7 @@ const cd_ctl_module cd_mempool_module = {
     .fini = mod_fini,
     .handlers = {.on_ready = on_ready,
                  .on_disconnect = on_disconnect,
+                 .on_headers = on_headers,
                  .on_inv = on_inv,
                  .on_notfound = on_notfound,
                  .on_tx = on_tx},

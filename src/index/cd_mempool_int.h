@@ -120,6 +120,7 @@ typedef struct mp_peerstat {
     uint32_t outstanding; /* requests not answered yet */
     uint64_t unsolicited, oversize, unparsable, unanswered, notfound;
     uint64_t logged; /* sum of the counters at the last log line */
+    unsigned kinds;  /* which counters were non-zero then */
     double last_log;
 } mp_peerstat;
 
@@ -218,6 +219,14 @@ typedef struct mp_state {
     mp_sess sess;
     int house_req;
     double house_at;
+    /* the tip each peer last announced, and the fork point a peer's node
+     * went back to without more work (invalidateblock): the node's rules
+     * are applied there too at the next switch (sql/006 chain_target.low_*) */
+    struct {
+        const cp2p_peer *peer;
+        const cd_hdr_node *tip;
+    } ann[CD_CONFIG_MAX_CONNECT];
+    const cd_hdr_node *low;
     uint64_t expired, evicted_snap;
     uint64_t logged_accepted;
     double last_log;

@@ -73,16 +73,25 @@ static uint64_t bad_total(const mp_peerstat *ps)
     return ps->unsolicited + ps->oversize + ps->unparsable + ps->unanswered;
 }
 
-/* Logs a peer's counters if they grew: at once the first time, then at
- * most once a minute. */
+static unsigned bad_kinds(const mp_peerstat *ps)
+{
+    return (ps->unsolicited ? 1u : 0) | (ps->oversize ? 2u : 0) | (ps->unparsable ? 4u : 0) |
+           (ps->unanswered ? 8u : 0);
+}
+
+/* Logs a peer's counters if they grew: at once when a new kind of fault
+ * appears, else at most once a minute (once per state change, not per
+ * message). */
 static void peer_log(mp_peerstat *ps, int force)
 {
     uint64_t tot = bad_total(ps);
     if (tot == ps->logged)
         return;
     double now = cd_now_s();
-    if (ps->logged && !force && now - ps->last_log < MP_PEER_LOG_EVERY_S)
+    unsigned k = bad_kinds(ps);
+    if (!force && !(k & ~ps->kinds) && now - ps->last_log < MP_PEER_LOG_EVERY_S)
         return;
+    ps->kinds = k;
     cd_log_warn("mempool: peer %s: %" PRIu64 " unsolicited txs (not asked from it, or not the "
                 "tx asked for), %" PRIu64 " above mempool_max_tx_size, %" PRIu64
                 " unparsable, %" PRIu64 " requests unanswered: ignored, nothing indexed from them",
@@ -245,8 +254,11 @@ void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv 
         return;
     }
     for (size_t i = 0; i < MP_REQ_SLOTS; i++)
-        if (s->req[i].used == 1 && s->req[i].peer == peer)
+        if (s->req[i].used == 1 && s->req[i].peer == peer) {
             req_del(s, &s->req[i]);
+            if (ps)
+                ps->unanswered++; /* cut by the disconnect */
+        }
     if (ps) {
         peer_log(ps, 1);
         ps->peer = NULL; /* the slot is free; a new connection gets fresh counters */
@@ -352,10 +364,10 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     mp_req *r = req_find(s, txid);
     if (!r || r->peer != peer) {
         /* unsolicited, asked from another peer, or not the tx asked for */
-        if (ps)
+        if (ps) {
             ps->unsolicited++;
-        if (ps && !ps->logged)
-            peer_log(ps, 1);
+            peer_log(ps, 0);
+        }
         return;
     }
     req_del(s, r);
@@ -365,8 +377,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     if (len > s->cfg->mempool_max_tx_size) {
         if (ps) {
             ps->oversize++;
-            if (!ps->logged)
-                peer_log(ps, 1);
+            peer_log(ps, 0);
         }
         return;
     }
@@ -387,8 +398,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
         cd_mempool_tx_free(t);
         if (ps) {
             ps->unparsable++;
-            if (!ps->logged)
-                peer_log(ps, 1);
+            peer_log(ps, 0);
         }
         return;
     }
