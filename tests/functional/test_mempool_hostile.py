@@ -221,7 +221,9 @@ def test_hostile_peers(pg_module, build_dir, simnode_factory, tmp_path):
             assert h.mempool_asked <= 1, (h.mode, h.mempool_asked)
         assert peers["drop"].mempool_asked == 0
         # memory bounded: a 10 MB unsolicited and an 11 MB tx, 600,000 invs
-        assert rss_kb(d.proc.pid) < 160 * 1024, rss_kb(d.proc.pid)
+        # (release build: ~30 MB peak measured; the sanitizers' shadow memory costs more)
+        limit = 160 * 1024 * (4 if "asan" in build_dir else 1)
+        assert rss_kb(d.proc.pid) < limit, rss_kb(d.proc.pid)
         assert d.proc.poll() is None
     finally:
         d.stop()

@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 
 from simnode_fixtures import sync_connections  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
-from test_reorg import mempool, start, txid, wait_tip, wait_until  # noqa: E402
+from test_reorg import MQ, mempool, start, txid, wait_tip, wait_until  # noqa: E402
 
 REFUSED = "mempool request from nonwhitelisted peer disabled"
 
@@ -156,6 +156,9 @@ def test_reorg_converges_to_node_mempool(pg_module, build_dir, simnode_factory, 
         assert ev[txid(nf_child)] == ("non-final", txid(nf))
         assert ev[txid(cb)] == ("immature-coinbase", "")
         assert ev[txid(ds)] == ("double-spend", "")
+        # docs/QUERIES.md "Was my transaction mined or dropped?"
+        assert psql(pg, db, MQ["tx_fate"], txid=txid(nf_child))[0][:3] == (
+            "non-final", str(h - 1), txid(nf))
         assert psql(pg, db, "SELECT reason, height FROM mempool_evicted "
                             "WHERE tx_hash = cd_txid('%s') ORDER BY id LIMIT 1;"
                     % txid(back)) == [("confirmed", str(h))]
