@@ -619,7 +619,9 @@ CREATE FUNCTION cd_mempool_reconcile(snapshot bytea, cutoff timestamptz,
 DECLARE
     x bytea[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(4242424202);
+    -- the comparison runs without the tip lock (a parser completing a block
+    -- is not held up by it); the lock is taken for the eviction only, which
+    -- removes just the candidates still there
     CREATE TEMP TABLE IF NOT EXISTS cd_snapshot (h bytea PRIMARY KEY) ON COMMIT DELETE ROWS;
     INSERT INTO cd_snapshot
     SELECT substr(snapshot, k * 32 + 1, 32) FROM generate_series(0, length(snapshot) / 32 - 1) AS k
@@ -627,11 +629,12 @@ BEGIN
     ANALYZE cd_snapshot;
     SELECT array_agg(m.tx_hash) INTO x FROM mempool_tx m
     WHERE m.seen_at < cutoff AND NOT EXISTS (SELECT 1 FROM cd_snapshot s WHERE s.h = m.tx_hash);
-    evicted := cd_mempool_evict(x, 'not-in-node-mempool', (SELECT height FROM index_tip));
     SELECT string_agg(s.h, ''::bytea) INTO missing FROM cd_snapshot s
     WHERE NOT EXISTS (SELECT 1 FROM mempool_tx m WHERE m.tx_hash = s.h)
       AND NOT EXISTS (SELECT 1 FROM transactions t JOIN blocks b ON b.block_id = t.block_id
                       WHERE t.tx_hash = s.h AND b.on_best_chain);
     missing := coalesce(missing, ''::bytea);
+    PERFORM pg_advisory_xact_lock(4242424202);
+    evicted := cd_mempool_evict(x, 'not-in-node-mempool', (SELECT height FROM index_tip));
 END
 $$;
