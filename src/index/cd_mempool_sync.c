@@ -128,8 +128,6 @@ static void warn_refused(mp_state *s, mp_addr *a, const char *ua)
     if (a->warned)
         return;
     a->warned = 1;
-    char path[4096];
-    refused_path(s, path, sizeof(path));
     int remembered = s->cfg->mempool_request == CD_MEMPOOL_REQ_AUTO;
     cd_log_warn("mempool: node %s%s%s%s refuses `mempool` requests from conduitd (it closed a "
                 "separate probe connection; the connection conduitd syncs on never sends it). "
@@ -145,7 +143,6 @@ static void warn_refused(mp_state *s, mp_addr *a, const char *ua)
                 remembered ? ", then delete its line from the data directory's " MP_REFUSED_FILE
                              " and restart conduitd"
                            : "");
-    (void)path;
 }
 
 /* The addresses of the controller's peers (the snapshot targets). */
@@ -243,6 +240,7 @@ static void fetch_next(mp_state *s)
     size_t k = se->miss_n - se->miss_off;
     if (k > MP_FETCH_CHUNK)
         k = MP_FETCH_CHUNK;
+    se->deadline = cd_now_s() + MP_SESS_TIMEOUT_S; /* per chunk: a large fetch is progress */
     se->fetched +=
         cd_mempool_request(s, se->peer, (const uint8_t(*)[32])(se->miss + se->miss_off * 32), k, 1);
     se->miss_off += k;
