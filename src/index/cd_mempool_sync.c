@@ -200,7 +200,8 @@ static void sess_inconclusive(mp_state *s, const char *why)
     mp_addr *a = s->sess.a;
     if (a) {
         a->want = 1; /* still wanted */
-        a->retry_at = cd_now_s() + a->backoff;
+        /* jitter (0.8..1.2): several conduitds behind one node do not probe in step */
+        a->retry_at = cd_now_s() + a->backoff * (0.8 + 0.4 * ((double)rand() / RAND_MAX));
         if (!a->fail_logged)
             cd_log_info("mempool: snapshot connection to %s: %s; retrying with back-off "
                         "(%.0f s, doubling up to %.0f s)",
