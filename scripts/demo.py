@@ -79,11 +79,10 @@ class LoggedDaemon(Daemon):
 def start_simnode(tmp, blocks, txs):
     portfile = os.path.join(tmp, "simnode.port")
     log = open(os.path.join(tmp, "simnode.log"), "w")
-    # --whitelist: conduitd sends `mempool` once synced; the real node (and the
-    # simulator by default) disconnects a non-whitelisted peer for it and
-    # conduitd would reconnect in a loop.  Lenient until the daemon learns
-    # mempool_request=auto (a real node for the demo would be configured with
-    # whitelist=127.0.0.1 the same way).
+    # --whitelist: the node answers conduitd's `mempool` snapshot, so the mempool
+    # tables mirror the node's whole mempool (without it conduitd indexes the
+    # relayed txs only; docs/OPERATIONS.md "Running against a real node": a
+    # real node for the demo would be configured with whitelist=127.0.0.1).
     proc = subprocess.Popen(
         ["/usr/bin/python3", "-m", "tests.simnode", "--regtest", "--port", "0",
          "--port-file", portfile, "--generate", str(blocks), "--txs-per-block",

@@ -49,11 +49,9 @@ def main():
         pg.psql("CREATE DATABASE bench")
         ci = pg.conninfo.replace("dbname=postgres", "") + " dbname=bench"
         blocks = max(50, a.txs // 20)
-        # --whitelist: conduitd asks the node for its mempool once synced; the
-        # simulator, like the real node, disconnects a non-whitelisted peer for
-        # that (lenient until the daemon learns mempool_request=auto)
-        node = SimNodeProcess("--regtest", "--generate", str(blocks), "--txs-per-block", "40",
-                              "--whitelist")
+        # not whitelisted: relay only (conduitd probes `mempool` once on a side
+        # connection, is refused, and never asks again), so the figure is the relay path
+        node = SimNodeProcess("--regtest", "--generate", str(blocks), "--txs-per-block", "40")
         d = Daemon(a.build, os.path.join(tmp, "d"),
                    ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
                     "--parser-workers", "1", "--ring-size", "64M",

@@ -23,6 +23,7 @@
 
 #include "btc_header.h"
 #include "btc_net.h"
+#include "cd_config.h"
 #include "cd_escape.h"
 #include "cd_log.h"
 #include "cd_lookup.h"
@@ -475,7 +476,15 @@ static int bcast_mined(cli_p2p *c)
 {
     cd_lookup_tx tx;
     if (!c->pg) {
-        c->pg = cd_pg_new(c->pg_conninfo);
+        /* Only pg_conninfo matters to a session (cd_pg_params_init);
+         * cd_pg_new copies it, so the stack object may go. */
+        cd_config cfg;
+        cd_config_init(&cfg);
+        char *dflt = cfg.pg_conninfo;
+        cfg.pg_conninfo = (char *)c->pg_conninfo;
+        c->pg = cd_pg_new(&cfg, NULL);
+        cfg.pg_conninfo = dflt;
+        cd_config_free(&cfg);
         cd_pg_set_retry(c->pg, 1, 100, NULL);
         c->lk = cd_lookup_new(c->datadir, c->net, 0);
     }

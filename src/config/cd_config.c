@@ -38,6 +38,8 @@
 static const char *const net_names[] = {"main", "test", "regtest", "stn", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const catchup_names[] = {"auto", "live", NULL}; /* CD_CATCHUP_* */
+static const char *const mempool_req_names[] = {"auto", "always", "never",
+                                                NULL}; /* CD_MEMPOOL_REQ_* */
 
 #define OFF(f) offsetof(cd_config, f)
 #define KB     (UINT64_C(1) << 10)
@@ -89,6 +91,27 @@ const cd_option cd_config_options[] = {
      "longest data-carrier push (bytes) whose hash is indexed"},
     {"mempool_max_txs", CD_OPT_INT, "1000000", 1, 0xffffffffu, 0, OFF(mempool_max_txs), NULL,
      "most mempool transactions kept in the index (oldest evicted first)"},
+    {"mempool_max_bytes", CD_OPT_SIZE, "1000000000", 1 * MB, 1024 * GB, 0, OFF(mempool_max_bytes),
+     NULL,
+     "most bytes of mempool transactions kept in the index (oldest evicted first; default: the "
+     "node's -maxmempool, 1000 MB)"},
+    {"mempool_max_tx_size", CD_OPT_SIZE, "10000000", 1 * KB, 4 * GB, 0, OFF(mempool_max_tx_size),
+     NULL,
+     "largest relayed transaction taken into the mempool tables (default: the node's "
+     "-maxtxsizepolicy, 10 MB)"},
+    {"mempool_expiry", CD_OPT_INT, "336", 1, 1000000, 0, OFF(mempool_expiry_h), NULL,
+     "hours after which a mempool transaction is expired (the node's -mempoolexpiry)"},
+    {"mempool_request", CD_OPT_ENUM, "auto", 0, 0, 0, OFF(mempool_request), mempool_req_names,
+     "auto: ask a node for its whole mempool only once a short probe connection showed that it "
+     "allows it (refusals remembered in the data directory); always: ask every node; never: "
+     "index relayed transactions only"},
+    {"mempool_sync_interval", CD_OPT_INT, "600", 0, 86400, 0, OFF(mempool_sync_interval_s), NULL,
+     "seconds between snapshots of an allowing node's mempool that evict what it no longer has "
+     "and fetch what is missing (0: only after a reorg and a (re)connect)"},
+    {"mempool_sync_grace", CD_OPT_INT, "60", 0, 86400, 0, OFF(mempool_sync_grace_s), NULL,
+     "seconds a mempool transaction is kept even if a node's snapshot lacks it (txs in flight)"},
+    {"mempool_evicted_keep", CD_OPT_INT, "24", 1, 100000, 0, OFF(mempool_evicted_keep_h), NULL,
+     "hours the mempool_evicted table keeps the record of a removed mempool transaction"},
     {"log_level", CD_OPT_ENUM, "info", 0, 0, CD_OPT_RELOADABLE, OFF(log_level), level_names,
      "error, warn, info or debug"},
     {"log_file", CD_OPT_STRING, "", 0, 0, CD_OPT_RELOADABLE | CD_OPT_EMPTY_NULL, OFF(log_file),

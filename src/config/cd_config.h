@@ -41,6 +41,11 @@
 #define CD_CATCHUP_AUTO 0
 #define CD_CATCHUP_LIVE 1
 
+/* mempool_request (cd_mempool.h): when conduitd sends `mempool` to a node */
+#define CD_MEMPOOL_REQ_AUTO   0 /* only to an address known to allow it (probed) */
+#define CD_MEMPOOL_REQ_ALWAYS 1 /* to every address, refusals not remembered */
+#define CD_MEMPOOL_REQ_NEVER  2 /* never: relayed txs only */
+
 struct cd_config_src; /* private: where the object came from (for reload) */
 
 typedef struct cd_config {
@@ -68,6 +73,14 @@ typedef struct cd_config {
     int index_data_pushes;                /* DATA-flag pushdata (after OP_RETURN) */
     uint32_t max_data_push;               /* longest DATA push hashed (bytes) */
     uint32_t mempool_max_txs;             /* mempool rows cap (oldest evicted) */
+    uint64_t mempool_max_bytes;           /* mempool bytes cap (oldest evicted) */
+    uint64_t mempool_max_tx_size;         /* larger relayed txs are not taken */
+    uint32_t mempool_expiry_h;            /* rows older than this are expired */
+    int mempool_request;                  /* CD_MEMPOOL_REQ_* */
+    uint32_t mempool_sync_interval_s;     /* between snapshots of the node's mempool */
+    uint32_t mempool_sync_grace_s;        /* rows younger than this are never
+                                             evicted by a snapshot */
+    uint32_t mempool_evicted_keep_h;      /* mempool_evicted rows kept this long */
     cd_log_level log_level;               /* reloadable */
     char *log_file;                       /* NULL: stderr (journald); reloadable */
     char *user_agent;

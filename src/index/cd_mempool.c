@@ -42,8 +42,8 @@
 #include "cd_mempool.h"
 #include "cd_mempool_int.h"
 
+#include "btc_header.h"
 #include "btc_tx.h"
-#include "cd_hashset.h"
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_pg.h"
@@ -59,24 +59,6 @@
 static uint64_t mp_cap(const mp_state *s)
 {
     return s->cfg->mempool_max_txs ? s->cfg->mempool_max_txs : CD_MEMPOOL_DEFAULT_CAP;
-}
-
-/* ---- recently requested set ---- */
-
-static int seen_add(mp_state *s, const uint8_t h[32])
-{
-    if (cd_hashset_count(&s->seen) >= MP_SEEN_MAX)
-        cd_hashset_clear(&s->seen);
-    return cd_hashset_add(&s->seen, h);
-}
-
-static void tx_free(mp_tx *t)
-{
-    free(t->raw);
-    free(t->ins);
-    free(t->keys);
-    free(t->idx);
-    free(t->flags);
 }
 
 static void buf_add(mp_buf *b, const void *p, size_t n)
@@ -107,22 +89,18 @@ static size_t is_array(int i)
 
 /* The index caught up with the tree: from now on relayed txs are taken
  * (before, the mempool rules would have to consult a partial chain, and the
- * catch-up's per-block work stays minimal). Asks every ready peer for its
- * mempool. */
+ * catch-up's per-block work stays minimal). `mempool` is never sent on the
+ * peers' connections: the node's mempool is read through short-lived
+ * snapshot connections (cd_mempool_sync.c), for the addresses that allow it. */
 static void start_relay(mp_state *s)
 {
     s->synced = 1;
     if (!s->cfg->relay)
         return;
-    cp2p_mgr *mgr = cd_ctl_mgr(s->ctl);
-    size_t n = mgr ? cp2p_mgr_peer_count(mgr) : 0, asked = 0;
-    for (size_t i = 0; i < n; i++) {
-        cp2p_peer *p = cp2p_mgr_peer_at(mgr, i);
-        if (p && cp2p_peer_state_get(p) == CP2P_PEER_READY &&
-            cp2p_peer_send(p, "mempool", NULL, 0) == 0)
-            asked++;
-    }
-    cd_log_info("mempool: index at the best tip; relay on (mempool asked from %zu peers)", asked);
+    cd_mempool_sync_want(s, NULL);
+    static const char *const mode[] = {"auto", "always", "never"};
+    cd_log_info("mempool: index at the best tip; relay on (mempool_request=%s)",
+                mode[s->cfg->mempool_request % 3]);
 }
 
 static void batch_free(mp_batch *b)
@@ -158,7 +136,11 @@ static void batch_build(mp_state *s)
             arr_add(&b[P_PUSH_IDX], t->idx[j]);
             arr_add(&b[P_PUSH_FL], t->flags[j]);
         }
-        tx_free(t);
+        arr_add(&b[P_LOCKS], t->lock_time);
+        const char *nf = t->seq_nonfinal ? ",t" : ",f";
+        buf_add(&b[P_SEQNF], k ? nf : nf + 1, k ? 2 : 1);
+        s->q_bytes -= t->size;
+        cd_mempool_tx_free(t);
     }
     for (int i = 0; i < P_N; i++)
         if (is_array(i))
@@ -168,14 +150,16 @@ static void batch_build(mp_state *s)
     bt->n = n;
 }
 
-/* Writes the batch with one cd_mempool_add_batch call (one statement, one
- * transaction, one round trip). */
+/* Writes the batch with one cd_mempool_add_txs call (one statement, one
+ * transaction, one round trip), which also keeps the table within
+ * mempool_max_txs / mempool_max_bytes. */
 static void batch_send(mp_state *s)
 {
-    char cap[24];
+    char cap[24], bytes[24];
     snprintf(cap, sizeof(cap), "%" PRIu64, mp_cap(s));
-    const char *vals[P_N + 1];
-    int lens[P_N + 1], fmts[P_N + 1];
+    snprintf(bytes, sizeof(bytes), "%" PRIu64, s->cfg->mempool_max_bytes);
+    const char *vals[P_N + 2];
+    int lens[P_N + 2], fmts[P_N + 2];
     for (int i = 0; i < P_N; i++) {
         int binary = !is_array(i);
         vals[i] = s->batch.b[i].p;
@@ -183,12 +167,28 @@ static void batch_send(mp_state *s)
         fmts[i] = binary;
     }
     vals[P_N] = cap;
-    lens[P_N] = 0;
-    fmts[P_N] = 0;
+    vals[P_N + 1] = bytes;
+    lens[P_N] = lens[P_N + 1] = 0;
+    fmts[P_N] = fmts[P_N + 1] = 0;
     cd_mempool_send_params(s, OP_BATCH,
-                           "SELECT accepted, known, conflicting FROM cd_mempool_add_batch("
-                           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                           P_N + 1, vals, lens, fmts);
+                           "SELECT accepted, known, conflicting, limited FROM cd_mempool_add_txs("
+                           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                           P_N + 2, vals, lens, fmts);
+}
+
+/* Expiry, size limits, eviction-record pruning (cd_mempool_housekeep). */
+static void house_send(mp_state *s)
+{
+    char v[4][24];
+    snprintf(v[0], sizeof(v[0]), "%" PRIu64, (uint64_t)s->cfg->mempool_expiry_h * 3600);
+    snprintf(v[1], sizeof(v[1]), "%" PRIu64, mp_cap(s));
+    snprintf(v[2], sizeof(v[2]), "%" PRIu64, s->cfg->mempool_max_bytes);
+    snprintf(v[3], sizeof(v[3]), "%" PRIu64, (uint64_t)s->cfg->mempool_evicted_keep_h * 3600);
+    const char *vals[4] = {v[0], v[1], v[2], v[3]};
+    cd_mempool_send_params(s, OP_HOUSE,
+                           "SELECT expired, limited, pruned FROM cd_mempool_housekeep("
+                           "$1, $2, $3, $4)",
+                           4, vals, NULL, NULL);
 }
 
 static void target_send(mp_state *s)
@@ -197,17 +197,25 @@ static void target_send(mp_state *s)
     s->target_dirty = 0;
     if (!tip)
         return;
-    char h[16];
+    char h[16], mtp[16], low_mtp[16];
     snprintf(h, sizeof(h), "%d", (int)tip->height);
-    const char *vals[2] = {(const char *)tip->hash, h};
-    int lens[2] = {32, 0};
-    int fmts[2] = {1, 0};
+    /* the median time past the node's finality rule uses for the next
+     * block (cd_mempool_after_reorg, sql/006) */
+    snprintf(mtp, sizeof(mtp), "%u", (unsigned)cd_hdrtree_mtp(tip));
+    if (s->low)
+        snprintf(low_mtp, sizeof(low_mtp), "%u", (unsigned)cd_hdrtree_mtp(s->low));
+    const char *vals[5] = {(const char *)tip->hash, h, mtp,
+                           s->low ? (const char *)s->low->hash : NULL, s->low ? low_mtp : NULL};
+    int lens[5] = {32, 0, 0, 32, 0};
+    int fmts[5] = {1, 0, 0, 1, 0};
     cd_mempool_send_params(s, OP_TARGET,
-                           "INSERT INTO chain_target (singleton, block_hash, height) "
-                           "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET "
+                           "INSERT INTO chain_target (singleton, block_hash, height, mtp, "
+                           "low_hash, low_mtp) VALUES (true, $1, $2, $3, $4, $5) "
+                           "ON CONFLICT (singleton) DO UPDATE SET "
                            "block_hash = EXCLUDED.block_hash, height = EXCLUDED.height, "
-                           "updated_at = now()",
-                           2, vals, lens, fmts);
+                           "mtp = EXCLUDED.mtp, low_hash = EXCLUDED.low_hash, "
+                           "low_mtp = EXCLUDED.low_mtp, updated_at = now()",
+                           5, vals, lens, fmts);
 }
 
 /* Starts the next waiting operation if the connection is idle (connecting
@@ -250,6 +258,13 @@ void cd_mempool_dispatch(mp_state *s)
                               "JOIN blocks b USING (block_id)");
         return;
     }
+    if (cd_mempool_sync_dispatch(s))
+        return;
+    if (s->house_req) {
+        s->house_req = 0;
+        house_send(s);
+        return;
+    }
     if (!s->batch.n && s->q_n)
         batch_build(s);
     if (s->batch.n)
@@ -274,6 +289,9 @@ void cd_mempool_op_failed(mp_state *s, mp_op op, int down)
         if (!down)
             batch_free(&s->batch); /* an SQL error: the batch is dropped (logged) */
         break;                     /* down: resent after the reconnect */
+    case OP_RECONCILE:
+        cd_mempool_sync_reconciled(s, NULL); /* the snapshot is dropped */
+        break;
     default:
         break;
     }
@@ -322,6 +340,12 @@ static void step_done(mp_state *s, PGresult *r)
     int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
     if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
         start_relay(s);
+    if (reorg && s->synced)
+        cd_mempool_sync_want(s, NULL); /* compare with the node's mempool after it */
+    if (reorg && s->low) {             /* applied by this switch (or stale): forgotten */
+        s->low = NULL;
+        s->target_dirty = 1;
+    }
     if (reorg || strcmp(res, "switched") == 0) {
         /* the new tip, read after the step's transaction committed */
         s->tip_req = 1;
@@ -364,10 +388,27 @@ static void batch_done(mp_state *s, PGresult *r)
         s->accepted += acc;
         s->known += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
         s->conflicted += strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+        s->limited += strtoull(PQgetvalue(r, 0, 3), NULL, 10);
         cd_log_debug("mempool: wrote %zu txs in %.1f ms (%" PRIu64 " new)", s->batch.n,
                      (cd_now_s() - s->op_t0) * 1e3, acc);
     }
     batch_free(&s->batch);
+}
+
+static void house_done(mp_state *s, PGresult *r)
+{
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cd_log_warn("mempool: housekeeping failed: %s", cd_mempool_res_err(r));
+        return;
+    }
+    uint64_t ex = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    uint64_t lim = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    s->expired += ex;
+    s->limited += lim;
+    if (ex || lim)
+        cd_log_info("mempool: %" PRIu64 " txs expired (older than %u h), %" PRIu64
+                    " evicted by the size limits",
+                    ex, (unsigned)s->cfg->mempool_expiry_h, lim);
 }
 
 /* A statement completed (r: its first result, NULL if none). */
@@ -411,6 +452,12 @@ void cd_mempool_op_done(mp_state *s, mp_op op, PGresult *r)
     case OP_BATCH:
         batch_done(s, r);
         break;
+    case OP_HOUSE:
+        house_done(s, r);
+        break;
+    case OP_RECONCILE:
+        cd_mempool_sync_reconciled(s, r);
+        break;
     default:
         break;
     }
@@ -428,127 +475,114 @@ static void log_progress(mp_state *s, int force)
     s->last_log = now;
 }
 
-/* ---- parsing sink (cd_rows_parse_unit) ---- */
-
-static void sink_tx(void *ctx, uint32_t pos, const uint8_t txid[32], uint64_t off, uint32_t size)
-{
-    (void)pos;
-    (void)off;
-    mp_tx *t = ctx;
-    memcpy(t->txid, txid, 32);
-    t->size = size;
-}
-
-static void sink_input(void *ctx, uint32_t pos, uint32_t in_idx, const uint8_t prev[32],
-                       uint32_t prev_idx)
-{
-    (void)pos;
-    (void)in_idx;
-    mp_tx *t = ctx;
-    if (t->n_in == t->cap_in) {
-        t->cap_in = t->cap_in ? 2 * t->cap_in : 4;
-        t->ins = cd_xrealloc(t->ins, t->cap_in * 36);
-    }
-    memcpy(t->ins + t->n_in * 36, prev, 32);
-    cd_put_le32(t->ins + t->n_in * 36 + 32, prev_idx);
-    t->n_in++;
-}
-
-static void sink_push(void *ctx, uint32_t pos, uint32_t idx, unsigned flags, const uint8_t key[32])
-{
-    (void)pos;
-    mp_tx *t = ctx;
-    if (t->n_push == t->cap_push) {
-        t->cap_push = t->cap_push ? 2 * t->cap_push : 8;
-        t->keys = cd_xrealloc(t->keys, t->cap_push * 32);
-        t->idx = cd_xrealloc(t->idx, t->cap_push * sizeof(uint32_t));
-        t->flags = cd_xrealloc(t->flags, t->cap_push * sizeof(uint32_t));
-    }
-    memcpy(t->keys + t->n_push * 32, key, 32);
-    t->idx[t->n_push] = idx;
-    t->flags[t->n_push] = flags;
-    t->n_push++;
-}
-
-/* ---- peer events ---- */
-
-static int relaying(const mp_state *s)
-{
-    return s && s->cfg->index && s->cfg->relay && s->synced;
-}
+/* ---- peer events (the controller's peers) ---- */
 
 static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
 {
     (void)their;
     mp_state *s = ctx->user;
-    if (!relaying(s))
+    if (!cd_mempool_relaying(s))
         return;
-    /* refill the (emptied) mempool set from the node */
-    if (cp2p_peer_send(ctx->peer, "mempool", NULL, 0) != CP2P_OK)
-        cd_log_debug("mempool: mempool request to %s not sent", cp2p_peer_name(ctx->peer));
+    /* a (re)connect: compare with the node's mempool (if it allows it) */
+    cd_mempool_sync_want(s, cp2p_peer_name(ctx->peer));
+}
+
+/* A peer's announced tip (the last header of a `headers` message) that
+ * does not extend the tip it announced before and has no more work: its
+ * node went back (invalidateblock) and evaluated its mempool at the fork
+ * point, not at the new tip as after a reorg to more work (bitcoin-sv
+ * src/validation.cpp UpdateMempoolForReorg, src/txmempool.cpp
+ * RemoveForReorg). The fork point with our best chain is remembered and
+ * the rules are applied there too when the index switches (sql/006). */
+static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
+{
+    mp_state *s = ctx->user;
+    if (!s || !s->tree || n == 0)
+        return;
+    uint8_t h[32];
+    btc_header_hash(hdrs + 80 * (n - 1), h);
+    const cd_hdr_node *x = cd_hdrtree_find(s->tree, h);
+    if (!x)
+        return;
+    size_t k, fr = CD_CONFIG_MAX_CONNECT;
+    for (k = 0; k < CD_CONFIG_MAX_CONNECT; k++) {
+        if (s->ann[k].peer == ctx->peer)
+            break;
+        if (!s->ann[k].peer && fr == CD_CONFIG_MAX_CONNECT)
+            fr = k;
+    }
+    if (k == CD_CONFIG_MAX_CONNECT) {
+        if (fr == CD_CONFIG_MAX_CONNECT)
+            return;
+        k = fr;
+        s->ann[k].peer = ctx->peer;
+        s->ann[k].tip = NULL;
+    }
+    const cd_hdr_node *t = s->ann[k].tip;
+    s->ann[k].tip = x;
+    if (!t || x == t || cd_hdrtree_ancestor(s->tree, x, t->height) == t ||
+        memcmp(x->work, t->work, 32) > 0)
+        return;
+    const cd_hdr_node *f = x;
+    while (f && !cd_hdrtree_on_best(s->tree, f))
+        f = f->prev;
+    if (!f || (s->low && s->low->height <= f->height))
+        return;
+    s->low = f;
+    s->target_dirty = 1;
+    cd_log_info("mempool: peer %s moved its tip back to a branch without more work (height %d, "
+                "fork height %d: invalidateblock?); the node's mempool rules are applied at the "
+                "fork too when the index switches to that branch",
+                cp2p_peer_name(ctx->peer), (int)x->height, (int)f->height);
+}
+
+static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *detail)
+{
+    (void)reason;
+    (void)detail;
+    mp_state *s = ctx->user;
+    if (s && s->req)
+        cd_mempool_requests_end(s, ctx->peer, NULL, 0);
+    for (size_t k = 0; s && k < CD_CONFIG_MAX_CONNECT; k++)
+        if (s->ann[k].peer == ctx->peer)
+            s->ann[k].peer = NULL, s->ann[k].tip = NULL;
 }
 
 static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
 {
     mp_state *s = ctx->user;
-    if (!relaying(s))
+    if (!cd_mempool_relaying(s))
         return;
-    uint8_t(*want)[32] = NULL;
-    size_t nw = 0;
-    int full = s->q_n >= MP_QUEUE_MAX; /* back-pressure: PG is slow or down */
+    uint8_t(*tx)[32] = NULL;
+    size_t nt = 0;
     for (size_t i = 0; i < n; i++) {
         if (inv[i].type != CP2P_INV_TX)
             continue;
-        if (full) {
-            s->held_back++;
-            continue;
-        }
-        if (!seen_add(s, inv[i].hash))
-            continue;
-        if (!want)
-            want = cd_xmalloc(n * 32);
-        memcpy(want[nw++], inv[i].hash, 32);
+        if (!tx)
+            tx = cd_xmalloc(n * 32);
+        memcpy(tx[nt++], inv[i].hash, 32);
     }
+    if (!nt)
+        return;
+    size_t asked = cd_mempool_request(s, ctx->peer, (const uint8_t(*)[32])tx, nt, 0);
     cd_log_debug("mempool: inv of %zu from %s: asking for %zu txs", n, cp2p_peer_name(ctx->peer),
-                 nw);
-    if (nw && cp2p_peer_getdata_txs(ctx->peer, (const uint8_t(*)[32])want, nw) != CP2P_OK)
-        cd_log_debug("mempool: getdata to %s not sent", cp2p_peer_name(ctx->peer));
-    free(want);
+                 asked);
+    free(tx);
+}
+
+static void on_notfound(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
+{
+    mp_state *s = ctx->user;
+    if (s && s->req)
+        cd_mempool_requests_end(s, ctx->peer, inv, n);
 }
 
 static void on_tx(const cp2p_ctx *ctx, const uint8_t *raw, size_t len, const uint8_t txid[32])
 {
-    (void)txid;
     mp_state *s = ctx->user;
-    if (!relaying(s))
+    if (!s || !s->req)
         return;
-    s->received++;
-    if (s->q_n >= MP_QUEUE_MAX) { /* requested before the queue filled: dropped */
-        s->dropped++;
-        return;
-    }
-    if (s->q_n == s->q_cap) {
-        s->q_cap = s->q_cap ? 2 * s->q_cap : CD_MEMPOOL_BATCH;
-        s->q = cd_xrealloc(s->q, s->q_cap * sizeof(*s->q));
-    }
-    mp_tx *t = &s->q[s->q_n];
-    memset(t, 0, sizeof(*t));
-    cd_rows_sink sink = {.ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push};
-    size_t used = 0;
-    long ntx = cd_rows_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
-    if (ntx != 1 || used != len) {
-        tx_free(t);
-        char hex[65];
-        cd_hex_encode_rev(hex, txid, 32);
-        cd_log_debug("mempool: tx %s from %s does not parse; ignored", hex,
-                     cp2p_peer_name(ctx->peer));
-        return;
-    }
-    t->raw = cd_xmalloc(len ? len : 1);
-    memcpy(t->raw, raw, len);
-    s->q_n++;
-    cd_mempool_dispatch(
-        s); /* sent now if the connection is idle, else after the statement in flight */
+    cd_mempool_intake(s, ctx->peer, raw, len, txid);
 }
 
 /* ---- timers, chain events ---- */
@@ -568,6 +602,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
      * F1: a block can finish in the pipeline and still not be indexed) */
     if (s->schema_ok && s->cfg->index)
         s->tip_poll = 1;
+    if (cd_mempool_relaying(s) && s->ready && cd_now_s() >= s->house_at) {
+        s->house_at = cd_now_s() + MP_HOUSE_EVERY_S;
+        s->house_req = 1;
+    }
+    cd_mempool_relay_tick(s);
+    cd_mempool_sync_tick(s);
     cd_mempool_dispatch(s);
     log_progress(s, 0);
 }
@@ -612,6 +652,9 @@ static int mod_start(void *state)
     s->tree = cd_ctl_tree(s->ctl);
     s->opts.data_pushes = s->cfg->index_data_pushes;
     s->opts.data_max_len = s->cfg->max_data_push;
+    cd_mempool_relay_init(s);
+    if (cd_mempool_sync_start(s) != 0)
+        return -1;
     s->cs = MP_DOWN;
     s->backoff = MP_BACKOFF_MIN_S;
     s->target_dirty = 1;
@@ -633,6 +676,7 @@ static void mod_fini(void *state)
         return;
     if (s->tick)
         event_free(s->tick);
+    cd_mempool_sync_fini(s);
     cd_mempool_unwatch(s);
     if (s->c) {
         if (s->cs == MP_BUSY) {
@@ -652,9 +696,10 @@ static void mod_fini(void *state)
     log_progress(s, 1);
     batch_free(&s->batch);
     for (size_t i = 0; i < s->q_n; i++)
-        tx_free(&s->q[i]);
+        cd_mempool_tx_free(&s->q[i]);
     free(s->q);
-    cd_hashset_free(&s->seen);
+    if (s->req)
+        cd_mempool_relay_fini(s);
     free(s);
 }
 
@@ -663,7 +708,12 @@ const cd_ctl_module cd_mempool_module = {
     .init = mod_init,
     .start = mod_start,
     .fini = mod_fini,
-    .handlers = {.on_ready = on_ready, .on_inv = on_inv, .on_tx = on_tx},
+    .handlers = {.on_ready = on_ready,
+                 .on_disconnect = on_disconnect,
+                 .on_headers = on_headers,
+                 .on_inv = on_inv,
+                 .on_notfound = on_notfound,
+                 .on_tx = on_tx},
     .on_best_chain = on_best_chain,
     .progress = mod_progress,
 };

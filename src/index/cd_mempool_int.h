@@ -1,7 +1,8 @@
 /*
  * cd_mempool_int.h - private to the mempool module: its state and what
- * cd_mempool.c (operations, relay, module) and cd_mempool_conn.c (the
- * asynchronous PostgreSQL connection) share.
+ * cd_mempool.c (operations, module), cd_mempool_relay.c (tx invs, requests,
+ * intake), cd_mempool_sync.c (the node's mempool: probe, snapshots) and
+ * cd_mempool_conn.c (the asynchronous PostgreSQL connection) share.
  */
 #ifndef CD_MEMPOOL_INT_H
 #define CD_MEMPOOL_INT_H
@@ -30,6 +31,22 @@
 #define MP_SCHEMA_EVERY_S    0.5
 #define MP_ERROR_HOLD_S      0.2 /* pause after a statement failed */
 #define MP_QUEUE_MAX         CD_MEMPOOL_QUEUE_MAX
+#define MP_QUEUE_MIN_BYTES   (64u << 20) /* queued tx bytes at least allowed */
+#define MP_REQ_BITS          16          /* outstanding tx requests: 64k slots */
+#define MP_REQ_SLOTS         (1u << MP_REQ_BITS)
+#define MP_REQ_MAX           (MP_REQ_SLOTS / 2) /* in all */
+#define MP_REQ_PEER_MAX      (MP_REQ_MAX / 4)   /* from one peer */
+#define MP_REQ_TIMEOUT_S     60.0 /* a requested tx not answered by then is given up */
+#define MP_PEERS_MAX         64   /* per-peer counters (main + side connections) */
+#define MP_PEER_LOG_EVERY_S  60.0
+#define MP_HOUSE_EVERY_S     5.0 /* expiry, size limits, eviction-record pruning */
+#define MP_ADDRS_MAX         32
+#define MP_SNAP_SETTLE_S     1.0   /* after the first pong: late invs of a trickle */
+#define MP_SESS_TIMEOUT_S    120.0 /* a snapshot session that takes longer is dropped */
+#define MP_PROBE_BACKOFF_MIN 30.0  /* an inconclusive probe is retried after... */
+#define MP_PROBE_BACKOFF_MAX 3600.0
+#define MP_FETCH_CHUNK       1000 /* missing txs asked per getdata round */
+#define MP_REFUSED_FILE      "mempool_refused"
 
 /* One parsed transaction waiting to be written. */
 typedef struct mp_tx {
@@ -41,6 +58,8 @@ typedef struct mp_tx {
     uint8_t *keys; /* n_push x 32 */
     uint32_t *idx, *flags;
     size_t n_push, cap_push;
+    uint32_t lock_time; /* nLockTime */
+    int seq_nonfinal;   /* an input's nSequence is not 0xffffffff */
 } mp_tx;
 
 /* Growable byte buffer for one batch's parameters. */
@@ -49,9 +68,22 @@ typedef struct mp_buf {
     size_t len, cap;
 } mp_buf;
 
-/* Parameters of cd_mempool_add_batch (the sql/004 signature, with the txs'
- * bytes): bytea ones sent binary, integer arrays as text literals. */
-enum { P_TXIDS, P_SIZES, P_RAWS, P_INS, P_IN_TX, P_PUSH, P_PUSH_TX, P_PUSH_IDX, P_PUSH_FL, P_N };
+/* Parameters of cd_mempool_add_txs (sql/006, with the txs' bytes and
+ * facts): bytea ones sent binary, arrays as text literals; then the limits. */
+enum {
+    P_TXIDS,
+    P_SIZES,
+    P_RAWS,
+    P_INS,
+    P_IN_TX,
+    P_PUSH,
+    P_PUSH_TX,
+    P_PUSH_IDX,
+    P_PUSH_FL,
+    P_LOCKS,
+    P_SEQNF,
+    P_N
+};
 
 /* A batch built from the queue's head; owned until its statement succeeded
  * or failed with an SQL error (resent after a reconnect). */
@@ -64,13 +96,75 @@ typedef enum mp_conn_state { MP_DOWN, MP_CONNECTING, MP_IDLE, MP_BUSY } mp_conn_
 
 typedef enum mp_op {
     OP_NONE,
-    OP_SCHEMA,   /* schema version check */
-    OP_TRUNCATE, /* empty the mempool tables */
-    OP_TARGET,   /* chain_target upsert */
-    OP_STEP,     /* SELECT cd_reorg_step() */
-    OP_TIP,      /* index_tip read after a switch */
-    OP_BATCH,    /* cd_mempool_add_batch */
+    OP_SCHEMA,    /* schema version check */
+    OP_TRUNCATE,  /* empty the mempool tables */
+    OP_TARGET,    /* chain_target upsert */
+    OP_STEP,      /* SELECT cd_reorg_step() */
+    OP_TIP,       /* index_tip read after a switch */
+    OP_BATCH,     /* cd_mempool_add_txs */
+    OP_HOUSE,     /* cd_mempool_housekeep */
+    OP_RECONCILE, /* cd_mempool_reconcile */
 } mp_op;
+
+/* One outstanding tx request (getdata after an inv, or a snapshot fetch). */
+typedef struct mp_req {
+    uint8_t txid[32];
+    const cp2p_peer *peer; /* asked from; only its answer is taken */
+    double t;
+    uint8_t used; /* 0 free, 1 used, 2 deleted (tombstone) */
+} mp_req;
+
+/* Counters per peer connection for what it did wrong (logged per peer). */
+typedef struct mp_peerstat {
+    const cp2p_peer *peer; /* NULL: free */
+    char name[64];
+    uint32_t outstanding; /* requests not answered yet */
+    uint64_t unsolicited, oversize, unparsable, unanswered, notfound;
+    uint64_t logged; /* sum of the counters at the last log line */
+    unsigned kinds;  /* which counters were non-zero then */
+    double last_log;
+} mp_peerstat;
+
+/* What conduitd knows about an address's answer to `mempool`. */
+typedef enum mp_allow { MPA_UNKNOWN, MPA_ALLOWED, MPA_REFUSED } mp_allow;
+
+typedef struct mp_addr {
+    char name[128]; /* host:port as configured */
+    mp_allow allow;
+    int want;        /* a snapshot is wanted now (sync, reorg, (re)connect) */
+    double next_at;  /* next periodic snapshot */
+    double retry_at; /* after an inconclusive probe */
+    double backoff;  /* its doubling delay */
+    int warned;      /* the refusal WARN was logged this run */
+    int fail_logged; /* an inconclusive-probe line was logged since the last success */
+} mp_addr;
+
+/* The one snapshot session (a short-lived second connection). */
+typedef enum mp_phase {
+    SP_NONE,
+    SP_CONNECTING, /* handshake on the side connection */
+    SP_ASKED,      /* `mempool` + ping sent: a pong means allowed */
+    SP_SETTLE,     /* allowed; waiting MP_SNAP_SETTLE_S for trailing invs */
+    SP_PING2,      /* second ping sent: its pong ends the snapshot */
+    SP_RECONCILE,  /* the snapshot is with PostgreSQL */
+    SP_FETCH,      /* asking for the txs PostgreSQL lacks */
+} mp_phase;
+
+typedef struct mp_sess {
+    mp_phase phase;
+    cp2p_peer *peer;
+    mp_addr *a;
+    double t_req;    /* when `mempool` was sent (cd_now_s) */
+    double t_phase;  /* when the phase started */
+    double deadline; /* whole session */
+    uint8_t *snap;   /* announced txids, 32 bytes each */
+    size_t snap_n, snap_cap;
+    int overflow;
+    uint8_t *miss; /* txids to fetch */
+    size_t miss_n, miss_off, fetched;
+    uint64_t evicted;
+    int sql_sent; /* the reconcile statement was sent */
+} mp_sess;
 
 typedef struct mp_state {
     cd_ctl *ctl;
@@ -109,12 +203,74 @@ typedef struct mp_state {
     cd_hashset seen; /* recently requested txids */
     mp_tx *q;
     size_t q_n, q_cap;
+    size_t q_bytes;
     mp_batch batch;
-    uint64_t accepted, known, conflicted, received, dropped, held_back;
+    uint64_t accepted, known, conflicted, received, dropped, held_back, limited;
+    /* requests, per-peer counters (cd_mempool_relay.c) */
+    mp_req *req;
+    size_t req_n, req_dead;
+    double req_swept;
+    mp_peerstat peers[MP_PEERS_MAX];
+    /* the node's mempool (cd_mempool_sync.c) */
+    cp2p_mgr *side;
+    mp_addr addrs[MP_ADDRS_MAX];
+    size_t n_addrs;
+    mp_sess sess;
+    int house_req;
+    double house_at;
+    /* the tip each peer last announced, and the fork point a peer's node
+     * went back to without more work (invalidateblock): the node's rules
+     * are applied there too at the next switch (sql/006 chain_target.low_*) */
+    struct {
+        const cp2p_peer *peer;
+        const cd_hdr_node *tip;
+    } ann[CD_CONFIG_MAX_CONNECT];
+    const cd_hdr_node *low;
+    uint64_t expired, evicted_snap;
     uint64_t logged_accepted;
     double last_log;
     cd_rows_opts opts;
 } mp_state;
+
+/* ---- cd_mempool_relay.c ---- */
+
+/* Allocates the request table. */
+void cd_mempool_relay_init(mp_state *s);
+void cd_mempool_relay_fini(mp_state *s);
+/* 1 if relayed txs are taken now (index on, relay on, index at the tip). */
+int cd_mempool_relaying(const mp_state *s);
+/* Asks `peer` for the txs among `hashes` that are not being requested and,
+ * unless `fetch` (a snapshot's missing txs), were not asked recently,
+ * within the limits; returns how many were asked. */
+size_t cd_mempool_request(mp_state *s, cp2p_peer *peer, const uint8_t (*hashes)[32], size_t n,
+                          int fetch);
+/* A `tx` from `peer`: taken only if it was asked from that peer. */
+void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t len,
+                       const uint8_t txid[32]);
+/* `notfound` / a disconnect: the peer's requests (all: hashes NULL) end. */
+void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv *inv, size_t n);
+/* Once a second: requests past MP_REQ_TIMEOUT_S end; per-peer log lines. */
+void cd_mempool_relay_tick(mp_state *s);
+/* Frees a parsed tx. */
+void cd_mempool_tx_free(mp_tx *t);
+/* Escapes peer-provided text for a log line (printable ASCII, others \xNN). */
+void cd_mempool_escape(char *out, size_t outlen, const char *in);
+
+/* ---- cd_mempool_sync.c ---- */
+
+/* Creates the side manager and loads the refused addresses. 0 or -1. */
+int cd_mempool_sync_start(mp_state *s);
+void cd_mempool_sync_fini(mp_state *s);
+/* Snapshots wanted: every address (name NULL) or one. */
+void cd_mempool_sync_want(mp_state *s, const char *name);
+/* From the tick: starts / times out sessions. */
+void cd_mempool_sync_tick(mp_state *s);
+/* The reconcile statement's result (missing txids to fetch, or failure). */
+void cd_mempool_sync_reconciled(mp_state *s, PGresult *r);
+/* The reconcile statement to send, if a snapshot waits for it: 1 if sent. */
+int cd_mempool_sync_dispatch(mp_state *s);
+
+/* ---- cd_mempool.c ---- */
 
 /* Sends the next statement that waits, if the connection is idle (cd_mempool.c). */
 void cd_mempool_dispatch(mp_state *s);

@@ -15,12 +15,16 @@ Fixtures:
                        killed at teardown
   shared_data_dir   -- pathlib.Path of ../shared/data
 
-Like the real node, the simulator will disconnect a non-whitelisted peer that
-sends `mempool`.  conduitd sends it once its headers are synced, so daemon
-tests that need the mempool answered or a stable connection pass
-`whitelist=True` to simnode_factory (`--whitelist` to simnode_process), each
-with a comment saying it relies on that lenient mode until the daemon learns
-mempool_request=auto.
+Like the real node, the simulator disconnects a non-whitelisted peer that
+sends `mempool`.  conduitd never sends it on the connection it syncs on: with
+mempool_request=auto it probes once on a short-lived second connection (the
+node closes it; the refusal is remembered in the data directory) and, where
+`mempool` is allowed (`whitelist=True` to simnode_factory, `--whitelist` to
+simnode_process), reads the node's mempool through such connections after
+each reorg and (re)connect.  Daemon tests pass `whitelist=True` only when
+they need the node's mempool snapshot (txs that were in the node's mempool
+before conduitd connected).  sync_connections(node) lists the connections
+conduitd syncs on (they sent getheaders; snapshot connections never do).
 """
 import json
 import os
@@ -36,6 +40,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.simnode import SimNode  # noqa: E402
+
+
+def sync_connections(node):
+    """The handshaken connections conduitd syncs on (not its short-lived
+    mempool snapshot / probe connections, which never send getheaders)."""
+    return [c for c in node.handshaken() if "getheaders" in c.commands()]
 
 SHARED = pathlib.Path(os.environ.get("CONDUIT_SHARED", ROOT.parent / "shared"))
 SYS_PYTHON = "/usr/bin/python3"

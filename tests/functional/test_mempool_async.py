@@ -21,10 +21,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from test_index import create_db, psql  # noqa: E402
+from simnode_fixtures import sync_connections  # noqa: E402
 from test_reorg import mempool, start, txid, wait_tip, wait_until  # noqa: E402
 
+# the daemon's statement in flight on mempool_tx (a tx batch, cd_mempool_add_txs, or
+# its periodic housekeeping, whichever came first) waiting on the lock
 WAITING_BATCH = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                 "AND query LIKE '%cd_mempool_add_batch%';")
+                 "AND query ~ 'cd_mempool_(add_txs|housekeep)';")
 
 
 class Locker:
@@ -70,10 +73,7 @@ def getdata_hashes(conn):
 
 def test_loop_responsive_while_pg_waits(pg_module, build_dir, simnode_factory, tmp_path):
     pg = pg_module
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=12, txs_per_block=2, seed=33, whitelist=True)
+    node = simnode_factory(generate=12, txs_per_block=2, seed=33)
     ci = create_db(pg, "mpasync")
     d = start(build_dir, tmp_path / "a", node.port, ci)
     try:
@@ -83,7 +83,7 @@ def test_loop_responsive_while_pg_waits(pg_module, build_dir, simnode_factory, t
         a = node.make_tx()
         node.add_mempool_tx(a)
         wait_until(lambda: txid(a) in mempool(pg, "mpasync"), d, "first tx in mempool")
-        conns = node.handshaken()
+        conns = sync_connections(node)
         assert len(conns) == 1
         c = conns[0]
 
@@ -94,7 +94,7 @@ def test_loop_responsive_while_pg_waits(pg_module, build_dir, simnode_factory, t
             node.add_mempool_tx(b)
             # the daemon's batch with b now waits on the lock in PostgreSQL
             wait_until(lambda: psql(pg, "postgres", WAITING_BATCH)[0][0] == "1", d,
-                       "cd_mempool_add_batch waiting on the lock")
+                       "a mempool statement waiting on the lock")
 
             # 1. pings are answered
             pongs = c.pongs_ok
@@ -132,10 +132,7 @@ def test_relay_survives_pg_restart(pg, build_dir, simnode_factory, tmp_path):
     must not disturb other tests): the mempool module notices the lost
     connection, reconnects with the non-blocking connect, and relayed txs
     reach mempool_tx again; the daemon keeps answering pings meanwhile."""
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=12, txs_per_block=2, seed=34, whitelist=True)
+    node = simnode_factory(generate=12, txs_per_block=2, seed=34)
     ci = create_db(pg, "mprestart")
     d = start(build_dir, tmp_path / "r", node.port, ci)
     try:
@@ -150,7 +147,7 @@ def test_relay_survives_pg_restart(pg, build_dir, simnode_factory, tmp_path):
         node.add_mempool_tx(b)
         d.wait_for_log(r"mempool: PostgreSQL connection (lost|failed)", timeout=60)
         d.wait_for_log(r"mempool: PostgreSQL connection back", timeout=60)
-        c = node.handshaken()[0]
+        c = sync_connections(node)[0]
         pongs = c.pongs_ok
         c.send_ping()
         wait_until(lambda: c.pongs_ok > pongs, d, "pong after the restart")

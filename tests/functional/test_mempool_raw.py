@@ -56,10 +56,7 @@ def no_proof_yet(build_dir, datadir, ci, port, t):
 
 def test_mempool_raw_bytes(pg_module, build_dir, simnode_factory, tmp_path):
     pg = pg_module
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=20, txs_per_block=3, seed=23, whitelist=True)
+    node = simnode_factory(generate=20, txs_per_block=3, seed=23)
     ci = create_db(pg, "mraw")
     datadir = str(tmp_path / "d")
     d = start(build_dir, datadir, node.port, ci,

@@ -51,10 +51,7 @@ class Listener:
 
 def test_notifications(pg_module, build_dir, simnode_factory, tmp_path):
     pg = pg_module
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=12, txs_per_block=2, seed=21, whitelist=True)
+    node = simnode_factory(generate=12, txs_per_block=2, seed=21)
     ci = create_db(pg, "notify")
     d = start(build_dir, tmp_path / "n", node.port, ci)
     try:

@@ -148,9 +148,8 @@ class Poller(threading.Thread):
 
 def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
     pg = pg_module
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
+    # whitelist=True: the restart below refills the mempool tables from the node's
+    # mempool, which only a node that allows `mempool` hands out (the snapshot)
     node = simnode_factory(generate=20, txs_per_block=3, seed=11, whitelist=True)
     ci = create_db(pg, "live")
     d = start(build_dir, tmp_path / "live", node.port, ci)
@@ -218,11 +217,30 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
                                          "best_transactions WHERE height > %d AND tx_pos > 0;"
                                          % (h - 6)))
         assert set(ids[:2]) <= leaving and len(leaving) > 2
-        want = (mempool(pg, "live") | leaving) - {ids[2]}
+        id0 = psql(pg, "live", "SELECT coalesce(max(id), 0) FROM mempool_evicted;")[0][0]
+        back = (mempool(pg, "live") | leaving) - {ids[2]}
         node.reorg(fork_height=h - 6, new_len=7, announce=False)
         moved = mine_exact(node, [txs[2]])
         wait_tip(pg, "live", d, node)
         d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=6" % (h - 6))
+        # the returning txs of the generated blocks that spend a coinbase are
+        # dropped with their descendants: every coinbase of this 25-block chain
+        # is immature at the new tip (sql/006, as the node's RemoveForReorg)
+        dropped = dict((r[0], (r[1], r[2])) for r in psql(
+            pg, "live", "SELECT cd_txid_hex(tx_hash), reason, coalesce(cd_txid_hex(via), '') "
+                        "FROM mempool_evicted WHERE id > %s AND reason <> 'confirmed';" % id0))
+        assert dropped and set(dropped) <= back
+        for t, (why, via) in dropped.items():
+            if via:
+                assert via in dropped and why == dropped[via][0], (t, why, via)
+                continue
+            assert why == "immature-coinbase", (t, why)
+            assert psql(pg, "live", "SELECT count(*) FROM inputs i JOIN transactions s ON "
+                        "s.block_id = i.block_id AND s.tx_pos = i.tx_pos JOIN transactions c "
+                        "ON c.tx_hash = i.prev_hash AND c.tx_pos = 0 "
+                        "WHERE s.tx_hash = cd_txid('%s');" % t)[0][0] != "0"
+        want = back - set(dropped)
+        assert set(ids[:2]) <= want
         wait_until(lambda: mempool(pg, "live") == want, d, "mempool after depth-6 reorg")
         assert psql(pg, "live", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
                                 "WHERE tx_hash = cd_txid('%s');" % ids[2]) == [(moved.hash_hex,)]
@@ -249,7 +267,7 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
     assert rc == 0, d.log_text()[-3000:]
 
     # a restart starts with an empty mempool set, refilled from the node
-    # (conduitd sends `mempool` to each peer)
+    # (conduitd reads the node's mempool through a snapshot connection)
     assert len(mempool(pg, "live")) > 0
     with node.lock:
         node.mempool.clear()
@@ -364,10 +382,7 @@ def test_reorg_drops_spenders_of_orphaned_coinbase(pg_module, build_dir, simnode
     stay."""
     from tests.simnode.protocol import parse_block
     pg = pg_module
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=20, txs_per_block=2, seed=17, whitelist=True)
+    node = simnode_factory(generate=20, txs_per_block=2, seed=17)
     ci = create_db(pg, "cbo")
     d = start(build_dir, tmp_path / "cbo", node.port, ci)
     try:
@@ -398,8 +413,21 @@ def test_reorg_drops_spenders_of_orphaned_coinbase(pg_module, build_dir, simnode
         wait_tip(pg, "cbo", d, node)
         d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 joining=2"
                        % (tip_blk.height - 1))
-        want = (returning | set(other))
+        # the node re-validates the returning txs (its mempool was emptied
+        # above): those spending a coinbase that is immature at the new tip
+        # (every coinbase of this 20-block chain) go, as they go from
+        # mempool_tx (sql/006, 'immature-coinbase'); `other` stays here
+        kept = set(node.mempool_txids())
+        assert kept < returning
+        want = kept | set(other)
         wait_until(lambda: mempool(pg, "cbo") == want, d, "mempool after the reorg")
+        ev = dict(((r[0], r[1]), r[2]) for r in psql(
+            pg, "cbo", "SELECT cd_txid_hex(tx_hash), reason, coalesce(cd_txid_hex(via), '') "
+                       "FROM mempool_evicted;"))
+        assert ev[(txid(spender), "missing-inputs")] == ""
+        assert ev[(txid(child), "missing-inputs")] == txid(spender)
+        for t in returning - kept:
+            assert (t, "immature-coinbase") in ev
         assert psql(pg, "cbo", "SELECT count(*) FROM mempool_inputs WHERE prev_hash IN "
                                "(cd_txid('%s'), cd_txid('%s'));"
                     % (cb[::-1].hex(), txid(spender))) == [("0",)]

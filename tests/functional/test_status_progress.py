@@ -59,10 +59,7 @@ def poll_until(build_dir, datadir, d, pred, seen, timeout=240):
 
 
 def test_status_progress_during_and_after_sync(build_dir, tmp_path, pg, simnode_factory):
-    # whitelist=True: relies on the simulator's lenient mode; conduitd sends `mempool`
-    # after header sync, which the real node answers with a disconnect (and conduitd
-    # reconnects in a loop: `peers` would flap) -- until the daemon learns mempool_request=auto
-    node = simnode_factory(generate=N_BLOCKS, txs_per_block=20, seed=7, whitelist=True)
+    node = simnode_factory(generate=N_BLOCKS, txs_per_block=20, seed=7)
     chain = node.chain
     want_blocks = N_BLOCKS + 1  # genesis is downloaded and stored too
     want_bytes = sum(chain.at(h).size for h in range(N_BLOCKS + 1))
