@@ -253,8 +253,6 @@ void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv 
 void cd_mempool_relay_tick(mp_state *s);
 /* Frees a parsed tx. */
 void cd_mempool_tx_free(mp_tx *t);
-/* Escapes peer-provided text for a log line (printable ASCII, others \xNN). */
-void cd_mempool_escape(char *out, size_t outlen, const char *in);
 
 /* ---- cd_mempool_sync.c ---- */
 

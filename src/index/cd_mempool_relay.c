@@ -36,19 +36,6 @@ int cd_mempool_relaying(const mp_state *s)
     return s && s->cfg->index && s->cfg->relay && s->synced;
 }
 
-void cd_mempool_escape(char *out, size_t outlen, const char *in)
-{
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < outlen; p++) {
-        if (*p >= 0x20 && *p < 0x7f && *p != '\\' && *p != '"')
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
-    }
-    if (outlen)
-        out[o < outlen ? o : outlen - 1] = 0;
-}
-
 /* ---- per-peer counters ---- */
 
 static mp_peerstat *peerstat(mp_state *s, const cp2p_peer *p)

@@ -446,13 +446,11 @@ static void side_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char 
         (reason == CP2P_R_EOF || reason == CP2P_R_IO || reason == CP2P_R_TRUNCATED)) {
         mp_addr *a = se->a;
         const cp2p_version *v = cp2p_peer_version(ctx->peer);
-        char ua[300];
-        if (v)
-            cd_mempool_escape(ua, sizeof(ua), v->user_agent);
         a->allow = MPA_REFUSED;
         if (s->cfg->mempool_request == CD_MEMPOOL_REQ_AUTO)
             refused_save(s);
-        warn_refused(s, a, v ? ua : NULL);
+        /* user_agent is escaped by libconduit-p2p (cp2p_version) */
+        warn_refused(s, a, v ? v->user_agent : NULL);
         a->want = 0;
         se->peer = NULL; /* it is closing already */
         sess_end(s, 1);

@@ -82,6 +82,13 @@ OTHER = {
     "index_data_pushes": ("no", "off"),
     "max_data_push": ("100", "100"),
     "mempool_max_txs": ("5000", "5000"),
+    "mempool_max_bytes": ("500M", "500M"),
+    "mempool_max_tx_size": ("2048K", "2M"),
+    "mempool_expiry": ("48", "48"),
+    "mempool_request": ("NEVER", "never"),
+    "mempool_sync_interval": ("30", "30"),
+    "mempool_sync_grace": ("5", "5"),
+    "mempool_evicted_keep": ("12", "12"),
     "log_level": ("debug", "debug"),
     "log_file": (None, None),  # filled per test
     "user_agent": ("/probe:1/", "/probe:1/"),

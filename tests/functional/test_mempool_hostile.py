@@ -206,7 +206,7 @@ def test_hostile_peers(pg_module, build_dir, simnode_factory, tmp_path):
         # each refusing peer: one probe, its user agent escaped in the WARN
         m = d.wait_for_log(r"WARN .*mempool: node 127\.0\.0\.1:%d \(([^)]*)\) refuses" % j.port,
                            timeout=60)
-        assert m.group(1) == "/hostile:1.0/\\x0aFORGED LOG LINE \\x1b[31mred/"
+        assert m.group(1) == "/hostile:1.0/\\nFORGED LOG LINE \\x1b[31mred/"  # cd_escape
         time.sleep(5)  # a window for loops to show
         # nothing indexed but the good node's txs; every row hashes to its txid
         assert mempool(pg, "mmhostile") == set(good)
