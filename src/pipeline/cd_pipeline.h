@@ -39,7 +39,7 @@
 
 #include "cd_config.h"
 #include "cd_ring.h"
-#include "cd_supervisor.h" /* CD_SUP_MAX_CHILDREN */
+#include "cd_supervisor.h"
 #include "cd_wk_main.h"
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
@@ -84,17 +84,23 @@ typedef struct cd_pipeline_cbs {
 int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
 
 /*
- * Creates the pipeline and its supervisor (workers are not started yet).
- * ring, cfg and base are borrowed and must outlive it; *cbs is copied,
- * cbs->arg must outlive it.
+ * Creates the pipeline (workers are not started yet). Its workers go into
+ * the process table `sup` (the controller's: cd_ctl_sup), which also learns
+ * the ring, so that children that do not need it unmap it. base, sup, ring
+ * and cfg are borrowed and must outlive it; *cbs is copied, cbs->arg must
+ * outlive it.
  * Returns: the pipeline (cd_pipeline_free), or NULL on failure (logged).
  */
-cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                             const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
+cd_pipeline *cd_pipeline_new(struct event_base *base, cd_supervisor *sup, cd_ring *ring,
+                             const cd_config *cfg, const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
 
-/* The most parser workers one pipeline runs: the supervisor's table less
- * the block writer and the merkle worker. */
-#define CD_PIPELINE_MAX_PARSERS (CD_SUP_MAX_CHILDREN - 2)
+/* The most parser workers one pipeline runs: the configuration's bound
+ * (the option table refuses more), and its workers: those plus the block
+ * writer and the merkle worker, each with a ring slot and an ack bit. */
+#define CD_PIPELINE_MAX_PARSERS CD_CONFIG_MAX_PARSER_WORKERS
+#define CD_PIPELINE_MAX_CHANS   (CD_PIPELINE_MAX_PARSERS + 2)
+_Static_assert(CD_PIPELINE_MAX_CHANS <= CD_RING_MAX_SLOTS && CD_PIPELINE_MAX_CHANS <= 64,
+               "every worker needs a ring slot and a bit of a unit's 64-bit ack mask");
 
 /* Registers n parser workers running `ops` (call before start; n = 0 or
  * never calling it runs without parsers). Returns 0, or -1 when started
