@@ -51,12 +51,12 @@ typedef struct cu_state {
     struct event *tick;
     struct event *rd;
     cd_supervisor *sup;
-    int slot;       /* the helper's row in the process table, -1: none */
+    int slot; /* the helper's row in the process table, -1: none */
     cu_known known;
-    cu_op op;       /* helper running (launched, not yet reaped) */
-    int building;   /* 'B' received */
-    pid_t pid;      /* helper, 0: none */
-    int fd;         /* controller end of its channel */
+    cu_op op;     /* helper running (launched, not yet reaped) */
+    int building; /* 'B' received */
+    pid_t pid;    /* helper, 0: none */
+    int fd;       /* controller end of its channel */
     unsigned char rbuf[sizeof(cu_msg)];
     size_t rfill;   /* bytes of a message read so far */
     int32_t behind; /* at the helper's launch */

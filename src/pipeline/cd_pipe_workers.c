@@ -274,8 +274,7 @@ static void sup_fatal(void *arg, int sup_slot)
 {
     cd_pipeline *p = arg;
     pipe_chan *c = chan_of(p, sup_slot);
-    cd_log_error("pipeline: %s worker cannot run; stopping",
-                 c ? cd_wk_kind_name(c->kind) : "a");
+    cd_log_error("pipeline: %s worker cannot run; stopping", c ? cd_wk_kind_name(c->kind) : "a");
     if (p->cbs.fatal)
         p->cbs.fatal(p->cbs.arg);
 }

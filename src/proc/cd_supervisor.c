@@ -42,7 +42,7 @@ struct cd_supervisor {
     struct event_base *base;
     const cd_config *cfg;
     sup_child child[CD_SUP_MAX_CHILDREN];
-    int n; /* slots in use are below n */
+    int n;        /* slots in use are below n */
     int stopping; /* cd_sup_stop of every child: no launch either */
     struct event *sigchld;
     void (*ring_forget)(void *arg);
@@ -111,7 +111,8 @@ static void child_died(cd_supervisor *s, int slot, pid_t pid, int status)
 {
     sup_child *c = &s->child[slot];
     c->pid = 0;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -(WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    int code =
+        WIFEXITED(status) ? WEXITSTATUS(status) : -(WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     int stopping = s->stopping || c->stopping;
     cd_sup_verdict v = cd_sup_verdict_of(c->kind->restart, code, stopping);
     if (stopping)
@@ -262,8 +263,7 @@ static int fork_child(cd_supervisor *s, int slot)
     c->started_ns = cd_now_ns();
     evutil_make_socket_nonblocking(sv[0]);
     if (c->kind->restart == CD_SUP_RESPAWN)
-        cd_log_info("supervisor: started %s worker %u (pid %d)", c->kind->name, c->index,
-                    (int)pid);
+        cd_log_info("supervisor: started %s worker %u (pid %d)", c->kind->name, c->index, (int)pid);
     else
         cd_log_debug("supervisor: started %s %u (pid %d)", c->kind->name, c->index, (int)pid);
     if (c->cbs.on_up)

@@ -89,9 +89,9 @@ typedef struct cd_sup_kind {
 
 typedef struct cd_sup_cbs {
     void *arg;
-    void (*on_up)(void *arg, int slot, int fd);      /* NULL: fd closed */
-    void (*on_down)(void *arg, int slot, int code);  /* may be NULL */
-    void (*on_fatal)(void *arg, int slot);           /* may be NULL */
+    void (*on_up)(void *arg, int slot, int fd);     /* NULL: fd closed */
+    void (*on_down)(void *arg, int slot, int code); /* may be NULL */
+    void (*on_fatal)(void *arg, int slot);          /* may be NULL */
 } cd_sup_cbs;
 
 /* Creates the supervisor bound to the loop (watches SIGCHLD). base and cfg

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOCATOR_MAX              64
+#define LOCATOR_MAX 64
 
 typedef struct hs_peer {
     cp2p_peer *peer;
@@ -222,8 +222,7 @@ cd_hdrsync_step cd_hdrsync_next(const cd_hdrsync_reply *r, unsigned *unconnected
     if (r->rc == CD_HDRTREE_EUNCONNECTED && !r->reply && r->bad_index == 0) {
         /* an announcement that does not connect: we may be behind */
         *unconnected_out = r->unconnected + 1;
-        return *unconnected_out >= CD_HDRSYNC_MAX_UNCONNECTED ? CD_HDRSYNC_BAN
-                                                              : CD_HDRSYNC_ASK_TIP;
+        return *unconnected_out >= CD_HDRSYNC_MAX_UNCONNECTED ? CD_HDRSYNC_BAN : CD_HDRSYNC_ASK_TIP;
     }
     if (r->rc != 0)
         return r->rc == CD_HDRTREE_ESTORE ? CD_HDRSYNC_STORE_ERROR : CD_HDRSYNC_BAN;
@@ -242,8 +241,8 @@ cd_hdrsync_step cd_hdrsync_next(const cd_hdrsync_reply *r, unsigned *unconnected
 void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, size_t n)
 {
     hs_peer *ps = get_peer(s, p);
-    cd_hdrsync_reply in = {.n = n, .reply = ps->in_flight, .unconnected = ps->unconnected,
-                           .from_tip = ps->from_tip};
+    cd_hdrsync_reply in = {
+        .n = n, .reply = ps->in_flight, .unconnected = ps->unconnected, .from_tip = ps->from_tip};
     char why[256];
 
     ps->in_flight = 0;

@@ -130,9 +130,19 @@ START_TEST(test_unknown_paths_404)
     srv_start(&sv);
     reply r;
     const char *paths[] = {
-        "/",          "/v1",          "/v1/",        "/v2/status",        "/v1/nope",
-        "/v1//status", "/v1/status/", "/v1/status/x", "/v1/tx",            "/v1/tx/" TXID "/x",
-        "/v1/tx/" TXID "/proof/more", "/v1/outpoint/" TXID "/spender", "/v1/pushdata/x",
+        "/",
+        "/v1",
+        "/v1/",
+        "/v2/status",
+        "/v1/nope",
+        "/v1//status",
+        "/v1/status/",
+        "/v1/status/x",
+        "/v1/tx",
+        "/v1/tx/" TXID "/x",
+        "/v1/tx/" TXID "/proof/more",
+        "/v1/outpoint/" TXID "/spender",
+        "/v1/pushdata/x",
         "/v1/a/b/c/d/e/f/g/h/i",
     };
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {

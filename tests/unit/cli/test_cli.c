@@ -85,8 +85,8 @@ START_TEST(test_help_and_version)
     run(&o, (const char *const[]){"conduit-cli", "help", NULL});
     ck_assert_int_eq(o.rc, 0);
     /* every subcommand is listed */
-    const char *names[] = {"status",     "headers", "getblock", "broadcast",   "ping",
-                           "block",      "tx",      "tx-offsets", "merkle-proof"};
+    const char *names[] = {"status", "headers", "getblock",   "broadcast",   "ping",
+                           "block",  "tx",      "tx-offsets", "merkle-proof"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         ck_assert_msg(strstr(o.out, names[i]) != NULL, "help lacks %s", names[i]);
     run(&o, (const char *const[]){"conduit-cli", "--help", NULL});
@@ -147,8 +147,8 @@ START_TEST(test_pg_commands_need_a_txid)
     ck_assert_int_eq(o.rc, 2);
     ck_assert_ptr_nonnull(strstr(o.err, "usage: conduit-cli merkle-proof"));
     /* --hex belongs to tx only */
-    run(&o, (const char *const[]){"conduit-cli", "merkle-proof", "--hex", "--datadir", NODIR,
-                                  NULL});
+    run(&o,
+        (const char *const[]){"conduit-cli", "merkle-proof", "--hex", "--datadir", NODIR, NULL});
     ck_assert_int_eq(o.rc, 2);
     assert_absent();
 }

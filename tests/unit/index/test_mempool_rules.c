@@ -102,12 +102,12 @@ static void mp_add(PGconn *c, int n, int age)
 /* Reconciles with the snapshot `ids` (txid numbers) and a cutoff `cut_age`
  * seconds ago. Out: *missing the txid numbers reported missing (first byte
  * of each), *n_missing. Returns: the evicted count. */
-static long reconcile(PGconn *c, const int *ids, int n, int cut_age, int *missing,
-                      int *n_missing)
+static long reconcile(PGconn *c, const int *ids, int n, int cut_age, int *missing, int *n_missing)
 {
     char sql[8192];
-    int w = snprintf(sql, sizeof(sql), "SELECT evicted, encode(missing, 'hex') FROM "
-                                       "cd_mempool_reconcile(''::bytea");
+    int w = snprintf(sql, sizeof(sql),
+                     "SELECT evicted, encode(missing, 'hex') FROM "
+                     "cd_mempool_reconcile(''::bytea");
     for (int i = 0; i < n; i++)
         w += snprintf(sql + w, sizeof(sql) - (size_t)w, " || %s", h(ids[i]));
     snprintf(sql + w, sizeof(sql) - (size_t)w, ", now() - interval '%d seconds')", cut_age);
