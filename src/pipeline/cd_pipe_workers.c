@@ -402,12 +402,15 @@ int cd_pipeline_start(cd_pipeline *p)
         p->parser_slot[p->n_parsers++] = s;
     }
     p->started = 1;
-    /* its own rows only (the table holds other modules' children too) */
-    int rc = 0;
-    for (int i = 0; i < p->n_chan; i++)
-        if (cd_sup_launch(p->sup, p->chan[i].sup_slot) != 0)
-            rc = -1; /* logged; retried with back-off */
-    return rc;
+    /* its own rows only (the table holds other modules' children too); a
+     * fork that failed is logged and retried by the table with back-off, as
+     * after any death, so it does not fail the start */
+    for (int i = 0; i < p->n_chan; i++) {
+        int rc = cd_sup_launch(p->sup, p->chan[i].sup_slot);
+        if (rc != 0 && rc != CD_SUP_EFORK)
+            return -1;
+    }
+    return 0;
 }
 
 int cd_pipeline_ready(const cd_pipeline *p)

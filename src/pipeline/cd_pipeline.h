@@ -3,8 +3,8 @@
  * (DESIGN.md §3).
  *
  * The controller-side half of the block pipeline. It owns the worker
- * channels (through a cd_supervisor it creates), the list of blocks in
- * flight, and the reuse of ring space.
+ * channels (its rows in the process table, cd_supervisor.h), the list of
+ * blocks in flight, and the reuse of ring space.
  *
  * Receiving a block (one at a time; the p2p block sink calls these):
  *
@@ -107,7 +107,9 @@ _Static_assert(CD_PIPELINE_MAX_CHANS <= CD_RING_MAX_SLOTS && CD_PIPELINE_MAX_CHA
  * already or n > CD_PIPELINE_MAX_PARSERS (nothing registered). */
 int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n) CD_WARN_UNUSED;
 
-/* Forks the workers. Returns: 0, or -1 (logged) if a fork failed. */
+/* Forks the workers (a fork that fails is logged and retried with back-off
+ * by the process table). Returns: 0, or -1 when called twice or a worker
+ * could not be added to the table. */
 int cd_pipeline_start(cd_pipeline *p) CD_WARN_UNUSED;
 
 /* Returns: 1 when every worker has said HELLO (units flow only then). */
@@ -168,7 +170,8 @@ void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out);
  * and past HELLO (*alive). */
 void cd_pipeline_workers(const cd_pipeline *p, uint32_t *alive, uint32_t *total);
 
-/* Stops the workers (SIGTERM, then SIGKILL after 5 s) and frees everything.
+/* Stops the workers (SIGTERM, then SIGKILL after 5 s; their rows of the
+ * process table are freed) and frees everything.
  * Blocks in flight are not reported. Accepts NULL. */
 void cd_pipeline_free(cd_pipeline *p);
 
