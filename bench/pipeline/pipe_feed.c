@@ -559,7 +559,8 @@ int main(int argc, char **argv)
         return 1;
     f.base = event_base_new();
     cd_pipeline_cbs cbs = {.arg = &f, .block_done = on_done, .space = on_space, .fatal = on_fatal};
-    f.pipe = cd_pipeline_new(f.base, &f.ring, &cfg, &cbs);
+    cd_supervisor *sup = cd_sup_new(f.base, &cfg);
+    f.pipe = sup ? cd_pipeline_new(f.base, sup, &f.ring, &cfg, &cbs) : NULL;
     if (!f.pipe || cd_pipeline_start(f.pipe) != 0)
         return 1;
     f.ev = event_new(f.base, -1, 0, feed_cb, &f);
@@ -574,6 +575,7 @@ int main(int argc, char **argv)
     cd_pipeline_stats st;
     cd_pipeline_get_stats(f.pipe, &st);
     cd_pipeline_free(f.pipe);
+    cd_sup_free(sup);
     event_free(f.ev);
     event_base_free(f.base);
     cd_ring_destroy(&f.ring);

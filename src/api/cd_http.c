@@ -104,7 +104,7 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen)
 
 typedef struct http_mod {
     const cd_config *cfg;
-    cd_supervisor *sup;
+    cd_supervisor *sup; /* the process table (cd_ctl_sup: borrowed) */
     int listen_fd;
     int chan_fd; /* the controller's end of the child's channel, -1 */
 } http_mod;
@@ -192,10 +192,11 @@ static void sup_up(void *arg, int slot, int fd)
     }
 }
 
-static void sup_down(void *arg, int slot)
+static void sup_down(void *arg, int slot, int code)
 {
     http_mod *m = arg;
     (void)slot;
+    (void)code; /* logged by the supervisor */
     if (m->chan_fd >= 0)
         close(m->chan_fd);
     m->chan_fd = -1;
@@ -207,6 +208,13 @@ static void sup_fatal(void *arg, int slot)
     (void)slot;
     cd_log_error("http: the server cannot run; the HTTP API is off until conduitd restarts");
 }
+
+/* Its row of the process table: no ring; its sessions are cd_lookup's. */
+static const cd_sup_kind http_kind = {.name = "http",
+                                      .main = http_child_main,
+                                      .restart = CD_SUP_RESPAWN,
+                                      .needs_ring = 0,
+                                      .needs_pg = 1};
 
 static int http_init(cd_ctl *ctl, void **state)
 {
@@ -221,17 +229,17 @@ static int http_init(cd_ctl *ctl, void **state)
     cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
     /* forked here, in init(): the controller has no LMDB env and no peer
      * socket open yet (cd_ctl.h) */
-    m->sup = cd_sup_new(cd_ctl_base(ctl), m->cfg, &cbs);
-    if (!m->sup || cd_sup_add(m->sup, "http", 0, NULL, http_child_main, m) < 0) {
-        cd_log_error("http: cannot set up the server process");
-        cd_sup_free(m->sup);
+    m->sup = cd_ctl_sup(ctl);
+    int slot = cd_sup_add(m->sup, &http_kind, 0, NULL, m, &cbs);
+    if (slot < 0) {
+        cd_log_error("http: cannot set up the server process: %s", cd_strerror(slot));
         close(m->listen_fd);
         free(m);
         return -1;
     }
     *state = m;
     /* a fork that failed is retried by the supervisor with back-off (logged) */
-    CD_IGNORE(cd_sup_start(m->sup));
+    CD_IGNORE(cd_sup_launch(m->sup, slot));
     return 0;
 }
 
@@ -240,8 +248,7 @@ static void http_fini(void *state)
     http_mod *m = state;
     if (!m)
         return;
-    cd_sup_stop(m->sup, 5000);
-    cd_sup_free(m->sup);
+    cd_sup_stop(m->sup, m, 5000); /* the server only; frees its slot */
     if (m->chan_fd >= 0)
         close(m->chan_fd);
     close(m->listen_fd);

@@ -25,6 +25,8 @@ _Static_assert(CD_ERR_IN(CD_PG_ERROR, CD_ERR_PG) && CD_ERR_IN(CD_PG_ERETRY, CD_E
 _Static_assert(CD_ERR_IN(CD_LOOKUP_ENOTFOUND, CD_ERR_LOOKUP) &&
                    CD_ERR_IN(CD_LOOKUP_ECORRUPT, CD_ERR_LOOKUP),
                "lookup codes outside their range");
+_Static_assert(CD_ERR_IN(CD_SUP_EFULL, CD_ERR_PROC) && CD_ERR_IN(CD_SUP_ESLOT, CD_ERR_PROC),
+               "proc codes outside their range");
 _Static_assert(CD_ERR_IN(CD_ROWS_EMALFORMED, CD_ERR_ROWS), "rows codes outside their range");
 _Static_assert(CD_BS_NOTFOUND == MDB_NOTFOUND, "CD_BS_NOTFOUND is LMDB's MDB_NOTFOUND");
 _Static_assert(MDB_KEYEXIST == CD_ERR_LMDB_MIN && MDB_LAST_ERRCODE <= CD_ERR_LMDB_MAX,
@@ -115,6 +117,15 @@ const char *cd_strerror(int code)
         return "PostgreSQL connection lost while streaming a unit";
     case CD_PG_ERETRY:
         return "PostgreSQL connection lost (retrying)";
+
+    case CD_SUP_EFULL:
+        return "process table full";
+    case CD_SUP_EFORK:
+        return "cannot fork a child process";
+    case CD_SUP_ERUNNING:
+        return "child process still running";
+    case CD_SUP_ESLOT:
+        return "no such child process";
 
     case CD_LOOKUP_ENOTFOUND:
         return "not found";

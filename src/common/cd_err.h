@@ -27,7 +27,7 @@
  *   -1400 .. -1499      store: header tree                    CD_HDRTREE_E*
  *   -1500 .. -1599      pg: PostgreSQL                        CD_PG_*
  *   -1600 .. -1699      query: lookups                        CD_LOOKUP_E*
- *   -1700 .. -1799      proc                                  (none yet)
+ *   -1700 .. -1799      proc: the process table                CD_SUP_E*
  *   -1800 .. -1899      sync                                  (none yet)
  *   -1900 .. -1999      index: tx -> rows                     CD_ROWS_E*
  *   -2000 .. -2099      workers                               (none yet)
@@ -136,6 +136,12 @@
 #define CD_LOOKUP_EDB       (CD_ERR_LOOKUP - 3) /* no PostgreSQL connection, or the query failed */
 #define CD_LOOKUP_ESTORE    (CD_ERR_LOOKUP - 4) /* an LMDB store cannot be read or lacks the data */
 #define CD_LOOKUP_ECORRUPT  (CD_ERR_LOOKUP - 5) /* stored bytes or tree contradict the index */
+
+/* ---- proc (cd_supervisor.h) ---- */
+#define CD_SUP_EFULL    (CD_ERR_PROC - 1) /* the process table is full */
+#define CD_SUP_EFORK    (CD_ERR_PROC - 2) /* socketpair() or fork() failed (logged) */
+#define CD_SUP_ERUNNING (CD_ERR_PROC - 3) /* the slot's child is still running */
+#define CD_SUP_ESLOT    (CD_ERR_PROC - 4) /* no child in that slot */
 
 /* ---- index (cd_rows.h) ---- */
 #define CD_ROWS_EMALFORMED (CD_ERR_ROWS - 1) /* bytes are not a run of complete transactions */

@@ -62,8 +62,8 @@ const cd_option cd_config_options[] = {
      "size of the shared-memory block ring (K/M/G/T suffixes)"},
     {"unit_size", CD_OPT_SIZE, "32M", 64 * KB, 4 * GB, 0, OFF(unit_size), NULL,
      "target size of a work unit handed to a parser"},
-    {"parser_workers", CD_OPT_INT, "0", 0, 256, 0, OFF(parser_workers), NULL,
-     "number of parser processes (0: one per CPU core)"},
+    {"parser_workers", CD_OPT_INT, "0", 0, CD_CONFIG_MAX_PARSER_WORKERS, 0, OFF(parser_workers),
+     NULL, "number of parser processes (0: one per CPU core, at most the range's maximum)"},
     {"catchup_indexes", CD_OPT_ENUM, "auto", 0, 0, 0, OFF(catchup_indexes), catchup_names,
      "auto: drop the tx_hash/outpoint/pushdata indexes while more than catchup_threshold blocks "
      "behind and rebuild them once within it (3x faster load; lookups by hash slow meanwhile); "

@@ -31,6 +31,13 @@
 
 #define CD_CONFIG_MAX_CONNECT 16
 
+/* The most parser workers (parser_workers): the one bound that the option
+ * table, the default (one per core) and the pipeline share. A worker owns a
+ * bit of a unit's 64-bit ack mask and a 64-byte slot of the ring header
+ * (48 slots), beside the block writer and the merkle worker; 38 leaves room
+ * to spare. A larger explicit value is a configuration error (exit 2). */
+#define CD_CONFIG_MAX_PARSER_WORKERS 38
+
 /* Exit codes of conduitd and its workers (a worker exiting with
  * CD_EXIT_CONFIG is never respawned; systemd's RestartPreventExitStatus=2). */
 #define CD_EXIT_OK      0
@@ -61,7 +68,9 @@ typedef struct cd_config {
                                              start); 0: headers/blocks only */
     uint64_t ring_size;                   /* bytes of the shared-memory block ring */
     uint64_t unit_size;                   /* target work-unit size in bytes */
-    uint32_t parser_workers;              /* 0 = number of cores */
+    uint32_t parser_workers;              /* 0 = one per core (at most
+                                             CD_CONFIG_MAX_PARSER_WORKERS);
+                                             see cd_config_parser_workers() */
     int catchup_indexes;                  /* CD_CATCHUP_AUTO | CD_CATCHUP_LIVE */
     uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
@@ -166,6 +175,14 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
  * absolute), default ports on --connect entries. Does not touch the disk.
  * Returns 0 or -1 with err. Called by cd_config_parse_args(). */
 int cd_config_finish(cd_config *cfg, char *err, size_t errlen) CD_WARN_UNUSED;
+
+/* The number of parser workers to run: parser_workers when set, else one
+ * per core, at most CD_CONFIG_MAX_PARSER_WORKERS (a host with more cores
+ * runs the most; the option table refuses an explicit larger value).
+ * In:  cores  online CPU cores (sysconf(_SC_NPROCESSORS_ONLN)); < 1: 1
+ * Returns: 1..CD_CONFIG_MAX_PARSER_WORKERS, or cfg->parser_workers as set
+ * (which the option table bounds the same way). */
+unsigned cd_config_parser_workers(const cd_config *cfg, long cores);
 
 /* Creates the data directory if missing (mode 0700, parents too) and checks
  * that it is a readable, writable directory. Returns 0, or -1 with err =

@@ -188,6 +188,15 @@ static int mkdir_p(char *path)
     return 0;
 }
 
+unsigned cd_config_parser_workers(const cd_config *cfg, long cores)
+{
+    if (cfg->parser_workers)
+        return cfg->parser_workers;
+    if (cores < 1)
+        return 1;
+    return cores > CD_CONFIG_MAX_PARSER_WORKERS ? CD_CONFIG_MAX_PARSER_WORKERS : (unsigned)cores;
+}
+
 int cd_config_check_datadir(const cd_config *cfg, char *err, size_t errlen)
 {
     char *path = cd_xstrdup(cfg->datadir);

@@ -5,15 +5,17 @@
  * Why it exists: the daemon indexes ~3x faster without the three random-key
  * secondary indexes (docs/PERFORMANCE.md), but CREATE INDEX on a large chain
  * takes minutes, and the controller's loop must never block on PostgreSQL
- * (DESIGN.md §2). So the controller only decides; a forked helper process
- * (its own PGconn, opened after the fork) does the DDL and writes one
- * fixed-size message per event into a pipe the loop watches.
+ * (DESIGN.md §2). So the controller only decides; a helper process (a
+ * CD_SUP_ONCE row of the process table, cd_supervisor.h: its own PGconn,
+ * opened after the fork) does the DDL and writes one fixed-size message per
+ * event into its channel, which the loop watches; the supervisor reaps it.
  */
 #include "cd_catchup.h"
 
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_pg.h"
+#include "cd_supervisor.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -24,7 +26,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* pg_advisory_lock key of the helpers (cd_pg_int.h has ...01 and ...02) */
@@ -34,7 +35,8 @@
 typedef enum { CU_UNKNOWN, CU_LIVE, CU_DROPPED } cu_known;
 typedef enum { CU_OP_NONE, CU_OP_DROP, CU_OP_BUILD } cu_op;
 
-/* helper -> controller, one write each (< PIPE_BUF: atomic) */
+/* helper -> controller, one write each (the channel is a stream socket:
+ * the reader reassembles a message that arrives in pieces) */
 typedef struct cu_msg {
     char kind;   /* 'B' build started (some index missing), 'R' result */
     int32_t rc;  /* R: 0 ok, < 0 failed */
@@ -48,11 +50,15 @@ typedef struct cu_state {
     struct event_base *base;
     struct event *tick;
     struct event *rd;
+    cd_supervisor *sup;
+    int slot; /* the helper's row in the process table, -1: none */
     cu_known known;
-    cu_op op;       /* helper running */
-    int building;   /* 'B' received */
-    pid_t pid;      /* helper, 0: none */
-    int fd;         /* read end of its pipe */
+    cu_op op;     /* helper running (launched, not yet reaped) */
+    int building; /* 'B' received */
+    pid_t pid;    /* helper, 0: none */
+    int fd;       /* controller end of its channel */
+    unsigned char rbuf[sizeof(cu_msg)];
+    size_t rfill;   /* bytes of a message read so far */
     int32_t behind; /* at the helper's launch */
     double retry_at;
     int got_result;
@@ -97,23 +103,18 @@ static int count_indexes(cd_pg *pg)
     return n;
 }
 
-static CD_NORETURN void helper_main(const cd_config *cfg, cu_op op, int fd)
+/* The helper's main (its kind's, in the process table): the supervisor has
+ * closed every other descriptor, reset the signals, unmapped the ring and
+ * reopened the log. s is the controller's state as of the fork (s->op). */
+static CD_NORETURN void helper_main(void *arg, int slot, int fd)
 {
-    cd_close_fds_except(fd);
-    signal(SIGCHLD, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    (void)slot;
+    const cu_state *s = arg;
+    const cd_config *cfg = s->cfg;
+    cu_op op = s->op;
     /* A helper outliving its daemon is harmless (the next one waits on the
      * advisory lock) but pointless. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    cd_log_set_component("index-ddl");
-    if (cfg->log_file)
-        cd_log_open_child(cfg->log_file);
 
     cd_pg *pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(pg, 0, 5000, NULL);
@@ -148,7 +149,7 @@ static CD_NORETURN void helper_main(const cd_config *cfg, cu_op op, int fd)
 
 /* ---- controller side ---- */
 
-static void helper_done(cu_state *s)
+static void close_channel(cu_state *s)
 {
     if (s->rd) {
         event_free(s->rd);
@@ -157,12 +158,18 @@ static void helper_done(cu_state *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
-    /* the supervisor's SIGCHLD handler may have reaped it already */
-    if (s->pid > 0)
-        (void)waitpid(s->pid, NULL, WNOHANG);
-    s->pid = 0;
-    s->op = CU_OP_NONE;
-    s->building = 0;
+    s->rfill = 0;
+}
+
+/* Reads what the helper wrote; at EOF only closes the channel (its end is
+ * on_down's, once the supervisor has reaped it). */
+static void read_channel(cu_state *s);
+
+static void rd_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    read_channel(arg);
 }
 
 static void on_msg(cu_state *s, const cu_msg *m)
@@ -194,62 +201,93 @@ static void on_msg(cu_state *s, const cu_msg *m)
     }
 }
 
-static void rd_cb(evutil_socket_t fd, short what, void *arg)
+static void read_channel(cu_state *s)
 {
-    (void)what;
-    cu_state *s = arg;
-    for (;;) {
-        cu_msg m;
-        ssize_t r = read(fd, &m, sizeof(m));
-        if (r == (ssize_t)sizeof(m)) {
-            on_msg(s, &m);
+    while (s->fd >= 0) {
+        ssize_t r = read(s->fd, s->rbuf + s->rfill, sizeof(s->rbuf) - s->rfill);
+        if (r > 0) {
+            s->rfill += (size_t)r;
+            if (s->rfill == sizeof(s->rbuf)) {
+                cu_msg m;
+                memcpy(&m, s->rbuf, sizeof(m));
+                s->rfill = 0;
+                on_msg(s, &m);
+            }
             continue;
         }
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
             return;
-        /* EOF (or a short read: cannot happen for atomic writes) */
-        if (!s->got_result) {
-            cd_log_warn("index: helper (pid %d) ended without a result; retrying in %.0f s",
-                        (int)s->pid, CU_RETRY_S);
-            s->retry_at = cd_now_s() + CU_RETRY_S;
-        }
-        helper_done(s);
-        return;
+        close_channel(s); /* EOF or error: the helper has ended or is ending */
     }
 }
 
+/* The process table's callbacks for the helper. */
+static void helper_up(void *arg, int slot, int fd)
+{
+    (void)slot;
+    cu_state *s = arg;
+    close_channel(s);
+    s->fd = fd;
+    s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, rd_cb, s);
+    event_add(s->rd, NULL);
+}
+
+/* The helper ended (reaped by the supervisor): take what it wrote last,
+ * then the decision may launch the next one. */
+static void helper_down(void *arg, int slot, int code)
+{
+    (void)slot;
+    cu_state *s = arg;
+    read_channel(s);
+    close_channel(s);
+    if (!s->got_result) {
+        cd_log_warn("index: helper (pid %d) ended without a result (exit %d); retrying in %.0f s",
+                    (int)s->pid, code, CU_RETRY_S);
+        s->retry_at = cd_now_s() + CU_RETRY_S;
+    }
+    s->pid = 0;
+    s->op = CU_OP_NONE;
+    s->building = 0;
+}
+
+/* Its row of the process table: run once per decision, no ring, PG. */
+static const cd_sup_kind helper_kind = {.name = "index-ddl",
+                                        .main = helper_main,
+                                        .restart = CD_SUP_ONCE,
+                                        .needs_ring = 0,
+                                        .needs_pg = 1};
+
 static void launch(cu_state *s, cu_op op, int32_t behind)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        cd_log_error("index: pipe: %s", strerror(errno));
-        s->retry_at = cd_now_s() + CU_RETRY_S;
-        return;
+    if (s->slot < 0) {
+        cd_sup_cbs cbs = {.arg = s, .on_up = helper_up, .on_down = helper_down};
+        s->slot = cd_sup_add(s->sup, &helper_kind, 0, NULL, s, &cbs);
+        if (s->slot < 0) {
+            cd_log_error("index: cannot add the helper: %s", cd_strerror(s->slot));
+            s->slot = -1;
+            s->retry_at = cd_now_s() + CU_RETRY_S;
+            return;
+        }
     }
-    pid_t pid = cd_fork_signals_blocked();
-    if (pid == 0) {
-        close(p[0]);
-        helper_main(s->cfg, op, p[1]);
-    }
-    int saved = errno;
-    close(p[1]);
-    if (pid < 0) {
-        cd_log_error("index: fork: %s", strerror(saved));
-        close(p[0]);
-        s->retry_at = cd_now_s() + CU_RETRY_S;
-        return;
-    }
-    evutil_make_socket_nonblocking(p[0]);
-    s->pid = pid;
-    s->fd = p[0];
+    /* read by the child at the fork, by on_msg afterwards */
     s->op = op;
     s->behind = behind;
     s->building = 0;
     s->got_result = 0;
-    s->rd = event_new(s->base, p[0], EV_READ | EV_PERSIST, rd_cb, s);
-    event_add(s->rd, NULL);
+    int rc = cd_sup_launch(s->sup, s->slot);
+    if (rc != 0) {
+        /* EFORK logged by the supervisor; ERUNNING cannot happen (op was
+         * NONE: the last one was reaped) */
+        cd_log_error("index: cannot start the helper: %s", cd_strerror(rc));
+        s->op = CU_OP_NONE;
+        s->retry_at = cd_now_s() + CU_RETRY_S;
+        return;
+    }
+    s->pid = cd_sup_pid(s->sup, s->slot);
     cd_log_debug("index: %s helper started (pid %d, %d blocks behind)",
-                 op == CU_OP_DROP ? "drop" : "build", (int)pid, (int)behind);
+                 op == CU_OP_DROP ? "drop" : "build", (int)s->pid, (int)behind);
 }
 
 static void decide(cu_state *s)
@@ -304,6 +342,8 @@ static int mod_init(cd_ctl *ctl, void **state)
     s->ctl = ctl;
     s->cfg = cd_ctl_config(ctl);
     s->base = cd_ctl_base(ctl);
+    s->sup = cd_ctl_sup(ctl);
+    s->slot = -1;
     s->fd = -1;
     *state = s;
     return 0;
@@ -327,14 +367,11 @@ static void mod_fini(void *state)
         return;
     if (s->tick)
         event_free(s->tick);
-    if (s->pid > 0) {
-        /* its backend finishes the statement anyway; the next start's
-         * helper waits for it on the advisory lock */
-        kill(s->pid, SIGTERM);
-        (void)waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
-    helper_done(s);
+    /* a running helper gets SIGTERM (its backend finishes the statement
+     * anyway; the next start's helper waits for it on the advisory lock);
+     * helper_down runs as it is reaped; its row is freed */
+    cd_sup_stop(s->sup, s, 5000);
+    close_channel(s);
     free(s);
 }
 

@@ -603,7 +603,7 @@ static int mod_init(cd_ctl *ctl, void **state)
                            .fatal = pipe_fatal,
                            .identify = pipe_identify,
                            .cleared = pipe_cleared};
-    s->pipe = cd_pipeline_new(s->base, &s->ring, s->cfg, &cbs);
+    s->pipe = cd_pipeline_new(s->base, cd_ctl_sup(ctl), &s->ring, s->cfg, &cbs);
     /* Parser workers (index): PostgreSQL rows, exactly once (cd_wk_parser.h).
      * First, before anything is dispatched: blocks stored in LMDB but not
      * indexed (a crash) are indexed from LMDB. */
@@ -612,13 +612,14 @@ static int mod_init(cd_ctl *ctl, void **state)
         s->pipe = NULL;
     }
     if (s->pipe && s->cfg->index) {
-        unsigned n = s->cfg->parser_workers;
-        if (n == 0) { /* the default: one per core, as many as the pipeline runs */
-            long cores = sysconf(_SC_NPROCESSORS_ONLN);
-            n = cores < 1 ? 1 : (unsigned)CD_MIN(cores, (long)CD_PIPELINE_MAX_PARSERS);
-        }
-        /* refused, nothing would be indexed while the status says it keeps
-         * up: a configuration error instead (exit 2) */
+        /* the default: one per core, at most the bound the option table
+         * enforces on an explicit value (CD_CONFIG_MAX_PARSER_WORKERS) */
+        _Static_assert(CD_PIPELINE_MAX_PARSERS >= CD_CONFIG_MAX_PARSER_WORKERS,
+                       "the pipeline runs every parser_workers value the config accepts");
+        unsigned n = cd_config_parser_workers(s->cfg, sysconf(_SC_NPROCESSORS_ONLN));
+        /* cannot be refused (same bound), but if it were, nothing would be
+         * indexed while the status says it keeps up: a configuration error
+         * instead (exit 2) */
         if (cd_pipeline_set_parsers(s->pipe, &cd_wk_parser_ops, n) != 0) {
             cd_log_error("parser_workers = %u: at most %u parser workers", n,
                          (unsigned)CD_PIPELINE_MAX_PARSERS);

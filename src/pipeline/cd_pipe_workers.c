@@ -35,7 +35,7 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         if (m->kind != c->kind) {
             cd_log_error("pipeline: slot %d said it is a %s worker", c->slot,
                          cd_wk_kind_name(m->kind));
-            cd_sup_kill(p->sup, c->slot);
+            cd_sup_kill(p->sup, c->sup_slot);
             return;
         }
         c->up = 1;
@@ -104,7 +104,7 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
     }
     cd_log_error("pipeline: bad %s message (%u bytes) from %s worker", cd_ipc_type_name(h->type),
                  h->len, cd_wk_kind_name(c->kind));
-    cd_sup_kill(p->sup, c->slot);
+    cd_sup_kill(p->sup, c->sup_slot);
 }
 
 static void drain_input(cd_pipeline *p, pipe_chan *c, struct evbuffer *in)
@@ -121,7 +121,7 @@ static void drain_input(cd_pipeline *p, pipe_chan *c, struct evbuffer *in)
             cd_log_error("pipeline: %s worker sent version %u / %u bytes; killing it",
                          cd_wk_kind_name(c->kind), h.version, h.len);
             evbuffer_drain(in, avail);
-            cd_sup_kill(p->sup, c->slot);
+            cd_sup_kill(p->sup, c->sup_slot);
             break;
         }
         if (avail < sizeof(h) + h.len)
@@ -167,7 +167,7 @@ static void chan_event_cb(struct bufferevent *bev, short what, void *arg)
         int was = c->bev != NULL;
         chan_close(c);
         if (was) {
-            cd_sup_kill(p->sup, c->slot); /* in case it closed without dying */
+            cd_sup_kill(p->sup, c->sup_slot); /* in case it closed without dying */
             worker_lost(p, c->slot);
         }
     }
@@ -217,29 +217,45 @@ static void worker_lost(cd_pipeline *p, int slot)
     cd_pipe_try_release(p);
 }
 
-/* ---------------- supervisor callbacks ---------------- */
+/* ---------------- process table callbacks ---------------- */
 
-static void sup_up(void *arg, int slot, int fd)
+/* The channel of a process-table slot (every worker of ours has one). */
+static pipe_chan *chan_of(cd_pipeline *p, int sup_slot)
+{
+    for (int i = 0; i < p->n_chan; i++)
+        if (p->chan[i].sup_slot == sup_slot)
+            return &p->chan[i];
+    return NULL;
+}
+
+static void sup_up(void *arg, int sup_slot, int fd)
 {
     cd_pipeline *p = arg;
-    pipe_chan *c = &p->chan[slot];
+    pipe_chan *c = chan_of(p, sup_slot);
+    if (!c) {
+        close(fd);
+        return;
+    }
     chan_close(c);
     c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         close(fd);
-        cd_sup_kill(p->sup, slot);
+        cd_sup_kill(p->sup, sup_slot);
         return;
     }
     bufferevent_setcb(c->bev, chan_read_cb, NULL, chan_event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-static void sup_down(void *arg, int slot)
+static void sup_down(void *arg, int sup_slot, int code)
 {
+    (void)code; /* logged by the supervisor */
     cd_pipeline *p = arg;
-    pipe_chan *c = &p->chan[slot];
-    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS)
-        p->ring->hdr->slot[slot].pid = 0;
+    pipe_chan *c = chan_of(p, sup_slot);
+    if (!c)
+        return;
+    if (p->ring->hdr && c->slot < CD_RING_MAX_SLOTS)
+        p->ring->hdr->slot[c->slot].pid = 0;
     if (!c->bev)
         return; /* EOF already handled */
     /* read what it wrote before dying, then treat it as lost */
@@ -250,29 +266,32 @@ static void sup_down(void *arg, int slot)
     drain_input(p, c, in);
     if (c->bev) {
         chan_close(c);
-        worker_lost(p, slot);
+        worker_lost(p, c->slot);
     }
 }
 
-static void sup_fatal(void *arg, int slot)
+static void sup_fatal(void *arg, int sup_slot)
 {
     cd_pipeline *p = arg;
-    cd_log_error("pipeline: %s worker cannot run; stopping", cd_wk_kind_name(p->chan[slot].kind));
+    pipe_chan *c = chan_of(p, sup_slot);
+    cd_log_error("pipeline: %s worker cannot run; stopping", c ? cd_wk_kind_name(c->kind) : "a");
     if (p->cbs.fatal)
         p->cbs.fatal(p->cbs.arg);
 }
 
-/* Main of a forked worker (cd_sup_main_fn): registers in its ring slot and
- * runs the kind's loop with what the workers need from the configuration. */
-static CD_NORETURN void worker_main(void *arg, int slot, int fd)
+/* Main of a forked worker (its kind's main in the process table): registers
+ * in its ring slot and runs the kind's loop with what the workers need from
+ * the configuration. arg: its channel. */
+static CD_NORETURN void worker_main(void *arg, int sup_slot, int fd)
 {
-    cd_pipeline *p = arg;
-    const pipe_chan *c = &p->chan[slot];
-    /* The ring mapping is inherited; its descriptor was closed by the
-     * supervisor. */
-    if (p->ring->hdr && slot < CD_RING_MAX_SLOTS) {
-        p->ring->hdr->slot[slot].pid = (int32_t)getpid();
-        p->ring->hdr->slot[slot].kind = c->kind;
+    (void)sup_slot;
+    const pipe_chan *c = arg;
+    cd_pipeline *p = c->p;
+    /* The ring mapping is inherited (the kind needs_ring); its descriptor
+     * was closed by the supervisor. */
+    if (p->ring->hdr && c->slot < CD_RING_MAX_SLOTS) {
+        p->ring->hdr->slot[c->slot].pid = (int32_t)getpid();
+        p->ring->hdr->slot[c->slot].kind = c->kind;
     }
     cd_wk_config wcfg = {
         .datadir = p->cfg->datadir,
@@ -291,10 +310,27 @@ static CD_NORETURN void worker_main(void *arg, int slot, int fd)
     cd_wk_run(&ctx, c->ops);
 }
 
+/* The pipeline's rows of the process table: all keep the ring; the
+ * parsers write PostgreSQL, the writer and the merkle worker LMDB only. */
+static const cd_sup_kind kind_writer = {
+    .name = "writer", .main = worker_main, .restart = CD_SUP_RESPAWN, .needs_ring = 1};
+static const cd_sup_kind kind_merkle = {
+    .name = "merkle", .main = worker_main, .restart = CD_SUP_RESPAWN, .needs_ring = 1};
+static const cd_sup_kind kind_parser = {.name = "parser",
+                                        .main = worker_main,
+                                        .restart = CD_SUP_RESPAWN,
+                                        .needs_ring = 1,
+                                        .needs_pg = 1};
+
+static void ring_forget(void *arg)
+{
+    cd_ring_forget_in_child(arg);
+}
+
 /* ---------------- public API ---------------- */
 
-cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                             const cd_pipeline_cbs *cbs)
+cd_pipeline *cd_pipeline_new(struct event_base *base, cd_supervisor *sup, cd_ring *ring,
+                             const cd_config *cfg, const cd_pipeline_cbs *cbs)
 {
     cd_pipeline *p = cd_xcalloc(1, sizeof(*p));
     p->base = base;
@@ -303,12 +339,8 @@ cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_co
     p->cbs = *cbs;
     uint64_t us = cfg->unit_size ? cfg->unit_size : 32ull << 20;
     p->unit_size = CD_MAX(CD_MIN(us, ring->size / 4), 4096);
-    cd_sup_cbs sc = {.arg = p, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
-    p->sup = cd_sup_new(base, cfg, &sc);
-    if (!p->sup) {
-        free(p);
-        return NULL;
-    }
+    p->sup = sup;
+    cd_sup_set_ring(sup, ring_forget, ring);
     return p;
 }
 
@@ -328,12 +360,22 @@ static int add_chan(cd_pipeline *p, cd_wk_kind kind, uint32_t index, const cd_wk
         snprintf(component, sizeof(component), "parser-%u", index);
     else
         snprintf(component, sizeof(component), "%s", cd_wk_kind_name(kind));
-    int slot = cd_sup_add(p->sup, cd_wk_kind_name(kind), index, component, worker_main, p);
-    if (slot < 0 || slot >= 64)
+    if (p->n_chan >= CD_PIPELINE_MAX_CHANS)
         return -1;
+    int slot = p->n_chan;
     pipe_chan *c = &p->chan[slot];
+    const cd_sup_kind *sk = kind == CD_WK_WRITER   ? &kind_writer
+                            : kind == CD_WK_MERKLE ? &kind_merkle
+                                                   : &kind_parser;
+    cd_sup_cbs sc = {.arg = p, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
+    int sup_slot = cd_sup_add(p->sup, sk, index, component, c, &sc);
+    if (sup_slot < 0) {
+        cd_log_error("pipeline: %s", cd_strerror(sup_slot));
+        return -1;
+    }
     memset(c, 0, sizeof(*c));
     c->slot = slot;
+    c->sup_slot = sup_slot;
     c->kind = kind;
     c->index = index;
     c->ops = ops;
@@ -360,7 +402,15 @@ int cd_pipeline_start(cd_pipeline *p)
         p->parser_slot[p->n_parsers++] = s;
     }
     p->started = 1;
-    return cd_sup_start(p->sup);
+    /* its own rows only (the table holds other modules' children too); a
+     * fork that failed is logged and retried by the table with back-off, as
+     * after any death, so it does not fail the start */
+    for (int i = 0; i < p->n_chan; i++) {
+        int rc = cd_sup_launch(p->sup, p->chan[i].sup_slot);
+        if (rc != 0 && rc != CD_SUP_EFORK)
+            return -1;
+    }
+    return 0;
 }
 
 int cd_pipeline_ready(const cd_pipeline *p)
@@ -372,7 +422,7 @@ pid_t cd_pipeline_worker_pid(const cd_pipeline *p, cd_wk_kind kind, uint32_t ind
 {
     for (int i = 0; i < p->n_chan; i++)
         if (p->chan[i].kind == kind && p->chan[i].index == index)
-            return cd_sup_pid(p->sup, i);
+            return cd_sup_pid(p->sup, p->chan[i].sup_slot);
     return 0;
 }
 
@@ -391,8 +441,7 @@ void cd_pipeline_free(cd_pipeline *p)
         return;
     for (int i = 0; i < p->n_chan; i++)
         chan_close(&p->chan[i]);
-    cd_sup_stop(p->sup, 5000);
-    cd_sup_free(p->sup);
+    cd_sup_stop(p->sup, p, 5000); /* its workers only; frees their slots */
     while (p->head) {
         pipe_block *b = p->head;
         p->head = b->next;

@@ -14,8 +14,10 @@
  *           be the block being received (p->cur).
  *   units   per block, in order; each keeps its descriptor, the tx offsets
  *           (relative u32, kept until released so it can be re-dispatched),
- *           and `pending`, a bitmask of supervisor slots that still owe an ack.
- *   chans   one per supervisor slot: bufferevent, "up" after HELLO.
+ *           and `pending`, a bitmask of worker channels (chan[] indexes)
+ *           that still owe an ack.
+ *   chans   one per worker (its index: its ring slot and ack bit; sup_slot:
+ *           its row in the process table): bufferevent, "up" after HELLO.
  *
  * Ring release is FIFO: walk blocks oldest first, units in order, release
  * while the unit is releasable; stop at the first one that is not.

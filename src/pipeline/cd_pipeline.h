@@ -3,8 +3,8 @@
  * (DESIGN.md §3).
  *
  * The controller-side half of the block pipeline. It owns the worker
- * channels (through a cd_supervisor it creates), the list of blocks in
- * flight, and the reuse of ring space.
+ * channels (its rows in the process table, cd_supervisor.h), the list of
+ * blocks in flight, and the reuse of ring space.
  *
  * Receiving a block (one at a time; the p2p block sink calls these):
  *
@@ -39,7 +39,7 @@
 
 #include "cd_config.h"
 #include "cd_ring.h"
-#include "cd_supervisor.h" /* CD_SUP_MAX_CHILDREN */
+#include "cd_supervisor.h"
 #include "cd_wk_main.h"
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
@@ -84,24 +84,32 @@ typedef struct cd_pipeline_cbs {
 int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
 
 /*
- * Creates the pipeline and its supervisor (workers are not started yet).
- * ring, cfg and base are borrowed and must outlive it; *cbs is copied,
- * cbs->arg must outlive it.
+ * Creates the pipeline (workers are not started yet). Its workers go into
+ * the process table `sup` (the controller's: cd_ctl_sup), which also learns
+ * the ring, so that children that do not need it unmap it. base, sup, ring
+ * and cfg are borrowed and must outlive it; *cbs is copied, cbs->arg must
+ * outlive it.
  * Returns: the pipeline (cd_pipeline_free), or NULL on failure (logged).
  */
-cd_pipeline *cd_pipeline_new(struct event_base *base, cd_ring *ring, const cd_config *cfg,
-                             const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
+cd_pipeline *cd_pipeline_new(struct event_base *base, cd_supervisor *sup, cd_ring *ring,
+                             const cd_config *cfg, const cd_pipeline_cbs *cbs) CD_WARN_UNUSED;
 
-/* The most parser workers one pipeline runs: the supervisor's table less
- * the block writer and the merkle worker. */
-#define CD_PIPELINE_MAX_PARSERS (CD_SUP_MAX_CHILDREN - 2)
+/* The most parser workers one pipeline runs: the configuration's bound
+ * (the option table refuses more), and its workers: those plus the block
+ * writer and the merkle worker, each with a ring slot and an ack bit. */
+#define CD_PIPELINE_MAX_PARSERS CD_CONFIG_MAX_PARSER_WORKERS
+#define CD_PIPELINE_MAX_CHANS   (CD_PIPELINE_MAX_PARSERS + 2)
+_Static_assert(CD_PIPELINE_MAX_CHANS <= CD_RING_MAX_SLOTS && CD_PIPELINE_MAX_CHANS <= 64,
+               "every worker needs a ring slot and a bit of a unit's 64-bit ack mask");
 
 /* Registers n parser workers running `ops` (call before start; n = 0 or
  * never calling it runs without parsers). Returns 0, or -1 when started
  * already or n > CD_PIPELINE_MAX_PARSERS (nothing registered). */
 int cd_pipeline_set_parsers(cd_pipeline *p, const cd_wk_ops *ops, unsigned n) CD_WARN_UNUSED;
 
-/* Forks the workers. Returns: 0, or -1 (logged) if a fork failed. */
+/* Forks the workers (a fork that fails is logged and retried with back-off
+ * by the process table). Returns: 0, or -1 when called twice or a worker
+ * could not be added to the table. */
 int cd_pipeline_start(cd_pipeline *p) CD_WARN_UNUSED;
 
 /* Returns: 1 when every worker has said HELLO (units flow only then). */
@@ -162,7 +170,8 @@ void cd_pipeline_get_stats(const cd_pipeline *p, cd_pipeline_stats *out);
  * and past HELLO (*alive). */
 void cd_pipeline_workers(const cd_pipeline *p, uint32_t *alive, uint32_t *total);
 
-/* Stops the workers (SIGTERM, then SIGKILL after 5 s) and frees everything.
+/* Stops the workers (SIGTERM, then SIGKILL after 5 s; their rows of the
+ * process table are freed) and frees everything.
  * Blocks in flight are not reported. Accepts NULL. */
 void cd_pipeline_free(cd_pipeline *p);
 

@@ -65,7 +65,8 @@ typedef struct pipe_purge {
 typedef struct pipe_chan {
     struct bufferevent *bev;
     int up;
-    int slot;
+    int slot;     /* its index in chan[]: its ring slot and its ack bit */
+    int sup_slot; /* its slot in the process table (cd_supervisor.h) */
     cd_wk_kind kind;
     uint32_t index;
     const cd_wk_ops *ops; /* what the worker runs (cd_wk_run) */
@@ -77,11 +78,11 @@ struct cd_pipeline {
     cd_ring *ring;
     const cd_config *cfg;
     cd_pipeline_cbs cbs;
-    cd_supervisor *sup;
-    pipe_chan chan[CD_SUP_MAX_CHILDREN];
+    cd_supervisor *sup; /* the process's table (borrowed) */
+    pipe_chan chan[CD_PIPELINE_MAX_CHANS];
     int n_chan;
     int writer_slot, merkle_slot;
-    int parser_slot[CD_SUP_MAX_CHILDREN];
+    int parser_slot[CD_PIPELINE_MAX_PARSERS];
     int n_parsers;
     const cd_wk_ops *parser_ops;
     unsigned parser_count;

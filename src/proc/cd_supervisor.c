@@ -1,10 +1,12 @@
 /*
- * cd_supervisor.c - fork, reap and respawn the worker processes.
+ * cd_supervisor.c - the process table: fork, reap and respawn every child
+ * process (the workers, the HTTP server, the catch-up helper).
  *
  * Why it exists: a crashed writer, merkle or parser worker (or the HTTP
- * server) must not take the daemon down, and a child that can never start
- * must not be respawned in a tight loop (STYLE.md C8, nginx/PostgreSQL).
- * See cd_supervisor.h.
+ * server) must not take the daemon down, a child that can never start must
+ * not be respawned in a tight loop (STYLE.md C8, nginx/PostgreSQL), and the
+ * controller must never block waiting for a child: one table, one SIGCHLD
+ * event and WNOHANG reaping for all of them. See cd_supervisor.h.
  */
 #include "cd_supervisor.h"
 
@@ -22,18 +24,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define HEALTHY_NS     (10ull * 1000000000ull)
-
 typedef struct sup_child {
-    const char *name;
+    const cd_sup_kind *kind; /* NULL: a free slot */
     uint32_t index;
     char component[32]; /* log component in the child */
-    cd_sup_main_fn main_fn;
     void *main_arg;
+    cd_sup_cbs cbs;
     pid_t pid;
-    int respawn; /* 0 after exit code 2 or stop */
+    int respawn;  /* 0 after exit code 2, for a ONCE kind, or once stopping */
+    int stopping; /* being stopped by cd_sup_stop: its end is expected */
     uint32_t backoff_ms;
     uint64_t started_ns;
     struct event *timer;
@@ -42,24 +41,35 @@ typedef struct sup_child {
 struct cd_supervisor {
     struct event_base *base;
     const cd_config *cfg;
-    cd_sup_cbs cbs;
     sup_child child[CD_SUP_MAX_CHILDREN];
-    int n;
-    int stopping;
+    int n;        /* slots in use are below n */
+    int stopping; /* cd_sup_stop of every child: no launch either */
     struct event *sigchld;
-    cd_supervisor *next; /* sup_all list */
+    void (*ring_forget)(void *arg);
+    void *ring_arg;
 };
 
-/* Every supervisor of this process (see "Several supervisors" in the
- * header): a reaped pid goes to its owner, whoever called waitpid. */
-static cd_supervisor *sup_all;
+/* ---- the rules ---- */
+
+uint32_t cd_sup_backoff(uint32_t cur_ms, uint64_t lived_ns)
+{
+    if (cur_ms == 0 || lived_ns > CD_SUP_HEALTHY_NS)
+        return CD_SUP_BACKOFF_MIN_MS;
+    return CD_MIN(cur_ms * 2, CD_SUP_BACKOFF_MAX_MS);
+}
+
+cd_sup_verdict cd_sup_verdict_of(cd_sup_restart restart, int code, int stopping)
+{
+    if (stopping)
+        return CD_SUP_DONE;
+    if (code == CD_EXIT_CONFIG)
+        return CD_SUP_FATAL;
+    return restart == CD_SUP_RESPAWN ? CD_SUP_RESTART : CD_SUP_DONE;
+}
+
+/* ---- respawn ---- */
 
 static void start_child(cd_supervisor *s, int slot);
-
-static const char *child_name(const sup_child *c)
-{
-    return c->name;
-}
 
 /* The timer's argument is a small heap cell {sup, slot}. */
 typedef struct sup_ref {
@@ -72,10 +82,13 @@ static void restart_ref_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sup_ref *r = arg;
-    if (!r->s->stopping && r->s->child[r->slot].respawn && r->s->child[r->slot].pid == 0)
+    sup_child *c = &r->s->child[r->slot];
+    if (!r->s->stopping && c->kind && c->respawn && c->pid == 0)
         start_child(r->s, r->slot);
 }
 
+/* Arms the slot's restart timer with its current back-off (the first
+ * restart of a slot waits CD_SUP_BACKOFF_MIN_MS). */
 static void schedule_restart(cd_supervisor *s, int slot)
 {
     sup_child *c = &s->child[slot];
@@ -85,64 +98,64 @@ static void schedule_restart(cd_supervisor *s, int slot)
         r->slot = slot;
         c->timer = evtimer_new(s->base, restart_ref_cb, r);
     }
+    if (c->backoff_ms == 0)
+        c->backoff_ms = CD_SUP_BACKOFF_MIN_MS;
     struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
-    cd_log_info("supervisor: restarting %s worker %u in %u ms", child_name(c), c->index,
+    cd_log_info("supervisor: restarting %s worker %u in %u ms", c->kind->name, c->index,
                 c->backoff_ms);
     evtimer_add(c->timer, &tv);
-    c->backoff_ms = CD_MIN(c->backoff_ms * 2, BACKOFF_MAX_MS);
 }
 
-/* Handles the death of the child in `slot` of s (already reaped). */
+/* Handles the death of the child in `slot` (already reaped). */
 static void child_died(cd_supervisor *s, int slot, pid_t pid, int status)
 {
     sup_child *c = &s->child[slot];
     c->pid = 0;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (WIFSIGNALED(status) && !s->stopping)
-        cd_log_warn("supervisor: %s worker %u (pid %d) killed by signal %d", child_name(c),
-                    c->index, (int)pid, WTERMSIG(status));
-    else if (!s->stopping)
-        cd_log_warn("supervisor: %s worker %u (pid %d) exited with code %d", child_name(c),
+    int code =
+        WIFEXITED(status) ? WEXITSTATUS(status) : -(WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    int stopping = s->stopping || c->stopping;
+    cd_sup_verdict v = cd_sup_verdict_of(c->kind->restart, code, stopping);
+    if (stopping)
+        ;
+    else if (code < 0)
+        cd_log_warn("supervisor: %s worker %u (pid %d) killed by signal %d", c->kind->name,
+                    c->index, (int)pid, -code);
+    else if (code != 0 || c->kind->restart == CD_SUP_RESPAWN)
+        cd_log_warn("supervisor: %s worker %u (pid %d) exited with code %d", c->kind->name,
                     c->index, (int)pid, code);
-    if (cd_now_ns() - c->started_ns > HEALTHY_NS)
-        c->backoff_ms = BACKOFF_MIN_MS;
-    if (s->cbs.on_down)
-        s->cbs.on_down(s->cbs.arg, slot);
-    if (s->stopping)
-        return;
-    if (code == CD_EXIT_CONFIG) {
+    else
+        cd_log_debug("supervisor: %s %u (pid %d) done", c->kind->name, c->index, (int)pid);
+    /* the back-off the next respawn waits */
+    c->backoff_ms = c->backoff_ms ? cd_sup_backoff(c->backoff_ms, cd_now_ns() - c->started_ns)
+                                  : CD_SUP_BACKOFF_MIN_MS;
+    cd_sup_cbs cbs = c->cbs;
+    if (cbs.on_down)
+        cbs.on_down(cbs.arg, slot, code);
+    if (v == CD_SUP_FATAL) {
         c->respawn = 0;
         cd_log_error("supervisor: %s worker %u has a fatal configuration error; not restarting",
-                     child_name(c), c->index);
-        if (s->cbs.on_fatal)
-            s->cbs.on_fatal(s->cbs.arg, slot);
-        return;
-    }
-    if (c->respawn)
+                     c->kind->name, c->index);
+        if (cbs.on_fatal)
+            cbs.on_fatal(cbs.arg, slot);
+    } else if (v == CD_SUP_RESTART && c->respawn) {
         schedule_restart(s, slot);
+    }
 }
 
-/* Reaps every dead child of the process and hands each to the supervisor
- * that owns it; pids nobody owns (another module's helper, which watches
- * its own pipe) are dropped. */
+/* Reaps every dead child of the process (never blocks). A pid not in the
+ * table cannot be ours (the table forks every child); it is dropped. */
 static void reap(cd_supervisor *s)
 {
-    (void)s;
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             return;
-        for (cd_supervisor *o = sup_all; o; o = o->next) {
-            int slot = -1;
-            for (int i = 0; i < o->n; i++)
-                if (o->child[i].pid == pid)
-                    slot = i;
-            if (slot >= 0) {
-                child_died(o, slot, pid, status);
+        for (int i = 0; i < s->n; i++)
+            if (s->child[i].kind && s->child[i].pid == pid) {
+                child_died(s, i, pid, status);
                 break;
             }
-        }
     }
 }
 
@@ -153,14 +166,11 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
     reap(arg);
 }
 
-cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg, const cd_sup_cbs *cbs)
+cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg)
 {
     cd_supervisor *s = cd_xcalloc(1, sizeof(*s));
     s->base = base;
     s->cfg = cfg;
-    s->cbs = *cbs;
-    s->next = sup_all;
-    sup_all = s;
     s->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, s);
     if (!s->sigchld || evsignal_add(s->sigchld, NULL) != 0) {
         cd_log_error("supervisor: cannot watch SIGCHLD");
@@ -170,21 +180,35 @@ cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg, const c
     return s;
 }
 
-int cd_sup_add(cd_supervisor *s, const char *name, uint32_t index, const char *component,
-               cd_sup_main_fn main_fn, void *arg)
+void cd_sup_set_ring(cd_supervisor *s, void (*forget)(void *arg), void *arg)
 {
-    if (s->n >= CD_SUP_MAX_CHILDREN)
-        return -1;
-    sup_child *c = &s->child[s->n];
+    s->ring_forget = forget;
+    s->ring_arg = arg;
+}
+
+int cd_sup_add(cd_supervisor *s, const cd_sup_kind *kind, uint32_t index, const char *component,
+               void *arg, const cd_sup_cbs *cbs)
+{
+    int slot = -1;
+    for (int i = 0; i < s->n && slot < 0; i++)
+        if (!s->child[i].kind)
+            slot = i; /* freed by cd_sup_stop */
+    if (slot < 0) {
+        if (s->n >= CD_SUP_MAX_CHILDREN)
+            return CD_SUP_EFULL;
+        slot = s->n++;
+    }
+    sup_child *c = &s->child[slot];
+    struct event *timer = c->timer; /* kept across reuse: its ref is {s, slot} */
     memset(c, 0, sizeof(*c));
-    c->name = name;
+    c->timer = timer;
+    c->kind = kind;
     c->index = index;
-    snprintf(c->component, sizeof(c->component), "%s", component ? component : name);
-    c->main_fn = main_fn;
+    snprintf(c->component, sizeof(c->component), "%s", component ? component : kind->name);
     c->main_arg = arg;
-    c->respawn = 1;
-    c->backoff_ms = BACKOFF_MIN_MS;
-    return s->n++;
+    c->cbs = *cbs;
+    c->respawn = kind->restart == CD_SUP_RESPAWN;
+    return slot;
 }
 
 static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
@@ -199,21 +223,29 @@ static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (!c->kind->needs_ring && s->ring_forget)
+        s->ring_forget(s->ring_arg);
+    if (c->kind->needs_pg && !getenv("PGAPPNAME")) {
+        char app[48];
+        snprintf(app, sizeof(app), "conduitd-%s", c->component);
+        setenv("PGAPPNAME", app, 1);
+    }
     cd_log_set_component(c->component);
     if (s->cfg->log_file)
         cd_log_open_child(s->cfg->log_file);
-    c->main_fn(c->main_arg, slot, fd);
+    c->kind->main(c->main_arg, slot, fd);
     _exit(CD_EXIT_FAILURE);
 }
 
-static void start_child(cd_supervisor *s, int slot)
+/* Forks the child of a slot. Returns 0 or CD_SUP_EFORK (logged; a resident
+ * child is retried with back-off). */
+static int fork_child(cd_supervisor *s, int slot)
 {
     sup_child *c = &s->child[slot];
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         cd_log_error("supervisor: socketpair: %s", strerror(errno));
-        schedule_restart(s, slot);
-        return;
+        return CD_SUP_EFORK;
     }
     pid_t pid = cd_fork_signals_blocked();
     if (pid == 0) {
@@ -223,82 +255,124 @@ static void start_child(cd_supervisor *s, int slot)
     int saved = errno;
     close(sv[1]);
     if (pid < 0) {
-        cd_log_error("supervisor: fork %s worker: %s", child_name(c), strerror(saved));
+        cd_log_error("supervisor: fork %s worker: %s", c->kind->name, strerror(saved));
         close(sv[0]);
-        schedule_restart(s, slot);
-        return;
+        return CD_SUP_EFORK;
     }
     c->pid = pid;
     c->started_ns = cd_now_ns();
     evutil_make_socket_nonblocking(sv[0]);
-    cd_log_info("supervisor: started %s worker %u (pid %d)", child_name(c), c->index, (int)pid);
-    if (s->cbs.on_up)
-        s->cbs.on_up(s->cbs.arg, slot, sv[0]);
+    if (c->kind->restart == CD_SUP_RESPAWN)
+        cd_log_info("supervisor: started %s worker %u (pid %d)", c->kind->name, c->index, (int)pid);
+    else
+        cd_log_debug("supervisor: started %s %u (pid %d)", c->kind->name, c->index, (int)pid);
+    if (c->cbs.on_up)
+        c->cbs.on_up(c->cbs.arg, slot, sv[0]);
     else
         close(sv[0]);
+    return 0;
+}
+
+static void start_child(cd_supervisor *s, int slot)
+{
+    if (fork_child(s, slot) != 0 && s->child[slot].respawn) {
+        sup_child *c = &s->child[slot];
+        c->backoff_ms = cd_sup_backoff(c->backoff_ms, 0);
+        schedule_restart(s, slot);
+    }
 }
 
 int cd_sup_start(cd_supervisor *s)
 {
-    for (int i = 0; i < s->n; i++)
-        if (s->child[i].pid == 0 && s->child[i].respawn)
+    int rc = 0;
+    for (int i = 0; i < s->n; i++) {
+        sup_child *c = &s->child[i];
+        if (c->kind && c->kind->restart == CD_SUP_RESPAWN && c->pid == 0 && c->respawn) {
             start_child(s, i);
-    return 0;
+            if (c->pid == 0)
+                rc = CD_SUP_EFORK;
+        }
+    }
+    return rc;
+}
+
+int cd_sup_launch(cd_supervisor *s, int slot)
+{
+    if (slot < 0 || slot >= s->n || !s->child[slot].kind || s->stopping)
+        return CD_SUP_ESLOT;
+    if (s->child[slot].pid > 0)
+        return CD_SUP_ERUNNING;
+    if (s->child[slot].kind->restart == CD_SUP_ONCE)
+        return fork_child(s, slot);
+    start_child(s, slot);
+    return s->child[slot].pid > 0 ? 0 : CD_SUP_EFORK;
 }
 
 void cd_sup_kill(cd_supervisor *s, int slot)
 {
-    if (slot >= 0 && slot < s->n && s->child[slot].pid > 0)
+    if (slot >= 0 && slot < s->n && s->child[slot].kind && s->child[slot].pid > 0)
         kill(s->child[slot].pid, SIGKILL);
 }
 
 pid_t cd_sup_pid(const cd_supervisor *s, int slot)
 {
-    return (slot >= 0 && slot < s->n) ? s->child[slot].pid : 0;
+    return (slot >= 0 && slot < s->n && s->child[slot].kind) ? s->child[slot].pid : 0;
 }
 
-void cd_sup_stop(cd_supervisor *s, int timeout_ms)
+static int owned(const sup_child *c, const void *owner)
+{
+    return c->kind && (!owner || c->cbs.arg == owner);
+}
+
+void cd_sup_stop(cd_supervisor *s, const void *owner, int timeout_ms)
 {
     if (!s)
         return;
-    s->stopping = 1;
     for (int i = 0; i < s->n; i++) {
-        s->child[i].respawn = 0;
-        if (s->child[i].timer)
-            evtimer_del(s->child[i].timer);
-        if (s->child[i].pid > 0)
-            kill(s->child[i].pid, SIGTERM);
+        sup_child *c = &s->child[i];
+        if (!owned(c, owner))
+            continue;
+        c->respawn = 0;
+        c->stopping = 1;
+        if (c->timer)
+            evtimer_del(c->timer);
+        if (c->pid > 0)
+            kill(c->pid, SIGTERM);
     }
+    if (!owner)
+        s->stopping = 1;
+    /* The only wait that blocks: at shutdown (or when a module goes away),
+     * bounded by timeout_ms and then SIGKILL. Other children reaped meanwhile
+     * are handled as usual. */
     uint64_t deadline = cd_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     for (;;) {
         int alive = 0;
         reap(s);
         for (int i = 0; i < s->n; i++)
-            alive += s->child[i].pid > 0;
+            alive += owned(&s->child[i], owner) && s->child[i].pid > 0;
         if (!alive)
             break;
         if (cd_now_ns() > deadline) {
             for (int i = 0; i < s->n; i++)
-                if (s->child[i].pid > 0) {
+                if (owned(&s->child[i], owner) && s->child[i].pid > 0) {
                     cd_log_warn("supervisor: %s worker %u did not stop; SIGKILL",
-                                child_name(&s->child[i]), s->child[i].index);
+                                s->child[i].kind->name, s->child[i].index);
                     kill(s->child[i].pid, SIGKILL);
                 }
             deadline = UINT64_MAX;
         }
         usleep(10000);
     }
+    for (int i = 0; i < s->n; i++)
+        if (owned(&s->child[i], owner))
+            s->child[i].kind = NULL; /* free: no callback of its owner runs again */
 }
 
 void cd_sup_free(cd_supervisor *s)
 {
     if (!s)
         return;
-    for (cd_supervisor **p = &sup_all; *p; p = &(*p)->next)
-        if (*p == s) {
-            *p = s->next;
-            break;
-        }
+    cd_sup_stop(s, NULL, 5000);
     for (int i = 0; i < s->n; i++) {
         if (s->child[i].timer) {
             free(event_get_callback_arg(s->child[i].timer));

@@ -1,35 +1,43 @@
 /*
- * cd_supervisor.h - forks child processes and keeps them alive
- * (DESIGN.md §2, STYLE.md C8/C9).
+ * cd_supervisor.h - the process table: forks every child process of the
+ * daemon, reaps it and respawns it (DESIGN.md §2, STYLE.md C8/C9).
  *
- * A fixed child table {name, index, main, pid, channel fd, respawn state}.
- * Each child gets one end of a fresh AF_UNIX SOCK_STREAM socketpair (CLOEXEC;
- * the controller end non-blocking). In the child every descriptor except its
- * channel (and stdin/out/err) is closed, signal dispositions are reset, the
- * log file is reopened, and the child's main function is called: LMDB/PG
- * handles are opened there, after the fork.
+ * One supervisor per process (the controller creates it: cd_ctl_sup()) and
+ * one table of children in it. Each entry is {kind, index, component,
+ * callbacks, pid, channel, respawn state}; a kind (cd_sup_kind) says what
+ * the child runs and needs: its main function, whether it is resident
+ * (respawned) or runs once, whether it keeps the block ring mapped and
+ * whether it opens PostgreSQL sessions. The pipeline adds the block writer,
+ * the merkle worker and the parsers (cd_pipe_workers.c), the HTTP module its
+ * server (cd_http.c), the catch-up module its DDL helper (cd_catchup.c):
+ * same fork hygiene, same reaping, same exit-code rules for all.
  *
- * The supervisor knows nothing about what its children run: the pipeline
- * adds the block writer, the merkle worker and the parsers (whose main
- * registers in the ring and runs cd_wk_run(), cd_pipe_workers.c), the HTTP module
- * its server. Same fork hygiene, reaping and respawn rules for all.
+ * Each start gets one end of a fresh AF_UNIX SOCK_STREAM socketpair
+ * (CLOEXEC; the controller end non-blocking). In the child every descriptor
+ * except its channel (and stdin/out/err) is closed, signal dispositions are
+ * reset, the shared ring is unmapped unless the kind needs it, the log file
+ * is reopened, and the kind's main is called: LMDB/PG handles are opened
+ * there, after the fork.
  *
  * Death is noticed through SIGCHLD (an evsignal in the controller's loop:
- * the handler work happens in the loop, never in a signal handler). A child
- * that exits with CD_EXIT_CONFIG (2) is not respawned and on_fatal is called;
- * any other exit is respawned after a back-off that doubles from 100 ms to
- * 5 s and resets once a child has lived 10 s.
+ * the work happens in the loop, never in a signal handler); waitpid() is
+ * called with WNOHANG only, except in cd_sup_stop() at shutdown.
  *
- * Several supervisors may live in one process (the pipeline's, the HTTP
- * module's): waitpid(-1) reaps any child, so whichever supervisor's SIGCHLD
- * event runs first hands every reaped pid to the supervisor that owns it.
+ *   exit code 2 (CD_EXIT_CONFIG)  a configuration error: never respawned,
+ *                                 on_down then on_fatal
+ *   other death, CD_SUP_RESPAWN   respawned after a back-off that doubles
+ *                                 from 100 ms to 5 s and resets once a
+ *                                 child has lived 10 s (cd_sup_backoff)
+ *   any end, CD_SUP_ONCE          on_down; started again only by
+ *                                 cd_sup_launch()
  *
- * Callbacks run in the controller's loop:
- *   on_up(arg, slot, fd)        a (re)started child's channel; the callee owns
- *                               the fd from then on (closes it when done)
- *   on_down(arg, slot)          the child of `slot` died (channel may still
- *                               have unread data; the callee closes its fd)
- *   on_fatal(arg, slot)         the child exited 2: it will not be restarted
+ * Callbacks (per child, run in the controller's loop; arg = cbs->arg):
+ *   on_up(arg, slot, fd)       a (re)started child's channel; the callee owns
+ *                              the fd from then on (closes it when done)
+ *   on_down(arg, slot, code)   the child of `slot` ended (code: its exit
+ *                              status, or -signal); its channel may still
+ *                              hold unread data
+ *   on_fatal(arg, slot)        the child exited 2: it will not be restarted
  */
 #ifndef CD_SUPERVISOR_H
 #define CD_SUPERVISOR_H
@@ -40,56 +48,121 @@
 #include "cd_config.h"
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
-#define CD_SUP_MAX_CHILDREN 40
+/* The table's size: the pipeline's workers (writer, merkle, at most
+ * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP server and the catch-up
+ * helper. */
+#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 4)
+
+/* Back-off bounds of a respawn (milliseconds) and the lifetime after which a
+ * child counts as healthy (its back-off starts over). */
+#define CD_SUP_BACKOFF_MIN_MS 100u
+#define CD_SUP_BACKOFF_MAX_MS 5000u
+#define CD_SUP_HEALTHY_NS     (10ull * 1000000000ull)
 
 struct event_base;
 typedef struct cd_supervisor cd_supervisor;
 
-typedef struct cd_sup_cbs {
-    void *arg;
-    void (*on_up)(void *arg, int slot, int fd);
-    void (*on_down)(void *arg, int slot);
-    void (*on_fatal)(void *arg, int slot);
-} cd_sup_cbs;
-
-/* Creates a supervisor bound to the loop. base and cfg are borrowed and must
- * outlive it (the children reopen cfg->log_file); *cbs is copied, cbs->arg
- * is handed back to the callbacks and must outlive it.
- * Returns: the supervisor (cd_sup_free), or NULL on failure (logged). */
-cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg,
-                          const cd_sup_cbs *cbs) CD_WARN_UNUSED;
-
 /* Main function of a child: runs in the forked child after the clean-up
- * described above (slot = its slot in the table, fd = its end of the
- * channel); must not return (if it does, the child exits CD_EXIT_FAILURE). */
+ * described above (arg = the arg given to cd_sup_add, slot = its slot in the
+ * table, fd = its end of the channel); must not return (if it does, the
+ * child exits CD_EXIT_FAILURE). */
 typedef void (*cd_sup_main_fn)(void *arg, int slot, int fd);
 
-/* Adds a child that runs main_fn(arg, slot, fd) (not started yet; arg is
- * borrowed and must outlive the supervisor).
- * In:  name       static string naming it in logs ("<name> worker <index>")
- *      index      its number among children of the same name
- *      component  its log component (copied; at most 31 bytes kept);
- *                 NULL: name
- * Returns: its slot, or -1 when the table is full. */
-int cd_sup_add(cd_supervisor *s, const char *name, uint32_t index, const char *component,
-               cd_sup_main_fn main_fn, void *arg) CD_WARN_UNUSED;
+typedef enum cd_sup_restart {
+    CD_SUP_RESPAWN, /* resident: started by cd_sup_start, respawned */
+    CD_SUP_ONCE     /* runs to its end: started by cd_sup_launch only */
+} cd_sup_restart;
 
-/* Forks every child that is not running. Returns 0, or -1 if a fork failed
- * (the slot is retried with back-off). */
+/* What a kind of child runs and needs (static, one per kind). */
+typedef struct cd_sup_kind {
+    const char *name; /* "writer", "parser", "http", ...: logs */
+    cd_sup_main_fn main;
+    cd_sup_restart restart;
+    /* 1: keeps the block ring mapped (cd_sup_set_ring); 0: the child unmaps
+     * it before main, so a stray write cannot reach the ring */
+    unsigned needs_ring;
+    /* 1: opens PostgreSQL sessions: PGAPPNAME is set to conduitd-<component>
+     * (unless the environment has one) so pg_stat_activity names the
+     * process; pg_conninfo's application_name, when given, still wins */
+    unsigned needs_pg;
+} cd_sup_kind;
+
+typedef struct cd_sup_cbs {
+    void *arg;
+    void (*on_up)(void *arg, int slot, int fd);     /* NULL: fd closed */
+    void (*on_down)(void *arg, int slot, int code); /* may be NULL */
+    void (*on_fatal)(void *arg, int slot);          /* may be NULL */
+} cd_sup_cbs;
+
+/* Creates the supervisor bound to the loop (watches SIGCHLD). base and cfg
+ * are borrowed and must outlive it (the children reopen cfg->log_file).
+ * Returns: the supervisor (cd_sup_free), or NULL on failure (logged). */
+cd_supervisor *cd_sup_new(struct event_base *base, const cd_config *cfg) CD_WARN_UNUSED;
+
+/* Registers the block ring: forget(arg) runs in every child whose kind has
+ * needs_ring = 0, before its main (fn and arg borrowed; forget must only
+ * unmap). One ring per process; a second call replaces the first. */
+void cd_sup_set_ring(cd_supervisor *s, void (*forget)(void *arg), void *arg);
+
+/* Adds a child (not started yet).
+ * In:  kind       borrowed, must outlive the supervisor (static)
+ *      index      its number among children of its kind (logs)
+ *      component  its log component (copied; at most 31 bytes kept);
+ *                 NULL: kind->name
+ *      arg        handed to kind->main in the child (borrowed)
+ *      cbs        copied; cbs->arg must outlive the child's entry
+ * Returns: its slot (>= 0), or CD_SUP_EFULL when the table is full. */
+int cd_sup_add(cd_supervisor *s, const cd_sup_kind *kind, uint32_t index, const char *component,
+               void *arg, const cd_sup_cbs *cbs) CD_WARN_UNUSED;
+
+/* Forks every CD_SUP_RESPAWN child that is not running.
+ * Returns: 0, or CD_SUP_EFORK if a fork failed (logged; that slot is retried
+ * with back-off). */
 int cd_sup_start(cd_supervisor *s) CD_WARN_UNUSED;
 
-/* Kills the child of a slot with SIGKILL (e.g. after a protocol error); it is
- * restarted like any other death. */
+/* Forks the child of one slot (either kind), e.g. a CD_SUP_ONCE helper.
+ * Returns: 0; CD_SUP_ERUNNING if it is still running (or not yet reaped);
+ * CD_SUP_ESLOT for a free or unknown slot; CD_SUP_EFORK when socketpair()
+ * or fork() failed (logged; a CD_SUP_ONCE child is not retried, a resident
+ * one is, with back-off). */
+int cd_sup_launch(cd_supervisor *s, int slot) CD_WARN_UNUSED;
+
+/* Kills the child of a slot with SIGKILL (e.g. after a protocol error); it
+ * ends like any other death (a resident child is restarted). */
 void cd_sup_kill(cd_supervisor *s, int slot);
 
 /* Returns: the pid of a slot's child, 0 if none. */
 pid_t cd_sup_pid(const cd_supervisor *s, int slot);
 
-/* Stops every child: SIGTERM, wait up to timeout_ms, then SIGKILL. Blocks
- * (called at shutdown only). No respawn afterwards. */
-void cd_sup_stop(cd_supervisor *s, int timeout_ms);
+/* Stops the children whose callbacks' arg is `owner` (NULL: every child):
+ * SIGTERM, wait up to timeout_ms, then SIGKILL; on_down is called for each
+ * as it is reaped. Their slots are then free: no callback of theirs runs
+ * again. Blocks (called at shutdown only). */
+void cd_sup_stop(cd_supervisor *s, const void *owner, int timeout_ms);
 
-/* Frees the supervisor (call cd_sup_stop first). Accepts NULL. */
+/* Frees the supervisor, stopping any child left (cd_sup_stop(s, NULL,
+ * 5000)). Accepts NULL. */
 void cd_sup_free(cd_supervisor *s);
+
+/* ---- the rules, as pure functions (unit-tested) ---- */
+
+/* The back-off before the next respawn. In: cur_ms the back-off the last
+ * respawn used (0: none yet), lived_ns how long the dead child ran.
+ * Returns: CD_SUP_BACKOFF_MIN_MS for a first death or after a healthy life
+ * (lived_ns > CD_SUP_HEALTHY_NS), else twice cur_ms, at most
+ * CD_SUP_BACKOFF_MAX_MS. */
+uint32_t cd_sup_backoff(uint32_t cur_ms, uint64_t lived_ns);
+
+typedef enum cd_sup_verdict {
+    CD_SUP_RESTART, /* respawn after the back-off */
+    CD_SUP_FATAL,   /* exit 2: configuration error, never respawned */
+    CD_SUP_DONE     /* ended: stopping, or a CD_SUP_ONCE child */
+} cd_sup_verdict;
+
+/* What becomes of a child that ended. In: restart its kind's policy,
+ * code its exit status or -signal (as on_down gets it), stopping 1 during
+ * cd_sup_stop. Returns: the verdict (a signal is never a configuration
+ * error; a ONCE child exiting 2 is FATAL too). */
+cd_sup_verdict cd_sup_verdict_of(cd_sup_restart restart, int code, int stopping);
 
 #endif /* CD_SUPERVISOR_H */

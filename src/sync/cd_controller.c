@@ -23,6 +23,7 @@
 #include "cd_ctl.h"
 #include "cd_signals.h"
 #include "cd_status.h"
+#include "cd_supervisor.h"
 
 #include "cd_escape.h"
 #include "cd_log.h"
@@ -41,6 +42,7 @@ struct cd_ctl {
     cp2p_mgr *mgr;
     cd_hdrsync *sync;
     cd_signals *sig;
+    cd_supervisor *sup; /* the process table: every child of the daemon */
     struct event *tick;
     struct event *watchdog;
     void **mod_state; /* one per module */
@@ -69,6 +71,11 @@ cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl)
 cd_hdrtree *cd_ctl_tree(cd_ctl *ctl)
 {
     return ctl->tree;
+}
+
+cd_supervisor *cd_ctl_sup(cd_ctl *ctl)
+{
+    return ctl->sup;
 }
 
 const cd_config *cd_ctl_config(cd_ctl *ctl)
@@ -382,6 +389,9 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     ctl.sig = cd_signals_install(ctl.base, cfg, on_stop_signal, on_reload, &ctl);
     if (!ctl.sig)
         goto out;
+    ctl.sup = cd_sup_new(ctl.base, cfg);
+    if (!ctl.sup)
+        goto out;
 
     /* modules first: worker processes they fork inherit no LMDB env, no
      * peer socket (STYLE.md C9) */
@@ -520,6 +530,7 @@ out:
         if (modules[i]->fini)
             modules[i]->fini(ctl.mod_state[i]);
     }
+    cd_sup_free(ctl.sup); /* each module stopped its own children; none is left */
     cd_hdrsync_free(ctl.sync);
     cp2p_mgr_free(ctl.mgr);
     cd_peerstate_free(ctl.peerstate);

@@ -38,6 +38,7 @@
 #include "cd_config.h"
 #include "conduit_p2p.h"
 #include "cd_hdrtree.h"
+#include "cd_supervisor.h"
 
 struct event_base;
 
@@ -86,6 +87,9 @@ struct event_base *cd_ctl_base(cd_ctl *ctl);
 cp2p_mgr *cd_ctl_mgr(cd_ctl *ctl);    /* NULL during init(): created after */
 cd_hdrtree *cd_ctl_tree(cd_ctl *ctl); /* NULL during init(): opened after */
 const cd_config *cd_ctl_config(cd_ctl *ctl);
+/* The process table (cd_supervisor.h): a module adds its children there
+ * and stops them in fini() (cd_sup_stop(sup, owner, ...)). */
+cd_supervisor *cd_ctl_sup(cd_ctl *ctl);
 
 /* The modules' progress right now (what the next status would show);
  * must not be called from a module's progress callback. */

@@ -17,8 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOCATOR_MAX              64
-#define MAX_UNCONNECTED_ANNOUNCE 2
+#define LOCATOR_MAX 64
 
 typedef struct hs_peer {
     cp2p_peer *peer;
@@ -213,13 +212,50 @@ static void log_synced(cd_hdrsync *s, cp2p_peer *p)
     s->synced_tip = tip;
 }
 
+cd_hdrsync_step cd_hdrsync_next(const cd_hdrsync_reply *r, unsigned *unconnected_out)
+{
+    *unconnected_out = r->unconnected;
+    if (r->n > CD_HDRTREE_MAX_BATCH)
+        return CD_HDRSYNC_BAN;
+    if (r->n == 0)
+        return CD_HDRSYNC_DONE;
+    if (r->rc == CD_HDRTREE_EUNCONNECTED && !r->reply && r->bad_index == 0) {
+        /* an announcement that does not connect: we may be behind */
+        *unconnected_out = r->unconnected + 1;
+        return *unconnected_out >= CD_HDRSYNC_MAX_UNCONNECTED ? CD_HDRSYNC_BAN : CD_HDRSYNC_ASK_TIP;
+    }
+    if (r->rc != 0)
+        return r->rc == CD_HDRTREE_ESTORE ? CD_HDRSYNC_STORE_ERROR : CD_HDRSYNC_BAN;
+    *unconnected_out = 0;
+    if (r->n == CD_HDRTREE_MAX_BATCH) {
+        /* full reply: there is more; continue along this peer's branch, or,
+         * when another peer already gave us all of it, jump to our tip (once:
+         * a peer on another branch answers a tip locator from the fork) */
+        if (r->n_new == 0 && r->others_in_flight)
+            return CD_HDRSYNC_PARK; /* another peer is ahead on this chain */
+        return r->n_new == 0 && !r->from_tip ? CD_HDRSYNC_ASK_TIP : CD_HDRSYNC_ASK_LAST;
+    }
+    return CD_HDRSYNC_DONE;
+}
+
 void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, size_t n)
 {
     hs_peer *ps = get_peer(s, p);
-    int reply = ps->in_flight;
+    cd_hdrsync_reply in = {
+        .n = n, .reply = ps->in_flight, .unconnected = ps->unconnected, .from_tip = ps->from_tip};
     char why[256];
 
     ps->in_flight = 0;
+    cd_hdrtree_add_result res;
+    memset(&res, 0, sizeof(res));
+    if (n > 0 && n <= CD_HDRTREE_MAX_BATCH) {
+        in.rc = cd_hdrtree_add(s->tree, hdrs, n, 80, &res);
+        in.bad_index = res.bad_index;
+        in.n_new = res.n_new;
+    }
+    in.others_in_flight = others_in_flight(s, ps);
+    cd_hdrsync_step step = cd_hdrsync_next(&in, &ps->unconnected);
+
     if (n > CD_HDRTREE_MAX_BATCH) {
         snprintf(why, sizeof(why), "sent %zu headers in one message (limit %d)", n,
                  CD_HDRTREE_MAX_BATCH);
@@ -227,37 +263,33 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         return;
     }
     if (n == 0) {
-        if (reply)
+        if (in.reply)
             log_synced(s, p);
         unpark(s);
         return;
     }
-
-    cd_hdrtree_add_result res;
-    int rc = cd_hdrtree_add(s->tree, hdrs, n, 80, &res);
-    if (rc == CD_HDRTREE_EUNCONNECTED && !reply && res.bad_index == 0) {
-        /* an announcement that does not connect: we may be behind */
-        if (++ps->unconnected >= MAX_UNCONNECTED_ANNOUNCE) {
+    if (in.rc != 0) {
+        if (in.rc == CD_HDRTREE_EUNCONNECTED && step == CD_HDRSYNC_ASK_TIP) {
+            cd_log_info("peer %s: announced %zu headers that do not connect; asking for headers",
+                        cp2p_peer_name(p), n);
+            request(s, ps, NULL);
+            return;
+        }
+        if (in.rc == CD_HDRTREE_EUNCONNECTED && !in.reply && in.bad_index == 0) {
             snprintf(why, sizeof(why),
                      "refused %zu headers: %s (%u unsolicited announcements in a row)", n,
-                     cd_strerror(rc), ps->unconnected);
+                     cd_strerror(in.rc), ps->unconnected);
             penalise(s, ps, why);
             return;
         }
-        cd_log_info("peer %s: announced %zu headers that do not connect; asking for headers",
-                    cp2p_peer_name(p), n);
-        request(s, ps, NULL);
-        return;
-    }
-    if (rc != 0) {
         char hex[65];
         uint8_t h[32];
         size_t bi = res.bad_index < n ? res.bad_index : n - 1;
         cd_sha256d(h, hdrs + 80 * bi, 80);
         hex_hash(hex, h);
-        snprintf(why, sizeof(why), "refused %zu headers: %s (header %zu, %s)", n, cd_strerror(rc),
-                 bi, hex);
-        if (rc == CD_HDRTREE_ESTORE) {
+        snprintf(why, sizeof(why), "refused %zu headers: %s (header %zu, %s)", n,
+                 cd_strerror(in.rc), bi, hex);
+        if (step == CD_HDRSYNC_STORE_ERROR) {
             /* our problem, not the peer's */
             cd_log_error("peer %s: %s", cp2p_peer_name(p), why);
             return;
@@ -265,7 +297,6 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
         penalise(s, ps, why);
         return;
     }
-    ps->unconnected = 0;
     if (res.n_new > 0) {
         s->added += res.n_new;
         s->synced = 0;
@@ -278,23 +309,21 @@ void cd_hdrsync_on_headers(cd_hdrsync *s, cp2p_peer *p, const uint8_t *hdrs, siz
                         (int)cd_hdrtree_height(s->tree));
         }
     }
-    if (n == CD_HDRTREE_MAX_BATCH) {
-        /* full reply: there is more; continue along this peer's branch, or,
-         * when another peer already gave us all of it, jump to our tip (once:
-         * a peer on another branch answers a tip locator from the fork) */
-        if (res.n_new == 0 && others_in_flight(s, ps)) {
-            /* another peer is ahead on this chain: leave the bulk to it,
-             * this one is asked again when that one finishes or goes */
-            ps->parked = 1;
-            return;
-        }
-        request(s, ps, res.n_new == 0 && !ps->from_tip ? NULL : res.last);
+    switch (step) {
+    case CD_HDRSYNC_PARK:
+        ps->parked = 1; /* asked again when that one finishes or goes */
+        return;
+    case CD_HDRSYNC_ASK_TIP:
+    case CD_HDRSYNC_ASK_LAST:
+        request(s, ps, step == CD_HDRSYNC_ASK_TIP ? NULL : res.last);
         log_progress(s, 0);
         return;
+    default:
+        break;
     }
     if (ps->again)
         request(s, ps, NULL);
-    if (reply || res.n_new > 0)
+    if (in.reply || res.n_new > 0)
         log_synced(s, p);
     unpark(s);
 }

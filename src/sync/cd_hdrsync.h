@@ -40,6 +40,41 @@
 
 typedef struct cd_hdrsync cd_hdrsync;
 
+/* Unsolicited non-connecting announcements in a row that count as
+ * misbehaviour. */
+#define CD_HDRSYNC_MAX_UNCONNECTED 2
+
+/* ---- the scheduling rule, as a pure function (unit-tested) ---- */
+
+/* What a `headers` message from a peer was, after the tree saw it. */
+typedef struct cd_hdrsync_reply {
+    size_t n;             /* headers in the message */
+    int rc;               /* cd_hdrtree_add's result (unused when n == 0 or
+                             n > CD_HDRTREE_MAX_BATCH: not added) */
+    size_t bad_index;     /* cd_hdrtree_add_result.bad_index */
+    size_t n_new;         /* headers the tree did not have */
+    int reply;            /* 1: answers our getheaders; 0: an announcement */
+    unsigned unconnected; /* non-connecting announcements in a row before it */
+    int others_in_flight; /* another peer has a getheaders outstanding */
+    int from_tip;         /* our request's locator started at our tip */
+} cd_hdrsync_reply;
+
+typedef enum cd_hdrsync_step {
+    CD_HDRSYNC_BAN,         /* misbehaviour: drop and ban the peer */
+    CD_HDRSYNC_STORE_ERROR, /* the tree could not store them: ours, not the
+                               peer's; logged, nothing asked */
+    CD_HDRSYNC_ASK_TIP,     /* getheaders with a locator from our tip */
+    CD_HDRSYNC_ASK_LAST,    /* full reply: getheaders from its last header */
+    CD_HDRSYNC_PARK,        /* full reply of nothing new while another peer
+                               syncs: ask again when that one is done */
+    CD_HDRSYNC_DONE         /* a short reply: this peer has no more */
+} cd_hdrsync_step;
+
+/* The next step after a `headers` message (see the rules at the top).
+ * Returns: the step; *unconnected_out: the peer's new count of
+ * non-connecting announcements in a row. */
+cd_hdrsync_step cd_hdrsync_next(const cd_hdrsync_reply *r, unsigned *unconnected_out);
+
 /* Creates the scheduler. tree, mgr and base are borrowed and must outlive it.
  * Returns: the object (free with cd_hdrsync_free); never NULL. */
 cd_hdrsync *cd_hdrsync_new(cd_hdrtree *tree, cp2p_mgr *mgr, struct event_base *base);

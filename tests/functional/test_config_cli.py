@@ -177,7 +177,7 @@ def test_bad_file(build_dir, tmp_path, text, needles):
 @pytest.mark.parametrize("args,needles", [
     (["--frobnicate"], ["command line: unknown option: '--frobnicate'"]),
     (["--ring-size", "12Q"], ["command line: ring_size expects a size", "'12Q'"]),
-    (["--parser-workers=999"], ["parser_workers out of range 0..256: '999'"]),
+    (["--parser-workers=999"], ["parser_workers out of range 0..38: '999'"]),
     (["--connect", "host:0"], ["connect expects host[:port]", "'host:0'"]),
     (["--datadir"], ["missing value: '--datadir'"]),
     (["--http-listen", "8085"], ["http_listen expects address:port", "'8085'"]),

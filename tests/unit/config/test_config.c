@@ -320,6 +320,43 @@ static void expect_file_error(const char *text, const char *want_sub, int line)
     ck_assert_msg(strchr(err, '\n') == NULL, "multi-line error '%s'", err);
 }
 
+/* parser_workers: one bound (CD_CONFIG_MAX_PARSER_WORKERS) for an explicit
+ * value, the default on any host, and the pipeline (cd_pipeline.h asserts
+ * its own limit is this one). */
+START_TEST(test_parser_workers_bound)
+{
+    tmp_setup();
+    const cd_option *o = NULL;
+    for (size_t i = 0; i < cd_config_n_options; i++)
+        if (!strcmp(cd_config_options[i].name, "parser_workers"))
+            o = &cd_config_options[i];
+    ck_assert_ptr_nonnull(o);
+    ck_assert_uint_eq(o->max, CD_CONFIG_MAX_PARSER_WORKERS);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "parser_workers out of range 0..%d: '%d'",
+             CD_CONFIG_MAX_PARSER_WORKERS, CD_CONFIG_MAX_PARSER_WORKERS + 1);
+    char text[64];
+    snprintf(text, sizeof(text), "parser_workers = %d\n", CD_CONFIG_MAX_PARSER_WORKERS + 1);
+    expect_file_error(text, msg, 1);
+    expect_file_error("parser_workers = 64\n", "parser_workers out of range 0..", 1);
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    /* the default: one per core, the bound on a larger host */
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 2), 2);
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 0), 1);
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, -1), 1);
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, CD_CONFIG_MAX_PARSER_WORKERS),
+                      CD_CONFIG_MAX_PARSER_WORKERS);
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 128), CD_CONFIG_MAX_PARSER_WORKERS);
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 1024), CD_CONFIG_MAX_PARSER_WORKERS);
+    /* an explicit value is taken as set (the table bounded it) */
+    cfg.parser_workers = 3;
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 128), 3);
+    cfg.parser_workers = CD_CONFIG_MAX_PARSER_WORKERS;
+    ck_assert_uint_eq(cd_config_parser_workers(&cfg, 1), CD_CONFIG_MAX_PARSER_WORKERS);
+}
+END_TEST
+
 START_TEST(test_file_errors)
 {
     tmp_setup();
@@ -730,6 +767,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_network_flags_and_datadir);
     tcase_add_test(tc, test_sizes);
     tcase_add_test(tc, test_file_errors);
+    tcase_add_test(tc, test_parser_workers_bound);
     tcase_add_test(tc, test_flag_errors);
     tcase_add_test(tc, test_sample_in_sync);
     tcase_add_test(tc, test_help_lists_every_option);

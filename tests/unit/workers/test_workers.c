@@ -158,6 +158,7 @@ typedef struct harness {
     struct event_base *base;
     cd_ring ring;
     cd_pipeline *p;
+    cd_supervisor *sup;
     cd_config cfg;
     char dir[256];
     int last_status;
@@ -192,7 +193,9 @@ static void h_start(harness *h, uint64_t ring_size, uint64_t unit_size)
     ck_assert_int_eq(cd_ring_create(&h->ring, name, ring_size), 0);
     h->base = event_base_new();
     cd_pipeline_cbs cbs = {.arg = h, .block_done = h_done, .space = h_space};
-    h->p = cd_pipeline_new(h->base, &h->ring, &h->cfg, &cbs);
+    h->sup = cd_sup_new(h->base, &h->cfg);
+    ck_assert_ptr_nonnull(h->sup);
+    h->p = cd_pipeline_new(h->base, h->sup, &h->ring, &h->cfg, &cbs);
     ck_assert_ptr_nonnull(h->p);
     ck_assert_int_eq(cd_pipeline_start(h->p), 0);
 }
@@ -200,6 +203,7 @@ static void h_start(harness *h, uint64_t ring_size, uint64_t unit_size)
 static void h_stop(harness *h)
 {
     cd_pipeline_free(h->p);
+    cd_sup_free(h->sup);
     event_base_free(h->base);
     cd_ring_destroy(&h->ring);
     char cmd[512];
@@ -533,9 +537,10 @@ static void obs_up(void *arg, int slot, int fd)
         event_base_loopbreak(o->base);
 }
 
-static void obs_down(void *arg, int slot)
+static void obs_down(void *arg, int slot, int code)
 {
     (void)slot;
+    (void)code;
     ((sup_obs *)arg)->downs++;
 }
 
@@ -580,9 +585,11 @@ static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
     o->base = event_base_new();
     o->stop_at_ups = stop_at_ups;
     cd_sup_cbs cbs = {.arg = o, .on_up = obs_up, .on_down = obs_down, .on_fatal = obs_fatal};
-    cd_supervisor *s = cd_sup_new(o->base, &cfg, &cbs);
+    cd_supervisor *s = cd_sup_new(o->base, &cfg);
     ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(cd_sup_add(s, "parser", 0, "parser-0", sup_worker_main, (void *)ops), 0);
+    static const cd_sup_kind kind = {
+        .name = "parser", .main = sup_worker_main, .restart = CD_SUP_RESPAWN};
+    ck_assert_int_eq(cd_sup_add(s, &kind, 0, "parser-0", (void *)ops, &cbs), 0);
     ck_assert_int_eq(cd_sup_start(s), 0);
     ck_assert_int_gt(cd_sup_pid(s, 0), 0);
     event_base_dispatch(o->base);
@@ -594,7 +601,7 @@ static void sup_case(const cd_wk_ops *ops, sup_obs *o, int stop_at_ups)
         event_base_dispatch(o->base);
         ck_assert_int_eq(cd_sup_pid(s, 0), 0);
     }
-    cd_sup_stop(s, 2000);
+    cd_sup_stop(s, NULL, 2000);
     cd_sup_free(s);
     event_base_free(o->base);
 }
