@@ -47,11 +47,16 @@ void cd_http_set_listener(int fd);
 /* The controller module that forks and supervises the server child. */
 extern const cd_ctl_module cd_http_module;
 
-/* The server child's main loop (cd_http_server.c). cfg: the configuration
- * as it was at fork time; listen_fd: the listening socket; chan_fd: the
- * channel to the controller (EOF = the controller is gone). Returns the exit
- * code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE when it cannot
- * serve. */
-int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd) CD_WARN_UNUSED;
+struct http_busy;
+
+/* A server child's main loop (cd_http_server.c; HTTP_PROCS of them share
+ * the listening socket). cfg: the configuration as it was at fork time;
+ * listen_fd: the listening socket; chan_fd: the channel to the controller
+ * (EOF = the controller is gone); proc: this server's index; busy: the
+ * table the servers share (borrowed, HTTP_PROCS entries, MAP_SHARED).
+ * Returns the exit code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE
+ * when it cannot serve. */
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int proc,
+                       struct http_busy *busy) CD_WARN_UNUSED;
 
 #endif /* CD_HTTP_H */
