@@ -203,6 +203,9 @@ def test_descriptor_limit_no_busy_loop(env):
             socks.append(s)
         wait_until(lambda: all(len(os.listdir(f"/proc/{p}/fd")) >= nfd[p] + 4 for p in pids),
                    "the servers at their limit", env)
+        # each server has failed an accept() (and said so) before the window opens
+        wait_until(lambda: env.d.log_text().count("Too many open files") >= len(pids),
+                   "accept() failing at the limit", env)
         start_line = len(env.d.lines)
         cpu0 = sum(cpu_ticks(p) for p in pids)
         t0 = time.monotonic()
