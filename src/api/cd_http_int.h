@@ -29,10 +29,11 @@
  * loop with its own PostgreSQL session: a query held by a lock holds one of
  * them, and the others (which accept while it is blocked) keep answering. */
 #define HTTP_PROCS           4
-/* Requests one client address may have in progress at once, over all the
- * servers: one less than their number, so a single client cannot occupy
- * them all with slow queries (the next gets 503 + Retry-After). */
-#define HTTP_PER_CLIENT      (HTTP_PROCS - 1)
+/* The per-client limit (requests one address may have in progress over all
+ * the servers) is http_client_limit, default 3: one less than the servers,
+ * so a single client cannot occupy them all with slow queries (the next
+ * gets 503 + Retry-After); 0 turns it off (behind a proxy every client has
+ * the proxy's address). */
 /* How long accepting pauses after accept() failed for lack of resources
  * (EMFILE at the descriptor limit, ENFILE, ENOBUFS, ENOMEM): the socket
  * stays readable, so retrying at once would spin. */

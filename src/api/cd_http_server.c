@@ -12,8 +12,8 @@
  * not accept, so the others take the new connections (/v1/status, which
  * reads only the status file, answers at once). A process accepts one
  * connection per turn of its loop (so one burst is spread over all of
- * them); one client address may have at most HTTP_PER_CLIENT requests in
- * progress over all of them (a table in shared memory), so it cannot
+ * them); one client address may have at most http_client_limit requests
+ * in progress over all of them (a table in shared memory), so it cannot
  * occupy every process. When accept() fails for lack of resources (EMFILE
  * at the descriptor limit) accepting pauses for HTTP_ACCEPT_PAUSE_MS and is
  * retried, logged once: the listening socket stays readable, and retrying
@@ -346,13 +346,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* /v1/status reads one small file: never refused, never counted */
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
-    uint64_t key = path && !strcmp(path, "/v1/status") ? 0 : client_key(req);
+    uint32_t limit = s->cfg->http_client_limit;
+    uint64_t key = !limit || (path && !strcmp(path, "/v1/status")) ? 0 : client_key(req);
     if (key) {
         int n = 0;
         for (int i = 0; i < HTTP_PROCS; i++)
             if (i != s->proc && __atomic_load_n(&s->busy[i].key, __ATOMIC_ACQUIRE) == key)
                 n++;
-        if (n >= HTTP_PER_CLIENT) {
+        if ((uint32_t)n >= limit) {
             char *host = NULL;
             ev_uint16_t port = 0;
             evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
@@ -361,7 +362,7 @@ static void on_request(struct evhttp_request *req, void *arg)
             cd_http_reply_error(req, 503,
                                 "too many requests in progress from your address (at most %d "
                                 "at once): retry when one has been answered",
-                                HTTP_PER_CLIENT);
+                                (int)limit);
             return;
         }
         __atomic_store_n(&s->busy[s->proc].key, key, __ATOMIC_RELEASE);

@@ -123,6 +123,9 @@ const cd_option cd_config_options[] = {
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
      "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
      "no authentication: keep it on loopback or behind a proxy"},
+    {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
+     "HTTP requests one client address may have in progress at once (the API has 4 server "
+     "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

@@ -86,6 +86,7 @@ typedef struct cd_config {
     char *user_agent;
     uint32_t status_interval_s; /* progress line period (reloadable) */
     char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
+    uint32_t http_client_limit; /* requests in progress per client address; 0 = off */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

@@ -10,7 +10,7 @@ PostgreSQL and the simulated node.
    view /v1/tip reads): before, /v1/status waited behind it (one
    synchronous loop) until the statement timeout. Now it answers while the
    held request is still pending.
-3. One client holding as many requests as it may (HTTP_PER_CLIENT = 3): its
+3. One client holding as many requests as it may (http_client_limit, default 3): its
    next one gets 503 at once, /v1/status still answers, and the held ones
    complete once the lock goes.
 
@@ -169,7 +169,7 @@ def test_per_client_limit(env):
     lock = LockHolder(env)
     held = []
     try:
-        for i in range(3):  # HTTP_PER_CLIENT, one after the other: each on a free server
+        for i in range(3):  # http_client_limit, one after the other: each on a free server
             held.append(Request(env.port, "/v1/tip"))
             wait_until(lambda: waiting_http_queries(env) == i + 1, f"held query {i + 1}", env)
         st, body = get(env.port, "/v1/tip")
