@@ -190,6 +190,10 @@ static void http_child_main(void *arg, int slot, int fd)
         exit(CD_EXIT_FAILURE);
     }
     int i = proc_of(m, slot);
+    if (i < 0) { /* cannot happen: every slot was added by init() */
+        cd_log_error("http: supervisor slot %d is not a server's", slot);
+        exit(CD_EXIT_FAILURE);
+    }
     exit(cd_http_server_run(m->cfg, lfd, fd, i, m->busy));
 }
 

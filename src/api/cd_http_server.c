@@ -295,7 +295,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 
 /* evhttp calls this for every connection it accepted (to make its
  * bufferevent, as it does by default): one accept per turn of the loop, so
- * the others processes get their share of a burst, and a process about to
+ * the other processes get their share of a burst, and a process about to
  * block on a slow query holds no more waiting connections than that. */
 static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
 {
