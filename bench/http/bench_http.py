@@ -10,10 +10,10 @@ http.client connection each) request random indexed txids for S seconds.
 For contrast, the same lookups through `conduit-cli tx --hex` (one process
 per lookup, as a shell script would do) are timed too.
 
-The figure is bounded by the single server process and by the Python
+The figure is bounded by the server processes and by the Python
 clients, which share the 2 cores with it and PostgreSQL, so it moves with
 the machine's load. The last column, the server process's CPU time per
-request (utime + stime of the HTTP child from /proc), is what the server
+request (utime + stime of the HTTP server children from /proc, summed), is what the server
 itself spends on a reply (parsing, lookups, formatting, JSON) and moves much
 less with the load: compare builds with it.
 
@@ -25,6 +25,7 @@ import http.client
 import multiprocessing
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -111,7 +112,9 @@ def main():
                     "--parser-workers", "1", "--ring-size", "64M", "--catchup-indexes", "live",
                     "--http-listen", "127.0.0.1:0"]).start()
         port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
-        http_pid = int(d.wait_for_log(r"http: serving \(pid (\d+)\)", timeout=30).group(1))
+        # one server process before issue 11, HTTP_PROCS after; CPU is summed
+        serving = r"http: (?:server \d+ )?serving \(pid (\d+)\)"
+        d.wait_for_log(serving, timeout=30)
         deadline = time.monotonic() + 600
         while tip(pg) != str(a.blocks):
             assert time.monotonic() < deadline and d.proc.poll() is None, d.log_text()[-3000:]
@@ -120,6 +123,7 @@ def main():
                       "ORDER BY random() LIMIT 5000").split()
         # warm-up: PostgreSQL's caches, the server's LMDB maps
         run_clients(port, [f"/v1/tx/{t}" for t in txids], 1, a.clients)
+        http_pids = [int(p) for p in re.findall(serving, d.log_text())]
         print(f"chain: {a.blocks} blocks, {len(txids)} txids sampled; "
               f"{a.clients} client process(es), {a.seconds:.0f} s each run")
         for name, paths in (
@@ -129,11 +133,12 @@ def main():
                 ("/v1/tx/<txid>/proof", [f"/v1/tx/{t}/proof" for t in txids]),
                 ("/v1/tip", ["/v1/tip"]),
                 ("/v1/block/<height>", [f"/v1/block/{h}" for h in range(1, a.blocks + 1)])):
-            c0 = cpu_ticks(http_pid)
+            c0 = sum(cpu_ticks(p) for p in http_pids)
             t0 = time.monotonic()
             rps, bps = run_clients(port, paths, a.seconds, a.clients)
             n = rps * (time.monotonic() - t0)
-            us = (cpu_ticks(http_pid) - c0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(n, 1)
+            cpu = sum(cpu_ticks(p) for p in http_pids) - c0
+            us = cpu / os.sysconf("SC_CLK_TCK") * 1e6 / max(n, 1)
             print(f"{name:28s} {rps:8.0f} req/s  {bps / 1e6:7.1f} MB/s  {us:6.1f} us server CPU/req")
         cli = os.path.join(a.build, "src", "daemon", "conduit-cli")
         n, t0 = 0, time.monotonic()

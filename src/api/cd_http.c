@@ -9,6 +9,7 @@
  * restarted. See cd_http.h.
  */
 #include "cd_http.h"
+#include "cd_http_int.h"
 #include "cd_supervisor.h"
 
 #include "cd_hostport.h"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -106,8 +108,19 @@ typedef struct http_mod {
     const cd_config *cfg;
     cd_supervisor *sup; /* the process table (cd_ctl_sup: borrowed) */
     int listen_fd;
-    int chan_fd; /* the controller's end of the child's channel, -1 */
+    int chan_fd[HTTP_PROCS]; /* the controller's end of each child's channel, -1 */
+    int slot[HTTP_PROCS];    /* supervisor slot of server i */
+    http_busy *busy;         /* shared with the children (MAP_SHARED, before fork) */
 } http_mod;
+
+/* Server i of a supervisor slot, or -1. */
+static int proc_of(const http_mod *m, int slot)
+{
+    for (int i = 0; i < HTTP_PROCS; i++)
+        if (m->slot[i] == slot)
+            return i;
+    return -1;
+}
 
 /* Passes the listening socket to the child over its channel. */
 static int send_listener(int chan, int listen_fd)
@@ -170,22 +183,31 @@ static int recv_listener(int chan)
 static void http_child_main(void *arg, int slot, int fd)
 {
     http_mod *m = arg;
-    (void)slot;
     int lfd = recv_listener(fd);
     if (lfd < 0) {
         /* EOF: the controller died before handing the socket over */
         cd_log_error("http: no listening socket from the controller");
         exit(CD_EXIT_FAILURE);
     }
-    exit(cd_http_server_run(m->cfg, lfd, fd));
+    int i = proc_of(m, slot);
+    if (i < 0) { /* cannot happen: every slot was added by init() */
+        cd_log_error("http: supervisor slot %d is not a server's", slot);
+        exit(CD_EXIT_FAILURE);
+    }
+    exit(cd_http_server_run(m->cfg, lfd, fd, i, m->busy));
 }
 
 static void sup_up(void *arg, int slot, int fd)
 {
     http_mod *m = arg;
-    if (m->chan_fd >= 0)
-        close(m->chan_fd);
-    m->chan_fd = fd;
+    int i = proc_of(m, slot);
+    if (i < 0) {
+        close(fd);
+        return;
+    }
+    if (m->chan_fd[i] >= 0)
+        close(m->chan_fd[i]);
+    m->chan_fd[i] = fd;
     if (send_listener(fd, m->listen_fd) != 0) {
         cd_log_error("http: cannot pass the listening socket to the server: %s", strerror(errno));
         cd_sup_kill(m->sup, slot); /* restarted with back-off */
@@ -195,11 +217,16 @@ static void sup_up(void *arg, int slot, int fd)
 static void sup_down(void *arg, int slot, int code)
 {
     http_mod *m = arg;
-    (void)slot;
     (void)code; /* logged by the supervisor */
-    if (m->chan_fd >= 0)
-        close(m->chan_fd);
-    m->chan_fd = -1;
+    int i = proc_of(m, slot);
+    if (i < 0)
+        return;
+    if (m->chan_fd[i] >= 0)
+        close(m->chan_fd[i]);
+    m->chan_fd[i] = -1;
+    /* a server killed mid-request leaves its slot marked busy: clear it so
+     * its client's count is right (the restarted server also does) */
+    __atomic_store_n(&m->busy[i].key, 0, __ATOMIC_RELEASE);
 }
 
 static void sup_fatal(void *arg, int slot)
@@ -209,12 +236,24 @@ static void sup_fatal(void *arg, int slot)
     cd_log_error("http: the server cannot run; the HTTP API is off until conduitd restarts");
 }
 
-/* Its row of the process table: no ring; its sessions are cd_lookup's. */
+/* Its rows of the process table (HTTP_PROCS of them): no ring; their
+ * sessions are cd_lookup's. */
 static const cd_sup_kind http_kind = {.name = "http",
                                       .main = http_child_main,
                                       .restart = CD_SUP_RESPAWN,
                                       .needs_ring = 0,
                                       .needs_pg = 1};
+
+static void http_free(http_mod *m)
+{
+    for (int i = 0; i < HTTP_PROCS; i++)
+        if (m->chan_fd[i] >= 0)
+            close(m->chan_fd[i]);
+    if (m->busy && m->busy != MAP_FAILED)
+        munmap(m->busy, sizeof(http_busy) * HTTP_PROCS);
+    close(m->listen_fd);
+    free(m);
+}
 
 static int http_init(cd_ctl *ctl, void **state)
 {
@@ -224,22 +263,38 @@ static int http_init(cd_ctl *ctl, void **state)
     http_mod *m = cd_xcalloc(1, sizeof(*m));
     m->cfg = cd_ctl_config(ctl);
     m->listen_fd = http_listener;
-    m->chan_fd = -1;
+    for (int i = 0; i < HTTP_PROCS; i++) {
+        m->chan_fd[i] = -1;
+        m->slot[i] = -1;
+    }
     http_listener = -1;
+    /* one small table the servers share (which client each is busy with),
+     * mapped before the fork so every (re)started server inherits it */
+    m->busy = mmap(NULL, sizeof(http_busy) * HTTP_PROCS, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m->busy == MAP_FAILED) {
+        cd_log_error("http: cannot map the servers' shared table: %s", strerror(errno));
+        http_free(m);
+        return -1;
+    }
     cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
     /* forked here, in init(): the controller has no LMDB env and no peer
      * socket open yet (cd_ctl.h) */
     m->sup = cd_ctl_sup(ctl);
-    int slot = cd_sup_add(m->sup, &http_kind, 0, NULL, m, &cbs);
-    if (slot < 0) {
-        cd_log_error("http: cannot set up the server process: %s", cd_strerror(slot));
-        close(m->listen_fd);
-        free(m);
-        return -1;
+    for (int i = 0; i < HTTP_PROCS; i++) {
+        int slot = cd_sup_add(m->sup, &http_kind, (uint32_t)i, NULL, m, &cbs);
+        if (slot < 0) {
+            cd_log_error("http: cannot set up the server processes: %s", cd_strerror(slot));
+            cd_sup_stop(m->sup, m, 0); /* frees the rows added so far */
+            http_free(m);
+            return -1;
+        }
+        m->slot[i] = slot;
     }
     *state = m;
     /* a fork that failed is retried by the supervisor with back-off (logged) */
-    CD_IGNORE(cd_sup_launch(m->sup, slot));
+    for (int i = 0; i < HTTP_PROCS; i++)
+        CD_IGNORE(cd_sup_launch(m->sup, m->slot[i]));
     return 0;
 }
 
@@ -248,11 +303,8 @@ static void http_fini(void *state)
     http_mod *m = state;
     if (!m)
         return;
-    cd_sup_stop(m->sup, m, 5000); /* the server only; frees its slot */
-    if (m->chan_fd >= 0)
-        close(m->chan_fd);
-    close(m->listen_fd);
-    free(m);
+    cd_sup_stop(m->sup, m, 5000); /* the servers only; frees their rows */
+    http_free(m);
 }
 
 const cd_ctl_module cd_http_module = {

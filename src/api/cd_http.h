@@ -2,18 +2,21 @@
  * cd_http.h - the read-only HTTP API (DESIGN.md §1: raw transactions and
  * merkle proofs for applications, without a database client).
  *
- * Process model: the server runs in its own child process, forked and
- * supervised by the controller like the workers (cd_supervisor.h: a crash is
- * logged and the child restarted with back-off), so a slow query or a slow
- * client never stalls the controller's p2p loop. The child opens the LMDB
- * stores read-only and its own libpq connection, after the fork.
+ * Process model: the server runs in HTTP_PROCS (4) child processes sharing
+ * the listening socket, forked and supervised by the controller like the
+ * workers (cd_supervisor.h: a crash is logged and the child restarted with
+ * back-off), so a slow query or a slow client never stalls the controller's
+ * p2p loop, and a query held by a lock stalls one server, not the API
+ * (cd_http_server.c). Each child opens the LMDB stores read-only and its own
+ * libpq connection, after the fork.
  *
  *   main.c            cd_http_listen_open(): binds http_listen before
  *                     anything is forked, so a bad address or a port in use
  *                     is the usual one-line configuration error (exit 2);
  *                     cd_http_set_listener() hands the socket on
  *   controller        cd_http_module (modules[] in main.c):
- *                     init() forks the server child; the controller keeps the
+ *                     init() maps the servers' shared page and forks the
+ *                     server children; the controller keeps the
  *                     listening socket and passes it to every (re)started
  *                     child over the child's channel (SCM_RIGHTS), so the
  *                     port stays bound across restarts (connections wait in
@@ -47,11 +50,16 @@ void cd_http_set_listener(int fd);
 /* The controller module that forks and supervises the server child. */
 extern const cd_ctl_module cd_http_module;
 
-/* The server child's main loop (cd_http_server.c). cfg: the configuration
- * as it was at fork time; listen_fd: the listening socket; chan_fd: the
- * channel to the controller (EOF = the controller is gone). Returns the exit
- * code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE when it cannot
- * serve. */
-int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd) CD_WARN_UNUSED;
+struct http_busy;
+
+/* A server child's main loop (cd_http_server.c; HTTP_PROCS of them share
+ * the listening socket). cfg: the configuration as it was at fork time;
+ * listen_fd: the listening socket; chan_fd: the channel to the controller
+ * (EOF = the controller is gone); proc: this server's index; busy: the
+ * table the servers share (borrowed, HTTP_PROCS entries, MAP_SHARED).
+ * Returns the exit code: CD_EXIT_OK after SIGTERM or EOF, CD_EXIT_FAILURE
+ * when it cannot serve. */
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int proc,
+                       struct http_busy *busy) CD_WARN_UNUSED;
 
 #endif /* CD_HTTP_H */

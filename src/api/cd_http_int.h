@@ -25,10 +25,39 @@
 #define HTTP_PG_RETRY_S   1.0 /* reconnect attempts while PG is down */
 #define HTTP_STMT_TIMEOUT "30s"
 
+/* Server processes sharing the listening socket. Each is one synchronous
+ * loop with its own PostgreSQL session: a query held by a lock holds one of
+ * them, and the others (which accept while it is blocked) keep answering. */
+#define HTTP_PROCS           4
+/* The per-client limit (requests one address may have in progress over all
+ * the servers) is http_client_limit, default 3: one less than the servers,
+ * so a single client cannot occupy them all with slow queries (the next
+ * gets 503 + Retry-After); 0 turns it off (behind a proxy every client has
+ * the proxy's address). */
+/* How long accepting pauses after accept() failed for lack of resources
+ * (EMFILE at the descriptor limit, ENFILE, ENOBUFS, ENOMEM): the socket
+ * stays readable, so retrying at once would spin. */
+#define HTTP_ACCEPT_PAUSE_MS 250
+
+/* One per server process, in memory shared by all (mapped by the controller
+ * before the fork): the client the server is busy with. key = a hash of the
+ * client's address with the low bit set while busy, 0 while idle; one word,
+ * so it is read and written atomically. */
+typedef struct http_busy {
+    uint64_t key;
+    char pad[56]; /* one cache line each */
+} http_busy;
+
 typedef struct http_srv {
     const cd_config *cfg;
     struct event_base *base;
     struct evhttp *http;
+    struct evconnlistener *lev; /* evhttp's listener on the shared socket */
+    struct event *resume_ev;    /* re-enables accepting (fairness, pauses) */
+    int accept_paused;          /* after a resource error, until resume_ev */
+    unsigned long pauses;       /* since the last accept that worked */
+    int proc;                   /* this server's index, 0..HTTP_PROCS-1 */
+    http_busy *busy;            /* HTTP_PROCS entries, shared */
     cd_lookup *lk;
     PGconn *pg;
     double pg_next_try; /* cd_now_s() before which no reconnect is tried */

@@ -6,13 +6,25 @@
  * (DESIGN.md §1). Every answer comes from src/query/cd_lookup.c, the same
  * code conduit-cli uses, so the two agree byte for byte.
  *
- * One process, one libevent loop (evhttp). PostgreSQL is queried
- * synchronously: this process has nothing else to do, and the controller is
- * never involved. The connection is opened on first use and re-opened when a
- * query finds it broken (a PostgreSQL restart drops every session: the
- * request is retried once on a fresh connection); while the server cannot
- * be reached, endpoints that need it answer 503 and a reconnect is tried at
- * most once per second. Each session runs with statement_timeout = 30 s.
+ * HTTP_PROCS processes share the listening socket, each one libevent loop
+ * (evhttp) with its own PostgreSQL session, queried synchronously: a query
+ * held by a lock blocks only its process, and while it is blocked it does
+ * not accept, so the others take the new connections (/v1/status, which
+ * reads only the status file, answers at once). A process accepts one
+ * connection per turn of its loop (so one burst is spread over all of
+ * them); one client address may have at most http_client_limit requests
+ * in progress over all of them (a table in shared memory), so it cannot
+ * occupy every process. When accept() fails for lack of resources (EMFILE
+ * at the descriptor limit) accepting pauses for HTTP_ACCEPT_PAUSE_MS and is
+ * retried, logged once: the listening socket stays readable, and retrying
+ * at once would spin at 100 % CPU. The controller is never involved.
+ *
+ * A process's PostgreSQL connection is opened on first use and re-opened
+ * when a query finds it broken (a PostgreSQL restart drops every session:
+ * the request is retried once on a fresh connection); while the server
+ * cannot be reached, endpoints that need it answer 503 and a reconnect is
+ * tried at most once per second. Each session runs with statement_timeout
+ * = 30 s: the longest a request can hold its process.
  *
  * Blocks are streamed: the reply is started with its Content-Length, then
  * the block is read from LMDB 1 MiB at a time, and the next piece is read
@@ -41,9 +53,14 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
@@ -235,6 +252,125 @@ int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc)
     }
 }
 
+/* ---- accepting ---- */
+
+/* The server of this process, for on_accept_error: libevent passes an
+ * error callback the listener's user data, which evhttp owns (its struct
+ * evhttp), not ours. */
+static http_srv *the_srv;
+
+/* Accepting again: after a pause, or after one connection (fairness). */
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    (void)fd;
+    (void)what;
+    s->accept_paused = 0;
+    evconnlistener_enable(s->lev);
+}
+
+/* accept() failed with an error libevent does not retry by itself (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM, ...): the pending connection stays in the
+ * backlog and the socket readable, so stop listening for a while instead
+ * of spinning. Logged at the first failure after an accept that worked. */
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    http_srv *s = the_srv;
+    (void)arg; /* evhttp's */
+    int e = EVUTIL_SOCKET_ERROR();
+    evconnlistener_disable(lev);
+    s->accept_paused = 1;
+    if (s->pauses++ == 0) {
+        struct rlimit rl;
+        unsigned long long lim = 0;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            lim = (unsigned long long)rl.rlim_cur;
+        cd_log_warn("http: server %d: accept: %s (descriptor limit %llu): not accepting new "
+                    "connections for %d ms at a time until one is accepted",
+                    s->proc, strerror(e), lim, HTTP_ACCEPT_PAUSE_MS);
+    }
+    struct timeval tv = {0, HTTP_ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(s->resume_ev, &tv);
+}
+
+/* evhttp calls this for every connection it accepted (to make its
+ * bufferevent, as it does by default): one accept per turn of the loop, so
+ * the other processes get their share of a burst, and a process about to
+ * block on a slow query holds no more waiting connections than that. */
+static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
+{
+    http_srv *s = arg;
+    if (s->pauses) {
+        cd_log_info("http: server %d: accepting connections again (after %lu pause(s))", s->proc,
+                    s->pauses);
+        s->pauses = 0;
+    }
+    if (!s->accept_paused) {
+        evconnlistener_disable(s->lev);
+        event_active(s->resume_ev, EV_TIMEOUT, 1);
+    }
+    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* The client's address as a busy-table key (FNV-1a of family + address,
+ * low bit set); 0 when unknown. */
+static uint64_t client_key(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const struct sockaddr *sa = evcon ? evhttp_connection_get_addr(evcon) : NULL;
+    const uint8_t *p;
+    size_t n;
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        p = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+        n = 4;
+    } else if (sa->sa_family == AF_INET6) {
+        p = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        n = 16;
+    } else {
+        return 0;
+    }
+    uint64_t h = UINT64_C(14695981039346656037) ^ (uint64_t)sa->sa_family;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * UINT64_C(1099511628211);
+    return h | 1;
+}
+
+/* Every request: the per-client limit, then the route (cd_http_handle).
+ * The process is busy with this client until the handler returns (a block
+ * stream goes on from the loop, without blocking it). */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    http_srv *s = arg;
+    /* /v1/status reads one small file: never refused, never counted */
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    uint32_t limit = s->cfg->http_client_limit;
+    uint64_t key = !limit || (path && !strcmp(path, "/v1/status")) ? 0 : client_key(req);
+    if (key) {
+        int n = 0;
+        for (int i = 0; i < HTTP_PROCS; i++)
+            if (i != s->proc && __atomic_load_n(&s->busy[i].key, __ATOMIC_ACQUIRE) == key)
+                n++;
+        if ((uint32_t)n >= limit) {
+            char *host = NULL;
+            ev_uint16_t port = 0;
+            evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
+            cd_log_debug("http: %s:%u: %d requests in progress already: 503", host ? host : "?",
+                         (unsigned)port, n);
+            cd_http_reply_error(req, 503,
+                                "too many requests in progress from your address (at most %d "
+                                "at once): retry when one has been answered",
+                                (int)limit);
+            return;
+        }
+        __atomic_store_n(&s->busy[s->proc].key, key, __ATOMIC_RELEASE);
+    }
+    cd_http_handle(req, s);
+    __atomic_store_n(&s->busy[s->proc].key, 0, __ATOMIC_RELEASE);
+}
+
 /* ---- process ---- */
 
 static void on_chan(evutil_socket_t fd, short what, void *arg)
@@ -261,11 +397,16 @@ static void on_term(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(s->base);
 }
 
-int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
+int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int proc,
+                       struct http_busy *busy)
 {
     http_srv s;
     memset(&s, 0, sizeof(s));
     s.cfg = cfg;
+    s.proc = proc;
+    s.busy = busy;
+    the_srv = &s;
+    __atomic_store_n(&busy[proc].key, 0, __ATOMIC_RELEASE); /* a predecessor's leftover */
     s.base = event_base_new();
     s.http = s.base ? evhttp_new(s.base) : NULL;
     if (!s.http) {
@@ -273,10 +414,15 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
         return CD_EXIT_FAILURE;
     }
     evutil_make_socket_nonblocking(listen_fd);
-    if (!evhttp_accept_socket_with_handle(s.http, listen_fd)) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(s.http, listen_fd);
+    s.lev = bound ? evhttp_bound_socket_get_listener(bound) : NULL;
+    s.resume_ev = event_new(s.base, -1, 0, on_resume, &s);
+    if (!s.lev || !s.resume_ev) {
         cd_log_error("http: cannot accept on the listening socket");
         return CD_EXIT_FAILURE;
     }
+    evconnlistener_set_error_cb(s.lev, on_accept_error);
+    evhttp_set_bevcb(s.http, on_new_conn, &s);
     evhttp_set_timeout(s.http, HTTP_TIMEOUT_S);
     evhttp_set_max_headers_size(s.http, 16384);
     evhttp_set_max_body_size(s.http, 65536);
@@ -286,7 +432,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE |
                                            EVHTTP_REQ_CONNECT);
-    evhttp_set_gencb(s.http, cd_http_handle, &s);
+    evhttp_set_gencb(s.http, on_request, &s);
     s.lk = cd_lookup_new(cfg->datadir, cfg->net, CD_LOOKUP_PREPARE);
 
     evutil_make_socket_nonblocking(chan_fd);
@@ -303,7 +449,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
         event_add(term, NULL);
     else /* no signalfd: SIGTERM keeps its default action */
         sigprocmask(SIG_UNBLOCK, &ts, NULL);
-    cd_log_info("http: serving (pid %d)", (int)getpid());
+    cd_log_info("http: server %d serving (pid %d)", proc, (int)getpid());
     event_base_dispatch(s.base);
 
     if (s.streams)
@@ -311,6 +457,8 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd)
     else
         cd_log_info("http: stopping");
     evhttp_free(s.http); /* closes connections (stream close callbacks run) */
+    event_free(s.resume_ev);
+    the_srv = NULL;
     event_free(chan);
     if (term)
         event_free(term);

@@ -56,7 +56,7 @@ const cd_option cd_config_options[] = {
      "data directory for LMDB stores and the status file (empty: $HOME/.conduitd/<network>)"},
     {"index", CD_OPT_BOOL, "on", 0, 0, 0, OFF(index), NULL,
      "index transactions into PostgreSQL (off: headers and raw blocks only, no database needed)"},
-    {"pg_conninfo", CD_OPT_STRING, "", 0, 0, 0, OFF(pg_conninfo), NULL,
+    {"pg_conninfo", CD_OPT_STRING, "", 0, 0, CD_OPT_SECRET, OFF(pg_conninfo), NULL,
      "libpq connection string (empty: the PGHOST/PGPORT/PGUSER/PGDATABASE/... defaults)"},
     {"ring_size", CD_OPT_SIZE, "512M", 16 * MB, 1024 * GB, 0, OFF(ring_size), NULL,
      "size of the shared-memory block ring (K/M/G/T suffixes)"},
@@ -123,6 +123,9 @@ const cd_option cd_config_options[] = {
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
      "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
      "no authentication: keep it on loopback or behind a proxy"},
+    {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
+     "HTTP requests one client address may have in progress at once (the API has 4 server "
+     "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
@@ -410,6 +413,112 @@ int cd_config_set(cd_config *cfg, const char *key, const char *value, char *err,
     return cd_config_set_option(cfg, o, value, err, errlen);
 }
 
+/* ---- secrets ---- */
+
+/* Appends n bytes of p to out (at *w, keeping room for the NUL). */
+static void put(char *out, size_t len, size_t *w, const char *p, size_t n)
+{
+    while (n-- > 0 && *w + 1 < len)
+        out[(*w)++] = *p++;
+}
+
+/* The URI form: the password of the user info, and password= parameters.
+ * libpq: "postgresql://[userspec@][hostspec][/dbname][?paramspec]"
+ * (PostgreSQL docs, "Connection URIs"). */
+static void mask_uri(const char *s, char *out, size_t len, size_t *w)
+{
+    const char *auth = strstr(s, "://") + 3;
+    put(out, len, w, s, (size_t)(auth - s));
+    size_t alen = strcspn(auth, "/?");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + alen; p++)
+        if (*p == '@')
+            at = p; /* the last '@': a password may hold an unescaped one */
+    if (at != NULL) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon != NULL) {
+            put(out, len, w, auth, (size_t)(colon + 1 - auth));
+            put(out, len, w, "***", 3);
+            auth = at;
+        }
+    }
+    const char *q = strchr(auth, '?');
+    if (q == NULL) {
+        put(out, len, w, auth, strlen(auth));
+        return;
+    }
+    put(out, len, w, auth, (size_t)(q + 1 - auth));
+    for (const char *p = q + 1; *p;) {
+        size_t plen = strcspn(p, "&");
+        if (plen >= 9 && strncasecmp(p, "password=", 9) == 0) {
+            put(out, len, w, p, 9);
+            put(out, len, w, "***", 3);
+        } else {
+            put(out, len, w, p, plen);
+        }
+        p += plen;
+        if (*p == '&')
+            put(out, len, w, p++, 1);
+    }
+}
+
+/* The key = value form: keywords, '=', values bare or in single quotes with
+ * backslash escapes (PostgreSQL docs, "Keyword/Value Connection Strings"). */
+static void mask_kv(const char *s, char *out, size_t len, size_t *w)
+{
+    const char *p = s;
+    while (*p) {
+        const char *ws = p;
+        while (isspace((unsigned char)*p))
+            p++;
+        const char *key = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t klen = (size_t)(p - key);
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '=') { /* not key=value: copy the rest unchanged */
+            put(out, len, w, ws, strlen(ws));
+            return;
+        }
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        const char *val = p;
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p == '\'')
+                p++;
+        } else {
+            for (; *p && !isspace((unsigned char)*p); p++)
+                if (*p == '\\' && p[1])
+                    p++;
+        }
+        put(out, len, w, ws, (size_t)(val - ws));
+        if (klen == 8 && strncmp(key, "password", 8) == 0)
+            put(out, len, w, "***", 3);
+        else
+            put(out, len, w, val, (size_t)(p - val));
+    }
+}
+
+void cd_config_mask_secret(const char *conninfo, char *out, size_t len)
+{
+    size_t w = 0;
+    if (len == 0)
+        return;
+    if (conninfo != NULL) {
+        if (strncmp(conninfo, "postgresql://", 13) == 0 ||
+            strncmp(conninfo, "postgres://", 11) == 0)
+            mask_uri(conninfo, out, len, &w);
+        else
+            mask_kv(conninfo, out, len, &w);
+    }
+    out[w] = '\0';
+}
+
 void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf, size_t len)
 {
     const char *base = (const char *)cfg;
@@ -635,6 +744,12 @@ void cd_config_print_values(FILE *f, const cd_config *cfg)
         }
         char v[1024];
         cd_config_format_value(cfg, o, v, sizeof(v));
-        fprintf(f, "%s = %s\n", o->name, v);
+        if (o->flags & CD_OPT_SECRET) {
+            char m[1024];
+            cd_config_mask_secret(v, m, sizeof(m));
+            fprintf(f, "%s = %s\n", o->name, m);
+        } else {
+            fprintf(f, "%s = %s\n", o->name, v);
+        }
     }
 }

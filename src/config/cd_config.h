@@ -95,6 +95,7 @@ typedef struct cd_config {
     char *user_agent;
     uint32_t status_interval_s; /* progress line period (reloadable) */
     char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
+    uint32_t http_client_limit; /* requests in progress per client address; 0 = off */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
@@ -112,6 +113,7 @@ typedef enum cd_opt_type {
 
 #define CD_OPT_RELOADABLE 0x1 /* applied on SIGHUP */
 #define CD_OPT_EMPTY_NULL 0x2 /* string: "" is stored as NULL */
+#define CD_OPT_SECRET     0x4 /* string: may hold a password, shown masked */
 
 typedef struct cd_option {
     const char *name; /* file key and --name flag */
@@ -206,7 +208,26 @@ void cd_config_write_sample(FILE *f);
 /* Writes the effective configuration as a config file (--print-config). */
 void cd_config_print_values(FILE *f, const cd_config *cfg);
 
-/* Formats the current value of an option in file syntax into buf. */
+/* Copies a libpq connection string into out (NUL-terminated, truncated to
+ * len) with every password replaced by "***": the value of a `password`
+ * keyword (key=value form, quoted or not), the password of a URI's user
+ * info (postgresql://user:pw@host/db) and a `password` URI parameter
+ * (...?password=pw). Everything else is copied as is. What --print-config,
+ * the reload log and the PostgreSQL connection messages show of
+ * pg_conninfo. */
+void cd_config_mask_secret(const char *conninfo, char *out, size_t len);
+
+/* Overwrites, in place, the password of a --pg-conninfo / --pg_conninfo
+ * value among argv[1..argc-1] (the next argument or after '='), so that
+ * /proc/PID/cmdline and ps show "***" instead: the kernel reads the command
+ * line from the process's own argv memory, and forked workers inherit the
+ * scrubbed copy. Call after cd_config_parse_args (which copied the values).
+ * Bytes freed by the shorter text become NULs (empty arguments to ps).
+ * Returns: the number of arguments changed. */
+int cd_config_scrub_argv(int argc, char **argv);
+
+/* Formats the current value of an option in file syntax into buf (secrets
+ * in clear: for comparing values; cd_config_mask_secret before showing). */
 void cd_config_format_value(const cd_config *cfg, const cd_option *opt, char *buf, size_t len);
 
 #endif /* CD_CONFIG_H */

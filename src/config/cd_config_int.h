@@ -12,6 +12,10 @@
 #include "cd_log.h" /* CD_PRINTF */
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
+/* The largest config file read (bytes): the sample with every option and its
+ * comments is about 20 KiB; a bigger file is a mistake (a log, a binary). */
+#define CD_CONFIG_MAX_FILE (1024 * 1024)
+
 /* Where a configuration came from, so SIGHUP can rebuild it. */
 typedef struct cd_config_src {
     char *conf_file; /* NULL: none */

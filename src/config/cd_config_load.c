@@ -39,30 +39,108 @@ static char *trim(char *s)
     return s;
 }
 
-int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen)
+/* Reads a whole config file into a new NUL-terminated buffer (*len bytes,
+ * the caller frees it). Only a regular file of at most CD_CONFIG_MAX_FILE
+ * bytes is read: /dev/zero would never end, a FIFO with no writer would
+ * block start-up forever, a directory or a device is a mistake. The open is
+ * non-blocking so that a FIFO is refused by the fstat, not waited on.
+ * Returns 0, or -1 with err set. */
+static int read_conf(const char *path, char **out, size_t *len, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
         cd_config_seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(errno));
         return -1;
     }
     struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fclose(f);
-        cd_config_seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(EISDIR));
+    if (fstat(fd, &sb) != 0) {
+        cd_config_seterr(err, errlen, "%s: cannot read config file: %s", path, strerror(errno));
+        close(fd);
         return -1;
     }
+    if (!S_ISREG(sb.st_mode)) {
+        const char *what = S_ISDIR(sb.st_mode)    ? strerror(EISDIR)
+                           : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                           : S_ISCHR(sb.st_mode)  ? "a character device"
+                           : S_ISBLK(sb.st_mode)  ? "a block device"
+                           : S_ISSOCK(sb.st_mode) ? "a socket"
+                                                  : "not a regular file";
+        cd_config_seterr(err, errlen, "%s: cannot read config file: %s, not a regular file", path,
+                         what);
+        close(fd);
+        return -1;
+    }
+    if (sb.st_size > CD_CONFIG_MAX_FILE) {
+        cd_config_seterr(err, errlen, "%s: config file too large: %lld bytes (at most %d)", path,
+                         (long long)sb.st_size, CD_CONFIG_MAX_FILE);
+        close(fd);
+        return -1;
+    }
+    /* read up to one byte more than the limit: a file that grows between
+     * the fstat and the read is still bounded */
+    char *buf = cd_xmalloc((size_t)CD_CONFIG_MAX_FILE + 2);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, (size_t)CD_CONFIG_MAX_FILE + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            cd_config_seterr(err, errlen, "%s: read error: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > (size_t)CD_CONFIG_MAX_FILE) {
+            cd_config_seterr(err, errlen, "%s: config file too large: more than %d bytes", path,
+                             CD_CONFIG_MAX_FILE);
+            free(buf);
+            close(fd);
+            return -1;
+        }
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (read_conf(path, &text, &len, err, errlen) < 0)
+        return -1;
     char line[8192];
     int lineno = 0;
     int rc = 0;
-    while (fgets(line, sizeof(line), f) != NULL) {
+    size_t pos = 0;
+    while (pos < len) {
         lineno++;
-        size_t n = strlen(line);
-        if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
-            cd_config_seterr(err, errlen, "%s:%d: line too long: '%.40s...'", path, lineno, line);
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        /* fgets() used to stop at a NUL and drop the rest of the line
+         * silently; a NUL has no business in a text file (a corrupt or
+         * binary file given by mistake) */
+        const char *nul = memchr(start, '\0', n);
+        if (nul != NULL) {
+            cd_config_seterr(err, errlen, "%s:%d: NUL byte at column %d: not a text file", path,
+                             lineno, (int)(nul - start) + 1);
             rc = -1;
             break;
         }
+        if (n >= sizeof(line)) {
+            cd_config_seterr(err, errlen, "%s:%d: line too long: '%.40s...'", path, lineno, start);
+            rc = -1;
+            break;
+        }
+        memcpy(line, start, n);
+        line[n] = '\0';
         char *s = trim(line);
         if (*s == '\0' || *s == '#')
             continue;
@@ -102,11 +180,7 @@ int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errl
             break;
         }
     }
-    if (rc == 0 && ferror(f)) {
-        cd_config_seterr(err, errlen, "%s: read error: %s", path, strerror(errno));
-        rc = -1;
-    }
-    fclose(f);
+    free(text);
     return rc;
 }
 
@@ -422,6 +496,43 @@ fail:
     return CD_CONFIG_ERROR;
 }
 
+/* Rewrites one argv string in place with its password masked; the string
+ * cannot grow (it lives in the kernel's argument area), so freed bytes
+ * become NULs. Returns 1 if it changed. */
+static int scrub_one(char *arg)
+{
+    size_t n = strlen(arg);
+    char *m = cd_xmalloc(n + 4);
+    cd_config_mask_secret(arg, m, n + 4);
+    int changed = strcmp(m, arg) != 0;
+    if (changed) {
+        /* "***" is longer than a 1-2 character password: the text is then
+         * cut at the old length (its end lost, never a password byte) */
+        size_t ml = strlen(m);
+        if (ml > n)
+            ml = n;
+        memcpy(arg, m, ml);
+        memset(arg + ml, '\0', n - ml);
+    }
+    free(m);
+    return changed;
+}
+
+int cd_config_scrub_argv(int argc, char **argv)
+{
+    int changed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--pg-conninfo") == 0 || strcmp(a, "--pg_conninfo") == 0) {
+            if (i + 1 < argc)
+                changed += scrub_one(argv[++i]);
+        } else if (strncmp(a, "--pg-conninfo=", 14) == 0 || strncmp(a, "--pg_conninfo=", 14) == 0) {
+            changed += scrub_one(argv[i] + 14);
+        }
+    }
+    return changed;
+}
+
 /* ------------------------------------------------------------------------ */
 /* reload                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -485,6 +596,13 @@ int cd_config_reload(cd_config *live)
         cd_config_format_value(&fresh, o, b, sizeof(b));
         if (strcmp(a, b) == 0)
             continue;
+        if (o->flags & CD_OPT_SECRET) { /* compared in clear, logged masked */
+            char ma[1024], mb[1024];
+            cd_config_mask_secret(a, ma, sizeof(ma));
+            cd_config_mask_secret(b, mb, sizeof(mb));
+            snprintf(a, sizeof(a), "%s", ma);
+            snprintf(b, sizeof(b), "%s", mb);
+        }
         if (!(o->flags & CD_OPT_RELOADABLE)) {
             cd_log_warn("reload: %s changed from '%s' to '%s'; restart conduitd to apply", o->name,
                         a, b);

@@ -22,12 +22,14 @@
 #include "cd_mempool.h"
 #include "cd_notify.h"
 #include "cd_pg.h"
+#include "cd_ring.h"
 #include "cd_status.h"
 
 #include "cd_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
@@ -89,8 +91,9 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
             char *nl;
             while (perr && (nl = strchr(perr, '\n')) != NULL)
                 *nl = nl[1] ? ' ' : '\0';
-            snprintf(err, errlen, "pg_conninfo: %s: '%s'", perr ? perr : "invalid",
-                     cfg->pg_conninfo);
+            char shown[512];
+            cd_config_mask_secret(cfg->pg_conninfo, shown, sizeof(shown));
+            snprintf(err, errlen, "pg_conninfo: %.400s: '%s'", perr ? perr : "invalid", shown);
             PQfreemem(perr);
             return -1;
         }
@@ -128,6 +131,34 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
     snprintf(err, errlen,
              "PostgreSQL not reachable (%s): %s (set pg_conninfo or PG* variables, or index = off)",
              target, reason);
+    return -1;
+}
+
+/* Returns 0 if the block ring fits in /dev/shm, else -1 with err naming
+ * the numbers (a ring larger than the tmpfs is accepted by ftruncate and
+ * fails much later, page by page). */
+static int check_ring_space(const cd_config *cfg, char *err, size_t errlen)
+{
+    char name[CD_RING_NAME_MAX];
+    uint64_t need = 0, avail = 0;
+    if (cd_ring_name_for(cfg->datadir, name) != 0)
+        return 0; /* the datadir was checked: cd_ring_create reports it */
+    if (cd_ring_check_space(name, cfg->ring_size, &need, &avail) == 0)
+        return 0;
+    char want[64];
+    cd_config_format_value(cfg, cd_config_find("ring_size"), want, sizeof(want));
+    if (errno != ENOSPC) {
+        snprintf(err, errlen, "ring_size %s: cannot examine %s: %s", want, CD_RING_SHM_DIR,
+                 strerror(errno));
+        return -1;
+    }
+    snprintf(err, errlen,
+             "ring_size %s does not fit in %s: the ring needs %" PRIu64
+             " bytes (%.1f MiB), %" PRIu64
+             " bytes (%.1f MiB) are free there (lower ring_size, or enlarge %s: "
+             "mount -o remount,size=..., docker --shm-size)",
+             want, CD_RING_SHM_DIR, need, (double)need / 1048576.0, avail,
+             (double)avail / 1048576.0, CD_RING_SHM_DIR);
     return -1;
 }
 
@@ -192,6 +223,9 @@ int main(int argc, char **argv)
 
     switch (cd_config_parse_args(&cfg, PROG, argc, argv, err, sizeof(err))) {
     case CD_CONFIG_RUN:
+        /* a password given as a flag leaves /proc/PID/cmdline (readable by
+         * every local user) before any worker is forked */
+        cd_config_scrub_argv(argc, argv);
         break;
     case CD_CONFIG_HELP:
     case CD_CONFIG_VERSION:
@@ -222,6 +256,8 @@ int main(int argc, char **argv)
         return CD_EXIT_CONFIG;
     }
     if (cfg.index && check_postgres(&cfg, err, sizeof(err)) < 0)
+        return locked_config_error(&cfg, lock_fd, err);
+    if (check_ring_space(&cfg, err, sizeof(err)) < 0)
         return locked_config_error(&cfg, lock_fd, err);
 
     /* bound here, before anything is forked: a bad address or a port in use

@@ -78,6 +78,9 @@ cd_pg *cd_pg_new(const cd_config *cfg, const cd_pg_session *how)
 {
     cd_pg *pg = cd_xcalloc(1, sizeof(*pg));
     pg->conninfo = cd_xstrdup(cfg->pg_conninfo ? cfg->pg_conninfo : "");
+    size_t sl = strlen(pg->conninfo) + 4; /* masking adds at most "***" */
+    pg->shown = cd_xmalloc(sl);
+    cd_config_mask_secret(pg->conninfo, pg->shown, sl);
     if (how) {
         pg->how.connect_timeout_s = how->connect_timeout_s;
         pg->how.application_name = how->application_name ? cd_xstrdup(how->application_name) : NULL;
@@ -94,6 +97,7 @@ void cd_pg_free(cd_pg *pg)
     if (pg->conn)
         PQfinish(pg->conn);
     free(pg->conninfo);
+    free(pg->shown);
     free((char *)pg->how.application_name);
     free(pg);
 }
@@ -145,7 +149,7 @@ static void backoff_sleep(const cd_pg *pg, unsigned ms)
 
 static const char *conn_target(const cd_pg *pg)
 {
-    return pg->conninfo[0] ? pg->conninfo : "(PG* environment defaults)";
+    return pg->shown[0] ? pg->shown : "(PG* environment defaults)";
 }
 
 int cd_pg_connect(cd_pg *pg)

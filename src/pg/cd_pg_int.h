@@ -17,6 +17,7 @@
 
 struct cd_pg {
     char *conninfo;
+    char *shown; /* conninfo with its password masked, for log lines */
     cd_pg_session how; /* how.application_name: owned copy or NULL */
     PGconn *conn;
     unsigned max_attempts;

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(cd_ring_slot) == 64, "ring slot must be one cache line");
@@ -74,6 +75,29 @@ int cd_ring_cleanup_stale(const char *name)
         return -1;
     cd_log_warn("ring %s: removed a segment left by dead process %d", name, (int)creator);
     return 1;
+}
+
+int cd_ring_check_space(const char *name, uint64_t size, uint64_t *need, uint64_t *avail)
+{
+    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+    *need = CD_RING_HDR_SIZE + (size + pg - 1) / pg * pg;
+    *avail = 0;
+    struct statvfs vs;
+    if (statvfs(CD_RING_SHM_DIR, &vs) != 0)
+        return -1;
+    *avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0)
+            *avail += (uint64_t)st.st_blocks * 512u; /* pages it really holds */
+        close(fd);
+    }
+    if (*need > *avail) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return 0;
 }
 
 int cd_ring_create(cd_ring *r, const char *name, uint64_t size)

@@ -89,6 +89,24 @@ int cd_ring_name_for(const char *datadir, char out[CD_RING_NAME_MAX]) CD_WARN_UN
  */
 int cd_ring_create(cd_ring *r, const char *name, uint64_t size) CD_WARN_UNUSED;
 
+/* The directory where glibc's shm_open() puts segments on Linux: the ring's
+ * memory is charged to that tmpfs. */
+#define CD_RING_SHM_DIR "/dev/shm"
+
+/*
+ * Checks, before the segment is created, that a ring of `size` data bytes
+ * fits in the free space of CD_RING_SHM_DIR. ftruncate() on tmpfs succeeds
+ * for any size (the file is sparse): a ring larger than the space fails only
+ * when a page is first touched, as SIGBUS or EFAULT in recv() ("Bad
+ * address"), long after start. A segment already there under `name` (left
+ * by a crashed run; cd_ring_create replaces it) counts as free.
+ * Out: *need = bytes the segment takes; *avail = bytes free for it.
+ * Returns: 0 if it fits; -1 with errno ENOSPC if not; -1 with errno from
+ * statvfs() if the directory cannot be examined.
+ */
+int cd_ring_check_space(const char *name, uint64_t size, uint64_t *need,
+                        uint64_t *avail) CD_WARN_UNUSED;
+
 /* Unmaps and (in the creating process) unlinks the segment. Accepts a zeroed
  * struct. */
 void cd_ring_destroy(cd_ring *r);

@@ -49,9 +49,9 @@
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 /* The table's size: the pipeline's workers (writer, merkle, at most
- * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP server and the catch-up
- * helper. */
-#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 4)
+ * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP servers (HTTP_PROCS = 4,
+ * src/api/cd_http_int.h), the catch-up helper, and one spare. */
+#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 8)
 
 /* Back-off bounds of a respawn (milliseconds) and the lifetime after which a
  * child counts as healthy (its back-off starts over). */

@@ -93,6 +93,7 @@ OTHER = {
     "log_file": (None, None),  # filled per test
     "user_agent": ("/probe:1/", "/probe:1/"),
     "http_listen": ("127.0.0.1:8085", "127.0.0.1:8085"),
+    "http_client_limit": ("7", "7"),
     "status_interval": ("3", "3"),
 }
 

@@ -386,7 +386,57 @@ START_TEST(test_file_errors)
     ck_assert_ptr_nonnull(strstr(err, strerror(ENOENT)));
     ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--conf", g_tmp, NULL), CD_CONFIG_ERROR);
     ck_assert_ptr_nonnull(strstr(err, strerror(EISDIR)));
+    /* a non-regular file is refused, not read (/dev/zero never ends) */
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--conf", "/dev/zero", NULL), CD_CONFIG_ERROR);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    /* a NUL byte: file:line, not a silently shortened line */
+    snprintf(path, sizeof(path), "%s/nul.conf", g_tmp);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fwrite("index = off\nring_size = 64M\0x\n", 1, 30, f);
+    fclose(f);
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--conf", path, NULL), CD_CONFIG_ERROR);
+    char want[600];
+    snprintf(want, sizeof(want), "%s:2: NUL byte at column 16", path);
+    ck_assert_str_eq(err, strcat(want, ": not a text file"));
     tmp_teardown();
+}
+END_TEST
+
+START_TEST(test_mask_secret)
+{
+    static const char *const cases[][2] = {
+        {"", ""},
+        {"host=h port=5", "host=h port=5"},
+        {"host=h password=pw user=u", "host=h password=*** user=u"},
+        {"password = 'a b\\' c' dbname=x", "password = *** dbname=x"},
+        {"  password=pw", "  password=***"},
+        {"passwordx=1 password=", "passwordx=1 password=***"},
+        {"postgresql://u:pw@h:5/db", "postgresql://u:***@h:5/db"},
+        {"postgresql://u:p@w@h/db", "postgresql://u:***@h/db"},
+        {"postgres://u@h/db?password=pw&sslmode=a", "postgres://u@h/db?password=***&sslmode=a"},
+        {"postgresql://h/db?a=b", "postgresql://h/db?a=b"},
+        {"not a conninfo", "not a conninfo"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[256];
+        cd_config_mask_secret(cases[i][0], out, sizeof(out));
+        ck_assert_msg(strcmp(out, cases[i][1]) == 0, "'%s' -> '%s', want '%s'", cases[i][0], out,
+                      cases[i][1]);
+    }
+    char small[8];
+    cd_config_mask_secret("password=secret", small, sizeof(small));
+    ck_assert_str_eq(small, "passwor"); /* truncated, never the password */
+
+    char a0[] = "conduitd", a1[] = "--pg-conninfo", a2[] = "host=h password=secret",
+         a3[] = "--pg_conninfo=postgresql://u:pw@h/d", a4[] = "--datadir", a5[] = "password=x";
+    char *argv[] = {a0, a1, a2, a3, a4, a5, NULL};
+    ck_assert_int_eq(cd_config_scrub_argv(6, argv), 2);
+    ck_assert_str_eq(argv[2], "host=h password=***");
+    ck_assert_int_eq(a2[sizeof(a2) - 2], '\0'); /* freed bytes are NULs */
+    /* one byte longer masked: cut at the old length */
+    ck_assert_str_eq(argv[3], "--pg_conninfo=postgresql://u:***@h/");
+    ck_assert_str_eq(argv[5], "password=x"); /* not a conninfo flag's value */
 }
 END_TEST
 
@@ -769,6 +819,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_file_errors);
     tcase_add_test(tc, test_parser_workers_bound);
     tcase_add_test(tc, test_flag_errors);
+    tcase_add_test(tc, test_mask_secret);
     tcase_add_test(tc, test_sample_in_sync);
     tcase_add_test(tc, test_help_lists_every_option);
     tcase_add_test(tc, test_datadir_checks);
