@@ -13,11 +13,13 @@
 #include "btc_net.h"
 #include "cd_config.h"
 #include "cd_http.h"
+#include "cd_http_int.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,7 +54,11 @@ static void srv_start(server *sv)
         cfg.net = btc_net_get(BTC_NET_REGTEST);
         cfg.datadir = sv->dir;
         cfg.index = 0;
-        _exit(cd_http_server_run(&cfg, lfd, ch[1]));
+        /* the table the servers share: this test runs one server, index 0 */
+        http_busy *busy = mmap(NULL, sizeof(http_busy) * HTTP_PROCS, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        ck_assert(busy != MAP_FAILED);
+        _exit(cd_http_server_run(&cfg, lfd, ch[1], 0, busy));
     }
     close(ch[1]);
     close(lfd);
