@@ -137,6 +137,12 @@ int cd_cli_block(int argc, char **argv)
                loc.size, loc.tx_count, loc.chunk_count, have_tree ? "verified" : "missing");
         goto out;
     }
+    /* a bit flipped on disk is refused, not printed (issue 11, F7) */
+    if (a.cfg.serve_block_check && cd_lookup_block_check(lk, hash, &loc) != CD_LOOKUP_OK) {
+        fprintf(stderr, "conduit-cli block: %s\n", cd_lookup_error(lk));
+        rc = 1;
+        goto out;
+    }
     FILE *f = stdout;
     if (a.out) {
         f = fopen(a.out, "wb");

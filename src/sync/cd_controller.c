@@ -300,8 +300,11 @@ static void publish_status(cd_ctl *ctl)
     /* with catch-up mode, not before the secondary indexes are back */
     int caught_up = st->header_height >= 0 && st->height >= st->header_height &&
                     (!pr.index_mode || strcmp(pr.index_mode, CD_CTL_INDEX_LIVE) == 0);
+    /* the data path stopped (a disk full: issue 11, F6): stale, and why */
+    snprintf(st->stall, sizeof(st->stall), "%s", pr.stall);
     snprintf(st->state, sizeof(st->state), "%s",
              ctl->stopping                   ? "stopping"
+             : pr.stall[0]                   ? "stale"
              : !cd_hdrsync_synced(ctl->sync) ? "headers"
              : caught_up                     ? "synced"
                                              : "syncing");

@@ -8,8 +8,11 @@
 #include "cd_util.h"
 #include "cd_blockstore.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -72,6 +75,118 @@ static void store(cd_blockstore *bs, const uint8_t *data, size_t n, uint64_t ntx
     free(offs);
     memcpy(hash_out, hash, 32);
 }
+
+/* A map too small for the data grows instead of failing (issue 11, F6:
+ * MDB_MAP_FULL is one of the two ways a store fills). */
+START_TEST(test_map_full_grows)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 1u << 20, &bs), 0); /* 1 MiB map */
+    size_t n = 3 * CD_BS_CHUNK_SIZE + 999;
+    uint8_t *data = make_bytes(n, 11);
+    uint8_t hash[32];
+    store(bs, data, n, 100, 1, 777777, hash);
+    cd_block_loc loc;
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, &loc), 0);
+    uint8_t *back = malloc(n);
+    ck_assert_int_eq(cd_blockstore_read(bs, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    /* a reader opened with the small map adopts the grown one */
+    cd_blockstore *ro;
+    ck_assert_int_eq(cd_blockstore_open(p, CD_BS_RDONLY, 1u << 20, &ro), 0);
+    ck_assert_int_eq(cd_blockstore_get(ro, hash, &loc), 0);
+    memset(back, 0, n);
+    ck_assert_int_eq(cd_blockstore_read(ro, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    cd_blockstore_close(ro);
+    free(back);
+    free(data);
+    cd_blockstore_close(bs);
+}
+END_TEST
+
+/* An append that fails for want of space (here the file size limit: the
+ * same short write / EFBIG a full disk gives) can be tried again once there
+ * is room, and the block reads back byte for byte: the carried bytes and
+ * offsets of the failed txn are put back. */
+START_TEST(test_append_retried_after_full)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 0, &bs), 0);
+    size_t n = 5 * CD_BS_CHUNK_SIZE + 4321, piece = 1500007;
+    uint64_t ntx = 3 * CD_BS_OFFS_PER_REC + 5;
+    uint8_t *data = make_bytes(n, 13);
+    uint8_t hash[32];
+    cd_sha256d(hash, data, 80);
+    uint64_t *offs = malloc(ntx * sizeof(uint64_t));
+    for (uint64_t i = 0; i < ntx; i++)
+        offs[i] = 81 + i * ((n - 81) / ntx);
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(cd_blockstore_begin(bs, hash, data, 3, n, ntx), 0);
+    size_t done = 0;
+    uint64_t oi = 0;
+    int failures = 0;
+    while (done < n) {
+        size_t k = CD_MIN(piece, n - done);
+        uint64_t on = 0;
+        while (oi + on < ntx && offs[oi + on] < done + k)
+            on++;
+        if (done >= 2 * piece && failures == 0) {
+            /* the file may not grow from here on */
+            struct rlimit lim = {0, old.rlim_max};
+            char f[600];
+            snprintf(f, sizeof(f), "%s/data.mdb", p);
+            FILE *fp = fopen(f, "rb");
+            ck_assert_ptr_nonnull(fp);
+            fseek(fp, 0, SEEK_END);
+            lim.rlim_cur = (rlim_t)ftell(fp);
+            fclose(fp);
+            ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+            int rc = 0;
+            for (int t = 0; t < 3 && rc == 0; t++) { /* fails once the free pages are used */
+                rc = cd_blockstore_append(bs, data + done, k, offs + oi, on);
+                if (rc == 0) {
+                    oi += on;
+                    done += k;
+                    k = CD_MIN(piece, n - done);
+                    on = 0;
+                    while (oi + on < ntx && offs[oi + on] < done + k)
+                        on++;
+                }
+            }
+            ck_assert_msg(rc == EFBIG || rc == EIO, "append with no room: %d", rc);
+            failures++;
+            ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+            continue; /* the same append again, with room */
+        }
+        ck_assert_int_eq(cd_blockstore_append(bs, data + done, k, offs + oi, on), 0);
+        oi += on;
+        done += k;
+    }
+    ck_assert_int_eq(cd_blockstore_finish(bs), 0);
+    ck_assert_int_eq(failures, 1);
+    cd_block_loc loc;
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, &loc), 0);
+    uint8_t *back = malloc(n);
+    ck_assert_int_eq(cd_blockstore_read(bs, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    uint64_t *ob = malloc(ntx * sizeof(uint64_t));
+    ck_assert_int_eq(cd_blockstore_read_offsets(bs, &loc, 0, ntx, ob), 0);
+    ck_assert_int_eq(memcmp(ob, offs, ntx * sizeof(uint64_t)), 0);
+    free(ob);
+    free(back);
+    free(offs);
+    free(data);
+    signal(SIGXFSZ, SIG_DFL);
+    cd_blockstore_close(bs);
+}
+END_TEST
 
 START_TEST(test_roundtrip_multichunk)
 {
@@ -305,6 +420,8 @@ static Suite *suite_blockstore(void)
     tcase_add_test(tc, test_abort_delete_replace);
     tcase_add_test(tc, test_readonly_concurrent_and_foreach);
     tcase_add_test(tc, test_merkle_tree_parts);
+    tcase_add_test(tc, test_map_full_grows);
+    tcase_add_test(tc, test_append_retried_after_full);
     suite_add_tcase(s, tc);
     return s;
 }
