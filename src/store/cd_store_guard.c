@@ -15,6 +15,8 @@
 #include <link.h>
 #include <lmdb.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -244,18 +246,49 @@ void cd_store_guard_add(const void *map, size_t size, const char *file)
     g->used = 1;
 }
 
+/* LMDB does not tell where it mapped the file (mdb_env_info's me_mapaddr
+ * is the address asked for with MDB_FIXEDMAP, else NULL): the mapping of
+ * the file is looked up in /proc/self/maps. 0 with *lo, *hi, or -1. */
+static int find_mapping(const char *file, uintptr_t *lo, uintptr_t *hi)
+{
+    char real[4096];
+    if (!realpath(file, real))
+        return -1;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return -1;
+    char line[4096 + 128];
+    int found = 0;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *path = strchr(line, '/');
+        if (!path || strcmp(path, real) != 0)
+            continue;
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx", &a, &b) != 2)
+            continue;
+        if (!found || a < *lo)
+            *lo = a;
+        if (!found || b > *hi)
+            *hi = b;
+        found = 1;
+    }
+    fclose(f);
+    return found ? 0 : -1;
+}
+
 void cd_store_guard_env(struct MDB_env *env, const char *dir)
 {
-    MDB_envinfo info;
-    if (mdb_env_info(env, &info) != 0 || !info.me_mapaddr)
-        return;
+    (void)env; /* its map is found by file name (see find_mapping) */
     char f[4096];
     size_t n = strlen(dir);
     if (n + sizeof("/data.mdb") > sizeof(f))
         return;
     memcpy(f, dir, n);
     memcpy(f + n, "/data.mdb", sizeof("/data.mdb"));
-    cd_store_guard_add(info.me_mapaddr, info.me_mapsize, f);
+    uintptr_t lo = 0, hi = 0;
+    if (find_mapping(f, &lo, &hi) == 0)
+        cd_store_guard_add((const void *)lo, (size_t)(hi - lo), f);
 }
 
 void cd_store_guard_env_closed(const char *dir)

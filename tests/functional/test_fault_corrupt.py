@@ -1,0 +1,140 @@
+"""A flipped bit or a damaged page in an LMDB store (issue 11, F7).
+
+A datadir is synced from the simulated node (index off: only the stores
+matter), then a copy of it is damaged:
+
+- one bit flipped inside a stored block: before the fix `conduit-cli block`
+  printed the changed bytes as they were (so did /v1/block, through the same
+  cd_lookup call); now it refuses the block, and `conduit-cli verify --full`
+  names it by hash and height and exits 1;
+- the header store's file cut short: before the fix the controller died of
+  SIGBUS without a log line (a systemd restart loop); now one ERROR line
+  names the file and the daemon exits with status 2 (not restarted);
+- a page of the block store overwritten: before, the writer segfaulted in a
+  loop under the supervisor; now the start-up check (or the fault guard)
+  names the file and the daemon exits 2, once.
+"""
+
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from daemon_util import Daemon, cli  # noqa: E402
+
+CHAIN = "regtest/blockchain_116_7c9cd2"
+PAGE = 4096
+
+
+def hashes(shared_data):
+    return open(os.path.join(shared_data, CHAIN, "headers.txt")).read().split()
+
+
+_SYNCED = {}
+
+
+@pytest.fixture
+def synced(build_dir, simnode_regtest116, tmp_path_factory):
+    """A datadir holding the whole regtest chain (stored and verified),
+    synced once for the module (each test damages a copy)."""
+    if "d" in _SYNCED:
+        return _SYNCED["d"]
+    datadir = str(tmp_path_factory.mktemp("corrupt") / "d")
+    d = Daemon(build_dir, datadir, ["--regtest", "--connect",
+                                    "127.0.0.1:%d" % simnode_regtest116.port,
+                                    "--index", "off", "--log-level", "info"]).start()
+    try:
+        d.wait_for_log(r"blocksync: all blocks stored up to height 116", timeout=180)
+    finally:
+        assert d.stop() == 0, d.log_text()[-3000:]
+    _SYNCED["d"] = datadir
+    return datadir
+
+
+def copy_of(synced, tmp_path):
+    dst = str(tmp_path / "d")
+    shutil.copytree(synced, dst)
+    for f in ("conduitd.lock", "status"):
+        if os.path.exists(os.path.join(dst, f)):
+            os.unlink(os.path.join(dst, f))
+    return dst
+
+
+def test_flipped_bit_in_a_block_is_refused_and_named(build_dir, synced, tmp_path, shared_data):
+    datadir = copy_of(synced, tmp_path)
+    height = 113  # 3 transactions, 705 bytes
+    h = hashes(shared_data)[height]
+    raw = open(os.path.join(shared_data, CHAIN, h), "rb").read()
+    # the clean copy verifies and is served
+    p = cli(build_dir, ["verify", "--full", "--datadir", datadir, "--regtest"], check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert b"117 blocks checked (re-hashed), 0 bad" in p.stdout, p.stdout
+    p = cli(build_dir, ["block", h, "--hex", "--datadir", datadir, "--regtest"], check=False)
+    assert p.returncode == 0 and p.stdout.strip() == raw.hex().encode(), p.stderr
+    # flip one bit in the last transaction's bytes, inside the LMDB file (in
+    # every copy: pages LMDB freed may still hold an older one)
+    path = os.path.join(datadir, "blocks", "data.mdb")
+    data = bytearray(open(path, "rb").read())
+    tail = raw[-120:]
+    at = data.find(tail)
+    assert at > 0, "the block's bytes are not in the file"
+    while at >= 0:
+        data[at + 60] ^= 0x10
+        at = data.find(tail, at + 1)
+    open(path, "wb").write(data)
+    # not served any more
+    p = cli(build_dir, ["block", h, "--hex", "--datadir", datadir, "--regtest"], check=False)
+    assert p.returncode != 0, "a damaged block was served: %r" % p.stdout[:200]
+    assert b"damaged" in p.stderr and h.encode() in p.stderr, p.stderr
+    # named by verify --full, by hash and height, exit 1
+    p = cli(build_dir, ["verify", "--full", "--datadir", datadir, "--regtest"], check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    bad = re.findall(rb"^BAD ([0-9a-f]{64}) height (\d+): (.*)$", p.stdout, re.M)
+    assert [(b[0].decode(), int(b[1])) for b in bad] == [(h, height)], p.stdout
+    assert b"merkle root" in bad[0][2], bad
+
+
+def start_damaged(build_dir, datadir, port):
+    return Daemon(build_dir, datadir, ["--regtest", "--connect", "127.0.0.1:%d" % port,
+                                       "--index", "off", "--log-level", "info"]).start()
+
+
+def test_truncated_header_store_is_named_and_exits_2(build_dir, synced, simnode_regtest116,
+                                                     tmp_path):
+    datadir = copy_of(synced, tmp_path)
+    path = os.path.join(datadir, "headers", "data.mdb")
+    assert os.path.getsize(path) > 4 * PAGE
+    os.truncate(path, 3 * PAGE)  # the tree's pages are past the end: SIGBUS
+    d = start_damaged(build_dir, datadir, simnode_regtest116.port)
+    rc = d.wait_exit(timeout=60)
+    log = d.log_text()
+    assert rc == 2, (rc, log[-3000:])
+    lines = [ln for ln in log.splitlines() if "fatal SIG" in ln]
+    assert len(lines) == 1, log[-3000:]
+    assert "ERROR" in lines[0] and path in lines[0], lines[0]
+    print(lines[0])
+
+
+def test_damaged_block_store_page_exits_2_once(build_dir, synced, simnode_regtest116, tmp_path):
+    datadir = copy_of(synced, tmp_path)
+    path = os.path.join(datadir, "blocks", "data.mdb")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # every page but the two meta pages
+        for pg in range(2, size // PAGE):
+            f.seek(pg * PAGE)
+            f.write(bytes([0xA5]) * PAGE)
+    d = start_damaged(build_dir, datadir, simnode_regtest116.port)
+    rc = d.wait_exit(timeout=120)
+    log = d.log_text()
+    assert rc == 2, (rc, log[-3000:])
+    named = [ln for ln in log.splitlines()
+             if "ERROR" in ln and os.path.join(datadir, "blocks") in ln]
+    assert named, log[-3000:]
+    print("\n".join(named))
+    # no restart loop: at most one start of the writer after the first
+    assert len(re.findall(r"restarting writer worker", log)) == 0, log[-3000:]
