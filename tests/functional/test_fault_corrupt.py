@@ -4,9 +4,9 @@ A datadir is synced from the simulated node (index off: only the stores
 matter), then a copy of it is damaged:
 
 - one bit flipped inside a stored block: before the fix `conduit-cli block`
-  printed the changed bytes as they were (so did /v1/block, through the same
-  cd_lookup call); now it refuses the block, and `conduit-cli verify --full`
-  names it by hash and height and exits 1;
+  and /v1/block served the changed bytes as they were; now both refuse the
+  block, and `conduit-cli verify --full` names it by hash and height and
+  exits 1;
 - the header store's file cut short: before the fix the controller died of
   SIGBUS without a log line (a systemd restart loop); now one ERROR line
   names the file and the daemon exits with status 2 (not restarted);
@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -97,6 +99,27 @@ def test_flipped_bit_in_a_block_is_refused_and_named(build_dir, synced, tmp_path
     bad = re.findall(rb"^BAD ([0-9a-f]{64}) height (\d+): (.*)$", p.stdout, re.M)
     assert [(b[0].decode(), int(b[1])) for b in bad] == [(h, height)], p.stdout
     assert b"merkle root" in bad[0][2], bad
+    # nor by /v1/block (the same check, in the HTTP server); a clean block is
+    d = Daemon(build_dir, datadir, ["--regtest", "--connect", "127.0.0.1:1", "--index", "off",
+                                    "--http-listen", "127.0.0.1:0", "--log-level", "info"]).start()
+    try:
+        port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
+        st, body = http_get(port, "/v1/block/%s" % h)
+        assert st == 500 and b"damaged" in body, (st, body[:300])
+        good = hashes(shared_data)[112]
+        st, body = http_get(port, "/v1/block/%s" % good)
+        assert st == 200 and body == open(os.path.join(shared_data, CHAIN, good), "rb").read()
+    finally:
+        assert d.stop() == 0, d.log_text()[-3000:]
+    assert "block %s is damaged in the block store" % h in d.log_text()
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def start_damaged(build_dir, datadir, port):

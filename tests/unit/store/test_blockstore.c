@@ -7,6 +7,7 @@
 #include "cd_hash.h"
 #include "cd_util.h"
 #include "cd_blockstore.h"
+#include "cd_store_guard.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -185,6 +186,96 @@ START_TEST(test_append_retried_after_full)
     free(data);
     signal(SIGXFSZ, SIG_DFL);
     cd_blockstore_close(bs);
+}
+END_TEST
+
+/* Reads a whole file from CD_SHARED_DATA (../shared/data). */
+static uint8_t *shared_file(const char *rel, size_t *n)
+{
+    const char *base = getenv("CD_SHARED_DATA");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", base ? base : "../shared/data", rel);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)sz + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    b[sz] = 0;
+    *n = (size_t)sz;
+    return b;
+}
+
+/* Stores block 413567 (real bytes, real offsets) under its hash, with one
+ * byte changed at `flip` (none when flip >= n). */
+static void store_real(cd_blockstore *bs, size_t flip, uint8_t hash[32], cd_block_loc *loc)
+{
+    size_t n, on;
+    uint8_t *blk = shared_file("mainnet/block413567.raw", &n);
+    char *ot = (char *)shared_file("mainnet/block413567.tx-offsets", &on);
+    uint64_t *offs = malloc(4096 * sizeof(uint64_t));
+    size_t ntx = 0;
+    for (char *p = ot, *e; ntx < 4096; p = e) {
+        unsigned long long v = strtoull(p, &e, 10);
+        if (e == p)
+            break;
+        offs[ntx++] = v;
+    }
+    cd_sha256d(hash, blk, 80);
+    if (flip < n)
+        blk[flip] ^= 0x01;
+    ck_assert_int_eq(cd_blockstore_begin(bs, hash, blk, 413567, n, ntx), 0);
+    ck_assert_int_eq(cd_blockstore_append(bs, blk, n, offs, ntx), 0);
+    ck_assert_int_eq(cd_blockstore_finish(bs), 0);
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, loc), 0);
+    free(offs);
+    free(ot);
+    free(blk);
+}
+
+/* The served-block check (issue 11, F7): the real block verifies; one bit
+ * flipped in a transaction does not, and says why. */
+START_TEST(test_verify_real_block_and_a_flipped_bit)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 0, &bs), 0);
+    uint8_t hash[32];
+    cd_block_loc loc;
+    char why[256];
+    store_real(bs, SIZE_MAX, hash, &loc);
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), 0);
+    ck_assert_int_eq(cd_blockstore_check(bs, 10), 0);
+    store_real(bs, 500000, hash, &loc); /* replaces it: same hash, a bit changed */
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), CD_BS_ECORRUPT);
+    ck_assert_msg(strstr(why, "merkle root") != NULL, "%s", why);
+    store_real(bs, 40, hash, &loc); /* inside the header */
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), CD_BS_ECORRUPT);
+    ck_assert_msg(strstr(why, "header") != NULL, "%s", why);
+    cd_blockstore_close(bs);
+}
+END_TEST
+
+/* The fault guard's line: one line, ERROR, the file, the offset, exit 2. */
+START_TEST(test_guard_line)
+{
+    char line[1024];
+    size_t n = cd_store_guard_format(line, sizeof(line), SIGBUS, "/d/headers/data.mdb", 77834);
+    ck_assert_uint_eq(n, strlen(line));
+    ck_assert_ptr_nonnull(strstr(line, "ERROR "));
+    ck_assert_ptr_nonnull(strstr(line, "fatal SIGBUS reading the LMDB file /d/headers/data.mdb at "
+                                       "offset 77834:"));
+    ck_assert_ptr_nonnull(strstr(line, "exiting with status 2"));
+    ck_assert_ptr_eq(strchr(line, '\n'), line + n - 1);
+    /* a timestamp as cd_log writes it: YYYY-MM-DDTHH:MM:SS.mmmZ */
+    ck_assert_int_eq(line[4], '-');
+    ck_assert_int_eq(line[10], 'T');
+    ck_assert_int_eq(line[23], 'Z');
+    n = cd_store_guard_format(line, 40, SIGSEGV, NULL, UINT64_MAX); /* truncated */
+    ck_assert_uint_eq(n, 39);
 }
 END_TEST
 
@@ -422,6 +513,8 @@ static Suite *suite_blockstore(void)
     tcase_add_test(tc, test_merkle_tree_parts);
     tcase_add_test(tc, test_map_full_grows);
     tcase_add_test(tc, test_append_retried_after_full);
+    tcase_add_test(tc, test_verify_real_block_and_a_flipped_bit);
+    tcase_add_test(tc, test_guard_line);
     suite_add_tcase(s, tc);
     return s;
 }
