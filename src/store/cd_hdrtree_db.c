@@ -130,7 +130,12 @@ int cd_hdrtree_flush_index(cd_hdrtree *t)
 
 int cd_hdrtree_lmdb_fail(const cd_hdrtree *t, const char *what, int rc)
 {
-    cd_log_error("header tree %s: %s: %s", t->path, what, mdb_strerror(rc));
+    int damaged = rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+                  rc == MDB_VERSION_MISMATCH;
+    cd_log_error("header tree %s/data.mdb: %s: %s%s", t->path, what, mdb_strerror(rc),
+                 damaged ? " (the file is damaged: restore it from a backup or delete the "
+                           "directory to fetch the headers again)"
+                         : "");
     return CD_HDRTREE_ESTORE;
 }
 

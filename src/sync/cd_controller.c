@@ -412,7 +412,10 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     int trc = cd_hdrtree_open(&ctl.tree, path, cfg->net, 0);
     if (trc != 0) {
         cd_log_error("cannot open the header tree in %s: %s", path, cd_strerror(trc));
-        rc = trc == CD_HDRTREE_EGENESIS ? CD_EXIT_CONFIG : CD_EXIT_FAILURE;
+        /* a store that cannot be opened (damaged: issue 11, F7; or not
+         * accessible) is not cured by a restart: exit 2, no restart loop */
+        rc = trc == CD_HDRTREE_EGENESIS || trc == CD_HDRTREE_ESTORE ? CD_EXIT_CONFIG
+                                                                    : CD_EXIT_FAILURE;
         goto out;
     }
     {

@@ -42,6 +42,8 @@ typedef struct held_unit {
  * batch commits) and units per batch. */
 #define PARSER_BATCH_BYTES (32u << 20)
 #define PARSER_BATCH_UNITS 4096u
+/* BLOCK_STORED requests held before they are completed together. */
+#define PARSER_BATCH_STORED 256u
 
 typedef struct wk_parser {
     cd_pg *pg;
@@ -96,6 +98,7 @@ static int parser_init(cd_wk_ctx *c)
 
 static int index_unit_gaps(wk_parser *p, int64_t pg_block, const cd_ipc_unit *u,
                            const uint8_t *data, const uint32_t *tx_off);
+static int stored_flush(cd_wk_ctx *c);
 
 /* A held unit that overlaps units committed with another cutting (unit_size
  * changed across a restart): its uncovered txs, unit by unit, as
@@ -268,7 +271,7 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
     h->status = CD_IPC_OK;
     p->held_bytes += u->len;
     if (p->held_bytes >= p->batch_bytes || p->n_held >= PARSER_BATCH_UNITS)
-        return parser_flush(c) < 0 ? -1 : CD_WK_DEFERRED;
+        return parser_flush(c) < 0 || stored_flush(c) < 0 ? -1 : CD_WK_DEFERRED;
     return CD_WK_DEFERRED;
 }
 
@@ -385,6 +388,10 @@ static int parser_stored(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_d
     }
     memcpy(p->st_hash[p->n_st], r->hash, 32);
     p->st_ipc[p->n_st++] = r->block_id;
+    /* a queue that never runs dry must not hold completions back (their
+     * blocks pin ring space until they finish) */
+    if (p->n_st >= PARSER_BATCH_STORED)
+        return stored_flush(c) < 0 ? -1 : 0;
     return 0; /* answered from the idle hook */
 }
 

@@ -143,6 +143,24 @@ def test_truncated_header_store_is_named_and_exits_2(build_dir, synced, simnode_
     print(lines[0])
 
 
+def test_damaged_header_store_page_exits_2(build_dir, synced, simnode_regtest116, tmp_path):
+    """Pages of the header store overwritten (not truncated): an LMDB error
+    or a fault, named with the file; exit 2, not a restart loop."""
+    datadir = copy_of(synced, tmp_path)
+    path = os.path.join(datadir, "headers", "data.mdb")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # every page but the two meta pages
+        for pg in range(2, size // PAGE):
+            f.seek(pg * PAGE)
+            f.write(bytes([0x5A]) * PAGE)
+    d = start_damaged(build_dir, datadir, simnode_regtest116.port)
+    rc = d.wait_exit(timeout=60)
+    log = d.log_text()
+    assert rc == 2, (rc, log[-3000:])
+    named = [ln for ln in log.splitlines() if "ERROR" in ln and path in ln]
+    assert named, log[-3000:]
+
+
 def test_damaged_block_store_page_exits_2_once(build_dir, synced, simnode_regtest116, tmp_path):
     datadir = copy_of(synced, tmp_path)
     path = os.path.join(datadir, "blocks", "data.mdb")
