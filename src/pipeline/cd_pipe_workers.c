@@ -69,7 +69,11 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
             cd_pipe_finish(p, b, CD_PIPE_RETRY); /* may free b */
             return;
         }
-        if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
+        if (m->status == CD_IPC_OK_INDEXED && c->kind == CD_WK_PARSER) {
+            /* the parser found the block stored and verified in LMDB
+             * already and completed it with its batch: nothing to ask */
+            b->stored_done = 1;
+        } else if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
             char hex[65];
             hexid(hex, b->hash);
             cd_log_warn("pipeline: parser rejected unit %u of %s (status %u)", m->unit_no, hex,

@@ -98,6 +98,9 @@ typedef enum cd_ipc_status {
     CD_IPC_ERR_STALE = 5,     /* parser: the block's committed rows did not give the
                                * header's merkle root (an earlier, wrong copy's);
                                * they were removed: index the block again */
+    CD_IPC_OK_INDEXED = 6,    /* parser: committed, and the block (one unit, found
+                               * stored and verified in LMDB) is complete in PG:
+                               * no BLOCK_STORED needed */
 } cd_ipc_status;
 
 typedef struct cd_ipc_hdr {

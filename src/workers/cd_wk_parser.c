@@ -34,6 +34,7 @@ typedef struct held_unit {
     size_t len;
     cd_pg_block_info info; /* to register it (pg_block < 0) */
     uint32_t status;       /* cd_ipc_status sent in its ack */
+    int fast;              /* found stored + verified in LMDB: completed with the batch */
     int written;           /* 1: rows in this batch; 0: committed before / malformed */
     int gaps;              /* overlaps units cut differently: written on its own */
 } held_unit;
@@ -69,7 +70,33 @@ typedef struct wk_parser {
     uint64_t *st_ipc; /* the controller's block ids, echoed in BLOCK_DONE */
     int64_t *st_ids;  /* scratch: their block_ids */
     size_t n_st, cap_st;
+    /* read-only views of the stores, for the fast path (NULL: not yet) */
+    cd_blockstore *blocks, *merkle;
 } wk_parser;
+
+/* Is the block stored (COMPLETE) in <datadir>/blocks and its tree verified
+ * in <datadir>/merkle already? Read-only LMDB lookups: a parser may then
+ * complete a block itself, with the batch that committed its only unit
+ * (no BLOCK_STORED round trip; issue 11 F6 still holds: it is stored). */
+static int stored_verified(cd_wk_ctx *c, wk_parser *p, const uint8_t hash[32])
+{
+    char path[4096];
+    if (!p->blocks) {
+        snprintf(path, sizeof(path), "%s/blocks", c->cfg->datadir);
+        if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &p->blocks) != 0)
+            p->blocks = NULL;
+    }
+    if (!p->merkle) {
+        snprintf(path, sizeof(path), "%s/merkle", c->cfg->datadir);
+        if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &p->merkle) != 0)
+            p->merkle = NULL;
+    }
+    cd_block_loc loc;
+    cd_merkle_meta mm;
+    return p->blocks && p->merkle && cd_blockstore_get(p->blocks, hash, &loc) == 0 &&
+           cd_blockstore_merkle_meta(p->merkle, hash, &mm) == 0 &&
+           memcmp(mm.root, loc.header + 36, 32) == 0;
+}
 
 static int parser_init(cd_wk_ctx *c)
 {
@@ -236,6 +263,33 @@ static int parser_flush(cd_wk_ctx *c)
     for (size_t i = 0; i < p->n_held; i++)
         if (p->held[i].written)
             cd_wk_maybe_crash(c, ++p->units_done);
+    /* fast path: held units are whole blocks; those already stored and
+     * verified are completed now, in one transaction, as before F6 */
+    size_t n_ids = 0;
+    for (size_t i = 0; i < p->n_held; i++) {
+        held_unit *h = &p->held[i];
+        h->fast = h->status == CD_IPC_OK && stored_verified(c, p, h->info.hash);
+        if (h->fast)
+            p->ids[n_ids++] = h->pg_block;
+    }
+    if (n_ids > 0) {
+        uint8_t *purged = cd_xcalloc(n_ids, 1);
+        int32_t tip = -1;
+        rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip, purged);
+        if (rc != CD_PG_OK && rc != CD_PG_EMERKLE) {
+            free(purged);
+            return -1;
+        }
+        if (tip >= 0)
+            p->tip_seen = 1;
+        for (size_t i = 0, k = 0; i < p->n_held; i++) {
+            held_unit *h = &p->held[i];
+            if (h->fast)
+                /* rows of an earlier, wrong copy were removed: index it again */
+                h->status = purged[k++] ? CD_IPC_ERR_STALE : CD_IPC_OK_INDEXED;
+        }
+        free(purged);
+    }
     for (size_t i = 0; i < p->n_held; i++)
         if (cd_wk_send_ack(c, p->held[i].ipc_block, p->held[i].unit_no, p->held[i].status) != 0)
             return -1;
@@ -512,6 +566,8 @@ static void parser_fini(cd_wk_ctx *c)
     free(p->st_hash);
     free(p->st_ipc);
     free(p->st_ids);
+    cd_blockstore_close(p->blocks);
+    cd_blockstore_close(p->merkle);
     free(p);
     c->state = NULL;
 }
