@@ -385,6 +385,10 @@ static int h_block(http_srv *s, struct evhttp_request *req, http_args *a)
     cd_block_loc loc;
     if (!block_resolve(s, req, a->seg[1], hash, &loc))
         return H_DONE;
+    /* a bit flipped on disk is refused, not served (issue 11, F7) */
+    int crc = s->cfg->serve_block_check ? cd_lookup_block_check(s->lk, hash, &loc) : CD_LOOKUP_OK;
+    if (crc != CD_LOOKUP_OK)
+        return cd_http_lookup_failed(s, req, crc);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char len[32];
     snprintf(len, sizeof(len), "%" PRIu64, loc.size);

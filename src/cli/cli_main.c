@@ -21,6 +21,7 @@ int cd_cli_p2p_getblock(int argc, char **argv);  /* cli_p2p.c */
 int cd_cli_p2p_broadcast(int argc, char **argv); /* cli_p2p.c */
 int cd_cli_p2p_ping(int argc, char **argv);      /* cli_p2p.c */
 int cd_cli_block(int argc, char **argv);         /* cli_store.c */
+int cd_cli_verify(int argc, char **argv);        /* cli_store.c */
 int cd_cli_tx_offsets(int argc, char **argv);    /* cli_store.c */
 int cd_cli_tx(int argc, char **argv);            /* cli_pg.c */
 int cd_cli_merkle_proof(int argc, char **argv);  /* cli_pg.c */
@@ -40,6 +41,8 @@ static const cd_cli_cmd commands[] = {
      "a stored raw block (summary, hex or bytes)"},
     {"tx-offsets", cd_cli_tx_offsets, "<hash|height> [--datadir D]",
      "byte offset of every tx of a stored block"},
+    {"verify", cd_cli_verify, "[--full] [--datadir D]",
+     "check the LMDB stores; --full re-hashes every stored block (exit 1: damage found)"},
     {"tx", cd_cli_tx, "<txid> [--hex] [--datadir D] [--pg-conninfo S]",
      "where an indexed tx is; --hex: its raw bytes"},
     {"merkle-proof", cd_cli_merkle_proof, "<txid> [--target hash|header|merkleroot]",

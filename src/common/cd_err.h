@@ -104,6 +104,7 @@
 #define CD_BS_ECORRUPT (CD_ERR_BS - 1) /* a record has the wrong size/version */
 #define CD_BS_ESTATE   (CD_ERR_BS - 2) /* writer call out of order */
 #define CD_BS_ERANGE   (CD_ERR_BS - 3) /* read beyond the block */
+#define CD_BS_MAPFULL  (-30792)        /* == MDB_MAP_FULL: the map could not grow */
 
 /* ---- store: the header tree (cd_hdrtree.h) ---- */
 #define CD_HDRTREE_OK           CD_OK

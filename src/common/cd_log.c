@@ -28,6 +28,11 @@ void cd_log_set_component(const char *name)
     snprintf(g_component, sizeof(g_component), "%s", name);
 }
 
+const char *cd_log_component(void)
+{
+    return g_component;
+}
+
 void cd_log_set_level(cd_log_level level)
 {
     g_level = level;

@@ -30,6 +30,10 @@ typedef enum cd_log_level {
  * The string is copied. */
 void cd_log_set_component(const char *name);
 
+/* Returns: the component name (static storage: safe to read in a signal
+ * handler, e.g. to build a line for cd_log_raw_signal_safe). */
+const char *cd_log_component(void);
+
 /* Minimum level written (default CD_LOG_INFO); get returns the current one. */
 void cd_log_set_level(cd_log_level level);
 cd_log_level cd_log_get_level(void);

@@ -83,6 +83,10 @@ const cd_option cd_config_options[] = {
      "also verify the p2p message checksum of blocks (off: every block byte is already checked: "
      "header hash, canonical tx count, exact length and the merkle root; the checksum would cost "
      "one more SHA-256 pass over each block, about a third of the receive rate)"},
+    {"serve_block_check", CD_OPT_BOOL, "on", 0, 0, 0, OFF(serve_block_check), NULL,
+     "re-hash a stored block against its header's merkle root before /v1/block or conduit-cli "
+     "block serves it, so a bit flipped on disk is refused (one SHA-256d pass over the block; "
+     "docs/PERFORMANCE.md)"},
     {"relay", CD_OPT_BOOL, "on", 0, 0, 0, OFF(relay), NULL,
      "ask peers to announce mempool transactions"},
     {"index_data_pushes", CD_OPT_BOOL, "on", 0, 0, 0, OFF(index_data_pushes), NULL,

@@ -351,6 +351,13 @@ int cd_pg_block_try_complete(cd_pg *pg, int64_t block_id, int *indexed) CD_WARN_
  *      differed and its rows were removed.
  * Returns: CD_PG_OK; CD_PG_EMERKLE if any block's root differed (after the
  *          others are done); errors. */
+/* The block_ids of n blocks given by hash (internal byte order), in order;
+ * -1 for a hash not registered. What a parser needs to complete the blocks
+ * the controller says are stored (BLOCK_STORED: issue 11, F6).
+ * Out: ids (n entries, the caller's).
+ * Returns: CD_PG_OK or errors. */
+int cd_pg_block_ids(cd_pg *pg, const uint8_t (*hashes)[32], size_t n, int64_t *ids) CD_WARN_UNUSED;
+
 int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int32_t *tip_height,
                               uint8_t *purged) CD_WARN_UNUSED;
 

@@ -557,6 +557,49 @@ int cd_pg_blocks_try_complete(cd_pg *pg, const int64_t *block_ids, size_t n, int
     return cd_pg_with_retry(pg, complete_op, &a);
 }
 
+struct ids_arg {
+    const uint8_t (*hashes)[32];
+    size_t n;
+    int64_t *ids;
+};
+
+static int ids_op(cd_pg *pg, void *a)
+{
+    struct ids_arg *x = a;
+    /* "hex,hex,...": one text parameter, no bytea array literal to escape */
+    char *list = cd_xmalloc(x->n * 65 + 1);
+    for (size_t i = 0; i < x->n; i++) {
+        cd_hex_encode(list + 65 * i, x->hashes[i], 32);
+        list[65 * i + 64] = i + 1 < x->n ? ',' : '\0';
+    }
+    const char *vals[1] = {list};
+    PGresult *r = NULL;
+    int rc = cd_pg_q(pg, "reading block ids",
+                     "SELECT b.block_id FROM unnest(string_to_array($1, ',')) WITH ORDINALITY "
+                     "AS q(h, i) LEFT JOIN blocks b ON b.block_hash = decode(q.h, 'hex') "
+                     "ORDER BY q.i",
+                     1, vals, NULL, NULL, &r);
+    free(list);
+    if (rc)
+        return rc;
+    if ((size_t)PQntuples(r) != x->n) {
+        PQclear(r);
+        return CD_PG_ERROR;
+    }
+    for (size_t i = 0; i < x->n; i++)
+        x->ids[i] = PQgetisnull(r, (int)i, 0) ? -1 : strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+int cd_pg_block_ids(cd_pg *pg, const uint8_t (*hashes)[32], size_t n, int64_t *ids)
+{
+    if (n == 0)
+        return CD_PG_OK;
+    struct ids_arg a = {hashes, n, ids};
+    return cd_pg_with_retry(pg, ids_op, &a);
+}
+
 struct purge_arg {
     const uint8_t *hash;
     int64_t block_id;

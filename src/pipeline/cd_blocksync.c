@@ -376,6 +376,10 @@ static void schedule(bs_state *s)
 {
     if (!s->tree || !s->pipe)
         return;
+    /* a store cannot be written (disk full): ask for nothing more until it
+     * can (issue 11, F6); the blocks already here wait in the ring */
+    if (cd_pipeline_stalled(s->pipe, NULL, 0))
+        return;
     int32_t tip = cd_hdrtree_height(s->tree);
     while (s->low <= tip) {
         const cd_hdr_node *n = cd_hdrtree_at(s->tree, s->low);
@@ -465,6 +469,14 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
          * when we read again. A block arriving too slowly is the library's
          * to judge (min_block_rate: the peer is dropped, see on_disconnect). */
         if (r->peer && (r->peer->paused || r->peer->want_begin)) {
+            r->t = now;
+            i++;
+            continue;
+        }
+        /* received and waiting in the pipeline (say for a full disk to
+         * be writable again): not late either; asking again would only
+         * bring a copy the pipeline refuses, in a loop */
+        if (cd_pipeline_holds(s->pipe, r->hash)) {
             r->t = now;
             i++;
             continue;
@@ -575,6 +587,8 @@ static void mod_progress(void *state, cd_ctl_progress *out)
         out->txs += ps.txs_ok;
         out->workers_alive += alive;
         out->workers_total += total;
+        if (!out->stall[0])
+            cd_pipeline_stalled(s->pipe, out->stall, sizeof(out->stall));
     }
 }
 

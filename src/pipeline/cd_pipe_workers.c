@@ -43,6 +43,8 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
                      m->pid);
         cd_pipe_pump(p);
         cd_pipe_purge_pump(p);
+        if (c->kind == CD_WK_PARSER)
+            cd_pipe_recheck_all(p); /* completions waiting for a parser */
         /* a receiver that waited for the workers may go on */
         if (cd_pipe_all_up(p) && p->cbs.space)
             p->cbs.space(p->cbs.arg);
@@ -67,7 +69,11 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
             cd_pipe_finish(p, b, CD_PIPE_RETRY); /* may free b */
             return;
         }
-        if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
+        if (m->status == CD_IPC_OK_INDEXED && c->kind == CD_WK_PARSER) {
+            /* the parser found the block stored and verified in LMDB
+             * already and completed it with its batch: nothing to ask */
+            b->stored_done = 1;
+        } else if (m->status != CD_IPC_OK && c->kind == CD_WK_PARSER && !b->finished) {
             char hex[65];
             hexid(hex, b->hash);
             cd_log_warn("pipeline: parser rejected unit %u of %s (status %u)", m->unit_no, hex,
@@ -83,11 +89,32 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         if (h->len < sizeof(cd_ipc_block_done))
             break;
         const cd_ipc_block_done *m = (const cd_ipc_block_done *)pl;
+        pipe_block *b = cd_pipe_find_block(p, m->block_id);
+        if (c->kind == CD_WK_PARSER && b && b->stored_slot == c->slot && !b->finished) {
+            /* the answer to BLOCK_STORED */
+            b->stored_slot = -1;
+            if (m->status == CD_IPC_OK) {
+                b->stored_done = 1;
+                cd_pipe_check_complete(p, b); /* may free b */
+                return;
+            }
+            char hex[65];
+            hexid(hex, b->hash);
+            if (m->status == CD_IPC_ERR_STALE)
+                cd_log_warn("pipeline: block %s: rows of an earlier copy did not match its "
+                            "header and were removed; indexing it again",
+                            hex);
+            else
+                cd_log_warn("pipeline: block %s: PostgreSQL could not complete it (status %u); "
+                            "indexing it again",
+                            hex, m->status);
+            cd_pipe_finish(p, b, CD_PIPE_RETRY); /* may free b */
+            return;
+        }
         if (c->kind == CD_WK_PARSER) { /* the answer to a purge */
             cd_pipe_purge_done(p, m->block_id);
             return;
         }
-        pipe_block *b = cd_pipe_find_block(p, m->block_id);
         if (!b)
             return;
         if (c->kind == CD_WK_WRITER)
@@ -97,6 +124,21 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
             b->merkle_status = (int)m->status;
         }
         cd_pipe_check_complete(p, b);
+        return;
+    }
+    case CD_IPC_STALL: {
+        if (h->len < sizeof(cd_ipc_stall) || c->kind < 1 || c->kind > 3)
+            break;
+        const cd_ipc_stall *m = (const cd_ipc_stall *)pl;
+        int was = cd_pipeline_stalled(p, NULL, 0);
+        p->stall_on[c->kind] = m->stalled != 0;
+        p->stall[c->kind] = *m;
+        p->stall[c->kind].path[sizeof(m->path) - 1] = '\0';
+        if (was && !cd_pipeline_stalled(p, NULL, 0)) {
+            cd_log_info("pipeline: the block stores are writable again; downloads resume");
+            if (p->cbs.space)
+                p->cbs.space(p->cbs.arg);
+        }
         return;
     }
     default:
@@ -183,12 +225,21 @@ static void worker_lost(cd_pipeline *p, int slot)
         if (q->slot == slot)
             q->slot = -1;
     cd_pipe_purge_pump(p);
+    /* a worker that reported a stall reports it again after its restart */
+    if (p->chan[slot].kind >= 1 && p->chan[slot].kind <= 3)
+        p->stall_on[p->chan[slot].kind] = 0;
     p->defer_release++;
     for (pipe_block *b = p->head; b; b = b->next) {
         for (size_t i = b->n_released; i < b->n_units; i++)
             b->units[i].pending &= ~bit;
         if (b->finished || !b->begin_sent)
             continue;
+        if (b->stored_slot == slot) {
+            /* every unit was committed and the block stored: only the
+             * completion is lost; another parser is asked below */
+            b->stored_slot = -1;
+            continue;
+        }
         char hex[65];
         hexid(hex, b->hash);
         if (b->n_released == 0) {
@@ -199,6 +250,8 @@ static void worker_lost(cd_pipeline *p, int slot)
             b->begin_sent = b->end_sent = 0;
             b->writer_done = b->merkle_done = 0;
             b->merkle_status = 0;
+            b->stored_slot = -1;
+            b->stored_done = 0;
             b->n_sent = 0;
             for (size_t i = 0; i < b->n_units; i++) {
                 b->units[i].sent = 0;
@@ -214,7 +267,7 @@ static void worker_lost(cd_pipeline *p, int slot)
         }
     }
     p->defer_release--;
-    cd_pipe_try_release(p);
+    cd_pipe_recheck_all(p);
 }
 
 /* ---------------- process table callbacks ---------------- */

@@ -29,6 +29,14 @@
  * is asked (BLOCK_DELETE) to remove the rows it committed, and until that
  * parser answers, no other copy of the block is let in (copy_in_flight), so
  * a right copy is never mixed with a wrong one's rows.
+ *
+ * Completion (issue 11, F6): a block is marked indexed in PostgreSQL (and
+ * the tip moved) only after the writer stored it in LMDB, the merkle worker
+ * verified it and every parser acked its units: then one parser is asked
+ * (BLOCK_STORED) to complete it, and the block finishes OK when that parser
+ * answers. Before, the last parser to commit a unit completed the block by
+ * itself, so with the disk full PostgreSQL showed blocks indexed and on the
+ * best chain that LMDB never stored.
  */
 #include "cd_pipeline.h"
 #include "cd_pipeline_int.h"
@@ -355,6 +363,26 @@ void cd_pipe_finish(cd_pipeline *p, pipe_block *b, int status)
     cd_pipe_try_release(p);
 }
 
+void cd_pipe_send_stored(cd_pipeline *p, pipe_block *b)
+{
+    for (int i = 0; i < p->n_parsers; i++) {
+        pipe_chan *c = &p->chan[p->parser_slot[(p->rr + i) % p->n_parsers]];
+        if (!c->up)
+            continue;
+        cd_ipc_block_ref r;
+        memset(&r, 0, sizeof(r));
+        r.block_id = b->id;
+        memcpy(r.hash, b->hash, 32);
+        r.n_units = (uint32_t)b->n_units;
+        if (chan_send(c, CD_IPC_BLOCK_STORED, &r, sizeof(r), NULL, 0) == 0) {
+            b->stored_slot = c->slot;
+            p->rr++;
+            return;
+        }
+    }
+    /* no parser up: asked again when one says HELLO (cd_pipe_recheck_all) */
+}
+
 void cd_pipe_check_complete(cd_pipeline *p, pipe_block *b)
 {
     if (b->finished || !b->writer_done || !b->merkle_done)
@@ -367,7 +395,39 @@ void cd_pipe_check_complete(cd_pipeline *p, pipe_block *b)
     for (size_t i = 0; i < b->n_units; i++)
         if (b->units[i].pending)
             return; /* a parser still owes an ack */
+    /* stored and verified: now, and only now, PostgreSQL may mark it
+     * indexed (see banner) */
+    if (p->n_parsers > 0 && !b->stored_done) {
+        if (b->stored_slot < 0)
+            cd_pipe_send_stored(p, b);
+        return;
+    }
     cd_pipe_finish(p, b, CD_PIPE_OK);
+}
+
+void cd_pipe_recheck_all(cd_pipeline *p)
+{
+    p->defer_release++;
+    for (pipe_block *b = p->head; b; b = b->next)
+        if (!b->finished && b->stored_slot < 0)
+            cd_pipe_check_complete(p, b);
+    p->defer_release--;
+    cd_pipe_try_release(p);
+}
+
+int cd_pipeline_stalled(const cd_pipeline *p, char *why, size_t len)
+{
+    for (int k = 0; k < 4; k++) {
+        if (!p->stall_on[k])
+            continue;
+        const cd_ipc_stall *s = &p->stall[k];
+        if (why && len)
+            snprintf(why, len, "%s: %.200s: %s; %llu bytes free",
+                     s->disk_full ? "disk full" : "I/O error", s->path, cd_strerror(s->err),
+                     (unsigned long long)s->free_bytes);
+        return 1;
+    }
+    return 0;
 }
 
 pipe_block *cd_pipe_find_block(cd_pipeline *p, uint64_t id)
@@ -399,6 +459,7 @@ int cd_pipeline_begin(cd_pipeline *p, const uint8_t hash[32], uint32_t height, u
     b->size = size;
     b->ring_start = p->ring->head;
     b->ctx = block_ctx;
+    b->stored_slot = -1;
     b->hold = size <= p->ring->size / 4;
     b->cap_found = 1024;
     b->found = cd_xmalloc(b->cap_found * sizeof(uint64_t));

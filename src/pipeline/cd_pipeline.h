@@ -83,6 +83,14 @@ typedef struct cd_pipeline_cbs {
  * so do not ask for one before `cleared`; else 0. */
 int cd_pipeline_holds(const cd_pipeline *p, const uint8_t hash[32]);
 
+/* Whether the writer or the merkle worker reported that its store cannot be
+ * written (issue 11, F6: disk full or an I/O error; it retries the write
+ * until it works, and the download should pause meanwhile).
+ * Out: why (len bytes, may be NULL), e.g. "disk full: /d/blocks: No space
+ *      left on device; 0 bytes free", when stalled.
+ * Returns: 1 stalled, 0 not. */
+int cd_pipeline_stalled(const cd_pipeline *p, char *why, size_t len);
+
 /*
  * Creates the pipeline (workers are not started yet). Its workers go into
  * the process table `sup` (the controller's: cd_ctl_sup), which also learns

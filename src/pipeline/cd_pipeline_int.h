@@ -48,7 +48,9 @@ typedef struct pipe_block {
     int begin_sent, end_sent, recv_done;
     int writer_done, merkle_done, merkle_status;
     int finished, hold;
-    int ok;    /* finished with CD_PIPE_OK */
+    int stored_slot; /* parser asked to complete it (BLOCK_STORED), -1 none */
+    int stored_done; /* that parser marked it indexed in PostgreSQL */
+    int ok;          /* finished with CD_PIPE_OK */
     int purge; /* failed after units reached parsers: remove their rows */
     int hash_known;
     void *ctx;
@@ -95,6 +97,9 @@ struct cd_pipeline {
     int defer_release; /* set while walking the block list */
     pipe_purge *purges;
     cd_pipeline_stats stats;
+    /* STALL reports of the writer and the merkle worker (by kind) */
+    int stall_on[4];
+    cd_ipc_stall stall[4];
 };
 
 static inline void hexid(char out[65], const uint8_t h[32])
@@ -125,6 +130,13 @@ void cd_pipe_finish(cd_pipeline *p, pipe_block *b, int status);
 
 /* Finishes a block once writer, merkle and every parser are done. */
 void cd_pipe_check_complete(cd_pipeline *p, pipe_block *b);
+
+/* Asks a live parser to complete b in PostgreSQL (BLOCK_STORED). */
+void cd_pipe_send_stored(cd_pipeline *p, pipe_block *b);
+
+/* Runs cd_pipe_check_complete on every unfinished block (a parser came up
+ * or went away: a completion may be asked for now). */
+void cd_pipe_recheck_all(cd_pipeline *p);
 
 /* The block in flight with this id, or NULL. */
 pipe_block *cd_pipe_find_block(cd_pipeline *p, uint64_t id);

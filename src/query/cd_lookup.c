@@ -642,6 +642,29 @@ int cd_lookup_block_get(cd_lookup *lk, const uint8_t hash[32], cd_block_loc *loc
     return brc == CD_BS_NOTFOUND ? CD_LOOKUP_ENOTFOUND : CD_LOOKUP_ESTORE;
 }
 
+int cd_lookup_block_check(cd_lookup *lk, const uint8_t hash[32], const cd_block_loc *loc)
+{
+    lk->err[0] = '\0';
+    int rc = blocks_open(lk);
+    if (rc)
+        return rc;
+    char why[256];
+    int brc = cd_blockstore_verify(lk->blocks, hash, loc, why, sizeof(why));
+    if (brc == 0)
+        return CD_LOOKUP_OK;
+    char hex[65];
+    cd_hex_encode_rev(hex, hash, 32);
+    if (brc == CD_BS_ECORRUPT) {
+        set_err(lk, "block %s is damaged in the block store: %s; run `conduit-cli verify --full`",
+                hex, why);
+        cd_log_error("%s", lk->err);
+        return CD_LOOKUP_ECORRUPT;
+    }
+    set_err(lk, "block %s: %s", hex, cd_strerror(brc));
+    blocks_failed(lk, brc);
+    return CD_LOOKUP_ESTORE;
+}
+
 int cd_lookup_block_read(cd_lookup *lk, const cd_block_loc *loc, uint64_t off, void *buf,
                          size_t len)
 {

@@ -180,6 +180,15 @@ int cd_lookup_block_hash_at(cd_lookup *lk, uint32_t height, uint8_t hash[32]) CD
 /* Location of a COMPLETE stored block. Returns: OK; ENOTFOUND; ESTORE. */
 int cd_lookup_block_get(cd_lookup *lk, const uint8_t hash[32], cd_block_loc *loc) CD_WARN_UNUSED;
 
+/* Before a block is served (issue 11, F7): re-hashes it against its header
+ * (cd_blockstore_verify: header hash, merkle root of its transactions), so
+ * a bit flipped on disk is refused instead of sent. Costs one SHA-256d pass
+ * over the block (docs/PERFORMANCE.md).
+ * Returns: OK; ECORRUPT ("block <hash> is damaged in the block store: ...",
+ *          logged); ESTORE. */
+int cd_lookup_block_check(cd_lookup *lk, const uint8_t hash[32],
+                          const cd_block_loc *loc) CD_WARN_UNUSED;
+
 /* Copies block bytes [off, off + len). Returns OK or ESTORE. */
 int cd_lookup_block_read(cd_lookup *lk, const cd_block_loc *loc, uint64_t off, void *buf,
                          size_t len) CD_WARN_UNUSED;

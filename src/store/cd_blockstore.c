@@ -9,8 +9,10 @@
  * the crash-safety protocol.
  */
 #include "cd_blockstore.h"
+#include "cd_blockstore_int.h"
 
 #include "cd_log.h"
+#include "cd_store_guard.h"
 #include "cd_util.h"
 
 #include <errno.h>
@@ -21,23 +23,49 @@
 #include <sys/stat.h>
 
 _Static_assert(CD_BS_NOTFOUND == MDB_NOTFOUND, "CD_BS_NOTFOUND must equal MDB_NOTFOUND");
+_Static_assert(CD_BS_MAPFULL == MDB_MAP_FULL, "CD_BS_MAPFULL must equal MDB_MAP_FULL");
 
-struct cd_blockstore {
-    MDB_env *env;
-    MDB_dbi chunks, txoff, blocks, heights, merkle, meta;
-    unsigned flags;
-    char *dir;
-    /* writer state: one block at a time */
-    int active;
-    uint8_t cur_hash[32];
-    cd_block_loc cur;
-    uint64_t written;   /* bytes accepted so far */
-    uint64_t offs_seen; /* offsets accepted so far */
-    uint8_t *carry;     /* < chunk_size bytes not yet in a chunk */
-    size_t carry_len;
-    uint64_t *ocarry; /* offsets not yet in a record */
-    size_t ocarry_len;
-};
+/* A read txn; a map another process grew (MDB_MAP_RESIZED) is adopted. */
+int cd_blockstore_rdtxn(cd_blockstore *bs, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(bs->env, 0) == 0) {
+        cd_store_guard_env(bs->env, bs->dir); /* the map moved */
+        rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, txn);
+    }
+    return rc;
+}
+
+int cd_blockstore_wrtxn(cd_blockstore *bs, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(bs->env, NULL, 0, txn);
+    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(bs->env, 0) == 0) {
+        cd_store_guard_env(bs->env, bs->dir);
+        rc = mdb_txn_begin(bs->env, NULL, 0, txn);
+    }
+    return rc;
+}
+
+/* After MDB_MAP_FULL (no txn open): doubles the map. Returns 0 (retry the
+ * write) or MDB_MAP_FULL (at CD_BS_MAP_MAX, or the address space is gone). */
+int cd_blockstore_grow_map(cd_blockstore *bs)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(bs->env, &info) != 0)
+        return MDB_MAP_FULL;
+    uint64_t cur = info.me_mapsize, want = cur * 2;
+    if (cur >= CD_BS_MAP_MAX || want > CD_BS_MAP_MAX)
+        want = CD_BS_MAP_MAX;
+    if (want <= cur || mdb_env_set_mapsize(bs->env, (size_t)want) != 0) {
+        cd_log_error("blockstore %s: the LMDB map is full at %llu bytes and cannot grow", bs->dir,
+                     (unsigned long long)cur);
+        return MDB_MAP_FULL;
+    }
+    cd_store_guard_env(bs->env, bs->dir);
+    cd_log_info("blockstore %s: LMDB map full at %llu bytes; grown to %llu", bs->dir,
+                (unsigned long long)cur, (unsigned long long)want);
+    return 0;
+}
 
 static void put_be64(uint8_t *p, uint64_t v)
 {
@@ -47,7 +75,7 @@ static void put_be64(uint8_t *p, uint64_t v)
     }
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
+void cd_blockstore_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);
@@ -79,6 +107,7 @@ int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_bl
     rc = mdb_env_open(bs->env, dir, eflags, 0600);
     if (rc)
         goto fail;
+    cd_store_guard_env(bs->env, dir); /* a fault in its map is named (F7) */
     MDB_txn *txn;
     rc = mdb_txn_begin(bs->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
     if (rc)
@@ -100,8 +129,69 @@ int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_bl
     return 0;
 fail:
     if (!(rdonly && rc == ENOENT))
-        cd_log_error("blockstore %s: open: %s", dir, mdb_strerror(rc));
+        cd_log_error("blockstore %s/data.mdb: open: %s%s", dir, mdb_strerror(rc),
+                     cd_blockstore_is_corrupt(rc)
+                         ? " (the file is damaged: check it with `conduit-cli verify --full`, "
+                           "restore it from a backup or delete the directory to fetch the "
+                           "blocks again)"
+                         : "");
     cd_blockstore_close(bs);
+    return rc;
+}
+
+int cd_blockstore_is_corrupt(int rc)
+{
+    return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_VERSION_MISMATCH || rc == CD_BS_ECORRUPT;
+}
+
+/* Walks up to `bound` records from each end of dbi. */
+static int check_dbi(MDB_txn *txn, MDB_dbi dbi, unsigned bound, int locs)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc)
+        return rc;
+    MDB_cursor_op ops[2][2] = {{MDB_FIRST, MDB_NEXT}, {MDB_LAST, MDB_PREV}};
+    for (int e = 0; e < 2 && rc == 0; e++) {
+        MDB_val k, v;
+        rc = mdb_cursor_get(cur, &k, &v, ops[e][0]);
+        for (unsigned i = 0; rc == 0 && i < bound; i++) {
+            if (locs && (k.mv_size != 32 || v.mv_size != sizeof(cd_block_loc)))
+                rc = CD_BS_ECORRUPT;
+            else
+                rc = mdb_cursor_get(cur, &k, &v, ops[e][1]);
+        }
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+int cd_blockstore_check(cd_blockstore *bs, unsigned bound)
+{
+    MDB_txn *txn;
+    int rc = cd_blockstore_rdtxn(bs, &txn);
+    if (rc == 0) {
+        MDB_dbi dbis[6] = {bs->chunks, bs->txoff, bs->blocks, bs->heights, bs->merkle, bs->meta};
+        const char *names[6] = {"chunks", "txoff", "blocks", "heights", "merkle", "meta"};
+        for (int i = 0; i < 6 && rc == 0; i++) {
+            MDB_stat st;
+            rc = mdb_stat(txn, dbis[i], &st);
+            if (rc == 0)
+                rc = check_dbi(txn, dbis[i], bound, dbis[i] == bs->blocks);
+            if (rc)
+                cd_log_error("blockstore %s/data.mdb: database '%s': %s%s", bs->dir, names[i],
+                             cd_strerror(rc),
+                             cd_blockstore_is_corrupt(rc)
+                                 ? " (the file is damaged: check it with `conduit-cli verify "
+                                   "--full`, restore it from a backup or delete the directory "
+                                   "to fetch the blocks again)"
+                                 : "");
+        }
+        mdb_txn_abort(txn);
+    }
     return rc;
 }
 
@@ -109,10 +199,14 @@ void cd_blockstore_close(cd_blockstore *bs)
 {
     if (!bs)
         return;
-    if (bs->env)
+    if (bs->env) {
+        cd_store_guard_env_closed(bs->dir);
         mdb_env_close(bs->env);
+    }
     free(bs->carry);
+    free(bs->carry_alt);
     free(bs->ocarry);
+    free(bs->ocarry_save);
     free(bs->dir);
     free(bs);
 }
@@ -141,7 +235,7 @@ static int get_loc_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32], 
 int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *out)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = cd_blockstore_rdtxn(bs, &txn);
     if (rc)
         return rc;
     rc = get_loc_txn(bs, txn, hash, out);
@@ -154,11 +248,11 @@ int cd_blockstore_get(cd_blockstore *bs, const uint8_t hash[32], cd_block_loc *o
 int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32])
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = cd_blockstore_rdtxn(bs, &txn);
     if (rc)
         return rc;
     uint8_t kb[4];
-    put_be32(kb, height);
+    cd_blockstore_be32(kb, height);
     MDB_val k = {4, kb}, v;
     rc = mdb_get(txn, bs->heights, &k, &v);
     if (rc == 0) {
@@ -177,7 +271,7 @@ int cd_blockstore_read(cd_blockstore *bs, const cd_block_loc *loc, uint64_t off,
     if (off > loc->size || len > loc->size - off)
         return CD_BS_ERANGE;
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = cd_blockstore_rdtxn(bs, &txn);
     if (rc)
         return rc;
     uint8_t *dst = buf;
@@ -210,7 +304,7 @@ int cd_blockstore_read_offsets(cd_blockstore *bs, const cd_block_loc *loc, uint6
     if (first > loc->tx_count || n > loc->tx_count - first)
         return CD_BS_ERANGE;
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = cd_blockstore_rdtxn(bs, &txn);
     if (rc)
         return rc;
     while (n > 0) {
@@ -291,7 +385,7 @@ int cd_blockstore_foreach(cd_blockstore *bs,
                           void *arg)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
+    int rc = cd_blockstore_rdtxn(bs, &txn);
     if (rc)
         return rc;
     seq_entry *list = NULL;
@@ -307,110 +401,6 @@ int cd_blockstore_foreach(cd_blockstore *bs,
         rc = fn(list[i].hash, &list[i].loc, arg);
     free(list);
     return rc;
-}
-
-int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32], cd_merkle_meta *out)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
-        return rc;
-    MDB_val k = {32, (void *)(uintptr_t)hash}, v;
-    rc = mdb_get(txn, bs->merkle, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != sizeof(*out))
-            rc = CD_BS_ECORRUPT;
-        else
-            memcpy(out, v.mv_data, sizeof(*out));
-    }
-    mdb_txn_abort(txn);
-    return rc;
-}
-
-/* Maps a global index into the concatenated levels of an n-leaf tree to
- * (level, index in level, level length). Returns 0 or CD_BS_ERANGE. */
-static int merkle_locate(uint64_t n, uint64_t g, unsigned *level, uint64_t *idx, uint64_t *len)
-{
-    unsigned l = 0;
-    while (n > 0) {
-        if (g < n) {
-            *level = l;
-            *idx = g;
-            *len = n;
-            return 0;
-        }
-        g -= n;
-        if (n == 1)
-            break;
-        n = (n + 1) / 2;
-        l++;
-    }
-    return CD_BS_ERANGE;
-}
-
-static void merkle_key(uint8_t kb[37], const uint8_t hash[32], unsigned level, uint32_t part)
-{
-    memcpy(kb, hash, 32);
-    kb[32] = (uint8_t)level;
-    put_be32(kb + 33, part);
-}
-
-int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
-                              uint8_t *out)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
-        return rc;
-    cd_merkle_meta meta;
-    MDB_val mk = {32, (void *)(uintptr_t)hash}, mv;
-    rc = mdb_get(txn, bs->merkle, &mk, &mv);
-    if (rc == 0 && mv.mv_size != sizeof(meta))
-        rc = CD_BS_ECORRUPT;
-    if (rc == 0) {
-        memcpy(&meta, mv.mv_data, sizeof(meta));
-        if (first > meta.n_hashes || n > meta.n_hashes - first)
-            rc = CD_BS_ERANGE;
-    }
-    while (rc == 0 && n > 0) {
-        unsigned level;
-        uint64_t idx, len;
-        rc = merkle_locate(meta.tx_count, first, &level, &idx, &len);
-        if (rc)
-            break;
-        uint8_t kb[37];
-        merkle_key(kb, hash, level, (uint32_t)(idx / CD_BS_MERKLE_PER_PART));
-        uint64_t within = idx % CD_BS_MERKLE_PER_PART;
-        MDB_val k = {37, kb}, v;
-        rc = mdb_get(txn, bs->merkle, &k, &v);
-        if (rc)
-            break;
-        uint64_t have = v.mv_size / 32;
-        if (have <= within) {
-            rc = CD_BS_ECORRUPT;
-            break;
-        }
-        uint64_t m = CD_MIN(n, have - within);
-        m = CD_MIN(m, len - idx);
-        memcpy(out, (uint8_t *)v.mv_data + 32 * within, 32 * m);
-        out += 32 * m;
-        first += m;
-        n -= m;
-    }
-    mdb_txn_abort(txn);
-    return rc;
-}
-
-uint64_t cd_merkle_tree_size(uint64_t n)
-{
-    if (n == 0)
-        return 0;
-    uint64_t total = n;
-    while (n > 1) {
-        n = (n + 1) / 2;
-        total += n;
-    }
-    return total;
 }
 
 /* ---------------- writing ---------------- */
@@ -471,7 +461,7 @@ static int delete_in_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32]
     }
     if (!rc && loc->height != UINT32_MAX) {
         uint8_t kb[4];
-        put_be32(kb, loc->height);
+        cd_blockstore_be32(kb, loc->height);
         MDB_val k = {4, kb}, v;
         if (mdb_get(txn, bs->heights, &k, &v) == 0 && v.mv_size == 32 &&
             memcmp(v.mv_data, hash, 32) == 0)
@@ -480,7 +470,7 @@ static int delete_in_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32]
     return rc;
 }
 
-static int commit_or_abort(MDB_txn *txn, int rc)
+int cd_blockstore_commit(MDB_txn *txn, int rc)
 {
     if (rc) {
         mdb_txn_abort(txn);
@@ -492,7 +482,7 @@ static int commit_or_abort(MDB_txn *txn, int rc)
 int cd_blockstore_recover(cd_blockstore *bs)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
     seq_entry *list = NULL;
@@ -512,21 +502,15 @@ int cd_blockstore_recover(cd_blockstore *bs)
         rc = delete_in_txn(bs, txn, list[i].hash, &list[i].loc);
     }
     free(list);
-    rc = commit_or_abort(txn, rc);
+    rc = cd_blockstore_commit(txn, rc);
     return rc ? rc : (int)n;
 }
 
-int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
-                        uint32_t height, uint64_t size, uint64_t tx_count)
+static int begin_once(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
+                      uint32_t height, uint64_t size, uint64_t tx_count)
 {
-    if (bs->active || (bs->flags & CD_BS_RDONLY))
-        return CD_BS_ESTATE;
-    if (!bs->carry) {
-        bs->carry = cd_xmalloc(CD_BS_CHUNK_SIZE);
-        bs->ocarry = cd_xmalloc(CD_BS_OFFS_PER_REC * sizeof(uint64_t));
-    }
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
     cd_block_loc old;
@@ -553,7 +537,7 @@ int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t
         rc = meta_put(bs, txn, "next_seq", l->seq + 1);
     if (!rc)
         rc = put_loc(bs, txn, hash, l);
-    rc = commit_or_abort(txn, rc);
+    rc = cd_blockstore_commit(txn, rc);
     if (rc)
         return rc;
     memcpy(bs->cur_hash, hash, 32);
@@ -563,6 +547,25 @@ int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t
     bs->carry_len = 0;
     bs->ocarry_len = 0;
     return 0;
+}
+
+/* Every write below runs its txn again after growing a full map. */
+int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t header[80],
+                        uint32_t height, uint64_t size, uint64_t tx_count)
+{
+    if (bs->active || (bs->flags & CD_BS_RDONLY))
+        return CD_BS_ESTATE;
+    if (!bs->carry) {
+        bs->carry = cd_xmalloc(CD_BS_CHUNK_SIZE);
+        bs->carry_alt = cd_xmalloc(CD_BS_CHUNK_SIZE);
+        bs->ocarry = cd_xmalloc(CD_BS_OFFS_PER_REC * sizeof(uint64_t));
+        bs->ocarry_save = cd_xmalloc(CD_BS_OFFS_PER_REC * sizeof(uint64_t));
+    }
+    int rc;
+    while ((rc = begin_once(bs, hash, header, height, size, tx_count)) == MDB_MAP_FULL &&
+           cd_blockstore_grow_map(bs) == 0)
+        ;
+    return rc;
 }
 
 static int put_chunk(cd_blockstore *bs, MDB_txn *txn, const uint8_t *p, size_t n)
@@ -612,6 +615,13 @@ static int absorb(cd_blockstore *bs, MDB_txn *txn, const uint8_t *data, size_t l
         if (bs->carry_len == CD_BS_CHUNK_SIZE) {
             rc = put_chunk(bs, txn, bs->carry, CD_BS_CHUNK_SIZE);
             bs->carry_len = 0;
+            /* the next bytes go to the other buffer: this one must stay
+             * intact until the txn commits (at most one swap per call:
+             * after it, whole chunks are put from `data` directly) */
+            uint8_t *t = bs->carry;
+            bs->carry = bs->carry_alt;
+            bs->carry_alt = t;
+            bs->carry_swapped ^= 1;
         }
     }
     if (!rc && final && bs->carry_len) {
@@ -638,28 +648,37 @@ static int finish_txn(cd_blockstore *bs, MDB_txn *txn)
     return rc;
 }
 
-int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
-                         const uint64_t *tx_offsets, size_t n_offsets)
+static int append_once(cd_blockstore *bs, const uint8_t *data, size_t len,
+                       const uint64_t *tx_offsets, size_t n_offsets)
 {
-    if (!bs->active)
-        return CD_BS_ESTATE;
-    if (bs->written + len > bs->cur.size || bs->offs_seen + n_offsets > bs->cur.tx_count)
-        return CD_BS_ERANGE;
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
     cd_block_loc saved = bs->cur;
     size_t saved_carry = bs->carry_len, saved_oc = bs->ocarry_len;
+    /* a record of offsets written in this txn empties ocarry, which then
+     * fills again: keep its prefix to put back if the txn fails */
+    int oc_flush = saved_oc > 0 && saved_oc + n_offsets >= CD_BS_OFFS_PER_REC;
+    if (oc_flush)
+        memcpy(bs->ocarry_save, bs->ocarry, saved_oc * sizeof(uint64_t));
+    bs->carry_swapped = 0;
     rc = absorb(bs, txn, data, len, tx_offsets, n_offsets, 0);
     if (!rc)
         rc = finish_txn(bs, txn);
-    rc = commit_or_abort(txn, rc);
+    rc = cd_blockstore_commit(txn, rc);
     if (rc) {
-        /* The txn is gone; the in-memory carry may be ahead of it. Give up on
-         * this block (the caller aborts and it is fetched again). */
+        /* The txn is gone: the state goes back to before it, so the same
+         * append can be tried again (the disk was full, the map grew). */
         bs->cur = saved;
+        if (bs->carry_swapped) {
+            uint8_t *t = bs->carry;
+            bs->carry = bs->carry_alt;
+            bs->carry_alt = t;
+        }
         bs->carry_len = saved_carry;
+        if (oc_flush)
+            memcpy(bs->ocarry, bs->ocarry_save, saved_oc * sizeof(uint64_t));
         bs->ocarry_len = saved_oc;
         return rc;
     }
@@ -668,44 +687,67 @@ int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
     return 0;
 }
 
-int cd_blockstore_finish(cd_blockstore *bs)
+int cd_blockstore_append(cd_blockstore *bs, const uint8_t *data, size_t len,
+                         const uint64_t *tx_offsets, size_t n_offsets)
 {
     if (!bs->active)
         return CD_BS_ESTATE;
-    if (bs->written != bs->cur.size || bs->offs_seen != bs->cur.tx_count)
+    if (bs->written + len > bs->cur.size || bs->offs_seen + n_offsets > bs->cur.tx_count)
         return CD_BS_ERANGE;
+    int rc;
+    while ((rc = append_once(bs, data, len, tx_offsets, n_offsets)) == MDB_MAP_FULL &&
+           cd_blockstore_grow_map(bs) == 0)
+        ;
+    return rc;
+}
+
+static int finish_once(cd_blockstore *bs)
+{
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
+    /* the final flush only empties the carries (no new bytes overwrite
+     * them): their lengths and the loc are all a retry needs back */
+    cd_block_loc saved = bs->cur;
+    size_t saved_carry = bs->carry_len, saved_oc = bs->ocarry_len;
     rc = absorb(bs, txn, NULL, 0, NULL, 0, 1);
     bs->cur.flags |= CD_BLOCK_COMPLETE;
     if (!rc)
         rc = finish_txn(bs, txn);
     if (!rc && bs->cur.height != UINT32_MAX) {
         uint8_t kb[4];
-        put_be32(kb, bs->cur.height);
+        cd_blockstore_be32(kb, bs->cur.height);
         MDB_val k = {4, kb}, v = {32, bs->cur_hash};
         rc = mdb_put(txn, bs->heights, &k, &v, 0);
     }
-    rc = commit_or_abort(txn, rc);
+    rc = cd_blockstore_commit(txn, rc);
     if (rc) {
-        bs->cur.flags &= ~CD_BLOCK_COMPLETE;
+        bs->cur = saved;
+        bs->carry_len = saved_carry;
+        bs->ocarry_len = saved_oc;
         return rc;
     }
     bs->active = 0;
     return mdb_env_sync(bs->env, 1);
 }
 
-int cd_blockstore_abort(cd_blockstore *bs)
+int cd_blockstore_finish(cd_blockstore *bs)
 {
     if (!bs->active)
-        return 0;
-    bs->active = 0;
-    bs->carry_len = 0;
-    bs->ocarry_len = 0;
+        return CD_BS_ESTATE;
+    if (bs->written != bs->cur.size || bs->offs_seen != bs->cur.tx_count)
+        return CD_BS_ERANGE;
+    int rc;
+    while ((rc = finish_once(bs)) == MDB_MAP_FULL && cd_blockstore_grow_map(bs) == 0)
+        ;
+    return rc;
+}
+
+static int abort_once(cd_blockstore *bs)
+{
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
     cd_block_loc l;
@@ -714,15 +756,28 @@ int cd_blockstore_abort(cd_blockstore *bs)
         rc = delete_in_txn(bs, txn, bs->cur_hash, &l);
     else if (rc == MDB_NOTFOUND || rc == 0)
         rc = 0;
-    return commit_or_abort(txn, rc);
+    return cd_blockstore_commit(txn, rc);
 }
 
-int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32])
+int cd_blockstore_abort(cd_blockstore *bs)
 {
-    if (bs->active && memcmp(hash, bs->cur_hash, 32) == 0)
-        return cd_blockstore_abort(bs);
+    if (!bs->active)
+        return 0;
+    int rc;
+    while ((rc = abort_once(bs)) == MDB_MAP_FULL && cd_blockstore_grow_map(bs) == 0)
+        ;
+    if (rc)
+        return rc; /* still active: the abort can be tried again */
+    bs->active = 0;
+    bs->carry_len = 0;
+    bs->ocarry_len = 0;
+    return 0;
+}
+
+static int delete_once(cd_blockstore *bs, const uint8_t hash[32])
+{
     MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
+    int rc = cd_blockstore_wrtxn(bs, &txn);
     if (rc)
         return rc;
     cd_block_loc l;
@@ -734,160 +789,18 @@ int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32])
         MDB_val k = {32, (void *)(uintptr_t)hash};
         mdb_del(txn, bs->merkle, &k, NULL);
     }
-    rc = commit_or_abort(txn, rc);
+    rc = cd_blockstore_commit(txn, rc);
     if (rc == 0)
         rc = mdb_env_sync(bs->env, 1);
     return rc;
 }
 
-/* Deletes the meta and every part of a tree inside txn. */
-static int merkle_delete_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32])
+int cd_blockstore_delete(cd_blockstore *bs, const uint8_t hash[32])
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, bs->merkle, &cur);
-    if (rc)
-        return rc;
-    for (;;) {
-        /* re-seek after every delete: simplest correct cursor use */
-        MDB_val k = {32, (void *)(uintptr_t)hash}, v;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc || k.mv_size < 32 || memcmp(k.mv_data, hash, 32) != 0)
-            break;
-        rc = mdb_cursor_del(cur, 0);
-        if (rc)
-            break;
-    }
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32])
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    rc = merkle_delete_txn(bs, txn, hash);
-    return commit_or_abort(txn, rc);
-}
-
-int cd_blockstore_merkle_write(cd_blockstore *bs, const uint8_t hash[32],
-                               const cd_merkle_part *parts, size_t n_parts,
-                               const cd_merkle_meta *meta)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < n_parts && !rc; i++) {
-        uint8_t kb[37];
-        merkle_key(kb, hash, parts[i].level, parts[i].part);
-        MDB_val k = {37, kb}, v = {32 * (size_t)parts[i].n, (void *)(uintptr_t)parts[i].hashes};
-        rc = mdb_put(txn, bs->merkle, &k, &v, 0);
-    }
-    if (!rc && meta) {
-        MDB_val k = {32, (void *)(uintptr_t)hash}, v = {sizeof(*meta), (void *)(uintptr_t)meta};
-        rc = mdb_put(txn, bs->merkle, &k, &v, 0);
-    }
-    rc = commit_or_abort(txn, rc);
-    if (rc == 0 && meta)
-        rc = mdb_env_sync(bs->env, 1);
-    return rc;
-}
-
-int cd_blockstore_merkle_cleanup(cd_blockstore *bs)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    MDB_cursor *cur;
-    rc = mdb_cursor_open(txn, bs->merkle, &cur);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    int removed = 0;
-    uint8_t last[32];
-    int have_last = 0, last_ok = 0;
-    MDB_val k, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        if (k.mv_size == 32) {
-            memcpy(last, k.mv_data, 32);
-            have_last = 1;
-            last_ok = 1; /* meta sorts before its parts */
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            continue;
-        }
-        if (k.mv_size != 37) {
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            continue;
-        }
-        if (!have_last || memcmp(last, k.mv_data, 32) != 0) {
-            memcpy(last, k.mv_data, 32);
-            have_last = 1;
-            last_ok = 0;
-            removed++;
-        }
-        if (last_ok) {
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-            continue;
-        }
-        uint8_t kb[37];
-        memcpy(kb, k.mv_data, 37);
-        rc = mdb_cursor_del(cur, 0);
-        if (rc == 0) {
-            k.mv_size = 37;
-            k.mv_data = kb;
-            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        }
-    }
-    mdb_cursor_close(cur);
-    if (rc != MDB_NOTFOUND) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    rc = mdb_txn_commit(txn);
-    if (rc == 0 && removed)
-        cd_log_warn("blockstore %s: removed %d incomplete merkle tree(s)", bs->dir, removed);
-    return rc ? rc : removed;
-}
-
-int cd_blockstore_merkle_put(cd_blockstore *bs, const uint8_t hash[32], uint64_t tx_count,
-                             const uint8_t *hashes, uint64_t n_hashes)
-{
-    if (n_hashes != cd_merkle_tree_size(tx_count) || n_hashes == 0)
-        return CD_BS_ERANGE;
-    int rc = cd_blockstore_merkle_delete(bs, hash);
-    if (rc)
-        return rc;
-    size_t cap = 64, np = 0;
-    cd_merkle_part *parts = cd_xmalloc(cap * sizeof(*parts));
-    uint64_t n = tx_count, base = 0;
-    for (unsigned level = 0;; level++) {
-        for (uint64_t i = 0; i < n; i += CD_BS_MERKLE_PER_PART) {
-            if (np == cap) {
-                cap *= 2;
-                parts = cd_xrealloc(parts, cap * sizeof(*parts));
-            }
-            parts[np].level = (uint8_t)level;
-            parts[np].part = (uint32_t)(i / CD_BS_MERKLE_PER_PART);
-            parts[np].hashes = hashes + 32 * (base + i);
-            parts[np].n = (uint32_t)CD_MIN((uint64_t)CD_BS_MERKLE_PER_PART, n - i);
-            np++;
-        }
-        base += n;
-        if (n == 1)
-            break;
-        n = (n + 1) / 2;
-    }
-    cd_merkle_meta meta;
-    memset(&meta, 0, sizeof(meta));
-    meta.tx_count = tx_count;
-    meta.n_hashes = n_hashes;
-    memcpy(meta.root, hashes + 32 * (n_hashes - 1), 32);
-    rc = cd_blockstore_merkle_write(bs, hash, parts, np, &meta);
-    free(parts);
+    if (bs->active && memcmp(hash, bs->cur_hash, 32) == 0)
+        return cd_blockstore_abort(bs);
+    int rc;
+    while ((rc = delete_once(bs, hash)) == MDB_MAP_FULL && cd_blockstore_grow_map(bs) == 0)
+        ;
     return rc;
 }

@@ -89,6 +89,22 @@ int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size,
                        cd_blockstore **out) CD_WARN_UNUSED;
 void cd_blockstore_close(cd_blockstore *bs);
 
+/* Returns: 1 if rc says the file is damaged (MDB_INVALID, MDB_CORRUPTED,
+ * MDB_PAGE_NOTFOUND, MDB_VERSION_MISMATCH, CD_BS_ECORRUPT): waiting or
+ * restarting will not cure it (the workers exit 2 for it). */
+int cd_blockstore_is_corrupt(int rc);
+
+/*
+ * The start-up check of an environment (issue 11, F7): the meta pages were
+ * validated by mdb_env_open; this walks the first and last `bound` records of
+ * every named database (every page on the way from the root is touched) and
+ * checks the size of each block location record. A damaged page ends in an
+ * LMDB error, or in a fault that cd_store_guard turns into one named log line
+ * and exit 2. Logs the problem with the file.
+ * Returns: 0, or the error (cd_blockstore_is_corrupt says which are damage).
+ */
+int cd_blockstore_check(cd_blockstore *bs, unsigned bound) CD_WARN_UNUSED;
+
 /* ---------------- readers ---------------- */
 
 /* Location of a COMPLETE block. Returns 0, CD_BS_NOTFOUND (absent or
@@ -122,6 +138,17 @@ int cd_blockstore_merkle_meta(cd_blockstore *bs, const uint8_t hash[32],
                               cd_merkle_meta *out) CD_WARN_UNUSED;
 int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,
                               uint8_t *out) CD_WARN_UNUSED;
+
+/*
+ * Re-hashes a stored block (issue 11, F7): its header hashes to `hash`, the
+ * bytes start with that header and the tx count, the transactions cut at the
+ * stored offsets give the header's merkle root, not mutated (CVE-2012-2459).
+ * Streams the block through a 4 MiB buffer. loc from cd_blockstore_get.
+ * Out: why (why_len bytes, may be NULL): what is wrong, on CD_BS_ECORRUPT.
+ * Returns: 0; CD_BS_ECORRUPT (the block is damaged); or a read error.
+ */
+int cd_blockstore_verify(cd_blockstore *bs, const uint8_t hash[32], const cd_block_loc *loc,
+                         char *why, size_t why_len) CD_WARN_UNUSED;
 
 /* ---------------- the single writer ---------------- */
 

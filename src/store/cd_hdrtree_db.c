@@ -9,6 +9,7 @@
 
 #include "cd_hash.h"
 #include "cd_log.h"
+#include "cd_store_guard.h"
 #include "cd_util.h"
 
 #include <errno.h>
@@ -129,7 +130,12 @@ int cd_hdrtree_flush_index(cd_hdrtree *t)
 
 int cd_hdrtree_lmdb_fail(const cd_hdrtree *t, const char *what, int rc)
 {
-    cd_log_error("header tree %s: %s: %s", t->path, what, mdb_strerror(rc));
+    int damaged = rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+                  rc == MDB_VERSION_MISMATCH;
+    cd_log_error("header tree %s/data.mdb: %s: %s%s", t->path, what, mdb_strerror(rc),
+                 damaged ? " (the file is damaged: restore it from a backup or delete the "
+                           "directory to fetch the headers again)"
+                         : "");
     return CD_HDRTREE_ESTORE;
 }
 
@@ -274,6 +280,7 @@ int cd_hdrtree_open(cd_hdrtree **out, const char *dir, const btc_net *net, unsig
         cd_hdrtree_lmdb_fail(t, "mdb_env_open", rc);
         goto fail;
     }
+    cd_store_guard_env(t->env, dir); /* a fault in its map is named (F7) */
     if ((rc = mdb_txn_begin(t->env, NULL, rdonly ? MDB_RDONLY : 0, &txn)) != 0) {
         cd_hdrtree_lmdb_fail(t, "mdb_txn_begin", rc);
         goto fail;
@@ -360,8 +367,10 @@ void cd_hdrtree_close(cd_hdrtree *t)
         /* logged inside; what is not indexed now is indexed at the next
          * open (from idx_seq), and lookups scan the tail meanwhile */
         CD_IGNORE(cd_hdrtree_flush_index(t));
-    if (t->env)
+    if (t->env) {
+        cd_store_guard_env_closed(t->path);
         mdb_env_close(t->env);
+    }
     free(t->unidx);
     node_slab *s = t->slabs;
     while (s) {

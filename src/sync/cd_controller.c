@@ -307,8 +307,11 @@ static void publish_status(cd_ctl *ctl)
     /* with catch-up mode, not before the secondary indexes are back */
     int caught_up = st->header_height >= 0 && st->height >= st->header_height &&
                     (!pr.index_mode || strcmp(pr.index_mode, CD_CTL_INDEX_LIVE) == 0);
+    /* the data path stopped (a disk full: issue 11, F6): stale, and why */
+    snprintf(st->stall, sizeof(st->stall), "%s", pr.stall);
     snprintf(st->state, sizeof(st->state), "%s",
              ctl->stopping                   ? "stopping"
+             : pr.stall[0]                   ? "stale"
              : !cd_hdrsync_synced(ctl->sync) ? "headers"
              : caught_up                     ? "synced"
                                              : "syncing");
@@ -419,7 +422,10 @@ int cd_controller_run(const cd_config *cfg, const cd_ctl_module *const *modules)
     int trc = cd_hdrtree_open(&ctl.tree, path, cfg->net, 0);
     if (trc != 0) {
         cd_log_error("cannot open the header tree in %s: %s", path, cd_strerror(trc));
-        rc = trc == CD_HDRTREE_EGENESIS ? CD_EXIT_CONFIG : CD_EXIT_FAILURE;
+        /* a store that cannot be opened (damaged: issue 11, F7; or not
+         * accessible) is not cured by a restart: exit 2, no restart loop */
+        rc = trc == CD_HDRTREE_EGENESIS || trc == CD_HDRTREE_ESTORE ? CD_EXIT_CONFIG
+                                                                    : CD_EXIT_FAILURE;
         goto out;
     }
     {

@@ -54,6 +54,8 @@ typedef struct cd_ctl_progress {
     uint32_t workers_alive, workers_total;
     uint64_t ring_used, ring_size;
     const char *index_mode; /* CD_CTL_INDEX_* (static string); NULL: no index */
+    char stall[224];        /* why the data path is stopped (e.g. "disk full:
+                               <path>: ..."): the status says stale; "" none */
 } cd_ctl_progress;
 
 /* Modes of the secondary indexes (cd_ctl_progress.index_mode, the status

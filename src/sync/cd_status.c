@@ -143,6 +143,8 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
                          : "unknown",
             st->pid);
     fprintf(f, "  state:         %s%s\n", st->state, alive == 0 ? " (last recorded)" : "");
+    if (st->stall[0])
+        fprintf(f, "  STALE:         %s\n", st->stall);
     fprintf(f, "  updated:       %s ago (up %s)\n", age, up);
     fprintf(f, "  height:        %" PRId32 " / best header %" PRId32 " (%.1f%%)\n", st->height,
             st->header_height, sync_pct(st));
@@ -170,9 +172,32 @@ static char *status_path(const char *datadir, const char *suffix)
     return p;
 }
 
+/* The file as it is when the disk is full (issue 11, F6): the old one
+ * rewritten in place, without a temporary file. Not atomic (a reader may see
+ * a mix for an instant), but the status is what tells the operator the disk
+ * is full, and the space of the file already exists. Returns 0 or -1. */
+static int write_in_place(const char *path, const char *buf, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t w = pwrite(fd, buf, n, 0);
+    int ok = w == (ssize_t)n && ftruncate(fd, (off_t)n) == 0;
+    int e = errno;
+    close(fd);
+    errno = ok ? 0 : (w >= 0 && w != (ssize_t)n ? ENOSPC : e);
+    return ok ? 0 : -1;
+}
+
 int cd_status_write(const char *datadir, cd_status *st)
 {
     st->updated_at = (int64_t)time(NULL);
+    /* one line: any control byte of a path becomes '?' */
+    char stall[sizeof(st->stall)];
+    snprintf(stall, sizeof(stall), "%s", st->stall);
+    for (char *q = stall; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f)
+            *q = '?';
     char buf[2048];
     int n = snprintf(buf, sizeof(buf),
                      "# conduitd status (read by conduit-cli status)\n"
@@ -200,12 +225,14 @@ int cd_status_write(const char *datadir, cd_status *st)
                      "mb_per_s=%.3f\n"
                      "tx_per_s=%.1f\n"
                      "eta_s=%.0f\n"
-                     "index_mode=%s\n",
+                     "index_mode=%s\n"
+                     "stall=%s\n",
                      st->pid, st->network, st->version, st->started_at, st->updated_at,
                      st->interval_s, st->state, st->height, st->stored_height, st->indexed_height,
                      st->header_height, st->peers, st->workers_alive, st->workers_total,
                      st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
-                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode);
+                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode,
+                     stall);
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         errno = EOVERFLOW;
         return -1;
@@ -221,11 +248,13 @@ int cd_status_write(const char *datadir, cd_status *st)
             rc = 0;
         } else {
             if (w >= 0 && w != n)
-                e = EIO;
+                e = ENOSPC; /* a short write: the filesystem is full */
             unlink(tmp);
             errno = e ? e : EIO;
         }
     }
+    if (rc != 0 && (errno == ENOSPC || errno == EDQUOT))
+        rc = write_in_place(path, buf, (size_t)n);
     int e = errno;
     free(tmp);
     free(path);
@@ -283,6 +312,8 @@ int cd_status_read(const char *datadir, cd_status *st)
             copy_str(st->state, sizeof(st->state), v);
         else if (strcmp(k, "index_mode") == 0)
             copy_str(st->index_mode, sizeof(st->index_mode), v);
+        else if (strcmp(k, "stall") == 0)
+            copy_str(st->stall, sizeof(st->stall), v);
         else if (strcmp(k, "height") == 0)
             st->height = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(k, "stored_height") == 0)
@@ -368,7 +399,8 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
     json_t *o = json_pack(
         "{s:b, s:b, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, "
         "s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:o, s:I, s:I, s:I, s:s}",
-        "running", alive, "stale", alive && cd_status_stale(st, now), "pid", (json_int_t)st->pid,
+        "running", alive, "stale", alive && (cd_status_stale(st, now) || st->stall[0]), "pid",
+        (json_int_t)st->pid,
         "network", st->network, "version", st->version, "state", st->state, "started_at",
         (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at, "interval_s",
         (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
@@ -381,6 +413,11 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
         "txs_done", (json_int_t)st->txs_done, "index_mode", st->index_mode);
     if (!o)
         return NULL;
+    /* last, so the fields before keep their order: why the index is stale */
+    if (st->stall[0] && json_object_set_new(o, "stall", json_string(st->stall)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
     /* the rates were written with 3 (1) decimals: 15 significant digits
      * print them back as written, without binary noise */
     char *text = json_dumps(o, JSON_REAL_PRECISION(15));

@@ -42,7 +42,8 @@ typedef struct cd_status {
     int64_t updated_at;  /* unix seconds, set by cd_status_write */
     uint32_t interval_s; /* status_interval when written (for staleness) */
     /* filled by the controller */
-    char state[24];         /* "starting", "headers", "syncing", "synced",
+    char state[24];         /* "starting", "headers", "syncing", "synced", "stale"
+                               (the data path stopped: see stall),
                                "stopping", "stopped" */
     int32_t height;         /* progress height: indexed_height when the index
                                is enabled, else stored_height; -1: none */
@@ -57,6 +58,9 @@ typedef struct cd_status {
     uint64_t ring_size;
     char index_mode[16]; /* secondary indexes (cd_catchup.h): "live", "catch-up",
                             "building", "checking"; "" when not indexing */
+    char stall[224];     /* why the data path stopped, e.g. "disk full: <path>:
+                            No space left on device; 0 bytes free" (issue 11,
+                            F6); state is then "stale"; "" none */
     /* computed by cd_status_sample */
     uint64_t blocks_done, bytes_done, txs_done; /* cumulative this run */
     double blocks_per_s, mb_per_s, tx_per_s;

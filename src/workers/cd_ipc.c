@@ -125,6 +125,10 @@ const char *cd_ipc_type_name(uint16_t type)
         return "BLOCK_DELETE";
     case CD_IPC_SHUTDOWN:
         return "SHUTDOWN";
+    case CD_IPC_BLOCK_STORED:
+        return "BLOCK_STORED";
+    case CD_IPC_STALL:
+        return "STALL";
     default:
         return "?";
     }

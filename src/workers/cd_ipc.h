@@ -25,7 +25,20 @@
  *   BLOCK_END             to writer, merkle and every parser
  *   BLOCK_DONE (w -> c)   writer: block location committed with the COMPLETE
  *                         flag; merkle: status of the root check (tree stored
- *                         only when it matches). Parsers do not send it.
+ *                         only when it matches). Parsers send it only to
+ *                         answer BLOCK_STORED or BLOCK_DELETE.
+ *   BLOCK_STORED          to one parser, once the writer stored the block,
+ *                         the merkle worker verified it and every parser
+ *                         acked its units: mark the block indexed and move
+ *                         the tip (issue 11, F6: nothing is indexed in
+ *                         PostgreSQL that LMDB does not hold). Answered by
+ *                         BLOCK_DONE (OK, or ERR_STALE: the committed rows
+ *                         did not give the root and were removed).
+ *   STALL (w -> c)        writer / merkle: a store write failed for want of
+ *                         space (or an I/O error) and is being retried; the
+ *                         units stay unacknowledged, so the ring fills and
+ *                         the download pauses. Sent again with stalled = 0
+ *                         once a write succeeds.
  *   BLOCK_ABORT           forget any partial state of the block (its units will
  *                         be sent again from unit 0, or never); no reply.
  *   BLOCK_DELETE          to the writer only: remove a stored block (merkle
@@ -71,6 +84,8 @@ typedef enum cd_ipc_type {
                               * committed (by hash, only if not indexed),
                               * answered by BLOCK_DONE with the same block_id */
     CD_IPC_SHUTDOWN = 9,     /* c->w  no payload: finish and exit 0 */
+    CD_IPC_BLOCK_STORED = 10, /* c->parser cd_ipc_block_ref: complete it in PG */
+    CD_IPC_STALL = 11,        /* w->c  cd_ipc_stall */
 } cd_ipc_type;
 
 /* Status codes in UNIT_ACK / BLOCK_DONE. */
@@ -83,6 +98,9 @@ typedef enum cd_ipc_status {
     CD_IPC_ERR_STALE = 5,     /* parser: the block's committed rows did not give the
                                * header's merkle root (an earlier, wrong copy's);
                                * they were removed: index the block again */
+    CD_IPC_OK_INDEXED = 6,    /* parser: committed, and the block (one unit, found
+                               * stored and verified in LMDB) is complete in PG:
+                               * no BLOCK_STORED needed */
 } cd_ipc_status;
 
 typedef struct cd_ipc_hdr {
@@ -151,6 +169,16 @@ typedef struct cd_ipc_block_done {
     uint32_t status;  /* cd_ipc_status */
     uint8_t root[32]; /* merkle: the computed root */
 } cd_ipc_block_done;
+
+/* A store that cannot be written (STALL). */
+typedef struct cd_ipc_stall {
+    uint32_t stalled;   /* 1: writes are failing and retried; 0: they work again */
+    int32_t err;        /* the error (cd_strerror names it) */
+    uint64_t free_bytes; /* free space of the filesystem when it failed */
+    uint32_t disk_full;  /* 1: no space (ENOSPC, EDQUOT, a short write, map full) */
+    uint32_t pad;
+    char path[256];      /* the store's directory, NUL-terminated */
+} cd_ipc_stall;
 
 /* ---- blocking helpers for workers (the controller uses bufferevents) ---- */
 

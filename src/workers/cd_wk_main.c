@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 void cd_wk_maybe_crash(cd_wk_ctx *c, uint64_t units_done)
@@ -37,6 +38,87 @@ void cd_wk_maybe_crash(cd_wk_ctx *c, uint64_t units_done)
     close(fd);
     cd_log_warn("test hook CD_WK_CRASH=%s: killing myself", spec);
     raise(SIGKILL);
+}
+
+/* ---------------- a store that cannot be written (issue 11, F6) ---------------- */
+
+/* Below this much free space, LMDB's EIO (a short write) counts as a full
+ * disk: a chunk is 4 MiB, a page run a few more. */
+#define CD_WK_LOW_SPACE (16u << 20)
+
+/* Errors worth waiting for: space, quota, LMDB's map, I/O. */
+static int wait_worthy(int rc)
+{
+    return rc == ENOSPC || rc == EDQUOT || rc == EIO || rc == EFBIG || rc == CD_BS_MAPFULL;
+}
+
+static uint64_t free_bytes(const char *path)
+{
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0)
+        return 0;
+    return (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+}
+
+static void send_stall(cd_wk_ctx *c, const char *path, int stalled, int rc, uint64_t avail,
+                       int full)
+{
+    cd_ipc_stall m;
+    memset(&m, 0, sizeof(m));
+    m.stalled = (uint32_t)stalled;
+    m.err = rc;
+    m.free_bytes = avail;
+    m.disk_full = (uint32_t)full;
+    snprintf(m.path, sizeof(m.path), "%s", path);
+    /* best effort: a controller that is gone is noticed by the wait */
+    CD_IGNORE(cd_ipc_send(c->fd, CD_IPC_STALL, &m, sizeof(m), NULL, 0));
+}
+
+int cd_wk_store_wait(cd_wk_ctx *c, const char *path, int rc)
+{
+    if (!wait_worthy(rc))
+        return rc;
+    const char *name = cd_wk_kind_name(c->kind);
+    uint64_t avail = free_bytes(path);
+    /* LMDB reports a short write (the filesystem filled mid-page) as EIO:
+     * with (almost) no space left that is a full disk too */
+    int full = rc != EIO || avail < CD_WK_LOW_SPACE;
+    if (!c->stalled) {
+        c->stalled = 1;
+        c->stall_tries = 0;
+        cd_log_error("%s: %s: cannot write %s: %s; %llu bytes (%.1f MiB) free on its "
+                     "filesystem. Block downloads pause; writing resumes by itself once space "
+                     "is freed",
+                     name, full ? "disk full" : "I/O error", path, cd_strerror(rc),
+                     (unsigned long long)avail, (double)avail / (1024.0 * 1024.0));
+        send_stall(c, path, 1, rc, avail, full);
+    } else {
+        cd_log_debug("%s: %s still not writable (%s, %llu bytes free, attempt %u)", name, path,
+                     cd_strerror(rc), (unsigned long long)avail, c->stall_tries);
+    }
+    unsigned shift = c->stall_tries < 4 ? c->stall_tries : 4;
+    int ms = 500 << shift; /* 0.5 s doubling up to 8 s */
+    c->stall_tries++;
+    /* sleep, but leave at once if the controller is gone (its messages
+     * wait in the socket meanwhile: only a hang-up is looked at) */
+    struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+    int r = poll(&pfd, 1, ms);
+    if (r > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        cd_log_info("%s: the controller is gone; exiting while %s is not writable", name, path);
+        exit(CD_EXIT_OK);
+    }
+    return 0;
+}
+
+void cd_wk_store_ok(cd_wk_ctx *c, const char *path)
+{
+    if (!c->stalled)
+        return;
+    cd_log_info("%s: %s is writable again after %u attempt(s); resuming",
+                cd_wk_kind_name(c->kind), path, c->stall_tries);
+    c->stalled = 0;
+    c->stall_tries = 0;
+    send_stall(c, path, 0, 0, free_bytes(path), 0);
 }
 
 static CD_NORETURN void wk_exit(cd_wk_ctx *c, const cd_wk_ops *ops, uint8_t *buf, int code)
@@ -180,6 +262,28 @@ void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops)
                 rc = 0;
             }
             break;
+        case CD_IPC_BLOCK_STORED: {
+            if (need(&h, sizeof(cd_ipc_block_ref)))
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            if (!ops->stored) {
+                cd_log_error("%s worker: unexpected BLOCK_STORED", ops->name);
+                wk_exit(c, ops, buf, CD_EXIT_FAILURE);
+            }
+            cd_ipc_block_done done;
+            memset(&done, 0, sizeof(done));
+            const cd_ipc_block_ref *ref = (const cd_ipc_block_ref *)buf;
+            done.block_id = ref->block_id;
+            done.kind = c->kind;
+            int send = ops->stored(c, ref, &done);
+            if (send < 0) {
+                rc = -1;
+                break;
+            }
+            if (send > 0 &&
+                cd_ipc_send(c->fd, CD_IPC_BLOCK_DONE, &done, sizeof(done), NULL, 0) != 0)
+                wk_exit(c, ops, buf, CD_EXIT_OK);
+            break;
+        }
         case CD_IPC_SHUTDOWN:
             if (ops->idle)
                 ops->idle(c);

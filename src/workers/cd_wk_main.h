@@ -48,6 +48,8 @@ typedef struct cd_wk_ctx {
     uint64_t ring_size;
     const cd_wk_config *cfg; /* borrowed (see cd_wk_config) */
     void *state;             /* the kind's private state (init sets it) */
+    int stalled;             /* cd_wk_store_wait: a store write is failing */
+    unsigned stall_tries;    /* attempts since it began */
 } cd_wk_ctx;
 
 /* Pointer to the unit's bytes in the ring. */
@@ -67,6 +69,9 @@ static inline const uint8_t *cd_wk_unit_bytes(const cd_wk_ctx *c, const cd_ipc_u
  *          (sent with cd_wk_send_ack from a later hook, normally idle).
  *   end:   1 and *done filled -> BLOCK_DONE is sent; 0 -> nothing sent;
  *          -1 fatal.
+ *   stored: (parsers) BLOCK_STORED: 1 and *done filled -> BLOCK_DONE is
+ *          sent; 0 -> the hook owes the BLOCK_DONE (sent from idle); -1
+ *          fatal.
  *   idle:  called when no message is waiting (before the loop blocks), and
  *          before BLOCK_ABORT / BLOCK_DELETE / SHUTDOWN are handled: settle
  *          every deferred unit and send its ack. 0, or -1 (fatal).
@@ -82,6 +87,7 @@ typedef struct cd_wk_ops {
     int (*del)(cd_wk_ctx *c, const cd_ipc_block_ref *r);
     void (*fini)(cd_wk_ctx *c);
     int (*idle)(cd_wk_ctx *c);
+    int (*stored)(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done *done);
 } cd_wk_ops;
 
 /* unit hook: "held, ack later" (see cd_wk_ops). Not a cd_ipc_status. */
@@ -91,6 +97,31 @@ typedef struct cd_wk_ops {
  * (controller gone). */
 int cd_wk_send_ack(cd_wk_ctx *c, uint64_t block_id, uint32_t unit_no,
                    uint32_t status) CD_WARN_UNUSED;
+
+/*
+ * A write to the LMDB store in `path` failed with rc (issue 11, F6). When it
+ * is a failure that time or the operator can cure -- no space left
+ * (ENOSPC, EDQUOT, LMDB's short write EIO, MDB_MAP_FULL that the store
+ * could not grow past) or another I/O error -- the worker waits instead of
+ * exiting (an exit would make the controller fetch the block again, in a
+ * loop, while the disk stays full): the first failure logs one ERROR naming
+ * the path, the error and the filesystem's free space, and tells the
+ * controller (STALL: the status says "stale: disk full"); then it sleeps
+ * (0.5 s doubling up to 8 s), watching its channel for the controller's exit
+ * (then it exits 0). Its unit stays unacknowledged meanwhile, so the ring
+ * fills and the download pauses by itself.
+ * Returns: 0: try the write again; rc: not an error worth waiting for (the
+ *          caller fails as before).
+ */
+int cd_wk_store_wait(cd_wk_ctx *c, const char *path, int rc) CD_WARN_UNUSED;
+
+/* A store write succeeded: if a stall was on, logs that writing works
+ * again and tells the controller (STALL with stalled = 0). */
+void cd_wk_store_ok(cd_wk_ctx *c, const char *path);
+
+/* Records walked from each end of every database of a store at start
+ * (cd_blockstore_check). */
+#define CD_WK_CHECK_BOUND 10000u
 
 /* Runs the worker until shutdown; never returns (see banner). */
 CD_NORETURN void cd_wk_run(cd_wk_ctx *c, const cd_wk_ops *ops);

@@ -30,6 +30,10 @@
  * header, and the last partial parts are written together with the meta
  * record (the tree's "complete" marker) in one txn. Memory: one part buffer
  * per level, about 4 MiB x log2(txs / 131072) + 8 MiB.
+ *
+ * A write that fails for want of space is tried again until it works
+ * (cd_wk_store_wait: one ERROR, the status says "stale: disk full"; issue
+ * 11, F6), as in the writer.
  */
 #define MK_LEVELS 64
 
@@ -52,7 +56,18 @@ typedef struct wk_merkle {
     unsigned n_levels;
     mk_level lv[MK_LEVELS];
     btc_merkle_stream stream;
+    cd_wk_ctx *ctx;  /* for cd_wk_store_wait */
+    char path[4096]; /* <datadir>/merkle */
 } wk_merkle;
+
+/* Retries a store write while it fails for want of space. */
+#define WRITE_RETRYING(m, rc, expr)                                                                \
+    do {                                                                                           \
+        while (((rc) = (expr)) != 0 && cd_wk_store_wait((m)->ctx, (m)->path, (rc)) == 0)           \
+            ;                                                                                      \
+        if ((rc) == 0)                                                                             \
+            cd_wk_store_ok((m)->ctx, (m)->path);                                                   \
+    } while (0)
 
 static int on_node(void *ctx, unsigned level, uint64_t index, const uint8_t h[32]);
 
@@ -60,11 +75,19 @@ static int merkle_init(cd_wk_ctx *c)
 {
     wk_merkle *m = cd_xcalloc(1, sizeof(*m));
     c->state = m;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/merkle", c->cfg->datadir);
-    if (cd_blockstore_open(path, 0, 0, &m->bs) != 0)
-        return CD_EXIT_FAILURE;
-    return cd_blockstore_merkle_cleanup(m->bs) < 0 ? CD_EXIT_FAILURE : CD_EXIT_OK;
+    m->ctx = c;
+    snprintf(m->path, sizeof(m->path), "%s/merkle", c->cfg->datadir);
+    int rc = cd_blockstore_open(m->path, 0, 0, &m->bs);
+    if (rc == 0)
+        rc = cd_blockstore_check(m->bs, CD_WK_CHECK_BOUND); /* issue 11, F7 */
+    /* a damaged file stays damaged: exit 2, no restart loop (logged) */
+    if (rc)
+        return cd_blockstore_is_corrupt(rc) ? CD_EXIT_CONFIG : CD_EXIT_FAILURE;
+    while ((rc = cd_blockstore_merkle_cleanup(m->bs)) < 0 && cd_wk_store_wait(c, m->path, rc) == 0)
+        ;
+    if (rc >= 0)
+        cd_wk_store_ok(c, m->path);
+    return rc < 0 ? CD_EXIT_FAILURE : CD_EXIT_OK;
 }
 
 static void merkle_reset(wk_merkle *m)
@@ -104,7 +127,8 @@ static int merkle_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
         n = (n + 1) / 2;
     }
     /* a previous (e.g. refused) tree of the same hash goes first */
-    int rc = cd_blockstore_merkle_delete(m->bs, m->hash);
+    int rc;
+    WRITE_RETRYING(m, rc, cd_blockstore_merkle_delete(m->bs, m->hash));
     if (rc) {
         cd_log_error("merkle: %s", cd_strerror(rc));
         return -1;
@@ -117,7 +141,8 @@ static void flush_part(wk_merkle *m, unsigned l)
 {
     mk_level *v = &m->lv[l];
     cd_merkle_part part = {.level = (uint8_t)l, .part = v->part, .hashes = v->buf, .n = v->n_buf};
-    int rc = cd_blockstore_merkle_write(m->bs, m->hash, &part, 1, NULL);
+    int rc;
+    WRITE_RETRYING(m, rc, cd_blockstore_merkle_write(m->bs, m->hash, &part, 1, NULL));
     if (rc) {
         cd_log_error("merkle: write tree part: %s", cd_strerror(rc));
         m->store_err = 1;
@@ -189,7 +214,8 @@ static int merkle_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
  * at the next start (cd_blockstore_merkle_cleanup). */
 static void drop_parts(wk_merkle *m)
 {
-    int rc = cd_blockstore_merkle_delete(m->bs, m->hash);
+    int rc;
+    WRITE_RETRYING(m, rc, cd_blockstore_merkle_delete(m->bs, m->hash));
     if (rc) {
         char hex[65];
         cd_hex_encode_rev(hex, m->hash, 32);
@@ -245,8 +271,9 @@ static int merkle_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
         meta.tx_count = m->tx_count;
         meta.n_hashes = cd_merkle_tree_size(m->tx_count);
         memcpy(meta.root, done->root, 32);
-        int rc = m->store_err ? CD_BS_ESTATE
-                              : cd_blockstore_merkle_write(m->bs, m->hash, parts, np, &meta);
+        int rc = CD_BS_ESTATE;
+        if (!m->store_err)
+            WRITE_RETRYING(m, rc, cd_blockstore_merkle_write(m->bs, m->hash, parts, np, &meta));
         if (rc) {
             cd_log_error("merkle: store tree of %s: %s", hex, cd_strerror(rc));
             merkle_reset(m);

@@ -34,6 +34,7 @@ typedef struct held_unit {
     size_t len;
     cd_pg_block_info info; /* to register it (pg_block < 0) */
     uint32_t status;       /* cd_ipc_status sent in its ack */
+    int fast;              /* found stored + verified in LMDB: completed with the batch */
     int written;           /* 1: rows in this batch; 0: committed before / malformed */
     int gaps;              /* overlaps units cut differently: written on its own */
 } held_unit;
@@ -42,6 +43,8 @@ typedef struct held_unit {
  * batch commits) and units per batch. */
 #define PARSER_BATCH_BYTES (32u << 20)
 #define PARSER_BATCH_UNITS 4096u
+/* BLOCK_STORED requests held before they are completed together. */
+#define PARSER_BATCH_STORED 256u
 
 typedef struct wk_parser {
     cd_pg *pg;
@@ -62,8 +65,38 @@ typedef struct wk_parser {
     size_t *reg_of;         /* scratch: held unit -> its entry in regs */
     cd_pg_marker *chk;      /* scratch: the held units to check before a batch */
     int *chk_state;         /* scratch: their cd_pg_batch_check results */
-    uint8_t *purged;        /* scratch: completed blocks whose rows were removed */
+    /* BLOCK_STORED requests not answered yet (completed together at idle) */
+    uint8_t (*st_hash)[32];
+    uint64_t *st_ipc; /* the controller's block ids, echoed in BLOCK_DONE */
+    int64_t *st_ids;  /* scratch: their block_ids */
+    size_t n_st, cap_st;
+    /* read-only views of the stores, for the fast path (NULL: not yet) */
+    cd_blockstore *blocks, *merkle;
 } wk_parser;
+
+/* Is the block stored (COMPLETE) in <datadir>/blocks and its tree verified
+ * in <datadir>/merkle already? Read-only LMDB lookups: a parser may then
+ * complete a block itself, with the batch that committed its only unit
+ * (no BLOCK_STORED round trip; issue 11 F6 still holds: it is stored). */
+static int stored_verified(cd_wk_ctx *c, wk_parser *p, const uint8_t hash[32])
+{
+    char path[4096];
+    if (!p->blocks) {
+        snprintf(path, sizeof(path), "%s/blocks", c->cfg->datadir);
+        if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &p->blocks) != 0)
+            p->blocks = NULL;
+    }
+    if (!p->merkle) {
+        snprintf(path, sizeof(path), "%s/merkle", c->cfg->datadir);
+        if (cd_blockstore_open(path, CD_BS_RDONLY, 0, &p->merkle) != 0)
+            p->merkle = NULL;
+    }
+    cd_block_loc loc;
+    cd_merkle_meta mm;
+    return p->blocks && p->merkle && cd_blockstore_get(p->blocks, hash, &loc) == 0 &&
+           cd_blockstore_merkle_meta(p->merkle, hash, &mm) == 0 &&
+           memcmp(mm.root, loc.header + 36, 32) == 0;
+}
 
 static int parser_init(cd_wk_ctx *c)
 {
@@ -92,6 +125,7 @@ static int parser_init(cd_wk_ctx *c)
 
 static int index_unit_gaps(wk_parser *p, int64_t pg_block, const cd_ipc_unit *u,
                            const uint8_t *data, const uint32_t *tx_off);
+static int stored_flush(cd_wk_ctx *c);
 
 /* A held unit that overlaps units committed with another cutting (unit_size
  * changed across a restart): its uncovered txs, unit by unit, as
@@ -223,28 +257,38 @@ static int parser_flush(cd_wk_ctx *c)
         else
             h->written = 1;
     }
-    /* committed: the crash hook counts units as the unit-by-unit path does */
+    /* committed: the crash hook counts units as the unit-by-unit path does.
+     * The blocks are completed (marked indexed, the tip moved) only when the
+     * controller says the writer stored them (BLOCK_STORED): issue 11, F6 */
+    for (size_t i = 0; i < p->n_held; i++)
+        if (p->held[i].written)
+            cd_wk_maybe_crash(c, ++p->units_done);
+    /* fast path: held units are whole blocks; those already stored and
+     * verified are completed now, in one transaction, as before F6 */
     size_t n_ids = 0;
     for (size_t i = 0; i < p->n_held; i++) {
         held_unit *h = &p->held[i];
-        if (h->written)
-            cd_wk_maybe_crash(c, ++p->units_done);
-        if (h->status == CD_IPC_OK && (n_ids == 0 || p->ids[n_ids - 1] != h->pg_block))
+        h->fast = h->status == CD_IPC_OK && stored_verified(c, p, h->info.hash);
+        if (h->fast)
             p->ids[n_ids++] = h->pg_block;
     }
-    int32_t tip = -1;
-    rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip, p->purged);
-    if (rc != CD_PG_OK && rc != CD_PG_EMERKLE)
-        return -1;
-    if (tip >= 0)
-        p->tip_seen = 1;
-    /* a block whose stored rows did not give its root (an earlier copy's,
-     * now removed) must be indexed again: its units say so */
-    for (size_t i = 0; rc == CD_PG_EMERKLE && i < p->n_held; i++) {
-        held_unit *h = &p->held[i];
-        for (size_t k = 0; h->status == CD_IPC_OK && k < n_ids; k++)
-            if (p->ids[k] == h->pg_block && p->purged[k])
-                h->status = CD_IPC_ERR_STALE;
+    if (n_ids > 0) {
+        uint8_t *purged = cd_xcalloc(n_ids, 1);
+        int32_t tip = -1;
+        rc = cd_pg_blocks_try_complete(p->pg, p->ids, n_ids, &tip, purged);
+        if (rc != CD_PG_OK && rc != CD_PG_EMERKLE) {
+            free(purged);
+            return -1;
+        }
+        if (tip >= 0)
+            p->tip_seen = 1;
+        for (size_t i = 0, k = 0; i < p->n_held; i++) {
+            held_unit *h = &p->held[i];
+            if (h->fast)
+                /* rows of an earlier, wrong copy were removed: index it again */
+                h->status = purged[k++] ? CD_IPC_ERR_STALE : CD_IPC_OK_INDEXED;
+        }
+        free(purged);
     }
     for (size_t i = 0; i < p->n_held; i++)
         if (cd_wk_send_ack(c, p->held[i].ipc_block, p->held[i].unit_no, p->held[i].status) != 0)
@@ -266,7 +310,6 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
         p->reg_of = cd_xrealloc(p->reg_of, p->cap_held * sizeof(*p->reg_of));
         p->chk = cd_xrealloc(p->chk, p->cap_held * sizeof(*p->chk));
         p->chk_state = cd_xrealloc(p->chk_state, p->cap_held * sizeof(*p->chk_state));
-        p->purged = cd_xrealloc(p->purged, p->cap_held);
     }
     held_unit *h = &p->held[p->n_held++];
     memset(h, 0, sizeof(*h));
@@ -282,7 +325,7 @@ static int parser_hold(cd_wk_ctx *c, const cd_ipc_unit *u, const uint8_t *data, 
     h->status = CD_IPC_OK;
     p->held_bytes += u->len;
     if (p->held_bytes >= p->batch_bytes || p->n_held >= PARSER_BATCH_UNITS)
-        return parser_flush(c) < 0 ? -1 : CD_WK_DEFERRED;
+        return parser_flush(c) < 0 || stored_flush(c) < 0 ? -1 : CD_WK_DEFERRED;
     return CD_WK_DEFERRED;
 }
 
@@ -380,13 +423,92 @@ static int parser_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     if (rc < 0)
         return -1; /* exit; the unit is dispatched again to a new parser */
     cd_wk_maybe_crash(c, ++p->units_done);
-    /* the last committer of a block completes it and moves the tip */
-    rc = cd_pg_block_try_complete(p->pg, p->pg_block, NULL);
-    if (rc == CD_PG_EMERKLE)
-        return CD_IPC_ERR_STALE; /* rows of a wrong copy, removed: index it again */
-    if (rc != CD_PG_OK)
-        return -1;
+    /* completed at BLOCK_STORED, once the block is in LMDB (issue 11, F6) */
     return CD_IPC_OK;
+}
+
+/* BLOCK_STORED: the writer stored the block, the merkle worker verified it,
+ * every parser committed its units. Held for the idle hook, which completes
+ * all of them in one transaction (as a batch of units was before). */
+static int parser_stored(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done *done)
+{
+    (void)done;
+    wk_parser *p = c->state;
+    if (p->n_st == p->cap_st) {
+        p->cap_st = p->cap_st ? 2 * p->cap_st : 64;
+        p->st_hash = cd_xrealloc(p->st_hash, p->cap_st * 32);
+        p->st_ipc = cd_xrealloc(p->st_ipc, p->cap_st * sizeof(*p->st_ipc));
+        p->st_ids = cd_xrealloc(p->st_ids, p->cap_st * sizeof(*p->st_ids));
+    }
+    memcpy(p->st_hash[p->n_st], r->hash, 32);
+    p->st_ipc[p->n_st++] = r->block_id;
+    /* a queue that never runs dry must not hold completions back (their
+     * blocks pin ring space until they finish) */
+    if (p->n_st >= PARSER_BATCH_STORED)
+        return stored_flush(c) < 0 ? -1 : 0;
+    return 0; /* answered from the idle hook */
+}
+
+/* Completes the blocks of held BLOCK_STORED requests (cd_pg_blocks_try_complete:
+ * the merkle root of the committed txids checked, the block marked indexed,
+ * the tip moved) and answers each: OK, ERR_STALE (its rows did not give the
+ * root: an earlier, wrong copy's, now removed; index it again) or ERR_STORE
+ * (not registered: should not happen). Returns 0 or -1 (fatal). */
+static int stored_flush(cd_wk_ctx *c)
+{
+    wk_parser *p = c->state;
+    if (p->n_st == 0)
+        return 0;
+    if (cd_pg_block_ids(p->pg, (const uint8_t(*)[32])p->st_hash, p->n_st, p->st_ids) != CD_PG_OK)
+        return -1;
+    /* the registered ones, in request order (purged[] follows it) */
+    size_t n_ids = 0;
+    int64_t *ids = cd_xmalloc(p->n_st * sizeof(int64_t));
+    for (size_t i = 0; i < p->n_st; i++)
+        if (p->st_ids[i] >= 0)
+            ids[n_ids++] = p->st_ids[i];
+    uint8_t *purged = cd_xcalloc(n_ids ? n_ids : 1, 1);
+    int32_t tip = -1;
+    int rc = cd_pg_blocks_try_complete(p->pg, ids, n_ids, &tip, purged);
+    if (rc != CD_PG_OK && rc != CD_PG_EMERKLE) {
+        free(ids);
+        free(purged);
+        return -1;
+    }
+    if (tip >= 0)
+        p->tip_seen = 1;
+    for (size_t i = 0, k = 0; i < p->n_st; i++) {
+        cd_ipc_block_done d;
+        memset(&d, 0, sizeof(d));
+        d.block_id = p->st_ipc[i];
+        d.kind = CD_WK_PARSER;
+        if (p->st_ids[i] < 0) {
+            char hx[65];
+            cd_hex_encode_rev(hx, p->st_hash[i], 32);
+            cd_log_error("parser: stored block %s is not registered in PostgreSQL", hx);
+            d.status = CD_IPC_ERR_STORE;
+        } else {
+            d.status = purged[k++] ? CD_IPC_ERR_STALE : CD_IPC_OK;
+        }
+        if (cd_ipc_send(c->fd, CD_IPC_BLOCK_DONE, &d, sizeof(d), NULL, 0) != 0) {
+            free(ids);
+            free(purged);
+            return -1;
+        }
+    }
+    free(ids);
+    free(purged);
+    p->n_st = 0;
+    return 0;
+}
+
+/* The idle hook: the held units' batch first (their acks let the
+ * controller send BLOCK_STORED), then the held completions. */
+static int parser_idle(cd_wk_ctx *c)
+{
+    if (parser_flush(c) < 0)
+        return -1;
+    return stored_flush(c);
 }
 
 static int parser_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done *done)
@@ -441,7 +563,11 @@ static void parser_fini(cd_wk_ctx *c)
     free(p->reg_of);
     free(p->chk);
     free(p->chk_state);
-    free(p->purged);
+    free(p->st_hash);
+    free(p->st_ipc);
+    free(p->st_ids);
+    cd_blockstore_close(p->blocks);
+    cd_blockstore_close(p->merkle);
     free(p);
     c->state = NULL;
 }
@@ -455,7 +581,8 @@ const cd_wk_ops cd_wk_parser_ops = {
     .abort = parser_abort,
     .del = parser_del,
     .fini = parser_fini,
-    .idle = parser_flush,
+    .idle = parser_idle,
+    .stored = parser_stored,
 };
 
 /* ------------------------------------------------------------------ */

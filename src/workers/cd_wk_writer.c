@@ -10,6 +10,13 @@
  * one txn and fsyncs. A half-written block found at start is removed
  * (cd_blockstore_recover) and fetched again.
  *
+ * A write that fails for want of space (or an I/O error) is not fatal
+ * (issue 11, F6): cd_wk_store_wait() logs it once, tells the controller
+ * (the status says "stale: disk full") and the same write is tried again
+ * until it works; meanwhile the unit stays unacknowledged, the ring fills
+ * and the download pauses. Exiting instead made the controller fetch the
+ * block again, in a loop, while the disk stayed full.
+ *
  * Blocks are keyed by hash: BEGIN of a hash already held replaces the old
  * copy, and DELETE removes whatever the hash names. That is only safe because
  * the controller never dispatches a second copy of a block that is stored or
@@ -33,18 +40,35 @@ typedef struct wk_writer {
     uint8_t hash[32];
     uint64_t *offs;
     size_t offs_cap;
+    char path[4096]; /* <datadir>/blocks */
 } wk_writer;
+
+/* Retries a store write while it fails for want of space (see banner). */
+#define WRITE_RETRYING(c, w, rc, expr)                                                             \
+    do {                                                                                           \
+        while (((rc) = (expr)) != 0 && cd_wk_store_wait((c), (w)->path, (rc)) == 0)                \
+            ;                                                                                      \
+        if ((rc) == 0)                                                                             \
+            cd_wk_store_ok((c), (w)->path);                                                        \
+    } while (0)
 
 static int writer_init(cd_wk_ctx *c)
 {
     wk_writer *w = cd_xcalloc(1, sizeof(*w));
     c->state = w;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/blocks", c->cfg->datadir);
+    char *path = w->path;
+    snprintf(w->path, sizeof(w->path), "%s/blocks", c->cfg->datadir);
     int rc = cd_blockstore_open(path, 0, 0, &w->bs);
+    if (rc == 0)
+        rc = cd_blockstore_check(w->bs, CD_WK_CHECK_BOUND); /* issue 11, F7 */
+    /* a damaged file stays damaged: exit 2, no restart loop (logged) */
     if (rc)
-        return CD_EXIT_FAILURE;
-    rc = cd_blockstore_recover(w->bs);
+        return cd_blockstore_is_corrupt(rc) ? CD_EXIT_CONFIG : CD_EXIT_FAILURE;
+    /* removing a half-written block needs free pages too */
+    while ((rc = cd_blockstore_recover(w->bs)) < 0 && cd_wk_store_wait(c, path, rc) == 0)
+        ;
+    if (rc >= 0)
+        cd_wk_store_ok(c, path);
     if (rc < 0) {
         cd_log_error("writer: recover %s: %s", path, cd_strerror(rc));
         return CD_EXIT_FAILURE;
@@ -63,12 +87,15 @@ static int writer_begin(cd_wk_ctx *c, const cd_ipc_block_begin *b)
     if (w->active) {
         /* a block left unfinished: begin replaces its record anyway, and
          * recovery removes incomplete blocks at the next start */
-        int arc = cd_blockstore_abort(w->bs);
+        int arc;
+        WRITE_RETRYING(c, w, arc, cd_blockstore_abort(w->bs));
         if (arc)
             cd_log_warn("writer: abort: %s", cd_strerror(arc));
     }
     w->active = 0;
-    int rc = cd_blockstore_begin(w->bs, b->hash, b->header, b->height, b->size, b->tx_count);
+    int rc;
+    WRITE_RETRYING(c, w, rc,
+                   cd_blockstore_begin(w->bs, b->hash, b->header, b->height, b->size, b->tx_count));
     if (rc) {
         char hex[65];
         hexid(hex, b->hash);
@@ -96,7 +123,10 @@ static int writer_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     }
     for (uint32_t i = 0; i < u->tx_count; i++)
         w->offs[i] = u->block_off + tx_off[i];
-    int rc = cd_blockstore_append(w->bs, cd_wk_unit_bytes(c, u), u->len, w->offs, u->tx_count);
+    int rc;
+    WRITE_RETRYING(c, w, rc,
+                   cd_blockstore_append(w->bs, cd_wk_unit_bytes(c, u), u->len, w->offs,
+                                        u->tx_count));
     if (rc) {
         char hex[65];
         hexid(hex, w->hash);
@@ -112,7 +142,8 @@ static int writer_end(cd_wk_ctx *c, const cd_ipc_block_ref *r, cd_ipc_block_done
     if (!w->active || r->block_id != w->block_id)
         return -1;
     w->active = 0;
-    int rc = cd_blockstore_finish(w->bs);
+    int rc;
+    WRITE_RETRYING(c, w, rc, cd_blockstore_finish(w->bs));
     char hex[65];
     hexid(hex, w->hash);
     if (rc) {
@@ -128,7 +159,8 @@ static void writer_abort(cd_wk_ctx *c, const cd_ipc_block_ref *r)
 {
     wk_writer *w = c->state;
     if (w->active && r->block_id == w->block_id) {
-        int rc = cd_blockstore_abort(w->bs);
+        int rc;
+        WRITE_RETRYING(c, w, rc, cd_blockstore_abort(w->bs));
         if (rc)
             cd_log_warn("writer: abort: %s", cd_strerror(rc));
         w->active = 0;
@@ -140,7 +172,8 @@ static int writer_del(cd_wk_ctx *c, const cd_ipc_block_ref *r)
     wk_writer *w = c->state;
     if (w->active && memcmp(r->hash, w->hash, 32) == 0)
         w->active = 0;
-    int rc = cd_blockstore_delete(w->bs, r->hash);
+    int rc;
+    WRITE_RETRYING(c, w, rc, cd_blockstore_delete(w->bs, r->hash));
     char hex[65];
     hexid(hex, r->hash);
     if (rc && rc != CD_BS_NOTFOUND) {

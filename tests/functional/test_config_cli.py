@@ -78,6 +78,7 @@ OTHER = {
     "block_min_rate": ("2048", "2048"),
     "block_rate_grace": ("4", "4"),
     "block_checksum": ("yes", "on"),
+    "serve_block_check": ("no", "off"),
     "relay": ("off", "off"),
     "index_data_pushes": ("no", "off"),
     "max_data_push": ("100", "100"),

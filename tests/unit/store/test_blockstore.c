@@ -7,9 +7,13 @@
 #include "cd_hash.h"
 #include "cd_util.h"
 #include "cd_blockstore.h"
+#include "cd_store_guard.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -72,6 +76,208 @@ static void store(cd_blockstore *bs, const uint8_t *data, size_t n, uint64_t ntx
     free(offs);
     memcpy(hash_out, hash, 32);
 }
+
+/* A map too small for the data grows instead of failing (issue 11, F6:
+ * MDB_MAP_FULL is one of the two ways a store fills). */
+START_TEST(test_map_full_grows)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 1u << 20, &bs), 0); /* 1 MiB map */
+    size_t n = 3 * CD_BS_CHUNK_SIZE + 999;
+    uint8_t *data = make_bytes(n, 11);
+    uint8_t hash[32];
+    store(bs, data, n, 100, 1, 777777, hash);
+    cd_block_loc loc;
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, &loc), 0);
+    uint8_t *back = malloc(n);
+    ck_assert_int_eq(cd_blockstore_read(bs, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    /* a reader opened with the small map adopts the grown one */
+    cd_blockstore *ro;
+    ck_assert_int_eq(cd_blockstore_open(p, CD_BS_RDONLY, 1u << 20, &ro), 0);
+    ck_assert_int_eq(cd_blockstore_get(ro, hash, &loc), 0);
+    memset(back, 0, n);
+    ck_assert_int_eq(cd_blockstore_read(ro, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    cd_blockstore_close(ro);
+    free(back);
+    free(data);
+    cd_blockstore_close(bs);
+}
+END_TEST
+
+/* An append that fails for want of space (here the file size limit: the
+ * same short write / EFBIG a full disk gives) can be tried again once there
+ * is room, and the block reads back byte for byte: the carried bytes and
+ * offsets of the failed txn are put back. */
+START_TEST(test_append_retried_after_full)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 0, &bs), 0);
+    size_t n = 5 * CD_BS_CHUNK_SIZE + 4321, piece = 1500007;
+    uint64_t ntx = 3 * CD_BS_OFFS_PER_REC + 5;
+    uint8_t *data = make_bytes(n, 13);
+    uint8_t hash[32];
+    cd_sha256d(hash, data, 80);
+    uint64_t *offs = malloc(ntx * sizeof(uint64_t));
+    for (uint64_t i = 0; i < ntx; i++)
+        offs[i] = 81 + i * ((n - 81) / ntx);
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(cd_blockstore_begin(bs, hash, data, 3, n, ntx), 0);
+    size_t done = 0;
+    uint64_t oi = 0;
+    int failures = 0;
+    while (done < n) {
+        size_t k = CD_MIN(piece, n - done);
+        uint64_t on = 0;
+        while (oi + on < ntx && offs[oi + on] < done + k)
+            on++;
+        if (done >= 2 * piece && failures == 0) {
+            /* the file may not grow from here on */
+            struct rlimit lim = {0, old.rlim_max};
+            char f[600];
+            snprintf(f, sizeof(f), "%s/data.mdb", p);
+            FILE *fp = fopen(f, "rb");
+            ck_assert_ptr_nonnull(fp);
+            fseek(fp, 0, SEEK_END);
+            lim.rlim_cur = (rlim_t)ftell(fp);
+            fclose(fp);
+            ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+            int rc = 0;
+            for (int t = 0; t < 3 && rc == 0; t++) { /* fails once the free pages are used */
+                rc = cd_blockstore_append(bs, data + done, k, offs + oi, on);
+                if (rc == 0) {
+                    oi += on;
+                    done += k;
+                    k = CD_MIN(piece, n - done);
+                    on = 0;
+                    while (oi + on < ntx && offs[oi + on] < done + k)
+                        on++;
+                }
+            }
+            ck_assert_msg(rc == EFBIG || rc == EIO, "append with no room: %d", rc);
+            failures++;
+            ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+            continue; /* the same append again, with room */
+        }
+        ck_assert_int_eq(cd_blockstore_append(bs, data + done, k, offs + oi, on), 0);
+        oi += on;
+        done += k;
+    }
+    ck_assert_int_eq(cd_blockstore_finish(bs), 0);
+    ck_assert_int_eq(failures, 1);
+    cd_block_loc loc;
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, &loc), 0);
+    uint8_t *back = malloc(n);
+    ck_assert_int_eq(cd_blockstore_read(bs, &loc, 0, back, n), 0);
+    ck_assert_int_eq(memcmp(back, data, n), 0);
+    uint64_t *ob = malloc(ntx * sizeof(uint64_t));
+    ck_assert_int_eq(cd_blockstore_read_offsets(bs, &loc, 0, ntx, ob), 0);
+    ck_assert_int_eq(memcmp(ob, offs, ntx * sizeof(uint64_t)), 0);
+    free(ob);
+    free(back);
+    free(offs);
+    free(data);
+    signal(SIGXFSZ, SIG_DFL);
+    cd_blockstore_close(bs);
+}
+END_TEST
+
+/* Reads a whole file from CD_SHARED_DATA (../shared/data). */
+static uint8_t *shared_file(const char *rel, size_t *n)
+{
+    const char *base = getenv("CD_SHARED_DATA");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", base ? base : "../shared/data", rel);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)sz + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    b[sz] = 0;
+    *n = (size_t)sz;
+    return b;
+}
+
+/* Stores block 413567 (real bytes, real offsets) under its hash, with one
+ * byte changed at `flip` (none when flip >= n). */
+static void store_real(cd_blockstore *bs, size_t flip, uint8_t hash[32], cd_block_loc *loc)
+{
+    size_t n, on;
+    uint8_t *blk = shared_file("mainnet/block413567.raw", &n);
+    char *ot = (char *)shared_file("mainnet/block413567.tx-offsets", &on);
+    uint64_t *offs = malloc(4096 * sizeof(uint64_t));
+    size_t ntx = 0;
+    for (char *p = ot, *e; ntx < 4096; p = e) {
+        unsigned long long v = strtoull(p, &e, 10);
+        if (e == p)
+            break;
+        offs[ntx++] = v;
+    }
+    cd_sha256d(hash, blk, 80);
+    if (flip < n)
+        blk[flip] ^= 0x01;
+    ck_assert_int_eq(cd_blockstore_begin(bs, hash, blk, 413567, n, ntx), 0);
+    ck_assert_int_eq(cd_blockstore_append(bs, blk, n, offs, ntx), 0);
+    ck_assert_int_eq(cd_blockstore_finish(bs), 0);
+    ck_assert_int_eq(cd_blockstore_get(bs, hash, loc), 0);
+    free(offs);
+    free(ot);
+    free(blk);
+}
+
+/* The served-block check (issue 11, F7): the real block verifies; one bit
+ * flipped in a transaction does not, and says why. */
+START_TEST(test_verify_real_block_and_a_flipped_bit)
+{
+    char p[512];
+    path_of(p, sizeof(p), "blocks");
+    cd_blockstore *bs;
+    ck_assert_int_eq(cd_blockstore_open(p, 0, 0, &bs), 0);
+    uint8_t hash[32];
+    cd_block_loc loc;
+    char why[256];
+    store_real(bs, SIZE_MAX, hash, &loc);
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), 0);
+    ck_assert_int_eq(cd_blockstore_check(bs, 10), 0);
+    store_real(bs, 500000, hash, &loc); /* replaces it: same hash, a bit changed */
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), CD_BS_ECORRUPT);
+    ck_assert_msg(strstr(why, "merkle root") != NULL, "%s", why);
+    store_real(bs, 40, hash, &loc); /* inside the header */
+    ck_assert_int_eq(cd_blockstore_verify(bs, hash, &loc, why, sizeof(why)), CD_BS_ECORRUPT);
+    ck_assert_msg(strstr(why, "header") != NULL, "%s", why);
+    cd_blockstore_close(bs);
+}
+END_TEST
+
+/* The fault guard's line: one line, ERROR, the file, the offset, exit 2. */
+START_TEST(test_guard_line)
+{
+    char line[1024];
+    size_t n = cd_store_guard_format(line, sizeof(line), SIGBUS, "/d/headers/data.mdb", 77834);
+    ck_assert_uint_eq(n, strlen(line));
+    ck_assert_ptr_nonnull(strstr(line, "ERROR "));
+    ck_assert_ptr_nonnull(strstr(line, "fatal SIGBUS reading the LMDB file /d/headers/data.mdb at "
+                                       "offset 77834:"));
+    ck_assert_ptr_nonnull(strstr(line, "exiting with status 2"));
+    ck_assert_ptr_eq(strchr(line, '\n'), line + n - 1);
+    /* a timestamp as cd_log writes it: YYYY-MM-DDTHH:MM:SS.mmmZ */
+    ck_assert_int_eq(line[4], '-');
+    ck_assert_int_eq(line[10], 'T');
+    ck_assert_int_eq(line[23], 'Z');
+    n = cd_store_guard_format(line, 40, SIGSEGV, NULL, UINT64_MAX); /* truncated */
+    ck_assert_uint_eq(n, 39);
+}
+END_TEST
 
 START_TEST(test_roundtrip_multichunk)
 {
@@ -305,6 +511,10 @@ static Suite *suite_blockstore(void)
     tcase_add_test(tc, test_abort_delete_replace);
     tcase_add_test(tc, test_readonly_concurrent_and_foreach);
     tcase_add_test(tc, test_merkle_tree_parts);
+    tcase_add_test(tc, test_map_full_grows);
+    tcase_add_test(tc, test_append_retried_after_full);
+    tcase_add_test(tc, test_verify_real_block_and_a_flipped_bit);
+    tcase_add_test(tc, test_guard_line);
     suite_add_tcase(s, tc);
     return s;
 }
