@@ -150,8 +150,8 @@ static void check_scan_vs_stream(const uint8_t *p, size_t len, size_t chunk, siz
         while (pp.pos < received) {
             uint64_t before = pp.pos, before_count = pp.tx_count;
             size_t nf = 0;
-            stream_rc = btc_preproc_feed(&pp, p + pp.pos, pp.pos, received - pp.pos, found,
-                                         max_off, &nf);
+            stream_rc =
+                btc_preproc_feed(&pp, p + pp.pos, pp.pos, received - pp.pos, found, max_off, &nf);
             CHECK(nf <= max_off);
             for (size_t i = 0; i < nf; i++) {
                 CHECK(n_stream < cap);

@@ -136,9 +136,17 @@ def seeds_http(d, shared):
 
 def seeds_config(d, shared):
     for p in glob.glob(os.path.join(ROOT, "conf", "*.conf")):
-        put(d, "file-" + os.path.basename(p), b"F" + open(p, "rb").read())
-    put(d, "file-small", b"Fnetwork = regtest\nconnect = 127.0.0.1:18444\n"
-        b"ring_size = 64M # comment\nindex = off\nuser_agent = \"x y\"\n")
+        text = open(p, "rb").read()
+        put(d, "file-" + os.path.basename(p), b"F" + text)
+        # the sample's commented-out defaults, switched on
+        on = b"\n".join(l[1:] for l in text.splitlines() if l[:1] == b"#" and b" = " in l)
+        put(d, "file-on-" + os.path.basename(p), b"F" + on + b"\n")
+        args = [b"--" + l.split(b" = ")[0].replace(b"_", b"-") + b"=" + l.split(b" = ")[1]
+                for l in on.splitlines() if l.split(b" = ")[1]]
+        put(d, "args-on-" + os.path.basename(p), b"A" + b"\0".join(args))
+    put(d, "file-small", b"Fnetwork = regtest\nconnect = 127.0.0.1:18444\nconnect = [::1]\n"
+        b"ring_size = 64M # comment\nindex = off\nuser_agent = \"x y\"\n"
+        b"http_listen = 127.0.0.1:8085\nlog_level = debug\nmempool_request = never\n")
     put(d, "args-1", b"A--regtest\0--connect\0127.0.0.1\0--ring-size=16M\0--no-index")
 
 

@@ -8,6 +8,7 @@
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
+#include "cd_http_req.h"
 #include "cd_status.h"
 
 #include "cd_log.h"
@@ -30,10 +31,10 @@
 /* ---- request parsing ---- */
 
 typedef struct http_args {
-    char *seg[8]; /* path segments after /v1 */
+    cd_http_path path; /* segments after /v1 (cd_http_req.h) */
+    char **seg;        /* = path.seg */
     int nseg;
     struct evkeyvalq query;
-    char pathbuf[512];
 } http_args;
 
 static const char *arg(http_args *a, const char *key)
@@ -45,39 +46,6 @@ static const char *arg(http_args *a, const char *key)
 static int parse_hash(const char *s, uint8_t out[32], int rev)
 {
     return rev ? cd_hex_decode_rev(out, 32, s) : cd_hex_decode(out, 32, s);
-}
-
-/* Decimal 0..max without sign or leading junk. */
-static int parse_uint(const char *s, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > 10)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_flag(const char *s, int *out)
-{
-    if (!s)
-        return 0;
-    if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
-        *out = 1;
-        return 0;
-    }
-    if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
-        *out = 0;
-        return 0;
-    }
-    return -1;
 }
 
 /* ---- endpoints ---- */
@@ -216,7 +184,7 @@ static int h_proof(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     int include_tx = 0;
-    if (parse_flag(arg(a, "include_tx"), &include_tx) != 0) {
+    if (cd_http_parse_flag(arg(a, "include_tx"), &include_tx) != 0) {
         cd_http_reply_error(req, 400, "bad include_tx: expected 0 or 1");
         return H_DONE;
     }
@@ -417,7 +385,7 @@ static int h_spender(http_srv *s, struct evhttp_request *req, http_args *a)
         cd_http_reply_error(req, 400, "bad txid '%s': expected 64 hex digits", a->seg[1]);
         return H_DONE;
     }
-    if (parse_uint(a->seg[2], INT32_MAX, &n) != 0) {
+    if (cd_http_parse_uint(a->seg[2], INT32_MAX, &n) != 0) {
         cd_http_reply_error(req, 400, "bad output index '%s'", a->seg[2]);
         return H_DONE;
     }
@@ -446,7 +414,8 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     uint64_t limit = HTTP_HIST_DEFAULT;
-    if (arg(a, "limit") && (parse_uint(arg(a, "limit"), HTTP_HIST_MAX, &limit) != 0 || !limit)) {
+    if (arg(a, "limit") &&
+        (cd_http_parse_uint(arg(a, "limit"), HTTP_HIST_MAX, &limit) != 0 || !limit)) {
         cd_http_reply_error(req, 400, "bad limit: expected 1..%d", HTTP_HIST_MAX);
         return H_DONE;
     }
@@ -492,7 +461,7 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
 /* ---- routing ---- */
 
 typedef struct http_route {
-    const char *pattern[6]; /* segments after /v1; "*" = any one segment */
+    const char *pattern[CD_HTTP_MAX_PATTERN]; /* segments after /v1; "*" = any one */
     int needs_pg;
     int (*fn)(http_srv *s, struct evhttp_request *req, http_args *a);
 } http_route;
@@ -508,40 +477,17 @@ static const http_route routes[] = {
     {{"pushdata", "*", "history", NULL}, 1, h_history},
 };
 
-static const http_route *route_find(const http_args *a)
+int cd_http_route_find(const cd_http_path *p)
 {
-    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++) {
-        const http_route *rt = &routes[r];
-        int i = 0;
-        while (rt->pattern[i] && i < a->nseg &&
-               (!strcmp(rt->pattern[i], "*") || !strcmp(rt->pattern[i], a->seg[i])))
-            i++;
-        if (!rt->pattern[i] && i == a->nseg)
-            return rt;
-    }
-    return NULL;
+    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++)
+        if (cd_http_route_match(routes[r].pattern, p))
+            return (int)r;
+    return -1;
 }
 
-/* Splits "/v1/a/b" into segments after "v1". Returns 0, or -1 if the path
- * is not under /v1 or has empty/too many segments. */
-static int split_path(const char *path, http_args *a)
+const char *const *cd_http_route_pattern(size_t i)
 {
-    if (strlen(path) >= sizeof(a->pathbuf) || strncmp(path, "/v1/", 4) != 0)
-        return -1;
-    snprintf(a->pathbuf, sizeof(a->pathbuf), "%s", path + 4);
-    a->nseg = 0;
-    char *p = a->pathbuf;
-    for (;;) {
-        char *slash = strchr(p, '/');
-        if (slash)
-            *slash = '\0';
-        if (*p == '\0' || a->nseg == (int)CD_ARRAY_LEN(a->seg))
-            return -1;
-        a->seg[a->nseg++] = p;
-        if (!slash)
-            return 0;
-        p = slash + 1;
-    }
+    return i < CD_ARRAY_LEN(routes) ? routes[i].pattern : NULL;
 }
 
 void cd_http_handle(struct evhttp_request *req, void *arg)
@@ -568,7 +514,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *q = u ? evhttp_uri_get_query(u) : NULL;
-    if (!path || split_path(path, &a) != 0) {
+    if (!path || cd_http_split_path(path, &a.path) != 0) {
         cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
         return;
     }
@@ -577,7 +523,10 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
         evhttp_clear_headers(&a.query);
         return;
     }
-    const http_route *rt = route_find(&a);
+    a.seg = a.path.seg;
+    a.nseg = a.path.nseg;
+    int ri = cd_http_route_find(&a.path);
+    const http_route *rt = ri < 0 ? NULL : &routes[ri];
     if (!rt) {
         cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
     } else if (rt->needs_pg && !s->cfg->index) {
