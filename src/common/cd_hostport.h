@@ -22,7 +22,7 @@
 
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
-#define CD_HOSTPORT_MAX 256 /* longest address text + NUL; also enough for any host */
+#define CD_HOSTPORT_MAX      256 /* longest address text + NUL; also enough for any host */
 #define CD_HOSTPORT_HOST_MAX (CD_HOSTPORT_MAX - 1 - 8) /* longest host: "[h]:65535" fits */
 
 /*

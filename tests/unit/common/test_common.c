@@ -126,8 +126,17 @@ END_TEST
  * effective configuration could not be loaded again. */
 START_TEST(test_hostport_round_trip)
 {
-    const char *in[] = {"{::1]", "::1]", "[[a]", "[a[:b]", "a]b", "a[b:80", "[x]y]:1",
-                        "127.0.0.1", "[::1]:8333", "fe80::1", "node.example:18444"};
+    const char *in[] = {"{::1]",
+                        "::1]",
+                        "[[a]",
+                        "[a[:b]",
+                        "a]b",
+                        "a[b:80",
+                        "[x]y]:1",
+                        "127.0.0.1",
+                        "[::1]:8333",
+                        "fe80::1",
+                        "node.example:18444"};
     for (size_t i = 0; i < CD_ARRAY_LEN(in); i++) {
         char h[CD_HOSTPORT_MAX], h2[CD_HOSTPORT_MAX], buf[CD_HOSTPORT_MAX + 8];
         int port, port2;
