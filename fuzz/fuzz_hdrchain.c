@@ -244,6 +244,9 @@ static void add_and_check(cd_hdrtree *t, size_t n, uint32_t salt)
     }
     cd_hdrtree_add_result res;
     int rc = cd_hdrtree_add(t, batch, n, 80, &res);
+    if (verbose)
+        fprintf(stderr, "fuzz_hdrchain: add %zu headers: rc %d, bad index %zu, %zu new\n", n, rc,
+                res.bad_index, res.n_new);
     if (rc != 0) {
         CHECK(rc == CD_HDRTREE_EUNCONNECTED || rc == CD_HDRTREE_EBADPOW ||
               rc == CD_HDRTREE_EBADBITS || rc == CD_HDRTREE_EBADTIME || rc == CD_HDRTREE_EINVALID ||
@@ -344,6 +347,12 @@ static void op_run(cd_hdrtree *t, const uint8_t *op)
         }
         put32(hdr + 72, bits);
         grind(hdr, (uint32_t)i * GRIND);
+        if (verbose > 1) {
+            uint8_t hh[32];
+            btc_sha256d(hh, hdr, 80);
+            fprintf(stderr, "h %d bits %08x time %u pow %d\n", height, bits, tm,
+                    btc_check_pow(hh, bits, &net));
+        }
         if ((flags & 0x20) && i == n / 2)
             hdr[76] ^= 0x5a; /* damage: proof of work most likely fails */
         btc_sha256d(prev_hash, hdr, 80);
@@ -419,7 +428,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     known = malloc(MAX_NODES * 32);
     batch = malloc(MAX_RUN * 80);
     cd_log_set_level(CD_LOG_ERROR);
-    verbose = getenv("FUZZ_VERBOSE") != NULL;
+    verbose = getenv("FUZZ_VERBOSE") ? atoi(getenv("FUZZ_VERBOSE")) : 0;
     atexit(rm_tree);
     return 0;
 }

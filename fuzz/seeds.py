@@ -117,6 +117,21 @@ def seeds_hdrchain(d, shared):
         ops += bytes([2, 9, 4, 0, 0, 0, 0, 0])          # re-send known headers
         put(d, "gen-%d" % variant, bytes([variant, 10]) + ops)
 
+    def run(n, step, parent=0xFF, mode=0, flags=0x10):
+        return bytes([0, parent]) + struct.pack("<Hh", n, step) + bytes([mode, flags])
+    # legacy rules past a 2016-block retarget, then the EDA (gaps over 12 h
+    # of median time past), then a reorg from below the retarget
+    put(d, "legacy-retarget", bytes([1, 0]) + run(1500, 600) + run(700, 300) +
+        run(12, 32767) + run(5, 600) + run(40, 150, parent=3))
+    # the cash DAA from height 20 with fast and slow blocks
+    put(d, "daa", bytes([2, 20]) + run(300, 600) + run(100, 60) + run(100, 3000))
+    # testnet: 20-minute minimum-difficulty blocks between normal ones
+    put(d, "testnet-20min", bytes([3, 100]) + run(50, 600) + run(5, 1300) + run(5, 600) +
+        run(2100 - 64, 600))
+    # nBits the rules do not want, with the rule checked and not
+    put(d, "bad-bits", bytes([1, 0]) + run(30, 600) + run(3, 600, mode=0xF3))
+    put(d, "no-rule", bytes([5, 0]) + run(30, 600) + run(3, 600, mode=0xF3))
+
 
 def seeds_http(d, shared):
     txid = "47f3f47a256d70950ff5690ea377c24464310489e3f54d01b817dd0088f0a095"
