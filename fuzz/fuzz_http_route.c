@@ -27,12 +27,15 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "cd_http_int.h"
 #include "cd_http_req.h"
 #include "cd_lookup.h"
 #include "cd_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The sizes of http_args in cd_http_routes.c (segments, path buffer). */
+#define MAX_SEG   8
+#define PATH_MAX_ 512
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
@@ -113,16 +116,16 @@ static void check_flag(const char *s)
 }
 
 /* The checks of the handler the route leads to, on the same inputs. */
-static void route_params(const char *const *pat, const cd_http_path *p, struct evkeyvalq *q)
+static void route_params(const char *const *pat, char *const *seg, int nseg, struct evkeyvalq *q)
 {
     if (!strcmp(pat[0], "tx") || !strcmp(pat[0], "outpoint"))
-        check_hash(p->seg[1], 1);
+        check_hash(seg[1], 1);
     if (!strcmp(pat[0], "block"))
-        check_block_id(p->seg[1]);
+        check_block_id(seg[1]);
     if (!strcmp(pat[0], "outpoint"))
-        check_uint(p->seg[2], INT32_MAX);
+        check_uint(seg[2], INT32_MAX);
     if (!strcmp(pat[0], "pushdata"))
-        check_hash(p->seg[1], 0);
+        check_hash(seg[1], 0);
     const char *v;
     if ((v = evhttp_find_header(q, "limit")) != NULL)
         check_uint(v, 1000);
@@ -147,51 +150,52 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct evhttp_uri *u = evhttp_uri_parse_with_flags(uri, 0);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *qs = u ? evhttp_uri_get_query(u) : NULL;
-    cd_http_path p;
-    if (path && cd_http_split_path(path, &p) == 0) {
-        CHECK(p.nseg >= 1 && p.nseg <= CD_HTTP_MAX_SEG);
-        char joined[CD_HTTP_PATH_MAX];
+    char buf[PATH_MAX_], *seg[MAX_SEG];
+    int nseg = 0;
+    if (path && cd_http_split_path(path, buf, sizeof(buf), seg, MAX_SEG, &nseg) == 0) {
+        CHECK(nseg >= 1 && nseg <= MAX_SEG);
+        char joined[PATH_MAX_];
         size_t off = 0;
-        for (int i = 0; i < p.nseg; i++) {
-            size_t l = strlen(p.seg[i]);
-            CHECK(l > 0 && !strchr(p.seg[i], '/'));
+        for (int i = 0; i < nseg; i++) {
+            size_t l = strlen(seg[i]);
+            CHECK(l > 0 && !strchr(seg[i], '/'));
             CHECK(off + l + 1 <= sizeof(joined));
-            memcpy(joined + off, p.seg[i], l);
+            memcpy(joined + off, seg[i], l);
             off += l;
-            joined[off++] = i + 1 < p.nseg ? '/' : '\0';
+            joined[off++] = i + 1 < nseg ? '/' : '\0';
         }
         CHECK(strcmp(joined, path + 4) == 0);
 
-        int r = cd_http_route_find(&p);
+        int r = cd_http_route_find(seg, nseg);
         for (int i = 0; i < (r < 0 ? INT32_MAX : r) && cd_http_route_pattern((size_t)i); i++)
-            CHECK(!cd_http_route_match(cd_http_route_pattern((size_t)i), &p));
+            CHECK(!cd_http_route_match(cd_http_route_pattern((size_t)i), seg, nseg));
         struct evkeyvalq q;
         TAILQ_INIT(&q);
         if (r >= 0) {
             const char *const *pat = cd_http_route_pattern((size_t)r);
-            CHECK(pat != NULL && cd_http_route_match(pat, &p));
+            CHECK(pat != NULL && cd_http_route_match(pat, seg, nseg));
             int n = 0;
             while (pat[n]) {
-                CHECK(!strcmp(pat[n], "*") || !strcmp(pat[n], p.seg[n]));
+                CHECK(!strcmp(pat[n], "*") || !strcmp(pat[n], seg[n]));
                 n++;
             }
-            CHECK(n == p.nseg);
+            CHECK(n == nseg);
             if (!qs || evhttp_parse_query_str(qs, &q) == 0)
-                route_params(pat, &p, &q);
+                route_params(pat, seg, nseg, &q);
         } else if (qs) {
             CD_IGNORE(evhttp_parse_query_str(qs, &q));
         }
         evhttp_clear_headers(&q);
-    } else if (path && strncmp(path, "/v1/", 4) == 0 && strlen(path) < CD_HTTP_PATH_MAX) {
+    } else if (path && strncmp(path, "/v1/", 4) == 0 && strlen(path) < PATH_MAX_) {
         /* refused under /v1/: an empty segment or too many segments */
-        int nseg = 1, empty = path[4] == '\0' || path[4] == '/' || path[strlen(path) - 1] == '/';
+        int n = 1, empty = path[4] == '\0' || path[4] == '/' || path[strlen(path) - 1] == '/';
         for (const char *c = path + 4; *c; c++) {
             if (*c == '/') {
-                nseg++;
+                n++;
                 empty |= c[1] == '/';
             }
         }
-        CHECK(empty || nseg > CD_HTTP_MAX_SEG);
+        CHECK(empty || n > MAX_SEG);
     }
     if (u)
         evhttp_uri_free(u);

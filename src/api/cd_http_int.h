@@ -70,14 +70,6 @@ PGconn *cd_http_srv_pg(http_srv *s) CD_WARN_UNUSED;
  * connection broke (nothing sent). */
 int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WARN_UNUSED;
 
-/* The route table (cd_http_routes.c). find: the index of the route whose
- * pattern matches the path's segments, or -1. pattern: the NULL-terminated
- * pattern of route i, or NULL past the end of the table. Exported for the
- * fuzz target (fuzz/fuzz_http_route.c). */
-struct cd_http_path;
-int cd_http_route_find(const struct cd_http_path *p);
-const char *const *cd_http_route_pattern(size_t i);
-
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);
 

@@ -7,33 +7,32 @@
 #include <stdio.h>
 #include <string.h>
 
-int cd_http_split_path(const char *path, cd_http_path *p)
+int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, int maxseg, int *nseg)
 {
-    if (strlen(path) >= sizeof(p->buf) || strncmp(path, "/v1/", 4) != 0)
+    if (strlen(path) >= bufsz || strncmp(path, "/v1/", 4) != 0)
         return -1;
-    snprintf(p->buf, sizeof(p->buf), "%s", path + 4);
-    p->nseg = 0;
-    char *s = p->buf;
+    snprintf(buf, bufsz, "%s", path + 4);
+    *nseg = 0;
+    char *p = buf;
     for (;;) {
-        char *slash = strchr(s, '/');
+        char *slash = strchr(p, '/');
         if (slash)
             *slash = '\0';
-        if (*s == '\0' || p->nseg == CD_HTTP_MAX_SEG)
+        if (*p == '\0' || *nseg == maxseg)
             return -1;
-        p->seg[p->nseg++] = s;
+        seg[(*nseg)++] = p;
         if (!slash)
             return 0;
-        s = slash + 1;
+        p = slash + 1;
     }
 }
 
-int cd_http_route_match(const char *const *pattern, const cd_http_path *p)
+int cd_http_route_match(const char *const *pattern, char *const *seg, int nseg)
 {
     int i = 0;
-    while (i < CD_HTTP_MAX_PATTERN && pattern[i] && i < p->nseg &&
-           (!strcmp(pattern[i], "*") || !strcmp(pattern[i], p->seg[i])))
+    while (pattern[i] && i < nseg && (!strcmp(pattern[i], "*") || !strcmp(pattern[i], seg[i])))
         i++;
-    return i < CD_HTTP_MAX_PATTERN && !pattern[i] && i == p->nseg;
+    return !pattern[i] && i == nseg;
 }
 
 int cd_http_parse_uint(const char *s, uint64_t max, uint64_t *out)

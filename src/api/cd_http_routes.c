@@ -31,10 +31,10 @@
 /* ---- request parsing ---- */
 
 typedef struct http_args {
-    cd_http_path path; /* segments after /v1 (cd_http_req.h) */
-    char **seg;        /* = path.seg */
+    char *seg[8]; /* path segments after /v1 */
     int nseg;
     struct evkeyvalq query;
+    char pathbuf[512];
 } http_args;
 
 static const char *arg(http_args *a, const char *key)
@@ -46,6 +46,17 @@ static const char *arg(http_args *a, const char *key)
 static int parse_hash(const char *s, uint8_t out[32], int rev)
 {
     return rev ? cd_hex_decode_rev(out, 32, s) : cd_hex_decode(out, 32, s);
+}
+
+/* Decimal 0..max without sign or leading junk (cd_http_req.c, fuzzed). */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    return cd_http_parse_uint(s, max, out);
+}
+
+static int parse_flag(const char *s, int *out)
+{
+    return cd_http_parse_flag(s, out);
 }
 
 /* ---- endpoints ---- */
@@ -184,7 +195,7 @@ static int h_proof(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     int include_tx = 0;
-    if (cd_http_parse_flag(arg(a, "include_tx"), &include_tx) != 0) {
+    if (parse_flag(arg(a, "include_tx"), &include_tx) != 0) {
         cd_http_reply_error(req, 400, "bad include_tx: expected 0 or 1");
         return H_DONE;
     }
@@ -385,7 +396,7 @@ static int h_spender(http_srv *s, struct evhttp_request *req, http_args *a)
         cd_http_reply_error(req, 400, "bad txid '%s': expected 64 hex digits", a->seg[1]);
         return H_DONE;
     }
-    if (cd_http_parse_uint(a->seg[2], INT32_MAX, &n) != 0) {
+    if (parse_uint(a->seg[2], INT32_MAX, &n) != 0) {
         cd_http_reply_error(req, 400, "bad output index '%s'", a->seg[2]);
         return H_DONE;
     }
@@ -414,8 +425,7 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
         return H_DONE;
     }
     uint64_t limit = HTTP_HIST_DEFAULT;
-    if (arg(a, "limit") &&
-        (cd_http_parse_uint(arg(a, "limit"), HTTP_HIST_MAX, &limit) != 0 || !limit)) {
+    if (arg(a, "limit") && (parse_uint(arg(a, "limit"), HTTP_HIST_MAX, &limit) != 0 || !limit)) {
         cd_http_reply_error(req, 400, "bad limit: expected 1..%d", HTTP_HIST_MAX);
         return H_DONE;
     }
@@ -461,7 +471,7 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
 /* ---- routing ---- */
 
 typedef struct http_route {
-    const char *pattern[CD_HTTP_MAX_PATTERN]; /* segments after /v1; "*" = any one */
+    const char *pattern[6]; /* segments after /v1; "*" = any one segment */
     int needs_pg;
     int (*fn)(http_srv *s, struct evhttp_request *req, http_args *a);
 } http_route;
@@ -477,10 +487,17 @@ static const http_route routes[] = {
     {{"pushdata", "*", "history", NULL}, 1, h_history},
 };
 
-int cd_http_route_find(const cd_http_path *p)
+static const http_route *route_find(const http_args *a)
+{
+    int r = cd_http_route_find(a->seg, a->nseg);
+    return r < 0 ? NULL : &routes[r];
+}
+
+/* The table seen from cd_http_req.h (route_find above; the fuzz target). */
+int cd_http_route_find(char *const *seg, int nseg)
 {
     for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++)
-        if (cd_http_route_match(routes[r].pattern, p))
+        if (cd_http_route_match(routes[r].pattern, seg, nseg))
             return (int)r;
     return -1;
 }
@@ -488,6 +505,14 @@ int cd_http_route_find(const cd_http_path *p)
 const char *const *cd_http_route_pattern(size_t i)
 {
     return i < CD_ARRAY_LEN(routes) ? routes[i].pattern : NULL;
+}
+
+/* Splits "/v1/a/b" into segments after "v1". Returns 0, or -1 if the path
+ * is not under /v1 or has empty/too many segments. */
+static int split_path(const char *path, http_args *a)
+{
+    return cd_http_split_path(path, a->pathbuf, sizeof(a->pathbuf), a->seg,
+                              (int)CD_ARRAY_LEN(a->seg), &a->nseg);
 }
 
 void cd_http_handle(struct evhttp_request *req, void *arg)
@@ -514,7 +539,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *q = u ? evhttp_uri_get_query(u) : NULL;
-    if (!path || cd_http_split_path(path, &a.path) != 0) {
+    if (!path || split_path(path, &a) != 0) {
         cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
         return;
     }
@@ -523,10 +548,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
         evhttp_clear_headers(&a.query);
         return;
     }
-    a.seg = a.path.seg;
-    a.nseg = a.path.nseg;
-    int ri = cd_http_route_find(&a.path);
-    const http_route *rt = ri < 0 ? NULL : &routes[ri];
+    const http_route *rt = route_find(&a);
     if (!rt) {
         cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
     } else if (rt->needs_pg && !s->cfg->index) {
