@@ -1,11 +1,21 @@
 #!/bin/sh
 # scripts/fuzz.sh - build the libFuzzer targets with clang in build-fuzz/ and
-# run each for a bounded time (FUZZ_SECONDS, default 60). Exit status is
-# non-zero if a target crashes (the crashing input is left in build-fuzz/).
-# Called by ./dev test when executable.
+# run each for a bounded time. Exit status is non-zero if a target crashes
+# or an oracle fails (the input is left in build-fuzz/crash-* and the log in
+# build-fuzz/fuzz-<name>.log). Called by ./dev test when executable.
+#
+#   FUZZ_SECONDS   seconds per target (default 15: six targets, under two
+#                  minutes in all, which is what CI's ./dev test affords)
+#   FUZZ_TARGETS   which targets (default: all), e.g. "tx script"
+#   CD_SHARED_DATA real chain data for the seed corpora (default ../shared/data)
+#
+# Long runs (docs/FUZZING.md): FUZZ_SECONDS=600 FUZZ_TARGETS=hdrchain
+# scripts/fuzz.sh. Each target's corpus (build-fuzz/corpus-<name>) keeps
+# what earlier runs found; the seeds are rewritten on every run.
 set -eu
 cd "$(dirname "$0")/.."
-SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-15}
+TARGETS=${FUZZ_TARGETS:-"p2p tx script hdrchain http config"}
 if ! command -v clang >/dev/null 2>&1; then
     echo "fuzz.sh: clang not found: fuzzing skipped" >&2
     exit 0
@@ -15,15 +25,29 @@ if [ ! -f build-fuzz/build.ninja ]; then
         >build-fuzz.log 2>&1 || { cat build-fuzz.log >&2; exit 1; }
     rm -f build-fuzz.log
 fi
-ninja -C build-fuzz -j2 fuzz/fuzz_p2p_decoder >/dev/null || {
-    echo "fuzz.sh: build failed" >&2; ninja -C build-fuzz fuzz/fuzz_p2p_decoder >&2; exit 1; }
 
-# Seed corpus: well-formed messages (bsv-p2p.md §10 vectors) and a real block
-# prefix, written fresh each run.
-corpus=build-fuzz/corpus-p2p
-mkdir -p "$corpus"
+binary() { # target name -> executable under build-fuzz/fuzz/
+    case $1 in
+    p2p) echo fuzz_p2p_decoder ;;
+    http) echo fuzz_http_route ;;
+    *) echo "fuzz_$1" ;;
+    esac
+}
+
+bins=""
+for t in $TARGETS; do bins="$bins fuzz/$(binary "$t")"; done
+# shellcheck disable=SC2086
+ninja -C build-fuzz -j2 $bins >/dev/null || {
+    echo "fuzz.sh: build failed" >&2; ninja -C build-fuzz $bins >&2; exit 1; }
+
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
-"$PY" - "$corpus" <<'PY'
+shared=${CD_SHARED_DATA:-../shared/data}
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/conduit-fuzz.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT INT TERM
+
+# p2p seeds: well-formed messages (bsv-p2p.md §10 vectors), a block prefix
+seed_p2p() {
+    "$PY" - "$1" <<'PY'
 import binascii, os, sys
 d = sys.argv[1]
 seeds = {
@@ -41,16 +65,37 @@ for k, v in seeds.items():
     with open(os.path.join(d, k), "wb") as f:
         f.write(binascii.unhexlify(v))
 PY
-shared=${CD_SHARED_DATA:-../shared/data}
-if [ -f "$shared/mainnet/block413567.raw" ]; then
-    head -c 4096 "$shared/mainnet/block413567.raw" > "$corpus/block-prefix"
-fi
-cd build-fuzz
-./fuzz/fuzz_p2p_decoder -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=1024 \
-    -print_final_stats=1 corpus-p2p 2>fuzz-p2p.log || {
-    echo "fuzz.sh: fuzz_p2p_decoder found a crash (see build-fuzz/fuzz-p2p.log, crash-*)" >&2
-    tail -40 fuzz-p2p.log >&2
-    exit 1
+    if [ -f "$shared/mainnet/block413567.raw" ]; then
+        head -c 4096 "$shared/mainnet/block413567.raw" >"$1/block-prefix"
+    fi
 }
-grep -E "stat::number_of_executed_units|Done" fuzz-p2p.log | tail -2 || true
-echo "fuzz.sh: fuzz_p2p_decoder ran ${SECONDS_PER_TARGET}s without a crash"
+
+status=0
+for t in $TARGETS; do
+    bin=$(binary "$t")
+    corpus=build-fuzz/corpus-$t
+    mkdir -p "$corpus"
+    if [ "$t" = p2p ]; then
+        seed_p2p "$corpus"
+    elif [ -d "$shared/regtest" ]; then
+        "$PY" fuzz/seeds.py "$t" "$corpus" "$shared"
+    fi
+    case $t in
+    tx | script) extra="-max_len=70000" ;; # the 65 kB data-carrier txs of block 116
+    hdrchain) extra="-max_len=4096" ;;
+    *) extra="" ;;
+    esac
+    log=build-fuzz/fuzz-$t.log
+    # shellcheck disable=SC2086
+    if ! (cd build-fuzz && TMPDIR="$scratch" "./fuzz/$bin" -max_total_time="$SECONDS_PER_TARGET" \
+        -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 $extra "corpus-$t") >"$log" 2>&1; then
+        echo "fuzz.sh: $bin failed (see $log, build-fuzz/crash-*)" >&2
+        tail -40 "$log" >&2
+        status=1
+        continue
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+    echo "fuzz.sh: $bin ran ${SECONDS_PER_TARGET}s clean: ${runs:-?} inputs, ${cov:-cov: ?}"
+done
+exit $status

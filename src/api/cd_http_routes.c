@@ -8,6 +8,7 @@
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
+#include "cd_http_req.h"
 #include "cd_status.h"
 
 #include "cd_log.h"
@@ -47,37 +48,15 @@ static int parse_hash(const char *s, uint8_t out[32], int rev)
     return rev ? cd_hex_decode_rev(out, 32, s) : cd_hex_decode(out, 32, s);
 }
 
-/* Decimal 0..max without sign or leading junk. */
+/* Decimal 0..max without sign or leading junk (cd_http_req.c, fuzzed). */
 static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > 10)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v > max)
-        return -1;
-    *out = v;
-    return 0;
+    return cd_http_parse_uint(s, max, out);
 }
 
 static int parse_flag(const char *s, int *out)
 {
-    if (!s)
-        return 0;
-    if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
-        *out = 1;
-        return 0;
-    }
-    if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
-        *out = 0;
-        return 0;
-    }
-    return -1;
+    return cd_http_parse_flag(s, out);
 }
 
 /* ---- endpoints ---- */
@@ -514,38 +493,30 @@ static const http_route routes[] = {
 
 static const http_route *route_find(const http_args *a)
 {
-    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++) {
-        const http_route *rt = &routes[r];
-        int i = 0;
-        while (rt->pattern[i] && i < a->nseg &&
-               (!strcmp(rt->pattern[i], "*") || !strcmp(rt->pattern[i], a->seg[i])))
-            i++;
-        if (!rt->pattern[i] && i == a->nseg)
-            return rt;
-    }
-    return NULL;
+    int r = cd_http_route_find(a->seg, a->nseg);
+    return r < 0 ? NULL : &routes[r];
+}
+
+/* The table seen from cd_http_req.h (route_find above; the fuzz target). */
+int cd_http_route_find(char *const *seg, int nseg)
+{
+    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++)
+        if (cd_http_route_match(routes[r].pattern, seg, nseg))
+            return (int)r;
+    return -1;
+}
+
+const char *const *cd_http_route_pattern(size_t i)
+{
+    return i < CD_ARRAY_LEN(routes) ? routes[i].pattern : NULL;
 }
 
 /* Splits "/v1/a/b" into segments after "v1". Returns 0, or -1 if the path
  * is not under /v1 or has empty/too many segments. */
 static int split_path(const char *path, http_args *a)
 {
-    if (strlen(path) >= sizeof(a->pathbuf) || strncmp(path, "/v1/", 4) != 0)
-        return -1;
-    snprintf(a->pathbuf, sizeof(a->pathbuf), "%s", path + 4);
-    a->nseg = 0;
-    char *p = a->pathbuf;
-    for (;;) {
-        char *slash = strchr(p, '/');
-        if (slash)
-            *slash = '\0';
-        if (*p == '\0' || a->nseg == (int)CD_ARRAY_LEN(a->seg))
-            return -1;
-        a->seg[a->nseg++] = p;
-        if (!slash)
-            return 0;
-        p = slash + 1;
-    }
+    return cd_http_split_path(path, a->pathbuf, sizeof(a->pathbuf), a->seg,
+                              (int)CD_ARRAY_LEN(a->seg), &a->nseg);
 }
 
 void cd_http_handle(struct evhttp_request *req, void *arg)

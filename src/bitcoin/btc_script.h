@@ -31,7 +31,10 @@
  * reachable keys instead; here reachable keys carry only their kind flag),
  * and input scripts are scanned (Python production had that switched off).
  *
- * No allocation; thread-safe.
+ * Thread-safe. No allocation, except for scripts with more than 32
+ * candidate pushes (large data carriers): up to 12 bytes per candidate of 3
+ * or more bytes and an 16 kB bitmap, for the duration of the call (see
+ * btc_script.c).
  */
 #ifndef BTC_SCRIPT_H
 #define BTC_SCRIPT_H

@@ -25,9 +25,15 @@ static int parse_port(const char *p)
     return (int)v;
 }
 
+/* A host never holds a bracket (brackets only delimit an IPv6 host) and is
+ * at most CD_HOSTPORT_HOST_MAX characters, so that any host that parses
+ * survives cd_hostport_format ("[host]:65535") -> parse. Both found by
+ * fuzz/fuzz_config: "{::1]" became "[{::1]]:18444", and a 250-character
+ * bare IPv6 text became 258 characters, over the limit. */
 static int copy_host(char *host, size_t hostsz, const char *from, size_t n)
 {
-    if (n == 0 || n >= hostsz)
+    if (n == 0 || n > CD_HOSTPORT_HOST_MAX || n >= hostsz || memchr(from, '[', n) ||
+        memchr(from, ']', n))
         return -1;
     memcpy(host, from, n);
     host[n] = '\0';

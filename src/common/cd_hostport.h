@@ -10,8 +10,9 @@
  *   [v6addr]:port
  *   v6addr          two or more colons without brackets: an IPv6 address,
  *                   no port (a port needs the brackets)
- * The text is 1..255 characters without white space; the host is never
- * empty; a port is decimal digits only, 0..65535 (a caller that refuses 0
+ * The text is 1..255 characters without white space; the host is 1..247
+ * characters (CD_HOSTPORT_HOST_MAX: room for "[", "]:65535" within 255)
+ * and never holds '[' or ']'; a port is decimal digits only, 0..65535 (a caller that refuses 0
  * says so). Nothing is resolved here. No allocation; thread-safe.
  */
 #ifndef CD_HOSTPORT_H
@@ -21,7 +22,8 @@
 
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
-#define CD_HOSTPORT_MAX 256 /* longest address text + NUL; also enough for any host */
+#define CD_HOSTPORT_MAX      256 /* longest address text + NUL; also enough for any host */
+#define CD_HOSTPORT_HOST_MAX (CD_HOSTPORT_MAX - 1 - 8) /* longest host: "[h]:65535" fits */
 
 /*
  * Splits an address.

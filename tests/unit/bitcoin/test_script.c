@@ -372,6 +372,79 @@ START_TEST(test_dedup_beyond_table)
 }
 END_TEST
 
+/* Found by fuzz/fuzz_script (its slowest input took 15 s): past the 32-entry
+ * table every candidate re-walked the script from its start, O(pushes x
+ * bytes): 80,000 distinct 3-byte pushes (320 kB) took 26 s of CPU, a 10 MB
+ * script (a standard-size tx) about 7 hours, stalling a parser worker or
+ * the mempool. Here 200,000 distinct pushes (800 kB), then
+ * repeats of some of them (not yielded again), and the same bytes as a key
+ * outside the data region and as data inside it (two flags, both yielded).
+ * Before the fix this test did not finish within Check's timeout. */
+#define MANY 200000
+
+typedef struct many_ctx {
+    const uint8_t *expect[MANY + 2];
+    size_t n, bad;
+} many_ctx;
+
+/* Counts mismatches (one ck_assert per push would cost a pipe write each
+ * in Check's fork mode). */
+static int many_fn(void *ctx, const uint8_t *data, size_t len, unsigned flags)
+{
+    many_ctx *m = ctx;
+    if (m->n >= MANY + 2 || data != m->expect[m->n] || !(len == 3 || len == 20) ||
+        flags != (m->n == 0 ? BTC_PUSH_OUTPUT : BTC_PUSH_DATA))
+        m->bad++;
+    m->n++;
+    return 0;
+}
+
+START_TEST(test_dedup_many_distinct)
+{
+    size_t cap = 21 + 2 + 21 + (size_t)MANY * 4 + 1000 * 4 + 21;
+    uint8_t *s = malloc(cap);
+    many_ctx *m = calloc(1, sizeof(*m));
+    ck_assert(s && m);
+    size_t i = 0;
+    s[i++] = 0x14; /* a 20-byte key outside the data region: OUTPUT */
+    memset(s + i, 0xab, 20);
+    m->expect[m->n++] = s + i;
+    i += 20;
+    s[i++] = 0;
+    s[i++] = BTC_OP_RETURN;
+    s[i++] = 0x14; /* the same bytes as data: DATA, a different key */
+    memset(s + i, 0xab, 20);
+    m->expect[m->n++] = s + i;
+    i += 20;
+    for (uint32_t k = 0; k < MANY; k++) {
+        s[i++] = 3;
+        s[i++] = (uint8_t)k;
+        s[i++] = (uint8_t)(k >> 8);
+        s[i++] = (uint8_t)(k >> 16);
+        m->expect[m->n++] = s + i - 3;
+    }
+    for (uint32_t k = 0; k < 1000; k++) { /* repeats, near and far */
+        uint32_t v = (k * 7919u) % MANY;
+        s[i++] = 3;
+        s[i++] = (uint8_t)v;
+        s[i++] = (uint8_t)(v >> 8);
+        s[i++] = (uint8_t)(v >> 16);
+    }
+    s[i++] = 0x14; /* the DATA push again */
+    memset(s + i, 0xab, 20);
+    i += 20;
+    ck_assert_uint_le(i, cap);
+    size_t want = m->n;
+    m->n = 0;
+    ck_assert_int_eq(btc_script_pushes(s, i, BTC_PUSH_OUTPUT, NULL, many_fn, m), (int)want);
+    ck_assert_uint_eq(m->n, want);
+    ck_assert_uint_eq(m->bad, 0);
+    ck_assert_uint_eq(btc_script_push_keys(s, i, BTC_PUSH_OUTPUT, NULL, NULL, 0), want);
+    free(m);
+    free(s);
+}
+END_TEST
+
 /* The rule of btc_script.h written plainly (default options), the
  * reference for btc_script_pushes and its template fast paths: one walk,
  * de-duplication by scanning everything selected before. */
@@ -623,6 +696,7 @@ static Suite *suite_script(void)
     tcase_add_test(tc, test_tx_keys_match_script_keys);
     tcase_add_test(tc, test_rule_details);
     tcase_add_test(tc, test_dedup_beyond_table);
+    tcase_add_test(tc, test_dedup_many_distinct);
     tcase_add_test(tc, test_random_scripts);
     tcase_add_test(tc, test_template_fast_paths);
     suite_add_tcase(s, tc);

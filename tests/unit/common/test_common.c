@@ -119,6 +119,61 @@ START_TEST(test_hostport)
 }
 END_TEST
 
+/* Found by fuzz/fuzz_config (connect = {::1]): every address that parses
+ * must format back (with a default port, as cd_config_finish completes a
+ * peer) to text that parses to the same host and port; a host holding a
+ * bracket did not ("[{::1]]:18444", "[a:18444"), so the daemon's own
+ * effective configuration could not be loaded again. */
+START_TEST(test_hostport_round_trip)
+{
+    const char *in[] = {"{::1]",
+                        "::1]",
+                        "[[a]",
+                        "[a[:b]",
+                        "a]b",
+                        "a[b:80",
+                        "[x]y]:1",
+                        "127.0.0.1",
+                        "[::1]:8333",
+                        "fe80::1",
+                        "node.example:18444"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(in); i++) {
+        char h[CD_HOSTPORT_MAX], h2[CD_HOSTPORT_MAX], buf[CD_HOSTPORT_MAX + 8];
+        int port, port2;
+        if (cd_hostport_parse(in[i], h, sizeof(h), &port) != 0)
+            continue;
+        cd_hostport_format(buf, sizeof(buf), h, port < 0 ? 18444 : (unsigned)port);
+        ck_assert_msg(cd_hostport_parse(buf, h2, sizeof(h2), &port2) == 0,
+                      "%s -> %s does not parse", in[i], buf);
+        ck_assert_str_eq(h, h2);
+        ck_assert_int_eq(port2, port < 0 ? 18444 : port);
+    }
+    /* a long bare IPv6-like host: with brackets and a port it must still
+     * fit (fuzz/fuzz_config: a 250-character one became 258 characters,
+     * over the limit, so the completed connect entry did not load) */
+    char longv6[CD_HOSTPORT_MAX];
+    memset(longv6, 'a', 250);
+    longv6[1] = longv6[3] = ':';
+    longv6[250] = '\0';
+    {
+        char h[CD_HOSTPORT_MAX], h2[CD_HOSTPORT_MAX], buf[CD_HOSTPORT_MAX + 8];
+        int port, port2;
+        if (cd_hostport_parse(longv6, h, sizeof(h), &port) == 0) {
+            cd_hostport_format(buf, sizeof(buf), h, 18444);
+            ck_assert_msg(cd_hostport_parse(buf, h2, sizeof(h2), &port2) == 0,
+                          "a %zu-character host formats to %zu characters that do not parse",
+                          strlen(h), strlen(buf));
+        }
+    }
+    /* brackets only delimit an IPv6 host: never part of one */
+    const char *bad[] = {"{::1]", "::1]", "[[a]", "[a[:b]", "a]b", "a[b:80", "[x]y]:1"};
+    char h[CD_HOSTPORT_MAX];
+    int port;
+    for (size_t i = 0; i < CD_ARRAY_LEN(bad); i++)
+        ck_assert_msg(cd_hostport_parse(bad[i], h, sizeof(h), &port) == -1, "%s", bad[i]);
+}
+END_TEST
+
 START_TEST(test_hashset)
 {
     cd_hashset s = {0};
@@ -173,6 +228,7 @@ static Suite *suite_common(void)
     tcase_add_test(tc, test_sha256d);
     tcase_add_test(tc, test_log_levels);
     tcase_add_test(tc, test_hostport);
+    tcase_add_test(tc, test_hostport_round_trip);
     tcase_add_test(tc, test_hashset);
     tcase_add_test(tc, test_strerror);
     suite_add_tcase(s, tc);

@@ -1,0 +1,50 @@
+/*
+ * cd_http_req.h - private to the HTTP API: the pure part of request
+ * parsing (the request target's path split into segments, a route pattern
+ * matched against them, decimal and boolean parameters) and a view of the
+ * route table. No libevent, no I/O, no allocation: cd_http_routes.c uses
+ * it on every request and fuzz/fuzz_http_route.c drives it with hostile
+ * input.
+ */
+#ifndef CD_HTTP_REQ_H
+#define CD_HTTP_REQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cd_err.h" /* CD_WARN_UNUSED */
+
+/*
+ * Splits "/v1/a/b" into the segments after "v1".
+ * In:  path; buf, bufsz: where the segments are kept (NUL-separated);
+ *      maxseg: room in seg.
+ * Out: seg[0..*nseg) point into buf.
+ * Returns: 0, or -1 if the path is not under /v1/, does not fit buf, or
+ *          has an empty segment or more than maxseg segments.
+ */
+int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, int maxseg,
+                       int *nseg) CD_WARN_UNUSED;
+
+/*
+ * Matches a route pattern: literal segments, "*" standing for any one
+ * segment, NULL-terminated.
+ * Returns: 1 if seg[0..nseg) are exactly the pattern's segments, else 0.
+ */
+int cd_http_route_match(const char *const *pattern, char *const *seg, int nseg);
+
+/* Decimal 0..max, 1 to 10 digits, without sign, space or other junk.
+ * Returns: 0 with *out set, or -1. */
+int cd_http_parse_uint(const char *s, uint64_t max, uint64_t *out) CD_WARN_UNUSED;
+
+/* A boolean parameter: 1/true/yes/on or 0/false/no/off; NULL (absent)
+ * leaves *out as it is. Returns: 0, or -1 for any other text. */
+int cd_http_parse_flag(const char *s, int *out) CD_WARN_UNUSED;
+
+/* The route table (defined in cd_http_routes.c), for the fuzz target.
+ * find: the index of the route whose pattern the segments match (the one
+ * cd_http_handle runs), or -1. pattern: the NULL-terminated pattern of
+ * route i, or NULL past the end of the table. */
+int cd_http_route_find(char *const *seg, int nseg);
+const char *const *cd_http_route_pattern(size_t i);
+
+#endif /* CD_HTTP_REQ_H */
