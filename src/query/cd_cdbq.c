@@ -149,26 +149,25 @@ int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, in
 
 /* ---- restoration ---- */
 
-/* $1: the keys, 32 bytes each, concatenated; $2: the kinds wanted (bits).
- * The keys become an array so the planner probes pushdata_hash_idx once per
- * key (ScalarArrayOp). The LATERAL picks one spend per output: the best
- * chain's, else a mempool one (mempool_inputs holds no confirmed spend). */
+/* $1: the keys as a bytea[] literal (its size known to the planner, which
+ * then probes pushdata_hash_idx once per key); $2: the kinds wanted (bits).
+ * A spend is the best chain's (best_inputs), else a mempool one
+ * (mempool_inputs holds no confirmed spend): plain joins, so a big result is
+ * hash-joined rather than probed row by row. */
 static const char restore_sql[] =
     "DECLARE cd_cdbq_restore NO SCROLL CURSOR FOR "
-    "WITH k AS (SELECT ARRAY(SELECT substr($1::bytea, i * 32 + 1, 32) "
-    "           FROM generate_series(0, length($1::bytea) / 32 - 1) AS i) AS keys) "
     "SELECT DISTINCT m.flags, m.push_hash, m.lock_tx, m.lock_idx, m.unlock_tx, m.unlock_idx, "
     "       m.height, m.tx_pos, m.idx "
     "FROM ("
     "  SELECT p.flags, p.push_hash, t.tx_hash AS lock_tx, p.idx AS lock_idx, "
-    "         s.spend_tx_hash AS unlock_tx, s.in_idx AS unlock_idx, b.height, p.tx_pos, p.idx "
+    "         coalesce(s.spend_tx_hash, mi.tx_hash) AS unlock_tx, "
+    "         coalesce(s.in_idx, mi.in_idx) AS unlock_idx, b.height, p.tx_pos, p.idx "
     "  FROM pushdata p "
     "  JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain "
     "  JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos "
-    "  LEFT JOIN LATERAL (SELECT a.spend_tx_hash, a.in_idx FROM all_inputs a "
-    "                     WHERE a.prev_hash = t.tx_hash AND a.prev_idx = p.idx "
-    "                     ORDER BY a.height IS NULL LIMIT 1) s ON true "
-    "  WHERE p.push_hash = ANY((SELECT keys FROM k)::bytea[]) AND p.flags IN (1, 4) "
+    "  LEFT JOIN best_inputs s ON s.prev_hash = t.tx_hash AND s.prev_idx = p.idx "
+    "  LEFT JOIN mempool_inputs mi ON mi.prev_hash = t.tx_hash AND mi.prev_idx = p.idx "
+    "  WHERE p.push_hash = ANY($1::bytea[]) AND p.flags IN (1, 4) "
     "    AND (p.flags & $2::int) <> 0 "
     "  UNION ALL "
     "  SELECT p.flags, p.push_hash, i.prev_hash, i.prev_idx, t.tx_hash, p.idx, "
@@ -177,7 +176,7 @@ static const char restore_sql[] =
     "  JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain "
     "  JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos "
     "  JOIN inputs i ON i.block_id = p.block_id AND i.tx_pos = p.tx_pos AND i.in_idx = p.idx "
-    "  WHERE p.push_hash = ANY((SELECT keys FROM k)::bytea[]) AND p.flags = 2 "
+    "  WHERE p.push_hash = ANY($1::bytea[]) AND p.flags = 2 "
     "    AND (2 & $2::int) <> 0"
     ") m ORDER BY m.height, m.tx_pos, m.flags, m.idx, m.push_hash, m.lock_tx, m.lock_idx";
 
@@ -196,11 +195,25 @@ int cd_cdbq_restore_open(PGconn *pg, const uint8_t *keys, size_t n, unsigned kin
         return CD_LOOKUP_EDB;
     }
     PQclear(r);
+    /* the whole result is read: plan for all of it, not a fast start */
+    exec_quiet(pg, "SET LOCAL cursor_tuple_fraction = 1.0");
+    /* {"\\x<hex>",...}: 70 bytes a key */
+    char *lit = cd_xmalloc(n * 70 + 3), *w = lit;
+    *w++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *w++ = ',';
+        memcpy(w, "\"\\\\x", 4);
+        w = cd_hex_put(w + 4, keys + i * 32, 32);
+        *w++ = '"';
+    }
+    *w++ = '}';
+    *w = '\0';
     char k[16];
     snprintf(k, sizeof(k), "%u", kinds);
-    const char *vals[2] = {(const char *)keys, k};
-    int lens[2] = {(int)(n * 32), 0}, fmts[2] = {1, 0};
-    r = PQexecParams(pg, restore_sql, 2, NULL, vals, lens, fmts, 1);
+    const char *vals[2] = {lit, k};
+    r = PQexecParams(pg, restore_sql, 2, NULL, vals, NULL, NULL, 1);
+    free(lit);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         q_err(err, errlen, "restoration query", pg, r);
         PQclear(r);
