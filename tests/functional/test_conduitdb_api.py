@@ -465,6 +465,50 @@ def test_restoration_streamed_beyond_one_page(env):
     assert restore(env.port, keys, binary=True) == got
 
 
+def test_mempool_spends(env):
+    """unconfirmed spends are reported (ConduitDB asserted or failed, bugs 8, 20): output-spend
+    with a null / zero block hash, restoration with the mempool spender; the mempool tx's bytes
+    are served, its proof is a 404 that says why (bug 13)"""
+    raws = env.node.make_mempool_txs(3)
+    assert raws
+    txs = [ce.Tx(r, 0) for r in raws]
+    ids = {ce.disp(t.txid) for t in txs}
+    deadline = time.monotonic() + 120
+    while {r for (r,) in psql(env.pg, env.db, "SELECT cd_txid_hex(tx_hash) FROM mempool_tx")} \
+            < ids:
+        assert time.monotonic() < deadline and env.d.proc.poll() is None
+        time.sleep(0.2)
+    ops, want = [], []
+    for t in txs:
+        for in_idx, (ph, pi, _) in enumerate(t.inputs):
+            ops.append([ce.disp(ph), pi])
+            want.append([ce.disp(ph), pi, ce.disp(t.txid), in_idx, None])
+    st, _, _, data = req(env.port, "/api/v1/output-spend", {"Content-Type": "application/json"},
+                         "POST", json.dumps(ops).encode())
+    assert st == 200 and json.loads(data) == want
+    st, _, _, data = req(env.port, "/api/v1/output-spend",
+                         {"Content-Type": "application/json", **BIN}, "POST",
+                         json.dumps(ops).encode())
+    assert len(data) == 104 * len(want)
+    assert all(data[i + 72:i + 104] == bytes(32) for i in range(0, len(data), 104))
+    checked = 0
+    for (txid, n), w in zip(ops, want):
+        keys = [k for (k,) in psql(env.pg, env.db, """
+            SELECT encode(push_hash, 'hex') FROM best_pushdata
+            WHERE tx_hash = cd_txid('%s') AND idx = %d AND flags = 1""" % (txid, n))]
+        for key in keys:
+            m = [m for m in restore(env.port, [key])
+                 if (m["lockingTransactionId"], m["lockingTransactionIndex"]) == (txid, n)]
+            assert [(x["unlockingTransactionId"], x["unlockingInputIndex"]) for x in m] == \
+                [(w[2], w[3])]
+            checked += 1
+    assert checked > 0
+    t0 = ce.disp(txs[0].txid)
+    st, _, _, body = req(env.port, "/api/v1/transaction/" + t0, BIN)
+    assert st == 200 and body == raws[0]
+    assert "mempool" in expect_error(env.port, "/api/v1/merkle-proof/" + t0, 404)
+
+
 def rss_kb(pid):
     for line in open("/proc/%d/status" % pid):
         if line.startswith("VmRSS:"):
