@@ -465,6 +465,46 @@ def test_restoration_streamed_beyond_one_page(env):
     assert restore(env.port, keys, binary=True) == got
 
 
+def test_restoration_failure_mid_stream_has_no_end_marker(env):
+    """the stream's PostgreSQL session is killed while the client has not read the first page:
+    the 200 is already sent, so the server closes the connection without the end marker (bug 7:
+    ConduitDB sent a truncated 200 that looked complete to nobody and slow to everyone), logs
+    it, and the next search works on a new session"""
+    keys = [k for (k,) in psql(env.pg, env.db, """
+        SELECT DISTINCT encode(p.push_hash, 'hex') FROM pushdata p JOIN blocks b USING (block_id)
+        WHERE b.height = 119 AND p.flags = 1""")]
+    body = json.dumps({"filterKeys": keys}).encode()
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(120)
+    c.connect(("127.0.0.1", env.port))
+    c.sendall(b"POST /api/v1/restoration/search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Accept: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    head = c.recv(1024)               # the stream has started (the first page is fetched)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    deadline = time.monotonic() + 60
+    while True:                       # the server is blocked on this client: kill its session
+        killed = psql(env.pg, env.db, """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                                          WHERE application_name = 'conduitd-http-restore'""")
+        if killed:
+            break
+        assert time.monotonic() < deadline, "no restoration session to kill"
+        time.sleep(0.1)
+    assert killed == [("t",)]
+    out = head
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    c.close()
+    text = out.split(b"\r\n\r\n", 1)[1]
+    assert not text.endswith(b"0\r\n\r\n"), text[-100:]      # no last chunk: cut short
+    assert b"{}" not in text
+    env.d.wait_for_log(r"http: restoration: .* closing the connection \(no end marker\)")
+    assert len(restore(env.port, keys)) > 2000
+
+
 def test_mempool_spends(env):
     """unconfirmed spends are reported (ConduitDB asserted or failed, bugs 8, 20): output-spend
     with a null / zero block hash, restoration with the mempool spender; the mempool tx's bytes
