@@ -87,11 +87,11 @@ void cd_http_cdb_error(struct evhttp_request *req, int code, const char *fmt, ..
     char esc[300];
     cd_escape(esc, sizeof(esc), uri ? uri : "", uri ? strlen(uri) : 0);
     if (code >= 500)
-        cd_log_warn("http: %s:%u: %s %s: %d %s", peer ? peer : "?", port, cmd_name(req), esc,
-                    code, msg);
+        cd_log_warn("http: %s:%u: %s %s: %d %s", peer ? peer : "?", port, cmd_name(req), esc, code,
+                    msg);
     else
-        cd_log_info("http: %s:%u: %s %s: %d %s", peer ? peer : "?", port, cmd_name(req), esc,
-                    code, msg);
+        cd_log_info("http: %s:%u: %s %s: %d %s", peer ? peer : "?", port, cmd_name(req), esc, code,
+                    msg);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
@@ -338,9 +338,9 @@ static int h_tips(http_srv *s, struct evhttp_request *req)
             return H_DONE;
         }
         json_t *o = json_pack("{s:o, s:s, s:o, s:i}", "header",
-                              header_json(tips[i].hash, tips[i].header, tips[i].tx_count),
-                              "state", tips[i].best ? "LONGEST_CHAIN" : "STALE", "chainWork",
-                              u256_json(&cw), "height", (int)tips[i].height);
+                              header_json(tips[i].hash, tips[i].header, tips[i].tx_count), "state",
+                              tips[i].best ? "LONGEST_CHAIN" : "STALE", "chainWork", u256_json(&cw),
+                              "height", (int)tips[i].height);
         if (json_array_append_new(arr, o) != 0) {
             json_decref(arr);
             arr = NULL;
@@ -405,8 +405,8 @@ static int h_by_height(http_srv *s, struct evhttp_request *req)
     } else {
         json_t *arr = json_array();
         for (size_t i = 0; i < n && arr; i++)
-            if (json_array_append_new(arr, header_json(rows[i].hash, rows[i].header,
-                                                       rows[i].tx_count)) != 0) {
+            if (json_array_append_new(
+                    arr, header_json(rows[i].hash, rows[i].header, rows[i].tx_count)) != 0) {
                 json_decref(arr);
                 arr = NULL;
             }
@@ -610,8 +610,19 @@ static int h_proof(http_srv *s, struct evhttp_request *req, const char *id)
 
 /* ---- dispatch ---- */
 
-enum { R_PING, R_ERROR, R_TIPS, R_BY_HEIGHT, R_HEADER, R_TX, R_PROOF, R_SEARCH, R_SEARCH_P2PKH,
-       R_SPEND, R_TODO };
+enum {
+    R_PING,
+    R_ERROR,
+    R_TIPS,
+    R_BY_HEIGHT,
+    R_HEADER,
+    R_TX,
+    R_PROOF,
+    R_SEARCH,
+    R_SEARCH_P2PKH,
+    R_SPEND,
+    R_TODO
+};
 
 typedef struct cdb_route {
     const char *path; /* a trailing '*': one more path segment, any */

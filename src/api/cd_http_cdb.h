@@ -24,8 +24,7 @@ int cd_http_cdb_dispatch(http_srv *s, struct evhttp_request *req);
  * reason phrase of the status line (non-printable bytes as '?') and the
  * body "<code>: <message>" (text/plain). Logged at info level with the
  * peer, the request line and the message escaped. */
-void cd_http_cdb_error(struct evhttp_request *req, int code, const char *fmt, ...)
-    CD_PRINTF(3, 4);
+void cd_http_cdb_error(struct evhttp_request *req, int code, const char *fmt, ...) CD_PRINTF(3, 4);
 
 /* Sends a reply with its Content-Type (nosniff). */
 void cd_http_cdb_reply(struct evhttp_request *req, int code, const char *type,

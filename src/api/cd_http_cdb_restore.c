@@ -98,11 +98,11 @@ typedef struct cdb_stream {
     http_srv *srv;
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
-    PGconn *pg;             /* the stream's own session (cursor) */
-    int binary;             /* 105-byte records, else JSON lines */
-    cd_cdbq_match *page;    /* HTTP_CDB_PAGE entries */
-    size_t n;               /* matches in page, not yet sent */
-    uint64_t sent;          /* matches sent so far */
+    PGconn *pg;          /* the stream's own session (cursor) */
+    int binary;          /* 105-byte records, else JSON lines */
+    cd_cdbq_match *page; /* HTTP_CDB_PAGE entries */
+    size_t n;            /* matches in page, not yet sent */
+    uint64_t sent;       /* matches sent so far */
     struct evbuffer *buf;
     struct event *abort_ev; /* deferred close after a failure */
 } cdb_stream;
@@ -155,12 +155,11 @@ static int format_page(cdb_stream *st)
         cd_hex_encode_rev(lock, m->lock_tx, 32);
         if (m->spent)
             cd_hex_encode_rev(unlock, m->unlock_tx, 32);
-        json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:o, s:I}", "flags", (json_int_t)m->flags,
-                              "pushDataHashHex", key, "lockingTransactionId", lock,
-                              "lockingTransactionIndex", (json_int_t)m->lock_idx,
-                              "unlockingTransactionId",
-                              m->spent ? json_string(unlock) : json_null(), "unlockingInputIndex",
-                              (json_int_t)m->unlock_idx);
+        json_t *o = json_pack(
+            "{s:I, s:s, s:s, s:I, s:o, s:I}", "flags", (json_int_t)m->flags, "pushDataHashHex", key,
+            "lockingTransactionId", lock, "lockingTransactionIndex", (json_int_t)m->lock_idx,
+            "unlockingTransactionId", m->spent ? json_string(unlock) : json_null(),
+            "unlockingInputIndex", (json_int_t)m->unlock_idx);
         char *text = o ? json_dumps(o, 0) : NULL;
         json_decref(o);
         if (!text)
@@ -372,8 +371,8 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
     st->binary = cd_http_cdb_wants_binary(req);
     st->buf = evbuffer_new();
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", st->binary ? "application/octet-stream"
-                                                    : "application/json");
+    evhttp_add_header(h, "Content-Type",
+                      st->binary ? "application/octet-stream" : "application/json");
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     evhttp_add_header(h, "User-Agent", "ConduitDB");
     evhttp_send_reply_start(req, 200, "OK");
@@ -418,8 +417,8 @@ static long parse_outpoints(struct evhttp_request *req, uint8_t **txids, uint32_
         json_t *doc = json_loadb(body, len, 0, &je);
         if (!doc) {
             free(body);
-            cd_http_cdb_error(req, 400, "malformed JSON: %s (line %d, column %d)", je.text,
-                              je.line, je.column);
+            cd_http_cdb_error(req, 400, "malformed JSON: %s (line %d, column %d)", je.text, je.line,
+                              je.column);
             return -1;
         }
         if (!json_is_array(doc)) {
@@ -468,8 +467,8 @@ static long parse_outpoints(struct evhttp_request *req, uint8_t **txids, uint32_
         for (size_t i = 0; i < n; i++) {
             const uint8_t *p = (const uint8_t *)body + i * 36;
             memcpy(*txids + i * 32, p, 32);
-            (*idx)[i] = (uint32_t)p[32] << 24 | (uint32_t)p[33] << 16 | (uint32_t)p[34] << 8 |
-                        p[35];
+            (*idx)[i] =
+                (uint32_t)p[32] << 24 | (uint32_t)p[33] << 16 | (uint32_t)p[34] << 8 | p[35];
         }
     }
     free(body);
@@ -520,9 +519,9 @@ int cd_http_cdb_output_spend(http_srv *s, struct evhttp_request *req)
         cd_hex_encode_rev(o, sp[i].out_tx, 32);
         cd_hex_encode_rev(in, sp[i].in_tx, 32);
         cd_hex_encode_rev(bh, sp[i].block_hash, 32); /* display order (bug 2) */
-        json_t *row = json_pack("[s, I, s, I, o]", o, (json_int_t)sp[i].out_idx, in,
-                                (json_int_t)sp[i].in_idx,
-                                sp[i].mempool ? json_null() : json_string(bh));
+        json_t *row =
+            json_pack("[s, I, s, I, o]", o, (json_int_t)sp[i].out_idx, in, (json_int_t)sp[i].in_idx,
+                      sp[i].mempool ? json_null() : json_string(bh));
         if (json_array_append_new(arr, row) != 0) {
             json_decref(arr);
             arr = NULL;

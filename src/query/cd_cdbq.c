@@ -125,7 +125,7 @@ int cd_cdbq_headers_from(PGconn *pg, int32_t from, uint32_t count, cd_cdbq_block
 }
 
 int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, int *found, char *err,
-                  size_t errlen)
+                      size_t errlen)
 {
     static const char sql[] = "SELECT block_hash, header, height, tx_count, on_best_chain "
                               "FROM blocks WHERE block_hash = $1 AND indexed";

@@ -55,17 +55,17 @@ int cd_cdbq_headers_from(PGconn *pg, int32_t from, uint32_t count, cd_cdbq_block
 /* The block `hash` if it is indexed (any branch): *found 1 with *out.
  * Returns: 0; EDB. */
 int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, int *found, char *err,
-                  size_t errlen) CD_WARN_UNUSED;
+                      size_t errlen) CD_WARN_UNUSED;
 
 /* One restoration match (ConduitDB's record, docs/CONDUITDB_API.md). */
 typedef struct cd_cdbq_match {
-    uint32_t flags;       /* CD_CDBQ_OUTPUT | INPUT | DATA */
-    uint8_t key[32];      /* the pushdata key, natural order */
-    uint8_t lock_tx[32];  /* the output's tx, internal order */
-    uint32_t lock_idx;    /* its index */
-    int spent;            /* 0: unspent as far as the index knows */
+    uint32_t flags;        /* CD_CDBQ_OUTPUT | INPUT | DATA */
+    uint8_t key[32];       /* the pushdata key, natural order */
+    uint8_t lock_tx[32];   /* the output's tx, internal order */
+    uint32_t lock_idx;     /* its index */
+    int spent;             /* 0: unspent as far as the index knows */
     uint8_t unlock_tx[32]; /* the spending tx (if spent) */
-    uint32_t unlock_idx;  /* its input */
+    uint32_t unlock_idx;   /* its input */
 } cd_cdbq_match;
 
 /* Opens the restoration cursor on `pg`, which must be a session of its own
