@@ -505,6 +505,37 @@ def test_restoration_failure_mid_stream_has_no_end_marker(env):
     assert len(restore(env.port, keys)) > 2000
 
 
+def test_restoration_streams_are_limited(env):
+    """4 streams at once, each on a PostgreSQL session of its own; a fifth search gets 503 (and
+    costs nothing); once the clients go away their sessions are closed and searches work"""
+    keys = [k for (k,) in psql(env.pg, env.db, """
+        SELECT DISTINCT encode(p.push_hash, 'hex') FROM pushdata p JOIN blocks b USING (block_id)
+        WHERE b.height = 119 AND p.flags = 1""")]
+    body = json.dumps({"filterKeys": keys}).encode()
+    conns = []
+    for _ in range(4):                # clients that never read
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(120)
+        c.connect(("127.0.0.1", env.port))
+        c.sendall(b"POST /api/v1/restoration/search HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert c.recv(64).startswith(b"HTTP/1.1 200")
+        conns.append(c)
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = " \
+               "'conduitd-http-restore'"
+    assert psql(env.pg, env.db, sessions) == [("4",)]
+    assert "too many" in expect_error(env.port, "/api/v1/restoration/search", 503, "POST", body)
+    for c in conns:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        c.close()
+    deadline = time.monotonic() + 60
+    while psql(env.pg, env.db, sessions) != [("0",)]:
+        assert time.monotonic() < deadline, env.d.log_text()[-2000:]
+        time.sleep(0.1)
+    assert len(restore(env.port, keys)) > 2000
+
+
 def test_mempool_spends(env):
     """unconfirmed spends are reported (ConduitDB asserted or failed, bugs 8, 20): output-spend
     with a null / zero block hash, restoration with the mempool spender; the mempool tx's bytes
