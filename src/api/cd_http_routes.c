@@ -8,6 +8,7 @@
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
+#include "cd_http_cdb.h"
 #include "cd_http_req.h"
 #include "cd_status.h"
 
@@ -533,6 +534,8 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
                  : cmd == EVHTTP_REQ_HEAD ? "HEAD"
                                           : "-",
                  uri);
+    if (cd_http_cdb_dispatch(s, req)) /* ConduitDB's API: /, /api/v1/... (cd_http_cdb.c) */
+        return;
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         cd_http_reply_error(req, 405, "only GET and HEAD are supported");
         return;

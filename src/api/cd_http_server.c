@@ -425,7 +425,9 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     evhttp_set_bevcb(s.http, on_new_conn, &s);
     evhttp_set_timeout(s.http, HTTP_TIMEOUT_S);
     evhttp_set_max_headers_size(s.http, 16384);
-    evhttp_set_max_body_size(s.http, 65536);
+    /* ConduitDB's POST routes take up to 10,000 keys/outpoints (~700 KB of
+     * JSON); larger bodies get evhttp's 413 before any is buffered */
+    evhttp_set_max_body_size(s.http, 1 << 20);
     /* every method reaches handle(), which answers 405 with JSON itself
      * (evhttp's own refusal is a bare 501) */
     evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
