@@ -227,6 +227,7 @@ static void sup_down(void *arg, int slot, int code)
     /* a server killed mid-request leaves its slot marked busy: clear it so
      * its client's count is right (the restarted server also does) */
     __atomic_store_n(&m->busy[i].key, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&m->busy[i].streams, 0, __ATOMIC_RELEASE);
 }
 
 static void sup_fatal(void *arg, int slot)

@@ -107,11 +107,25 @@ typedef struct cdb_stream {
     struct event *abort_ev; /* deferred close after a failure */
 } cdb_stream;
 
-static int n_streams; /* restoration streams running in this process */
+/* Restoration streams running in all server processes: each server counts
+ * its own in the shared table (a dead server's count is zeroed by the
+ * controller), so the limit holds for the daemon, not per process. */
+static uint32_t streams_running(const http_srv *s)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < HTTP_PROCS; i++)
+        n += __atomic_load_n(&s->busy[i].streams, __ATOMIC_ACQUIRE);
+    return n;
+}
+
+static void streams_add(const http_srv *s, int d)
+{
+    __atomic_add_fetch(&s->busy[s->proc].streams, (uint32_t)d, __ATOMIC_ACQ_REL);
+}
 
 static void stream_free(cdb_stream *st)
 {
-    n_streams--;
+    streams_add(st->srv, -1);
     if (st->pg) {
         cd_cdbq_restore_close(st->pg);
         PQfinish(st->pg);
@@ -328,7 +342,11 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
     long n = parse_keys(s, req, p2pkh, &keys);
     if (n < 0)
         return H_DONE;
-    if (n_streams >= HTTP_CDB_MAX_STREAMS) {
+    /* reserve first, then count: two servers racing both see the other's
+     * reservation and both refuse, rather than both admitting */
+    streams_add(s, 1);
+    if (streams_running(s) > HTTP_CDB_MAX_STREAMS) {
+        streams_add(s, -1);
         free(keys);
         cd_http_cdb_error(req, 503, "too many restoration searches at once; retry");
         return H_DONE;
@@ -343,6 +361,7 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
         msg[strcspn(msg, "\n")] = '\0';
         PQfinish(pg);
         free(keys);
+        streams_add(s, -1);
         cd_log_warn("http: restoration: postgres: %s", msg);
         cd_http_cdb_error(req, 503, "Database is unavailable at present");
         return H_DONE;
@@ -360,11 +379,11 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
         PQfinish(pg);
         free(st->page);
         free(st);
+        streams_add(s, -1);
         cd_http_cdb_error(req, 500, "%s", err);
         return H_DONE;
     }
-    n_streams++;
-    st->srv = s;
+    st->srv = s; /* its reservation above is released by stream_free */
     st->req = req;
     st->evcon = evhttp_request_get_connection(req);
     st->pg = pg;

@@ -42,10 +42,13 @@
 /* One per server process, in memory shared by all (mapped by the controller
  * before the fork): the client the server is busy with. key = a hash of the
  * client's address with the low bit set while busy, 0 while idle; one word,
- * so it is read and written atomically. */
+ * so it is read and written atomically. The controller zeroes a dead
+ * server's entry. */
 typedef struct http_busy {
     uint64_t key;
-    char pad[56]; /* one cache line each */
+    uint32_t streams; /* ConduitDB restoration streams this server runs
+                       * (the limit HTTP_CDB_MAX_STREAMS is over all) */
+    char pad[52];     /* one cache line each */
 } http_busy;
 
 typedef struct http_srv {

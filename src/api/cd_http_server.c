@@ -407,6 +407,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     s.busy = busy;
     the_srv = &s;
     __atomic_store_n(&busy[proc].key, 0, __ATOMIC_RELEASE); /* a predecessor's leftover */
+    __atomic_store_n(&busy[proc].streams, 0, __ATOMIC_RELEASE);
     s.base = event_base_new();
     s.http = s.base ? evhttp_new(s.base) : NULL;
     if (!s.http) {
