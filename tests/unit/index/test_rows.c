@@ -82,7 +82,7 @@ static void rows_free(rows *r)
 
 static cd_rows_sink sink_of(rows *r)
 {
-    cd_rows_sink s = {r, r_tx, r_in, r_push};
+    cd_rows_sink s = {r, r_tx, r_in, r_push, NULL};
     return s;
 }
 
@@ -357,7 +357,7 @@ START_TEST(block413567_rows_match_per_tx)
             rows_free(&r);
         }
         /* no tx callback: the same input and push rows */
-        cd_rows_sink np = {&r, NULL, r_in, r_push};
+        cd_rows_sink np = {&r, NULL, r_in, r_push, NULL};
         ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &np, NULL), 1557);
         ck_assert_uint_eq(r.ntx, 0);
         ck_assert_uint_gt(r.npush, 1557);

@@ -1,0 +1,261 @@
+"""Outputs, UTXOs, balances and histories (issue 14, sql/007_outputs.sql).
+
+The real regtest chains of ../shared/data are indexed with conduit-index-file
+(the parser workers' code path); the UTXO set is computed independently here,
+in Python (tests/simnode/protocol.py's decoder and our own base58check), and
+for every address and every script hash of every output `cd_balance` and
+`cd_utxos` must equal it: on chain 116, after a reorg to the competing
+branch (chain 118: the wallet txs move to another block) and after a reorg
+to chain 117 (two txs of the old block 116 return to the mempool with their
+outputs). The wallet txs of blockchain_115_3677f4 show both directions in
+the history of their keys.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from test_index import cli, create_db, psql, run_index  # noqa: E402
+
+from tests.simnode.protocol import parse_block  # noqa: E402
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58check(version, payload):
+    data = bytes([version]) + payload
+    data += hashlib.sha256(hashlib.sha256(data).digest()).digest()[:4]
+    n = int.from_bytes(data, "big")
+    s = ""
+    while n:
+        n, r = divmod(n, 58)
+        s = B58[r] + s
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + s
+
+
+def address_of(script, main=False):
+    """The address of a P2PKH / P2SH locking script, else None."""
+    if len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
+        return b58check(0 if main else 111, script[3:23])
+    if len(script) == 23 and script[:2] == b"\xa9\x14" and script[22:] == b"\x87":
+        return b58check(5 if main else 196, script[2:22])
+    return None
+
+
+def sha256d(b):
+    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
+
+
+def chain_txs(shared, name):
+    """[(height, pos, txid, raw, ins, outs)] of a chain dir, in chain order."""
+    d = os.path.join(shared, "regtest", name)
+    out = []
+    for height, h in enumerate(open(os.path.join(d, "headers.txt")).read().split()):
+        raw = open(os.path.join(d, h), "rb").read()
+        _, txs = parse_block(raw)
+        for pos, (s, e, ins, outs) in enumerate(txs):
+            out.append((height, pos, sha256d(raw[s:e]), raw[s:e], ins, outs))
+    return out
+
+
+def utxo_set(txs, mempool=()):
+    """{(txid, vout): (value, script, height)}: the outputs of txs (chain
+    order) not spent by them; then the mempool txs (height None) applied."""
+    u = {}
+    for height, pos, txid, raw, ins, outs in list(txs) + [(None,) + m[1:] for m in mempool]:
+        if pos != 0 or height is None:
+            for prev, idx, _, _ in ins:
+                u.pop((prev, idx), None)
+        for n, (v, sc) in enumerate(outs):
+            u[(txid, n)] = (v, sc, height)
+    return u
+
+
+def by_script(u):
+    r = {}
+    for (txid, n), (v, sc, h) in u.items():
+        r.setdefault(sc, []).append((txid[::-1].hex(), n, v, h))
+    return r
+
+
+def check_against(pg, db, u, confirmed_u):
+    """cd_balance / cd_utxos for every script hash and address equal u."""
+    scripts = by_script(u)
+    conf = by_script(confirmed_u)
+    allsc = set(scripts) | set(conf)
+    # every script hash in one statement
+    vals = ",".join("('\\x%s'::bytea)" % hashlib.sha256(sc).hexdigest() for sc in allsc)
+    rows = psql(pg, db, "SELECT encode(h, 'hex'), b.confirmed, b.unconfirmed, b.utxos "
+                        "FROM (VALUES %s) v(h), cd_balance('script', h) b;" % vals)
+    got = {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+    n_addr = 0
+    for sc in allsc:
+        want_total = sum(x[2] for x in scripts.get(sc, []))
+        want_conf = sum(x[2] for x in conf.get(sc, []))
+        c, unc, n = got[hashlib.sha256(sc).hexdigest()]
+        assert (c, c + unc, n) == (want_conf, want_total, len(scripts.get(sc, []))), sc.hex()
+        a = address_of(sc)
+        if a is None:
+            continue
+        n_addr += 1
+        utx = psql(pg, db, "SELECT txid, vout, value, coalesce(height::text, 'null') FROM "
+                           "cd_utxos('script', sha256(cd_address_script('%s', 'regtest')), "
+                           "10000);" % a)
+        want = sorted(scripts.get(sc, []), key=lambda x: (x[3] is None, x[3] or 0))
+        assert sorted(utx) == sorted((t, str(n), str(v), "null" if h is None else str(h))
+                                     for t, n, v, h in want)
+    return n_addr
+
+
+@pytest.fixture(scope="module")
+def chains(shared_data):
+    if not os.path.isdir(os.path.join(shared_data, "regtest", "blockchain_118_0ebc17")):
+        pytest.skip("no regtest chains in %s" % shared_data)
+    return {n: chain_txs(shared_data, n) for n in
+            ("blockchain_115_3677f4", "blockchain_116_7c9cd2", "blockchain_117_28c2d3",
+             "blockchain_118_0ebc17")}
+
+
+def reorg_to(pg, db, chain_dir):
+    tip_hash = open(os.path.join(chain_dir, "headers.txt")).read().split()[-1]
+    psql(pg, db, "INSERT INTO chain_target (singleton, block_hash, height) "
+                 "SELECT true, block_hash, height FROM blocks WHERE block_hash = cd_txid('%s') "
+                 "ON CONFLICT (singleton) DO UPDATE SET block_hash = EXCLUDED.block_hash, "
+                 "height = EXCLUDED.height;" % tip_hash)
+    r = psql(pg, db, "SELECT cd_reorg_step();")
+    assert r[0][0].startswith("reorg"), r
+
+
+def test_balances_and_utxos_through_reorgs(pg_module, build_dir, shared_data, chains):
+    pg = pg_module
+    ci = create_db(pg, "utxo")
+    rt = os.path.join(shared_data, "regtest")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    # every output row equals the decoder's
+    rows = psql(pg, "utxo", "SELECT cd_txid_hex(t.tx_hash), o.idx, o.value, "
+                            "encode(o.script_hash, 'hex'), coalesce(encode(o.script, 'hex'), '-') "
+                            "FROM outputs o JOIN transactions t USING (block_id, tx_pos);")
+    want = set()
+    for height, pos, txid, raw, ins, outs in chains["blockchain_116_7c9cd2"]:
+        for n, (v, sc) in enumerate(outs):
+            want.add((txid[::-1].hex(), str(n), str(v), hashlib.sha256(sc).hexdigest(),
+                      sc.hex() if len(sc) <= 64 else "-"))
+    assert set(rows) == want and len(rows) == len(want)
+    # the data carriers of block 116 (65 kB outputs) are not stored inline
+    assert ("-" in {r[4] for r in rows})
+
+    u = utxo_set(chains["blockchain_116_7c9cd2"])
+    assert check_against(pg, "utxo", u, u) >= 3
+
+    # reorg to the competing branch of chain 118: every wallet tx moves to
+    # block 116 of that branch, the data carriers to block 118
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
+    reorg_to(pg, "utxo", os.path.join(rt, "blockchain_118_0ebc17"))
+    assert psql(pg, "utxo", "SELECT count(*) FROM mempool_tx;") == [("0",)]
+    u = utxo_set(chains["blockchain_118_0ebc17"])
+    check_against(pg, "utxo", u, u)
+
+
+def test_reorg_returns_outputs_to_the_mempool(pg_module, build_dir, shared_data, chains):
+    pg = pg_module
+    ci = create_db(pg, "utxo117")
+    rt = os.path.join(shared_data, "regtest")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_117_28c2d3")])
+    reorg_to(pg, "utxo117", os.path.join(rt, "blockchain_117_28c2d3"))
+    pool = set(bytes.fromhex(r[0]) for r in psql(pg, "utxo117",
+                                                   "SELECT encode(tx_hash, 'hex') FROM mempool_tx;"))
+    # the two data carriers of the old block 116 are not in chain 117
+    old = {t[2]: t for t in chains["blockchain_116_7c9cd2"]}
+    assert len(pool) >= 2 and pool <= set(old)
+    # their outputs came back with them, equal to the block's
+    n = psql(pg, "utxo117", "SELECT count(*) FROM mempool_outputs;")[0][0]
+    assert int(n) == sum(len(old[h][5]) for h in pool)
+    mem = [old[h] for h in sorted(pool, key=lambda h: old[h][1])]
+    u = utxo_set(chains["blockchain_117_28c2d3"], mem)
+    conf = utxo_set(chains["blockchain_117_28c2d3"])
+    check_against(pg, "utxo117", u, conf)
+    # a mempool output: height null in cd_utxos, counted as unconfirmed
+    h = sorted(pool)[0]
+    sc = old[h][5][0][1]
+    r = psql(pg, "utxo117", "SELECT txid, vout, coalesce(height::text, 'null') FROM "
+                            "cd_utxos('script', '\\x%s'::bytea);" % hashlib.sha256(sc).hexdigest())
+    assert (h[::-1].hex(), "0", "null") in r
+    # eviction takes them along
+    psql(pg, "utxo117", "SELECT cd_mempool_evict(array_agg(tx_hash), 'expired', 0) FROM mempool_tx;")
+    assert psql(pg, "utxo117", "SELECT count(*) FROM mempool_outputs;") == [("0",)]
+
+
+WALLET_PKH = "17aa9ecb9e38b91bddcc5e8d2d26154be90d8996"
+PAY = "d53a9ebfac748561132e49254c42dbe518080c2a5956822d5d3914d47324e842"    # 111:1
+SPEND = "47f3f47a256d70950ff5690ea377c24464310489e3f54d01b817dd0088f0a095"  # 115:1
+
+
+def test_history_of_the_wallet_keys(pg_module, build_dir, shared_data, chains):
+    pg = pg_module
+    ci = create_db(pg, "hist115")
+    run_index(build_dir, ci, ["--chain", os.path.join(shared_data, "regtest",
+                                                      "blockchain_115_3677f4")])
+    addr = b58check(111, bytes.fromhex(WALLET_PKH))
+    key = "sha256(cd_address_script('%s', 'regtest'))" % addr
+    h = psql(pg, "hist115", "SELECT txid, height, pos, direction FROM cd_history('script', %s);"
+             % key)
+    assert h == [(PAY, "111", "1", "receive"), (SPEND, "115", "1", "spend")]
+    # the same through the pushdata key of the hash160 (OUTPUT) ...
+    pk = hashlib.sha256(bytes.fromhex(WALLET_PKH)).hexdigest()
+    hp = psql(pg, "hist115", "SELECT txid, height, pos, direction FROM "
+                             "cd_history('push', decode('%s', 'hex'));" % pk)
+    assert hp == h
+    # ... and the Electrum script hash (display order)
+    sh = hashlib.sha256(bytes.fromhex("76a914" + WALLET_PKH + "88ac")).digest()[::-1].hex()
+    hs = psql(pg, "hist115", "SELECT txid FROM cd_history('script', cd_scripthash('%s'));" % sh)
+    assert hs == [(PAY,), (SPEND,)]
+    # the P2PK of 112:1 is spent by the same tx: its pushdata key (the pubkey)
+    # shows both directions too
+    pub = psql(pg, "hist115", "SELECT txid, direction FROM cd_history('push', decode("
+                              "'04bca2ae277997940152716854a95347819c2e07d370d22c093b39708fb9d5eb', "
+                              "'hex'));")
+    assert pub == [("88c92bb09626c7d505ed861ae8fa7e7aaab5b816fc517eac7a8a6c7f28b1b210", "receive"),
+                   (SPEND, "spend")]
+    # paging: one row per page, the cursor is the last row's (height, pos)
+    p1 = psql(pg, "hist115", "SELECT txid, height, pos FROM cd_history('script', %s, 1);" % key)
+    p2 = psql(pg, "hist115", "SELECT txid FROM cd_history('script', %s, 1, %s, %s);"
+              % (key, p1[0][1], p1[0][2]))
+    assert [p1[0][0], p2[0][0]] == [PAY, SPEND]
+    # spent: no UTXO, balance 0
+    assert psql(pg, "hist115", "SELECT * FROM cd_utxos('script', %s);" % key) == []
+    assert psql(pg, "hist115", "SELECT * FROM cd_balance('script', %s);" % key) == [("0", "0", "0")]
+
+
+def test_address_network_and_errors(pg_module, build_dir, shared_data, chains):
+    pg = pg_module
+    create_db(pg, "addr")
+    run_index(build_dir, "%s dbname=addr" % pg.conninfo.replace("dbname=postgres", ""),
+              ["--migrate-only"])
+    pkh = bytes.fromhex(WALLET_PKH)
+
+    def script(a, net="regtest"):
+        return psql(pg, "addr", "SELECT encode(cd_address_script('%s', '%s'), 'hex');" % (a, net))
+
+    assert script(b58check(111, pkh)) == [("76a914%s88ac" % WALLET_PKH,)]
+    assert script(b58check(196, pkh)) == [("a914%s87" % WALLET_PKH,)]
+    assert script(b58check(0, pkh), "main") == [("76a914%s88ac" % WALLET_PKH,)]
+    assert script(b58check(5, pkh), "main") == [("a914%s87" % WALLET_PKH,)]
+    for bad, net, why in [(b58check(0, pkh), "regtest", "version byte 0"),
+                          (b58check(111, pkh), "main", "version byte 111"),
+                          (b58check(111, pkh)[:-1] + "2", "regtest", "checksum"),
+                          ("1BoatSLRHtKNngkdXEeobR76b53LETtpy0", "main", "base58"),
+                          ("abc", "main", "length")]:
+        p = subprocess.run(["psql", "-X", "-q", "-h", pg.sockdir, "-p", str(pg.port), "-U",
+                            "postgres", "-d", "addr", "-c",
+                            "SELECT cd_address_script('%s', '%s');" % (bad, net)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.returncode != 0 and why in p.stderr.decode(), (bad, p.stderr)
