@@ -259,3 +259,116 @@ def test_address_network_and_errors(pg_module, build_dir, shared_data, chains):
                             "SELECT cd_address_script('%s', '%s');" % (bad, net)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert p.returncode != 0 and why in p.stderr.decode(), (bad, p.stderr)
+
+
+# ---- conduit-cli and the HTTP API, against a daemon that indexed chain 116 ----
+
+def http_get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_cli_and_http(pg_module, build_dir, simnode_regtest116, tmp_path, chains):
+    from daemon_util import Daemon
+    from test_index_daemon import wait_tip
+    pg = pg_module
+    ci = create_db(pg, "wallet116")
+    dd = str(tmp_path / "d")
+    d = Daemon(build_dir, dd, ["--regtest", "--connect", "127.0.0.1:%d" % simnode_regtest116.port,
+                               "--pg-conninfo", ci, "--parser-workers", "1", "--ring-size", "16M",
+                               "--unit-size", "64K", "--http-listen", "127.0.0.1:0",
+                               "--log-level", "info"]).start()
+    try:
+        port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
+        wait_tip(pg, "wallet116", d, 116)
+        u = utxo_set(chains["blockchain_116_7c9cd2"])
+        scripts = by_script(u)
+
+        def clij(*args):
+            p = cli(build_dir, list(args) + ["--json", "--regtest", "--datadir", dd,
+                                             "--pg-conninfo", ci])
+            assert p.returncode == 0, p.stderr
+            return [json.loads(line) for line in p.stdout.decode().splitlines()]
+
+        n = 0
+        for sc, outs in scripts.items():
+            a = address_of(sc)
+            if a is None:
+                continue
+            n += 1
+            want = sorted(({"txid": t, "vout": v, "value": val, "height": h}
+                           for t, v, val, h in outs), key=lambda r: (r["height"], r["txid"]))
+            got = clij("utxos", a)
+            assert sorted(got, key=lambda r: (r["height"], r["txid"])) == want
+            st, doc = http_get(port, "/v1/address/%s/utxos?limit=10000" % a)
+            assert st == 200 and doc["utxos"] == got and doc["next"] is None
+            bal = {"confirmed": sum(o[2] for o in outs), "unconfirmed": 0, "utxos": len(outs)}
+            assert clij("balance", a) == [bal]
+            sh = hashlib.sha256(sc).digest()[::-1].hex()
+            assert http_get(port, "/v1/scripthash/%s/balance" % sh) == (200, bal)
+            assert clij("balance", "scripthash:" + sh) == [bal]
+            # paging by the cursor, 7 rows a page, gives the same rows
+            rows, after = [], ""
+            while True:
+                st, doc = http_get(port, "/v1/address/%s/utxos?limit=7%s" % (a, after))
+                assert st == 200
+                rows += doc["utxos"]
+                if doc["next"] is None:
+                    break
+                after = "&after=" + doc["next"]
+            assert rows == got
+        assert n >= 3
+
+        # the wallet P2PKH: history with both directions, CLI text and JSON, HTTP
+        addr = b58check(111, bytes.fromhex(WALLET_PKH))
+        hist = [{"txid": PAY, "height": 111, "pos": 1, "direction": "receive"},
+                {"txid": SPEND, "height": 115, "pos": 1, "direction": "spend"}]
+        assert clij("history", addr) == hist
+        assert http_get(port, "/v1/address/%s/history" % addr) == (200, {"history": hist,
+                                                                         "next": None})
+        pk = hashlib.sha256(bytes.fromhex(WALLET_PKH)).hexdigest()
+        assert http_get(port, "/v1/pushdata/%s/txhistory" % pk)[1]["history"] == hist
+        assert clij("history", "pushdata:" + pk) == hist
+        p = cli(build_dir, ["history", addr, "--regtest", "--datadir", dd, "--pg-conninfo", ci])
+        assert p.stdout.decode().splitlines() == ["%s 111 1 receive" % PAY,
+                                                  "%s 115 1 spend" % SPEND]
+        # today's pushdata history keeps its answer
+        st, doc = http_get(port, "/v1/pushdata/%s/history" % pk)
+        assert st == 200 and doc["key"] == pk and doc["history"][0]["flags"] == 1
+
+        # a long locking script (the 65,535-byte data carrier of block 116)
+        # is served from the block store on request
+        carrier = [t for t in chains["blockchain_116_7c9cd2"] if t[2][::-1].hex().startswith(
+            "4723501d")][0]
+        sc = carrier[5][0][1]
+        assert len(sc) > 65535
+        sh = hashlib.sha256(sc).digest()[::-1].hex()
+        got = clij("utxos", "scripthash:" + sh, "--script")
+        assert got == [{"txid": carrier[2][::-1].hex(), "vout": 0, "value": carrier[5][0][0],
+                        "height": 116, "script": sc.hex()}]
+        st, doc = http_get(port, "/v1/scripthash/%s/utxos?script=1" % sh)
+        assert st == 200 and doc["utxos"] == got
+
+        # bad input: 400 / exit 2 with the reason
+        main_addr = b58check(0, bytes.fromhex(WALLET_PKH))
+        for path, why in [("/v1/address/%s/utxos" % main_addr, "version byte 0"),
+                          ("/v1/address/%s/balance" % (addr[:-1] + "x"), "checksum"),
+                          ("/v1/scripthash/abc/utxos", "64 hex"),
+                          ("/v1/address/%s/utxos?limit=0" % addr, "limit"),
+                          ("/v1/address/%s/utxos?after=1.2" % addr, "cursor"),
+                          ("/v1/address/%s/history?after=x" % addr, "cursor")]:
+            st, doc = http_get(port, path)
+            assert st == 400 and why in doc["error"], (path, doc)
+        for args, why in [(["balance", main_addr], "version byte 0"),
+                          (["utxos", "ab" * 32], "ambiguous"),
+                          (["history", addr, "--after", "zz"], "cursor")]:
+            p = cli(build_dir, args + ["--regtest", "--datadir", dd, "--pg-conninfo", ci])
+            assert p.returncode == 2 and why in p.stderr.decode(), (args, p.stderr)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-3000:]
