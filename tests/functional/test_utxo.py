@@ -14,6 +14,7 @@ the history of their keys.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -372,3 +373,34 @@ def test_cli_and_http(pg_module, build_dir, simnode_regtest116, tmp_path, chains
     finally:
         rc = d.stop()
     assert rc == 0, d.log_text()[-3000:]
+
+
+# ---- the examples of docs/QUERIES.md ("Outputs, UTXOs, balances ...") ----
+
+DOC = open(os.path.join(HERE, "..", "..", "docs", "QUERIES.md"), encoding="utf-8").read()
+DOC_QUERIES = dict(re.findall(r"```sql\n-- wallet query: (\w+)\n(.*?)```", DOC, re.S))
+DOC_RESULTS = dict(re.findall(r"```text\n-- result: (\w+)\n(.*?)```", DOC, re.S))
+
+
+def test_documented_queries(pg_module, build_dir, shared_data, chains):
+    assert len(DOC_QUERIES) >= 7 and set(DOC_QUERIES) == set(DOC_RESULTS)
+    ci = create_db(pg_module, "docq")
+    run_index(build_dir, ci, ["--chain", os.path.join(shared_data, "regtest",
+                                                      "blockchain_116_7c9cd2")])
+    for name, sql in sorted(DOC_QUERIES.items()):
+        v = dict(re.findall(r"-- vars: (\w+)=(\S+)", sql))
+        got = ["|".join(r) for r in psql(pg_module, "docq", sql, **v)]
+        assert got == DOC_RESULTS[name].splitlines(), (name, got)
+    # the CLI examples
+    out = cli(build_dir, ["balance", "n2ekqiw96ceQWFrKSziKTEi5fsRuZKQdun", "--regtest",
+                          "--pg-conninfo", ci, "--datadir", "/nonexistent"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode() == "confirmed 499999868148\nunconfirmed 0\nutxos 100\n"
+    out = cli(build_dir, ["utxos", "n2ekqiw96ceQWFrKSziKTEi5fsRuZKQdun", "--regtest", "--json",
+                          "--limit", "2", "--pg-conninfo", ci, "--datadir", "/nonexistent"])
+    assert out.returncode == 0 and out.stderr.decode() == "next: 12.0.0\n", out.stderr
+    assert [json.loads(x)["height"] for x in out.stdout.decode().splitlines()] == [11, 12]
+    out = cli(build_dir, ["utxos", "n2ekqiw96ceQWFrKSziKTEi5fsRuZKQdun", "--regtest", "--json",
+                          "--limit", "2", "--after", "12.0.0", "--pg-conninfo", ci,
+                          "--datadir", "/nonexistent"])
+    assert [json.loads(x)["height"] for x in out.stdout.decode().splitlines()] == [14, 15]
