@@ -220,80 +220,58 @@ $$;
 -- ---- the outputs of a key ----
 
 -- Every output of a key on the best chain or in the mempool, with its
--- spend (best chain or mempool), if any. kind 'script': key is a
--- script_hash (natural order); kind 'push': key is a pushdata key
--- (sha256 of the pushed bytes) found in the output (flags OUTPUT or DATA).
--- pos: the tx's block position; for mempool rows its arrival order
--- (mempool_tx.seq), height NULL.
+-- spend, if any: an input of a best-chain block, else of a mempool tx (the
+-- mempool never holds a tx conflicting with the best chain). kind
+-- 'script': key is a script_hash (natural order); kind 'push': key is a
+-- pushdata key (sha256 of the pushed bytes) found in the output (flags
+-- OUTPUT or DATA); any other kind: no rows (cd_key checks kinds). pos: the
+-- tx's block position; for mempool rows its arrival order (mempool_tx.seq),
+-- height NULL. A plain SQL function, so the planner inlines it into the
+-- callers' queries (one plan, joins chosen with the key's statistics).
 CREATE FUNCTION cd_key_outputs(kind text, key bytea)
     RETURNS TABLE (tx_hash bytea, vout integer, value bigint, height integer, pos bigint,
                    script bytea, spend_tx_hash bytea, spend_height integer, spend_pos bigint,
                    block_id bigint)
-    LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    IF kind = 'script' THEN
-        RETURN QUERY
-        WITH o AS (
-            SELECT t.tx_hash, o.idx, o.value, b.height, o.tx_pos::bigint AS pos, o.script,
-                   o.block_id
-            FROM outputs o
-            JOIN blocks b ON b.block_id = o.block_id AND b.on_best_chain
-            JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos
-            WHERE o.script_hash = key
-            UNION ALL
-            SELECT mo.tx_hash, mo.idx, mo.value, NULL::integer, m.seq, mo.script, NULL::bigint
-            FROM mempool_outputs mo JOIN mempool_tx m ON m.tx_hash = mo.tx_hash
-            WHERE mo.script_hash = key
-        )
-        SELECT o.tx_hash, o.idx, o.value, o.height, o.pos, o.script, s.h, s.height, s.pos,
-               o.block_id
-        FROM o LEFT JOIN LATERAL cd_outpoint_spend(o.tx_hash, o.idx) s ON true;
-    ELSIF kind = 'push' THEN
-        RETURN QUERY
-        WITH o AS (
-            SELECT DISTINCT t.tx_hash, o.idx, o.value, b.height, o.tx_pos::bigint AS pos,
-                   o.script, o.block_id
-            FROM pushdata p
-            JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain
-            JOIN outputs o ON o.block_id = p.block_id AND o.tx_pos = p.tx_pos AND o.idx = p.idx
-            JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos
-            WHERE p.push_hash = key AND (p.flags & 5) <> 0
-            UNION ALL
-            SELECT DISTINCT mo.tx_hash, mo.idx, mo.value, NULL::integer, m.seq, mo.script,
-                   NULL::bigint
-            FROM mempool_pushdata p
-            JOIN mempool_outputs mo ON mo.tx_hash = p.tx_hash AND mo.idx = p.idx
-            JOIN mempool_tx m ON m.tx_hash = mo.tx_hash
-            WHERE p.push_hash = key AND (p.flags & 5) <> 0
-        )
-        SELECT o.tx_hash, o.idx, o.value, o.height, o.pos, o.script, s.h, s.height, s.pos,
-               o.block_id
-        FROM o LEFT JOIN LATERAL cd_outpoint_spend(o.tx_hash, o.idx) s ON true;
-    ELSE
-        RAISE EXCEPTION 'cd_key_outputs: kind "%" is not script or push', kind;
-    END IF;
-END
-$$;
-
--- The spend of an outpoint on the best chain, else in the mempool (at most
--- one of each: the mempool never holds a tx conflicting with the best
--- chain). No row: unspent.
-CREATE FUNCTION cd_outpoint_spend(prev bytea, vout integer)
-    RETURNS TABLE (h bytea, height integer, pos bigint)
     LANGUAGE sql STABLE AS $$
-    (SELECT t.tx_hash, b.height, i.tx_pos::bigint
-     FROM inputs i
-     JOIN blocks b ON b.block_id = i.block_id AND b.on_best_chain
-     JOIN transactions t ON t.block_id = i.block_id AND t.tx_pos = i.tx_pos
-     WHERE i.prev_hash = prev AND i.prev_idx = vout
-     LIMIT 1)
-    UNION ALL
-    (SELECT mi.tx_hash, NULL::integer, m.seq
-     FROM mempool_inputs mi JOIN mempool_tx m ON m.tx_hash = mi.tx_hash
-     WHERE mi.prev_hash = prev AND mi.prev_idx = vout
-       AND NOT EXISTS (SELECT 1 FROM inputs i JOIN blocks b ON b.block_id = i.block_id
-                       AND b.on_best_chain WHERE i.prev_hash = prev AND i.prev_idx = vout)
-     LIMIT 1)
+    WITH o AS (
+        SELECT t.tx_hash, o.idx, o.value, b.height, o.tx_pos::bigint AS pos, o.script, o.block_id
+        FROM outputs o
+        JOIN blocks b ON b.block_id = o.block_id AND b.on_best_chain
+        JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos
+        WHERE kind = 'script' AND o.script_hash = key
+        UNION ALL
+        SELECT DISTINCT t.tx_hash, o.idx, o.value, b.height, o.tx_pos::bigint, o.script, o.block_id
+        FROM pushdata p
+        JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain
+        JOIN outputs o ON o.block_id = p.block_id AND o.tx_pos = p.tx_pos AND o.idx = p.idx
+        JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos
+        WHERE kind = 'push' AND p.push_hash = key AND (p.flags & 5) <> 0
+        UNION ALL
+        SELECT mo.tx_hash, mo.idx, mo.value, NULL::integer, m.seq, mo.script, NULL::bigint
+        FROM mempool_outputs mo JOIN mempool_tx m ON m.tx_hash = mo.tx_hash
+        WHERE kind = 'script' AND mo.script_hash = key
+        UNION ALL
+        SELECT DISTINCT mo.tx_hash, mo.idx, mo.value, NULL::integer, m.seq, mo.script, NULL::bigint
+        FROM mempool_pushdata p
+        JOIN mempool_outputs mo ON mo.tx_hash = p.tx_hash AND mo.idx = p.idx
+        JOIN mempool_tx m ON m.tx_hash = mo.tx_hash
+        WHERE kind = 'push' AND p.push_hash = key AND (p.flags & 5) <> 0
+    )
+    SELECT o.tx_hash, o.idx, o.value, o.height, o.pos, o.script,
+           coalesce(c.h, mp.h), coalesce(c.height, mp.height), coalesce(c.pos, mp.pos), o.block_id
+    FROM o
+    LEFT JOIN LATERAL (
+        SELECT t.tx_hash AS h, b.height, i.tx_pos::bigint AS pos
+        FROM inputs i
+        JOIN blocks b ON b.block_id = i.block_id AND b.on_best_chain
+        JOIN transactions t ON t.block_id = i.block_id AND t.tx_pos = i.tx_pos
+        WHERE i.prev_hash = o.tx_hash AND i.prev_idx = o.idx
+        LIMIT 1) c ON true
+    LEFT JOIN LATERAL (
+        SELECT mi.tx_hash AS h, NULL::integer AS height, m.seq AS pos
+        FROM mempool_inputs mi JOIN mempool_tx m ON m.tx_hash = mi.tx_hash
+        WHERE c.h IS NULL AND mi.prev_hash = o.tx_hash AND mi.prev_idx = o.idx
+        LIMIT 1) mp ON true
 $$;
 
 -- Resolves a key given as text: kind 'address' (base58check, checked
