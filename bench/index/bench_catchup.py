@@ -200,9 +200,16 @@ def run_mode(args, mode, port, blocks, sim, samples):
     nin = int(psql(db, "SELECT count(*) FROM inputs;"))
     npd = int(psql(db, "SELECT count(*) FROM pushdata;"))
     # outputs (sql/007); 0 with a build from before them
-    nout = int(psql(db, "SELECT CASE WHEN to_regclass('outputs') IS NULL THEN 0 "
-                        "ELSE (SELECT count(*) FROM outputs) END;"))
+    nout = 0
+    if psql(db, "SELECT to_regclass('outputs') IS NOT NULL;") == "t":
+        nout = int(psql(db, "SELECT count(*) FROM outputs;"))
     nbytes = int(psql(db, "SELECT sum(size) FROM blocks;"))
+    # bytes per tx in PostgreSQL: all tables with their indexes, and the
+    # outputs table alone (sql/007; 0 before it)
+    db_b = int(psql(db, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = 'public' AND c.relkind = 'r';"))
+    out_b = int(psql(db, "SELECT coalesce(pg_total_relation_size(to_regclass('outputs')), 0);"))
     text = open(log).read()
     kinds = {int(pid): kind for kind, pid in
              re.findall(r"supervisor: started (\w+) worker \d+ \(pid (\d+)\)", text)}
@@ -222,6 +229,18 @@ def run_mode(args, mode, port, blocks, sim, samples):
           % (mode, blocks, ntx, nbytes / 1e6, ntx + nin + npd + nout, nout, elapsed,
              t_tip - t0, build_s, "yes" if dropped else "no", ntx / elapsed,
              nbytes / 1e6 / elapsed, (ntx + nin + npd + nout) / elapsed), flush=True)
+    print("  database: %.0f B/tx (tables + indexes), of which outputs %.0f B/tx"
+          % (db_b / ntx, out_b / ntx), flush=True)
+    if nout:
+        # the layout choice (sql/007): scripts <= 64 bytes inline vs none
+        # stored (served from LMDB by offset, 4 more bytes per row for the
+        # offset within the tx): the same rows copied without the script
+        psql(db, "CREATE TABLE bench_noscript AS SELECT block_id, tx_pos, idx, value, "
+                 "script_hash, 0::integer AS script_off FROM outputs;")
+        heap = int(psql(db, "SELECT pg_relation_size('outputs');"))
+        alt = int(psql(db, "SELECT pg_relation_size('bench_noscript');"))
+        print("  outputs heap: %.1f B/output with scripts inline, %.1f B/output with a "
+              "4-byte offset instead (%d outputs)" % (heap / nout, alt / nout, nout), flush=True)
     total = sum(per.values())
     if samples:
         samples.write("# mode=%s txs=%d elapsed=%.3f tip_at=%.3f index_build=%.3f\n"
