@@ -378,13 +378,18 @@ def test_reorg_during_reorg(pg_module, build_dir, simnode_factory, tmp_path):
 def test_reorg_1000_deep(pg_module, build_dir, simnode_factory, tmp_path):
     """A reorg of 1000 blocks (coinbase-only, to stay quick)."""
     pg = pg_module
+    from test_utxo import check_confirmed_utxos, node_chain_txs
     node = simnode_factory(generate=1005, seed=9)
     ci = create_db(pg, "deep")
     d = start(build_dir, tmp_path / "deep", node.port, ci, ["--relay", "off"])
     try:
         wait_tip(pg, "deep", d, node, timeout=240)
+        # outputs (issue 14): the UTXO set of the generated 1000-block chain,
+        # computed independently, before and after the reorg
+        assert check_confirmed_utxos(pg, "deep", node_chain_txs(node)) >= 1005
         node.reorg(fork_height=5, new_len=1001)
         wait_tip(pg, "deep", d, node, timeout=240)
+        assert check_confirmed_utxos(pg, "deep", node_chain_txs(node)) >= 1006
         m = d.wait_for_log(r"reorg: indexed best chain switched: fork height=5 leaving=1000 "
                            r"joining=1001 .*\((one transaction, [0-9.]+ ms)\)")
         print(m.group(1))

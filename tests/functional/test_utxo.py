@@ -67,6 +67,43 @@ def chain_txs(shared, name):
     return out
 
 
+def node_chain_txs(node):
+    """chain_txs of the simulated node's active chain."""
+    out = []
+    for height in range(node.chain.height + 1):
+        raw = node.chain.at(height).read()
+        _, txs = parse_block(raw)
+        for pos, (s, e, ins, outs) in enumerate(txs):
+            out.append((height, pos, sha256d(raw[s:e]), raw[s:e], ins, outs))
+    return out
+
+
+CONFIRMED_UTXOS = """
+SELECT cd_txid_hex(t.tx_hash), o.idx, o.value, b.height FROM outputs o
+JOIN blocks b ON b.block_id = o.block_id AND b.on_best_chain
+JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos
+WHERE NOT EXISTS (SELECT 1 FROM inputs i JOIN blocks s ON s.block_id = i.block_id
+                  AND s.on_best_chain WHERE i.prev_hash = t.tx_hash AND i.prev_idx = o.idx);
+"""
+
+
+def check_confirmed_utxos(pg, db, txs):
+    """The index's confirmed UTXO set and every script hash's confirmed
+    balance equal the set computed here from the blocks' bytes (mempool
+    rows, if any, are not compared). Returns the number of UTXOs."""
+    u = utxo_set(txs)
+    want = sorted((k[0][::-1].hex(), str(k[1]), str(v[0]), str(v[2])) for k, v in u.items())
+    assert sorted(psql(pg, db, CONFIRMED_UTXOS)) == want
+    per = {}
+    for (txid, n), (v, sc, h) in u.items():
+        per[hashlib.sha256(sc).hexdigest()] = per.get(hashlib.sha256(sc).hexdigest(), 0) + v
+    vals = ",".join("('\\x%s'::bytea)" % h for h in per)
+    rows = psql(pg, db, "SELECT encode(h, 'hex'), b.confirmed FROM (VALUES %s) v(h), "
+                        "cd_balance('script', h) b;" % vals)
+    assert {r[0]: int(r[1]) for r in rows} == per
+    return len(u)
+
+
 def utxo_set(txs, mempool=()):
     """{(txid, vout): (value, script, height)}: the outputs of txs (chain
     order) not spent by them; then the mempool txs (height None) applied."""
