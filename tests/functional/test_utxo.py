@@ -162,6 +162,25 @@ def chains(shared_data):
              "blockchain_118_0ebc17")}
 
 
+CONDUITDB = os.path.join(HERE, "data", "conduitdb")
+
+
+def check_conduitdb_spends(pg, db):
+    """ConduitDB's UTXO_REGISTRATIONS (tests/functional/data/conduitdb/
+    utxo_spends.json): outpoints its tests saw spent on both branches; each
+    is an output of the index whose key lists it as spent on the best chain."""
+    regs = json.load(open(os.path.join(CONDUITDB, "utxo_spends.json")))["UTXO_REGISTRATIONS"]
+    assert len(regs) >= 10
+    for txid, n in regs:
+        r = psql(pg, db, "SELECT k.spend_height IS NOT NULL FROM outputs o "
+                         "JOIN transactions t USING (block_id, tx_pos) "
+                         "JOIN blocks b ON b.block_id = o.block_id AND b.on_best_chain, "
+                         "cd_key_outputs('script', o.script_hash) k "
+                         "WHERE t.tx_hash = cd_txid('%s') AND o.idx = %d "
+                         "AND k.tx_hash = t.tx_hash AND k.vout = o.idx;" % (txid, n))
+        assert r == [("t",)], (txid, n, r)
+
+
 def reorg_to(pg, db, chain_dir):
     tip_hash = open(os.path.join(chain_dir, "headers.txt")).read().split()[-1]
     psql(pg, db, "INSERT INTO chain_target (singleton, block_hash, height) "
@@ -192,6 +211,7 @@ def test_balances_and_utxos_through_reorgs(pg_module, build_dir, shared_data, ch
 
     u = utxo_set(chains["blockchain_116_7c9cd2"])
     assert check_against(pg, "utxo", u, u) >= 3
+    check_conduitdb_spends(pg, "utxo")
 
     # reorg to the competing branch of chain 118: every wallet tx moves to
     # block 116 of that branch, the data carriers to block 118
@@ -200,6 +220,7 @@ def test_balances_and_utxos_through_reorgs(pg_module, build_dir, shared_data, ch
     assert psql(pg, "utxo", "SELECT count(*) FROM mempool_tx;") == [("0",)]
     u = utxo_set(chains["blockchain_118_0ebc17"])
     check_against(pg, "utxo", u, u)
+    check_conduitdb_spends(pg, "utxo")
 
 
 def test_reorg_returns_outputs_to_the_mempool(pg_module, build_dir, shared_data, chains):
