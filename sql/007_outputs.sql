@@ -205,6 +205,30 @@ BEGIN
 END
 $$;
 
+-- 001's cd_address_key (the OUTPUT pushdata key of an address: sha256 of
+-- its 20-byte hash) accepted any version byte, so a mainnet, a regtest and a
+-- P2SH address with the same hash gave the same rows (issue 14). Now the
+-- version byte must be P2PKH or P2SH of the index's network (cd_network());
+-- an index without its genesis block registered accepts either network's.
+CREATE OR REPLACE FUNCTION cd_address_key(address text) RETURNS bytea
+    LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    net text := cd_network();
+    s bytea;
+BEGIN
+    IF net IS NOT NULL THEN
+        s := cd_address_script(address, net);
+    ELSE
+        BEGIN
+            s := cd_address_script(address, 'main');
+        EXCEPTION WHEN raise_exception THEN
+            s := cd_address_script(address, 'test');
+        END;
+    END IF;
+    RETURN sha256(CASE WHEN length(s) = 25 THEN substr(s, 4, 20) ELSE substr(s, 3, 20) END);
+END
+$$;
+
 -- Electrum script hash (display hex, as Electrum clients send it) -> the
 -- stored script_hash (natural order).
 CREATE FUNCTION cd_scripthash(display_hex text) RETURNS bytea
@@ -343,8 +367,11 @@ $$;
 -- Balance of a key: confirmed = the best-chain outputs not spent on the best
 -- chain; unconfirmed = mempool outputs minus outputs spent by the mempool
 -- (so confirmed + unconfirmed = the sum of cd_utxos); utxos = their count.
-CREATE FUNCTION cd_balance(kind text, key bytea, OUT confirmed bigint, OUT unconfirmed bigint,
-                           OUT utxos bigint)
+-- (RETURNS TABLE, one row: a set-returning SQL function is inlined into the
+-- caller's query, so the key is a constant to the planner; a function
+-- returning a record would be planned generically: a scan of all outputs.)
+CREATE FUNCTION cd_balance(kind text, key bytea)
+    RETURNS TABLE (confirmed bigint, unconfirmed bigint, utxos bigint)
     LANGUAGE sql STABLE AS $$
     SELECT coalesce(sum(value) FILTER (WHERE height IS NOT NULL
                                        AND (spend_tx_hash IS NULL OR spend_height IS NULL)), 0)::bigint,

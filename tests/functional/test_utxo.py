@@ -289,6 +289,15 @@ def test_history_of_the_wallet_keys(pg_module, build_dir, shared_data, chains):
     p2 = psql(pg, "hist115", "SELECT txid FROM cd_history('script', %s, 1, %s, %s);"
               % (key, p1[0][1], p1[0][2]))
     assert [p1[0][0], p2[0][0]] == [PAY, SPEND]
+    # 001's cd_address_key checks the version byte now: the regtest address
+    # gives the hash160's key, the mainnet address of the same hash an error
+    assert psql(pg, "hist115", "SELECT encode(cd_address_key('%s'), 'hex');" % addr) == [
+        (hashlib.sha256(bytes.fromhex(WALLET_PKH)).hexdigest(),)]
+    p = subprocess.run(["psql", "-X", "-q", "-h", pg.sockdir, "-p", str(pg.port), "-U", "postgres",
+                        "-d", "hist115", "-c", "SELECT cd_address_key('%s');"
+                        % b58check(0, bytes.fromhex(WALLET_PKH))],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode != 0 and "version byte 0" in p.stderr.decode(), p.stderr
     # spent: no UTXO, balance 0
     assert psql(pg, "hist115", "SELECT * FROM cd_utxos('script', %s);" % key) == []
     assert psql(pg, "hist115", "SELECT * FROM cd_balance('script', %s);" % key) == [("0", "0", "0")]
