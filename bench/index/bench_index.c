@@ -272,9 +272,9 @@ int main(int argc, char **argv)
            " pushdata rows, %" PRIu64 " output rows\n",
            opt.txs, (double)bytes / 1e6, (double)bytes / (double)opt.txs, rows_in, rows_pd,
            rows_out);
-    printf(
-        "parse (txid+inputs+pushdata+script hashes), 1 core: %.0f MB/s, %.0f tx/s (CPU time, best of 3)\n",
-        (double)bytes / 1e6 / tp, (double)cnt / tp);
+    printf("parse (txid+inputs+pushdata+script hashes), 1 core: %.0f MB/s, %.0f tx/s (CPU time, "
+           "best of 3)\n",
+           (double)bytes / 1e6 / tp, (double)cnt / tp);
     printf("parse + %s COPY encoding, 1 core:           %.0f MB/s, %.0f tx/s\n",
            opt.format == CD_PG_COPY_BINARY ? "binary" : "text", (double)bytes / 1e6 / te,
            (double)opt.txs / te);

@@ -521,8 +521,8 @@ static int h_wallet(http_srv *s, struct evhttp_request *req, http_args *a)
     if (!strcmp(what, "balance"))
         rc = cd_wallet_balance(s->pg, &k, &rows, err, sizeof(err));
     else if (!strcmp(what, "utxos"))
-        rc = cd_wallet_utxos(s->pg, s->lk, &k, (uint32_t)limit, arg(a, "after"), with_script,
-                             &rows, next, err, sizeof(err));
+        rc = cd_wallet_utxos(s->pg, s->lk, &k, (uint32_t)limit, arg(a, "after"), with_script, &rows,
+                             next, err, sizeof(err));
     else
         rc = cd_wallet_history(s->pg, &k, (uint32_t)limit, arg(a, "after"), &rows, next, err,
                                sizeof(err));

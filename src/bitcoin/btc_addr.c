@@ -81,7 +81,6 @@ int btc_addr_script(const char *addr, const btc_net *net, uint8_t *script, size_
         *len = 23;
         return 0;
     }
-    snprintf(why, why_len, "version byte %u is not a P2PKH or P2SH address of %s", d[0],
-             net->name);
+    snprintf(why, why_len, "version byte %u is not a P2PKH or P2SH address of %s", d[0], net->name);
     return -1;
 }

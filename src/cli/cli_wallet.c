@@ -177,11 +177,10 @@ static int run(const char *cmd, int argc, char **argv)
     for (;;) {
         json_t *rows = NULL;
         uint32_t lim = a.limit ? a.limit : CD_WALLET_DEFAULT_LIMIT;
-        int w = !strcmp(cmd, "utxos")
-                    ? cd_wallet_utxos(conn, lk, &k, lim, cur[0] ? cur : NULL, a.script, &rows,
-                                      next, err, sizeof(err))
-                    : cd_wallet_history(conn, &k, lim, cur[0] ? cur : NULL, &rows, next, err,
-                                        sizeof(err));
+        int w = !strcmp(cmd, "utxos") ? cd_wallet_utxos(conn, lk, &k, lim, cur[0] ? cur : NULL,
+                                                        a.script, &rows, next, err, sizeof(err))
+                                      : cd_wallet_history(conn, &k, lim, cur[0] ? cur : NULL, &rows,
+                                                          next, err, sizeof(err));
         if (w) {
             fprintf(stderr, "conduit-cli %s: %s\n", cmd, err);
             rc = w == CD_LOOKUP_EINPUT ? 2 : 1;

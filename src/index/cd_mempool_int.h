@@ -78,7 +78,8 @@ typedef struct mp_buf {
 } mp_buf;
 
 /* Parameters of cd_mempool_add_txs (sql/006, with the txs' bytes and
- * facts; sql/007 cd_mempool_add_txs_outputs adds the outputs): bytea ones sent binary, arrays as text literals; then the limits. */
+ * facts; sql/007 cd_mempool_add_txs_outputs adds the outputs): bytea ones sent binary, arrays as
+ * text literals; then the limits. */
 enum {
     P_TXIDS,
     P_SIZES,

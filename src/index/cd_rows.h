@@ -50,8 +50,8 @@ typedef struct cd_rows_sink {
     /* every output (issue 14): value in satoshis, the locking script and
      * its Electrum script hash sha256(script) (natural order); after the
      * tx's push rows */
-    void (*output)(void *ctx, uint32_t tx_pos, uint32_t idx, uint64_t value,
-                   const uint8_t *script, size_t script_len, const uint8_t script_hash[32]);
+    void (*output)(void *ctx, uint32_t tx_pos, uint32_t idx, uint64_t value, const uint8_t *script,
+                   size_t script_len, const uint8_t script_hash[32]);
 } cd_rows_sink;
 
 /* Locking scripts up to this many bytes are stored in the outputs rows;

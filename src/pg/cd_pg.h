@@ -201,8 +201,7 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
 /* outputs (sql/007): script NULL = not stored (the row's script is NULL),
  * else script_len bytes stored. */
 void cd_pg_unit_add_output(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, uint64_t value,
-                           const uint8_t script_hash[32], const uint8_t *script,
-                           size_t script_len);
+                           const uint8_t script_hash[32], const uint8_t *script, size_t script_len);
 
 /*
  * Writes the unit exactly once: BEGIN; insert the marker (block_id, unit_no)
@@ -382,8 +381,9 @@ int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **bloc
 int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
 /*
- * Bulk-load switch for the four secondary indexes (transactions.tx_hash,
- * inputs (prev_hash, prev_idx), pushdata.push_hash, outputs.script_hash). Measured (PERFORMANCE.md):
+ * Bulk-load switch for the secondary indexes (transactions.tx_hash,
+ * inputs (prev_hash, prev_idx), pushdata.push_hash; outputs.script_hash,
+ * sql/007). Measured (PERFORMANCE.md):
  * maintaining them live while catching up costs ~3x the load time, because
  * every row inserts a random 32-byte key. on = 0 drops them (before a large
  * catch-up; lookups by hash are then slow), on = 1 creates the missing ones

@@ -234,8 +234,7 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
 
 /* outputs (block_id, tx_pos, idx, value, script_hash, script) */
 void cd_pg_unit_add_output(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, uint64_t value,
-                           const uint8_t script_hash[32], const uint8_t *script,
-                           size_t script_len)
+                           const uint8_t script_hash[32], const uint8_t *script, size_t script_len)
 {
     cd_pg_buf *b = &u->out;
     size_t slen = script ? script_len : 0;

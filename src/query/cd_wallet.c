@@ -184,9 +184,9 @@ int cd_wallet_utxos(PGconn *conn, cd_lookup *lk, const cd_wallet_key *k, uint32_
     }
     char lim[16];
     snprintf(lim, sizeof(lim), "%u", limit);
-    const char *v[6] = {k->push ? "push" : "script", (const char *)k->key, lim,
-                        after && !c.mempool ? c.h : NULL, after ? c.pos : NULL,
-                        after ? c.vout : NULL};
+    const char *v[6] = {
+        k->push ? "push" : "script",      (const char *)k->key, lim,
+        after && !c.mempool ? c.h : NULL, after ? c.pos : NULL, after ? c.vout : NULL};
     int lens[6] = {0, 32, 0, 0, 0, 0}, fmts[6] = {0, 1, 0, 0, 0, 0};
     PGresult *r = PQexecParams(conn,
                                "SELECT txid, vout, value, height, pos, encode(script, 'hex') "
@@ -251,11 +251,10 @@ int cd_wallet_history(PGconn *conn, const cd_wallet_key *k, uint32_t limit, cons
     json_t *a = json_array();
     int n = PQntuples(r);
     for (int i = 0; i < n; i++)
-        json_array_append_new(
-            a, json_pack("{s:s, s:o, s:I, s:s}", "txid", PQgetvalue(r, i, 0), "height",
-                         height_json(r, i, 1), "pos",
-                         (json_int_t)strtoll(PQgetvalue(r, i, 2), NULL, 10), "direction",
-                         PQgetvalue(r, i, 3)));
+        json_array_append_new(a, json_pack("{s:s, s:o, s:I, s:s}", "txid", PQgetvalue(r, i, 0),
+                                           "height", height_json(r, i, 1), "pos",
+                                           (json_int_t)strtoll(PQgetvalue(r, i, 2), NULL, 10),
+                                           "direction", PQgetvalue(r, i, 3)));
     if (n == (int)limit && n > 0) {
         int m = n - 1;
         if (PQgetisnull(r, m, 1))
@@ -268,15 +267,14 @@ int cd_wallet_history(PGconn *conn, const cd_wallet_key *k, uint32_t limit, cons
     return 0;
 }
 
-int cd_wallet_balance(PGconn *conn, const cd_wallet_key *k, json_t **out, char *err,
-                      size_t err_len)
+int cd_wallet_balance(PGconn *conn, const cd_wallet_key *k, json_t **out, char *err, size_t err_len)
 {
     *out = NULL;
     const char *v[2] = {k->push ? "push" : "script", (const char *)k->key};
     int lens[2] = {0, 32}, fmts[2] = {0, 1};
-    PGresult *r = PQexecParams(conn,
-                               "SELECT confirmed, unconfirmed, utxos FROM cd_balance($1, $2::bytea)",
-                               2, NULL, v, lens, fmts, 0);
+    PGresult *r =
+        PQexecParams(conn, "SELECT confirmed, unconfirmed, utxos FROM cd_balance($1, $2::bytea)", 2,
+                     NULL, v, lens, fmts, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
         return db_fail(conn, r, "balance", err, err_len);
     *out = json_pack("{s:I, s:I, s:I}", "confirmed",

@@ -35,7 +35,7 @@
 #include "cd_err.h"
 #include "cd_lookup.h"
 
-#define CD_WALLET_MAX_LIMIT 10000
+#define CD_WALLET_MAX_LIMIT     10000
 #define CD_WALLET_DEFAULT_LIMIT 1000
 
 typedef struct cd_wallet_key {
