@@ -306,6 +306,17 @@ def main():
         r = cli(BUILD, ["merkle-proof", txid, "--datadir", datadir, "--pg-conninfo", pg.conninfo],
                 check=False)
         print((r.stdout.decode() + r.stderr.decode())[:1200])
+        say("a wallet's view: balance and UTXOs of an address (conduit-cli, issue 14)")
+        sc = pg.psql("SELECT encode(o.script, 'hex') FROM outputs o WHERE length(o.script) = 25 "
+                     "AND substr(o.script, 1, 3) = '\\x76a914'::bytea "
+                     "GROUP BY o.script ORDER BY count(*) DESC, 1 LIMIT 1").strip()
+        if sc:
+            addr = regtest_address(bytes.fromhex(sc)[3:23])
+            for args in (["balance", addr], ["utxos", addr, "--limit", "5"]):
+                print(f"\n$ conduit-cli {' '.join(args)} --regtest")
+                r = cli(BUILD, args + ["--regtest", "--datadir", datadir, "--pg-conninfo",
+                                       pg.conninfo], check=False)
+                print((r.stdout.decode() + r.stderr.decode()).rstrip())
         if a.keep:
             keep_running(tmp, pg, sim, port, daemon, datadir, http_url)
             kept = True
@@ -323,6 +334,18 @@ def main():
                 print(f"kept {tmp} (logs); nothing left running")
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def regtest_address(hash160):
+    """The regtest P2PKH address (version 111) of a hash160: base58check."""
+    import hashlib
+    data = bytes([111]) + hash160
+    data += hashlib.sha256(hashlib.sha256(data).digest()).digest()[:4]
+    n, s = int.from_bytes(data, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        s = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"[r] + s
+    return s
 
 
 if __name__ == "__main__":

@@ -137,6 +137,11 @@ static void null_push(void *c, uint32_t a, uint32_t b, unsigned f, const uint8_t
 {
     (void)c, (void)a, (void)b, (void)f, (void)k;
 }
+static void null_out(void *c, uint32_t a, uint32_t b, uint64_t v, const uint8_t *s, size_t n,
+                     const uint8_t *h)
+{
+    (void)c, (void)a, (void)b, (void)v, (void)s, (void)n, (void)h;
+}
 
 /* A cd_pg handle for a conninfo string (cd_pg_new reads only pg_conninfo
  * from the configuration, and copies it). */
@@ -234,7 +239,7 @@ int main(int argc, char **argv)
     /* parse only: the CPU side, one core. Thread CPU time, best of 3 passes:
      * a per-core figure even when other processes share the machine. */
     uint64_t cnt = 0;
-    cd_rows_sink ns = {&cnt, null_tx, null_in, null_push};
+    cd_rows_sink ns = {&cnt, null_tx, null_in, null_push, null_out};
     cd_rows_opts po = {1, 0};
     double tp = 1e30, te = 1e30, t0;
     for (int pass = 0; pass < 3; pass++) {
@@ -247,9 +252,9 @@ int main(int argc, char **argv)
     }
     cd_pg_unit enc;
     cd_pg_unit_init(&enc, opt.format);
-    uint64_t rows_in = 0, rows_pd = 0;
+    uint64_t rows_in = 0, rows_pd = 0, rows_out = 0;
     for (int pass = 0; pass < 3; pass++) {
-        rows_in = rows_pd = 0;
+        rows_in = rows_pd = rows_out = 0;
         t0 = cpu_s();
         for (size_t i = 0; i < nb; i++) {
             cd_pg_unit_reset(&enc, 1, 0, 0);
@@ -258,16 +263,18 @@ int main(int argc, char **argv)
                 return 1;
             rows_in += enc.in.rows;
             rows_pd += enc.pd.rows;
+            rows_out += enc.out.rows;
         }
         te = CD_MIN(te, cpu_s() - t0);
     }
     cd_pg_unit_free(&enc);
     printf("generated %" PRIu64 " txs, %.1f MB (%.0f B/tx), %" PRIu64 " input rows, %" PRIu64
-           " pushdata rows\n",
-           opt.txs, (double)bytes / 1e6, (double)bytes / (double)opt.txs, rows_in, rows_pd);
-    printf(
-        "parse (txid+inputs+pushdata hashes), 1 core: %.0f MB/s, %.0f tx/s (CPU time, best of 3)\n",
-        (double)bytes / 1e6 / tp, (double)cnt / tp);
+           " pushdata rows, %" PRIu64 " output rows\n",
+           opt.txs, (double)bytes / 1e6, (double)bytes / (double)opt.txs, rows_in, rows_pd,
+           rows_out);
+    printf("parse (txid+inputs+pushdata+script hashes), 1 core: %.0f MB/s, %.0f tx/s (CPU time, "
+           "best of 3)\n",
+           (double)bytes / 1e6 / tp, (double)cnt / tp);
     printf("parse + %s COPY encoding, 1 core:           %.0f MB/s, %.0f tx/s\n",
            opt.format == CD_PG_COPY_BINARY ? "binary" : "text", (double)bytes / 1e6 / te,
            (double)opt.txs / te);

@@ -15,6 +15,7 @@
 #include "cd_log.h"
 #include "cd_util.h"
 #include "cd_lookup.h"
+#include "cd_wallet.h"
 
 #include <sys/queue.h> /* TAILQ_INIT for evkeyvalq */
 
@@ -473,6 +474,63 @@ static int h_history(http_srv *s, struct evhttp_request *req, http_args *a)
     return H_DONE;
 }
 
+/* ---- wallet queries (issue 14): /v1/{address,scripthash,pushdata}/<key>/
+ * {utxos,balance,history}; pushdata's /history keeps its pushdata-row
+ * answer (h_history), its tx history is /txhistory. Queries: cd_wallet.c,
+ * shared with conduit-cli. ---- */
+
+static int h_wallet(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    char err[512], next[64];
+    cd_wallet_key k;
+    if (cd_wallet_key_parse(a->seg[0], a->seg[1], s->cfg->net, &k, err, sizeof(err)) != 0) {
+        cd_http_reply_error(req, 400, "%s", err);
+        return H_DONE;
+    }
+    const char *what = a->seg[2];
+    uint64_t limit = CD_WALLET_DEFAULT_LIMIT;
+    if (arg(a, "limit") &&
+        (parse_uint(arg(a, "limit"), CD_WALLET_MAX_LIMIT, &limit) != 0 || !limit)) {
+        cd_http_reply_error(req, 400, "bad limit: expected 1..%d", CD_WALLET_MAX_LIMIT);
+        return H_DONE;
+    }
+    int with_script = 0;
+    if (parse_flag(arg(a, "script"), &with_script) != 0) {
+        cd_http_reply_error(req, 400, "bad script: expected true or false");
+        return H_DONE;
+    }
+    json_t *rows = NULL;
+    int rc;
+    next[0] = 0;
+    if (!strcmp(what, "balance"))
+        rc = cd_wallet_balance(s->pg, &k, &rows, err, sizeof(err));
+    else if (!strcmp(what, "utxos"))
+        rc = cd_wallet_utxos(s->pg, s->lk, &k, (uint32_t)limit, arg(a, "after"), with_script, &rows,
+                             next, err, sizeof(err));
+    else
+        rc = cd_wallet_history(s->pg, &k, (uint32_t)limit, arg(a, "after"), &rows, next, err,
+                               sizeof(err));
+    if (rc == CD_LOOKUP_EINPUT) {
+        cd_http_reply_error(req, 400, "%s", err);
+        return H_DONE;
+    }
+    if (rc != 0) {
+        if (PQstatus(s->pg) != CONNECTION_OK)
+            return H_DB_LOST;
+        cd_log_warn("http: %s", err);
+        cd_http_reply_error(req, 500, "%s", err);
+        return H_DONE;
+    }
+    if (!strcmp(what, "balance")) {
+        cd_http_reply_jobj(req, 200, rows);
+        return H_DONE;
+    }
+    cd_http_reply_jobj(req, 200,
+                       json_pack("{s:o, s:o}", !strcmp(what, "utxos") ? "utxos" : "history", rows,
+                                 "next", next[0] ? json_string(next) : json_null()));
+    return H_DONE;
+}
+
 /* ---- routing ---- */
 
 typedef struct http_route {
@@ -490,6 +548,15 @@ static const http_route routes[] = {
     {{"block", "*", "header", NULL}, 0, h_header},
     {{"outpoint", "*", "*", "spender", NULL}, 1, h_spender},
     {{"pushdata", "*", "history", NULL}, 1, h_history},
+    {{"pushdata", "*", "txhistory", NULL}, 1, h_wallet},
+    {{"pushdata", "*", "utxos", NULL}, 1, h_wallet},
+    {{"pushdata", "*", "balance", NULL}, 1, h_wallet},
+    {{"address", "*", "utxos", NULL}, 1, h_wallet},
+    {{"address", "*", "balance", NULL}, 1, h_wallet},
+    {{"address", "*", "history", NULL}, 1, h_wallet},
+    {{"scripthash", "*", "utxos", NULL}, 1, h_wallet},
+    {{"scripthash", "*", "balance", NULL}, 1, h_wallet},
+    {{"scripthash", "*", "history", NULL}, 1, h_wallet},
 };
 
 static const http_route *route_find(const http_args *a)

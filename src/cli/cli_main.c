@@ -25,6 +25,9 @@ int cd_cli_verify(int argc, char **argv);        /* cli_store.c */
 int cd_cli_tx_offsets(int argc, char **argv);    /* cli_store.c */
 int cd_cli_tx(int argc, char **argv);            /* cli_pg.c */
 int cd_cli_merkle_proof(int argc, char **argv);  /* cli_pg.c */
+int cd_cli_utxos(int argc, char **argv);         /* cli_wallet.c */
+int cd_cli_balance(int argc, char **argv);       /* cli_wallet.c */
+int cd_cli_history(int argc, char **argv);       /* cli_wallet.c */
 
 static const cd_cli_cmd commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
@@ -47,6 +50,12 @@ static const cd_cli_cmd commands[] = {
      "where an indexed tx is; --hex: its raw bytes"},
     {"merkle-proof", cd_cli_merkle_proof, "<txid> [--target hash|header|merkleroot]",
      "TSC merkle proof (JSON) of an indexed tx"},
+    {"utxos", cd_cli_utxos, "<address|scripthash:H|pushdata:H> [--json] [--script]",
+     "unspent outputs of a key (best chain + mempool)"},
+    {"balance", cd_cli_balance, "<address|scripthash:H|pushdata:H> [--json]",
+     "confirmed / unconfirmed satoshis and UTXO count of a key"},
+    {"history", cd_cli_history, "<address|scripthash:H|pushdata:H> [--json]",
+     "txs paying to or spending from a key, by height (mempool last)"},
     {NULL, NULL, NULL, NULL},
 };
 

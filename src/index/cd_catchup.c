@@ -2,7 +2,7 @@
  * cd_catchup.c - catch-up mode of the PostgreSQL index (see cd_catchup.h):
  * drop the secondary indexes while far behind, rebuild them when close.
  *
- * Why it exists: the daemon indexes ~3x faster without the three random-key
+ * Why it exists: the daemon indexes ~3x faster without the four random-key
  * secondary indexes (docs/PERFORMANCE.md), but CREATE INDEX on a large chain
  * takes minutes, and the controller's loop must never block on PostgreSQL
  * (DESIGN.md §2). So the controller only decides; a helper process (a
@@ -40,7 +40,7 @@ typedef enum { CU_OP_NONE, CU_OP_DROP, CU_OP_BUILD } cu_op;
 typedef struct cu_msg {
     char kind;   /* 'B' build started (some index missing), 'R' result */
     int32_t rc;  /* R: 0 ok, < 0 failed */
-    int32_t had; /* R: how many of the three existed before */
+    int32_t had; /* R: how many of the CU_N_INDEXES existed before */
     double secs; /* R: time the DDL took */
 } cu_msg;
 
@@ -64,8 +64,10 @@ typedef struct cu_state {
     int got_result;
 } cu_state;
 
-static const char *const cu_index_names =
-    "'transactions_hash_idx', 'inputs_outpoint_idx', 'pushdata_hash_idx'";
+static const char *const cu_index_names = "'transactions_hash_idx', 'inputs_outpoint_idx', "
+                                          "'pushdata_hash_idx', 'outputs_script_hash_idx'";
+/* how many names cu_index_names lists (cd_pg_secondary_indexes builds them) */
+#define CU_N_INDEXES 4
 
 /* ---- the helper process ---- */
 
@@ -83,7 +85,7 @@ static void send_msg(int fd, char kind, int rc, int had, double secs)
     } while (w < 0 && errno == EINTR);
 }
 
-/* How many of the three indexes exist (-1: error, logged by the caller). */
+/* How many of the CU_N_INDEXES indexes exist (-1: error, logged by the caller). */
 static int count_indexes(cd_pg *pg)
 {
     if (cd_pg_connect(pg) != CD_PG_OK)
@@ -131,7 +133,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
         (had = count_indexes(pg)) >= 0) {
         if (op == CU_OP_DROP) {
             rc = had ? cd_pg_secondary_indexes(pg, 0) : CD_PG_OK;
-        } else if (had == 3) {
+        } else if (had == CU_N_INDEXES) {
             rc = CD_PG_OK;
         } else {
             send_msg(fd, 'B', 0, had, 0);
@@ -176,9 +178,10 @@ static void on_msg(cu_state *s, const cu_msg *m)
 {
     if (m->kind == 'B') {
         s->building = 1;
-        cd_log_info("index: building secondary indexes (%d of 3 present; %d blocks behind): "
-                    "transactions(tx_hash), inputs(prev_hash, prev_idx), pushdata(push_hash)",
-                    (int)m->had, (int)s->behind);
+        cd_log_info("index: building secondary indexes (%d of %d present; %d blocks behind): "
+                    "transactions(tx_hash), inputs(prev_hash, prev_idx), pushdata(push_hash), "
+                    "outputs(script_hash)",
+                    (int)m->had, CU_N_INDEXES, (int)s->behind);
         return;
     }
     s->got_result = 1;
@@ -194,7 +197,7 @@ static void on_msg(cu_state *s, const cu_msg *m)
                     (int)s->behind, m->had ? "" : " (were absent)");
     } else {
         s->known = CU_LIVE;
-        if (m->had == 3)
+        if (m->had == CU_N_INDEXES)
             cd_log_info("index: secondary indexes present (%d blocks behind)", (int)s->behind);
         else
             cd_log_info("index: secondary indexes ready (%.1f s)", m->secs);

@@ -80,9 +80,18 @@ static void arr_add(mp_buf *b, uint32_t v)
     buf_add(b, t, (size_t)n);
 }
 
+/* Appends signed "v" to a text array literal being built. */
+static void arr_add64(mp_buf *b, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof(t), b->len > 1 ? ",%" PRId64 : "%" PRId64, v);
+    buf_add(b, t, (size_t)n);
+}
+
 static size_t is_array(int i)
 {
-    return i != P_TXIDS && i != P_RAWS && i != P_INS && i != P_PUSH;
+    return i != P_TXIDS && i != P_RAWS && i != P_INS && i != P_PUSH && i != P_OUT_HASH &&
+           i != P_OUT_SCR;
 }
 
 /* ---- operations ---- */
@@ -136,6 +145,15 @@ static void batch_build(mp_state *s)
             arr_add(&b[P_PUSH_IDX], t->idx[j]);
             arr_add(&b[P_PUSH_FL], t->flags[j]);
         }
+        if (t->n_out)
+            buf_add(&b[P_OUT_HASH], t->ohash, t->n_out * 32);
+        if (t->oscr_len)
+            buf_add(&b[P_OUT_SCR], t->oscr, t->oscr_len);
+        for (size_t j = 0; j < t->n_out; j++) {
+            arr_add(&b[P_OUT_TX], (uint32_t)k);
+            arr_add64(&b[P_OUT_VAL], (int64_t)t->oval[j]);
+            arr_add64(&b[P_OUT_SLEN], t->oslen[j]);
+        }
         arr_add(&b[P_LOCKS], t->lock_time);
         const char *nf = t->seq_nonfinal ? ",t" : ",f";
         buf_add(&b[P_SEQNF], k ? nf : nf + 1, k ? 2 : 1);
@@ -150,9 +168,10 @@ static void batch_build(mp_state *s)
     bt->n = n;
 }
 
-/* Writes the batch with one cd_mempool_add_txs call (one statement, one
- * transaction, one round trip), which also keeps the table within
- * mempool_max_txs / mempool_max_bytes. */
+/* Writes the batch with one cd_mempool_add_txs_outputs call (one
+ * statement, one transaction, one round trip: the txs, their rows and
+ * outputs), which also keeps the table within mempool_max_txs /
+ * mempool_max_bytes. */
 static void batch_send(mp_state *s)
 {
     char cap[24], bytes[24];
@@ -171,8 +190,9 @@ static void batch_send(mp_state *s)
     lens[P_N] = lens[P_N + 1] = 0;
     fmts[P_N] = fmts[P_N + 1] = 0;
     cd_mempool_send_params(s, OP_BATCH,
-                           "SELECT accepted, known, conflicting, limited FROM cd_mempool_add_txs("
-                           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                           "SELECT accepted, known, conflicting, limited FROM "
+                           "cd_mempool_add_txs_outputs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                           "$11, $17, $18, $12, $13, $14, $15, $16)",
                            P_N + 2, vals, lens, fmts);
 }
 

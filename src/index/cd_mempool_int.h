@@ -60,6 +60,15 @@ typedef struct mp_tx {
     size_t n_push, cap_push;
     uint32_t lock_time; /* nLockTime */
     int seq_nonfinal;   /* an input's nSequence is not 0xffffffff */
+    /* outputs (sql/007 mempool_outputs): n_out values, script hashes
+     * (n_out x 32), stored script lengths (-1: not stored) and the stored
+     * scripts concatenated (oscr_len bytes) */
+    uint64_t *oval;
+    uint8_t *ohash;
+    int32_t *oslen;
+    size_t n_out, cap_out;
+    uint8_t *oscr;
+    size_t oscr_len, oscr_cap;
 } mp_tx;
 
 /* Growable byte buffer for one batch's parameters. */
@@ -69,7 +78,8 @@ typedef struct mp_buf {
 } mp_buf;
 
 /* Parameters of cd_mempool_add_txs (sql/006, with the txs' bytes and
- * facts): bytea ones sent binary, arrays as text literals; then the limits. */
+ * facts; sql/007 cd_mempool_add_txs_outputs adds the outputs): bytea ones sent binary, arrays as
+ * text literals; then the limits. */
 enum {
     P_TXIDS,
     P_SIZES,
@@ -82,6 +92,12 @@ enum {
     P_PUSH_FL,
     P_LOCKS,
     P_SEQNF,
+    /* cd_mempool_add_txs_outputs (sql/007): the outputs */
+    P_OUT_TX,
+    P_OUT_VAL,
+    P_OUT_HASH,
+    P_OUT_SLEN,
+    P_OUT_SCR,
     P_N
 };
 

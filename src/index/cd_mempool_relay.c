@@ -263,6 +263,10 @@ void cd_mempool_tx_free(mp_tx *t)
     free(t->keys);
     free(t->idx);
     free(t->flags);
+    free(t->oval);
+    free(t->ohash);
+    free(t->oslen);
+    free(t->oscr);
 }
 
 static void sink_tx(void *ctx, uint32_t pos, const uint8_t txid[32], uint64_t off, uint32_t size)
@@ -303,6 +307,36 @@ static void sink_push(void *ctx, uint32_t pos, uint32_t idx, unsigned flags, con
     t->idx[t->n_push] = idx;
     t->flags[t->n_push] = flags;
     t->n_push++;
+}
+
+static void sink_output(void *ctx, uint32_t pos, uint32_t idx, uint64_t value,
+                        const uint8_t *script, size_t script_len, const uint8_t hash[32])
+{
+    (void)pos;
+    (void)idx; /* vout order: the SQL numbers them */
+    mp_tx *t = ctx;
+    if (t->n_out == t->cap_out) {
+        t->cap_out = t->cap_out ? 2 * t->cap_out : 4;
+        t->oval = cd_xrealloc(t->oval, t->cap_out * sizeof(uint64_t));
+        t->ohash = cd_xrealloc(t->ohash, t->cap_out * 32);
+        t->oslen = cd_xrealloc(t->oslen, t->cap_out * sizeof(int32_t));
+    }
+    t->oval[t->n_out] = value;
+    memcpy(t->ohash + t->n_out * 32, hash, 32);
+    /* the same rule as the block rows (cd_rows.c unit_output) */
+    if (script_len <= CD_ROWS_SCRIPT_INLINE) {
+        if (t->oscr_len + script_len > t->oscr_cap) {
+            t->oscr_cap = (t->oscr_len + script_len) * 2;
+            t->oscr = cd_xrealloc(t->oscr, t->oscr_cap);
+        }
+        if (script_len)
+            memcpy(t->oscr + t->oscr_len, script, script_len);
+        t->oscr_len += script_len;
+        t->oslen[t->n_out] = (int32_t)script_len;
+    } else {
+        t->oslen[t->n_out] = -1;
+    }
+    t->n_out++;
 }
 
 /* The facts the node's finality rule needs (IsFinalTx, bitcoin-sv
@@ -358,7 +392,8 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     }
     mp_tx *t = &s->q[s->q_n];
     memset(t, 0, sizeof(*t));
-    cd_rows_sink sink = {.ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push};
+    cd_rows_sink sink = {
+        .ctx = t, .tx = sink_tx, .input = sink_input, .push = sink_push, .output = sink_output};
     size_t used = 0;
     long ntx = cd_rows_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
     if (ntx != 1 || used != len || tx_facts(raw, len, t) != 0) {

@@ -103,6 +103,42 @@ static void emit_pushes_streamed(const btc_tx *tx, uint32_t tx_pos, const btc_pu
     pushq_flush(&q);
 }
 
+/* Output rows of a parsed transaction: the script hashes are computed
+ * OUTQ_LEN at a time (btc_sha256_many: two SHA-NI lanes) and the rows
+ * emitted in vout order; memory stays bounded for any number of outputs. */
+#define OUTQ_LEN 32
+
+static void emit_outputs(const btc_tx *tx, uint32_t tx_pos, const cd_rows_sink *sink)
+{
+    btc_txout outs[OUTQ_LEN];
+    uint8_t hashes[OUTQ_LEN][32];
+    btc_sha256_job jobs[OUTQ_LEN];
+    btc_tx_iter it;
+    btc_tx_outputs(tx, &it);
+    uint32_t first = 0;
+    size_t n = 0;
+    for (;;) {
+        int more = btc_tx_next_output(&it, &outs[n]);
+        if (more) {
+            jobs[n].data = outs[n].script;
+            jobs[n].len = outs[n].script_len;
+            jobs[n].out = hashes[n];
+            jobs[n].twice = 0;
+            n++;
+        }
+        if (n == OUTQ_LEN || (!more && n > 0)) {
+            btc_sha256_many(jobs, n);
+            for (size_t i = 0; i < n; i++)
+                sink->output(sink->ctx, tx_pos, first + (uint32_t)i, outs[i].value, outs[i].script,
+                             outs[i].script_len, hashes[i]);
+            first += (uint32_t)n;
+            n = 0;
+        }
+        if (!more)
+            break;
+    }
+}
+
 /* Emits the rows of one transaction of a batch: the tx row, then each input
  * row followed by that input's keys, then the output keys. */
 static void emit_batched(const btc_txb *b, const btc_txb_tx *t, uint32_t pos, uint64_t offset,
@@ -114,6 +150,8 @@ static void emit_batched(const btc_txb *b, const btc_txb_tx *t, uint32_t pos, ui
         if (sink->input)
             emit_inputs(&t->tx, pos, sink);
         emit_pushes_streamed(&t->tx, pos, b->opts, sink);
+        if (sink->output)
+            emit_outputs(&t->tx, pos, sink);
         return;
     }
     const btc_tx_push_key *k = b->keys + t->first_key, *end = k + t->n_keys;
@@ -130,6 +168,8 @@ static void emit_batched(const btc_txb *b, const btc_txb_tx *t, uint32_t pos, ui
     }
     for (; k < end; k++)
         sink->push(sink->ctx, pos, k->index, k->flags, k->hash);
+    if (sink->output)
+        emit_outputs(&t->tx, pos, sink);
 }
 
 static void push_opts(const cd_rows_opts *opts, btc_push_opts *po)
@@ -215,9 +255,18 @@ static void unit_push(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags,
     cd_pg_unit_add_push(ctx, tx_pos, idx, flags, key);
 }
 
+static void unit_output(void *ctx, uint32_t tx_pos, uint32_t idx, uint64_t value,
+                        const uint8_t *script, size_t script_len, const uint8_t script_hash[32])
+{
+    static const uint8_t empty[1];
+    /* NULL = not stored (long); an empty script is stored, as '' */
+    const uint8_t *keep = script_len > CD_ROWS_SCRIPT_INLINE ? NULL : script_len ? script : empty;
+    cd_pg_unit_add_output(ctx, tx_pos, idx, value, script_hash, keep, script_len);
+}
+
 cd_rows_sink cd_rows_unit_sink(cd_pg_unit *u)
 {
-    cd_rows_sink s = {u, unit_tx, unit_input, unit_push};
+    cd_rows_sink s = {u, unit_tx, unit_input, unit_push, unit_output};
     return s;
 }
 

@@ -14,7 +14,7 @@
  * byte inside an output's data region when opts->data_pushes (config
  * index_data_pushes) is set. Keys repeated within one script are reported
  * once. Rows of each kind arrive in block order (a transaction's row before
- * its input and push rows); hashes are computed for 32 transactions at a time
+ * its input and push rows, then its outputs); hashes are computed for 32 transactions at a time
  * (btc_txbatch.h) before their rows are reported.
  *
  * cd_rows_index_unit = parse + the standard sink into a cd_pg_unit +
@@ -47,7 +47,17 @@ typedef struct cd_rows_sink {
     void (*input)(void *ctx, uint32_t tx_pos, uint32_t in_idx, const uint8_t prev_hash[32],
                   uint32_t prev_idx);
     void (*push)(void *ctx, uint32_t tx_pos, uint32_t idx, unsigned flags, const uint8_t key[32]);
+    /* every output (issue 14): value in satoshis, the locking script and
+     * its Electrum script hash sha256(script) (natural order); after the
+     * tx's push rows */
+    void (*output)(void *ctx, uint32_t tx_pos, uint32_t idx, uint64_t value, const uint8_t *script,
+                   size_t script_len, const uint8_t script_hash[32]);
 } cd_rows_sink;
+
+/* Locking scripts up to this many bytes are stored in the outputs rows;
+ * longer ones are read from the tx bytes (sql/007_outputs.sql,
+ * docs/PERFORMANCE.md "Outputs"). */
+#define CD_ROWS_SCRIPT_INLINE 64
 
 /*
  * Parses the transactions in data[0..len).

@@ -164,11 +164,11 @@ typedef struct cd_pg_unit {
     uint32_t first_tx;
     uint32_t tx_count; /* counted by cd_pg_unit_add_tx */
     cd_pg_copy_format format;
-    cd_pg_buf tx, in, pd;
+    cd_pg_buf tx, in, pd, out;
     /* streaming (between cd_pg_unit_open and cd_pg_unit_close): a buffer
      * that reaches flush_bytes is sent with COPY inside the open
      * transaction and emptied, so a unit of any size (a 4 GB transaction
-     * with millions of outputs) needs at most 3 x flush_bytes of memory */
+     * with millions of outputs) needs at most 4 x flush_bytes of memory */
     cd_pg *stream;
     size_t flush_bytes;  /* default CD_PG_FLUSH_BYTES */
     int stream_rc;       /* first failure while streaming */
@@ -198,6 +198,10 @@ void cd_pg_unit_add_input(cd_pg_unit *u, uint32_t tx_pos, uint32_t in_idx,
                           const uint8_t prev_hash[32], uint32_t prev_idx);
 void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned flags,
                          const uint8_t key[32]);
+/* outputs (sql/007): script NULL = not stored (the row's script is NULL),
+ * else script_len bytes stored. */
+void cd_pg_unit_add_output(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, uint64_t value,
+                           const uint8_t script_hash[32], const uint8_t *script, size_t script_len);
 
 /*
  * Writes the unit exactly once: BEGIN; insert the marker (block_id, unit_no)
@@ -384,8 +388,9 @@ int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **bloc
 int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
 /*
- * Bulk-load switch for the three secondary indexes (transactions.tx_hash,
- * inputs (prev_hash, prev_idx), pushdata.push_hash). Measured (PERFORMANCE.md):
+ * Bulk-load switch for the secondary indexes (transactions.tx_hash,
+ * inputs (prev_hash, prev_idx), pushdata.push_hash; outputs.script_hash,
+ * sql/007). Measured (PERFORMANCE.md):
  * maintaining them live while catching up costs ~3x the load time, because
  * every row inserts a random 32-byte key. on = 0 drops them (before a large
  * catch-up; lookups by hash are then slow), on = 1 creates the missing ones

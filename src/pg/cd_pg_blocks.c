@@ -720,13 +720,14 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height)
 
 int cd_pg_secondary_indexes(cd_pg *pg, int on)
 {
-    static const char *drop[] = {"DROP INDEX IF EXISTS transactions_hash_idx",
-                                 "DROP INDEX IF EXISTS inputs_outpoint_idx",
-                                 "DROP INDEX IF EXISTS pushdata_hash_idx"};
+    static const char *drop[] = {
+        "DROP INDEX IF EXISTS transactions_hash_idx", "DROP INDEX IF EXISTS inputs_outpoint_idx",
+        "DROP INDEX IF EXISTS pushdata_hash_idx", "DROP INDEX IF EXISTS outputs_script_hash_idx"};
     static const char *create[] = {
         "CREATE INDEX IF NOT EXISTS transactions_hash_idx ON transactions (tx_hash)",
         "CREATE INDEX IF NOT EXISTS inputs_outpoint_idx ON inputs (prev_hash, prev_idx)",
-        "CREATE INDEX IF NOT EXISTS pushdata_hash_idx ON pushdata (push_hash)"};
+        "CREATE INDEX IF NOT EXISTS pushdata_hash_idx ON pushdata (push_hash)",
+        "CREATE INDEX IF NOT EXISTS outputs_script_hash_idx ON outputs (script_hash)"};
     for (size_t i = 0; i < CD_ARRAY_LEN(drop); i++) {
         int rc = cd_pg_exec(pg, on ? create[i] : drop[i]);
         if (rc)

@@ -114,8 +114,8 @@ void cd_pg_unit_reset(cd_pg_unit *u, int64_t block_id, uint32_t unit_no, uint32_
     u->unit_no = unit_no;
     u->first_tx = first_tx;
     u->tx_count = 0;
-    u->tx.len = u->in.len = u->pd.len = 0;
-    u->tx.rows = u->in.rows = u->pd.rows = 0;
+    u->tx.len = u->in.len = u->pd.len = u->out.len = 0;
+    u->tx.rows = u->in.rows = u->pd.rows = u->out.rows = 0;
     u->stream = NULL;
     u->stream_rc = 0;
     u->expect_txs = 0;
@@ -130,6 +130,7 @@ void cd_pg_unit_free(cd_pg_unit *u)
     free(u->tx.p);
     free(u->in.p);
     free(u->pd.p);
+    free(u->out.p);
     free(u->marks);
     memset(u, 0, sizeof(*u));
 }
@@ -231,6 +232,56 @@ void cd_pg_unit_add_push(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, unsigned 
         stream_flush(u, b);
 }
 
+/* outputs (block_id, tx_pos, idx, value, script_hash, script) */
+void cd_pg_unit_add_output(cd_pg_unit *u, uint32_t tx_pos, uint32_t idx, uint64_t value,
+                           const uint8_t script_hash[32], const uint8_t *script, size_t script_len)
+{
+    cd_pg_buf *b = &u->out;
+    size_t slen = script ? script_len : 0;
+    buf_reserve(b, 200 + 4 * slen);
+    uint8_t *p = b->p + b->len;
+    if (u->format == CD_PG_COPY_BINARY) {
+        p = be16(p, 6);
+        p = f_i8(p, (uint64_t)u->block_id);
+        p = f_i4(p, tx_pos);
+        p = f_i4(p, idx);
+        p = f_i8(p, value);
+        p = f_h32(p, script_hash);
+        if (script) {
+            p = be32(p, (uint32_t)slen);
+            memcpy(p, script, slen);
+            p += slen;
+        } else {
+            p = be32(p, 0xFFFFFFFFu); /* NULL */
+        }
+    } else {
+        p = t_i64(p, u->block_id);
+        *p++ = '\t';
+        p = t_u64(p, tx_pos);
+        *p++ = '\t';
+        p = t_u64(p, idx);
+        *p++ = '\t';
+        p = t_i64(p, (int64_t)value);
+        *p++ = '\t';
+        p = t_h32(p, script_hash);
+        *p++ = '\t';
+        if (script) {
+            *p++ = '\\';
+            *p++ = '\\';
+            *p++ = 'x';
+            p = (uint8_t *)cd_hex_put((char *)p, script, slen);
+        } else {
+            *p++ = '\\';
+            *p++ = 'N';
+        }
+        *p++ = '\n';
+    }
+    b->len = (size_t)(p - b->p);
+    b->rows++;
+    if (CD_UNLIKELY(u->stream != NULL) && b->len >= u->flush_bytes)
+        stream_flush(u, b);
+}
+
 /* ------------------------------------------------------------------ */
 /* exactly-once unit writer                                            */
 /* ------------------------------------------------------------------ */
@@ -291,6 +342,7 @@ static int copy_table(cd_pg *pg, const cd_pg_unit *u, const char *table, const c
 static const char *const cols_tx = "block_id, tx_offset, tx_pos, tx_size, tx_hash";
 static const char *const cols_in = "block_id, tx_pos, in_idx, prev_idx, prev_hash";
 static const char *const cols_pd = "block_id, tx_pos, idx, flags, push_hash";
+static const char *const cols_out = "block_id, tx_pos, idx, value, script_hash, script";
 
 struct unit_vals {
     char b[24], n[12], f[12], c[12];
@@ -370,6 +422,8 @@ static int close_op(cd_pg *pg, const cd_pg_unit *u)
         rc = copy_table(pg, u, "inputs", cols_in, &u->in);
     if (rc == 0)
         rc = copy_table(pg, u, "pushdata", cols_pd, &u->pd);
+    if (rc == 0)
+        rc = copy_table(pg, u, "outputs", cols_out, &u->out);
     PGresult *r = NULL;
     if (rc == 0)
         rc = cd_pg_q(pg, what,
@@ -425,8 +479,14 @@ int cd_pg_unit_open(cd_pg *pg, cd_pg_unit *u)
 static void stream_flush(cd_pg_unit *u, cd_pg_buf *b)
 {
     if (u->stream_rc == 0) {
-        const char *table = b == &u->tx ? "transactions" : b == &u->in ? "inputs" : "pushdata";
-        const char *cols = b == &u->tx ? cols_tx : b == &u->in ? cols_in : cols_pd;
+        const char *table = b == &u->tx   ? "transactions"
+                            : b == &u->in ? "inputs"
+                            : b == &u->pd ? "pushdata"
+                                          : "outputs";
+        const char *cols = b == &u->tx   ? cols_tx
+                           : b == &u->in ? cols_in
+                           : b == &u->pd ? cols_pd
+                                         : cols_out;
         int rc = copy_table(u->stream, u, table, cols, b);
         if (rc)
             u->stream_rc = rc == RETRY ? CD_PG_EAGAIN : rc;
@@ -652,6 +712,8 @@ static int batch_commit_op(cd_pg *pg, cd_pg_unit *u)
         rc = copy_table(pg, u, "inputs", cols_in, &u->in);
     if (rc == 0)
         rc = copy_table(pg, u, "pushdata", cols_pd, &u->pd);
+    if (rc == 0)
+        rc = copy_table(pg, u, "outputs", cols_out, &u->out);
     if (rc)
         return rc;
     if (u->n_marks > 0) {

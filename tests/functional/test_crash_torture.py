@@ -109,3 +109,7 @@ def test_kill9_at_random_moments(pg_module, build_dir, simnode_factory, tmp_path
     got = dump(pg, "torture")
     want = fresh_index(pg, build_dir, tmp_path, node, "torturefresh")
     assert got == want, (seed, history)
+    # outputs (issue 14): after the kills, the confirmed UTXO set and every
+    # script hash's balance equal a computation from the blocks' bytes
+    from test_utxo import check_confirmed_utxos, node_chain_txs
+    assert check_confirmed_utxos(pg, "torture", node_chain_txs(node)) > BLOCKS

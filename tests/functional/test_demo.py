@@ -24,6 +24,11 @@ def test_demo_indexes_and_queries(build_dir):
     assert re.search(r"state:\s+synced", out), out[-4000:]
     assert re.search(r"\|\s+30\s*\n\(1 row\)", out)            # best tip at height 30
     assert "-- where is tx" in out and '"targetType": "hash"' in out  # tx + merkle proof
+    # a wallet's view (issue 14): a balance and a list of UTXOs of an address
+    assert re.search(r"conduit-cli balance [mn]\w+ --regtest\nconfirmed \d+\nunconfirmed \d+\n"
+                     r"utxos [1-9]\d*", out), out[-4000:]
+    assert re.search(r"conduit-cli utxos [mn]\w+ --limit 5 --regtest\n([0-9a-f]{64} \d+ \d+ \d+\n)+",
+                     out), out[-4000:]
     assert "== done" in out
 
 

@@ -46,7 +46,41 @@ VIEWS = [
     "SELECT encode(push_hash, 'hex'), flags, cd_txid_hex(tx_hash), idx, height, "
     "cd_txid_hex(block_hash) FROM best_pushdata ORDER BY 5, 3, 4, 2, 1;",
     "SELECT cd_txid_hex(block_hash), height FROM best_tip;",
+    # outputs (sql/007): every best-chain output, and the confirmed balance
+    # and UTXO count of every script hash (spends on the best chain)
+    "SELECT cd_txid_hex(t.tx_hash), o.idx, o.value, encode(o.script_hash, 'hex'), "
+    "coalesce(encode(o.script, 'hex'), '-'), b.height FROM outputs o "
+    "JOIN blocks b ON b.block_id = o.block_id AND b.on_best_chain "
+    "JOIN transactions t ON t.block_id = o.block_id AND t.tx_pos = o.tx_pos "
+    "ORDER BY b.height, o.tx_pos, o.idx;",
+    "SELECT encode(h, 'hex'), (cd_balance('script', h)).confirmed, "
+    "(SELECT count(*) FROM cd_key_outputs('script', h) k WHERE k.height IS NOT NULL "
+    " AND (k.spend_tx_hash IS NULL OR k.spend_height IS NULL)) "
+    "FROM (SELECT DISTINCT o.script_hash AS h FROM outputs o JOIN blocks b "
+    "      ON b.block_id = o.block_id AND b.on_best_chain) x ORDER BY 1;",
 ]
+
+# mempool outputs (sql/007): every mempool tx has its outputs, no row is
+# left without its tx, and the relayed ones equal the decoded bytes
+MEMPOOL_OUTPUTS_OK = """
+SELECT NOT EXISTS (SELECT 1 FROM mempool_tx m WHERE NOT EXISTS
+                   (SELECT 1 FROM mempool_outputs o WHERE o.tx_hash = m.tx_hash))
+   AND NOT EXISTS (SELECT 1 FROM mempool_outputs o WHERE NOT EXISTS
+                   (SELECT 1 FROM mempool_tx m WHERE m.tx_hash = o.tx_hash));
+"""
+
+
+def check_mempool_outputs(pg, db):
+    assert psql(pg, db, MEMPOOL_OUTPUTS_OK) == [("t",)]
+    rows = psql(pg, db, "SELECT encode(m.raw, 'hex'), o.idx, o.value, encode(o.script_hash, 'hex') "
+                        "FROM mempool_tx m JOIN mempool_outputs o USING (tx_hash) "
+                        "WHERE m.raw IS NOT NULL;")
+    import hashlib
+    for raw, idx, value, sh in rows:
+        _, _, outs = parse_tx(bytes.fromhex(raw), 0)
+        v, sc = outs[int(idx)]
+        assert (int(value), sh) == (v, hashlib.sha256(sc).hexdigest())
+    return len(rows)
 
 # the best chain is one chain: heights 0..tip without gaps, each block the
 # child of the one below, the tip its top
@@ -164,6 +198,7 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         n_in = psql(pg, "live", "SELECT count(*) FROM mempool_inputs;")[0][0]
         n_push = psql(pg, "live", "SELECT count(*) FROM mempool_pushdata;")[0][0]
         assert int(n_in) >= 8 and int(n_push) >= 8
+        assert check_mempool_outputs(pg, "live") >= 8
         # "history of this key" includes unconfirmed activity (all_pushdata)
         k = psql(pg, "live", "SELECT encode(push_hash, 'hex') FROM mempool_pushdata "
                              "WHERE tx_hash = cd_txid('%s') LIMIT 1;" % ids[0])[0][0]
@@ -200,6 +235,7 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         # T4 was conflicted by T4x; T4x is now back in the mempool
         want = set(ids[2:4]) | set(ids[5:]) | {txid(t4x)}
         wait_until(lambda: mempool(pg, "live") == want, d, "mempool after depth-1 reorg")
+        check_mempool_outputs(pg, "live")
         assert psql(pg, "live", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
                                 "WHERE tx_hash = cd_txid('%s');" % ids[0]) == [(new_blk.hash_hex,)]
         assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh1")
@@ -242,6 +278,7 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
         want = back - set(dropped)
         assert set(ids[:2]) <= want
         wait_until(lambda: mempool(pg, "live") == want, d, "mempool after depth-6 reorg")
+        check_mempool_outputs(pg, "live")
         assert psql(pg, "live", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
                                 "WHERE tx_hash = cd_txid('%s');" % ids[2]) == [(moved.hash_hex,)]
         assert dump(pg, "live") == fresh_index(pg, build_dir, tmp_path, node, "fresh6")
@@ -341,13 +378,18 @@ def test_reorg_during_reorg(pg_module, build_dir, simnode_factory, tmp_path):
 def test_reorg_1000_deep(pg_module, build_dir, simnode_factory, tmp_path):
     """A reorg of 1000 blocks (coinbase-only, to stay quick)."""
     pg = pg_module
+    from test_utxo import check_confirmed_utxos, node_chain_txs
     node = simnode_factory(generate=1005, seed=9)
     ci = create_db(pg, "deep")
     d = start(build_dir, tmp_path / "deep", node.port, ci, ["--relay", "off"])
     try:
         wait_tip(pg, "deep", d, node, timeout=240)
+        # outputs (issue 14): the UTXO set of the generated 1000-block chain,
+        # computed independently, before and after the reorg
+        assert check_confirmed_utxos(pg, "deep", node_chain_txs(node)) >= 1005
         node.reorg(fork_height=5, new_len=1001)
         wait_tip(pg, "deep", d, node, timeout=240)
+        assert check_confirmed_utxos(pg, "deep", node_chain_txs(node)) >= 1006
         m = d.wait_for_log(r"reorg: indexed best chain switched: fork height=5 leaving=1000 "
                            r"joining=1001 .*\((one transaction, [0-9.]+ ms)\)")
         print(m.group(1))

@@ -82,7 +82,7 @@ static void rows_free(rows *r)
 
 static cd_rows_sink sink_of(rows *r)
 {
-    cd_rows_sink s = {r, r_tx, r_in, r_push};
+    cd_rows_sink s = {r, r_tx, r_in, r_push, NULL};
     return s;
 }
 
@@ -357,13 +357,67 @@ START_TEST(block413567_rows_match_per_tx)
             rows_free(&r);
         }
         /* no tx callback: the same input and push rows */
-        cd_rows_sink np = {&r, NULL, r_in, r_push};
+        cd_rows_sink np = {&r, NULL, r_in, r_push, NULL};
         ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &o, &np, NULL), 1557);
         ck_assert_uint_eq(r.ntx, 0);
         ck_assert_uint_gt(r.npush, 1557);
         rows_free(&r);
     }
     btc_sha256_set_accel(1);
+    free(blk);
+}
+END_TEST
+
+/* Output rows: vout order per tx, sha256(script) against the OpenSSL path
+ * (cd_sha256), value = the 8 bytes before the script's CompactSize in the
+ * block, every tx of the block with at least one output. */
+typedef struct out_rows {
+    const uint8_t *blk;
+    size_t len;
+    uint32_t last_pos, next_idx;
+    size_t n, txs;
+    uint64_t total;
+} out_rows;
+
+static void r_out(void *ctx, uint32_t tx_pos, uint32_t idx, uint64_t value, const uint8_t *script,
+                  size_t script_len, const uint8_t hash[32])
+{
+    out_rows *o = ctx;
+    if (o->n == 0 || tx_pos != o->last_pos) {
+        ck_assert(o->n == 0 || tx_pos == o->last_pos + 1);
+        o->last_pos = tx_pos;
+        o->next_idx = 0;
+        o->txs++;
+    }
+    ck_assert_uint_eq(idx, o->next_idx);
+    o->next_idx++;
+    ck_assert(script >= o->blk && script + script_len <= o->blk + o->len);
+    size_t vlen = script_len < 0xfd ? 1 : script_len <= 0xffff ? 3 : 5;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | script[-(ptrdiff_t)vlen - 8 + i];
+    ck_assert_uint_eq(v, value);
+    uint8_t want[32];
+    cd_sha256_ctx c;
+    cd_sha256_init(&c);
+    cd_sha256_update(&c, script, script_len);
+    cd_sha256_final(&c, want);
+    ck_assert(memcmp(want, hash, 32) == 0);
+    o->total += value;
+    o->n++;
+}
+
+START_TEST(block413567_outputs)
+{
+    size_t len;
+    uint8_t *blk = cd_test_read_file("mainnet/block413567.raw", &len);
+    out_rows o = {blk, len, 0, 0, 0, 0, 0};
+    cd_rows_sink s = {&o, NULL, NULL, NULL, r_out};
+    cd_rows_opts opt = {1, 0};
+    ck_assert_int_eq(cd_rows_parse_unit(blk + 83, len - 83, 83, 0, 0, &opt, &s, NULL), 1557);
+    ck_assert_uint_eq(o.txs, 1557);
+    ck_assert_uint_gt(o.n, 1557);
+    ck_assert_uint_gt(o.total, 0);
     free(blk);
 }
 END_TEST
@@ -396,6 +450,22 @@ START_TEST(copy_encodings)
     ck_assert_uint_eq(b.tx.p[1], 5);
     ck_assert_uint_eq(b.tx.p[2 + 4 + 7], 42);
     ck_assert(memcmp(b.tx.p + 78 - 32, h, 32) == 0);
+    /* outputs: a stored script, and NULL (not stored) */
+    static const uint8_t sc[3] = {0x76, 0xa9, 0x14};
+    cd_pg_unit_add_output(&t, 100, 0, 5000000000ull, h, sc, 3);
+    cd_pg_unit_add_output(&t, 100, 1, 0, h, NULL, 70000);
+    cd_pg_unit_add_output(&b, 100, 1, 0, h, NULL, 70000);
+    const char *want_out = "42\t100\t0\t5000000000\t\\\\x000102030405060708090a0b0c0d0e0f"
+                           "101112131415161718191a1b1c1d1e1f\t\\\\x76a914\n"
+                           "42\t100\t1\t0\t\\\\x000102030405060708090a0b0c0d0e0f"
+                           "101112131415161718191a1b1c1d1e1f\t\\N\n";
+    ck_assert_uint_eq(t.out.rows, 2);
+    ck_assert_uint_eq(t.out.len, strlen(want_out));
+    ck_assert(memcmp(t.out.p, want_out, t.out.len) == 0);
+    /* binary: 2 + (4+8) + (4+4)*2 + (4+8) + (4+32) + 4 (length -1: NULL) = 82 */
+    ck_assert_uint_eq(b.out.len, 82);
+    ck_assert_uint_eq(b.out.p[1], 6);
+    ck_assert(memcmp(b.out.p + 78, "\xff\xff\xff\xff", 4) == 0);
     /* reset keeps capacity, drops rows */
     cd_pg_unit_reset(&t, 1, 0, 0);
     ck_assert_uint_eq(t.tx.len, 0);
@@ -415,6 +485,7 @@ static Suite *suite_pg_parser(void)
     tcase_add_test(tc, regtest_block116_data_keys);
     tcase_add_test(tc, malformed_unit);
     tcase_add_test(tc, block413567_rows_match_per_tx);
+    tcase_add_test(tc, block413567_outputs);
     suite_add_tcase(s, tc);
     tc = tcase_create("copy");
     tcase_add_test(tc, copy_encodings);
