@@ -24,6 +24,8 @@ int cd_cli_block(int argc, char **argv);         /* cli_store.c */
 int cd_cli_tx_offsets(int argc, char **argv);    /* cli_store.c */
 int cd_cli_tx(int argc, char **argv);            /* cli_pg.c */
 int cd_cli_merkle_proof(int argc, char **argv);  /* cli_pg.c */
+int cd_cli_merkle_proof_fmt(int argc, char **argv); /* cli_sdk.c: --format, then cli_pg.c */
+int cd_cli_beef(int argc, char **argv);             /* cli_sdk.c */
 
 static const cd_cli_cmd commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
@@ -42,8 +44,11 @@ static const cd_cli_cmd commands[] = {
      "byte offset of every tx of a stored block"},
     {"tx", cd_cli_tx, "<txid> [--hex] [--datadir D] [--pg-conninfo S]",
      "where an indexed tx is; --hex: its raw bytes"},
-    {"merkle-proof", cd_cli_merkle_proof, "<txid> [--target hash|header|merkleroot]",
-     "TSC merkle proof (JSON) of an indexed tx"},
+    {"merkle-proof", cd_cli_merkle_proof_fmt,
+     "<txid>... [--format tsc|bump|bump-json] [--target hash|header|merkleroot]",
+     "merkle proof of an indexed tx: TSC JSON, or BUMP (several txids: compound)"},
+    {"beef", cd_cli_beef, "<txid> [--version 1|2|atomic] [--out FILE]",
+     "BEEF of a confirmed or mempool tx with its ancestors (hex, or bytes to FILE)"},
     {NULL, NULL, NULL, NULL},
 };
 
