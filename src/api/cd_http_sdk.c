@@ -9,6 +9,7 @@
  *   GET /woc/v1/bsv/<network>/block/headers              latest headers
  *   GET /woc/v1/bsv/<network>/tx/<txid>/hex              raw tx, hex text
  *   GET /woc/v1/bsv/<network>/tx/<txid>/proof/bump       BUMP, hex text
+ *   /arc/...                                             cd_http_arc.c
  *
  * Why a dispatcher of its own (cd_http_sdk_dispatch, called first by
  * cd_http_handle): the /woc prefix is outside /v1, which the generic route
@@ -18,6 +19,7 @@
  * in docs/API.md.
  */
 #include "cd_http_int.h"
+#include "cd_http_arc_int.h"
 
 #include "cd_beef.h"
 #include "cd_bump.h"
@@ -437,7 +439,7 @@ int cd_http_sdk_dispatch(http_srv *s, struct evhttp_request *req)
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     if (!path)
         return 0;
-    int woc = !strncmp(path, "/woc/", 5) || !strcmp(path, "/woc");
+    int woc = !strncmp(path, "/woc/", 5) || !strcmp(path, "/woc") || !strncmp(path, "/arc/", 5);
     sdk_req r;
     memset(&r, 0, sizeof(r));
     TAILQ_INIT(&r.query);
@@ -445,6 +447,11 @@ int cd_http_sdk_dispatch(http_srv *s, struct evhttp_request *req)
         if (!woc)
             return 0;
         cd_http_reply_error(req, 404, "unknown endpoint (see docs/API.md)");
+        return 1;
+    }
+    if (!strcmp(r.seg[0], "arc")) { /* ARC broadcast (cd_http_arc.c) */
+        if (cd_http_arc_dispatch(s, req, r.seg, r.nseg) != H_DONE)
+            cd_http_reply_error(req, 503, "database unavailable");
         return 1;
     }
     const sdk_route *rt = route_find(&r);

@@ -123,6 +123,9 @@ const cd_option cd_config_options[] = {
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
      "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
      "no authentication: keep it on loopback or behind a proxy"},
+    {"api_keys", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL, OFF(api_keys), NULL,
+     "comma-separated keys a client sends as 'Authorization: Bearer <key>' to use the HTTP "
+     "API's write routes (POST /arc/v1/tx, /arc/v1/txs); empty: writes are refused"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

@@ -86,6 +86,8 @@ typedef struct cd_config {
     char *user_agent;
     uint32_t status_interval_s; /* progress line period (reloadable) */
     char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
+    char *api_keys;             /* "k1,k2": bearer keys of the write routes
+                                   (cd_http_arc.c); NULL = writes refused */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
