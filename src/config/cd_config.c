@@ -438,6 +438,14 @@ void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf,
     case CD_OPT_STRING: {
         const char *s;
         memcpy(&s, base + o->offset, sizeof(s));
+        if (o->offset == OFF(api_keys) && s && *s) {
+            /* secrets: never in a printed configuration or a reload log */
+            unsigned n = 1;
+            for (const char *p = s; *p; p++)
+                n += *p == ',';
+            snprintf(buf, len, "(hidden: %u key%s)", n, n == 1 ? "" : "s");
+            return;
+        }
         snprintf(buf, len, "%s", s ? s : "");
         return;
     }

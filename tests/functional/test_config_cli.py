@@ -87,6 +87,7 @@ OTHER = {
     "user_agent": ("/probe:1/", "/probe:1/"),
     "http_listen": ("127.0.0.1:8085", "127.0.0.1:8085"),
     "status_interval": ("3", "3"),
+    "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
 }
 
 
