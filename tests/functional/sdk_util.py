@@ -23,3 +23,44 @@ def run_sdk(script, *args, expect_ok=True, timeout=600):
         assert p.returncode == 0 and result.get("ok") is True, \
             (script, p.returncode, json.dumps(result)[:6000], p.stderr[-2000:])
     return result
+
+
+# ---- docs/openapi.json: the HTTP API's description, validated here ----
+
+_OPENAPI = None
+
+
+def openapi():
+    global _OPENAPI
+    if _OPENAPI is None:
+        with open(os.path.join(ROOT, "docs", "openapi.json")) as f:
+            _OPENAPI = json.load(f)
+    return _OPENAPI
+
+
+def check_schema(name, value):
+    """Validates a live answer against components.schemas[name]."""
+    import jsonschema
+    schema = openapi()["components"]["schemas"][name]
+    jsonschema.Draft202012Validator(schema).validate(value)
+
+
+def routes_in_source():
+    """Every route of the route tables (cd_http_routes.c: under /v1;
+    cd_http_sdk.c: full paths) and the /arc ones, with "*" as "{}"."""
+    import re
+    out = set()
+    src = open(os.path.join(ROOT, "src", "api", "cd_http_routes.c")).read()
+    table = src[src.index("routes[] = {"):]
+    table = table[:table.index("};")]
+    for m in re.finditer(r"\{\{([^}]*)\}", table):
+        segs = [s.strip().strip('"') for s in m.group(1).split(",") if s.strip() != "NULL"]
+        out.add("/v1/" + "/".join("{}" if s == "*" else s for s in segs))
+    src = open(os.path.join(ROOT, "src", "api", "cd_http_sdk.c")).read()
+    table = src[src.index("routes[] = {"):]
+    table = table[:table.index("};")]
+    for m in re.finditer(r"\{\{([^}]*)\}", table):
+        segs = [s.strip().strip('"') for s in m.group(1).split(",") if s.strip() != "NULL"]
+        out.add("/" + "/".join("{}" if s == "*" else s for s in segs))
+    out |= {"/arc/v1/tx", "/arc/v1/txs", "/arc/v1/tx/{}"}  # cd_http_arc_dispatch
+    return out

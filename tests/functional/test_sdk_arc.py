@@ -78,7 +78,7 @@ def env(pg_module, build_dir, tmp_path_factory):
                 k = w.keyfor(utxo[op][1])
                 if len(utxo[op][1]) == 25 and k and len(k[1]) == 33:
                     e.spend.append((op, k[0]))
-        assert len(e.spend) >= 3
+        assert len(e.spend) >= 5
         e.ci = create_db(pg_module, "sdkarc")
         e.db = "sdkarc"
         e.d = Daemon(build_dir, str(tmp / "d"),
@@ -143,6 +143,9 @@ def test_broadcast_double_spend_and_callbacks(env, tmp_path):
     assert mined["callback"]["txid"] == txid
     assert mined["callback"]["blockHeight"] == GENERATED + 1
     assert mined["check"]["verify"] is True
+    from sdk_util import check_schema
+    for st_ in res["statuses"].values():
+        check_schema("ArcCallback", st_["callback"])
     assert res["statuses"]["SEEN_ON_NETWORK"]["callback"]["txid"] == txid
     assert reqs[0]["answer"] == 503 and reqs[1]["answer"] == 200
     st, hdr, body = req(env.port, f"/arc/v1/tx/{txid}")
@@ -197,3 +200,70 @@ def test_bad_requests(env):
     # the SDK's view of a 401: its failure with code "401" (not a crash)
     st, _, _ = req(env.port, "/arc/v1/txs", body=b"[]", headers=auth)
     assert st == 400
+
+
+def test_answers_match_openapi(env):
+    from sdk_util import check_schema
+    (op, _) = env.spend[3]
+    raw = env.node.make_tx(spend=op)
+    st, _, body = req(env.port, "/arc/v1/tx", body=json.dumps({"rawTx": raw.hex()}).encode(),
+                      headers={"Content-Type": "application/json", "Authorization": "Bearer k2"})
+    assert st == 200, body
+    doc = json.loads(body)
+    check_schema("ArcTransactionResponse", doc)
+    st, _, body = req(env.port, "/arc/v1/tx/" + doc["txid"])
+    check_schema("ArcTransactionStatus", json.loads(body))
+    st, _, body = req(env.port, "/arc/v1/tx", body=b"{}",
+                      headers={"Content-Type": "application/json", "Authorization": "Bearer k2"})
+    check_schema("Problem", json.loads(body))
+    st, _, body = req(env.port, "/arc/v1/txs", body=(raw.hex() + "\n").encode(),
+                      headers={"Content-Type": "text/plain", "Authorization": "Bearer k2"})
+    for item in json.loads(body):
+        check_schema("ArcTransactionResponse", item)
+
+
+def to_ef(raw, coins, tamper=None):
+    """Extended Format (BRC-30) of a raw tx: each input followed by its
+    parent output's satoshis and locking script (coins[i] = (value, script));
+    tamper=i adds 1 satoshi to input i's."""
+    from tests.simnode.txval import Tx
+    import struct
+    t = Tx.parse(raw)
+
+    def compact(n):
+        return bytes([n]) if n < 0xfd else b"\xfd" + struct.pack("<H", n)
+    out = [raw[:4], b"\x00\x00\x00\x00\x00\xef", compact(len(t.vin))]
+    for i, vin in enumerate(t.vin):
+        v, sc = coins[i]
+        out += [vin.prev, struct.pack("<I", vin.index), compact(len(vin.script_sig)),
+                vin.script_sig, struct.pack("<I", vin.sequence),
+                struct.pack("<q", v + (1 if tamper == i else 0)), compact(len(sc)), sc]
+    out.append(compact(len(t.vout)))
+    for v, sc in t.vout:
+        out += [struct.pack("<q", v), compact(len(sc)), sc]
+    out.append(struct.pack("<I", t.locktime))
+    return b"".join(out)
+
+
+def Tx_parse(raw):
+    from tests.simnode.txval import Tx
+    return Tx.parse(raw)
+
+
+def test_extended_format_checked_against_the_index(env):
+    (op, _) = env.spend[4]
+    with env.node.lock:
+        coin = env.node.chain.utxo[op][:2]
+    raw = env.node.make_tx(spend=op)
+    hdr = {"Content-Type": "application/octet-stream", "Authorization": "Bearer k1"}
+    detail = problem(env.port, "/arc/v1/tx", 463, body=to_ef(raw, [coin], tamper=0), headers=hdr)
+    assert "input 0" in detail and "satoshis" in detail, detail
+    bad_script = (coin[0], coin[1][:-1] + b"\x87")
+    detail = problem(env.port, "/arc/v1/tx", 463, body=to_ef(raw, [bad_script]), headers=hdr)
+    assert "locking script" in detail, detail
+    st, _, body = req(env.port, "/arc/v1/tx", body=to_ef(raw, [coin]), headers=hdr)
+    assert st == 200 and json.loads(body)["txStatus"] == "SEEN_ON_NETWORK", body
+    # cut inside the extension: malformed Extended Format (460)
+    ef = to_ef(raw, [coin])
+    cut = ef[:10 + 1 + 36 + 1 + len(Tx_parse(raw).vin[0].script_sig) + 4 + 3]
+    assert "extended format" in problem(env.port, "/arc/v1/tx", 460, body=cut, headers=hdr)

@@ -239,3 +239,37 @@ def test_bad_input(env):
     p = cli(env.build_dir, ["merkle-proof", env.txids[0], "--format", "xml"] + env.cfg,
             check=False)
     assert p.returncode == 2 and b"bad --format" in p.stderr
+
+
+def test_openapi_document():
+    """docs/openapi.json: OpenAPI 3.1, every schema a valid JSON Schema,
+    every $ref resolvable, and exactly the routes the route tables serve."""
+    import re
+    import jsonschema
+    from sdk_util import openapi, routes_in_source
+    doc = openapi()
+    assert doc["openapi"].startswith("3.1")
+    for name, schema in doc["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    text = json.dumps(doc)
+    for ref in re.findall(r'"\$ref": "#/components/schemas/([A-Za-z]+)"', text):
+        assert ref in doc["components"]["schemas"], ref
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert method in ("get", "post") and op["responses"], (path, method)
+            for p in re.findall(r"\{(\w+)\}", path):
+                assert any(x["name"] == p and x["in"] == "path" for x in op["parameters"]), (path, p)
+    described = {re.sub(r"\{\w+\}", "{}", p) for p in doc["paths"]}
+    assert described == routes_in_source()
+
+
+def test_answers_match_openapi(env):
+    from sdk_util import check_schema
+    t = env.txids[10]
+    st, _, body = get(env.port, f"/v1/tx/{t}/bump?format=json")
+    check_schema("Bump", json.loads(body))
+    check_schema("WocHeader", json.loads(get(env.port, f"/woc/v1/bsv/regtest/block/{MAINNET}/header")[2]))
+    check_schema("WocHeader", json.loads(get(env.port, "/woc/v1/bsv/regtest/block/0/header")[2]))
+    check_schema("WocHeaders", json.loads(get(env.port, "/woc/v1/bsv/regtest/block/headers")[2]))
+    check_schema("Error", json.loads(get(env.port, "/v1/tx/zz/bump")[2]))
+    check_schema("Tip", json.loads(get(env.port, "/v1/tip")[2]))
