@@ -785,8 +785,8 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
             int k = ef_parse((const uint8_t *)b + off, l, &std, &sl, &ef, &ni);
             if (k == 0 && btc_tx_parse(&t, (const uint8_t *)b + off, l) == 0)
                 l = t.size;
-            else if (k == 1)
-                l = blen - off; /* EF: only as the whole body */
+            else if (k != 0)
+                l = blen - off; /* EF (or malformed EF: item_take answers 460): the rest */
             else
                 why = "the bytes are not a transaction";
             free(std);
