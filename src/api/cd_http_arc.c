@@ -372,7 +372,7 @@ static void req_free(arc_req *rq)
             *p = rq->next;
             break;
         }
-    if (rq->req)
+    if (rq->req) /* never answered (cannot happen: req_finish answers) */
         evhttp_connection_set_closecb(evhttp_request_get_connection(rq->req), NULL, NULL);
     for (size_t i = 0; i < rq->n; i++) {
         free(rq->items[i].raw);
@@ -389,6 +389,9 @@ static void req_free(arc_req *rq)
 static void req_finish(arc_req *rq)
 {
     if (rq->req) {
+        /* forget the close callback first: after the reply evhttp may free
+         * the request (and reuse the connection for the next one) */
+        evhttp_connection_set_closecb(evhttp_request_get_connection(rq->req), NULL, NULL);
         if (rq->batch) {
             json_t *a = json_array();
             for (size_t i = 0; i < rq->n; i++)
@@ -397,6 +400,7 @@ static void req_finish(arc_req *rq)
         } else {
             cd_http_reply_jobj(rq->req, rq->items[0].http, json_incref(rq->items[0].result));
         }
+        rq->req = NULL;
     }
     req_free(rq);
 }

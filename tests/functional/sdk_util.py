@@ -64,3 +64,13 @@ def routes_in_source():
         out.add("/" + "/".join("{}" if s == "*" else s for s in segs))
     out |= {"/arc/v1/tx", "/arc/v1/txs", "/arc/v1/tx/{}"}  # cd_http_arc_dispatch
     return out
+
+
+def assert_http_survived(d):
+    """The HTTP server child was started once and never crashed (a crash is
+    restarted by the supervisor: a second 'started http worker'), and no
+    sanitizer report (ASan/UBSan builds) reached the log."""
+    import re
+    log = d.log_text()
+    assert len(re.findall(r"started http worker", log)) == 1, log[-4000:]
+    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from daemon_util import Daemon  # noqa: E402
-from sdk_util import ROOT, SDK, run_sdk  # noqa: E402
+from sdk_util import assert_http_survived, ROOT, SDK, run_sdk  # noqa: E402
 from test_index import create_db  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
 
@@ -93,6 +93,7 @@ def env(pg_module, build_dir, tmp_path_factory):
             e.base = f"http://127.0.0.1:{e.port}"
             wait_tip(pg_module, e.db, e.d, GENERATED)
             yield e
+            assert_http_survived(e.d)
         finally:
             e.d.stop()
     finally:

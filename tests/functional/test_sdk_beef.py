@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from daemon_util import Daemon, cli  # noqa: E402
-from sdk_util import run_sdk  # noqa: E402
+from sdk_util import assert_http_survived, run_sdk  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
 from test_sdk_bump import get, get_error  # noqa: E402
@@ -100,6 +100,7 @@ def env(pg_module, build_dir, tmp_path_factory):
             for k in "abc":
                 wait_http(e.port, f"/v1/tx/{e.ids[k]}")
             yield e
+            assert_http_survived(e.d)
         finally:
             e.d.stop()
     finally:

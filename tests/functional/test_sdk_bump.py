@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from daemon_util import Daemon, cli  # noqa: E402
-from sdk_util import run_sdk  # noqa: E402
+from sdk_util import assert_http_survived, run_sdk  # noqa: E402
 from test_index import create_db  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
 
@@ -119,6 +119,7 @@ def env(pg_module, build_dir, shared_data, tmp_path_factory):
                 time.sleep(0.1)
             assert d_ok
             yield e
+            assert_http_survived(e.d)
         finally:
             e.d.stop()
     finally:
