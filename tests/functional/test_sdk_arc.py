@@ -268,3 +268,26 @@ def test_extended_format_checked_against_the_index(env):
     ef = to_ef(raw, [coin])
     cut = ef[:10 + 1 + 36 + 1 + len(Tx_parse(raw).vin[0].script_sig) + 4 + 3]
     assert "extended format" in problem(env.port, "/arc/v1/tx", 460, body=cut, headers=hdr)
+
+
+def test_orphan_and_a_client_that_leaves(env):
+    """A tx spending an output the node does not know: the node asks for the
+    parent (libconduit-p2p MISSING_INPUTS) -> SEEN_IN_ORPHAN_MEMPOOL, which
+    the SDK counts as an error. Then the same kind of request from a client
+    that closes its socket before the answer: the server goes on (the module
+    fixture checks the HTTP child never restarted)."""
+    import socket
+    orphan = env.node.make_tx(missing_input=True)
+    hdr = {"Content-Type": "application/octet-stream", "Authorization": "Bearer k1"}
+    st, _, body = req(env.port, "/arc/v1/tx", body=orphan, headers=hdr)
+    doc = json.loads(body)
+    assert st == 200 and doc["txStatus"] == "SEEN_IN_ORPHAN_MEMPOOL", doc
+    assert "parent" in doc["extraInfo"]
+    other = env.node.make_tx(missing_input=True, fee=301)
+    s = socket.create_connection(("127.0.0.1", env.port))
+    s.sendall(b"POST /arc/v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+              b"Authorization: Bearer k1\r\nContent-Length: %d\r\n\r\n" % len(other) + other)
+    s.close()
+    time.sleep(0.5)  # let the server see the close (not a threshold: any order is fine)
+    st, _, body = req(env.port, "/arc/v1/tx/" + "ab" * 32)
+    assert st == 404
