@@ -121,8 +121,9 @@ const cd_option cd_config_options[] = {
     {"status_interval", CD_OPT_INT, "10", 1, 3600, CD_OPT_RELOADABLE, OFF(status_interval_s), NULL,
      "seconds between progress lines and status file updates"},
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
-     "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
-     "no authentication: keep it on loopback or behind a proxy"},
+     "HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
+     "reads need no authentication (only the ARC broadcast routes need api_keys): keep it on "
+     "loopback or behind a proxy"},
     {"api_keys", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL, OFF(api_keys), NULL,
      "comma-separated keys a client sends as 'Authorization: Bearer <key>' to use the HTTP "
      "API's write routes (POST /arc/v1/tx, /arc/v1/txs); empty: writes are refused"},
