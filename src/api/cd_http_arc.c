@@ -64,8 +64,8 @@
 #include <strings.h>
 #include <time.h>
 
-#define ARC_MAX_TXS      100   /* per POST /arc/v1/txs */
-#define ARC_RATE         100   /* transactions per second and key */
+#define ARC_MAX_TXS      100 /* per POST /arc/v1/txs */
+#define ARC_RATE         100 /* transactions per second and key */
 #define ARC_MAX_KEYS     16
 #define ARC_WAIT_MS      10000 /* the node's silence after this long = TIMEOUT */
 #define ARC_READY_WAIT_S 15    /* a request waits this long for the node connection */
@@ -146,7 +146,6 @@ static json_t *tx_response(const uint8_t txid[32], const char *status, const cha
     }
     return o;
 }
-
 
 /* ---- the node connection ---- */
 
@@ -273,9 +272,9 @@ static void on_report(const cp2p_ctx *ctx, const cp2p_bcast_report *r)
             } else if (word) {
                 res = tx_response(it->txid, word, extra, NULL, NULL, NULL);
             } else {
-                item_done(it, 503,
-                          problem(503, "Service unavailable", extra[0] ? extra : "not sent",
-                                  it->txid));
+                item_done(
+                    it, 503,
+                    problem(503, "Service unavailable", extra[0] ? extra : "not sent", it->txid));
                 continue;
             }
             json_t *st = json_object_get(res, "txStatus");
@@ -283,11 +282,12 @@ static void on_report(const cp2p_ctx *ctx, const cp2p_bcast_report *r)
             if (!recorded && w) {
                 int cb = !strcmp(w, "SEEN_ON_NETWORK") || !strcmp(w, "REJECTED") ||
                          !strcmp(w, "DOUBLE_SPEND_ATTEMPTED");
-                arc_rec_status(it->txid, w, json_string_value(json_object_get(res, "extraInfo")),
-                           cb ? arc_callback_obj(it->txid, w,
-                                             json_string_value(json_object_get(res, "extraInfo")),
-                                             NULL, NULL)
-                              : NULL);
+                arc_rec_status(
+                    it->txid, w, json_string_value(json_object_get(res, "extraInfo")),
+                    cb ? arc_callback_obj(it->txid, w,
+                                          json_string_value(json_object_get(res, "extraInfo")),
+                                          NULL, NULL)
+                       : NULL);
                 recorded = 1;
             }
             item_done(it, 200, res);
@@ -535,12 +535,12 @@ static int ef_check(http_srv *s, const btc_txin *in, const ef_in *e, uint32_t i,
         rc = -1;
     } else if (out.value != e->sats) {
         snprintf(why, wl,
-                 "input %u: the extended format says %" PRIu64 " satoshis, %s:%u holds %" PRIu64,
-                 i, e->sats, ph, in->prev_index, out.value);
+                 "input %u: the extended format says %" PRIu64 " satoshis, %s:%u holds %" PRIu64, i,
+                 e->sats, ph, in->prev_index, out.value);
         rc = -1;
     } else if (out.script_len != e->script_len || memcmp(out.script, e->script, e->script_len)) {
-        snprintf(why, wl, "input %u: the extended format's locking script is not that of %s:%u",
-                 i, ph, in->prev_index);
+        snprintf(why, wl, "input %u: the extended format's locking script is not that of %s:%u", i,
+                 ph, in->prev_index);
         rc = -1;
     }
     free(praw);
@@ -569,8 +569,8 @@ static void item_take(http_srv *s, arc_item *it, const uint8_t *bytes, size_t le
     if (!std || btc_tx_parse(&tx, std, slen) != 0 || tx.size != slen) {
         free(std);
         free(ef);
-        item_done(it, 463, problem(463, "Malformed transaction",
-                                   "the bytes are not one transaction", NULL));
+        item_done(it, 463,
+                  problem(463, "Malformed transaction", "the bytes are not one transaction", NULL));
         return;
     }
     btc_tx_txid(&tx, it->txid);
@@ -729,7 +729,8 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
     if (cb_url) {
         struct evhttp_uri *u = evhttp_uri_parse(cb_url);
         int ok = u && evhttp_uri_get_scheme(u) && !strcmp(evhttp_uri_get_scheme(u), "http") &&
-                 evhttp_uri_get_host(u) && strlen(cb_url) < 1024 && (!cb_tok || strlen(cb_tok) < 512);
+                 evhttp_uri_get_host(u) && strlen(cb_url) < 1024 &&
+                 (!cb_tok || strlen(cb_tok) < 512);
         evhttp_uri_free(u);
         if (!ok) {
             reply_problem(req, 400, "Bad request",

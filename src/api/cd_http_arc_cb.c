@@ -109,8 +109,7 @@ static void cb_enqueue(arc_rec *r, json_t *cb)
 }
 
 /* Records a status (and queues the callback for the words ARC sends). */
-void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra,
-                       json_t *callback)
+void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback)
 {
     arc_rec *r = arc_rec_get(txid);
     if (!r) {
@@ -171,7 +170,8 @@ static void cb_send(arc_rec *r)
     }
     const char *path = evhttp_uri_get_path(u), *q = evhttp_uri_get_query(u);
     char target[2048];
-    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", q ? "?" : "", q ? q : "");
+    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", q ? "?" : "",
+             q ? q : "");
     struct evhttp_connection *c =
         evhttp_connection_base_new(R.s->base, R.dns, host, (ev_uint16_t)(port > 0 ? port : 80));
     struct evhttp_request *rq = c ? evhttp_request_new(cb_done, r) : NULL;
@@ -206,7 +206,7 @@ static void cb_send(arc_rec *r)
 
 /* The callback object (ARC's Callback). */
 json_t *arc_callback_obj(const uint8_t txid[32], const char *status, const char *extra,
-                            const cd_lookup_tx *mined, const char *bump)
+                         const cd_lookup_tx *mined, const char *bump)
 {
     char ts[32], hx[65];
     arc_timestamp(ts);

@@ -24,8 +24,8 @@ typedef struct arc_rec {
     char extra[256];
     double t;
     char *cb_url, *cb_token;
-    int cb_mined_done;               /* MINED queued: stop polling */
-    json_t *cbq[ARC_CB_QUEUE];       /* callbacks to deliver, oldest first */
+    int cb_mined_done;         /* MINED queued: stop polling */
+    json_t *cbq[ARC_CB_QUEUE]; /* callbacks to deliver, oldest first */
     int ncbq, inflight, attempts;
     double next_try;
 } arc_rec;

@@ -212,7 +212,8 @@ static int h_block_bump(http_srv *s, struct evhttp_request *req, sdk_req *r)
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         char one[65];
-        if (len != 64 || (memcpy(one, p, 64), one[64] = '\0', cd_hex_decode_rev(txids[i], 32, one)) != 0) {
+        if (len != 64 ||
+            (memcpy(one, p, 64), one[64] = '\0', cd_hex_decode_rev(txids[i], 32, one)) != 0) {
             free(txids);
             cd_http_reply_error(req, 400, "txids: item %zu is not 64 hex digits", i + 1);
             return H_DONE;

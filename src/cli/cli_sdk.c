@@ -135,8 +135,10 @@ int cd_cli_merkle_proof_fmt(int argc, char **argv)
     }
     const char *usage = "<txid> [<txid>...] --format tsc|bump|bump-json";
     if (strcmp(fmt, "bump") && strcmp(fmt, "bump-json")) {
-        fprintf(stderr, "conduit-cli merkle-proof: bad --format '%s': expected tsc, bump or "
-                        "bump-json\n", fmt);
+        fprintf(stderr,
+                "conduit-cli merkle-proof: bad --format '%s': expected tsc, bump or "
+                "bump-json\n",
+                fmt);
         return 2;
     }
     sdk_args a;

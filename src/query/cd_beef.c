@@ -19,9 +19,9 @@ typedef struct beef_tx {
     uint8_t txid[32];
     uint8_t *raw;
     size_t size;
-    int proven;               /* confirmed: carries a BUMP */
-    uint8_t block_hash[32];   /* when proven */
-    size_t bump;              /* index in the BUMP list */
+    int proven;             /* confirmed: carries a BUMP */
+    uint8_t block_hash[32]; /* when proven */
+    size_t bump;            /* index in the BUMP list */
 } beef_tx;
 
 typedef struct beef_ctx {
@@ -147,8 +147,7 @@ static int make_bumps(beef_ctx *c, cd_bump **bumps, size_t *nb)
         for (j = i; j < c->n; j++)
             if (c->tx[j].proven && !memcmp(c->tx[j].block_hash, c->tx[i].block_hash, 32))
                 memcpy(ids[k++], c->tx[j].txid, 32);
-        rc = cd_bump_lookup(c->lk, (const uint8_t(*)[32])ids, k, &(*bumps)[*nb], c->err,
-                            c->errlen);
+        rc = cd_bump_lookup(c->lk, (const uint8_t(*)[32])ids, k, &(*bumps)[*nb], c->err, c->errlen);
         c->tx[i].bump = (*nb)++;
         if (rc != 0)
             (*nb)--;

@@ -52,9 +52,9 @@ typedef struct cd_bump_leaf {
 
 typedef struct cd_bump {
     uint64_t block_height;
-    unsigned tree_height;                      /* levels below the root */
-    size_t n[CD_LOOKUP_MAX_DEPTH];             /* leaves per level */
-    cd_bump_leaf *level[CD_LOOKUP_MAX_DEPTH];  /* malloc'd, sorted by offset */
+    unsigned tree_height;                     /* levels below the root */
+    size_t n[CD_LOOKUP_MAX_DEPTH];            /* leaves per level */
+    cd_bump_leaf *level[CD_LOOKUP_MAX_DEPTH]; /* malloc'd, sorted by offset */
 } cd_bump;
 
 /* One requested transaction of the block. */
