@@ -131,6 +131,10 @@ def main():
                 ("/v1/tx/<txid> (hex)", [f"/v1/tx/{t}" for t in txids]),
                 ("/v1/tx/<txid>?format=json", [f"/v1/tx/{t}?format=json" for t in txids]),
                 ("/v1/tx/<txid>/proof", [f"/v1/tx/{t}/proof" for t in txids]),
+                ("/v1/tx/<txid>/bump", [f"/v1/tx/{t}/bump" for t in txids]),
+                ("/v1/tx/<txid>/beef", [f"/v1/tx/{t}/beef" for t in txids]),
+                ("/woc/.../block/<h>/header",
+                 [f"/woc/v1/bsv/regtest/block/{h}/header" for h in range(1, a.blocks + 1)]),
                 ("/v1/tip", ["/v1/tip"]),
                 ("/v1/block/<height>", [f"/v1/block/{h}" for h in range(1, a.blocks + 1)])):
             c0 = sum(cpu_ticks(p) for p in http_pids)

@@ -102,6 +102,10 @@ PGconn *cd_http_srv_pg(http_srv *s) CD_WARN_UNUSED;
  * connection broke (nothing sent). */
 int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WARN_UNUSED;
 
+/* The SDK routes (cd_http_sdk.c: BUMP, BEEF, /woc, /arc): answers the
+ * request and returns 1 when it is one of them, else 0 (nothing sent). */
+int cd_http_sdk_dispatch(http_srv *s, struct evhttp_request *req);
+
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);
 

@@ -603,6 +603,8 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
                  uri);
     if (cd_http_cdb_dispatch(s, req)) /* ConduitDB's API: /, /api/v1/... (cd_http_cdb.c) */
         return;
+    if (cd_http_sdk_dispatch(s, req)) /* BUMP, BEEF, /woc, /arc (cd_http_sdk.c) */
+        return;
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         cd_http_reply_error(req, 405, "only GET and HEAD are supported");
         return;

@@ -28,6 +28,8 @@ int cd_cli_merkle_proof(int argc, char **argv);  /* cli_pg.c */
 int cd_cli_utxos(int argc, char **argv);         /* cli_wallet.c */
 int cd_cli_balance(int argc, char **argv);       /* cli_wallet.c */
 int cd_cli_history(int argc, char **argv);       /* cli_wallet.c */
+int cd_cli_merkle_proof_fmt(int argc, char **argv); /* cli_sdk.c: --format, then cli_pg.c */
+int cd_cli_beef(int argc, char **argv);             /* cli_sdk.c */
 
 static const cd_cli_cmd commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
@@ -48,8 +50,11 @@ static const cd_cli_cmd commands[] = {
      "check the LMDB stores; --full re-hashes every stored block (exit 1: damage found)"},
     {"tx", cd_cli_tx, "<txid> [--hex] [--datadir D] [--pg-conninfo S]",
      "where an indexed tx is; --hex: its raw bytes"},
-    {"merkle-proof", cd_cli_merkle_proof, "<txid> [--target hash|header|merkleroot]",
-     "TSC merkle proof (JSON) of an indexed tx"},
+    {"merkle-proof", cd_cli_merkle_proof_fmt,
+     "<txid>... [--format tsc|bump|bump-json] [--target hash|header|merkleroot]",
+     "merkle proof of an indexed tx: TSC JSON, or BUMP (several txids: compound)"},
+    {"beef", cd_cli_beef, "<txid> [--version 1|2|atomic] [--out FILE]",
+     "BEEF of a confirmed or mempool tx with its ancestors (hex, or bytes to FILE)"},
     {"utxos", cd_cli_utxos, "<address|scripthash:H|pushdata:H> [--json] [--script]",
      "unspent outputs of a key (best chain + mempool)"},
     {"balance", cd_cli_balance, "<address|scripthash:H|pushdata:H> [--json]",

@@ -125,8 +125,12 @@ const cd_option cd_config_options[] = {
     {"status_interval", CD_OPT_INT, "10", 1, 3600, CD_OPT_RELOADABLE, OFF(status_interval_s), NULL,
      "seconds between progress lines and status file updates"},
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
-     "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
-     "no authentication: keep it on loopback or behind a proxy"},
+     "HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
+     "reads need no authentication (only the ARC broadcast routes need api_keys): keep it on "
+     "loopback or behind a proxy"},
+    {"api_keys", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL | CD_OPT_KEYS, OFF(api_keys), NULL,
+     "comma-separated keys a client sends as 'Authorization: Bearer <key>' to use the HTTP "
+     "API's write routes (POST /arc/v1/tx, /arc/v1/txs); empty: writes are refused"},
     {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
      "HTTP requests one client address may have in progress at once (the API has 4 server "
      "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
@@ -548,6 +552,14 @@ void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf,
     case CD_OPT_STRING: {
         const char *s;
         memcpy(&s, base + o->offset, sizeof(s));
+        if (o->offset == OFF(api_keys) && s && *s) {
+            /* secrets: never in a printed configuration or a reload log */
+            unsigned n = 1;
+            for (const char *p = s; *p; p++)
+                n += *p == ',';
+            snprintf(buf, len, "(hidden: %u key%s)", n, n == 1 ? "" : "s");
+            return;
+        }
         snprintf(buf, len, "%s", s ? s : "");
         return;
     }
@@ -748,7 +760,9 @@ void cd_config_print_values(FILE *f, const cd_config *cfg)
         }
         char v[1024];
         cd_config_format_value(cfg, o, v, sizeof(v));
-        if (o->flags & CD_OPT_SECRET) {
+        if ((o->flags & CD_OPT_KEYS) && v[0]) {
+            fprintf(f, "%s = ***\n", o->name); /* never printed */
+        } else if (o->flags & CD_OPT_SECRET) {
             char m[1024];
             cd_config_mask_secret(v, m, sizeof(m));
             fprintf(f, "%s = %s\n", o->name, m);

@@ -97,6 +97,8 @@ typedef struct cd_config {
     uint32_t status_interval_s; /* progress line period (reloadable) */
     char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
     uint32_t http_client_limit; /* requests in progress per client address; 0 = off */
+    char *api_keys;             /* "k1,k2": bearer keys of the write routes
+                                   (cd_http_arc.c); NULL = writes refused */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
@@ -115,6 +117,7 @@ typedef enum cd_opt_type {
 #define CD_OPT_RELOADABLE 0x1 /* applied on SIGHUP */
 #define CD_OPT_EMPTY_NULL 0x2 /* string: "" is stored as NULL */
 #define CD_OPT_SECRET     0x4 /* string: may hold a password, shown masked */
+#define CD_OPT_KEYS       0x8 /* string: secret as a whole (API keys), shown as *** */
 
 typedef struct cd_option {
     const char *name; /* file key and --name flag */

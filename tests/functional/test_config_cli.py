@@ -96,6 +96,7 @@ OTHER = {
     "http_listen": ("127.0.0.1:8085", "127.0.0.1:8085"),
     "http_client_limit": ("7", "7"),
     "status_interval": ("3", "3"),
+    "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
 }
 
 

@@ -85,6 +85,8 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
         else
             snprintf(in, len, "value-for-%s", o->name);
         snprintf(canon, len, "%s", in);
+        if (strcmp(o->name, "api_keys") == 0) /* secrets are never printed */
+            snprintf(canon, len, "(hidden: 1 key)");
         break;
     case CD_OPT_ENUM: {
         int last = 0;

@@ -1,0 +1,267 @@
+/*
+ * cd_http_arc_cb.c - the ARC routes' memory (cd_http_arc.c): the last status
+ * of recently broadcast transactions (GET /arc/v1/tx/<txid>) and their
+ * callbacks (X-CallbackUrl): POSTed asynchronously with libevent's HTTP
+ * client and resolver, one in flight per tx, retried with exponential
+ * back-off; a poll of the index once a second finds the mined ones.
+ */
+#include "cd_http_int.h"
+#include "cd_http_arc_int.h"
+
+#include "cd_bump.h"
+#include "cd_escape.h"
+#include "cd_log.h"
+#include "cd_lookup.h"
+#include "cd_util.h"
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* one HTTP server per process: file-static */
+static struct {
+    http_srv *s;
+    struct evdns_base *dns;
+    struct event *poll;
+    arc_rec recs[ARC_RECS];
+    size_t rec_next;
+} R;
+
+void arc_timestamp(char out[32])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The BUMP hex of a mined tx (malloc'd; NULL when it cannot be built). */
+char *arc_bump_hex(http_srv *s, const uint8_t txid[32])
+{
+    cd_bump b;
+    char err[256];
+    const uint8_t(*one)[32] = (const uint8_t(*)[32])txid;
+    if (cd_bump_lookup(s->lk, one, 1, &b, err, sizeof(err)) != 0)
+        return NULL;
+    size_t len;
+    uint8_t *bin = cd_bump_binary(&b, &len);
+    char *hx = malloc(2 * len + 1);
+    if (hx)
+        cd_hex_encode(hx, bin, len);
+    free(bin);
+    cd_bump_free(&b);
+    return hx;
+}
+
+/* ---- status records and callbacks ---- */
+
+arc_rec *arc_rec_find(const uint8_t txid[32])
+{
+    for (size_t i = 0; i < ARC_RECS; i++)
+        if (R.recs[i].used && !memcmp(R.recs[i].txid, txid, 32))
+            return &R.recs[i];
+    return NULL;
+}
+
+static void rec_clear(arc_rec *r)
+{
+    for (int i = 0; i < r->ncbq; i++)
+        json_decref(r->cbq[i]);
+    free(r->cb_url);
+    free(r->cb_token);
+    memset(r, 0, sizeof(*r));
+}
+
+/* The record of txid, a new one if needed (the oldest without callbacks
+ * in flight makes room); NULL when every slot is busy. */
+arc_rec *arc_rec_get(const uint8_t txid[32])
+{
+    arc_rec *r = arc_rec_find(txid);
+    if (r)
+        return r;
+    for (size_t k = 0; k < ARC_RECS; k++) {
+        arc_rec *c = &R.recs[(R.rec_next + k) % ARC_RECS];
+        if (c->used && (c->inflight || c->ncbq))
+            continue;
+        R.rec_next = (R.rec_next + k + 1) % ARC_RECS;
+        rec_clear(c);
+        c->used = 1;
+        memcpy(c->txid, txid, 32);
+        return c;
+    }
+    return NULL;
+}
+
+static void cb_enqueue(arc_rec *r, json_t *cb)
+{
+    if (!r->cb_url || !cb || r->ncbq == ARC_CB_QUEUE) {
+        json_decref(cb);
+        return;
+    }
+    r->cbq[r->ncbq++] = cb;
+}
+
+/* Records a status (and queues the callback for the words ARC sends). */
+void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback)
+{
+    arc_rec *r = arc_rec_get(txid);
+    if (!r) {
+        json_decref(callback);
+        return;
+    }
+    snprintf(r->status, sizeof(r->status), "%s", status);
+    snprintf(r->extra, sizeof(r->extra), "%s", extra ? extra : "");
+    r->t = cd_now_s();
+    cb_enqueue(r, callback);
+}
+
+static void cb_done(struct evhttp_request *res, void *arg)
+{
+    arc_rec *r = arg;
+    int code = res ? evhttp_request_get_response_code(res) : 0;
+    r->inflight = 0;
+    if (code >= 200 && code < 300) {
+        json_decref(r->cbq[0]);
+        memmove(r->cbq, r->cbq + 1, (size_t)(r->ncbq - 1) * sizeof(r->cbq[0]));
+        r->ncbq--;
+        r->attempts = 0;
+        r->next_try = 0;
+        return;
+    }
+    char hx[65];
+    cd_hex_encode_rev(hx, r->txid, 32);
+    if (++r->attempts >= ARC_CB_TRIES) {
+        cd_log_warn("arc: callback for %s to %s dropped after %d attempts (last answer %d)", hx,
+                    cd_escape_str(r->cb_url), r->attempts, code);
+        json_decref(r->cbq[0]);
+        memmove(r->cbq, r->cbq + 1, (size_t)(r->ncbq - 1) * sizeof(r->cbq[0]));
+        r->ncbq--;
+        r->attempts = 0;
+        return;
+    }
+    double delay = 1.0;
+    for (int i = 1; i < r->attempts && delay < ARC_CB_MAX_S; i++)
+        delay *= 2;
+    if (delay > ARC_CB_MAX_S)
+        delay = ARC_CB_MAX_S;
+    r->next_try = cd_now_s() + delay;
+    cd_log_info("arc: callback for %s to %s failed (answer %d); retry in %.0f s", hx,
+                cd_escape_str(r->cb_url), code, delay);
+}
+
+/* Starts the POST of the first queued callback (asynchronous). */
+static void cb_send(arc_rec *r)
+{
+    struct evhttp_uri *u = evhttp_uri_parse(r->cb_url);
+    const char *host = u ? evhttp_uri_get_host(u) : NULL;
+    int port = u ? evhttp_uri_get_port(u) : -1;
+    if (!host) { /* checked when accepted: cannot happen */
+        evhttp_uri_free(u);
+        r->attempts = ARC_CB_TRIES - 1;
+        cb_done(NULL, r);
+        return;
+    }
+    const char *path = evhttp_uri_get_path(u), *q = evhttp_uri_get_query(u);
+    char target[2048];
+    snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/", q ? "?" : "",
+             q ? q : "");
+    struct evhttp_connection *c =
+        evhttp_connection_base_new(R.s->base, R.dns, host, (ev_uint16_t)(port > 0 ? port : 80));
+    struct evhttp_request *rq = c ? evhttp_request_new(cb_done, r) : NULL;
+    if (!rq) {
+        if (c)
+            evhttp_connection_free(c);
+        evhttp_uri_free(u);
+        return; /* out of memory: the next poll tries again */
+    }
+    evhttp_connection_set_timeout(c, 10);
+    evhttp_connection_free_on_completion(c);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(rq);
+    evhttp_add_header(h, "Host", host);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    if (r->cb_token) {
+        char auth[600];
+        snprintf(auth, sizeof(auth), "Bearer %s", r->cb_token);
+        evhttp_add_header(h, "Authorization", auth);
+    }
+    char *body = json_dumps(r->cbq[0], JSON_COMPACT);
+    if (body) {
+        evbuffer_add(evhttp_request_get_output_buffer(rq), body, strlen(body));
+        free(body);
+    }
+    r->inflight = 1;
+    if (evhttp_make_request(c, rq, EVHTTP_REQ_POST, target) != 0) {
+        r->inflight = 0; /* libevent freed rq; c is freed on completion */
+        r->next_try = cd_now_s() + 1;
+    }
+    evhttp_uri_free(u);
+}
+
+/* The callback object (ARC's Callback). */
+json_t *arc_callback_obj(const uint8_t txid[32], const char *status, const char *extra,
+                         const cd_lookup_tx *mined, const char *bump)
+{
+    char ts[32], hx[65];
+    arc_timestamp(ts);
+    cd_hex_encode_rev(hx, txid, 32);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "timestamp", ts, "txid", hx, "txStatus", status);
+    if (o && extra && *extra)
+        json_object_set_new(o, "extraInfo", json_string(extra));
+    if (o && mined) {
+        json_object_set_new(o, "merklePath", json_string(bump ? bump : ""));
+        json_object_set_new(o, "blockHash", cd_http_json_hash(mined->block_hash));
+        json_object_set_new(o, "blockHeight", json_integer(mined->height));
+    }
+    return o;
+}
+
+/* Once a second: txs with a callback not yet mined are looked up; queued
+ * callbacks whose time has come are sent. */
+static void poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    double now = cd_now_s();
+    PGconn *pg = NULL;
+    for (size_t i = 0; i < ARC_RECS; i++) {
+        arc_rec *r = &R.recs[i];
+        if (!r->used || !r->cb_url)
+            continue;
+        if (!r->cb_mined_done && (pg || (pg = cd_http_srv_pg(R.s)) != NULL)) {
+            cd_lookup_tx tx;
+            if (cd_lookup_tx_find(R.s->lk, r->txid, 0, &tx) == CD_LOOKUP_OK) {
+                char *bump = arc_bump_hex(R.s, r->txid);
+                if (bump) { /* no tree yet: the next poll */
+                    r->cb_mined_done = 1;
+                    snprintf(r->status, sizeof(r->status), "MINED");
+                    r->extra[0] = '\0';
+                    cb_enqueue(r, arc_callback_obj(r->txid, "MINED", "", &tx, bump));
+                    free(bump);
+                }
+            }
+        }
+        if (r->ncbq && !r->inflight && now >= r->next_try)
+            cb_send(r);
+    }
+}
+
+int arc_cb_start(http_srv *s)
+{
+    if (R.poll)
+        return 0;
+    R.s = s;
+    R.dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    R.poll = event_new(s->base, -1, EV_PERSIST, poll_cb, NULL);
+    if (!R.poll)
+        return -1;
+    struct timeval tv = {1, 0};
+    return event_add(R.poll, &tv);
+}

@@ -1,0 +1,61 @@
+/*
+ * cd_http_arc_int.h - private to the ARC routes: what cd_http_arc.c
+ * (requests, the node connection) and cd_http_arc_cb.c (status records,
+ * callbacks) share.
+ */
+#ifndef CD_HTTP_ARC_INT_H
+#define CD_HTTP_ARC_INT_H
+
+#include "cd_http_int.h"
+#include "cd_lookup.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define ARC_RECS     4096 /* statuses remembered (GET, callbacks) */
+#define ARC_CB_TRIES 12   /* attempts per callback before it is dropped */
+#define ARC_CB_MAX_S 60.0 /* longest back-off between attempts */
+#define ARC_CB_QUEUE 4    /* callbacks waiting per tx */
+
+typedef struct arc_rec {
+    int used;
+    uint8_t txid[32];
+    char status[32];
+    char extra[256];
+    double t;
+    char *cb_url, *cb_token;
+    int cb_mined_done;         /* MINED queued: stop polling */
+    json_t *cbq[ARC_CB_QUEUE]; /* callbacks to deliver, oldest first */
+    int ncbq, inflight, attempts;
+    double next_try;
+} arc_rec;
+
+/* "2026-01-02T03:04:05Z" (RFC 3339, UTC). */
+void arc_timestamp(char out[32]);
+
+/* The BUMP hex of a mined tx (malloc'd), NULL when it cannot be built. */
+char *arc_bump_hex(http_srv *s, const uint8_t txid[32]);
+
+/* The record of txid, or NULL. */
+arc_rec *arc_rec_find(const uint8_t txid[32]);
+
+/* The record of txid, created if needed (the oldest without callbacks in
+ * flight makes room); NULL when every slot is busy. */
+arc_rec *arc_rec_get(const uint8_t txid[32]);
+
+/* Records a status; queues `callback` (taken over; may be NULL) when the
+ * record has a callback URL. */
+void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra,
+                    json_t *callback);
+
+/* ARC's Callback object (mined: with merklePath, blockHash, blockHeight). */
+json_t *arc_callback_obj(const uint8_t txid[32], const char *status, const char *extra,
+                         const cd_lookup_tx *mined, const char *bump);
+
+/* Starts the resolver and the once-a-second poll (first use). Returns 0/-1. */
+int arc_cb_start(http_srv *s);
+
+/* Routes /arc/...: seg[0] == "arc". Returns H_DONE or H_DB_LOST. */
+int cd_http_arc_dispatch(http_srv *s, struct evhttp_request *req, char **seg, int nseg);
+
+#endif /* CD_HTTP_ARC_INT_H */
