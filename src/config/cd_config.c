@@ -552,7 +552,7 @@ void cd_config_format_value(const cd_config *cfg, const cd_option *o, char *buf,
     case CD_OPT_STRING: {
         const char *s;
         memcpy(&s, base + o->offset, sizeof(s));
-        if (o->offset == OFF(api_keys) && s && *s) {
+        if ((o->flags & CD_OPT_KEYS) && s && *s) {
             /* secrets: never in a printed configuration or a reload log */
             unsigned n = 1;
             for (const char *p = s; *p; p++)
@@ -760,9 +760,7 @@ void cd_config_print_values(FILE *f, const cd_config *cfg)
         }
         char v[1024];
         cd_config_format_value(cfg, o, v, sizeof(v));
-        if ((o->flags & CD_OPT_KEYS) && v[0]) {
-            fprintf(f, "%s = ***\n", o->name); /* never printed */
-        } else if (o->flags & CD_OPT_SECRET) {
+        if (o->flags & CD_OPT_SECRET) {
             char m[1024];
             cd_config_mask_secret(v, m, sizeof(m));
             fprintf(f, "%s = %s\n", o->name, m);

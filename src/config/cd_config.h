@@ -117,7 +117,7 @@ typedef enum cd_opt_type {
 #define CD_OPT_RELOADABLE 0x1 /* applied on SIGHUP */
 #define CD_OPT_EMPTY_NULL 0x2 /* string: "" is stored as NULL */
 #define CD_OPT_SECRET     0x4 /* string: may hold a password, shown masked */
-#define CD_OPT_KEYS       0x8 /* string: secret as a whole (API keys), shown as *** */
+#define CD_OPT_KEYS       0x8 /* string: secret as a whole (API keys): formatted as "(hidden: N keys)" */
 
 typedef struct cd_option {
     const char *name; /* file key and --name flag */

@@ -596,10 +596,7 @@ int cd_config_reload(cd_config *live)
         cd_config_format_value(&fresh, o, b, sizeof(b));
         if (strcmp(a, b) == 0)
             continue;
-        if (o->flags & CD_OPT_KEYS) { /* compared in clear, never logged */
-            snprintf(a, sizeof(a), "***");
-            snprintf(b, sizeof(b), "***");
-        } else if (o->flags & CD_OPT_SECRET) { /* compared in clear, logged masked */
+        if (o->flags & CD_OPT_SECRET) { /* compared in clear, logged masked */
             char ma[1024], mb[1024];
             cd_config_mask_secret(a, ma, sizeof(ma));
             cd_config_mask_secret(b, mb, sizeof(mb));
