@@ -127,7 +127,7 @@ def seeds_hdrchain(d, shared):
     put(d, "daa", bytes([2, 20]) + run(300, 600) + run(100, 60) + run(100, 3000))
     # testnet: 20-minute minimum-difficulty blocks between normal ones
     put(d, "testnet-20min", bytes([3, 100]) + run(50, 600) + run(5, 1300) + run(5, 600) +
-        run(2100 - 64, 600))
+        run(1000, 600) + run(1000, 900) + run(2001, 600))  # the last: over the batch limit
     # nBits the rules do not want, with the rule checked and not
     put(d, "bad-bits", bytes([1, 0]) + run(30, 600) + run(3, 600, mode=0xF3))
     put(d, "no-rule", bytes([5, 0]) + run(30, 600) + run(3, 600, mode=0xF3))
