@@ -6,7 +6,8 @@
  * command line, --help and the annotated sample conf/conduitd.conf. Other modules only read
  * a const cd_config *; the object is created by main.c and lives until exit.
  *
- * Precedence: built-in defaults < config file (--conf FILE) < command line.
+ * Precedence: built-in defaults < config file (--conf FILE, or a default
+ * one: cd_config_parse_args) < command line.
  *
  * NOTES
  *  - Every string field is a NUL-terminated heap string owned by the config
@@ -152,7 +153,14 @@ typedef enum cd_config_action {
 /* Builds the whole configuration: defaults, then --conf FILE, then every
  * command-line flag (--key value, --key=value, --no-<bool>, --regtest,
  * --testnet, --stn, --mainnet, --connect (repeatable), --datadir, --conf,
- * --help, --version, --sample-config, --print-config), then cd_config_finish(). `prog` names the
+ * --no-conf, --help, --version, --sample-config, --print-config; every flag
+ * also in bitcoind's single-dash form: -regtest, -datadir=DIR), then
+ * cd_config_finish(). Without --conf (and without --no-conf) the first
+ * existing default file is read: <datadir>/conduitd.conf for a
+ * command-line --datadir, else $HOME/.conduitd/<network>/conduitd.conf or
+ * $HOME/.conduitd/conduitd.conf; then CD_SYSCONFDIR/conduitd/conduitd.conf
+ * (cfg->conf_file names the file read). In the file, regtest=1, testnet=1,
+ * stn=1, mainnet=1 choose the network as bitcoind's do. `prog` names the
  * program in
  * --help ("conduitd"). The command line is remembered for reload (argv must
  * then stay valid while cfg lives: main's argv). On CD_CONFIG_ERROR, err
