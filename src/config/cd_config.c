@@ -638,3 +638,13 @@ void cd_config_print_values(FILE *f, const cd_config *cfg)
         fprintf(f, "%s = %s\n", o->name, v);
     }
 }
+
+const char *cd_config_type_word(const cd_option *o)
+{
+    return type_word(o);
+}
+
+void cd_config_describe(const cd_option *o, char *buf, size_t len)
+{
+    describe(o, buf, len);
+}

@@ -197,6 +197,14 @@ void cd_config_write_sample(FILE *f);
 /* Writes the effective configuration as a config file (--print-config). */
 void cd_config_print_values(FILE *f, const cd_config *cfg);
 
+/* The placeholder of an option's value in --help and the man pages
+ * ("on|off", "N", "SIZE", ...). Returns a static string. */
+const char *cd_config_type_word(const cd_option *o);
+
+/* An option's range and flags in words ("range 1..1024; reloaded on
+ * SIGHUP"), "" if nothing to say, into buf (the man pages use it). */
+void cd_config_describe(const cd_option *o, char *buf, size_t len);
+
 /* Formats the current value of an option in file syntax into buf. */
 void cd_config_format_value(const cd_config *cfg, const cd_option *opt, char *buf, size_t len);
 
