@@ -123,6 +123,9 @@ const cd_option cd_config_options[] = {
     {"http_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(http_listen), NULL,
      "read-only HTTP API address:port, e.g. 127.0.0.1:8085 (empty: off; port 0: any free port); "
      "no authentication: keep it on loopback or behind a proxy"},
+    {"http_cors_origins", CD_OPT_STRING, "", 0, 0, 0, OFF(http_cors_origins), NULL,
+     "origins whose browser pages may read the HTTP API (CORS), separated by spaces or commas, "
+     "e.g. https://app.example.com; * allows any; empty: none"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

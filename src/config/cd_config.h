@@ -87,6 +87,8 @@ typedef struct cd_config {
     char *user_agent;
     uint32_t status_interval_s; /* progress line period (reloadable) */
     char *http_listen;          /* HTTP API "address:port" (cd_http.h); "" = off */
+    char *http_cors_origins;    /* origins browsers may read the API from:
+                                   space/comma separated, "*" = any, "" = none */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

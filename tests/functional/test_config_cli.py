@@ -87,6 +87,14 @@ OTHER = {
     "user_agent": ("/probe:1/", "/probe:1/"),
     "http_listen": ("127.0.0.1:8085", "127.0.0.1:8085"),
     "status_interval": ("3", "3"),
+    "mempool_max_bytes": ("2G", "2G"),
+    "mempool_max_tx_size": ("1M", "1M"),
+    "mempool_expiry": ("48", "48"),
+    "mempool_request": ("never", "never"),
+    "mempool_sync_interval": ("30", "30"),
+    "mempool_sync_grace": ("5", "5"),
+    "mempool_evicted_keep": ("2", "2"),
+    "http_cors_origins": ("https://a.example", "https://a.example"),
 }
 
 
