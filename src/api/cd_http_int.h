@@ -82,6 +82,9 @@ PGconn *cd_http_srv_pg(http_srv *s) CD_WARN_UNUSED;
  * connection broke (nothing sent). */
 int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WARN_UNUSED;
 
+/* GET /metrics: the Prometheus text format (cd_http_metrics.c). */
+void cd_http_metrics(http_srv *s, struct evhttp_request *req);
+
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);
 

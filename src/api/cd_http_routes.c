@@ -780,6 +780,16 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    if (path && !strcmp(path, "/metrics") && cmd != EVHTTP_REQ_OPTIONS) {
+        /* Prometheus's fixed path, outside /v1 and the route table: text,
+         * not JSON, and no parameters (docs/OPERATIONS.md, "Metrics") */
+        if (q && *q)
+            cd_http_reply_error_code(req, 400, "unknown_parameter",
+                                     "/metrics takes no query parameters");
+        else
+            cd_http_metrics(s, req);
+        return;
+    }
     if (!path || split_path(path, &a) != 0) {
         cd_http_reply_error_code(req, 404, "unknown_endpoint",
                                  "unknown endpoint (see /v1/openapi.json, docs/QUERIES.md)");
