@@ -205,6 +205,22 @@ void cd_http_metrics(http_srv *s, struct evhttp_request *req)
         if (st.eta_s >= 0)
             gauge(b, "conduitd_sync_eta_seconds", "Estimated time to reach the best header",
                   st.eta_s);
+        if (st.n_peer > 0) {
+            head(b, "conduitd_peer_received_bytes_total", "counter",
+                 "Bytes received from each connected peer (this connection)");
+            for (uint32_t i = 0; i < st.n_peer; i++) {
+                evbuffer_add_printf(b, "conduitd_peer_received_bytes_total{peer=\"");
+                label_value(b, st.peer[i].addr);
+                evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st.peer[i].bytes_in);
+            }
+            head(b, "conduitd_peer_sent_bytes_total", "counter",
+                 "Bytes sent to each connected peer (this connection)");
+            for (uint32_t i = 0; i < st.n_peer; i++) {
+                evbuffer_add_printf(b, "conduitd_peer_sent_bytes_total{peer=\"");
+                label_value(b, st.peer[i].addr);
+                evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st.peer[i].bytes_out);
+            }
+        }
         if (alive)
             memory(b, (long)st.pid);
     }

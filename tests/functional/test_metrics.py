@@ -129,6 +129,9 @@ def test_figures(daemon, shared_data):
     assert v["conduitd_block_bytes_processed_total"] > 100_000
     info = fams["conduitd_info"]["samples"]
     assert len(info) == 1 and 'network="regtest"' in next(iter(info))
+    rx = fams["conduitd_peer_received_bytes_total"]["samples"]
+    assert len(rx) == 1 and next(iter(rx.values())) > 100_000, rx
+    assert fams["conduitd_peer_sent_bytes_total"]["type"] == "counter"
     mem = fams["conduitd_resident_memory_bytes"]["samples"]
     assert mem['{process="controller"}'] > 1_000_000 and mem['{process="children"}'] > 1_000_000
     assert v["conduitd_child_processes"] >= 3  # 2 parsers + writer/merkle/http ...
@@ -155,3 +158,31 @@ def test_metrics_takes_no_parameters_and_answers_head(daemon):
     req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", method="HEAD")
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200 and r.read() == b"" and int(r.headers["Content-Length"]) > 500
+
+
+def test_cli_status_shows_best_hash_and_peers(daemon, build_dir, shared_data):
+    """Failed before: status showed heights and a peer count only."""
+    d, _ = daemon
+    best = open(os.path.join(shared_data, CHAIN, "headers.txt")).read().split()[116]
+    cli = os.path.join(build_dir, "src/daemon/conduit-cli")
+    deadline = time.monotonic() + 60
+    while True:
+        r = subprocess.run([cli, "status", "--regtest", "--no-conf", "--datadir", d.datadir],
+                           capture_output=True, text=True, timeout=30)
+        if best in r.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^  best header: +%s$" % best, r.stdout, re.M), r.stdout
+    assert re.search(r"^    127\.0\.0\.1:\d+ +height 116 +in [0-9.]+ MB +out [0-9.]+ MB +/",
+                     r.stdout, re.M), r.stdout
+    assert "over 6 status intervals" in r.stdout
+    r = subprocess.run([cli, "status", "--json", "--regtest", "--no-conf", "--datadir",
+                        d.datadir], capture_output=True, text=True, timeout=30)
+    import json
+    doc = json.loads(r.stdout)
+    assert doc["best_hash"] == best
+    assert len(doc["peer_list"]) == 1 and doc["peer_list"][0]["height"] == 116
+    assert doc["peer_list"][0]["bytes_in"] > 100_000 and doc["peer_list"][0]["agent"]
+    # the healthcheck's grep still matches the start of the document
+    assert r.stdout.startswith('{"running": true, "stale": false')
