@@ -186,3 +186,16 @@ def test_cli_status_shows_best_hash_and_peers(daemon, build_dir, shared_data):
     assert doc["peer_list"][0]["bytes_in"] > 100_000 and doc["peer_list"][0]["agent"]
     # the healthcheck's grep still matches the start of the document
     assert r.stdout.startswith('{"running": true, "stale": false')
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(daemon):
+    """conf/grafana-conduitd.json: valid JSON, and every conduitd_* name in
+    its queries is one /metrics exports (a renamed metric breaks this)."""
+    import json
+    root = os.path.dirname(os.path.dirname(HERE))
+    dash = json.load(open(os.path.join(root, "conf", "grafana-conduitd.json")))
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = set(re.findall(r"\b(conduitd_[a-z_]+)", " ".join(exprs)))
+    assert len(used) >= 10, used
+    exported = set(parse_exposition(scrape(daemon[1])))
+    assert used <= exported, used - exported
