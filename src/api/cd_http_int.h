@@ -82,6 +82,14 @@ PGconn *cd_http_srv_pg(http_srv *s) CD_WARN_UNUSED;
  * connection broke (nothing sent). */
 int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WARN_UNUSED;
 
+/* Adds the CORS headers to the reply when the request's Origin is one of
+ * http_cors_origins. Returns 1 if it is, else 0 (cd_http_cors.c). */
+int cd_http_cors_headers(http_srv *s, struct evhttp_request *req);
+
+/* Answers an OPTIONS request on a route: 204 with Allow and, if `cors`
+ * (the origin is allowed), the preflight headers (cd_http_cors.c). */
+void cd_http_preflight(struct evhttp_request *req, int cors);
+
 /* GET /metrics: the Prometheus text format (cd_http_metrics.c). */
 void cd_http_metrics(http_srv *s, struct evhttp_request *req);
 

@@ -1,6 +1,6 @@
 /*
  * cd_http_routes.c - the HTTP API's routes: the route table (path pattern,
- * needs PostgreSQL, handler, query parameters), CORS, request parsing (every path element validated
+ * needs PostgreSQL, handler, query parameters), request parsing (every path element validated
  * before any lookup), the handlers of the endpoints and block streaming.
  * New endpoints are a line in the table and a handler here. The server
  * process, replies and the PostgreSQL session are cd_http_server.c;
@@ -606,61 +606,6 @@ static int split_path(const char *path, http_args *a)
     }
 }
 
-/* ---- CORS ---- */
-
-/* 1 if origin is one of http_cors_origins (exact, case-sensitive as the
- * Fetch standard compares origins) or the list holds "*". */
-static int origin_allowed(const char *list, const char *origin)
-{
-    size_t n = strlen(origin);
-    for (const char *p = list; *p;) {
-        p += strspn(p, " ,");
-        size_t w = strcspn(p, " ,");
-        if (w == 1 && *p == '*')
-            return 1;
-        if (w == n && w > 0 && memcmp(p, origin, n) == 0)
-            return 1;
-        p += w;
-    }
-    return 0;
-}
-
-/* Adds the CORS response headers when the request's Origin is allowed
- * (https://fetch.spec.whatwg.org/#http-cors-protocol). Returns 1 if it is
- * (a preflight then gets the Allow-Methods/Headers), else 0: no CORS header
- * at all, so the browser keeps the answer from the page. */
-static int cors_headers(http_srv *s, struct evhttp_request *req)
-{
-    const char *list = s->cfg->http_cors_origins;
-    const char *origin = evhttp_find_header(evhttp_request_get_input_headers(req), "Origin");
-    if (!list || !list[0] || !origin || !origin_allowed(list, origin))
-        return 0;
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    /* the origin itself, not "*": one rule for both kinds of list, and
-     * caches keyed on Origin (Vary) stay right */
-    evhttp_add_header(h, "Access-Control-Allow-Origin", origin);
-    evhttp_add_header(h, "Vary", "Origin");
-    evhttp_add_header(h, "Access-Control-Expose-Headers", "Content-Length, Retry-After");
-    return 1;
-}
-
-/* OPTIONS on a known route: 204 with Allow, plus the preflight answer for
- * an allowed origin. */
-static void preflight(struct evhttp_request *req, int cors)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Allow", CD_HTTP_ALLOW);
-    if (cors) {
-        evhttp_add_header(h, "Access-Control-Allow-Methods", CD_HTTP_ALLOW);
-        /* the request headers a page may set: Accept picks /v1/tx's format */
-        evhttp_add_header(h, "Access-Control-Allow-Headers", "Accept, Accept-Language, "
-                                                             "Content-Language, Range");
-        evhttp_add_header(h, "Access-Control-Max-Age", "600");
-    }
-    evhttp_add_header(h, "Content-Length", "0");
-    evhttp_send_reply(req, 204, "No Content", NULL);
-}
-
 /* ---- the OpenAPI document against the table ---- */
 
 /* 1 if the OpenAPI path ("/v1/tx/{txid}/proof") is the route's pattern. */
@@ -769,7 +714,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
                  : cmd == EVHTTP_REQ_OPTIONS ? "OPTIONS"
                                              : "-",
                  uri);
-    int cors = cors_headers(s, req);
+    int cors = cd_http_cors_headers(s, req);
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_OPTIONS) {
         cd_http_reply_error(req, 405, "only GET, HEAD and OPTIONS are supported");
         return;
@@ -805,7 +750,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
         cd_http_reply_error_code(req, 404, "unknown_endpoint",
                                  "unknown endpoint (see /v1/openapi.json, docs/QUERIES.md)");
     } else if (cmd == EVHTTP_REQ_OPTIONS) {
-        preflight(req, cors);
+        cd_http_preflight(req, cors);
     } else if (check_params(req, rt, &a) != 0) {
         /* 400 sent */
     } else if (rt->needs_pg && !s->cfg->index) {

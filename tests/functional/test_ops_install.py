@@ -44,6 +44,8 @@ def test_layout(inst):
                  f"{p}/share/man/man1/conduit-cli.1", f"{p}/share/doc/conduitd/OPERATIONS.md",
                  f"{p}/share/doc/conduitd/QUERIES.md", f"{p}/share/doc/conduitd/README.md",
                  f"{p}/share/doc/conduitd/conduitd.conf.sample",
+                 f"{p}/share/doc/conduitd/roles.sql", f"{p}/share/doc/conduitd/openapi.json",
+                 f"{p}/share/doc/conduitd/grafana-conduitd.json",
                  f"{p}/lib/systemd/system/conduitd.service"):
         assert want in files, (want, sorted(files))
     names = {pathlib.PurePath(f).name for f in files}
