@@ -165,3 +165,44 @@ def test_reinstall_keeps_an_edited_config(inst, build_dir):
                         "--no-rebuild", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert conf.read_text() == "regtest = 1\n"
+
+
+def test_docker_build_context_has_every_file_the_build_reads(build_dir):
+    """Every file of this tree that meson compiles, generates from, runs or
+    installs lies under something the Dockerfile's build stage COPYs (the
+    image builds with `meson install` too). Failed before: scripts/ (the
+    static library's mkstatic.sh) was not copied; docs/ and README.md, which
+    the install now needs, would not have been either."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = ""
+    for what in ("--targets", "--installed", "--buildsystem-files"):
+        r = subprocess.run(["meson", "introspect", build_dir, what], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        text += r.stdout
+    text += open(os.path.join(root, "conf", "meson.build")).read().replace(
+        "meson.project_source_root() / 'scripts'", f'"{root}/scripts')
+    used = set()
+    for m in re.finditer(re.escape(root) + r"/([^/\"\s]+)", text):
+        top = m.group(1)
+        if not top.startswith(os.path.basename(build_dir)) and not top.startswith("build"):
+            used.add(top)
+    # paths that meson.build files name relative to their directory
+    for mb in pathlib.Path(root).rglob("meson.build"):
+        if "build" in mb.relative_to(root).parts[0]:
+            continue
+        for rel in re.findall(r"'((?:\.\./)+[^']+)'", mb.read_text()):
+            p = os.path.normpath(os.path.join(mb.parent, rel))
+            used.add(os.path.relpath(p, root).split(os.sep)[0])
+    assert {"src", "sql", "docs", "scripts", "README.md"} <= used, used
+    dockerfile = open(os.path.join(root, "Dockerfile")).read()
+    build_stage = dockerfile.split("FROM ")[1]
+    copied = set()
+    for line in re.findall(r"^COPY\s+(.+)$", build_stage, re.M):
+        words = line.split()
+        copied |= {w.rstrip("/") for w in words[:-1] if not w.startswith("--")}
+    # the image configures with -Dtests=disabled: tests/ is never read there
+    assert "-Dtests=disabled" in build_stage
+    used.discard("tests")
+    missing = {u for u in used if u not in copied and os.path.exists(os.path.join(root, u))}
+    assert not missing, f"the Docker build stage does not COPY {sorted(missing)}"
