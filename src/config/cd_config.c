@@ -569,9 +569,13 @@ void cd_config_print_help(FILE *f, const char *prog)
             "usage: %s [options]\n"
             "\n"
             "Indexes the Bitcoin SV block chain into LMDB and PostgreSQL.\n"
-            "Options come from built-in defaults, then --conf FILE, then the command line.\n"
+            "Options come from built-in defaults, then the config file, then the command line.\n"
+            "The config file is --conf FILE, else the first found of <datadir>/conduitd.conf\n"
+            "(with --datadir), $HOME/.conduitd/<network>/conduitd.conf,\n"
+            "$HOME/.conduitd/conduitd.conf, " CD_SYSCONFDIR "/conduitd/conduitd.conf.\n"
             "\n"
             "  --conf FILE                read options from FILE ('key = value' lines)\n"
+            "  --no-conf                  read no config file\n"
             "  --mainnet | --testnet | --regtest | --stn\n"
             "                             choose the network (same as --network NAME)\n"
             "  --print-config             print the effective configuration and exit\n"
@@ -580,7 +584,8 @@ void cd_config_print_help(FILE *f, const char *prog)
             "  --version, -V              show the version\n"
             "\n"
             "Every option below is also a config-file key. Flags take '--name VALUE' or\n"
-            "'--name=VALUE'; on/off options also take '--name' and '--no-name'.\n"
+            "'--name=VALUE' (or bitcoind's '-name=VALUE'); on/off options also take '--name'\n"
+            "and '--no-name'. In the file, regtest=1 / testnet=1 / stn=1 choose the network.\n"
             "\n",
             prog);
     for (size_t i = 0; i < cd_config_n_options; i++) {
