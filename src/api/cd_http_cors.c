@@ -60,6 +60,5 @@ void cd_http_preflight(struct evhttp_request *req, int cors)
                                                              "Content-Language, Range");
         evhttp_add_header(h, "Access-Control-Max-Age", "600");
     }
-    evhttp_add_header(h, "Content-Length", "0");
     evhttp_send_reply(req, 204, "No Content", NULL);
 }

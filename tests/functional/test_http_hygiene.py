@@ -115,6 +115,7 @@ def test_cors(port):
                            "Access-Control-Request-Method": "GET",
                            "Access-Control-Request-Headers": "accept"})
     assert st == 204 and body == b""
+    assert "Content-Length" not in h  # RFC 9110 15.3.5: none on a 204
     assert h["Access-Control-Allow-Origin"] == "https://other.example:8443"
     assert "GET" in h["Access-Control-Allow-Methods"]
     assert "accept" in h["Access-Control-Allow-Headers"].lower()
