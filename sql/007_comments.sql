@@ -116,10 +116,19 @@ COMMENT ON COLUMN mempool_size.singleton IS 'Always true: keeps the table to one
 COMMENT ON COLUMN mempool_size.n IS 'Rows in mempool_tx.';
 COMMENT ON COLUMN mempool_size.bytes IS 'Sum of mempool_tx.tx_size.';
 
-COMMENT ON TABLE cd_schema_version IS 'Migrations applied (sql/NNN_name.sql, compiled into conduitd).';
-COMMENT ON COLUMN cd_schema_version.version IS 'Migration number NNN.';
-COMMENT ON COLUMN cd_schema_version.name IS 'Migration file name.';
-COMMENT ON COLUMN cd_schema_version.applied_at IS 'When it was applied.';
+-- cd_schema_version is created by conduitd itself (src/pg/cd_pg.c), not by a
+-- migration: comment it only where it exists (the SQL files are also
+-- applied alone, e.g. by tests/functional/test_mempool_sql.py).
+DO $$
+BEGIN
+    IF to_regclass('cd_schema_version') IS NOT NULL THEN
+        COMMENT ON TABLE cd_schema_version IS 'Migrations applied (sql/NNN_name.sql, compiled into conduitd).';
+        COMMENT ON COLUMN cd_schema_version.version IS 'Migration number NNN.';
+        COMMENT ON COLUMN cd_schema_version.name IS 'Migration file name.';
+        COMMENT ON COLUMN cd_schema_version.applied_at IS 'When it was applied.';
+    END IF;
+END
+$$;
 
 COMMENT ON VIEW best_blocks IS 'Blocks of the indexed best chain.';
 COMMENT ON VIEW best_transactions IS 'Transactions of the indexed best chain, with their block hash and height.';
