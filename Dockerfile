@@ -16,10 +16,12 @@ RUN apt-get update \
       libevent-dev liblmdb-dev libpq-dev libssl-dev libjansson-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY meson.build meson_options.txt ./
+COPY meson.build meson_options.txt README.md ./
 COPY src ./src
 COPY sql ./sql
 COPY conf ./conf
+COPY docs ./docs
+COPY scripts ./scripts
 COPY examples ./examples
 COPY bench ./bench
 COPY fuzz ./fuzz

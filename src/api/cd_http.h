@@ -47,6 +47,13 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen) CD_WARN_UNUS
  * never called: the HTTP API is off. */
 void cd_http_set_listener(int fd);
 
+/* Checks an OpenAPI document against the route table: every route has a
+ * path, every path a route, and each path's query parameters are exactly
+ * the route's. In: text, len: the JSON; NULL: the compiled-in
+ * docs/openapi.json (what /v1/openapi.json serves). Returns 0, or -1 with
+ * err naming the first mismatch (tests/unit/api). */
+int cd_http_openapi_check(const char *text, size_t len, char *err, size_t errlen) CD_WARN_UNUSED;
+
 /* The controller module that forks and supervises the server child. */
 extern const cd_ctl_module cd_http_module;
 

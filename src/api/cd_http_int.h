@@ -74,7 +74,8 @@ enum {
     H_DB_LOST = 1, /* the PG connection broke before anything was sent: retry */
 };
 
-/* Sends a reply with its Content-Type (and nosniff). */
+/* Sends a reply with its Content-Type (and nosniff). To a HEAD request:
+ * the headers with the body's Content-Length, and no body. */
 void cd_http_reply(struct evhttp_request *req, int code, const char *type, struct evbuffer *body);
 
 /* Sends a JSON reply. */
@@ -85,10 +86,21 @@ void cd_http_reply_json(struct evhttp_request *req, int code, struct evbuffer *b
  * and a newline. A NULL obj (jansson out of memory) sends a 500 instead. */
 void cd_http_reply_jobj(struct evhttp_request *req, int code, json_t *obj);
 
-/* Sends a JSON error {"error": "..."} (405: Allow; 503: Retry-After). Bytes
- * of the message that are not UTF-8 are sent as '?'. */
+/* Methods every route answers (405's Allow, OPTIONS). */
+#define CD_HTTP_ALLOW "GET, HEAD, OPTIONS"
+
+/* Sends a JSON error {"error": "<message>", "code": "<code>"} (405: Allow;
+ * 503: Retry-After), the code chosen by the HTTP status: 400 bad_request,
+ * 404 not_found, 405 method_not_allowed, 503 unavailable, else
+ * internal_error. Bytes of the message that are not UTF-8 are sent as '?'.
+ * A HEAD request gets the headers only (cd_http_reply). */
 void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
     CD_PRINTF(3, 4);
+
+/* The same with a more precise code (a word of the Error schema's enum in
+ * docs/openapi.json: "unknown_parameter", "index_off", ...). */
+void cd_http_reply_error_code(struct evhttp_request *req, int status, const char *code,
+                              const char *fmt, ...) CD_PRINTF(4, 5);
 
 /* A new JSON string of a hash in display order (reversed hex); NULL when out
  * of memory (jansson's *_new setters take NULL as a failure). */
@@ -105,6 +117,17 @@ int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WA
 /* The SDK routes (cd_http_sdk.c: BUMP, BEEF, /woc, /arc): answers the
  * request and returns 1 when it is one of them, else 0 (nothing sent). */
 int cd_http_sdk_dispatch(http_srv *s, struct evhttp_request *req);
+
+/* Adds the CORS headers to the reply when the request's Origin is one of
+ * http_cors_origins. Returns 1 if it is, else 0 (cd_http_cors.c). */
+int cd_http_cors_headers(http_srv *s, struct evhttp_request *req);
+
+/* Answers an OPTIONS request on a route: 204 with Allow and, if `cors`
+ * (the origin is allowed), the preflight headers (cd_http_cors.c). */
+void cd_http_preflight(struct evhttp_request *req, int cors);
+
+/* GET /metrics: the Prometheus text format (cd_http_metrics.c). */
+void cd_http_metrics(http_srv *s, struct evhttp_request *req);
 
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);

@@ -1,6 +1,6 @@
 /*
  * cd_http_routes.c - the HTTP API's routes: the route table (path pattern,
- * needs PostgreSQL, handler), request parsing (every path element validated
+ * needs PostgreSQL, handler, query parameters), request parsing (every path element validated
  * before any lookup), the handlers of the endpoints and block streaming.
  * New endpoints are a line in the table and a handler here. The server
  * process, replies and the PostgreSQL session are cd_http_server.c;
@@ -531,33 +531,95 @@ static int h_wallet(http_srv *s, struct evhttp_request *req, http_args *a)
     return H_DONE;
 }
 
+extern const char cd_http_openapi_json[]; /* cd_http_openapi.c (generated) */
+extern const size_t cd_http_openapi_len;
+
+static int h_openapi(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    (void)s;
+    (void)a;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_reference(b, cd_http_openapi_json, cd_http_openapi_len, NULL, NULL);
+    cd_http_reply_json(req, 200, b);
+    evbuffer_free(b);
+    return H_DONE;
+}
+
 /* ---- routing ---- */
 
 typedef struct http_route {
     const char *pattern[6]; /* segments after /v1; "*" = any one segment */
     int needs_pg;
     int (*fn)(http_srv *s, struct evhttp_request *req, http_args *a);
+    /* The query parameters the route takes, separated by spaces; NULL:
+     * none. Any other parameter (or one given twice) is a 400
+     * "unknown_parameter" / "bad_parameter" before the handler runs, so a
+     * typo (?fromat=raw) is never silently answered with the default. The
+     * route and these parameters must be in docs/openapi.json (checked by
+     * cd_http_openapi_check, tests/unit/api). */
+    const char *params;
 } http_route;
 
 static const http_route routes[] = {
-    {{"status", NULL}, 0, h_status},
-    {{"tip", NULL}, 1, h_tip},
-    {{"tx", "*", NULL}, 1, h_tx},
-    {{"tx", "*", "proof", NULL}, 1, h_proof},
-    {{"block", "*", NULL}, 0, h_block},
-    {{"block", "*", "header", NULL}, 0, h_header},
-    {{"outpoint", "*", "*", "spender", NULL}, 1, h_spender},
-    {{"pushdata", "*", "history", NULL}, 1, h_history},
-    {{"pushdata", "*", "txhistory", NULL}, 1, h_wallet},
-    {{"pushdata", "*", "utxos", NULL}, 1, h_wallet},
-    {{"pushdata", "*", "balance", NULL}, 1, h_wallet},
-    {{"address", "*", "utxos", NULL}, 1, h_wallet},
-    {{"address", "*", "balance", NULL}, 1, h_wallet},
-    {{"address", "*", "history", NULL}, 1, h_wallet},
-    {{"scripthash", "*", "utxos", NULL}, 1, h_wallet},
-    {{"scripthash", "*", "balance", NULL}, 1, h_wallet},
-    {{"scripthash", "*", "history", NULL}, 1, h_wallet},
+    {{"status", NULL}, 0, h_status, NULL},
+    {{"tip", NULL}, 1, h_tip, NULL},
+    {{"tx", "*", NULL}, 1, h_tx, "format"},
+    {{"tx", "*", "proof", NULL}, 1, h_proof, "target include_tx"},
+    {{"block", "*", NULL}, 0, h_block, NULL},
+    {{"block", "*", "header", NULL}, 0, h_header, NULL},
+    {{"outpoint", "*", "*", "spender", NULL}, 1, h_spender, NULL},
+    {{"pushdata", "*", "history", NULL}, 1, h_history, "limit after"},
+    {{"pushdata", "*", "txhistory", NULL}, 1, h_wallet, "limit after"},
+    {{"pushdata", "*", "utxos", NULL}, 1, h_wallet, "limit after script"},
+    {{"pushdata", "*", "balance", NULL}, 1, h_wallet, NULL},
+    {{"address", "*", "utxos", NULL}, 1, h_wallet, "limit after script"},
+    {{"address", "*", "balance", NULL}, 1, h_wallet, NULL},
+    {{"address", "*", "history", NULL}, 1, h_wallet, "limit after"},
+    {{"scripthash", "*", "utxos", NULL}, 1, h_wallet, "limit after script"},
+    {{"scripthash", "*", "balance", NULL}, 1, h_wallet, NULL},
+    {{"scripthash", "*", "history", NULL}, 1, h_wallet, "limit after"},
+    {{"openapi.json", NULL}, 0, h_openapi, NULL},
 };
+
+/* 1 if `name` is a word of the space-separated list (NULL: empty). */
+static int param_declared(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ')
+            p++;
+        size_t w = strcspn(p, " ");
+        if (w == n && w > 0 && memcmp(p, name, n) == 0)
+            return 1;
+        p += w;
+    }
+    return 0;
+}
+
+/* Replies 400 and returns -1 if the query has a parameter the route does
+ * not declare, or one twice; else 0. */
+static int check_params(struct evhttp_request *req, const http_route *rt, http_args *a)
+{
+    struct evkeyval *kv, *k2;
+    TAILQ_FOREACH(kv, &a->query, next) {
+        if (!param_declared(rt->params, kv->key)) {
+            cd_http_reply_error_code(req, 400, "unknown_parameter",
+                                     "unknown query parameter '%s'%s%s", kv->key,
+                                     rt->params ? "; this endpoint takes: " : "; this endpoint "
+                                                                               "takes none",
+                                     rt->params ? rt->params : "");
+            return -1;
+        }
+        for (k2 = TAILQ_NEXT(kv, next); k2; k2 = TAILQ_NEXT(k2, next)) {
+            if (!strcmp(kv->key, k2->key)) {
+                cd_http_reply_error_code(req, 400, "bad_parameter",
+                                         "query parameter '%s' given twice", kv->key);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
 
 static const http_route *route_find(const http_args *a)
 {
@@ -587,6 +649,99 @@ static int split_path(const char *path, http_args *a)
                               (int)CD_ARRAY_LEN(a->seg), &a->nseg);
 }
 
+/* ---- the OpenAPI document against the table ---- */
+
+/* 1 if the OpenAPI path ("/v1/tx/{txid}/proof") is the route's pattern. */
+static int path_is_route(const char *path, const http_route *rt)
+{
+    if (strncmp(path, "/v1/", 4) != 0)
+        return 0;
+    const char *p = path + 4;
+    int i = 0;
+    for (; rt->pattern[i]; i++) {
+        size_t w = strcspn(p, "/");
+        if (w == 0)
+            return 0;
+        int templ = p[0] == '{' && p[w - 1] == '}';
+        if (!strcmp(rt->pattern[i], "*") ? !templ
+                                         : (templ || strlen(rt->pattern[i]) != w ||
+                                            memcmp(rt->pattern[i], p, w) != 0))
+            return 0;
+        p += w;
+        if (*p == '/')
+            p++;
+        else if (rt->pattern[i + 1])
+            return 0;
+    }
+    return *p == '\0';
+}
+
+int cd_http_openapi_check(const char *text, size_t len, char *err, size_t errlen)
+{
+    json_error_t je;
+    if (text == NULL) {
+        text = cd_http_openapi_json;
+        len = cd_http_openapi_len;
+    }
+    json_t *doc = json_loadb(text, len, 0, &je);
+    json_t *paths = doc ? json_object_get(doc, "paths") : NULL;
+    int rc = -1;
+    if (!json_is_object(paths)) {
+        snprintf(err, errlen, "openapi.json: no paths object (%s)", doc ? "" : je.text);
+        goto out;
+    }
+    const char *path;
+    json_t *item;
+    json_object_foreach(paths, path, item) {
+        const http_route *rt = NULL;
+        for (size_t r = 0; r < CD_ARRAY_LEN(routes) && !rt; r++)
+            if (path_is_route(path, &routes[r]))
+                rt = &routes[r];
+        if (!rt) {
+            snprintf(err, errlen, "openapi.json: %s is not a route of cd_http_routes.c", path);
+            goto out;
+        }
+        json_t *params = json_object_get(json_object_get(item, "get"), "parameters");
+        size_t i, nq = 0;
+        json_t *prm;
+        json_array_foreach(params, i, prm) {
+            const char *in = json_string_value(json_object_get(prm, "in"));
+            const char *name = json_string_value(json_object_get(prm, "name"));
+            if (!in || !name || strcmp(in, "query") != 0)
+                continue;
+            nq++;
+            if (!param_declared(rt->params, name)) {
+                snprintf(err, errlen, "openapi.json: %s: query parameter %s not in the route",
+                         path, name);
+                goto out;
+            }
+        }
+        size_t nr = 0;
+        for (const char *p = rt->params; p && *p; p += strcspn(p, " ")) {
+            p += strspn(p, " ");
+            nr += *p != '\0';
+        }
+        if (nr != nq) {
+            snprintf(err, errlen, "openapi.json: %s: documents %zu query parameters, the route "
+                                  "takes %zu (%s)", path, nq, nr, rt->params ? rt->params : "");
+            goto out;
+        }
+    }
+    for (size_t r = 0; r < CD_ARRAY_LEN(routes); r++) {
+        int found = 0;
+        json_object_foreach(paths, path, item) found |= path_is_route(path, &routes[r]);
+        if (!found) {
+            snprintf(err, errlen, "openapi.json: no path for the route /v1/%s...",
+                     routes[r].pattern[0]);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(doc);
+    return rc;
+}
+
 void cd_http_handle(struct evhttp_request *req, void *arg)
 {
     http_srv *s = arg;
@@ -597,16 +752,19 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     }
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     cd_log_debug("http: %s %s",
-                 cmd == EVHTTP_REQ_GET    ? "GET"
-                 : cmd == EVHTTP_REQ_HEAD ? "HEAD"
-                                          : "-",
+                 cmd == EVHTTP_REQ_GET       ? "GET"
+                 : cmd == EVHTTP_REQ_HEAD    ? "HEAD"
+                 : cmd == EVHTTP_REQ_OPTIONS ? "OPTIONS"
+                                             : "-",
                  uri);
+    /* CORS first: browsers read every API's answers the same way */
+    int cors = cd_http_cors_headers(s, req);
     if (cd_http_cdb_dispatch(s, req)) /* ConduitDB's API: /, /api/v1/... (cd_http_cdb.c) */
         return;
     if (cd_http_sdk_dispatch(s, req)) /* BUMP, BEEF, /woc, /arc (cd_http_sdk.c) */
         return;
-    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        cd_http_reply_error(req, 405, "only GET and HEAD are supported");
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_OPTIONS) {
+        cd_http_reply_error(req, 405, "only GET, HEAD and OPTIONS are supported");
         return;
     }
     http_args a;
@@ -615,8 +773,19 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    if (path && !strcmp(path, "/metrics") && cmd != EVHTTP_REQ_OPTIONS) {
+        /* Prometheus's fixed path, outside /v1 and the route table: text,
+         * not JSON, and no parameters (docs/OPERATIONS.md, "Metrics") */
+        if (q && *q)
+            cd_http_reply_error_code(req, 400, "unknown_parameter",
+                                     "/metrics takes no query parameters");
+        else
+            cd_http_metrics(s, req);
+        return;
+    }
     if (!path || split_path(path, &a) != 0) {
-        cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
+        cd_http_reply_error_code(req, 404, "unknown_endpoint",
+                                 "unknown endpoint (see /v1/openapi.json, docs/QUERIES.md)");
         return;
     }
     if (q && evhttp_parse_query_str(q, &a.query) != 0) {
@@ -626,9 +795,15 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     }
     const http_route *rt = route_find(&a);
     if (!rt) {
-        cd_http_reply_error(req, 404, "unknown endpoint (see docs/QUERIES.md, HTTP API)");
+        cd_http_reply_error_code(req, 404, "unknown_endpoint",
+                                 "unknown endpoint (see /v1/openapi.json, docs/QUERIES.md)");
+    } else if (cmd == EVHTTP_REQ_OPTIONS) {
+        cd_http_preflight(req, cors);
+    } else if (check_params(req, rt, &a) != 0) {
+        /* 400 sent */
     } else if (rt->needs_pg && !s->cfg->index) {
-        cd_http_reply_error(req, 503, "the index is off (index = off): no database to query");
+        cd_http_reply_error_code(req, 503, "index_off",
+                                 "the index is off (index = off): no database to query");
     } else {
         int done = 0;
         /* a PostgreSQL restart breaks the session; the first request after
@@ -641,7 +816,7 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
                 s->pg_next_try = 0; /* reconnect now */
         }
         if (!done)
-            cd_http_reply_error(req, 503, "database unavailable");
+            cd_http_reply_error_code(req, 503, "db_unavailable", "database unavailable");
     }
     evhttp_clear_headers(&a.query);
 }

@@ -37,8 +37,13 @@
  *   /v1/status  /v1/tip  /v1/tx/<txid>  /v1/tx/<txid>/proof
  *   /v1/block/<hash|height>  /v1/block/<hash|height>/header
  *   /v1/outpoint/<txid>/<n>/spender  /v1/pushdata/<key>/history
- * Errors are JSON {"error": "..."}: 400 bad input, 404 unknown, 405 method,
- * 500 store inconsistency, 503 database unavailable.
+ *   /v1/openapi.json (docs/openapi.json, compiled in)
+ * Errors are JSON {"error": "<message>", "code": "<stable code>"}: 400 bad
+ * input (unknown_parameter: a query parameter the route does not declare),
+ * 404 unknown, 405 method, 500 store inconsistency, 503 database
+ * unavailable (docs/QUERIES.md lists the codes). HEAD answers the GET's
+ * headers with its Content-Length and no body; OPTIONS is a CORS preflight
+ * (http_cors_origins).
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
@@ -99,6 +104,18 @@ void cd_http_reply(struct evhttp_request *req, int code, const char *type, struc
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", type);
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* HEAD: the GET's headers, its Content-Length, and no body. evhttp
+         * would write the body after a HEAD's headers, with no length, and
+         * a keep-alive client then reads it as the start of the next
+         * response ("Excess found" in curl). */
+        char len[32];
+        snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : (size_t)0);
+        evhttp_remove_header(h, "Content-Length");
+        evhttp_add_header(h, "Content-Length", len);
+        evhttp_send_reply(req, code, reason(code), NULL);
+        return;
+    }
     evhttp_send_reply(req, code, reason(code), body);
 }
 
@@ -125,13 +142,31 @@ void cd_http_reply_jobj(struct evhttp_request *req, int code, json_t *obj)
     evbuffer_free(b);
 }
 
-void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+/* The code of an error reply that names none, by HTTP status. */
+static const char *default_code(int status)
+{
+    switch (status) {
+    case 400:
+        return "bad_request";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 503:
+        return "unavailable";
+    default:
+        return "internal_error";
+    }
+}
+
+static void reply_error_v(struct evhttp_request *req, int status, const char *code,
+                          const char *fmt, va_list ap) CD_PRINTF(4, 0);
+
+static void reply_error_v(struct evhttp_request *req, int status, const char *code,
+                          const char *fmt, va_list ap)
 {
     char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     json_t *m = json_string(msg);
     if (!m) { /* not UTF-8 (bytes a client put in the path): those bytes as '?' */
         for (char *p = msg; *p; p++)
@@ -139,11 +174,28 @@ void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, 
                 *p = '?';
         m = json_string(msg);
     }
-    if (code == 405)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-    if (code == 503)
+    if (status == 405)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", CD_HTTP_ALLOW);
+    if (status == 503)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    cd_http_reply_jobj(req, code, json_pack("{s:o}", "error", m));
+    cd_http_reply_jobj(req, status, json_pack("{s:o, s:s}", "error", m, "code", code));
+}
+
+void cd_http_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(req, code, default_code(code), fmt, ap);
+    va_end(ap);
+}
+
+void cd_http_reply_error_code(struct evhttp_request *req, int status, const char *code,
+                              const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(req, status, code, fmt, ap);
+    va_end(ap);
 }
 
 json_t *cd_http_json_hash(const uint8_t h[32])
@@ -238,8 +290,8 @@ int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc)
          * schema yet; the index is unavailable, not broken */
         if (!strcmp(cd_lookup_sqlstate(s->lk), "42P01") ||
             !strcmp(cd_lookup_sqlstate(s->lk), "42883")) {
-            cd_http_reply_error(req, 503,
-                                "the index schema is not created yet (conduitd is starting)");
+            cd_http_reply_error_code(req, 503, "schema_missing",
+                                     "the index schema is not created yet (conduitd is starting)");
             return H_DONE;
         }
         cd_log_warn("http: %s", msg);

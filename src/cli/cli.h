@@ -24,6 +24,10 @@ typedef struct cd_cli_cmd {
     const char *help;  /* one line: what it does */
 } cd_cli_cmd;
 
+/* Every subcommand, ending with a NULL name (cli_main.c; the man page
+ * conduit-cli(1) is written from it: cli_man.c). */
+extern const cd_cli_cmd cd_cli_commands[];
+
 struct cd_config;
 
 /*

@@ -30,8 +30,9 @@ int cd_cli_balance(int argc, char **argv);       /* cli_wallet.c */
 int cd_cli_history(int argc, char **argv);       /* cli_wallet.c */
 int cd_cli_merkle_proof_fmt(int argc, char **argv); /* cli_sdk.c: --format, then cli_pg.c */
 int cd_cli_beef(int argc, char **argv);             /* cli_sdk.c */
+int cd_cli_man(int argc, char **argv);           /* cli_man.c */
 
-static const cd_cli_cmd commands[] = {
+const cd_cli_cmd cd_cli_commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
      "sync progress and whether the daemon runs"},
     {"headers", cd_cli_p2p_headers, "[--connect H:P] [--out FILE] [--quiet]",
@@ -61,6 +62,8 @@ static const cd_cli_cmd commands[] = {
      "confirmed / unconfirmed satoshis and UTXO count of a key"},
     {"history", cd_cli_history, "<address|scripthash:H|pushdata:H> [--json]",
      "txs paying to or spending from a key, by height (mempool last)"},
+    {"man", cd_cli_man, "conduitd.8|conduitd.conf.5|conduit-cli.1",
+     "write a man page (roff) generated from the option tables"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -83,7 +86,7 @@ int cd_cli_parse_config(const char *cmd, cd_config *cfg, int n, char **argv)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: conduit-cli <command> [options]\n\ncommands:\n");
-    for (const cd_cli_cmd *c = commands; c->name; c++)
+    for (const cd_cli_cmd *c = cd_cli_commands; c->name; c++)
         fprintf(f, "  %-14s %-40s %s\n", c->name, c->usage, c->help);
     fprintf(f, "\nconduit-cli %s\n", CD_VERSION);
 }
@@ -100,7 +103,7 @@ int cd_cli_main(int argc, char **argv)
         printf("conduit-cli %s\n", CD_VERSION);
         return 0;
     }
-    for (const cd_cli_cmd *c = commands; c->name; c++)
+    for (const cd_cli_cmd *c = cd_cli_commands; c->name; c++)
         if (strcmp(c->name, argv[1]) == 0)
             return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "conduit-cli: unknown command '%s' (try: conduit-cli help)\n", argv[1]);

@@ -134,6 +134,9 @@ const cd_option cd_config_options[] = {
     {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
      "HTTP requests one client address may have in progress at once (the API has 4 server "
      "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
+    {"http_cors_origins", CD_OPT_STRING, "", 0, 0, 0, OFF(http_cors_origins), NULL,
+     "origins whose browser pages may read the HTTP API (CORS), separated by spaces or commas, "
+     "e.g. https://app.example.com; * allows any; empty: none"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
@@ -691,9 +694,13 @@ void cd_config_print_help(FILE *f, const char *prog)
             "usage: %s [options]\n"
             "\n"
             "Indexes the Bitcoin SV block chain into LMDB and PostgreSQL.\n"
-            "Options come from built-in defaults, then --conf FILE, then the command line.\n"
+            "Options come from built-in defaults, then the config file, then the command line.\n"
+            "The config file is --conf FILE, else the first found of <datadir>/conduitd.conf\n"
+            "(with --datadir), $HOME/.conduitd/<network>/conduitd.conf,\n"
+            "$HOME/.conduitd/conduitd.conf, " CD_SYSCONFDIR "/conduitd/conduitd.conf.\n"
             "\n"
             "  --conf FILE                read options from FILE ('key = value' lines)\n"
+            "  --no-conf                  read no config file\n"
             "  --mainnet | --testnet | --regtest | --stn\n"
             "                             choose the network (same as --network NAME)\n"
             "  --print-config             print the effective configuration and exit\n"
@@ -702,7 +709,8 @@ void cd_config_print_help(FILE *f, const char *prog)
             "  --version, -V              show the version\n"
             "\n"
             "Every option below is also a config-file key. Flags take '--name VALUE' or\n"
-            "'--name=VALUE'; on/off options also take '--name' and '--no-name'.\n"
+            "'--name=VALUE' (or bitcoind's '-name=VALUE'); on/off options also take '--name'\n"
+            "and '--no-name'. In the file, regtest=1 / testnet=1 / stn=1 choose the network.\n"
             "\n",
             prog);
     for (size_t i = 0; i < cd_config_n_options; i++) {
@@ -768,4 +776,14 @@ void cd_config_print_values(FILE *f, const cd_config *cfg)
             fprintf(f, "%s = %s\n", o->name, v);
         }
     }
+}
+
+const char *cd_config_type_word(const cd_option *o)
+{
+    return type_word(o);
+}
+
+void cd_config_describe(const cd_option *o, char *buf, size_t len)
+{
+    describe(o, buf, len);
 }

@@ -6,7 +6,8 @@
  * command line, --help and the annotated sample conf/conduitd.conf. Other modules only read
  * a const cd_config *; the object is created by main.c and lives until exit.
  *
- * Precedence: built-in defaults < config file (--conf FILE) < command line.
+ * Precedence: built-in defaults < config file (--conf FILE, or a default
+ * one: cd_config_parse_args) < command line.
  *
  * NOTES
  *  - Every string field is a NUL-terminated heap string owned by the config
@@ -99,6 +100,8 @@ typedef struct cd_config {
     uint32_t http_client_limit; /* requests in progress per client address; 0 = off */
     char *api_keys;             /* "k1,k2": bearer keys of the write routes
                                    (cd_http_arc.c); NULL = writes refused */
+    char *http_cors_origins;    /* origins browsers may read the API from:
+                                   space/comma separated, "*" = any, "" = none */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
@@ -167,7 +170,14 @@ typedef enum cd_config_action {
 /* Builds the whole configuration: defaults, then --conf FILE, then every
  * command-line flag (--key value, --key=value, --no-<bool>, --regtest,
  * --testnet, --stn, --mainnet, --connect (repeatable), --datadir, --conf,
- * --help, --version, --sample-config, --print-config), then cd_config_finish(). `prog` names the
+ * --no-conf, --help, --version, --sample-config, --print-config; every flag
+ * also in bitcoind's single-dash form: -regtest, -datadir=DIR), then
+ * cd_config_finish(). Without --conf (and without --no-conf) the first
+ * existing default file is read: <datadir>/conduitd.conf for a
+ * command-line --datadir, else $HOME/.conduitd/<network>/conduitd.conf or
+ * $HOME/.conduitd/conduitd.conf; then CD_SYSCONFDIR/conduitd/conduitd.conf
+ * (cfg->conf_file names the file read). In the file, regtest=1, testnet=1,
+ * stn=1, mainnet=1 choose the network as bitcoind's do. `prog` names the
  * program in
  * --help ("conduitd"). The command line is remembered for reload (argv must
  * then stay valid while cfg lives: main's argv). On CD_CONFIG_ERROR, err
@@ -229,6 +239,14 @@ void cd_config_mask_secret(const char *conninfo, char *out, size_t len);
  * Bytes freed by the shorter text become NULs (empty arguments to ps).
  * Returns: the number of arguments changed. */
 int cd_config_scrub_argv(int argc, char **argv);
+
+/* The placeholder of an option's value in --help and the man pages
+ * ("on|off", "N", "SIZE", ...). Returns a static string. */
+const char *cd_config_type_word(const cd_option *o);
+
+/* An option's range and flags in words ("range 1..1024; reloaded on
+ * SIGHUP"), "" if nothing to say, into buf (the man pages use it). */
+void cd_config_describe(const cd_option *o, char *buf, size_t len);
 
 /* Formats the current value of an option in file syntax into buf (secrets
  * in clear: for comparing values; cd_config_mask_secret before showing). */

@@ -39,6 +39,29 @@ static char *trim(char *s)
     return s;
 }
 
+/* bitcoind's network switches as config-file keys: `regtest=1`,
+ * `testnet=1`, `stn=1`, `mainnet=1` (bitcoind's util/system.cpp reads
+ * -regtest/-testnet as booleans from bitcoin.conf too). A 0 leaves the
+ * network alone. Returns 1 if key is one of them (handled), 0 if not,
+ * -1 if the value is not a boolean. */
+static int net_key(cd_config *cfg, const char *key, const char *value)
+{
+    static const char *const keys[][2] = {
+        {"mainnet", "main"}, {"testnet", "test"}, {"regtest", "regtest"}, {"stn", "stn"}};
+    for (size_t i = 0; i < CD_ARRAY_LEN(keys); i++) {
+        if (strcmp(key, keys[i][0]) != 0)
+            continue;
+        int on;
+        if (cd_config_parse_bool(value, &on) < 0)
+            return -1;
+        if (on)
+            cfg->net = btc_net_by_name(keys[i][1]);
+        return 1;
+    }
+    return 0;
+}
+
+
 /* Reads a whole config file into a new NUL-terminated buffer (*len bytes,
  * the caller frees it). Only a regular file of at most CD_CONFIG_MAX_FILE
  * bytes is read: /dev/zero would never end, a FIFO with no writer would
@@ -166,6 +189,15 @@ int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errl
         if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
             value[vl - 1] = '\0';
             value++;
+        }
+        int net_rc = net_key(cfg, key, value);
+        if (net_rc > 0)
+            continue;
+        if (net_rc < 0) {
+            cd_config_seterr(err, errlen, "%s:%d: %s expects 1 or 0: '%s'", path, lineno, key,
+                             value);
+            rc = -1;
+            break;
         }
         const cd_option *o = cd_config_find(key);
         if (o == NULL) {
@@ -330,7 +362,7 @@ static void src_add(cd_config_src *src, const char *key, const char *value)
 static int build(cd_config *cfg, const cd_config_src *src, char *err, size_t errlen)
 {
     cd_config_init(cfg);
-    if (src->conf_file != NULL) {
+    if (src->conf_file != NULL && src->conf_file[0] != '\0') {
         cfg->conf_file = cd_xstrdup(src->conf_file);
         if (cd_config_load_file(cfg, src->conf_file, err, errlen) < 0)
             return -1;
@@ -357,6 +389,67 @@ static int build(cd_config *cfg, const cd_config_src *src, char *err, size_t err
     return cd_config_finish(cfg, err, errlen);
 }
 
+/* The last value the command line gives key, or NULL. */
+static const char *src_last(const cd_config_src *src, const char *key)
+{
+    const char *v = NULL;
+    for (size_t j = 0; j < src->n; j++)
+        if (strcmp(src->keys[j], key) == 0)
+            v = src->values[j];
+    return v;
+}
+
+static char *existing_file(const char *dir, const char *sub, const char *name)
+{
+    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(name) + 3;
+    char *p = cd_xmalloc(n);
+    snprintf(p, n, "%s/%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name);
+    struct stat sb;
+    if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+        return p;
+    free(p);
+    return NULL;
+}
+
+/* The config file read when the command line names none (--conf) and does
+ * not refuse one (--no-conf), the first that exists of:
+ *   <datadir>/conduitd.conf            (--datadir given on the command line)
+ *   $HOME/.conduitd/<network>/conduitd.conf, $HOME/.conduitd/conduitd.conf
+ *                                      (no --datadir: bitcoind's
+ *                                      ~/.bitcoin/bitcoin.conf habit)
+ *   CD_SYSCONFDIR/conduitd/conduitd.conf  (where `meson install` puts the
+ *                                      sample: /etc/... for prefix /usr)
+ * The network is the command line's (a file chooses its own with
+ * regtest=1; the data directory then follows it). conduit-cli runs the same
+ * parser, so it finds the daemon's file and data directory the same way.
+ * Returns a heap path or NULL. */
+static char *default_conf_file(const cd_config_src *src)
+{
+    char *found = NULL;
+    const char *dd = src_last(src, "datadir");
+    if (dd != NULL && dd[0] != '\0') {
+        found = existing_file(dd, NULL, "conduitd.conf");
+    } else {
+        const char *home = getenv("HOME");
+        if (home == NULL || home[0] == '\0') {
+            struct passwd *pw = getpwuid(getuid());
+            home = pw ? pw->pw_dir : NULL;
+        }
+        const char *net = src_last(src, "network");
+        const btc_net *n = net ? btc_net_by_name(net) : NULL;
+        char sub[64];
+        snprintf(sub, sizeof(sub), ".conduitd/%s", n ? n->name : "main");
+        if (home != NULL && home[0] != '\0') {
+            found = existing_file(home, sub, "conduitd.conf");
+            if (found == NULL)
+                found = existing_file(home, ".conduitd", "conduitd.conf");
+        }
+    }
+    if (found == NULL)
+        found = existing_file(CD_SYSCONFDIR, "conduitd", "conduitd.conf");
+    return found;
+}
+
 static const struct {
     const char *flag;
     const char *net;
@@ -377,6 +470,14 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        /* bitcoind style: -regtest, -datadir=DIR, -conf FILE are the
+         * double-dash flags (a lone "-" or "-h"/"-V" are not) */
+        char dashed[256];
+        if (a[0] == '-' && a[1] != '-' && a[1] != '\0' && a[2] != '\0' &&
+            strlen(a) + 2 < sizeof(dashed)) {
+            snprintf(dashed, sizeof(dashed), "-%s", a);
+            a = dashed;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             action = CD_CONFIG_HELP;
             continue;
@@ -391,6 +492,11 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
         }
         if (strcmp(a, "--print-config") == 0) {
             print = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-conf") == 0 || strcmp(a, "--noconf") == 0) {
+            free(src->conf_file);
+            src->conf_file = cd_xstrdup(""); /* "" = none, not even a default */
             continue;
         }
         int is_net = 0;
@@ -425,11 +531,15 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
 
         if (strcmp(name, "conf") == 0) {
             if (value == NULL) {
-                if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                if (i + 1 >= argc || argv[i + 1][0] == '-') {
                     cd_config_seterr(err, errlen, "command line: missing value: '%s'", a);
                     goto fail;
                 }
                 value = argv[++i];
+            }
+            if (value[0] == '\0') {
+                cd_config_seterr(err, errlen, "command line: empty --conf (use --no-conf)");
+                goto fail;
             }
             free(src->conf_file);
             src->conf_file = cd_xstrdup(value);
@@ -455,8 +565,9 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
                 value = "on";
         }
         if (value == NULL) {
-            /* "--datadir --no-index" is a forgotten value, not a path */
-            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+            /* "--datadir --no-index" (or "-datadir -regtest") is a
+             * forgotten value, not a path */
+            if (i + 1 >= argc || (argv[i + 1][0] == '-' && argv[i + 1][1] != '\0')) {
                 cd_config_seterr(err, errlen, "command line: missing value: '%s'", a);
                 goto fail;
             }
@@ -480,6 +591,8 @@ cd_config_action cd_config_parse_args(cd_config *cfg, const char *prog, int argc
         cd_config_src_free(src);
         return action;
     }
+    if (src->conf_file == NULL)
+        src->conf_file = default_conf_file(src); /* may stay NULL: none found */
     if (build(cfg, src, err, errlen) < 0) {
         cd_config_free(cfg);
         goto fail;

@@ -11,8 +11,10 @@
  * "conduitd: <problem>" to stderr and exits with CD_EXIT_CONFIG (2), which
  * systemd's RestartPreventExitStatus=2 treats as "do not restart".
  *
- * main() opens no long-lived handles: the PostgreSQL check is a PQping, and
- * workers open their own connections after fork (STYLE.md C9).
+ * main() opens no long-lived handles: the PostgreSQL check is a PQping plus
+ * one login closed right away (a wrong role or database is a configuration
+ * error, not something to retry), and workers open their own connections
+ * after fork (STYLE.md C9).
  */
 #include "cd_blocksync.h"
 #include "cd_catchup.h"
@@ -80,7 +82,8 @@ static void pg_target(const char *conninfo, char *buf, size_t len)
     PQfreemem(errmsg);
 }
 
-/* Returns 0 if a server answers, else -1 with a one-line reason. */
+/* Returns 0 if a server answers and lets cfg's role log in to its database,
+ * else -1 with a one-line reason (the server's own message). */
 static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
 {
     char target[512];
@@ -105,15 +108,19 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
     cd_pg_params prm;
     cd_pg_params_init(&prm, cfg, &how);
     PGPing p = PQpingParams(prm.keys, prm.vals, 1);
-    if (p == PQPING_OK)
-        return 0;
-    /* Ask libpq why, with a short-lived connection closed right away. */
+    /* A ping only says a server answers: a wrong role, database or password
+     * passes it, and every worker would then retry its connection forever.
+     * So also log in for real, with a session closed right away. */
     char reason[512] = "no response";
     if (p == PQPING_REJECT)
         snprintf(reason, sizeof(reason),
                  "server rejects connections (starting up or shutting down?)");
     PGconn *c = cd_pg_open(cfg, &how);
-    if (c != NULL && PQstatus(c) != CONNECTION_OK) {
+    if (c != NULL && PQstatus(c) == CONNECTION_OK) {
+        PQfinish(c);
+        return 0;
+    }
+    if (c != NULL) {
         snprintf(reason, sizeof(reason), "%s", PQerrorMessage(c));
         /* one line: newlines/tabs to single spaces */
         char *w = reason;
@@ -126,6 +133,14 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
         while (w > reason && w[-1] == ' ')
             w--;
         *w = '\0';
+    }
+    if (p == PQPING_OK) {
+        PQfinish(c);
+        snprintf(err, errlen,
+                 "PostgreSQL (%s) refuses the login: %s (check the role, database and password "
+                 "in pg_conninfo or PG* variables; docs/OPERATIONS.md, \"PostgreSQL roles\")",
+                 target, reason);
+        return -1;
     }
     PQfinish(c);
     snprintf(err, errlen,

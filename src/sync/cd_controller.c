@@ -288,6 +288,34 @@ int cd_ctl_headers_synced(cd_ctl *ctl)
     return ctl->sync && cd_hdrsync_synced(ctl->sync);
 }
 
+/* The best header's hash and the connected peers, for `conduit-cli
+ * status` and /metrics (cd_status.h). */
+static void status_chain_and_peers(cd_ctl *ctl, cd_status *st)
+{
+    const cd_hdr_node *tip = ctl->tree ? cd_hdrtree_tip(ctl->tree) : NULL;
+    if (tip && tip->height >= 0)
+        cd_hex_encode_rev(st->best_hash, tip->hash, 32);
+    else
+        st->best_hash[0] = '\0';
+    st->n_peer = 0;
+    size_t n = ctl->mgr ? cp2p_mgr_peer_count(ctl->mgr) : 0;
+    for (size_t i = 0; i < n && st->n_peer < CD_STATUS_MAX_PEERS; i++) {
+        cp2p_peer *p = cp2p_mgr_peer_at(ctl->mgr, i);
+        if (!p || cp2p_peer_state_get(p) != CP2P_PEER_READY)
+            continue;
+        cd_status_peer *sp = &st->peer[st->n_peer++];
+        const cp2p_peer_stats *ps = cp2p_peer_stats_get(p);
+        const cp2p_version *v = cp2p_peer_version(p);
+        snprintf(sp->addr, sizeof(sp->addr), "%.63s", cp2p_peer_name(p));
+        /* already escaped by libconduit-p2p; spaces are kept, the status
+         * file puts the agent last on its line */
+        snprintf(sp->agent, sizeof(sp->agent), "%.127s", v ? v->user_agent : "");
+        sp->height = v ? v->start_height : -1;
+        sp->bytes_in = ps ? ps->bytes_in : 0;
+        sp->bytes_out = ps ? ps->bytes_out : 0;
+    }
+}
+
 static void publish_status(cd_ctl *ctl)
 {
     cd_ctl_progress pr;
@@ -295,6 +323,7 @@ static void publish_status(cd_ctl *ctl)
     cd_status *st = &ctl->st;
     st->header_height = ctl->tree ? cd_hdrtree_height(ctl->tree) : -1;
     st->peers = (uint32_t)(ctl->mgr ? cp2p_mgr_ready_count(ctl->mgr) : 0);
+    status_chain_and_peers(ctl, st);
     st->stored_height = pr.stored_height;
     st->indexed_height = ctl->cfg->index ? pr.indexed_height : -1;
     st->height = ctl->cfg->index ? st->indexed_height : st->stored_height;

@@ -24,7 +24,6 @@
 
 #include "cd_build.h" /* CD_VERSION */
 
-#define RATE_ALPHA 0.3 /* weight of the newest interval in the smoothed rates */
 
 void cd_status_init(cd_status *st, const cd_config *cfg)
 {
@@ -45,39 +44,34 @@ void cd_status_init(cd_status *st, const cd_config *cfg)
     }
 }
 
-static double smooth(double old, double sample, int first)
-{
-    return first ? sample : old + RATE_ALPHA * (sample - old);
-}
-
 void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, uint64_t txs_done,
                       double now_s)
 {
     st->blocks_done = blocks_done;
     st->bytes_done = bytes_done;
     st->txs_done = txs_done;
-    if (st->last_t <= 0) {
-        st->last_t = now_s;
-        st->last_blocks = blocks_done;
-        st->last_bytes = bytes_done;
-        st->last_txs = txs_done;
+    if (st->win_n > 0) {
+        unsigned last = (st->win_next + CD_STATUS_WINDOW - 1) % CD_STATUS_WINDOW;
+        if (now_s - st->win[last].t <= 0.05)
+            return; /* too short to measure */
+    }
+    st->win[st->win_next].t = now_s;
+    st->win[st->win_next].blocks = blocks_done;
+    st->win[st->win_next].bytes = bytes_done;
+    st->win[st->win_next].txs = txs_done;
+    st->win_next = (st->win_next + 1) % CD_STATUS_WINDOW;
+    if (st->win_n < CD_STATUS_WINDOW)
+        st->win_n++;
+    if (st->win_n < 2) {
         st->eta_s = -1;
         return;
     }
-    double dt = now_s - st->last_t;
-    if (dt <= 0.05)
-        return; /* too short to measure */
-    int first = st->blocks_per_s == 0 && st->mb_per_s == 0 && st->tx_per_s == 0;
-    double b = (double)(blocks_done - st->last_blocks) / dt;
-    double m = (double)(bytes_done - st->last_bytes) / dt / 1e6;
-    double t = (double)(txs_done - st->last_txs) / dt;
-    st->blocks_per_s = smooth(st->blocks_per_s, b, first);
-    st->mb_per_s = smooth(st->mb_per_s, m, first);
-    st->tx_per_s = smooth(st->tx_per_s, t, first);
-    st->last_t = now_s;
-    st->last_blocks = blocks_done;
-    st->last_bytes = bytes_done;
-    st->last_txs = txs_done;
+    /* the oldest sample still in the window against this one */
+    unsigned old = (st->win_next + CD_STATUS_WINDOW - st->win_n) % CD_STATUS_WINDOW;
+    double dt = now_s - st->win[old].t;
+    st->blocks_per_s = (double)(blocks_done - st->win[old].blocks) / dt;
+    st->mb_per_s = (double)(bytes_done - st->win[old].bytes) / dt / 1e6;
+    st->tx_per_s = (double)(txs_done - st->win[old].txs) / dt;
     if (st->header_height >= 0 && st->height >= st->header_height)
         st->eta_s = 0;
     else if (st->header_height >= 0 && st->blocks_per_s > 1e-6)
@@ -152,14 +146,20 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
             st->indexed_height);
     if (st->index_mode[0])
         fprintf(f, "  index mode:    %s\n", st->index_mode);
-    fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s\n", st->blocks_per_s,
-            st->mb_per_s, st->tx_per_s);
+    fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s (over %d status intervals)\n",
+            st->blocks_per_s, st->mb_per_s, st->tx_per_s, CD_STATUS_WINDOW - 1);
     fprintf(f, "  eta:           %s\n", eta);
     fprintf(f, "  ring:          %.1f%% of %.0f MB in use\n", ring_pct(st),
             (double)st->ring_size / (1024.0 * 1024.0));
     fprintf(f, "  workers alive: %" PRIu32 " / %" PRIu32 "\n", st->workers_alive,
             st->workers_total);
+    if (st->best_hash[0])
+        fprintf(f, "  best header:   %s\n", st->best_hash);
     fprintf(f, "  peers:         %" PRIu32 "\n", st->peers);
+    for (uint32_t i = 0; i < st->n_peer; i++)
+        fprintf(f, "    %-21s height %-8" PRId32 " in %.1f MB  out %.1f MB  %s\n",
+                st->peer[i].addr, st->peer[i].height, (double)st->peer[i].bytes_in / 1e6,
+                (double)st->peer[i].bytes_out / 1e6, st->peer[i].agent);
     fprintf(f, "  this run:      %" PRIu64 " blocks, %.1f MB, %" PRIu64 " txs\n", st->blocks_done,
             (double)st->bytes_done / 1e6, st->txs_done);
 }
@@ -198,7 +198,7 @@ int cd_status_write(const char *datadir, cd_status *st)
     for (char *q = stall; *q; q++)
         if ((unsigned char)*q < 0x20 || *q == 0x7f)
             *q = '?';
-    char buf[2048];
+    char buf[8192];
     int n = snprintf(buf, sizeof(buf),
                      "# conduitd status (read by conduit-cli status)\n"
                      "format=1\n"
@@ -233,6 +233,17 @@ int cd_status_write(const char *datadir, cd_status *st)
                      st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
                      st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode,
                      stall);
+    if (n >= 0 && (size_t)n < sizeof(buf))
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "best_hash=%s\n", st->best_hash);
+    for (uint32_t i = 0; i < st->n_peer && i < CD_STATUS_MAX_PEERS && n >= 0 &&
+                         (size_t)n < sizeof(buf);
+         i++) {
+        const cd_status_peer *p = &st->peer[i];
+        /* the agent last: it may hold spaces */
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+                      "peer=%s %" PRId32 " %" PRIu64 " %" PRIu64 " %s\n", p->addr, p->height,
+                      p->bytes_in, p->bytes_out, p->agent);
+    }
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         errno = EOVERFLOW;
         return -1;
@@ -344,7 +355,19 @@ int cd_status_read(const char *datadir, cd_status *st)
             st->mb_per_s = strtod(v, NULL);
         else if (strcmp(k, "tx_per_s") == 0)
             st->tx_per_s = strtod(v, NULL);
-        else if (strcmp(k, "eta_s") == 0)
+        else if (strcmp(k, "best_hash") == 0)
+            copy_str(st->best_hash, sizeof(st->best_hash), v);
+        else if (strcmp(k, "peer") == 0 && st->n_peer < CD_STATUS_MAX_PEERS) {
+            cd_status_peer *p = &st->peer[st->n_peer];
+            int used = 0;
+            char addr[64];
+            if (sscanf(v, "%63s %" SCNd32 " %" SCNu64 " %" SCNu64 " %n", addr, &p->height,
+                       &p->bytes_in, &p->bytes_out, &used) >= 4) {
+                copy_str(p->addr, sizeof(p->addr), addr);
+                copy_str(p->agent, sizeof(p->agent), used > 0 ? v + used : "");
+                st->n_peer++;
+            }
+        } else if (strcmp(k, "eta_s") == 0)
             st->eta_s = strtod(v, NULL);
     }
     fclose(f);
@@ -415,6 +438,19 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
         return NULL;
     /* last, so the fields before keep their order: why the index is stale */
     if (st->stall[0] && json_object_set_new(o, "stall", json_string(st->stall)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    json_t *peers = json_array();
+    for (uint32_t i = 0; peers && i < st->n_peer; i++)
+        json_array_append_new(peers, json_pack("{s:s, s:s, s:i, s:I, s:I}", "addr",
+                                               st->peer[i].addr, "agent", st->peer[i].agent,
+                                               "height", (int)st->peer[i].height, "bytes_in",
+                                               (json_int_t)st->peer[i].bytes_in, "bytes_out",
+                                               (json_int_t)st->peer[i].bytes_out));
+    if (json_object_set_new(o, "best_hash", st->best_hash[0] ? json_string(st->best_hash)
+                                                             : json_null()) != 0 ||
+        json_object_set_new(o, "peer_list", peers) != 0) {
         json_decref(o);
         return NULL;
     }

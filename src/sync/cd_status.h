@@ -16,8 +16,8 @@
  *
  * NOTES
  *  - cd_status_sample() computes blocks/s, MB/s, tx/s from the cumulative
- *    counters since the previous sample (smoothed), and the ETA from the gap
- *    between header_height and height.
+ *    counters over the last few samples (a sliding window), and the ETA from
+ *    the gap between header_height and height.
  *  - All functions are for the controller process; the reader side is for
  *    the CLI and tests.
  */
@@ -32,6 +32,18 @@
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 #define CD_STATUS_FILE "status"
+
+#define CD_STATUS_MAX_PEERS 8 /* peers listed in the status file */
+#define CD_STATUS_WINDOW    7 /* samples the rates span: the last 6 intervals */
+
+/* One connected peer as the status file lists it. */
+typedef struct cd_status_peer {
+    char addr[64];   /* host:port */
+    char agent[128]; /* its user agent, escaped by libconduit-p2p (no
+                        control characters) */
+    int32_t height;  /* the start height it announced */
+    uint64_t bytes_in, bytes_out;
+} cd_status_peer;
 
 typedef struct cd_status {
     /* identity (set by cd_status_init) */
@@ -65,9 +77,16 @@ typedef struct cd_status {
     uint64_t blocks_done, bytes_done, txs_done; /* cumulative this run */
     double blocks_per_s, mb_per_s, tx_per_s;
     double eta_s; /* < 0: unknown */
-    /* private to cd_status_sample */
-    double last_t;
-    uint64_t last_blocks, last_bytes, last_txs;
+    /* filled by the controller (appended in format 1: older readers skip) */
+    char best_hash[65]; /* best header's hash, display hex; "" unknown */
+    uint32_t n_peer;    /* entries of peer[] (<= peers) */
+    cd_status_peer peer[CD_STATUS_MAX_PEERS];
+    /* private to cd_status_sample: the sliding window of samples */
+    struct {
+        double t;
+        uint64_t blocks, bytes, txs;
+    } win[CD_STATUS_WINDOW];
+    unsigned win_n, win_next;
 } cd_status;
 
 /* Zeroes *st and sets identity fields (pid, network, version, start time),
@@ -75,8 +94,10 @@ typedef struct cd_status {
 void cd_status_init(cd_status *st, const cd_config *cfg);
 
 /* Takes a sample of the cumulative counters at time now_s (cd_now_s()) and
- * updates the rates (exponentially smoothed) and the ETA. The first call
- * only records the starting point. */
+ * updates the rates and the ETA. The rates span a sliding window of the
+ * last CD_STATUS_WINDOW samples (6 status intervals): once nothing moved
+ * for that long they read exactly 0, rather than decaying slowly as a
+ * smoothed average does. The first call only records the starting point. */
 void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, uint64_t txs_done,
                       double now_s);
 

@@ -97,6 +97,7 @@ OTHER = {
     "http_client_limit": ("7", "7"),
     "status_interval": ("3", "3"),
     "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
+    "http_cors_origins": ("https://a.example", "https://a.example"),
 }
 
 

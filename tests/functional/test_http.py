@@ -65,7 +65,7 @@ def get_error(port, path, code, method="GET"):
     assert st == code, (path, st, body)
     assert hdr["Content-Type"] == "application/json"
     doc = json.loads(body)
-    assert set(doc) == {"error"} and doc["error"], doc
+    assert set(doc) == {"error", "code"} and doc["error"] and doc["code"], doc
     return doc["error"]
 
 
@@ -366,7 +366,7 @@ def test_errors(env):
     for method in ("POST", "PUT", "DELETE"):
         get_error(env.port, "/v1/tip", 405, method=method)
     st, hdr, _ = get(env.port, "/v1/tip", method="POST")
-    assert hdr["Allow"] == "GET, HEAD"
+    assert hdr["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_server_restarted_after_kill9(env):

@@ -621,6 +621,66 @@ END_TEST
 
 /* ---- status ---- */
 
+/* The rates span a sliding window of samples: idle for the whole window
+ * reads exactly 0 (an exponentially smoothed rate, as before, only decays
+ * towards 0: 2 blk/s became 0.24 after six idle intervals); the status file
+ * carries the best hash and the peers. */
+START_TEST(test_status_window_and_peers)
+{
+    cd_status st;
+    cd_config cfg;
+    cd_config_init(&cfg);
+    cd_status_init(&st, &cfg);
+    cd_config_free(&cfg);
+    st.height = 100;
+    st.header_height = 1100;
+    for (int i = 0; i <= 6; i++) /* 2 blk/s for 60 s */
+        cd_status_sample(&st, (uint64_t)(20 * i), (uint64_t)i * 1000000, 0, 1000.0 + 10 * i);
+    ck_assert_double_eq_tol(st.blocks_per_s, 2.0, 1e-9);
+    ck_assert_double_eq_tol(st.mb_per_s, 0.1, 1e-9);
+    for (int i = 1; i <= 5; i++) { /* idle */
+        cd_status_sample(&st, 120, 6000000, 0, 1060.0 + 10 * i);
+        ck_assert(st.blocks_per_s > 0);
+    }
+    cd_status_sample(&st, 120, 6000000, 0, 1120.0);
+    ck_assert(st.blocks_per_s == 0.0 && st.mb_per_s == 0.0);
+    ck_assert(st.eta_s < 0);
+    /* moving again: a rate at once */
+    cd_status_sample(&st, 130, 7000000, 0, 1130.0);
+    ck_assert_double_eq_tol(st.blocks_per_s, 10.0 / 60.0, 1e-9);
+
+    snprintf(st.best_hash, sizeof(st.best_hash), "%064d", 7);
+    st.n_peer = 2;
+    snprintf(st.peer[0].addr, sizeof(st.peer[0].addr), "10.0.0.1:8333");
+    snprintf(st.peer[0].agent, sizeof(st.peer[0].agent), "/Bitcoin SV:1.1.0/");
+    st.peer[0].height = 870000;
+    st.peer[0].bytes_in = 123456789;
+    st.peer[0].bytes_out = 42;
+    snprintf(st.peer[1].addr, sizeof(st.peer[1].addr), "[::1]:18444");
+    st.peer[1].height = -1;
+    ck_assert_int_eq(cd_status_write(g_tmp, &st), 0);
+    cd_status back;
+    ck_assert_int_eq(cd_status_read(g_tmp, &back), 0);
+    ck_assert_str_eq(back.best_hash, st.best_hash);
+    ck_assert_uint_eq(back.n_peer, 2);
+    ck_assert_str_eq(back.peer[0].addr, "10.0.0.1:8333");
+    ck_assert_str_eq(back.peer[0].agent, "/Bitcoin SV:1.1.0/");
+    ck_assert_int_eq(back.peer[0].height, 870000);
+    ck_assert_uint_eq(back.peer[0].bytes_in, 123456789);
+    ck_assert_uint_eq(back.peer[0].bytes_out, 42);
+    ck_assert_str_eq(back.peer[1].addr, "[::1]:18444");
+    ck_assert_str_eq(back.peer[1].agent, "");
+    ck_assert_int_eq(back.peer[1].height, -1);
+    char *json = cd_status_json(&back, 1, back.updated_at);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_ptr_nonnull(strstr(json, "\"best_hash\": \"0000"));
+    ck_assert_ptr_nonnull(strstr(json, "\"agent\": \"/Bitcoin SV:1.1.0/\""));
+    const char *start = "{\"running\": true, \"stale\": false";
+    ck_assert_msg(strncmp(json, start, strlen(start)) == 0, "%s", json);
+    free(json);
+}
+END_TEST
+
 START_TEST(test_status_roundtrip)
 {
     tmp_setup();
@@ -646,7 +706,7 @@ START_TEST(test_status_roundtrip)
     ck_assert_double_eq_tol(st.mb_per_s, 4.0, 1e-9);
     ck_assert_double_eq_tol(st.tx_per_s, 500.0, 1e-9);
     ck_assert_double_eq_tol(st.eta_s, 500.0, 1e-6);     /* 1000 blocks at 2/s */
-    cd_status_sample(&st, 40, 80000000, 10000, 1030.0); /* slower: 1 blk/s, smoothed */
+    cd_status_sample(&st, 40, 80000000, 10000, 1030.0); /* slower: over the window 1.33 */
     ck_assert(st.blocks_per_s < 2.0 && st.blocks_per_s > 1.0);
 
     char line[512];
@@ -829,6 +889,7 @@ static Suite *suite_config(void)
     suite_add_tcase(s, tc);
     TCase *ops = tcase_create("ops");
     tcase_add_test(ops, test_status_roundtrip);
+    tcase_add_test(ops, test_status_window_and_peers);
     tcase_add_test(ops, test_notify_datagrams);
     tcase_add_test(ops, test_signals_run_in_loop);
     suite_add_tcase(s, ops);

@@ -1,0 +1,102 @@
+"""Issue 17: PostgreSQL roles and self-describing schema.
+
+- sql/roles.sql, run as a superuser, creates conduit_writer (the daemon) and
+  conduit_reader (applications); conduitd's migrations and indexing run as
+  conduit_writer; an application login in conduit_reader can read every
+  table and view, call the functions, LISTEN, and register watched keys and
+  outpoints, but cannot write the index (before: no roles, and an app given
+  SELECT could not use watched_keys);
+- every table, view and column of the schema has a COMMENT (migration
+  008_comments). A table added without comments fails this test.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from test_index import CHAIN, run_index  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def psql(pg, db, sql, user="postgres", check=True):
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1",
+                        "-h", pg.sockdir, "-p", str(pg.port), "-U", user, "-d", db],
+                       input=sql, capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def db(pg_module, build_dir, shared_data):
+    pg = pg_module
+    pg.psql("CREATE DATABASE rolesdb")
+    roles = open(os.path.join(ROOT, "sql", "roles.sql")).read()
+    psql(pg, "rolesdb", roles)
+    psql(pg, "rolesdb", roles)  # idempotent
+    psql(pg, "rolesdb", "CREATE ROLE app LOGIN IN ROLE conduit_reader")
+    # the daemon's code path (migrations, COPY of units, tip) as conduit_writer
+    ci = f"host={pg.sockdir} port={pg.port} user=conduit_writer dbname=rolesdb"
+    run_index(build_dir, ci, ["--chain", os.path.join(shared_data, CHAIN), "--jobs", "1"])
+    return pg
+
+
+def test_writer_owns_what_it_created(db):
+    owners = psql(db, "rolesdb", "SELECT DISTINCT tableowner FROM pg_tables "
+                                 "WHERE schemaname = 'public'").stdout.split()
+    assert owners == ["conduit_writer"]
+    assert psql(db, "rolesdb", "SELECT height FROM best_tip", user="conduit_writer"
+                ).stdout.strip() == "116"
+
+
+def test_reader_reads_listens_and_watches(db):
+    r = psql(db, "rolesdb",
+             "SELECT height, cd_txid_hex(block_hash) FROM best_tip;"
+             "SELECT count(*) FROM best_transactions;"
+             "SELECT count(*) FROM mempool_tx;"
+             "LISTEN cd_tip; LISTEN cd_key;"
+             "INSERT INTO watched_keys (push_hash, label) VALUES (sha256('\\x01'::bytea), 'a');"
+             "INSERT INTO watched_outpoints (prev_hash, prev_idx) VALUES ('\\x00'::bytea, 0);"
+             "DELETE FROM watched_outpoints;"
+             "SELECT count(*) FROM watched_keys;", user="app")
+    lines = r.stdout.split()
+    assert lines[0].startswith("116|7c9cd2")
+    assert int(lines[1]) > 100 and lines[-1] == "1"
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM blocks",
+    "INSERT INTO mempool_tx (tx_hash, tx_size) VALUES ('\\x00'::bytea, 1)",
+    "UPDATE index_tip SET height = 0",
+    "CREATE TABLE mine (x int)",
+    "DROP VIEW best_tip",
+])
+def test_reader_cannot_write_the_index(db, sql):
+    r = psql(db, "rolesdb", sql, user="app", check=False)
+    assert r.returncode != 0
+    assert "permission denied" in r.stderr or "must be owner" in r.stderr, r.stderr
+
+
+def test_every_table_view_and_column_has_a_comment(db):
+    missing = psql(db, "rolesdb", """
+        SELECT c.relname || coalesce('.' || a.attname, '')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND c.relkind = 'r'
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v')
+          AND ((a.attname IS NULL AND obj_description(c.oid, 'pg_class') IS NULL)
+            OR (a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL))
+        UNION
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind = 'r'
+          AND obj_description(c.oid, 'pg_class') IS NULL
+        ORDER BY 1""").stdout.split()
+    assert missing == [], "no COMMENT ON: " + ", ".join(missing)
+    n = psql(db, "rolesdb", "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON "
+                            "n.oid = c.relnamespace WHERE n.nspname = 'public' AND "
+                            "c.relkind IN ('r', 'v')").stdout.strip()
+    assert int(n) >= 20
