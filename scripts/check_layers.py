@@ -210,7 +210,12 @@ def self_test(root):
          lambda s: append(os.path.join(s, "common", "cd_util.c"), "\n" * (MAX_LINES + 1)),
          f"(more than {MAX_LINES})")
     case("src/daemon/ too large",
-         lambda s: append(os.path.join(s, DAEMON_ROOM, "main.c"), "/* */\n" * 900 * 4),
+         # a quarter of the tree's lines more in the programs' room: over
+         # the 10% bound whatever the tree's size
+         lambda s: append(os.path.join(s, DAEMON_ROOM, "main.c"),
+                          "/* */\n" * (sum(open(os.path.join(d, f)).read().count("\n")
+                                            for d, _, fs in os.walk(s) for f in fs
+                                            if f.endswith((".c", ".h"))) // 4)),
          f"src/{DAEMON_ROOM}/:")
     return 0 if ok else 1
 

@@ -118,6 +118,10 @@ int cd_http_lookup_failed(http_srv *s, struct evhttp_request *req, int rc) CD_WA
  * request and returns 1 when it is one of them, else 0 (nothing sent). */
 int cd_http_sdk_dispatch(http_srv *s, struct evhttp_request *req);
 
+/* 1 if an OpenAPI path is served by the SDK or ARC tables (cd_http_sdk.c),
+ * else 0. */
+int cd_http_sdk_owns_path(const char *path);
+
 /* Adds the CORS headers to the reply when the request's Origin is one of
  * http_cors_origins. Returns 1 if it is, else 0 (cd_http_cors.c). */
 int cd_http_cors_headers(http_srv *s, struct evhttp_request *req);

@@ -693,6 +693,8 @@ int cd_http_openapi_check(const char *text, size_t len, char *err, size_t errlen
     const char *path;
     json_t *item;
     json_object_foreach(paths, path, item) {
+        if (cd_http_sdk_owns_path(path))
+            continue; /* the SDK's table and ARC (cd_http_sdk.c) */
         const http_route *rt = NULL;
         for (size_t r = 0; r < CD_ARRAY_LEN(routes) && !rt; r++)
             if (path_is_route(path, &routes[r]))

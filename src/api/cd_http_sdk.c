@@ -410,6 +410,36 @@ static const sdk_route routes[] = {
     {{"woc", "v1", "bsv", "*", "tx", "*", "proof", "bump", NULL}, 1, h_woc_tx_bump},
 };
 
+/* 1 if the OpenAPI path (segments, "{name}" for a parameter) is one of
+ * this file's routes or under /arc (cd_http_arc.c): the document covers
+ * every table, the generic check (cd_http_openapi_check) only its own. */
+int cd_http_sdk_owns_path(const char *path)
+{
+    if (strncmp(path, "/arc/", 5) == 0)
+        return 1;
+    for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++) {
+        const char *p = path;
+        int i = 0, ok = 1;
+        for (; ok && routes[k].pattern[i]; i++) {
+            if (*p != '/') {
+                ok = 0;
+                break;
+            }
+            p++;
+            size_t w = strcspn(p, "/");
+            int templ = w >= 2 && p[0] == '{' && p[w - 1] == '}';
+            const char *pat = routes[k].pattern[i];
+            if (ok && (!strcmp(pat, "*") ? !templ
+                                         : (templ || strlen(pat) != w || memcmp(pat, p, w) != 0)))
+                ok = 0;
+            p += w;
+        }
+        if (ok && *p == '\0')
+            return 1;
+    }
+    return 0;
+}
+
 static const sdk_route *route_find(const sdk_req *r)
 {
     for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++) {
