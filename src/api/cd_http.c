@@ -251,7 +251,7 @@ static void http_free(http_mod *m)
         if (m->chan_fd[i] >= 0)
             close(m->chan_fd[i]);
     if (m->busy && m->busy != MAP_FAILED)
-        munmap(m->busy, sizeof(http_busy) * HTTP_PROCS);
+        munmap(m->busy, sizeof(http_shared));
     close(m->listen_fd);
     free(m);
 }
@@ -271,7 +271,7 @@ static int http_init(cd_ctl *ctl, void **state)
     http_listener = -1;
     /* one small table the servers share (which client each is busy with),
      * mapped before the fork so every (re)started server inherits it */
-    m->busy = mmap(NULL, sizeof(http_busy) * HTTP_PROCS, PROT_READ | PROT_WRITE,
+    m->busy = mmap(NULL, sizeof(http_shared), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m->busy == MAP_FAILED) {
         cd_log_error("http: cannot map the servers' shared table: %s", strerror(errno));

@@ -593,10 +593,8 @@ static void item_take(http_srv *s, arc_item *it, const uint8_t *bytes, size_t le
     if (index_view(s, std, slen, it->txid, &res, 0)) {
         arc_rec *r = arc_rec_get(it->txid);
         const char *w = json_string_value(json_object_get(res, "txStatus"));
-        if (r && w) {
-            snprintf(r->status, sizeof(r->status), "%s", w);
-            r->t = cd_now_s();
-        }
+        if (r && w)
+            arc_rec_status(it->txid, w, r->extra, NULL);
         item_done(it, 200, res);
         return;
     }
@@ -853,7 +851,7 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
                 r->cb_url = strdup(rq->cb_url);
                 r->cb_token = rq->cb_token ? strdup(rq->cb_token) : NULL;
                 if (!r->status[0])
-                    snprintf(r->status, sizeof(r->status), "RECEIVED");
+                    arc_rec_status(items[i].txid, "RECEIVED", r->extra, NULL);
             }
         }
     }
@@ -882,13 +880,19 @@ static int h_status(http_srv *s, struct evhttp_request *req, const char *id)
         cd_http_reply_jobj(req, 200, res);
         return H_DONE;
     }
+    /* this server's record, else the one another server wrote (the POST
+     * may have landed on any of the four) */
     arc_rec *r = arc_rec_find(txid);
-    if (!r || !r->status[0]) {
+    char st[32], ex[256];
+    if (r && r->status[0]) {
+        snprintf(st, sizeof(st), "%s", r->status);
+        snprintf(ex, sizeof(ex), "%s", r->extra);
+    } else if (!arc_shared_get(txid, st, ex)) {
         json_t *p = problem(404, "Not found", "this transaction is unknown here", txid);
         cd_http_reply_jobj(req, 404, p);
         return H_DONE;
     }
-    res = tx_response(txid, r->status, r->extra, NULL, NULL, NULL);
+    res = tx_response(txid, st, ex, NULL, NULL, NULL);
     json_object_del(res, "status");
     json_object_del(res, "title");
     cd_http_reply_jobj(req, 200, res);

@@ -108,6 +108,61 @@ static void cb_enqueue(arc_rec *r, json_t *cb)
     r->cbq[r->ncbq++] = cb;
 }
 
+/* ---- the status table shared by the servers (cd_http_int.h) ---- */
+
+static http_arc_slot *shared_tab;
+
+void arc_shared_attach(http_arc_slot *tab)
+{
+    shared_tab = tab;
+}
+
+static http_arc_slot *shared_slot(const uint8_t txid[32])
+{
+    return &shared_tab[cd_le32(txid) % HTTP_ARC_SLOTS];
+}
+
+static void shared_put(const uint8_t txid[32], const char *status, const char *extra)
+{
+    if (!shared_tab)
+        return;
+    http_arc_slot *sl = shared_slot(txid);
+    uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&sl->seq, q | 1u, __ATOMIC_RELAXED); /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(sl->txid, txid, 32);
+    snprintf(sl->status, sizeof(sl->status), "%s", status);
+    snprintf(sl->extra, sizeof(sl->extra), "%s", extra ? extra : "");
+    __atomic_store_n(&sl->seq, (q | 1u) + 1u, __ATOMIC_RELEASE);
+}
+
+int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
+{
+    if (!shared_tab)
+        return 0;
+    const http_arc_slot *sl = shared_slot(txid);
+    for (int tries = 0; tries < 100; tries++) {
+        uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_ACQUIRE);
+        if (q & 1u)
+            continue; /* a writer is in it: read again */
+        uint8_t id[32];
+        char st[32], ex[256];
+        memcpy(id, sl->txid, 32);
+        memcpy(st, sl->status, sizeof(st));
+        memcpy(ex, sl->extra, sizeof(ex));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&sl->seq, __ATOMIC_RELAXED) != q)
+            continue;
+        if (q == 0 || memcmp(id, txid, 32) != 0)
+            return 0;
+        st[sizeof(st) - 1] = ex[sizeof(ex) - 1] = '\0';
+        memcpy(status, st, sizeof(st));
+        memcpy(extra, ex, sizeof(ex));
+        return status[0] != '\0';
+    }
+    return 0;
+}
+
 /* Records a status (and queues the callback for the words ARC sends). */
 void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback)
 {
@@ -116,9 +171,12 @@ void arc_rec_status(const uint8_t txid[32], const char *status, const char *extr
         json_decref(callback);
         return;
     }
-    snprintf(r->status, sizeof(r->status), "%s", status);
-    snprintf(r->extra, sizeof(r->extra), "%s", extra ? extra : "");
+    if (status != r->status)
+        snprintf(r->status, sizeof(r->status), "%s", status);
+    if (extra != r->extra) /* the caller may pass the record's own text */
+        snprintf(r->extra, sizeof(r->extra), "%s", extra ? extra : "");
     r->t = cd_now_s();
+    shared_put(txid, r->status, r->extra);
     cb_enqueue(r, callback);
 }
 

@@ -43,6 +43,13 @@ arc_rec *arc_rec_find(const uint8_t txid[32]);
  * flight makes room); NULL when every slot is busy. */
 arc_rec *arc_rec_get(const uint8_t txid[32]);
 
+/* The servers' shared status table (cd_http_server_run attaches it). */
+void arc_shared_attach(http_arc_slot *tab);
+
+/* Copies the shared status of txid into status/extra. Returns 1 if found,
+ * else 0. */
+int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256]);
+
 /* Records a status; queues `callback` (taken over; may be NULL) when the
  * record has a callback URL. */
 void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra,

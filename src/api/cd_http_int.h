@@ -51,6 +51,29 @@ typedef struct http_busy {
     char pad[52];     /* one cache line each */
 } http_busy;
 
+/* ARC statuses the four servers share: a POST lands on one server, the
+ * client's GET /arc/v1/tx/<txid> on any (cd_http_arc_cb.c). A slot per
+ * txid hash (a newer tx may take an older one's slot: GET then falls back
+ * to the index, like ARC forgetting old txs); `seq` is odd while its
+ * writer fills the slot, readers retry. Only the server that took the POST
+ * writes a txid's slot. */
+#define HTTP_ARC_SLOTS 4096
+typedef struct http_arc_slot {
+    uint32_t seq;
+    uint8_t txid[32];
+    char status[32];
+    char extra[256];
+} http_arc_slot;
+
+/* The memory the controller maps (MAP_SHARED) before forking the servers;
+ * each server gets &busy[0] (cd_http_server_run) and finds the rest with
+ * http_shared_of(). */
+typedef struct http_shared {
+    http_busy busy[HTTP_PROCS];
+    http_arc_slot arc[HTTP_ARC_SLOTS];
+} http_shared;
+#define http_shared_of(busy_) ((http_shared *)(void *)(busy_))
+
 typedef struct http_srv {
     const cd_config *cfg;
     struct event_base *base;

@@ -47,6 +47,7 @@
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
+#include "cd_http_arc_int.h"
 #include "cd_status.h"
 
 #include "cd_log.h"
@@ -457,6 +458,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     s.cfg = cfg;
     s.proc = proc;
     s.busy = busy;
+    arc_shared_attach(http_shared_of(busy)->arc);
     the_srv = &s;
     __atomic_store_n(&busy[proc].key, 0, __ATOMIC_RELEASE); /* a predecessor's leftover */
     __atomic_store_n(&busy[proc].streams, 0, __ATOMIC_RELEASE);

@@ -55,7 +55,7 @@ static void srv_start(server *sv)
         cfg.datadir = sv->dir;
         cfg.index = 0;
         /* the table the servers share: this test runs one server, index 0 */
-        http_busy *busy = mmap(NULL, sizeof(http_busy) * HTTP_PROCS, PROT_READ | PROT_WRITE,
+        http_busy *busy = mmap(NULL, sizeof(http_shared), PROT_READ | PROT_WRITE,
                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         ck_assert(busy != MAP_FAILED);
         _exit(cd_http_server_run(&cfg, lfd, ch[1], 0, busy));
