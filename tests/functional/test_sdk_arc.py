@@ -84,7 +84,7 @@ def env(pg_module, build_dir, tmp_path_factory):
         e.d = Daemon(build_dir, str(tmp / "d"),
                      ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", e.ci,
                       "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
-                      "--http-listen", "127.0.0.1:0", "--api-keys", "k1,k2",
+                      "--http-listen", "127.0.0.1:0", "--http-client-limit", "0", "--api-keys", "k1,k2",
                       "--log-level", "info"])
         e.d.start()
         try:

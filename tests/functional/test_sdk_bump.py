@@ -101,7 +101,7 @@ def env(pg_module, build_dir, shared_data, tmp_path_factory):
         e.d = Daemon(build_dir, e.datadir,
                      ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", e.ci,
                       "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
-                      "--relay", "off", "--http-listen", "127.0.0.1:0", "--log-level", "info"])
+                      "--relay", "off", "--http-listen", "127.0.0.1:0", "--http-client-limit", "0", "--log-level", "info"])
         e.d.start()
         try:
             m = e.d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30)
