@@ -199,40 +199,40 @@ int cd_status_write(const char *datadir, cd_status *st)
         if ((unsigned char)*q < 0x20 || *q == 0x7f)
             *q = '?';
     char buf[2048];
-    int n = snprintf(buf, sizeof(buf),
-                     "# conduitd status (read by conduit-cli status)\n"
-                     "format=1\n"
-                     "pid=%" PRId64 "\n"
-                     "network=%s\n"
-                     "version=%s\n"
-                     "started_at=%" PRId64 "\n"
-                     "updated_at=%" PRId64 "\n"
-                     "interval_s=%" PRIu32 "\n"
-                     "state=%s\n"
-                     "height=%" PRId32 "\n"
-                     "stored_height=%" PRId32 "\n"
-                     "indexed_height=%" PRId32 "\n"
-                     "header_height=%" PRId32 "\n"
-                     "peers=%" PRIu32 "\n"
-                     "workers_alive=%" PRIu32 "\n"
-                     "workers_total=%" PRIu32 "\n"
-                     "ring_used=%" PRIu64 "\n"
-                     "ring_size=%" PRIu64 "\n"
-                     "blocks_done=%" PRIu64 "\n"
-                     "bytes_done=%" PRIu64 "\n"
-                     "txs_done=%" PRIu64 "\n"
-                     "blocks_per_s=%.3f\n"
-                     "mb_per_s=%.3f\n"
-                     "tx_per_s=%.1f\n"
-                     "eta_s=%.0f\n"
-                     "index_mode=%s\n"
-                     "stall=%s\n",
-                     st->pid, st->network, st->version, st->started_at, st->updated_at,
-                     st->interval_s, st->state, st->height, st->stored_height, st->indexed_height,
-                     st->header_height, st->peers, st->workers_alive, st->workers_total,
-                     st->ring_used, st->ring_size, st->blocks_done, st->bytes_done, st->txs_done,
-                     st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode,
-                     stall);
+    int n =
+        snprintf(buf, sizeof(buf),
+                 "# conduitd status (read by conduit-cli status)\n"
+                 "format=1\n"
+                 "pid=%" PRId64 "\n"
+                 "network=%s\n"
+                 "version=%s\n"
+                 "started_at=%" PRId64 "\n"
+                 "updated_at=%" PRId64 "\n"
+                 "interval_s=%" PRIu32 "\n"
+                 "state=%s\n"
+                 "height=%" PRId32 "\n"
+                 "stored_height=%" PRId32 "\n"
+                 "indexed_height=%" PRId32 "\n"
+                 "header_height=%" PRId32 "\n"
+                 "peers=%" PRIu32 "\n"
+                 "workers_alive=%" PRIu32 "\n"
+                 "workers_total=%" PRIu32 "\n"
+                 "ring_used=%" PRIu64 "\n"
+                 "ring_size=%" PRIu64 "\n"
+                 "blocks_done=%" PRIu64 "\n"
+                 "bytes_done=%" PRIu64 "\n"
+                 "txs_done=%" PRIu64 "\n"
+                 "blocks_per_s=%.3f\n"
+                 "mb_per_s=%.3f\n"
+                 "tx_per_s=%.1f\n"
+                 "eta_s=%.0f\n"
+                 "index_mode=%s\n"
+                 "stall=%s\n",
+                 st->pid, st->network, st->version, st->started_at, st->updated_at, st->interval_s,
+                 st->state, st->height, st->stored_height, st->indexed_height, st->header_height,
+                 st->peers, st->workers_alive, st->workers_total, st->ring_used, st->ring_size,
+                 st->blocks_done, st->bytes_done, st->txs_done, st->blocks_per_s, st->mb_per_s,
+                 st->tx_per_s, st->eta_s, st->index_mode, stall);
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         errno = EOVERFLOW;
         return -1;
@@ -400,10 +400,9 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
         "{s:b, s:b, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, "
         "s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:o, s:I, s:I, s:I, s:s}",
         "running", alive, "stale", alive && (cd_status_stale(st, now) || st->stall[0]), "pid",
-        (json_int_t)st->pid,
-        "network", st->network, "version", st->version, "state", st->state, "started_at",
-        (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at, "interval_s",
-        (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
+        (json_int_t)st->pid, "network", st->network, "version", st->version, "state", st->state,
+        "started_at", (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at,
+        "interval_s", (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
         (int)st->stored_height, "indexed_height", (int)st->indexed_height, "header_height",
         (int)st->header_height, "peers", (json_int_t)st->peers, "workers_alive",
         (json_int_t)st->workers_alive, "workers_total", (json_int_t)st->workers_total, "ring_used",
