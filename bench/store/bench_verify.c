@@ -116,8 +116,8 @@ int main(int argc, char **argv)
     printf("block: %zu bytes, %zu txs, %d rounds\n", n, ntx, rounds);
     printf("read (serving before):   %8.3f ms/block  %8.1f MB/s\n", t_read * 1e3,
            (double)n / t_read / 1e6);
-    printf("verify (added check):    %8.3f ms/block  %8.1f MB/s  (%.2f ms per MB)\n",
-           t_ver * 1e3, (double)n / t_ver / 1e6, t_ver * 1e3 / ((double)n / 1e6));
+    printf("verify (added check):    %8.3f ms/block  %8.1f MB/s  (%.2f ms per MB)\n", t_ver * 1e3,
+           (double)n / t_ver / 1e6, t_ver * 1e3 / ((double)n / 1e6));
     printf("sha256d floor:           %8.3f ms/block  %8.1f MB/s  (verify = %.2f x floor)\n",
            t_floor * 1e3, (double)n / t_floor / 1e6, t_ver / t_floor);
     cd_blockstore_close(bs);

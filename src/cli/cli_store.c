@@ -327,8 +327,8 @@ int cd_cli_verify(int argc, char **argv)
         printf("BAD store %s/data.mdb: listing the blocks: %s\n", p1, cd_strerror(frc));
         damaged = 1;
     }
-    printf("%" PRIu64 " blocks checked%s, %" PRIu64 " bad\n", v.checked,
-           full ? " (re-hashed)" : "", v.bad);
+    printf("%" PRIu64 " blocks checked%s, %" PRIu64 " bad\n", v.checked, full ? " (re-hashed)" : "",
+           v.bad);
     cd_blockstore_close(v.blocks);
     cd_blockstore_close(v.merkle);
     cd_config_free(&cfg);

@@ -79,7 +79,7 @@ typedef struct cd_config {
     uint32_t block_min_rate;              /* bytes/s floor of a block download (0: off) */
     uint32_t block_rate_grace_s;          /* reading time before block_min_rate applies */
     int block_checksum;                   /* verify p2p checksums of block messages */
-    int serve_block_check; /* re-hash a stored block before serving it (issue 11, F7) */
+    int serve_block_check;                /* re-hash a block before serving it (F7) */
     int relay;                            /* ask peers for mempool tx invs */
     int index_data_pushes;                /* DATA-flag pushdata (after OP_RETURN) */
     uint32_t max_data_push;               /* longest DATA push hashed (bytes) */

@@ -51,7 +51,7 @@ typedef struct pipe_block {
     int stored_slot; /* parser asked to complete it (BLOCK_STORED), -1 none */
     int stored_done; /* that parser marked it indexed in PostgreSQL */
     int ok;          /* finished with CD_PIPE_OK */
-    int purge; /* failed after units reached parsers: remove their rows */
+    int purge;       /* failed after units reached parsers: remove their rows */
     int hash_known;
     void *ctx;
 } pipe_block;

@@ -32,7 +32,7 @@ struct cd_blockstore {
     uint8_t *carry_alt; /* the other carry buffer: a flushed carry is kept
                          * intact until its txn commits, so a failed append
                          * can be retried (disk full, issue 11 F6) */
-    uint64_t *ocarry; /* offsets not yet in a record */
+    uint64_t *ocarry;   /* offsets not yet in a record */
     size_t ocarry_len;
     uint64_t *ocarry_save; /* ocarry's prefix, saved while an append may fail */
 };

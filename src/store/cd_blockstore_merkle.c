@@ -158,9 +158,8 @@ int cd_blockstore_merkle_delete(cd_blockstore *bs, const uint8_t hash[32])
     return rc;
 }
 
-static int merkle_write_once(cd_blockstore *bs, const uint8_t hash[32],
-                             const cd_merkle_part *parts, size_t n_parts,
-                             const cd_merkle_meta *meta)
+static int merkle_write_once(cd_blockstore *bs, const uint8_t hash[32], const cd_merkle_part *parts,
+                             size_t n_parts, const cd_merkle_meta *meta)
 {
     MDB_txn *txn;
     int rc = cd_blockstore_wrtxn(bs, &txn);

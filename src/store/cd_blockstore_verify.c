@@ -33,8 +33,7 @@
 #define VERIFY_JOBS 32u        /* txids hashed per btc_sha256_many call */
 
 /* Hashes the batched txids and adds them to the stream in order. */
-static int flush_jobs(btc_merkle_stream *ms, btc_sha256_job *jobs, uint8_t (*ids)[32],
-                      size_t *nj)
+static int flush_jobs(btc_merkle_stream *ms, btc_sha256_job *jobs, uint8_t (*ids)[32], size_t *nj)
 {
     if (*nj == 0)
         return 0;
@@ -85,10 +84,10 @@ int cd_blockstore_verify(cd_blockstore *bs, const uint8_t hash[32], const cd_blo
     btc_sha256_job jobs[VERIFY_JOBS];
     uint8_t ids[VERIFY_JOBS][32];
     size_t nj = 0;
-    uint64_t tx_i = 0;        /* tx being hashed (its start was seen) */
-    uint64_t next_start = 0;  /* where tx_i + 1 starts (loc->size for the last) */
-    uint64_t offs_first = 0;  /* index of offs[0] */
-    uint64_t offs_n = 0;      /* offsets held */
+    uint64_t tx_i = 0;       /* tx being hashed (its start was seen) */
+    uint64_t next_start = 0; /* where tx_i + 1 starts (loc->size for the last) */
+    uint64_t offs_first = 0; /* index of offs[0] */
+    uint64_t offs_n = 0;     /* offsets held */
     int in_tx = 0;
     for (uint64_t off = 0; off < loc->size && rc == 0;) {
         size_t n = (size_t)CD_MIN((uint64_t)VERIFY_BUF, loc->size - off);
@@ -134,9 +133,10 @@ int cd_blockstore_verify(cd_blockstore *bs, const uint8_t hash[32], const cd_blo
                 }
                 if (start > pos) { /* only the header and count precede tx 0 */
                     if (tx_i != 0 || start > n) {
-                        rc = bad(why, why_len, "tx %llu: bytes before offset %llu belong to no "
-                                 "transaction", (unsigned long long)tx_i,
-                                 (unsigned long long)start);
+                        rc = bad(why, why_len,
+                                 "tx %llu: bytes before offset %llu belong to no "
+                                 "transaction",
+                                 (unsigned long long)tx_i, (unsigned long long)start);
                         break;
                     }
                     p = (size_t)(start - off);
@@ -210,8 +210,9 @@ int cd_blockstore_verify(cd_blockstore *bs, const uint8_t hash[32], const cd_blo
         if (btc_merkle_stream_final(&ms, root, &mutated) != 0)
             rc = bad(why, why_len, "no transactions");
         else if (memcmp(root, loc->header + 36, 32) != 0)
-            rc = bad(why, why_len, "its transactions do not give the header's merkle root "
-                                   "(a byte changed on disk)");
+            rc = bad(why, why_len,
+                     "its transactions do not give the header's merkle root "
+                     "(a byte changed on disk)");
         else if (mutated)
             rc = bad(why, why_len, "its transaction list is mutated (CVE-2012-2459)");
     }

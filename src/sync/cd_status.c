@@ -423,10 +423,9 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
         "{s:b, s:b, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, "
         "s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:o, s:I, s:I, s:I, s:s}",
         "running", alive, "stale", alive && (cd_status_stale(st, now) || st->stall[0]), "pid",
-        (json_int_t)st->pid,
-        "network", st->network, "version", st->version, "state", st->state, "started_at",
-        (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at, "interval_s",
-        (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
+        (json_int_t)st->pid, "network", st->network, "version", st->version, "state", st->state,
+        "started_at", (json_int_t)st->started_at, "updated_at", (json_int_t)st->updated_at,
+        "interval_s", (json_int_t)st->interval_s, "height", (int)st->height, "stored_height",
         (int)st->stored_height, "indexed_height", (int)st->indexed_height, "header_height",
         (int)st->header_height, "peers", (json_int_t)st->peers, "workers_alive",
         (json_int_t)st->workers_alive, "workers_total", (json_int_t)st->workers_total, "ring_used",

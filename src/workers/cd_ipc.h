@@ -72,18 +72,18 @@ typedef enum cd_wk_kind {
 } cd_wk_kind;
 
 typedef enum cd_ipc_type {
-    CD_IPC_HELLO = 1,        /* w->c  cd_ipc_hello, first message of a worker */
-    CD_IPC_BLOCK_BEGIN = 2,  /* c->w  cd_ipc_block_begin */
-    CD_IPC_UNIT = 3,         /* c->w  cd_ipc_unit + uint32_t tx_off[tx_count] */
-    CD_IPC_BLOCK_END = 4,    /* c->w  cd_ipc_block_ref */
-    CD_IPC_BLOCK_ABORT = 5,  /* c->w  cd_ipc_block_ref */
-    CD_IPC_UNIT_ACK = 6,     /* w->c  cd_ipc_unit_ack */
-    CD_IPC_BLOCK_DONE = 7,   /* w->c  cd_ipc_block_done */
-    CD_IPC_BLOCK_DELETE = 8, /* c->writer: drop the stored copy (by hash);
-                              * c->parser: remove the rows a failed copy
-                              * committed (by hash, only if not indexed),
-                              * answered by BLOCK_DONE with the same block_id */
-    CD_IPC_SHUTDOWN = 9,     /* c->w  no payload: finish and exit 0 */
+    CD_IPC_HELLO = 1,         /* w->c  cd_ipc_hello, first message of a worker */
+    CD_IPC_BLOCK_BEGIN = 2,   /* c->w  cd_ipc_block_begin */
+    CD_IPC_UNIT = 3,          /* c->w  cd_ipc_unit + uint32_t tx_off[tx_count] */
+    CD_IPC_BLOCK_END = 4,     /* c->w  cd_ipc_block_ref */
+    CD_IPC_BLOCK_ABORT = 5,   /* c->w  cd_ipc_block_ref */
+    CD_IPC_UNIT_ACK = 6,      /* w->c  cd_ipc_unit_ack */
+    CD_IPC_BLOCK_DONE = 7,    /* w->c  cd_ipc_block_done */
+    CD_IPC_BLOCK_DELETE = 8,  /* c->writer: drop the stored copy (by hash);
+                               * c->parser: remove the rows a failed copy
+                               * committed (by hash, only if not indexed),
+                               * answered by BLOCK_DONE with the same block_id */
+    CD_IPC_SHUTDOWN = 9,      /* c->w  no payload: finish and exit 0 */
     CD_IPC_BLOCK_STORED = 10, /* c->parser cd_ipc_block_ref: complete it in PG */
     CD_IPC_STALL = 11,        /* w->c  cd_ipc_stall */
 } cd_ipc_type;
@@ -172,12 +172,12 @@ typedef struct cd_ipc_block_done {
 
 /* A store that cannot be written (STALL). */
 typedef struct cd_ipc_stall {
-    uint32_t stalled;   /* 1: writes are failing and retried; 0: they work again */
-    int32_t err;        /* the error (cd_strerror names it) */
+    uint32_t stalled;    /* 1: writes are failing and retried; 0: they work again */
+    int32_t err;         /* the error (cd_strerror names it) */
     uint64_t free_bytes; /* free space of the filesystem when it failed */
     uint32_t disk_full;  /* 1: no space (ENOSPC, EDQUOT, a short write, map full) */
     uint32_t pad;
-    char path[256];      /* the store's directory, NUL-terminated */
+    char path[256]; /* the store's directory, NUL-terminated */
 } cd_ipc_stall;
 
 /* ---- blocking helpers for workers (the controller uses bufferevents) ---- */

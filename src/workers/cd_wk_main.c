@@ -114,8 +114,8 @@ void cd_wk_store_ok(cd_wk_ctx *c, const char *path)
 {
     if (!c->stalled)
         return;
-    cd_log_info("%s: %s is writable again after %u attempt(s); resuming",
-                cd_wk_kind_name(c->kind), path, c->stall_tries);
+    cd_log_info("%s: %s is writable again after %u attempt(s); resuming", cd_wk_kind_name(c->kind),
+                path, c->stall_tries);
     c->stalled = 0;
     c->stall_tries = 0;
     send_stall(c, path, 0, 0, free_bytes(path), 0);

@@ -41,8 +41,8 @@ typedef struct held_unit {
 
 /* Batch limits: bytes of unit data held (they pin ring space until the
  * batch commits) and units per batch. */
-#define PARSER_BATCH_BYTES (32u << 20)
-#define PARSER_BATCH_UNITS 4096u
+#define PARSER_BATCH_BYTES  (32u << 20)
+#define PARSER_BATCH_UNITS  4096u
 /* BLOCK_STORED requests held before they are completed together. */
 #define PARSER_BATCH_STORED 256u
 

@@ -124,9 +124,9 @@ static int writer_unit(cd_wk_ctx *c, const cd_ipc_unit *u, const uint32_t *tx_of
     for (uint32_t i = 0; i < u->tx_count; i++)
         w->offs[i] = u->block_off + tx_off[i];
     int rc;
-    WRITE_RETRYING(c, w, rc,
-                   cd_blockstore_append(w->bs, cd_wk_unit_bytes(c, u), u->len, w->offs,
-                                        u->tx_count));
+    WRITE_RETRYING(
+        c, w, rc,
+        cd_blockstore_append(w->bs, cd_wk_unit_bytes(c, u), u->len, w->offs, u->tx_count));
     if (rc) {
         char hex[65];
         hexid(hex, w->hash);
