@@ -200,6 +200,13 @@ int cd_config_finish(cd_config *cfg, char *err, size_t errlen) CD_WARN_UNUSED;
  * (which the option table bounds the same way). */
 unsigned cd_config_parser_workers(const cd_config *cfg, long cores);
 
+/* The work-unit size the pipeline cuts blocks at and start-up recovery
+ * re-cuts stored blocks at (one function, so both cut alike): unit_size
+ * (32 MiB when 0), at most a quarter of ring_size (so several units are in
+ * flight in the ring; cd_config_finish refuses more than half), at least
+ * 4 KiB. Returns: bytes. */
+uint64_t cd_config_unit_size(const cd_config *cfg);
+
 /* Creates the data directory if missing (mode 0700, parents too) and checks
  * that it is a readable, writable directory. Returns 0, or -1 with err =
  * "data directory <path>: <strerror>". */

@@ -390,8 +390,12 @@ cd_pipeline *cd_pipeline_new(struct event_base *base, cd_supervisor *sup, cd_rin
     p->ring = ring;
     p->cfg = cfg;
     p->cbs = *cbs;
-    uint64_t us = cfg->unit_size ? cfg->unit_size : 32ull << 20;
-    p->unit_size = CD_MAX(CD_MIN(us, ring->size / 4), 4096);
+    /* the ring is at least cfg->ring_size bytes: the quarter holds */
+    p->unit_size = cd_config_unit_size(cfg);
+    if (cfg->unit_size > p->unit_size)
+        cd_log_info("pipeline: unit_size %llu bytes is more than a quarter of ring_size: units of "
+                    "%llu bytes",
+                    (unsigned long long)cfg->unit_size, (unsigned long long)p->unit_size);
     p->sup = sup;
     cd_sup_set_ring(sup, ring_forget, ring);
     return p;

@@ -618,7 +618,7 @@ static int rec_range(rec_ctx *r, const cd_block_loc *loc, int64_t id, uint64_t s
         return -1;
     if (e == loc->tx_count)
         r->offs[e - s] = loc->size;
-    uint64_t unit_size = r->cfg->unit_size ? r->cfg->unit_size : 32u << 20;
+    uint64_t unit_size = cd_config_unit_size(r->cfg); /* as the pipeline cuts */
     for (uint64_t a = s; a < e;) {
         uint64_t b = a + 1;
         while (b < e && r->offs[b - s] - r->offs[a - s] < unit_size)
