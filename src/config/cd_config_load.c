@@ -294,6 +294,13 @@ static int mkdir_p(char *path)
     return 0;
 }
 
+uint64_t cd_config_unit_size(const cd_config *cfg)
+{
+    uint64_t us = cfg->unit_size ? cfg->unit_size : 32ull << 20;
+    us = CD_MIN(us, cfg->ring_size / 4);
+    return CD_MAX(us, 4096);
+}
+
 unsigned cd_config_parser_workers(const cd_config *cfg, long cores)
 {
     if (cfg->parser_workers)
