@@ -325,6 +325,25 @@ static void expect_file_error(const char *text, const char *want_sub, int line)
 /* parser_workers: one bound (CD_CONFIG_MAX_PARSER_WORKERS) for an explicit
  * value, the default on any host, and the pipeline (cd_pipeline.h asserts
  * its own limit is this one). */
+/* The pipeline and start-up recovery cut blocks at this one size (recovery
+ * used the configured value while the pipeline capped it: a ring of 64M
+ * with the default 32M units cut units of 16M in one and 32M in the other). */
+START_TEST(test_unit_size_one_rule)
+{
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.ring_size = 64ull << 20;
+    ck_assert_uint_eq(cd_config_unit_size(&cfg), 16ull << 20); /* default 32M, capped */
+    cfg.unit_size = 8ull << 20;
+    ck_assert_uint_eq(cd_config_unit_size(&cfg), 8ull << 20);
+    cfg.ring_size = 512ull << 20;
+    cfg.unit_size = 0;
+    ck_assert_uint_eq(cd_config_unit_size(&cfg), 32ull << 20);
+    cfg.ring_size = 8192;
+    ck_assert_uint_eq(cd_config_unit_size(&cfg), 4096); /* the floor */
+}
+END_TEST
+
 START_TEST(test_parser_workers_bound)
 {
     tmp_setup();
@@ -880,6 +899,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_sizes);
     tcase_add_test(tc, test_file_errors);
     tcase_add_test(tc, test_parser_workers_bound);
+    tcase_add_test(tc, test_unit_size_one_rule);
     tcase_add_test(tc, test_flag_errors);
     tcase_add_test(tc, test_mask_secret);
     tcase_add_test(tc, test_sample_in_sync);
