@@ -138,9 +138,25 @@ COMMENT ON VIEW best_tip IS 'The indexed best tip: hash, height, header.';
 COMMENT ON VIEW all_inputs IS 'Spends on the best chain and in the mempool (height and block_hash NULL for the mempool).';
 COMMENT ON VIEW all_pushdata IS 'Pushdata keys on the best chain and in the mempool (height and block_hash NULL for the mempool).';
 
+-- the outputs of sql/007 (issue 14)
+COMMENT ON TABLE outputs IS 'One row per output of every indexed block: its value and the sha256 of its locking script (Electrum''s script hash). Spent or not is not stored: an output is spent when a best-chain or mempool input names it (cd_utxos, cd_balance).';
+COMMENT ON COLUMN outputs.block_id IS 'blocks.block_id of the block that holds the tx';
+COMMENT ON COLUMN outputs.tx_pos IS 'position of the tx in its block (0 = coinbase)';
+COMMENT ON COLUMN outputs.idx IS 'output index (vout)';
+COMMENT ON COLUMN outputs.value IS 'satoshis';
+COMMENT ON COLUMN outputs.script_hash IS 'sha256 of the locking script, natural byte order (Electrum script hash)';
+COMMENT ON COLUMN outputs.script IS 'the locking script when at most 64 bytes, else NULL (read from the block store)';
+COMMENT ON TABLE mempool_outputs IS 'The outputs of the mempool transactions (mempool_tx): rows come and go with their tx.';
+COMMENT ON COLUMN mempool_outputs.tx_hash IS 'mempool_tx.tx_hash of the tx (txid, internal order)';
+COMMENT ON COLUMN mempool_outputs.idx IS 'output index (vout)';
+COMMENT ON COLUMN mempool_outputs.value IS 'satoshis';
+COMMENT ON COLUMN mempool_outputs.script_hash IS 'sha256 of the locking script, natural byte order';
+COMMENT ON COLUMN mempool_outputs.script IS 'the locking script when at most 64 bytes, else NULL';
+
 -- Applications register their watches in these two tables. If the reader
 -- role of sql/roles.sql exists (it is created by an administrator, not by
 -- conduitd), give it what that needs; otherwise sql/roles.sql does it later.
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'conduit_reader') THEN
