@@ -64,6 +64,9 @@ def test_mempool_raw_bytes(pg_module, build_dir, simnode_factory, tmp_path):
     try:
         port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
         wait_tip(pg, "mraw", d, node)
+        # the node does not answer `mempool` (not whitelisted): txs it took
+        # before relay was on would only come with a block, so make them after
+        d.wait_for_log(r"mempool: index at the best tip; relay on", timeout=60)
 
         # ---- relayed: the bytes as the peer sent them ----
         txs = node.make_mempool_txs(4)

@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from test_index import create_db, psql  # noqa: E402
-from test_reorg import mempool, mine_exact, start, tip, txid, wait_tip, wait_until  # noqa: E402
+from test_reorg import (mempool, mine_exact, start, tip, txid, wait_relay, wait_tip,  # noqa: E402
+                        wait_until)
 
 from tests.simnode.protocol import parse_tx  # noqa: E402
 
@@ -56,6 +57,7 @@ def test_notifications(pg_module, build_dir, simnode_factory, tmp_path):
     d = start(build_dir, tmp_path / "n", node.port, ci)
     try:
         wait_tip(pg, "notify", d, node)
+        wait_relay(d)  # the node does not answer `mempool`: relay must be on first
         # the tx the application cares about: spends outpoint `op`, pays a
         # P2PKH whose key (sha256 of the 20-byte hash) it registers
         # (an output the node lets the simulator's wallet spend now: signed, mature)

@@ -49,7 +49,12 @@ def test_valid_tx_is_seen_on_the_network(build_dir, simnode_factory):
     senders = [c for c in conns if "tx" in c.commands()]
     assert len(senders) == 1 and len(conns) == 2
     watcher = [c for c in conns if c is not senders[0]][0]
-    assert "inv" in watcher.sent
+    # the simulator records a message after its sendall() returns, so the
+    # client may have read the inv (and exited) a moment before it is listed
+    deadline = time.monotonic() + 10
+    while "inv" not in watcher.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "inv" in watcher.sent, watcher.sent
     assert not senders[0].version["relay"] and watcher.version["relay"]
 
 

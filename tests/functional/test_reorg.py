@@ -121,6 +121,13 @@ def wait_until(pred, d, what, timeout=120):
         time.sleep(0.1)
 
 
+def wait_relay(d):
+    """Until the mempool module relays: a node that does not answer `mempool`
+    (the real node's default, the simulator's too) never sends the txs it
+    took before, so a test makes its mempool txs after this."""
+    d.wait_for_log(r"mempool: index at the best tip; relay on", timeout=120)
+
+
 def wait_tip(pg, db, d, node, timeout=120):
     want = node.chain.tip.hash_hex
     wait_until(lambda: tip(pg, db) == want, d, "tip " + want, timeout)
@@ -189,6 +196,7 @@ def test_reorgs_and_mempool(pg_module, build_dir, simnode_factory, tmp_path):
     d = start(build_dir, tmp_path / "live", node.port, ci)
     try:
         wait_tip(pg, "live", d, node)
+        wait_relay(d)
 
         # ---- mempool: relayed txs are indexed with their rows ----
         txs = node.make_mempool_txs(8)
@@ -429,6 +437,7 @@ def test_reorg_drops_spenders_of_orphaned_coinbase(pg_module, build_dir, simnode
     d = start(build_dir, tmp_path / "cbo", node.port, ci)
     try:
         wait_tip(pg, "cbo", d, node)
+        wait_relay(d)
         tip_blk = node.chain.tip
         raw_blk = tip_blk.read()
         _, txs = parse_block(raw_blk)
