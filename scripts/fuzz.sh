@@ -94,8 +94,8 @@ for t in $TARGETS; do
         status=1
         continue
     fi
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    cov=$(grep -ao 'cov: [0-9]*' "$log" | tail -1)
     echo "fuzz.sh: $bin ran ${SECONDS_PER_TARGET}s clean: ${runs:-?} inputs, ${cov:-cov: ?}"
 done
 exit $status
