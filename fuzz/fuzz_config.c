@@ -94,8 +94,19 @@ static int line_safe(const char *v)
 
 static int cfg_line_safe(const cd_config *c)
 {
+    /* Secrets are never printed (api_keys as "(hidden: N keys)", a
+     * password in pg_conninfo as ***): such a configuration cannot round
+     * trip through --print-config by design, so it is not checked that way. */
+    if (c->api_keys && c->api_keys[0])
+        return 0;
+    if (c->pg_conninfo) {
+        char masked[1024];
+        cd_config_mask_secret(c->pg_conninfo, masked, sizeof(masked));
+        if (strcmp(masked, c->pg_conninfo) != 0)
+            return 0;
+    }
     const char *s[] = {c->datadir, c->pg_conninfo, c->log_file ? c->log_file : "", c->user_agent,
-                       c->http_listen};
+                       c->http_listen, c->http_cors_origins ? c->http_cors_origins : ""};
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
         if (s[i] && !line_safe(s[i]))
             return 0;
