@@ -333,6 +333,9 @@ class Chain:
         self.coinbase_maturity = coinbase_maturity
         self.time_spacing = 600
         self.cache_files = []
+        # bound on the UTXO set for long generated chains (chainfile.py):
+        # above it every generated tx spends 3 outputs, so it shrinks
+        self.max_utxo = None
         gh = self.params["genesis_header"]
         g = Block(gh, 0, 81 + len(GENESIS_COINBASE), 1, "mem",
                   data=gh + b"\x01" + GENESIS_COINBASE)
@@ -486,6 +489,8 @@ class Chain:
         the UTXO set.  Returns raw bytes or None if nothing to spend."""
         rng = self.rng
         w = self.wallet
+        if nin is None and self.max_utxo and len(self.utxo) > self.max_utxo:
+            nin = 3
         if nin is None:
             r = rng.random()
             nin = 1 if r < 0.7 else (2 if r < 0.9 else 3)
