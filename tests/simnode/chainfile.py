@@ -40,7 +40,7 @@ RECORD = struct.Struct("<80sQQI")      # 100 bytes
 
 
 def generate(path, blocks, txs_per_block, seed=11, max_utxo=2_000_000, log=None,
-             max_txs=None):
+             max_txs=None, keys=1_000_000):
     """Generate `blocks` blocks of `txs_per_block` generated txs (+ coinbase)
     into directory `path` (created; must not hold a finished chain).
     Stops early once max_txs txs are written. Returns the meta dict."""
@@ -50,6 +50,9 @@ def generate(path, blocks, txs_per_block, seed=11, max_utxo=2_000_000, log=None,
         raise FileExistsError("%s already holds a chain" % path)
     chain = Chain(network="regtest", seed=seed)
     chain.max_utxo = max_utxo
+    # 90 % of outputs to one of `keys` keys, 10 % to the wallet's 64 (hot
+    # keys with long histories: the history-page benchmark uses them)
+    chain.wallet.fake_keys = keys
     t0 = time.time()
     ntx = nbytes = 0
     with open(os.path.join(path, "blocks.dat"), "wb") as bf, \
@@ -76,7 +79,8 @@ def generate(path, blocks, txs_per_block, seed=11, max_utxo=2_000_000, log=None,
         os.fsync(bf.fileno())
         xf.flush()
         os.fsync(xf.fileno())
-    meta = {"seed": seed, "txs_per_block": txs_per_block, "blocks": chain.height,
+    meta = {"seed": seed, "txs_per_block": txs_per_block, "keys": keys,
+            "hot_keys": [h.hex() for _, h in chain.wallet.keys], "blocks": chain.height,
             "txs": ntx, "bytes": nbytes, "tip": chain.tip.hash_hex,
             "generated_s": round(time.time() - t0, 1)}
     tmp = os.path.join(path, "meta.json.tmp")
@@ -156,9 +160,11 @@ def main(argv=None):
     ap.add_argument("--max-txs", type=int, default=None, help="stop once this many txs are written")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--max-utxo", type=int, default=2_000_000)
+    ap.add_argument("--keys", type=int, default=1_000_000,
+                    help="90%% of outputs pay one of this many keys, 10%% one of 64 hot keys")
     a = ap.parse_args(argv)
     meta = generate(a.dir, a.blocks, a.txs_per_block, seed=a.seed, max_utxo=a.max_utxo,
-                    max_txs=a.max_txs,
+                    max_txs=a.max_txs, keys=a.keys,
                     log=lambda s: print(time.strftime("%H:%M:%S ") + s, flush=True))
     print("chain file %s: %s in %.0f s" % (a.dir, describe(meta), meta["generated_s"]), flush=True)
 
