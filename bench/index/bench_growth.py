@@ -248,9 +248,11 @@ def live_windows(args, sim, db, datadir, start, windows):
         time.sleep(1.0)          # the start-up index check helper is done
         for to, lever in windows:
             if lever:
+                t2 = time.monotonic()
                 d.stop()         # DDL needs the tables to itself
                 for s in LEVERS[lever][0]:
                     psql(db, s + ";")
+                print("  (%s applied in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
                 d = Daemon(args, sim.port, db, datadir, "live")
                 wait_tip(d, poll, 0)
                 time.sleep(1.0)
@@ -265,10 +267,19 @@ def live_windows(args, sim, db, datadir, start, windows):
                         "live_pg_ms": (pg1 - pg0) * 1e6 / n, "live_cd_ms": (c1 - c0) * 1e6 / n,
                         "uptime": uptime()})
             txs = txs1
+            w = out[-1]
+            # printed at once: a run stopped later keeps what it measured
+            print("  live window (%s) at %s: %d txs in %.2f s = %.0f tx/s; CPU ms/1000 tx: "
+                  "PostgreSQL %.1f conduitd %.1f; load %s" % (
+                      w["lever"], fmt_n(w["at_txs"]), w["live_txs"], w["live_s"], w["live_rate"],
+                      w["live_pg_ms"], w["live_cd_ms"],
+                      w["uptime"].split("load average:")[-1].strip()), flush=True)
             if lever:
+                t2 = time.monotonic()
                 d.stop()
                 for s in LEVERS[lever][1]:
                     psql(db, s + ";")
+                print("  (%s undone in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
                 d = Daemon(args, sim.port, db, datadir, "live")
                 wait_tip(d, poll, 0)
                 time.sleep(1.0)
@@ -527,12 +538,6 @@ def main():
                 top += args.window
                 plan_w.append((top, cycle[i % len(cycle)]))
             ws, txs = live_windows(args, sim, db, datadir, h, plan_w)
-            for w in ws:
-                print("  live window (%s) at %s: %d txs in %.2f s = %.0f tx/s; CPU ms/1000 tx: "
-                      "PostgreSQL %.1f conduitd %.1f" % (w["lever"], fmt_n(w["at_txs"]),
-                                                         w["live_txs"], w["live_s"],
-                                                         w["live_rate"], w["live_pg_ms"],
-                                                         w["live_cd_ms"]), flush=True)
             base = [w for w in ws if w["lever"] == "baseline"]
             r["live_rate"] = statistics.median(w["live_rate"] for w in base)
             r["live_pg_ms"] = statistics.median(w["live_pg_ms"] for w in base)
