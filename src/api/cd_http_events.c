@@ -202,7 +202,7 @@ static void ring_push(ev_hub *h, ev_event *e)
 }
 
 #define EV_SELECT                                                                                  \
-    "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), kind, "     \
+    "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), kind, "       \
     "body::text FROM events "
 
 int ev_hub_fetch(ev_hub *h)
@@ -214,8 +214,8 @@ int ev_hub_fetch(ev_hub *h)
         snprintf(since, sizeof(since), "%" PRId64, h->last_id);
         snprintf(lim, sizeof(lim), "%d", EV_PAGE);
         const char *p[2] = {since, lim};
-        PGresult *r = ev_sql(h, EV_SELECT "WHERE id > $1 ORDER BY id LIMIT $2", 2, p,
-                             PGRES_TUPLES_OK);
+        PGresult *r =
+            ev_sql(h, EV_SELECT "WHERE id > $1 ORDER BY id LIMIT $2", 2, p, PGRES_TUPLES_OK);
         if (!r)
             return -1;
         int n = PQntuples(r);
@@ -410,13 +410,18 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 int ev_resume_check(ev_hub *h, int64_t since, const char **err)
 {
-    PGresult *r = ev_sql(h, "SELECT min(id), coalesce(max(id), 0) FROM events", 0, NULL,
-                         PGRES_TUPLES_OK);
+    /* events_pruned: the highest id pruning deleted (sql/010) */
+    PGresult *r = ev_sql(h,
+                         "SELECT coalesce((SELECT upto FROM events_pruned), 0), "
+                         "greatest(coalesce((SELECT max(id) FROM events), 0), (SELECT CASE "
+                         "WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq))",
+                         0, NULL, PGRES_TUPLES_OK);
     if (!r)
         return -1;
     int rc = 0;
+    int64_t pruned = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     int64_t max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    if (!PQgetisnull(r, 0, 0) && since < strtoll(PQgetvalue(r, 0, 0), NULL, 10) - 1) {
+    if (since < pruned) {
         /* events after `since` may have been pruned (cd_events_prune) */
         *err = "resume point no longer available (older than the oldest event kept): "
                "resubscribe and re-read the state";
@@ -461,8 +466,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         evbuffer_add(b, "}", 2);
         if (n) {
             const char *p[1] = {(const char *)evbuffer_pullup(b, -1)};
-            PGresult *r = ev_sql(h, "UPDATE event_subs SET seen_at = now() WHERE id = "
-                                    "ANY($1::text[])",
+            PGresult *r = ev_sql(h,
+                                 "UPDATE event_subs SET seen_at = now() WHERE id = "
+                                 "ANY($1::text[])",
                                  1, p, PGRES_COMMAND_OK);
             PQclear(r);
         }

@@ -162,10 +162,10 @@ static int split_list(const char *v, int what, ev_ask *a, size_t max, const char
         return 0;
     while (*v) {
         size_t n = strcspn(v, ",");
-        int rc = n == 0                                 ? (*err = "empty list item", -1)
-                 : what == 0                            ? ask_add_kind(a, v, n, err)
-                 : what == 1                            ? ask_add_key(a, v, n, max, err)
-                                                        : ask_add_op(a, v, n, max, err);
+        int rc = n == 0      ? (*err = "empty list item", -1)
+                 : what == 0 ? ask_add_kind(a, v, n, err)
+                 : what == 1 ? ask_add_key(a, v, n, max, err)
+                             : ask_add_op(a, v, n, max, err);
         if (rc != 0)
             return -1;
         v += n;
@@ -185,7 +185,8 @@ static int json_list(json_t *arr, int what, ev_ask *a, size_t max, const char **
     }
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         const char *s = json_string_value(v);
         if (!s) {
             *err = "kinds, keys and outpoints must be arrays of strings";
@@ -435,8 +436,9 @@ static int client_apply(ev_client *c, ev_ask *a, const char **err, const char **
         if (a->has_since) {
             int rc = ev_resume_check(h, a->since, err);
             if (rc != 0) {
-                *code = rc < 0 ? "db_unavailable" : rc == 1 ? "resume_unavailable"
-                                                             : "resume_unknown";
+                *code = rc < 0    ? "db_unavailable"
+                        : rc == 1 ? "resume_unavailable"
+                                  : "resume_unknown";
                 if (rc < 0)
                     *err = "database unavailable";
                 return -1;
@@ -457,8 +459,8 @@ static char *subscribed_json(const ev_client *c)
     char pos[24];
     snprintf(pos, sizeof(pos), "%" PRId64, c->pos);
     json_t *m = json_pack("{s:s, s:s?, s:o, s:I, s:I, s:s}", "type", "subscribed", "sub",
-                          c->sub[0] ? c->sub : NULL, "kinds", kinds, "keys",
-                          (json_int_t)c->nkeys, "outpoints", (json_int_t)c->nops, "from", pos);
+                          c->sub[0] ? c->sub : NULL, "kinds", kinds, "keys", (json_int_t)c->nkeys,
+                          "outpoints", (json_int_t)c->nops, "from", pos);
     char *t = m ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     return t;
@@ -476,8 +478,7 @@ static char *error_json(const char *code, const char *err)
 
 static void on_sse_flushed(struct evhttp_connection *evcon, void *arg);
 
-static void sse_write(ev_client *c, const char *event, const char *id, const char *data,
-                      size_t len)
+static void sse_write(ev_client *c, const char *event, const char *id, const char *data, size_t len)
 {
     struct evbuffer *b = evbuffer_new();
     if (!b)
@@ -557,13 +558,13 @@ static void sse_end(ev_client *c, const char *code, const char *err)
 }
 
 void cd_http_events_sse(http_srv *s, struct evhttp_request *req, const char *kinds,
-                        const char *keys, const char *outpoints, const char *since,
-                        const char *sub)
+                        const char *keys, const char *outpoints, const char *since, const char *sub)
 {
     const cd_config *cfg = s->cfg;
     if (!cfg->events_max_conns) {
-        cd_http_reply_error_code(req, 503, "events_off", "event streams are off "
-                                                         "(events_max_conns = 0)");
+        cd_http_reply_error_code(req, 503, "events_off",
+                                 "event streams are off "
+                                 "(events_max_conns = 0)");
         return;
     }
     if (!cfg->index) {
@@ -624,8 +625,7 @@ void cd_http_events_sse(http_srv *s, struct evhttp_request *req, const char *kin
     if (rc != 0 && strcmp(code, "resume_unavailable") != 0 && strcmp(code, "resume_unknown") &&
         strcmp(code, "subscription_unknown")) {
         client_free(c);
-        cd_http_reply_error_code(req, !strcmp(code, "db_unavailable") ? 503 : 400, code, "%s",
-                                 err);
+        cd_http_reply_error_code(req, !strcmp(code, "db_unavailable") ? 503 : 400, code, "%s", err);
         return;
     }
     evhttp_add_header(oh, "Content-Type", "text/event-stream");
@@ -696,8 +696,8 @@ static void ws_message(cd_ws *ws, int op, const uint8_t *data, size_t len, void 
         return;
     }
     int sub = !strcmp(what, "subscribe"), unsub = !strcmp(what, "unsubscribe");
-    if ((!sub && !unsub) || json_list(json_object_get(m, "kinds"), 0, &a, cfg->events_max_keys,
-                                      &err) != 0 ||
+    if ((!sub && !unsub) ||
+        json_list(json_object_get(m, "kinds"), 0, &a, cfg->events_max_keys, &err) != 0 ||
         json_list(json_object_get(m, "keys"), 1, &a, cfg->events_max_keys, &err) != 0 ||
         json_list(json_object_get(m, "outpoints"), 2, &a, cfg->events_max_keys, &err) != 0) {
         ws_reply(c, error_json(code, err ? err : "op: subscribe or unsubscribe expected"));
@@ -739,11 +739,10 @@ static void ws_message(cd_ws *ws, int op, const uint8_t *data, size_t len, void 
             !strcmp(code, "subscription_unknown")) {
             /* the stream cannot continue without a gap: close with why */
             ws_reply(c, error_json(code, err));
-            cd_ws_close(c->ws, CD_WS_CLOSE_POLICY, !strcmp(code, "resume_unavailable")
-                                                       ? "resume point no longer available"
-                                                   : !strcmp(code, "resume_unknown")
-                                                       ? "resume point unknown"
-                                                       : "subscription unknown or expired");
+            cd_ws_close(c->ws, CD_WS_CLOSE_POLICY,
+                        !strcmp(code, "resume_unavailable") ? "resume point no longer available"
+                        : !strcmp(code, "resume_unknown")   ? "resume point unknown"
+                                                            : "subscription unknown or expired");
         } else {
             ws_reply(c, error_json(code, err));
         }
@@ -831,13 +830,13 @@ void ev_client_tick(ev_client *c, double now)
             c->started = 0; /* nothing more is queued */
             cd_ws_close(c->ws, CD_WS_CLOSE_POLICY, "client not reading: output full");
         } else {
-            sse_end(c, "slow_client", "client not reading: output full; reconnect with "
-                                      "Last-Event-ID to resume");
+            sse_end(c, "slow_client",
+                    "client not reading: output full; reconnect with "
+                    "Last-Event-ID to resume");
         }
         return;
     }
-    if (!c->ws && c->started && now - c->last_sent >= cfg->events_ping_s &&
-        ev_queued(c) == 0)
+    if (!c->ws && c->started && now - c->last_sent >= cfg->events_ping_s && ev_queued(c) == 0)
         sse_write(c, NULL, NULL, NULL, 0); /* keep-alive comment */
 }
 

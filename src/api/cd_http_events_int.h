@@ -24,9 +24,9 @@
 
 /* Recent events kept in memory per server process: a client less than this
  * far behind is fed from memory, one further behind from PostgreSQL. */
-#define EV_RING 2048
+#define EV_RING           2048
 /* Rows one replay query reads. */
-#define EV_PAGE 256
+#define EV_PAGE           256
 /* Replay pages one client reads per turn of the loop (then the others get
  * their turn: a client replaying a long log does not hold the process). */
 #define EV_PAGES_PER_TURN 4
@@ -34,8 +34,8 @@
 /* One event of the log, as sent: the JSON message and what filters it. */
 typedef struct ev_event {
     int64_t id;
-    unsigned kind;   /* EV_* */
-    char *json;      /* {"type": "event", "id": ..., "kind", "at", "data"} */
+    unsigned kind; /* EV_* */
+    char *json;    /* {"type": "event", "id": ..., "kind", "at", "data"} */
     size_t len;
     uint8_t key[32]; /* EV_KEY: the pushdata key */
     uint8_t op[36];  /* EV_SPEND: the spent txid (display bytes) + vout LE */
@@ -46,10 +46,10 @@ TAILQ_HEAD(ev_clients, ev_client);
 
 typedef struct ev_hub {
     http_srv *s;
-    PGconn *pg;           /* LISTEN cd_event; every events read */
-    struct event *pg_ev;  /* its socket readable: a notification */
-    struct event *tick;   /* 1 s: poll, stalls, keep-alives, expiry */
-    struct event *kick;   /* deferred: clients with replay left */
+    PGconn *pg;          /* LISTEN cd_event; every events read */
+    struct event *pg_ev; /* its socket readable: a notification */
+    struct event *tick;  /* 1 s: poll, stalls, keep-alives, expiry */
+    struct event *kick;  /* deferred: clients with replay left */
     double pg_next_try;
     int pg_was_down;
     int64_t last_id; /* the highest id read from the log */
@@ -68,12 +68,12 @@ struct ev_client {
     struct evhttp_request *req;      /* SSE: the streaming reply */
     struct evhttp_connection *evcon; /* SSE */
     unsigned kinds;
-    int started;   /* events flow (SSE: at once; ws: after subscribe) */
-    int kicked;    /* replay left: the hub's kick pumps it again */
-    int64_t pos;   /* the last event id it was given (or skipped) */
+    int started;          /* events flow (SSE: at once; ws: after subscribe) */
+    int kicked;           /* replay left: the hub's kick pumps it again */
+    int64_t pos;          /* the last event id it was given (or skipped) */
     double stalled_since; /* output full since (0: not) */
     double last_sent;
-    char sub[33];  /* subscription id, "" while none */
+    char sub[33]; /* subscription id, "" while none */
     uint8_t (*keys)[32];
     size_t nkeys;
     uint8_t (*ops)[36];
@@ -114,8 +114,8 @@ const char *ev_kind_name(unsigned kind);
 /* Runs a statement with text parameters on the hub's connection.
  * Returns: the result (PQclear it) when its status is `ok`, else NULL
  *          (logged; a broken connection is dropped for a reconnect). */
-PGresult *ev_sql(ev_hub *h, const char *sql, int n, const char *const *params, int ok)
-    CD_WARN_UNUSED;
+PGresult *ev_sql(ev_hub *h, const char *sql, int n, const char *const *params,
+                 int ok) CD_WARN_UNUSED;
 
 /* cd_http_events_cli.c */
 
