@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* What a client asked for (SSE: query parameters; ws: a message). */
 typedef struct ev_ask {
@@ -474,6 +475,20 @@ static char *error_json(const char *code, const char *err)
     return t;
 }
 
+/* The kernel's send buffer of a stream's socket is bounded like ours
+ * (events_max_output, at most 4 MiB): Linux would otherwise grow it to
+ * tcp_wmem's maximum (4 MiB) for a client that does not read, which both
+ * hides that client from the cut-off for that long and costs the memory. */
+static void bound_sndbuf(struct evhttp_request *req, const cd_config *cfg)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    int v = (int)CD_MIN(cfg->events_max_output, (uint64_t)4 << 20);
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0)
+        cd_log_debug("events: SO_SNDBUF: %s", strerror(errno));
+}
+
 /* ---- SSE ---- */
 
 static void on_sse_flushed(struct evhttp_connection *evcon, void *arg);
@@ -632,6 +647,7 @@ void cd_http_events_sse(http_srv *s, struct evhttp_request *req, const char *kin
     evhttp_add_header(oh, "Cache-Control", "no-cache");
     evhttp_add_header(oh, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
     evhttp_add_header(oh, "Connection", "close");
+    bound_sndbuf(req, cfg);
     evhttp_send_reply_start(req, 200, "OK");
     /* evhttp's 60 s read timeout would end an idle stream (the client
      * sends nothing after its request): only a stalled write ends it, as a
@@ -806,8 +822,11 @@ void cd_http_events_ws(http_srv *s, struct evhttp_request *req)
     cd_ws_limits lim = {.max_message = cfg->events_max_message,
                         .max_output = cfg->events_max_output,
                         .ping_s = (int)cfg->events_ping_s,
-                        .write_timeout_s = (int)cfg->events_stall_s};
+                        /* a backstop: ev_client_tick cuts a stalled
+                         * client off first, with a close frame */
+                        .write_timeout_s = 2 * (int)cfg->events_stall_s};
     cd_ws_cbs cbs = {.on_message = ws_message, .on_drain = ws_drain, .on_close = ws_closed};
+    bound_sndbuf(req, cfg);
     c->ws = cd_ws_upgrade(req, &lim, &cbs, c);
     if (!c->ws) { /* refused: the reply is sent */
         client_free(c);
