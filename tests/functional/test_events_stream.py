@@ -508,11 +508,15 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
         w.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, 1 << 20) + os.urandom(4))
         m = w.recv_json()
         assert m[:2] == ("close", 1009), m
+        d.wait_for_log(r"ws 127\.0\.0\.1:%d: message too big: closing with 1009"
+                       % w.sock.getsockname()[1])
         w.sock.close()
         w = WS(d.port)
         w.sock.sendall(w.frame(3, b"x"))  # opcode 3 is reserved
         m = w.recv_json()
         assert m[:2] == ("close", 1002) and "opcode" in m[2], m
+        d.wait_for_log(r"ws 127\.0\.0\.1:%d: unknown opcode: closing with 1002"
+                       % w.sock.getsockname()[1])
         w.sock.close()
         # a bad message: an error reply, the connection stays
         w = WS(d.port)
@@ -592,4 +596,76 @@ def test_resume_point_pruned_or_unknown(pg_module, build_dir, simnode_factory, t
         assert s.status == 400
         s.close()
     finally:
+        d.stop()
+
+
+def test_limits_and_unsubscribe(pg_module, build_dir, simnode_factory, tmp_path):
+    pg = pg_module
+    node = simnode_factory(generate=3, txs_per_block=0, seed=35)
+    ci = create_db(pg, "evlim")
+    d = start(build_dir, tmp_path / "d", node.port, ci,
+              ["--events-max-conns", "1", "--events-max-keys", "2"])
+    opened = []
+    try:
+        wait_tip(pg, "evlim", d, node)
+        k1, k2, k3 = (hashlib.sha256(b"k%d" % i).hexdigest() for i in range(3))
+        # keys + outpoints per stream
+        w = WS(d.port)
+        opened.append(w)
+        w.send({"op": "subscribe", "keys": [k1, k2, k3]})
+        m = w.recv_json()
+        assert m["type"] == "error" and "events_max_keys" in m["error"], m
+        w.send({"op": "subscribe", "keys": [k1, k2]})
+        m = w.recv_json()
+        assert m["type"] == "subscribed" and m["keys"] == 2, m
+        sub = m["sub"]
+
+        def owned():
+            return sorted(r[0] for r in psql(pg, "evlim", "SELECT encode(push_hash, 'hex') FROM "
+                                                          "watch_owners WHERE owner = 'sse:%s';"
+                                                          % sub))
+        assert owned() == sorted([k1, k2])
+        # unsubscribe: the watch goes with it
+        w.send({"op": "unsubscribe", "keys": [k1]})
+        m = w.recv_json()
+        assert m["type"] == "subscribed" and m["keys"] == 1, m
+        assert owned() == [k2]
+        assert psql(pg, "evlim", "SELECT count(*) FROM watched_keys WHERE push_hash = "
+                                 "decode('%s', 'hex');" % k1) == [("0",)]
+        # one stream per server process: with 4 processes, among 5 more
+        # streams one lands on a process that holds one already: 503
+        refused = None
+        for _ in range(5):
+            x = WS(d.port, handshake=False)
+            st, head = x.handshake()
+            if st == 503:
+                refused = head
+                x.sock.close()
+                break
+            opened.append(x)
+        assert refused is not None
+        d.wait_for_log(r"events: 1 streams open \(events_max_conns\): 503")
+        # an idle subscription expires with its watches (the function the
+        # servers call once a minute, with a zero idle time here)
+        w.close()
+        opened.remove(w)
+        wait_until(lambda: psql(pg, "evlim", "SELECT count(*) FROM event_subs WHERE id = '%s' "
+                                             "AND seen_at < now();" % sub) == [("1",)], d,
+                   "seen_at")
+        n = psql(pg, "evlim", "SELECT cd_event_subs_expire('0 seconds');")
+        assert int(n[0][0]) >= 1
+        assert owned() == []
+        assert psql(pg, "evlim", "SELECT count(*) FROM event_subs WHERE id = '%s';" % sub) == \
+            [("0",)]
+        # its id is refused now
+        s = SSE(d.port, "?sub=%s" % sub)
+        if s.status == 200:
+            ev, _, data = s.next()
+            assert ev == "error" and data["code"] == "subscription_unknown", data
+        else:  # the process it reached holds a stream already
+            assert s.status == 503
+        s.close()
+    finally:
+        for x in opened:
+            x.sock.close()
         d.stop()
