@@ -669,3 +669,40 @@ def test_limits_and_unsubscribe(pg_module, build_dir, simnode_factory, tmp_path)
         for x in opened:
             x.sock.close()
         d.stop()
+
+
+def test_streams_survive_a_postgresql_restart(pg_module, build_dir, simnode_factory, tmp_path):
+    """PostgreSQL restarts under open streams: each server's hub reconnects
+    (LISTEN again) and reads from where it was; the clients, still
+    connected, get every event once."""
+    pg = pg_module
+    node = simnode_factory(generate=3, txs_per_block=0, seed=36)
+    ci = create_db(pg, "evpg")
+    d = start(build_dir, tmp_path / "d", node.port, ci)
+    try:
+        wait_tip(pg, "evpg", d, node)
+        start_id = int(psql(pg, "evpg", "SELECT coalesce(max(id), 0) FROM events;")[0][0])
+        s = SSE(d.port, "?kinds=tip,reorg&since=%d" % start_id)
+        assert s.next()[0] == "subscribed"
+        w = WS(d.port)
+        w.send({"op": "subscribe", "kinds": ["tip", "reorg"], "resume": start_id})
+        assert w.recv_json()["type"] == "subscribed"
+        node.mine(1)
+        wait_tip(pg, "evpg", d, node)
+        ts, tw = Tracker(), Tracker()
+        n = len(log_events(pg, "evpg", start_id, ["tip", "reorg"]))
+        sse_until(ts, s, n, d)
+        ws_until(tw, w, n, d)
+        pg.restart()
+        node.mine(2)
+        wait_tip(pg, "evpg", d, node, timeout=300)
+        n = len(log_events(pg, "evpg", start_id, ["tip", "reorg"]))
+        sse_until(ts, s, n, d)
+        ws_until(tw, w, n, d)
+        check(pg, "evpg", ts, start_id, ["tip", "reorg"], None, None)
+        check(pg, "evpg", tw, start_id, ["tip", "reorg"], None, None)
+        assert ts.got[-1][2]["hash"] == node.chain.tip.hash_hex
+        s.close()
+        w.close()
+    finally:
+        d.stop()
