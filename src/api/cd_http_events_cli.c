@@ -205,6 +205,16 @@ static int json_list(json_t *arr, int what, ev_ask *a, size_t max, const char **
 
 /* ---- subscriptions in PostgreSQL ---- */
 
+/* Sorts c's keys and outpoints for bsearch (ev_match); an empty set may
+ * have no array at all. */
+static void sort_sets(ev_client *c)
+{
+    if (c->nkeys)
+        qsort(c->keys, c->nkeys, 32, cmp32);
+    if (c->nops)
+        qsort(c->ops, c->nops, 36, cmp36);
+}
+
 /* '{a,b,...}' of the keys (hex) or outpoints (txid:vout). */
 static char *pg_array(uint8_t (*items)[36], size_t n, int ops, uint8_t (*keys)[32])
 {
@@ -267,8 +277,7 @@ static int sub_load(ev_client *c, const char *sub)
     }
     PQclear(r);
     snprintf(c->sub, sizeof(c->sub), "%s", sub);
-    qsort(c->keys, c->nkeys, 32, cmp32);
-    qsort(c->ops, c->nops, 36, cmp36);
+    sort_sets(c);
     return 0;
 }
 
@@ -328,14 +337,16 @@ static int sub_change(ev_client *c, ev_ask *a, int add, const char **err)
     }
     PQclear(r);
     if (add) {
-        if (nk)
+        if (nk) {
             c->keys = cd_xrealloc(c->keys, (c->nkeys + nk) * 32);
-        if (no)
+            memcpy(c->keys + c->nkeys, a->keys, nk * 32);
+            c->nkeys += nk;
+        }
+        if (no) {
             c->ops = cd_xrealloc(c->ops, (c->nops + no) * 36);
-        memcpy(c->keys + c->nkeys, a->keys, nk * 32);
-        c->nkeys += nk;
-        memcpy(c->ops + c->nops, a->ops, no * 36);
-        c->nops += no;
+            memcpy(c->ops + c->nops, a->ops, no * 36);
+            c->nops += no;
+        }
     } else {
         size_t w = 0;
         for (size_t i = 0; i < c->nkeys; i++) {
@@ -356,8 +367,7 @@ static int sub_change(ev_client *c, ev_ask *a, int add, const char **err)
         }
         c->nops = w;
     }
-    qsort(c->keys, c->nkeys, 32, cmp32);
-    qsort(c->ops, c->nops, 36, cmp36);
+    sort_sets(c);
     return 0;
 }
 
