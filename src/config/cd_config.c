@@ -149,8 +149,9 @@ const cd_option cd_config_options[] = {
     {"events_max_output", CD_OPT_SIZE, "1M", 4 * KB, 1 * GB, 0, OFF(events_max_output), NULL,
      "bytes queued to one event stream's client; while full, the stream waits (replaying from "
      "the log when it drains)"},
-    {"events_max_message", CD_OPT_SIZE, "64K", 1 * KB, 16 * MB, 0, OFF(events_max_message), NULL,
-     "largest message a websocket client may send (/v1/ws); larger: close 1009"},
+    {"events_max_message", CD_OPT_SIZE, "128K", 1 * KB, 16 * MB, 0, OFF(events_max_message), NULL,
+     "largest message a websocket client may send (/v1/ws; a subscribe with events_max_keys "
+     "keys fits); larger: close 1009"},
     {"events_stall_timeout", CD_OPT_INT, "30", 1, 86400, 0, OFF(events_stall_s), NULL,
      "seconds an event stream's client may leave its output full (not reading) before it is "
      "cut off (SSE: event: error; websocket: close 1008)"},

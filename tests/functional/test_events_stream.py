@@ -504,7 +504,7 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
         d.wait_for_log(r"ws 127\.0\.0\.1:%d: unmasked frame from a client: closing with 1002"
                        % w.sock.getsockname()[1])
         w.sock.close()
-        w = WS(d.port)  # events_max_message is 64 KiB: a 1 MB frame, refused on its header
+        w = WS(d.port)  # events_max_message is 128 KiB: a 1 MB frame, refused on its header
         w.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, 1 << 20) + os.urandom(4))
         m = w.recv_json()
         assert m[:2] == ("close", 1009), m
