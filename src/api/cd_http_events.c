@@ -209,6 +209,21 @@ int ev_hub_fetch(ev_hub *h)
 {
     if (hub_pg_connect(h) != 0)
         return -1;
+    /* Far behind (no client for a while, a burst): only the last EV_RING
+     * events go into the ring; a client further back replays from the
+     * table a page at a time. So one fetch reads at most about EV_RING rows
+     * however long the process was idle. */
+    PGresult *m = ev_sql(h, "SELECT coalesce(max(id), 0) FROM events", 0, NULL, PGRES_TUPLES_OK);
+    if (!m)
+        return -1;
+    int64_t max = strtoll(PQgetvalue(m, 0, 0), NULL, 10);
+    PQclear(m);
+    if (max - h->last_id > EV_RING) {
+        for (size_t i = 0; i < h->ring_n; i++)
+            event_clear(&h->ring[(h->ring_head + i) % EV_RING]);
+        h->ring_head = h->ring_n = 0;
+        h->last_id = h->floor = max - EV_RING;
+    }
     for (;;) {
         char since[24], lim[16];
         snprintf(since, sizeof(since), "%" PRId64, h->last_id);
@@ -450,7 +465,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         next = TAILQ_NEXT(c, link);
         ev_client_tick(c, now);
     }
-    if (!h->pg)
+    /* subscriptions expire even if no client ever comes back: server 0
+     * connects for that once a minute (the others once they stream) */
+    int no_clients = TAILQ_EMPTY(&h->clients);
+    if (no_clients && (h->s->proc != 0 || now < h->next_expire))
+        return;
+    if (hub_pg_connect(h) != 0)
         return;
     const cd_config *cfg = h->s->cfg;
     /* subscriptions with a client are kept fresh; the rest expire after
@@ -488,7 +508,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-ev_hub *ev_hub_get(http_srv *s)
+static ev_hub *hub_new(http_srv *s)
 {
     ev_hub *h = s->events;
     if (!h) {
@@ -512,9 +532,22 @@ ev_hub *ev_hub_get(http_srv *s)
         h->next_expire = cd_now_s() + 5;
         s->events = h;
     }
-    if (hub_pg_connect(h) != 0 || h->last_id < 0)
+    return h;
+}
+
+ev_hub *ev_hub_get(http_srv *s)
+{
+    ev_hub *h = hub_new(s);
+    if (!h || hub_pg_connect(h) != 0 || h->last_id < 0)
         return NULL;
     return h;
+}
+
+void cd_http_events_start(http_srv *s)
+{
+    /* the tick, for expiring subscriptions; PostgreSQL is reached from it */
+    if (s->cfg->index && s->cfg->events_max_conns && !hub_new(s))
+        cd_log_warn("http: server %d: events: out of memory", s->proc);
 }
 
 void cd_http_events_fini(http_srv *s)

@@ -167,6 +167,10 @@ void cd_http_events_sse(http_srv *s, struct evhttp_request *req, const char *kin
 /* GET /v1/ws: the same events over a websocket (cd_ws.h). Always answers. */
 void cd_http_events_ws(http_srv *s, struct evhttp_request *req);
 
+/* Starts the event streams' timer (subscription expiry) when the index
+ * and the streams are on; PostgreSQL is reached later, from the loop. */
+void cd_http_events_start(http_srv *s);
+
 /* Ends every event stream and frees the hub (server stopping; before
  * evhttp_free, which frees the connections). */
 void cd_http_events_fini(http_srv *s);

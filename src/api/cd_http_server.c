@@ -491,6 +491,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
                                            EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(s.http, on_request, &s);
     s.lk = cd_lookup_new(cfg->datadir, cfg->net, CD_LOOKUP_PREPARE);
+    cd_http_events_start(&s);
 
     evutil_make_socket_nonblocking(chan_fd);
     struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, on_chan, &s);
