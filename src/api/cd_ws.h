@@ -199,7 +199,8 @@ int cd_ws_send(cd_ws *ws, int opcode, const void *data, size_t len) CD_WARN_UNUS
 void cd_ws_close(cd_ws *ws, int code, const char *reason);
 
 /* Ends the connection now (no close frame); on_close(1006, reason) runs
- * before this returns. For a server shutting down. */
+ * before this returns and ws is freed. For a server shutting down: never
+ * from inside one of ws's own callbacks (use cd_ws_close there). */
 void cd_ws_abort(cd_ws *ws, const char *reason);
 
 /* Bytes queued to the client. */
