@@ -48,6 +48,7 @@
 #include "cd_http.h"
 #include "cd_http_int.h"
 #include "cd_http_arc_int.h"
+#include "cd_http_cdb.h" /* cd_http_cdb_start/stop */
 #include "cd_status.h"
 
 #include "cd_log.h"
@@ -506,6 +507,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
         event_add(term, NULL);
     else /* no signalfd: SIGTERM keeps its default action */
         sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_http_cdb_start(&s); /* ConduitDB's /ws and registration expiry */
     cd_log_info("http: server %d serving (pid %d)", proc, (int)getpid());
     event_base_dispatch(s.base);
 
@@ -513,6 +515,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
         cd_log_info("http: stopping (%d block download(s) cut short)", s.streams);
     else
         cd_log_info("http: stopping");
+    cd_http_cdb_stop(); /* its websockets first: evhttp_free frees their connections */
     evhttp_free(s.http); /* closes connections (stream close callbacks run) */
     event_free(s.resume_ev);
     the_srv = NULL;
