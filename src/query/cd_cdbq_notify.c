@@ -184,46 +184,27 @@ int cd_cdbq_events_head(PGconn *pg, int64_t *id, char *err, size_t errlen)
 }
 
 /* $1 after, $2 up to (both ids). Columns: event, kind, block, out_tx,
- * out_idx, in_tx, in_idx, account, key, tx, idx, flags. The blocks that
- * left in a reorg: from the old tip down its branch to the fork height. */
+ * out_idx, in_tx, in_idx, account, key, tx, idx, flags. sql/009 announces
+ * a watched match of a block leaving the best chain again with "state":
+ * "orphaned" (and the block that left): those are the *_GONE notices. */
 static const char notices_sql[] =
-    "WITH RECURSIVE ev AS (SELECT id, at, kind, body FROM events "
-    "  WHERE id > $1::int8 AND id <= $2::int8 AND kind IN ('spend', 'key', 'reorg')), "
-    "gone(id, at, block_id, block_hash, prev_hash, height, fork) AS ("
-    "  SELECT e.id, e.at, b.block_id, b.block_hash, b.prev_hash, b.height, "
-    "         (e.body->>'fork_height')::int "
-    "  FROM ev e JOIN blocks b ON b.block_hash = cd_txid(e.body->>'old_tip') "
-    "  WHERE e.kind = 'reorg' AND b.height > (e.body->>'fork_height')::int "
-    "  UNION ALL "
-    "  SELECT g.id, g.at, b.block_id, b.block_hash, b.prev_hash, b.height, g.fork "
-    "  FROM gone g JOIN blocks b ON b.block_hash = g.prev_hash WHERE b.height > g.fork) "
-    "SELECT e.id, 1 AS kind, cd_txid(e.body->>'block'), w.prev_hash, w.prev_idx::int8, "
-    "  cd_txid(e.body->>'spend_txid'), (e.body->>'in_idx')::int8, NULL::int8, NULL::bytea, "
-    "  NULL::bytea, NULL::int8, NULL::int8, 0 AS o1, 0::int8 AS o2 "
+    "WITH ev AS (SELECT id, at, kind, body, body->>'state' = 'orphaned' AS gone FROM events "
+    "  WHERE id > $1::int8 AND id <= $2::int8 AND kind IN ('spend', 'key')) "
+    "SELECT e.id, CASE WHEN e.gone THEN 3 ELSE 1 END AS kind, cd_txid(e.body->>'block'), "
+    "  w.prev_hash, w.prev_idx::int8, cd_txid(e.body->>'spend_txid'), "
+    "  (e.body->>'in_idx')::int8, NULL::int8 AS account, NULL::bytea, NULL::bytea, NULL::int8, "
+    "  NULL::int8 "
     "FROM ev e JOIN cdb_spend_watches w ON w.prev_hash = cd_txid(e.body->>'txid') "
     "  AND w.prev_idx = (e.body->>'vout')::int8 "
     "WHERE e.kind = 'spend' "
     "UNION ALL "
-    "SELECT e.id, 2, cd_txid(e.body->>'block'), NULL, NULL, NULL, NULL, f.account_id, "
-    "  f.push_hash, cd_txid(e.body->>'txid'), (e.body->>'idx')::int8, "
-    "  (e.body->>'flags')::int8, 0, f.account_id "
+    "SELECT e.id, CASE WHEN e.gone THEN 4 ELSE 2 END, cd_txid(e.body->>'block'), NULL, NULL, "
+    "  NULL, NULL, f.account_id, f.push_hash, cd_txid(e.body->>'txid'), "
+    "  (e.body->>'idx')::int8, (e.body->>'flags')::int8 "
     "FROM ev e JOIN cdb_tip_filters f ON f.push_hash = decode(e.body->>'key', 'hex') "
     "  AND f.expires_at > e.at "
     "WHERE e.kind = 'key' "
-    "UNION ALL "
-    "SELECT g.id, 3, g.block_hash, i.prev_hash, i.prev_idx::int8, t.tx_hash, i.in_idx::int8, "
-    "  NULL, NULL, NULL, NULL, NULL, g.height, t.tx_pos::int8 "
-    "FROM gone g JOIN cdb_spend_watches w ON true "
-    "  JOIN inputs i ON i.prev_hash = w.prev_hash AND i.prev_idx = w.prev_idx "
-    "   AND i.block_id = g.block_id "
-    "  JOIN transactions t ON t.block_id = i.block_id AND t.tx_pos = i.tx_pos "
-    "UNION ALL "
-    "SELECT g.id, 4, g.block_hash, NULL, NULL, NULL, NULL, f.account_id, f.push_hash, "
-    "  t.tx_hash, p.idx::int8, p.flags::int8, g.height, t.tx_pos::int8 "
-    "FROM gone g JOIN cdb_tip_filters f ON f.expires_at > g.at "
-    "  JOIN pushdata p ON p.push_hash = f.push_hash AND p.block_id = g.block_id "
-    "  JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos "
-    "ORDER BY 1, 2, 13, 14, 8";
+    "ORDER BY 1, 8";
 
 int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
                     int64_t *last, char *err, size_t errlen)

@@ -76,10 +76,10 @@ typedef struct cd_cdbq_notice {
 } cd_cdbq_notice;
 
 /* Reads up to `max` events after event id `after` and turns them into
- * notices, in event order: spend events of registered outpoints, key events
- * of keys live for some account at the event's time (one notice per
- * account), and for a reorg the registered spends and live matches of the
- * blocks that left the best chain.
+ * notices, in event order: spend events of registered outpoints and key
+ * events of keys live for some account at the event's time (one notice per
+ * account); the "orphaned" ones (a block that left the best chain,
+ * sql/009) as the *_GONE kinds.
  * Out: *out (malloc'd, the caller frees it; NULL when *n = 0), *n; *last,
  * the id of the last event read (after: none).
  * Returns: 0; EDB; ECORRUPT. */
