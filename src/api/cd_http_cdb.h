@@ -18,6 +18,18 @@
 #define HTTP_CDB_WS_MAX_MESSAGE 4096       /* a /ws client message (none is expected) */
 #define HTTP_CDB_WS_MAX_OUTPUT  (1u << 20) /* /ws bytes unread before the client is cut off */
 
+/* Request bodies over this are refused (413) from their Content-Length,
+ * unread (cd_http_cdb_limits.c). */
+#define HTTP_BODY_MAX (1 << 20)
+
+/* Watches a new connection's input for request heads announcing a body
+ * over HTTP_BODY_MAX (bev may be NULL: nothing done). */
+void cd_http_body_cap(struct bufferevent *bev);
+
+/* 1 if the request is one the cap refused: a 413 was sent (ConduitDB's
+ * format under /api/, else JSON) with Connection: close; else 0. */
+int cd_http_body_refused(struct evhttp_request *req);
+
 /* Answers the request if its path is one of ConduitDB's ("/", "/error",
  * "/api/..."): returns 1 (a reply was sent or a stream started), else 0
  * (nothing sent; the caller routes it). */

@@ -397,6 +397,90 @@ def test_register_outpoints(env):
                 "cdb_spend_watches c USING (prev_hash, prev_idx)") == [(str(len(utxos)),)]
 
 
+# ---- bad input on every ConduitDB POST route ----
+
+POST_ROUTES = ["/api/v1/restoration/search", "/api/v1/restoration/search_p2pkh",
+               "/api/v1/output-spend", "/api/v1/output-spend/notifications",
+               "/api/v1/output-spend/notifications:unregister",
+               "/api/v1/transaction/filter?account_id=5&date_created=%d" % int(time.time()),
+               "/api/v1/transaction/filter:delete?account_id=5"]
+
+
+def post_raw(port, path, body, send, ctype="application/json"):
+    """POST with the whole body's Content-Length but only `send` bytes of it: (status
+    line, headers, body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as c:
+        c.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (path.encode(), ctype.encode(), len(body)))
+        try:
+            c.sendall(body[:send])
+        except OSError:
+            pass                               # the server may answer and close first
+        out = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    head, _, data = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    hdrs = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+    return lines[0], hdrs, data
+
+
+def http_rss_kb(env):
+    pids = [int(m) for m in __import__("re").findall(r"http: server \d+ serving \(pid (\d+)\)",
+                                                     env.d.log_text())[-4:]]
+    total = 0
+    for pid in pids:
+        for line in open("/proc/%d/status" % pid):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_bad_input_every_post_route(env):
+    p = env.port
+    before = http_rss_kb(env)
+    huge_keys = json.dumps({"filterKeys": ["bb" * 32] * 100000}).encode()     # 6.6 MB
+    huge_filter = json.dumps([["bb" * 32, 600]] * 100000).encode()           # 7.5 MB
+    ten_mb = b"x" * 10_000_000
+    for route in POST_ROUTES:
+        for body in (huge_keys if "restoration" in route else huge_filter, ten_mb):
+            # refused from the Content-Length before the body is read (only 64 KB sent),
+            # in ConduitDB's error format (reason + "<code>: <reason>"), connection closed
+            status, hdrs, data = post_raw(p, route, body, send=65536)
+            assert status.startswith("HTTP/1.1 413 request body of %d bytes is too large"
+                                     % len(body)), (route, status)
+            assert data.decode() == "413: " + status.split(" ", 2)[2], data[:200]
+            assert hdrs["content-type"].startswith("text/plain")
+            assert hdrs.get("connection", "").lower() == "close"
+        # malformed JSON: 400 with the parser's reason, nothing registered
+        ctype = {"Content-Type": "application/json"}
+        assert expect_error(p, route, 400, b'[["aa", ', ctype)
+    # a wrong content type where ConduitDB checks it
+    for route in POST_ROUTES[2:]:
+        expect_error(p, route, 400, b"[]", {"Content-Type": "text/html"})
+    # 100k entries that fit the body cap in binary form: 400 (10,000 at most per request)
+    many = b"\0" * (36 * 20000)
+    for route in POST_ROUTES[2:6]:
+        assert "too many" in expect_error(p, route, 400, many, BIN_CT), route
+    # conduitd's own API: the same cap, its JSON error format
+    status, hdrs, data = post_raw(p, "/v1/tx", ten_mb, send=65536)
+    assert status.startswith("HTTP/1.1 413"), status
+    assert hdrs["content-type"].startswith("application/json")
+    assert json.loads(data)["code"] == "too_large"
+    # nothing of the bodies was kept; the servers go on, the refusals are logged
+    assert http_rss_kb(env) - before < 16384
+    assert req(p, "/")[3] == b"true"
+    assert "413 request body of 10000000 bytes is too large" in env.d.log_text()
+    assert psql(env.pg, env.db, "SELECT count(*) FROM cdb_tip_filters WHERE account_id = 5") \
+        == [("0",)]
+
+
 # ---- notifications over /ws ----
 
 def expected_spends(chain):
