@@ -14,7 +14,10 @@
  * cd_event; a notification (or a reconnect after a lost session) makes it
  * read the events after the last one it read (cd_cdbq_notices: the event
  * log joined with the registrations), in id order, which is commit order,
- * so nothing is skipped or sent twice while the hub lives. Transport,
+ * so nothing is skipped or sent twice while the hub lives. Each client has
+ * its own position in the log and gets its next batch only when its queue
+ * has room, so a burst (a block with thousands of matches) is paced by the
+ * client's reading instead of cutting it off. Transport,
  * framing and back-pressure are cd_ws.c: a client whose unread output
  * passes HTTP_CDB_WS_MAX_OUTPUT is closed (1008, with the reason) rather
  * than buffered without bound; the loop never waits for a client.
@@ -37,12 +40,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WS_EVENTS_PER_READ 500 /* events read per query */
-#define WS_RETRY_S         1   /* after a lost LISTEN session */
-#define WS_EXPIRE_S        60  /* expired tip-filter registrations dropped every minute */
+#define WS_EVENTS_PER_READ                                                                         \
+    200                /* events read per query: a client's next batch is read only                \
+                        * once its queue is under half of HTTP_CDB_WS_MAX_OUTPUT */
+#define WS_RETRY_S  1  /* after a lost LISTEN session */
+#define WS_EXPIRE_S 60 /* expired tip-filter registrations dropped every minute */
 
 typedef struct cdb_client {
     cd_ws *ws;
+    int64_t last;    /* id of the last event read for this client */
     int all;         /* ?notifications=all: the text frames too */
     int has_account; /* ?account_id=N: only that account's matches */
     int64_t account;
@@ -58,7 +64,6 @@ static struct {
     struct event *pg_ev;    /* its socket is readable */
     struct event *retry_ev; /* reconnect after a lost session */
     struct event *expire_ev;
-    int64_t last; /* id of the last event read; 0: start at the head */
 } hub;
 
 /* ---- message encoding ---- */
@@ -234,16 +239,33 @@ static void hub_lost(const char *what)
     evtimer_add(hub.retry_ev, &tv);
 }
 
-/* Reads and delivers every event after hub.last. */
+/* 1 if the client can take another batch now: its queue is under half of
+ * the cap (cd_ws's on_drain calls pump again when it falls there). */
+static int has_room(const cdb_client *c)
+{
+    return !cd_ws_closing(c->ws) && cd_ws_queued(c->ws) <= HTTP_CDB_WS_MAX_OUTPUT / 2;
+}
+
+/* Reads and delivers the events after each client's position, a batch at
+ * a time, while the client has room: each client goes at its own pace
+ * through the log (a slow one lags, it does not hold the others or the
+ * loop; one that stops reading is dropped by cd_ws's write timeout). One
+ * query serves every client at the same position. */
 static void pump(void)
 {
     for (;;) {
+        cdb_client *lead = NULL;
+        for (cdb_client *c = hub.clients; c; c = c->next)
+            if (has_room(c) && c->last >= 0 && (!lead || c->last < lead->last))
+                lead = c;
+        if (!lead || !hub.pg)
+            return;
+        int64_t after = lead->last, last = after;
         cd_cdbq_notice *v = NULL;
         size_t n = 0;
-        int64_t last = hub.last;
         char err[512];
         int rc =
-            cd_cdbq_notices(hub.pg, hub.last, WS_EVENTS_PER_READ, &v, &n, &last, err, sizeof(err));
+            cd_cdbq_notices(hub.pg, after, WS_EVENTS_PER_READ, &v, &n, &last, err, sizeof(err));
         if (rc != CD_LOOKUP_OK) {
             free(v);
             if (PQstatus(hub.pg) != CONNECTION_OK) {
@@ -253,18 +275,28 @@ static void pump(void)
             /* a row the code cannot read: the clients are told rather
              * than left believing nothing happened */
             cd_log_error("http: /ws: %s (after event %" PRId64 "); closing the websockets", err,
-                         hub.last);
+                         after);
             for (cdb_client *c = hub.clients; c; c = c->next)
                 cd_ws_close(c->ws, CD_WS_CLOSE_INTERNAL, "cannot read the event log");
             return;
         }
-        for (cdb_client *c = hub.clients; c && n; c = c->next)
+        for (cdb_client *c = hub.clients; c; c = c->next) {
+            if (c->last != after || !has_room(c))
+                continue;
             deliver(c, v, n);
+            /* caught up: parked (-1 - position) until the next wake-up */
+            c->last = last == after ? -1 - last : last;
+        }
         free(v);
-        if (last == hub.last)
-            return;
-        hub.last = last;
     }
+}
+
+/* A wake-up (NOTIFY, reconnect): every parked client may read again. */
+static void unpark(void)
+{
+    for (cdb_client *c = hub.clients; c; c = c->next)
+        if (c->last < 0)
+            c->last = -1 - c->last;
 }
 
 static void on_pg(evutil_socket_t fd, short what, void *arg)
@@ -282,13 +314,14 @@ static void on_pg(evutil_socket_t fd, short what, void *arg)
         PQfreemem(nt);
         any = 1;
     }
-    if (any)
+    if (any) {
+        unpark();
         pump();
+    }
 }
 
-/* Opens the LISTEN session; the first time (hub.last 0) the clients start
- * at the newest event, after a lost session they go on from hub.last.
- * Returns 0 or -1 (logged). */
+/* Opens the LISTEN session (the clients keep their positions: after a lost
+ * session they go on from there). Returns 0 or -1 (logged). */
 static int hub_open(void)
 {
     if (hub.pg)
@@ -307,12 +340,6 @@ static int hub_open(void)
         return -1;
     }
     PQclear(r);
-    char err[512];
-    if (hub.last == 0 && cd_cdbq_events_head(hub.pg, &hub.last, err, sizeof(err)) != 0) {
-        cd_log_warn("http: /ws: %s", err);
-        hub_close_pg();
-        return -1;
-    }
     if (PQsetnonblocking(hub.pg, 1) != 0) {
         hub_close_pg();
         return -1;
@@ -338,7 +365,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         evtimer_add(hub.retry_ev, &tv);
         return;
     }
-    cd_log_info("http: /ws: LISTEN session back; catching up from event %" PRId64, hub.last);
+    cd_log_info("http: /ws: LISTEN session back; the websockets catch up from the event log");
+    unpark();
     pump();
 }
 
@@ -355,6 +383,13 @@ static void on_message(cd_ws *ws, int opcode, const uint8_t *data, size_t len, v
     cd_ws_close(ws, CD_WS_CLOSE_POLICY, "no messages are expected from the client");
 }
 
+static void on_drain(cd_ws *ws, void *arg)
+{
+    (void)ws;
+    (void)arg;
+    pump(); /* this client has room again */
+}
+
 static void on_close(cd_ws *ws, int code, const char *reason, void *arg)
 {
     cdb_client *c = arg;
@@ -368,7 +403,6 @@ static void on_close(cd_ws *ws, int code, const char *reason, void *arg)
     free(c);
     if (!hub.clients) { /* no one to tell: give the session back */
         hub_close_pg();
-        hub.last = 0;
         if (hub.retry_ev)
             evtimer_del(hub.retry_ev);
     }
@@ -415,7 +449,20 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
         return H_DONE;
     }
     const cd_ws_limits lim = {HTTP_CDB_WS_MAX_MESSAGE, HTTP_CDB_WS_MAX_OUTPUT, 30, 60};
-    const cd_ws_cbs cbs = {on_message, NULL, on_close};
+    /* the client starts after the newest event (ConduitDB has no resume):
+     * read after LISTEN, so nothing between the two is missed */
+    char err[512];
+    int64_t head = 0;
+    if (cd_cdbq_events_head(hub.pg, &head, err, sizeof(err)) != 0) {
+        cd_log_warn("http: /ws: %s", err);
+        free(c);
+        if (!hub.clients)
+            hub_close_pg();
+        cd_http_cdb_error(req, 503, "Database is unavailable at present");
+        return H_DONE;
+    }
+    c->last = -1 - head; /* parked at the head until the next wake-up */
+    const cd_ws_cbs cbs = {on_message, on_drain, on_close};
     c->ws = cd_ws_upgrade(req, &lim, &cbs, c);
     if (!c->ws) { /* not a handshake: the reply was sent */
         free(c);
@@ -428,7 +475,7 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
     hub.n++;
     cd_log_info("http: /ws %s: open (%s%s), from event %" PRId64, cd_ws_peer(c->ws),
                 c->all ? "all notifications" : "spends", c->has_account ? ", one account" : "",
-                hub.last);
+                head);
     return H_DONE;
 }
 

@@ -586,3 +586,58 @@ def test_unregister_all(env):
     assert psql(env.pg, env.db, "SELECT count(*) FROM cdb_spend_watches") == [("0",)]
     assert psql(env.pg, env.db, "SELECT count(*) FROM watch_owners "
                 "WHERE owner = 'cdb:spend'") == [("0",)]
+
+
+# ---- a burst larger than a client's output cap ----
+
+def test_burst_is_paced_not_cut(pg_module, build_dir, tmp_path):
+    """10 blocks of 200 txs spending registered outpoints and matching registered keys: ~8,000
+    notices, several MB of frames, far more than the 1 MiB a client may have unread. The server
+    feeds each client from the event log only while its queue has room, so a client that reads
+    (slowly, with a small receive buffer) gets every notice once and is not cut off. (Before:
+    the whole burst was queued at once and the client was closed 'too slow'.)"""
+    from simnode_fixtures import SimNodeProcess
+    node = SimNodeProcess("--regtest", "--generate", "110", "--txs-per-block", "50")
+    ci = create_db(pg_module, "cdbburst")
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
+                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "1M",
+                "--http-listen", "127.0.0.1:0", "--log-level", "info"]).start()
+    ws = None
+    try:
+        port = http_port(d)
+        wait_tip(pg_module, "cdbburst", d, 110, timeout=WAIT)
+        ops = [r for r in psql(pg_module, "cdbburst",
+                               "SELECT DISTINCT cd_txid_hex(p.tx_hash), p.idx FROM best_pushdata p "
+                               "WHERE p.flags = 1 AND NOT EXISTS (SELECT 1 FROM inputs i WHERE "
+                               "i.prev_hash = p.tx_hash AND i.prev_idx = p.idx)")]
+        st, _, _, body = req(port, "/api/v1/output-spend/notifications", JSON_CT, "POST",
+                             json.dumps([[t, int(i)] for t, i in ops]).encode())
+        assert st == 200, body
+        keys = [k for (k,) in psql(pg_module, "cdbburst", "SELECT DISTINCT encode(push_hash, "
+                                   "'hex') FROM pushdata WHERE flags = 1")]
+        st, _, _, body = req(port, filter_path(1, int(time.time())), JSON_CT, "POST",
+                             json.dumps([[k, 3600] for k in keys]).encode())
+        assert st == 200, body
+        ws = WS(port, "/ws?notifications=all")
+        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        col = Collector(ws)
+        node.control({"cmd": "mine", "n": 10, "txs_per_block": 200})
+        wait_tip(pg_module, "cdbburst", d, 120, timeout=WAIT)
+        want = int(psql(pg_module, "cdbburst", "SELECT count(*) FROM best_inputs i JOIN "
+                        "cdb_spend_watches w USING (prev_hash, prev_idx) "
+                        "WHERE i.height > 110")[0][0])
+        want_m = int(psql(pg_module, "cdbburst", "SELECT count(*) FROM best_pushdata p JOIN "
+                          "cdb_tip_filters f USING (push_hash) WHERE p.height > 110")[0][0])
+        assert want > 1000 and (want * 104 + want_m * 150) > (1 << 20), (want, want_m)
+        n_matches = lambda c: len(matches_of(c.texts, False))  # noqa: E731
+        col.pump(lambda c: len(c.spends) >= want and n_matches(c) >= want_m)
+        col.quiet()
+        assert len(col.spends) == len(set(col.spends)) == want
+        assert n_matches(col) == want_m
+        assert "too slow" not in d.log_text()
+    finally:
+        if ws:
+            ws.close()
+        d.stop()
+        node.stop()
