@@ -636,6 +636,28 @@ def test_burst_is_paced_not_cut(pg_module, build_dir, tmp_path):
         assert len(col.spends) == len(set(col.spends)) == want
         assert n_matches(col) == want_m
         assert "too slow" not in d.log_text()
+
+        # a mempool spend (ConduitDB's bug 21: never delivered there): 32 zero bytes as the
+        # block, then the same spend again with its block once mined
+        made = node.control({"cmd": "make_tx"})
+        raw = bytes.fromhex(made["hex"])
+        tx = ce.Tx(raw, 0)
+        ins = [(ce.disp(h), i) for h, i, _ in tx.inputs]
+        st, _, _, body = req(port, "/api/v1/output-spend/notifications", JSON_CT, "POST",
+                             json.dumps([[t, i] for t, i in ins]).encode())
+        assert st == 200 and json.loads(body) == [], body      # not spent yet
+        assert "txid" in node.control({"cmd": "add_tx", "hex": made["hex"]})
+        col.spends.clear()
+        col.pump(lambda c: len(c.spends) >= len(ins))
+        assert sorted(col.spends) == sorted((t, i, made["txid"], n, None)
+                                            for n, (t, i) in enumerate(ins))
+        col.spends.clear()
+        node.control({"cmd": "mine", "n": 1})
+        col.pump(lambda c: len(c.spends) >= len(ins))
+        blk = psql(pg_module, "cdbburst", "SELECT cd_txid_hex(block_hash) FROM best_transactions "
+                   "WHERE tx_hash = cd_txid('%s')" % made["txid"])[0][0]
+        assert sorted(col.spends) == sorted((t, i, made["txid"], n, blk)
+                                            for n, (t, i) in enumerate(ins))
     finally:
         if ws:
             ws.close()
