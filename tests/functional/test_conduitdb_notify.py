@@ -658,6 +658,27 @@ def test_burst_is_paced_not_cut(pg_module, build_dir, tmp_path):
                    "WHERE tx_hash = cd_txid('%s')" % made["txid"])[0][0]
         assert sorted(col.spends) == sorted((t, i, made["txid"], n, blk)
                                             for n, (t, i) in enumerate(ins))
+
+        # PostgreSQL restarts under the open websocket: the server's LISTEN session is lost
+        # and retried; the client, still connected, gets the spends made after it
+        pg_module.restart()
+        made = node.control({"cmd": "make_tx"})
+        tx = ce.Tx(bytes.fromhex(made["hex"]), 0)
+        ins = [(ce.disp(h), i) for h, i, _ in tx.inputs]
+        deadline = time.monotonic() + WAIT
+        while True:   # the HTTP servers reconnect at most once a second
+            st, _, _, body = req(port, "/api/v1/output-spend/notifications", JSON_CT, "POST",
+                                 json.dumps([[t, i] for t, i in ins]).encode())
+            if st == 200:
+                break
+            assert st == 503 and time.monotonic() < deadline, (st, body)
+            time.sleep(0.5)
+        assert "txid" in node.control({"cmd": "add_tx", "hex": made["hex"]})
+        col.spends.clear()
+        col.pump(lambda c: len(c.spends) >= len(ins))
+        assert sorted(col.spends) == sorted((t, i, made["txid"], n, None)
+                                            for n, (t, i) in enumerate(ins))
+        assert "http: /ws: LISTEN session back" in d.log_text()
     finally:
         if ws:
             ws.close()
