@@ -521,6 +521,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     else
         cd_log_info("http: stopping");
     cd_http_cdb_stop(); /* its websockets first: evhttp_free frees their connections */
+    cd_http_events_fini(&s); /* websockets are ours, not evhttp's, until freed */
     evhttp_free(s.http); /* closes connections (stream close callbacks run) */
     event_free(s.resume_ev);
     the_srv = NULL;

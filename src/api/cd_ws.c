@@ -452,7 +452,14 @@ static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
                         evbuffer_get_length(bufferevent_get_output(bev)), ws->lim.write_timeout_s);
             ws_end(ws, CD_WS_CLOSE_POLICY, "client not reading");
         } else if (ws->closing) {
-            ws_end(ws, ws->end_code, ws->end_reason); /* no answer to our close */
+            /* no answer to our close: fine while the peer still reads what
+             * was queued before it (the write timeout catches one that
+             * does not); else the end */
+            if (evbuffer_get_length(bufferevent_get_output(bev))) {
+                bufferevent_enable(bev, EV_READ);
+                return;
+            }
+            ws_end(ws, ws->end_code, ws->end_reason);
         } else if (!ws->pinged) {
             ws->pinged = 1;
             send_control(ws, CD_WS_OP_PING, NULL, 0);

@@ -140,6 +140,26 @@ const cd_option cd_config_options[] = {
     {"http_cors_origins", CD_OPT_STRING, "", 0, 0, 0, OFF(http_cors_origins), NULL,
      "origins whose browser pages may read the HTTP API (CORS), separated by spaces or commas, "
      "e.g. https://app.example.com; * allows any; empty: none"},
+    /* push notifications: GET /v1/events (SSE) and /v1/ws (docs/EVENTS.md) */
+    {"events_max_conns", CD_OPT_INT, "2000", 0, 100000, 0, OFF(events_max_conns), NULL,
+     "event streams (/v1/events, /v1/ws) each HTTP server process holds at once (there are 4); "
+     "more get 503 (0: the event routes are off)"},
+    {"events_max_keys", CD_OPT_INT, "1000", 1, 100000, 0, OFF(events_max_keys), NULL,
+     "keys plus outpoints one event stream may subscribe to"},
+    {"events_max_output", CD_OPT_SIZE, "1M", 4 * KB, 1 * GB, 0, OFF(events_max_output), NULL,
+     "bytes queued to one event stream's client; while full, the stream waits (replaying from "
+     "the log when it drains)"},
+    {"events_max_message", CD_OPT_SIZE, "64K", 1 * KB, 16 * MB, 0, OFF(events_max_message), NULL,
+     "largest message a websocket client may send (/v1/ws); larger: close 1009"},
+    {"events_stall_timeout", CD_OPT_INT, "30", 1, 86400, 0, OFF(events_stall_s), NULL,
+     "seconds an event stream's client may leave its output full (not reading) before it is "
+     "cut off (SSE: event: error; websocket: close 1008)"},
+    {"events_ping_interval", CD_OPT_INT, "30", 1, 3600, 0, OFF(events_ping_s), NULL,
+     "seconds between keep-alives on an idle event stream (SSE comment, websocket ping); a "
+     "websocket silent for twice as long is dropped"},
+    {"events_sub_idle", CD_OPT_INT, "86400", 60, 365 * 86400, 0, OFF(events_sub_idle_s), NULL,
+     "seconds a key/outpoint subscription is kept (its keys watched, events recorded) after its "
+     "last client went away; then it expires"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

@@ -103,6 +103,13 @@ typedef struct cd_config {
                                    (cd_http_arc.c); NULL = writes refused */
     char *http_cors_origins;    /* origins browsers may read the API from:
                                    space/comma separated, "*" = any, "" = none */
+    uint32_t events_max_conns;  /* event streams per HTTP server process; 0 = off */
+    uint32_t events_max_keys;   /* keys + outpoints per event stream */
+    uint64_t events_max_output; /* bytes queued to one event stream */
+    uint64_t events_max_message; /* largest websocket message from a client */
+    uint32_t events_stall_s;    /* output full this long: the client is cut off */
+    uint32_t events_ping_s;     /* keep-alive period of idle event streams */
+    uint32_t events_sub_idle_s; /* a subscription without clients expires after */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
