@@ -20,6 +20,7 @@
 
 #include <sys/queue.h> /* TAILQ_INIT for evkeyvalq */
 
+#include <errno.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -58,8 +59,9 @@ static int query_int(struct evhttp_request *req, const char *name, int64_t lo, i
     int ok = 0;
     if (s && *s) {
         char *end;
+        errno = 0;
         long long x = strtoll(s, &end, 10);
-        ok = *end == '\0' && x >= lo && x <= hi;
+        ok = *end == '\0' && errno == 0 && x >= lo && x <= hi;
         *v = x;
     }
     evhttp_clear_headers(&q);

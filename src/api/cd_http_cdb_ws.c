@@ -429,9 +429,10 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
             bad = 1;
         if (av) {
             char *end;
+            errno = 0;
             c->account = strtoll(av, &end, 10);
             c->has_account = 1;
-            bad |= *av == '\0' || *end != '\0';
+            bad |= *av == '\0' || *end != '\0' || errno != 0;
         }
         evhttp_clear_headers(&q);
         if (bad) {

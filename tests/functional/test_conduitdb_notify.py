@@ -289,6 +289,8 @@ def test_filter_registration_errors(env):
                  "`account_id` is not a number")
     expect_error(p, "/api/v1/transaction/filter?account_id=7", 400, body, JSON_CT,
                  "`date_created` is not a number")
+    expect_error(p, "/api/v1/transaction/filter?account_id=99999999999999999999&date_created=%d"
+                 % now, 400, body, JSON_CT, "`account_id` is not a number")
     expect_error(p, filter_path(7, now), 400, json.dumps([[key, 299]]).encode(), JSON_CT,
                  "An entry has a duration of 299 which is lower than the minimum value 300")
     expect_error(p, filter_path(7, now), 400, json.dumps([[key, 604801]]).encode(), JSON_CT,
