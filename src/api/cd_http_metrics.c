@@ -20,12 +20,17 @@
 #include "cd_http_int.h"
 #include "cd_status.h"
 
+#include "cd_http.h"
+#include "cd_log.h"
 #include "cd_util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,4 +234,106 @@ void cd_http_metrics(http_srv *s, struct evhttp_request *req)
     evhttp_add_header(h, "Cache-Control", "no-store");
     cd_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);
+}
+
+/* ---- the metrics server (metrics_listen) ----
+ *
+ * Why a process of its own: Prometheus scrapes on its own schedule and the
+ * endpoint must answer while the API is off, busy or restarting, and be
+ * bindable elsewhere (loopback by default) than the public API. One evhttp
+ * loop, no LMDB, its own PostgreSQL session (the same reconnect rules as
+ * the API's, cd_http_srv_pg). */
+
+static void metrics_request(struct evhttp_request *req, void *arg)
+{
+    http_srv *s = arg;
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (!path || strcmp(path, "/metrics") != 0) {
+        cd_http_reply_error(req, 404, "only /metrics is served here");
+        return;
+    }
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        cd_http_reply_error(req, 405, "/metrics answers GET and HEAD");
+        return;
+    }
+    if (evhttp_uri_get_query(u) != NULL) {
+        cd_http_reply_error_code(req, 400, "unknown_parameter", "/metrics takes no parameters");
+        return;
+    }
+    cd_http_metrics(s, req);
+}
+
+static void metrics_chan(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    char buf[64];
+    (void)what;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        cd_log_info("metrics: controller gone; exiting");
+        event_base_loopbreak(s->base);
+    }
+}
+
+/* SIGTERM through a signalfd, as in cd_http_server.c (the controller's
+ * event_base, inherited, keeps libevent's signal handling). */
+static void metrics_term(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    struct signalfd_siginfo si;
+    (void)what;
+    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        event_base_loopbreak(s->base);
+}
+
+int cd_http_metrics_run(const cd_config *cfg, int listen_fd, int chan_fd)
+{
+    http_srv s;
+    memset(&s, 0, sizeof(s));
+    s.cfg = cfg;
+    s.proc = -1;
+    s.base = event_base_new();
+    s.http = s.base ? evhttp_new(s.base) : NULL;
+    evutil_make_socket_nonblocking(listen_fd);
+    if (!s.http || !evhttp_accept_socket_with_handle(s.http, listen_fd)) {
+        cd_log_error("metrics: cannot serve on the listening socket");
+        return CD_EXIT_FAILURE;
+    }
+    evhttp_set_timeout(s.http, 30);
+    evhttp_set_max_headers_size(s.http, 8192);
+    evhttp_set_max_body_size(s.http, 0);
+    evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(s.http, metrics_request, &s);
+    evutil_make_socket_nonblocking(chan_fd);
+    struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, metrics_chan, &s);
+    event_add(chan, NULL);
+    sigset_t ts;
+    sigemptyset(&ts);
+    sigaddset(&ts, SIGTERM);
+    sigprocmask(SIG_BLOCK, &ts, NULL);
+    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct event *term =
+        tfd >= 0 ? event_new(s.base, tfd, EV_READ | EV_PERSIST, metrics_term, &s) : NULL;
+    if (term)
+        event_add(term, NULL);
+    else /* no signalfd: SIGTERM keeps its default action */
+        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_log_info("metrics: server serving (pid %d)", (int)getpid());
+    event_base_dispatch(s.base);
+    cd_log_info("metrics: stopping");
+    evhttp_free(s.http);
+    event_free(chan);
+    if (term)
+        event_free(term);
+    if (tfd >= 0)
+        close(tfd);
+    if (s.pg)
+        PQfinish(s.pg);
+    event_base_free(s.base);
+    close(chan_fd);
+    return CD_EXIT_OK;
 }

@@ -102,6 +102,10 @@ typedef struct cd_config {
                                    (cd_http_arc.c); NULL = writes refused */
     char *http_cors_origins;    /* origins browsers may read the API from:
                                    space/comma separated, "*" = any, "" = none */
+    char *metrics_listen;       /* Prometheus endpoint "address:port" (a bare port
+                                   is completed to 127.0.0.1:port by
+                                   cd_config_finish); "" = off */
+    int metrics_allow_remote;   /* metrics_listen may be non-loopback */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

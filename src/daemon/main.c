@@ -284,6 +284,15 @@ int main(int argc, char **argv)
             return locked_config_error(&cfg, lock_fd, err);
     }
     cd_http_set_listener(http_fd);
+    if (cfg.metrics_listen[0] != '\0') {
+        int metrics_fd = cd_http_metrics_listen_open(cfg.metrics_listen, err, sizeof(err));
+        if (metrics_fd < 0) {
+            if (http_fd >= 0)
+                close(http_fd);
+            return locked_config_error(&cfg, lock_fd, err);
+        }
+        cd_http_set_metrics_listener(metrics_fd);
+    }
 
     cd_notify_init();
     cd_log_info("conduitd %s starting: network %s, datadir %s, %s%s", CD_VERSION, cfg.net->name,

@@ -98,6 +98,8 @@ OTHER = {
     "status_interval": ("3", "3"),
     "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
     "http_cors_origins": ("https://a.example", "https://a.example"),
+    "metrics_listen": ("9490", "127.0.0.1:9490"),  # a bare port: loopback
+    "metrics_allow_remote": ("yes", "on"),
 }
 
 

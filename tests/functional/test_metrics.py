@@ -1,5 +1,6 @@
 """Issue 17: GET /metrics in the Prometheus text format, through a real
-daemon indexing the 116-block regtest chain from the simulated node.
+daemon indexing the 116-block regtest chain from the simulated node, on
+metrics_listen's own port (and, the same text, on the HTTP API's).
 
 The exposition is checked twice: by `promtool check metrics` (Debian's
 prometheus package, in ./dev's package list), and by a strict parser written
@@ -79,12 +80,16 @@ def daemon(pg_module, build_dir, shared_data, tmp_path_factory):
     d = Daemon(build_dir, str(tmp_path_factory.mktemp("metrics") / "d"),
                ["--regtest", "--no-conf", "--connect", "127.0.0.1:%d" % node.port,
                 "--pg-conninfo", ci, "--parser-workers", "2", "--ring-size", "16M",
-                "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--status-interval", "1"])
+                "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--status-interval", "1",
+                "--metrics-listen", "0"])
     d.start()
     try:
-        port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
+        api = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
+        port = int(d.wait_for_log(r"metrics: Prometheus metrics on http://127\.0\.0\.1:(\d+)/",
+                                  timeout=30).group(1))
         wait_tip(pg_module, "metricsdb", d, 116, timeout=300)
-        yield d, port
+        # the tests scrape metrics_listen's port; the API serves /metrics too
+        yield d, port, api
     finally:
         d.stop()
         node.stop()
@@ -102,7 +107,7 @@ def test_promtool_accepts_the_exposition(daemon):
 
 
 def test_figures(daemon, shared_data):
-    d, port = daemon
+    d, port, _ = daemon
     # the status file is rewritten every second: wait until it shows the tip
     deadline = time.monotonic() + 60
     while True:
@@ -162,7 +167,7 @@ def test_metrics_takes_no_parameters_and_answers_head(daemon):
 
 def test_cli_status_shows_best_hash_and_peers(daemon, build_dir, shared_data):
     """Failed before: status showed heights and a peer count only."""
-    d, _ = daemon
+    d, _, _ = daemon
     best = open(os.path.join(shared_data, CHAIN, "headers.txt")).read().split()[116]
     cli = os.path.join(build_dir, "src/daemon/conduit-cli")
     deadline = time.monotonic() + 60
@@ -199,3 +204,78 @@ def test_grafana_dashboard_uses_only_exported_metrics(daemon):
     assert len(used) >= 10, used
     exported = set(parse_exposition(scrape(daemon[1])))
     assert used <= exported, used - exported
+
+
+def test_api_serves_the_same_families(daemon):
+    """/metrics stays on the HTTP API too (dashboards set up before
+    metrics_listen existed): the same metric families as on metrics_listen."""
+    d, port, api = daemon
+    assert set(parse_exposition(scrape(api))) == set(parse_exposition(scrape(port)))
+
+
+def test_metrics_listen_serves_only_metrics(daemon):
+    port = daemon[1]
+    for path in ("/v1/status", "/"):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30)
+            raise AssertionError("no 404")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+
+
+def test_metrics_listen_without_the_api(build_dir, tmp_path):
+    """metrics_listen alone (no http_listen, index off): its own process
+    serves the endpoint, on loopback when given a bare port. Failed before:
+    metrics_listen did not exist (/metrics only on the API's address)."""
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--no-conf", "--no-index", "--connect", "127.0.0.1:1",
+                "--ring-size", "16M", "--unit-size", "1M", "--metrics-listen", "0",
+                "--status-interval", "1"])
+    d.start()
+    try:
+        port = int(d.wait_for_log(r"metrics: Prometheus metrics on http://127\.0\.0\.1:(\d+)/",
+                                  timeout=30).group(1))
+        d.wait_for_log(r"metrics: server serving", timeout=30)
+        text = scrape(port)
+        fams = parse_exposition(text)
+        assert fams["conduitd_up"]["samples"][""] == 1
+        assert "conduitd_postgres_up" not in fams  # the index is off
+        promtool = shutil.which("promtool")
+        if promtool:
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+        assert "http: API on" not in d.log_text()
+    finally:
+        assert d.stop() == 0
+
+
+def test_metrics_listen_refuses_a_remote_address_unless_allowed(build_dir, tmp_path):
+    from test_config_cli import assert_config_error, run
+    assert_config_error(run(build_dir, ["--regtest", "--no-conf", "--no-index", "--datadir",
+                                        str(tmp_path / "d"), "--metrics-listen", "0.0.0.0:0"]),
+                        "metrics_listen 0.0.0.0:0: not a loopback address",
+                        "metrics_allow_remote = on")
+    r = run(build_dir, ["--regtest", "--no-conf", "--no-index", "--metrics-listen",
+                        "0.0.0.0:9490", "--metrics-allow-remote", "--print-config"])
+    assert r.returncode == 0 and "metrics_listen = 0.0.0.0:9490" in r.stdout, r.stderr
+    for ok in ("[::1]:9490", "localhost:9490", "127.0.0.2:9490"):
+        r = run(build_dir, ["--regtest", "--no-conf", "--no-index", "--metrics-listen", ok,
+                            "--print-config"])
+        assert r.returncode == 0 and f"metrics_listen = {ok}" in r.stdout, r.stderr
+
+
+def test_metrics_port_in_use(build_dir, tmp_path):
+    """A taken port is a configuration error at start (one line, exit 2)."""
+    import socket
+    from test_config_cli import assert_config_error, run
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        assert_config_error(run(build_dir, ["--regtest", "--no-conf", "--no-index", "--datadir",
+                                            str(tmp_path / "d"), "--metrics-listen", str(port)]),
+                            f"metrics_listen 127.0.0.1:{port}", "Address already in use")
+    finally:
+        s.close()

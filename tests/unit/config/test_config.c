@@ -80,7 +80,8 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
     case CD_OPT_STRING:
         if (strcmp(o->name, "datadir") == 0 || strcmp(o->name, "log_file") == 0)
             snprintf(in, len, "/tmp/cd-test-%s", o->name);
-        else if (strcmp(o->name, "http_listen") == 0) /* validated: address:port */
+        else if (strcmp(o->name, "http_listen") == 0 || /* validated: address:port */
+                 strcmp(o->name, "metrics_listen") == 0)  /* (loopback unless allowed) */
             snprintf(in, len, "127.0.0.1:8085");
         else
             snprintf(in, len, "value-for-%s", o->name);
@@ -321,6 +322,45 @@ static void expect_file_error(const char *text, const char *want_sub, int line)
     ck_assert_msg(strstr(err, want_sub) != NULL, "'%s' lacks '%s'", err, want_sub);
     ck_assert_msg(strchr(err, '\n') == NULL, "multi-line error '%s'", err);
 }
+
+/* metrics_listen (issue 17): a bare port means loopback; any other address
+ * than loopback is refused unless metrics_allow_remote is on. */
+START_TEST(test_metrics_listen)
+{
+    cd_config cfg;
+    char err[1024] = "";
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "9490", NULL),
+                     CD_CONFIG_RUN);
+    ck_assert_str_eq(cfg.metrics_listen, "127.0.0.1:9490");
+    cd_config_free(&cfg);
+    const char *local[] = {"[::1]:1", "localhost:1", "127.9.9.9:1", "[::ffff:127.0.0.1]:1"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(local); i++) {
+        ck_assert_int_eq(
+            parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", local[i], NULL),
+            CD_CONFIG_RUN);
+        ck_assert_str_eq(cfg.metrics_listen, local[i]);
+        cd_config_free(&cfg);
+    }
+    const char *remote[] = {"0.0.0.0:9490", "[::]:1", "10.1.2.3:1", "metrics.example:1"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(remote); i++) {
+        ck_assert_int_eq(
+            parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", remote[i], NULL),
+            CD_CONFIG_ERROR);
+        ck_assert_msg(strstr(err, "not a loopback address") && strstr(err, "metrics_allow_remote"),
+                      "%s", err);
+        ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", remote[i],
+                               "--metrics-allow-remote", "on", NULL),
+                         CD_CONFIG_RUN);
+        ck_assert_str_eq(cfg.metrics_listen, remote[i]);
+        cd_config_free(&cfg);
+    }
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "70000", NULL),
+                     CD_CONFIG_ERROR);
+    ck_assert_msg(strstr(err, "metrics_listen expects address:port or a port"), "%s", err);
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "host", NULL),
+                     CD_CONFIG_ERROR);
+}
+END_TEST
 
 /* parser_workers: one bound (CD_CONFIG_MAX_PARSER_WORKERS) for an explicit
  * value, the default on any host, and the pipeline (cd_pipeline.h asserts
@@ -894,6 +934,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_defaults_match_table);
     tcase_add_test(tc, test_table_sane);
     tcase_add_test(tc, test_every_option_from_file_and_flag);
+    tcase_add_test(tc, test_metrics_listen);
     tcase_add_test(tc, test_flags_override_file);
     tcase_add_test(tc, test_network_flags_and_datadir);
     tcase_add_test(tc, test_sizes);
