@@ -157,6 +157,83 @@ static void from_pg(http_srv *s, struct evbuffer *b)
                   strtod(PQgetvalue(r, 0, 2), NULL));
     }
     PQclear(r);
+    if (!ok)
+        return;
+    /* Evictions by reason over a fixed recent window: a figure every server
+     * process computes alike from the table (a counter kept per process
+     * would differ between the API's processes), and a bounded range scan
+     * of mempool_evicted_at_idx however long the records are kept. */
+    r = PQexec(c, "SELECT reason, count(*) FROM mempool_evicted "
+                  "WHERE evicted_at > now() - interval '5 minutes' GROUP BY reason ORDER BY reason");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        head(b, "conduitd_mempool_evicted_5m", "gauge",
+             "Transactions that left the mempool tables in the last 5 minutes, by reason "
+             "(mempool_evicted; confirmed, double-spend, expired, size-limit, ...)");
+        /* one series even when nothing was evicted, so the family exists */
+        if (PQntuples(r) == 0)
+            evbuffer_add_printf(b, "conduitd_mempool_evicted_5m{reason=\"confirmed\"} 0\n");
+        for (int i = 0; i < PQntuples(r); i++) {
+            evbuffer_add_printf(b, "conduitd_mempool_evicted_5m{reason=\"");
+            label_value(b, PQgetvalue(r, i, 0));
+            evbuffer_add_printf(b, "\"} %s\n", PQgetvalue(r, i, 1));
+        }
+    }
+    PQclear(r);
+}
+
+/* Issue 17's figures from the status file: restarts by kind, the commit
+ * latency histogram, mempool refusals by reason, the tip, the estimates. */
+static void from_status(struct evbuffer *b, const cd_status *st)
+{
+    if (st->n_restart > 0) {
+        head(b, "conduitd_worker_restarts_total", "counter",
+             "Child processes restarted after an unexpected end, by kind (parser, writer, merkle, "
+             "http, metrics, ...)");
+        for (uint32_t i = 0; i < st->n_restart; i++) {
+            evbuffer_add_printf(b, "conduitd_worker_restarts_total{kind=\"");
+            label_value(b, st->restart[i].name);
+            evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st->restart[i].n);
+        }
+    }
+    if (st->indexed_height >= 0 || st->commit_n > 0) {
+        head(b, "conduitd_postgres_commit_seconds", "histogram",
+             "Duration of the parsers' PostgreSQL batch commits (end of COPY, markers, COMMIT)");
+        for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+            evbuffer_add_printf(b, "conduitd_postgres_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                                cd_status_commit_le[i], st->commit_le[i]);
+        evbuffer_add_printf(b,
+                            "conduitd_postgres_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                            "conduitd_postgres_commit_seconds_sum %.6f\n"
+                            "conduitd_postgres_commit_seconds_count %" PRIu64 "\n",
+                            st->commit_n, st->commit_sum_s, st->commit_n);
+    }
+    head(b, "conduitd_mempool_refused_total", "counter",
+         "Relayed transactions not taken into the mempool tables, by reason (this run)");
+    for (int i = 0; i < CD_STATUS_MEMPOOL_REASONS; i++)
+        evbuffer_add_printf(b, "conduitd_mempool_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+                            cd_status_mempool_reasons[i], st->mempool_refused[i]);
+    if (st->tip_time > 0)
+        gauge(b, "conduitd_tip_time_seconds",
+              "Header time of the best-chain block at the progress height (indexed tip, or "
+              "stored tip without the index)",
+              (double)st->tip_time);
+    if (st->header_time > 0)
+        gauge(b, "conduitd_header_time_seconds", "Header time of the best header",
+              (double)st->header_time);
+    if (st->progress_tx >= 0)
+        gauge(b, "conduitd_sync_progress_transactions_estimated_ratio",
+              "Share of the chain's transactions up to the progress height, estimated from the "
+              "known chain totals (mainnet, testnet)",
+              st->progress_tx);
+    if (st->n_peer > 0) {
+        head(b, "conduitd_peer_start_height", "gauge",
+             "Height each connected peer announced when it connected");
+        for (uint32_t i = 0; i < st->n_peer; i++) {
+            evbuffer_add_printf(b, "conduitd_peer_start_height{peer=\"");
+            label_value(b, st->peer[i].addr);
+            evbuffer_add_printf(b, "\"} %" PRId32 "\n", st->peer[i].height);
+        }
+    }
 }
 
 void cd_http_metrics(http_srv *s, struct evhttp_request *req)
@@ -226,6 +303,7 @@ void cd_http_metrics(http_srv *s, struct evhttp_request *req)
                 evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st.peer[i].bytes_out);
             }
         }
+        from_status(b, &st);
         if (alive)
             memory(b, (long)st.pid);
     }

@@ -54,15 +54,34 @@ def parse_exposition(text):
             m = SAMPLE.match(line)
             assert m, f"malformed sample {line!r}"
             name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+            suffix = ""
+            if cur and name != cur and fams[cur]["type"] == "histogram" and \
+                    name in (cur + "_bucket", cur + "_sum", cur + "_count"):
+                suffix = name[len(cur):]  # a histogram's series
+                name = cur
             assert name == cur and fams[name]["type"], f"{name} without HELP/TYPE first"
             float(value)  # raises on a bad number
-            assert labels not in fams[name]["samples"], f"duplicate series {line!r}"
-            fams[name]["samples"][labels] = float(value)
+            key = suffix + labels
+            assert key not in fams[name]["samples"], f"duplicate series {line!r}"
+            fams[name]["samples"][key] = float(value)
     for name, f in fams.items():
         assert f["samples"], f"{name}: no sample"
         if f["type"] == "counter":
             assert name.endswith("_total"), name
+        if f["type"] == "histogram":
+            check_histogram(name, f["samples"])
     return fams
+
+
+def check_histogram(name, samples):
+    """Buckets in increasing `le` order, cumulative, ending in +Inf = _count."""
+    les = [(k, v) for k, v in samples.items() if k.startswith("_bucket")]
+    bounds = [float(re.search(r'le="([^"]+)"', k).group(1).replace("+Inf", "inf"))
+              for k, _ in les]
+    assert bounds == sorted(bounds) and bounds[-1] == float("inf"), (name, bounds)
+    counts = [v for _, v in les]
+    assert counts == sorted(counts), (name, counts)
+    assert samples["_count"] == counts[-1] and "_sum" in samples, (name, samples)
 
 
 def scrape(port):
@@ -200,8 +219,10 @@ def test_grafana_dashboard_uses_only_exported_metrics(daemon):
     root = os.path.dirname(os.path.dirname(HERE))
     dash = json.load(open(os.path.join(root, "conf", "grafana-conduitd.json")))
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    used = set(re.findall(r"\b(conduitd_[a-z_]+)", " ".join(exprs)))
-    assert len(used) >= 10, used
+    # a histogram's series name its family with _bucket / _sum / _count
+    used = {re.sub(r"_(bucket|sum|count)$", "", n)
+            for n in re.findall(r"\b(conduitd_[a-z0-9_]+)", " ".join(exprs))}
+    assert len(used) >= 20, used
     exported = set(parse_exposition(scrape(daemon[1])))
     assert used <= exported, used - exported
 
@@ -279,3 +300,88 @@ def test_metrics_port_in_use(build_dir, tmp_path):
                             f"metrics_listen 127.0.0.1:{port}", "Address already in use")
     finally:
         s.close()
+
+
+def scrape_until(port, pred, what, timeout=60):
+    """Scrapes until pred(families) holds (the status file is rewritten
+    every second); returns the families. The timeout only detects a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fams = parse_exposition(scrape(port))
+        if pred(fams):
+            return fams
+        assert time.monotonic() < deadline, f"never: {what}\n" + scrape(port)
+        time.sleep(0.3)
+
+
+def block_time(shared_data, height):
+    chain = os.path.join(shared_data, CHAIN)
+    h = open(os.path.join(chain, "headers.txt")).read().split()[height]
+    raw = open(os.path.join(chain, h), "rb").read(80)
+    return h, int.from_bytes(raw[68:72], "little")
+
+
+def test_issue17_figures(daemon, shared_data):
+    """Failed before: none of these families existed (restarts by kind,
+    commit latency, refusals and evictions by reason, tip/header times)."""
+    port = daemon[1]
+    fams = scrape_until(port, lambda f: "conduitd_tip_time_seconds" in f and
+                        f["conduitd_indexed_height"]["samples"][""] == 116, "tip at 116")
+    restarts = fams["conduitd_worker_restarts_total"]
+    assert restarts["type"] == "counter"
+    kinds = {re.search(r'kind="([^"]+)"', k).group(1) for k in restarts["samples"]}
+    assert {"parser", "writer", "merkle", "http", "metrics"} <= kinds, kinds
+    commit = fams["conduitd_postgres_commit_seconds"]
+    assert commit["type"] == "histogram"
+    assert commit["samples"]["_count"] >= 1 and commit["samples"]["_sum"] > 0, commit
+    refused = fams["conduitd_mempool_refused_total"]["samples"]
+    assert set(refused) == {'{reason="%s"}' % r for r in (
+        "unsolicited", "oversize", "unparsable", "notfound", "unanswered", "queue-full")}
+    assert fams["conduitd_mempool_evicted_5m"]["type"] == "gauge"
+    _, t116 = block_time(shared_data, 116)
+    assert fams["conduitd_tip_time_seconds"]["samples"][""] == t116
+    assert fams["conduitd_header_time_seconds"]["samples"][""] == t116
+    assert list(fams["conduitd_peer_start_height"]["samples"].values()) == [116]
+    # regtest has no known chain totals: no estimate is claimed
+    assert "conduitd_sync_progress_transactions_estimated_ratio" not in fams
+
+
+def test_cli_status_shows_the_indexed_tip(daemon, build_dir, shared_data):
+    """Failed before: status showed the best header's hash only, not the
+    indexed tip's hash and time, nor what the ETA is based on."""
+    d = daemon[0]
+    h116, t116 = block_time(shared_data, 116)
+    cli = os.path.join(build_dir, "src/daemon/conduit-cli")
+    deadline = time.monotonic() + 60
+    while True:
+        r = subprocess.run([cli, "status", "--regtest", "--no-conf", "--datadir", d.datadir],
+                           capture_output=True, text=True, timeout=30)
+        if h116 in r.stdout.replace("best header", "") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t116))
+    assert re.search(r"^  indexed tip: +%s$" % h116, r.stdout, re.M), r.stdout
+    assert re.search(r"^  tip time: +%s \(" % when, r.stdout, re.M), r.stdout
+    assert re.search(r"^  eta: +0s \(caught up\)$", r.stdout, re.M), r.stdout
+    import json
+    doc = json.loads(subprocess.run([cli, "status", "--json", "--regtest", "--no-conf",
+                                     "--datadir", d.datadir], capture_output=True, text=True,
+                                    timeout=30).stdout)
+    assert doc["tip_hash"] == h116 and doc["tip_time"] == t116
+    assert doc["progress_tx_estimated"] is None  # regtest: nothing to estimate from
+
+
+def test_zz_parser_restart_is_counted(daemon):
+    """Last in the module (it kills a worker): a parser killed with SIGKILL is
+    restarted by the supervisor and counted under kind="parser"."""
+    import signal
+    d, port, _ = daemon
+    before = parse_exposition(scrape(port))["conduitd_worker_restarts_total"]["samples"]
+    assert before['{kind="parser"}'] == 0
+    pid = int(d.wait_for_log(r"supervisor: started parser worker 0 \(pid (\d+)\)").group(1))
+    os.kill(pid, signal.SIGKILL)
+    d.wait_for_log(r"supervisor: restarting parser worker 0")
+    fams = scrape_until(port, lambda f: f["conduitd_worker_restarts_total"]["samples"]
+                        ['{kind="parser"}'] == 1, "parser restart counted")
+    s = fams["conduitd_worker_restarts_total"]["samples"]
+    assert s['{kind="writer"}'] == 0 and s['{kind="http"}'] == 0

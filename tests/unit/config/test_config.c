@@ -740,6 +740,75 @@ START_TEST(test_status_window_and_peers)
 }
 END_TEST
 
+/* Issue 17: the ETA by transactions where the chain's tx totals are known
+ * (mainnet, testnet: the SV node's chainTxData), by blocks elsewhere; the
+ * new status fields survive the file. */
+START_TEST(test_status_eta_by_txs)
+{
+    double txs;
+    ck_assert_int_eq(cd_status_chain_txs("regtest", 10, 0, &txs), -1);
+    ck_assert_int_eq(cd_status_chain_txs("stn", 10, 0, &txs), -1);
+    ck_assert_int_eq(cd_status_chain_txs("main", 523992, 1522608016, &txs), 0);
+    ck_assert_double_eq_tol(txs, 248589038.0, 0.5);
+    /* after the known block: its rate (3.2 tx/s) from its time on */
+    ck_assert_int_eq(cd_status_chain_txs("main", 523993, 1522608016 + 1000, &txs), 0);
+    ck_assert_double_eq_tol(txs, 248589038.0 + 3200.0 + 1.0, 0.5);
+    ck_assert_int_eq(cd_status_chain_txs("test", 0, 0, &txs), 0);
+    ck_assert(txs > 0 && txs < 100);
+
+    tmp_setup();
+    cd_config cfg;
+    char err[512] = "";
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--datadir", g_tmp, NULL), CD_CONFIG_RUN);
+    cd_status st;
+    cd_status_init(&st, &cfg);
+    ck_assert_str_eq(st.network, "main");
+    st.height = 262000; /* half the heights of the known block */
+    st.tip_time = 1300000000;
+    st.header_height = 523992;
+    st.header_time = 1522608016;
+    cd_status_sample(&st, 0, 0, 0, 1000.0);
+    cd_status_sample(&st, 100, 1000000, 100000, 1010.0); /* 10 blk/s, 10000 tx/s */
+    double left = 248589038.0 - 248589038.0 * 262001.0 / 523993.0;
+    ck_assert_double_eq_tol(st.txs_left, left, 1.0);
+    ck_assert_double_eq_tol(st.progress_tx, 262001.0 / 523993.0, 1e-6);
+    /* txs left at the tx rate, not blocks left at the block rate */
+    ck_assert_double_eq_tol(st.eta_s, left / 10000.0, 1e-3);
+    /* idle for the whole window: the rates read 0 and the ETA is unknown */
+    for (int i = 1; i <= CD_STATUS_WINDOW; i++)
+        cd_status_sample(&st, 100, 1000000, 100000, 1010.0 + 10 * i);
+    ck_assert(st.tx_per_s == 0.0 && st.blocks_per_s == 0.0 && st.eta_s < 0);
+
+    snprintf(st.tip_hash, sizeof(st.tip_hash), "%064d", 7);
+    st.n_restart = 2;
+    snprintf(st.restart[0].name, sizeof(st.restart[0].name), "parser");
+    st.restart[0].n = 3;
+    snprintf(st.restart[1].name, sizeof(st.restart[1].name), "http");
+    st.commit_n = 5;
+    st.commit_sum_s = 0.25;
+    for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+        st.commit_le[i] = i < 3 ? 2 : 5;
+    st.mempool_refused[CD_STATUS_MEMPOOL_REASONS - 1] = 9;
+    ck_assert_int_eq(cd_status_write(g_tmp, &st), 0);
+    cd_status back;
+    ck_assert_int_eq(cd_status_read(g_tmp, &back), 0);
+    ck_assert_str_eq(back.tip_hash, st.tip_hash);
+    ck_assert_int_eq(back.tip_time, 1300000000);
+    ck_assert_int_eq(back.header_time, 1522608016);
+    ck_assert_double_eq_tol(back.progress_tx, st.progress_tx, 1e-6);
+    ck_assert_double_eq_tol(back.txs_left, st.txs_left, 1.0);
+    ck_assert_uint_eq(back.n_restart, 2);
+    ck_assert_str_eq(back.restart[0].name, "parser");
+    ck_assert_uint_eq(back.restart[0].n, 3);
+    ck_assert_uint_eq(back.commit_n, 5);
+    ck_assert_double_eq_tol(back.commit_sum_s, 0.25, 1e-9);
+    ck_assert_uint_eq(back.commit_le[2], 2);
+    ck_assert_uint_eq(back.commit_le[CD_STATUS_COMMIT_BUCKETS - 1], 5);
+    ck_assert_uint_eq(back.mempool_refused[CD_STATUS_MEMPOOL_REASONS - 1], 9);
+    cd_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_status_roundtrip)
 {
     tmp_setup();
@@ -950,6 +1019,7 @@ static Suite *suite_config(void)
     suite_add_tcase(s, tc);
     TCase *ops = tcase_create("ops");
     tcase_add_test(ops, test_status_roundtrip);
+    tcase_add_test(ops, test_status_eta_by_txs);
     tcase_add_test(ops, test_status_window_and_peers);
     tcase_add_test(ops, test_notify_datagrams);
     tcase_add_test(ops, test_signals_run_in_loop);
