@@ -246,3 +246,28 @@ def test_cli_password_not_in_its_cmdline(build_dir):
         p.kill()
         p.wait()
         srv.close()
+
+
+def test_unwritable_datadir_is_exit_2(build_dir):
+    """A data directory the daemon's user cannot write: one line, exit 2, at
+    start (issue 17). As root (CI containers), the daemon is run as `nobody`
+    with setpriv, since root ignores permission bits; otherwise the directory
+    is made read-only."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="cd-ro-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755 if os.geteuid() == 0 else 0o555)
+        args = [os.path.join(build_dir, "src/daemon/conduitd"), "--regtest", "--no-conf",
+                "--no-index", "--datadir", d]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("root without setpriv: cannot drop privileges")
+            args = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] + args
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL, env={"PATH": os.environ["PATH"]})
+        assert_config_error(r, f"data directory {d}", "Permission denied")
+    finally:
+        os.chmod(d, 0o755)
+        shutil.rmtree(d)

@@ -100,3 +100,55 @@ def test_every_table_view_and_column_has_a_comment(db):
                             "n.oid = c.relnamespace WHERE n.nspname = 'public' AND "
                             "c.relkind IN ('r', 'v')").stdout.strip()
     assert int(n) >= 20
+
+
+# ---- fail fast: a database conduitd cannot write is a configuration error
+
+def start_fails(build_dir, tmp_path, conninfo):
+    from test_config_cli import assert_config_error, free_port, run
+    r = run(build_dir, ["--regtest", "--no-conf", "--datadir", str(tmp_path / "d"),
+                        "--connect", f"127.0.0.1:{free_port()}", "--pg-conninfo", conninfo],
+            timeout=60)
+    return assert_config_error(r)
+
+
+def test_reader_login_is_refused_at_start(db, build_dir, tmp_path):
+    """An application's login (conduit_reader) named in pg_conninfo: exit 2
+    with one line at start. Failed before: conduitd started and its parsers
+    retried a refused INSERT forever."""
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=app dbname=rolesdb")
+    assert "role app cannot write the index" in line and "conduit_writer" in line, line
+
+
+def test_role_without_create_on_an_empty_database(db, build_dir, tmp_path):
+    """No schema yet, and a role that may not create one (PostgreSQL 15 gives
+    no CREATE on public to other roles): exit 2 at start."""
+    db.psql("CREATE DATABASE emptyrolesdb")
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=app dbname=emptyrolesdb")
+    assert "role app cannot create the schema" in line, line
+
+
+def test_read_only_database_is_refused_at_start(db, build_dir, tmp_path):
+    """default_transaction_read_only = on (for the database here; a role's
+    setting or a hot standby are refused the same way). Failed before:
+    conduitd started, then every write failed and was retried."""
+    db.psql("CREATE DATABASE rodb")
+    db.psql("ALTER DATABASE rodb SET default_transaction_read_only = on")
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=postgres dbname=rodb")
+    assert "the session is read-only (default_transaction_read_only = on" in line, line
+    db.psql("ALTER DATABASE rodb SET default_transaction_read_only = off")
+    # the same database, writable again: the start-up check passes (the
+    # daemon is stopped as soon as it runs)
+    from daemon_util import Daemon
+    d = Daemon(build_dir, str(tmp_path / "d2"),
+               ["--regtest", "--no-conf", "--connect", "127.0.0.1:1", "--pg-conninfo",
+                f"host={db.sockdir} port={db.port} user=postgres dbname=rodb",
+                "--ring-size", "16M", "--unit-size", "1M", "--parser-workers", "1"])
+    d.start()
+    try:
+        d.wait_for_log(r"controller running", timeout=60)
+    finally:
+        assert d.stop() == 0
