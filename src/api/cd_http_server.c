@@ -220,7 +220,8 @@ PGconn *cd_http_srv_pg(http_srv *s)
     if (s->pg) {
         PQfinish(s->pg);
         s->pg = NULL;
-        cd_lookup_set_pg(s->lk, NULL);
+        if (s->lk) /* the metrics server has none */
+            cd_lookup_set_pg(s->lk, NULL);
     }
     double now = cd_now_s();
     if (now < s->pg_next_try)
@@ -248,7 +249,8 @@ PGconn *cd_http_srv_pg(http_srv *s)
         cd_log_info("http: postgres: connected again");
     s->pg_was_down = 0;
     s->pg = c;
-    cd_lookup_set_pg(s->lk, c);
+    if (s->lk)
+        cd_lookup_set_pg(s->lk, c);
     return c;
 }
 
@@ -268,7 +270,8 @@ static int pg_lost(http_srv *s)
     if (s->pg) {
         PQfinish(s->pg);
         s->pg = NULL;
-        cd_lookup_set_pg(s->lk, NULL);
+        if (s->lk) /* the metrics server has none */
+            cd_lookup_set_pg(s->lk, NULL);
     }
     return 1;
 }

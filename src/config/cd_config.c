@@ -161,6 +161,13 @@ const cd_option cd_config_options[] = {
     {"events_sub_idle", CD_OPT_INT, "86400", 60, 365 * 86400, 0, OFF(events_sub_idle_s), NULL,
      "seconds a key/outpoint subscription is kept (its keys watched, events recorded) after its "
      "last client went away; then it expires"},
+    {"metrics_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(metrics_listen), NULL,
+     "Prometheus metrics (GET /metrics) on their own port, apart from the HTTP API: "
+     "address:port, or a port alone for 127.0.0.1:port, e.g. 9490 (empty: off); a "
+     "non-loopback address also needs metrics_allow_remote = on"},
+    {"metrics_allow_remote", CD_OPT_BOOL, "off", 0, 0, 0, OFF(metrics_allow_remote), NULL,
+     "let metrics_listen bind an address other than loopback (the metrics name the peers and "
+     "show the sync state: serve them only to your monitoring network)"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
@@ -315,6 +322,17 @@ static int check_listen(const char *s)
     return 0;
 }
 
+int cd_config_port_only(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    int v = atoi(s);
+    return v <= 65535 ? v : -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* set / get                                                                */
 /* ------------------------------------------------------------------------ */
@@ -373,6 +391,11 @@ int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, 
         }
         if (o->offset == OFF(http_listen) && value[0] != '\0' && check_listen(value) < 0) {
             cd_config_seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
+            return -1;
+        }
+        if (o->offset == OFF(metrics_listen) && value[0] != '\0' &&
+            check_listen(value) < 0 && cd_config_port_only(value) < 0) {
+            cd_config_seterr(err, errlen, "%s expects address:port or a port, e.g. 9490", o->name);
             return -1;
         }
         if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {

@@ -110,6 +110,10 @@ typedef struct cd_config {
     uint32_t events_stall_s;    /* output full this long: the client is cut off */
     uint32_t events_ping_s;     /* keep-alive period of idle event streams */
     uint32_t events_sub_idle_s; /* a subscription without clients expires after */
+    char *metrics_listen;       /* Prometheus endpoint "address:port" (a bare port
+                                   is completed to 127.0.0.1:port by
+                                   cd_config_finish); "" = off */
+    int metrics_allow_remote;   /* metrics_listen may be non-loopback */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

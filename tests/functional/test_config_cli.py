@@ -106,6 +106,8 @@ OTHER = {
     "events_stall_timeout": ("9", "9"),
     "events_ping_interval": ("11", "11"),
     "events_sub_idle": ("600", "600"),
+    "metrics_listen": ("9490", "127.0.0.1:9490"),  # a bare port: loopback
+    "metrics_allow_remote": ("yes", "on"),
 }
 
 
