@@ -130,13 +130,25 @@ const cd_option cd_config_options[] = {
      "loopback or behind a proxy"},
     {"api_keys", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL | CD_OPT_KEYS, OFF(api_keys), NULL,
      "comma-separated keys a client sends as 'Authorization: Bearer <key>' to use the HTTP "
-     "API's write routes (POST /arc/v1/tx, /arc/v1/txs); empty: writes are refused"},
+     "API's write routes (POST /arc/v1/tx, /arc/v1/txs; /v1/webhooks); empty: writes are "
+     "refused"},
     {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
      "HTTP requests one client address may have in progress at once (the API has 4 server "
      "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
     {"http_cors_origins", CD_OPT_STRING, "", 0, 0, 0, OFF(http_cors_origins), NULL,
      "origins whose browser pages may read the HTTP API (CORS), separated by spaces or commas, "
      "e.g. https://app.example.com; * allows any; empty: none"},
+    {"webhooks", CD_OPT_BOOL, "on", 0, 0, 0, OFF(webhooks), NULL,
+     "run the webhook delivery process (POST /v1/webhooks registrations; docs/WEBHOOKS.md); "
+     "off: events are still recorded and delivered once it is on again"},
+    {"webhook_timeout", CD_OPT_INT, "10", 1, 300, 0, OFF(webhook_timeout_s), NULL,
+     "seconds a webhook receiver has to connect and answer one delivery"},
+    {"webhook_retry_max", CD_OPT_INT, "600", 1, 86400, 0, OFF(webhook_retry_max_s), NULL,
+     "longest wait in seconds between retries of a failed webhook delivery (the back-off "
+     "doubles from 1 s up to this; 4xx answers back off from 60 s)"},
+    {"webhook_failing_after", CD_OPT_INT, "10", 1, 1000000, 0, OFF(webhook_failing_after), NULL,
+     "failed attempts in a row after which a webhook registration is shown as failing (it is "
+     "still retried and loses nothing)"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

@@ -102,6 +102,10 @@ typedef struct cd_config {
                                    (cd_http_arc.c); NULL = writes refused */
     char *http_cors_origins;    /* origins browsers may read the API from:
                                    space/comma separated, "*" = any, "" = none */
+    int webhooks;                   /* the webhook delivery process (cd_http_hooks.h) */
+    uint32_t webhook_timeout_s;     /* connect + answer of one delivery */
+    uint32_t webhook_retry_max_s;   /* back-off cap between retries */
+    uint32_t webhook_failing_after; /* failed attempts in a row: "failing" */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;
