@@ -116,6 +116,9 @@ const cd_option cd_config_options[] = {
      "seconds a mempool transaction is kept even if a node's snapshot lacks it (txs in flight)"},
     {"mempool_evicted_keep", CD_OPT_INT, "24", 1, 100000, 0, OFF(mempool_evicted_keep_h), NULL,
      "hours the mempool_evicted table keeps the record of a removed mempool transaction"},
+    {"events_keep", CD_OPT_INT, "168", 1, 100000, 0, OFF(events_keep_h), NULL,
+     "hours the event log (table events: the resume point of event streams and webhooks) keeps "
+     "an event"},
     {"log_level", CD_OPT_ENUM, "info", 0, 0, CD_OPT_RELOADABLE, OFF(log_level), level_names,
      "error, warn, info or debug"},
     {"log_file", CD_OPT_STRING, "", 0, 0, CD_OPT_RELOADABLE | CD_OPT_EMPTY_NULL, OFF(log_file),

@@ -92,6 +92,7 @@ typedef struct cd_config {
     uint32_t mempool_sync_grace_s;        /* rows younger than this are never
                                              evicted by a snapshot */
     uint32_t mempool_evicted_keep_h;      /* mempool_evicted rows kept this long */
+    uint32_t events_keep_h;               /* events rows (the event log) kept this long */
     cd_log_level log_level;               /* reloadable */
     char *log_file;                       /* NULL: stderr (journald); reloadable */
     char *user_agent;

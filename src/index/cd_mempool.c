@@ -196,19 +196,22 @@ static void batch_send(mp_state *s)
                            P_N + 2, vals, lens, fmts);
 }
 
-/* Expiry, size limits, eviction-record pruning (cd_mempool_housekeep). */
+/* Expiry, size limits, eviction-record pruning (cd_mempool_housekeep), and
+ * the event log's retention (cd_events_prune, sql/009) in the same round
+ * trip: one statement, no second timer. */
 static void house_send(mp_state *s)
 {
-    char v[4][24];
+    char v[5][24];
     snprintf(v[0], sizeof(v[0]), "%" PRIu64, (uint64_t)s->cfg->mempool_expiry_h * 3600);
     snprintf(v[1], sizeof(v[1]), "%" PRIu64, mp_cap(s));
     snprintf(v[2], sizeof(v[2]), "%" PRIu64, s->cfg->mempool_max_bytes);
     snprintf(v[3], sizeof(v[3]), "%" PRIu64, (uint64_t)s->cfg->mempool_evicted_keep_h * 3600);
-    const char *vals[4] = {v[0], v[1], v[2], v[3]};
+    snprintf(v[4], sizeof(v[4]), "%" PRIu64, (uint64_t)s->cfg->events_keep_h * 3600);
+    const char *vals[5] = {v[0], v[1], v[2], v[3], v[4]};
     cd_mempool_send_params(s, OP_HOUSE,
                            "SELECT expired, limited, pruned FROM cd_mempool_housekeep("
-                           "$1, $2, $3, $4)",
-                           4, vals, NULL, NULL);
+                           "$1, $2, $3, $4), cd_events_prune(make_interval(secs => $5))",
+                           5, vals, NULL, NULL);
 }
 
 static void target_send(mp_state *s)
