@@ -9,6 +9,9 @@
 -- whether or not the daemon or the receiver is up; the delivery reads the
 -- log and remembers how far it got (scan_id), which is only moved past an
 -- event once the receiver answered 2xx (or the event does not match).
+-- The HTTP route sends NOTIFY cd_webhook after a registration commits (the
+-- delivery process reloads; it also does every 5 s): no function here
+-- notifies, cd_emit is the one that does (sql/009).
 
 CREATE TABLE webhooks (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -123,7 +126,6 @@ BEGIN
         INSERT INTO webhook_outpoints (hook_id, prev_hash, prev_idx) VALUES (hid, o.h, o.i);
         PERFORM cd_watch_outpoint('hook:' || hid, o.h, o.i);
     END LOOP;
-    PERFORM pg_notify('cd_webhook', hid::text);
     RETURN hid;
 END
 $$;
@@ -145,7 +147,6 @@ BEGIN
         PERFORM cd_unwatch_outpoint('hook:' || hid, r.prev_hash, r.prev_idx);
     END LOOP;
     DELETE FROM webhooks WHERE id = hid;
-    PERFORM pg_notify('cd_webhook', hid::text);
     RETURN true;
 END
 $$;

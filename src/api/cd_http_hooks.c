@@ -223,6 +223,13 @@ static int check_body(json_t *o, char *why, size_t wl)
     return 0;
 }
 
+/* Wakes the delivery process after a registration committed (it reloads
+ * every 5 s anyway: a failure here only delays). */
+static void notify_sender(http_srv *s)
+{
+    PQclear(PQexec(s->pg, "NOTIFY cd_webhook"));
+}
+
 /* Sends the PostgreSQL failure of a statement; H_DB_LOST when the session
  * broke (the dispatcher retries on a new one). */
 static int db_failed(http_srv *s, struct evhttp_request *req, PGresult *r, const char *what)
@@ -298,6 +305,7 @@ static int h_add(http_srv *s, struct evhttp_request *req)
     }
     long long id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
+    notify_sender(s);
     cd_log_info("webhook %lld: registered for %s (%zu keys, %zu outpoints, %zu kinds)", id,
                 cd_escape_str(url), json_array_size(keys), json_array_size(ops),
                 json_array_size(kinds));
@@ -400,6 +408,8 @@ static int h_delete(http_srv *s, struct evhttp_request *req, const char *id)
         return db_failed(s, req, r, "deleting the webhook");
     int found = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
+    if (found)
+        notify_sender(s);
     if (!found) {
         cd_http_reply_error_code(req, 404, "not_found", "no webhook %s", id);
         return H_DONE;
