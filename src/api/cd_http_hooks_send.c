@@ -164,11 +164,44 @@ static struct {
     int pg_was_down;
     int reload;
     double last_rescan;
+    struct event *kick; /* runs pump() at the next loop turn */
     char last_err[512]; /* the last statement error logged */
     hook *hooks;
 } H;
 
 static void pump(void);
+
+/* Frees a connection from the loop, never from inside one of its own
+ * request callbacks (libevent may still touch it after the callback). */
+static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+static void conn_free_later(struct evhttp_connection *c)
+{
+    static const struct timeval now = {0, 0};
+    if (event_base_once(H.base, -1, EV_TIMEOUT, conn_free_cb, c, &now) != 0)
+        cd_log_warn("webhook: cannot schedule a connection's release (leaked)");
+}
+
+/* pump() from the loop, not from a request callback. */
+static void kick(void);
+
+static void kick(void)
+{
+    event_active(H.kick, EV_TIMEOUT, 0);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pump();
+}
 
 static void queue_clear(hook *h)
 {
@@ -183,7 +216,7 @@ static void hook_free(hook *h)
     if (h->deadline)
         event_free(h->deadline);
     if (h->conn)
-        evhttp_connection_free(h->conn);
+        conn_free_later(h->conn);
     free(h->url);
     free(h->secret);
     free(h->target);
@@ -553,7 +586,7 @@ static void finish(hook *h, int code, const char *err)
         /* a fresh connection for the retry: evhttp keeps none in a known
          * state after a failure */
         if (h->conn) {
-            evhttp_connection_free(h->conn);
+            conn_free_later(h->conn);
             h->conn = NULL;
         }
         failed(h, code, err);
@@ -576,7 +609,7 @@ static void on_done(struct evhttp_request *req, void *arg)
         code = 0; /* the answer was cut (too large, ...): not a delivery */
     h->req_error = -1;
     finish(h, code, err);
-    pump();
+    kick();
 }
 
 /* The exchange took too long (a receiver that answers byte by byte). */
@@ -590,11 +623,11 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     evhttp_cancel_request(h->req); /* its callback does not run */
     h->req_error = -1;
     if (h->conn) {
-        evhttp_connection_free(h->conn);
+        conn_free_later(h->conn);
         h->conn = NULL;
     }
     finish(h, 0, "timeout (no complete answer within the deadline)");
-    pump();
+    kick();
 }
 
 static void send_head(hook *h)
@@ -647,7 +680,7 @@ static void send_head(hook *h)
     h->req_error = -1;
     if (evhttp_make_request(h->conn, rq, EVHTTP_REQ_POST, h->target) != 0) {
         h->req = NULL; /* libevent freed rq */
-        evhttp_connection_free(h->conn);
+        conn_free_later(h->conn);
         h->conn = NULL;
         failed(h, 0, "cannot send the request");
         return;
@@ -731,6 +764,11 @@ static void hook_child_main(void *arg, int slot, int fd)
     }
     struct timeval tv = {HOOK_TICK_S, 0};
     event_add(tick, &tv);
+    H.kick = event_new(H.base, -1, 0, on_kick, NULL);
+    if (!H.kick) {
+        cd_log_error("webhook: cannot create the event loop");
+        exit(CD_EXIT_FAILURE);
+    }
     evutil_make_socket_nonblocking(fd);
     struct event *chan = event_new(H.base, fd, EV_READ | EV_PERSIST, on_chan, NULL);
     event_add(chan, NULL);
@@ -761,6 +799,8 @@ static void hook_child_main(void *arg, int slot, int fd)
         h->req = NULL;
         hook_free(h);
     }
+    event_base_loop(H.base, EVLOOP_NONBLOCK); /* the connections' release */
+    event_free(H.kick);
     if (H.pg_ev)
         event_free(H.pg_ev);
     if (H.pg)

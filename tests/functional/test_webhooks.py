@@ -21,6 +21,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -146,6 +147,15 @@ class Env:
     pass
 
 
+def healthy(e):
+    """The delivery process never crashed (nor any other), no sanitizer
+    report (the ASan build runs these tests too)."""
+    log = e.d.log_text()
+    for bad in ("AddressSanitizer", "runtime error:", "restarting webhook"):
+        assert bad not in log, bad + ":\n" + log[-4000:]
+    assert not re.search(r"worker \d+ \(pid \d+\) (killed|exited)", log), log[-4000:]
+
+
 def start_daemon(e):
     e.d = Daemon(e.build_dir, str(e.tmp / "d"),
                  ["--regtest", "--connect", "127.0.0.1:%d" % e.node.port,
@@ -175,6 +185,7 @@ def env(pg_module, build_dir, tmp_path_factory):
         try:
             wait_until(lambda: tip(pg_module, e.db) == e.node.chain.tip.hash_hex, e.d, "tip")
             yield e
+            healthy(e)
         finally:
             e.d.stop()
     finally:
@@ -355,6 +366,7 @@ def test_kill_9_mid_backlog_loses_nothing(env):
     assert len(want) == 6
     rc.up()
     wait_until(lambda: len(rc.delivered()) >= 2, e.d, "two deliveries")
+    healthy(e)
     e.d.kill()  # SIGKILL: no clean-up; the children see the controller gone
     start_daemon(e)
     wait_delivered(e, rc, want)
