@@ -269,6 +269,25 @@ static int h_add(http_srv *s, struct evhttp_request *req)
         cd_http_reply_error(req, 400, "%s", why);
         return H_DONE;
     }
+    char maxs[16];
+    snprintf(maxs, sizeof(maxs), "%d", CD_HOOK_MAX_REGISTRATIONS);
+    const char *mv[1] = {maxs};
+    PGresult *c = PQexecParams(s->pg, "SELECT count(*) >= $1::bigint FROM webhooks", 1, NULL,
+                               mv, NULL, NULL, 0);
+    if (PQresultStatus(c) != PGRES_TUPLES_OK) {
+        json_decref(o);
+        return db_failed(s, req, c, "counting the webhooks");
+    }
+    int full = PQgetvalue(c, 0, 0)[0] == 't';
+    PQclear(c);
+    if (full) {
+        json_decref(o);
+        cd_http_reply_error_code(req, 409, "limit_reached",
+                                 "there are %d webhook registrations already (the most there "
+                                 "can be): delete some first",
+                                 CD_HOOK_MAX_REGISTRATIONS);
+        return H_DONE;
+    }
     uint8_t raw[CD_HOOK_SECRET_BYTES];
     char secret[2 * CD_HOOK_SECRET_BYTES + 1];
     if (RAND_bytes(raw, sizeof(raw)) != 1) {

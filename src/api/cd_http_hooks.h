@@ -33,6 +33,9 @@
 #define CD_HOOK_MAX_KEYS      10000u
 #define CD_HOOK_MAX_OUTPOINTS 10000u
 #define CD_HOOK_SECRET_BYTES  32u /* random bytes; the secret is their hex */
+/* Registrations in all: each is a connection and a query per event wake-up
+ * in the delivery process, so their number is bounded. */
+#define CD_HOOK_MAX_REGISTRATIONS 1000
 
 /* Delivery (cd_http_hooks_send.c). */
 #define CD_HOOK_MAX_RESPONSE  65536u /* a receiver's answer body, bytes */

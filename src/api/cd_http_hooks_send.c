@@ -466,6 +466,11 @@ static void fetch(hook *h)
     h->dirty = 0;
     int n = PQntuples(r);
     for (int i = 0; i < n && h->qn < CD_HOOK_BATCH; i++) {
+        if (PQgetisnull(r, i, 1)) { /* (0, NULL): skipped a long stretch, more to read */
+            h->dirty = 1;
+            kick();
+            continue;
+        }
         h->q[h->qn].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
         h->q[h->qn].body = cd_xstrdup(PQgetvalue(r, i, 1));
         h->qn++;

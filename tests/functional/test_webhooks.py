@@ -417,3 +417,38 @@ def test_bad_registrations(env):
     # the daemon logged who sent the unknown key, and still serves
     e.d.wait_for_log(r"webhook: a request with an unknown API key from 127\.0\.0\.1")
     assert api(e.port, "GET", "/v1/webhooks")[0] == 200
+
+
+def emit(e, kind, body_sql, n=1):
+    """Synthetic events through the log's one writer (cd_emit)."""
+    psql(e.pg, e.db, "SELECT count(cd_emit('%s', %s)) FROM generate_series(1, %d) g;"
+         % (kind, body_sql, n))
+    return max_event(e)
+
+
+def test_long_quiet_stretch_then_retention(env):
+    """A registration that matches nothing for more than 200,000 events
+    (20 windows of the log per query) still gets the next match; events the
+    retention deletes before delivery are counted in `lost`, never skipped
+    silently. Runs last: it writes synthetic events and prunes the log."""
+    e = env
+    rc = Receiver()
+    hid = register(e, rc, kinds=["reorg"])
+    emit(e, "tip", "json_build_object('height', -g, 'hash', 'synthetic')", 205000)
+    first = emit(e, "reorg", "json_build_object('synthetic', 1)")
+    wait_delivered(e, rc, [first])
+    assert rc.delivered() == [first]
+    assert settled(e, hid, first)["cursor"] == first
+    # receiver down; an event waits, then the retention removes it
+    rc.down()
+    gone = emit(e, "reorg", "json_build_object('synthetic', 2)")
+    wait_until(lambda: status(e, hid)["failures"] >= 1, e.d, "a failed attempt")
+    psql(e.pg, e.db, "SELECT cd_events_prune('0 seconds');")
+    s = status(e, hid)
+    assert s["lost"] == 1 and "retention" in s["last_error"], s
+    rc.up()
+    last = emit(e, "reorg", "json_build_object('synthetic', 3)")
+    wait_delivered(e, rc, [last])
+    got = rc.delivered()
+    assert got[0] == first and got[-1] == last and set(got) <= {first, gone, last}
+    assert api(e.port, "DELETE", "/v1/webhooks/%d" % hid)[0] == 200
