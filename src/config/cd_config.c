@@ -133,7 +133,8 @@ const cd_option cd_config_options[] = {
      "loopback or behind a proxy"},
     {"api_keys", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL | CD_OPT_KEYS, OFF(api_keys), NULL,
      "comma-separated keys a client sends as 'Authorization: Bearer <key>' to use the HTTP "
-     "API's write routes (POST /arc/v1/tx, /arc/v1/txs); empty: writes are refused"},
+     "API's write routes (POST /arc/v1/tx, /arc/v1/txs; /v1/webhooks); empty: writes are "
+     "refused"},
     {"http_client_limit", CD_OPT_INT, "3", 0, 1000, 0, OFF(http_client_limit), NULL,
      "HTTP requests one client address may have in progress at once (the API has 4 server "
      "processes); more get 503 (0: no limit, e.g. behind a proxy that limits clients itself)"},
@@ -168,6 +169,17 @@ const cd_option cd_config_options[] = {
     {"metrics_allow_remote", CD_OPT_BOOL, "off", 0, 0, 0, OFF(metrics_allow_remote), NULL,
      "let metrics_listen bind an address other than loopback (the metrics name the peers and "
      "show the sync state: serve them only to your monitoring network)"},
+    {"webhooks", CD_OPT_BOOL, "on", 0, 0, 0, OFF(webhooks), NULL,
+     "run the webhook delivery process (POST /v1/webhooks registrations; docs/WEBHOOKS.md); "
+     "off: events are still recorded and delivered once it is on again"},
+    {"webhook_timeout", CD_OPT_INT, "10", 1, 300, 0, OFF(webhook_timeout_s), NULL,
+     "seconds a webhook receiver has to connect and answer one delivery"},
+    {"webhook_retry_max", CD_OPT_INT, "600", 1, 86400, 0, OFF(webhook_retry_max_s), NULL,
+     "longest wait in seconds between retries of a failed webhook delivery (the back-off "
+     "doubles from 1 s up to this; 4xx answers back off from 60 s)"},
+    {"webhook_failing_after", CD_OPT_INT, "10", 1, 1000000, 0, OFF(webhook_failing_after), NULL,
+     "failed attempts in a row after which a webhook registration is shown as failing (it is "
+     "still retried and loses nothing)"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 

@@ -114,6 +114,10 @@ typedef struct cd_config {
                                    is completed to 127.0.0.1:port by
                                    cd_config_finish); "" = off */
     int metrics_allow_remote;   /* metrics_listen may be non-loopback */
+    int webhooks;                   /* the webhook delivery process (cd_http_hooks.h) */
+    uint32_t webhook_timeout_s;     /* connect + answer of one delivery */
+    uint32_t webhook_retry_max_s;   /* back-off cap between retries */
+    uint32_t webhook_failing_after; /* failed attempts in a row: "failing" */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

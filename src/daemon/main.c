@@ -22,6 +22,7 @@
 #include "cd_config.h"
 #include "cd_controller.h"
 #include "cd_http.h"
+#include "cd_http_hooks.h"
 #include "cd_mempool.h"
 #include "cd_notify.h"
 #include "cd_pg.h"
@@ -50,6 +51,7 @@ static const cd_ctl_module *const modules[] = {
     &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
     &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
     &cd_http_module,     /* cd_http.h: the HTTP API server child (http_listen) */
+    &cd_hook_module,     /* cd_http_hooks.h: the webhook delivery child */
     NULL,
 };
 

@@ -51,9 +51,9 @@
 
 /* The table's size: the pipeline's workers (writer, merkle, at most
  * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP servers (HTTP_PROCS = 4,
- * src/api/cd_http_int.h), the metrics server, the catch-up helper, and one
- * spare. */
-#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 9)
+ * src/api/cd_http_int.h), the metrics server, the catch-up helper, the
+ * webhook delivery (src/api/cd_http_hooks_send.c), and one spare. */
+#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 10)
 
 /* Back-off bounds of a respawn (milliseconds) and the lifetime after which a
  * child counts as healthy (its back-off starts over). */
