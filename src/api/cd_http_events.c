@@ -308,10 +308,12 @@ size_t ev_queued(const ev_client *c)
     return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
-/* 1 if e fits in c's output now. */
+/* 1 if e fits in an SSE client's output now (a websocket's cd_ws_send
+ * checks the same limit itself, and its refusal arms on_drain). */
 static int room_for(const ev_client *c, const ev_event *e)
 {
-    return ev_queued(c) + (e->json ? e->len : 0) + 128 <= c->hub->s->cfg->events_max_output;
+    return c->ws ||
+           ev_queued(c) + (e->json ? e->len : 0) + 128 <= c->hub->s->cfg->events_max_output;
 }
 
 /* Offers e to c: skipped if it does not match, sent if it fits. Returns 1

@@ -603,6 +603,7 @@ int cd_ws_send(cd_ws *ws, int opcode, const void *data, size_t len)
     struct evbuffer *out = bufferevent_get_output(ws->bev);
     size_t q = evbuffer_get_length(out);
     if (q + len + CD_WS_HDR_MAX > ws->lim.max_output) {
+        ws->above = 1; /* on_drain when there is room again */
         errno = ENOBUFS;
         return -1;
     }

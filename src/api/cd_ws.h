@@ -161,7 +161,8 @@ typedef struct cd_ws_cbs {
     /* A text or binary message (whole, unmasked; text is UTF-8). */
     void (*on_message)(cd_ws *ws, int opcode, const uint8_t *data, size_t len, void *arg);
     /* The output queue fell to half of max_output or less after it was
-     * above (to resume a replay); may be NULL. */
+     * above, or after cd_ws_send refused a message (to resume a replay);
+     * may be NULL. */
     void (*on_drain)(cd_ws *ws, void *arg);
     /* The end, exactly once: code and reason are the peer's close frame or
      * ours (1006 without any). ws is freed after this returns. */

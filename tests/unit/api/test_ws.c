@@ -279,6 +279,8 @@ END_TEST
 /* The server: every request is upgraded; text "close" → close 1000 "bye",
  * "flood" → sends until the output limit refuses, then closes 1008; other
  * messages are echoed. */
+static int srv_want_drain;
+
 static void srv_message(cd_ws *ws, int op, const uint8_t *data, size_t len, void *arg)
 {
     (void)arg;
@@ -297,7 +299,27 @@ static void srv_message(cd_ws *ws, int op, const uint8_t *data, size_t len, void
         cd_ws_close(ws, CD_WS_CLOSE_POLICY, "output limit");
         return;
     }
+    if (op == CD_WS_OP_TEXT && len == 6 && !memcmp(data, "refuse", 6)) {
+        /* 20000 queued (under half the 64 KiB limit), then 50000 refused:
+         * on_drain must still come when there is room again */
+        static char big[50000];
+        memset(big, 'r', sizeof(big));
+        ck_assert_int_eq(cd_ws_send(ws, CD_WS_OP_BINARY, big, 20000), 0);
+        ck_assert_int_eq(cd_ws_send(ws, CD_WS_OP_BINARY, big, 50000), -1);
+        ck_assert_int_eq(errno, ENOBUFS);
+        srv_want_drain = 1;
+        return;
+    }
     ck_assert_int_eq(cd_ws_send(ws, op, data, len), 0);
+}
+
+static void srv_drain(cd_ws *ws, void *arg)
+{
+    (void)arg;
+    if (srv_want_drain) {
+        srv_want_drain = 0;
+        ck_assert_int_eq(cd_ws_send(ws, CD_WS_OP_TEXT, "drained", 7), 0);
+    }
 }
 
 static void srv_close(cd_ws *ws, int code, const char *reason, void *arg)
@@ -313,7 +335,7 @@ static void srv_request(struct evhttp_request *req, void *arg)
     (void)arg;
     cd_ws_limits lim = {
         .max_message = 4096, .max_output = 64 * 1024, .ping_s = 30, .write_timeout_s = 5};
-    cd_ws_cbs cbs = {.on_message = srv_message, .on_close = srv_close};
+    cd_ws_cbs cbs = {.on_message = srv_message, .on_drain = srv_drain, .on_close = srv_close};
     cd_ws *ws = cd_ws_upgrade(req, &lim, &cbs, NULL);
     (void)ws;
 }
@@ -493,6 +515,23 @@ START_TEST(conn_echo_ping_close)
 }
 END_TEST
 
+START_TEST(conn_drain_after_refusal)
+{
+    srv_start();
+    int fd = cli_open();
+    static uint8_t p[60000];
+    size_t len;
+    cli_send(fd, 1, CD_WS_OP_TEXT, "refuse", 6);
+    ck_assert_int_eq(cli_frame(fd, p, sizeof(p), &len), CD_WS_OP_BINARY);
+    ck_assert_uint_eq(len, 20000);
+    ck_assert_int_eq(cli_frame(fd, p, sizeof(p), &len), CD_WS_OP_TEXT);
+    ck_assert_uint_eq(len, 7);
+    ck_assert_mem_eq(p, "drained", 7);
+    close(fd);
+    srv_stop();
+}
+END_TEST
+
 START_TEST(conn_pipelined_and_server_close)
 {
     srv_start();
@@ -613,6 +652,7 @@ static Suite *suite_ws(void)
     TCase *tn = tcase_create("conn");
     tcase_add_test(tn, conn_echo_ping_close);
     tcase_add_test(tn, conn_pipelined_and_server_close);
+    tcase_add_test(tn, conn_drain_after_refusal);
     tcase_add_test(tn, conn_violations_close);
     tcase_add_test(tn, handshake_refused);
     suite_add_tcase(s, tn);
