@@ -98,6 +98,10 @@ OTHER = {
     "status_interval": ("3", "3"),
     "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
     "http_cors_origins": ("https://a.example", "https://a.example"),
+    "webhooks": ("off", "off"),
+    "webhook_timeout": ("3", "3"),
+    "webhook_retry_max": ("30", "30"),
+    "webhook_failing_after": ("4", "4"),
 }
 
 
