@@ -5,8 +5,9 @@ output spends through conduitd's ConduitDB-compatible routes.
 A throw-away PostgreSQL and the simulated node serve a generated regtest chain; conduitd
 indexes it with `http_listen = 127.0.0.1:0`. Then:
   - one restoration search for every OUTPUT key of the chain (all their matches in one stream):
-    matches/s, server CPU per match, and the HTTP process's resident memory before and after
-    (VmRSS) -- once read at full speed, once by a client that reads 4 KB every 10 ms;
+    matches/s, server CPU per match, and the HTTP server processes' resident memory (VmRSS,
+    summed over them) before and after -- once read at full speed, once by a client that reads
+    4 KB every 10 ms;
   - GET /api/v1/merkle-proof/<txid> (JSON, binary) and /api/v1/transaction/<txid> req/s;
   - POST /api/v1/output-spend with 1000 outpoints: outpoints/s.
 Figures move with the machine's load (2 shared cores); server CPU per item moves less.
@@ -17,49 +18,15 @@ usage: /usr/bin/python3 bench/http/bench_cdb.py [--build build] [--seconds 5]
 import argparse
 import http.client
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
-
-from daemon_util import Daemon  # noqa: E402
-from pgserver import PgServer  # noqa: E402
-from simnode_fixtures import SimNodeProcess  # noqa: E402
+from bench_common import BenchChain, add_chain_args, cpu_s, rss_kb
 
 
-def q(pg, sql):
-    return pg.psql(sql, db="bench").strip()
-
-
-def tip(pg):
-    try:
-        return q(pg, "SELECT coalesce(max(height), -1) FROM index_tip")
-    except subprocess.CalledProcessError:
-        return "-1"
-
-
-def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-
-
-def restore_raw(port, keys, slow=False, pid=None):
-    """POST the search, read the whole stream; returns (bytes, peak RSS seen in kB)."""
+def restore_raw(port, keys, slow=False, rss=None):
+    """POST the search, read the whole stream; returns (bytes, peak of rss() seen in kB)."""
     body = json.dumps({"filterKeys": keys}).encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=120)
     if slow:  # a small window, so the server feels the back-pressure
@@ -74,7 +41,7 @@ def restore_raw(port, keys, slow=False, pid=None):
         out += chunk
         if slow:
             time.sleep(0.01)
-            peak = max(peak, rss_kb(pid))
+            peak = max(peak, rss())
     s.close()
     return bytes(out), peak
 
@@ -93,71 +60,55 @@ def rate(port, paths, seconds, headers=None, method="GET", body=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--blocks", type=int, default=200)
-    ap.add_argument("--txs-per-block", type=int, default=50)
+    add_chain_args(ap)
     a = ap.parse_args()
-    pg = PgServer().start()
-    node = d = None
-    tmp = tempfile.mkdtemp(prefix="bench_cdb.")
-    try:
-        pg.psql("CREATE DATABASE bench")
-        ci = pg.conninfo.replace("dbname=postgres", "") + " dbname=bench"
-        node = SimNodeProcess("--regtest", "--generate", str(a.blocks), "--txs-per-block",
-                              str(a.txs_per_block))
-        d = Daemon(a.build, os.path.join(tmp, "d"),
-                   ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
-                    "--parser-workers", "1", "--ring-size", "64M", "--catchup-indexes", "live",
-                    "--http-listen", "127.0.0.1:0"]).start()
-        port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
-        pid = int(d.wait_for_log(r"http: serving \(pid (\d+)\)", timeout=30).group(1))
-        deadline = time.monotonic() + 600
-        while tip(pg) != str(a.blocks):
-            assert time.monotonic() < deadline and d.proc.poll() is None, d.log_text()[-3000:]
-            time.sleep(0.2)
-        keys = q(pg, "SELECT DISTINCT encode(push_hash, 'hex') FROM pushdata "
-                     "WHERE flags = 1 LIMIT 10000").split()
-        want = int(q(pg, "SELECT count(*) FROM pushdata WHERE flags = 1"))
+    with BenchChain(a, "bench_cdb.") as ch:
+        port = ch.port
+        keys = ch.q("SELECT DISTINCT encode(push_hash, 'hex') FROM pushdata "
+                    "WHERE flags = 1 LIMIT 10000").split()
+        want = int(ch.q("SELECT count(*) FROM pushdata WHERE flags = 1"))
         restore_raw(port, keys)  # warm-up
+        # any HTTP server process may take a connection: CPU and RSS summed over all
+        pids = ch.http_pids()
+
+        def cpu():
+            return sum(cpu_s(p) for p in pids)
+
+        def rss():
+            return sum(rss_kb(p) for p in pids)
+
         print(f"chain: {a.blocks} blocks x {a.txs_per_block} txs; {len(keys)} OUTPUT keys, "
-              f"{want} OUTPUT matches")
+              f"{want} OUTPUT matches; {len(pids)} HTTP server processes")
         for slow in (False, True):
-            r0, c0, t0 = rss_kb(pid), cpu_s(pid), time.monotonic()
-            data, peak = restore_raw(port, keys, slow, pid)
-            t, c = time.monotonic() - t0, cpu_s(pid) - c0
+            r0, c0, t0 = rss(), cpu(), time.monotonic()
+            data, peak = restore_raw(port, keys, slow, rss)
+            t, c = time.monotonic() - t0, cpu() - c0
             n = (len(data.split(b"\r\n\r\n", 1)[1]) - 1) // 105  # chunk framing: approx.
             print(f"restoration ({'slow client' if slow else 'full speed '}): ~{n} matches in "
                   f"{t:.2f} s = {n / t:,.0f} matches/s; server CPU {c * 1e6 / max(n, 1):.2f} "
-                  f"us/match; RSS {r0} kB before, {peak or rss_kb(pid)} kB "
+                  f"us/match; RSS {r0} kB before, {peak or rss()} kB "
                   f"{'peak while streaming' if slow else 'after'}")
-        txids = q(pg, "SELECT cd_txid_hex(tx_hash) FROM best_transactions ORDER BY random() "
-                      "LIMIT 2000").split()
+        txids = ch.q("SELECT cd_txid_hex(tx_hash) FROM best_transactions ORDER BY random() "
+                     "LIMIT 2000").split()
         for name, paths, hdr in (
                 ("merkle-proof JSON", [f"/api/v1/merkle-proof/{t}" for t in txids], {}),
                 ("merkle-proof binary", [f"/api/v1/merkle-proof/{t}" for t in txids],
                  {"Accept": "application/octet-stream"}),
                 ("transaction JSON", [f"/api/v1/transaction/{t}" for t in txids], {})):
-            c0, t0 = cpu_s(pid), time.monotonic()
+            c0, t0 = cpu(), time.monotonic()
             n = rate(port, paths, a.seconds, hdr)
             t = time.monotonic() - t0
             print(f"{name:22s} {n / t:8.0f} req/s  server CPU "
-                  f"{(cpu_s(pid) - c0) * 1e6 / n:6.1f} us/req")
-        ops = [r.split("|") for r in q(pg, "SELECT cd_txid_hex(prev_hash) || '|' || prev_idx "
-                                           "FROM inputs LIMIT 1000").split()]
+                  f"{(cpu() - c0) * 1e6 / n:6.1f} us/req")
+        ops = [r.split("|") for r in ch.q("SELECT cd_txid_hex(prev_hash) || '|' || prev_idx "
+                                          "FROM inputs LIMIT 1000").split()]
         body = json.dumps([[t, int(i)] for t, i in ops]).encode()
-        c0, t0 = cpu_s(pid), time.monotonic()
+        c0, t0 = cpu(), time.monotonic()
         n = rate(port, ["/api/v1/output-spend"], a.seconds,
                  {"Content-Type": "application/json"}, "POST", body)
         t = time.monotonic() - t0
         print(f"output-spend x{len(ops)}   {n * len(ops) / t:8.0f} outpoints/s  server CPU "
-              f"{(cpu_s(pid) - c0) * 1e6 / (n * len(ops)):6.1f} us/outpoint")
-    finally:
-        if d:
-            d.stop()
-        if node:
-            node.stop()
-        pg.stop()
+              f"{(cpu() - c0) * 1e6 / (n * len(ops)):6.1f} us/outpoint")
 
 
 if __name__ == "__main__":

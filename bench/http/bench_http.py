@@ -5,7 +5,7 @@ clients.
 
 A throw-away PostgreSQL and the simulated node (a separate process) serve a
 generated regtest chain; conduitd indexes it with `http_listen =
-127.0.0.1:0`. Then C client processes (multiprocessing, one keep-alive
+127.0.0.1:0`. Then --clients client processes (multiprocessing, one keep-alive
 http.client connection each) request random indexed txids for S seconds.
 For contrast, the same lookups through `conduit-cli tx --hex` (one process
 per lookup, as a shell script would do) are timed too.
@@ -25,31 +25,10 @@ import http.client
 import multiprocessing
 import os
 import random
-import re
 import subprocess
-import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
-
-from daemon_util import Daemon  # noqa: E402
-from pgserver import PgServer  # noqa: E402
-from simnode_fixtures import SimNodeProcess  # noqa: E402
-
-
-def q(pg, sql):
-    return pg.psql(sql, db="bench").strip()
-
-
-def tip(pg):
-    try:
-        return q(pg, "SELECT coalesce(max(height), -1) FROM index_tip")
-    except subprocess.CalledProcessError:  # before conduitd's migrations
-        return "-1"
+from bench_common import BenchChain, add_chain_args, cpu_s
 
 
 def client(port, paths, seconds, out):
@@ -66,13 +45,6 @@ def client(port, paths, seconds, out):
         n += 1
         nbytes += len(body)
     out.put((n, nbytes))
-
-
-def cpu_ticks(pid):
-    """utime + stime of a process, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def run_clients(port, paths, seconds, clients):
@@ -92,38 +64,16 @@ def run_clients(port, paths, seconds, clients):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--seconds", type=float, default=5)
+    add_chain_args(ap)
     ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--blocks", type=int, default=200)
-    ap.add_argument("--txs-per-block", type=int, default=50)
     a = ap.parse_args()
-    pg = PgServer().start()
-    node = d = None
-    tmp = tempfile.mkdtemp(prefix="bench_http.")
-    try:
-        pg.psql("CREATE DATABASE bench")
-        ci = pg.conninfo.replace("dbname=postgres", "") + " dbname=bench"
-        node = SimNodeProcess("--regtest", "--generate", str(a.blocks), "--txs-per-block",
-                              str(a.txs_per_block))
-        datadir = os.path.join(tmp, "d")
-        d = Daemon(a.build, datadir,
-                   ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
-                    "--parser-workers", "1", "--ring-size", "64M", "--catchup-indexes", "live",
-                    "--http-listen", "127.0.0.1:0"]).start()
-        port = int(d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30).group(1))
-        # one server process before issue 11, HTTP_PROCS after; CPU is summed
-        serving = r"http: (?:server \d+ )?serving \(pid (\d+)\)"
-        d.wait_for_log(serving, timeout=30)
-        deadline = time.monotonic() + 600
-        while tip(pg) != str(a.blocks):
-            assert time.monotonic() < deadline and d.proc.poll() is None, d.log_text()[-3000:]
-            time.sleep(0.2)
-        txids = q(pg, "SELECT cd_txid_hex(tx_hash) FROM best_transactions "
-                      "ORDER BY random() LIMIT 5000").split()
+    with BenchChain(a, "bench_http.") as c:
+        port = c.port
+        txids = c.q("SELECT cd_txid_hex(tx_hash) FROM best_transactions "
+                    "ORDER BY random() LIMIT 5000").split()
         # warm-up: PostgreSQL's caches, the server's LMDB maps
         run_clients(port, [f"/v1/tx/{t}" for t in txids], 1, a.clients)
-        http_pids = [int(p) for p in re.findall(serving, d.log_text())]
+        http_pids = c.http_pids()
         print(f"chain: {a.blocks} blocks, {len(txids)} txids sampled; "
               f"{a.clients} client process(es), {a.seconds:.0f} s each run")
         for name, paths in (
@@ -137,27 +87,21 @@ def main():
                  [f"/woc/v1/bsv/regtest/block/{h}/header" for h in range(1, a.blocks + 1)]),
                 ("/v1/tip", ["/v1/tip"]),
                 ("/v1/block/<height>", [f"/v1/block/{h}" for h in range(1, a.blocks + 1)])):
-            c0 = sum(cpu_ticks(p) for p in http_pids)
+            c0 = sum(cpu_s(p) for p in http_pids)
             t0 = time.monotonic()
             rps, bps = run_clients(port, paths, a.seconds, a.clients)
             n = rps * (time.monotonic() - t0)
-            cpu = sum(cpu_ticks(p) for p in http_pids) - c0
-            us = cpu / os.sysconf("SC_CLK_TCK") * 1e6 / max(n, 1)
+            us = (sum(cpu_s(p) for p in http_pids) - c0) * 1e6 / max(n, 1)
             print(f"{name:28s} {rps:8.0f} req/s  {bps / 1e6:7.1f} MB/s  {us:6.1f} us server CPU/req")
         cli = os.path.join(a.build, "src", "daemon", "conduit-cli")
         n, t0 = 0, time.monotonic()
         while time.monotonic() - t0 < a.seconds:
             subprocess.run([cli, "tx", random.choice(txids), "--hex", "--regtest", "--datadir",
-                            datadir, "--pg-conninfo", ci], check=True, stdout=subprocess.DEVNULL)
+                            c.datadir, "--pg-conninfo", c.ci], check=True,
+                           stdout=subprocess.DEVNULL)
             n += 1
         print(f"{'conduit-cli tx --hex':28s} {n / (time.monotonic() - t0):8.0f} lookups/s "
               "(one process each)")
-    finally:
-        if d:
-            d.stop()
-        if node:
-            node.stop()
-        pg.stop()
 
 
 if __name__ == "__main__":

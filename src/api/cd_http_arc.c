@@ -591,10 +591,12 @@ static void item_take(http_srv *s, arc_item *it, const uint8_t *bytes, size_t le
     }
     json_t *res = NULL;
     if (index_view(s, std, slen, it->txid, &res, 0)) {
-        arc_rec *r = arc_rec_get(it->txid);
         const char *w = json_string_value(json_object_get(res, "txStatus"));
-        if (r && w)
-            arc_rec_status(it->txid, w, r->extra, NULL);
+        char st[32], ex[256];
+        if (w && !arc_shared_get(it->txid, st, ex))
+            ex[0] = '\0';
+        if (w) /* the new word; the extra text the tx had */
+            arc_rec_status(it->txid, w, ex, NULL);
         item_done(it, 200, res);
         return;
     }
@@ -847,11 +849,12 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
         free(bufs[i]);
         if (rq->cb_url && items[i].raw) {
             arc_rec *r = arc_rec_get(items[i].txid);
+            char st[32], ex[256];
             if (r && !r->cb_url) {
                 r->cb_url = strdup(rq->cb_url);
                 r->cb_token = rq->cb_token ? strdup(rq->cb_token) : NULL;
-                if (!r->status[0])
-                    arc_rec_status(items[i].txid, "RECEIVED", r->extra, NULL);
+                if (!arc_shared_get(items[i].txid, st, ex))
+                    arc_rec_status(items[i].txid, "RECEIVED", "", NULL);
             }
         }
     }
@@ -880,14 +883,9 @@ static int h_status(http_srv *s, struct evhttp_request *req, const char *id)
         cd_http_reply_jobj(req, 200, res);
         return H_DONE;
     }
-    /* this server's record, else the one another server wrote (the POST
-     * may have landed on any of the four) */
-    arc_rec *r = arc_rec_find(txid);
+    /* the shared table: the POST may have landed on any of the servers */
     char st[32], ex[256];
-    if (r && r->status[0]) {
-        snprintf(st, sizeof(st), "%s", r->status);
-        snprintf(ex, sizeof(ex), "%s", r->extra);
-    } else if (!arc_shared_get(txid, st, ex)) {
+    if (!arc_shared_get(txid, st, ex)) {
         json_t *p = problem(404, "Not found", "this transaction is unknown here", txid);
         cd_http_reply_jobj(req, 404, p);
         return H_DONE;

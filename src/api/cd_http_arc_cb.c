@@ -1,9 +1,11 @@
 /*
  * cd_http_arc_cb.c - the ARC routes' memory (cd_http_arc.c): the last status
- * of recently broadcast transactions (GET /arc/v1/tx/<txid>) and their
- * callbacks (X-CallbackUrl): POSTed asynchronously with libevent's HTTP
- * client and resolver, one in flight per tx, retried with exponential
- * back-off; a poll of the index once a second finds the mined ones.
+ * of recently broadcast transactions, in the table the HTTP servers share
+ * (GET /arc/v1/tx/<txid> on any server reads it), and, in the server that
+ * took the POST, their callbacks (X-CallbackUrl): POSTed asynchronously
+ * with libevent's HTTP client and resolver, one in flight per tx, retried
+ * with exponential back-off; a poll of the index once a second finds the
+ * mined ones.
  */
 #include "cd_http_int.h"
 #include "cd_http_arc_int.h"
@@ -166,18 +168,12 @@ int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
 /* Records a status (and queues the callback for the words ARC sends). */
 void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback)
 {
-    arc_rec *r = arc_rec_get(txid);
-    if (!r) {
-        json_decref(callback);
-        return;
-    }
-    if (status != r->status)
-        snprintf(r->status, sizeof(r->status), "%s", status);
-    if (extra != r->extra) /* the caller may pass the record's own text */
-        snprintf(r->extra, sizeof(r->extra), "%s", extra ? extra : "");
-    r->t = cd_now_s();
-    shared_put(txid, r->status, r->extra);
-    cb_enqueue(r, callback);
+    shared_put(txid, status, extra);
+    arc_rec *r = callback ? arc_rec_find(txid) : NULL;
+    if (r)
+        cb_enqueue(r, callback);
+    else
+        json_decref(callback); /* no callback URL for this tx */
 }
 
 static void cb_done(struct evhttp_request *res, void *arg)
@@ -299,9 +295,8 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
                 char *bump = arc_bump_hex(R.s, r->txid);
                 if (bump) { /* no tree yet: the next poll */
                     r->cb_mined_done = 1;
-                    snprintf(r->status, sizeof(r->status), "MINED");
-                    r->extra[0] = '\0';
-                    cb_enqueue(r, arc_callback_obj(r->txid, "MINED", "", &tx, bump));
+                    arc_rec_status(r->txid, "MINED", "",
+                                   arc_callback_obj(r->txid, "MINED", "", &tx, bump));
                     free(bump);
                 }
             }

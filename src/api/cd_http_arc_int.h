@@ -12,17 +12,17 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define ARC_RECS     4096 /* statuses remembered (GET, callbacks) */
+#define ARC_RECS     4096 /* txs with a callback URL remembered */
 #define ARC_CB_TRIES 12   /* attempts per callback before it is dropped */
 #define ARC_CB_MAX_S 60.0 /* longest back-off between attempts */
 #define ARC_CB_QUEUE 4    /* callbacks waiting per tx */
 
+/* A tx broadcast with X-CallbackUrl, kept by the server that took the POST
+ * while its callbacks are due. Its status is not here: statuses live only
+ * in the servers' shared table (arc_shared_get), which GET reads. */
 typedef struct arc_rec {
     int used;
     uint8_t txid[32];
-    char status[32];
-    char extra[256];
-    double t;
     char *cb_url, *cb_token;
     int cb_mined_done;         /* MINED queued: stop polling */
     json_t *cbq[ARC_CB_QUEUE]; /* callbacks to deliver, oldest first */
@@ -46,12 +46,13 @@ arc_rec *arc_rec_get(const uint8_t txid[32]);
 /* The servers' shared status table (cd_http_server_run attaches it). */
 void arc_shared_attach(http_arc_slot *tab);
 
-/* Copies the shared status of txid into status/extra. Returns 1 if found,
- * else 0. */
+/* Copies the status of txid from the shared table into status/extra: the
+ * one place statuses are kept (a newer tx may have taken its slot).
+ * Returns 1 if found, else 0. */
 int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256]);
 
-/* Records a status; queues `callback` (taken over; may be NULL) when the
- * record has a callback URL. */
+/* Records a status in the shared table; queues `callback` (taken over; may
+ * be NULL) when txid has a record with a callback URL. */
 void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra,
                     json_t *callback);
 

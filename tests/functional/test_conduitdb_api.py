@@ -32,10 +32,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, DATA)
 
 import check_expectations as ce  # noqa: E402
-from daemon_util import Daemon  # noqa: E402
-from test_index import create_db, psql  # noqa: E402
+from http_fixtures import http_daemon  # noqa: E402
+from test_index import psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
-from tests.simnode import SimNode  # noqa: E402
 
 PRE = "regtest/blockchain_116_7c9cd2"
 POST = "regtest/blockchain_118_0ebc17"
@@ -126,37 +125,14 @@ def restore(port, keys, binary=False, p2pkh=False, query=""):
     return [json.loads(line) for line in lines[:-1]]
 
 
-class Env:
-    pass
-
-
 @pytest.fixture(scope="module")
 def env(pg_module, build_dir, shared_data, tmp_path_factory):
-    e = Env()
-    e.pg = pg_module
-    e.shared = shared_data
-    e.pre = ce.Chain(os.path.join(shared_data, PRE))
-    e.post = ce.Chain(os.path.join(shared_data, POST))
-    e.node = SimNode(chain_dir=os.path.join(shared_data, PRE))
-    e.node.start()
-    e.ci = create_db(pg_module, "cdbapi")
-    e.db = "cdbapi"
-    e.datadir = str(tmp_path_factory.mktemp("cdb") / "d")
-    e.d = Daemon(build_dir, e.datadir,
-                 ["--regtest", "--connect", "127.0.0.1:%d" % e.node.port,
-                  "--pg-conninfo", e.ci, "--parser-workers", "2", "--ring-size", "16M",
-                  "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--log-level", "info"])
-    e.d.start()
-    try:
-        m = e.d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30)
-        e.port = int(m.group(1))
-        wait_tip(pg_module, e.db, e.d, 116, timeout=300)
+    with http_daemon(pg_module, build_dir, os.path.join(shared_data, PRE), "cdbapi",
+                     str(tmp_path_factory.mktemp("cdb") / "d"), 116) as e:
+        e.shared = shared_data
+        e.pre = ce.Chain(os.path.join(shared_data, PRE))
+        e.post = ce.Chain(os.path.join(shared_data, POST))
         yield e
-    finally:
-        e.d.stop()
-        e.node.stop()
-        with open(os.path.join(os.path.dirname(e.datadir), "daemon.log"), "w") as f:
-            f.write(e.d.log_text())   # for a failure's post-mortem
 
 
 def tx_counts(e):

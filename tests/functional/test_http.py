@@ -29,10 +29,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from daemon_util import Daemon, cli  # noqa: E402
-from test_index import create_db, psql, query, verify_tsc  # noqa: E402
-from test_index_daemon import pg_ctl, wait_tip  # noqa: E402
-from tests.simnode import SimNode  # noqa: E402
+from daemon_util import cli  # noqa: E402
+from http_fixtures import http_daemon  # noqa: E402
+from test_index import psql, query, verify_tsc  # noqa: E402
+from test_index_daemon import pg_ctl  # noqa: E402
 
 CHAIN = "regtest/blockchain_116_7c9cd2"
 BIG = 32_000_000  # bytes of the block mined on top (height 117)
@@ -69,36 +69,15 @@ def get_error(port, path, code, method="GET"):
     return doc["error"]
 
 
-class Env:
-    pass
-
-
 @pytest.fixture(scope="module")
 def env(pg_module, build_dir, shared_data, tmp_path_factory):
-    e = Env()
-    e.pg = pg_module
-    e.build_dir = build_dir
-    e.chain_dir = os.path.join(shared_data, CHAIN)
-    e.hashes = open(os.path.join(e.chain_dir, "headers.txt")).read().split()
-    e.node = SimNode(chain_dir=e.chain_dir)
-    e.node.start()
-    e.big = e.node.mine(1, block_size=BIG, txs_per_block=3000)[0]
-    e.ci = create_db(pg_module, "httpapi")
-    e.db = "httpapi"
-    e.datadir = str(tmp_path_factory.mktemp("http") / "d")
-    e.d = Daemon(build_dir, e.datadir,
-                 ["--regtest", "--connect", "127.0.0.1:%d" % e.node.port,
-                  "--pg-conninfo", e.ci, "--parser-workers", "2", "--ring-size", "16M",
-                  "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--log-level", "info"])
-    e.d.start()
-    try:
-        m = e.d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30)
-        e.port = int(m.group(1))
-        wait_tip(pg_module, e.db, e.d, 117, timeout=300)
+    def mine_big(e):
+        e.big = e.node.mine(1, block_size=BIG, txs_per_block=3000)[0]
+
+    with http_daemon(pg_module, build_dir, os.path.join(shared_data, CHAIN), "httpapi",
+                     str(tmp_path_factory.mktemp("http") / "d"), 117, prepare=mine_big) as e:
+        e.hashes = open(os.path.join(e.chain_dir, "headers.txt")).read().split()
         yield e
-    finally:
-        e.d.stop()
-        e.node.stop()
 
 
 def http_pid(e, after=0):

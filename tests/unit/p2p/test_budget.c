@@ -7,7 +7,6 @@
  */
 #include "cd_test.h"
 
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,8 +17,7 @@
 #include "cd_util.h"
 #include "conduit_p2p.h"
 #include "cp2p_codec.h"
-
-#define CNET(n) cp2p_net_by_name((n)->name)
+#include "cd_test_p2p.h"
 
 typedef struct world {
     struct event_base *base;
@@ -28,9 +26,8 @@ typedef struct world {
     const btc_net *net;
     int lfd, fd;
     uint16_t port;
-    int ready, disconnects, penalties;
-    cp2p_reason reason;
-    char detail[512];
+    cd_test_p2p_seen seen;
+    int penalties;
     cp2p_penalty pen;
     int sink_pause; /* sink: no room */
     uint8_t room[4096];
@@ -42,15 +39,13 @@ static void c_ready(const cp2p_ctx *c, const cp2p_version *v)
 {
     (void)c;
     (void)v;
-    W.ready++;
+    W.seen.ready++;
 }
 
 static void c_disc(const cp2p_ctx *c, cp2p_reason r, const char *d)
 {
     (void)c;
-    W.disconnects++;
-    W.reason = r;
-    snprintf(W.detail, sizeof(W.detail), "%s", d);
+    cd_test_p2p_saw_disconnect(&W.seen, r, d);
 }
 
 static void c_pen(const cp2p_ctx *c, const cp2p_penalty *p)
@@ -91,28 +86,14 @@ static void s_end(const cp2p_ctx *c, int ok, cp2p_reason why, const uint8_t h[32
 
 static cp2p_options opts(void)
 {
-    cp2p_options o;
     W.net = btc_net_get(BTC_NET_REGTEST);
-    cp2p_options_init(&o, CNET(W.net));
-    o.tick_ms = 10;
-    o.reconnect = 0;
-    if (getenv("TEST_P2P_DEBUG"))
-        o.log_level = CP2P_LOG_DEBUG;
-    return o;
+    return cd_test_p2p_options();
 }
 
 static void start(const cp2p_options *o, int sink)
 {
-    struct sockaddr_in a = {0};
-    socklen_t al = sizeof(a);
     W.base = event_base_new();
-    W.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(W.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(W.lfd, 8), 0);
-    ck_assert_int_eq(getsockname(W.lfd, (struct sockaddr *)&a, &al), 0);
-    W.port = ntohs(a.sin_port);
+    W.lfd = cd_test_p2p_listen(&W.port);
     cp2p_handlers h = {.on_ready = c_ready, .on_disconnect = c_disc, .on_penalty = c_pen};
     cp2p_block_sink sk = {s_begin, s_space, s_data, s_end};
     W.mgr = cp2p_mgr_new(W.base, o, &h, sink ? &sk : NULL, &W);
@@ -122,9 +103,7 @@ static void start(const cp2p_options *o, int sink)
 
 static void add_peer(const cp2p_penalty *restore)
 {
-    char hp[64];
-    snprintf(hp, sizeof(hp), "127.0.0.1:%u", W.port);
-    ck_assert_int_eq(cp2p_mgr_add_peer_ex(W.mgr, hp, restore, &W.peer), CP2P_OK);
+    cd_test_p2p_add_peer(W.mgr, W.port, restore, &W.peer);
 }
 
 static void loop_for(double s)
@@ -161,17 +140,16 @@ static void raw_send(const void *p, size_t n)
 
 static void msg(const char *cmd, const uint8_t *p, size_t n)
 {
-    uint8_t h[24];
-    cp2p_msghdr_encode(h, W.net->magic, cmd, p, n);
-    raw_send(h, 24);
-    if (n)
-        raw_send(p, n);
+    cp2p_buf b = {0};
+    cd_test_p2p_frame(&b, W.net->magic, cmd, p, n);
+    raw_send(b.p, b.len);
+    cp2p_buf_free(&b);
 }
 
 /* accept the client's connection and do the node's half of the handshake */
 static void accept_and_handshake(void)
 {
-    int ready0 = W.ready;
+    int ready0 = W.seen.ready;
     for (int i = 0; W.fd < 0 && i < 20000; i++) {
         event_base_loop(W.base, EVLOOP_NONBLOCK);
         struct timeval tv = {0, 1000};
@@ -182,16 +160,12 @@ static void accept_and_handshake(void)
             W.fd = accept(W.lfd, NULL, NULL);
     }
     ck_assert_int_ge(W.fd, 0);
-    cp2p_version v = {0};
-    v.version = 70016;
-    v.nonce = 42;
-    strcpy(v.user_agent, "/node/");
+    static const cd_test_p2p_node_hello hello = {.user_agent = "/node/"};
     cp2p_buf b = {0};
-    cp2p_enc_version(&b, &v, NULL, 0);
-    msg("version", b.p, b.len);
+    cd_test_p2p_node_handshake(&b, W.net->magic, &hello);
+    raw_send(b.p, b.len);
     cp2p_buf_free(&b);
-    msg("verack", NULL, 0);
-    loop_until(&W.ready, ready0 + 1);
+    loop_until(&W.seen.ready, ready0 + 1);
 }
 
 static void stop(void)
@@ -215,11 +189,11 @@ START_TEST(test_rate_budget_drops_and_bans)
     add_peer(NULL);
     accept_and_handshake();
     uint8_t nonce[8] = {0};
-    for (int i = 0; i < 400 && !W.disconnects; i++)
+    for (int i = 0; i < 400 && !W.seen.disconnects; i++)
         msg("ping", nonce, 8);
-    loop_until(&W.disconnects, 1);
-    ck_assert_int_eq(W.reason, CP2P_R_RATE);
-    ck_assert_msg(strstr(W.detail, "'ping'"), "%s", W.detail);
+    loop_until(&W.seen.disconnects, 1);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_RATE);
+    ck_assert_msg(strstr(W.seen.detail, "'ping'"), "%s", W.seen.detail);
     ck_assert_int_eq(cp2p_peer_state_get(W.peer), CP2P_PEER_BANNED);
     cp2p_penalty p;
     ck_assert_int_eq(cp2p_peer_penalty(W.peer, &p), CP2P_OK);
@@ -253,12 +227,12 @@ START_TEST(test_inv_entries_budget)
     cp2p_enc_inv(&b, items, 600);
     msg("inv", b.p, b.len);
     loop_for(0.1);
-    ck_assert_int_eq(W.disconnects, 0); /* 600 of a 1000 burst */
+    ck_assert_int_eq(W.seen.disconnects, 0); /* 600 of a 1000 burst */
     msg("inv", b.p, b.len);
-    loop_until(&W.disconnects, 1);
+    loop_until(&W.seen.disconnects, 1);
     cp2p_buf_free(&b);
-    ck_assert_int_eq(W.reason, CP2P_R_RATE);
-    ck_assert_msg(strstr(W.detail, "inv entries"), "%s", W.detail);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_RATE);
+    ck_assert_msg(strstr(W.seen.detail, "inv entries"), "%s", W.seen.detail);
     stop();
 }
 END_TEST
@@ -278,11 +252,11 @@ START_TEST(test_send_budget_refuses_and_drops)
         sends++;
     }
     ck_assert_int_eq(rc, CP2P_EBUDGET);
-    ck_assert_int_eq(W.disconnects, 0); /* never failed inside the send call */
+    ck_assert_int_eq(W.seen.disconnects, 0); /* never failed inside the send call */
     const cp2p_peer_stats *st = cp2p_peer_stats_get(W.peer);
     ck_assert_uint_le(st->send_queue_max, 64 * 1024 + 64 * 1024 + 24);
-    loop_until(&W.disconnects, 1);
-    ck_assert_int_eq(W.reason, CP2P_R_SEND_BUDGET);
+    loop_until(&W.seen.disconnects, 1);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_SEND_BUDGET);
     stop();
 }
 END_TEST
@@ -299,11 +273,11 @@ START_TEST(test_message_time_limit)
     cp2p_msghdr_encode(h, W.net->magic, "tx", pl, sizeof(pl));
     raw_send(h, 24);
     /* a byte every 50 ms: never silent long enough to stall */
-    for (int i = 0; i < 100 && !W.disconnects; i++) {
+    for (int i = 0; i < 100 && !W.seen.disconnects; i++) {
         raw_send(pl, 1);
         loop_for(0.05);
     }
-    ck_assert_int_eq(W.reason, CP2P_R_MSG_TIMEOUT);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_MSG_TIMEOUT);
     stop();
 }
 END_TEST
@@ -323,16 +297,16 @@ START_TEST(test_block_floor_rate_not_counting_pauses)
     raw_send(h, 24);
     raw_send(blk, 200);
     loop_for(1.0);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     /* reading again: 10 bytes/s is below the floor */
     W.sink_pause = 0;
     cp2p_peer_resume_read(W.peer);
-    for (int i = 0; i < 50 && !W.disconnects; i++) {
+    for (int i = 0; i < 50 && !W.seen.disconnects; i++) {
         raw_send(blk, 1);
         loop_for(0.1);
     }
-    ck_assert_int_eq(W.reason, CP2P_R_SLOW_BLOCK);
-    ck_assert_msg(strstr(W.detail, "floor 1000 B/s"), "%s", W.detail);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_SLOW_BLOCK);
+    ck_assert_msg(strstr(W.seen.detail, "floor 1000 B/s"), "%s", W.seen.detail);
     stop();
 }
 END_TEST
@@ -352,8 +326,8 @@ START_TEST(test_backoff_grows_until_stable)
         accept_and_handshake();
         close(W.fd);
         W.fd = -1;
-        loop_until(&W.disconnects, k);
-        ck_assert(W.reason == CP2P_R_EOF || W.reason == CP2P_R_IO);
+        loop_until(&W.seen.disconnects, k);
+        ck_assert(W.seen.reason == CP2P_R_EOF || W.seen.reason == CP2P_R_IO);
         ck_assert_int_eq(cp2p_peer_state_get(W.peer), CP2P_PEER_BACKOFF);
         ck_assert_uint_eq(W.pen.failures, (unsigned)k);
         ck_assert_int_ge(W.pen.until, last);
@@ -379,9 +353,9 @@ START_TEST(test_ban_api_and_restored_ban)
     add_peer(NULL);
     accept_and_handshake();
     cp2p_peer_ban(W.peer, "sent\nnonsense");
-    ck_assert_int_eq(W.disconnects, 1);
-    ck_assert_int_eq(W.reason, CP2P_R_MISBEHAVED);
-    ck_assert_str_eq(W.detail, "sent\\nnonsense");
+    ck_assert_int_eq(W.seen.disconnects, 1);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_MISBEHAVED);
+    ck_assert_str_eq(W.seen.detail, "sent\\nnonsense");
     ck_assert_int_eq(cp2p_peer_state_get(W.peer), CP2P_PEER_BANNED);
     ck_assert_uint_eq(W.pen.bans, 1);
     cp2p_penalty saved = W.pen;

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -23,10 +22,8 @@
 #include "cd_util.h"
 #include "btc_net.h"
 #include "conduit_p2p.h"
-
-/* the public network type of a btc_net */
-#define CNET(n) cp2p_net_by_name((n)->name)
 #include "cp2p_codec.h"
+#include "cd_test_p2p.h"
 
 /* ---- the fake node ---- */
 
@@ -47,10 +44,7 @@ typedef struct world {
     node n;
     const btc_net *net;
     /* observations */
-    int ready;
-    int disconnects;
-    cp2p_reason reason;
-    char detail[512];
+    cd_test_p2p_seen seen;
     int headers_n, headers_msgs;
     int inv_n;
     int pongs;
@@ -73,16 +67,7 @@ static world W;
 
 static void node_listen(node *n)
 {
-    struct sockaddr_in a = {0};
-    socklen_t al = sizeof(a);
-    n->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(n->lfd, 0);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(n->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(n->lfd, 4), 0);
-    ck_assert_int_eq(getsockname(n->lfd, (struct sockaddr *)&a, &al), 0);
-    n->port = ntohs(a.sin_port);
+    n->lfd = cd_test_p2p_listen(&n->port);
     n->fd = -1;
     n->max_write = 1 << 20;
     n->seed = 1;
@@ -97,10 +82,7 @@ static void node_accept(node *n)
 
 static void node_send(node *n, const char *cmd, const uint8_t *p, size_t len)
 {
-    uint8_t h[24];
-    cp2p_msghdr_encode(h, W.net->magic, cmd, p, len);
-    cp2p_buf_put(&n->pending, h, 24);
-    cp2p_buf_put(&n->pending, p, len);
+    cd_test_p2p_frame(&n->pending, W.net->magic, cmd, p, len);
 }
 
 /* One step: write a piece of pending bytes, read what the client sent, run
@@ -176,15 +158,13 @@ static void c_ready(const cp2p_ctx *c, const cp2p_version *v)
     ck_assert_ptr_eq(c->peer, W.peer);
     ck_assert_ptr_eq(c->mgr, W.mgr);
     ck_assert_ptr_eq(c->user, &W);
-    W.ready++;
+    W.seen.ready++;
 }
 
 static void c_disc(const cp2p_ctx *c, cp2p_reason r, const char *d)
 {
     (void)c;
-    W.disconnects++;
-    W.reason = r;
-    snprintf(W.detail, sizeof(W.detail), "%s", d);
+    cd_test_p2p_saw_disconnect(&W.seen, r, d);
 }
 
 static void c_headers(const cp2p_ctx *c, const uint8_t *h, size_t n)
@@ -306,10 +286,7 @@ static void world_start(cp2p_options *opt_over, int with_sink)
     W.net = btc_net_get(BTC_NET_REGTEST);
     W.base = event_base_new();
     node_listen(&W.n);
-    cp2p_options o;
-    cp2p_options_init(&o, CNET(W.net));
-    o.tick_ms = 10;
-    o.reconnect = 0;
+    cp2p_options o = cd_test_p2p_options();
     if (opt_over)
         o = *opt_over;
     cp2p_handlers h = {
@@ -327,30 +304,21 @@ static void world_start(cp2p_options *opt_over, int with_sink)
     cp2p_block_sink sk = {s_begin, s_space, s_data, s_end};
     W.mgr = cp2p_mgr_new(W.base, &o, &h, with_sink ? &sk : NULL, &W);
     ck_assert_ptr_nonnull(W.mgr);
-    char hp[64];
-    snprintf(hp, sizeof(hp), "127.0.0.1:%u", W.n.port);
-    ck_assert_int_eq(cp2p_mgr_add_peer(W.mgr, hp, &W.peer), CP2P_OK);
+    cd_test_p2p_add_peer(W.mgr, W.n.port, NULL, &W.peer);
     node_accept(&W.n);
 }
 
 static void handshake(void)
 {
-    cp2p_version v = {0};
-    v.version = 70016;
-    v.services = 0x21;
-    v.nonce = 42;
-    strcpy(v.user_agent, "/Bitcoin SV:1.2.2/");
-    v.start_height = 7;
-    cp2p_buf b = {0};
-    cp2p_enc_version(&b, &v, NULL, 0);
-    cp2p_buf_u8(&b, 0); /* association id as the node sends it */
-    node_send(&W.n, "version", b.p, b.len);
-    cp2p_buf_free(&b);
-    node_send(&W.n, "verack", NULL, 0);
-    cp2p_enc_protoconf(&b, 4 * 1024 * 1024, "BlockPriority,Default");
-    node_send(&W.n, "protoconf", b.p, b.len);
-    cp2p_buf_free(&b);
-    pump_until(&W.ready);
+    static const cd_test_p2p_node_hello hello = {
+        .user_agent = "/Bitcoin SV:1.2.2/",
+        .services = 0x21,
+        .start_height = 7,
+        .association_id = 1,
+        .protoconf_max = 4 * 1024 * 1024,
+    };
+    cd_test_p2p_node_handshake(&W.n.pending, W.net->magic, &hello);
+    pump_until(&W.seen.ready);
 }
 
 static void world_stop(void)
@@ -364,15 +332,6 @@ static void world_stop(void)
     cp2p_buf_free(&W.n.got);
     cp2p_buf_free(&W.block);
     free(W.offs);
-}
-
-static cp2p_options opts(void)
-{
-    cp2p_options o;
-    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
-    o.tick_ms = 10;
-    o.reconnect = 0;
-    return o;
 }
 
 /* ---- tests ---- */
@@ -449,7 +408,7 @@ static void feed_split(size_t max_write, const char *block_file)
     ck_assert_int_eq(W.inv_n, 3);
     ck_assert_uint_eq(W.block.len, bl);
     ck_assert_mem_eq(W.block.p, blk, bl);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     free(blk);
     world_stop();
 }
@@ -476,9 +435,9 @@ static void expect_disconnect(const uint8_t *raw, size_t len, cp2p_reason want, 
         pump_sent();
         shutdown(W.n.fd, SHUT_WR);
     }
-    pump_until(&W.disconnects);
-    ck_assert_msg(W.reason == want, "reason %s, want %s (%s)", cp2p_reason_str(W.reason),
-                  cp2p_reason_str(want), W.detail);
+    pump_until(&W.seen.disconnects);
+    ck_assert_msg(W.seen.reason == want, "reason %s, want %s (%s)", cp2p_reason_str(W.seen.reason),
+                  cp2p_reason_str(want), W.seen.detail);
     /* no reconnect: the manager forgets the peer (W.peer is no longer valid) */
     double end = cd_now_s() + 10;
     while (cp2p_mgr_peer_count(W.mgr) != 0 && cd_now_s() < end)
@@ -557,7 +516,7 @@ END_TEST
 
 START_TEST(test_stall_mid_message)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.stall_timeout_ms = 200;
     world_start(&o, 0);
     handshake();
@@ -565,34 +524,34 @@ START_TEST(test_stall_mid_message)
     uint8_t pl[100] = {0};
     cp2p_msghdr_encode(m, W.net->magic, "tx", pl, 100);
     cp2p_buf_put(&W.n.pending, m, 60);
-    pump_until(&W.disconnects);
-    ck_assert_int_eq(W.reason, CP2P_R_STALLED);
+    pump_until(&W.seen.disconnects);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_STALLED);
     world_stop();
 }
 END_TEST
 
 START_TEST(test_handshake_timeout)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.handshake_timeout_ms = 200;
     world_start(&o, 0);
-    pump_until(&W.disconnects);
-    ck_assert_int_eq(W.reason, CP2P_R_HANDSHAKE_TIMEOUT);
-    ck_assert_int_eq(W.ready, 0);
+    pump_until(&W.seen.disconnects);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_HANDSHAKE_TIMEOUT);
+    ck_assert_int_eq(W.seen.ready, 0);
     world_stop();
 }
 END_TEST
 
 START_TEST(test_ping_timeout)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.ping_interval_ms = 50;
     o.ping_timeout_ms = 200;
     world_start(&o, 0);
     handshake();
     /* the node never answers our pings */
-    pump_until(&W.disconnects);
-    ck_assert_int_eq(W.reason, CP2P_R_PING_TIMEOUT);
+    pump_until(&W.seen.disconnects);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_PING_TIMEOUT);
     char cmds[32][13];
     int k = client_cmds(cmds, 32);
     int pings = 0;
@@ -605,7 +564,7 @@ END_TEST
 
 static void chunked(int ext, size_t max_write)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.chunk_threshold = 64 * 1024;
     world_start(&o, 0);
     handshake();
@@ -622,7 +581,7 @@ static void chunked(int ext, size_t max_write)
         node_send(&W.n, "block", blk, bl);
     }
     pump_until(&W.chunk_last);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     ck_assert_int_gt(W.chunks, 10); /* ~1 MB in 64 KiB chunks */
     ck_assert_uint_eq(W.block.len, bl);
     ck_assert_mem_eq(W.block.p, blk, bl);
@@ -705,7 +664,7 @@ static size_t put_tx(uint8_t *p, uint32_t n_in, uint32_t script_len, uint8_t fil
 
 START_TEST(test_chunked_huge_tx_walked_once)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.chunk_threshold = 4096;
     world_start(&o, 0);
     handshake();
@@ -727,7 +686,7 @@ START_TEST(test_chunked_huge_tx_walked_once)
     ck_assert_uint_gt(bl, 4u << 20);
     node_send(&W.n, "block", blk, bl);
     pump_until(&W.chunk_last);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     ck_assert_uint_eq(W.block.len, bl);
     ck_assert_mem_eq(W.block.p, blk, bl);
     ck_assert_uint_eq(W.n_offs, 3);
@@ -744,7 +703,7 @@ END_TEST
 
 START_TEST(test_chunked_bad_checksum_aborts)
 {
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.chunk_threshold = 64 * 1024;
     world_start(&o, 0);
     handshake();
@@ -753,8 +712,8 @@ START_TEST(test_chunked_bad_checksum_aborts)
     size_t at = W.n.pending.len;
     node_send(&W.n, "block", blk, bl);
     W.n.pending.p[at + 20] ^= 1; /* checksum */
-    pump_until(&W.disconnects);
-    ck_assert_int_eq(W.reason, CP2P_R_BAD_CHECKSUM);
+    pump_until(&W.seen.disconnects);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_BAD_CHECKSUM);
     ck_assert_int_eq(W.aborts, 1);
     ck_assert_int_eq(W.abort_reason, CP2P_R_BAD_CHECKSUM);
     ck_assert_int_eq(W.chunk_last, 0);
@@ -787,7 +746,7 @@ START_TEST(test_sink_backpressure)
     uint8_t h[32];
     cd_sha256d(h, blk, 80);
     ck_assert_mem_eq(W.sink_hash, h, 32);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     ck_assert_uint_eq(cp2p_peer_stats_get(W.peer)->blocks_in, 1);
     free(blk);
     world_stop();
@@ -798,7 +757,7 @@ START_TEST(test_sink_long_pause_is_not_a_stall)
 {
     /* the caller keeps its sink full far longer than the stall and pong
      * timeouts: the peer must not be dropped for our own back-pressure */
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.stall_timeout_ms = 400;
     o.ping_interval_ms = 50;
     o.ping_timeout_ms = 400;
@@ -824,7 +783,8 @@ START_TEST(test_sink_long_pause_is_not_a_stall)
             cp2p_peer_resume_read(W.peer);
         }
         ck_assert_msg(cd_now_s() < end, "timed out");
-        ck_assert_msg(W.disconnects == 0, "dropped: %s (%s)", cp2p_reason_str(W.reason), W.detail);
+        ck_assert_msg(W.seen.disconnects == 0, "dropped: %s (%s)", cp2p_reason_str(W.seen.reason),
+                      W.seen.detail);
     }
     ck_assert_int_eq(long_pauses, 2);
     ck_assert_int_eq(W.sink_ok, 1);
@@ -882,7 +842,7 @@ START_TEST(test_bad_options)
 {
     struct event_base *b = event_base_new();
     cp2p_options o;
-    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
+    cp2p_options_init(&o, cp2p_net_by_name(btc_net_get(BTC_NET_REGTEST)->name));
     o.user_agent = "/BitcoinCash:1.0/";
     ck_assert_ptr_null(cp2p_mgr_new(b, &o, NULL, NULL, NULL));
     o.user_agent = "/my-ABC-client/";
@@ -890,7 +850,7 @@ START_TEST(test_bad_options)
     o.user_agent = NULL;
     o.max_recv_payload = 1000;
     ck_assert_ptr_null(cp2p_mgr_new(b, &o, NULL, NULL, NULL));
-    cp2p_options_init(&o, CNET(btc_net_get(BTC_NET_REGTEST)));
+    cp2p_options_init(&o, cp2p_net_by_name(btc_net_get(BTC_NET_REGTEST)->name));
     cp2p_mgr *m = cp2p_mgr_new(b, &o, NULL, NULL, NULL);
     ck_assert_ptr_nonnull(m);
     ck_assert_int_eq(cp2p_mgr_add_peer(m, "", NULL), CP2P_EINVAL);
@@ -920,7 +880,7 @@ START_TEST(test_large_tx_message)
     pump_sent();
     ck_assert_uint_eq(W.block.len, n);
     ck_assert_mem_eq(W.block.p, tx, n);
-    ck_assert_int_eq(W.disconnects, 0);
+    ck_assert_int_eq(W.seen.disconnects, 0);
     ck_assert_uint_eq(cp2p_peer_stats_get(W.peer)->txs_in, 1);
     free(tx);
     world_stop();
@@ -938,7 +898,7 @@ START_TEST(test_connect_failed_backoff)
     snprintf(hp, sizeof(hp), "127.0.0.1:%u", W.n.port);
     close(W.n.lfd);
     W.n.lfd = -1;
-    cp2p_options o = opts();
+    cp2p_options o = cd_test_p2p_options();
     o.reconnect = 1;
     o.reconnect_min_ms = 20;
     o.reconnect_max_ms = 80;
@@ -946,10 +906,10 @@ START_TEST(test_connect_failed_backoff)
     W.mgr = cp2p_mgr_new(W.base, &o, &h, NULL, &W);
     ck_assert_int_eq(cp2p_mgr_add_peer(W.mgr, hp, &W.peer), CP2P_OK);
     double end = cd_now_s() + 20;
-    while (W.disconnects < 4 && cd_now_s() < end)
+    while (W.seen.disconnects < 4 && cd_now_s() < end)
         event_base_loop(W.base, EVLOOP_ONCE);
-    ck_assert_int_ge(W.disconnects, 4);
-    ck_assert_int_eq(W.reason, CP2P_R_CONNECT_FAILED);
+    ck_assert_int_ge(W.seen.disconnects, 4);
+    ck_assert_int_eq(W.seen.reason, CP2P_R_CONNECT_FAILED);
     ck_assert_int_eq(cp2p_peer_state_get(W.peer), CP2P_PEER_BACKOFF);
     ck_assert_ptr_null(cp2p_mgr_next_peer(W.mgr));
     ck_assert_uint_eq(cp2p_mgr_peer_count(W.mgr), 1);
