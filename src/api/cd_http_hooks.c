@@ -205,7 +205,7 @@ int cd_http_hooks_dispatch(http_srv *s, struct evhttp_request *req)
         return 0;
     const char *id = path[12] == '/' ? path + 13 : NULL;
     uint64_t idv;
-    if (id && cd_http_parse_uint(id, INT64_MAX, &idv) != 0) {
+    if (id && (cd_http_parse_uint(id, INT64_MAX, &idv) != 0 || idv == 0)) {
         cd_http_reply_error_code(req, 404, "not_found",
                                  "a webhook id is a positive decimal number");
         return 1;

@@ -411,6 +411,8 @@ def test_bad_registrations(env):
     assert st == 401 and "unknown API key" in doc["error"]
     assert api(e.port, "GET", "/v1/webhooks", headers={})[0] == 401
     assert api(e.port, "GET", "/v1/webhooks/abc")[0] == 404
+    assert api(e.port, "GET", "/v1/webhooks/0")[0] == 404  # not the list
+    assert api(e.port, "GET", "/v1/webhooks/-1")[0] == 404
     assert api(e.port, "GET", "/v1/webhooks/999999")[0] == 404
     assert api(e.port, "DELETE", "/v1/webhooks/999999")[0] == 404
     st, doc = api(e.port, "PUT", "/v1/webhooks", ok)
