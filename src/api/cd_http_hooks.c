@@ -30,7 +30,7 @@
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/rand.h>
+#include <openssl/crypto.h> /* OPENSSL_cleanse */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,156 +93,27 @@ static int authorized(struct evhttp_request *req, const cd_config *cfg)
     return 1;
 }
 
-/* "{a,b,c}": a PostgreSQL array literal of words made only of hex digits
- * and digits (no quoting needed). Returns malloc'd text. */
-static char *pg_array(json_t *arr, const char *field)
+/* Answers a failed cd_hook_* call; H_DB_LOST when the session broke
+ * before anything was sent (the dispatcher retries on a new one). */
+static int hook_failed(http_srv *s, struct evhttp_request *req, int rc, const char *why)
 {
-    size_t n = json_array_size(arr), cap = 3, i;
-    json_t *v;
-    json_array_foreach(arr, i, v) {
-        json_t *s = field ? json_object_get(v, field) : v;
-        cap += (json_is_string(s) ? json_string_length(s) : 24) + 1;
+    switch (rc) {
+    case CD_HOOK_EINPUT:
+        cd_http_reply_error(req, 400, "%s", why);
+        return H_DONE;
+    case CD_HOOK_EFULL:
+        cd_http_reply_error_code(req, 409, "limit_reached", "%s", why);
+        return H_DONE;
+    case CD_HOOK_ENOTFOUND:
+        cd_http_reply_error_code(req, 404, "not_found", "%s", why);
+        return H_DONE;
+    default:
+        if (PQstatus(s->pg) != CONNECTION_OK)
+            return H_DB_LOST;
+        cd_log_warn("webhook: %s", why);
+        cd_http_reply_error(req, 500, "database statement failed (see the daemon's log)");
+        return H_DONE;
     }
-    char *out = cd_xmalloc(cap), *p = out;
-    *p++ = '{';
-    json_array_foreach(arr, i, v) {
-        json_t *s = field ? json_object_get(v, field) : v;
-        if (i)
-            *p++ = ',';
-        if (json_is_string(s))
-            p += sprintf(p, "%s", json_string_value(s));
-        else
-            p += sprintf(p, "%" JSON_INTEGER_FORMAT, json_integer_value(s));
-    }
-    (void)n;
-    *p++ = '}';
-    *p = '\0';
-    return out;
-}
-
-static int is_hex64(json_t *s)
-{
-    if (!json_is_string(s) || json_string_length(s) != 64)
-        return 0;
-    const char *p = json_string_value(s);
-    for (int i = 0; i < 64; i++)
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f') ||
-              (p[i] >= 'A' && p[i] <= 'F')))
-            return 0;
-    return 1;
-}
-
-/* Checks a registration body. Returns 0, or -1 with the reason in why. */
-static int check_body(json_t *o, char *why, size_t wl)
-{
-    const char *k;
-    json_t *v;
-    if (!json_is_object(o)) {
-        snprintf(why, wl, "expected a JSON object {url, keys, outpoints, kinds}");
-        return -1;
-    }
-    json_object_foreach(o, k, v) {
-        if (strcmp(k, "url") && strcmp(k, "keys") && strcmp(k, "outpoints") && strcmp(k, "kinds")) {
-            snprintf(why, wl, "unknown field '%.64s': the fields are url, keys, outpoints, kinds",
-                     k);
-            return -1;
-        }
-    }
-    json_t *url = json_object_get(o, "url");
-    const char *uwhy;
-    if (!json_is_string(url)) {
-        snprintf(why, wl, "url: expected a string (http://host[:port]/path)");
-        return -1;
-    }
-    if (strlen(json_string_value(url)) != json_string_length(url) ||
-        cd_hook_url_check(json_string_value(url), &uwhy) != 0) {
-        snprintf(why, wl, "url: %s", strlen(json_string_value(url)) != json_string_length(url)
-                                          ? "contains a NUL byte"
-                                          : uwhy);
-        return -1;
-    }
-    json_t *keys = json_object_get(o, "keys"), *ops = json_object_get(o, "outpoints"),
-           *kinds = json_object_get(o, "kinds");
-    size_t i;
-    if (keys && !json_is_array(keys)) {
-        snprintf(why, wl, "keys: expected an array of 64-hex-digit pushdata keys");
-        return -1;
-    }
-    if (json_array_size(keys) > CD_HOOK_MAX_KEYS) {
-        snprintf(why, wl, "keys: at most %u per registration", CD_HOOK_MAX_KEYS);
-        return -1;
-    }
-    json_array_foreach(keys, i, v) {
-        if (!is_hex64(v)) {
-            snprintf(why, wl,
-                     "keys[%zu]: expected 64 hex digits (a pushdata key: sha256 of the pushed "
-                     "bytes, as in GET /v1/pushdata/<key>/history)",
-                     i);
-            return -1;
-        }
-    }
-    if (ops && !json_is_array(ops)) {
-        snprintf(why, wl, "outpoints: expected an array of {\"txid\": <hex>, \"vout\": <n>}");
-        return -1;
-    }
-    if (json_array_size(ops) > CD_HOOK_MAX_OUTPOINTS) {
-        snprintf(why, wl, "outpoints: at most %u per registration", CD_HOOK_MAX_OUTPOINTS);
-        return -1;
-    }
-    json_array_foreach(ops, i, v) {
-        json_t *t = json_object_get(v, "txid"), *n = json_object_get(v, "vout");
-        if (!json_is_object(v) || json_object_size(v) != 2 || !is_hex64(t) ||
-            !json_is_integer(n) || json_integer_value(n) < 0 ||
-            json_integer_value(n) > INT32_MAX) {
-            snprintf(why, wl,
-                     "outpoints[%zu]: expected {\"txid\": <64 hex digits>, \"vout\": 0..%d}", i,
-                     INT32_MAX);
-            return -1;
-        }
-    }
-    if (kinds && !json_is_array(kinds)) {
-        snprintf(why, wl, "kinds: expected an array of tip, reorg, evict");
-        return -1;
-    }
-    json_array_foreach(kinds, i, v) {
-        const char *s = json_string_value(v);
-        if (s && (!strcmp(s, "key") || !strcmp(s, "spend"))) {
-            snprintf(why, wl, "kinds[%zu]: '%s' events come from %s: list them there", i, s,
-                     !strcmp(s, "key") ? "keys" : "outpoints");
-            return -1;
-        }
-        if (!s || (strcmp(s, "tip") && strcmp(s, "reorg") && strcmp(s, "evict"))) {
-            snprintf(why, wl, "kinds[%zu]: expected one of tip, reorg, evict", i);
-            return -1;
-        }
-    }
-    if (!json_array_size(keys) && !json_array_size(ops) && !json_array_size(kinds)) {
-        snprintf(why, wl, "nothing to deliver: give keys, outpoints or kinds");
-        return -1;
-    }
-    return 0;
-}
-
-/* Wakes the delivery process after a registration committed (it reloads
- * every 5 s anyway: a failure here only delays). */
-static void notify_sender(http_srv *s)
-{
-    PQclear(PQexec(s->pg, "NOTIFY cd_webhook"));
-}
-
-/* Sends the PostgreSQL failure of a statement; H_DB_LOST when the session
- * broke (the dispatcher retries on a new one). */
-static int db_failed(http_srv *s, struct evhttp_request *req, PGresult *r, const char *what)
-{
-    const char *msg = PQresultErrorMessage(r);
-    int lost = PQstatus(s->pg) != CONNECTION_OK;
-    if (!lost)
-        cd_log_warn("webhook: %s: %s", what, msg);
-    PQclear(r);
-    if (lost)
-        return H_DB_LOST;
-    cd_http_reply_error(req, 500, "%s failed (see the daemon's log)", what);
-    return H_DONE;
 }
 
 static int h_add(http_srv *s, struct evhttp_request *req)
@@ -259,77 +130,25 @@ static int h_add(http_srv *s, struct evhttp_request *req)
     const char *b = (const char *)evbuffer_pullup(in, -1);
     json_error_t je;
     json_t *o = json_loadb(b ? b : "", blen, JSON_REJECT_DUPLICATES, &je);
-    char why[300];
     if (!o) {
         cd_http_reply_error(req, 400, "body is not JSON: %s (line %d)", je.text, je.line);
         return H_DONE;
     }
-    if (check_body(o, why, sizeof(why)) != 0) {
+    char why[512], secret[2 * CD_HOOK_SECRET_BYTES + 1];
+    int64_t id;
+    int rc = cd_hook_register(s->pg, o, &id, secret, why, sizeof(why));
+    if (rc != 0) {
         json_decref(o);
-        cd_http_reply_error(req, 400, "%s", why);
-        return H_DONE;
+        return hook_failed(s, req, rc, why);
     }
-    char maxs[16];
-    snprintf(maxs, sizeof(maxs), "%d", CD_HOOK_MAX_REGISTRATIONS);
-    const char *mv[1] = {maxs};
-    PGresult *c = PQexecParams(s->pg, "SELECT count(*) >= $1::bigint FROM webhooks", 1, NULL,
-                               mv, NULL, NULL, 0);
-    if (PQresultStatus(c) != PGRES_TUPLES_OK) {
-        json_decref(o);
-        return db_failed(s, req, c, "counting the webhooks");
-    }
-    int full = PQgetvalue(c, 0, 0)[0] == 't';
-    PQclear(c);
-    if (full) {
-        json_decref(o);
-        cd_http_reply_error_code(req, 409, "limit_reached",
-                                 "there are %d webhook registrations already (the most there "
-                                 "can be): delete some first",
-                                 CD_HOOK_MAX_REGISTRATIONS);
-        return H_DONE;
-    }
-    uint8_t raw[CD_HOOK_SECRET_BYTES];
-    char secret[2 * CD_HOOK_SECRET_BYTES + 1];
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        json_decref(o);
-        cd_http_reply_error(req, 500, "no random bytes for the secret (OpenSSL)");
-        return H_DONE;
-    }
-    cd_hex_encode(secret, raw, sizeof(raw));
     json_t *keys = json_object_get(o, "keys"), *ops = json_object_get(o, "outpoints"),
            *kinds = json_object_get(o, "kinds");
-    json_t *empty = json_array();
-    char *a_kinds = pg_array(kinds ? kinds : empty, NULL);
-    char *a_keys = pg_array(keys ? keys : empty, NULL);
-    char *a_txid = pg_array(ops ? ops : empty, "txid");
-    char *a_vout = pg_array(ops ? ops : empty, "vout");
-    json_decref(empty);
     const char *url = json_string_value(json_object_get(o, "url"));
-    const char *v[6] = {url, secret, a_kinds, a_keys, a_txid, a_vout};
-    PGresult *r = PQexecParams(
-        s->pg,
-        "SELECT cd_webhook_add($1, $2, $3::text[], "
-        " ARRAY(SELECT decode(x, 'hex') FROM unnest($4::text[]) x), "
-        " ARRAY(SELECT cd_txid(x) FROM unnest($5::text[]) WITH ORDINALITY t (x, n) ORDER BY n), "
-        " $6::integer[])",
-        6, NULL, v, NULL, NULL, 0);
-    free(a_kinds);
-    free(a_keys);
-    free(a_txid);
-    free(a_vout);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        json_decref(o);
-        OPENSSL_cleanse(secret, sizeof(secret));
-        return db_failed(s, req, r, "registering the webhook");
-    }
-    long long id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    notify_sender(s);
-    cd_log_info("webhook %lld: registered for %s (%zu keys, %zu outpoints, %zu kinds)", id,
+    cd_log_info("webhook %" PRId64 ": registered for %s (%zu keys, %zu outpoints, %zu kinds)", id,
                 cd_escape_str(url), json_array_size(keys), json_array_size(ops),
                 json_array_size(kinds));
     char loc[64];
-    snprintf(loc, sizeof(loc), "/v1/webhooks/%lld", id);
+    snprintf(loc, sizeof(loc), "/v1/webhooks/%" PRId64, id);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Location", loc);
     cd_http_reply_jobj(req, 201,
                        json_pack("{s:I, s:s, s:s, s:I, s:I, s:o}", "id", (json_int_t)id, "secret",
@@ -341,101 +160,26 @@ static int h_add(http_srv *s, struct evhttp_request *req)
     return H_DONE;
 }
 
-#define TS(col)                                                                                  \
-    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
-/* The status of every registration (id NULL) or of one. */
-static const char STATUS_SQL[] =
-    "SELECT h.id, h.url, array_to_json(h.kinds)::text, " TS("h.created_at") ", h.scan_id, "
-    " h.delivered_id, h.delivered, h.attempts, h.failures, h.last_error, " TS("h.last_attempt")
-    ", " TS("h.next_attempt") ", " TS("h.failing_since") ", h.failing, h.lost, "
-    " (SELECT coalesce(json_agg(encode(k.push_hash, 'hex') ORDER BY k.push_hash), '[]')::text "
-    "  FROM webhook_keys k WHERE k.hook_id = h.id), "
-    " (SELECT coalesce(json_agg(json_build_object('txid', cd_txid_hex(o.prev_hash), "
-    "   'vout', o.prev_idx) ORDER BY o.prev_hash, o.prev_idx), '[]')::text "
-    "  FROM webhook_outpoints o WHERE o.hook_id = h.id), "
-    " (SELECT max(id) FROM events) "
-    "FROM webhooks h WHERE $1::bigint IS NULL OR h.id = $1::bigint ORDER BY h.id";
-
-static json_t *jnum_or_null(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? json_null()
-                                    : json_integer(strtoll(PQgetvalue(r, row, col), NULL, 10));
-}
-
-static json_t *jstr_or_null(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? json_null() : json_string(PQgetvalue(r, row, col));
-}
-
-static json_t *status_row(PGresult *r, int i)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "id", jnum_or_null(r, i, 0));
-    json_object_set_new(o, "url", jstr_or_null(r, i, 1));
-    json_object_set_new(o, "kinds", json_loads(PQgetvalue(r, i, 2), 0, NULL));
-    json_object_set_new(o, "keys", json_loads(PQgetvalue(r, i, 15), 0, NULL));
-    json_object_set_new(o, "outpoints", json_loads(PQgetvalue(r, i, 16), 0, NULL));
-    json_object_set_new(o, "created", jstr_or_null(r, i, 3));
-    json_object_set_new(o, "cursor", jnum_or_null(r, i, 4));
-    json_object_set_new(o, "last_delivered_event", jnum_or_null(r, i, 5));
-    json_object_set_new(o, "latest_event", jnum_or_null(r, i, 17));
-    json_object_set_new(o, "delivered", jnum_or_null(r, i, 6));
-    json_object_set_new(o, "failing", json_boolean(PQgetvalue(r, i, 13)[0] == 't'));
-    json_object_set_new(o, "attempts", jnum_or_null(r, i, 7));
-    json_object_set_new(o, "failures", jnum_or_null(r, i, 8));
-    json_object_set_new(o, "last_error", jstr_or_null(r, i, 9));
-    json_object_set_new(o, "last_attempt", jstr_or_null(r, i, 10));
-    json_object_set_new(o, "next_attempt", jstr_or_null(r, i, 11));
-    json_object_set_new(o, "failing_since", jstr_or_null(r, i, 12));
-    json_object_set_new(o, "lost", jnum_or_null(r, i, 14));
-    return o;
-}
-
 static int h_status(http_srv *s, struct evhttp_request *req, const char *id)
 {
-    const char *v[1] = {id};
-    PGresult *r = PQexecParams(s->pg, STATUS_SQL, 1, NULL, v, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return db_failed(s, req, r, "reading the webhooks");
-    int n = PQntuples(r);
-    if (id && n == 0) {
-        PQclear(r);
-        cd_http_reply_error_code(req, 404, "not_found", "no webhook %s", id);
-        return H_DONE;
-    }
+    char why[512];
     json_t *out;
-    if (id) {
-        out = status_row(r, 0);
-    } else {
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-            json_array_append_new(arr, status_row(r, i));
-        out = json_pack("{s:o}", "webhooks", arr);
-    }
-    PQclear(r);
-    cd_http_reply_jobj(req, 200, out);
+    int rc = cd_hook_status(s->pg, id ? strtoll(id, NULL, 10) : 0, &out, why, sizeof(why));
+    if (rc != 0)
+        return hook_failed(s, req, rc, why);
+    cd_http_reply_jobj(req, 200, id ? out : json_pack("{s:o}", "webhooks", out));
     return H_DONE;
 }
 
 static int h_delete(http_srv *s, struct evhttp_request *req, const char *id)
 {
-    const char *v[1] = {id};
-    PGresult *r = PQexecParams(s->pg, "SELECT cd_webhook_delete($1::bigint)", 1, NULL, v, NULL,
-                               NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        return db_failed(s, req, r, "deleting the webhook");
-    int found = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    if (found)
-        notify_sender(s);
-    if (!found) {
-        cd_http_reply_error_code(req, 404, "not_found", "no webhook %s", id);
-        return H_DONE;
-    }
-    cd_log_info("webhook %s: deleted", id);
-    cd_http_reply_jobj(req, 200, json_pack("{s:I, s:b}", "id", (json_int_t)strtoll(id, NULL, 10),
-                                           "deleted", 1));
+    char why[512];
+    int64_t v = strtoll(id, NULL, 10);
+    int rc = cd_hook_delete(s->pg, v, why, sizeof(why));
+    if (rc != 0)
+        return hook_failed(s, req, rc, why);
+    cd_log_info("webhook %" PRId64 ": deleted", v);
+    cd_http_reply_jobj(req, 200, json_pack("{s:I, s:b}", "id", (json_int_t)v, "deleted", 1));
     return H_DONE;
 }
 
@@ -461,7 +205,7 @@ int cd_http_hooks_dispatch(http_srv *s, struct evhttp_request *req)
         return 0;
     const char *id = path[12] == '/' ? path + 13 : NULL;
     uint64_t idv;
-    if (id && cd_http_parse_uint(id, INT64_MAX, &idv) != 0) {
+    if (id && (cd_http_parse_uint(id, INT64_MAX, &idv) != 0 || idv == 0)) {
         cd_http_reply_error_code(req, 404, "not_found",
                                  "a webhook id is a positive decimal number");
         return 1;

@@ -25,8 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+#include <libpq-fe.h>
+
 #include "cd_ctl.h"
-#include "cd_err.h" /* CD_WARN_UNUSED */
+#include "cd_err.h" /* CD_WARN_UNUSED, CD_HOOK_E* */
 
 /* Bounds of one registration (documented in docs/WEBHOOKS.md). */
 #define CD_HOOK_MAX_URL       2048u
@@ -60,6 +63,36 @@ int cd_http_hooks_dispatch(struct http_srv *s, struct evhttp_request *req);
 
 /* Returns: 1 if an OpenAPI path ("/v1/webhooks/{id}") is served here. */
 int cd_http_hooks_owns_path(const char *path);
+
+/* ---- registrations (cd_http_hooks_reg.c: the routes and conduit-cli) ---- */
+
+/* Checks a registration body {url, keys, outpoints, kinds} (pure).
+ * Out: why, a sentence naming the field, when it is refused.
+ * Returns: 0, or CD_HOOK_EINPUT. */
+int cd_hook_check(const json_t *body, char *why, size_t wl) CD_WARN_UNUSED;
+
+/* Registers a webhook: checks the body, draws the secret (RAND_bytes), runs
+ * cd_webhook_add (rows and watches, one transaction) and wakes the
+ * delivery process (NOTIFY cd_webhook).
+ * In:  pg a live session; body as for cd_hook_check (borrowed).
+ * Out: *id, secret (the hex, NUL-terminated: shown to the caller once);
+ *      why on failure.
+ * Returns: 0; CD_HOOK_EINPUT; CD_HOOK_EFULL (CD_HOOK_MAX_REGISTRATIONS
+ *          exist); CD_HOOK_EDB (why: PostgreSQL's message). */
+int cd_hook_register(PGconn *pg, const json_t *body, int64_t *id,
+                     char secret[2 * CD_HOOK_SECRET_BYTES + 1], char *why,
+                     size_t wl) CD_WARN_UNUSED;
+
+/* Deletes registration id and its watches (cd_webhook_delete).
+ * Returns: 0, CD_HOOK_ENOTFOUND or CD_HOOK_EDB (why says). */
+int cd_hook_delete(PGconn *pg, int64_t id, char *why, size_t wl) CD_WARN_UNUSED;
+
+/* The status of registration id (an object), or of every one (id 0: an
+ * array), as GET /v1/webhooks[/<id>] shows it (docs/WEBHOOKS.md); never the
+ * secret.
+ * Out: *out, a new reference (json_decref) on success.
+ * Returns: 0, CD_HOOK_ENOTFOUND or CD_HOOK_EDB (why says). */
+int cd_hook_status(PGconn *pg, int64_t id, json_t **out, char *why, size_t wl) CD_WARN_UNUSED;
 
 /* ---- delivery rules (cd_http_hooks_send.c) ---- */
 

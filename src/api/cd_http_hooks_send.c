@@ -166,6 +166,7 @@ static struct {
     double last_rescan;
     struct event *kick; /* runs pump() at the next loop turn */
     char last_err[512]; /* the last statement error logged */
+    int schema_wait;    /* "no webhook tables yet" was said */
     hook *hooks;
 } H;
 
@@ -308,12 +309,24 @@ static PGresult *pg_q(const char *what, const char *sql, int n, const char *cons
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         H.last_err[0] = '\0';
+        H.schema_wait = 0;
         return r;
     }
     char msg[512];
     snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
     msg[strcspn(msg, "\n")] = '\0';
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 42P01 undefined table, 42883 undefined function: the daemon has not
+     * migrated this database yet (the process starts with the others) */
+    int early = state && (!strcmp(state, "42P01") || !strcmp(state, "42883"));
     PQclear(r);
+    if (early && PQstatus(c) == CONNECTION_OK) {
+        if (!H.schema_wait)
+            cd_log_info("webhook: the database has no webhook tables yet (sql/012 not applied); "
+                        "waiting for the migrations");
+        H.schema_wait = 1;
+        return NULL;
+    }
     if (PQstatus(c) != CONNECTION_OK) {
         cd_log_warn("webhook: postgres: connection lost while %s; reconnecting", what);
         pg_drop();

@@ -33,6 +33,7 @@ int cd_cli_history(int argc, char **argv);       /* cli_wallet.c */
 int cd_cli_merkle_proof_fmt(int argc, char **argv); /* cli_sdk.c: --format, then cli_pg.c */
 int cd_cli_beef(int argc, char **argv);             /* cli_sdk.c */
 int cd_cli_man(int argc, char **argv);           /* cli_man.c */
+int cd_cli_webhook(int argc, char **argv);       /* cli_hooks.c */
 
 const cd_cli_cmd cd_cli_commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
@@ -64,6 +65,9 @@ const cd_cli_cmd cd_cli_commands[] = {
      "confirmed / unconfirmed satoshis and UTXO count of a key"},
     {"history", cd_cli_history, "<address|scripthash:H|pushdata:H> [--json]",
      "txs paying to or spending from a key, by height (mempool last)"},
+    {"webhook", cd_cli_webhook,
+     "add <url> [--key H]... [--outpoint T:V]... [--kind K]... | list [--json] | rm <id>",
+     "webhook registrations (docs/WEBHOOKS.md): the secret is printed once by add"},
     {"man", cd_cli_man, "conduitd.8|conduitd.conf.5|conduit-cli.1",
      "write a man page (roff) generated from the option tables"},
     {NULL, NULL, NULL, NULL},

@@ -108,6 +108,10 @@ OTHER = {
     "events_sub_idle": ("600", "600"),
     "metrics_listen": ("9490", "127.0.0.1:9490"),  # a bare port: loopback
     "metrics_allow_remote": ("yes", "on"),
+    "webhooks": ("off", "off"),
+    "webhook_timeout": ("3", "3"),
+    "webhook_retry_max": ("30", "30"),
+    "webhook_failing_after": ("4", "4"),
 }
 
 

@@ -33,7 +33,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from daemon_util import Daemon  # noqa: E402
+from daemon_util import Daemon, cli  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_reorg import mempool, mine_exact, tip, txid, wait_until  # noqa: E402
 
@@ -154,6 +154,8 @@ def healthy(e):
     for bad in ("AddressSanitizer", "runtime error:", "restarting webhook"):
         assert bad not in log, bad + ":\n" + log[-4000:]
     assert not re.search(r"worker \d+ \(pid \d+\) (killed|exited)", log), log[-4000:]
+    # a fresh database (the process starts before the migrations) is a wait, not an error
+    assert not re.search(r"ERROR[^\n]*webhook", log), log[-4000:]
 
 
 def start_daemon(e):
@@ -409,6 +411,8 @@ def test_bad_registrations(env):
     assert st == 401 and "unknown API key" in doc["error"]
     assert api(e.port, "GET", "/v1/webhooks", headers={})[0] == 401
     assert api(e.port, "GET", "/v1/webhooks/abc")[0] == 404
+    assert api(e.port, "GET", "/v1/webhooks/0")[0] == 404  # not the list
+    assert api(e.port, "GET", "/v1/webhooks/-1")[0] == 404
     assert api(e.port, "GET", "/v1/webhooks/999999")[0] == 404
     assert api(e.port, "DELETE", "/v1/webhooks/999999")[0] == 404
     st, doc = api(e.port, "PUT", "/v1/webhooks", ok)
@@ -417,6 +421,40 @@ def test_bad_registrations(env):
     # the daemon logged who sent the unknown key, and still serves
     e.d.wait_for_log(r"webhook: a request with an unknown API key from 127\.0\.0\.1")
     assert api(e.port, "GET", "/v1/webhooks")[0] == 200
+
+
+def test_cli_webhook_add_list_rm(env):
+    """conduit-cli webhook: the same checks and rows as the HTTP routes; the
+    delivery process picks a registration up and delivers to it."""
+    e = env
+    args = ["--regtest", "--pg-conninfo", e.ci]
+    p = cli(e.build_dir, ["webhook", "add", "http://127.0.0.1:9/x", "--key", "xyz"] + args,
+            check=False)
+    assert p.returncode == 2 and b"keys[0]: expected 64 hex digits" in p.stderr, p.stderr
+    p = cli(e.build_dir, ["webhook", "add", "https://127.0.0.1/x", "--kind", "tip"] + args,
+            check=False)
+    assert p.returncode == 2 and b"TLS" in p.stderr
+    rc = Receiver()
+    start_id = max_event(e)
+    p = cli(e.build_dir, ["webhook", "add", rc.url, "--kind", "tip", "--outpoint",
+                          "00" * 32 + ":3"] + args)
+    out = dict(line.split(" ", 1) for line in p.stdout.decode().splitlines())
+    hid, rc.secret = int(out["id"]), out["secret"]
+    assert len(rc.secret) == 64
+    s = status(e, hid)
+    assert s["url"] == rc.url and s["kinds"] == ["tip"]
+    assert s["outpoints"] == [{"txid": "00" * 32, "vout": 3}]
+    listed = cli(e.build_dir, ["webhook", "list", "--json"] + args).stdout.decode()
+    assert [json.loads(x)["id"] for x in listed.splitlines()] == [hid]
+    assert rc.secret not in listed
+    e.node.mine(1)
+    sync(e)
+    want = [i for i, k, _ in events_after(e, start_id) if k == "tip"]
+    wait_delivered(e, rc, want)
+    assert cli(e.build_dir, ["webhook", "rm", str(hid)] + args).stdout == b"deleted %d\n" % hid
+    p = cli(e.build_dir, ["webhook", "rm", str(hid)] + args, check=False)
+    assert p.returncode == 1 and b"no webhook" in p.stderr
+    assert api(e.port, "GET", "/v1/webhooks/%d" % hid)[0] == 404
 
 
 def emit(e, kind, body_sql, n=1):
