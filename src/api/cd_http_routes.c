@@ -9,6 +9,7 @@
 #include "cd_http.h"
 #include "cd_http_int.h"
 #include "cd_http_cdb.h"
+#include "cd_http_hooks.h"
 #include "cd_http_req.h"
 #include "cd_status.h"
 
@@ -545,6 +546,22 @@ static int h_openapi(http_srv *s, struct evhttp_request *req, http_args *a)
     return H_DONE;
 }
 
+/* GET /v1/events, /v1/ws: the push-notification streams
+ * (cd_http_events_cli.c; they keep their own PostgreSQL connection). */
+static int h_events(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    cd_http_events_sse(s, req, arg(a, "kinds"), arg(a, "keys"), arg(a, "outpoints"),
+                       arg(a, "since"), arg(a, "sub"));
+    return H_DONE;
+}
+
+static int h_ws(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    (void)a;
+    cd_http_events_ws(s, req);
+    return H_DONE;
+}
+
 /* ---- routing ---- */
 
 typedef struct http_route {
@@ -579,6 +596,8 @@ static const http_route routes[] = {
     {{"scripthash", "*", "balance", NULL}, 1, h_wallet, NULL},
     {{"scripthash", "*", "history", NULL}, 1, h_wallet, "limit after"},
     {{"openapi.json", NULL}, 0, h_openapi, NULL},
+    {{"events", NULL}, 0, h_events, "kinds keys outpoints since sub"},
+    {{"ws", NULL}, 0, h_ws, NULL},
 };
 
 /* 1 if `name` is a word of the space-separated list (NULL: empty). */
@@ -693,8 +712,8 @@ int cd_http_openapi_check(const char *text, size_t len, char *err, size_t errlen
     const char *path;
     json_t *item;
     json_object_foreach(paths, path, item) {
-        if (cd_http_sdk_owns_path(path))
-            continue; /* the SDK's table and ARC (cd_http_sdk.c) */
+        if (cd_http_sdk_owns_path(path) || cd_http_hooks_owns_path(path))
+            continue; /* the SDK's table and ARC (cd_http_sdk.c), webhooks */
         const http_route *rt = NULL;
         for (size_t r = 0; r < CD_ARRAY_LEN(routes) && !rt; r++)
             if (path_is_route(path, &routes[r]))
@@ -764,6 +783,8 @@ void cd_http_handle(struct evhttp_request *req, void *arg)
     if (cd_http_cdb_dispatch(s, req)) /* ConduitDB's API: /, /api/v1/... (cd_http_cdb.c) */
         return;
     if (cd_http_sdk_dispatch(s, req)) /* BUMP, BEEF, /woc, /arc (cd_http_sdk.c) */
+        return;
+    if (cd_http_hooks_dispatch(s, req)) /* /v1/webhooks (cd_http_hooks.c) */
         return;
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_OPTIONS) {
         cd_http_reply_error(req, 405, "only GET, HEAD and OPTIONS are supported");

@@ -8,6 +8,8 @@
 #include "cli.h"
 #include "cd_config.h"
 #include "cd_log.h"
+#include "cd_util.h"
+#include <stdlib.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +33,7 @@ int cd_cli_history(int argc, char **argv);       /* cli_wallet.c */
 int cd_cli_merkle_proof_fmt(int argc, char **argv); /* cli_sdk.c: --format, then cli_pg.c */
 int cd_cli_beef(int argc, char **argv);             /* cli_sdk.c */
 int cd_cli_man(int argc, char **argv);           /* cli_man.c */
+int cd_cli_webhook(int argc, char **argv);       /* cli_hooks.c */
 
 const cd_cli_cmd cd_cli_commands[] = {
     {"status", cd_cli_status, "[--datadir D | --regtest ...] [--json|--watch]",
@@ -62,6 +65,9 @@ const cd_cli_cmd cd_cli_commands[] = {
      "confirmed / unconfirmed satoshis and UTXO count of a key"},
     {"history", cd_cli_history, "<address|scripthash:H|pushdata:H> [--json]",
      "txs paying to or spending from a key, by height (mempool last)"},
+    {"webhook", cd_cli_webhook,
+     "add <url> [--key H]... [--outpoint T:V]... [--kind K]... | list [--json] | rm <id>",
+     "webhook registrations (docs/WEBHOOKS.md): the secret is printed once by add"},
     {"man", cd_cli_man, "conduitd.8|conduitd.conf.5|conduit-cli.1",
      "write a man page (roff) generated from the option tables"},
     {NULL, NULL, NULL, NULL},
@@ -104,8 +110,22 @@ int cd_cli_main(int argc, char **argv)
         return 0;
     }
     for (const cd_cli_cmd *c = cd_cli_commands; c->name; c++)
-        if (strcmp(c->name, argv[1]) == 0)
-            return c->fn(argc - 1, argv + 1);
+        if (strcmp(c->name, argv[1]) == 0) {
+            /* The subcommands parse copies of the arguments (some keep
+             * pointers into them for their whole run: cli_p2p.c), so the
+             * password of a --pg-conninfo can be scrubbed from the process's
+             * own argv memory, which is what /proc/PID/cmdline and ps show
+             * (issue 17; the daemon does the same in main.c). */
+            char **args = cd_xcalloc((size_t)argc + 1, sizeof(char *));
+            for (int i = 0; i < argc; i++)
+                args[i] = cd_xstrdup(argv[i]);
+            cd_config_scrub_argv(argc, argv);
+            int rc = c->fn(argc - 1, args + 1);
+            for (int i = 0; i < argc; i++)
+                free(args[i]);
+            free(args);
+            return rc;
+        }
     fprintf(stderr, "conduit-cli: unknown command '%s' (try: conduit-cli help)\n", argv[1]);
     return 2;
 }

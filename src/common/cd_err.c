@@ -28,6 +28,8 @@ _Static_assert(CD_ERR_IN(CD_LOOKUP_ENOTFOUND, CD_ERR_LOOKUP) &&
 _Static_assert(CD_ERR_IN(CD_SUP_EFULL, CD_ERR_PROC) && CD_ERR_IN(CD_SUP_ESLOT, CD_ERR_PROC),
                "proc codes outside their range");
 _Static_assert(CD_ERR_IN(CD_ROWS_EMALFORMED, CD_ERR_ROWS), "rows codes outside their range");
+_Static_assert(CD_ERR_IN(CD_HOOK_EINPUT, CD_ERR_API) && CD_ERR_IN(CD_HOOK_EDB, CD_ERR_API),
+               "webhook codes outside their range");
 _Static_assert(CD_BS_NOTFOUND == MDB_NOTFOUND, "CD_BS_NOTFOUND is LMDB's MDB_NOTFOUND");
 _Static_assert(MDB_KEYEXIST == CD_ERR_LMDB_MIN && MDB_LAST_ERRCODE <= CD_ERR_LMDB_MAX,
                "LMDB's codes outside the range cd_err.h reserves for them");
@@ -126,6 +128,15 @@ const char *cd_strerror(int code)
         return "child process still running";
     case CD_SUP_ESLOT:
         return "no such child process";
+
+    case CD_HOOK_EINPUT:
+        return "webhook registration refused";
+    case CD_HOOK_EFULL:
+        return "too many webhook registrations";
+    case CD_HOOK_ENOTFOUND:
+        return "no such webhook";
+    case CD_HOOK_EDB:
+        return "webhook database statement failed";
 
     case CD_LOOKUP_ENOTFOUND:
         return "not found";

@@ -32,7 +32,7 @@
  *   -1900 .. -1999      index: tx -> rows                     CD_ROWS_E*
  *   -2000 .. -2099      workers                               (none yet)
  *   -2100 .. -2199      pipeline                              (none yet)
- *   -2200 .. -2299      api                                   (none yet)
+ *   -2200 .. -2299      api: webhooks                         CD_HOOK_E*
  *   -2300 .. -2399      cli                                   (none yet)
  *   -30799 .. -30780    LMDB's MDB_* codes, passed through by the store room
  *   -30999 .. -30900    libconduit-p2p's CP2P_E* (its own public values,
@@ -146,6 +146,12 @@
 
 /* ---- index (cd_rows.h) ---- */
 #define CD_ROWS_EMALFORMED (CD_ERR_ROWS - 1) /* bytes are not a run of complete transactions */
+
+/* ---- api: webhook registrations (cd_http_hooks.h) ---- */
+#define CD_HOOK_EINPUT    (CD_ERR_API - 1) /* a registration refused: a field is bad */
+#define CD_HOOK_EFULL     (CD_ERR_API - 2) /* CD_HOOK_MAX_REGISTRATIONS exist already */
+#define CD_HOOK_ENOTFOUND (CD_ERR_API - 3) /* no such registration */
+#define CD_HOOK_EDB       (CD_ERR_API - 4) /* a statement failed, or no connection */
 
 /*
  * Names any code of the program.

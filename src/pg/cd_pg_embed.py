@@ -34,8 +34,13 @@ def main(argv):
         if not m:
             sys.exit(f"cd_pg_embed: bad migration file name {base} (want NNN_name.sql)")
         ver = int(m.group(1))
-        if ver in seen or ver != len(rows) + 1:
-            sys.exit(f"cd_pg_embed: migrations must be numbered 001, 002, ... without gaps ({base})")
+        # numbers ascend; a gap is allowed because numbers are reserved per
+        # branch while features are built in parallel (009 events, 010 ev,
+        # 011 cdbws, 012 hook): a branch merged before another may leave a
+        # hole. The schema version is the last number applied, so a
+        # reserved number must land before any release that passes it.
+        if ver in seen or ver <= (rows[-1][0] if rows else 0):
+            sys.exit(f"cd_pg_embed: migrations must be numbered in ascending order ({base})")
         seen.add(ver)
         with open(f, encoding="utf-8") as fh:
             rows.append((ver, m.group(2), fh.read()))
@@ -46,7 +51,7 @@ def main(argv):
         for ver, name, sql in rows:
             o.write(f'    {{{ver}, "{name}",\n{c_string(sql)}}},\n')
         o.write("    {0, NULL, NULL},\n};\n")
-        o.write(f"const int cd_pg_schema_latest = {len(rows)};\n")
+        o.write(f"const int cd_pg_schema_latest = {rows[-1][0] if rows else 0};\n")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def test_sessions_named_by_component(run):
         names = {r[0] for r in psql(pg, "proctable",
                                      "SELECT application_name FROM pg_stat_activity "
                                      "WHERE datname = 'proctable'")}
-        if {"conduitd-parser-0", "conduitd-parser-1", "conduitd-http"} <= names:
+        if {"conduitd-parser-0", "conduitd-parser-1", "conduitd-http",
+                "conduitd-webhook"} <= names:
             break
         assert time.monotonic() < deadline, names
         time.sleep(0.2)
@@ -119,7 +120,8 @@ def test_helper_is_a_row_and_reaped(run):
     assert re.search(r"supervisor: index-ddl 0 \(pid %s\) done" % m.group(1), log), log[-3000:]
     assert "ended without a result" not in log
     resident = set(started(d, "writer")[-1:] + started(d, "merkle")[-1:]
-                   + started(d, "http")[-4:])  # the HTTP_PROCS servers
+                   + started(d, "http")[-4:]  # the HTTP_PROCS servers
+                   + started(d, "webhook")[-1:])  # the webhook delivery (issue 16)
     resident |= {int(p) for p in re.findall(r"started parser worker \d+ \(pid (\d+)\)", log)}
     kids = children(d.proc.pid)
     assert set(kids) == resident, (kids, resident)

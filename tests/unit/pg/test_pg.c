@@ -78,7 +78,11 @@ START_TEST(migrate_idempotent)
     /* second run (another process starting) changes nothing */
     cd_pg *pg2 = pg_for(conninfo);
     ck_assert_int_eq(cd_pg_migrate(pg2), CD_PG_OK);
-    ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM cd_schema_version"), cd_pg_schema_latest);
+    /* one row per migration (numbers may have gaps: cd_pg_embed.py) */
+    long nmig = 0;
+    while (cd_pg_migrations[nmig].version)
+        nmig++;
+    ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM cd_schema_version"), nmig);
     ck_assert_int_eq(scalar(pg2, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
                      tables);
     cd_pg_free(pg2);
