@@ -111,9 +111,10 @@ void cd_pg_set_retry(cd_pg *pg, unsigned max_attempts, unsigned max_backoff_ms,
  * cd_pg_set_bulk. Returns CD_PG_OK or CD_PG_EDOWN. */
 int cd_pg_connect(cd_pg *pg) CD_WARN_UNUSED;
 
-/* Session setting: synchronous_commit off (unit commits are redone from LMDB
- * after a crash anyway, so losing the last commits on a server crash is
- * safe). Takes effect on the next (re)connect. */
+/* Session setting: synchronous_commit off. Used only by the benchmark tool
+ * (conduit-index-file --bulk, to measure the lever); the daemon keeps
+ * commits synchronous (docs/PERFORMANCE.md, "Not changed, and why").
+ * Takes effect on the next (re)connect. */
 void cd_pg_set_bulk(cd_pg *pg, int on);
 
 /* Returns: the live connection, or NULL when not connected. Borrowed (the
