@@ -165,8 +165,25 @@ def seeds_config(d, shared):
     put(d, "args-1", b"A--regtest\0--connect\0127.0.0.1\0--ring-size=16M\0--no-index")
 
 
+def seeds_ws(d, shared):
+    """Client frames (masked): RFC 6455's "Hello", fragments with a ping
+    between them, a close; byte 0 = max_message, byte 1 = the cut seed."""
+    def frame(op, payload, fin=True, mask=b"\x37\xfa\x21\x3d"):
+        n = len(payload)
+        h = bytes([(0x80 if fin else 0) | op])
+        if n < 126:
+            h += bytes([0x80 | n])
+        else:
+            h += bytes([0x80 | 126]) + struct.pack(">H", n)
+        return h + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    put(d, "hello", b"\xff\x07" + frame(1, b"Hello"))
+    put(d, "fragments", b"\x40\x03" + frame(1, b"Hel", fin=False) + frame(9, b"p")
+        + frame(0, b"lo") + frame(2, bytes(200)) + frame(8, b"\x03\xe8bye"))
+    put(d, "subscribe", b"\xc8\x05" + frame(1, b'{"op": "subscribe", "kinds": ["tip"]}'))
+
+
 SEEDERS = {"tx": seeds_tx, "script": seeds_script, "hdrchain": seeds_hdrchain,
-           "http": seeds_http, "config": seeds_config}
+           "http": seeds_http, "config": seeds_config, "ws": seeds_ws}
 
 if __name__ == "__main__":
     target, d, shared = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -13,7 +13,9 @@
 # index and catchup benchmarks run against a throw-away PostgreSQL
 # (tests/pgserver.py --). catchup (conduitd end to end) also writes the index
 # rate over time: DIR/bench-catchup.csv and the chart DIR/bench-catchup.png
-# (bench/plot.py, gnuplot).
+# (bench/plot.py, gnuplot). growth (bench/index/bench_growth.py: rates, CPU,
+# bytes per tx and query latencies at growing sizes) writes DIR/bench-growth.md
+# and DIR/bench-growth.png.
 # Scratch files go to a temporary directory removed at exit. The full run
 # stays well under 10 minutes on the 2-core dev VM. Timing is the programs'
 # own (they print MB/s, tx/s, blocks/s); this script only adds how long each
@@ -28,7 +30,7 @@ BUILD=build
 QUICK=0
 ONLY=()
 
-ALL=(preproc parse hdrtree recv pipe pipe-feed pipe-feed-real index-parse index catchup daemon-sync)
+ALL=(preproc parse hdrtree recv pipe pipe-feed pipe-feed-real index-parse index catchup daemon-sync growth)
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -61,11 +63,15 @@ if [ "$QUICK" = 1 ]; then
   PRE_MB=32 PARSE_MB=16 HDRS=20000 RECV_MB=64 RECV_N=2 PIPE_MB=128
   FEED_GEN=(--gen 16M:100K --gen 16M:100K) IDX_TXS=50000 SYNC_BLOCKS=5 SYNC_SIZE=4M
   CU_BLOCKS=150 CU_TXS=1000
+  GROWTH=(--checkpoints 60k,200k --window 10 --queries 200 --chain "$TMP/growth-chain")
 else
   PRE_MB=256 PARSE_MB=128 HDRS=200000 RECV_MB=512 RECV_N=4 PIPE_MB=1024
   FEED_GEN=(); for _ in 1 2 3 4 5 6 7 8; do FEED_GEN+=(--gen 64M:100K); done
   IDX_TXS=500000 SYNC_BLOCKS=20 SYNC_SIZE=32M
   CU_BLOCKS=400 CU_TXS=1500
+  # the chain file is generated once (~1 min) and kept beside the build;
+  # 10M and more: bench/index/bench_growth.py directly (docs/PERFORMANCE.md, Growth)
+  GROWTH=(--checkpoints 200k,1M --window 40 --queries 1000 --chain "$BUILD/growth-chain-1500")
 fi
 
 wanted() {
@@ -132,6 +138,12 @@ run catchup $PY "$ROOT/tests/pgserver.py" -- $PY "$ROOT/bench/index/bench_catchu
 if wanted catchup && [ -s "$CU_CSV" ]; then
   $PY "$ROOT/bench/plot.py" "$CU_CSV" "$CU_PNG" || FAILED+=(catchup-chart)
 fi
+# growth: catch-up, live rate, CPU, bytes and query latencies at growing
+# sizes, from a chain file served by the simulated node; table + chart
+# DIR/bench-growth.{md,png}
+rm -f "$BUILD/bench-growth.csv"
+run growth $PY "$ROOT/tests/pgserver.py" -- $PY "$ROOT/bench/index/bench_growth.py" \
+  --build "$BUILD" --out "$BUILD" "${GROWTH[@]}"
 # conduitd downloading from the simulated node (p2p + ring + workers)
 run daemon-sync $PY "$ROOT/bench/pipeline/daemon_sync.py" --build "$BUILD" \
   --blocks "$SYNC_BLOCKS" --block-size "$SYNC_SIZE"

@@ -15,7 +15,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-15}
-TARGETS=${FUZZ_TARGETS:-"p2p tx script hdrchain http config"}
+TARGETS=${FUZZ_TARGETS:-"p2p tx script hdrchain http config ws"}
 if ! command -v clang >/dev/null 2>&1; then
     echo "fuzz.sh: clang not found: fuzzing skipped" >&2
     exit 0

@@ -31,13 +31,24 @@
 
 #define HTTP_BACKLOG 128
 
-/* The socket main.c bound (cd_http_set_listener); taken by init(). */
+/* The sockets main.c bound (cd_http_set_listener,
+ * cd_http_set_metrics_listener); taken by init(). */
 static int http_listener = -1;
+static int metrics_listener = -1;
 
 void cd_http_set_listener(int fd)
 {
     http_listener = fd;
 }
+
+void cd_http_set_metrics_listener(int fd)
+{
+    metrics_listener = fd;
+}
+
+/* The metrics server's index in the module's tables, after the API's. */
+#define METRICS_PROC HTTP_PROCS
+#define HTTP_SLOTS   (HTTP_PROCS + 1)
 
 /* "127.0.0.1:8085" / "[::1]:8085" of a bound socket. */
 static void sock_name(int fd, char *buf, size_t len)
@@ -54,12 +65,13 @@ static void sock_name(int fd, char *buf, size_t len)
     cd_hostport_format(buf, len, h, (unsigned)atoi(p));
 }
 
-int cd_http_listen_open(const char *spec, char *err, size_t errlen)
+/* Binds and listens on spec for option `opt` (its name prefixes err). */
+static int bind_listener(const char *opt, const char *spec, char *err, size_t errlen)
 {
     char host[CD_HOSTPORT_MAX], port[16];
     int portnum;
     if (cd_hostport_parse(spec, host, sizeof(host), &portnum) != 0 || portnum < 0) {
-        snprintf(err, errlen, "http_listen %s: expects address:port, e.g. 127.0.0.1:8085", spec);
+        snprintf(err, errlen, "%s %s: expects address:port, e.g. 127.0.0.1:8085", opt, spec);
         return -1;
     }
     snprintf(port, sizeof(port), "%d", portnum);
@@ -70,7 +82,7 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen)
     hints.ai_flags = AI_PASSIVE;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0) {
-        snprintf(err, errlen, "http_listen %s: %s", spec, gai_strerror(g));
+        snprintf(err, errlen, "%s %s: %s", opt, spec, gai_strerror(g));
         return -1;
     }
     int fd = -1, e = 0;
@@ -93,12 +105,31 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen)
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        snprintf(err, errlen, "http_listen %s: %s", spec, strerror(e ? e : EADDRNOTAVAIL));
+        snprintf(err, errlen, "%s %s: %s", opt, spec, strerror(e ? e : EADDRNOTAVAIL));
         return -1;
     }
+    return fd;
+}
+
+int cd_http_listen_open(const char *spec, char *err, size_t errlen)
+{
+    int fd = bind_listener("http_listen", spec, err, errlen);
+    if (fd < 0)
+        return -1;
     char name[300];
     sock_name(fd, name, sizeof(name));
     cd_log_info("http: API on %s (no authentication: keep it on loopback or behind a proxy)", name);
+    return fd;
+}
+
+int cd_http_metrics_listen_open(const char *spec, char *err, size_t errlen)
+{
+    int fd = bind_listener("metrics_listen", spec, err, errlen);
+    if (fd < 0)
+        return -1;
+    char name[300];
+    sock_name(fd, name, sizeof(name));
+    cd_log_info("metrics: Prometheus metrics on http://%s/metrics", name);
     return fd;
 }
 
@@ -107,16 +138,18 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen)
 typedef struct http_mod {
     const cd_config *cfg;
     cd_supervisor *sup; /* the process table (cd_ctl_sup: borrowed) */
-    int listen_fd;
-    int chan_fd[HTTP_PROCS]; /* the controller's end of each child's channel, -1 */
-    int slot[HTTP_PROCS];    /* supervisor slot of server i */
+    int listen_fd;           /* http_listen's socket, -1: the API is off */
+    int metrics_fd;          /* metrics_listen's socket, -1: off */
+    int chan_fd[HTTP_SLOTS]; /* the controller's end of each child's channel, -1 */
+    int slot[HTTP_SLOTS];    /* supervisor slot of server i (METRICS_PROC: the
+                                metrics server), -1: none */
     http_busy *busy;         /* shared with the children (MAP_SHARED, before fork) */
 } http_mod;
 
 /* Server i of a supervisor slot, or -1. */
 static int proc_of(const http_mod *m, int slot)
 {
-    for (int i = 0; i < HTTP_PROCS; i++)
+    for (int i = 0; i < HTTP_SLOTS; i++)
         if (m->slot[i] == slot)
             return i;
     return -1;
@@ -194,6 +227,8 @@ static void http_child_main(void *arg, int slot, int fd)
         cd_log_error("http: supervisor slot %d is not a server's", slot);
         exit(CD_EXIT_FAILURE);
     }
+    if (i == METRICS_PROC)
+        exit(cd_http_metrics_run(m->cfg, lfd, fd));
     exit(cd_http_server_run(m->cfg, lfd, fd, i, m->busy));
 }
 
@@ -208,7 +243,7 @@ static void sup_up(void *arg, int slot, int fd)
     if (m->chan_fd[i] >= 0)
         close(m->chan_fd[i]);
     m->chan_fd[i] = fd;
-    if (send_listener(fd, m->listen_fd) != 0) {
+    if (send_listener(fd, i == METRICS_PROC ? m->metrics_fd : m->listen_fd) != 0) {
         cd_log_error("http: cannot pass the listening socket to the server: %s", strerror(errno));
         cd_sup_kill(m->sup, slot); /* restarted with back-off */
     }
@@ -224,6 +259,8 @@ static void sup_down(void *arg, int slot, int code)
     if (m->chan_fd[i] >= 0)
         close(m->chan_fd[i]);
     m->chan_fd[i] = -1;
+    if (i == METRICS_PROC)
+        return;
     /* a server killed mid-request leaves its slot marked busy: clear it so
      * its client's count is right (the restarted server also does) */
     __atomic_store_n(&m->busy[i].key, 0, __ATOMIC_RELEASE);
@@ -245,30 +282,43 @@ static const cd_sup_kind http_kind = {.name = "http",
                                       .needs_ring = 0,
                                       .needs_pg = 1};
 
+/* The metrics server (metrics_listen): one process, its own kind so the
+ * restart counters name it (conduitd_worker_restarts_total{kind="metrics"}). */
+static const cd_sup_kind metrics_kind = {.name = "metrics",
+                                         .main = http_child_main,
+                                         .restart = CD_SUP_RESPAWN,
+                                         .needs_ring = 0,
+                                         .needs_pg = 1};
+
 static void http_free(http_mod *m)
 {
-    for (int i = 0; i < HTTP_PROCS; i++)
+    for (int i = 0; i < HTTP_SLOTS; i++)
         if (m->chan_fd[i] >= 0)
             close(m->chan_fd[i]);
     if (m->busy && m->busy != MAP_FAILED)
         munmap(m->busy, sizeof(http_shared));
-    close(m->listen_fd);
+    if (m->listen_fd >= 0)
+        close(m->listen_fd);
+    if (m->metrics_fd >= 0)
+        close(m->metrics_fd);
     free(m);
 }
 
 static int http_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
-    if (http_listener < 0)
-        return 0; /* http_listen empty: off */
+    if (http_listener < 0 && metrics_listener < 0)
+        return 0; /* http_listen and metrics_listen empty: off */
     http_mod *m = cd_xcalloc(1, sizeof(*m));
     m->cfg = cd_ctl_config(ctl);
     m->listen_fd = http_listener;
-    for (int i = 0; i < HTTP_PROCS; i++) {
+    m->metrics_fd = metrics_listener;
+    for (int i = 0; i < HTTP_SLOTS; i++) {
         m->chan_fd[i] = -1;
         m->slot[i] = -1;
     }
     http_listener = -1;
+    metrics_listener = -1;
     /* one small table the servers share (which client each is busy with),
      * mapped before the fork so every (re)started server inherits it */
     m->busy = mmap(NULL, sizeof(http_shared), PROT_READ | PROT_WRITE,
@@ -282,8 +332,11 @@ static int http_init(cd_ctl *ctl, void **state)
     /* forked here, in init(): the controller has no LMDB env and no peer
      * socket open yet (cd_ctl.h) */
     m->sup = cd_ctl_sup(ctl);
-    for (int i = 0; i < HTTP_PROCS; i++) {
-        int slot = cd_sup_add(m->sup, &http_kind, (uint32_t)i, NULL, m, &cbs);
+    for (int i = 0; i < HTTP_SLOTS; i++) {
+        if (i == METRICS_PROC ? m->metrics_fd < 0 : m->listen_fd < 0)
+            continue;
+        int slot = i == METRICS_PROC ? cd_sup_add(m->sup, &metrics_kind, 0, NULL, m, &cbs)
+                                     : cd_sup_add(m->sup, &http_kind, (uint32_t)i, NULL, m, &cbs);
         if (slot < 0) {
             cd_log_error("http: cannot set up the server processes: %s", cd_strerror(slot));
             cd_sup_stop(m->sup, m, 0); /* frees the rows added so far */
@@ -294,8 +347,9 @@ static int http_init(cd_ctl *ctl, void **state)
     }
     *state = m;
     /* a fork that failed is retried by the supervisor with back-off (logged) */
-    for (int i = 0; i < HTTP_PROCS; i++)
-        CD_IGNORE(cd_sup_launch(m->sup, m->slot[i]));
+    for (int i = 0; i < HTTP_SLOTS; i++)
+        if (m->slot[i] >= 0)
+            CD_IGNORE(cd_sup_launch(m->sup, m->slot[i]));
     return 0;
 }
 

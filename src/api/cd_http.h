@@ -47,6 +47,15 @@ int cd_http_listen_open(const char *spec, char *err, size_t errlen) CD_WARN_UNUS
  * never called: the HTTP API is off. */
 void cd_http_set_listener(int fd);
 
+/* The same for metrics_listen (the Prometheus endpoint on its own port,
+ * served by its own child process, independent of the API): err =
+ * "metrics_listen <spec>: <reason>"; logs "metrics: Prometheus metrics on
+ * http://127.0.0.1:9490/metrics". Returns the socket or -1. */
+int cd_http_metrics_listen_open(const char *spec, char *err, size_t errlen) CD_WARN_UNUSED;
+
+/* Hands that socket to cd_http_module (-1 or never called: off). */
+void cd_http_set_metrics_listener(int fd);
+
 /* Checks an OpenAPI document against the route table: every route has a
  * path, every path a route, and each path's query parameters are exactly
  * the route's. In: text, len: the JSON; NULL: the compiled-in
@@ -68,5 +77,10 @@ struct http_busy;
  * when it cannot serve. */
 int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int proc,
                        struct http_busy *busy) CD_WARN_UNUSED;
+
+/* The metrics server's main loop (cd_http_metrics.c): GET/HEAD /metrics
+ * only, on listen_fd; chan_fd as above. Returns the exit code (as
+ * cd_http_server_run). */
+int cd_http_metrics_run(const cd_config *cfg, int listen_fd, int chan_fd) CD_WARN_UNUSED;
 
 #endif /* CD_HTTP_H */

@@ -621,7 +621,11 @@ enum {
     R_SEARCH,
     R_SEARCH_P2PKH,
     R_SPEND,
-    R_TODO
+    R_FILTER,
+    R_FILTER_DEL,
+    R_SPEND_REG,
+    R_SPEND_UNREG,
+    R_WS
 };
 
 typedef struct cdb_route {
@@ -639,16 +643,16 @@ static const cdb_route cdb_routes[] = {
     {"/api/v1/chain/tips", 0, 1, R_TIPS},
     {"/api/v1/chain/header/byHeight", 0, 1, R_BY_HEIGHT},
     {"/api/v1/chain/header/*", 0, 1, R_HEADER},
-    {"/api/v1/transaction/filter", 1, 0, R_TODO},
-    {"/api/v1/transaction/filter:delete", 1, 0, R_TODO},
+    {"/api/v1/transaction/filter", 1, 1, R_FILTER},
+    {"/api/v1/transaction/filter:delete", 1, 1, R_FILTER_DEL},
     {"/api/v1/transaction/*", 0, 1, R_TX},
     {"/api/v1/merkle-proof/*", 0, 1, R_PROOF},
     {"/api/v1/restoration/search", 1, 1, R_SEARCH},
     {"/api/v1/restoration/search_p2pkh", 1, 1, R_SEARCH_P2PKH},
     {"/api/v1/output-spend", 1, 1, R_SPEND},
-    {"/api/v1/output-spend/notifications", 1, 0, R_TODO},
-    {"/api/v1/output-spend/notifications:unregister", 1, 0, R_TODO},
-    {"/ws", 0, 0, R_TODO},
+    {"/api/v1/output-spend/notifications", 1, 1, R_SPEND_REG},
+    {"/api/v1/output-spend/notifications:unregister", 1, 1, R_SPEND_UNREG},
+    {"/ws", 0, 0, R_WS},
 };
 
 /* 1 if path matches the route's; *arg gets the '*' segment. */
@@ -695,6 +699,16 @@ static int run(http_srv *s, struct evhttp_request *req, const cdb_route *rt, con
         return cd_http_cdb_restore(s, req, 1);
     case R_SPEND:
         return cd_http_cdb_output_spend(s, req);
+    case R_FILTER:
+        return cd_http_cdb_filter_add(s, req);
+    case R_FILTER_DEL:
+        return cd_http_cdb_filter_delete(s, req);
+    case R_SPEND_REG:
+        return cd_http_cdb_spend_register(s, req);
+    case R_SPEND_UNREG:
+        return cd_http_cdb_spend_unregister(s, req);
+    case R_WS:
+        return cd_http_cdb_ws(s, req);
     default:
         cd_http_cdb_error(req, 501,
                           "not implemented by conduitd yet (notifications: issue 16, part 2)");

@@ -402,10 +402,7 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
 
 /* ---- output spends ---- */
 
-/* Parses the outpoints of a JSON (`[["txid", n], ...]`) or binary (36-byte
- * records: txid internal order, u32 BE) body. Returns their count, or -1
- * (400 sent). */
-static long parse_outpoints(struct evhttp_request *req, uint8_t **txids, uint32_t **idx)
+long cd_http_cdb_parse_outpoints(struct evhttp_request *req, uint8_t **txids, uint32_t **idx)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     char mt[96] = "";
@@ -498,13 +495,19 @@ int cd_http_cdb_output_spend(http_srv *s, struct evhttp_request *req)
 {
     uint8_t *txids = NULL;
     uint32_t *idx = NULL;
-    long n = parse_outpoints(req, &txids, &idx);
+    long n = cd_http_cdb_parse_outpoints(req, &txids, &idx);
     if (n < 0)
         return H_DONE;
+    return cd_http_cdb_answer_spends(s, req, txids, idx, (size_t)n);
+}
+
+int cd_http_cdb_answer_spends(http_srv *s, struct evhttp_request *req, uint8_t *txids,
+                              uint32_t *idx, size_t n)
+{
     cd_cdbq_spend *sp = NULL;
     size_t ns = 0;
     char err[512];
-    int rc = cd_cdbq_output_spends(s->pg, txids, idx, (size_t)n, &sp, &ns, err, sizeof(err));
+    int rc = cd_cdbq_output_spends(s->pg, txids, idx, n, &sp, &ns, err, sizeof(err));
     free(txids);
     free(idx);
     if (rc != CD_LOOKUP_OK) {

@@ -89,6 +89,7 @@ typedef struct http_srv {
     double pg_next_try; /* cd_now_s() before which no reconnect is tried */
     int pg_was_down;    /* log "reconnected" once */
     int streams;        /* blocks being streamed (for the shutdown log) */
+    struct ev_hub *events; /* the event streams (cd_http_events.c); NULL until used */
 } http_srv;
 
 /* What a handler reports back to the dispatcher. */
@@ -155,6 +156,24 @@ void cd_http_preflight(struct evhttp_request *req, int cors);
 
 /* GET /metrics: the Prometheus text format (cd_http_metrics.c). */
 void cd_http_metrics(http_srv *s, struct evhttp_request *req);
+
+/* GET /v1/events: a Server-Sent-Events stream of the event log, filtered by
+ * the query parameters (each may be NULL); Last-Event-ID wins over since
+ * (cd_http_events_cli.c, docs/EVENTS.md). Always answers. */
+void cd_http_events_sse(http_srv *s, struct evhttp_request *req, const char *kinds,
+                        const char *keys, const char *outpoints, const char *since,
+                        const char *sub);
+
+/* GET /v1/ws: the same events over a websocket (cd_ws.h). Always answers. */
+void cd_http_events_ws(http_srv *s, struct evhttp_request *req);
+
+/* Starts the event streams' timer (subscription expiry) when the index
+ * and the streams are on; PostgreSQL is reached later, from the loop. */
+void cd_http_events_start(http_srv *s);
+
+/* Ends every event stream and frees the hub (server stopping; before
+ * evhttp_free, which frees the connections). */
+void cd_http_events_fini(http_srv *s);
 
 /* The request callback: route, validate, run the handler (cd_http_routes.c). */
 void cd_http_handle(struct evhttp_request *req, void *arg);

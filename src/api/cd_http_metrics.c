@@ -20,12 +20,17 @@
 #include "cd_http_int.h"
 #include "cd_status.h"
 
+#include "cd_http.h"
+#include "cd_log.h"
 #include "cd_util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +157,83 @@ static void from_pg(http_srv *s, struct evbuffer *b)
                   strtod(PQgetvalue(r, 0, 2), NULL));
     }
     PQclear(r);
+    if (!ok)
+        return;
+    /* Evictions by reason over a fixed recent window: a figure every server
+     * process computes alike from the table (a counter kept per process
+     * would differ between the API's processes), and a bounded range scan
+     * of mempool_evicted_at_idx however long the records are kept. */
+    r = PQexec(c, "SELECT reason, count(*) FROM mempool_evicted "
+                  "WHERE evicted_at > now() - interval '5 minutes' GROUP BY reason ORDER BY reason");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        head(b, "conduitd_mempool_evicted_5m", "gauge",
+             "Transactions that left the mempool tables in the last 5 minutes, by reason "
+             "(mempool_evicted; confirmed, double-spend, expired, size-limit, ...)");
+        /* one series even when nothing was evicted, so the family exists */
+        if (PQntuples(r) == 0)
+            evbuffer_add_printf(b, "conduitd_mempool_evicted_5m{reason=\"confirmed\"} 0\n");
+        for (int i = 0; i < PQntuples(r); i++) {
+            evbuffer_add_printf(b, "conduitd_mempool_evicted_5m{reason=\"");
+            label_value(b, PQgetvalue(r, i, 0));
+            evbuffer_add_printf(b, "\"} %s\n", PQgetvalue(r, i, 1));
+        }
+    }
+    PQclear(r);
+}
+
+/* Issue 17's figures from the status file: restarts by kind, the commit
+ * latency histogram, mempool refusals by reason, the tip, the estimates. */
+static void from_status(struct evbuffer *b, const cd_status *st)
+{
+    if (st->n_restart > 0) {
+        head(b, "conduitd_worker_restarts_total", "counter",
+             "Child processes restarted after an unexpected end, by kind (parser, writer, merkle, "
+             "http, metrics, ...)");
+        for (uint32_t i = 0; i < st->n_restart; i++) {
+            evbuffer_add_printf(b, "conduitd_worker_restarts_total{kind=\"");
+            label_value(b, st->restart[i].name);
+            evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st->restart[i].n);
+        }
+    }
+    if (st->indexed_height >= 0 || st->commit_n > 0) {
+        head(b, "conduitd_postgres_commit_seconds", "histogram",
+             "Duration of the parsers' PostgreSQL batch commits (end of COPY, markers, COMMIT)");
+        for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+            evbuffer_add_printf(b, "conduitd_postgres_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                                cd_status_commit_le[i], st->commit_le[i]);
+        evbuffer_add_printf(b,
+                            "conduitd_postgres_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                            "conduitd_postgres_commit_seconds_sum %.6f\n"
+                            "conduitd_postgres_commit_seconds_count %" PRIu64 "\n",
+                            st->commit_n, st->commit_sum_s, st->commit_n);
+    }
+    head(b, "conduitd_mempool_refused_total", "counter",
+         "Relayed transactions not taken into the mempool tables, by reason (this run)");
+    for (int i = 0; i < CD_STATUS_MEMPOOL_REASONS; i++)
+        evbuffer_add_printf(b, "conduitd_mempool_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+                            cd_status_mempool_reasons[i], st->mempool_refused[i]);
+    if (st->tip_time > 0)
+        gauge(b, "conduitd_tip_time_seconds",
+              "Header time of the best-chain block at the progress height (indexed tip, or "
+              "stored tip without the index)",
+              (double)st->tip_time);
+    if (st->header_time > 0)
+        gauge(b, "conduitd_header_time_seconds", "Header time of the best header",
+              (double)st->header_time);
+    if (st->progress_tx >= 0)
+        gauge(b, "conduitd_sync_progress_transactions_estimated_ratio",
+              "Share of the chain's transactions up to the progress height, estimated from the "
+              "known chain totals (mainnet, testnet)",
+              st->progress_tx);
+    if (st->n_peer > 0) {
+        head(b, "conduitd_peer_start_height", "gauge",
+             "Height each connected peer announced when it connected");
+        for (uint32_t i = 0; i < st->n_peer; i++) {
+            evbuffer_add_printf(b, "conduitd_peer_start_height{peer=\"");
+            label_value(b, st->peer[i].addr);
+            evbuffer_add_printf(b, "\"} %" PRId32 "\n", st->peer[i].height);
+        }
+    }
 }
 
 void cd_http_metrics(http_srv *s, struct evhttp_request *req)
@@ -221,6 +303,7 @@ void cd_http_metrics(http_srv *s, struct evhttp_request *req)
                 evbuffer_add_printf(b, "\"} %" PRIu64 "\n", st.peer[i].bytes_out);
             }
         }
+        from_status(b, &st);
         if (alive)
             memory(b, (long)st.pid);
     }
@@ -229,4 +312,106 @@ void cd_http_metrics(http_srv *s, struct evhttp_request *req)
     evhttp_add_header(h, "Cache-Control", "no-store");
     cd_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);
+}
+
+/* ---- the metrics server (metrics_listen) ----
+ *
+ * Why a process of its own: Prometheus scrapes on its own schedule and the
+ * endpoint must answer while the API is off, busy or restarting, and be
+ * bindable elsewhere (loopback by default) than the public API. One evhttp
+ * loop, no LMDB, its own PostgreSQL session (the same reconnect rules as
+ * the API's, cd_http_srv_pg). */
+
+static void metrics_request(struct evhttp_request *req, void *arg)
+{
+    http_srv *s = arg;
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (!path || strcmp(path, "/metrics") != 0) {
+        cd_http_reply_error(req, 404, "only /metrics is served here");
+        return;
+    }
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        cd_http_reply_error(req, 405, "/metrics answers GET and HEAD");
+        return;
+    }
+    if (evhttp_uri_get_query(u) != NULL) {
+        cd_http_reply_error_code(req, 400, "unknown_parameter", "/metrics takes no parameters");
+        return;
+    }
+    cd_http_metrics(s, req);
+}
+
+static void metrics_chan(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    char buf[64];
+    (void)what;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        cd_log_info("metrics: controller gone; exiting");
+        event_base_loopbreak(s->base);
+    }
+}
+
+/* SIGTERM through a signalfd, as in cd_http_server.c (the controller's
+ * event_base, inherited, keeps libevent's signal handling). */
+static void metrics_term(evutil_socket_t fd, short what, void *arg)
+{
+    http_srv *s = arg;
+    struct signalfd_siginfo si;
+    (void)what;
+    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        event_base_loopbreak(s->base);
+}
+
+int cd_http_metrics_run(const cd_config *cfg, int listen_fd, int chan_fd)
+{
+    http_srv s;
+    memset(&s, 0, sizeof(s));
+    s.cfg = cfg;
+    s.proc = -1;
+    s.base = event_base_new();
+    s.http = s.base ? evhttp_new(s.base) : NULL;
+    evutil_make_socket_nonblocking(listen_fd);
+    if (!s.http || !evhttp_accept_socket_with_handle(s.http, listen_fd)) {
+        cd_log_error("metrics: cannot serve on the listening socket");
+        return CD_EXIT_FAILURE;
+    }
+    evhttp_set_timeout(s.http, 30);
+    evhttp_set_max_headers_size(s.http, 8192);
+    evhttp_set_max_body_size(s.http, 0);
+    evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(s.http, metrics_request, &s);
+    evutil_make_socket_nonblocking(chan_fd);
+    struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, metrics_chan, &s);
+    event_add(chan, NULL);
+    sigset_t ts;
+    sigemptyset(&ts);
+    sigaddset(&ts, SIGTERM);
+    sigprocmask(SIG_BLOCK, &ts, NULL);
+    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct event *term =
+        tfd >= 0 ? event_new(s.base, tfd, EV_READ | EV_PERSIST, metrics_term, &s) : NULL;
+    if (term)
+        event_add(term, NULL);
+    else /* no signalfd: SIGTERM keeps its default action */
+        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_log_info("metrics: server serving (pid %d)", (int)getpid());
+    event_base_dispatch(s.base);
+    cd_log_info("metrics: stopping");
+    evhttp_free(s.http);
+    event_free(chan);
+    if (term)
+        event_free(term);
+    if (tfd >= 0)
+        close(tfd);
+    if (s.pg)
+        PQfinish(s.pg);
+    event_base_free(s.base);
+    close(chan_fd);
+    return CD_EXIT_OK;
 }

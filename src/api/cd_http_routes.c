@@ -546,6 +546,22 @@ static int h_openapi(http_srv *s, struct evhttp_request *req, http_args *a)
     return H_DONE;
 }
 
+/* GET /v1/events, /v1/ws: the push-notification streams
+ * (cd_http_events_cli.c; they keep their own PostgreSQL connection). */
+static int h_events(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    cd_http_events_sse(s, req, arg(a, "kinds"), arg(a, "keys"), arg(a, "outpoints"),
+                       arg(a, "since"), arg(a, "sub"));
+    return H_DONE;
+}
+
+static int h_ws(http_srv *s, struct evhttp_request *req, http_args *a)
+{
+    (void)a;
+    cd_http_events_ws(s, req);
+    return H_DONE;
+}
+
 /* ---- routing ---- */
 
 typedef struct http_route {
@@ -580,6 +596,8 @@ static const http_route routes[] = {
     {{"scripthash", "*", "balance", NULL}, 1, h_wallet, NULL},
     {{"scripthash", "*", "history", NULL}, 1, h_wallet, "limit after"},
     {{"openapi.json", NULL}, 0, h_openapi, NULL},
+    {{"events", NULL}, 0, h_events, "kinds keys outpoints since sub"},
+    {{"ws", NULL}, 0, h_ws, NULL},
 };
 
 /* 1 if `name` is a word of the space-separated list (NULL: empty). */

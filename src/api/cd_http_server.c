@@ -48,6 +48,7 @@
 #include "cd_http.h"
 #include "cd_http_int.h"
 #include "cd_http_arc_int.h"
+#include "cd_http_cdb.h" /* cd_http_cdb_start/stop */
 #include "cd_status.h"
 
 #include "cd_log.h"
@@ -219,7 +220,8 @@ PGconn *cd_http_srv_pg(http_srv *s)
     if (s->pg) {
         PQfinish(s->pg);
         s->pg = NULL;
-        cd_lookup_set_pg(s->lk, NULL);
+        if (s->lk) /* the metrics server has none */
+            cd_lookup_set_pg(s->lk, NULL);
     }
     double now = cd_now_s();
     if (now < s->pg_next_try)
@@ -247,7 +249,8 @@ PGconn *cd_http_srv_pg(http_srv *s)
         cd_log_info("http: postgres: connected again");
     s->pg_was_down = 0;
     s->pg = c;
-    cd_lookup_set_pg(s->lk, c);
+    if (s->lk)
+        cd_lookup_set_pg(s->lk, c);
     return c;
 }
 
@@ -267,7 +270,8 @@ static int pg_lost(http_srv *s)
     if (s->pg) {
         PQfinish(s->pg);
         s->pg = NULL;
-        cd_lookup_set_pg(s->lk, NULL);
+        if (s->lk) /* the metrics server has none */
+            cd_lookup_set_pg(s->lk, NULL);
     }
     return 1;
 }
@@ -362,7 +366,9 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
         evconnlistener_disable(s->lev);
         event_active(s->resume_ev, EV_TIMEOUT, 1);
     }
-    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    cd_http_body_cap(bev); /* over-long bodies: 413 in the route's format */
+    return bev;
 }
 
 /* The client's address as a busy-table key (FNV-1a of family + address,
@@ -396,6 +402,8 @@ static uint64_t client_key(struct evhttp_request *req)
 static void on_request(struct evhttp_request *req, void *arg)
 {
     http_srv *s = arg;
+    if (cd_http_body_refused(req)) /* 413: its body is never read */
+        return;
     /* /v1/status reads one small file: never refused, never counted */
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
@@ -481,8 +489,9 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     evhttp_set_timeout(s.http, HTTP_TIMEOUT_S);
     evhttp_set_max_headers_size(s.http, 16384);
     /* ConduitDB's POST routes take up to 10,000 keys/outpoints (~700 KB of
-     * JSON); larger bodies get evhttp's 413 before any is buffered */
-    evhttp_set_max_body_size(s.http, 1 << 20);
+     * JSON); a larger Content-Length gets a 413 before any is buffered
+     * (cd_http_cdb_limits.c), a larger chunked body evhttp's own 413 */
+    evhttp_set_max_body_size(s.http, HTTP_BODY_MAX);
     /* every method reaches handle(), which answers 405 with JSON itself
      * (evhttp's own refusal is a bare 501) */
     evhttp_set_allowed_methods(s.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
@@ -491,6 +500,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
                                            EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(s.http, on_request, &s);
     s.lk = cd_lookup_new(cfg->datadir, cfg->net, CD_LOOKUP_PREPARE);
+    cd_http_events_start(&s);
 
     evutil_make_socket_nonblocking(chan_fd);
     struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, on_chan, &s);
@@ -506,6 +516,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
         event_add(term, NULL);
     else /* no signalfd: SIGTERM keeps its default action */
         sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_http_cdb_start(&s); /* ConduitDB's /ws and registration expiry */
     cd_log_info("http: server %d serving (pid %d)", proc, (int)getpid());
     event_base_dispatch(s.base);
 
@@ -513,6 +524,8 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
         cd_log_info("http: stopping (%d block download(s) cut short)", s.streams);
     else
         cd_log_info("http: stopping");
+    cd_http_cdb_stop(); /* its websockets first: evhttp_free frees their connections */
+    cd_http_events_fini(&s); /* websockets are ours, not evhttp's, until freed */
     evhttp_free(s.http); /* closes connections (stream close callbacks run) */
     event_free(s.resume_ev);
     the_srv = NULL;

@@ -8,6 +8,8 @@
 #include "cli.h"
 #include "cd_config.h"
 #include "cd_log.h"
+#include "cd_util.h"
+#include <stdlib.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -108,8 +110,22 @@ int cd_cli_main(int argc, char **argv)
         return 0;
     }
     for (const cd_cli_cmd *c = cd_cli_commands; c->name; c++)
-        if (strcmp(c->name, argv[1]) == 0)
-            return c->fn(argc - 1, argv + 1);
+        if (strcmp(c->name, argv[1]) == 0) {
+            /* The subcommands parse copies of the arguments (some keep
+             * pointers into them for their whole run: cli_p2p.c), so the
+             * password of a --pg-conninfo can be scrubbed from the process's
+             * own argv memory, which is what /proc/PID/cmdline and ps show
+             * (issue 17; the daemon does the same in main.c). */
+            char **args = cd_xcalloc((size_t)argc + 1, sizeof(char *));
+            for (int i = 0; i < argc; i++)
+                args[i] = cd_xstrdup(argv[i]);
+            cd_config_scrub_argv(argc, argv);
+            int rc = c->fn(argc - 1, args + 1);
+            for (int i = 0; i < argc; i++)
+                free(args[i]);
+            free(args);
+            return rc;
+        }
     fprintf(stderr, "conduit-cli: unknown command '%s' (try: conduit-cli help)\n", argv[1]);
     return 2;
 }

@@ -141,6 +141,34 @@ const cd_option cd_config_options[] = {
     {"http_cors_origins", CD_OPT_STRING, "", 0, 0, 0, OFF(http_cors_origins), NULL,
      "origins whose browser pages may read the HTTP API (CORS), separated by spaces or commas, "
      "e.g. https://app.example.com; * allows any; empty: none"},
+    /* push notifications: GET /v1/events (SSE) and /v1/ws (docs/EVENTS.md) */
+    {"events_max_conns", CD_OPT_INT, "2000", 0, 100000, 0, OFF(events_max_conns), NULL,
+     "event streams (/v1/events, /v1/ws) each HTTP server process holds at once (there are 4); "
+     "more get 503 (0: the event routes are off)"},
+    {"events_max_keys", CD_OPT_INT, "1000", 1, 100000, 0, OFF(events_max_keys), NULL,
+     "keys plus outpoints one event stream may subscribe to"},
+    {"events_max_output", CD_OPT_SIZE, "1M", 4 * KB, 1 * GB, 0, OFF(events_max_output), NULL,
+     "bytes queued to one event stream's client; while full, the stream waits (replaying from "
+     "the log when it drains)"},
+    {"events_max_message", CD_OPT_SIZE, "128K", 1 * KB, 16 * MB, 0, OFF(events_max_message), NULL,
+     "largest message a websocket client may send (/v1/ws; a subscribe with events_max_keys "
+     "keys fits); larger: close 1009"},
+    {"events_stall_timeout", CD_OPT_INT, "30", 1, 86400, 0, OFF(events_stall_s), NULL,
+     "seconds an event stream's client may leave its output full (not reading) before it is "
+     "cut off (SSE: event: error; websocket: close 1008)"},
+    {"events_ping_interval", CD_OPT_INT, "30", 1, 3600, 0, OFF(events_ping_s), NULL,
+     "seconds between keep-alives on an idle event stream (SSE comment, websocket ping); a "
+     "websocket silent for twice as long is dropped"},
+    {"events_sub_idle", CD_OPT_INT, "86400", 60, 365 * 86400, 0, OFF(events_sub_idle_s), NULL,
+     "seconds a key/outpoint subscription is kept (its keys watched, events recorded) after its "
+     "last client went away; then it expires"},
+    {"metrics_listen", CD_OPT_STRING, "", 0, 0, 0, OFF(metrics_listen), NULL,
+     "Prometheus metrics (GET /metrics) on their own port, apart from the HTTP API: "
+     "address:port, or a port alone for 127.0.0.1:port, e.g. 9490 (empty: off); a "
+     "non-loopback address also needs metrics_allow_remote = on"},
+    {"metrics_allow_remote", CD_OPT_BOOL, "off", 0, 0, 0, OFF(metrics_allow_remote), NULL,
+     "let metrics_listen bind an address other than loopback (the metrics name the peers and "
+     "show the sync state: serve them only to your monitoring network)"},
     {"webhooks", CD_OPT_BOOL, "on", 0, 0, 0, OFF(webhooks), NULL,
      "run the webhook delivery process (POST /v1/webhooks registrations; docs/WEBHOOKS.md); "
      "off: events are still recorded and delivered once it is on again"},
@@ -306,6 +334,17 @@ static int check_listen(const char *s)
     return 0;
 }
 
+int cd_config_port_only(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    int v = atoi(s);
+    return v <= 65535 ? v : -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* set / get                                                                */
 /* ------------------------------------------------------------------------ */
@@ -364,6 +403,11 @@ int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, 
         }
         if (o->offset == OFF(http_listen) && value[0] != '\0' && check_listen(value) < 0) {
             cd_config_seterr(err, errlen, "%s expects address:port, e.g. 127.0.0.1:8085", o->name);
+            return -1;
+        }
+        if (o->offset == OFF(metrics_listen) && value[0] != '\0' &&
+            check_listen(value) < 0 && cd_config_port_only(value) < 0) {
+            cd_config_seterr(err, errlen, "%s expects address:port or a port, e.g. 9490", o->name);
             return -1;
         }
         if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {

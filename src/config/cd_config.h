@@ -103,6 +103,17 @@ typedef struct cd_config {
                                    (cd_http_arc.c); NULL = writes refused */
     char *http_cors_origins;    /* origins browsers may read the API from:
                                    space/comma separated, "*" = any, "" = none */
+    uint32_t events_max_conns;  /* event streams per HTTP server process; 0 = off */
+    uint32_t events_max_keys;   /* keys + outpoints per event stream */
+    uint64_t events_max_output; /* bytes queued to one event stream */
+    uint64_t events_max_message; /* largest websocket message from a client */
+    uint32_t events_stall_s;    /* output full this long: the client is cut off */
+    uint32_t events_ping_s;     /* keep-alive period of idle event streams */
+    uint32_t events_sub_idle_s; /* a subscription without clients expires after */
+    char *metrics_listen;       /* Prometheus endpoint "address:port" (a bare port
+                                   is completed to 127.0.0.1:port by
+                                   cd_config_finish); "" = off */
+    int metrics_allow_remote;   /* metrics_listen may be non-loopback */
     int webhooks;                   /* the webhook delivery process (cd_http_hooks.h) */
     uint32_t webhook_timeout_s;     /* connect + answer of one delivery */
     uint32_t webhook_retry_max_s;   /* back-off cap between retries */

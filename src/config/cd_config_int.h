@@ -30,6 +30,10 @@ void cd_config_src_free(cd_config_src *src);
 /* snprintf into err (if err and errlen). */
 void cd_config_seterr(char *err, size_t errlen, const char *fmt, ...) CD_PRINTF(3, 4);
 
+/* metrics_listen's short form: a port alone ("9490").
+ * Returns: the port (0..65535), or -1 if s is not one. */
+int cd_config_port_only(const char *s) CD_WARN_UNUSED;
+
 /* Sets option o from its text (file syntax). 0, or -1 with err. */
 int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, char *err,
                          size_t errlen) CD_WARN_UNUSED;

@@ -11,8 +11,10 @@
 #include "cd_hostport.h"
 #include "cd_util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
@@ -220,6 +222,49 @@ int cd_config_load_file(cd_config *cfg, const char *path, char *err, size_t errl
 /* finishing and the data directory                                         */
 /* ------------------------------------------------------------------------ */
 
+/* A loopback host: "localhost", 127.0.0.0/8, ::1 (or ::ffff:127.x). Names
+ * other than localhost are not resolved here: they count as remote. */
+static int loopback_host(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
+}
+
+/* metrics_listen: a bare port becomes 127.0.0.1:port; anything but
+ * loopback is refused unless metrics_allow_remote is on (issue 17: the
+ * metrics are for the operator's monitoring, not for the world). */
+static int finish_metrics_listen(cd_config *cfg, char *err, size_t errlen)
+{
+    char host[CD_HOSTPORT_MAX], hp[CD_HOSTPORT_MAX + 8];
+    int port = cd_config_port_only(cfg->metrics_listen);
+    if (cfg->metrics_listen[0] == '\0')
+        return 0;
+    if (port >= 0) {
+        snprintf(hp, sizeof(hp), "127.0.0.1:%d", port);
+        free(cfg->metrics_listen);
+        cfg->metrics_listen = cd_xstrdup(hp);
+        return 0;
+    }
+    if (cd_hostport_parse(cfg->metrics_listen, host, sizeof(host), &port) != 0)
+        return 0; /* checked when set */
+    if (!cfg->metrics_allow_remote && !loopback_host(host)) {
+        cd_config_seterr(err, errlen,
+                         "metrics_listen %s: not a loopback address; the metrics show the peers "
+                         "and the sync state, so they stay on loopback unless "
+                         "metrics_allow_remote = on says otherwise",
+                         cfg->metrics_listen);
+        return -1;
+    }
+    return 0;
+}
+
 int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
 {
     /* Options that only make sense together. */
@@ -263,6 +308,8 @@ int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
     size_t dl = strlen(cfg->datadir);
     while (dl > 1 && cfg->datadir[dl - 1] == '/')
         cfg->datadir[--dl] = '\0';
+    if (finish_metrics_listen(cfg, err, errlen) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->n_connect; i++) {
         char host[CD_HOSTPORT_MAX], hp[CD_HOSTPORT_MAX + 8];
         int port;
@@ -638,17 +685,31 @@ static int scrub_one(char *arg)
     return changed;
 }
 
+/* The value of a pg_conninfo flag in any spelling the parser accepts
+ * (bitcoind idioms: one or two dashes, '-' or '_', "=value" or the next
+ * argument). Returns: the "=value" text, "" for a bare flag, NULL otherwise. */
+static char *conninfo_flag(char *a)
+{
+    if (a[0] != '-')
+        return NULL;
+    a += a[1] == '-' ? 2 : 1;
+    if (strncmp(a, "pg-conninfo", 11) != 0 && strncmp(a, "pg_conninfo", 11) != 0)
+        return NULL;
+    a += 11;
+    return *a == '=' ? a + 1 : *a == '\0' ? a : NULL;
+}
+
 int cd_config_scrub_argv(int argc, char **argv)
 {
     int changed = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--pg-conninfo") == 0 || strcmp(a, "--pg_conninfo") == 0) {
-            if (i + 1 < argc)
-                changed += scrub_one(argv[++i]);
-        } else if (strncmp(a, "--pg-conninfo=", 14) == 0 || strncmp(a, "--pg_conninfo=", 14) == 0) {
-            changed += scrub_one(argv[i] + 14);
-        }
+        char *v = conninfo_flag(argv[i]);
+        if (v == NULL)
+            continue;
+        if (*v != '\0')
+            changed += scrub_one(v);
+        else if (i + 1 < argc)
+            changed += scrub_one(argv[++i]);
     }
     return changed;
 }

@@ -16,6 +16,7 @@
  * error, not something to retry), and workers open their own connections
  * after fork (STYLE.md C9).
  */
+#include "cd_escape.h"
 #include "cd_blocksync.h"
 #include "cd_catchup.h"
 #include "cd_config.h"
@@ -86,6 +87,61 @@ static void pg_target(const char *conninfo, char *buf, size_t len)
 
 /* Returns 0 if a server answers and lets cfg's role log in to its database,
  * else -1 with a one-line reason (the server's own message). */
+/* The session logged in; can it write? A read-only database (a hot
+ * standby, default_transaction_read_only = on) or a role without the
+ * writer's grants (an application's conduit_reader login) would otherwise
+ * start the daemon and leave every worker retrying a failing INSERT
+ * forever (issue 17). Returns 0, or -1 with err. */
+static int check_pg_writable(PGconn *c, const char *target, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, "SELECT current_setting('transaction_read_only'), "
+                            "pg_is_in_recovery(), current_user, "
+                            "to_regclass('blocks') IS NOT NULL, "
+                            "has_schema_privilege(current_schema(), 'CREATE'), "
+                            "CASE WHEN to_regclass('blocks') IS NOT NULL THEN "
+                            "has_table_privilege('blocks', 'INSERT') END");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        /* not a verdict on the database: the workers report what fails */
+        PQclear(r);
+        return 0;
+    }
+    const char *ro = PQgetvalue(r, 0, 0);
+    char user[256]; /* a role name is the server's text: escaped for the log line */
+    cd_escape(user, sizeof(user), PQgetvalue(r, 0, 2), strlen(PQgetvalue(r, 0, 2)));
+    int standby = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    int schema = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+    int can_create = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+    int can_insert = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
+    int rc = -1;
+    if (standby)
+        snprintf(err, errlen,
+                 "PostgreSQL (%s) is a read-only hot standby: conduitd writes its index, so "
+                 "point pg_conninfo at the primary",
+                 target);
+    else if (strcmp(ro, "on") == 0)
+        snprintf(err, errlen,
+                 "PostgreSQL (%s): the session is read-only (default_transaction_read_only = "
+                 "on for the database or role %s): conduitd writes its index; turn it off for "
+                 "the writer role (ALTER ROLE ... SET default_transaction_read_only = off)",
+                 target, user);
+    else if (schema && !can_insert)
+        snprintf(err, errlen,
+                 "PostgreSQL (%s): role %s cannot write the index (no INSERT on table blocks): "
+                 "pg_conninfo must name the writer role (conduit_writer in sql/roles.sql; "
+                 "docs/OPERATIONS.md, \"PostgreSQL roles\")",
+                 target, user);
+    else if (!schema && !can_create)
+        snprintf(err, errlen,
+                 "PostgreSQL (%s): role %s cannot create the schema (no CREATE on the schema): "
+                 "run sql/roles.sql as a superuser and name conduit_writer in pg_conninfo "
+                 "(docs/OPERATIONS.md, \"PostgreSQL roles\")",
+                 target, user);
+    else
+        rc = 0;
+    PQclear(r);
+    return rc;
+}
+
 static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
 {
     char target[512];
@@ -119,8 +175,9 @@ static int check_postgres(const cd_config *cfg, char *err, size_t errlen)
                  "server rejects connections (starting up or shutting down?)");
     PGconn *c = cd_pg_open(cfg, &how);
     if (c != NULL && PQstatus(c) == CONNECTION_OK) {
+        int rc = check_pg_writable(c, target, err, errlen);
         PQfinish(c);
-        return 0;
+        return rc;
     }
     if (c != NULL) {
         snprintf(reason, sizeof(reason), "%s", PQerrorMessage(c));
@@ -286,6 +343,15 @@ int main(int argc, char **argv)
             return locked_config_error(&cfg, lock_fd, err);
     }
     cd_http_set_listener(http_fd);
+    if (cfg.metrics_listen[0] != '\0') {
+        int metrics_fd = cd_http_metrics_listen_open(cfg.metrics_listen, err, sizeof(err));
+        if (metrics_fd < 0) {
+            if (http_fd >= 0)
+                close(http_fd);
+            return locked_config_error(&cfg, lock_fd, err);
+        }
+        cd_http_set_metrics_listener(metrics_fd);
+    }
 
     cd_notify_init();
     cd_log_info("conduitd %s starting: network %s, datadir %s, %s%s", CD_VERSION, cfg.net->name,

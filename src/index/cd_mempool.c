@@ -665,6 +665,7 @@ static void mod_progress(void *state, cd_ctl_progress *out)
     mp_state *s = state;
     if (s->cfg->index)
         out->indexed_height = s->indexed_height;
+    memcpy(out->mempool_refused, s->refused, sizeof(out->mempool_refused));
 }
 
 static int mod_start(void *state)

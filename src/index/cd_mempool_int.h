@@ -40,6 +40,16 @@
 #define MP_PEERS_MAX         64   /* per-peer counters (main + side connections) */
 #define MP_PEER_LOG_EVERY_S  60.0
 #define MP_HOUSE_EVERY_S     5.0 /* expiry, size limits, eviction-record pruning */
+
+/* Indexes of mp_state.refused: the order of cd_status_mempool_reasons. */
+enum {
+    MP_REFUSED_UNSOLICITED,
+    MP_REFUSED_OVERSIZE,
+    MP_REFUSED_UNPARSABLE,
+    MP_REFUSED_NOTFOUND,
+    MP_REFUSED_UNANSWERED,
+    MP_REFUSED_QUEUE_FULL
+};
 #define MP_ADDRS_MAX         32
 #define MP_SNAP_SETTLE_S     1.0   /* after the first pong: late invs of a trickle */
 #define MP_SESS_TIMEOUT_S    120.0 /* a snapshot session that takes longer is dropped */
@@ -222,6 +232,9 @@ typedef struct mp_state {
     size_t q_bytes;
     mp_batch batch;
     uint64_t accepted, known, conflicted, received, dropped, held_back, limited;
+    /* txs not taken, by cd_status_mempool_reasons (MP_REFUSED_*): the
+     * per-peer counters summed over the run, for the status and /metrics */
+    uint64_t refused[CD_STATUS_MEMPOOL_REASONS];
     /* requests, per-peer counters (cd_mempool_relay.c) */
     mp_req *req;
     size_t req_n, req_dead;

@@ -214,6 +214,7 @@ void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv 
             mp_req *r = inv[i].type == CP2P_INV_TX ? req_find(s, inv[i].hash) : NULL;
             if (r && r->peer == peer) {
                 req_del(s, r);
+                s->refused[MP_REFUSED_NOTFOUND]++;
                 if (ps)
                     ps->notfound++;
             }
@@ -223,6 +224,7 @@ void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv 
     for (size_t i = 0; i < MP_REQ_SLOTS; i++)
         if (s->req[i].used == 1 && s->req[i].peer == peer) {
             req_del(s, &s->req[i]);
+            s->refused[MP_REFUSED_UNANSWERED]++;
             if (ps)
                 ps->unanswered++; /* cut by the disconnect */
         }
@@ -243,6 +245,7 @@ void cd_mempool_relay_tick(mp_state *s)
         if (r->used != 1 || now - r->t < MP_REQ_TIMEOUT_S)
             continue;
         mp_peerstat *ps = peerstat(s, r->peer);
+        s->refused[MP_REFUSED_UNANSWERED]++;
         if (ps)
             ps->unanswered++;
         req_del(s, r);
@@ -365,6 +368,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     mp_req *r = req_find(s, txid);
     if (!r || r->peer != peer) {
         /* unsolicited, asked from another peer, or not the tx asked for */
+        s->refused[MP_REFUSED_UNSOLICITED]++;
         if (ps) {
             ps->unsolicited++;
             peer_log(ps, 0);
@@ -376,6 +380,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
         return;
     s->received++;
     if (len > s->cfg->mempool_max_tx_size) {
+        s->refused[MP_REFUSED_OVERSIZE]++;
         if (ps) {
             ps->oversize++;
             peer_log(ps, 0);
@@ -384,6 +389,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     }
     if (queue_full(s)) { /* requested before the queue filled: dropped */
         s->dropped++;
+        s->refused[MP_REFUSED_QUEUE_FULL]++;
         return;
     }
     if (s->q_n == s->q_cap) {
@@ -398,6 +404,7 @@ void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t 
     long ntx = cd_rows_parse_unit(raw, len, 0, 0, 1, &s->opts, &sink, &used);
     if (ntx != 1 || used != len || tx_facts(raw, len, t) != 0) {
         cd_mempool_tx_free(t);
+        s->refused[MP_REFUSED_UNPARSABLE]++;
         if (ps) {
             ps->unparsable++;
             peer_log(ps, 0);

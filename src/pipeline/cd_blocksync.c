@@ -585,6 +585,10 @@ static void mod_progress(void *state, cd_ctl_progress *out)
         out->blocks += ps.blocks_ok;
         out->bytes += ps.bytes_ok;
         out->txs += ps.txs_ok;
+        out->commit_n += ps.commits;
+        out->commit_sum_s += ps.commit_s;
+        for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+            out->commit_le[i] += ps.commit_le[i];
         out->workers_alive += alive;
         out->workers_total += total;
         if (!out->stall[0])

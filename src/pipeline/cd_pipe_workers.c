@@ -126,6 +126,18 @@ static void handle_msg(cd_pipeline *p, pipe_chan *c, const cd_ipc_hdr *h, const 
         cd_pipe_check_complete(p, b);
         return;
     }
+    case CD_IPC_PG_COMMIT: {
+        if (h->len < sizeof(cd_ipc_pg_commit) || c->kind != CD_WK_PARSER)
+            break;
+        const cd_ipc_pg_commit *m = (const cd_ipc_pg_commit *)pl;
+        double s = (double)m->ns / 1e9;
+        p->stats.commits++;
+        p->stats.commit_s += s;
+        for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+            if (s <= cd_status_commit_le[i])
+                p->stats.commit_le[i]++;
+        return;
+    }
     case CD_IPC_STALL: {
         if (h->len < sizeof(cd_ipc_stall) || c->kind < 1 || c->kind > 3)
             break;

@@ -39,6 +39,7 @@
 
 #include "cd_config.h"
 #include "cd_ring.h"
+#include "cd_status.h" /* CD_STATUS_COMMIT_BUCKETS */
 #include "cd_supervisor.h"
 #include "cd_wk_main.h"
 #include "cd_err.h" /* CD_WARN_UNUSED */
@@ -169,6 +170,11 @@ typedef struct cd_pipeline_stats {
     uint64_t units;
     uint64_t redispatched;
     uint64_t purges; /* failed copies whose committed rows were removed */
+    /* the parsers' PostgreSQL batch commits (PG_COMMIT): count, seconds,
+     * and how many took <= each cd_status_commit_le bound */
+    uint64_t commits;
+    double commit_s;
+    uint64_t commit_le[CD_STATUS_COMMIT_BUCKETS];
 } cd_pipeline_stats;
 
 /* Out: *out, the counters since the pipeline was created. */

@@ -47,6 +47,9 @@ struct cd_supervisor {
     struct event *sigchld;
     void (*ring_forget)(void *arg);
     void *ring_arg;
+    /* restarts by kind since creation (/metrics), kept when slots are freed */
+    cd_sup_restart_count restarts[CD_SUP_MAX_KINDS];
+    size_t n_kinds;
 };
 
 /* ---- the rules ---- */
@@ -138,6 +141,9 @@ static void child_died(cd_supervisor *s, int slot, pid_t pid, int status)
         if (cbs.on_fatal)
             cbs.on_fatal(cbs.arg, slot);
     } else if (v == CD_SUP_RESTART && c->respawn) {
+        for (size_t i = 0; i < s->n_kinds; i++)
+            if (strcmp(s->restarts[i].kind, c->kind->name) == 0)
+                s->restarts[i].restarts++;
         schedule_restart(s, slot);
     }
 }
@@ -208,7 +214,20 @@ int cd_sup_add(cd_supervisor *s, const cd_sup_kind *kind, uint32_t index, const 
     c->main_arg = arg;
     c->cbs = *cbs;
     c->respawn = kind->restart == CD_SUP_RESPAWN;
+    /* listed from its first child on, so its counter reads 0, not absent */
+    size_t k = 0;
+    while (k < s->n_kinds && strcmp(s->restarts[k].kind, kind->name) != 0)
+        k++;
+    if (k == s->n_kinds && k < CD_SUP_MAX_KINDS && kind->restart == CD_SUP_RESPAWN)
+        s->restarts[s->n_kinds++] = (cd_sup_restart_count){kind->name, 0};
     return slot;
+}
+
+size_t cd_sup_restarts(const cd_supervisor *s, cd_sup_restart_count *out, size_t max)
+{
+    size_t n = CD_MIN(s->n_kinds, max);
+    memcpy(out, s->restarts, n * sizeof(*out));
+    return n;
 }
 
 static CD_NORETURN void child_main(cd_supervisor *s, int slot, int fd)

@@ -42,6 +42,7 @@
 #ifndef CD_SUPERVISOR_H
 #define CD_SUPERVISOR_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -50,8 +51,8 @@
 
 /* The table's size: the pipeline's workers (writer, merkle, at most
  * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP servers (HTTP_PROCS = 4,
- * src/api/cd_http_int.h), the catch-up helper, the webhook delivery
- * (src/api/cd_http_hooks_send.c), and two spare. */
+ * src/api/cd_http_int.h), the metrics server, the catch-up helper, the
+ * webhook delivery (src/api/cd_http_hooks_send.c), and one spare. */
 #define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 10)
 
 /* Back-off bounds of a respawn (milliseconds) and the lifetime after which a
@@ -131,6 +132,20 @@ int cd_sup_launch(cd_supervisor *s, int slot) CD_WARN_UNUSED;
 /* Kills the child of a slot with SIGKILL (e.g. after a protocol error); it
  * ends like any other death (a resident child is restarted). */
 void cd_sup_kill(cd_supervisor *s, int slot);
+
+/* Restarts of one kind of resident child: deaths the supervisor answered
+ * with a respawn (not ends it asked for, nor exit code 2). */
+typedef struct cd_sup_restart_count {
+    const char *kind; /* cd_sup_kind.name (static) */
+    uint64_t restarts;
+} cd_sup_restart_count;
+
+#define CD_SUP_MAX_KINDS 16
+
+/* The restart counters of every resident kind ever added (0 included), in
+ * the order kinds were first added, since cd_sup_new (also of children
+ * stopped since). Out: out[0..max-1]. Returns: the number filled. */
+size_t cd_sup_restarts(const cd_supervisor *s, cd_sup_restart_count *out, size_t max);
 
 /* Returns: the pid of a slot's child, 0 if none. */
 pid_t cd_sup_pid(const cd_supervisor *s, int slot);

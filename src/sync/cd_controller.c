@@ -316,6 +316,33 @@ static void status_chain_and_peers(cd_ctl *ctl, cd_status *st)
     }
 }
 
+/* Issue 17: the tip's hash and time (the best-chain block at the progress
+ * height), the best header's time, the restarts by kind from the process
+ * table, the commit latency and the mempool refusals the modules count. */
+static void status_tip_and_counters(cd_ctl *ctl, cd_status *st, const cd_ctl_progress *pr)
+{
+    const cd_hdr_node *best = ctl->tree ? cd_hdrtree_tip(ctl->tree) : NULL;
+    const cd_hdr_node *tip =
+        ctl->tree && st->height >= 0 ? cd_hdrtree_at(ctl->tree, st->height) : NULL;
+    st->header_time = best ? (int64_t)cd_le32(best->raw + 68) : 0;
+    st->tip_time = tip ? (int64_t)cd_le32(tip->raw + 68) : 0;
+    if (tip)
+        cd_hex_encode_rev(st->tip_hash, tip->hash, 32);
+    else
+        st->tip_hash[0] = '\0';
+    cd_sup_restart_count rc[CD_STATUS_MAX_KINDS];
+    size_t n = ctl->sup ? cd_sup_restarts(ctl->sup, rc, CD_STATUS_MAX_KINDS) : 0;
+    st->n_restart = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(st->restart[i].name, sizeof(st->restart[i].name), "%s", rc[i].kind);
+        st->restart[i].n = rc[i].restarts;
+    }
+    st->commit_n = pr->commit_n;
+    st->commit_sum_s = pr->commit_sum_s;
+    memcpy(st->commit_le, pr->commit_le, sizeof(st->commit_le));
+    memcpy(st->mempool_refused, pr->mempool_refused, sizeof(st->mempool_refused));
+}
+
 static void publish_status(cd_ctl *ctl)
 {
     cd_ctl_progress pr;
@@ -327,6 +354,7 @@ static void publish_status(cd_ctl *ctl)
     st->stored_height = pr.stored_height;
     st->indexed_height = ctl->cfg->index ? pr.indexed_height : -1;
     st->height = ctl->cfg->index ? st->indexed_height : st->stored_height;
+    status_tip_and_counters(ctl, st, &pr);
     snprintf(st->index_mode, sizeof(st->index_mode), "%s", pr.index_mode ? pr.index_mode : "");
     st->workers_alive = pr.workers_alive;
     st->workers_total = pr.workers_total;

@@ -39,6 +39,7 @@
 #include "conduit_p2p.h"
 #include "cd_hdrtree.h"
 #include "cd_supervisor.h"
+#include "cd_status.h" /* CD_STATUS_COMMIT_BUCKETS, CD_STATUS_MEMPOOL_REASONS */
 
 struct event_base;
 
@@ -56,6 +57,13 @@ typedef struct cd_ctl_progress {
     const char *index_mode; /* CD_CTL_INDEX_* (static string); NULL: no index */
     char stall[224];        /* why the data path is stopped (e.g. "disk full:
                                <path>: ..."): the status says stale; "" none */
+    /* PostgreSQL batch commits of the parsers: count, total seconds, and
+     * how many took <= each cd_status_commit_le bound (the pipeline) */
+    uint64_t commit_n;
+    double commit_sum_s;
+    uint64_t commit_le[CD_STATUS_COMMIT_BUCKETS];
+    /* relayed txs not taken, by cd_status_mempool_reasons (the mempool) */
+    uint64_t mempool_refused[CD_STATUS_MEMPOOL_REASONS];
 } cd_ctl_progress;
 
 /* Modes of the secondary indexes (cd_ctl_progress.index_mode, the status

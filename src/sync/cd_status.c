@@ -24,6 +24,68 @@
 
 #include "cd_build.h" /* CD_VERSION */
 
+/* Seconds: a batch commit is a few ms on a quiet server and seconds when
+ * PostgreSQL is saturated (checkpoints, a slow disk). */
+const double cd_status_commit_le[CD_STATUS_COMMIT_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+const char *const cd_status_mempool_reasons[CD_STATUS_MEMPOOL_REASONS] = {
+    "unsolicited", "oversize", "unparsable", "notfound", "unanswered", "queue-full"};
+
+/* The chain totals the Bitcoin SV node itself uses to estimate its sync
+ * progress (bitcoin-sv/bitcoin-sv src/chainparams.cpp, chainTxData: "Data
+ * as of block 000000000000000001d2ce55...c5d (height 523992)" for mainnet,
+ * "...5b09cd6 (height 1223263)" for testnet; the rate is its "estimated
+ * number of transactions per second after that timestamp"). Newer totals
+ * make the estimates better: a line here, e.g. from a node's
+ * `getchaintxstats` (txcount, time, txrate) and the block's height. */
+typedef struct chain_txdata {
+    const char *net;
+    int32_t height;   /* the block of the count */
+    double txs;       /* transactions from genesis up to it */
+    int64_t time;     /* its header time */
+    double tx_per_s;  /* after it */
+} chain_txdata;
+
+static const chain_txdata chain_txdata_table[] = {
+    {"main", 523992, 248589038.0, 1522608016, 3.2},
+    {"test", 1223263, 15052068.0, 1522608381, 0.15},
+};
+
+int cd_status_chain_txs(const char *net, int32_t height, int64_t time, double *txs)
+{
+    for (size_t i = 0; i < CD_ARRAY_LEN(chain_txdata_table); i++) {
+        const chain_txdata *d = &chain_txdata_table[i];
+        if (strcmp(d->net, net) != 0)
+            continue;
+        if (height <= d->height)
+            *txs = d->txs * ((double)(height < 0 ? 0 : height) + 1.0) / ((double)d->height + 1.0);
+        else
+            *txs = d->txs + (double)(time > d->time ? time - d->time : 0) * d->tx_per_s +
+                   (double)(height - d->height); /* at least one tx a block */
+        return 0;
+    }
+    return -1;
+}
+
+/* progress_tx and txs_left from the heights and header times. */
+static void estimate_txs(cd_status *st)
+{
+    double done, total;
+    st->progress_tx = -1;
+    st->txs_left = -1;
+    if (st->header_height < 0 ||
+        cd_status_chain_txs(st->network, st->header_height, st->header_time, &total) != 0)
+        return;
+    if (st->height < 0)
+        done = 0;
+    else if (cd_status_chain_txs(st->network, st->height, st->tip_time, &done) != 0)
+        return;
+    if (done > total || st->height >= st->header_height)
+        done = total;
+    st->progress_tx = total > 0 ? done / total : 1.0;
+    st->txs_left = total - done;
+}
 
 void cd_status_init(cd_status *st, const cd_config *cfg)
 {
@@ -38,6 +100,8 @@ void cd_status_init(cd_status *st, const cd_config *cfg)
     st->indexed_height = -1;
     st->header_height = -1;
     st->eta_s = -1;
+    st->progress_tx = -1;
+    st->txs_left = -1;
     if (cfg) {
         st->ring_size = cfg->ring_size;
         st->interval_s = cfg->status_interval_s;
@@ -72,8 +136,11 @@ void cd_status_sample(cd_status *st, uint64_t blocks_done, uint64_t bytes_done, 
     st->blocks_per_s = (double)(blocks_done - st->win[old].blocks) / dt;
     st->mb_per_s = (double)(bytes_done - st->win[old].bytes) / dt / 1e6;
     st->tx_per_s = (double)(txs_done - st->win[old].txs) / dt;
+    estimate_txs(st);
     if (st->header_height >= 0 && st->height >= st->header_height)
         st->eta_s = 0;
+    else if (st->txs_left >= 0) /* blocks differ in size by 10^6: count txs */
+        st->eta_s = st->tx_per_s > 1e-6 ? st->txs_left / st->tx_per_s : -1;
     else if (st->header_height >= 0 && st->blocks_per_s > 1e-6)
         st->eta_s =
             (double)(st->header_height - (st->height < 0 ? -1 : st->height)) / st->blocks_per_s;
@@ -144,17 +211,43 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
             st->header_height, sync_pct(st));
     fprintf(f, "  stored:        %" PRId32 "  indexed: %" PRId32 "\n", st->stored_height,
             st->indexed_height);
+    if (st->tip_hash[0]) {
+        char when[32] = "?", tip_age[32] = "?";
+        time_t t = (time_t)st->tip_time;
+        struct tm tm;
+        if (st->tip_time > 0 && gmtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (st->tip_time > 0)
+            cd_status_format_duration((double)(now - st->tip_time), tip_age, sizeof(tip_age));
+        fprintf(f, "  %s%s\n", st->indexed_height >= 0 ? "indexed tip:   " : "stored tip:    ",
+                st->tip_hash);
+        fprintf(f, "  tip time:      %s (%s ago)\n", when, tip_age);
+    }
     if (st->index_mode[0])
         fprintf(f, "  index mode:    %s\n", st->index_mode);
+    if (st->progress_tx >= 0)
+        fprintf(f, "  progress:      %.1f%% of the transactions (estimated from the chain's known "
+                   "tx totals), %.1f%% of the blocks\n",
+                100.0 * st->progress_tx, sync_pct(st));
     fprintf(f, "  speed:         %.2f blocks/s  %.2f MB/s  %.0f tx/s (over %d status intervals)\n",
             st->blocks_per_s, st->mb_per_s, st->tx_per_s, CD_STATUS_WINDOW - 1);
-    fprintf(f, "  eta:           %s\n", eta);
+    if (st->header_height >= 0 && st->height >= st->header_height)
+        fprintf(f, "  eta:           %s (caught up)\n", eta);
+    else if (st->txs_left >= 0)
+        fprintf(f, "  eta:           %s (estimated: ~%.3g txs left at the tx rate above)\n", eta,
+                st->txs_left);
+    else
+        fprintf(f, "  eta:           %s (by blocks: no known tx totals for %s)\n", eta,
+                st->network);
     fprintf(f, "  ring:          %.1f%% of %.0f MB in use\n", ring_pct(st),
             (double)st->ring_size / (1024.0 * 1024.0));
     fprintf(f, "  workers alive: %" PRIu32 " / %" PRIu32 "\n", st->workers_alive,
             st->workers_total);
     if (st->best_hash[0])
         fprintf(f, "  best header:   %s\n", st->best_hash);
+    for (uint32_t i = 0; i < st->n_restart; i++)
+        if (st->restart[i].n)
+            fprintf(f, "  restarts:      %s %" PRIu64 "\n", st->restart[i].name, st->restart[i].n);
     fprintf(f, "  peers:         %" PRIu32 "\n", st->peers);
     for (uint32_t i = 0; i < st->n_peer; i++)
         fprintf(f, "    %-21s height %-8" PRId32 " in %.1f MB  out %.1f MB  %s\n",
@@ -234,7 +327,21 @@ int cd_status_write(const char *datadir, cd_status *st)
                      st->blocks_per_s, st->mb_per_s, st->tx_per_s, st->eta_s, st->index_mode,
                      stall);
     if (n >= 0 && (size_t)n < sizeof(buf))
-        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "best_hash=%s\n", st->best_hash);
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+                      "best_hash=%s\ntip_hash=%s\ntip_time=%" PRId64 "\nheader_time=%" PRId64
+                      "\nprogress_tx=%.6f\ntxs_left=%.0f\ncommit=%" PRIu64 " %.6f",
+                      st->best_hash, st->tip_hash, st->tip_time, st->header_time,
+                      st->progress_tx, st->txs_left, st->commit_n, st->commit_sum_s);
+    for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS && n >= 0 && (size_t)n < sizeof(buf); i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, " %" PRIu64, st->commit_le[i]);
+    if (n >= 0 && (size_t)n < sizeof(buf))
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "\n");
+    for (uint32_t i = 0; i < st->n_restart && n >= 0 && (size_t)n < sizeof(buf); i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "restart=%s %" PRIu64 "\n",
+                      st->restart[i].name, st->restart[i].n);
+    for (int i = 0; i < CD_STATUS_MEMPOOL_REASONS && n >= 0 && (size_t)n < sizeof(buf); i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "mempool_refused=%s %" PRIu64 "\n",
+                      cd_status_mempool_reasons[i], st->mempool_refused[i]);
     for (uint32_t i = 0; i < st->n_peer && i < CD_STATUS_MAX_PEERS && n >= 0 &&
                          (size_t)n < sizeof(buf);
          i++) {
@@ -278,6 +385,16 @@ static void copy_str(char *dst, size_t len, const char *v)
     snprintf(dst, len, "%s", v);
 }
 
+/* "commit=<n> <sum_s> <le_1> ... <le_N>" */
+static void read_commit(cd_status *st, const char *v)
+{
+    char *end;
+    st->commit_n = strtoull(v, &end, 10);
+    st->commit_sum_s = strtod(end, &end);
+    for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+        st->commit_le[i] = strtoull(end, &end, 10);
+}
+
 int cd_status_read(const char *datadir, cd_status *st)
 {
     char *path = status_path(datadir, "");
@@ -294,6 +411,8 @@ int cd_status_read(const char *datadir, cd_status *st)
     st->indexed_height = -1;
     st->header_height = -1;
     st->eta_s = -1;
+    st->progress_tx = -1; /* absent in files of older daemons */
+    st->txs_left = -1;
     int format = 0;
     char line[512];
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -357,6 +476,33 @@ int cd_status_read(const char *datadir, cd_status *st)
             st->tx_per_s = strtod(v, NULL);
         else if (strcmp(k, "best_hash") == 0)
             copy_str(st->best_hash, sizeof(st->best_hash), v);
+        else if (strcmp(k, "tip_hash") == 0)
+            copy_str(st->tip_hash, sizeof(st->tip_hash), v);
+        else if (strcmp(k, "tip_time") == 0)
+            st->tip_time = strtoll(v, NULL, 10);
+        else if (strcmp(k, "header_time") == 0)
+            st->header_time = strtoll(v, NULL, 10);
+        else if (strcmp(k, "progress_tx") == 0)
+            st->progress_tx = strtod(v, NULL);
+        else if (strcmp(k, "txs_left") == 0)
+            st->txs_left = strtod(v, NULL);
+        else if (strcmp(k, "commit") == 0)
+            read_commit(st, v);
+        else if (strcmp(k, "restart") == 0 && st->n_restart < CD_STATUS_MAX_KINDS) {
+            cd_status_count *c = &st->restart[st->n_restart];
+            char name[24];
+            if (sscanf(v, "%23s %" SCNu64, name, &c->n) == 2) {
+                copy_str(c->name, sizeof(c->name), name);
+                st->n_restart++;
+            }
+        } else if (strcmp(k, "mempool_refused") == 0) {
+            char name[24];
+            uint64_t cnt;
+            if (sscanf(v, "%23s %" SCNu64, name, &cnt) == 2)
+                for (int i = 0; i < CD_STATUS_MEMPOOL_REASONS; i++)
+                    if (strcmp(name, cd_status_mempool_reasons[i]) == 0)
+                        st->mempool_refused[i] = cnt;
+        }
         else if (strcmp(k, "peer") == 0 && st->n_peer < CD_STATUS_MAX_PEERS) {
             cd_status_peer *p = &st->peer[st->n_peer];
             int used = 0;
@@ -449,6 +595,16 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
                                                (json_int_t)st->peer[i].bytes_out));
     if (json_object_set_new(o, "best_hash", st->best_hash[0] ? json_string(st->best_hash)
                                                              : json_null()) != 0 ||
+        json_object_set_new(o, "tip_hash", st->tip_hash[0] ? json_string(st->tip_hash)
+                                                           : json_null()) != 0 ||
+        json_object_set_new(o, "tip_time", st->tip_time > 0 ? json_integer(st->tip_time)
+                                                            : json_null()) != 0 ||
+        json_object_set_new(o, "progress_tx_estimated", st->progress_tx >= 0
+                                                            ? json_real(st->progress_tx)
+                                                            : json_null()) != 0 ||
+        json_object_set_new(o, "txs_left_estimated", st->txs_left >= 0
+                                                         ? json_integer((json_int_t)st->txs_left)
+                                                         : json_null()) != 0 ||
         json_object_set_new(o, "peer_list", peers) != 0) {
         json_decref(o);
         return NULL;

@@ -36,6 +36,25 @@
 #define CD_STATUS_MAX_PEERS 8 /* peers listed in the status file */
 #define CD_STATUS_WINDOW    7 /* samples the rates span: the last 6 intervals */
 
+/* Worker restarts of one kind of child (cd_sup_restarts), by kind name. */
+typedef struct cd_status_count {
+    char name[24];
+    uint64_t n;
+} cd_status_count;
+
+#define CD_STATUS_MAX_KINDS 16
+
+/* PostgreSQL commit latency of the parsers' batches (a histogram): the
+ * upper bounds of its buckets, in seconds (+Inf is the count). */
+#define CD_STATUS_COMMIT_BUCKETS 11
+extern const double cd_status_commit_le[CD_STATUS_COMMIT_BUCKETS];
+
+/* Why relayed mempool txs were not taken (cd_mempool_relay.c's per-peer
+ * counters, summed over every peer of this run); the status file's and the
+ * metrics' reason labels, in this order. */
+#define CD_STATUS_MEMPOOL_REASONS 6
+extern const char *const cd_status_mempool_reasons[CD_STATUS_MEMPOOL_REASONS];
+
 /* One connected peer as the status file lists it. */
 typedef struct cd_status_peer {
     char addr[64];   /* host:port */
@@ -81,6 +100,22 @@ typedef struct cd_status {
     char best_hash[65]; /* best header's hash, display hex; "" unknown */
     uint32_t n_peer;    /* entries of peer[] (<= peers) */
     cd_status_peer peer[CD_STATUS_MAX_PEERS];
+    /* appended in format 1 for issue 17 (older readers skip them) */
+    char tip_hash[65];    /* the best-chain block at `height` (indexed tip, or
+                             stored tip without the index), display hex; "" */
+    int64_t tip_time;     /* its header time (unix seconds), 0 unknown */
+    int64_t header_time;  /* the best header's time, 0 unknown */
+    uint32_t n_restart;   /* entries of restart[] */
+    cd_status_count restart[CD_STATUS_MAX_KINDS]; /* worker restarts by kind */
+    uint64_t commit_n;    /* parser batch commits timed this run */
+    double commit_sum_s;  /* their total duration */
+    uint64_t commit_le[CD_STATUS_COMMIT_BUCKETS]; /* commits <= each bound
+                                                     (cumulative, as Prometheus) */
+    uint64_t mempool_refused[CD_STATUS_MEMPOOL_REASONS]; /* by reason, this run */
+    /* computed by cd_status_sample from the chain's known tx totals
+     * (cd_status_chain_txs): estimates, < 0 when the network has none */
+    double progress_tx; /* fraction 0..1 of the chain's txs up to `height` */
+    double txs_left;    /* txs between `height` and the best header */
     /* private to cd_status_sample: the sliding window of samples */
     struct {
         double t;
@@ -89,12 +124,25 @@ typedef struct cd_status {
     unsigned win_n, win_next;
 } cd_status;
 
+/* Estimated number of transactions in the chain up to a block, from the
+ * totals the Bitcoin SV node knows for mainnet and testnet (its
+ * chainTxData: the tx count at a recent block and the tx rate after it):
+ * up to that block the count is spread evenly over the heights, after it
+ * the rate runs from that block's time to `time`. A rough figure, always
+ * shown as estimated.
+ * In: net "main" / "test" (others have none); height >= 0; time: the
+ *     block's header time (unix seconds).
+ * Out: *txs. Returns: 0, or -1 when the network has no known totals. */
+int cd_status_chain_txs(const char *net, int32_t height, int64_t time, double *txs);
+
 /* Zeroes *st and sets identity fields (pid, network, version, start time),
  * state "starting", heights -1, eta unknown. */
 void cd_status_init(cd_status *st, const cd_config *cfg);
 
 /* Takes a sample of the cumulative counters at time now_s (cd_now_s()) and
- * updates the rates and the ETA. The rates span a sliding window of the
+ * updates the rates and the ETA: by transactions (estimated txs left ÷ the
+ * tx rate) where the network's chain totals are known, else by blocks
+ * (blocks left ÷ the block rate); st->progress_tx and st->txs_left too. The rates span a sliding window of the
  * last CD_STATUS_WINDOW samples (6 status intervals): once nothing moved
  * for that long they read exactly 0, rather than decaying slowly as a
  * smoothed average does. The first call only records the starting point. */

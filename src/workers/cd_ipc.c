@@ -129,6 +129,8 @@ const char *cd_ipc_type_name(uint16_t type)
         return "BLOCK_STORED";
     case CD_IPC_STALL:
         return "STALL";
+    case CD_IPC_PG_COMMIT:
+        return "PG_COMMIT";
     default:
         return "?";
     }

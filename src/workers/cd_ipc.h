@@ -86,6 +86,8 @@ typedef enum cd_ipc_type {
     CD_IPC_SHUTDOWN = 9,      /* c->w  no payload: finish and exit 0 */
     CD_IPC_BLOCK_STORED = 10, /* c->parser cd_ipc_block_ref: complete it in PG */
     CD_IPC_STALL = 11,        /* w->c  cd_ipc_stall */
+    CD_IPC_PG_COMMIT = 12,    /* parser->c cd_ipc_pg_commit: a batch committed
+                               * (its duration, for /metrics) */
 } cd_ipc_type;
 
 /* Status codes in UNIT_ACK / BLOCK_DONE. */
@@ -169,6 +171,14 @@ typedef struct cd_ipc_block_done {
     uint32_t status;  /* cd_ipc_status */
     uint8_t root[32]; /* merkle: the computed root */
 } cd_ipc_block_done;
+
+/* One PostgreSQL batch commit of a parser (PG_COMMIT). */
+typedef struct cd_ipc_pg_commit {
+    uint64_t ns;    /* how long cd_pg_batch_commit took (end of the COPY
+                       streams, markers, COMMIT) */
+    uint32_t units; /* units in the batch */
+    uint32_t pad;
+} cd_ipc_pg_commit;
 
 /* A store that cannot be written (STALL). */
 typedef struct cd_ipc_stall {

@@ -190,6 +190,7 @@ static int parser_flush(cd_wk_ctx *c)
                 p->held[i].pg_block = p->ids[p->reg_of[i]];
     }
     int rc;
+    uint64_t commit_ns = 0;
     for (;;) {
         rc = cd_pg_batch_begin(p->pg, &p->unit);
         /* every unit's marker check in one statement */
@@ -236,8 +237,11 @@ static int parser_flush(cd_wk_ctx *c)
             cd_pg_batch_unit_done(&p->unit);
             h->written = 1;
         }
-        if (rc == 0)
+        if (rc == 0) {
+            uint64_t t0 = cd_now_ns();
             rc = cd_pg_batch_commit(p->pg, &p->unit);
+            commit_ns = cd_now_ns() - t0;
+        }
         if (rc == 0)
             break;
         if (rc != CD_PG_EAGAIN && rc != 1) {
@@ -245,6 +249,11 @@ static int parser_flush(cd_wk_ctx *c)
             return -1; /* errors, stop */
         }
     }
+    /* the commit's duration, for the latency histogram of /metrics (a
+     * message per batch: nothing per unit) */
+    cd_ipc_pg_commit pc = {.ns = commit_ns, .units = (uint32_t)p->n_held};
+    if (cd_ipc_send(c->fd, CD_IPC_PG_COMMIT, &pc, sizeof(pc), NULL, 0) != 0)
+        return -1;
     for (size_t i = 0; i < p->n_held; i++) {
         held_unit *h = &p->held[i];
         if (!h->gaps)

@@ -149,8 +149,9 @@ def test_ping_error_and_routing(env):
     assert expect_error(env.port, "/api/v1/nothing", 404) == "Not Found"
     assert expect_error(env.port, "/api/v1/chain/tips", 405, method="POST", body=b"")
     assert expect_error(env.port, "/api/v1/restoration/search", 405)
-    # the notification routes are not built yet: an honest 501, not a 404
-    expect_error(env.port, "/api/v1/output-spend/notifications", 501, method="POST", body=b"[]")
+    # the notification routes (test_conduitdb_notify.py): ConduitDB's content-type check
+    assert expect_error(env.port, "/api/v1/output-spend/notifications", 400, method="POST",
+                        body=b"[]") == "unknown request body content type"
     # conduitd's own API is untouched
     st, _, _, body = req(env.port, "/v1/tip")
     assert st == 200 and json.loads(body)["height"] == 116

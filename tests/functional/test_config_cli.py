@@ -98,6 +98,16 @@ OTHER = {
     "status_interval": ("3", "3"),
     "api_keys": ("k1,k2", "(hidden: 2 keys)"),  # never printed (issue 15)
     "http_cors_origins": ("https://a.example", "https://a.example"),
+    "events_keep": ("24", "24"),
+    "events_max_conns": ("100", "100"),
+    "events_max_keys": ("50", "50"),
+    "events_max_output": ("64K", "64K"),
+    "events_max_message": ("8K", "8K"),
+    "events_stall_timeout": ("9", "9"),
+    "events_ping_interval": ("11", "11"),
+    "events_sub_idle": ("600", "600"),
+    "metrics_listen": ("9490", "127.0.0.1:9490"),  # a bare port: loopback
+    "metrics_allow_remote": ("yes", "on"),
     "webhooks": ("off", "off"),
     "webhook_timeout": ("3", "3"),
     "webhook_retry_max": ("30", "30"),

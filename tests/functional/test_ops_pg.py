@@ -100,3 +100,95 @@ def test_every_table_view_and_column_has_a_comment(db):
                             "n.oid = c.relnamespace WHERE n.nspname = 'public' AND "
                             "c.relkind IN ('r', 'v')").stdout.strip()
     assert int(n) >= 20
+
+
+# ---- fail fast: a database conduitd cannot write is a configuration error
+
+def start_fails(build_dir, tmp_path, conninfo):
+    from test_config_cli import assert_config_error, free_port, run
+    r = run(build_dir, ["--regtest", "--no-conf", "--datadir", str(tmp_path / "d"),
+                        "--connect", f"127.0.0.1:{free_port()}", "--pg-conninfo", conninfo],
+            timeout=60)
+    return assert_config_error(r)
+
+
+def test_reader_login_is_refused_at_start(db, build_dir, tmp_path):
+    """An application's login (conduit_reader) named in pg_conninfo: exit 2
+    with one line at start. Failed before: conduitd started and its parsers
+    retried a refused INSERT forever."""
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=app dbname=rolesdb")
+    assert "role app cannot write the index" in line and "conduit_writer" in line, line
+
+
+def test_role_without_create_on_an_empty_database(db, build_dir, tmp_path):
+    """No schema yet, and a role that may not create one (PostgreSQL 15 gives
+    no CREATE on public to other roles): exit 2 at start."""
+    db.psql("CREATE DATABASE emptyrolesdb")
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=app dbname=emptyrolesdb")
+    assert "role app cannot create the schema" in line, line
+
+
+def test_read_only_database_is_refused_at_start(db, build_dir, tmp_path):
+    """default_transaction_read_only = on (for the database here; a role's
+    setting or a hot standby are refused the same way). Failed before:
+    conduitd started, then every write failed and was retried."""
+    db.psql("CREATE DATABASE rodb")
+    db.psql("ALTER DATABASE rodb SET default_transaction_read_only = on")
+    line = start_fails(build_dir, tmp_path,
+                       f"host={db.sockdir} port={db.port} user=postgres dbname=rodb")
+    assert "the session is read-only (default_transaction_read_only = on" in line, line
+    db.psql("ALTER DATABASE rodb SET default_transaction_read_only = off")
+    # the same database, writable again: the start-up check passes (the
+    # daemon is stopped as soon as it runs)
+    from daemon_util import Daemon
+    d = Daemon(build_dir, str(tmp_path / "d2"),
+               ["--regtest", "--no-conf", "--connect", "127.0.0.1:1", "--pg-conninfo",
+                f"host={db.sockdir} port={db.port} user=postgres dbname=rodb",
+                "--ring-size", "16M", "--unit-size", "1M", "--parser-workers", "1"])
+    d.start()
+    try:
+        d.wait_for_log(r"controller running", timeout=60)
+    finally:
+        assert d.stop() == 0
+
+
+def test_password_from_a_passfile_or_pgpassfile(pg, build_dir, tmp_path):
+    """The writer's password in a libpq password file, named by `passfile=`
+    in pg_conninfo or by PGPASSFILE in the environment: conduitd starts and
+    its workers log in; without it the start-up check refuses the login
+    (exit 2). The test server trusts every local login, so one rule asking
+    for a password is put first in its pg_hba.conf for this role only."""
+    pg.psql("CREATE ROLE pwuser LOGIN PASSWORD 'Pw-s3cret'")
+    pg.psql("CREATE DATABASE pwdb OWNER pwuser")
+    hba = os.path.join(pg.datadir, "pg_hba.conf")
+    rules = open(hba).read()
+    with open(hba, "w") as f:
+        f.write("local pwdb pwuser scram-sha-256\n" + rules)
+    pg.psql("SELECT pg_reload_conf()")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:pwdb:pwuser:Pw-s3cret\n")
+    os.chmod(passfile, 0o600)
+    base = f"host={pg.sockdir} port={pg.port} user=pwuser dbname=pwdb"
+    from test_config_cli import assert_config_error, free_port, run
+    assert_config_error(
+        run(build_dir, ["--regtest", "--no-conf", "--datadir", str(tmp_path / "d0"), "--connect",
+                        f"127.0.0.1:{free_port()}", "--pg-conninfo", base],
+            env={"PGPASSFILE": "/nonexistent", "PGPASSWORD": ""}, timeout=60),
+        "refuses the login", "password")
+    from daemon_util import Daemon
+    for i, (ci, env) in enumerate([(f"{base} passfile={passfile}", {}),
+                                   (base, {"PGPASSFILE": str(passfile)})]):
+        d = Daemon(build_dir, str(tmp_path / f"d{i + 1}"),
+                   ["--regtest", "--no-conf", "--connect", "127.0.0.1:1", "--pg-conninfo", ci,
+                    "--ring-size", "16M", "--unit-size", "1M", "--parser-workers", "1"],
+                   env=env)
+        d.start()
+        try:
+            d.wait_for_log(r"controller running", timeout=60)
+            # the mempool module's own session logs in with it too
+            d.wait_for_log(r"mempool: index connection ready", timeout=60)
+        finally:
+            assert d.stop() == 0
+        assert "password authentication failed" not in d.log_text()

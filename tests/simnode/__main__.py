@@ -126,6 +126,8 @@ def execute(node, c):
     if cmd == "headers_hashes":
         a, b = int(c.get("from", 0)), int(c.get("to", node.chain.height))
         return {"hashes": [hexh(node.chain.active[h]) for h in range(a, min(b, node.chain.height) + 1)]}
+    if cmd == "reveal":         # chain file: connect up to this height, announce
+        return {"height": node.reveal(int(c["height"])), "pending": len(node.pending)}
     if cmd == "stop":
         return {"stopping": True}
     raise ValueError("unknown command %r" % cmd)
@@ -160,6 +162,11 @@ def main(argv=None):
                     help="load a chain directory (headers.txt + raw block files)")
     ap.add_argument("--block-file", action="append", default=[],
                     help="serve this raw block file by hash (need not connect)")
+    ap.add_argument("--chain-file", help="serve a chain file directory (python3 -m "
+                    "tests.simnode.chainfile generates one) from disk, not from memory")
+    ap.add_argument("--serve-height", type=int, default=None,
+                    help="with --chain-file: connect only this many blocks at start "
+                    "(the control command reveal connects more)")
     ap.add_argument("--generate", type=int, default=0, help="generate N blocks on the tip")
     ap.add_argument("--txs-per-block", type=int, default=0)
     ap.add_argument("--block-size", type=int, default=None,
@@ -199,7 +206,8 @@ def main(argv=None):
                    force_extmsg=a.force_extmsg, log=log,
                    ignore_getheaders=a.ignore_getheaders, feefilter=a.feefilter,
                    handshake_timeout=a.handshake_timeout,
-                   whitelist=a.whitelist, genesis_height=a.genesis_height)
+                   whitelist=a.whitelist, genesis_height=a.genesis_height,
+                   chain_file=a.chain_file, serve_height=a.serve_height)
     for d in a.chain:
         n = node.chain.load_dir(d)
         log("loaded %d blocks from %s" % (n, d))

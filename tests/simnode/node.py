@@ -693,7 +693,7 @@ class SimNode:
                  magic=None, ignore_getheaders=False, handshake_timeout=60,
                  genesis_height=GENESIS_ACTIVATION_REGTEST,
                  mempool_expiry=DEFAULT_MEMPOOL_EXPIRY, clock=time.time,
-                 allow_mempool=None, user_agent=None):
+                 allow_mempool=None, user_agent=None, chain_file=None, serve_height=None):
         if allow_mempool is not None:       # deprecated name of `whitelist`
             whitelist = bool(allow_mempool)
         self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
@@ -733,6 +733,13 @@ class SimNode:
         self._stopping = False
         if chain_dir:
             self.chain.load_dir(chain_dir)
+        # file-backed blocks not yet connected (chainfile.py): reveal()
+        self.pending = collections.deque()
+        if chain_file:
+            from . import chainfile
+            self.pending = collections.deque(chainfile.load(self.chain, chain_file))
+            self.reveal(len(self.pending) if serve_height is None else serve_height,
+                        announce=False)
         if generate:
             self.generate(generate, txs_per_block=txs_per_block, block_size=block_size)
 
@@ -1134,6 +1141,24 @@ class SimNode:
         if announce:
             self._announce()
         return out
+
+    def reveal(self, height, announce=True):
+        """Connect the loaded chain file's blocks up to `height` (as if they
+        had just been mined) and announce the new tip. Returns the new
+        height; the height stays if it is already there."""
+        with self.lock:
+            chain = self.chain
+            while self.pending and chain.height < height:
+                b = self.pending[0]
+                if b.prev != chain.active[-1]:
+                    raise ValueError("chain file block %s does not extend the tip "
+                                     "(the chain changed since it was loaded)" % b.hash_hex)
+                self.pending.popleft()
+                chain.connect(b)
+            h = chain.height
+        if announce:
+            self._announce()
+        return h
 
     def _build(self, n, txs_per_block=0, block_size=None, txs=None, include_mempool=True):
         chain = self.chain

@@ -80,7 +80,8 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
     case CD_OPT_STRING:
         if (strcmp(o->name, "datadir") == 0 || strcmp(o->name, "log_file") == 0)
             snprintf(in, len, "/tmp/cd-test-%s", o->name);
-        else if (strcmp(o->name, "http_listen") == 0) /* validated: address:port */
+        else if (strcmp(o->name, "http_listen") == 0 || /* validated: address:port */
+                 strcmp(o->name, "metrics_listen") == 0)  /* (loopback unless allowed) */
             snprintf(in, len, "127.0.0.1:8085");
         else
             snprintf(in, len, "value-for-%s", o->name);
@@ -321,6 +322,45 @@ static void expect_file_error(const char *text, const char *want_sub, int line)
     ck_assert_msg(strstr(err, want_sub) != NULL, "'%s' lacks '%s'", err, want_sub);
     ck_assert_msg(strchr(err, '\n') == NULL, "multi-line error '%s'", err);
 }
+
+/* metrics_listen (issue 17): a bare port means loopback; any other address
+ * than loopback is refused unless metrics_allow_remote is on. */
+START_TEST(test_metrics_listen)
+{
+    cd_config cfg;
+    char err[1024] = "";
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "9490", NULL),
+                     CD_CONFIG_RUN);
+    ck_assert_str_eq(cfg.metrics_listen, "127.0.0.1:9490");
+    cd_config_free(&cfg);
+    const char *local[] = {"[::1]:1", "localhost:1", "127.9.9.9:1", "[::ffff:127.0.0.1]:1"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(local); i++) {
+        ck_assert_int_eq(
+            parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", local[i], NULL),
+            CD_CONFIG_RUN);
+        ck_assert_str_eq(cfg.metrics_listen, local[i]);
+        cd_config_free(&cfg);
+    }
+    const char *remote[] = {"0.0.0.0:9490", "[::]:1", "10.1.2.3:1", "metrics.example:1"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(remote); i++) {
+        ck_assert_int_eq(
+            parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", remote[i], NULL),
+            CD_CONFIG_ERROR);
+        ck_assert_msg(strstr(err, "not a loopback address") && strstr(err, "metrics_allow_remote"),
+                      "%s", err);
+        ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", remote[i],
+                               "--metrics-allow-remote", "on", NULL),
+                         CD_CONFIG_RUN);
+        ck_assert_str_eq(cfg.metrics_listen, remote[i]);
+        cd_config_free(&cfg);
+    }
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "70000", NULL),
+                     CD_CONFIG_ERROR);
+    ck_assert_msg(strstr(err, "metrics_listen expects address:port or a port"), "%s", err);
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--metrics-listen", "host", NULL),
+                     CD_CONFIG_ERROR);
+}
+END_TEST
 
 /* parser_workers: one bound (CD_CONFIG_MAX_PARSER_WORKERS) for an explicit
  * value, the default on any host, and the pipeline (cd_pipeline.h asserts
@@ -700,6 +740,75 @@ START_TEST(test_status_window_and_peers)
 }
 END_TEST
 
+/* Issue 17: the ETA by transactions where the chain's tx totals are known
+ * (mainnet, testnet: the SV node's chainTxData), by blocks elsewhere; the
+ * new status fields survive the file. */
+START_TEST(test_status_eta_by_txs)
+{
+    double txs;
+    ck_assert_int_eq(cd_status_chain_txs("regtest", 10, 0, &txs), -1);
+    ck_assert_int_eq(cd_status_chain_txs("stn", 10, 0, &txs), -1);
+    ck_assert_int_eq(cd_status_chain_txs("main", 523992, 1522608016, &txs), 0);
+    ck_assert_double_eq_tol(txs, 248589038.0, 0.5);
+    /* after the known block: its rate (3.2 tx/s) from its time on */
+    ck_assert_int_eq(cd_status_chain_txs("main", 523993, 1522608016 + 1000, &txs), 0);
+    ck_assert_double_eq_tol(txs, 248589038.0 + 3200.0 + 1.0, 0.5);
+    ck_assert_int_eq(cd_status_chain_txs("test", 0, 0, &txs), 0);
+    ck_assert(txs > 0 && txs < 100);
+
+    tmp_setup();
+    cd_config cfg;
+    char err[512] = "";
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--datadir", g_tmp, NULL), CD_CONFIG_RUN);
+    cd_status st;
+    cd_status_init(&st, &cfg);
+    ck_assert_str_eq(st.network, "main");
+    st.height = 262000; /* half the heights of the known block */
+    st.tip_time = 1300000000;
+    st.header_height = 523992;
+    st.header_time = 1522608016;
+    cd_status_sample(&st, 0, 0, 0, 1000.0);
+    cd_status_sample(&st, 100, 1000000, 100000, 1010.0); /* 10 blk/s, 10000 tx/s */
+    double left = 248589038.0 - 248589038.0 * 262001.0 / 523993.0;
+    ck_assert_double_eq_tol(st.txs_left, left, 1.0);
+    ck_assert_double_eq_tol(st.progress_tx, 262001.0 / 523993.0, 1e-6);
+    /* txs left at the tx rate, not blocks left at the block rate */
+    ck_assert_double_eq_tol(st.eta_s, left / 10000.0, 1e-3);
+    /* idle for the whole window: the rates read 0 and the ETA is unknown */
+    for (int i = 1; i <= CD_STATUS_WINDOW; i++)
+        cd_status_sample(&st, 100, 1000000, 100000, 1010.0 + 10 * i);
+    ck_assert(st.tx_per_s == 0.0 && st.blocks_per_s == 0.0 && st.eta_s < 0);
+
+    snprintf(st.tip_hash, sizeof(st.tip_hash), "%064d", 7);
+    st.n_restart = 2;
+    snprintf(st.restart[0].name, sizeof(st.restart[0].name), "parser");
+    st.restart[0].n = 3;
+    snprintf(st.restart[1].name, sizeof(st.restart[1].name), "http");
+    st.commit_n = 5;
+    st.commit_sum_s = 0.25;
+    for (int i = 0; i < CD_STATUS_COMMIT_BUCKETS; i++)
+        st.commit_le[i] = i < 3 ? 2 : 5;
+    st.mempool_refused[CD_STATUS_MEMPOOL_REASONS - 1] = 9;
+    ck_assert_int_eq(cd_status_write(g_tmp, &st), 0);
+    cd_status back;
+    ck_assert_int_eq(cd_status_read(g_tmp, &back), 0);
+    ck_assert_str_eq(back.tip_hash, st.tip_hash);
+    ck_assert_int_eq(back.tip_time, 1300000000);
+    ck_assert_int_eq(back.header_time, 1522608016);
+    ck_assert_double_eq_tol(back.progress_tx, st.progress_tx, 1e-6);
+    ck_assert_double_eq_tol(back.txs_left, st.txs_left, 1.0);
+    ck_assert_uint_eq(back.n_restart, 2);
+    ck_assert_str_eq(back.restart[0].name, "parser");
+    ck_assert_uint_eq(back.restart[0].n, 3);
+    ck_assert_uint_eq(back.commit_n, 5);
+    ck_assert_double_eq_tol(back.commit_sum_s, 0.25, 1e-9);
+    ck_assert_uint_eq(back.commit_le[2], 2);
+    ck_assert_uint_eq(back.commit_le[CD_STATUS_COMMIT_BUCKETS - 1], 5);
+    ck_assert_uint_eq(back.mempool_refused[CD_STATUS_MEMPOOL_REASONS - 1], 9);
+    cd_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_status_roundtrip)
 {
     tmp_setup();
@@ -894,6 +1003,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_defaults_match_table);
     tcase_add_test(tc, test_table_sane);
     tcase_add_test(tc, test_every_option_from_file_and_flag);
+    tcase_add_test(tc, test_metrics_listen);
     tcase_add_test(tc, test_flags_override_file);
     tcase_add_test(tc, test_network_flags_and_datadir);
     tcase_add_test(tc, test_sizes);
@@ -909,6 +1019,7 @@ static Suite *suite_config(void)
     suite_add_tcase(s, tc);
     TCase *ops = tcase_create("ops");
     tcase_add_test(ops, test_status_roundtrip);
+    tcase_add_test(ops, test_status_eta_by_txs);
     tcase_add_test(ops, test_status_window_and_peers);
     tcase_add_test(ops, test_notify_datagrams);
     tcase_add_test(ops, test_signals_run_in_loop);

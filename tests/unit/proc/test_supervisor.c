@@ -200,6 +200,9 @@ START_TEST(test_exit2_is_fatal_and_not_respawned)
 }
 END_TEST
 
+static const cd_sup_kind k_sleep_kind = {
+    .name = "sleeper", .main = main_sleep, .restart = CD_SUP_RESPAWN};
+
 START_TEST(test_crash_is_respawned)
 {
     obs o;
@@ -215,6 +218,17 @@ START_TEST(test_crash_is_respawned)
     ck_assert_int_ge(o.downs, 2);
     ck_assert_int_eq(o.last_code, CD_EXIT_FAILURE);
     ck_assert_int_eq(o.fatal, 0);
+    /* the restarts are counted under the kind's name (issue 17: /metrics);
+     * a kind that never died reads 0, a run-once kind is not listed */
+    ck_assert_int_ge(cd_sup_add(s, &k_once, 0, NULL, (void *)(intptr_t)0, &cbs), 0);
+    ck_assert_int_ge(cd_sup_add(s, &k_sleep_kind, 0, NULL, NULL, &cbs), 0);
+    cd_sup_restart_count rc[4];
+    ck_assert_uint_eq(cd_sup_restarts(s, rc, 4), 2);
+    ck_assert_str_eq(rc[0].kind, "exiter");
+    ck_assert_uint_eq(rc[0].restarts, (uint64_t)o.downs); /* every end was answered by a start */
+    ck_assert_str_eq(rc[1].kind, "sleeper");
+    ck_assert_uint_eq(rc[1].restarts, 0);
+    ck_assert_uint_eq(cd_sup_restarts(s, rc, 1), 1);
     cd_sup_free(s);
     event_base_free(o.base);
 }

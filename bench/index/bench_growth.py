@@ -1,0 +1,566 @@
+#!/usr/bin/python3
+"""Growth benchmark: what indexing and querying cost as the index grows.
+
+Run under a throw-away PostgreSQL (tests/pgserver.py exports PGHOST/...):
+
+    /usr/bin/python3 tests/pgserver.py -- /usr/bin/python3 bench/index/bench_growth.py \\
+        --build build --chain /tmp/cd-growth/chain-1500 --checkpoints 1M,10M --out build
+
+The chain is a chain file directory (tests/simnode/chainfile.py); it is
+generated first if missing (--blocks/--txs-per-block; ~16-25k tx/s on one
+core, ~440 B/tx on disk) and kept for the next run. The simulated node
+serves it from disk (--chain-file) and reveals blocks as the benchmark
+asks (control command `reveal`).
+
+For each checkpoint C (a transaction count; the first block height whose
+cumulative tx count reaches it):
+
+1. catch-up: the node reveals blocks up to C; conduitd (catchup_indexes =
+   auto, threshold --threshold blocks) indexes them from where the previous
+   checkpoint stopped, dropping the secondary indexes and building them
+   again at the end. Rate = new txs / (conduitd start -> tip reached and
+   every secondary index present): the index build is included.
+2. sizes: pg_total_relation_size of every table (heap + TOAST + indexes)
+   and pg_relation_size of every index, per indexed tx.
+3. queries, on a persistent psql session (latency as psql's \\timing sees
+   it over the unix socket: parse + plan + execute + transfer): tx by id
+   (best_transactions), spender of an outpoint (best_inputs), a 1000-row
+   history page of a hot key (cd_history; the generator sends 10 % of
+   outputs to 64 hot keys), the whole history of a typical key, a 1000-row
+   UTXO page of a hot key (cd_utxos). Median and p99 over random keys
+   sampled with TABLESAMPLE SYSTEM.
+4. live: conduitd restarted with catchup_indexes = live (indexes kept); once
+   it is idle at the tip the node reveals --window more blocks at once.
+   Rate = window txs / (reveal -> indexed tip at the window's end); CPU of
+   conduitd (controller + workers) and of every PostgreSQL process over the
+   window, per 1000 txs. --levers a,b: the windows cycle baseline, a, b
+   (LEVERS: index layouts applied by SQL before their window and undone
+   after it), --live-repeat N times, so every layout sees the same machine
+   load at nearly the same size.
+
+Writes OUT/bench-growth.md (Markdown table), OUT/bench-growth.csv and
+OUT/bench-growth.png (gnuplot). Prints `uptime` with every checkpoint: the
+machine is shared, figures are only comparable within one run.
+A benchmark, not a test: nothing here asserts a time.
+"""
+import argparse
+import bisect
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+from bench_catchup import (  # noqa: E402
+    SECONDARY, Poller, cpu_of, pg_bin, pg_cpu, postmaster_pid, psql)
+from tests.simnode import chainfile  # noqa: E402
+
+# Levers that are pure SQL on an existing database: (apply, undo). Each is
+# applied before a window and undone after it, so the windows alternate.
+def _swap(specs):
+    """DDL replacing the secondary indexes named in specs {name: definition}."""
+    out = []
+    for name, definition in specs.items():
+        out += ["DROP INDEX %s" % name, "CREATE INDEX %s ON %s" % (name, definition)]
+    return out
+
+
+BTREE = {"transactions_hash_idx": "transactions (tx_hash)",
+         "inputs_outpoint_idx": "inputs (prev_hash, prev_idx)",
+         "pushdata_hash_idx": "pushdata (push_hash)",
+         "outputs_script_hash_idx": "outputs (script_hash)"}
+HASH_UNIQUE = {"transactions_hash_idx": "transactions USING hash (tx_hash)",
+               "inputs_outpoint_idx": "inputs USING hash (prev_hash)"}
+HASH_ALL = dict(HASH_UNIQUE, pushdata_hash_idx="pushdata USING hash (push_hash)",
+                outputs_script_hash_idx="outputs USING hash (script_hash)")
+
+# Levers that are pure SQL on an existing database: (apply, undo). Each is
+# applied before its window and undone after it, so the windows alternate
+# baseline / lever under the same machine load at nearly the same size.
+LEVERS = {
+    # PostgreSQL hash indexes on the random 32-byte keys that are (nearly)
+    # unique, txids and spent txids: a 4-byte hash code per entry in a
+    # bucket instead of the 32-byte key in a B-tree (smaller, one bucket
+    # page per insert). Equality only, which is all docs/QUERIES.md does on
+    # these columns.
+    "hash_unique": (_swap(HASH_UNIQUE), _swap({k: BTREE[k] for k in HASH_UNIQUE})),
+    # the same for the pushdata and script keys, which have hot keys with
+    # many duplicates (a hash bucket's overflow chain grows with them)
+    "hash_all": (_swap(HASH_ALL), _swap(BTREE)),
+    # B-tree leaves filled to 70 % at build: room for random inserts before
+    # pages split (default 90)
+    "fillfactor70": (["ALTER INDEX %s SET (fillfactor = 70)" % i for i in SECONDARY] +
+                     ["REINDEX INDEX %s" % i for i in SECONDARY],
+                     ["ALTER INDEX %s RESET (fillfactor)" % i for i in SECONDARY] +
+                     ["REINDEX INDEX %s" % i for i in SECONDARY]),
+}
+
+
+def parse_count(s):
+    s = s.strip().upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(s[-1:], 1)
+    return int(float(s[:-1] if mult > 1 else s) * mult)
+
+
+def uptime():
+    return subprocess.run(["uptime"], stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
+def fmt_n(n):
+    return "%gM" % (n / 1e6) if n >= 10**6 else "%gk" % (n / 1e3)
+
+
+class Sim:
+    """The simulated node serving the chain file, driven over its stdin."""
+
+    def __init__(self, chain):
+        self.p = subprocess.Popen(["/usr/bin/python3", "-m", "tests.simnode", "--regtest", "--quiet",
+                                   "--chain-file", chain, "--serve-height", "0"],
+                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                sys.exit("simnode exited: rc=%s" % self.p.wait())
+            if line.startswith("SIMNODE_PORT="):
+                self.port = int(line.split("=")[1])
+                return
+
+    def cmd(self, **c):
+        self.p.stdin.write(json.dumps(c) + "\n")
+        self.p.stdin.flush()
+        r = json.loads(self.p.stdout.readline())
+        if not r.get("ok"):
+            raise RuntimeError("simnode: %s" % r)
+        return r
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+def descendants(pid):
+    """pid and every live process below it (children of any of its threads)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for t in glob.glob("/proc/%d/task/*/children" % p):
+            try:
+                with open(t) as f:
+                    todo += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+    return sorted(set(out))
+
+
+class Daemon:
+    """One conduitd run; CPU sampled from /proc (controller + its children)."""
+
+    def __init__(self, args, port, db, datadir, mode):
+        self.log = os.path.join(datadir, "conduitd-%s.log" % mode)
+        cmd = [os.path.join(args.build, "src/daemon/conduitd"), "--regtest", "--datadir", datadir,
+               "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", "dbname=%s" % db,
+               "--catchup-indexes", mode, "--catchup-threshold", str(args.threshold),
+               "--status-interval", "5"] + args.daemon_arg
+        self.logf = open(self.log, "a")
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                  stderr=subprocess.STDOUT)
+        self.cpu = {}
+
+    def sample_cpu(self):
+        """CPU seconds of the controller and its live descendants so far."""
+        for c in descendants(self.p.pid):
+            v = cpu_of(c)
+            if v is not None:
+                self.cpu[c] = v
+        return sum(self.cpu.values())
+
+    def check(self):
+        if self.p.poll() is not None:
+            sys.exit("conduitd exited %d; see %s" % (self.p.returncode, self.log))
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait()
+        self.logf.close()
+
+
+def state(poll):
+    """(indexed tip height, secondary indexes present, txs in indexed blocks)."""
+    r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
+                   "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)), "
+                   "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
+                   % ",".join("'%s'" % i for i in SECONDARY))
+    if not r:
+        return -1, 0, 0
+    return tuple(int(x) for x in r[0].split("|"))
+
+
+def wait_tip(d, poll, height, n_idx=len(SECONDARY)):
+    while True:
+        d.check()
+        tip, idx, txs = state(poll)
+        if tip >= height and idx >= n_idx:
+            return time.monotonic(), txs
+        time.sleep(0.05)
+
+
+def catchup(args, sim, db, datadir, height, prev_txs):
+    sim.cmd(cmd="reveal", height=height)
+    poll = Poller(db)
+    pm = postmaster_pid()
+    pg0 = pg_cpu(pm)
+    t0 = time.monotonic()
+    d = Daemon(args, sim.port, db, datadir, "auto")
+    try:
+        t1, txs = wait_tip(d, poll, height)
+        cd = d.sample_cpu()
+    finally:
+        poll.close()
+        d.stop()
+    text = open(d.log).read()
+    builds = re.findall(r"secondary indexes ready \(([0-9.]+) s\)", text)
+    n = txs - prev_txs
+    el = t1 - t0
+    return {"catchup_txs": n, "catchup_s": el, "catchup_rate": n / el,
+            "index_build_s": float(builds[-1]) if builds else 0.0,
+            "catchup_cpu_ms": (cd + pg_cpu(pm) - pg0) * 1e6 / max(n, 1)}, txs
+
+
+def live_windows(args, sim, db, datadir, start, windows):
+    """Measure each (height_to, lever or None) window in turn."""
+    out = []
+    poll = Poller(db)
+    pm = postmaster_pid()
+    d = Daemon(args, sim.port, db, datadir, "live")
+    try:
+        _, txs = wait_tip(d, poll, start)
+        time.sleep(1.0)          # the start-up index check helper is done
+        for to, lever in windows:
+            if lever:
+                t2 = time.monotonic()
+                d.stop()         # DDL needs the tables to itself
+                for s in LEVERS[lever][0]:
+                    psql(db, s + ";")
+                print("  (%s applied in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
+                d = Daemon(args, sim.port, db, datadir, "live")
+                wait_tip(d, poll, 0)
+                time.sleep(1.0)
+            c0, pg0 = d.sample_cpu(), pg_cpu(pm)
+            t0 = time.monotonic()
+            sim.cmd(cmd="reveal", height=to)
+            t1, txs1 = wait_tip(d, poll, to)
+            c1, pg1 = d.sample_cpu(), pg_cpu(pm)
+            n = txs1 - txs
+            out.append({"lever": lever or "baseline", "at_txs": txs, "live_txs": n,
+                        "live_s": t1 - t0, "live_rate": n / (t1 - t0),
+                        "live_pg_ms": (pg1 - pg0) * 1e6 / n, "live_cd_ms": (c1 - c0) * 1e6 / n,
+                        "uptime": uptime()})
+            txs = txs1
+            w = out[-1]
+            # printed at once: a run stopped later keeps what it measured
+            print("  live window (%s) at %s: %d txs in %.2f s = %.0f tx/s; CPU ms/1000 tx: "
+                  "PostgreSQL %.1f conduitd %.1f; load %s" % (
+                      w["lever"], fmt_n(w["at_txs"]), w["live_txs"], w["live_s"], w["live_rate"],
+                      w["live_pg_ms"], w["live_cd_ms"],
+                      w["uptime"].split("load average:")[-1].strip()), flush=True)
+            if lever:
+                t2 = time.monotonic()
+                d.stop()
+                for s in LEVERS[lever][1]:
+                    psql(db, s + ";")
+                print("  (%s undone in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
+                d = Daemon(args, sim.port, db, datadir, "live")
+                wait_tip(d, poll, 0)
+                time.sleep(1.0)
+    finally:
+        poll.close()
+        d.stop()
+    return out, txs
+
+
+def sizes(db, ntx):
+    """{relation: bytes per tx}: tables with everything, then each index."""
+    out = {}
+    for line in psql(db, "SELECT c.relname, c.relkind, pg_total_relation_size(c.oid), "
+                         "pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+                         "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                         "AND c.relkind IN ('r', 'i') ORDER BY 3 DESC;").splitlines():
+        name, kind, total, rel = line.split("|")
+        out[(name, kind)] = (int(total) if kind == "r" else int(rel)) / ntx
+    return out
+
+
+class Timer:
+    """Query latencies through one psql session with \\timing."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen([pg_bin("psql"), "-X", "-q", "-A", "-t", "-d", db],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.p.stdin.write("\\timing on\n")
+
+    def run(self, sql):
+        """(ms, rows) of one statement."""
+        self.p.stdin.write(sql + "\n\\echo @@END@@\n")
+        self.p.stdin.flush()
+        ms, rows = None, 0
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError("psql exited")
+            line = line.rstrip("\n")
+            if line == "@@END@@":
+                break
+            m = re.match(r"Time: ([0-9.]+) ms", line)
+            if m:
+                ms = float(m.group(1))
+            elif line.startswith("ERROR") or line.startswith("psql:"):
+                raise RuntimeError("%s: %s" % (sql, line))
+            else:
+                rows += 1
+        return ms, rows
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def sample(db, sql_from, cols, n):
+    """n random rows (hex columns) of a table via TABLESAMPLE SYSTEM pages."""
+    tot = int(psql(db, "SELECT greatest(1, relpages) FROM pg_class WHERE relname = '%s';"
+                   % sql_from))
+    pct_pages = min(100.0, 100.0 * max(50, n // 20) / tot)
+    rows = psql(db, "SELECT %s FROM %s TABLESAMPLE SYSTEM (%f);" % (cols, sql_from, pct_pages))
+    rows = [r.split("|") for r in rows.splitlines() if r]
+    random.shuffle(rows)
+    return rows[:n]
+
+
+def queries(db, meta, n):
+    """{query: (median ms, p99 ms, runs, mean rows)}."""
+    t = Timer(db)
+    out = {}
+    try:
+        def measure(name, stmts):
+            ms, rows = [], []
+            for s in stmts:
+                a, r = t.run(s)
+                ms.append(a)
+                rows.append(r)
+            out[name] = (statistics.median(ms), pct(ms, 99), len(ms), sum(rows) / len(rows))
+        txs = sample(db, "transactions", "encode(tx_hash, 'hex')", n)
+        measure("tx by id", ["SELECT height, tx_pos, tx_offset, tx_size FROM best_transactions "
+                             "WHERE tx_hash = '\\x%s';" % h for (h,) in txs])
+        ins = sample(db, "inputs", "encode(prev_hash, 'hex'), prev_idx", n)
+        measure("spender of outpoint", [
+            "SELECT spend_tx_hash, in_idx, height FROM best_inputs WHERE prev_hash = '\\x%s' "
+            "AND prev_idx = %s;" % (h, i) for h, i in ins])
+        keys = sample(db, "outputs", "encode(script_hash, 'hex')", max(20, n // 20))
+        measure("history of a typical key (all rows)", [
+            "SELECT count(*) FROM cd_history('script', '\\x%s', 1000);" % k for (k,) in keys])
+        hot = ["76a914%s88ac" % h for h in meta["hot_keys"]]
+        pages = max(10, n // 50)
+        hot_stmts = [hot[i % len(hot)] for i in range(pages)]
+        measure("history page of a hot key (1000 rows)", [
+            "SELECT txid, height, pos, direction FROM cd_history('script', sha256('\\x%s'), 1000);"
+            % s for s in hot_stmts])
+        measure("UTXO page of a hot key (1000 rows)", [
+            "SELECT txid, vout, value, height FROM cd_utxos('script', sha256('\\x%s'), 1000);"
+            % s for s in hot_stmts])
+    finally:
+        t.close()
+    return out
+
+
+def plot(rows, png):
+    """Two panels against txs indexed: rates (catch-up, live) and CPU per 1000 tx."""
+    dat = png[:-4] + ".dat"
+    with open(dat, "w") as f:
+        for r in rows:
+            f.write("%d %.0f %.0f %.1f %.1f %.3f %.3f\n" % (
+                r["txs"], r["catchup_rate"], r["live_rate"], r["live_pg_ms"], r["live_cd_ms"],
+                r["q"]["tx by id"][0], r["q"]["spender of outpoint"][0]))
+    gp = """set terminal pngcairo size 900,900 noenhanced
+set output '%s'
+set multiplot layout 3,1 title 'conduitd growth benchmark (bench/index/bench_growth.py)'
+set logscale x
+set grid
+set key left bottom
+set xlabel 'transactions indexed'
+set ylabel 'tx/s'
+set yrange [0:*]
+plot '%s' u 1:2 w lp lw 2 t 'catch-up (index build included)', '' u 1:3 w lp lw 2 t 'live (indexes kept)'
+set ylabel 'CPU ms per 1000 tx (live)'
+plot '%s' u 1:4 w lp lw 2 t 'PostgreSQL', '' u 1:5 w lp lw 2 t 'conduitd'
+set ylabel 'median latency, ms'
+plot '%s' u 1:6 w lp lw 2 t 'tx by id', '' u 1:7 w lp lw 2 t 'spender of an outpoint'
+unset multiplot
+""" % (png, dat, dat, dat)
+    r = subprocess.run(["gnuplot"], input=gp, text=True, stderr=subprocess.PIPE)
+    if r.returncode:
+        print("gnuplot failed: %s" % r.stderr.strip(), file=sys.stderr)
+
+
+def table(rows, levers):
+    out = ["| txs indexed | catch-up tx/s (index build s) | live tx/s | live CPU ms/1000 tx: PG + conduitd | "
+           "DB bytes/tx | tx by id p50/p99 ms | spender p50/p99 ms | typical key history p50/p99 ms | "
+           "hot-key history page p50/p99 ms | hot-key UTXO page p50/p99 ms | load (uptime) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q = r["q"]
+
+        def qq(k):
+            return "%.2f / %.2f" % (q[k][0], q[k][1])
+        out.append("| %s | %.0fk (%.0f s) | %.0fk | %.0f + %.0f | %.0f | %s | %s | %s | %s | %s | %s |" % (
+            fmt_n(r["txs"]), r["catchup_rate"] / 1e3, r["index_build_s"], r["live_rate"] / 1e3,
+            r["live_pg_ms"], r["live_cd_ms"], r["db_bytes"], qq("tx by id"),
+            qq("spender of outpoint"), qq("history of a typical key (all rows)"),
+            qq("history page of a hot key (1000 rows)"), qq("UTXO page of a hot key (1000 rows)"),
+            r["load"]))
+    out.append("")
+    out.append("Bytes per tx by relation (tables: heap + TOAST + indexes; then each index):")
+    out.append("")
+    names = [k for k, v in sorted(rows[-1]["sizes"].items(), key=lambda kv: -kv[1]) if v >= 5.0]
+    out.append("| relation | " + " | ".join(fmt_n(r["txs"]) for r in rows) + " |")
+    out.append("|---|" + "---|" * len(rows))
+    for k in names:
+        out.append("| %s %s | " % ("table" if k[1] == "r" else "index", k[0]) +
+                   " | ".join("%.1f" % r["sizes"].get(k, 0.0) for r in rows) + " |")
+    if levers:
+        out.append("")
+        out.append("Live windows (alternating when a lever is measured):")
+        out.append("")
+        out.append("| at txs | layout | window txs | live tx/s | PG ms/1000 tx | conduitd ms/1000 tx | load |")
+        out.append("|---|---|---|---|---|---|---|")
+        for w in levers:
+            out.append("| %s | %s | %d | %.0fk | %.1f | %.1f | %s |" % (
+                fmt_n(w["at_txs"]), w["lever"], w["live_txs"], w["live_rate"] / 1e3,
+                w["live_pg_ms"], w["live_cd_ms"], w["uptime"].split("load average:")[-1].strip()))
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--chain", default="/tmp/cd-growth/chain-1500",
+                    help="chain file directory (generated if missing)")
+    ap.add_argument("--blocks", type=int, default=None,
+                    help="blocks to generate if the chain is missing (default: enough for "
+                    "the last checkpoint and its windows)")
+    ap.add_argument("--txs-per-block", type=int, default=1500)
+    ap.add_argument("--checkpoints", default="1M,10M")
+    ap.add_argument("--window", type=int, default=60, help="blocks per live window")
+    ap.add_argument("--live-repeat", type=int, default=1, help="live windows per checkpoint")
+    ap.add_argument("--levers", default="",
+                    help="comma-separated LEVERS: each repeat measures baseline then each lever "
+                    "(%s)" % ", ".join(sorted(LEVERS)))
+    ap.add_argument("--queries", type=int, default=2000, help="random point lookups per query kind")
+    ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
+    ap.add_argument("--daemon-arg", action="append", default=[])
+    ap.add_argument("--workdir", default=None, help="conduitd data directory parent (default TMPDIR)")
+    ap.add_argument("--out", default="build", help="directory for bench-growth.{md,csv,png}")
+    args = ap.parse_args()
+    if not os.environ.get("PGHOST"):
+        sys.exit("run under tests/pgserver.py (PGHOST is not set)")
+    cps = [parse_count(c) for c in args.checkpoints.split(",")]
+    levers = [x for x in args.levers.split(",") if x]
+    for x in levers:
+        if x not in LEVERS:
+            sys.exit("unknown lever %s (%s)" % (x, ", ".join(sorted(LEVERS))))
+    cycle = [None] + levers
+    windows = args.live_repeat * len(cycle)
+    if not os.path.exists(os.path.join(args.chain, "meta.json")):
+        blocks = args.blocks or (cps[-1] // args.txs_per_block + 2 + windows * args.window)
+        print("generating %s: %d blocks x %d txs" % (args.chain, blocks, args.txs_per_block),
+              flush=True)
+        shutil.rmtree(args.chain, ignore_errors=True)
+        chainfile.generate(args.chain, blocks, args.txs_per_block,
+                           log=lambda s: print("  " + s, flush=True))
+    meta = chainfile.read_meta(args.chain)
+    cum = chainfile.cumulative_txs(args.chain)
+    print("chain %s: %s" % (args.chain, chainfile.describe(meta)), flush=True)
+    plan = []
+    for c in cps:
+        h = bisect.bisect_left(cum, c)
+        if h + windows * args.window > meta["blocks"]:
+            print("checkpoint %s: the chain is too short (needs height %d + %d window blocks, "
+                  "has %d): skipped" % (fmt_n(c), h, windows * args.window, meta["blocks"]),
+                  flush=True)
+            continue
+        if plan and h <= plan[-1][1] + windows * args.window:
+            print("checkpoint %s: inside the previous checkpoint's windows: skipped" % fmt_n(c))
+            continue
+        plan.append((c, h))
+    db = "bench_growth"
+    psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
+    datadir = tempfile.mkdtemp(prefix="cd-bench-growth-", dir=args.workdir)
+    os.makedirs(args.out, exist_ok=True)
+    sim = Sim(args.chain)
+    rows, lever_rows = [], []
+    txs = 0
+    try:
+        for c, h in plan:
+            r, txs = catchup(args, sim, db, datadir, h, txs)
+            print("checkpoint %s (height %d, %d txs): catch-up %.0f tx/s (%d txs in %.1f s, index "
+                  "build %.1f s, %.1f CPU ms/1000 tx)" % (fmt_n(c), h, txs, r["catchup_rate"],
+                                                         r["catchup_txs"], r["catchup_s"],
+                                                         r["index_build_s"], r["catchup_cpu_ms"]),
+                  flush=True)
+            r["txs"] = txs
+            r["sizes"] = sizes(db, txs)
+            r["db_bytes"] = sum(v for k, v in r["sizes"].items() if k[1] == "r")
+            print("  database %.0f B/tx; %s" % (r["db_bytes"], ", ".join(
+                "%s %.0f" % (k[0], v) for k, v in sorted(r["sizes"].items(), key=lambda kv: -kv[1])
+                if v >= 5)), flush=True)
+            r["q"] = queries(db, meta, args.queries)
+            for k, v in r["q"].items():
+                print("  %-40s p50 %.3f ms  p99 %.3f ms  (%d runs, %.0f rows)" % ((k,) + v),
+                      flush=True)
+            plan_w = []
+            top = h
+            for i in range(windows):
+                top += args.window
+                plan_w.append((top, cycle[i % len(cycle)]))
+            ws, txs = live_windows(args, sim, db, datadir, h, plan_w)
+            base = [w for w in ws if w["lever"] == "baseline"]
+            r["live_rate"] = statistics.median(w["live_rate"] for w in base)
+            r["live_pg_ms"] = statistics.median(w["live_pg_ms"] for w in base)
+            r["live_cd_ms"] = statistics.median(w["live_cd_ms"] for w in base)
+            r["load"] = uptime().split("load average:")[-1].strip()
+            print("  " + uptime(), flush=True)
+            lever_rows += ws
+            rows.append(r)
+            with open(os.path.join(args.out, "bench-growth.csv"), "a") as f:
+                f.write(json.dumps({k: v for k, v in r.items() if k != "sizes"}) + "\n")
+    finally:
+        sim.stop()
+        du = subprocess.run(["du", "-sb", datadir], stdout=subprocess.PIPE, text=True).stdout
+        print("conduitd data directory: %s" % du.strip(), flush=True)
+        shutil.rmtree(datadir, ignore_errors=True)
+    if rows:
+        md = table(rows, lever_rows if (levers or args.live_repeat > 1) else [])
+        with open(os.path.join(args.out, "bench-growth.md"), "w") as f:
+            f.write(md)
+        print(md)
+        plot(rows, os.path.join(args.out, "bench-growth.png"))
+        print("wrote %s/bench-growth.{md,csv,png}" % args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+/*
+ * cd_cdbq_notify.c - ConduitDB's registrations and /ws notices in
+ * PostgreSQL (cd_cdbq_notify.h).
+ *
+ * Why it exists: the registration routes and the websocket feeder of the
+ * HTTP servers (src/api/cd_http_cdb_notify.c) need SQL; it lives in the
+ * query room like every read-side query. Registrations are changed by the
+ * functions of sql/011_cdb_notify.sql (one call, one transaction, all or
+ * nothing); notices are the event log (sql/009_events.sql) joined with the
+ * registrations, so a notice exists only for a committed change.
+ * Parameters go in binary as one concatenated bytea each (10,000 keys are
+ * one parameter), split in SQL.
+ */
+#include "cd_cdbq_notify.h"
+
+#include "cd_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void q_err(char *err, size_t errlen, const char *what, PGconn *pg, PGresult *r)
+{
+    const char *m = r ? PQresultErrorMessage(r) : "";
+    if (!m || !*m)
+        m = PQerrorMessage(pg);
+    snprintf(err, errlen, "%s: %s", what, m);
+    for (char *p = err; *p; p++) /* one line */
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+}
+
+static uint32_t be32(const char *p)
+{
+    const uint8_t *u = (const uint8_t *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+static int64_t col_i(PGresult *r, int row, int col)
+{
+    const char *p = PQgetvalue(r, row, col);
+    int len = PQgetlength(r, row, col);
+    if (PQgetisnull(r, row, col))
+        return 0;
+    if (len == 4)
+        return (int32_t)be32(p);
+    if (len == 8)
+        return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
+    return -1;
+}
+
+static int col_bytes(PGresult *r, int row, int col, uint8_t *out)
+{
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 32)
+        return -1;
+    memcpy(out, PQgetvalue(r, row, col), 32);
+    return 0;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, int64_t v)
+{
+    put_be32(p, (uint32_t)((uint64_t)v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+/* Runs a registration function. A refusal raised by it (23505 / P0002 with
+ * ConduitDB's reason as the message) is EINPUT with that reason. */
+static int run_change(PGconn *pg, const char *sql, int n, const char *const *vals, const int *lens,
+                      const char *what, char *err, size_t errlen)
+{
+    int fmts[4] = {1, 1, 1, 1};
+    PGresult *r = PQexecParams(pg, sql, n, NULL, vals, lens, fmts, 1);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        PQclear(r);
+        return CD_LOOKUP_OK;
+    }
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && (!strcmp(state, "23505") || !strcmp(state, "P0002"))) {
+        const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(err, errlen, "%s", m ? m : "refused");
+        PQclear(r);
+        return CD_LOOKUP_EINPUT;
+    }
+    q_err(err, errlen, what, pg, r);
+    PQclear(r);
+    return CD_LOOKUP_EDB;
+}
+
+/* bytea $3 of 32-byte keys -> bytea[] in SQL */
+#define KEYS_SQL(p)                                                                                \
+    "ARRAY(SELECT substr(" p "::bytea, i * 32 + 1, 32) FROM generate_series(0, length(" p          \
+    "::bytea) / 32 - 1) AS i ORDER BY i)"
+#define U32S_SQL(p)                                                                                \
+    "ARRAY(SELECT ((get_byte(" p "::bytea, i * 4)::bigint << 24) | (get_byte(" p                   \
+    "::bytea, i * 4 + 1) << 16) | (get_byte(" p "::bytea, i * 4 + 2) << 8) | get_byte(" p          \
+    "::bytea, i * 4 + 3)) FROM generate_series(0, length(" p "::bytea) / 4 - 1) AS i ORDER BY i)"
+
+int cd_cdbq_filter_add(PGconn *pg, int64_t account, int64_t created, const uint8_t *keys,
+                       const uint32_t *durations, size_t n, char *err, size_t errlen)
+{
+    static const char sql[] = "SELECT cdb_filter_add($1::int8, $2::int8, " KEYS_SQL(
+        "$3") ", " U32S_SQL("$4") "::integer[])";
+    uint8_t a[8], c[8];
+    put_be64(a, account);
+    put_be64(c, created);
+    uint8_t *d = cd_xmalloc(n * 4 + 1);
+    for (size_t i = 0; i < n; i++)
+        put_be32(d + i * 4, durations[i]);
+    const char *vals[4] = {(const char *)a, (const char *)c, (const char *)keys, (const char *)d};
+    int lens[4] = {8, 8, (int)(n * 32), (int)(n * 4)};
+    int rc = run_change(pg, sql, 4, vals, lens, "tip-filter registration", err, errlen);
+    free(d);
+    return rc;
+}
+
+int cd_cdbq_filter_delete(PGconn *pg, int64_t account, const uint8_t *keys, size_t n, char *err,
+                          size_t errlen)
+{
+    static const char sql[] = "SELECT cdb_filter_delete($1::int8, " KEYS_SQL("$2") ")";
+    uint8_t a[8];
+    put_be64(a, account);
+    const char *vals[2] = {(const char *)a, (const char *)keys};
+    int lens[2] = {8, (int)(n * 32)};
+    return run_change(pg, sql, 2, vals, lens, "tip-filter deletion", err, errlen);
+}
+
+int cd_cdbq_spend_watch(PGconn *pg, int add, const uint8_t *txids, const uint32_t *idx, size_t n,
+                        char *err, size_t errlen)
+{
+    static const char sql_add[] =
+        "SELECT cdb_spend_add(" KEYS_SQL("$1") ", " U32S_SQL("$2") "::integer[])";
+    static const char sql_rm[] =
+        "SELECT cdb_spend_remove(" KEYS_SQL("$1") ", " U32S_SQL("$2") "::integer[])";
+    uint8_t *ib = cd_xmalloc(n * 4 + 1);
+    for (size_t i = 0; i < n; i++)
+        put_be32(ib + i * 4, idx[i]);
+    const char *vals[2] = {(const char *)txids, (const char *)ib};
+    int lens[2] = {(int)(n * 32), (int)(n * 4)};
+    int rc = run_change(pg, add ? sql_add : sql_rm, 2, vals, lens, "output-spend registration", err,
+                        errlen);
+    free(ib);
+    return rc;
+}
+
+int cd_cdbq_spend_clear(PGconn *pg, char *err, size_t errlen)
+{
+    return run_change(pg, "SELECT cdb_spend_clear()", 0, NULL, NULL, "output-spend clear", err,
+                      errlen);
+}
+
+static int one_int(PGconn *pg, const char *sql, const char *what, int64_t *v, char *err,
+                   size_t errlen)
+{
+    PGresult *r = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        q_err(err, errlen, what, pg, r);
+        PQclear(r);
+        return CD_LOOKUP_EDB;
+    }
+    *v = col_i(r, 0, 0);
+    PQclear(r);
+    return CD_LOOKUP_OK;
+}
+
+int cd_cdbq_expire(PGconn *pg, int *n, char *err, size_t errlen)
+{
+    int64_t v = 0;
+    int rc = one_int(pg, "SELECT cdb_expire()::int8", "tip-filter expiry", &v, err, errlen);
+    *n = (int)v;
+    return rc;
+}
+
+int cd_cdbq_events_head(PGconn *pg, int64_t *id, char *err, size_t errlen)
+{
+    return one_int(pg, "SELECT coalesce(max(id), 0)::int8 FROM events", "events", id, err, errlen);
+}
+
+/* $1 after, $2 up to (both ids). Columns: event, kind, block, out_tx,
+ * out_idx, in_tx, in_idx, account, key, tx, idx, flags. sql/009 announces
+ * a watched match of a block leaving the best chain again with "state":
+ * "orphaned" (and the block that left): those are the *_GONE notices. */
+static const char notices_sql[] =
+    "WITH ev AS (SELECT id, at, kind, body, body->>'state' = 'orphaned' AS gone FROM events "
+    "  WHERE id > $1::int8 AND id <= $2::int8 AND kind IN ('spend', 'key')) "
+    "SELECT e.id, CASE WHEN e.gone THEN 3 ELSE 1 END AS kind, cd_txid(e.body->>'block'), "
+    "  w.prev_hash, w.prev_idx::int8, cd_txid(e.body->>'spend_txid'), "
+    "  (e.body->>'in_idx')::int8, NULL::int8 AS account, NULL::bytea, NULL::bytea, NULL::int8, "
+    "  NULL::int8 "
+    "FROM ev e JOIN cdb_spend_watches w ON w.prev_hash = cd_txid(e.body->>'txid') "
+    "  AND w.prev_idx = (e.body->>'vout')::int8 "
+    "WHERE e.kind = 'spend' "
+    "UNION ALL "
+    "SELECT e.id, CASE WHEN e.gone THEN 4 ELSE 2 END, cd_txid(e.body->>'block'), NULL, NULL, "
+    "  NULL, NULL, f.account_id, f.push_hash, cd_txid(e.body->>'txid'), "
+    "  (e.body->>'idx')::int8, (e.body->>'flags')::int8 "
+    "FROM ev e JOIN cdb_tip_filters f ON f.push_hash = decode(e.body->>'key', 'hex') "
+    "  AND f.expires_at > e.at "
+    "WHERE e.kind = 'key' "
+    "ORDER BY 1, 8";
+
+int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
+                    int64_t *last, char *err, size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    *last = after;
+    /* the id of the max-th event after `after`: events commit in id order
+     * (sql/009's advisory lock), so nothing later can take an id <= it */
+    uint8_t a[8], m[8], u[8];
+    put_be64(a, after);
+    put_be64(m, max);
+    const char *v1[2] = {(const char *)a, (const char *)m};
+    int l1[2] = {8, 8}, f1[2] = {1, 1};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT coalesce(max(id), $1::int8) FROM (SELECT id FROM events "
+                               "WHERE id > $1::int8 ORDER BY id LIMIT $2::int8) x",
+                               2, NULL, v1, l1, f1, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        q_err(err, errlen, "events", pg, r);
+        PQclear(r);
+        return CD_LOOKUP_EDB;
+    }
+    int64_t upto = col_i(r, 0, 0);
+    PQclear(r);
+    if (upto <= after)
+        return CD_LOOKUP_OK;
+    put_be64(u, upto);
+    const char *v2[2] = {(const char *)a, (const char *)u};
+    r = PQexecParams(pg, notices_sql, 2, NULL, v2, l1, f1, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        q_err(err, errlen, "notices", pg, r);
+        PQclear(r);
+        return CD_LOOKUP_EDB;
+    }
+    int rows = PQntuples(r);
+    cd_cdbq_notice *o = rows ? cd_xcalloc((size_t)rows, sizeof(*o)) : NULL;
+    for (int i = 0; i < rows; i++) {
+        cd_cdbq_notice *x = &o[i];
+        x->event = col_i(r, i, 0);
+        x->kind = (int)col_i(r, i, 1);
+        x->mempool = PQgetisnull(r, i, 2);
+        int bad = !x->mempool && col_bytes(r, i, 2, x->block) != 0;
+        if (x->kind == CD_CDBQ_N_SPEND || x->kind == CD_CDBQ_N_SPEND_GONE) {
+            bad |= col_bytes(r, i, 3, x->out_tx) != 0 || col_bytes(r, i, 5, x->in_tx) != 0;
+            x->out_idx = (uint32_t)col_i(r, i, 4);
+            x->in_idx = (uint32_t)col_i(r, i, 6);
+        } else if (x->kind == CD_CDBQ_N_MATCH || x->kind == CD_CDBQ_N_MATCH_GONE) {
+            bad |= col_bytes(r, i, 8, x->key) != 0 || col_bytes(r, i, 9, x->tx) != 0;
+            x->account = col_i(r, i, 7);
+            x->idx = (uint32_t)col_i(r, i, 10);
+            x->flags = (uint32_t)col_i(r, i, 11);
+        } else {
+            bad = 1;
+        }
+        if (bad) {
+            snprintf(err, errlen, "notices: a row of an unexpected shape (event %lld)",
+                     (long long)x->event);
+            free(o);
+            PQclear(r);
+            return CD_LOOKUP_ECORRUPT;
+        }
+    }
+    PQclear(r);
+    *out = o;
+    *n = (size_t)rows;
+    *last = upto;
+    return CD_LOOKUP_OK;
+}
