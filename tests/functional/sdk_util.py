@@ -63,6 +63,7 @@ def routes_in_source():
         segs = [s.strip().strip('"') for s in m.group(1).split(",") if s.strip() != "NULL"]
         out.add("/" + "/".join("{}" if s == "*" else s for s in segs))
     out |= {"/arc/v1/tx", "/arc/v1/txs", "/arc/v1/tx/{}"}  # cd_http_arc_dispatch
+    out |= {"/v1/webhooks", "/v1/webhooks/{}"}  # cd_http_hooks_dispatch (cd_http_hooks.c)
     return out
 
 
