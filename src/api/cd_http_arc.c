@@ -729,9 +729,10 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
     if (cb_url) {
         struct evhttp_uri *u = evhttp_uri_parse(cb_url);
         int ok = u && evhttp_uri_get_scheme(u) && !strcmp(evhttp_uri_get_scheme(u), "http") &&
-                 evhttp_uri_get_host(u) && strlen(cb_url) < 1024 &&
+                 evhttp_uri_get_host(u) && *evhttp_uri_get_host(u) && strlen(cb_url) < 1024 &&
                  (!cb_tok || strlen(cb_tok) < 512);
-        evhttp_uri_free(u);
+        if (u) /* libevent's evhttp_uri_free does not accept NULL (a crash) */
+            evhttp_uri_free(u);
         if (!ok) {
             reply_problem(req, 400, "Bad request",
                           "X-CallbackUrl must be an http:// URL (under 1024 bytes) and "

@@ -217,7 +217,8 @@ static void cb_send(arc_rec *r)
     const char *host = u ? evhttp_uri_get_host(u) : NULL;
     int port = u ? evhttp_uri_get_port(u) : -1;
     if (!host) { /* checked when accepted: cannot happen */
-        evhttp_uri_free(u);
+        if (u) /* evhttp_uri_free does not accept NULL */
+            evhttp_uri_free(u);
         r->attempts = ARC_CB_TRIES - 1;
         cb_done(NULL, r);
         return;

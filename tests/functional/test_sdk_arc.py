@@ -195,6 +195,12 @@ def test_bad_requests(env):
     assert "not one transaction" in problem(env.port, "/arc/v1/tx", 463,
                                             body=json.dumps({"rawTx": "00" * 10}).encode(),
                                             headers=auth)
+    # callback URLs libevent cannot parse, or not http:// with a host: 400, and the
+    # server child lives on (a NULL parse result was once freed: the child died)
+    for bad in ("http://[zz", "not a url at all", "ftp://x.example/", "http:///nohost"):
+        assert "X-CallbackUrl" in problem(env.port, "/arc/v1/tx", 400, body=body,
+                                          headers=dict(auth, **{"X-CallbackUrl": bad}))
+    assert_http_survived(env.d)
     assert "POST" in problem(env.port, "/arc/v1/tx", 405)
     assert "unknown" in problem(env.port, "/arc/v1/tx/" + "ab" * 32, 404)
     assert "64 hex" in problem(env.port, "/arc/v1/tx/xyz", 400)
