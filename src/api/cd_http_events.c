@@ -222,17 +222,20 @@ int ev_hub_fetch(ev_hub *h)
     /* Far behind (no client for a while, a burst): only the last EV_RING
      * events go into the ring; a client further back replays from the
      * table a page at a time. So one fetch reads at most about EV_RING rows
-     * however long the process was idle. */
+     * however long the process was idle. With no stream client (only
+     * ConduitDB's /ws, which reads its own notices) the ring is not filled
+     * for nobody: a stream that comes later starts here or replays. */
+    int64_t keep = TAILQ_EMPTY(&h->clients) ? 0 : EV_RING;
     PGresult *m = ev_sql(h, "SELECT coalesce(max(id), 0) FROM events", 0, NULL, PGRES_TUPLES_OK);
     if (!m)
         return -1;
     int64_t max = strtoll(PQgetvalue(m, 0, 0), NULL, 10);
     PQclear(m);
-    if (max - h->last_id > EV_RING) {
+    if (max - h->last_id > keep) {
         for (size_t i = 0; i < h->ring_n; i++)
             event_clear(&h->ring[(h->ring_head + i) % EV_RING]);
         h->ring_head = h->ring_n = 0;
-        h->last_id = h->floor = max - EV_RING;
+        h->last_id = h->floor = max - keep;
     }
     for (;;) {
         char since[24], lim[16];
