@@ -9,20 +9,24 @@
  * of spends only from this socket. What is sent, and where conduitd differs
  * from ConduitDB, is docs/CONDUITDB_API.md ("conduitd's /ws").
  *
- * How: each HTTP server process has one hub. While it has websocket
- * clients it holds a PostgreSQL session of its own that LISTENs on
- * cd_event; a notification (or a reconnect after a lost session) makes it
- * read the events after the last one it read (cd_cdbq_notices: the event
- * log joined with the registrations), in id order, which is commit order,
- * so nothing is skipped or sent twice while the hub lives. Each client has
- * its own position in the log and gets its next batch only when its queue
- * has room, so a burst (a block with thousands of matches) is paced by the
- * client's reading instead of cutting it off. Transport,
- * framing and back-pressure are cd_ws.c: a client whose unread output
+ * How: a client kind of the process's one event-log hub
+ * (cd_http_events.c, shared with /v1/events and /v1/ws): the hub's
+ * PostgreSQL session LISTENs on cd_event, reconnects after a loss, and
+ * wakes this kind (wake()) when it read new events or has a new session;
+ * the kind then reads, over that session, the events after each client's
+ * position (cd_cdbq_notices: the event log joined with the registrations),
+ * in id order, which is commit order, so nothing is skipped or sent twice
+ * while the process lives. The kind keeps only what is ConduitDB's: the
+ * matching (in SQL), the frames, the account filter, the expiry sweep.
+ * Each client has its own position in the log and gets its next batch
+ * only when its queue has room, so a burst (a block with thousands of
+ * matches) is paced by the client's reading instead of cutting it off.
+ * Transport, framing and back-pressure are cd_ws.c: a client whose unread output
  * passes HTTP_CDB_WS_MAX_OUTPUT is closed (1008, with the reason) rather
  * than buffered without bound; the loop never waits for a client.
  */
 #include "cd_http_cdb.h"
+#include "cd_http_events_int.h" /* the hub */
 
 #include "cd_cdbq_notify.h"
 #include "cd_log.h"
@@ -43,7 +47,6 @@
 #define WS_EVENTS_PER_READ                                                                         \
     200                /* events read per query: a client's next batch is read only                \
                         * once its queue is under half of HTTP_CDB_WS_MAX_OUTPUT */
-#define WS_RETRY_S  1  /* after a lost LISTEN session */
 #define WS_EXPIRE_S 60 /* expired tip-filter registrations dropped every minute */
 
 typedef struct cdb_client {
@@ -60,9 +63,7 @@ static struct {
     http_srv *srv;
     cdb_client *clients;
     size_t n;
-    PGconn *pg;             /* the LISTEN session, while there are clients */
-    struct event *pg_ev;    /* its socket is readable */
-    struct event *retry_ev; /* reconnect after a lost session */
+    ev_hub *ev; /* the event-log hub: its session reads the notices */
     struct event *expire_ev;
 } hub;
 
@@ -215,30 +216,6 @@ static void deliver(cdb_client *c, const cd_cdbq_notice *v, size_t n)
     }
 }
 
-static void hub_close_pg(void)
-{
-    if (hub.pg_ev) {
-        event_free(hub.pg_ev);
-        hub.pg_ev = NULL;
-    }
-    if (hub.pg) {
-        PQfinish(hub.pg);
-        hub.pg = NULL;
-    }
-}
-
-static void hub_lost(const char *what)
-{
-    char msg[256];
-    snprintf(msg, sizeof(msg), "%s", hub.pg ? PQerrorMessage(hub.pg) : "");
-    msg[strcspn(msg, "\n")] = '\0';
-    cd_log_warn("http: /ws: %s: %s; retrying in %d s (events are kept: none is missed)", what, msg,
-                WS_RETRY_S);
-    hub_close_pg();
-    struct timeval tv = {WS_RETRY_S, 0};
-    evtimer_add(hub.retry_ev, &tv);
-}
-
 /* 1 if the client can take another batch now: its queue is under half of
  * the cap (cd_ws's on_drain calls pump again when it falls there). */
 static int has_room(const cdb_client *c)
@@ -258,18 +235,22 @@ static void pump(void)
         for (cdb_client *c = hub.clients; c; c = c->next)
             if (has_room(c) && c->last >= 0 && (!lead || c->last < lead->last))
                 lead = c;
-        if (!lead || !hub.pg)
+        PGconn *pg = hub.ev ? hub.ev->pg : NULL;
+        if (!lead || !pg)
             return;
         int64_t after = lead->last, last = after;
         cd_cdbq_notice *v = NULL;
         size_t n = 0;
         char err[512];
-        int rc =
-            cd_cdbq_notices(hub.pg, after, WS_EVENTS_PER_READ, &v, &n, &last, err, sizeof(err));
+        int rc = cd_cdbq_notices(pg, after, WS_EVENTS_PER_READ, &v, &n, &last, err, sizeof(err));
         if (rc != CD_LOOKUP_OK) {
             free(v);
-            if (PQstatus(hub.pg) != CONNECTION_OK) {
-                hub_lost("events");
+            if (PQstatus(pg) != CONNECTION_OK) {
+                /* the hub reconnects and wakes us: the positions are kept */
+                cd_log_warn("http: /ws: %s; the event log is read again once PostgreSQL is back "
+                            "(none is missed)",
+                            err);
+                ev_hub_check(hub.ev);
                 return;
             }
             /* a row the code cannot read: the clients are told rather
@@ -299,73 +280,12 @@ static void unpark(void)
             c->last = -1 - c->last;
 }
 
-static void on_pg(evutil_socket_t fd, short what, void *arg)
+/* The hub's wake-up (new events, or a new session after a lost one). */
+static void wake(ev_hub *h, int renewed)
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
-    if (!PQconsumeInput(hub.pg)) {
-        hub_lost("LISTEN session");
-        return;
-    }
-    PGnotify *nt;
-    int any = 0;
-    while ((nt = PQnotifies(hub.pg)) != NULL) {
-        PQfreemem(nt);
-        any = 1;
-    }
-    if (any) {
-        unpark();
-        pump();
-    }
-}
-
-/* Opens the LISTEN session (the clients keep their positions: after a lost
- * session they go on from there). Returns 0 or -1 (logged). */
-static int hub_open(void)
-{
-    if (hub.pg)
-        return 0;
-    const cd_pg_session how = {5, "conduitd-http-ws"};
-    hub.pg = cd_pg_open(hub.srv->cfg, &how);
-    PGresult *r = NULL;
-    if (!hub.pg || PQstatus(hub.pg) != CONNECTION_OK ||
-        PQresultStatus(r = PQexec(hub.pg, "LISTEN cd_event")) != PGRES_COMMAND_OK) {
-        PQclear(r);
-        char msg[256];
-        snprintf(msg, sizeof(msg), "%s", hub.pg ? PQerrorMessage(hub.pg) : "out of memory");
-        msg[strcspn(msg, "\n")] = '\0';
-        cd_log_warn("http: /ws: postgres: %s", msg);
-        hub_close_pg();
-        return -1;
-    }
-    PQclear(r);
-    if (PQsetnonblocking(hub.pg, 1) != 0) {
-        hub_close_pg();
-        return -1;
-    }
-    hub.pg_ev = event_new(hub.srv->base, PQsocket(hub.pg), EV_READ | EV_PERSIST, on_pg, NULL);
-    if (!hub.pg_ev) {
-        hub_close_pg();
-        return -1;
-    }
-    event_add(hub.pg_ev, NULL);
-    return 0;
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    if (!hub.clients)
-        return;
-    if (hub_open() != 0) {
-        struct timeval tv = {WS_RETRY_S, 0};
-        evtimer_add(hub.retry_ev, &tv);
-        return;
-    }
-    cd_log_info("http: /ws: LISTEN session back; the websockets catch up from the event log");
+    (void)h;
+    if (renewed)
+        cd_log_info("http: /ws: LISTEN session back; the websockets catch up from the event log");
     unpark();
     pump();
 }
@@ -401,11 +321,8 @@ static void on_close(cd_ws *ws, int code, const char *reason, void *arg)
         }
     hub.n--;
     free(c);
-    if (!hub.clients) { /* no one to tell: give the session back */
-        hub_close_pg();
-        if (hub.retry_ev)
-            evtimer_del(hub.retry_ev);
-    }
+    if (!hub.clients && hub.ev) /* no one to wake */
+        hub.ev->reader_wake = NULL;
 }
 
 int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
@@ -444,7 +361,7 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
         }
     }
     hub.srv = s;
-    if (hub_open() != 0) {
+    if (!(hub.ev = ev_hub_get(s))) {
         free(c);
         cd_http_cdb_error(req, 503, "Database is unavailable at present");
         return H_DONE;
@@ -454,11 +371,10 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
      * read after LISTEN, so nothing between the two is missed */
     char err[512];
     int64_t head = 0;
-    if (cd_cdbq_events_head(hub.pg, &head, err, sizeof(err)) != 0) {
+    if (cd_cdbq_events_head(hub.ev->pg, &head, err, sizeof(err)) != 0) {
         cd_log_warn("http: /ws: %s", err);
+        ev_hub_check(hub.ev);
         free(c);
-        if (!hub.clients)
-            hub_close_pg();
         cd_http_cdb_error(req, 503, "Database is unavailable at present");
         return H_DONE;
     }
@@ -467,13 +383,12 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req)
     c->ws = cd_ws_upgrade(req, &lim, &cbs, c);
     if (!c->ws) { /* not a handshake: the reply was sent */
         free(c);
-        if (!hub.clients)
-            hub_close_pg();
         return H_DONE;
     }
     c->next = hub.clients;
     hub.clients = c;
     hub.n++;
+    hub.ev->reader_wake = wake;
     cd_log_info("http: /ws %s: open (%s%s), from event %" PRId64, cd_ws_peer(c->ws),
                 c->all ? "all notifications" : "spends", c->has_account ? ", one account" : "",
                 head);
@@ -503,7 +418,6 @@ static void on_expire(evutil_socket_t fd, short what, void *arg)
 void cd_http_cdb_start(http_srv *s)
 {
     hub.srv = s;
-    hub.retry_ev = evtimer_new(s->base, on_retry, NULL);
     /* one server sweeps (any would do: the sweep is one idempotent call) */
     if (s->proc == 0 && s->cfg->index) {
         hub.expire_ev = evtimer_new(s->base, on_expire, s);
@@ -517,9 +431,8 @@ void cd_http_cdb_stop(void)
 {
     while (hub.clients) /* on_close unlinks each */
         cd_ws_abort(hub.clients->ws, "server stopping");
-    hub_close_pg();
-    if (hub.retry_ev)
-        event_free(hub.retry_ev);
+    if (hub.ev) /* freed after us (cd_http_events_fini) */
+        hub.ev->reader_wake = NULL;
     if (hub.expire_ev)
         event_free(hub.expire_ev);
     memset(&hub, 0, sizeof(hub));

@@ -15,7 +15,9 @@
  * the log when it reads again; one that stays full is cut off by
  * ev_client_tick). One PostgreSQL connection per process, however many
  * clients: a notification makes the hub read the new rows once and pump
- * every client from memory.
+ * every client from memory. ConduitDB's /ws (cd_http_cdb_ws.c) is the
+ * hub's other client kind: it shares the session, its reconnects and its
+ * wake-ups (ev_hub.reader_wake), and reads its own notices with it.
  */
 #include "cd_http_events_int.h"
 
@@ -66,6 +68,12 @@ static void hub_pg_drop(ev_hub *h)
     h->pg_next_try = cd_now_s() + HTTP_PG_RETRY_S;
 }
 
+void ev_hub_check(ev_hub *h)
+{
+    if (h->pg && PQstatus(h->pg) != CONNECTION_OK)
+        hub_pg_drop(h);
+}
+
 PGresult *ev_sql(ev_hub *h, const char *sql, int n, const char *const *params, int ok)
 {
     if (!h->pg)
@@ -106,6 +114,7 @@ static int hub_pg_connect(ev_hub *h)
         return -1;
     }
     h->pg = c;
+    h->renewed = h->last_id >= 0; /* not the first session: one was lost */
     PGresult *r = ev_sql(h,
                          "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'; "
                          "SET client_min_messages = warning; LISTEN cd_event",
@@ -209,20 +218,24 @@ int ev_hub_fetch(ev_hub *h)
 {
     if (hub_pg_connect(h) != 0)
         return -1;
+    int64_t before = h->last_id;
     /* Far behind (no client for a while, a burst): only the last EV_RING
      * events go into the ring; a client further back replays from the
      * table a page at a time. So one fetch reads at most about EV_RING rows
-     * however long the process was idle. */
+     * however long the process was idle. With no stream client (only
+     * ConduitDB's /ws, which reads its own notices) the ring is not filled
+     * for nobody: a stream that comes later starts here or replays. */
+    int64_t keep = TAILQ_EMPTY(&h->clients) ? 0 : EV_RING;
     PGresult *m = ev_sql(h, "SELECT coalesce(max(id), 0) FROM events", 0, NULL, PGRES_TUPLES_OK);
     if (!m)
         return -1;
     int64_t max = strtoll(PQgetvalue(m, 0, 0), NULL, 10);
     PQclear(m);
-    if (max - h->last_id > EV_RING) {
+    if (max - h->last_id > keep) {
         for (size_t i = 0; i < h->ring_n; i++)
             event_clear(&h->ring[(h->ring_head + i) % EV_RING]);
         h->ring_head = h->ring_n = 0;
-        h->last_id = h->floor = max - EV_RING;
+        h->last_id = h->floor = max - keep;
     }
     for (;;) {
         char since[24], lim[16];
@@ -254,6 +267,10 @@ int ev_hub_fetch(ev_hub *h)
         next = TAILQ_NEXT(c, link);
         ev_pump(c);
     }
+    int renewed = h->renewed;
+    h->renewed = 0;
+    if (h->reader_wake && (renewed || h->last_id != before))
+        h->reader_wake(h, renewed);
     return 0;
 }
 
@@ -460,7 +477,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     double now = cd_now_s();
     /* missed notifications (a reconnect) are read here at the latest */
-    if (!TAILQ_EMPTY(&h->clients))
+    if (!TAILQ_EMPTY(&h->clients) || h->reader_wake)
         CD_IGNORE(ev_hub_fetch(h)); /* down: retried next tick */
     ev_client *c, *next;
     for (c = TAILQ_FIRST(&h->clients); c; c = next) {

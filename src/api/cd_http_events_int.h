@@ -42,9 +42,10 @@ typedef struct ev_event {
 } ev_event;
 
 typedef struct ev_client ev_client;
+typedef struct ev_hub ev_hub;
 TAILQ_HEAD(ev_clients, ev_client);
 
-typedef struct ev_hub {
+struct ev_hub {
     http_srv *s;
     PGconn *pg;          /* LISTEN cd_event; every events read */
     struct event *pg_ev; /* its socket readable: a notification */
@@ -59,7 +60,15 @@ typedef struct ev_hub {
     struct ev_clients clients;
     uint32_t nclients;
     double next_touch, next_expire;
-} ev_hub;
+    /* The hub's other client kind, ConduitDB's /ws (cd_http_cdb_ws.c): its
+     * clients read the log joined with its registrations themselves, over
+     * `pg`, each at its own position; the hub only wakes them (after
+     * reading new events, and after a new session: notifications may have
+     * been missed while there was none). Set while it has clients, which
+     * keeps the session (the tick reconnects). */
+    void (*reader_wake)(ev_hub *h, int renewed);
+    int renewed; /* a session lost and opened again since the last wake */
+};
 
 struct ev_client {
     TAILQ_ENTRY(ev_client) link;
@@ -110,6 +119,10 @@ int ev_resume_check(ev_hub *h, int64_t since, const char **err) CD_WARN_UNUSED;
 /* A kind's name → EV_* (0 if unknown) and back. */
 unsigned ev_kind_of(const char *name, size_t len);
 const char *ev_kind_name(unsigned kind);
+
+/* After a failed query on h->pg by another client kind: a broken session
+ * is dropped (the tick reconnects, then wakes the kind). */
+void ev_hub_check(ev_hub *h);
 
 /* Runs a statement with text parameters on the hub's connection.
  * Returns: the result (PQclear it) when its status is `ok`, else NULL
