@@ -28,6 +28,7 @@ from daemon_util import Daemon, cli  # noqa: E402
 from sdk_util import assert_http_survived, run_sdk  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
+from test_reorg import wait_relay  # noqa: E402
 from test_sdk_bump import get, get_error  # noqa: E402
 
 GENERATED = 110
@@ -89,6 +90,7 @@ def env(pg_module, build_dir, tmp_path_factory):
             e.port = int(m.group(1))
             e.base = f"http://127.0.0.1:{e.port}"
             wait_tip(pg_module, e.db, e.d, GENERATED)
+            wait_relay(e.d)  # the node does not answer `mempool`: relay must be on first
             e.a = node.make_tx(spend=[first, second])
             node.submit_tx(e.a)
             e.b = node.make_tx(parent=e.a, vout=0)
