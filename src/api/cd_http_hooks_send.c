@@ -44,7 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/signalfd.h>
+#include "cd_signals.h" /* cd_child_exit */
 #include <time.h>
 #include <unistd.h>
 
@@ -743,27 +743,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     pump();
 }
 
-static void on_chan(evutil_socket_t fd, short what, void *arg)
-{
-    char buf[64];
-    (void)what;
-    (void)arg;
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-        cd_log_info("webhook: controller gone; exiting");
-        event_base_loopbreak(H.base);
-    }
-}
-
-static void on_term(evutil_socket_t fd, short what, void *arg)
-{
-    struct signalfd_siginfo si;
-    (void)what;
-    (void)arg;
-    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        event_base_loopbreak(H.base);
-}
-
 /* The child's main: never returns. */
 static void hook_child_main(void *arg, int slot, int fd)
 {
@@ -787,22 +766,9 @@ static void hook_child_main(void *arg, int slot, int fd)
         cd_log_error("webhook: cannot create the event loop");
         exit(CD_EXIT_FAILURE);
     }
-    evutil_make_socket_nonblocking(fd);
-    struct event *chan = event_new(H.base, fd, EV_READ | EV_PERSIST, on_chan, NULL);
-    event_add(chan, NULL);
-    /* SIGTERM through a signalfd, as the HTTP servers do (cd_http_server.c):
-     * libevent's signal handling belongs to the inherited controller base */
-    sigset_t ts;
-    sigemptyset(&ts);
-    sigaddset(&ts, SIGTERM);
-    sigprocmask(SIG_BLOCK, &ts, NULL);
-    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
-    struct event *term = tfd >= 0 ? event_new(H.base, tfd, EV_READ | EV_PERSIST, on_term, NULL)
-                                  : NULL;
-    if (term)
-        event_add(term, NULL);
-    else
-        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_child_exit *quit = cd_child_exit_install(H.base, fd, "webhook");
+    if (!quit)
+        exit(CD_EXIT_FAILURE);
     /* a receiver that closes the connection must not kill us with SIGPIPE */
     signal(SIGPIPE, SIG_IGN);
     cd_log_info("webhook: delivery process running (pid %d)", (int)getpid());
@@ -824,11 +790,7 @@ static void hook_child_main(void *arg, int slot, int fd)
     if (H.pg)
         PQfinish(H.pg);
     event_free(tick);
-    event_free(chan);
-    if (term)
-        event_free(term);
-    if (tfd >= 0)
-        close(tfd);
+    cd_child_exit_free(quit);
     evdns_base_free(H.dns, 0);
     event_base_free(H.base);
     close(fd);

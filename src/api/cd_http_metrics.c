@@ -30,7 +30,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <signal.h>
-#include <sys/signalfd.h>
+#include "cd_signals.h" /* cd_child_exit */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,29 +343,6 @@ static void metrics_request(struct evhttp_request *req, void *arg)
     cd_http_metrics(s, req);
 }
 
-static void metrics_chan(evutil_socket_t fd, short what, void *arg)
-{
-    http_srv *s = arg;
-    char buf[64];
-    (void)what;
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-        cd_log_info("metrics: controller gone; exiting");
-        event_base_loopbreak(s->base);
-    }
-}
-
-/* SIGTERM through a signalfd, as in cd_http_server.c (the controller's
- * event_base, inherited, keeps libevent's signal handling). */
-static void metrics_term(evutil_socket_t fd, short what, void *arg)
-{
-    http_srv *s = arg;
-    struct signalfd_siginfo si;
-    (void)what;
-    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        event_base_loopbreak(s->base);
-}
-
 int cd_http_metrics_run(const cd_config *cfg, int listen_fd, int chan_fd)
 {
     http_srv s;
@@ -386,29 +363,14 @@ int cd_http_metrics_run(const cd_config *cfg, int listen_fd, int chan_fd)
                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(s.http, metrics_request, &s);
-    evutil_make_socket_nonblocking(chan_fd);
-    struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, metrics_chan, &s);
-    event_add(chan, NULL);
-    sigset_t ts;
-    sigemptyset(&ts);
-    sigaddset(&ts, SIGTERM);
-    sigprocmask(SIG_BLOCK, &ts, NULL);
-    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
-    struct event *term =
-        tfd >= 0 ? event_new(s.base, tfd, EV_READ | EV_PERSIST, metrics_term, &s) : NULL;
-    if (term)
-        event_add(term, NULL);
-    else /* no signalfd: SIGTERM keeps its default action */
-        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_child_exit *quit = cd_child_exit_install(s.base, chan_fd, "metrics");
+    if (!quit)
+        return CD_EXIT_FAILURE;
     cd_log_info("metrics: server serving (pid %d)", (int)getpid());
     event_base_dispatch(s.base);
     cd_log_info("metrics: stopping");
     evhttp_free(s.http);
-    event_free(chan);
-    if (term)
-        event_free(term);
-    if (tfd >= 0)
-        close(tfd);
+    cd_child_exit_free(quit);
     if (s.pg)
         PQfinish(s.pg);
     event_base_free(s.base);

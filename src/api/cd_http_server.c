@@ -72,7 +72,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/signalfd.h>
+#include "cd_signals.h" /* cd_child_exit */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,30 +434,6 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 /* ---- process ---- */
 
-static void on_chan(evutil_socket_t fd, short what, void *arg)
-{
-    http_srv *s = arg;
-    char buf[64];
-    (void)what;
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-        cd_log_info("http: controller gone; exiting");
-        event_base_loopbreak(s->base);
-    }
-}
-
-/* SIGTERM arrives through a signalfd: no handler runs, and libevent's own
- * signal handling stays with the controller's event_base this process
- * inherited (libevent allows one signal-handling base per process). */
-static void on_term(evutil_socket_t fd, short what, void *arg)
-{
-    http_srv *s = arg;
-    struct signalfd_siginfo si;
-    (void)what;
-    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        event_base_loopbreak(s->base);
-}
-
 int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int proc,
                        struct http_busy *busy)
 {
@@ -502,20 +478,9 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     s.lk = cd_lookup_new(cfg->datadir, cfg->net, CD_LOOKUP_PREPARE);
     cd_http_events_start(&s);
 
-    evutil_make_socket_nonblocking(chan_fd);
-    struct event *chan = event_new(s.base, chan_fd, EV_READ | EV_PERSIST, on_chan, &s);
-    event_add(chan, NULL);
-    sigset_t ts;
-    sigemptyset(&ts);
-    sigaddset(&ts, SIGTERM);
-    sigprocmask(SIG_BLOCK, &ts, NULL);
-    int tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
-    struct event *term =
-        tfd >= 0 ? event_new(s.base, tfd, EV_READ | EV_PERSIST, on_term, &s) : NULL;
-    if (term)
-        event_add(term, NULL);
-    else /* no signalfd: SIGTERM keeps its default action */
-        sigprocmask(SIG_UNBLOCK, &ts, NULL);
+    cd_child_exit *quit = cd_child_exit_install(s.base, chan_fd, "http");
+    if (!quit)
+        return CD_EXIT_FAILURE;
     cd_http_cdb_start(&s); /* ConduitDB's /ws and registration expiry */
     cd_log_info("http: server %d serving (pid %d)", proc, (int)getpid());
     event_base_dispatch(s.base);
@@ -529,11 +494,7 @@ int cd_http_server_run(const cd_config *cfg, int listen_fd, int chan_fd, int pro
     evhttp_free(s.http); /* closes connections (stream close callbacks run) */
     event_free(s.resume_ev);
     the_srv = NULL;
-    event_free(chan);
-    if (term)
-        event_free(term);
-    if (tfd >= 0)
-        close(tfd);
+    cd_child_exit_free(quit);
     if (s.pg)
         PQfinish(s.pg);
     cd_lookup_free(s.lk);

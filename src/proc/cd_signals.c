@@ -11,6 +11,8 @@
 #include "cd_util.h"
 
 #include <errno.h>
+#include <unistd.h>
+#include <sys/signalfd.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -102,4 +104,75 @@ void cd_signals_reset_after_fork(void)
     }
     signal(SIGPIPE, SIG_IGN);
     sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* ---- a supervised child's exit ---- */
+
+struct cd_child_exit {
+    struct event_base *base;
+    const char *who;
+    struct event *chan, *term;
+    int tfd;
+};
+
+static void child_chan(evutil_socket_t fd, short what, void *arg)
+{
+    cd_child_exit *x = arg;
+    char buf[64];
+    (void)what;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        cd_log_info("%s: controller gone; exiting", x->who);
+        event_base_loopbreak(x->base);
+    }
+}
+
+static void child_term(evutil_socket_t fd, short what, void *arg)
+{
+    cd_child_exit *x = arg;
+    struct signalfd_siginfo si;
+    (void)what;
+    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        event_base_loopbreak(x->base);
+}
+
+cd_child_exit *cd_child_exit_install(struct event_base *base, int chan_fd, const char *who)
+{
+    cd_child_exit *x = calloc(1, sizeof(*x));
+    if (!x) {
+        cd_log_error("%s: out of memory", who);
+        return NULL;
+    }
+    x->base = base;
+    x->who = who;
+    x->tfd = -1;
+    evutil_make_socket_nonblocking(chan_fd);
+    x->chan = event_new(base, chan_fd, EV_READ | EV_PERSIST, child_chan, x);
+    if (!x->chan || event_add(x->chan, NULL) != 0) {
+        cd_log_error("%s: cannot watch the controller's channel", who);
+        cd_child_exit_free(x);
+        return NULL;
+    }
+    sigset_t ts;
+    sigemptyset(&ts);
+    sigaddset(&ts, SIGTERM);
+    sigprocmask(SIG_BLOCK, &ts, NULL);
+    x->tfd = signalfd(-1, &ts, SFD_NONBLOCK | SFD_CLOEXEC);
+    x->term = x->tfd >= 0 ? event_new(base, x->tfd, EV_READ | EV_PERSIST, child_term, x) : NULL;
+    if (!x->term || event_add(x->term, NULL) != 0)
+        sigprocmask(SIG_UNBLOCK, &ts, NULL); /* SIGTERM keeps its default action */
+    return x;
+}
+
+void cd_child_exit_free(cd_child_exit *x)
+{
+    if (!x)
+        return;
+    if (x->chan)
+        event_free(x->chan);
+    if (x->term)
+        event_free(x->term);
+    if (x->tfd >= 0)
+        close(x->tfd);
+    free(x);
 }

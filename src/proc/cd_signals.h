@@ -54,4 +54,22 @@ void cd_signals_free(cd_signals *s);
  * above (SIGPIPE stays ignored) and unblocks them. */
 void cd_signals_reset_after_fork(void);
 
+/* A supervised child's way out of its event loop (the HTTP servers, the
+ * metrics server, the webhook delivery): the loop breaks when the
+ * controller's end of the child's channel closes (the controller is gone:
+ * EOF or an error on chan_fd, logged as "<who>: controller gone; exiting")
+ * or when SIGTERM arrives. SIGTERM comes through a signalfd, not an
+ * evsignal: the child inherited the controller's event_base, which keeps
+ * libevent's signal handling (one signal-handling base per process). Without
+ * a signalfd SIGTERM keeps its default action.
+ * Returns a handle (free with cd_child_exit_free before event_base_free), or
+ * NULL when libevent failed (logged). chan_fd is made non-blocking and stays
+ * the caller's to close; who is borrowed. */
+typedef struct cd_child_exit cd_child_exit;
+cd_child_exit *cd_child_exit_install(struct event_base *base, int chan_fd,
+                                     const char *who) CD_WARN_UNUSED;
+
+/* Removes the events, closes the signalfd, frees the handle. NULL-safe. */
+void cd_child_exit_free(cd_child_exit *x);
+
 #endif /* CD_SIGNALS_H */
