@@ -137,14 +137,6 @@ static void stream_free(cdb_stream *st)
     free(st);
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Appends the page's matches to st->buf. Returns 0, or -1 out of memory. */
 static int format_page(cdb_stream *st)
 {
@@ -155,12 +147,12 @@ static int format_page(cdb_stream *st)
             r[0] = (uint8_t)m->flags;
             memcpy(r + 1, m->key, 32); /* natural order: ConduitDB reversed it (bug 1) */
             memcpy(r + 33, m->lock_tx, 32);
-            put_be32(r + 65, m->lock_idx);
+            cd_put_be32(r + 65, m->lock_idx);
             if (m->spent)
                 memcpy(r + 69, m->unlock_tx, 32);
             else
                 memset(r + 69, 0, 32);
-            put_be32(r + 101, m->unlock_idx);
+            cd_put_be32(r + 101, m->unlock_idx);
             evbuffer_add(st->buf, r, sizeof(r));
             continue;
         }
@@ -521,9 +513,9 @@ int cd_http_cdb_answer_spends(http_srv *s, struct evhttp_request *req, uint8_t *
         for (size_t i = 0; i < ns; i++) { /* ">32sI32sI32s": 104 bytes */
             uint8_t r[104];
             memcpy(r, sp[i].out_tx, 32);
-            put_be32(r + 32, sp[i].out_idx);
+            cd_put_be32(r + 32, sp[i].out_idx);
             memcpy(r + 36, sp[i].in_tx, 32);
-            put_be32(r + 68, sp[i].in_idx);
+            cd_put_be32(r + 68, sp[i].in_idx);
             if (sp[i].mempool)
                 memset(r + 72, 0, 32);
             else

@@ -98,6 +98,29 @@ static inline void cd_put_le64(uint8_t *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
+/* ---- big-endian access (PostgreSQL's binary format, ConduitDB's records) ---- */
+
+static inline uint32_t cd_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t cd_be64(const uint8_t *p)
+{
+    return (uint64_t)cd_be32(p) << 32 | cd_be32(p + 4);
+}
+static inline void cd_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static inline void cd_put_be64(uint8_t *p, uint64_t v)
+{
+    cd_put_be32(p, (uint32_t)(v >> 32));
+    cd_put_be32(p + 4, (uint32_t)v);
+}
+
 /* ---- hex ---- */
 
 /* ---- hex: the one codec of the program ---- */

@@ -406,3 +406,42 @@ int cd_pg_schema_version(cd_pg *pg, int *out)
 {
     return cd_pg_with_retry(pg, version_op, out);
 }
+
+/* ---- reading results ---- */
+
+int64_t cd_pg_col_int(const PGresult *r, int row, int col)
+{
+    const uint8_t *v = (const uint8_t *)PQgetvalue(r, row, col);
+    if (PQgetisnull(r, row, col))
+        return 0;
+    switch (PQgetlength(r, row, col)) {
+    case 2:
+        return (int16_t)(v[0] << 8 | v[1]);
+    case 4:
+        return (int32_t)cd_be32(v);
+    case 8:
+        return (int64_t)cd_be64(v);
+    default:
+        return 0;
+    }
+}
+
+int cd_pg_col_bytes(const PGresult *r, int row, int col, uint8_t *out, int len)
+{
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != len)
+        return -1;
+    memcpy(out, PQgetvalue(r, row, col), (size_t)len);
+    return 0;
+}
+
+void cd_pg_errline(char *err, size_t errlen, const char *what, PGconn *conn,
+                   const PGresult *r)
+{
+    const char *m = r ? PQresultErrorMessage(r) : "";
+    if (!m || !*m)
+        m = PQerrorMessage(conn);
+    snprintf(err, errlen, "%s: %s", what, m);
+    for (char *p = err; *p; p++) /* one line */
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+}

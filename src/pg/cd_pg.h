@@ -418,4 +418,19 @@ int cd_pg_tip_height(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * Returns: CD_PG_OK or an error. */
 int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done) CD_WARN_UNUSED;
 
+/* ---- reading results (binary format) ---- */
+
+/* An integer column of a binary-format result: int2, int4 or int8 by its
+ * length. Returns the value; 0 for NULL or another length. */
+int64_t cd_pg_col_int(const PGresult *r, int row, int col);
+
+/* Copies a bytea column of exactly `len` bytes into out.
+ * Returns 0, or -1 when it is NULL or of another length (out untouched). */
+int cd_pg_col_bytes(const PGresult *r, int row, int col, uint8_t *out, int len) CD_WARN_UNUSED;
+
+/* Out: err = "<what>: <the result's error, else the connection's>" on one
+ * line (newlines and tabs become spaces), for a log line or an HTTP error. */
+void cd_pg_errline(char *err, size_t errlen, const char *what, PGconn *conn,
+                   const PGresult *r);
+
 #endif /* CD_PG_H */

@@ -7,49 +7,12 @@
  */
 #include "cd_cdbq.h"
 
+#include "cd_pg.h"
 #include "cd_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void q_err(char *err, size_t errlen, const char *what, PGconn *pg, PGresult *r)
-{
-    const char *m = r ? PQresultErrorMessage(r) : "";
-    if (!m || !*m)
-        m = PQerrorMessage(pg);
-    snprintf(err, errlen, "%s: %s", what, m);
-    for (char *p = err; *p; p++) /* one line */
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-}
-
-static uint32_t be32(const char *p)
-{
-    const uint8_t *u = (const uint8_t *)p;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
-
-static int64_t col_i(PGresult *r, int row, int col)
-{
-    const char *p = PQgetvalue(r, row, col);
-    int len = PQgetlength(r, row, col);
-    if (len == 2)
-        return (int16_t)(((uint8_t)p[0] << 8) | (uint8_t)p[1]);
-    if (len == 4)
-        return (int32_t)be32(p);
-    if (len == 8)
-        return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
-    return -1;
-}
-
-static int col_bytes(PGresult *r, int row, int col, uint8_t *out, int len)
-{
-    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != len)
-        return -1;
-    memcpy(out, PQgetvalue(r, row, col), (size_t)len);
-    return 0;
-}
 
 /* ---- blocks ---- */
 
@@ -59,10 +22,10 @@ static int blocks_rows(PGresult *r, cd_cdbq_block *out, size_t max, size_t *n)
     *n = 0;
     for (size_t i = 0; i < rows && i < max; i++) {
         cd_cdbq_block *b = &out[i];
-        if (col_bytes(r, (int)i, 0, b->hash, 32) != 0 || col_bytes(r, (int)i, 1, b->header, 80))
+        if (cd_pg_col_bytes(r, (int)i, 0, b->hash, 32) != 0 || cd_pg_col_bytes(r, (int)i, 1, b->header, 80))
             return CD_LOOKUP_ECORRUPT;
-        b->height = (int32_t)col_i(r, (int)i, 2);
-        b->tx_count = col_i(r, (int)i, 3);
+        b->height = (int32_t)cd_pg_col_int(r, (int)i, 2);
+        b->tx_count = cd_pg_col_int(r, (int)i, 3);
         b->best = PQgetvalue(r, (int)i, 4)[0] != 0;
         (*n)++;
     }
@@ -83,7 +46,7 @@ int cd_cdbq_chain_tips(PGconn *pg, cd_cdbq_block **out, size_t *n, char *err, si
     *n = 0;
     PGresult *r = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "chain tips", pg, r);
+        cd_pg_errline(err, errlen, "chain tips", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -113,7 +76,7 @@ int cd_cdbq_headers_from(PGconn *pg, int32_t from, uint32_t count, cd_cdbq_block
     *n = 0;
     PGresult *r = PQexecParams(pg, sql, 2, NULL, vals, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "headers by height", pg, r);
+        cd_pg_errline(err, errlen, "headers by height", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -135,7 +98,7 @@ int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, in
     *found = 0;
     PGresult *r = PQexecParams(pg, sql, 1, NULL, vals, lens, fmts, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "block", pg, r);
+        cd_pg_errline(err, errlen, "block", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -190,7 +153,7 @@ int cd_cdbq_restore_open(PGconn *pg, const uint8_t *keys, size_t n, unsigned kin
 {
     PGresult *r = PQexec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        q_err(err, errlen, "restoration: begin", pg, r);
+        cd_pg_errline(err, errlen, "restoration: begin", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -215,7 +178,7 @@ int cd_cdbq_restore_open(PGconn *pg, const uint8_t *keys, size_t n, unsigned kin
     r = PQexecParams(pg, restore_sql, 2, NULL, vals, NULL, NULL, 1);
     free(lit);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        q_err(err, errlen, "restoration query", pg, r);
+        cd_pg_errline(err, errlen, "restoration query", pg, r);
         PQclear(r);
         exec_quiet(pg, "ROLLBACK");
         return CD_LOOKUP_EDB;
@@ -232,7 +195,7 @@ int cd_cdbq_restore_fetch(PGconn *pg, cd_cdbq_match *out, size_t max, size_t *n,
     *n = 0;
     PGresult *r = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "restoration fetch", pg, r);
+        cd_pg_errline(err, errlen, "restoration fetch", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -240,21 +203,21 @@ int cd_cdbq_restore_fetch(PGconn *pg, cd_cdbq_match *out, size_t max, size_t *n,
     for (int i = 0; i < rows && (size_t)i < max; i++) {
         cd_cdbq_match *m = &out[i];
         memset(m, 0, sizeof(*m));
-        m->flags = (uint32_t)col_i(r, i, 0);
-        if (col_bytes(r, i, 1, m->key, 32) != 0 || col_bytes(r, i, 2, m->lock_tx, 32) != 0) {
+        m->flags = (uint32_t)cd_pg_col_int(r, i, 0);
+        if (cd_pg_col_bytes(r, i, 1, m->key, 32) != 0 || cd_pg_col_bytes(r, i, 2, m->lock_tx, 32) != 0) {
             PQclear(r);
             snprintf(err, errlen, "restoration: a row of an unexpected shape");
             return CD_LOOKUP_ECORRUPT;
         }
-        m->lock_idx = (uint32_t)col_i(r, i, 3);
+        m->lock_idx = (uint32_t)cd_pg_col_int(r, i, 3);
         m->spent = !PQgetisnull(r, i, 4);
         if (m->spent) {
-            if (col_bytes(r, i, 4, m->unlock_tx, 32) != 0) {
+            if (cd_pg_col_bytes(r, i, 4, m->unlock_tx, 32) != 0) {
                 PQclear(r);
                 snprintf(err, errlen, "restoration: a spend of an unexpected shape");
                 return CD_LOOKUP_ECORRUPT;
             }
-            m->unlock_idx = (uint32_t)col_i(r, i, 5);
+            m->unlock_idx = (uint32_t)cd_pg_col_int(r, i, 5);
         } else {
             m->unlock_idx = UINT32_MAX;
         }
@@ -301,7 +264,7 @@ int cd_cdbq_output_spends(PGconn *pg, const uint8_t *txids, const uint32_t *idx,
     PGresult *r = PQexecParams(pg, sql, 2, NULL, vals, lens, fmts, 1);
     free(ib);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "output spends", pg, r);
+        cd_pg_errline(err, errlen, "output spends", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -310,17 +273,17 @@ int cd_cdbq_output_spends(PGconn *pg, const uint8_t *txids, const uint32_t *idx,
         *out = cd_xcalloc((size_t)rows, sizeof(**out));
     for (int i = 0; i < rows; i++) {
         cd_cdbq_spend *s = &(*out)[i];
-        if (col_bytes(r, i, 0, s->out_tx, 32) != 0 || col_bytes(r, i, 2, s->in_tx, 32) != 0) {
+        if (cd_pg_col_bytes(r, i, 0, s->out_tx, 32) != 0 || cd_pg_col_bytes(r, i, 2, s->in_tx, 32) != 0) {
             PQclear(r);
             free(*out);
             *out = NULL;
             snprintf(err, errlen, "output spends: a row of an unexpected shape");
             return CD_LOOKUP_ECORRUPT;
         }
-        s->out_idx = (uint32_t)col_i(r, i, 1);
-        s->in_idx = (uint32_t)col_i(r, i, 3);
+        s->out_idx = (uint32_t)cd_pg_col_int(r, i, 1);
+        s->in_idx = (uint32_t)cd_pg_col_int(r, i, 3);
         s->mempool = PQgetisnull(r, i, 4);
-        if (!s->mempool && col_bytes(r, i, 4, s->block_hash, 32) != 0) {
+        if (!s->mempool && cd_pg_col_bytes(r, i, 4, s->block_hash, 32) != 0) {
             PQclear(r);
             free(*out);
             *out = NULL;

@@ -13,63 +13,12 @@
  */
 #include "cd_cdbq_notify.h"
 
+#include "cd_pg.h"
 #include "cd_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void q_err(char *err, size_t errlen, const char *what, PGconn *pg, PGresult *r)
-{
-    const char *m = r ? PQresultErrorMessage(r) : "";
-    if (!m || !*m)
-        m = PQerrorMessage(pg);
-    snprintf(err, errlen, "%s: %s", what, m);
-    for (char *p = err; *p; p++) /* one line */
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-}
-
-static uint32_t be32(const char *p)
-{
-    const uint8_t *u = (const uint8_t *)p;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
-
-static int64_t col_i(PGresult *r, int row, int col)
-{
-    const char *p = PQgetvalue(r, row, col);
-    int len = PQgetlength(r, row, col);
-    if (PQgetisnull(r, row, col))
-        return 0;
-    if (len == 4)
-        return (int32_t)be32(p);
-    if (len == 8)
-        return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
-    return -1;
-}
-
-static int col_bytes(PGresult *r, int row, int col, uint8_t *out)
-{
-    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 32)
-        return -1;
-    memcpy(out, PQgetvalue(r, row, col), 32);
-    return 0;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, int64_t v)
-{
-    put_be32(p, (uint32_t)((uint64_t)v >> 32));
-    put_be32(p + 4, (uint32_t)v);
-}
 
 /* Runs a registration function. A refusal raised by it (23505 / P0002 with
  * ConduitDB's reason as the message) is EINPUT with that reason. */
@@ -89,7 +38,7 @@ static int run_change(PGconn *pg, const char *sql, int n, const char *const *val
         PQclear(r);
         return CD_LOOKUP_EINPUT;
     }
-    q_err(err, errlen, what, pg, r);
+    cd_pg_errline(err, errlen, what, pg, r);
     PQclear(r);
     return CD_LOOKUP_EDB;
 }
@@ -109,11 +58,11 @@ int cd_cdbq_filter_add(PGconn *pg, int64_t account, int64_t created, const uint8
     static const char sql[] = "SELECT cdb_filter_add($1::int8, $2::int8, " KEYS_SQL(
         "$3") ", " U32S_SQL("$4") "::integer[])";
     uint8_t a[8], c[8];
-    put_be64(a, account);
-    put_be64(c, created);
+    cd_put_be64(a, (uint64_t)account);
+    cd_put_be64(c, (uint64_t)created);
     uint8_t *d = cd_xmalloc(n * 4 + 1);
     for (size_t i = 0; i < n; i++)
-        put_be32(d + i * 4, durations[i]);
+        cd_put_be32(d + i * 4, durations[i]);
     const char *vals[4] = {(const char *)a, (const char *)c, (const char *)keys, (const char *)d};
     int lens[4] = {8, 8, (int)(n * 32), (int)(n * 4)};
     int rc = run_change(pg, sql, 4, vals, lens, "tip-filter registration", err, errlen);
@@ -126,7 +75,7 @@ int cd_cdbq_filter_delete(PGconn *pg, int64_t account, const uint8_t *keys, size
 {
     static const char sql[] = "SELECT cdb_filter_delete($1::int8, " KEYS_SQL("$2") ")";
     uint8_t a[8];
-    put_be64(a, account);
+    cd_put_be64(a, (uint64_t)account);
     const char *vals[2] = {(const char *)a, (const char *)keys};
     int lens[2] = {8, (int)(n * 32)};
     return run_change(pg, sql, 2, vals, lens, "tip-filter deletion", err, errlen);
@@ -141,7 +90,7 @@ int cd_cdbq_spend_watch(PGconn *pg, int add, const uint8_t *txids, const uint32_
         "SELECT cdb_spend_remove(" KEYS_SQL("$1") ", " U32S_SQL("$2") "::integer[])";
     uint8_t *ib = cd_xmalloc(n * 4 + 1);
     for (size_t i = 0; i < n; i++)
-        put_be32(ib + i * 4, idx[i]);
+        cd_put_be32(ib + i * 4, idx[i]);
     const char *vals[2] = {(const char *)txids, (const char *)ib};
     int lens[2] = {(int)(n * 32), (int)(n * 4)};
     int rc = run_change(pg, add ? sql_add : sql_rm, 2, vals, lens, "output-spend registration", err,
@@ -161,11 +110,11 @@ static int one_int(PGconn *pg, const char *sql, const char *what, int64_t *v, ch
 {
     PGresult *r = PQexecParams(pg, sql, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        q_err(err, errlen, what, pg, r);
+        cd_pg_errline(err, errlen, what, pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
-    *v = col_i(r, 0, 0);
+    *v = cd_pg_col_int(r, 0, 0);
     PQclear(r);
     return CD_LOOKUP_OK;
 }
@@ -215,8 +164,8 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
     /* the id of the max-th event after `after`: events commit in id order
      * (sql/009's advisory lock), so nothing later can take an id <= it */
     uint8_t a[8], m[8], u[8];
-    put_be64(a, after);
-    put_be64(m, max);
+    cd_put_be64(a, (uint64_t)after);
+    cd_put_be64(m, (uint64_t)max);
     const char *v1[2] = {(const char *)a, (const char *)m};
     int l1[2] = {8, 8}, f1[2] = {1, 1};
     PGresult *r = PQexecParams(pg,
@@ -224,19 +173,19 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
                                "WHERE id > $1::int8 ORDER BY id LIMIT $2::int8) x",
                                2, NULL, v1, l1, f1, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        q_err(err, errlen, "events", pg, r);
+        cd_pg_errline(err, errlen, "events", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
-    int64_t upto = col_i(r, 0, 0);
+    int64_t upto = cd_pg_col_int(r, 0, 0);
     PQclear(r);
     if (upto <= after)
         return CD_LOOKUP_OK;
-    put_be64(u, upto);
+    cd_put_be64(u, (uint64_t)upto);
     const char *v2[2] = {(const char *)a, (const char *)u};
     r = PQexecParams(pg, notices_sql, 2, NULL, v2, l1, f1, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        q_err(err, errlen, "notices", pg, r);
+        cd_pg_errline(err, errlen, "notices", pg, r);
         PQclear(r);
         return CD_LOOKUP_EDB;
     }
@@ -244,19 +193,19 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
     cd_cdbq_notice *o = rows ? cd_xcalloc((size_t)rows, sizeof(*o)) : NULL;
     for (int i = 0; i < rows; i++) {
         cd_cdbq_notice *x = &o[i];
-        x->event = col_i(r, i, 0);
-        x->kind = (int)col_i(r, i, 1);
+        x->event = cd_pg_col_int(r, i, 0);
+        x->kind = (int)cd_pg_col_int(r, i, 1);
         x->mempool = PQgetisnull(r, i, 2);
-        int bad = !x->mempool && col_bytes(r, i, 2, x->block) != 0;
+        int bad = !x->mempool && cd_pg_col_bytes(r, i, 2, x->block, 32) != 0;
         if (x->kind == CD_CDBQ_N_SPEND || x->kind == CD_CDBQ_N_SPEND_GONE) {
-            bad |= col_bytes(r, i, 3, x->out_tx) != 0 || col_bytes(r, i, 5, x->in_tx) != 0;
-            x->out_idx = (uint32_t)col_i(r, i, 4);
-            x->in_idx = (uint32_t)col_i(r, i, 6);
+            bad |= cd_pg_col_bytes(r, i, 3, x->out_tx, 32) != 0 || cd_pg_col_bytes(r, i, 5, x->in_tx, 32) != 0;
+            x->out_idx = (uint32_t)cd_pg_col_int(r, i, 4);
+            x->in_idx = (uint32_t)cd_pg_col_int(r, i, 6);
         } else if (x->kind == CD_CDBQ_N_MATCH || x->kind == CD_CDBQ_N_MATCH_GONE) {
-            bad |= col_bytes(r, i, 8, x->key) != 0 || col_bytes(r, i, 9, x->tx) != 0;
-            x->account = col_i(r, i, 7);
-            x->idx = (uint32_t)col_i(r, i, 10);
-            x->flags = (uint32_t)col_i(r, i, 11);
+            bad |= cd_pg_col_bytes(r, i, 8, x->key, 32) != 0 || cd_pg_col_bytes(r, i, 9, x->tx, 32) != 0;
+            x->account = cd_pg_col_int(r, i, 7);
+            x->idx = (uint32_t)cd_pg_col_int(r, i, 10);
+            x->flags = (uint32_t)cd_pg_col_int(r, i, 11);
         } else {
             bad = 1;
         }

@@ -11,6 +11,7 @@
 #include "btc_merkle.h"
 #include "cd_hash.h"
 #include "cd_log.h"
+#include "cd_pg.h"
 #include "cd_util.h"
 #include "cd_hdrtree.h"
 
@@ -167,37 +168,6 @@ static int tree_open(cd_lookup *lk)
 
 /* ---- PostgreSQL helpers ---- */
 
-static uint32_t be32(const char *v)
-{
-    const uint8_t *p = (const uint8_t *)v;
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint64_t be64(const char *v)
-{
-    const uint8_t *p = (const uint8_t *)v;
-    uint64_t x = 0;
-    for (int i = 0; i < 8; i++)
-        x = (x << 8) | p[i];
-    return x;
-}
-
-/* Integer column of a binary result: int2, int4 or int8 by its length. */
-static int64_t col_int(const PGresult *r, int row, int col)
-{
-    const char *v = PQgetvalue(r, row, col);
-    switch (PQgetlength(r, row, col)) {
-    case 2:
-        return (int16_t)(((uint16_t)(uint8_t)v[0] << 8) | (uint8_t)v[1]);
-    case 4:
-        return (int32_t)be32(v);
-    case 8:
-        return (int64_t)be64(v);
-    default:
-        return 0;
-    }
-}
-
 /* Copies a 32-byte bytea column; returns 0, or -1 if NULL / wrong size. */
 static int col_hash(const PGresult *r, int row, int col, uint8_t out[32])
 {
@@ -327,12 +297,12 @@ int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_loo
         int bad = col_hash(r, 0, 0, out->block_hash) != 0 || PQgetlength(r, 0, 1) != 80;
         if (!bad) {
             memcpy(out->header, PQgetvalue(r, 0, 1), 80);
-            out->height = (int32_t)col_int(r, 0, 2);
-            out->pos = (uint64_t)col_int(r, 0, 3);
-            out->offset = (uint64_t)col_int(r, 0, 4);
-            out->size = (uint64_t)col_int(r, 0, 5);
-            out->tx_count = (uint64_t)col_int(r, 0, 6);
-            out->block_id = col_int(r, 0, 7);
+            out->height = (int32_t)cd_pg_col_int(r, 0, 2);
+            out->pos = (uint64_t)cd_pg_col_int(r, 0, 3);
+            out->offset = (uint64_t)cd_pg_col_int(r, 0, 4);
+            out->size = (uint64_t)cd_pg_col_int(r, 0, 5);
+            out->tx_count = (uint64_t)cd_pg_col_int(r, 0, 6);
+            out->block_id = cd_pg_col_int(r, 0, 7);
         }
         PQclear(r);
         if (bad) {
@@ -350,11 +320,11 @@ int cd_lookup_tx_find(cd_lookup *lk, const uint8_t txid[32], int mempool, cd_loo
         if (found) {
             out->mempool = 1;
             out->height = -1;
-            out->size = (uint64_t)col_int(r, 0, 0);
+            out->size = (uint64_t)cd_pg_col_int(r, 0, 0);
             if (col_hash(r, 0, 1, out->block_hash) == 0 && !PQgetisnull(r, 0, 2)) {
                 out->in_old_block = 1;
-                out->offset = (uint64_t)col_int(r, 0, 2);
-                out->size = (uint64_t)col_int(r, 0, 3);
+                out->offset = (uint64_t)cd_pg_col_int(r, 0, 2);
+                out->size = (uint64_t)cd_pg_col_int(r, 0, 3);
             }
         }
         PQclear(r);
@@ -711,7 +681,7 @@ int cd_lookup_tip(cd_lookup *lk, int32_t *height, uint8_t hash[32])
         return CD_LOOKUP_EDB;
     int rc = CD_LOOKUP_ENOTFOUND;
     if (PQntuples(r) > 0 && col_hash(r, 0, 0, hash) == 0) {
-        *height = (int32_t)col_int(r, 0, 1);
+        *height = (int32_t)cd_pg_col_int(r, 0, 1);
         rc = CD_LOOKUP_OK;
     } else {
         set_err(lk, "nothing is indexed yet");
@@ -733,9 +703,9 @@ int cd_lookup_spender(cd_lookup *lk, const uint8_t txid[32], uint32_t n, cd_look
         return CD_LOOKUP_EDB;
     int rc = CD_LOOKUP_ENOTFOUND;
     if (PQntuples(r) > 0 && col_hash(r, 0, 0, out->txid) == 0) {
-        out->in_idx = (uint32_t)col_int(r, 0, 1);
+        out->in_idx = (uint32_t)cd_pg_col_int(r, 0, 1);
         out->mempool = PQgetisnull(r, 0, 2);
-        out->height = out->mempool ? -1 : (int32_t)col_int(r, 0, 2);
+        out->height = out->mempool ? -1 : (int32_t)cd_pg_col_int(r, 0, 2);
         if (!out->mempool)
             col_hash(r, 0, 3, out->block_hash);
         rc = CD_LOOKUP_OK;
@@ -770,10 +740,10 @@ int cd_lookup_history(cd_lookup *lk, const uint8_t key[32], const cd_lookup_hist
         cd_lookup_hist *h = &out[*n];
         if (col_hash(r, (int)i, 0, h->txid) != 0)
             continue;
-        h->idx = (uint32_t)col_int(r, (int)i, 1);
-        h->flags = (uint32_t)col_int(r, (int)i, 2);
-        h->height = (int32_t)col_int(r, (int)i, 3);
-        h->tx_pos = (uint32_t)col_int(r, (int)i, 4);
+        h->idx = (uint32_t)cd_pg_col_int(r, (int)i, 1);
+        h->flags = (uint32_t)cd_pg_col_int(r, (int)i, 2);
+        h->height = (int32_t)cd_pg_col_int(r, (int)i, 3);
+        h->tx_pos = (uint32_t)cd_pg_col_int(r, (int)i, 4);
         (*n)++;
     }
     PQclear(r);
