@@ -86,11 +86,13 @@ class Daemon:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("daemon did not stop on SIGTERM:\n" + self.log_text()[-4000:])
+        self._drain()
+        return rc
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -98,7 +100,18 @@ class Daemon:
             self.proc.wait()
 
     def wait_exit(self, timeout=30):
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        self._drain()
+        return rc
+
+    def _drain(self, timeout=10):
+        """The process has exited, but its last lines may still sit in the
+        pipe, not yet read by the reader thread (a test reading log_text()
+        right after wait_exit() missed the daemon's last ERROR line): wait
+        for the reader to see end of file. Bounded: a surviving grandchild
+        could hold the pipe open."""
+        if self._reader is not None:
+            self._reader.join(timeout)
 
 
 def cli(build_dir, args, check=True, timeout=120, env=None, input=None):
