@@ -192,3 +192,61 @@ def test_password_from_a_passfile_or_pgpassfile(pg, build_dir, tmp_path):
         finally:
             assert d.stop() == 0
         assert "password authentication failed" not in d.log_text()
+
+
+def test_hot_standby_is_refused_at_start(db, build_dir, tmp_path):
+    """A real hot standby (a streaming replica of the test server made with
+    pg_basebackup -R, its own socket directory and port): conduitd names it
+    and exits 2 at start, it does not start workers that would retry a
+    refused write forever. The check is pg_is_in_recovery() in
+    src/daemon/main.c (check_pg_writable); until now only the
+    default_transaction_read_only case had a test."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    # not under tmp_path: pytest's base directory is root's only (0700)
+    base = Path(tempfile.mkdtemp(prefix="cd-pg-standby-"))
+    os.chmod(base, 0o755)
+    data = base / "data"
+    port = db.port + 7
+
+    def as_server(args):
+        # the server runs as an unprivileged user when the tests run as root
+        # (PostgreSQL refuses root); the files and socket are that user's
+        if db.run_as is not None:
+            import pwd
+            pw = pwd.getpwnam(db.run_as)
+            os.chown(base, pw.pw_uid, pw.pw_gid)
+        return subprocess.run(args, preexec_fn=db._demote(), capture_output=True, text=True,
+                              env=dict(os.environ, LC_ALL="C"))
+
+    r = as_server([os.path.join(db.bindir, "pg_basebackup"), "-h", db.sockdir, "-p", str(db.port),
+                   "-U", "postgres", "-D", str(data), "-R", "-X", "stream", "--no-sync",
+                   "--checkpoint=fast"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    opts = (f"-c listen_addresses='' -c unix_socket_directories={base} -c port={port} "
+            f"-c fsync=off -c hot_standby=on -c max_connections=100 -c shared_buffers=32MB")
+    # (a hot standby needs max_connections >= the primary's: pgserver.py's 100)
+    r = as_server([os.path.join(db.bindir, "pg_ctl"), "-D", str(data), "-o", opts,
+                   "-l", str(base / "server.log"), "-w", "-t", "60", "start"])
+    if r.returncode != 0:
+        log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
+        shutil.rmtree(base, ignore_errors=True)
+        raise AssertionError(r.stdout + r.stderr + log[-2000:])
+    try:
+        assert psql_at(base, port, "SELECT pg_is_in_recovery()") == "t"
+        line = start_fails(build_dir, tmp_path,
+                           f"host={base} port={port} user=conduit_writer dbname=rolesdb")
+        assert "is a read-only hot standby" in line and "primary" in line, line
+    finally:
+        as_server([os.path.join(db.bindir, "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                   "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def psql_at(sockdir, port, sql):
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-h", str(sockdir), "-p", str(port),
+                        "-U", "postgres", "-d", "rolesdb", "-c", sql],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
