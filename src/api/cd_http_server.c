@@ -226,8 +226,10 @@ PGconn *cd_http_srv_pg(http_srv *s)
     double now = cd_now_s();
     if (now < s->pg_next_try)
         return NULL;
-    /* a connect_timeout in pg_conninfo wins over this one */
-    const cd_pg_session how = {5, "conduitd-http"};
+    /* a connect_timeout in pg_conninfo wins over this one; the name tells
+     * an operator's pg_stat_activity which server holds the session (the
+     * metrics server has no lookup handle) */
+    const cd_pg_session how = {5, s->lk ? "conduitd-http" : "conduitd-metrics"};
     PGconn *c = cd_pg_open(s->cfg, &how);
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[512];

@@ -385,3 +385,14 @@ def test_zz_parser_restart_is_counted(daemon):
                         ['{kind="parser"}'] == 1, "parser restart counted")
     s = fams["conduitd_worker_restarts_total"]["samples"]
     assert s['{kind="writer"}'] == 0 and s['{kind="http"}'] == 0
+
+
+def test_metrics_session_is_named_for_operators(daemon, pg_module):
+    """The metrics server's PostgreSQL session is `conduitd-metrics` in
+    pg_stat_activity, not `conduitd-http` (it was: an operator counting the
+    API's sessions counted the metrics server's too)."""
+    scrape(daemon[1])
+    rows = pg_module.psql("SELECT application_name FROM pg_stat_activity "
+                          "WHERE datname = 'metricsdb' AND application_name LIKE 'conduitd-%'")
+    names = rows.split()
+    assert "conduitd-metrics" in names, names
