@@ -145,7 +145,7 @@ static const char notices_sql[] =
     "  NULL::int8 "
     "FROM ev e JOIN cdb_spend_watches w ON w.prev_hash = cd_txid(e.body->>'txid') "
     "  AND w.prev_idx = (e.body->>'vout')::int8 "
-    "WHERE e.kind = 'spend' "
+    "WHERE e.kind = 'spend' AND NOT $3::bool "
     "UNION ALL "
     "SELECT e.id, CASE WHEN e.gone THEN 4 ELSE 2 END, cd_txid(e.body->>'block'), NULL, NULL, "
     "  NULL, NULL, f.account_id, f.push_hash, cd_txid(e.body->>'txid'), "
@@ -155,12 +155,14 @@ static const char notices_sql[] =
     "WHERE e.kind = 'key' "
     "ORDER BY 1, 8";
 
-int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
-                    int64_t *last, char *err, size_t errlen)
+static int read_notices(PGconn *pg, int64_t after, int max, int matches_only,
+                        cd_cdbq_notice **out, size_t *n, int64_t *last, int *full, char *err,
+                        size_t errlen)
 {
     *out = NULL;
     *n = 0;
     *last = after;
+    *full = 0;
     /* the id of the max-th event after `after`: events commit in id order
      * (sql/009's advisory lock), so nothing later can take an id <= it */
     uint8_t a[8], m[8], u[8];
@@ -169,8 +171,8 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
     const char *v1[2] = {(const char *)a, (const char *)m};
     int l1[2] = {8, 8}, f1[2] = {1, 1};
     PGresult *r = PQexecParams(pg,
-                               "SELECT coalesce(max(id), $1::int8) FROM (SELECT id FROM events "
-                               "WHERE id > $1::int8 ORDER BY id LIMIT $2::int8) x",
+                               "SELECT coalesce(max(id), $1::int8), count(*) FROM (SELECT id "
+                               "FROM events WHERE id > $1::int8 ORDER BY id LIMIT $2::int8) x",
                                2, NULL, v1, l1, f1, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         cd_pg_errline(err, errlen, "events", pg, r);
@@ -178,12 +180,15 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
         return CD_LOOKUP_EDB;
     }
     int64_t upto = cd_pg_col_int(r, 0, 0);
+    *full = cd_pg_col_int(r, 0, 1) >= max;
     PQclear(r);
     if (upto <= after)
         return CD_LOOKUP_OK;
     cd_put_be64(u, (uint64_t)upto);
-    const char *v2[2] = {(const char *)a, (const char *)u};
-    r = PQexecParams(pg, notices_sql, 2, NULL, v2, l1, f1, 1);
+    const uint8_t mo = matches_only ? 1 : 0; /* bool, binary: one byte */
+    const char *v2[3] = {(const char *)a, (const char *)u, (const char *)&mo};
+    int l2[3] = {8, 8, 1}, f2[3] = {1, 1, 1};
+    r = PQexecParams(pg, notices_sql, 3, NULL, v2, l2, f2, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cd_pg_errline(err, errlen, "notices", pg, r);
         PQclear(r);
@@ -222,4 +227,103 @@ int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, si
     *n = (size_t)rows;
     *last = upto;
     return CD_LOOKUP_OK;
+}
+
+int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
+                    int64_t *last, char *err, size_t errlen)
+{
+    int full;
+    return read_notices(pg, after, max, 0, out, n, last, &full, err, errlen);
+}
+
+int cd_cdbq_match_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
+                          int64_t *last, int *full, char *err, size_t errlen)
+{
+    return read_notices(pg, after, max, 1, out, n, last, full, err, errlen);
+}
+
+/* ---- ConduitDB's tip-filter messages ---- */
+
+static int same_block(const cd_cdbq_notice *a, const cd_cdbq_notice *b)
+{
+    return a->mempool == b->mempool && (a->mempool || !memcmp(a->block, b->block, 32));
+}
+
+size_t cd_cdbq_notice_run(const cd_cdbq_notice *v, size_t n, size_t i)
+{
+    size_t j = i + 1;
+    while (j < n && v[j].kind == v[i].kind && same_block(&v[j], &v[i]))
+        j++;
+    return j;
+}
+
+/* A block hash as display hex, or null for the mempool. */
+static json_t *hash_or_null(const cd_cdbq_notice *v)
+{
+    char h[65];
+    if (v->mempool)
+        return json_null();
+    cd_hex_encode_rev(h, v->block, 32);
+    return json_string(h);
+}
+
+json_t *cd_cdbq_notice_json(const cd_cdbq_notice *v, size_t n, int has_account, int64_t account)
+{
+    int spends = v[0].kind == CD_CDBQ_N_SPEND_GONE;
+    int orphaned = v[0].kind != CD_CDBQ_N_MATCH;
+    json_t *list = json_array();
+    size_t count = 0;
+    for (size_t i = 0; i < n && list; i++) {
+        char a[65], b[65];
+        if (spends) {
+            cd_hex_encode_rev(a, v[i].out_tx, 32);
+            cd_hex_encode_rev(b, v[i].in_tx, 32);
+            json_t *row = json_pack("[s, I, s, I, o]", a, (json_int_t)v[i].out_idx, b,
+                                    (json_int_t)v[i].in_idx, hash_or_null(&v[i]));
+            if (!row || json_array_append_new(list, row) != 0)
+                goto oom;
+            count++;
+            continue;
+        }
+        if (has_account && v[i].account != account)
+            continue;
+        json_t *entry = NULL;
+        for (size_t e = 0; e < json_array_size(list); e++) {
+            json_t *x = json_array_get(list, e);
+            if (json_integer_value(json_object_get(x, "accountId")) == v[i].account)
+                entry = x;
+        }
+        if (!entry) {
+            entry = json_pack("{s:I, s:[]}", "accountId", (json_int_t)v[i].account, "matches");
+            if (!entry || json_array_append_new(list, entry) != 0)
+                goto oom;
+        }
+        cd_hex_encode(a, v[i].key, 32); /* pushdata keys: natural order */
+        cd_hex_encode_rev(b, v[i].tx, 32);
+        json_t *m =
+            json_pack("{s:s, s:s, s:I, s:I}", "pushDataHashHex", a, "transactionId", b,
+                      "transactionIndex", (json_int_t)v[i].idx, "flags", (json_int_t)v[i].flags);
+        if (!m || json_array_append_new(json_object_get(entry, "matches"), m) != 0)
+            goto oom;
+        count++;
+    }
+    if (!list || count == 0) {
+        json_decref(list);
+        return NULL;
+    }
+    json_t *o = json_pack("{s:o}", "blockId", hash_or_null(&v[0]));
+    if (!o)
+        goto oom;
+    if (orphaned && json_object_set_new(o, "orphaned", json_true()) != 0) {
+        json_decref(o);
+        goto oom;
+    }
+    if (json_object_set_new(o, spends ? "outputSpends" : "entries", list) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+oom:
+    json_decref(list);
+    return NULL;
 }
