@@ -30,8 +30,10 @@
  * after a failure, a crash or a restart (at least once, in order), with
  * the same body while the process lives (kept in memory between retries).
  * Events are read CD_HOOK_CDB_EVENTS at a time; when a read is full, its
- * last run is held back and read again with what follows, so a block's
- * matches are one POST unless they alone fill a read.
+ * last run is held back and read again with what follows; a run that
+ * alone fills a read is read again with a larger window, up to
+ * CD_HOOK_CDB_EVENTS_MAX: a block's matches are one POST unless they hold
+ * more events than that.
  */
 #include "cd_http_hooks_int.h"
 
@@ -75,8 +77,17 @@ static void cdb_fetch(cd_hook_tgt *h)
     int64_t last = h->read_to;
     int full = 0;
     char err[512];
-    int rc = cd_cdbq_match_notices(pg, h->read_to, CD_HOOK_CDB_EVENTS, &v, &n, &last, &full, err,
-                                   sizeof(err));
+    int rc;
+    for (int max = CD_HOOK_CDB_EVENTS;; max *= 4) {
+        rc = cd_cdbq_match_notices(pg, h->read_to, max, &v, &n, &last, &full, err, sizeof(err));
+        /* one block's matches fill the read: read more at once, so that the
+         * block is one POST as ConduitDB sends it (up to a bound) */
+        if (rc != CD_LOOKUP_OK || !full || n == 0 || cd_cdbq_notice_run(v, n, 0) != n ||
+            max >= CD_HOOK_CDB_EVENTS_MAX)
+            break;
+        free(v);
+        v = NULL;
+    }
     if (rc != CD_LOOKUP_OK) {
         free(v);
         if (strcmp(err, last_err) != 0)

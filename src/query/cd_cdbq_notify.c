@@ -132,28 +132,42 @@ int cd_cdbq_events_head(PGconn *pg, int64_t *id, char *err, size_t errlen)
     return one_int(pg, "SELECT coalesce(max(id), 0)::int8 FROM events", "events", id, err, errlen);
 }
 
-/* $1 after, $2 up to (both ids). Columns: event, kind, block, out_tx,
- * out_idx, in_tx, in_idx, account, key, tx, idx, flags. sql/009 announces
+/* $1 after, $2 up to (both ids); $3 true: matches only. Columns: event,
+ * kind, block, out_tx, out_idx, in_tx, in_idx, account, key, tx, idx,
+ * flags. block, in_tx and tx come in display order (decode of the event's
+ * hex) and are reversed here: cd_txid() in SQL reverses with an aggregate
+ * over 32 rows per call, ~50 us each, which made a read of 256 events
+ * take ~50 ms (docs/PERFORMANCE.md, "ConduitDB reference-server delivery"). sql/009 announces
  * a watched match of a block leaving the best chain again with "state":
  * "orphaned" (and the block that left): those are the *_GONE notices. */
 static const char notices_sql[] =
     "WITH ev AS (SELECT id, at, kind, body, body->>'state' = 'orphaned' AS gone FROM events "
     "  WHERE id > $1::int8 AND id <= $2::int8 AND kind IN ('spend', 'key')) "
-    "SELECT e.id, CASE WHEN e.gone THEN 3 ELSE 1 END AS kind, cd_txid(e.body->>'block'), "
-    "  w.prev_hash, w.prev_idx::int8, cd_txid(e.body->>'spend_txid'), "
+    "SELECT e.id, CASE WHEN e.gone THEN 3 ELSE 1 END AS kind, decode(e.body->>'block', 'hex'), "
+    "  w.prev_hash, w.prev_idx::int8, decode(e.body->>'spend_txid', 'hex'), "
     "  (e.body->>'in_idx')::int8, NULL::int8 AS account, NULL::bytea, NULL::bytea, NULL::int8, "
     "  NULL::int8 "
     "FROM ev e JOIN cdb_spend_watches w ON w.prev_hash = cd_txid(e.body->>'txid') "
     "  AND w.prev_idx = (e.body->>'vout')::int8 "
     "WHERE e.kind = 'spend' AND NOT $3::bool "
     "UNION ALL "
-    "SELECT e.id, CASE WHEN e.gone THEN 4 ELSE 2 END, cd_txid(e.body->>'block'), NULL, NULL, "
-    "  NULL, NULL, f.account_id, f.push_hash, cd_txid(e.body->>'txid'), "
+    "SELECT e.id, CASE WHEN e.gone THEN 4 ELSE 2 END, decode(e.body->>'block', 'hex'), NULL, "
+    "  NULL, NULL, NULL, f.account_id, f.push_hash, decode(e.body->>'txid', 'hex'), "
     "  (e.body->>'idx')::int8, (e.body->>'flags')::int8 "
     "FROM ev e JOIN cdb_tip_filters f ON f.push_hash = decode(e.body->>'key', 'hex') "
     "  AND f.expires_at > e.at "
     "WHERE e.kind = 'key' "
     "ORDER BY 1, 8";
+
+/* Display order <-> internal order of a 32-byte hash. */
+static void rev32(uint8_t h[32])
+{
+    for (int i = 0; i < 16; i++) {
+        uint8_t t = h[i];
+        h[i] = h[31 - i];
+        h[31 - i] = t;
+    }
+}
 
 static int read_notices(PGconn *pg, int64_t after, int max, int matches_only,
                         cd_cdbq_notice **out, size_t *n, int64_t *last, int *full, char *err,
@@ -202,13 +216,17 @@ static int read_notices(PGconn *pg, int64_t after, int max, int matches_only,
         x->kind = (int)cd_pg_col_int(r, i, 1);
         x->mempool = PQgetisnull(r, i, 2);
         int bad = !x->mempool && cd_pg_col_bytes(r, i, 2, x->block, 32) != 0;
+        if (!x->mempool)
+            rev32(x->block);
         if (x->kind == CD_CDBQ_N_SPEND || x->kind == CD_CDBQ_N_SPEND_GONE) {
             bad |= cd_pg_col_bytes(r, i, 3, x->out_tx, 32) != 0 || cd_pg_col_bytes(r, i, 5, x->in_tx, 32) != 0;
             x->out_idx = (uint32_t)cd_pg_col_int(r, i, 4);
             x->in_idx = (uint32_t)cd_pg_col_int(r, i, 6);
+            rev32(x->in_tx);
         } else if (x->kind == CD_CDBQ_N_MATCH || x->kind == CD_CDBQ_N_MATCH_GONE) {
             bad |= cd_pg_col_bytes(r, i, 8, x->key, 32) != 0 || cd_pg_col_bytes(r, i, 9, x->tx, 32) != 0;
             x->account = cd_pg_col_int(r, i, 7);
+            rev32(x->tx);
             x->idx = (uint32_t)cd_pg_col_int(r, i, 10);
             x->flags = (uint32_t)cd_pg_col_int(r, i, 11);
         } else {
