@@ -28,7 +28,8 @@ CREATE TABLE cdb_outbound (
     last_attempt  timestamptz,
     next_attempt  timestamptz,
     failing_since timestamptz,
-    failing       boolean     NOT NULL DEFAULT false
+    failing       boolean     NOT NULL DEFAULT false,
+    lost          bigint      NOT NULL DEFAULT 0
 );
 
 COMMENT ON TABLE cdb_outbound IS 'The delivery of tip-filter matches to ConduitDB''s reference server (conduitdb_reference_url): one row, created the first time the option is set.';
@@ -45,6 +46,7 @@ COMMENT ON COLUMN cdb_outbound.last_attempt IS 'When the last attempt ended.';
 COMMENT ON COLUMN cdb_outbound.next_attempt IS 'When the batch being retried is sent again; NULL when no retry is pending.';
 COMMENT ON COLUMN cdb_outbound.failing_since IS 'First failed attempt of the current streak; NULL after a 2xx.';
 COMMENT ON COLUMN cdb_outbound.failing IS 'True once webhook_failing_after attempts in a row failed; false again after a 2xx.';
+COMMENT ON COLUMN cdb_outbound.lost IS 'Matching events the event retention (cd_events_prune) deleted before the cursor passed them: a reference server away for longer than events_keep misses them, and is told so here rather than silently.';
 
 -- The delivery's state, creating the row at the head of the log the first
 -- time (matches committed before the option was set are not delivered, as
@@ -65,3 +67,30 @@ BEGIN
         FROM cdb_outbound o;
 END
 $$;
+
+-- Matching events the retention deletes before the cursor passed them are
+-- counted in cdb_outbound.lost (and said in last_error), never skipped
+-- silently (as webhooks.lost, sql/012). Set-based over the deleted rows;
+-- nothing to do when the option was never set (no row).
+CREATE FUNCTION cdb_outbound_pruned() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n
+    FROM old_rows o, cdb_outbound c
+    WHERE o.id > c.scan_id AND o.kind = 'key'
+      AND EXISTS (SELECT 1 FROM cdb_tip_filters f
+                  WHERE f.push_hash = decode(o.body->>'key', 'hex') AND f.expires_at > o.at);
+    IF n > 0 THEN
+        UPDATE cdb_outbound
+        SET lost = lost + n,
+            last_error = n || ' matching events were deleted by the event retention before '
+                         'delivery';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER cdb_outbound_events_pruned AFTER DELETE ON events
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cdb_outbound_pruned();

@@ -19,7 +19,8 @@ registrations are made (two accounts, JSON and binary), and the node delivers 11
   * mempool and a slow receiver (a second daemon on a generated chain): a receiver that never
     answers does not hold the indexer (the tip advances past three blocks); once it answers,
     the mempool match ("blockId": null) and then the same match with its block arrive, with
-    the bytes of the attempts that timed out.
+    the bytes of the attempts that timed out; then, the receiver away, the event retention
+    deletes a match it never got: counted in cdb_outbound.lost, not skipped silently.
 """
 
 import hashlib
@@ -95,8 +96,10 @@ class RefServer:
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def down(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+        if self.srv:
+            self.srv.shutdown()
+            self.srv.server_close()
+            self.srv = None
 
     @property
     def url(self):
@@ -348,6 +351,26 @@ def test_mempool_then_block_slow_receiver(pg_module, build_dir, tmp_path):
         assert [height[b] for b in blocks] == sorted(height.values())
         got_b = matches(got[1:], False)
         assert len(got_b) == len(set(got_b)) and set(got_b) == want_b
+
+        # the receiver away and the event retention deleting a match it never got: counted in
+        # cdb_outbound.lost, not skipped silently
+        ref.down()
+        fails = int(psql(pg_module, "cdbout2", "SELECT failures FROM cdb_outbound")[0][0])
+        made = node.control({"cmd": "make_tx"})
+        keys = push_keys(ce.Tx(bytes.fromhex(made["hex"]), 0))
+        assert len(keys) == 1
+        st, _, _, body = cn.req(port, cn.filter_path(8, int(time.time())), cn.JSON_CT, "POST",
+                                json.dumps([[k, 3600] for k, _ in keys]).encode())
+        assert st == 200, body
+        assert "txid" in node.control({"cmd": "add_tx", "hex": made["hex"]})
+        deadline = time.monotonic() + WAIT
+        while int(psql(pg_module, "cdbout2", "SELECT failures FROM cdb_outbound")[0][0]) == fails:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert psql(pg_module, "cdbout2", "SELECT lost FROM cdb_outbound") == [("0",)]
+        psql(pg_module, "cdbout2", "SELECT cd_events_prune('0 seconds')")
+        # (last_error says it too, until the next failed attempt overwrites it)
+        assert psql(pg_module, "cdbout2", "SELECT lost FROM cdb_outbound") == [("1",)]
     finally:
         ref.release.set()
         d.stop()

@@ -106,6 +106,24 @@ START_TEST(orphaned_json)
 }
 END_TEST
 
+/* Runs: one message per run of one kind and one block (the mempool is a
+ * block of its own), what /ws and the reference-server POST both split by. */
+START_TEST(notice_runs)
+{
+    cd_cdbq_notice v[6] = {notice(CD_CDBQ_N_MATCH_GONE, 1, 1), notice(CD_CDBQ_N_MATCH_GONE, 2, 2),
+                           notice(CD_CDBQ_N_MATCH, 1, 3),      notice(CD_CDBQ_N_MATCH, 1, 4),
+                           notice(CD_CDBQ_N_MATCH, 1, 5),      notice(CD_CDBQ_N_MATCH, 1, 6)};
+    v[4].block[5] = 0x99; /* another block */
+    v[5].mempool = 1;
+    memset(v[5].block, 0, 32);
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 0), 2); /* orphaned, same block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 2), 4); /* new, same block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 4), 5); /* another block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 5), 6); /* the mempool */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 3, 2), 3); /* the end of the array */
+}
+END_TEST
+
 /* Feeds text into a bufferevent's input (the cap's callback runs as it
  * would on a read) and returns what evhttp would then parse. */
 static char *fed(const char *text)
@@ -157,6 +175,7 @@ static Suite *suite_cdb_notify(void)
     tcase_add_test(tc, spend_record_layout);
     tcase_add_test(tc, match_json_grouped_by_account);
     tcase_add_test(tc, orphaned_json);
+    tcase_add_test(tc, notice_runs);
     tcase_add_test(tc, body_cap_rewrites_heads);
     suite_add_tcase(s, tc);
     return s;
