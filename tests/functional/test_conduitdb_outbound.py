@@ -13,8 +13,8 @@ registrations are made (two accounts, JSON and binary), and the node delivers 11
     ConduitDB's expected_tip_filter_results for both accounts, one POST per block;
   * restart: the receiver goes away (connection refused); the daemon restarts, the node
     reorganises to blockchain_118_0ebc17 and the tip reaches 118 (an unreachable URL does not
-    hold the indexer), the daemon restarts again with the backlog pending, the receiver comes
-    back: the matches of the blocks that left ("orphaned": true) then the new branch's, each
+    hold the indexer), the daemon is killed (SIGKILL) and started with the backlog pending, the
+    receiver comes back: the matches of the blocks that left ("orphaned": true) then the new branch's, each
     once, nothing lost;
   * mempool and a slow receiver (a second daemon on a generated chain): a receiver that never
     answers does not hold the indexer (the tip advances past three blocks); once it answers,
@@ -261,9 +261,9 @@ def test_receiver_away_across_restarts_and_reorg(env):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert "conduitdb reference server: event" in env.d.log_text()
-    # a restart with the backlog pending, the receiver still away
+    # a crash (SIGKILL: no clean-up) with the backlog pending, the receiver still away
     n = len(env.d.lines)
-    env.d.stop()
+    env.d.kill()
     env.d.start()
     env.port = cn.http_port(env.d, start=n)
     assert len(ref.posts) == before
