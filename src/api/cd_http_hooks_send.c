@@ -912,6 +912,9 @@ static int hook_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
     const cd_config *cfg = cd_ctl_config(ctl);
+    if (!cfg->index && cfg->conduitdb_reference_url) /* set for nothing: said */
+        cd_log_warn("conduitdb_reference_url is set but index = off: no tip-filter matches are "
+                    "sent");
     /* one process for both: webhook registrations (webhooks = on) and
      * ConduitDB's reference server (conduitdb_reference_url) */
     if (!cfg->index || (!cfg->webhooks && !cfg->conduitdb_reference_url))

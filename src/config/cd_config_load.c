@@ -310,13 +310,6 @@ int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
         cfg->datadir[--dl] = '\0';
     if (finish_metrics_listen(cfg, err, errlen) < 0)
         return -1;
-    if (cfg->conduitdb_reference_url && !cfg->index) {
-        /* the matches come from the index: set, it would send nothing */
-        cd_config_seterr(err, errlen,
-                         "conduitdb_reference_url needs index = on (tip-filter matches come "
-                         "from the index)");
-        return -1;
-    }
     for (size_t i = 0; i < cfg->n_connect; i++) {
         char host[CD_HOSTPORT_MAX], hp[CD_HOSTPORT_MAX + 8];
         int port;

@@ -345,11 +345,6 @@ START_TEST(test_conduitdb_reference_url)
     ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", NULL), CD_CONFIG_RUN);
     ck_assert_ptr_null(cfg.conduitdb_reference_url); /* off by default */
     cd_config_free(&cfg);
-    /* set with the index off it would send nothing: refused */
-    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--conduitdb-reference-url",
-                           "http://127.0.0.1:47126", "--no-index", NULL),
-                     CD_CONFIG_ERROR);
-    ck_assert_msg(strstr(err, "conduitdb_reference_url needs index = on"), "%s", err);
     const struct {
         const char *v, *why;
     } bad[] = {{"https://ref.example", "no TLS client"},
