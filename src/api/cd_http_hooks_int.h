@@ -92,9 +92,6 @@ PGconn *cd_hook_pg(void);
 /* Runs the delivery loop's pump at the next loop turn (more to read). */
 void cd_hook_kick(void);
 
-/* The process's configuration (borrowed for its lifetime). */
-const cd_config *cd_hook_config(void);
-
 /* ConduitDB's reference server (cd_http_hooks_cdb.c): its target, read
  * from cdb_outbound (created at the head of the log the first time), or
  * NULL when the session or the table is not there yet (retried). */

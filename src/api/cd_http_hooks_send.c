@@ -153,11 +153,6 @@ static struct {
 
 static void pump(void);
 
-const cd_config *cd_hook_config(void)
-{
-    return H.cfg;
-}
-
 /* Frees a connection from the loop, never from inside one of its own
  * request callbacks (libevent may still touch it after the callback). */
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
@@ -519,7 +514,7 @@ static const char *req_error_name(int e)
     }
 }
 
-/* The receiver took q[0]: commit the cursor, then go on. */
+/* A webhook registration took q[0]: its cursor (webhooks.scan_id) moves. */
 static int hook_commit(cd_hook_tgt *h)
 {
     char id[24], ev[24];
@@ -538,6 +533,7 @@ static int hook_commit(cd_hook_tgt *h)
     return 0;
 }
 
+/* A webhook registration's failed attempt, for its status. */
 static void hook_failed(cd_hook_tgt *h, const char *what, double wait)
 {
     char id[24], att[16], secs[32];
