@@ -95,13 +95,6 @@ int cd_http_cdb_ws(http_srv *s, struct evhttp_request *req);
 /* ConduitDB's 104-byte output-spend record of a spend notice. */
 void cd_http_cdb_spend_record(const cd_cdbq_notice *v, uint8_t out[104]);
 
-/* The JSON text frame of a run of n >= 1 notices of one kind (MATCH,
- * MATCH_GONE or SPEND_GONE) and one block, as one client sees it
- * (has_account: only that account's matches). Returns a new object, or
- * NULL when nothing is for the client (or out of memory). */
-json_t *cd_http_cdb_notice_json(const cd_cdbq_notice *v, size_t n, int has_account,
-                                int64_t account);
-
 /* The server process starts (timers: the minute sweep of expired
  * registrations on server 0) / stops (websockets aborted, sessions closed;
  * before evhttp_free). */

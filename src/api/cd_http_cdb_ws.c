@@ -88,84 +88,6 @@ void cd_http_cdb_spend_record(const cd_cdbq_notice *v, uint8_t out[104])
         memcpy(out + 72, v->block, 32);
 }
 
-static int same_block(const cd_cdbq_notice *a, const cd_cdbq_notice *b)
-{
-    return a->mempool == b->mempool && (a->mempool || !memcmp(a->block, b->block, 32));
-}
-
-static json_t *hash_or_null(const cd_cdbq_notice *v)
-{
-    return v->mempool ? json_null() : cd_http_json_hash(v->block);
-}
-
-/* The JSON of a run of notices v[0..n) of one kind and block, as
- * `account` sees it (-1 with !has_account: every account); NULL when none
- * is for it (or out of memory). Matches: ConduitDB's tip-filter body
- * {"blockId", "entries": [{"accountId", "matches": [...]}]}; with
- * "orphaned": true for a block that left the best chain. Spends that left:
- * {"blockId", "orphaned": true, "outputSpends": [[out txid, out index,
- * spending txid, input index, block], ...]} (output-spend's JSON rows). */
-json_t *cd_http_cdb_notice_json(const cd_cdbq_notice *v, size_t n, int has_account, int64_t account)
-{
-    int spends = v[0].kind == CD_CDBQ_N_SPEND_GONE;
-    int orphaned = v[0].kind != CD_CDBQ_N_MATCH;
-    json_t *list = json_array();
-    size_t count = 0;
-    for (size_t i = 0; i < n && list; i++) {
-        char a[65], b[65];
-        if (spends) {
-            cd_hex_encode_rev(a, v[i].out_tx, 32);
-            cd_hex_encode_rev(b, v[i].in_tx, 32);
-            json_t *row = json_pack("[s, I, s, I, o]", a, (json_int_t)v[i].out_idx, b,
-                                    (json_int_t)v[i].in_idx, hash_or_null(&v[i]));
-            if (!row || json_array_append_new(list, row) != 0)
-                goto oom;
-            count++;
-            continue;
-        }
-        if (has_account && v[i].account != account)
-            continue;
-        json_t *entry = NULL;
-        for (size_t e = 0; e < json_array_size(list); e++) {
-            json_t *x = json_array_get(list, e);
-            if (json_integer_value(json_object_get(x, "accountId")) == v[i].account)
-                entry = x;
-        }
-        if (!entry) {
-            entry = json_pack("{s:I, s:[]}", "accountId", (json_int_t)v[i].account, "matches");
-            if (!entry || json_array_append_new(list, entry) != 0)
-                goto oom;
-        }
-        cd_hex_encode(a, v[i].key, 32); /* pushdata keys: natural order */
-        cd_hex_encode_rev(b, v[i].tx, 32);
-        json_t *m =
-            json_pack("{s:s, s:s, s:I, s:I}", "pushDataHashHex", a, "transactionId", b,
-                      "transactionIndex", (json_int_t)v[i].idx, "flags", (json_int_t)v[i].flags);
-        if (!m || json_array_append_new(json_object_get(entry, "matches"), m) != 0)
-            goto oom;
-        count++;
-    }
-    if (!list || count == 0) {
-        json_decref(list);
-        return NULL;
-    }
-    json_t *o = json_pack("{s:o}", "blockId", hash_or_null(&v[0]));
-    if (!o)
-        goto oom;
-    if (orphaned && json_object_set_new(o, "orphaned", json_true()) != 0) {
-        json_decref(o);
-        goto oom;
-    }
-    if (json_object_set_new(o, spends ? "outputSpends" : "entries", list) != 0) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-oom:
-    json_decref(list);
-    return NULL;
-}
-
 /* ---- delivery ---- */
 
 /* Queues one message; a client that does not keep up is closed with the
@@ -198,11 +120,9 @@ static void deliver(cdb_client *c, const cd_cdbq_notice *v, size_t n)
             i++;
             continue;
         }
-        size_t j = i + 1; /* a run of one kind and block: one message */
-        while (j < n && v[j].kind == v[i].kind && same_block(&v[j], &v[i]))
-            j++;
+        size_t j = cd_cdbq_notice_run(v, n, i); /* a run of one kind and block: one message */
         if (c->all) {
-            json_t *o = cd_http_cdb_notice_json(v + i, j - i, c->has_account, c->account);
+            json_t *o = cd_cdbq_notice_json(v + i, j - i, c->has_account, c->account);
             char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
             json_decref(o);
             if (text) {

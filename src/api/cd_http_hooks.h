@@ -48,7 +48,8 @@
 #define CD_HOOK_SLOW_MIN_S    60.0   /* first retry after another 4xx */
 
 /* The controller module that adds the delivery process to the process
- * table (nothing when index = off or webhooks = off). */
+ * table (nothing when index = off, or webhooks = off and
+ * conduitdb_reference_url is not set). */
 extern const cd_ctl_module cd_hook_module;
 
 /* ---- the routes (cd_http_hooks.c, in the HTTP server processes) ---- */

@@ -11,6 +11,12 @@
  * is committed only after a receiver's 2xx, so a kill -9 at any point
  * delivers the in-flight event again, never loses one.
  *
+ * What it delivers comes from two sources (cd_http_hooks_int.h): the
+ * webhook registrations (here: table webhooks, one signed event per POST)
+ * and, when conduitdb_reference_url is set, ConduitDB's tip-filter batches
+ * to its reference server (cd_http_hooks_cdb.c, table cdb_outbound): one
+ * HTTP client, one back-off, one cursor rule for both.
+ *
  * Per registration: one request in flight at a time, events in id order
  * (= commit order, sql/009), at most CD_HOOK_BATCH read ahead. Retries:
  * cd_hook_classify / cd_hook_backoff (docs/WEBHOOKS.md, "Retries").
@@ -19,7 +25,7 @@
  * (a receiver that trickles its answer), answers over CD_HOOK_MAX_RESPONSE
  * bytes fail, redirects are not followed (a 3xx is a failure).
  */
-#include "cd_http_hooks.h"
+#include "cd_http_hooks_int.h"
 #include "cd_supervisor.h"
 
 #include "cd_build.h" /* CD_VERSION */
@@ -128,32 +134,6 @@ int cd_hook_sign(const char *secret, const void *body, size_t len, char out[72])
 
 /* ---- the child's state ---- */
 
-typedef struct hook_ev {
-    int64_t id;
-    char *body; /* the exact bytes POSTed and signed */
-} hook_ev;
-
-typedef struct hook {
-    int64_t id;
-    char *url, *secret;
-    char host[256];
-    int port;
-    char *target; /* path?query */
-    struct evhttp_connection *conn;
-    struct evhttp_request *req; /* in flight, or NULL */
-    struct event *deadline;     /* the whole exchange's bound */
-    int req_error;              /* -1, or the evhttp_request_error of req */
-    hook_ev q[CD_HOOK_BATCH];   /* read ahead, q[0] is being delivered */
-    int qn;
-    int dirty;      /* there may be new events to read */
-    int seen;       /* in the last reload */
-    int gone;       /* deleted while a request was out: freed when it ends */
-    uint32_t attempts;
-    int failing;
-    double next_try; /* cd_now_s(); 0: now */
-    struct hook *next;
-} hook;
-
 static struct {
     const cd_config *cfg;
     struct event_base *base;
@@ -167,7 +147,8 @@ static struct {
     struct event *kick; /* runs pump() at the next loop turn */
     char last_err[512]; /* the last statement error logged */
     int schema_wait;    /* "no webhook tables yet" was said */
-    hook *hooks;
+    cd_hook_tgt *hooks;
+    cd_hook_tgt *cdb; /* ConduitDB's reference server (conduitdb_reference_url), or NULL */
 } H;
 
 static void pump(void);
@@ -196,6 +177,11 @@ static void kick(void)
     event_active(H.kick, EV_TIMEOUT, 0);
 }
 
+void cd_hook_kick(void)
+{
+    kick();
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -204,16 +190,18 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     pump();
 }
 
-static void queue_clear(hook *h)
+void cd_hook_queue_clear(cd_hook_tgt *h)
 {
     for (int i = 0; i < h->qn; i++)
         free(h->q[i].body);
     h->qn = 0;
 }
 
-static void hook_free(hook *h)
+void cd_hook_tgt_free(cd_hook_tgt *h)
 {
-    queue_clear(h);
+    if (!h)
+        return;
+    cd_hook_queue_clear(h);
     if (h->deadline)
         event_free(h->deadline);
     if (h->conn)
@@ -293,14 +281,21 @@ static PGconn *pg_get(void)
     H.pg_was_down = 0;
     H.pg = c;
     H.reload = 1; /* registrations may have changed meanwhile */
-    for (hook *h = H.hooks; h; h = h->next)
+    for (cd_hook_tgt *h = H.hooks; h; h = h->next)
         h->dirty = 1;
+    if (H.cdb)
+        H.cdb->dirty = 1;
     return c;
+}
+
+PGconn *cd_hook_pg(void)
+{
+    return pg_get();
 }
 
 /* Runs a statement; returns its result (PQclear) or NULL after logging
  * (the session is dropped if it broke). */
-static PGresult *pg_q(const char *what, const char *sql, int n, const char *const *vals)
+PGresult *cd_hook_pg_q(const char *what, const char *sql, int n, const char *const *vals)
 {
     PGconn *c = pg_get();
     if (!c)
@@ -322,8 +317,8 @@ static PGresult *pg_q(const char *what, const char *sql, int n, const char *cons
     PQclear(r);
     if (early && PQstatus(c) == CONNECTION_OK) {
         if (!H.schema_wait)
-            cd_log_info("webhook: the database has no webhook tables yet (sql/012 not applied); "
-                        "waiting for the migrations");
+            cd_log_info("webhook: the database has no webhook or conduitdb_reference_url tables "
+                        "yet (sql/012, sql/015 not applied); waiting for the migrations");
         H.schema_wait = 1;
         return NULL;
     }
@@ -359,9 +354,12 @@ static void on_pg(evutil_socket_t fd, short what, void *arg)
     while ((n = PQnotifies(H.pg)) != NULL) {
         if (!strcmp(n->relname, "cd_webhook"))
             H.reload = 1;
-        else
-            for (hook *h = H.hooks; h; h = h->next)
+        else {
+            for (cd_hook_tgt *h = H.hooks; h; h = h->next)
                 h->dirty = 1;
+            if (H.cdb)
+                H.cdb->dirty = 1;
+        }
         PQfreemem(n);
     }
     pump();
@@ -369,9 +367,9 @@ static void on_pg(evutil_socket_t fd, short what, void *arg)
 
 /* ---- registrations ---- */
 
-static hook *hook_find(int64_t id)
+static cd_hook_tgt *hook_find(int64_t id)
 {
-    for (hook *h = H.hooks; h; h = h->next)
+    for (cd_hook_tgt *h = H.hooks; h; h = h->next)
         if (h->id == id)
             return h;
     return NULL;
@@ -379,23 +377,25 @@ static hook *hook_find(int64_t id)
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg);
 
-/* A registration as read from the table; NULL when its URL no longer
- * parses (logged: the API checked it, so only a hand-edited row). */
-static hook *hook_new(int64_t id, const char *url, const char *secret)
+/* A receiver; NULL when its URL does not parse (logged: the API and the
+ * option table checked it, so only a hand-edited row). */
+cd_hook_tgt *cd_hook_tgt_new(int64_t id, const char *label, const char *url, const char *secret,
+                             const cd_hook_src *src)
 {
     struct evhttp_uri *u = evhttp_uri_parse_with_flags(url, 0);
     const char *host = u ? evhttp_uri_get_host(u) : NULL;
-    if (!host || strlen(host) >= sizeof(((hook *)0)->host)) {
-        cd_log_error("webhook %" PRId64 ": url '%s' cannot be used; not delivering", id,
-                     cd_escape_str(url));
+    if (!host || strlen(host) >= sizeof(((cd_hook_tgt *)0)->host)) {
+        cd_log_error("%s: url '%s' cannot be used; not delivering", label, cd_escape_str(url));
         if (u)
             evhttp_uri_free(u);
         return NULL;
     }
-    hook *h = cd_xcalloc(1, sizeof(*h));
+    cd_hook_tgt *h = cd_xcalloc(1, sizeof(*h));
     h->id = id;
+    h->src = src;
+    snprintf(h->label, sizeof(h->label), "%s", label);
     h->url = cd_xstrdup(url);
-    h->secret = cd_xstrdup(secret);
+    h->secret = secret ? cd_xstrdup(secret) : NULL;
     snprintf(h->host, sizeof(h->host), "%s", host);
     h->port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
     const char *path = evhttp_uri_get_path(u), *q = evhttp_uri_get_query(u);
@@ -413,25 +413,29 @@ static hook *hook_new(int64_t id, const char *url, const char *secret)
     return h;
 }
 
+static const cd_hook_src hook_src;
+
 /* Reads the table: new registrations join, deleted ones leave. */
 static void reload(void)
 {
-    PGresult *r = pg_q("reading the registrations",
+    PGresult *r = cd_hook_pg_q("reading the registrations",
                        "SELECT id, url, secret, attempts, failing, "
                        " extract(epoch FROM next_attempt - now()) FROM webhooks ORDER BY id",
                        0, NULL);
     if (!r)
         return;
     H.reload = 0;
-    for (hook *h = H.hooks; h; h = h->next)
+    for (cd_hook_tgt *h = H.hooks; h; h = h->next)
         h->seen = 0;
     int n = PQntuples(r);
     double now = cd_now_s();
     for (int i = 0; i < n; i++) {
         int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-        hook *h = hook_find(id);
+        cd_hook_tgt *h = hook_find(id);
         if (!h) {
-            h = hook_new(id, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+            char label[48];
+            snprintf(label, sizeof(label), "webhook %" PRId64, id);
+            h = cd_hook_tgt_new(id, label, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), &hook_src);
             if (!h)
                 continue;
             /* a restarted process resumes the back-off where it was */
@@ -448,8 +452,8 @@ static void reload(void)
         h->seen = 1;
     }
     PQclear(r);
-    for (hook **pp = &H.hooks; *pp;) {
-        hook *h = *pp;
+    for (cd_hook_tgt **pp = &H.hooks; *pp;) {
+        cd_hook_tgt *h = *pp;
         if (h->seen) {
             pp = &h->next;
             continue;
@@ -460,19 +464,19 @@ static void reload(void)
             h->gone = 1; /* freed when the request ends (on_deadline or on_done) */
             h->next = NULL;
         } else {
-            hook_free(h);
+            cd_hook_tgt_free(h);
         }
     }
 }
 
 /* Reads the next events of h into its queue. */
-static void fetch(hook *h)
+static void fetch(cd_hook_tgt *h)
 {
     char id[24], lim[16];
     snprintf(id, sizeof(id), "%" PRId64, h->id);
     snprintf(lim, sizeof(lim), "%d", CD_HOOK_BATCH);
     const char *v[2] = {id, lim};
-    PGresult *r = pg_q("reading the event log",
+    PGresult *r = cd_hook_pg_q("reading the event log",
                        "SELECT event_id, payload FROM cd_webhook_fetch($1, $2)", 2, v);
     if (!r)
         return;
@@ -485,6 +489,7 @@ static void fetch(hook *h)
             continue;
         }
         h->q[h->qn].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        h->q[h->qn].cursor = h->q[h->qn].id;
         h->q[h->qn].body = cd_xstrdup(PQgetvalue(r, i, 1));
         h->qn++;
     }
@@ -509,31 +514,60 @@ static const char *req_error_name(int e)
     }
 }
 
-/* The receiver took q[0]: commit the cursor, then go on. */
-static void delivered(hook *h)
+/* A webhook registration took q[0]: its cursor (webhooks.scan_id) moves. */
+static int hook_commit(cd_hook_tgt *h)
 {
     char id[24], ev[24];
     snprintf(id, sizeof(id), "%" PRId64, h->id);
-    snprintf(ev, sizeof(ev), "%" PRId64, h->q[0].id);
+    snprintf(ev, sizeof(ev), "%" PRId64, h->q[0].cursor);
     const char *v[2] = {id, ev};
-    PGresult *r = pg_q("recording a delivery",
-                       "UPDATE webhooks SET scan_id = $2, delivered_id = $2, "
-                       " delivered = delivered + 1, attempts = 0, failing = false, "
-                       " failing_since = NULL, next_attempt = NULL, last_attempt = now() "
-                       "WHERE id = $1 AND scan_id < $2",
-                       2, v);
-    if (!r) {
+    PGresult *r = cd_hook_pg_q("recording a delivery",
+                               "UPDATE webhooks SET scan_id = $2, delivered_id = $2, "
+                               " delivered = delivered + 1, attempts = 0, failing = false, "
+                               " failing_since = NULL, next_attempt = NULL, last_attempt = now() "
+                               "WHERE id = $1 AND scan_id < $2",
+                               2, v);
+    if (!r)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+/* A webhook registration's failed attempt, for its status. */
+static void hook_failed(cd_hook_tgt *h, const char *what, double wait)
+{
+    char id[24], att[16], secs[32];
+    snprintf(id, sizeof(id), "%" PRId64, h->id);
+    snprintf(att, sizeof(att), "%u", h->attempts);
+    snprintf(secs, sizeof(secs), "%.3f", wait);
+    const char *v[5] = {id, att, what, secs, h->failing ? "t" : "f"};
+    PGresult *r = cd_hook_pg_q("recording a failed delivery",
+                               "UPDATE webhooks SET attempts = $2, failures = failures + 1, "
+                               " last_error = $3, last_attempt = now(), "
+                               " next_attempt = now() + $4::double precision * interval '1 second', "
+                               " failing_since = coalesce(failing_since, now()), failing = $5 "
+                               "WHERE id = $1",
+                               5, v);
+    if (r)
+        PQclear(r);
+}
+
+static const cd_hook_src hook_src = {fetch, hook_commit, hook_failed};
+
+/* The receiver took q[0]: commit the cursor, then go on. */
+static void delivered(cd_hook_tgt *h)
+{
+    if (h->src->commit(h) != 0) {
         /* not recorded: the event will be sent again (at-least-once); the
          * log, not this queue, says what comes next */
-        queue_clear(h);
+        cd_hook_queue_clear(h);
         h->dirty = 1;
         h->next_try = cd_now_s() + HOOK_PG_RETRY_S;
         return;
     }
-    PQclear(r);
     if (h->failing || h->attempts)
-        cd_log_info("webhook %" PRId64 ": delivering again to %s (after %u failed attempts)",
-                    h->id, cd_escape_str(h->url), h->attempts);
+        cd_log_info("%s: delivering again to %s (after %u failed attempts)", h->label,
+                    cd_escape_str(h->url), h->attempts);
     h->attempts = 0;
     h->failing = 0;
     h->next_try = 0;
@@ -545,7 +579,7 @@ static void delivered(hook *h)
 }
 
 /* q[0] was not taken: record it and schedule the retry. */
-static void failed(hook *h, int code, const char *err)
+static void failed(cd_hook_tgt *h, int code, const char *err)
 {
     cd_hook_outcome oc = cd_hook_classify(code);
     h->attempts++;
@@ -564,41 +598,29 @@ static void failed(hook *h, int code, const char *err)
     else
         snprintf(what, sizeof(what), "%s", err);
     if (h->attempts == 1)
-        cd_log_warn("webhook %" PRId64 ": event %" PRId64 " to %s: %s; retrying in %.1f s",
-                    h->id, h->q[0].id, cd_escape_str(h->url), what, wait);
+        cd_log_warn("%s: event %" PRId64 " to %s: %s; retrying in %.1f s", h->label, h->q[0].id,
+                    cd_escape_str(h->url), what, wait);
     else
-        cd_log_debug("webhook %" PRId64 ": event %" PRId64 ": attempt %u: %s; retrying in %.1f s",
-                     h->id, h->q[0].id, h->attempts, what, wait);
+        cd_log_debug("%s: event %" PRId64 ": attempt %u: %s; retrying in %.1f s", h->label,
+                     h->q[0].id, h->attempts, what, wait);
     if (h->failing && !was_failing)
-        cd_log_warn("webhook %" PRId64 ": failing: %u attempts in a row to %s failed (last: %s); "
+        cd_log_warn("%s: failing: %u attempts in a row to %s failed (last: %s); "
                     "still retrying, events are kept",
-                    h->id, h->attempts, cd_escape_str(h->url), what);
-    char id[24], att[16], secs[32];
-    snprintf(id, sizeof(id), "%" PRId64, h->id);
-    snprintf(att, sizeof(att), "%u", h->attempts);
-    snprintf(secs, sizeof(secs), "%.3f", wait);
-    const char *v[5] = {id, att, what, secs, h->failing ? "t" : "f"};
-    PGresult *r = pg_q("recording a failed delivery",
-                       "UPDATE webhooks SET attempts = $2, failures = failures + 1, "
-                       " last_error = $3, last_attempt = now(), "
-                       " next_attempt = now() + $4::double precision * interval '1 second', "
-                       " failing_since = coalesce(failing_since, now()), failing = $5 "
-                       "WHERE id = $1",
-                       5, v);
-    if (r)
-        PQclear(r);
+                    h->label, h->attempts, cd_escape_str(h->url), what);
+    h->src->failed(h, what, wait);
 }
 
 /* The end of an exchange, whatever it was. */
-static void finish(hook *h, int code, const char *err)
+static void finish(cd_hook_tgt *h, int code, const char *err)
 {
     h->req = NULL;
     event_del(h->deadline);
     if (h->gone) {
-        hook_free(h);
+        cd_hook_tgt_free(h);
         return;
     }
     if (cd_hook_classify(code) == CD_HOOK_DONE) {
+        h->conn_reused = 1; /* kept for the next body */
         delivered(h);
     } else {
         /* a fresh connection for the retry: evhttp keeps none in a known
@@ -613,19 +635,43 @@ static void finish(hook *h, int code, const char *err)
 
 static void on_error(enum evhttp_request_error e, void *arg)
 {
-    ((hook *)arg)->req_error = (int)e;
+    ((cd_hook_tgt *)arg)->req_error = (int)e;
 }
 
 static void on_done(struct evhttp_request *req, void *arg)
 {
-    hook *h = arg;
+    cd_hook_tgt *h = arg;
     int code = req ? evhttp_request_get_response_code(req) : 0;
     const char *err = req_error_name(h->req_error);
     if (h->req_error == -1 && code == 0)
         err = "connection failed";
     if (h->req_error != -1 && code >= 200 && code < 300)
         code = 0; /* the answer was cut (too large, ...): not a delivery */
+    /* A kept connection the receiver had closed (an idle keep-alive
+     * timeout, or an HTTP/1.0 server that closes after each answer): the
+     * request died before any answer. It is sent again at once on a fresh
+     * connection and not counted as a failed attempt; a failure on the
+     * fresh connection is. (Before, every body after a 2xx from such a
+     * receiver cost a failure and a back-off.) */
+    int stale = code == 0 && h->conn_reused &&
+                (h->req_error == EVREQ_HTTP_EOF || h->req_error == EVREQ_HTTP_BUFFER_ERROR);
     h->req_error = -1;
+    if (stale) {
+        h->req = NULL;
+        event_del(h->deadline);
+        conn_free_later(h->conn);
+        h->conn = NULL;
+        h->conn_reused = 0;
+        if (h->gone) {
+            cd_hook_tgt_free(h);
+            return;
+        }
+        cd_log_debug("%s: the kept connection was closed by the receiver; sending again on a new "
+                     "one",
+                     h->label);
+        kick();
+        return;
+    }
     finish(h, code, err);
     kick();
 }
@@ -633,7 +679,7 @@ static void on_done(struct evhttp_request *req, void *arg)
 /* The exchange took too long (a receiver that answers byte by byte). */
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
-    hook *h = arg;
+    cd_hook_tgt *h = arg;
     (void)fd;
     (void)what;
     if (!h->req)
@@ -648,18 +694,19 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     kick();
 }
 
-static void send_head(hook *h)
+static void send_head(cd_hook_tgt *h)
 {
-    const hook_ev *e = &h->q[0];
+    const cd_hook_ev *e = &h->q[0];
     size_t len = strlen(e->body);
     char sig[72];
-    if (cd_hook_sign(h->secret, e->body, len, sig) != 0) {
-        cd_log_error("webhook %" PRId64 ": cannot sign (OpenSSL); retrying", h->id);
+    if (h->secret && cd_hook_sign(h->secret, e->body, len, sig) != 0) {
+        cd_log_error("%s: cannot sign (OpenSSL); retrying", h->label);
         failed(h, 0, "cannot sign the body");
         return;
     }
     if (!h->conn) {
         h->conn = evhttp_connection_base_new(H.base, H.dns, h->host, (ev_uint16_t)h->port);
+        h->conn_reused = 0;
         if (!h->conn) {
             failed(h, 0, "cannot create a connection");
             return;
@@ -690,9 +737,11 @@ static void send_head(hook *h)
     evhttp_add_header(hd, "Content-Type", "application/json");
     evhttp_add_header(hd, "User-Agent", "conduitd/" CD_VERSION);
     evhttp_add_header(hd, "X-Conduit-Event-Id", idbuf);
-    evhttp_add_header(hd, "X-Conduit-Webhook-Id", hid);
-    evhttp_add_header(hd, "X-Conduit-Timestamp", ts);
-    evhttp_add_header(hd, "X-Conduit-Signature", sig);
+    if (h->secret) { /* a webhook: ConduitDB's reference server expects no signature */
+        evhttp_add_header(hd, "X-Conduit-Webhook-Id", hid);
+        evhttp_add_header(hd, "X-Conduit-Timestamp", ts);
+        evhttp_add_header(hd, "X-Conduit-Signature", sig);
+    }
     evbuffer_add(evhttp_request_get_output_buffer(rq), e->body, len);
     h->req = rq;
     h->req_error = -1;
@@ -707,6 +756,18 @@ static void send_head(hook *h)
     event_add(h->deadline, &tv);
 }
 
+/* One target: the next body out, when nothing is in flight and no retry
+ * is pending. */
+static void pump_one(cd_hook_tgt *h, double now)
+{
+    if (h->req || now < h->next_try)
+        return;
+    if (h->qn == 0 && h->dirty)
+        h->src->fetch(h);
+    if (h->qn > 0 && H.pg)
+        send_head(h);
+}
+
 /* Everything that can move now does. */
 static void pump(void)
 {
@@ -718,19 +779,19 @@ static void pump(void)
          * this catches a registration whose log scan stopped at its window */
         H.last_rescan = now;
         H.reload = 1;
-        for (hook *h = H.hooks; h; h = h->next)
+        for (cd_hook_tgt *h = H.hooks; h; h = h->next)
             h->dirty = 1;
+        if (H.cdb)
+            H.cdb->dirty = 1;
     }
-    if (H.reload)
+    if (H.reload && H.cfg->webhooks)
         reload();
-    for (hook *h = H.hooks; h && H.pg; h = h->next) {
-        if (h->req || now < h->next_try)
-            continue;
-        if (h->qn == 0 && h->dirty)
-            fetch(h);
-        if (h->qn > 0)
-            send_head(h);
-    }
+    if (!H.cdb && H.cfg->conduitdb_reference_url) /* not in H.hooks: reload() keeps off it */
+        H.cdb = cd_hook_cdb_open(H.cfg->conduitdb_reference_url);
+    for (cd_hook_tgt *h = H.hooks; h && H.pg; h = h->next)
+        pump_one(h, now);
+    if (H.cdb && H.pg)
+        pump_one(H.cdb, now);
 }
 
 /* ---- the process ---- */
@@ -776,13 +837,17 @@ static void hook_child_main(void *arg, int slot, int fd)
     event_base_dispatch(H.base);
     cd_log_info("webhook: stopping");
     while (H.hooks) {
-        hook *h = H.hooks;
+        cd_hook_tgt *h = H.hooks;
         H.hooks = h->next;
         if (h->req)
             evhttp_cancel_request(h->req);
         h->req = NULL;
-        hook_free(h);
+        cd_hook_tgt_free(h);
     }
+    if (H.cdb && H.cdb->req)
+        evhttp_cancel_request(H.cdb->req);
+    cd_hook_tgt_free(H.cdb);
+    H.cdb = NULL;
     event_base_loop(H.base, EVLOOP_NONBLOCK); /* the connections' release */
     event_free(H.kick);
     if (H.pg_ev)
@@ -843,7 +908,12 @@ static int hook_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
     const cd_config *cfg = cd_ctl_config(ctl);
-    if (!cfg->index || !cfg->webhooks)
+    if (!cfg->index && cfg->conduitdb_reference_url) /* set for nothing: said */
+        cd_log_warn("conduitdb_reference_url is set but index = off: no tip-filter matches are "
+                    "sent");
+    /* one process for both: webhook registrations (webhooks = on) and
+     * ConduitDB's reference server (conduitdb_reference_url) */
+    if (!cfg->index || (!cfg->webhooks && !cfg->conduitdb_reference_url))
         return 0;
     hook_mod *m = cd_xcalloc(1, sizeof(*m));
     m->sup = cd_ctl_sup(ctl);

@@ -180,6 +180,12 @@ const cd_option cd_config_options[] = {
     {"webhook_failing_after", CD_OPT_INT, "10", 1, 1000000, 0, OFF(webhook_failing_after), NULL,
      "failed attempts in a row after which a webhook registration is shown as failing (it is "
      "still retried and loses nothing)"},
+    {"conduitdb_reference_url", CD_OPT_STRING, "", 0, 0, CD_OPT_EMPTY_NULL,
+     OFF(conduitdb_reference_url), NULL,
+     "ConduitDB's reference server (ConduitDB's REFERENCE_SERVER_SCHEME://HOST:PORT, e.g. "
+     "http://127.0.0.1:47126): the webhook process POSTs every tip-filter match to "
+     "<url>/api/v1/tip-filter/matches, as ConduitDB does; http:// only (no TLS client); "
+     "empty: off"},
 };
 const size_t cd_config_n_options = CD_ARRAY_LEN(cd_config_options);
 
@@ -325,6 +331,60 @@ static int check_peer(const char *s)
 
 /* http_listen: host:port or [v6addr]:port with an explicit port 0..65535
  * (the address itself is resolved when conduitd binds it). */
+/* conduitdb_reference_url: an http:// base URL the delivery appends
+ * /api/v1/tip-filter/matches to (src/api/cd_http_hooks_cdb.c). The same
+ * rules as a webhook receiver's URL (cd_hook_url_check: no TLS client, no
+ * user info, no fragment), and no query (the path is appended).
+ * Returns: NULL if acceptable, else why not (a static sentence). */
+static const char *check_base_url(const char *v)
+{
+    if (strlen(v) > 1900)
+        return "too long (at most 1900 bytes)";
+    if (!strncasecmp(v, "https://", 8))
+        return "https:// is not supported (the delivery has no TLS client): use http:// to a "
+               "server on a trusted network, or a local TLS-terminating proxy";
+    if (strncasecmp(v, "http://", 7) != 0)
+        return "expected http://host[:port][/path]";
+    const char *host = v + 7;
+    size_t alen = strcspn(host, "/?#");
+    if (alen == 0)
+        return "no host";
+    if (memchr(host, '@', alen))
+        return "user:password@ is not supported";
+    if (strchr(v, '#') || strchr(v, '?'))
+        return "no #fragment or ?query (the path /api/v1/tip-filter/matches is appended)";
+    for (const char *c = v; *c; c++)
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f)
+            return "spaces and control or non-ASCII bytes are not allowed";
+    const char *end = host + alen, *colon = NULL;
+    if (host[0] == '[') { /* [v6]:port */
+        const char *rb = memchr(host, ']', alen);
+        if (!rb || rb == host + 1)
+            return "bad [IPv6] host";
+        if (rb + 1 < end && rb[1] != ':')
+            return "bad [IPv6] host";
+        colon = rb + 1 < end ? rb + 1 : NULL;
+    } else {
+        colon = memchr(host, ':', alen);
+        if (colon == host)
+            return "no host";
+    }
+    if (colon) {
+        long port = 0;
+        const char *p = colon + 1;
+        if (p == end)
+            return "empty port";
+        for (; p < end; p++) {
+            if (*p < '0' || *p > '9' || port > 65535)
+                return "bad port";
+            port = port * 10 + (*p - '0');
+        }
+        if (port < 1 || port > 65535)
+            return "bad port";
+    }
+    return NULL;
+}
+
 static int check_listen(const char *s)
 {
     char host[CD_HOSTPORT_MAX];
@@ -408,6 +468,12 @@ int cd_config_set_option(cd_config *cfg, const cd_option *o, const char *value, 
         if (o->offset == OFF(metrics_listen) && value[0] != '\0' &&
             check_listen(value) < 0 && cd_config_port_only(value) < 0) {
             cd_config_seterr(err, errlen, "%s expects address:port or a port, e.g. 9490", o->name);
+            return -1;
+        }
+        const char *why = NULL;
+        if (o->offset == OFF(conduitdb_reference_url) && value[0] != '\0' &&
+            (why = check_base_url(value)) != NULL) {
+            cd_config_seterr(err, errlen, "%s %s: %s", o->name, value, why);
             return -1;
         }
         if (o->offset == OFF(log_file) && value[0] != '\0' && value[strlen(value) - 1] == '/') {

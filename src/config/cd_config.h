@@ -118,6 +118,8 @@ typedef struct cd_config {
     uint32_t webhook_timeout_s;     /* connect + answer of one delivery */
     uint32_t webhook_retry_max_s;   /* back-off cap between retries */
     uint32_t webhook_failing_after; /* failed attempts in a row: "failing" */
+    char *conduitdb_reference_url;  /* ConduitDB's reference server (http:// base URL):
+                                       tip-filter matches POSTed to it; NULL = off */
     char *conf_file;            /* --conf path or NULL */
     struct cd_config_src *src;  /* private */
 } cd_config;

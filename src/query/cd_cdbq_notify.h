@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "cd_err.h"
@@ -85,5 +86,34 @@ typedef struct cd_cdbq_notice {
  * Returns: 0; EDB; ECORRUPT. */
 int cd_cdbq_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
                     int64_t *last, char *err, size_t errlen) CD_WARN_UNUSED;
+
+/* As cd_cdbq_notices, for a reader of tip-filter matches only (the
+ * outbound POST to ConduitDB's reference server, cd_http_hooks_cdb.c):
+ * spend events are read but give no notice (MATCH and MATCH_GONE only).
+ * Out: also *full, 1 when `max` events were read (more may follow at once:
+ * a run of one block may go on in the next read), else 0.
+ * Returns: 0; EDB; ECORRUPT. */
+int cd_cdbq_match_notices(PGconn *pg, int64_t after, int max, cd_cdbq_notice **out, size_t *n,
+                          int64_t *last, int *full, char *err, size_t errlen) CD_WARN_UNUSED;
+
+/* The end of the run of notices that starts at v[i] (i < n): the first j
+ * > i whose notice differs from v[i] in kind or block (the mempool is a
+ * block of its own). One run is one message of ConduitDB's tip-filter
+ * format (/ws?notifications=all frames and the reference server's POST). */
+size_t cd_cdbq_notice_run(const cd_cdbq_notice *v, size_t n, size_t i);
+
+/* The JSON of a run of n >= 1 notices of one kind (MATCH, MATCH_GONE or
+ * SPEND_GONE) and one block, as one reader sees it (has_account: only that
+ * account's matches). Matches: ConduitDB's tip-filter body
+ * {"blockId": display hex | null, "entries": [{"accountId", "matches":
+ * [{"pushDataHashHex", "transactionId", "transactionIndex", "flags"}]}]},
+ * one entry per account in the order of their first match, with
+ * "orphaned": true for a block that left the best chain. Spends that left:
+ * {"blockId", "orphaned": true, "outputSpends": [[out txid, out index,
+ * spending txid, input index, block], ...]} (output-spend's JSON rows).
+ * The one builder of these messages: /ws and the outbound POST call it.
+ * Returns: a new object (json_decref), or NULL when nothing is for the
+ * reader (or out of memory). */
+json_t *cd_cdbq_notice_json(const cd_cdbq_notice *v, size_t n, int has_account, int64_t account);
 
 #endif /* CD_CDBQ_NOTIFY_H */

@@ -112,6 +112,7 @@ OTHER = {
     "webhook_timeout": ("3", "3"),
     "webhook_retry_max": ("30", "30"),
     "webhook_failing_after": ("4", "4"),
+    "conduitdb_reference_url": ("http://127.0.0.1:47126", "http://127.0.0.1:47126"),
 }
 
 

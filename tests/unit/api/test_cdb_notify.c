@@ -57,7 +57,7 @@ START_TEST(match_json_grouped_by_account)
 {
     cd_cdbq_notice v[3] = {notice(CD_CDBQ_N_MATCH, 1, 0x21), notice(CD_CDBQ_N_MATCH, 2, 0x22),
                            notice(CD_CDBQ_N_MATCH, 1, 0x23)};
-    json_t *o = cd_http_cdb_notice_json(v, 3, 0, 0);
+    json_t *o = cd_cdbq_notice_json(v, 3, 0, 0);
     ck_assert_ptr_nonnull(o);
     char *t = json_dumps(o, JSON_COMPACT);
     json_t *e = json_object_get(o, "entries");
@@ -76,13 +76,13 @@ START_TEST(match_json_grouped_by_account)
     free(t);
     json_decref(o);
     /* one account's view; an account with nothing gets no frame */
-    o = cd_http_cdb_notice_json(v, 3, 1, 2);
+    o = cd_cdbq_notice_json(v, 3, 1, 2);
     ck_assert_int_eq(json_array_size(json_object_get(o, "entries")), 1);
     json_decref(o);
-    ck_assert_ptr_null(cd_http_cdb_notice_json(v, 3, 1, 99));
+    ck_assert_ptr_null(cd_cdbq_notice_json(v, 3, 1, 99));
     /* mempool: blockId null */
     v[0].mempool = 1;
-    o = cd_http_cdb_notice_json(v, 1, 0, 0);
+    o = cd_cdbq_notice_json(v, 1, 0, 0);
     ck_assert(json_is_null(json_object_get(o, "blockId")));
     json_decref(o);
 }
@@ -91,18 +91,36 @@ END_TEST
 START_TEST(orphaned_json)
 {
     cd_cdbq_notice m = notice(CD_CDBQ_N_MATCH_GONE, 1, 0x31);
-    json_t *o = cd_http_cdb_notice_json(&m, 1, 0, 0);
+    json_t *o = cd_cdbq_notice_json(&m, 1, 0, 0);
     ck_assert(json_is_true(json_object_get(o, "orphaned")));
     ck_assert_int_eq(json_array_size(json_object_get(o, "entries")), 1);
     json_decref(o);
     cd_cdbq_notice s = notice(CD_CDBQ_N_SPEND_GONE, 0, 0x32);
-    o = cd_http_cdb_notice_json(&s, 1, 0, 0);
+    o = cd_cdbq_notice_json(&s, 1, 0, 0);
     ck_assert(json_is_true(json_object_get(o, "orphaned")));
     json_t *row = json_array_get(json_object_get(o, "outputSpends"), 0);
     ck_assert_int_eq(json_array_size(row), 5);
     ck_assert_int_eq(json_integer_value(json_array_get(row, 1)), 0x01020304);
     ck_assert_int_eq(json_integer_value(json_array_get(row, 3)), 7);
     json_decref(o);
+}
+END_TEST
+
+/* Runs: one message per run of one kind and one block (the mempool is a
+ * block of its own), what /ws and the reference-server POST both split by. */
+START_TEST(notice_runs)
+{
+    cd_cdbq_notice v[6] = {notice(CD_CDBQ_N_MATCH_GONE, 1, 1), notice(CD_CDBQ_N_MATCH_GONE, 2, 2),
+                           notice(CD_CDBQ_N_MATCH, 1, 3),      notice(CD_CDBQ_N_MATCH, 1, 4),
+                           notice(CD_CDBQ_N_MATCH, 1, 5),      notice(CD_CDBQ_N_MATCH, 1, 6)};
+    v[4].block[5] = 0x99; /* another block */
+    v[5].mempool = 1;
+    memset(v[5].block, 0, 32);
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 0), 2); /* orphaned, same block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 2), 4); /* new, same block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 4), 5); /* another block */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 6, 5), 6); /* the mempool */
+    ck_assert_uint_eq(cd_cdbq_notice_run(v, 3, 2), 3); /* the end of the array */
 }
 END_TEST
 
@@ -157,6 +175,7 @@ static Suite *suite_cdb_notify(void)
     tcase_add_test(tc, spend_record_layout);
     tcase_add_test(tc, match_json_grouped_by_account);
     tcase_add_test(tc, orphaned_json);
+    tcase_add_test(tc, notice_runs);
     tcase_add_test(tc, body_cap_rewrites_heads);
     suite_add_tcase(s, tc);
     return s;

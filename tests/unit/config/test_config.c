@@ -80,6 +80,8 @@ static void other_value(const cd_option *o, char *in, char *canon, size_t len)
     case CD_OPT_STRING:
         if (strcmp(o->name, "datadir") == 0 || strcmp(o->name, "log_file") == 0)
             snprintf(in, len, "/tmp/cd-test-%s", o->name);
+        else if (strcmp(o->name, "conduitdb_reference_url") == 0) /* validated: http:// */
+            snprintf(in, len, "http://127.0.0.1:47126");
         else if (strcmp(o->name, "http_listen") == 0 || /* validated: address:port */
                  strcmp(o->name, "metrics_listen") == 0)  /* (loopback unless allowed) */
             snprintf(in, len, "127.0.0.1:8085");
@@ -325,6 +327,50 @@ static void expect_file_error(const char *text, const char *want_sub, int line)
 
 /* metrics_listen (issue 17): a bare port means loopback; any other address
  * than loopback is refused unless metrics_allow_remote is on. */
+/* conduitdb_reference_url: an http:// base the delivery appends
+ * /api/v1/tip-filter/matches to; what it cannot use is refused at load. */
+START_TEST(test_conduitdb_reference_url)
+{
+    cd_config cfg;
+    char err[1024] = "";
+    const char *good[] = {"http://127.0.0.1:47126", "HTTP://ref.example", "http://[::1]:1/pre/",
+                          "http://host:65535/a/b"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(good); i++) {
+        ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--conduitdb-reference-url",
+                               good[i], NULL),
+                         CD_CONFIG_RUN);
+        ck_assert_str_eq(cfg.conduitdb_reference_url, good[i]);
+        cd_config_free(&cfg);
+    }
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", NULL), CD_CONFIG_RUN);
+    ck_assert_ptr_null(cfg.conduitdb_reference_url); /* off by default */
+    cd_config_free(&cfg);
+    const struct {
+        const char *v, *why;
+    } bad[] = {{"https://ref.example", "no TLS client"},
+               {"ftp://ref.example", "expected http://"},
+               {"127.0.0.1:47126", "expected http://"},
+               {"http://", "no host"},
+               {"http://:80", "no host"},
+               {"http://u:p@ref.example", "user:password@"},
+               {"http://ref.example/?a=1", "?query"},
+               {"http://ref.example/#x", "#fragment"},
+               {"http://ref.example:0", "bad port"},
+               {"http://ref.example:70000", "bad port"},
+               {"http://ref.example:8x", "bad port"},
+               {"http://ref.example:", "empty port"},
+               {"http://[::1", "IPv6"},
+               {"http://ref.example/a b", "spaces"}};
+    for (size_t i = 0; i < CD_ARRAY_LEN(bad); i++) {
+        ck_assert_int_eq(parse(&cfg, err, sizeof(err), "--no-conf", "--conduitdb-reference-url",
+                               bad[i].v, NULL),
+                         CD_CONFIG_ERROR);
+        ck_assert_msg(strstr(err, "conduitdb_reference_url") && strstr(err, bad[i].why),
+                      "%s: %s", bad[i].v, err);
+    }
+}
+END_TEST
+
 START_TEST(test_metrics_listen)
 {
     cd_config cfg;
@@ -1004,6 +1050,7 @@ static Suite *suite_config(void)
     tcase_add_test(tc, test_table_sane);
     tcase_add_test(tc, test_every_option_from_file_and_flag);
     tcase_add_test(tc, test_metrics_listen);
+    tcase_add_test(tc, test_conduitdb_reference_url);
     tcase_add_test(tc, test_flags_override_file);
     tcase_add_test(tc, test_network_flags_and_datadir);
     tcase_add_test(tc, test_sizes);
