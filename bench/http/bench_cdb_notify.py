@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
 from daemon_util import Daemon  # noqa: E402
 from pgserver import PgServer  # noqa: E402
 from simnode_fixtures import SimNodeProcess  # noqa: E402
-from test_conduitdb_notify import WS, Collector  # noqa: E402
+from test_conduitdb_notify import Collector  # noqa: E402
+from ws_client import WS  # noqa: E402
 
 
 def q(pg, sql):

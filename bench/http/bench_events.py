@@ -39,8 +39,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
 
 from pgserver import PgServer  # noqa: E402
 from tests.simnode import SimNode  # noqa: E402
-from test_events_stream import WS, http_pids, rss_kb, start  # noqa: E402
+from test_events_stream import http_pids, rss_kb, start  # noqa: E402
 from test_index import create_db  # noqa: E402
+from ws_client import WS  # noqa: E402
 
 
 def q(pg, sql):
@@ -48,11 +49,11 @@ def q(pg, sql):
 
 
 def reader(port, k, resume, ready, out):
-    w = WS(port, timeout=300)
+    w = WS(port, "/v1/ws", timeout=300)
     m = {"op": "subscribe", "kinds": ["evict"]}
     if resume is not None:
         m["resume"] = str(resume)
-    w.send(m)
+    w.send_json(m)
     assert w.recv_json()["type"] == "subscribed"
     ready.put(1)
     n = 0
@@ -133,9 +134,9 @@ def main():
               "%.1f us per event" % (k, end - t0, k / (end - t0), cpu * 1e6 / k))
         # idle websockets
         pids = http_pids(d)
-        warm = [WS(d.port) for _ in range(8)]
+        warm = [WS(d.port, "/v1/ws") for _ in range(8)]
         before = sum(rss_kb(x) for x in pids)
-        socks = [WS(d.port) for _ in range(1000)]
+        socks = [WS(d.port, "/v1/ws") for _ in range(1000)]
         after = sum(rss_kb(x) for x in pids)
         print("1000 idle websockets: %d KiB RSS over the 4 server processes, %.0f bytes each"
               % (after - before, (after - before) * 1024 / 1000))
