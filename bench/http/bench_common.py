@@ -1,14 +1,15 @@
-"""What the HTTP benchmarks (bench_http.py, bench_cdb.py) share: a conduitd
-serving a generated regtest chain over HTTP, and reading a process's CPU time
-and memory from /proc.
+"""What the HTTP benchmarks (bench_http.py, bench_cdb.py, bench_cdb_notify.py,
+bench_events.py, bench_hooks.py) share: a conduitd serving a generated regtest
+chain over HTTP, and reading a process's CPU time and memory from /proc.
 
 BenchChain starts a throw-away PostgreSQL (database `bench`), the simulated
 node (a separate process) generating `blocks` x `txs_per_block`, and conduitd
-indexing it with `--http-listen 127.0.0.1:0`; it returns once the index tip
-is at the last block. The HTTP API runs in several server processes sharing
-the listening socket (HTTP_PROCS in src/api/cd_http.c, "http: server N serving
-(pid P)" in the log): a figure of server CPU or memory is summed over all of
-them (http_pids()), since any one may take a connection.
+indexing it with `--http-listen 127.0.0.1:0`; it returns once every HTTP
+server process is serving and the index tip is at the last block. The HTTP
+API runs in several server processes sharing the listening socket
+(HTTP_PROCS in src/api/cd_http_int.h, "http: server N serving (pid P)" in the
+log): a figure of server CPU or memory is summed over all of them
+(http_pids()), since any one may take a connection.
 """
 import os
 import re
@@ -27,7 +28,11 @@ from pgserver import PgServer  # noqa: E402
 from simnode_fixtures import SimNodeProcess  # noqa: E402
 
 # one server process before issue 11 ("http: serving"), HTTP_PROCS after
-SERVING = r"http: (?:server \d+ )?serving \(pid (\d+)\)"
+SERVING = r"http: (?:server (\d+) )?serving \(pid (\d+)\)"
+HTTP_PROCS = 4  # src/api/cd_http_int.h
+
+# conduitd's options of most benchmarks, beside the chain, PostgreSQL and HTTP ones
+DAEMON_ARGS = ("--parser-workers", "1", "--ring-size", "64M", "--catchup-indexes", "live")
 
 
 def add_chain_args(ap):
@@ -56,13 +61,22 @@ def rss_kb(pid):
 
 class BenchChain:
     """PostgreSQL + simulated node + conduitd with its HTTP API, as a context
-    manager: `with BenchChain(a, "bench_x.") as c:` (a from add_chain_args);
-    everything is stopped on leaving. Attributes: pg, ci (conninfo of the
-    bench database), node, d (the Daemon), datadir, port (the HTTP port)."""
+    manager: `with BenchChain(a, "bench_x.") as c:` (a from add_chain_args:
+    a.build, a.blocks, a.txs_per_block); everything is stopped on leaving.
+    blocks / txs_per_block override a's (txs_per_block None: the node's
+    default), node_args are more options of the node, daemon_args replace
+    DAEMON_ARGS. Attributes: pg, ci (conninfo of the bench database), node,
+    d (the Daemon), datadir, port (the HTTP port), blocks."""
 
-    def __init__(self, args, prefix):
+    def __init__(self, args, prefix, blocks=None, txs_per_block=None, node_args=(),
+                 daemon_args=DAEMON_ARGS):
         self.a = args
         self.prefix = prefix
+        self.blocks = getattr(args, "blocks", None) if blocks is None else blocks
+        self.txs_per_block = (getattr(args, "txs_per_block", None) if txs_per_block is None
+                              else txs_per_block)
+        self.node_args = list(node_args)
+        self.daemon_args = list(daemon_args)
         self.pg = self.node = self.d = None
 
     def q(self, sql):
@@ -70,14 +84,26 @@ class BenchChain:
         return self.pg.psql(sql, db="bench").strip()
 
     def tip(self):
+        """The index tip's height as text, "-1" before the first block or the schema."""
         try:
             return self.q("SELECT coalesce(max(height), -1) FROM index_tip")
         except subprocess.CalledProcessError:  # before conduitd's migrations
             return "-1"
 
+    def wait_tip(self, height, timeout=900):
+        """Waits until the index tip is at height or above (the daemon must stay up)."""
+        deadline = time.monotonic() + timeout
+        while int(self.tip()) < height:
+            assert time.monotonic() < deadline and self.d.proc.poll() is None, \
+                self.d.log_text()[-3000:]
+            time.sleep(0.05)
+
     def http_pids(self):
-        """The pids of the HTTP server processes that have logged so far."""
-        return [int(p) for p in re.findall(SERVING, self.d.log_text())]
+        """The pids of the HTTP server processes: the last one each server index logged."""
+        pids = {}
+        for i, p in re.findall(SERVING, self.d.log_text()):
+            pids[i] = int(p)
+        return list(pids.values())
 
     def __enter__(self):
         a = self.a
@@ -85,22 +111,25 @@ class BenchChain:
             self.pg = PgServer().start()
             self.pg.psql("CREATE DATABASE bench")
             self.ci = self.pg.conninfo.replace("dbname=postgres", "") + " dbname=bench"
-            self.node = SimNodeProcess("--regtest", "--generate", str(a.blocks),
-                                       "--txs-per-block", str(a.txs_per_block))
+            node_args = ["--regtest", "--generate", str(self.blocks)]
+            if self.txs_per_block is not None:
+                node_args += ["--txs-per-block", str(self.txs_per_block)]
+            self.node = SimNodeProcess(*(node_args + self.node_args))
             self.datadir = os.path.join(tempfile.mkdtemp(prefix=self.prefix), "d")
-            self.d = Daemon(a.build, self.datadir,
+            self.d = Daemon(os.path.abspath(a.build), self.datadir,
                             ["--regtest", "--connect", "127.0.0.1:%d" % self.node.port,
-                             "--pg-conninfo", self.ci, "--parser-workers", "1",
-                             "--ring-size", "64M", "--catchup-indexes", "live",
-                             "--http-listen", "127.0.0.1:0"]).start()
+                             "--pg-conninfo", self.ci, "--http-listen", "127.0.0.1:0"]
+                            + self.daemon_args).start()
             m = self.d.wait_for_log(r"http: API on 127\.0\.0\.1:(\d+)", timeout=30)
             self.port = int(m.group(1))
-            self.d.wait_for_log(SERVING, timeout=30)
-            deadline = time.monotonic() + 600
-            while self.tip() != str(a.blocks):
+            deadline = time.monotonic() + 60
+            # every server process (a build before issue 11 had one: "http: serving")
+            while (len(self.http_pids()) < HTTP_PROCS
+                   and not re.search(r"http: serving \(pid", self.d.log_text())):
                 assert time.monotonic() < deadline and self.d.proc.poll() is None, \
                     self.d.log_text()[-3000:]
-                time.sleep(0.2)
+                time.sleep(0.05)
+            self.wait_tip(self.blocks, timeout=600)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -26,33 +26,20 @@ usage: /usr/bin/python3 bench/http/bench_events.py [--build build]
 import argparse
 import multiprocessing
 import os
-import re
 import resource
-import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
-
-from pgserver import PgServer  # noqa: E402
-from tests.simnode import SimNode  # noqa: E402
-from test_events_stream import WS, http_pids, rss_kb, start  # noqa: E402
-from test_index import create_db  # noqa: E402
-
-
-def q(pg, sql):
-    return pg.psql(sql, db="bench").strip()
+import bench_common
+from bench_common import BenchChain, rss_kb
+from ws_client import WS  # bench_common put tests/functional on the path
 
 
 def reader(port, k, resume, ready, out):
-    w = WS(port, timeout=300)
+    w = WS(port, "/v1/ws", timeout=300)
     m = {"op": "subscribe", "kinds": ["evict"]}
     if resume is not None:
         m["resume"] = str(resume)
-    w.send(m)
+    w.send_json(m)
     assert w.recv_json()["type"] == "subscribed"
     ready.put(1)
     n = 0
@@ -65,86 +52,78 @@ def reader(port, k, resume, ready, out):
 
 
 def cpu_s(pids):
-    """utime + stime of the server processes, seconds (/proc/<pid>/stat)."""
-    t = 0
-    for p in pids:
-        f = open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()
-        t += int(f[11]) + int(f[12])
-    return t / os.sysconf("SC_CLK_TCK")
+    """utime + stime of the server processes, seconds."""
+    return sum(bench_common.cpu_s(p) for p in pids)
 
 
-def emit(pg, k):
-    q(pg, "SELECT count(cd_emit('evict', json_build_object('txid', repeat('ab', 32), "
-          "'reason', 'bench', 'n', g, 'pad', repeat('x', 200)))) FROM generate_series(1, %d) g"
-      % k)
+def emit(ch, k):
+    ch.q("SELECT count(cd_emit('evict', json_build_object('txid', repeat('ab', 32), "
+         "'reason', 'bench', 'n', g, 'pad', repeat('x', 200)))) FROM generate_series(1, %d) g"
+         % k)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
+    ap.add_argument("--build", default=os.path.join(bench_common.ROOT, "build"))
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--clients", default="1,4,16")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    pg = PgServer().start()
-    node = SimNode(generate=3, txs_per_block=0, seed=7)
-    node.start()
-    tmp = tempfile.mkdtemp(prefix="cd-bench-events.")
-    try:
-        ci = create_db(pg, "bench")
-        d = start(os.path.abspath(a.build), os.path.join(tmp, "d"), node.port, ci)
-        while q(pg, "SELECT coalesce(max(height), -1) FROM index_tip") != "3":
-            time.sleep(0.2)
-        k = a.events
-        print("events: %d per burst, ~%d bytes of JSON each" % (k, 330))
-        for n in [int(x) for x in a.clients.split(",")]:
-            ready, out = multiprocessing.Queue(), multiprocessing.Queue()
-            ps = [multiprocessing.Process(target=reader, args=(d.port, k, None, ready, out))
-                  for _ in range(n)]
-            for p in ps:
-                p.start()
-            for _ in ps:
-                ready.get(timeout=60)
-            pids = http_pids(d)
-            c0 = cpu_s(pids)
-            t0 = time.monotonic()
-            emit(pg, k)
-            ends = [out.get(timeout=600) for _ in ps]
-            for p in ps:
-                p.join()
-            dt = max(ends) - t0
-            cpu = cpu_s(pids) - c0
-            print("fan-out to %3d websocket clients: %.2f s for all, %8.0f events/s summed, "
-                  "server CPU %.1f us per event delivered" % (n, dt, n * k / dt,
-                                                                cpu * 1e6 / (n * k)))
-        # replay: a burst older than the ring, read back from the table
-        first = int(q(pg, "SELECT coalesce(max(id), 0) FROM events"))
-        emit(pg, k)
+    with BenchChain(a, "cd-bench-events.", blocks=3, txs_per_block=0,
+                    node_args=("--seed", "7"),
+                    daemon_args=("--parser-workers", "1", "--ring-size", "16M",
+                                 "--unit-size", "64K", "--log-level", "info")) as ch:
+        run(a, ch)
+
+
+def run(a, ch):
+    """The three measures, against the daemon of ch."""
+    k = a.events
+    print("events: %d per burst, ~%d bytes of JSON each" % (k, 330))
+    for n in [int(x) for x in a.clients.split(",")]:
         ready, out = multiprocessing.Queue(), multiprocessing.Queue()
-        c0 = cpu_s(http_pids(d))
+        ps = [multiprocessing.Process(target=reader, args=(ch.port, k, None, ready, out))
+              for _ in range(n)]
+        for p in ps:
+            p.start()
+        for _ in ps:
+            ready.get(timeout=60)
+        pids = ch.http_pids()
+        c0 = cpu_s(pids)
         t0 = time.monotonic()
-        p = multiprocessing.Process(target=reader, args=(d.port, k, first, ready, out))
-        p.start()
-        end = out.get(timeout=600)
-        p.join()
-        cpu = cpu_s(http_pids(d)) - c0
-        print("replay of %d events from the table (resume): %.2f s, %.0f events/s, server CPU "
-              "%.1f us per event" % (k, end - t0, k / (end - t0), cpu * 1e6 / k))
-        # idle websockets
-        pids = http_pids(d)
-        warm = [WS(d.port) for _ in range(8)]
-        before = sum(rss_kb(x) for x in pids)
-        socks = [WS(d.port) for _ in range(1000)]
-        after = sum(rss_kb(x) for x in pids)
-        print("1000 idle websockets: %d KiB RSS over the 4 server processes, %.0f bytes each"
-              % (after - before, (after - before) * 1024 / 1000))
-        for w in socks + warm:
-            w.sock.close()
-        d.stop()
-    finally:
-        node.stop()
-        pg.stop()
+        emit(ch, k)
+        ends = [out.get(timeout=600) for _ in ps]
+        for p in ps:
+            p.join()
+        dt = max(ends) - t0
+        cpu = cpu_s(pids) - c0
+        print("fan-out to %3d websocket clients: %.2f s for all, %8.0f events/s summed, "
+              "server CPU %.1f us per event delivered" % (n, dt, n * k / dt,
+                                                            cpu * 1e6 / (n * k)))
+    # replay: a burst older than the ring, read back from the table
+    first = int(ch.q("SELECT coalesce(max(id), 0) FROM events"))
+    emit(ch, k)
+    ready, out = multiprocessing.Queue(), multiprocessing.Queue()
+    c0 = cpu_s(ch.http_pids())
+    t0 = time.monotonic()
+    p = multiprocessing.Process(target=reader, args=(ch.port, k, first, ready, out))
+    p.start()
+    end = out.get(timeout=600)
+    p.join()
+    cpu = cpu_s(ch.http_pids()) - c0
+    print("replay of %d events from the table (resume): %.2f s, %.0f events/s, server CPU "
+          "%.1f us per event" % (k, end - t0, k / (end - t0), cpu * 1e6 / k))
+    # idle websockets
+    pids = ch.http_pids()
+    warm = [WS(ch.port, "/v1/ws") for _ in range(8)]
+    before = sum(rss_kb(x) for x in pids)
+    socks = [WS(ch.port, "/v1/ws") for _ in range(1000)]
+    after = sum(rss_kb(x) for x in pids)
+    print("1000 idle websockets: %d KiB RSS over the 4 server processes, %.0f bytes each"
+          % (after - before, (after - before) * 1024 / 1000))
+    for w in socks + warm:
+        w.sock.close()
 
 
 if __name__ == "__main__":

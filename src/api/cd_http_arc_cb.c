@@ -16,16 +16,20 @@
 #include "cd_lookup.h"
 #include "cd_util.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* one HTTP server per process: file-static */
 static struct {
@@ -113,10 +117,12 @@ static void cb_enqueue(arc_rec *r, json_t *cb)
 /* ---- the status table shared by the servers (cd_http_int.h) ---- */
 
 static http_arc_slot *shared_tab;
+static int32_t self_pid; /* the claim this process writes into a slot */
 
 void arc_shared_attach(http_arc_slot *tab)
 {
     shared_tab = tab;
+    self_pid = (int32_t)getpid();
 }
 
 static http_arc_slot *shared_slot(const uint8_t txid[32])
@@ -124,18 +130,60 @@ static http_arc_slot *shared_slot(const uint8_t txid[32])
     return &shared_tab[cd_le32(txid) % HTTP_ARC_SLOTS];
 }
 
+/* Spins before a waiter yields its core (a write takes well under a
+ * microsecond while its process runs), and yields after which a claimant
+ * that still holds the slot is taken for dead even if its pid answers (a
+ * pid reused after a server died in the middle of a write): a bound, so a
+ * server never waits forever, far above any real write. */
+#define SLOT_SPINS    64u
+#define SLOT_WAIT_MAX (1u << 20)
+
+/* After `spins` turns of waiting for a slot's writer: go on spinning, or
+ * give the core away (the writer may be waiting for it: 2 cores, 4
+ * servers). */
+static void slot_wait(unsigned spins)
+{
+    if (spins >= SLOT_SPINS)
+        sched_yield();
+}
+
+/* 1 if the server that claimed a slot is gone (killed between its claim
+ * and its release): its half-written slot is worth nothing. */
+static int writer_gone(int32_t pid, unsigned spins)
+{
+    if (spins < SLOT_SPINS || pid <= 0)
+        return 0;
+    return spins >= SLOT_WAIT_MAX || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+}
+
 static void shared_put(const uint8_t txid[32], const char *status, const char *extra)
 {
     if (!shared_tab)
         return;
     http_arc_slot *sl = shared_slot(txid);
-    uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_RELAXED);
-    __atomic_store_n(&sl->seq, q | 1u, __ATOMIC_RELAXED); /* odd: being written */
+    for (unsigned spins = 0;; spins++) {
+        int32_t cur = 0;
+        if (__atomic_compare_exchange_n(&sl->writer, &cur, self_pid, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            break;
+        if (writer_gone(cur, spins) &&
+            __atomic_compare_exchange_n(&sl->writer, &cur, self_pid, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+            cd_log_warn("arc: status slot taken over from server pid %d (gone mid-write)",
+                        (int)cur);
+            break;
+        }
+        slot_wait(spins);
+    }
+    /* odd while being written (already odd when a dead writer left it so) */
+    uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_RELAXED) | 1u;
+    __atomic_store_n(&sl->seq, q, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(sl->txid, txid, 32);
     snprintf(sl->status, sizeof(sl->status), "%s", status);
     snprintf(sl->extra, sizeof(sl->extra), "%s", extra ? extra : "");
-    __atomic_store_n(&sl->seq, (q | 1u) + 1u, __ATOMIC_RELEASE);
+    __atomic_store_n(&sl->seq, q + 1u, __ATOMIC_RELEASE);
+    __atomic_store_n(&sl->writer, 0, __ATOMIC_RELEASE);
 }
 
 int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
@@ -143,10 +191,16 @@ int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
     if (!shared_tab)
         return 0;
     const http_arc_slot *sl = shared_slot(txid);
-    for (int tries = 0; tries < 100; tries++) {
+    for (unsigned spins = 0;; spins++) {
         uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_ACQUIRE);
-        if (q & 1u)
-            continue; /* a writer is in it: read again */
+        if (q & 1u) {
+            /* a writer is in it: wait until it is done (it may be another
+             * write of this very txid), unless it died there */
+            if (writer_gone(__atomic_load_n(&sl->writer, __ATOMIC_RELAXED), spins))
+                return 0;
+            slot_wait(spins);
+            continue;
+        }
         uint8_t id[32];
         char st[32], ex[256];
         memcpy(id, sl->txid, 32);
@@ -154,7 +208,7 @@ int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
         memcpy(ex, sl->extra, sizeof(ex));
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&sl->seq, __ATOMIC_RELAXED) != q)
-            continue;
+            continue; /* rewritten meanwhile: read again */
         if (q == 0 || memcmp(id, txid, 32) != 0)
             return 0;
         st[sizeof(st) - 1] = ex[sizeof(ex) - 1] = '\0';
@@ -162,7 +216,6 @@ int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
         memcpy(extra, ex, sizeof(ex));
         return status[0] != '\0';
     }
-    return 0;
 }
 
 /* Records a status (and queues the callback for the words ARC sends). */

@@ -16,6 +16,7 @@
  * a tip from the header tree (<datadir>/headers, read-only).
  */
 #include "cd_http_cdb.h"
+#include "cd_http_req.h"
 
 #include "btc_header.h"
 #include "btc_varint.h"
@@ -629,8 +630,8 @@ enum {
 };
 
 typedef struct cdb_route {
-    const char *path; /* a trailing '*': one more path segment, any */
-    int post;         /* 1: POST; 0: GET (and HEAD) */
+    const char *pattern[6]; /* path segments; "*": any one (cd_http_path_match) */
+    int post;               /* 1: POST; 0: GET (and HEAD) */
     int needs_pg;
     int id;
 } cdb_route;
@@ -638,37 +639,22 @@ typedef struct cdb_route {
 /* ConduitDB's route table (server.py, docs/CONDUITDB_API.md); the more
  * specific paths first, as ConduitDB registers them. */
 static const cdb_route cdb_routes[] = {
-    {"/", 0, 0, R_PING},
-    {"/error", 0, 0, R_ERROR},
-    {"/api/v1/chain/tips", 0, 1, R_TIPS},
-    {"/api/v1/chain/header/byHeight", 0, 1, R_BY_HEIGHT},
-    {"/api/v1/chain/header/*", 0, 1, R_HEADER},
-    {"/api/v1/transaction/filter", 1, 1, R_FILTER},
-    {"/api/v1/transaction/filter:delete", 1, 1, R_FILTER_DEL},
-    {"/api/v1/transaction/*", 0, 1, R_TX},
-    {"/api/v1/merkle-proof/*", 0, 1, R_PROOF},
-    {"/api/v1/restoration/search", 1, 1, R_SEARCH},
-    {"/api/v1/restoration/search_p2pkh", 1, 1, R_SEARCH_P2PKH},
-    {"/api/v1/output-spend", 1, 1, R_SPEND},
-    {"/api/v1/output-spend/notifications", 1, 1, R_SPEND_REG},
-    {"/api/v1/output-spend/notifications:unregister", 1, 1, R_SPEND_UNREG},
-    {"/ws", 0, 0, R_WS},
+    {{NULL}, 0, 0, R_PING}, /* "/" */
+    {{"error", NULL}, 0, 0, R_ERROR},
+    {{"api", "v1", "chain", "tips", NULL}, 0, 1, R_TIPS},
+    {{"api", "v1", "chain", "header", "byHeight", NULL}, 0, 1, R_BY_HEIGHT},
+    {{"api", "v1", "chain", "header", "*", NULL}, 0, 1, R_HEADER},
+    {{"api", "v1", "transaction", "filter", NULL}, 1, 1, R_FILTER},
+    {{"api", "v1", "transaction", "filter:delete", NULL}, 1, 1, R_FILTER_DEL},
+    {{"api", "v1", "transaction", "*", NULL}, 0, 1, R_TX},
+    {{"api", "v1", "merkle-proof", "*", NULL}, 0, 1, R_PROOF},
+    {{"api", "v1", "restoration", "search", NULL}, 1, 1, R_SEARCH},
+    {{"api", "v1", "restoration", "search_p2pkh", NULL}, 1, 1, R_SEARCH_P2PKH},
+    {{"api", "v1", "output-spend", NULL}, 1, 1, R_SPEND},
+    {{"api", "v1", "output-spend", "notifications", NULL}, 1, 1, R_SPEND_REG},
+    {{"api", "v1", "output-spend", "notifications:unregister", NULL}, 1, 1, R_SPEND_UNREG},
+    {{"ws", NULL}, 0, 0, R_WS},
 };
-
-/* 1 if path matches the route's; *arg gets the '*' segment. */
-static int route_match(const char *pat, const char *path, const char **arg)
-{
-    size_t n = strlen(pat);
-    if (pat[n - 1] != '*')
-        return !strcmp(pat, path);
-    if (strncmp(pat, path, n - 1) != 0)
-        return 0;
-    const char *rest = path + n - 1;
-    if (*rest == '\0' || strchr(rest, '/'))
-        return 0;
-    *arg = rest;
-    return 1;
-}
 
 static int run(http_srv *s, struct evhttp_request *req, const cdb_route *rt, const char *arg)
 {
@@ -728,7 +714,7 @@ int cd_http_cdb_dispatch(http_srv *s, struct evhttp_request *req)
     const char *arg = NULL;
     for (size_t i = 0; i < CD_ARRAY_LEN(cdb_routes); i++) {
         const char *a = NULL;
-        if (!route_match(cdb_routes[i].path, path, &a))
+        if (!cd_http_path_match(cdb_routes[i].pattern, path, CD_HTTP_MATCH_REQUEST, &a))
             continue;
         int ok = cdb_routes[i].post ? cmd == EVHTTP_REQ_POST
                                     : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;

@@ -184,7 +184,7 @@ static long parse_filter(struct evhttp_request *req, int binary, uint8_t **keys,
         if (binary) {
             const uint8_t *p = (const uint8_t *)body + i * 36;
             memcpy(k + i * 32, p, 32); /* natural order, as in JSON */
-            d[i] = (uint32_t)p[32] << 24 | (uint32_t)p[33] << 16 | (uint32_t)p[34] << 8 | p[35];
+            d[i] = cd_be32(p + 32);
         } else {
             json_t *e = json_array_get(doc, i);
             const char *h = json_string_value(json_array_get(e, 0));

@@ -475,8 +475,7 @@ long cd_http_cdb_parse_outpoints(struct evhttp_request *req, uint8_t **txids, ui
         for (size_t i = 0; i < n; i++) {
             const uint8_t *p = (const uint8_t *)body + i * 36;
             memcpy(*txids + i * 32, p, 32);
-            (*idx)[i] =
-                (uint32_t)p[32] << 24 | (uint32_t)p[33] << 16 | (uint32_t)p[34] << 8 | p[35];
+            (*idx)[i] = cd_be32(p + 32);
         }
     }
     free(body);

@@ -73,15 +73,9 @@ void cd_http_cdb_spend_record(const cd_cdbq_notice *v, uint8_t out[104])
 {
     /* ConduitDB's output_spend_struct ">32sI32sI32s" (conduit_lib/types.py) */
     memcpy(out, v->out_tx, 32);
-    out[32] = (uint8_t)(v->out_idx >> 24);
-    out[33] = (uint8_t)(v->out_idx >> 16);
-    out[34] = (uint8_t)(v->out_idx >> 8);
-    out[35] = (uint8_t)v->out_idx;
+    cd_put_be32(out + 32, v->out_idx);
     memcpy(out + 36, v->in_tx, 32);
-    out[68] = (uint8_t)(v->in_idx >> 24);
-    out[69] = (uint8_t)(v->in_idx >> 16);
-    out[70] = (uint8_t)(v->in_idx >> 8);
-    out[71] = (uint8_t)v->in_idx;
+    cd_put_be32(out + 68, v->in_idx);
     if (v->mempool)
         memset(out + 72, 0, 32); /* NO_BLOCK_HASH */
     else

@@ -54,12 +54,16 @@ typedef struct http_busy {
 /* ARC statuses the four servers share: a POST lands on one server, the
  * client's GET /arc/v1/tx/<txid> on any (cd_http_arc_cb.c). A slot per
  * txid hash (a newer tx may take an older one's slot: GET then falls back
- * to the index, like ARC forgetting old txs); `seq` is odd while its
- * writer fills the slot, readers retry. Only the server that took the POST
- * writes a txid's slot. */
+ * to the index, like ARC forgetting old txs). Any server may write a slot
+ * (a POST of a tx the index knows, a second POST of one tx, two txids of
+ * one slot), so a writer first claims it (`writer`: its pid, taken over
+ * from a server that died holding it); `seq` is odd while the claimant
+ * fills the slot, and a reader waits for it to turn even again: it never
+ * answers "unknown" for a slot being rewritten (a false 404). */
 #define HTTP_ARC_SLOTS 4096
 typedef struct http_arc_slot {
-    uint32_t seq;
+    uint32_t seq;   /* even: stable; odd: being written */
+    int32_t writer; /* pid of the server holding the slot to write it; 0: none */
     uint8_t txid[32];
     char status[32];
     char extra[256];

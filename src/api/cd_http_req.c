@@ -27,12 +27,54 @@ int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, in
     }
 }
 
+/* 1 if the segment seg[0..w) is what the pattern segment pat stands for
+ * (cd_http_path_match's rules). */
+static int seg_match(const char *pat, const char *seg, size_t w, int mode)
+{
+    if (w == 0)
+        return 0;
+    int templ = mode == CD_HTTP_MATCH_OPENAPI && w >= 2 && seg[0] == '{' && seg[w - 1] == '}';
+    if (!strcmp(pat, "*"))
+        return mode == CD_HTTP_MATCH_OPENAPI ? templ : 1;
+    return !templ && strlen(pat) == w && memcmp(pat, seg, w) == 0;
+}
+
 int cd_http_route_match(const char *const *pattern, char *const *seg, int nseg)
 {
     int i = 0;
-    while (pattern[i] && i < nseg && (!strcmp(pattern[i], "*") || !strcmp(pattern[i], seg[i])))
+    while (pattern[i] && i < nseg &&
+           seg_match(pattern[i], seg[i], strlen(seg[i]), CD_HTTP_MATCH_REQUEST))
         i++;
     return !pattern[i] && i == nseg;
+}
+
+int cd_http_path_match(const char *const *pattern, const char *path, int mode, const char **star)
+{
+    if (star)
+        *star = NULL;
+    if (path[0] != '/')
+        return 0;
+    if (!pattern[0])
+        return path[1] == '\0';
+    const char *p = path + 1, *at = NULL;
+    for (int i = 0; pattern[i]; i++) {
+        size_t w = strcspn(p, "/");
+        if (!seg_match(pattern[i], p, w, mode))
+            return 0;
+        if (!strcmp(pattern[i], "*"))
+            at = p;
+        p += w;
+        if (!pattern[i + 1])
+            break;
+        if (*p != '/')
+            return 0;
+        p++;
+    }
+    if (*p != '\0')
+        return 0;
+    if (star)
+        *star = at;
+    return 1;
 }
 
 int cd_http_parse_uint(const char *s, uint64_t max, uint64_t *out)

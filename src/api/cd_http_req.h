@@ -1,7 +1,8 @@
 /*
  * cd_http_req.h - private to the HTTP API: the pure part of request
  * parsing (the request target's path split into segments, a route pattern
- * matched against them, decimal and boolean parameters) and a view of the
+ * matched against them or against a whole path, decimal and boolean
+ * parameters) and a view of the
  * route table. No libevent, no I/O, no allocation: cd_http_routes.c uses
  * it on every request and fuzz/fuzz_http_route.c drives it with hostile
  * input.
@@ -31,6 +32,31 @@ int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, in
  * Returns: 1 if seg[0..nseg) are exactly the pattern's segments, else 0.
  */
 int cd_http_route_match(const char *const *pattern, char *const *seg, int nseg);
+
+/* What a "*" of a pattern stands for in cd_http_path_match. */
+enum {
+    CD_HTTP_MATCH_REQUEST = 0, /* any one non-empty segment of a request's path */
+    CD_HTTP_MATCH_OPENAPI = 1  /* a "{name}" template segment of an OpenAPI path
+                                * only; a literal never matches "{...}" */
+};
+
+/*
+ * The one matcher of a whole path against a route pattern (every route
+ * table of the API: cd_http_routes.c, cd_http_sdk.c, ConduitDB's in
+ * cd_http_cdb.c, and the OpenAPI check), segment by segment, the same
+ * rules as cd_http_route_match.
+ * In:  pattern: NULL-terminated segments ("*": see mode); the empty pattern
+ *      {NULL} is the path "/" alone.
+ *      path: "/a/b" as evhttp_uri_get_path gives it: no query string (the
+ *      caller has cut it), not percent-decoded ("%2F" is three bytes of a
+ *      segment, never a separator), compared case-sensitively. An empty
+ *      segment (a trailing slash, "//") matches nothing.
+ *      mode: CD_HTTP_MATCH_REQUEST or CD_HTTP_MATCH_OPENAPI.
+ * Out: *star (star may be NULL): where the last "*" segment starts in path
+ *      (it runs to the next '/' or the end), NULL if the pattern has none.
+ * Returns: 1 if the path is exactly the pattern's segments, else 0.
+ */
+int cd_http_path_match(const char *const *pattern, const char *path, int mode, const char **star);
 
 /* Decimal 0..max, 1 to 10 digits, without sign, space or other junk.
  * Returns: 0 with *out set, or -1. */

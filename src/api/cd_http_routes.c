@@ -670,29 +670,12 @@ static int split_path(const char *path, http_args *a)
 
 /* ---- the OpenAPI document against the table ---- */
 
-/* 1 if the OpenAPI path ("/v1/tx/{txid}/proof") is the route's pattern. */
+/* 1 if the OpenAPI path ("/v1/tx/{txid}/proof") is the route's pattern
+ * (segments after /v1). */
 static int path_is_route(const char *path, const http_route *rt)
 {
-    if (strncmp(path, "/v1/", 4) != 0)
-        return 0;
-    const char *p = path + 4;
-    int i = 0;
-    for (; rt->pattern[i]; i++) {
-        size_t w = strcspn(p, "/");
-        if (w == 0)
-            return 0;
-        int templ = p[0] == '{' && p[w - 1] == '}';
-        if (!strcmp(rt->pattern[i], "*") ? !templ
-                                         : (templ || strlen(rt->pattern[i]) != w ||
-                                            memcmp(rt->pattern[i], p, w) != 0))
-            return 0;
-        p += w;
-        if (*p == '/')
-            p++;
-        else if (rt->pattern[i + 1])
-            return 0;
-    }
-    return *p == '\0';
+    return strncmp(path, "/v1/", 4) == 0 &&
+           cd_http_path_match(rt->pattern, path + 3, CD_HTTP_MATCH_OPENAPI, NULL);
 }
 
 int cd_http_openapi_check(const char *text, size_t len, char *err, size_t errlen)

@@ -20,6 +20,7 @@
  */
 #include "cd_http_int.h"
 #include "cd_http_arc_int.h"
+#include "cd_http_req.h"
 
 #include "cd_beef.h"
 #include "cd_bump.h"
@@ -417,40 +418,17 @@ int cd_http_sdk_owns_path(const char *path)
 {
     if (strncmp(path, "/arc/", 5) == 0)
         return 1;
-    for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++) {
-        const char *p = path;
-        int i = 0, ok = 1;
-        for (; ok && routes[k].pattern[i]; i++) {
-            if (*p != '/') {
-                ok = 0;
-                break;
-            }
-            p++;
-            size_t w = strcspn(p, "/");
-            int templ = w >= 2 && p[0] == '{' && p[w - 1] == '}';
-            const char *pat = routes[k].pattern[i];
-            if (ok && (!strcmp(pat, "*") ? !templ
-                                         : (templ || strlen(pat) != w || memcmp(pat, p, w) != 0)))
-                ok = 0;
-            p += w;
-        }
-        if (ok && *p == '\0')
+    for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++)
+        if (cd_http_path_match(routes[k].pattern, path, CD_HTTP_MATCH_OPENAPI, NULL))
             return 1;
-    }
     return 0;
 }
 
 static const sdk_route *route_find(const sdk_req *r)
 {
-    for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++) {
-        const sdk_route *rt = &routes[k];
-        int i = 0;
-        while (rt->pattern[i] && i < r->nseg &&
-               (!strcmp(rt->pattern[i], "*") || !strcmp(rt->pattern[i], r->seg[i])))
-            i++;
-        if (!rt->pattern[i] && i == r->nseg)
-            return rt;
-    }
+    for (size_t k = 0; k < CD_ARRAY_LEN(routes); k++)
+        if (cd_http_route_match(routes[k].pattern, r->seg, r->nseg))
+            return &routes[k];
     return NULL;
 }
 

@@ -23,6 +23,7 @@
 #include "btc_sha256.h"
 
 #include "cd_hash.h"
+#include "cd_util.h"
 
 #include <string.h>
 
@@ -184,14 +185,6 @@ SHANI_TARGET static void blocks2(sha_st *a, const uint8_t *pa, sha_st *b, const 
     b->s1 = _mm_add_epi32(t1, b->s1);
 }
 
-/* One 8-byte store (byte stores followed by the 16-byte block loads would
- * miss store-to-load forwarding). */
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    v = __builtin_bswap64(v);
-    memcpy(p, &v, 8);
-}
-
 /* Writes the last len % 64 bytes of a len-byte message and the padding to
  * tail (128 bytes). Returns the number of tail blocks (1 or 2). */
 static size_t pad_tail(uint8_t tail[128], const uint8_t *data, size_t len)
@@ -201,7 +194,9 @@ static size_t pad_tail(uint8_t tail[128], const uint8_t *data, size_t len)
     tail[rem] = 0x80;
     size_t tl = rem < 56 ? 64 : 128;
     memset(tail + rem + 1, 0, tl - rem - 1 - 8);
-    put_be64(tail + tl - 8, (uint64_t)len * 8);
+    /* one 8-byte store (cd_util.h): byte stores followed by the 16-byte block loads
+     * would miss store-to-load forwarding */
+    cd_put_be64(tail + tl - 8, (uint64_t)len * 8);
     return tl / 64;
 }
 

@@ -98,27 +98,50 @@ static inline void cd_put_le64(uint8_t *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
-/* ---- big-endian access (PostgreSQL's binary format, ConduitDB's records) ---- */
+/* ---- big-endian access (PostgreSQL's binary format, ConduitDB's records, LMDB keys
+ * that sort by number, SHA-256's length field) ----
+ * cd_beN read N/8 bytes at p, cd_put_beN write them; no alignment needed. One load or
+ * store of the whole width and a byte swap on little-endian hosts: the COPY encoder
+ * (cd_pg_copy.c) writes several per row, and SHA-256's padding (btc_sha256.c) must not
+ * split its length into byte stores that the next 16-byte load would wait on (no
+ * store-to-load forwarding across them). */
 
 static inline uint32_t cd_be32(const uint8_t *p)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
 }
 static inline uint64_t cd_be64(const uint8_t *p)
 {
-    return (uint64_t)cd_be32(p) << 32 | cd_be32(p + 4);
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+static inline void cd_put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
 }
 static inline void cd_put_be32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    memcpy(p, &v, 4);
 }
 static inline void cd_put_be64(uint8_t *p, uint64_t v)
 {
-    cd_put_be32(p, (uint32_t)(v >> 32));
-    cd_put_be32(p + 4, (uint32_t)v);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
 }
 
 /* ---- hex ---- */

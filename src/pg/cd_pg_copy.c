@@ -33,22 +33,21 @@ static void buf_reserve(cd_pg_buf *b, size_t n)
     b->cap = cap;
 }
 
+/* Binary format: network-order integers (cd_util's writers), each returning the end of
+ * what it wrote so a row is one chain of calls. */
 static inline uint8_t *be16(uint8_t *p, uint16_t v)
 {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
+    cd_put_be16(p, v);
     return p + 2;
 }
 static inline uint8_t *be32(uint8_t *p, uint32_t v)
 {
-    v = __builtin_bswap32(v);
-    memcpy(p, &v, 4);
+    cd_put_be32(p, v);
     return p + 4;
 }
 static inline uint8_t *be64(uint8_t *p, uint64_t v)
 {
-    v = __builtin_bswap64(v);
-    memcpy(p, &v, 8);
+    cd_put_be64(p, v);
     return p + 8;
 }
 static inline uint8_t *f_i8(uint8_t *p, uint64_t v)

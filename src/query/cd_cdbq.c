@@ -253,12 +253,8 @@ int cd_cdbq_output_spends(PGconn *pg, const uint8_t *txids, const uint32_t *idx,
     if (n == 0)
         return CD_LOOKUP_OK;
     uint8_t *ib = cd_xmalloc(n * 4);
-    for (size_t i = 0; i < n; i++) {
-        ib[i * 4] = (uint8_t)(idx[i] >> 24);
-        ib[i * 4 + 1] = (uint8_t)(idx[i] >> 16);
-        ib[i * 4 + 2] = (uint8_t)(idx[i] >> 8);
-        ib[i * 4 + 3] = (uint8_t)idx[i];
-    }
+    for (size_t i = 0; i < n; i++)
+        cd_put_be32(ib + i * 4, idx[i]);
     const char *vals[2] = {(const char *)txids, (const char *)ib};
     int lens[2] = {(int)(n * 32), (int)(n * 4)}, fmts[2] = {1, 1};
     PGresult *r = PQexecParams(pg, sql, 2, NULL, vals, lens, fmts, 1);

@@ -67,22 +67,6 @@ int cd_blockstore_grow_map(cd_blockstore *bs)
     return 0;
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-void cd_blockstore_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 int cd_blockstore_open(const char *dir, unsigned flags, uint64_t map_size, cd_blockstore **out)
 {
     *out = NULL;
@@ -252,7 +236,7 @@ int cd_blockstore_hash_at(cd_blockstore *bs, uint32_t height, uint8_t hash[32])
     if (rc)
         return rc;
     uint8_t kb[4];
-    cd_blockstore_be32(kb, height);
+    cd_put_be32(kb, height);
     MDB_val k = {4, kb}, v;
     rc = mdb_get(txn, bs->heights, &k, &v);
     if (rc == 0) {
@@ -279,7 +263,7 @@ int cd_blockstore_read(cd_blockstore *bs, const cd_block_loc *loc, uint64_t off,
         uint64_t ci = off / loc->chunk_size;
         uint64_t within = off % loc->chunk_size;
         uint8_t kb[8];
-        put_be64(kb, loc->chunk_first + ci);
+        cd_put_be64(kb, loc->chunk_first + ci);
         MDB_val k = {8, kb}, v;
         rc = mdb_get(txn, bs->chunks, &k, &v);
         if (rc)
@@ -311,7 +295,7 @@ int cd_blockstore_read_offsets(cd_blockstore *bs, const cd_block_loc *loc, uint6
         uint64_t ri = first / CD_BS_OFFS_PER_REC;
         uint64_t within = first % CD_BS_OFFS_PER_REC;
         uint8_t kb[8];
-        put_be64(kb, loc->off_first + ri);
+        cd_put_be64(kb, loc->off_first + ri);
         MDB_val k = {8, kb}, v;
         rc = mdb_get(txn, bs->txoff, &k, &v);
         if (rc)
@@ -439,7 +423,7 @@ static int del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t first, uint64_t count)
 {
     for (uint64_t i = 0; i < count; i++) {
         uint8_t kb[8];
-        put_be64(kb, first + i);
+        cd_put_be64(kb, first + i);
         MDB_val k = {8, kb};
         int rc = mdb_del(txn, dbi, &k, NULL);
         if (rc && rc != MDB_NOTFOUND)
@@ -461,7 +445,7 @@ static int delete_in_txn(cd_blockstore *bs, MDB_txn *txn, const uint8_t hash[32]
     }
     if (!rc && loc->height != UINT32_MAX) {
         uint8_t kb[4];
-        cd_blockstore_be32(kb, loc->height);
+        cd_put_be32(kb, loc->height);
         MDB_val k = {4, kb}, v;
         if (mdb_get(txn, bs->heights, &k, &v) == 0 && v.mv_size == 32 &&
             memcmp(v.mv_data, hash, 32) == 0)
@@ -571,7 +555,7 @@ int cd_blockstore_begin(cd_blockstore *bs, const uint8_t hash[32], const uint8_t
 static int put_chunk(cd_blockstore *bs, MDB_txn *txn, const uint8_t *p, size_t n)
 {
     uint8_t kb[8];
-    put_be64(kb, bs->cur.chunk_first + bs->cur.chunk_count);
+    cd_put_be64(kb, bs->cur.chunk_first + bs->cur.chunk_count);
     MDB_val k = {8, kb}, v = {n, (void *)(uintptr_t)p};
     int rc = mdb_put(txn, bs->chunks, &k, &v, MDB_APPEND);
     if (!rc)
@@ -582,7 +566,7 @@ static int put_chunk(cd_blockstore *bs, MDB_txn *txn, const uint8_t *p, size_t n
 static int put_offrec(cd_blockstore *bs, MDB_txn *txn)
 {
     uint8_t kb[8];
-    put_be64(kb, bs->cur.off_first + bs->cur.off_count);
+    cd_put_be64(kb, bs->cur.off_first + bs->cur.off_count);
     MDB_val k = {8, kb}, v = {bs->ocarry_len * 8, NULL};
     int rc = mdb_put(txn, bs->txoff, &k, &v, MDB_APPEND | MDB_RESERVE);
     if (rc)
@@ -717,7 +701,7 @@ static int finish_once(cd_blockstore *bs)
         rc = finish_txn(bs, txn);
     if (!rc && bs->cur.height != UINT32_MAX) {
         uint8_t kb[4];
-        cd_blockstore_be32(kb, bs->cur.height);
+        cd_put_be32(kb, bs->cur.height);
         MDB_val k = {4, kb}, v = {32, bs->cur_hash};
         rc = mdb_put(txn, bs->heights, &k, &v, 0);
     }

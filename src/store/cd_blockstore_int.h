@@ -49,6 +49,4 @@ int cd_blockstore_grow_map(cd_blockstore *bs);
 /* Commits txn if rc is 0, else aborts it. Returns: rc, or the commit's. */
 int cd_blockstore_commit(MDB_txn *txn, int rc);
 
-void cd_blockstore_be32(uint8_t *p, uint32_t v);
-
 #endif /* CD_BLOCKSTORE_INT_H */

@@ -58,7 +58,7 @@ static void merkle_key(uint8_t kb[37], const uint8_t hash[32], unsigned level, u
 {
     memcpy(kb, hash, 32);
     kb[32] = (uint8_t)level;
-    cd_blockstore_be32(kb + 33, part);
+    cd_put_be32(kb + 33, part);
 }
 
 int cd_blockstore_merkle_read(cd_blockstore *bs, const uint8_t hash[32], uint64_t first, uint64_t n,

@@ -500,14 +500,12 @@ int cd_hdrtree_add(cd_hdrtree *t, const uint8_t *hdrs, size_t n, size_t stride,
     if (cand && !mrc) {
         for (cd_hdr_node *b = cand; b != fork && !mrc; b = b->prev) {
             uint8_t hk[4];
-            hk[0] = (uint8_t)(b->height >> 24);
-            hk[1] = (uint8_t)(b->height >> 16);
-            hk[2] = (uint8_t)(b->height >> 8);
-            hk[3] = (uint8_t)b->height;
+            cd_put_be32(hk, (uint32_t)b->height);
             mrc = mdb_put(txn, t->dbi_best, &(MDB_val){4, hk}, &(MDB_val){32, b->hash}, 0);
         }
         for (int32_t h = cand->height + 1; h <= t->tip->height && !mrc; h++) {
-            uint8_t hk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+            uint8_t hk[4];
+            cd_put_be32(hk, (uint32_t)h);
             mrc = mdb_del(txn, t->dbi_best, &(MDB_val){4, hk}, NULL);
         }
         if (!mrc)

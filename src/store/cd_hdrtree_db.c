@@ -462,8 +462,8 @@ int cd_hdrtree_get_at(cd_hdrtree *t, int32_t height, cd_hdr_node *out)
         return CD_HDRTREE_ENOTFOUND;
     MDB_txn *txn;
     MDB_val v;
-    uint8_t hk[4] = {(uint8_t)(height >> 24), (uint8_t)(height >> 16), (uint8_t)(height >> 8),
-                     (uint8_t)height};
+    uint8_t hk[4];
+    cd_put_be32(hk, (uint32_t)height);
     int rc = mdb_txn_begin(t->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return cd_hdrtree_lmdb_fail(t, "mdb_txn_begin", rc);

@@ -14,15 +14,12 @@ to blockchain_118_0ebc17 (fork at 110): the matches and spends of the blocks tha
 reported as orphaned, then every spend and match is notified again from block 116'.
 Registration routes are also checked for ConduitDB's errors, expiry and bad input.
 
-The websocket client is written here with the standard library (RFC 6455, masked frames).
+The websocket client is tests/functional/ws_client.py (standard library, RFC 6455).
 The module shares one daemon; the tests run in file order.
 """
 
-import base64
-import hashlib
 import json
 import os
-import select
 import socket
 import struct
 import sys
@@ -42,6 +39,7 @@ from daemon_util import Daemon  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
 from tests.simnode import SimNode  # noqa: E402
+from ws_client import WS  # noqa: E402
 
 PRE = "regtest/blockchain_116_7c9cd2"
 POST = "regtest/blockchain_118_0ebc17"
@@ -74,99 +72,6 @@ def expect_error(port, path, code, body, headers=None, contains=None):
     return reason
 
 
-# ---- a websocket client (RFC 6455), standard library only ----
-
-class WS:
-    def __init__(self, port, path="/ws"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                          .encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            assert chunk, head
-            head += chunk
-        head, self.buf = head.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
-        assert lines[0].startswith("HTTP/1.1 101"), head
-        want = base64.b64encode(hashlib.sha1(
-            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-        hdrs = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-        assert hdrs["sec-websocket-accept"] == want
-        self.closed = None
-
-    def _need(self, n, deadline):
-        while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
-                return False
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed")
-            self.buf += chunk
-        return True
-
-    def send(self, op, payload):
-        mask = os.urandom(4)
-        n = len(payload)
-        hdr = bytes([0x80 | op])
-        if n < 126:
-            hdr += bytes([0x80 | n])
-        elif n < 65536:
-            hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(hdr + mask + body)
-
-    def recv(self, timeout):
-        """The next data message (opcode, payload), answering pings; None on timeout;
-        ('close', (code, reason)) for the server's close frame."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self._need(2, deadline):
-                return None
-            b0, b1 = self.buf[0], self.buf[1]
-            assert not b1 & 0x80, "a server frame must not be masked"
-            n, off = b1 & 0x7F, 2
-            if n == 126:
-                if not self._need(4, deadline):
-                    return None
-                n, off = struct.unpack_from(">H", self.buf, 2)[0], 4
-            elif n == 127:
-                if not self._need(10, deadline):
-                    return None
-                n, off = struct.unpack_from(">Q", self.buf, 2)[0], 10
-            if not self._need(off + n, deadline):
-                return None
-            payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
-            op = b0 & 0x0F
-            assert b0 & 0x80, "fragmented messages are not expected"
-            if op == 0x9:
-                self.send(0xA, payload)
-                continue
-            if op == 0xA:
-                continue
-            if op == 0x8:
-                code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
-                self.closed = (code, payload[2:].decode())
-                return ("close", self.closed)
-            return (op, payload)
-
-    def close(self):
-        try:
-            self.send(0x8, struct.pack(">H", 1000))
-        except OSError:
-            pass
-        self.sock.close()
-
-
 def spend_record(payload):
     assert len(payload) == 104, len(payload)
     out_tx, out_idx, in_tx, in_idx, blk = struct.unpack(">32sI32sI32s", payload)
@@ -187,7 +92,7 @@ class Collector:
         while not until(self):
             left = deadline - time.monotonic()
             assert left > 0, (len(self.spends), self.texts[-5:])
-            m = self.ws.recv(min(left, 1.0))
+            m = self.ws.recv_message(min(left, 1.0))
             if m is None:
                 continue
             assert m[0] != "close", m
@@ -200,7 +105,7 @@ class Collector:
 
     def quiet(self, secs=2.0):
         """Nothing more arrives (no duplicate after the expected messages)."""
-        m = self.ws.recv(secs)
+        m = self.ws.recv_message(secs)
         assert m is None, m
 
 
@@ -508,15 +413,15 @@ def test_ws_refuses_bad_requests(env):
     st, reason, _, _ = req(env.port, "/ws?notifications=bogus")
     assert st == 400 and "notifications" in reason
     # a message from the client closes the socket, as ConduitDB does
-    ws = WS(env.port)
-    ws.send(0x1, b"hello")
-    m = ws.recv(30)
+    ws = WS(env.port, "/ws")
+    ws.send_frame(0x1, b"hello")
+    m = ws.recv_message(30)
     assert m and m[0] == "close" and m[1][0] == 1008, m
     ws.close()
 
 
 def test_ws_pre_reorg(env):
-    plain = Collector(WS(env.port))
+    plain = Collector(WS(env.port, "/ws"))
     full = Collector(WS(env.port, "/ws?notifications=all"))
     mine = Collector(WS(env.port, "/ws?notifications=all&account_id=99"))
     env.clients += [plain, full, mine]
@@ -549,7 +454,7 @@ def test_restart_keeps_registrations(env):
 
 
 def test_ws_reorg_to_118(env):
-    plain = Collector(WS(env.port))
+    plain = Collector(WS(env.port, "/ws"))
     full = Collector(WS(env.port, "/ws?notifications=all"))
     env.clients += [plain, full]
     node, hashes = env.node, open(os.path.join(env.shared, POST, "headers.txt")).read().split()

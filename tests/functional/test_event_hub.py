@@ -16,10 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from daemon_util import Daemon  # noqa: E402
-from test_conduitdb_notify import (JSON_CT, WAIT, WS, Collector, ce, http_port,  # noqa: E402
-                                   req)
+from test_conduitdb_notify import JSON_CT, WAIT, Collector, ce, http_port, req  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
+from ws_client import WS  # noqa: E402
 
 HTTP_PROCS = 4  # server processes (src/api/cd_http.c)
 CLIENTS = 8     # of each kind: with 4 processes, most processes get both kinds
@@ -56,8 +56,8 @@ def test_one_hub_session_feeds_both_kinds(pg_module, build_dir, tmp_path):
         own = [WS(port, "/v1/ws") for _ in range(CLIENTS)]
         socks = cdb + own
         for w in own:
-            w.send(0x1, json.dumps({"op": "subscribe", "kinds": ["tip"]}).encode())
-            m = w.recv(WAIT)
+            w.send_frame(0x1, json.dumps({"op": "subscribe", "kinds": ["tip"]}).encode())
+            m = w.recv_message(WAIT)
             assert m and m[0] == 0x1 and json.loads(m[1])["type"] == "subscribed", m
 
         # every upgrade above was answered (101) after its process had its session: the
@@ -79,7 +79,7 @@ def test_one_hub_session_feeds_both_kinds(pg_module, build_dir, tmp_path):
         for w in own:
             deadline = time.monotonic() + WAIT
             while True:
-                m = w.recv(max(0.1, deadline - time.monotonic()))
+                m = w.recv_message(max(0.1, deadline - time.monotonic()))
                 assert m and m[0] == 0x1, m
                 msg = json.loads(m[1])
                 if msg.get("kind") == "tip":

@@ -1,7 +1,7 @@
 """The push-notification streams (issue 16; docs/EVENTS.md): GET /v1/events
 (Server-Sent Events) and GET /v1/ws (a websocket), against a real daemon,
-PostgreSQL and the simulated node. The clients are written here with the
-standard library only (a websocket client that masks its frames).
+PostgreSQL and the simulated node. The clients use the standard library only
+(the SSE client here, the websocket client in tests/functional/ws_client.py).
 
 * Exactly once: an SSE client and a websocket client subscribed to a key
   and an outpoint follow a scenario with new blocks, mempool txs and a
@@ -20,7 +20,6 @@ standard library only (a websocket client that masks its frames).
 * A resume point older than the log keeps (pruned): a clear error.
 """
 
-import base64
 import hashlib
 import http.client
 import json
@@ -43,8 +42,7 @@ from test_index import create_db, psql  # noqa: E402
 from test_reorg import mempool, mine_exact, txid, wait_relay, wait_tip, wait_until  # noqa: E402
 
 from tests.simnode.protocol import parse_tx  # noqa: E402
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+from ws_client import WS  # noqa: E402
 
 
 # ---- clients ----
@@ -88,101 +86,6 @@ class SSE:
 
     def close(self):
         self.conn.close()
-
-
-class WS:
-    """A websocket client (RFC 6455): masked frames, text JSON messages."""
-
-    def __init__(self, port, rcvbuf=None, handshake=True, timeout=60):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-        if handshake:
-            st, head = self.handshake()
-            assert st == 101, head
-
-    def handshake(self, headers=None):
-        key = base64.b64encode(os.urandom(16)).decode()
-        h = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade",
-             "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"}
-        h.update(headers or {})
-        req = "GET /v1/ws HTTP/1.1\r\n" + "".join(
-            "%s: %s\r\n" % (k, v) for k, v in h.items() if v is not None) + "\r\n"
-        self.sock.sendall(req.encode())
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            assert chunk, "closed during the handshake"
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        head = head.decode()
-        st = int(head.split()[1])
-        if st == 101:
-            want = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-            assert "Sec-WebSocket-Accept: %s" % want in head, head
-        return st, head
-
-    def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def frame(self, op, payload, fin=True, mask=True):
-        b0 = (0x80 if fin else 0) | op
-        n = len(payload)
-        mb = 0x80 if mask else 0
-        if n < 126:
-            hdr = struct.pack("!BB", b0, mb | n)
-        elif n < 65536:
-            hdr = struct.pack("!BBH", b0, mb | 126, n)
-        else:
-            hdr = struct.pack("!BBQ", b0, mb | 127, n)
-        if not mask:
-            return hdr + payload
-        m = os.urandom(4)
-        return hdr + m + bytes(c ^ m[i % 4] for i, c in enumerate(payload))
-
-    def send(self, obj):
-        self.sock.sendall(self.frame(1, json.dumps(obj).encode()))
-
-    def recv(self):
-        """(opcode, payload) of the next frame; answers pings."""
-        while True:
-            b0, b1 = self._read(2)
-            assert not b1 & 0x80, "a server frame was masked"
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._read(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._read(8))[0]
-            p = self._read(n)
-            op = b0 & 0x0F
-            if op == 9:
-                self.sock.sendall(self.frame(10, p))
-                continue
-            return op, p
-
-    def recv_json(self):
-        """The next text message as a dict, or ("close", code, reason)."""
-        op, p = self.recv()
-        if op == 8:
-            code = struct.unpack("!H", p[:2])[0] if len(p) >= 2 else None
-            return ("close", code, p[2:].decode())
-        assert op == 1, op
-        return json.loads(p)
-
-    def close(self):
-        try:
-            self.sock.sendall(self.frame(8, struct.pack("!H", 1000)))
-        except OSError:
-            pass
-        self.sock.close()
 
 
 # ---- the daemon ----
@@ -292,8 +195,8 @@ def test_exactly_once_across_reconnects_reorg_and_restart(pg_module, build_dir,
         ev, _, sub = s.next()
         assert ev == "subscribed" and sub["keys"] == 1 and sub["outpoints"] == 1, sub
         ts.sub = sub["sub"]
-        w = WS(d.port)
-        w.send({"op": "subscribe", "keys": [key], "outpoints": [opstr],
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "keys": [key], "outpoints": [opstr],
                 "resume": str(start_id)})
         m = w.recv_json()
         assert m["type"] == "subscribed" and m["from"] == str(start_id), m
@@ -325,8 +228,8 @@ def test_exactly_once_across_reconnects_reorg_and_restart(pg_module, build_dir,
         s = SSE(d.port, "?sub=%s" % ts.sub, last_id=ts.last)
         ev, _, sub = s.next()
         assert ev == "subscribed" and sub["sub"] == ts.sub and sub["keys"] == 1, sub
-        w = WS(d.port)
-        w.send({"op": "subscribe", "sub": tw.sub, "resume": tw.last})
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "sub": tw.sub, "resume": tw.last})
         m = w.recv_json()
         assert m["type"] == "subscribed" and m["sub"] == tw.sub and m["outpoints"] == 1, m
         # a reorg: the block with the tx leaves the best chain
@@ -349,8 +252,8 @@ def test_exactly_once_across_reconnects_reorg_and_restart(pg_module, build_dir,
         wait_tip(pg, "evs", d, node)
         s = SSE(d.port, "?sub=%s" % ts.sub, last_id=ts.last)
         assert s.next()[0] == "subscribed"
-        w = WS(d.port)
-        w.send({"op": "subscribe", "sub": tw.sub, "resume": tw.last})
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "sub": tw.sub, "resume": tw.last})
         assert w.recv_json()["type"] == "subscribed"
         n = len(log_events(pg, "evs", start_id, KINDS, key, op))
         sse_until(ts, s, n, d)
@@ -383,8 +286,8 @@ def test_slow_client_cut_off_others_unaffected(pg_module, build_dir, simnode_fac
         wait_tip(pg, "evslow", d, node)
         start_id = int(psql(pg, "evslow", "SELECT coalesce(max(id), 0) FROM events;")[0][0])
         # a websocket and an SSE stream that never read, with small buffers
-        slow = WS(d.port, rcvbuf=4096)
-        slow.send({"op": "subscribe", "kinds": ["evict"]})
+        slow = WS(d.port, "/v1/ws", rcvbuf=4096)
+        slow.send_json({"op": "subscribe", "kinds": ["evict"]})
         slow_sse = socket.create_connection(("127.0.0.1", d.port))
         slow_sse.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow_sse.sendall(b"GET /v1/events?kinds=evict HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -464,12 +367,12 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
     try:
         wait_tip(pg, "evidle", d, node)
         # warm up: each server has its hub (one PostgreSQL connection)
-        warm = [WS(d.port) for _ in range(8)]
+        warm = [WS(d.port, "/v1/ws") for _ in range(8)]
         pids = http_pids(d)
         assert len(pids) == 4
         before = sum(rss_kb(p) for p in pids)
         for _ in range(1000):
-            socks.append(WS(d.port))
+            socks.append(WS(d.port, "/v1/ws"))
         after = sum(rss_kb(p) for p in pids)
         per = (after - before) * 1024 / 1000
         print("\n1000 idle websockets: %d KiB over 4 server processes, %.0f bytes each"
@@ -486,8 +389,8 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
             assert r.status == 200, r.read()
             r.read()
             c.close()
-        live = WS(d.port)
-        live.send({"op": "subscribe", "kinds": ["tip"]})
+        live = WS(d.port, "/v1/ws")
+        live.send_json({"op": "subscribe", "kinds": ["tip"]})
         assert live.recv_json()["type"] == "subscribed"
         node.mine(1)
         m = live.recv_json()
@@ -497,21 +400,21 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
             w.close()
 
         # malformed frames: the right close code, then the connection ends
-        w = WS(d.port)
+        w = WS(d.port, "/v1/ws")
         w.sock.sendall(w.frame(1, b'{"op": "subscribe"}', mask=False))
         m = w.recv_json()
         assert m[:2] == ("close", 1002) and "unmasked" in m[2], m
         d.wait_for_log(r"ws 127\.0\.0\.1:%d: unmasked frame from a client: closing with 1002"
                        % w.sock.getsockname()[1])
         w.sock.close()
-        w = WS(d.port)  # events_max_message is 128 KiB: a 1 MB frame, refused on its header
+        w = WS(d.port, "/v1/ws")  # events_max_message is 128 KiB: a 1 MB frame, refused on its header
         w.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, 1 << 20) + os.urandom(4))
         m = w.recv_json()
         assert m[:2] == ("close", 1009), m
         d.wait_for_log(r"ws 127\.0\.0\.1:%d: message too big: closing with 1009"
                        % w.sock.getsockname()[1])
         w.sock.close()
-        w = WS(d.port)
+        w = WS(d.port, "/v1/ws")
         w.sock.sendall(w.frame(3, b"x"))  # opcode 3 is reserved
         m = w.recv_json()
         assert m[:2] == ("close", 1002) and "opcode" in m[2], m
@@ -519,20 +422,20 @@ def test_1000_idle_websockets_and_malformed(pg_module, build_dir, simnode_factor
                        % w.sock.getsockname()[1])
         w.sock.close()
         # a bad message: an error reply, the connection stays
-        w = WS(d.port)
+        w = WS(d.port, "/v1/ws")
         w.sock.sendall(w.frame(1, b"not json"))
         m = w.recv_json()
         assert m["type"] == "error" and m["code"] == "bad_message", m
-        w.send({"op": "subscribe", "keys": ["zz"]})
+        w.send_json({"op": "subscribe", "keys": ["zz"]})
         m = w.recv_json()
         assert m["type"] == "error" and "64 hex" in m["error"], m
         w.close()
         # bad handshakes
-        w = WS(d.port, handshake=False)
+        w = WS(d.port, "/v1/ws", handshake=False)
         st, head = w.handshake({"Sec-WebSocket-Key": None})
         assert st == 400, head
         w.sock.close()
-        w = WS(d.port, handshake=False)
+        w = WS(d.port, "/v1/ws", handshake=False)
         st, head = w.handshake({"Sec-WebSocket-Version": "8"})
         assert st == 426 and "Sec-WebSocket-Version: 13" in head, head
         w.sock.close()
@@ -567,16 +470,16 @@ def test_resume_point_pruned_or_unknown(pg_module, build_dir, simnode_factory, t
         assert ev == "error" and data["code"] == "resume_unavailable", data
         assert "no longer available" in data["error"]
         s.close()
-        w = WS(d.port)
-        w.send({"op": "subscribe", "resume": "2"})
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "resume": "2"})
         m = w.recv_json()
         assert m["type"] == "error" and m["code"] == "resume_unavailable", m
         m = w.recv_json()
         assert m == ("close", 1008, "resume point no longer available"), m
         w.sock.close()
         # the last token is still good: nothing after it was pruned
-        w = WS(d.port)
-        w.send({"op": "subscribe", "resume": str(last), "kinds": ["tip"]})
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "resume": str(last), "kinds": ["tip"]})
         assert w.recv_json()["type"] == "subscribed"
         node.mine(1)
         m = w.recv_json()
@@ -610,12 +513,12 @@ def test_limits_and_unsubscribe(pg_module, build_dir, simnode_factory, tmp_path)
         wait_tip(pg, "evlim", d, node)
         k1, k2, k3 = (hashlib.sha256(b"k%d" % i).hexdigest() for i in range(3))
         # keys + outpoints per stream
-        w = WS(d.port)
+        w = WS(d.port, "/v1/ws")
         opened.append(w)
-        w.send({"op": "subscribe", "keys": [k1, k2, k3]})
+        w.send_json({"op": "subscribe", "keys": [k1, k2, k3]})
         m = w.recv_json()
         assert m["type"] == "error" and "events_max_keys" in m["error"], m
-        w.send({"op": "subscribe", "keys": [k1, k2]})
+        w.send_json({"op": "subscribe", "keys": [k1, k2]})
         m = w.recv_json()
         assert m["type"] == "subscribed" and m["keys"] == 2, m
         sub = m["sub"]
@@ -626,7 +529,7 @@ def test_limits_and_unsubscribe(pg_module, build_dir, simnode_factory, tmp_path)
                                                           % sub))
         assert owned() == sorted([k1, k2])
         # unsubscribe: the watch goes with it
-        w.send({"op": "unsubscribe", "keys": [k1]})
+        w.send_json({"op": "unsubscribe", "keys": [k1]})
         m = w.recv_json()
         assert m["type"] == "subscribed" and m["keys"] == 1, m
         assert owned() == [k2]
@@ -636,7 +539,7 @@ def test_limits_and_unsubscribe(pg_module, build_dir, simnode_factory, tmp_path)
         # streams one lands on a process that holds one already: 503
         refused = None
         for _ in range(5):
-            x = WS(d.port, handshake=False)
+            x = WS(d.port, "/v1/ws", handshake=False)
             st, head = x.handshake()
             if st == 503:
                 refused = head
@@ -684,8 +587,8 @@ def test_streams_survive_a_postgresql_restart(pg_module, build_dir, simnode_fact
         start_id = int(psql(pg, "evpg", "SELECT coalesce(max(id), 0) FROM events;")[0][0])
         s = SSE(d.port, "?kinds=tip,reorg&since=%d" % start_id)
         assert s.next()[0] == "subscribed"
-        w = WS(d.port)
-        w.send({"op": "subscribe", "kinds": ["tip", "reorg"], "resume": start_id})
+        w = WS(d.port, "/v1/ws")
+        w.send_json({"op": "subscribe", "kinds": ["tip", "reorg"], "resume": start_id})
         assert w.recv_json()["type"] == "subscribed"
         node.mine(1)
         wait_tip(pg, "evpg", d, node)

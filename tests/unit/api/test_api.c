@@ -6,6 +6,7 @@
 #include "cd_test.h"
 
 #include "cd_http.h"
+#include "cd_http_req.h"
 
 #include <jansson.h>
 
@@ -86,6 +87,84 @@ START_TEST(test_not_json)
 }
 END_TEST
 
+/* ---- the one path matcher (cd_http_path_match) ---- */
+
+static const char *const P_TX[] = {"v1", "tx", "*", NULL};
+static const char *const P_PROOF[] = {"v1", "tx", "*", "proof", NULL};
+static const char *const P_CDB_HDR[] = {"api", "v1", "chain", "header", "*", NULL};
+static const char *const P_ROOT[] = {NULL};
+
+static int req_match(const char *const *pat, const char *path)
+{
+    return cd_http_path_match(pat, path, CD_HTTP_MATCH_REQUEST, NULL);
+}
+
+START_TEST(test_path_match_exact_and_star)
+{
+    const char *star = "unset";
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx/ab12", CD_HTTP_MATCH_REQUEST, &star), 1);
+    ck_assert_str_eq(star, "ab12");
+    ck_assert_int_eq(cd_http_path_match(P_PROOF, "/v1/tx/ab/proof", 0, &star), 1);
+    ck_assert_int_eq(strncmp(star, "ab/", 3), 0); /* up to the next '/' */
+    ck_assert_int_eq(cd_http_path_match(P_CDB_HDR, "/api/v1/chain/header/00ff", 0, &star), 1);
+    ck_assert_str_eq(star, "00ff");
+    ck_assert_int_eq(req_match(P_TX, "/v1/tx"), 0);          /* a segment short */
+    ck_assert_int_eq(req_match(P_TX, "/v1/tx/ab/proof"), 0); /* one too many */
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx/ab/proofs"), 0);
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx/ab/proo"), 0);
+    ck_assert_int_eq(req_match(P_TX, "v1/tx/ab"), 0); /* not absolute */
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx", 0, &star), 0);
+    ck_assert_ptr_null(star); /* no match: no segment */
+    /* the empty pattern is "/" alone */
+    ck_assert_int_eq(req_match(P_ROOT, "/"), 1);
+    ck_assert_int_eq(req_match(P_ROOT, "//"), 0);
+    ck_assert_int_eq(req_match(P_ROOT, "/x"), 0);
+    ck_assert_int_eq(req_match(P_ROOT, ""), 0);
+}
+END_TEST
+
+START_TEST(test_path_match_edge_cases)
+{
+    /* a trailing slash or an empty segment matches nothing */
+    ck_assert_int_eq(req_match(P_TX, "/v1/tx/ab/"), 0);
+    ck_assert_int_eq(req_match(P_TX, "/v1/tx/"), 0);
+    ck_assert_int_eq(req_match(P_TX, "/v1//tx/ab"), 0);
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx//proof"), 0);
+    /* %2F is not a separator (the path is not decoded): one segment */
+    const char *star = NULL;
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx/ab%2Fproof", 0, &star), 1);
+    ck_assert_str_eq(star, "ab%2Fproof");
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx/ab%2Fproof"), 0);
+    ck_assert_int_eq(req_match(P_PROOF, "/v1%2Ftx/ab/proof"), 0);
+    /* a query string is the caller's to cut: left on, it is part of the segment */
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx/ab/proof?x=1"), 0);
+    ck_assert_int_eq(req_match(P_TX, "/v1/tx/ab?x=1"), 1);
+    /* case matters */
+    ck_assert_int_eq(req_match(P_PROOF, "/v1/tx/ab/Proof"), 0);
+    ck_assert_int_eq(req_match(P_PROOF, "/V1/tx/ab/proof"), 0);
+}
+END_TEST
+
+START_TEST(test_path_match_openapi_templates)
+{
+    const int O = CD_HTTP_MATCH_OPENAPI;
+    ck_assert_int_eq(cd_http_path_match(P_PROOF, "/v1/tx/{txid}/proof", O, NULL), 1);
+    ck_assert_int_eq(cd_http_path_match(P_PROOF, "/v1/tx/abc/proof", O, NULL), 0);
+    ck_assert_int_eq(cd_http_path_match(P_PROOF, "/v1/{tx}/{txid}/proof", O, NULL), 0);
+    ck_assert_int_eq(cd_http_path_match(P_PROOF, "/v1/tx/{txid}/proof/", O, NULL), 0);
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx/{}", O, NULL), 1);
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx/{", O, NULL), 0);
+    /* a request path may hold braces: only the OpenAPI mode reads them */
+    ck_assert_int_eq(cd_http_path_match(P_TX, "/v1/tx/{txid}", CD_HTTP_MATCH_REQUEST, NULL), 1);
+    /* the segment matcher agrees with the path matcher */
+    char a[] = "tx", b[] = "ab", c[] = "proof", v[] = "v1";
+    char *seg[] = {v, a, b, c};
+    ck_assert_int_eq(cd_http_route_match(P_PROOF, seg, 4), 1);
+    ck_assert_int_eq(cd_http_route_match(P_PROOF, seg, 3), 0);
+    ck_assert_int_eq(cd_http_route_match(P_TX, seg, 3), 1);
+}
+END_TEST
+
 static Suite *suite_api(void)
 {
     Suite *s = suite_create("api");
@@ -94,6 +173,11 @@ static Suite *suite_api(void)
     tcase_add_test(tc, test_mismatches_are_found);
     tcase_add_test(tc, test_not_json);
     suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("path_match");
+    tcase_add_test(tm, test_path_match_exact_and_star);
+    tcase_add_test(tm, test_path_match_edge_cases);
+    tcase_add_test(tm, test_path_match_openapi_templates);
+    suite_add_tcase(s, tm);
     return s;
 }
 
