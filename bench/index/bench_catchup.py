@@ -35,8 +35,25 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
-             "outputs_script_hash_idx")
+# The secondary indexes are the database's list (sql/013's table
+# secondary_indexes); this one is only for a build from before sql/013, which
+# a before/after comparison (--builds) may run.
+LEGACY_SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
+                    "outputs_script_hash_idx")
+
+
+def secondary_names(query):
+    """The secondary index names of a database, read with query(sql) -> lines
+    or None: the catalog of sql/013, else (an older schema, or none yet) the
+    legacy list."""
+    r = query("SELECT name FROM secondary_indexes ORDER BY name;")
+    return tuple(r) if r else LEGACY_SECONDARY
+
+
+def valid_count_sql(names):
+    """SQL counting the named indexes that are present and valid."""
+    return ("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indisvalid AND c.relname IN (%s)" % ",".join("'%s'" % n for n in names))
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -156,6 +173,7 @@ def run_mode(args, mode, port, blocks, sim, samples):
     logf = open(log, "w")
     d = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
     proc_cpu = {}  # pid of a conduitd process -> last CPU seen
+    names = None
     try:
         t_tip = None
         while True:
@@ -165,23 +183,23 @@ def run_mode(args, mode, port, blocks, sim, samples):
                 v = cpu_of(c)
                 if v is not None:
                     proc_cpu[c] = v
+            if names is None or names is LEGACY_SECONDARY:
+                names = secondary_names(poll.query)
             r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
-                           "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)), "
-                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), "
-                           "(SELECT count(*) FROM pg_class WHERE relname = 'outputs');"
-                           % ",".join("'%s'" % i for i in SECONDARY))
+                           "(%s), "
+                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
+                           % valid_count_sql(names))
             if r:
-                tip, n_idx, n_txs, has_out = (int(x) for x in r[0].split("|"))
+                tip, n_idx, n_txs = (int(x) for x in r[0].split("|"))
             else:
-                tip, n_idx, n_txs, has_out = -1, 0, 0, 0  # schema not created yet
+                tip, n_idx, n_txs = -1, 0, 0  # schema not created yet
             now = time.monotonic()
             if samples:
                 samples.write("%s,%.3f,%d,%d,%d\n" % (mode, now - t0, tip, n_txs, n_idx))
             if tip >= blocks and t_tip is None:
                 t_tip = now
-            # every secondary index of the schema (a build from before
-            # sql/007 has no outputs table: 3)
-            if tip >= blocks and n_idx == 3 + has_out:
+            # every secondary index of the schema, valid
+            if tip >= blocks and n_idx == len(names):
                 break
             time.sleep(0.1)
         elapsed = now - t0

@@ -384,18 +384,82 @@ START_TEST(unit_range_mismatch_refused)
 }
 END_TEST
 
+/* How many of sql/013's secondary indexes are present, valid and as defined
+ * (the catalog, not a list spelled here). */
+static const char *const n_valid =
+    "SELECT count(*) FROM cd_secondary_indexes_state() WHERE state = 'valid'";
+
 START_TEST(secondary_indexes_toggle)
 {
     cd_pg *pg = open_migrated();
-    const char *n = "SELECT count(*) FROM pg_indexes WHERE indexname IN ('transactions_hash_idx',"
-                    " 'inputs_outpoint_idx', 'pushdata_hash_idx')";
-    ck_assert_int_eq(scalar(pg, n), 3);
+    long total = scalar(pg, "SELECT count(*) FROM secondary_indexes");
+    ck_assert_int_eq(total, 4);
+    /* the catalog describes what sql/001 and 007 created: all valid */
+    ck_assert_int_eq(scalar(pg, n_valid), total);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    ck_assert_int_eq(scalar(pg, n), 0);
+    ck_assert_int_eq(scalar(pg, n_valid), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_indexes s "
+                                "ON s.name = i.indexname"),
+                     0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
-    ck_assert_int_eq(scalar(pg, n), 3);
+    ck_assert_int_eq(scalar(pg, n_valid), total);
+    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
+    size_t n = 0;
+    ck_assert_int_eq(cd_pg_secondary_list(pg, list, CD_PG_SECONDARY_MAX, &n), 0);
+    ck_assert_uint_eq(n, (size_t)total);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(cd_pg_secondary_valid(&list[i]));
+    /* too little room is an error, not a silently shorter list */
+    ck_assert_int_eq(cd_pg_secondary_list(pg, list, 2, &n), CD_PG_ERROR);
+    cd_pg_free(pg);
+}
+END_TEST
+
+/* An index left invalid (a CREATE INDEX CONCURRENTLY that failed: here a
+ * UNIQUE build over duplicate rows, as an interrupted one leaves it) or of
+ * another definition under the name is replaced, not kept (IF NOT EXISTS
+ * kept both for ever); a valid one is left alone. */
+START_TEST(secondary_index_invalid_rebuilt)
+{
+    cd_pg *pg = open_migrated();
+    ck_assert_int_eq(cd_pg_exec(pg, "INSERT INTO transactions VALUES (1, 0, 0, 10, '\\x01'), "
+                                    "(1, 10, 1, 10, '\\x01')"),
+                     0);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    /* fails (duplicate key), leaving the index behind with indisvalid false */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
+                                    "ON transactions (tx_hash)"),
+                     CD_PG_ERROR);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND "
+                                "indexrelid = 'transactions_hash_idx'::regclass"),
+                     1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'invalid'"),
+                     1);
+    /* another definition under a secondary index's name */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE INDEX pushdata_hash_idx ON pushdata (tx_pos)"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'other'"),
+                     1);
+    char res[16];
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "rebuilt");
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "present");
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index i JOIN pg_class c "
+                                "ON c.oid = i.indexrelid JOIN secondary_indexes s "
+                                "ON s.name = c.relname WHERE i.indisvalid AND NOT i.indisunique"),
+                     4);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "dropped");
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "absent");
+    /* a name that is not in the catalog is refused */
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "blocks_pkey", 0, res, sizeof(res)), CD_PG_ERROR);
     cd_pg_free(pg);
 }
 END_TEST
@@ -757,6 +821,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, complete_checks_merkle_root);
     tcase_add_test(tc, unit_range_mismatch_refused);
     tcase_add_test(tc, secondary_indexes_toggle);
+    tcase_add_test(tc, secondary_index_invalid_rebuilt);
     tcase_add_test(tc, streamed_unit_equals_buffered);
     tcase_add_test(tc, stream_connection_lost_mid_unit);
     tcase_add_test(tc, block_gaps_from_markers);
