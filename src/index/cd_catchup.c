@@ -82,18 +82,47 @@ static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
     } while (w < 0 && errno == EINTR);
 }
 
-/* How many of the secondary indexes (sql/013's catalog) are valid, of how
- * many. Returns: CD_PG_OK or an error (logged). */
-static int count_indexes(cd_pg *pg, int *valid, int *total)
+/* The secondary indexes (sql/013's catalog) and their state, the largest
+ * table first. Out: list[0..*total), *valid (how many are valid).
+ * Returns: CD_PG_OK or an error (logged). */
+static int read_indexes(cd_pg *pg, cd_pg_secondary list[CD_PG_SECONDARY_MAX], int *valid,
+                        int *total)
 {
-    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
     size_t n = 0;
-    int rc = cd_pg_secondary_list(pg, list, CD_ARRAY_LEN(list), &n);
+    int rc = cd_pg_secondary_list(pg, list, CD_PG_SECONDARY_MAX, &n);
     *valid = 0;
     *total = (int)n;
     for (size_t i = 0; rc == CD_PG_OK && i < n; i++)
         *valid += cd_pg_secondary_valid(&list[i]);
     return rc;
+}
+
+/* Builds the indexes of list that are not valid, in parallel sessions sized
+ * from this machine and the server's limits (cd_pg_build_plan_rule; the
+ * rule assumes the server runs on this machine, the usual setup: see
+ * docs/OPERATIONS.md, catch-up mode). Returns: CD_PG_OK or an error. */
+static int build_missing(const cd_config *cfg, cd_pg *pg, const cd_pg_secondary *list, int total)
+{
+    const char *todo[CD_PG_SECONDARY_MAX];
+    size_t n = 0;
+    for (int i = 0; i < total; i++) /* largest first: the list's order */
+        if (!cd_pg_secondary_valid(&list[i]))
+            todo[n++] = list[i].name;
+    cd_pg_build_limits lim;
+    int rc = cd_pg_build_limits_read(pg, &lim);
+    if (rc != CD_PG_OK)
+        return rc;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    long long ram = pages > 0 && psize > 0 ? (long long)pages * psize : 0;
+    cd_pg_build_plan plan;
+    cd_pg_build_plan_rule(&lim, (int)cores, ram, (int)n, &plan);
+    cd_log_info("index: %zu to build in %d sessions, maintenance_work_mem %lld MB and %d parallel "
+                "workers each (%ld cores, %lld MB of RAM; the server allows %lld MB, %d workers)",
+                n, plan.sessions, plan.mem_kb / 1024, plan.workers, cores, ram >> 20,
+                lim.mem_max_kb / 1024, lim.max_parallel_workers);
+    cd_pg_build_stats st;
+    return cd_pg_secondary_build(cfg, &plan, todo, n, &st);
 }
 
 /* The helper's main (its kind's, in the process table): the supervisor has
@@ -112,6 +141,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
     cd_pg *pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(pg, 0, 5000, NULL);
     int rc = CD_PG_ERROR, had = -1, total = 0;
+    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
     double t0 = cd_now_s();
     /* The schema first (idempotent, serialised with the parsers' own
      * migration): a helper started on the first header tip can run before
@@ -121,18 +151,19 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
      * be running in its backend; wait for it rather than race it */
     if (cd_pg_migrate(pg) == CD_PG_OK &&
         cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
-        count_indexes(pg, &had, &total) == CD_PG_OK) {
+        read_indexes(pg, list, &had, &total) == CD_PG_OK) {
         if (op == CU_OP_DROP) {
             rc = cd_pg_secondary_indexes(pg, 0);
         } else if (had == total) {
             rc = CD_PG_OK;
         } else {
             send_msg(fd, 'B', 0, had, total, 0);
-            /* a sort per index: more memory makes it much faster */
-            /* only a speed-up: without it the build is slower, not wrong */
-            CD_IGNORE(cd_pg_exec(pg, "SET maintenance_work_mem = '512MB'"));
             t0 = cd_now_s();
-            rc = cd_pg_secondary_indexes(pg, 1);
+            /* this session only holds the lock: it stays idle, so if the
+             * helper is killed it ends at once and the next helper can
+             * start; a build session's backend finishes its statement
+             * (and the next helper waits for it on the index's lock) */
+            rc = build_missing(cfg, pg, list, total);
         }
     }
     send_msg(fd, 'R', rc, had, total, cd_now_s() - t0);

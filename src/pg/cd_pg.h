@@ -445,6 +445,70 @@ int cd_pg_secondary_one(cd_pg *pg, const char *name, int create, char *result,
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
 
+/* ---- building them in parallel (catch-up's helper) ---- */
+
+#define CD_PG_BUILD_MAX_SESSIONS 16
+
+/* What the server allows a session (pg_settings). */
+typedef struct cd_pg_build_limits {
+    long long mem_kb;         /* maintenance_work_mem now, kB */
+    long long mem_max_kb;     /* its max_val, kB (-1: unknown) */
+    int workers_max;          /* max_parallel_maintenance_workers' max_val */
+    int max_parallel_workers; /* the server's pool of parallel workers */
+    int max_worker_processes;
+} cd_pg_build_limits;
+
+/* How to build: sessions at once, and each session's settings. */
+typedef struct cd_pg_build_plan {
+    int sessions;     /* 1..CD_PG_BUILD_MAX_SESSIONS */
+    long long mem_kb; /* maintenance_work_mem per session, kB */
+    int workers;      /* max_parallel_maintenance_workers per session */
+} cd_pg_build_plan;
+
+/* What a build did. */
+typedef struct cd_pg_build_stats {
+    int built;        /* indexes built or rebuilt (not "present") */
+    double longest_s; /* the slowest index's build */
+} cd_pg_build_stats;
+
+/*
+ * Reads the server's limits for index builds (pg_settings).
+ * Out: *lim (conservative values for a setting the server does not have).
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
+ */
+int cd_pg_build_limits_read(cd_pg *pg, cd_pg_build_limits *lim) CD_WARN_UNUSED;
+
+/*
+ * The rule (docs/PERFORMANCE.md, "Index build"): sessions = min(cores,
+ * n_todo); maintenance_work_mem per session = RAM / 4 / sessions, at least
+ * the server's current value, at most its max_val; parallel workers per
+ * session = cores / sessions - 1, within max_parallel_workers /
+ * max_worker_processes shared by the sessions and
+ * max_parallel_maintenance_workers' max_val.
+ * In:  lim, cores (< 1: 1), ram_bytes (the machine's), n_todo (indexes to
+ *      build; < 1: 1).
+ * Out: *out.
+ */
+void cd_pg_build_plan_rule(const cd_pg_build_limits *lim, int cores, long long ram_bytes,
+                           int n_todo, cd_pg_build_plan *out);
+
+/*
+ * Builds the named secondary indexes (cd_secondary_index_create each, one
+ * transaction per index) over plan->sessions sessions of their own opened
+ * from cfg, in the order given (give the largest first: the longest build
+ * starts first): each session takes the next name when its build ends. A
+ * build already done or running elsewhere is waited for and counted
+ * "present". Blocks until all are done; logs each index's time. After a
+ * failure no further build starts (the running ones finish); the caller
+ * retries the whole set (idempotent).
+ * In:  names[0..n).
+ * Out: *stats.
+ * Returns: CD_PG_OK, CD_PG_ERROR (logged) or CD_PG_EDOWN.
+ */
+int cd_pg_secondary_build(const cd_config *cfg, const cd_pg_build_plan *plan,
+                          const char *const *names, size_t n,
+                          cd_pg_build_stats *stats) CD_WARN_UNUSED;
+
 /*
  * For recovery: the transaction ranges of a block that no committed unit
  * covers. Out: *indexed; *gaps (malloc'd, free() it; NULL when none) holds

@@ -464,6 +464,79 @@ START_TEST(secondary_index_invalid_rebuilt)
 }
 END_TEST
 
+/* The build plan's rule (cd_pg_build_plan_rule): sessions, memory and
+ * parallel workers from the machine, within what the server allows. */
+START_TEST(build_plan_rule)
+{
+    const long long gb = 1024LL * 1024 * 1024;
+    /* PostgreSQL's defaults: 64 MB, max_val 2147483647 kB, 8 + 8 workers */
+    cd_pg_build_limits lim = {65536, 2147483647LL, 1024, 8, 8};
+    cd_pg_build_plan p;
+    /* this VM: 2 cores, 24 GB, 4 indexes: two sessions of 3 GB, no workers */
+    cd_pg_build_plan_rule(&lim, 2, 24 * gb, 4, &p);
+    ck_assert_int_eq(p.sessions, 2);
+    ck_assert_int_eq(p.mem_kb, 3 * 1024 * 1024);
+    ck_assert_int_eq(p.workers, 0);
+    /* one index left: one session, the other core as its worker */
+    cd_pg_build_plan_rule(&lim, 2, 24 * gb, 1, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.mem_kb, 6 * 1024 * 1024);
+    ck_assert_int_eq(p.workers, 1);
+    /* 16 cores, 4 indexes: 3 workers each would be 12 of a pool of 8 */
+    cd_pg_build_plan_rule(&lim, 16, 64 * gb, 4, &p);
+    ck_assert_int_eq(p.sessions, 4);
+    ck_assert_int_eq(p.workers, 2);
+    /* never above the server's maximum, never below its current value */
+    cd_pg_build_limits small = {65536, 100000, 0, 8, 8};
+    cd_pg_build_plan_rule(&small, 2, 24 * gb, 4, &p);
+    ck_assert_int_eq(p.mem_kb, 100000);
+    ck_assert_int_eq(p.workers, 0); /* max_parallel_maintenance_workers' max 0 */
+    cd_pg_build_limits big = {1024 * 1024, 2147483647LL, 1024, 8, 8};
+    cd_pg_build_plan_rule(&big, 2, 1 * gb, 4, &p);
+    ck_assert_int_eq(p.mem_kb, 1024 * 1024);
+    /* no parallel worker pool (max_parallel_workers = 0); nonsense inputs */
+    cd_pg_build_limits nopool = {65536, 2147483647LL, 1024, 0, 8};
+    cd_pg_build_plan_rule(&nopool, 8, 24 * gb, 1, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.workers, 0);
+    cd_pg_build_plan_rule(&lim, 0, 0, 0, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.mem_kb, 65536);
+    ck_assert_int_eq(p.workers, 0);
+}
+END_TEST
+
+/* The parallel build (cd_pg_secondary_build) ends with every index valid,
+ * counts what it built, and a name already valid is "present". */
+START_TEST(secondary_build_parallel)
+{
+    cd_pg *pg = open_migrated();
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    /* outputs_script_hash_idx stays: it is "present" */
+    char res[16];
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "outputs_script_hash_idx", 1, res, sizeof(res)), 0);
+    cd_pg_build_limits lim;
+    ck_assert_int_eq(cd_pg_build_limits_read(pg, &lim), 0);
+    ck_assert_int_gt(lim.mem_kb, 0);
+    ck_assert_int_gt(lim.mem_max_kb, lim.mem_kb);
+    cd_pg_build_plan plan;
+    cd_pg_build_plan_rule(&lim, 2, 1LL << 30, 4, &plan);
+    const char *names[] = {"pushdata_hash_idx", "outputs_script_hash_idx", "inputs_outpoint_idx",
+                           "transactions_hash_idx"};
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = conninfo;
+    cd_pg_build_stats st;
+    ck_assert_int_eq(cd_pg_secondary_build(&cfg, &plan, names, 4, &st), 0);
+    ck_assert_int_eq(st.built, 3);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    /* a name the catalog does not have fails the build, after the others */
+    const char *bad[] = {"transactions_hash_idx", "no_such_idx"};
+    ck_assert_int_eq(cd_pg_secondary_build(&cfg, &plan, bad, 2, &st), CD_PG_ERROR);
+    cd_pg_free(pg);
+}
+END_TEST
+
 START_TEST(streamed_unit_equals_buffered)
 {
     size_t len;
@@ -822,6 +895,8 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, unit_range_mismatch_refused);
     tcase_add_test(tc, secondary_indexes_toggle);
     tcase_add_test(tc, secondary_index_invalid_rebuilt);
+    tcase_add_test(tc, build_plan_rule);
+    tcase_add_test(tc, secondary_build_parallel);
     tcase_add_test(tc, streamed_unit_equals_buffered);
     tcase_add_test(tc, stream_connection_lost_mid_unit);
     tcase_add_test(tc, block_gaps_from_markers);
