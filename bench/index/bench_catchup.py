@@ -144,10 +144,13 @@ def psql(db, sql):
     return out.stdout.decode().strip()
 
 
-def start_simnode(blocks, txs):
+def start_simnode(blocks, txs, chain=None):
+    if chain:  # a chain file (python3 -m tests.simnode.chainfile), its first `blocks` blocks
+        src = ["--chain-file", chain, "--serve-height", str(blocks)]
+    else:
+        src = ["--generate", str(blocks), "--txs-per-block", str(txs), "--seed", "11"]
     p = subprocess.Popen(["/usr/bin/python3", "-m", "tests.simnode", "--regtest", "--quiet",
-                          "--no-stdin", "--generate", str(blocks), "--txs-per-block", str(txs),
-                          "--seed", "11"],
+                          "--no-stdin"] + src,
                          cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     while True:
         line = p.stdout.readline()
@@ -157,12 +160,13 @@ def start_simnode(blocks, txs):
             return p, int(line.split("=")[1])
 
 
-def run_mode(args, mode, port, blocks, sim, samples):
+def run_mode(args, mode, port, blocks, sim, samples, build=None):
+    build = build or args.build
     db = "bench_catchup_%s" % mode
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
-    datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-")
+    datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-", dir=args.workdir)
     log = os.path.join(datadir, "conduitd.log")
-    cmd = [os.path.join(args.build, "src/daemon/conduitd"), "--regtest", "--datadir", datadir,
+    cmd = [os.path.join(build, "src/daemon/conduitd"), "--regtest", "--datadir", datadir,
            "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", "dbname=%s" % db,
            "--catchup-indexes", mode, "--catchup-threshold", str(args.threshold),
            "--status-interval", "5"] + args.daemon_arg
@@ -242,6 +246,9 @@ def run_mode(args, mode, port, blocks, sim, samples):
     m = re.search(r"secondary indexes ready \(([0-9.]+) s\)", text)
     build_s = float(m.group(1)) if m else 0.0
     dropped = "secondary indexes dropped" in text
+    if args.builds:
+        print("build=%s uptime=%s" % (build, subprocess.run(
+            ["uptime"], stdout=subprocess.PIPE, text=True).stdout.strip()), flush=True)
     print("mode=%-4s blocks=%d txs=%d bytes=%.1fMB rows=%d (outputs %d) elapsed=%.2fs tip_at=%.2fs "
           "index_build=%.2fs dropped=%s  ->  %.0f tx/s  %.2f MB/s  %.0f rows/s"
           % (mode, blocks, ntx, nbytes / 1e6, ntx + nin + npd + nout, nout, elapsed,
@@ -280,13 +287,20 @@ def main():
     ap.add_argument("--modes", default="auto,live")
     ap.add_argument("--daemon-arg", action="append", default=[],
                     help="extra conduitd argument (repeatable), e.g. --daemon-arg=--unit-size=8M")
+    ap.add_argument("--chain", help="serve this chain file (tests.simnode.chainfile) instead of "
+                    "generating the chain in the simulator")
+    ap.add_argument("--builds", default="",
+                    help="comma-separated build directories measured in turn (before/after "
+                    "comparisons under the same load; overrides --build)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds over --builds x --modes")
+    ap.add_argument("--workdir", default=None, help="parent of the data directories")
     ap.add_argument("--samples", metavar="CSV",
                     help="write the polled time series (height, indexed txs) here")
     args = ap.parse_args()
     if not os.environ.get("PGHOST"):
         sys.exit("run under tests/pgserver.py (PGHOST is not set)")
     t = time.monotonic()
-    sim, port = start_simnode(args.blocks, args.txs_per_block)
+    sim, port = start_simnode(args.blocks, args.txs_per_block, args.chain)
     print("simnode: %d blocks x %d txs generated in %.1f s (port %d)"
           % (args.blocks, args.txs_per_block, time.monotonic() - t, port), flush=True)
     samples = None
@@ -296,8 +310,11 @@ def main():
                       "mode,t_s,height,txs,indexes\n"
                       % (args.blocks, args.txs_per_block, args.threshold))
     try:
-        for mode in args.modes.split(","):
-            run_mode(args, mode, port, args.blocks, sim, samples)
+        builds = [b for b in args.builds.split(",") if b] or [args.build]
+        for _ in range(args.repeat):
+            for b in builds:
+                for mode in args.modes.split(","):
+                    run_mode(args, mode, port, args.blocks, sim, samples, b)
     finally:
         sim.terminate()
         sim.wait()
