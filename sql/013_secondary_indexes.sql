@@ -110,23 +110,34 @@ $$;
 
 -- Makes one secondary index present and valid, in the caller's transaction:
 -- 'present' (nothing to do), 'built' (it was missing), 'rebuilt' (an
--- invalid index or one of another definition was dropped first).
+-- invalid index or one of another definition was replaced). A replacement
+-- is built under a temporary name first and swapped in at the end (DROP +
+-- RENAME): DROP INDEX locks the table against readers until the
+-- transaction ends, so dropping first would block every query on the
+-- table for the whole build; this way only for the swap. (CREATE INDEX
+-- itself blocks writers, not readers.) The definition (method, cols) is
+-- the catalog's, written only by migrations: trusted SQL.
 CREATE FUNCTION cd_secondary_index_create(idx text) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
     st text;
     s secondary_indexes;
+    tmp text := left(idx, 50) || '_cd_new';
 BEGIN
     PERFORM cd_secondary_index_lock(idx);
     st := cd_secondary_index_state(idx);
     IF st = 'valid' THEN
         RETURN 'present';
     END IF;
-    IF st <> 'missing' THEN
-        EXECUTE format('DROP INDEX %I', idx);
-    END IF;
     SELECT * INTO s FROM secondary_indexes x WHERE x.name = idx;
-    EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', s.name, s.tbl, s.method, s.cols);
-    RETURN CASE WHEN st = 'missing' THEN 'built' ELSE 'rebuilt' END;
+    IF st = 'missing' THEN
+        EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', s.name, s.tbl, s.method, s.cols);
+        RETURN 'built';
+    END IF;
+    EXECUTE format('DROP INDEX IF EXISTS %I', tmp);
+    EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', tmp, s.tbl, s.method, s.cols);
+    EXECUTE format('DROP INDEX %I', idx);
+    EXECUTE format('ALTER INDEX %I RENAME TO %I', tmp, idx);
+    RETURN 'rebuilt';
 END
 $$;
