@@ -8,9 +8,10 @@ indexes (sql/013's catalog) and build them again, with several plans in turn
            before the parallel build: one cd_pg_secondary_indexes session)
   rule     what cd_pg_build_plan_rule gives this machine for the whole set
            (sessions = min(cores, indexes), RAM / 4 / sessions each,
-           cores / sessions - 1 workers), largest table first, the next
-           index to the first free session (cd_pg_secondary_build)
-  rule+w   the rule's sessions and memory, one parallel worker more each
+           cores / sessions workers), largest table first, the next index to
+           the first free session (cd_pg_secondary_build)
+  rule-w   the rule's sessions and memory, one parallel worker fewer each
+           (the first version of the rule: cores / sessions - 1)
 
 Each index is built by cd_secondary_index_create, as the daemon does; the
 sessions are psql processes. Prints one line per build: plan, seconds, load.
@@ -53,7 +54,7 @@ def rule(lim, cores, ram, n):
     kb = max(ram // 4 // 1024 // s, lim["maintenance_work_mem"][0])
     kb = min(kb, lim["maintenance_work_mem"][1])
     pool = min(lim["max_parallel_workers"][0], lim["max_worker_processes"][0])
-    w = min(cores // s - 1, pool // s, lim["max_parallel_maintenance_workers"][1])
+    w = min(cores // s, pool // s, lim["max_parallel_maintenance_workers"][1])
     return s, kb, max(0, w)
 
 
@@ -102,7 +103,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", required=True)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--plans", default="old,rule,rule+w")
+    ap.add_argument("--plans", default="old,rule,rule-w")
     args = ap.parse_args()
     names = [line.split("|")[0] for line in psql(
         args.db, "SELECT name, rel_bytes FROM cd_secondary_indexes_state();").splitlines()]
@@ -112,7 +113,7 @@ def main():
     s, kb, w = rule(lim, cores, ram, len(names))
     plans = {"old": (1, "512MB", None),
              "rule": (s, "%dkB" % kb, w),
-             "rule+w": (s, "%dkB" % kb, w + 1)}
+             "rule-w": (s, "%dkB" % kb, max(0, w - 1))}
     print("%d txs; %d cores, %d MB RAM; indexes (largest table first): %s; rule: %d sessions, "
           "%d MB, %d workers" % (ntx, cores, ram >> 20, ", ".join(names), s, kb >> 10, w),
           flush=True)

@@ -482,7 +482,7 @@ int cd_pg_build_limits_read(cd_pg *pg, cd_pg_build_limits *lim) CD_WARN_UNUSED;
  * The rule (docs/PERFORMANCE.md, "Index build"): sessions = min(cores,
  * n_todo); maintenance_work_mem per session = RAM / 4 / sessions, at least
  * the server's current value, at most its max_val; parallel workers per
- * session = cores / sessions - 1, within max_parallel_workers /
+ * session = cores / sessions, within max_parallel_workers /
  * max_worker_processes shared by the sessions and
  * max_parallel_maintenance_workers' max_val.
  * In:  lim, cores (< 1: 1), ram_bytes (the machine's), n_todo (indexes to

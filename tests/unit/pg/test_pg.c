@@ -472,17 +472,17 @@ START_TEST(build_plan_rule)
     /* PostgreSQL's defaults: 64 MB, max_val 2147483647 kB, 8 + 8 workers */
     cd_pg_build_limits lim = {65536, 2147483647LL, 1024, 8, 8};
     cd_pg_build_plan p;
-    /* this VM: 2 cores, 24 GB, 4 indexes: two sessions of 3 GB, no workers */
+    /* this VM: 2 cores, 24 GB, 4 indexes: two sessions of 3 GB, 1 worker each */
     cd_pg_build_plan_rule(&lim, 2, 24 * gb, 4, &p);
     ck_assert_int_eq(p.sessions, 2);
     ck_assert_int_eq(p.mem_kb, 3 * 1024 * 1024);
-    ck_assert_int_eq(p.workers, 0);
-    /* one index left: one session, the other core as its worker */
+    ck_assert_int_eq(p.workers, 1);
+    /* one index left: one session with all the memory, 2 workers */
     cd_pg_build_plan_rule(&lim, 2, 24 * gb, 1, &p);
     ck_assert_int_eq(p.sessions, 1);
     ck_assert_int_eq(p.mem_kb, 6 * 1024 * 1024);
-    ck_assert_int_eq(p.workers, 1);
-    /* 16 cores, 4 indexes: 3 workers each would be 12 of a pool of 8 */
+    ck_assert_int_eq(p.workers, 2);
+    /* 16 cores, 4 indexes: 4 workers each would be 16 of a pool of 8 */
     cd_pg_build_plan_rule(&lim, 16, 64 * gb, 4, &p);
     ck_assert_int_eq(p.sessions, 4);
     ck_assert_int_eq(p.workers, 2);
@@ -502,7 +502,7 @@ START_TEST(build_plan_rule)
     cd_pg_build_plan_rule(&lim, 0, 0, 0, &p);
     ck_assert_int_eq(p.sessions, 1);
     ck_assert_int_eq(p.mem_kb, 65536);
-    ck_assert_int_eq(p.workers, 0);
+    ck_assert_int_eq(p.workers, 1);
 }
 END_TEST
 
