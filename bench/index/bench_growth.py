@@ -289,6 +289,13 @@ def live_windows(args, sim, db, datadir, start, windows):
                         "uptime": uptime()})
             txs = txs1
             w = out[-1]
+            if args.point_queries:
+                # the layout's point lookups (the daemon idle, the window's
+                # rows written): the latency a hash index would change
+                w["q"] = queries(db, None, args.point_queries, point_only=True)
+                print("  (%s) %s" % (w["lever"], "; ".join(
+                    "%s p50 %.3f ms p99 %.3f ms" % (k, v[0], v[1]) for k, v in w["q"].items())),
+                    flush=True)
             # printed at once: a run stopped later keeps what it measured
             print("  live window (%s) at %s: %d txs in %.2f s = %.0f tx/s; CPU ms/1000 tx: "
                   "PostgreSQL %.1f conduitd %.1f; load %s" % (
@@ -373,8 +380,9 @@ def sample(db, sql_from, cols, n):
     return rows[:n]
 
 
-def queries(db, meta, n):
-    """{query: (median ms, p99 ms, runs, mean rows)}."""
+def queries(db, meta, n, point_only=False):
+    """{query: (median ms, p99 ms, runs, mean rows)}; point_only: tx by id and
+    spender of an outpoint only (after each live window, under its layout)."""
     t = Timer(db)
     out = {}
     try:
@@ -392,6 +400,8 @@ def queries(db, meta, n):
         measure("spender of outpoint", [
             "SELECT spend_tx_hash, in_idx, height FROM best_inputs WHERE prev_hash = '\\x%s' "
             "AND prev_idx = %s;" % (h, i) for h, i in ins])
+        if point_only:
+            return out
         keys = sample(db, "outputs", "encode(script_hash, 'hex')", max(20, n // 20))
         measure("history of a typical key (all rows)", [
             "SELECT count(*) FROM cd_history('script', '\\x%s', 1000);" % k for (k,) in keys])
@@ -492,6 +502,9 @@ def main():
                     help="comma-separated LEVERS: each repeat measures baseline then each lever "
                     "(%s)" % ", ".join(sorted(LEVERS)))
     ap.add_argument("--queries", type=int, default=2000, help="random point lookups per query kind")
+    ap.add_argument("--point-queries", type=int, default=0,
+                    help="after each live window: this many tx-by-id and spender lookups under "
+                    "the window's layout (0: none)")
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
     ap.add_argument("--daemon-arg", action="append", default=[])
     ap.add_argument("--workdir", default=None, help="conduitd data directory parent (default TMPDIR)")
