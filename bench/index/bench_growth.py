@@ -77,6 +77,10 @@ HASH_UNIQUE = {"transactions_hash_idx": ("hash", "tx_hash"),
                "inputs_outpoint_idx": ("hash", "prev_hash")}
 HASH_ALL = dict(HASH_UNIQUE, pushdata_hash_idx=("hash", "push_hash"),
                 outputs_script_hash_idx=("hash", "script_hash"))
+# the layout before sql/013 made the first two hash indexes (the comparison
+# with hash_unique, which is now the catalog's own)
+BTREE_UNIQUE = {"transactions_hash_idx": ("btree", "tx_hash"),
+                "inputs_outpoint_idx": ("btree", "prev_hash, prev_idx")}
 
 
 def catalog(db):
@@ -103,6 +107,8 @@ def lever_sql(db, lever, apply):
     cat = catalog(db)
     if not BASELINE:
         BASELINE.update(cat)  # the first call applies the first lever to the baseline
+    if lever == "btree_unique":
+        return _layout(BTREE_UNIQUE if apply else {k: BASELINE[k] for k in BTREE_UNIQUE})
     if lever in ("hash_unique", "hash_all"):
         # PostgreSQL hash indexes on the random 32-byte keys: a 4-byte hash
         # code per entry in a bucket instead of the 32-byte key in a B-tree
@@ -122,7 +128,7 @@ def lever_sql(db, lever, apply):
     raise KeyError(lever)
 
 
-LEVERS = ("hash_unique", "hash_all", "fillfactor70")
+LEVERS = ("hash_unique", "hash_all", "btree_unique", "fillfactor70")
 BASELINE = {}  # the catalog as found before the first lever (lever_sql fills it)
 
 

@@ -464,6 +464,36 @@ START_TEST(secondary_index_invalid_rebuilt)
 }
 END_TEST
 
+/* sql/013 makes transactions(tx_hash) and inputs(prev_hash) hash indexes: a
+ * database of sql/001's B-trees is converted (the migration rebuilds each
+ * index of another definition; here the same function on the same state),
+ * and the catalog's layout is what a new database has. */
+START_TEST(secondary_btree_converted_to_hash)
+{
+    cd_pg *pg = open_migrated();
+    const char *am = "SELECT count(*) FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+                     "WHERE a.amname = 'hash' AND c.relname IN ('transactions_hash_idx', "
+                     "'inputs_outpoint_idx')";
+    ck_assert_int_eq(scalar(pg, am), 2);
+    /* as sql/001 created them */
+    ck_assert_int_eq(cd_pg_exec(pg, "DROP INDEX transactions_hash_idx; DROP INDEX "
+                                    "inputs_outpoint_idx; CREATE INDEX transactions_hash_idx ON "
+                                    "transactions (tx_hash); CREATE INDEX inputs_outpoint_idx ON "
+                                    "inputs (prev_hash, prev_idx)"),
+                     0);
+    ck_assert_int_eq(scalar(pg, am), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'other'"),
+                     2);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, am), 2);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    /* no temporary index left behind by the swap */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_class WHERE relname LIKE '%_cd_new'"), 0);
+    cd_pg_free(pg);
+}
+END_TEST
+
 /* The build plan's rule (cd_pg_build_plan_rule): sessions, memory and
  * parallel workers from the machine, within what the server allows. */
 START_TEST(build_plan_rule)
@@ -895,6 +925,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, unit_range_mismatch_refused);
     tcase_add_test(tc, secondary_indexes_toggle);
     tcase_add_test(tc, secondary_index_invalid_rebuilt);
+    tcase_add_test(tc, secondary_btree_converted_to_hash);
     tcase_add_test(tc, build_plan_rule);
     tcase_add_test(tc, secondary_build_parallel);
     tcase_add_test(tc, streamed_unit_equals_buffered);
