@@ -390,8 +390,8 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
 /* ---- the secondary indexes (cd_pg_indexes.c, sql/013) ----
  * The random-key indexes catch-up mode drops and rebuilds: transactions
- * (tx_hash), inputs (prev_hash, prev_idx), pushdata (push_hash), outputs
- * (script_hash). Their list and definitions are the database's table
+ * (tx_hash) and inputs (prev_hash), hash indexes; pushdata (push_hash) and
+ * outputs (script_hash), B-trees. Their list and definitions are the database's table
  * secondary_indexes (sql/013), read here, by the tests and the benchmarks.
  * Measured (PERFORMANCE.md): maintaining them live while catching up costs
  * ~3x the load time, because every row inserts a random 32-byte key. Primary

@@ -2,7 +2,7 @@
 
 conduitd starts far behind a generated chain (the simulated node, 300 blocks
 with ~30 transactions each) with a low catchup_threshold: it must drop the
-three secondary indexes, load without them, rebuild them once within the
+four secondary indexes (sql/013), load without them, rebuild them once within the
 threshold, and only then report "synced"; the tables must then equal, row
 for row, those of a run with catchup_indexes = live. A kill -9 while the
 indexes are dropped, and a partly missing set of indexes, are repaired at
