@@ -57,7 +57,11 @@ INSERT INTO secondary_indexes (name, tbl, method, cols) VALUES
     ('outputs_script_hash_idx', 'outputs',      'btree', 'script_hash');
 
 COMMENT ON TABLE secondary_indexes IS
-    'The secondary indexes catch-up mode drops and rebuilds (sql/013): read by conduitd, the tests and the benchmarks';
+    'The secondary indexes catch-up mode drops and rebuilds (sql/013): read by conduitd, the tests and the benchmarks; cd_secondary_indexes_state() shows each one''s state.';
+COMMENT ON COLUMN secondary_indexes.name IS 'The index''s name, in the schema of the tables.';
+COMMENT ON COLUMN secondary_indexes.tbl IS 'The table it indexes.';
+COMMENT ON COLUMN secondary_indexes.method IS 'Access method: btree or hash.';
+COMMENT ON COLUMN secondary_indexes.cols IS 'The key, as pg_get_indexdef prints it (e.g. ''prev_hash'').';
 
 -- The state of one secondary index: 'valid' (present, valid, as defined
 -- above), 'missing', 'invalid' (pg_index.indisvalid false), 'other' (an
