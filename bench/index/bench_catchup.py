@@ -35,8 +35,25 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
-             "outputs_script_hash_idx")
+# The secondary indexes are the database's list (sql/013's table
+# secondary_indexes); this one is only for a build from before sql/013, which
+# a before/after comparison (--builds) may run.
+LEGACY_SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
+                    "outputs_script_hash_idx")
+
+
+def secondary_names(query):
+    """The secondary index names of a database, read with query(sql) -> lines
+    or None: the catalog of sql/013, else (an older schema, or none yet) the
+    legacy list."""
+    r = query("SELECT name FROM secondary_indexes ORDER BY name;")
+    return tuple(r) if r else LEGACY_SECONDARY
+
+
+def valid_count_sql(names):
+    """SQL counting the named indexes that are present and valid."""
+    return ("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indisvalid AND c.relname IN (%s)" % ",".join("'%s'" % n for n in names))
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -127,10 +144,13 @@ def psql(db, sql):
     return out.stdout.decode().strip()
 
 
-def start_simnode(blocks, txs):
+def start_simnode(blocks, txs, chain=None):
+    if chain:  # a chain file (python3 -m tests.simnode.chainfile), its first `blocks` blocks
+        src = ["--chain-file", chain, "--serve-height", str(blocks)]
+    else:
+        src = ["--generate", str(blocks), "--txs-per-block", str(txs), "--seed", "11"]
     p = subprocess.Popen(["/usr/bin/python3", "-m", "tests.simnode", "--regtest", "--quiet",
-                          "--no-stdin", "--generate", str(blocks), "--txs-per-block", str(txs),
-                          "--seed", "11"],
+                          "--no-stdin"] + src,
                          cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     while True:
         line = p.stdout.readline()
@@ -140,12 +160,13 @@ def start_simnode(blocks, txs):
             return p, int(line.split("=")[1])
 
 
-def run_mode(args, mode, port, blocks, sim, samples):
+def run_mode(args, mode, port, blocks, sim, samples, build=None):
+    build = build or args.build
     db = "bench_catchup_%s" % mode
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
-    datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-")
+    datadir = tempfile.mkdtemp(prefix="cd-bench-catchup-", dir=args.workdir)
     log = os.path.join(datadir, "conduitd.log")
-    cmd = [os.path.join(args.build, "src/daemon/conduitd"), "--regtest", "--datadir", datadir,
+    cmd = [os.path.join(build, "src/daemon/conduitd"), "--regtest", "--datadir", datadir,
            "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", "dbname=%s" % db,
            "--catchup-indexes", mode, "--catchup-threshold", str(args.threshold),
            "--status-interval", "5"] + args.daemon_arg
@@ -156,6 +177,7 @@ def run_mode(args, mode, port, blocks, sim, samples):
     logf = open(log, "w")
     d = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
     proc_cpu = {}  # pid of a conduitd process -> last CPU seen
+    names = None
     try:
         t_tip = None
         while True:
@@ -165,23 +187,23 @@ def run_mode(args, mode, port, blocks, sim, samples):
                 v = cpu_of(c)
                 if v is not None:
                     proc_cpu[c] = v
+            if names is None or names is LEGACY_SECONDARY:
+                names = secondary_names(poll.query)
             r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
-                           "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)), "
-                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), "
-                           "(SELECT count(*) FROM pg_class WHERE relname = 'outputs');"
-                           % ",".join("'%s'" % i for i in SECONDARY))
+                           "(%s), "
+                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
+                           % valid_count_sql(names))
             if r:
-                tip, n_idx, n_txs, has_out = (int(x) for x in r[0].split("|"))
+                tip, n_idx, n_txs = (int(x) for x in r[0].split("|"))
             else:
-                tip, n_idx, n_txs, has_out = -1, 0, 0, 0  # schema not created yet
+                tip, n_idx, n_txs = -1, 0, 0  # schema not created yet
             now = time.monotonic()
             if samples:
                 samples.write("%s,%.3f,%d,%d,%d\n" % (mode, now - t0, tip, n_txs, n_idx))
             if tip >= blocks and t_tip is None:
                 t_tip = now
-            # every secondary index of the schema (a build from before
-            # sql/007 has no outputs table: 3)
-            if tip >= blocks and n_idx == 3 + has_out:
+            # every secondary index of the schema, valid
+            if tip >= blocks and n_idx == len(names):
                 break
             time.sleep(0.1)
         elapsed = now - t0
@@ -224,6 +246,9 @@ def run_mode(args, mode, port, blocks, sim, samples):
     m = re.search(r"secondary indexes ready \(([0-9.]+) s\)", text)
     build_s = float(m.group(1)) if m else 0.0
     dropped = "secondary indexes dropped" in text
+    if args.builds:
+        print("build=%s uptime=%s" % (build, subprocess.run(
+            ["uptime"], stdout=subprocess.PIPE, text=True).stdout.strip()), flush=True)
     print("mode=%-4s blocks=%d txs=%d bytes=%.1fMB rows=%d (outputs %d) elapsed=%.2fs tip_at=%.2fs "
           "index_build=%.2fs dropped=%s  ->  %.0f tx/s  %.2f MB/s  %.0f rows/s"
           % (mode, blocks, ntx, nbytes / 1e6, ntx + nin + npd + nout, nout, elapsed,
@@ -262,13 +287,20 @@ def main():
     ap.add_argument("--modes", default="auto,live")
     ap.add_argument("--daemon-arg", action="append", default=[],
                     help="extra conduitd argument (repeatable), e.g. --daemon-arg=--unit-size=8M")
+    ap.add_argument("--chain", help="serve this chain file (tests.simnode.chainfile) instead of "
+                    "generating the chain in the simulator")
+    ap.add_argument("--builds", default="",
+                    help="comma-separated build directories measured in turn (before/after "
+                    "comparisons under the same load; overrides --build)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds over --builds x --modes")
+    ap.add_argument("--workdir", default=None, help="parent of the data directories")
     ap.add_argument("--samples", metavar="CSV",
                     help="write the polled time series (height, indexed txs) here")
     args = ap.parse_args()
     if not os.environ.get("PGHOST"):
         sys.exit("run under tests/pgserver.py (PGHOST is not set)")
     t = time.monotonic()
-    sim, port = start_simnode(args.blocks, args.txs_per_block)
+    sim, port = start_simnode(args.blocks, args.txs_per_block, args.chain)
     print("simnode: %d blocks x %d txs generated in %.1f s (port %d)"
           % (args.blocks, args.txs_per_block, time.monotonic() - t, port), flush=True)
     samples = None
@@ -278,8 +310,11 @@ def main():
                       "mode,t_s,height,txs,indexes\n"
                       % (args.blocks, args.txs_per_block, args.threshold))
     try:
-        for mode in args.modes.split(","):
-            run_mode(args, mode, port, args.blocks, sim, samples)
+        builds = [b for b in args.builds.split(",") if b] or [args.build]
+        for _ in range(args.repeat):
+            for b in builds:
+                for mode in args.modes.split(","):
+                    run_mode(args, mode, port, args.blocks, sim, samples, b)
     finally:
         sim.terminate()
         sim.wait()

@@ -62,48 +62,74 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 from bench_catchup import (  # noqa: E402
-    SECONDARY, Poller, cpu_of, pg_bin, pg_cpu, postmaster_pid, psql)
+    Poller, cpu_of, pg_bin, pg_cpu, postmaster_pid, psql, secondary_names, valid_count_sql)
 from tests.simnode import chainfile  # noqa: E402
-
-# Levers that are pure SQL on an existing database: (apply, undo). Each is
-# applied before a window and undone after it, so the windows alternate.
-def _swap(specs):
-    """DDL replacing the secondary indexes named in specs {name: definition}."""
-    out = []
-    for name, definition in specs.items():
-        out += ["DROP INDEX %s" % name, "CREATE INDEX %s ON %s" % (name, definition)]
-    return out
-
-
-BTREE = {"transactions_hash_idx": "transactions (tx_hash)",
-         "inputs_outpoint_idx": "inputs (prev_hash, prev_idx)",
-         "pushdata_hash_idx": "pushdata (push_hash)",
-         "outputs_script_hash_idx": "outputs (script_hash)"}
-HASH_UNIQUE = {"transactions_hash_idx": "transactions USING hash (tx_hash)",
-               "inputs_outpoint_idx": "inputs USING hash (prev_hash)"}
-HASH_ALL = dict(HASH_UNIQUE, pushdata_hash_idx="pushdata USING hash (push_hash)",
-                outputs_script_hash_idx="outputs USING hash (script_hash)")
 
 # Levers that are pure SQL on an existing database: (apply, undo). Each is
 # applied before its window and undone after it, so the windows alternate
 # baseline / lever under the same machine load at nearly the same size.
-LEVERS = {
-    # PostgreSQL hash indexes on the random 32-byte keys that are (nearly)
-    # unique, txids and spent txids: a 4-byte hash code per entry in a
-    # bucket instead of the 32-byte key in a B-tree (smaller, one bucket
-    # page per insert). Equality only, which is all docs/QUERIES.md does on
-    # these columns.
-    "hash_unique": (_swap(HASH_UNIQUE), _swap({k: BTREE[k] for k in HASH_UNIQUE})),
-    # the same for the pushdata and script keys, which have hot keys with
-    # many duplicates (a hash bucket's overflow chain grows with them)
-    "hash_all": (_swap(HASH_ALL), _swap(BTREE)),
-    # B-tree leaves filled to 70 % at build: room for random inserts before
-    # pages split (default 90)
-    "fillfactor70": (["ALTER INDEX %s SET (fillfactor = 70)" % i for i in SECONDARY] +
-                     ["REINDEX INDEX %s" % i for i in SECONDARY],
-                     ["ALTER INDEX %s RESET (fillfactor)" % i for i in SECONDARY] +
-                     ["REINDEX INDEX %s" % i for i in SECONDARY]),
-}
+# The index layouts change the definitions in the database's own catalog
+# (sql/013's secondary_indexes: {name: (method, key)}) and rebuild through
+# cd_secondary_index_create, which replaces an index of another definition,
+# exactly as a migration changing the layout would; undo restores the rows
+# read before the lever.
+HASH_UNIQUE = {"transactions_hash_idx": ("hash", "tx_hash"),
+               "inputs_outpoint_idx": ("hash", "prev_hash")}
+HASH_ALL = dict(HASH_UNIQUE, pushdata_hash_idx=("hash", "push_hash"),
+                outputs_script_hash_idx=("hash", "script_hash"))
+# the layout before sql/013 made the first two hash indexes (the comparison
+# with hash_unique, which is now the catalog's own)
+BTREE_UNIQUE = {"transactions_hash_idx": ("btree", "tx_hash"),
+                "inputs_outpoint_idx": ("btree", "prev_hash, prev_idx")}
+
+
+def catalog(db):
+    """{name: (method, key)} of the database's secondary indexes (sql/013)."""
+    out = {}
+    for line in psql(db, "SELECT name, method, cols FROM secondary_indexes;").splitlines():
+        name, method, cols = line.split("|")
+        out[name] = (method, cols)
+    return out
+
+
+def _layout(specs):
+    """SQL giving the named secondary indexes these definitions."""
+    out = []
+    for name, (method, cols) in specs.items():
+        out += ["UPDATE secondary_indexes SET method = '%s', cols = '%s' WHERE name = '%s'"
+                % (method, cols, name),
+                "SELECT cd_secondary_index_create('%s')" % name]
+    return out
+
+
+def lever_sql(db, lever, apply):
+    """The statements applying (apply=True) or undoing a lever on db."""
+    cat = catalog(db)
+    if not BASELINE:
+        BASELINE.update(cat)  # the first call applies the first lever to the baseline
+    if lever == "btree_unique":
+        return _layout(BTREE_UNIQUE if apply else {k: BASELINE[k] for k in BTREE_UNIQUE})
+    if lever in ("hash_unique", "hash_all"):
+        # PostgreSQL hash indexes on the random 32-byte keys: a 4-byte hash
+        # code per entry in a bucket instead of the 32-byte key in a B-tree
+        # (smaller, one bucket page per insert). Equality only, which is all
+        # docs/QUERIES.md does on these columns. hash_unique: the (nearly)
+        # unique txids and spent txids; hash_all: also the pushdata and
+        # script keys, which have hot keys with many duplicates (a hash
+        # bucket's overflow chain grows with them).
+        specs = HASH_UNIQUE if lever == "hash_unique" else HASH_ALL
+        return _layout(specs if apply else {k: BASELINE[k] for k in specs})
+    if lever == "fillfactor70":
+        # B-tree leaves filled to 70 % at build: room for random inserts
+        # before pages split (default 90)
+        return (["ALTER INDEX %s %s" % (i, "SET (fillfactor = 70)" if apply
+                                         else "RESET (fillfactor)") for i in cat] +
+                ["REINDEX INDEX %s" % i for i in cat])
+    raise KeyError(lever)
+
+
+LEVERS = ("hash_unique", "hash_all", "btree_unique", "fillfactor70")
+BASELINE = {}  # the catalog as found before the first lever (lever_sql fills it)
 
 
 def parse_count(s):
@@ -196,20 +222,21 @@ class Daemon:
 
 
 def state(poll):
-    """(indexed tip height, secondary indexes present, txs in indexed blocks)."""
-    r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
-                   "(SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)), "
+    """(indexed tip height, secondary indexes valid, of how many, txs in indexed blocks)."""
+    names = secondary_names(poll.query)
+    r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), (%s), "
                    "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
-                   % ",".join("'%s'" % i for i in SECONDARY))
+                   % valid_count_sql(names))
     if not r:
-        return -1, 0, 0
-    return tuple(int(x) for x in r[0].split("|"))
+        return -1, 0, len(names), 0
+    tip, idx, txs = (int(x) for x in r[0].split("|"))
+    return tip, idx, len(names), txs
 
 
-def wait_tip(d, poll, height, n_idx=len(SECONDARY)):
+def wait_tip(d, poll, height):
     while True:
         d.check()
-        tip, idx, txs = state(poll)
+        tip, idx, n_idx, txs = state(poll)
         if tip >= height and idx >= n_idx:
             return time.monotonic(), txs
         time.sleep(0.05)
@@ -250,7 +277,7 @@ def live_windows(args, sim, db, datadir, start, windows):
             if lever:
                 t2 = time.monotonic()
                 d.stop()         # DDL needs the tables to itself
-                for s in LEVERS[lever][0]:
+                for s in lever_sql(db, lever, True):
                     psql(db, s + ";")
                 print("  (%s applied in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
                 d = Daemon(args, sim.port, db, datadir, "live")
@@ -268,6 +295,13 @@ def live_windows(args, sim, db, datadir, start, windows):
                         "uptime": uptime()})
             txs = txs1
             w = out[-1]
+            if args.point_queries:
+                # the layout's point lookups (the daemon idle, the window's
+                # rows written): the latency a hash index would change
+                w["q"] = queries(db, None, args.point_queries, point_only=True)
+                print("  (%s) %s" % (w["lever"], "; ".join(
+                    "%s p50 %.3f ms p99 %.3f ms" % (k, v[0], v[1]) for k, v in w["q"].items())),
+                    flush=True)
             # printed at once: a run stopped later keeps what it measured
             print("  live window (%s) at %s: %d txs in %.2f s = %.0f tx/s; CPU ms/1000 tx: "
                   "PostgreSQL %.1f conduitd %.1f; load %s" % (
@@ -277,7 +311,7 @@ def live_windows(args, sim, db, datadir, start, windows):
             if lever:
                 t2 = time.monotonic()
                 d.stop()
-                for s in LEVERS[lever][1]:
+                for s in lever_sql(db, lever, False):
                     psql(db, s + ";")
                 print("  (%s undone in %.1f s)" % (lever, time.monotonic() - t2), flush=True)
                 d = Daemon(args, sim.port, db, datadir, "live")
@@ -352,8 +386,9 @@ def sample(db, sql_from, cols, n):
     return rows[:n]
 
 
-def queries(db, meta, n):
-    """{query: (median ms, p99 ms, runs, mean rows)}."""
+def queries(db, meta, n, point_only=False):
+    """{query: (median ms, p99 ms, runs, mean rows)}; point_only: tx by id and
+    spender of an outpoint only (after each live window, under its layout)."""
     t = Timer(db)
     out = {}
     try:
@@ -371,6 +406,8 @@ def queries(db, meta, n):
         measure("spender of outpoint", [
             "SELECT spend_tx_hash, in_idx, height FROM best_inputs WHERE prev_hash = '\\x%s' "
             "AND prev_idx = %s;" % (h, i) for h, i in ins])
+        if point_only:
+            return out
         keys = sample(db, "outputs", "encode(script_hash, 'hex')", max(20, n // 20))
         measure("history of a typical key (all rows)", [
             "SELECT count(*) FROM cd_history('script', '\\x%s', 1000);" % k for (k,) in keys])
@@ -471,6 +508,9 @@ def main():
                     help="comma-separated LEVERS: each repeat measures baseline then each lever "
                     "(%s)" % ", ".join(sorted(LEVERS)))
     ap.add_argument("--queries", type=int, default=2000, help="random point lookups per query kind")
+    ap.add_argument("--point-queries", type=int, default=0,
+                    help="after each live window: this many tx-by-id and spender lookups under "
+                    "the window's layout (0: none)")
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
     ap.add_argument("--daemon-arg", action="append", default=[])
     ap.add_argument("--workdir", default=None, help="conduitd data directory parent (default TMPDIR)")

@@ -298,24 +298,19 @@ int main(int argc, char **argv)
     cd_pg *pg = pg_for(ci);
     if (cd_pg_migrate(pg))
         return 1;
-    static const char *idx_names[] = {"transactions_hash_idx", "inputs_outpoint_idx",
-                                      "pushdata_hash_idx"};
-    const char *idx_create[] = {"CREATE INDEX transactions_hash_idx ON transactions (tx_hash)",
-                                "CREATE INDEX inputs_outpoint_idx ON inputs (prev_hash, prev_idx)",
-                                "CREATE INDEX pushdata_hash_idx ON pushdata (push_hash)"};
+    /* full32: the secondary indexes as sql/013 defines them
+     * (cd_pg_secondary_indexes); prefix8: an experimental layout of the
+     * three random-key indexes under the same names, 8-byte key prefixes */
     static const char *idx_prefix[] = {
         "CREATE INDEX transactions_hash_idx ON transactions (substring(tx_hash from 1 for 8))",
         "CREATE INDEX inputs_outpoint_idx ON inputs (substring(prev_hash from 1 for 8), prev_idx)",
         "CREATE INDEX pushdata_hash_idx ON pushdata (substring(push_hash from 1 for 8))"};
-    if (opt.prefix)
-        memcpy(idx_create, idx_prefix, sizeof(idx_create));
-    if (opt.after || opt.prefix)
-        for (int i = 0; i < 3; i++) {
-            snprintf(sql, sizeof(sql), "DROP INDEX %s", idx_names[i]);
-            if (cd_pg_exec(pg, sql) != CD_PG_OK ||
-                (!opt.after && cd_pg_exec(pg, idx_create[i]) != CD_PG_OK))
+    if ((opt.after || opt.prefix) && cd_pg_secondary_indexes(pg, 0) != CD_PG_OK)
+        return 1;
+    if (opt.prefix && !opt.after)
+        for (size_t i = 0; i < CD_ARRAY_LEN(idx_prefix); i++)
+            if (cd_pg_exec(pg, idx_prefix[i]) != CD_PG_OK)
                 return 1;
-        }
     for (size_t i = 0; i < nb; i++) {
         uint8_t hdr[80], h[32];
         rnd_bytes(hdr, 80);
@@ -347,8 +342,10 @@ int main(int argc, char **argv)
     pg = pg_for(ci);
     if (opt.after) {
         double t1 = cd_now_s();
-        for (int i = 0; i < 3; i++)
-            if (cd_pg_exec(pg, idx_create[i]) != CD_PG_OK)
+        if (!opt.prefix && cd_pg_secondary_indexes(pg, 1) != CD_PG_OK)
+            return 1;
+        for (size_t i = 0; opt.prefix && i < CD_ARRAY_LEN(idx_prefix); i++)
+            if (cd_pg_exec(pg, idx_prefix[i]) != CD_PG_OK)
                 return 1;
         ti = cd_now_s() - t1;
     }

@@ -38,10 +38,11 @@ typedef enum { CU_OP_NONE, CU_OP_DROP, CU_OP_BUILD } cu_op;
 /* helper -> controller, one write each (the channel is a stream socket:
  * the reader reassembles a message that arrives in pieces) */
 typedef struct cu_msg {
-    char kind;   /* 'B' build started (some index missing), 'R' result */
-    int32_t rc;  /* R: 0 ok, < 0 failed */
-    int32_t had; /* R: how many of the CU_N_INDEXES existed before */
-    double secs; /* R: time the DDL took */
+    char kind;     /* 'B' build started (some index missing), 'R' result */
+    int32_t rc;    /* R: 0 ok, < 0 failed */
+    int32_t had;   /* B, R: how many of the indexes were valid before */
+    int32_t total; /* B, R: how many secondary indexes sql/013 defines */
+    double secs;   /* R: time the DDL took */
 } cu_msg;
 
 typedef struct cu_state {
@@ -64,20 +65,16 @@ typedef struct cu_state {
     int got_result;
 } cu_state;
 
-static const char *const cu_index_names = "'transactions_hash_idx', 'inputs_outpoint_idx', "
-                                          "'pushdata_hash_idx', 'outputs_script_hash_idx'";
-/* how many names cu_index_names lists (cd_pg_secondary_indexes builds them) */
-#define CU_N_INDEXES 4
-
 /* ---- the helper process ---- */
 
-static void send_msg(int fd, char kind, int rc, int had, double secs)
+static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
 {
     cu_msg m;
     memset(&m, 0, sizeof(m));
     m.kind = kind;
     m.rc = rc;
     m.had = had;
+    m.total = total;
     m.secs = secs;
     ssize_t w;
     do {
@@ -85,24 +82,47 @@ static void send_msg(int fd, char kind, int rc, int had, double secs)
     } while (w < 0 && errno == EINTR);
 }
 
-/* How many of the CU_N_INDEXES indexes exist (-1: error, logged by the caller). */
-static int count_indexes(cd_pg *pg)
+/* The secondary indexes (sql/013's catalog) and their state, the largest
+ * table first. Out: list[0..*total), *valid (how many are valid).
+ * Returns: CD_PG_OK or an error (logged). */
+static int read_indexes(cd_pg *pg, cd_pg_secondary list[CD_PG_SECONDARY_MAX], int *valid,
+                        int *total)
 {
-    if (cd_pg_connect(pg) != CD_PG_OK)
-        return -1;
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() "
-             "AND indexname IN (%s)",
-             cu_index_names);
-    PGresult *r = PQexec(cd_pg_conn(pg), sql);
-    int n = -1;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        n = atoi(PQgetvalue(r, 0, 0));
-    else
-        cd_log_error("index: reading pg_indexes: %s", PQresultErrorMessage(r));
-    PQclear(r);
-    return n;
+    size_t n = 0;
+    int rc = cd_pg_secondary_list(pg, list, CD_PG_SECONDARY_MAX, &n);
+    *valid = 0;
+    *total = (int)n;
+    for (size_t i = 0; rc == CD_PG_OK && i < n; i++)
+        *valid += cd_pg_secondary_valid(&list[i]);
+    return rc;
+}
+
+/* Builds the indexes of list that are not valid, in parallel sessions sized
+ * from this machine and the server's limits (cd_pg_build_plan_rule; the
+ * rule assumes the server runs on this machine, the usual setup: see
+ * docs/OPERATIONS.md, catch-up mode). Returns: CD_PG_OK or an error. */
+static int build_missing(const cd_config *cfg, cd_pg *pg, const cd_pg_secondary *list, int total)
+{
+    const char *todo[CD_PG_SECONDARY_MAX];
+    size_t n = 0;
+    for (int i = 0; i < total; i++) /* largest first: the list's order */
+        if (!cd_pg_secondary_valid(&list[i]))
+            todo[n++] = list[i].name;
+    cd_pg_build_limits lim;
+    int rc = cd_pg_build_limits_read(pg, &lim);
+    if (rc != CD_PG_OK)
+        return rc;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    long long ram = pages > 0 && psize > 0 ? (long long)pages * psize : 0;
+    cd_pg_build_plan plan;
+    cd_pg_build_plan_rule(&lim, (int)cores, ram, (int)n, &plan);
+    cd_log_info("index: %zu to build in %d sessions, maintenance_work_mem %lld MB and %d parallel "
+                "workers each (%ld cores, %lld MB of RAM; the server allows %lld MB, %d workers)",
+                n, plan.sessions, plan.mem_kb / 1024, plan.workers, cores, ram >> 20,
+                lim.mem_max_kb / 1024, lim.max_parallel_workers);
+    cd_pg_build_stats st;
+    return cd_pg_secondary_build(cfg, &plan, todo, n, &st);
 }
 
 /* The helper's main (its kind's, in the process table): the supervisor has
@@ -120,7 +140,8 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
 
     cd_pg *pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(pg, 0, 5000, NULL);
-    int rc = CD_PG_ERROR, had = -1;
+    int rc = CD_PG_ERROR, had = -1, total = 0;
+    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
     double t0 = cd_now_s();
     /* The schema first (idempotent, serialised with the parsers' own
      * migration): a helper started on the first header tip can run before
@@ -130,21 +151,22 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
      * be running in its backend; wait for it rather than race it */
     if (cd_pg_migrate(pg) == CD_PG_OK &&
         cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
-        (had = count_indexes(pg)) >= 0) {
+        read_indexes(pg, list, &had, &total) == CD_PG_OK) {
         if (op == CU_OP_DROP) {
-            rc = had ? cd_pg_secondary_indexes(pg, 0) : CD_PG_OK;
-        } else if (had == CU_N_INDEXES) {
+            rc = cd_pg_secondary_indexes(pg, 0);
+        } else if (had == total) {
             rc = CD_PG_OK;
         } else {
-            send_msg(fd, 'B', 0, had, 0);
-            /* a sort per index: more memory makes it much faster */
-            /* only a speed-up: without it the build is slower, not wrong */
-            CD_IGNORE(cd_pg_exec(pg, "SET maintenance_work_mem = '512MB'"));
+            send_msg(fd, 'B', 0, had, total, 0);
             t0 = cd_now_s();
-            rc = cd_pg_secondary_indexes(pg, 1);
+            /* this session only holds the lock: it stays idle, so if the
+             * helper is killed it ends at once and the next helper can
+             * start; a build session's backend finishes its statement
+             * (and the next helper waits for it on the index's lock) */
+            rc = build_missing(cfg, pg, list, total);
         }
     }
-    send_msg(fd, 'R', rc, had, cd_now_s() - t0);
+    send_msg(fd, 'R', rc, had, total, cd_now_s() - t0);
     cd_pg_free(pg); /* ends the session: releases the lock */
     _exit(rc == CD_PG_OK ? 0 : 1);
 }
@@ -178,10 +200,8 @@ static void on_msg(cu_state *s, const cu_msg *m)
 {
     if (m->kind == 'B') {
         s->building = 1;
-        cd_log_info("index: building secondary indexes (%d of %d present; %d blocks behind): "
-                    "transactions(tx_hash), inputs(prev_hash, prev_idx), pushdata(push_hash), "
-                    "outputs(script_hash)",
-                    (int)m->had, CU_N_INDEXES, (int)s->behind);
+        cd_log_info("index: building secondary indexes (%d of %d present; %d blocks behind)",
+                    (int)m->had, (int)m->total, (int)s->behind);
         return;
     }
     s->got_result = 1;
@@ -197,7 +217,7 @@ static void on_msg(cu_state *s, const cu_msg *m)
                     (int)s->behind, m->had ? "" : " (were absent)");
     } else {
         s->known = CU_LIVE;
-        if (m->had == CU_N_INDEXES)
+        if (m->had == m->total)
             cd_log_info("index: secondary indexes present (%d blocks behind)", (int)s->behind);
         else
             cd_log_info("index: secondary indexes ready (%.1f s)", m->secs);

@@ -388,18 +388,126 @@ int cd_pg_blocks_unverified(cd_pg *pg, cd_pg_block_info **blocks, int64_t **bloc
  * CD_PG_OK with *height (may be NULL) the new tip height (-1: none). */
 int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
 
+/* ---- the secondary indexes (cd_pg_indexes.c, sql/013) ----
+ * The random-key indexes catch-up mode drops and rebuilds: transactions
+ * (tx_hash) and inputs (prev_hash), hash indexes; pushdata (push_hash) and
+ * outputs (script_hash), B-trees. Their list and definitions are the database's table
+ * secondary_indexes (sql/013), read here, by the tests and the benchmarks.
+ * Measured (PERFORMANCE.md): maintaining them live while catching up costs
+ * ~3x the load time, because every row inserts a random 32-byte key. Primary
+ * keys and the unit markers are never dropped, so exactly-once holds either
+ * way. */
+
+/* Room for the catalog's rows (4 today). */
+#define CD_PG_SECONDARY_MAX 16
+
+/* One secondary index and its state in the database. */
+typedef struct cd_pg_secondary {
+    char name[64];
+    char tbl[64];
+    char state[16];      /* "valid", "missing", "invalid" (pg_index.indisvalid
+                          * false) or "other" (another definition) */
+    long long rel_bytes; /* its table's size (heap), for the build order */
+} cd_pg_secondary;
+
 /*
- * Bulk-load switch for the secondary indexes (transactions.tx_hash,
- * inputs (prev_hash, prev_idx), pushdata.push_hash; outputs.script_hash,
- * sql/007). Measured (PERFORMANCE.md):
- * maintaining them live while catching up costs ~3x the load time, because
- * every row inserts a random 32-byte key. on = 0 drops them (before a large
- * catch-up; lookups by hash are then slow), on = 1 creates the missing ones
- * (after catching up; minutes for a large chain). Idempotent. Primary keys
- * and the unit markers are never dropped, so exactly-once holds either way.
+ * Reads the catalog with each index's state, the largest table first.
+ * In:  cap, the room in out (CD_PG_SECONDARY_MAX is enough).
+ * Out: out[0..*n), *n.
+ * Returns: CD_PG_OK, CD_PG_ERROR (also: more rows than cap, logged) or
+ *          CD_PG_EDOWN.
+ */
+int cd_pg_secondary_list(cd_pg *pg, cd_pg_secondary *out, size_t cap, size_t *n) CD_WARN_UNUSED;
+
+/* Returns: 1 when s is present, valid and as defined, else 0. */
+int cd_pg_secondary_valid(const cd_pg_secondary *s);
+
+/*
+ * Builds (create = 1) or drops (create = 0) one secondary index, in one
+ * transaction of its own: cd_secondary_index_create / _drop (sql/013), which
+ * wait for another session working on the same index, replace an invalid
+ * index or one of another definition, and do nothing when there is nothing
+ * to do. A build takes minutes on a large chain.
+ * In:  name, an index of the catalog.
+ * Out: result (may be NULL; result_cap bytes): "present", "built" or
+ *      "rebuilt" (create), "dropped" or "absent" (drop).
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
+ */
+int cd_pg_secondary_one(cd_pg *pg, const char *name, int create, char *result,
+                        size_t result_cap) CD_WARN_UNUSED;
+
+/*
+ * Bulk-load switch, one session, one index after the other: on = 0 drops
+ * them all (before a large catch-up; lookups by hash are then slow), on = 1
+ * builds every one that is not valid (after catching up). Idempotent; each
+ * index commits on its own.
  * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
+
+/* ---- building them in parallel (catch-up's helper) ---- */
+
+#define CD_PG_BUILD_MAX_SESSIONS 16
+
+/* What the server allows a session (pg_settings). */
+typedef struct cd_pg_build_limits {
+    long long mem_kb;         /* maintenance_work_mem now, kB */
+    long long mem_max_kb;     /* its max_val, kB (-1: unknown) */
+    int workers_max;          /* max_parallel_maintenance_workers' max_val */
+    int max_parallel_workers; /* the server's pool of parallel workers */
+    int max_worker_processes;
+} cd_pg_build_limits;
+
+/* How to build: sessions at once, and each session's settings. */
+typedef struct cd_pg_build_plan {
+    int sessions;     /* 1..CD_PG_BUILD_MAX_SESSIONS */
+    long long mem_kb; /* maintenance_work_mem per session, kB */
+    int workers;      /* max_parallel_maintenance_workers per session */
+} cd_pg_build_plan;
+
+/* What a build did. */
+typedef struct cd_pg_build_stats {
+    int built;        /* indexes built or rebuilt (not "present") */
+    double longest_s; /* the slowest index's build */
+} cd_pg_build_stats;
+
+/*
+ * Reads the server's limits for index builds (pg_settings).
+ * Out: *lim (conservative values for a setting the server does not have).
+ * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
+ */
+int cd_pg_build_limits_read(cd_pg *pg, cd_pg_build_limits *lim) CD_WARN_UNUSED;
+
+/*
+ * The rule (docs/PERFORMANCE.md, "Index build"): sessions = min(cores,
+ * n_todo); maintenance_work_mem per session = RAM / 4 / sessions, at least
+ * the server's current value, at most its max_val; parallel workers per
+ * session = cores / sessions, within max_parallel_workers /
+ * max_worker_processes shared by the sessions and
+ * max_parallel_maintenance_workers' max_val.
+ * In:  lim, cores (< 1: 1), ram_bytes (the machine's), n_todo (indexes to
+ *      build; < 1: 1).
+ * Out: *out.
+ */
+void cd_pg_build_plan_rule(const cd_pg_build_limits *lim, int cores, long long ram_bytes,
+                           int n_todo, cd_pg_build_plan *out);
+
+/*
+ * Builds the named secondary indexes (cd_secondary_index_create each, one
+ * transaction per index) over plan->sessions sessions of their own opened
+ * from cfg, in the order given (give the largest first: the longest build
+ * starts first): each session takes the next name when its build ends. A
+ * build already done or running elsewhere is waited for and counted
+ * "present". Blocks until all are done; logs each index's time. After a
+ * failure no further build starts (the running ones finish); the caller
+ * retries the whole set (idempotent).
+ * In:  names[0..n).
+ * Out: *stats.
+ * Returns: CD_PG_OK, CD_PG_ERROR (logged) or CD_PG_EDOWN.
+ */
+int cd_pg_secondary_build(const cd_config *cfg, const cd_pg_build_plan *plan,
+                          const char *const *names, size_t n,
+                          cd_pg_build_stats *stats) CD_WARN_UNUSED;
 
 /*
  * For recovery: the transaction ranges of a block that no committed unit

@@ -2,7 +2,7 @@
  * cd_pg_blocks.c - blocks and the indexed tip: registering blocks, unit
  * markers, completing a block (coverage and merkle root of the stored txids
  * checked) and advancing index_tip, purging a wrong copy's rows, recovery
- * queries and the secondary indexes of catch-up mode. See cd_pg.h.
+ * queries (the secondary indexes: cd_pg_indexes.c). See cd_pg.h.
  */
 #include "cd_pg.h"
 #include "cd_pg_int.h"
@@ -716,25 +716,6 @@ static int advance_all_op(cd_pg *pg, void *a)
 int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height)
 {
     return cd_pg_with_retry(pg, advance_all_op, height);
-}
-
-int cd_pg_secondary_indexes(cd_pg *pg, int on)
-{
-    static const char *drop[] = {
-        "DROP INDEX IF EXISTS transactions_hash_idx", "DROP INDEX IF EXISTS inputs_outpoint_idx",
-        "DROP INDEX IF EXISTS pushdata_hash_idx", "DROP INDEX IF EXISTS outputs_script_hash_idx"};
-    static const char *create[] = {
-        "CREATE INDEX IF NOT EXISTS transactions_hash_idx ON transactions (tx_hash)",
-        "CREATE INDEX IF NOT EXISTS inputs_outpoint_idx ON inputs (prev_hash, prev_idx)",
-        "CREATE INDEX IF NOT EXISTS pushdata_hash_idx ON pushdata (push_hash)",
-        "CREATE INDEX IF NOT EXISTS outputs_script_hash_idx ON outputs (script_hash)"};
-    for (size_t i = 0; i < CD_ARRAY_LEN(drop); i++) {
-        int rc = cd_pg_exec(pg, on ? create[i] : drop[i]);
-        if (rc)
-            return rc;
-    }
-    cd_log_info("postgres: secondary indexes %s", on ? "present" : "dropped for bulk load");
-    return CD_PG_OK;
 }
 
 struct gaps_arg {

@@ -2,7 +2,7 @@
 
 conduitd starts far behind a generated chain (the simulated node, 300 blocks
 with ~30 transactions each) with a low catchup_threshold: it must drop the
-three secondary indexes, load without them, rebuild them once within the
+four secondary indexes (sql/013), load without them, rebuild them once within the
 threshold, and only then report "synced"; the tables must then equal, row
 for row, those of a run with catchup_indexes = live. A kill -9 while the
 indexes are dropped, and a partly missing set of indexes, are repaired at
@@ -30,17 +30,21 @@ BLOCKS = 300
 TXS = 30
 SEED = 5
 THRESHOLD = 20
-SECONDARY = {"transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
-             "outputs_script_hash_idx"}
 
 
 def dump(pg, db):
     return [psql(pg, db, q) for q in DUMP]
 
 
+def secondary(pg, db):
+    """The secondary indexes as the database defines them (sql/013)."""
+    return {r[0] for r in psql(pg, db, "SELECT name FROM secondary_indexes;")}
+
+
 def indexes(pg, db):
-    rows = psql(pg, db, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public';")
-    return {r[0] for r in rows} & SECONDARY
+    """The secondary indexes present, valid (pg_index.indisvalid) and as defined."""
+    rows = psql(pg, db, "SELECT name FROM cd_secondary_indexes_state() WHERE state = 'valid';")
+    return {r[0] for r in rows}
 
 
 def start(build_dir, datadir, port, conninfo, extra=()):
@@ -93,7 +97,11 @@ def live_reference(pg_module, build_dir, tmp_path_factory):
     assert rc == 0, d.log_text()[-4000:]
     log = d.log_text()
     assert "secondary indexes dropped" not in log, log[-4000:]
-    assert indexes(pg_module, "culive") == SECONDARY
+    # the four of sql/001 + 007, with outputs(script_hash) that was once forgotten
+    assert secondary(pg_module, "culive") == {
+        "transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
+        "outputs_script_hash_idx"}
+    assert indexes(pg_module, "culive") == secondary(pg_module, "culive")
     ref = dump(pg_module, "culive")
     assert len(ref[1]) > BLOCKS * TXS // 2  # a chain with many transactions
     return ref
@@ -123,7 +131,7 @@ def test_catchup_auto_drops_then_rebuilds(pg_module, build_dir, simnode_factory,
     i_build = line_index(d, r"building secondary indexes")
     i_ready = line_index(d, r"secondary indexes ready")
     assert 0 <= i_drop < i_build < i_ready
-    assert indexes(pg_module, "cuauto") == SECONDARY
+    assert indexes(pg_module, "cuauto") == secondary(pg_module, "cuauto")
     assert dump(pg_module, "cuauto") == live_reference
     # the lookup by hash the index exists for is an index scan again
     plan = psql(pg_module, "cuauto",
@@ -163,7 +171,7 @@ def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_
     finally:
         rc = d.stop()
     assert rc == 0, d.log_text()[-4000:]
-    assert indexes(pg_module, "cukill") == SECONDARY
+    assert indexes(pg_module, "cukill") == secondary(pg_module, "cukill")
     assert dump(pg_module, "cukill") == live_reference
 
     # a crash mid-rebuild leaves some of the indexes (CREATE INDEX is atomic):
@@ -181,7 +189,7 @@ def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_
     finally:
         rc = d.stop()
     assert rc == 0, d.log_text()[-4000:]
-    assert indexes(pg_module, "cukill") == SECONDARY
+    assert indexes(pg_module, "cukill") == secondary(pg_module, "cukill")
     assert dump(pg_module, "cukill") == live_reference
 
 
@@ -208,5 +216,135 @@ def test_catchup_live_restores_indexes(pg_module, build_dir, simnode_factory, tm
         rc = d.stop()
     assert rc == 0, d.log_text()[-4000:]
     assert "catch-up mode" not in d.log_text()
-    assert indexes(pg_module, "cuswitch") == SECONDARY
+    assert indexes(pg_module, "cuswitch") == secondary(pg_module, "cuswitch")
     assert dump(pg_module, "cuswitch") == live_reference
+
+
+class TableLock:
+    """A psql session holding `LOCK TABLE tbl IN ROW EXCLUSIVE MODE` (what an
+    insert takes) until release(): a CREATE INDEX on tbl waits for it, so a
+    build can be caught in the middle without a timing guess."""
+
+    def __init__(self, pg, db, tbl):
+        import subprocess
+        self.p = subprocess.Popen(
+            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir,
+             "-p", str(pg.port), "-U", "postgres", "-d", db],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p.stdin.write("BEGIN; LOCK TABLE %s IN ROW EXCLUSIVE MODE;\n\\echo LOCKED\n" % tbl)
+        self.p.stdin.flush()
+        assert self.p.stdout.readline().strip() == "LOCKED"
+
+    def release(self):
+        if self.p.poll() is None:
+            self.p.stdin.write("COMMIT;\n")
+            self.p.stdin.close()
+            self.p.wait()
+
+
+def builds_waiting(pg, db):
+    """Sessions running cd_secondary_index_create, waiting for a lock (the
+    table's or the index's advisory lock)."""
+    return int(psql(pg, db, "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' "
+                            "AND query LIKE 'SELECT cd_secondary_index_create%%' "
+                            "AND wait_event_type = 'Lock';" % db)[0][0])
+
+
+def wait_until(cond, d, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert d.proc.poll() is None, d.log_text()[-4000:]
+        assert time.monotonic() < deadline, "timeout waiting for %s:\n%s" % (
+            what, d.log_text()[-4000:])
+        time.sleep(0.1)
+
+
+def test_catchup_kill9_mid_build(pg_module, build_dir, simnode_factory, tmp_path,
+                                 live_reference):
+    """kill -9 while the indexes are being built, in parallel sessions: the
+    indexes already built stay, the one whose CREATE INDEX was running is
+    finished by its orphaned backend (or rolled back: never left half-built),
+    the next start waits for it on the index's lock, and every index ends
+    present and valid (pg_index.indisvalid) with the rows of a live run."""
+    node = simnode_factory(generate=BLOCKS, txs_per_block=TXS, seed=SEED)
+    ci = create_db(pg_module, "cumid")
+    dd = tmp_path / "d"
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+    lock = None
+    try:
+        d.wait_for_log(r"secondary indexes dropped", timeout=120)
+        # pushdata is the largest table: its build starts first and waits
+        lock = TableLock(pg_module, "cumid", "pushdata")
+        d.wait_for_log(r"index: building secondary indexes \(0 of 4 present", timeout=180)
+        m = d.wait_for_log(r"index: 4 to build in (\d+) sessions", timeout=60)
+        sessions = int(m.group(1))
+        if sessions > 1:
+            # the other sessions build the three others meanwhile
+            wait_until(lambda: len(indexes(pg_module, "cumid")) == 3, d, "3 indexes built")
+        wait_until(lambda: builds_waiting(pg_module, "cumid") == 1, d, "the blocked build")
+        assert "pushdata_hash_idx" not in indexes(pg_module, "cumid")
+    finally:
+        d.kill()  # the helper goes with it (PR_SET_PDEATHSIG)
+    try:
+        # its backend still waits, holding the build's transaction
+        assert builds_waiting(pg_module, "cumid") == 1
+        d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+        d.wait_for_log(r"index: building secondary indexes \((\d) of 4 present", timeout=180)
+        # the new helper's build of pushdata_hash_idx waits for the orphan's
+        wait_until(lambda: builds_waiting(pg_module, "cumid") == 2, d, "both builds waiting")
+    finally:
+        if lock:
+            lock.release()
+    try:
+        d.wait_for_log(r"index: pushdata_hash_idx present", timeout=120)
+        d.wait_for_log(r"index: secondary indexes ready", timeout=120)
+        wait_tip(pg_module, "cumid", d, BLOCKS)
+        wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert indexes(pg_module, "cumid") == secondary(pg_module, "cumid")
+    assert psql(pg_module, "cumid", "SELECT count(*) FROM pg_index WHERE NOT indisvalid;") \
+        == [("0",)]
+    assert dump(pg_module, "cumid") == live_reference
+
+
+def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, tmp_path,
+                                        live_reference):
+    """An index left invalid under a secondary index's name (a failed CREATE
+    INDEX CONCURRENTLY, e.g. by an operator: pg_index.indisvalid false, never
+    used by queries, yet listed in pg_indexes) is dropped and built again at
+    the next start. (Before sql/013 it counted as present: the build was
+    skipped and every lookup by txid scanned the table for ever.)"""
+    node = simnode_factory(generate=BLOCKS, txs_per_block=TXS, seed=SEED)
+    ci = create_db(pg_module, "cuinval")
+    dd = tmp_path / "d"
+    d = start(build_dir, dd, node.port, ci, ["--catchup-indexes", "live"])
+    try:
+        wait_tip(pg_module, "cuinval", d, BLOCKS)
+        wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    import subprocess
+    psql(pg_module, "cuinval", "DROP INDEX transactions_hash_idx;")
+    # fails on the duplicate positions, leaving the index behind, invalid
+    with pytest.raises(subprocess.CalledProcessError):
+        psql(pg_module, "cuinval", "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
+                                   "ON transactions (tx_pos);")
+    assert psql(pg_module, "cuinval", "SELECT indisvalid FROM pg_index "
+                "WHERE indexrelid = 'transactions_hash_idx'::regclass;") == [("f",)]
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+    try:
+        d.wait_for_log(r"index: building secondary indexes \(3 of 4 present; 0 blocks behind\)",
+                       timeout=120)
+        d.wait_for_log(r"index: transactions_hash_idx rebuilt", timeout=120)
+        d.wait_for_log(r"index: secondary indexes ready", timeout=120)
+        wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert indexes(pg_module, "cuinval") == secondary(pg_module, "cuinval")
+    assert psql(pg_module, "cuinval", "SELECT indisvalid, indisunique FROM pg_index "
+                "WHERE indexrelid = 'transactions_hash_idx'::regclass;") == [("t", "f")]
+    assert dump(pg_module, "cuinval") == live_reference

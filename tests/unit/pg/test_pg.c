@@ -384,18 +384,185 @@ START_TEST(unit_range_mismatch_refused)
 }
 END_TEST
 
+/* How many of sql/013's secondary indexes are present, valid and as defined
+ * (the catalog, not a list spelled here). */
+static const char *const n_valid =
+    "SELECT count(*) FROM cd_secondary_indexes_state() WHERE state = 'valid'";
+
 START_TEST(secondary_indexes_toggle)
 {
     cd_pg *pg = open_migrated();
-    const char *n = "SELECT count(*) FROM pg_indexes WHERE indexname IN ('transactions_hash_idx',"
-                    " 'inputs_outpoint_idx', 'pushdata_hash_idx')";
-    ck_assert_int_eq(scalar(pg, n), 3);
+    long total = scalar(pg, "SELECT count(*) FROM secondary_indexes");
+    ck_assert_int_eq(total, 4);
+    /* the catalog describes what sql/001 and 007 created: all valid */
+    ck_assert_int_eq(scalar(pg, n_valid), total);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    ck_assert_int_eq(scalar(pg, n), 0);
+    ck_assert_int_eq(scalar(pg, n_valid), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_indexes s "
+                                "ON s.name = i.indexname"),
+                     0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
-    ck_assert_int_eq(scalar(pg, n), 3);
+    ck_assert_int_eq(scalar(pg, n_valid), total);
+    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
+    size_t n = 0;
+    ck_assert_int_eq(cd_pg_secondary_list(pg, list, CD_PG_SECONDARY_MAX, &n), 0);
+    ck_assert_uint_eq(n, (size_t)total);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(cd_pg_secondary_valid(&list[i]));
+    /* too little room is an error, not a silently shorter list */
+    ck_assert_int_eq(cd_pg_secondary_list(pg, list, 2, &n), CD_PG_ERROR);
+    cd_pg_free(pg);
+}
+END_TEST
+
+/* An index left invalid (a CREATE INDEX CONCURRENTLY that failed: here a
+ * UNIQUE build over duplicate rows, as an interrupted one leaves it) or of
+ * another definition under the name is replaced, not kept (IF NOT EXISTS
+ * kept both for ever); a valid one is left alone. */
+START_TEST(secondary_index_invalid_rebuilt)
+{
+    cd_pg *pg = open_migrated();
+    ck_assert_int_eq(cd_pg_exec(pg, "INSERT INTO transactions VALUES (1, 0, 0, 10, '\\x01'), "
+                                    "(1, 10, 1, 10, '\\x01')"),
+                     0);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    /* fails (duplicate key), leaving the index behind with indisvalid false */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
+                                    "ON transactions (tx_hash)"),
+                     CD_PG_ERROR);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND "
+                                "indexrelid = 'transactions_hash_idx'::regclass"),
+                     1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'invalid'"),
+                     1);
+    /* another definition under a secondary index's name */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE INDEX pushdata_hash_idx ON pushdata (tx_pos)"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'other'"),
+                     1);
+    char res[16];
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "rebuilt");
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "present");
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index i JOIN pg_class c "
+                                "ON c.oid = i.indexrelid JOIN secondary_indexes s "
+                                "ON s.name = c.relname WHERE i.indisvalid AND NOT i.indisunique"),
+                     4);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "dropped");
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_str_eq(res, "absent");
+    /* a name that is not in the catalog is refused */
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "blocks_pkey", 0, res, sizeof(res)), CD_PG_ERROR);
+    cd_pg_free(pg);
+}
+END_TEST
+
+/* sql/013 makes transactions(tx_hash) and inputs(prev_hash) hash indexes: a
+ * database of sql/001's B-trees is converted (the migration rebuilds each
+ * index of another definition; here the same function on the same state),
+ * and the catalog's layout is what a new database has. */
+START_TEST(secondary_btree_converted_to_hash)
+{
+    cd_pg *pg = open_migrated();
+    const char *am = "SELECT count(*) FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+                     "WHERE a.amname = 'hash' AND c.relname IN ('transactions_hash_idx', "
+                     "'inputs_outpoint_idx')";
+    ck_assert_int_eq(scalar(pg, am), 2);
+    /* as sql/001 created them */
+    ck_assert_int_eq(cd_pg_exec(pg, "DROP INDEX transactions_hash_idx; DROP INDEX "
+                                    "inputs_outpoint_idx; CREATE INDEX transactions_hash_idx ON "
+                                    "transactions (tx_hash); CREATE INDEX inputs_outpoint_idx ON "
+                                    "inputs (prev_hash, prev_idx)"),
+                     0);
+    ck_assert_int_eq(scalar(pg, am), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
+                                "WHERE state = 'other'"),
+                     2);
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, am), 2);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    /* no temporary index left behind by the swap */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_class WHERE relname LIKE '%_cd_new'"), 0);
+    cd_pg_free(pg);
+}
+END_TEST
+
+/* The build plan's rule (cd_pg_build_plan_rule): sessions, memory and
+ * parallel workers from the machine, within what the server allows. */
+START_TEST(build_plan_rule)
+{
+    const long long gb = 1024LL * 1024 * 1024;
+    /* PostgreSQL's defaults: 64 MB, max_val 2147483647 kB, 8 + 8 workers */
+    cd_pg_build_limits lim = {65536, 2147483647LL, 1024, 8, 8};
+    cd_pg_build_plan p;
+    /* this VM: 2 cores, 24 GB, 4 indexes: two sessions of 3 GB, 1 worker each */
+    cd_pg_build_plan_rule(&lim, 2, 24 * gb, 4, &p);
+    ck_assert_int_eq(p.sessions, 2);
+    ck_assert_int_eq(p.mem_kb, 3 * 1024 * 1024);
+    ck_assert_int_eq(p.workers, 1);
+    /* one index left: one session with all the memory, 2 workers */
+    cd_pg_build_plan_rule(&lim, 2, 24 * gb, 1, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.mem_kb, 6 * 1024 * 1024);
+    ck_assert_int_eq(p.workers, 2);
+    /* 16 cores, 4 indexes: 4 workers each would be 16 of a pool of 8 */
+    cd_pg_build_plan_rule(&lim, 16, 64 * gb, 4, &p);
+    ck_assert_int_eq(p.sessions, 4);
+    ck_assert_int_eq(p.workers, 2);
+    /* never above the server's maximum, never below its current value */
+    cd_pg_build_limits small = {65536, 100000, 0, 8, 8};
+    cd_pg_build_plan_rule(&small, 2, 24 * gb, 4, &p);
+    ck_assert_int_eq(p.mem_kb, 100000);
+    ck_assert_int_eq(p.workers, 0); /* max_parallel_maintenance_workers' max 0 */
+    cd_pg_build_limits big = {1024 * 1024, 2147483647LL, 1024, 8, 8};
+    cd_pg_build_plan_rule(&big, 2, 1 * gb, 4, &p);
+    ck_assert_int_eq(p.mem_kb, 1024 * 1024);
+    /* no parallel worker pool (max_parallel_workers = 0); nonsense inputs */
+    cd_pg_build_limits nopool = {65536, 2147483647LL, 1024, 0, 8};
+    cd_pg_build_plan_rule(&nopool, 8, 24 * gb, 1, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.workers, 0);
+    cd_pg_build_plan_rule(&lim, 0, 0, 0, &p);
+    ck_assert_int_eq(p.sessions, 1);
+    ck_assert_int_eq(p.mem_kb, 65536);
+    ck_assert_int_eq(p.workers, 1);
+}
+END_TEST
+
+/* The parallel build (cd_pg_secondary_build) ends with every index valid,
+ * counts what it built, and a name already valid is "present". */
+START_TEST(secondary_build_parallel)
+{
+    cd_pg *pg = open_migrated();
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    /* outputs_script_hash_idx stays: it is "present" */
+    char res[16];
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "outputs_script_hash_idx", 1, res, sizeof(res)), 0);
+    cd_pg_build_limits lim;
+    ck_assert_int_eq(cd_pg_build_limits_read(pg, &lim), 0);
+    ck_assert_int_gt(lim.mem_kb, 0);
+    ck_assert_int_gt(lim.mem_max_kb, lim.mem_kb);
+    cd_pg_build_plan plan;
+    cd_pg_build_plan_rule(&lim, 2, 1LL << 30, 4, &plan);
+    const char *names[] = {"pushdata_hash_idx", "outputs_script_hash_idx", "inputs_outpoint_idx",
+                           "transactions_hash_idx"};
+    cd_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = conninfo;
+    cd_pg_build_stats st;
+    ck_assert_int_eq(cd_pg_secondary_build(&cfg, &plan, names, 4, &st), 0);
+    ck_assert_int_eq(st.built, 3);
+    ck_assert_int_eq(scalar(pg, n_valid), 4);
+    /* a name the catalog does not have fails the build, after the others */
+    const char *bad[] = {"transactions_hash_idx", "no_such_idx"};
+    ck_assert_int_eq(cd_pg_secondary_build(&cfg, &plan, bad, 2, &st), CD_PG_ERROR);
     cd_pg_free(pg);
 }
 END_TEST
@@ -757,6 +924,10 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, complete_checks_merkle_root);
     tcase_add_test(tc, unit_range_mismatch_refused);
     tcase_add_test(tc, secondary_indexes_toggle);
+    tcase_add_test(tc, secondary_index_invalid_rebuilt);
+    tcase_add_test(tc, secondary_btree_converted_to_hash);
+    tcase_add_test(tc, build_plan_rule);
+    tcase_add_test(tc, secondary_build_parallel);
     tcase_add_test(tc, streamed_unit_equals_buffered);
     tcase_add_test(tc, stream_connection_lost_mid_unit);
     tcase_add_test(tc, block_gaps_from_markers);
