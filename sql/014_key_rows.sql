@@ -87,7 +87,8 @@ CREATE TRIGGER blocks_best_chain_key_rows AFTER UPDATE OF on_best_chain ON block
 -- The trailing step: derives the rows of the next best-chain blocks above
 -- the mark (at most max_blocks, up to the indexed tip) in one transaction
 -- (the caller's statement). Returns the number of blocks the mark moved (0:
--- at the tip). Raises SQLSTATE 40001 when a reorg moved the blocks it read
+-- at the tip, or the index on transactions (tx_hash) is missing). Raises
+-- SQLSTATE 40001 when a reorg moved the blocks it read
 -- (nothing is kept; call again).
 CREATE FUNCTION cd_key_rows_advance(max_blocks integer) RETURNS integer
     LANGUAGE plpgsql AS $$
@@ -102,6 +103,16 @@ BEGIN
     SELECT height INTO m FROM key_rows_mark;
     SELECT height INTO tip FROM index_tip;
     IF tip IS NULL OR tip <= m THEN
+        RETURN 0;
+    END IF;
+    -- catch-up mode (src/index/cd_catchup.c) drops the index on
+    -- transactions (tx_hash) while far behind: resolving inputs without it
+    -- would scan the table once per input; wait until it is back (any
+    -- valid index whose first column is tx_hash)
+    IF NOT EXISTS (SELECT 1 FROM pg_index x
+                   JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+                   WHERE x.indrelid = 'transactions'::regclass AND x.indisvalid
+                     AND a.attname = 'tx_hash') THEN
         RETURN 0;
     END IF;
     SELECT array_agg(block_id ORDER BY height), max(height), count(*)

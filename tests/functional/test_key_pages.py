@@ -298,3 +298,42 @@ def test_kill_9_in_a_batch_loses_and_doubles_nothing(pg, build_dir, rt):
         pass
     assert mark(pg, "kpk") == 116
     compare(pg, "kpk")
+
+
+def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path):
+    """The daemon's key-rows process (src/index/cd_keyrows.c) is a row of the
+    process table, follows the indexed tip, and a kill -9 of it loses
+    nothing: it is respawned and the mark reaches the tip again."""
+    from daemon_util import Daemon
+    from test_index_daemon import wait_tip
+    from tests.simnode import SimNode
+
+    pg = pg_module
+    node = SimNode(chain_dir=os.path.join(rt, "blockchain_116_7c9cd2"))
+    node.start()
+    ci = create_db(pg, "kpd")
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
+                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
+                "--log-level", "debug"])
+    d.env.pop("PGAPPNAME", None)
+    d.start()
+    try:
+        wait_tip(pg, "kpd", d, 116, timeout=300)
+        m = d.wait_for_log(r"supervisor: started key-rows worker 0 \(pid (\d+)\)", timeout=60)
+        deadline = time.monotonic() + 120
+        while mark(pg, "kpd") < 116:
+            assert time.monotonic() < deadline, d.log_text()[-3000:]
+            time.sleep(0.2)
+        assert ("conduitd-key-rows",) in psql(pg, "kpd", "SELECT application_name FROM "
+                                                         "pg_stat_activity WHERE datname = 'kpd'")
+        compare(pg, "kpd")
+        # kill -9: the process table respawns it; the mark never goes back
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        d.wait_for_log(r"supervisor: started key-rows worker 0 \(pid (?!%s\))\d+\)" % m.group(1),
+                       timeout=60)
+        assert mark(pg, "kpd") == 116
+        compare(pg, "kpd")
+    finally:
+        d.stop()
+        node.stop()

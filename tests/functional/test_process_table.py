@@ -121,7 +121,8 @@ def test_helper_is_a_row_and_reaped(run):
     assert "ended without a result" not in log
     resident = set(started(d, "writer")[-1:] + started(d, "merkle")[-1:]
                    + started(d, "http")[-4:]  # the HTTP_PROCS servers
-                   + started(d, "webhook")[-1:])  # the webhook delivery (issue 16)
+                   + started(d, "webhook")[-1:]  # the webhook delivery (issue 16)
+                   + started(d, "key-rows")[-1:])  # the trailing step (issue 18)
     resident |= {int(p) for p in re.findall(r"started parser worker \d+ \(pid (\d+)\)", log)}
     kids = children(d.proc.pid)
     assert set(kids) == resident, (kids, resident)
