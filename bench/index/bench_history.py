@@ -111,8 +111,11 @@ def main():
                 print("  trailing step: %d blocks, %d txs in %.1f s = %.0f tx/s, PostgreSQL "
                       "%.1f CPU ms/1000 tx" % (nb, nt, el, nt / max(el, 1e-9), ms), flush=True)
                 psql(db, "ANALYZE;")
-                size = psql(db, "SELECT pg_total_relation_size('key_rows');")
-                print("  key_rows: %.0f B/tx (table + indexes)" % (int(size) / txs), flush=True)
+                for rel in ("key_outs", "key_hist"):
+                    size = psql(db, "SELECT pg_total_relation_size('%s'), (SELECT count(*) "
+                                    "FROM %s);" % (rel, rel)).split("|")
+                    print("  %s: %.0f B/tx (table + indexes), %.2f rows/tx" % (
+                        rel, int(size[0]) / txs, int(size[1]) / txs), flush=True)
             hist = [f for f in ("cd_history", "cd_history_scan") if has_fn(db, f)]
             utxo = [f for f in ("cd_utxos", "cd_utxos_scan") if has_fn(db, f)]
             keys = [psql(db, "SELECT encode(sha256('\\x76a914%s88ac'), 'hex');" % k)
