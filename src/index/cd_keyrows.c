@@ -201,7 +201,7 @@ static int kr_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
     const cd_config *cfg = cd_ctl_config(ctl);
-    if (!cfg->index)
+    if (!cfg->index || !cfg->key_rows)
         return 0;
     kr_mod *m = cd_xcalloc(1, sizeof(*m));
     m->sup = cd_ctl_sup(ctl);

@@ -5,7 +5,7 @@
  * costs in proportion to the page (issue 18; docs/QUERIES.md "Key pages").
  *
  * The module adds one resident row ("key-rows") to the process table when
- * the index is on; the child opens its own PostgreSQL session after the
+ * the index and key_rows are on; the child opens its own PostgreSQL session after the
  * fork and calls cd_key_rows_advance in batches (each one transaction:
  * rows, blocks done and mark commit together). It pauses while catch-up
  * mode has dropped the index on transactions (tx_hash). Nothing else
@@ -16,8 +16,8 @@
 
 #include "cd_ctl.h"
 
-/* The controller module (listed in main.c; does nothing when cfg->index is
- * off). */
+/* The controller module (listed in main.c; does nothing when cfg->index or
+ * cfg->key_rows is off). */
 extern const cd_ctl_module cd_keyrows_module;
 
 #endif /* CD_KEYROWS_H */
