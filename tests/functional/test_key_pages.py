@@ -144,6 +144,14 @@ def test_pages_equal_the_scan_at_every_mark_and_through_a_reorg(pg_module, build
     ci = create_db(pg, "kp116")
     run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
     assert mark(pg, "kp116") == -1
+    # 014's cd_txid_hex gives 001's text (every txid, other lengths, NULL)
+    n, same = psql(pg, "kp116", "SELECT count(*), count(*) FILTER (WHERE cd_txid_hex(x) IS NOT "
+                                "DISTINCT FROM encode(cd_rev(x), 'hex')) FROM (SELECT tx_hash "
+                                "FROM transactions UNION ALL SELECT block_hash FROM blocks "
+                                "UNION ALL VALUES (NULL::bytea), (''::bytea), ('\\x01'::bytea), "
+                                "('\\x0102030405'::bytea), (sha256('a') || '\\x00'::bytea)) v(x);"
+                   )[0]
+    assert int(n) > 200 and n == same
     # nothing derived: every row comes from the blocks above the mark
     keys, with_rows = compare(pg, "kp116")
     assert keys > 50 and with_rows > 50
