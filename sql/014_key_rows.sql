@@ -116,7 +116,10 @@ CREATE TRIGGER blocks_best_chain_key_rows AFTER UPDATE OF on_best_chain ON block
 -- SQLSTATE 40001 when a reorg moved the blocks it read
 -- (nothing is kept; call again).
 CREATE FUNCTION cd_key_rows_advance(max_blocks integer) RETURNS integer
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql
+    -- a batch groups ~10 rows per tx in memory; JIT compiles for longer
+    -- than the statements run (docs/PERFORMANCE.md "Key rows")
+    SET work_mem = '64MB' SET jit = off AS $$
 DECLARE
     m integer;
     tip integer;
@@ -172,12 +175,18 @@ BEGIN
               FROM pushdata p WHERE p.block_id = ANY (todo)
               UNION ALL
               -- the keys of the output each input spends (any indexed copy
-              -- of the spent tx: the same outputs, the same keys)
-              SELECT ko.kind, ko.key, i.block_id, i.tx_pos, 2
+              -- of the spent tx: the same outputs, the same keys); one
+              -- probe per input (OFFSET 0 keeps the subquery a nested loop:
+              -- joined, the planner hashes the whole transactions table,
+              -- a cost that grows with the index)
+              SELECT s.kind, s.key, i.block_id, i.tx_pos, 2
               FROM inputs i
-              JOIN transactions t ON t.tx_hash = i.prev_hash
-              JOIN key_outs ko ON ko.block_id = t.block_id AND ko.pos = t.tx_pos
-                              AND ko.vout = i.prev_idx
+              CROSS JOIN LATERAL (
+                  SELECT ko.kind, ko.key FROM transactions t
+                  JOIN key_outs ko ON ko.block_id = t.block_id AND ko.pos = t.tx_pos
+                                  AND ko.vout = i.prev_idx
+                  WHERE t.tx_hash = i.prev_hash
+                  OFFSET 0) s
               WHERE i.block_id = ANY (todo)) r
         JOIN blocks b ON b.block_id = r.block_id
         GROUP BY r.kind, r.key, b.height, r.pos, r.block_id;
