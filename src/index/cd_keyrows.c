@@ -116,8 +116,8 @@ static void kr_on_tick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n == 0 && k->streak > 100)
-        cd_log_info("key-rows: derived %" PRIu64 " blocks in %.1f s; at the indexed tip",
-                    k->streak, cd_now_s() - k->streak_t0);
+        cd_log_info("key-rows: derived %" PRIu64 " blocks in %.1f s; at the indexed tip", k->streak,
+                    cd_now_s() - k->streak_t0);
     if (n == 0)
         k->streak = 0;
     kr_arm(k, n < 0 ? CD_KEYROWS_RETRY_MS : CD_KEYROWS_POLL_MS);
@@ -210,8 +210,7 @@ static int kr_init(cd_ctl *ctl, void **state)
     /* the config outlives the child's row (the controller owns it) */
     m->slot = cd_sup_add(m->sup, &kr_kind, 0, NULL, (void *)cfg, &cbs);
     if (m->slot < 0) {
-        cd_log_error("key-rows: cannot add the trailing step's process: %s",
-                     cd_strerror(m->slot));
+        cd_log_error("key-rows: cannot add the trailing step's process: %s", cd_strerror(m->slot));
         free(m);
         return -1;
     }
