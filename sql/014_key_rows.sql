@@ -1,5 +1,6 @@
 -- 014_key_rows.sql - history and UTXO pages of a key that cost in
--- proportion to the page, not to the key's rows (issue 18).
+-- proportion to the page, not to the key's rows (issue 18). (A UTXO page
+-- still checks, one probe each, the spent outputs it reads past.)
 --
 -- Why: 007's cd_history reads every output of the key, looks up each one's
 -- spend (an input has no index by the key it spends) and sorts them all, so
