@@ -509,3 +509,27 @@ $$;
 -- cd_block_purge (005/007) removes the rows of a copy that failed its
 -- merkle check: such a block was never indexed, so never derived (the step
 -- reads best-chain blocks only, which are indexed). Nothing to add there.
+
+-- ---- comments (every table and column has one: tests/functional/test_ops_pg.py) ----
+
+COMMENT ON TABLE key_outs IS 'Derived (trailing step cd_key_rows_advance, sql/014): one row per output and key of the output, ordered by key for UTXO pages (cd_utxos). Rows of blocks off the best chain stay and are ignored.';
+COMMENT ON COLUMN key_outs.kind IS '''s'': key is the output''s script hash; ''p'': a pushdata key (flags OUTPUT or DATA) of the output';
+COMMENT ON COLUMN key_outs.key IS 'script hash (natural order) or pushdata key (sha256 of the pushed bytes)';
+COMMENT ON COLUMN key_outs.height IS 'height of the output''s block';
+COMMENT ON COLUMN key_outs.pos IS 'position of the output''s tx in its block';
+COMMENT ON COLUMN key_outs.vout IS 'output index';
+COMMENT ON COLUMN key_outs.block_id IS 'the output''s block (blocks.block_id): best-chain membership is read there';
+COMMENT ON COLUMN key_outs.value IS 'satoshis (outputs.value)';
+COMMENT ON COLUMN key_outs.script IS 'the locking script if at most 64 bytes, else NULL (outputs.script)';
+COMMENT ON TABLE key_hist IS 'Derived (trailing step cd_key_rows_advance, sql/014): one row per key and tx of its history, ordered by key for history pages (cd_history).';
+COMMENT ON COLUMN key_hist.kind IS '''s'' script hash, ''p'' pushdata key';
+COMMENT ON COLUMN key_hist.key IS 'script hash (natural order) or pushdata key';
+COMMENT ON COLUMN key_hist.height IS 'height of the tx''s block';
+COMMENT ON COLUMN key_hist.pos IS 'position of the tx in its block';
+COMMENT ON COLUMN key_hist.block_id IS 'the tx''s block (blocks.block_id): best-chain membership is read there';
+COMMENT ON COLUMN key_hist.dir IS 'bits: 1 the tx pays to the key, 2 spends an output of it, 4 pushes it (pushdata keys)';
+COMMENT ON TABLE key_rows_blocks IS 'Blocks whose rows are in key_outs and key_hist (sql/014): a block that leaves the best chain and comes back is not derived twice.';
+COMMENT ON COLUMN key_rows_blocks.block_id IS 'blocks.block_id';
+COMMENT ON TABLE key_rows_mark IS 'One row: every best-chain block up to height has its key_outs / key_hist rows (sql/014); lowered by a reorg in its transaction.';
+COMMENT ON COLUMN key_rows_mark.singleton IS 'always true: one row';
+COMMENT ON COLUMN key_rows_mark.height IS 'last height derived (-1: none)';
