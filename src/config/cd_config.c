@@ -70,6 +70,15 @@ const cd_option cd_config_options[] = {
      "live: always keep them"},
     {"catchup_threshold", CD_OPT_INT, "1000", 1, 0x7fffffffu, 0, OFF(catchup_threshold), NULL,
      "blocks behind the best header above which catchup_indexes=auto drops the indexes"},
+    /* off by default: the derived rows cost ~3 kB of disk per tx (2.5x the
+     * rest of the index) and 2.5-4x live indexing's PostgreSQL CPU, and the
+     * step derives 1-3k tx/s, far below an initial sync's rate: a trade for
+     * the deployments that page through big keys, not for every one */
+    {"key_rows", CD_OPT_BOOL, "off", 0, 0, 0, OFF(key_rows), NULL,
+     "run the key-rows process: derives per-key rows behind the indexed tip so that a history "
+     "page of a key costs in proportion to the page (about 3 kB of disk per tx and 2.5-4x "
+     "the PostgreSQL CPU of indexing: docs/PERFORMANCE.md \"Key rows\"); off: pages scan all "
+     "the key's rows, same results"},
     {"blocks_per_peer", CD_OPT_INT, "16", 1, 1024, CD_OPT_RELOADABLE, OFF(blocks_per_peer), NULL,
      "blocks requested from one peer at a time"},
     {"block_timeout", CD_OPT_INT, "120", 5, 86400, CD_OPT_RELOADABLE, OFF(block_timeout_s), NULL,

@@ -73,6 +73,7 @@ OTHER = {
     "parser_workers": ("3", "3"),
     "catchup_indexes": ("LIVE", "live"),
     "catchup_threshold": ("77", "77"),
+    "key_rows": ("yes", "on"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
     "block_min_rate": ("2048", "2048"),

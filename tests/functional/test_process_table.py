@@ -64,7 +64,8 @@ def run(pg_module, build_dir, shared_data, tmp_path_factory):
     d = Daemon(build_dir, str(tmp_path_factory.mktemp("pt") / "d"),
                ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
                 "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
-                "--http-listen", "127.0.0.1:0", "--log-level", "debug"])
+                "--http-listen", "127.0.0.1:0", "--log-level", "debug",
+                "--key-rows", "on"])  # off by default; its row is checked below
     d.env.pop("PGAPPNAME", None)  # an operator's own name would win
     d.start()
     try:
@@ -121,7 +122,8 @@ def test_helper_is_a_row_and_reaped(run):
     assert "ended without a result" not in log
     resident = set(started(d, "writer")[-1:] + started(d, "merkle")[-1:]
                    + started(d, "http")[-4:]  # the HTTP_PROCS servers
-                   + started(d, "webhook")[-1:])  # the webhook delivery (issue 16)
+                   + started(d, "webhook")[-1:]  # the webhook delivery (issue 16)
+                   + started(d, "key-rows")[-1:])  # the trailing step (issue 18)
     resident |= {int(p) for p in re.findall(r"started parser worker \d+ \(pid (\d+)\)", log)}
     kids = children(d.proc.pid)
     assert set(kids) == resident, (kids, resident)

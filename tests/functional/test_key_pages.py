@@ -1,0 +1,347 @@
+"""History and UTXO pages from the derived key rows (issue 18, sql/014_key_rows.sql).
+
+cd_history / cd_utxos read the rows the trailing step derived below its mark
+(key_hist, key_outs), the blocks above the mark, then the mempool. They must
+give exactly the rows of sql/007's definitions (kept as cd_history_scan /
+cd_utxos_scan) whatever the mark: checked for every script hash and every
+pushdata key of the real regtest chains (../shared/data), whole and page by
+page, with nothing derived, with the mark in the middle, at the tip, across
+the 116 -> 118 reorg (the wallet txs move to another block), the 116 -> 117
+reorg (two txs return to the mempool with their outputs), a reorg that
+commits while a batch of the trailing step waits to commit, and a kill -9 of
+the PostgreSQL backend in the middle of a batch.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from test_index import create_db, psql, run_index  # noqa: E402
+from test_utxo import reorg_to  # noqa: E402
+
+CHAINS = ("blockchain_115_3677f4", "blockchain_116_7c9cd2", "blockchain_117_28c2d3",
+          "blockchain_118_0ebc17")
+
+# Every key of the index (outputs, pushdata, mempool) and, per key, the
+# rows of the new and the 007 functions: whole (limit 10000) and walked in
+# pages of 2 rows with the cursors the HTTP API passes (src/query/cd_wallet.c).
+# Prints the keys whose rows differ.
+COMPARE = r"""
+CREATE TEMP TABLE k AS
+    SELECT DISTINCT 'script'::text AS kind, script_hash AS key FROM outputs
+    UNION SELECT 'script', script_hash FROM mempool_outputs
+    UNION SELECT 'push', push_hash FROM pushdata
+    UNION SELECT 'push', push_hash FROM mempool_pushdata;
+CREATE FUNCTION pg_temp.walk_hist(kind text, key bytea, step integer) RETURNS SETOF text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    ah integer;
+    ap bigint;
+    r record;
+    n integer;
+BEGIN
+    LOOP
+        n := 0;
+        FOR r IN SELECT * FROM cd_history(kind, key, step, ah, ap) LOOP
+            n := n + 1;
+            ah := r.height;
+            ap := r.pos;
+            RETURN NEXT r::text;
+        END LOOP;
+        EXIT WHEN n < step;
+    END LOOP;
+END
+$$;
+CREATE FUNCTION pg_temp.walk_utxos(kind text, key bytea, step integer) RETURNS SETOF text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    ah integer;
+    ap bigint;
+    av integer;
+    r record;
+    n integer;
+BEGIN
+    LOOP
+        n := 0;
+        FOR r IN SELECT * FROM cd_utxos(kind, key, step, ah, ap, av) LOOP
+            n := n + 1;
+            ah := r.height;
+            ap := r.pos;
+            av := r.vout;
+            RETURN NEXT r::text;
+        END LOOP;
+        EXIT WHEN n < step;
+    END LOOP;
+END
+$$;
+SELECT 'keys', count(*), count(*) FILTER (WHERE kind = 'push') FROM k;
+SELECT 'history', k.kind, encode(k.key, 'hex') FROM k
+WHERE ARRAY(SELECT x::text FROM cd_history(k.kind, k.key, 10000) x)
+      IS DISTINCT FROM ARRAY(SELECT x::text FROM cd_history_scan(k.kind, k.key, 10000) x)
+   OR ARRAY(SELECT pg_temp.walk_hist(k.kind, k.key, 2))
+      IS DISTINCT FROM ARRAY(SELECT x::text FROM cd_history_scan(k.kind, k.key, 10000) x);
+SELECT 'utxos', k.kind, encode(k.key, 'hex') FROM k
+WHERE ARRAY(SELECT x::text FROM cd_utxos(k.kind, k.key, 10000) x)
+      IS DISTINCT FROM ARRAY(SELECT x::text FROM cd_utxos_scan(k.kind, k.key, 10000) x)
+   OR ARRAY(SELECT pg_temp.walk_utxos(k.kind, k.key, 2))
+      IS DISTINCT FROM ARRAY(SELECT x::text FROM cd_utxos_scan(k.kind, k.key, 10000) x);
+SELECT 'rows', (SELECT count(*) FROM k WHERE EXISTS (
+    SELECT 1 FROM cd_history_scan(k.kind, k.key, 10000))),
+    (SELECT count(*) FROM k WHERE (SELECT count(*) FROM cd_history_scan(k.kind, k.key, 10000)) > 2);
+"""
+
+# no derived row twice (a block derived twice would double them)
+DOUBLES = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM key_outs GROUP BY kind, key, block_id, pos, vout
+                              HAVING count(*) > 1) x),
+       (SELECT count(*) FROM (SELECT 1 FROM key_hist GROUP BY kind, key, block_id, pos
+                              HAVING count(*) > 1) x);
+"""
+
+
+def compare(pg, db):
+    """Asserts the new reads equal 007's for every key; returns (keys, keys with rows)."""
+    rows = psql(pg, db, COMPARE)
+    bad = [r for r in rows if r[0] in ("history", "utxos")]
+    assert bad == [], bad[:10]
+    keys = [r for r in rows if r[0] == "keys"][0]
+    n = [r for r in rows if r[0] == "rows"][0]
+    # the comparison is not empty: push keys too, and keys with several pages
+    assert int(keys[2]) > 0 and int(n[2]) > 0, (keys, n)
+    assert psql(pg, db, DOUBLES) == [("0", "0")]
+    return int(keys[1]), int(n[1])
+
+
+def mark(pg, db):
+    return int(psql(pg, db, "SELECT height FROM key_rows_mark;")[0][0])
+
+
+def tip(pg, db):
+    return int(psql(pg, db, "SELECT height FROM index_tip;")[0][0])
+
+
+def advance(pg, db, blocks):
+    return int(psql(pg, db, "SELECT cd_key_rows_advance(%d);" % blocks)[0][0])
+
+
+@pytest.fixture(scope="module")
+def rt(shared_data):
+    d = os.path.join(shared_data, "regtest")
+    if not all(os.path.isdir(os.path.join(d, c)) for c in CHAINS):
+        pytest.skip("no regtest chains in %s" % d)
+    return d
+
+
+def test_pages_equal_the_scan_at_every_mark_and_through_a_reorg(pg_module, build_dir, rt):
+    pg = pg_module
+    ci = create_db(pg, "kp116")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    assert mark(pg, "kp116") == -1
+    # 014's cd_txid_hex gives 001's text (every txid, other lengths, NULL)
+    n, same = psql(pg, "kp116", "SELECT count(*), count(*) FILTER (WHERE cd_txid_hex(x) IS NOT "
+                                "DISTINCT FROM encode(cd_rev(x), 'hex')) FROM (SELECT tx_hash "
+                                "FROM transactions UNION ALL SELECT block_hash FROM blocks "
+                                "UNION ALL VALUES (NULL::bytea), (''::bytea), ('\\x01'::bytea), "
+                                "('\\x0102030405'::bytea), (sha256('a') || '\\x00'::bytea)) v(x);"
+                   )[0]
+    assert int(n) > 200 and n == same
+    # nothing derived: every row comes from the blocks above the mark
+    keys, with_rows = compare(pg, "kp116")
+    assert keys > 50 and with_rows > 50
+    # part of the chain derived, in small batches
+    while mark(pg, "kp116") < 60:
+        assert advance(pg, "kp116", 7) > 0
+    compare(pg, "kp116")
+    # all of it; then nothing more to do
+    while advance(pg, "kp116", 50) > 0:
+        pass
+    assert mark(pg, "kp116") == tip(pg, "kp116") == 116
+    assert advance(pg, "kp116", 50) == 0
+    compare(pg, "kp116")
+    n_blocks = int(psql(pg, "kp116", "SELECT count(*) FROM key_rows_blocks;")[0][0])
+    assert n_blocks == 117
+
+    # the competing branch: its blocks indexed, then the reorg (one
+    # transaction) lowers the mark below the fork
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
+    reorg_to(pg, "kp116", os.path.join(rt, "blockchain_118_0ebc17"))
+    assert mark(pg, "kp116") < 116
+    # the stale blocks' derived rows are still there, and ignored
+    compare(pg, "kp116")
+    while advance(pg, "kp116", 1) > 0:
+        compare(pg, "kp116")
+    assert mark(pg, "kp116") == 118
+    compare(pg, "kp116")
+
+
+def test_pages_with_mempool_rows_after_a_reorg(pg_module, build_dir, rt):
+    pg = pg_module
+    ci = create_db(pg, "kp117")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    while advance(pg, "kp117", 40) > 0:
+        pass
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_117_28c2d3")])
+    reorg_to(pg, "kp117", os.path.join(rt, "blockchain_117_28c2d3"))
+    assert int(psql(pg, "kp117", "SELECT count(*) FROM mempool_tx;")[0][0]) >= 2
+    # mempool rows last, both ways of finding their spends (key side for
+    # keys with few outputs, mempool side for the others)
+    compare(pg, "kp117")
+    while advance(pg, "kp117", 40) > 0:
+        pass
+    compare(pg, "kp117")
+
+
+class Session:
+    """One psql session kept open (statements one at a time)."""
+
+    def __init__(self, pg, db):
+        self.p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-h", pg.sockdir, "-p",
+                                   str(pg.port), "-U", "postgres", "-d", db],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def send(self, sql):
+        self.p.stdin.write(sql + "\n\\echo @@END@@\n")
+        self.p.stdin.flush()
+
+    def wait(self):
+        out = []
+        while True:
+            line = self.p.stdout.readline()
+            if not line or line.strip() == "@@END@@":
+                return out
+            out.append(line.rstrip("\n"))
+
+    def run(self, sql):
+        self.send(sql)
+        return self.wait()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def backend_waiting(pg, db):
+    """pid of the backend running cd_key_rows_advance once it waits for the tip lock."""
+    for _ in range(600):
+        r = psql(pg, db, "SELECT pid FROM pg_stat_activity WHERE query LIKE "
+                         "'SELECT cd_key_rows_advance%' AND wait_event_type = 'Lock';")
+        if r:
+            return int(r[0][0])
+        time.sleep(0.05)
+    raise AssertionError("the trailing step never reached the tip lock")
+
+
+def test_reorg_during_a_batch_voids_it(pg, build_dir, rt):
+    ci = create_db(pg, "kpr")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
+    assert tip(pg, "kpr") == 116
+    holder = Session(pg, "kpr")
+    step = Session(pg, "kpr")
+    try:
+        # the batch derives every block of 116, then waits for the tip lock
+        holder.run("SELECT pg_advisory_lock(4242424202);")
+        step.send("SELECT cd_key_rows_advance(1000);")
+        backend_waiting(pg, "kpr")
+        # meanwhile the reorg to 118 commits (the holder's session lock is
+        # reentrant for cd_reorg_step's transaction lock)
+        tgt = open(os.path.join(rt, "blockchain_118_0ebc17", "headers.txt")).read().split()[-1]
+        out = holder.run("INSERT INTO chain_target (singleton, block_hash, height) "
+                         "SELECT true, block_hash, height FROM blocks "
+                         "WHERE block_hash = cd_txid('%s'); SELECT cd_reorg_step();" % tgt)
+        assert any(x.startswith("reorg") for x in out), out
+        holder.run("SELECT pg_advisory_unlock(4242424202);")
+        out = step.wait()
+        assert any("the best chain moved" in x for x in out), out
+    finally:
+        holder.close()
+        step.close()
+    # nothing of the void batch is kept
+    assert mark(pg, "kpr") == -1
+    assert psql(pg, "kpr", "SELECT count(*) FROM key_rows_blocks;") == [("0",)]
+    while advance(pg, "kpr", 30) > 0:
+        pass
+    assert mark(pg, "kpr") == 118
+    compare(pg, "kpr")
+
+
+def test_kill_9_in_a_batch_loses_and_doubles_nothing(pg, build_dir, rt):
+    ci = create_db(pg, "kpk")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    while mark(pg, "kpk") < 50:
+        advance(pg, "kpk", 10)
+    m0 = mark(pg, "kpk")
+    before = psql(pg, "kpk", "SELECT count(*) FROM key_outs; SELECT count(*) FROM key_hist;")
+    holder = Session(pg, "kpk")
+    step = Session(pg, "kpk")
+    try:
+        holder.run("SELECT pg_advisory_lock(4242424202);")
+        step.send("SELECT cd_key_rows_advance(1000);")
+        pid = backend_waiting(pg, "kpk")
+        # the batch's rows are written, not committed: the backend dies
+        # (PostgreSQL restarts every backend and replays its WAL)
+        os.kill(pid, signal.SIGKILL)
+        step.wait()
+    finally:
+        holder.close()
+        step.close()
+    for _ in range(600):
+        try:
+            if psql(pg, "kpk", "SELECT 1;") == [("1",)]:
+                break
+        except subprocess.CalledProcessError:
+            time.sleep(0.1)
+    assert mark(pg, "kpk") == m0
+    assert psql(pg, "kpk", "SELECT count(*) FROM key_outs; SELECT count(*) FROM key_hist;") \
+        == before
+    while advance(pg, "kpk", 1000) > 0:
+        pass
+    assert mark(pg, "kpk") == 116
+    compare(pg, "kpk")
+
+
+def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path):
+    """The daemon's key-rows process (src/index/cd_keyrows.c) is a row of the
+    process table, follows the indexed tip, and a kill -9 of it loses
+    nothing: it is respawned and the mark reaches the tip again."""
+    from daemon_util import Daemon
+    from test_index_daemon import wait_tip
+    from tests.simnode import SimNode
+
+    pg = pg_module
+    node = SimNode(chain_dir=os.path.join(rt, "blockchain_116_7c9cd2"))
+    node.start()
+    ci = create_db(pg, "kpd")
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
+                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
+                "--log-level", "debug", "--key-rows", "on"])
+    d.env.pop("PGAPPNAME", None)
+    d.start()
+    try:
+        wait_tip(pg, "kpd", d, 116, timeout=300)
+        m = d.wait_for_log(r"supervisor: started key-rows worker 0 \(pid (\d+)\)", timeout=60)
+        deadline = time.monotonic() + 120
+        while mark(pg, "kpd") < 116:
+            assert time.monotonic() < deadline, d.log_text()[-3000:]
+            time.sleep(0.2)
+        assert ("conduitd-key-rows",) in psql(pg, "kpd", "SELECT application_name FROM "
+                                                         "pg_stat_activity WHERE datname = 'kpd'")
+        compare(pg, "kpd")
+        # kill -9: the process table respawns it; the mark never goes back
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        d.wait_for_log(r"supervisor: started key-rows worker 0 \(pid (?!%s\))\d+\)" % m.group(1),
+                       timeout=60)
+        assert mark(pg, "kpd") == 116
+        compare(pg, "kpd")
+    finally:
+        d.stop()
+        node.stop()
