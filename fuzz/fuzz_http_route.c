@@ -152,7 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *qs = u ? evhttp_uri_get_query(u) : NULL;
     char buf[PATH_MAX_], *seg[MAX_SEG];
     int nseg = 0;
-    if (path && cd_http_split_path(path, buf, sizeof(buf), seg, MAX_SEG, &nseg) == 0) {
+    if (path && cd_http_split_path(path, "/v1/", buf, sizeof(buf), seg, MAX_SEG, &nseg) == 0) {
         CHECK(nseg >= 1 && nseg <= MAX_SEG);
         char joined[PATH_MAX_];
         size_t off = 0;

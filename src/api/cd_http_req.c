@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
-int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, int maxseg, int *nseg)
+int cd_http_split_path(const char *path, const char *prefix, char *buf, size_t bufsz, char **seg,
+                       int maxseg, int *nseg)
 {
-    if (strlen(path) >= bufsz || strncmp(path, "/v1/", 4) != 0)
+    size_t pl = strlen(prefix);
+    if (strlen(path) >= bufsz || strncmp(path, prefix, pl) != 0)
         return -1;
-    snprintf(buf, bufsz, "%s", path + 4);
+    snprintf(buf, bufsz, "%s", path + pl);
     *nseg = 0;
     char *p = buf;
     for (;;) {

@@ -16,15 +16,17 @@
 #include "cd_err.h" /* CD_WARN_UNUSED */
 
 /*
- * Splits "/v1/a/b" into the segments after "v1".
- * In:  path; buf, bufsz: where the segments are kept (NUL-separated);
+ * Splits a path into the segments after a prefix: "/v1/a/b" under "/v1/"
+ * gives {"a", "b"}; under "/" any absolute path splits whole.
+ * In:  path; prefix: what the path must start with (ends in '/');
+ *      buf, bufsz: where the segments are kept (NUL-separated);
  *      maxseg: room in seg.
  * Out: seg[0..*nseg) point into buf.
- * Returns: 0, or -1 if the path is not under /v1/, does not fit buf, or
- *          has an empty segment or more than maxseg segments.
+ * Returns: 0, or -1 if the path does not start with prefix, does not fit
+ *          buf, or has an empty segment or more than maxseg segments.
  */
-int cd_http_split_path(const char *path, char *buf, size_t bufsz, char **seg, int maxseg,
-                       int *nseg) CD_WARN_UNUSED;
+int cd_http_split_path(const char *path, const char *prefix, char *buf, size_t bufsz, char **seg,
+                       int maxseg, int *nseg) CD_WARN_UNUSED;
 
 /*
  * Matches a route pattern: literal segments, "*" standing for any one

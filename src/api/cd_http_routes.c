@@ -664,7 +664,7 @@ const char *const *cd_http_route_pattern(size_t i)
  * is not under /v1 or has empty/too many segments. */
 static int split_path(const char *path, http_args *a)
 {
-    return cd_http_split_path(path, a->pathbuf, sizeof(a->pathbuf), a->seg,
+    return cd_http_split_path(path, "/v1/", a->pathbuf, sizeof(a->pathbuf), a->seg,
                               (int)CD_ARRAY_LEN(a->seg), &a->nseg);
 }
 

@@ -58,22 +58,8 @@ static const char *qarg(sdk_req *r, const char *key)
 /* "/a/b/c" -> segments; -1 when too long, empty segments or too many. */
 static int split(const char *path, sdk_req *r)
 {
-    if (strlen(path) >= sizeof(r->pathbuf) || path[0] != '/')
-        return -1;
-    snprintf(r->pathbuf, sizeof(r->pathbuf), "%s", path + 1);
-    r->nseg = 0;
-    char *p = r->pathbuf;
-    for (;;) {
-        char *slash = strchr(p, '/');
-        if (slash)
-            *slash = '\0';
-        if (*p == '\0' || r->nseg == SDK_MAX_SEG)
-            return -1;
-        r->seg[r->nseg++] = p;
-        if (!slash)
-            return 0;
-        p = slash + 1;
-    }
+    return cd_http_split_path(path, "/", r->pathbuf, sizeof(r->pathbuf), r->seg, SDK_MAX_SEG,
+                              &r->nseg);
 }
 
 /* Bytes as one hex line (text/plain), or as they are (octet-stream). */

@@ -9,6 +9,7 @@
 #include "cd_http_req.h"
 
 #include <jansson.h>
+#include <string.h>
 
 extern const char cd_http_openapi_json[];
 extern const size_t cd_http_openapi_len;
@@ -145,6 +146,32 @@ START_TEST(test_path_match_edge_cases)
 }
 END_TEST
 
+/* the one path splitter, under /v1/ (the routes) and under / (the SDK's) */
+START_TEST(test_split_path_prefixes)
+{
+    char buf[64], *seg[3];
+    int n = -1;
+    ck_assert_int_eq(cd_http_split_path("/v1/tx/ab", "/v1/", buf, sizeof(buf), seg, 3, &n), 0);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(seg[0], "tx");
+    ck_assert_str_eq(seg[1], "ab");
+    ck_assert_int_eq(cd_http_split_path("/v1/tx/ab", "/", buf, sizeof(buf), seg, 3, &n), 0);
+    ck_assert_int_eq(n, 3);
+    ck_assert_str_eq(seg[0], "v1");
+    ck_assert_int_eq(cd_http_split_path("/v2/tx", "/v1/", buf, sizeof(buf), seg, 3, &n), -1);
+    ck_assert_int_eq(cd_http_split_path("tx/ab", "/", buf, sizeof(buf), seg, 3, &n), -1);
+    ck_assert_int_eq(cd_http_split_path("/a//b", "/", buf, sizeof(buf), seg, 3, &n), -1);
+    ck_assert_int_eq(cd_http_split_path("/a/b/", "/", buf, sizeof(buf), seg, 3, &n), -1);
+    ck_assert_int_eq(cd_http_split_path("/", "/", buf, sizeof(buf), seg, 3, &n), -1);
+    ck_assert_int_eq(cd_http_split_path("/a/b/c/d", "/", buf, sizeof(buf), seg, 3, &n), -1);
+    char longp[80];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[0] = '/';
+    longp[sizeof(longp) - 1] = '\0';
+    ck_assert_int_eq(cd_http_split_path(longp, "/", buf, sizeof(buf), seg, 3, &n), -1);
+}
+END_TEST
+
 START_TEST(test_path_match_openapi_templates)
 {
     const int O = CD_HTTP_MATCH_OPENAPI;
@@ -177,6 +204,7 @@ static Suite *suite_api(void)
     tcase_add_test(tm, test_path_match_exact_and_star);
     tcase_add_test(tm, test_path_match_edge_cases);
     tcase_add_test(tm, test_path_match_openapi_templates);
+    tcase_add_test(tm, test_split_path_prefixes);
     suite_add_tcase(s, tm);
     return s;
 }
