@@ -26,6 +26,7 @@
  * bytes fail, redirects are not followed (a 3xx is a failure).
  */
 #include "cd_http_hooks_int.h"
+#include "cd_resident.h"
 #include "cd_supervisor.h"
 
 #include "cd_build.h" /* CD_VERSION */
@@ -870,40 +871,6 @@ static const cd_sup_kind hook_kind = {.name = "webhook",
                                       .needs_ring = 0,
                                       .needs_pg = 1};
 
-typedef struct hook_mod {
-    cd_supervisor *sup;
-    int slot;
-    int chan; /* the controller's end of the child's channel: held open,
-               * since the child takes its EOF for the controller's death */
-} hook_mod;
-
-static void sup_up(void *arg, int slot, int fd)
-{
-    hook_mod *m = arg;
-    (void)slot;
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = fd;
-}
-
-static void sup_down(void *arg, int slot, int code)
-{
-    hook_mod *m = arg;
-    (void)slot;
-    (void)code; /* logged by the supervisor */
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = -1;
-}
-
-static void sup_fatal(void *arg, int slot)
-{
-    (void)arg;
-    (void)slot;
-    cd_log_error("webhook: the delivery process cannot run; webhooks are not delivered until "
-                 "conduitd restarts (events are kept)");
-}
-
 static int hook_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
@@ -915,32 +882,23 @@ static int hook_init(cd_ctl *ctl, void **state)
      * ConduitDB's reference server (conduitdb_reference_url) */
     if (!cfg->index || (!cfg->webhooks && !cfg->conduitdb_reference_url))
         return 0;
-    hook_mod *m = cd_xcalloc(1, sizeof(*m));
-    m->sup = cd_ctl_sup(ctl);
-    m->chan = -1;
-    cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
-    /* the config outlives the child's row (the controller owns it) */
-    m->slot = cd_sup_add(m->sup, &hook_kind, 0, NULL, (void *)cfg, &cbs);
-    if (m->slot < 0) {
-        cd_log_error("webhook: cannot add the delivery process: %s", cd_strerror(m->slot));
-        free(m);
+    /* a resident child whose channel the controller only holds open; the
+     * config outlives the child's row (the controller owns it) */
+    static const char fatal[] = "webhook: the delivery process cannot run; webhooks are not "
+                                "delivered until conduitd restarts (events are kept)";
+    cd_resident *r;
+    int rc = cd_resident_one(cd_ctl_sup(ctl), &hook_kind, (void *)cfg, fatal, &r);
+    if (rc < 0) {
+        cd_log_error("webhook: cannot add the delivery process: %s", cd_strerror(rc));
         return -1;
     }
-    *state = m;
-    /* a failed fork is retried by the supervisor with back-off (logged) */
-    CD_IGNORE(cd_sup_launch(m->sup, m->slot));
+    *state = r;
     return 0;
 }
 
 static void hook_fini(void *state)
 {
-    hook_mod *m = state;
-    if (!m)
-        return;
-    cd_sup_stop(m->sup, m, 5000);
-    if (m->chan >= 0)
-        close(m->chan);
-    free(m);
+    cd_resident_free(state, 5000);
 }
 
 const cd_ctl_module cd_hook_module = {
