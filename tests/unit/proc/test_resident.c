@@ -8,6 +8,7 @@
  * its members only.
  */
 #include "cd_test.h"
+#include "proc_test.h"
 
 #include "cd_log.h"
 #include "cd_resident.h"
@@ -81,17 +82,8 @@ static void main_exit2(void *arg, int slot, int fd)
     _exit(CD_EXIT_CONFIG);
 }
 
-static void main_sleep(void *arg, int slot, int fd)
-{
-    (void)arg;
-    (void)slot;
-    (void)fd;
-    for (;;)
-        pause();
-}
-
 static const cd_sup_kind k_sleep = {
-    .name = "sleeper", .main = main_sleep, .restart = CD_SUP_RESPAWN};
+    .name = "sleeper", .main = proc_test_main_sleep, .restart = CD_SUP_RESPAWN};
 static const cd_sup_kind k_res = {
     .name = "resident", .main = main_until_eof, .restart = CD_SUP_RESPAWN};
 static const cd_sup_kind k_bad = {.name = "bad", .main = main_exit2, .restart = CD_SUP_RESPAWN};
