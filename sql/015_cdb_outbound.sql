@@ -14,6 +14,13 @@
 -- once, in order) and a receiver that is down loses nothing the log keeps
 -- (events_keep hours). One row: the stream of ConduitDB's matches is one,
 -- whatever URL it goes to (a changed URL takes over the backlog).
+--
+-- scan_id .. lost are the same 11 delivery-state columns as webhooks'
+-- (sql/012), with the same meaning: one delivery process keeps both, with
+-- one struct in memory (cd_hook_state, src/api/cd_http_hooks_int.h) and
+-- one statement each for a failed attempt and a delivery
+-- (CD_HOOK_SQL_FAILED, CD_HOOK_SQL_DELIVERED). Kept as a table of its own
+-- (review D4: the schema is not changed for it).
 
 CREATE TABLE cdb_outbound (
     one           boolean     PRIMARY KEY DEFAULT true CHECK (one),

@@ -1,6 +1,7 @@
 """What the HTTP benchmarks (bench_http.py, bench_cdb.py, bench_cdb_notify.py,
-bench_events.py, bench_hooks.py) share: a conduitd serving a generated regtest
-chain over HTTP, and reading a process's CPU time and memory from /proc.
+bench_events.py, bench_hooks.py, bench_cdb_outbound.py) share: a conduitd
+serving a generated regtest chain over HTTP, reading a process's CPU time and
+memory from /proc, and a local receiver of conduitd's POSTs (Receiver).
 
 BenchChain starts a throw-away PostgreSQL (database `bench`), the simulated
 node (a separate process) generating `blocks` x `txs_per_block`, and conduitd
@@ -11,11 +12,13 @@ API runs in several server processes sharing the listening socket
 log): a figure of server CPU or memory is summed over all of them
 (http_pids()), since any one may take a connection.
 """
+import http.server
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,6 +60,47 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+class Receiver:
+    """A receiver of conduitd's POSTs (webhooks, ConduitDB's reference server) on
+    127.0.0.1: http.server, threaded, keep-alive (as a production receiver, or aiohttp for the
+    reference server, would), answers 200 at once with an empty body. Counts the POSTs in
+    `posts`; count(body) -> int, when given, is added up in `items` (e.g. matches per body).
+    Both are updated under `lock`, after the answer. Stop it with shutdown()."""
+
+    def __init__(self, count=None):
+        self.posts = 0
+        self.items = 0
+        self.lock = threading.Lock()
+        rcv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                n = count(body) if count else 0
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                with rcv.lock:
+                    rcv.posts += 1
+                    rcv.items += n
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def url(self, path=""):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def shutdown(self):
+        self.srv.shutdown()
 
 
 class BenchChain:

@@ -15,41 +15,12 @@ usage: /usr/bin/python3 bench/http/bench_hooks.py [--build build] [--events 2000
            [--hooks 1,10]
 """
 import argparse
-import http.server
 import json
 import os
-import threading
 import time
 import urllib.request
 
-from bench_common import ROOT, BenchChain, cpu_s
-
-
-class Count:
-    def __init__(self):
-        self.n = 0
-        self.lock = threading.Lock()
-
-
-def receiver(count):
-    class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as a production receiver would
-
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            with count.lock:
-                count.n += 1
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+from bench_common import ROOT, BenchChain, Receiver, cpu_s
 
 
 def main():
@@ -58,19 +29,17 @@ def main():
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--hooks", default="1,10")
     a = ap.parse_args()
-    count = Count()
-    srv = receiver(count)
-    url = "http://127.0.0.1:%d/hook" % srv.server_address[1]
+    rcv = Receiver()
     try:
         with BenchChain(a, "bench_hooks.", blocks=5, daemon_args=(
                 "--parser-workers", "1", "--ring-size", "16M", "--unit-size", "64K",
                 "--api-keys", "bench")) as ch:
-            run(a, ch, count, url)
+            run(a, ch, rcv, rcv.url("/hook"))
     finally:
-        srv.shutdown()
+        rcv.shutdown()
 
 
-def run(a, ch, count, url):
+def run(a, ch, rcv, url):
     """Registers the hooks, emits the events and times their deliveries."""
     port = ch.port
     pid = int(ch.d.wait_for_log(r"webhook: delivery process running \(pid (\d+)\)",
@@ -86,15 +55,15 @@ def run(a, ch, count, url):
             with urllib.request.urlopen(rq, timeout=30) as res:
                 hooks.append(json.loads(res.read())["id"])
         time.sleep(6)  # the delivery process has reloaded (and the chain's tips are out)
-        base = count.n
+        base = rcv.posts
         want = a.events * r
         c0, t0 = cpu_s(pid), time.monotonic()
         ch.q("SELECT count(cd_emit('tip', json_build_object('height', g, 'hash', 'bench')))"
              " FROM generate_series(1, %d) g" % a.events)
         deadline = t0 + 600
-        while count.n - base < want:
+        while rcv.posts - base < want:
             assert time.monotonic() < deadline and ch.d.proc.poll() is None, \
-                (count.n - base, ch.d.log_text()[-3000:])
+                (rcv.posts - base, ch.d.log_text()[-3000:])
             time.sleep(0.01)
         t, c = time.monotonic() - t0, cpu_s(pid) - c0
         print(f"{r:3d} registration(s) x {a.events} events: {want} deliveries in {t:.2f} s = "

@@ -10,6 +10,7 @@
  */
 #include "cd_http.h"
 #include "cd_http_int.h"
+#include "cd_resident.h"
 #include "cd_supervisor.h"
 
 #include "cd_hostport.h"
@@ -137,20 +138,19 @@ int cd_http_metrics_listen_open(const char *spec, char *err, size_t errlen)
 
 typedef struct http_mod {
     const cd_config *cfg;
-    cd_supervisor *sup; /* the process table (cd_ctl_sup: borrowed) */
-    int listen_fd;           /* http_listen's socket, -1: the API is off */
-    int metrics_fd;          /* metrics_listen's socket, -1: off */
-    int chan_fd[HTTP_SLOTS]; /* the controller's end of each child's channel, -1 */
-    int slot[HTTP_SLOTS];    /* supervisor slot of server i (METRICS_PROC: the
-                                metrics server), -1: none */
-    http_busy *busy;         /* shared with the children (MAP_SHARED, before fork) */
+    int listen_fd;          /* http_listen's socket, -1: the API is off */
+    int metrics_fd;         /* metrics_listen's socket, -1: off */
+    cd_resident *res;       /* the servers' rows and channels (cd_resident.h) */
+    int member[HTTP_SLOTS]; /* res's member number of server i (METRICS_PROC:
+                               the metrics server), -1: none */
+    http_busy *busy;        /* shared with the children (MAP_SHARED, before fork) */
 } http_mod;
 
-/* Server i of a supervisor slot, or -1. */
-static int proc_of(const http_mod *m, int slot)
+/* Server i of a member of m->res, or -1. */
+static int proc_of(const http_mod *m, int member)
 {
-    for (int i = 0; i < HTTP_SLOTS; i++)
-        if (m->slot[i] == slot)
+    for (int i = 0; member >= 0 && i < HTTP_SLOTS; i++)
+        if (m->member[i] == member)
             return i;
     return -1;
 }
@@ -222,7 +222,7 @@ static void http_child_main(void *arg, int slot, int fd)
         cd_log_error("http: no listening socket from the controller");
         exit(CD_EXIT_FAILURE);
     }
-    int i = proc_of(m, slot);
+    int i = proc_of(m, cd_resident_member(m->res, slot));
     if (i < 0) { /* cannot happen: every slot was added by init() */
         cd_log_error("http: supervisor slot %d is not a server's", slot);
         exit(CD_EXIT_FAILURE);
@@ -232,46 +232,32 @@ static void http_child_main(void *arg, int slot, int fd)
     exit(cd_http_server_run(m->cfg, lfd, fd, i, m->busy));
 }
 
-static void sup_up(void *arg, int slot, int fd)
+/* The servers are resident children whose channel the controller holds
+ * (cd_resident.h); what the HTTP module adds: the listening socket goes
+ * over the channel at each start, a dead server's busy mark is cleared. */
+static void srv_up(void *arg, int member, int fd)
 {
     http_mod *m = arg;
-    int i = proc_of(m, slot);
-    if (i < 0) {
-        close(fd);
+    int i = proc_of(m, member);
+    if (i < 0)
         return;
-    }
-    if (m->chan_fd[i] >= 0)
-        close(m->chan_fd[i]);
-    m->chan_fd[i] = fd;
     if (send_listener(fd, i == METRICS_PROC ? m->metrics_fd : m->listen_fd) != 0) {
         cd_log_error("http: cannot pass the listening socket to the server: %s", strerror(errno));
-        cd_sup_kill(m->sup, slot); /* restarted with back-off */
+        cd_resident_kill(m->res, member); /* restarted with back-off */
     }
 }
 
-static void sup_down(void *arg, int slot, int code)
+static void srv_down(void *arg, int member, int code)
 {
     http_mod *m = arg;
     (void)code; /* logged by the supervisor */
-    int i = proc_of(m, slot);
-    if (i < 0)
-        return;
-    if (m->chan_fd[i] >= 0)
-        close(m->chan_fd[i]);
-    m->chan_fd[i] = -1;
-    if (i == METRICS_PROC)
+    int i = proc_of(m, member);
+    if (i < 0 || i == METRICS_PROC)
         return;
     /* a server killed mid-request leaves its slot marked busy: clear it so
      * its client's count is right (the restarted server also does) */
     __atomic_store_n(&m->busy[i].key, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&m->busy[i].streams, 0, __ATOMIC_RELEASE);
-}
-
-static void sup_fatal(void *arg, int slot)
-{
-    (void)arg;
-    (void)slot;
-    cd_log_error("http: the server cannot run; the HTTP API is off until conduitd restarts");
 }
 
 /* Its rows of the process table (HTTP_PROCS of them): no ring; their
@@ -290,11 +276,10 @@ static const cd_sup_kind metrics_kind = {.name = "metrics",
                                          .needs_ring = 0,
                                          .needs_pg = 1};
 
-static void http_free(http_mod *m)
+/* Stops the servers (timeout_ms: cd_resident_free) and frees the rest. */
+static void http_free(http_mod *m, int timeout_ms)
 {
-    for (int i = 0; i < HTTP_SLOTS; i++)
-        if (m->chan_fd[i] >= 0)
-            close(m->chan_fd[i]);
+    cd_resident_free(m->res, timeout_ms); /* before busy goes: srv_down writes it */
     if (m->busy && m->busy != MAP_FAILED)
         munmap(m->busy, sizeof(http_shared));
     if (m->listen_fd >= 0)
@@ -313,10 +298,8 @@ static int http_init(cd_ctl *ctl, void **state)
     m->cfg = cd_ctl_config(ctl);
     m->listen_fd = http_listener;
     m->metrics_fd = metrics_listener;
-    for (int i = 0; i < HTTP_SLOTS; i++) {
-        m->chan_fd[i] = -1;
-        m->slot[i] = -1;
-    }
+    for (int i = 0; i < HTTP_SLOTS; i++)
+        m->member[i] = -1;
     http_listener = -1;
     metrics_listener = -1;
     /* one small table the servers share (which client each is busy with),
@@ -325,31 +308,30 @@ static int http_init(cd_ctl *ctl, void **state)
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m->busy == MAP_FAILED) {
         cd_log_error("http: cannot map the servers' shared table: %s", strerror(errno));
-        http_free(m);
+        http_free(m, 0);
         return -1;
     }
-    cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
+    cd_resident_hooks hooks = {.arg = m, .on_up = srv_up, .on_down = srv_down};
+    m->res = cd_resident_new(cd_ctl_sup(ctl),
+                             "http: the server cannot run; the HTTP API is off until conduitd "
+                             "restarts",
+                             &hooks);
     /* forked here, in init(): the controller has no LMDB env and no peer
      * socket open yet (cd_ctl.h) */
-    m->sup = cd_ctl_sup(ctl);
     for (int i = 0; i < HTTP_SLOTS; i++) {
         if (i == METRICS_PROC ? m->metrics_fd < 0 : m->listen_fd < 0)
             continue;
-        int slot = i == METRICS_PROC ? cd_sup_add(m->sup, &metrics_kind, 0, NULL, m, &cbs)
-                                     : cd_sup_add(m->sup, &http_kind, (uint32_t)i, NULL, m, &cbs);
-        if (slot < 0) {
-            cd_log_error("http: cannot set up the server processes: %s", cd_strerror(slot));
-            cd_sup_stop(m->sup, m, 0); /* frees the rows added so far */
-            http_free(m);
+        int rc = i == METRICS_PROC ? cd_resident_add(m->res, &metrics_kind, 0, m)
+                                   : cd_resident_add(m->res, &http_kind, (uint32_t)i, m);
+        if (rc < 0) {
+            cd_log_error("http: cannot set up the server processes: %s", cd_strerror(rc));
+            http_free(m, 0); /* frees the rows added so far */
             return -1;
         }
-        m->slot[i] = slot;
+        m->member[i] = rc;
     }
     *state = m;
-    /* a fork that failed is retried by the supervisor with back-off (logged) */
-    for (int i = 0; i < HTTP_SLOTS; i++)
-        if (m->slot[i] >= 0)
-            CD_IGNORE(cd_sup_launch(m->sup, m->slot[i]));
+    cd_resident_launch(m->res);
     return 0;
 }
 
@@ -358,8 +340,7 @@ static void http_fini(void *state)
     http_mod *m = state;
     if (!m)
         return;
-    cd_sup_stop(m->sup, m, 5000); /* the servers only; frees their rows */
-    http_free(m);
+    http_free(m, 5000); /* the servers only; frees their rows */
 }
 
 const cd_ctl_module cd_http_module = {

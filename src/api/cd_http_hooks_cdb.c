@@ -93,7 +93,7 @@ static void cdb_fetch(cd_hook_tgt *h)
         if (strcmp(err, last_err) != 0)
             cd_log_error("%s: %s (after event %" PRId64 "); retrying", CDB_LABEL, err, h->read_to);
         snprintf(last_err, sizeof(last_err), "%s", err);
-        h->next_try = cd_now_s() + 1.0; /* a lost session is reopened by cd_hook_pg */
+        h->st.next_try = cd_now_s() + 1.0; /* a lost session is reopened by cd_hook_pg */
         return;
     }
     last_err[0] = '\0';
@@ -138,12 +138,11 @@ static int cdb_commit(cd_hook_tgt *h)
     snprintf(c, sizeof(c), "%" PRId64, h->q[0].cursor);
     snprintf(id, sizeof(id), "%" PRId64, h->q[0].id);
     const char *v[2] = {c, id};
-    PGresult *r = cd_hook_pg_q("recording a delivery to the reference server",
-                               "UPDATE cdb_outbound SET scan_id = $1, delivered_id = $2, "
-                               " delivered = delivered + 1, attempts = 0, failing = false, "
-                               " failing_since = NULL, next_attempt = NULL, last_attempt = now(), "
-                               " last_error = NULL WHERE scan_id < $1",
-                               2, v);
+    PGresult *r = cd_hook_pg_q(
+        "recording a delivery to the reference server",
+        "UPDATE cdb_outbound SET scan_id = $1, delivered_id = $2, " CD_HOOK_SQL_DELIVERED
+        ", last_error = NULL WHERE scan_id < $1",
+        2, v);
     if (!r) {
         h->read_to = h->committed; /* the queue is dropped and read again from here */
         return -1;
@@ -153,23 +152,14 @@ static int cdb_commit(cd_hook_tgt *h)
     return 0;
 }
 
-static void cdb_failed(cd_hook_tgt *h, const char *what, double wait)
-{
-    char att[16], secs[32];
-    snprintf(att, sizeof(att), "%u", h->attempts);
-    snprintf(secs, sizeof(secs), "%.3f", wait);
-    const char *v[4] = {att, what, secs, h->failing ? "t" : "f"};
-    PGresult *r = cd_hook_pg_q(
-        "recording a failed delivery to the reference server",
-        "UPDATE cdb_outbound SET attempts = $1, failures = failures + 1, last_error = $2, "
-        " last_attempt = now(), next_attempt = now() + $3::double precision * interval '1 second', "
-        " failing_since = coalesce(failing_since, now()), failing = $4",
-        4, v);
-    if (r)
-        PQclear(r);
-}
-
-static const cd_hook_src cdb_src = {cdb_fetch, cdb_commit, cdb_failed};
+/* its one row of cdb_outbound: no WHERE */
+static const cd_hook_src cdb_src = {
+    .fetch = cdb_fetch,
+    .commit = cdb_commit,
+    .failed_sql = "UPDATE cdb_outbound SET " CD_HOOK_SQL_FAILED,
+    .by_id = 0,
+    .failed_what = "recording a failed delivery to the reference server",
+};
 
 cd_hook_tgt *cd_hook_cdb_open(const char *base_url)
 {
@@ -200,13 +190,7 @@ cd_hook_tgt *cd_hook_cdb_open(const char *base_url)
         return NULL;
     }
     h->committed = h->read_to = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    /* a restarted process resumes the back-off where it was */
-    h->attempts = (uint32_t)strtoul(PQgetvalue(r, 0, 1), NULL, 10);
-    h->failing = PQgetvalue(r, 0, 2)[0] == 't';
-    if (!PQgetisnull(r, 0, 3)) {
-        double wait = strtod(PQgetvalue(r, 0, 3), NULL);
-        h->next_try = wait > 0 ? cd_now_s() + wait : 0;
-    }
+    cd_hook_state_resume(&h->st, r, 0, 1);
     PQclear(r);
     cd_log_info("%s: POSTing tip-filter matches to %s, after event %" PRId64, CDB_LABEL,
                 cd_escape_str(url), h->read_to);

@@ -30,17 +30,46 @@ typedef struct cd_hook_ev {
 
 typedef struct cd_hook_tgt cd_hook_tgt;
 
+/* A target's delivery state: the same for both sources, and kept in the
+ * same columns of the source's row (sql/012 webhooks, sql/015
+ * cdb_outbound: attempts, failing, next_attempt, with failures,
+ * last_error, last_attempt, failing_since written beside them). One set of
+ * functions keeps it for both (cd_http_hooks_send.c): cd_hook_state_resume
+ * when a target is opened, then each attempt's outcome (the back-off,
+ * "failing" after webhook_failing_after attempts, the row's update with
+ * CD_HOOK_SQL_FAILED / CD_HOOK_SQL_DELIVERED). */
+typedef struct cd_hook_state {
+    uint32_t attempts; /* failed attempts in a row at q[0] */
+    int failing;       /* attempts >= webhook_failing_after */
+    double next_try;   /* cd_now_s() of the next attempt; 0: now */
+} cd_hook_state;
+
+/* The SET list of a failed attempt: $1 attempts, $2 the failure (text),
+ * $3 seconds until the retry, $4 failing ('t' / 'f'). */
+#define CD_HOOK_SQL_FAILED                                                                         \
+    "attempts = $1, failures = failures + 1, last_error = $2, last_attempt = now(), "              \
+    "next_attempt = now() + $3::double precision * interval '1 second', "                          \
+    "failing_since = coalesce(failing_since, now()), failing = $4"
+
+/* What a 2xx resets, in the SET list of a source's commit. */
+#define CD_HOOK_SQL_DELIVERED                                                                      \
+    "delivered = delivered + 1, attempts = 0, failing = false, failing_since = NULL, "             \
+    "next_attempt = NULL, last_attempt = now()"
+
 /* How a target's queue is filled and its progress recorded. */
 typedef struct cd_hook_src {
     /* Reads the next bodies into h->q (h->qn == 0 when called); clears
      * h->dirty when nothing more is known to be waiting. */
     void (*fetch)(cd_hook_tgt *h);
-    /* The receiver took q[0]: commit the cursor (q[0].cursor).
+    /* The receiver took q[0]: commit the cursor (q[0].cursor) and
+     * CD_HOOK_SQL_DELIVERED.
      * Returns: 0, or -1 when it could not be recorded (q[0] is sent again). */
     int (*commit)(cd_hook_tgt *h);
-    /* q[0] was not taken: record the attempt (h->attempts, h->failing are
-     * already updated; what: the failure; wait: seconds until the retry). */
-    void (*failed)(cd_hook_tgt *h, const char *what, double wait);
+    /* Records a failed attempt in the source's row: "UPDATE <table> SET "
+     * CD_HOOK_SQL_FAILED, and " WHERE id = $5" (h->id) when by_id. */
+    const char *failed_sql;
+    int by_id;
+    const char *failed_what; /* the statement, in logs */
 } cd_hook_src;
 
 struct cd_hook_tgt {
@@ -58,12 +87,10 @@ struct cd_hook_tgt {
     int conn_reused;             /* conn answered a 2xx before (it may have gone stale) */
     cd_hook_ev q[CD_HOOK_BATCH]; /* read ahead, q[0] is being delivered */
     int qn;
-    int dirty; /* there may be new events to read */
-    int seen;  /* in the last reload */
-    int gone;  /* deleted while a request was out: freed when it ends */
-    uint32_t attempts;
-    int failing;
-    double next_try;   /* cd_now_s(); 0: now */
+    int dirty;         /* there may be new events to read */
+    int seen;          /* in the last reload */
+    int gone;          /* deleted while a request was out: freed when it ends */
+    cd_hook_state st;  /* attempts, failing, next_try */
     int64_t read_to;   /* ConduitDB's source: events up to this were read into q */
     int64_t committed; /* ConduitDB's source: the cursor as last committed */
     struct cd_hook_tgt *next;
@@ -79,6 +106,11 @@ void cd_hook_tgt_free(cd_hook_tgt *h);
 
 /* Drops the queue's bodies. */
 void cd_hook_queue_clear(cd_hook_tgt *h);
+
+/* A restarted process resumes the back-off where it was: sets st from the
+ * columns col (attempts), col + 1 (failing) and col + 2 (seconds until
+ * next_attempt, NULL: none pending) of row of r. */
+void cd_hook_state_resume(cd_hook_state *st, const PGresult *r, int row, int col);
 
 /* Runs a statement on the process's session. Returns its result (the
  * caller PQclears it), or NULL after logging (the session is dropped when

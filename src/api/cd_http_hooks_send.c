@@ -26,6 +26,7 @@
  * bytes fail, redirects are not followed (a 3xx is a failure).
  */
 #include "cd_http_hooks_int.h"
+#include "cd_resident.h"
 #include "cd_supervisor.h"
 
 #include "cd_build.h" /* CD_VERSION */
@@ -188,6 +189,16 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     pump();
+}
+
+void cd_hook_state_resume(cd_hook_state *st, const PGresult *r, int row, int col)
+{
+    st->attempts = (uint32_t)strtoul(PQgetvalue(r, row, col), NULL, 10);
+    st->failing = PQgetvalue(r, row, col + 1)[0] == 't';
+    if (!PQgetisnull(r, row, col + 2)) {
+        double wait = strtod(PQgetvalue(r, row, col + 2), NULL);
+        st->next_try = wait > 0 ? cd_now_s() + wait : 0;
+    }
 }
 
 void cd_hook_queue_clear(cd_hook_tgt *h)
@@ -428,7 +439,6 @@ static void reload(void)
     for (cd_hook_tgt *h = H.hooks; h; h = h->next)
         h->seen = 0;
     int n = PQntuples(r);
-    double now = cd_now_s();
     for (int i = 0; i < n; i++) {
         int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
         cd_hook_tgt *h = hook_find(id);
@@ -438,13 +448,7 @@ static void reload(void)
             h = cd_hook_tgt_new(id, label, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), &hook_src);
             if (!h)
                 continue;
-            /* a restarted process resumes the back-off where it was */
-            h->attempts = (uint32_t)strtoul(PQgetvalue(r, i, 3), NULL, 10);
-            h->failing = PQgetvalue(r, i, 4)[0] == 't';
-            if (!PQgetisnull(r, i, 5)) {
-                double wait = strtod(PQgetvalue(r, i, 5), NULL);
-                h->next_try = wait > 0 ? now + wait : 0;
-            }
+            cd_hook_state_resume(&h->st, r, i, 3);
             h->next = H.hooks;
             H.hooks = h;
             cd_log_debug("webhook %" PRId64 ": delivering to %s", id, cd_escape_str(h->url));
@@ -523,9 +527,7 @@ static int hook_commit(cd_hook_tgt *h)
     const char *v[2] = {id, ev};
     PGresult *r = cd_hook_pg_q("recording a delivery",
                                "UPDATE webhooks SET scan_id = $2, delivered_id = $2, "
-                               " delivered = delivered + 1, attempts = 0, failing = false, "
-                               " failing_since = NULL, next_attempt = NULL, last_attempt = now() "
-                               "WHERE id = $1 AND scan_id < $2",
+                               CD_HOOK_SQL_DELIVERED " WHERE id = $1 AND scan_id < $2",
                                2, v);
     if (!r)
         return -1;
@@ -533,26 +535,13 @@ static int hook_commit(cd_hook_tgt *h)
     return 0;
 }
 
-/* A webhook registration's failed attempt, for its status. */
-static void hook_failed(cd_hook_tgt *h, const char *what, double wait)
-{
-    char id[24], att[16], secs[32];
-    snprintf(id, sizeof(id), "%" PRId64, h->id);
-    snprintf(att, sizeof(att), "%u", h->attempts);
-    snprintf(secs, sizeof(secs), "%.3f", wait);
-    const char *v[5] = {id, att, what, secs, h->failing ? "t" : "f"};
-    PGresult *r = cd_hook_pg_q("recording a failed delivery",
-                               "UPDATE webhooks SET attempts = $2, failures = failures + 1, "
-                               " last_error = $3, last_attempt = now(), "
-                               " next_attempt = now() + $4::double precision * interval '1 second', "
-                               " failing_since = coalesce(failing_since, now()), failing = $5 "
-                               "WHERE id = $1",
-                               5, v);
-    if (r)
-        PQclear(r);
-}
-
-static const cd_hook_src hook_src = {fetch, hook_commit, hook_failed};
+static const cd_hook_src hook_src = {
+    .fetch = fetch,
+    .commit = hook_commit,
+    .failed_sql = "UPDATE webhooks SET " CD_HOOK_SQL_FAILED " WHERE id = $5",
+    .by_id = 1,
+    .failed_what = "recording a failed delivery",
+};
 
 /* The receiver took q[0]: commit the cursor, then go on. */
 static void delivered(cd_hook_tgt *h)
@@ -562,15 +551,15 @@ static void delivered(cd_hook_tgt *h)
          * log, not this queue, says what comes next */
         cd_hook_queue_clear(h);
         h->dirty = 1;
-        h->next_try = cd_now_s() + HOOK_PG_RETRY_S;
+        h->st.next_try = cd_now_s() + HOOK_PG_RETRY_S;
         return;
     }
-    if (h->failing || h->attempts)
+    if (h->st.failing || h->st.attempts)
         cd_log_info("%s: delivering again to %s (after %u failed attempts)", h->label,
-                    cd_escape_str(h->url), h->attempts);
-    h->attempts = 0;
-    h->failing = 0;
-    h->next_try = 0;
+                    cd_escape_str(h->url), h->st.attempts);
+    h->st.attempts = 0;
+    h->st.failing = 0;
+    h->st.next_try = 0;
     free(h->q[0].body);
     memmove(h->q, h->q + 1, (size_t)(h->qn - 1) * sizeof(h->q[0]));
     h->qn--;
@@ -578,36 +567,50 @@ static void delivered(cd_hook_tgt *h)
         h->dirty = 1;
 }
 
+/* The failed attempt in the target's row (cd_hook_src.failed_sql), for its
+ * status and for a restarted process (cd_hook_state_resume). */
+static void record_failed(cd_hook_tgt *h, const char *what, double wait)
+{
+    char att[16], secs[32], id[24];
+    snprintf(att, sizeof(att), "%u", h->st.attempts);
+    snprintf(secs, sizeof(secs), "%.3f", wait);
+    snprintf(id, sizeof(id), "%" PRId64, h->id);
+    const char *v[5] = {att, what, secs, h->st.failing ? "t" : "f", id};
+    PGresult *r = cd_hook_pg_q(h->src->failed_what, h->src->failed_sql, h->src->by_id ? 5 : 4, v);
+    if (r)
+        PQclear(r);
+}
+
 /* q[0] was not taken: record it and schedule the retry. */
 static void failed(cd_hook_tgt *h, int code, const char *err)
 {
     cd_hook_outcome oc = cd_hook_classify(code);
-    h->attempts++;
+    h->st.attempts++;
     uint32_t rnd = 0;
     if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
         rnd = (uint32_t)rand();
-    double wait =
-        cd_hook_backoff(oc, h->attempts, H.cfg->webhook_retry_max_s, (double)rnd / 4294967296.0);
-    h->next_try = cd_now_s() + wait;
-    int was_failing = h->failing;
-    h->failing = h->attempts >= H.cfg->webhook_failing_after;
+    double wait = cd_hook_backoff(oc, h->st.attempts, H.cfg->webhook_retry_max_s,
+                                  (double)rnd / 4294967296.0);
+    h->st.next_try = cd_now_s() + wait;
+    int was_failing = h->st.failing;
+    h->st.failing = h->st.attempts >= H.cfg->webhook_failing_after;
     char what[160];
     if (code)
         snprintf(what, sizeof(what), "HTTP %d%s", code,
                  code >= 300 && code < 400 ? " (redirects are not followed)" : "");
     else
         snprintf(what, sizeof(what), "%s", err);
-    if (h->attempts == 1)
+    if (h->st.attempts == 1)
         cd_log_warn("%s: event %" PRId64 " to %s: %s; retrying in %.1f s", h->label, h->q[0].id,
                     cd_escape_str(h->url), what, wait);
     else
         cd_log_debug("%s: event %" PRId64 ": attempt %u: %s; retrying in %.1f s", h->label,
-                     h->q[0].id, h->attempts, what, wait);
-    if (h->failing && !was_failing)
+                     h->q[0].id, h->st.attempts, what, wait);
+    if (h->st.failing && !was_failing)
         cd_log_warn("%s: failing: %u attempts in a row to %s failed (last: %s); "
                     "still retrying, events are kept",
-                    h->label, h->attempts, cd_escape_str(h->url), what);
-    h->src->failed(h, what, wait);
+                    h->label, h->st.attempts, cd_escape_str(h->url), what);
+    record_failed(h, what, wait);
 }
 
 /* The end of an exchange, whatever it was. */
@@ -760,7 +763,7 @@ static void send_head(cd_hook_tgt *h)
  * is pending. */
 static void pump_one(cd_hook_tgt *h, double now)
 {
-    if (h->req || now < h->next_try)
+    if (h->req || now < h->st.next_try)
         return;
     if (h->qn == 0 && h->dirty)
         h->src->fetch(h);
@@ -870,40 +873,6 @@ static const cd_sup_kind hook_kind = {.name = "webhook",
                                       .needs_ring = 0,
                                       .needs_pg = 1};
 
-typedef struct hook_mod {
-    cd_supervisor *sup;
-    int slot;
-    int chan; /* the controller's end of the child's channel: held open,
-               * since the child takes its EOF for the controller's death */
-} hook_mod;
-
-static void sup_up(void *arg, int slot, int fd)
-{
-    hook_mod *m = arg;
-    (void)slot;
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = fd;
-}
-
-static void sup_down(void *arg, int slot, int code)
-{
-    hook_mod *m = arg;
-    (void)slot;
-    (void)code; /* logged by the supervisor */
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = -1;
-}
-
-static void sup_fatal(void *arg, int slot)
-{
-    (void)arg;
-    (void)slot;
-    cd_log_error("webhook: the delivery process cannot run; webhooks are not delivered until "
-                 "conduitd restarts (events are kept)");
-}
-
 static int hook_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
@@ -915,32 +884,23 @@ static int hook_init(cd_ctl *ctl, void **state)
      * ConduitDB's reference server (conduitdb_reference_url) */
     if (!cfg->index || (!cfg->webhooks && !cfg->conduitdb_reference_url))
         return 0;
-    hook_mod *m = cd_xcalloc(1, sizeof(*m));
-    m->sup = cd_ctl_sup(ctl);
-    m->chan = -1;
-    cd_sup_cbs cbs = {.arg = m, .on_up = sup_up, .on_down = sup_down, .on_fatal = sup_fatal};
-    /* the config outlives the child's row (the controller owns it) */
-    m->slot = cd_sup_add(m->sup, &hook_kind, 0, NULL, (void *)cfg, &cbs);
-    if (m->slot < 0) {
-        cd_log_error("webhook: cannot add the delivery process: %s", cd_strerror(m->slot));
-        free(m);
+    /* a resident child whose channel the controller only holds open; the
+     * config outlives the child's row (the controller owns it) */
+    static const char fatal[] = "webhook: the delivery process cannot run; webhooks are not "
+                                "delivered until conduitd restarts (events are kept)";
+    cd_resident *r;
+    int rc = cd_resident_one(cd_ctl_sup(ctl), &hook_kind, (void *)cfg, fatal, &r);
+    if (rc < 0) {
+        cd_log_error("webhook: cannot add the delivery process: %s", cd_strerror(rc));
         return -1;
     }
-    *state = m;
-    /* a failed fork is retried by the supervisor with back-off (logged) */
-    CD_IGNORE(cd_sup_launch(m->sup, m->slot));
+    *state = r;
     return 0;
 }
 
 static void hook_fini(void *state)
 {
-    hook_mod *m = state;
-    if (!m)
-        return;
-    cd_sup_stop(m->sup, m, 5000);
-    if (m->chan >= 0)
-        close(m->chan);
-    free(m);
+    cd_resident_free(state, 5000);
 }
 
 const cd_ctl_module cd_hook_module = {

@@ -246,7 +246,8 @@ static void read_channel(cu_state *s)
     }
 }
 
-/* The process table's callbacks for the helper. */
+/* The process table's callbacks for the helper (not cd_resident.h's: the
+ * helper runs once per decision and its channel carries the result). */
 static void helper_up(void *arg, int slot, int fd)
 {
     (void)slot;

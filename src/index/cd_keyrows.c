@@ -21,6 +21,7 @@
 #include "cd_config.h"
 #include "cd_log.h"
 #include "cd_pg.h"
+#include "cd_resident.h"
 #include "cd_signals.h"
 #include "cd_supervisor.h"
 #include "cd_util.h"
@@ -163,72 +164,30 @@ static const cd_sup_kind kr_kind = {.name = "key-rows",
                                     .needs_ring = 0,
                                     .needs_pg = 1};
 
-typedef struct kr_mod {
-    cd_supervisor *sup;
-    int slot;
-    int chan; /* the controller's end of the child's channel, held open:
-               * the child takes its EOF for the controller's death */
-} kr_mod;
-
-static void kr_up(void *arg, int slot, int fd)
-{
-    kr_mod *m = arg;
-    (void)slot;
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = fd;
-}
-
-static void kr_down(void *arg, int slot, int code)
-{
-    kr_mod *m = arg;
-    (void)slot;
-    (void)code; /* logged by the supervisor */
-    if (m->chan >= 0)
-        close(m->chan);
-    m->chan = -1;
-}
-
-static void kr_fatal(void *arg, int slot)
-{
-    (void)arg;
-    (void)slot;
-    cd_log_error("key-rows: the trailing step cannot run; history and UTXO pages read the "
-                 "blocks above its mark (slower, same rows) until conduitd restarts");
-}
-
 static int kr_init(cd_ctl *ctl, void **state)
 {
     *state = NULL;
     const cd_config *cfg = cd_ctl_config(ctl);
     if (!cfg->index || !cfg->key_rows)
         return 0;
-    kr_mod *m = cd_xcalloc(1, sizeof(*m));
-    m->sup = cd_ctl_sup(ctl);
-    m->chan = -1;
-    cd_sup_cbs cbs = {.arg = m, .on_up = kr_up, .on_down = kr_down, .on_fatal = kr_fatal};
-    /* the config outlives the child's row (the controller owns it) */
-    m->slot = cd_sup_add(m->sup, &kr_kind, 0, NULL, (void *)cfg, &cbs);
-    if (m->slot < 0) {
-        cd_log_error("key-rows: cannot add the trailing step's process: %s", cd_strerror(m->slot));
-        free(m);
+    /* a resident child whose channel the controller only holds open; the
+     * config outlives the child's row (the controller owns it) */
+    static const char fatal[] = "key-rows: the trailing step cannot run; history and UTXO pages "
+                                "read the blocks above its mark (slower, same rows) until "
+                                "conduitd restarts";
+    cd_resident *r;
+    int rc = cd_resident_one(cd_ctl_sup(ctl), &kr_kind, (void *)cfg, fatal, &r);
+    if (rc < 0) {
+        cd_log_error("key-rows: cannot add the trailing step's process: %s", cd_strerror(rc));
         return -1;
     }
-    *state = m;
-    /* a failed fork is retried by the supervisor with back-off (logged) */
-    CD_IGNORE(cd_sup_launch(m->sup, m->slot));
+    *state = r;
     return 0;
 }
 
 static void kr_fini(void *state)
 {
-    kr_mod *m = state;
-    if (!m)
-        return;
-    cd_sup_stop(m->sup, m, 5000);
-    if (m->chan >= 0)
-        close(m->chan);
-    free(m);
+    cd_resident_free(state, 5000);
 }
 
 const cd_ctl_module cd_keyrows_module = {

@@ -284,6 +284,9 @@ static void worker_lost(cd_pipeline *p, int slot)
 
 /* ---------------- process table callbacks ---------------- */
 
+/* Not cd_resident.h's shape: a worker's channel carries messages (a
+ * bufferevent) and a lost worker's blocks are dispatched again. */
+
 /* The channel of a process-table slot (every worker of ours has one). */
 static pipe_chan *chan_of(cd_pipeline *p, int sup_slot)
 {

@@ -18,6 +18,7 @@ The websocket client is tests/functional/ws_client.py (standard library, RFC 645
 The module shares one daemon; the tests run in file order.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -136,39 +137,55 @@ def http_port(d, start=0):
     return int(m.group(1))
 
 
-@pytest.fixture(scope="module")
-def env(pg_module, build_dir, shared_data, tmp_path_factory):
+@contextlib.contextmanager
+def chain_env(pg, build_dir, shared_data, tmp_path_factory, db, tag, daemon_args=()):
+    """The daemon of this module and of test_conduitdb_outbound.py: the simulated node holding
+    PRE up to FORK, a fresh database `db`, conduitd indexing it with its HTTP API (more options:
+    daemon_args). Yields an Env (pg, shared, pre, post, pre_hashes, post_hashes, node, ci, db,
+    datadir, d, port) once the tip is at FORK; on leaving, stops the daemon and the node and
+    keeps the daemon's log beside its data directory (tmp dir `tag`)."""
     e = Env()
-    e.pg = pg_module
+    e.pg = pg
     e.shared = shared_data
     e.pre = ce.Chain(os.path.join(shared_data, PRE))
     e.post = ce.Chain(os.path.join(shared_data, POST))
     e.pre_hashes = open(os.path.join(shared_data, PRE, "headers.txt")).read().split()
+    e.post_hashes = open(os.path.join(shared_data, POST, "headers.txt")).read().split()
     e.node = SimNode()
     for h in e.pre_hashes[1:FORK + 1]:
         e.node.chain.load_block_file(os.path.join(shared_data, PRE, h), connect=True,
                                      expect_hash=ce.undisp(h))
     e.node.start()
-    e.ci = create_db(pg_module, "cdbnotify")
-    e.db = "cdbnotify"
-    e.datadir = str(tmp_path_factory.mktemp("cdbn") / "d")
+    e.ci = create_db(pg, db)
+    e.db = db
+    e.datadir = str(tmp_path_factory.mktemp(tag) / "d")
     e.d = Daemon(build_dir, e.datadir,
                  ["--regtest", "--connect", "127.0.0.1:%d" % e.node.port,
                   "--pg-conninfo", e.ci, "--parser-workers", "2", "--ring-size", "16M",
-                  "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--log-level", "info"])
+                  "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--log-level", "info"]
+                 + list(daemon_args))
     e.d.start()
-    e.clients = []
     try:
         e.port = http_port(e.d)
-        wait_tip(pg_module, e.db, e.d, FORK, timeout=300)
+        wait_tip(pg, e.db, e.d, FORK, timeout=WAIT)
         yield e
     finally:
-        for c in e.clients:
-            c.ws.close()
         e.d.stop()
         e.node.stop()
         with open(os.path.join(os.path.dirname(e.datadir), "daemon.log"), "w") as f:
             f.write(e.d.log_text())
+
+
+@pytest.fixture(scope="module")
+def env(pg_module, build_dir, shared_data, tmp_path_factory):
+    with chain_env(pg_module, build_dir, shared_data, tmp_path_factory, "cdbnotify",
+                   "cdbn") as e:
+        e.clients = []
+        try:
+            yield e
+        finally:
+            for c in e.clients:
+                c.ws.close()
 
 
 def connect_block_files(node, path, hashes):

@@ -41,7 +41,6 @@ import test_conduitdb_notify as cn  # noqa: E402  (ConduitDB's data and the chai
 from daemon_util import Daemon  # noqa: E402
 from test_index import create_db, psql  # noqa: E402
 from test_index_daemon import wait_tip  # noqa: E402
-from tests.simnode import SimNode  # noqa: E402
 
 ce = cn.ce
 PATH = "/api/v1/tip-filter/matches"
@@ -145,39 +144,15 @@ def want(chain):
 
 @pytest.fixture(scope="module")
 def env(pg_module, build_dir, shared_data, tmp_path_factory):
-    e = cn.Env()
-    e.pg = pg_module
-    e.shared = shared_data
-    e.pre = ce.Chain(os.path.join(shared_data, cn.PRE))
-    e.post = ce.Chain(os.path.join(shared_data, cn.POST))
-    e.pre_hashes = open(os.path.join(shared_data, cn.PRE, "headers.txt")).read().split()
-    e.post_hashes = open(os.path.join(shared_data, cn.POST, "headers.txt")).read().split()
-    e.ref = RefServer()
-    e.node = SimNode()
-    for h in e.pre_hashes[1:cn.FORK + 1]:
-        e.node.chain.load_block_file(os.path.join(shared_data, cn.PRE, h), connect=True,
-                                     expect_hash=ce.undisp(h))
-    e.node.start()
-    e.ci = create_db(pg_module, "cdbout")
-    e.db = "cdbout"
-    e.datadir = str(tmp_path_factory.mktemp("cdbo") / "d")
-    e.d = Daemon(build_dir, e.datadir,
-                 ["--regtest", "--connect", "127.0.0.1:%d" % e.node.port,
-                  "--pg-conninfo", e.ci, "--parser-workers", "2", "--ring-size", "16M",
-                  "--unit-size", "1M", "--http-listen", "127.0.0.1:0", "--log-level", "info",
-                  "--conduitdb-reference-url", e.ref.url, "--webhook-retry-max", "4",
-                  "--webhook-timeout", "5"])
-    e.d.start()
+    ref = RefServer()
     try:
-        e.port = cn.http_port(e.d)
-        wait_tip(pg_module, e.db, e.d, cn.FORK, timeout=WAIT)
-        yield e
+        with cn.chain_env(pg_module, build_dir, shared_data, tmp_path_factory, "cdbout", "cdbo",
+                          ["--conduitdb-reference-url", ref.url, "--webhook-retry-max", "4",
+                           "--webhook-timeout", "5"]) as e:
+            e.ref = ref
+            yield e
     finally:
-        e.d.stop()
-        e.node.stop()
-        e.ref.release.set()
-        with open(os.path.join(os.path.dirname(e.datadir), "daemon.log"), "w") as f:
-            f.write(e.d.log_text())
+        ref.release.set()
 
 
 def outbound(env):

@@ -9,6 +9,7 @@
  * stopping one owner's children leaves the others running.
  */
 #include "cd_test.h"
+#include "proc_test.h"
 
 #include "cd_supervisor.h"
 #include "cd_util.h"
@@ -145,15 +146,6 @@ static void main_report(void *arg, int slot, int fd)
     _exit(0);
 }
 
-static void main_sleep(void *arg, int slot, int fd)
-{
-    (void)arg;
-    (void)slot;
-    (void)fd;
-    for (;;)
-        pause();
-}
-
 static void run_for(obs *o, int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -201,7 +193,7 @@ START_TEST(test_exit2_is_fatal_and_not_respawned)
 END_TEST
 
 static const cd_sup_kind k_sleep_kind = {
-    .name = "sleeper", .main = main_sleep, .restart = CD_SUP_RESPAWN};
+    .name = "sleeper", .main = proc_test_main_sleep, .restart = CD_SUP_RESPAWN};
 
 START_TEST(test_crash_is_respawned)
 {
@@ -306,7 +298,7 @@ END_TEST
 START_TEST(test_stop_one_owner)
 {
     static const cd_sup_kind k_sleep = {
-        .name = "sleeper", .main = main_sleep, .restart = CD_SUP_RESPAWN};
+        .name = "sleeper", .main = proc_test_main_sleep, .restart = CD_SUP_RESPAWN};
     obs o1, o2;
     cd_config cfg;
     cd_supervisor *s = new_sup(&o1, &cfg);
