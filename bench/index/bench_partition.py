@@ -35,7 +35,9 @@ catch-up then live mode, CPU from /proc); what this adds, at each checkpoint:
    in one transaction: each existing table becomes the first partition of a
    table range-partitioned on block_id (a CHECK constraint added first so
    that ATTACH PARTITION need not scan it), new empty partitions of
-   --part-blocks blocks take the window's rows, and the indexes become
+   --part-blocks block ids and one up to MAXVALUE take the window's rows
+   (block ids have gaps: the run prints which partitions received them),
+   and the indexes become
    partitioned indexes (CREATE INDEX on the parent attaches the existing
    partition's index instead of building it). The views over the tables are
    re-pointed (a view holds its table's OID). Undone after the window: the
@@ -50,6 +52,7 @@ import argparse
 import bisect
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -202,7 +205,6 @@ def sample(db, sql_from, cols, n):
     pct_pages = min(100.0, 100.0 * max(50, n // 20) / tot)
     rows = psql(db, "SELECT %s FROM %s TABLESAMPLE SYSTEM (%f);" % (cols, sql_from, pct_pages))
     rows = [r.split("|") for r in rows.splitlines() if r]
-    import random
     random.shuffle(rows)
     return rows[:n]
 
