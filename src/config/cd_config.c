@@ -73,7 +73,7 @@ const cd_option cd_config_options[] = {
     /* the rebuild at the end of catch-up is over the whole tables: on a
      * large index a short outage costs more to rebuild than it saves
      * (docs/PERFORMANCE.md "Growth: when to drop" derives the default) */
-    {"catchup_ratio_pct", CD_OPT_INT, "50", 0, 100000, 0, OFF(catchup_ratio_pct), NULL,
+    {"catchup_ratio_pct", CD_OPT_INT, "20", 0, 100000, 0, OFF(catchup_ratio_pct), NULL,
      "catchup_indexes=auto drops the indexes only if the backlog's transactions (estimated from "
      "the last indexed blocks) are at least this percent of those already indexed (an empty "
      "index always drops; 0: the block threshold alone)"},

@@ -77,7 +77,7 @@ typedef struct cd_catchup_weighing {
  * ratio_pct 0: the block threshold alone (the rule before the ratio).
  * InOut: w (In fields read, Out fields set).
  * Out: why (len bytes, truncated like snprintf): the decision and its
- *      figures, e.g. "live (backlog 1200 blocks, ~0.4M txs < 50% of 6M
+ *      figures, e.g. "live (backlog 1200 blocks, ~0.4M txs < 20% of 6M
  *      indexed)".
  */
 void cd_catchup_weigh(cd_catchup_weighing *w, char *why, size_t len);
