@@ -282,12 +282,15 @@ static void on_report(const cp2p_ctx *ctx, const cp2p_bcast_report *r)
             if (!recorded && w) {
                 int cb = !strcmp(w, "SEEN_ON_NETWORK") || !strcmp(w, "REJECTED") ||
                          !strcmp(w, "DOUBLE_SPEND_ATTEMPTED");
-                arc_rec_status(
+                /* forward only: another server may have recorded a later
+                 * word (its poll found the tx mined) since the broadcast */
+                CD_IGNORE(arc_rec_status(
                     it->txid, w, json_string_value(json_object_get(res, "extraInfo")),
                     cb ? arc_callback_obj(it->txid, w,
                                           json_string_value(json_object_get(res, "extraInfo")),
                                           NULL, NULL)
-                       : NULL);
+                       : NULL,
+                    ARC_PUT_FORWARD));
                 recorded = 1;
             }
             item_done(it, 200, res);
@@ -592,11 +595,10 @@ static void item_take(http_srv *s, arc_item *it, const uint8_t *bytes, size_t le
     json_t *res = NULL;
     if (index_view(s, std, slen, it->txid, &res, 0)) {
         const char *w = json_string_value(json_object_get(res, "txStatus"));
-        char st[32], ex[256];
-        if (w && !arc_shared_get(it->txid, st, ex))
-            ex[0] = '\0';
-        if (w) /* the new word; the extra text the tx had */
-            arc_rec_status(it->txid, w, ex, NULL);
+        /* the new word, the extra text the tx had (NULL: kept in the same
+         * step), and never over a later word another server recorded */
+        if (w)
+            CD_IGNORE(arc_rec_status(it->txid, w, NULL, NULL, ARC_PUT_FORWARD));
         item_done(it, 200, res);
         return;
     }
@@ -850,12 +852,13 @@ static int h_post(http_srv *s, struct evhttp_request *req, int batch)
         free(bufs[i]);
         if (rq->cb_url && items[i].raw) {
             arc_rec *r = arc_rec_get(items[i].txid);
-            char st[32], ex[256];
             if (r && !r->cb_url) {
                 r->cb_url = strdup(rq->cb_url);
                 r->cb_token = rq->cb_token ? strdup(rq->cb_token) : NULL;
-                if (!arc_shared_get(items[i].txid, st, ex))
-                    arc_rec_status(items[i].txid, "RECEIVED", "", NULL);
+                /* the first word, unless a server has one already (set in
+                 * one step: a check, then a write, would overwrite a
+                 * SEEN_ON_NETWORK or MINED recorded in between) */
+                CD_IGNORE(arc_rec_status(items[i].txid, "RECEIVED", "", NULL, ARC_PUT_IF_ABSENT));
             }
         }
     }

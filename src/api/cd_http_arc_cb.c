@@ -156,10 +156,41 @@ static int writer_gone(int32_t pid, unsigned spins)
     return spins >= SLOT_WAIT_MAX || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
 }
 
-static void shared_put(const uint8_t txid[32], const char *status, const char *extra)
+int arc_status_rank(const char *status)
+{
+    /* bitcoin-sv/arc internal/metamorph/metamorph_api/metamorph_api.proto,
+     * enum Status: the order ARC moves a tx through (spaced by 10 there) */
+    static const struct {
+        const char *word;
+        int rank;
+    } order[] = {{"QUEUED", 10},
+                 {"RECEIVED", 20},
+                 {"STORED", 30},
+                 {"ANNOUNCED_TO_NETWORK", 40},
+                 {"REQUESTED_BY_NETWORK", 50},
+                 {"SENT_TO_NETWORK", 60},
+                 {"ACCEPTED_BY_NETWORK", 70},
+                 {"SEEN_IN_ORPHAN_MEMPOOL", 80},
+                 {"SEEN_ON_NETWORK", 90},
+                 {"DOUBLE_SPEND_ATTEMPTED", 100},
+                 {"REJECTED", 110},
+                 {"MINED_IN_STALE_BLOCK", 115},
+                 {"MINED", 120}};
+    for (size_t i = 0; i < CD_ARRAY_LEN(order); i++)
+        if (!strcmp(order[i].word, status))
+            return order[i].rank;
+    return 0;
+}
+
+/* Writes txid's status into its slot if mode allows it, deciding from the
+ * slot's content while holding the slot's writer claim: no other server
+ * writes the slot between the look and the write (readers still only see
+ * whole writes, by the seq). Returns 1 if written, 0 if refused. */
+static int shared_put(const uint8_t txid[32], const char *status, const char *extra,
+                      arc_put_mode mode)
 {
     if (!shared_tab)
-        return;
+        return 0;
     http_arc_slot *sl = shared_slot(txid);
     for (unsigned spins = 0;; spins++) {
         int32_t cur = 0;
@@ -175,15 +206,29 @@ static void shared_put(const uint8_t txid[32], const char *status, const char *e
         }
         slot_wait(spins);
     }
+    /* The slot as it stands: only writers change it, and this one holds the
+     * claim (a slot left odd by a dead writer is half-written: not this
+     * tx's status) */
+    uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_RELAXED);
+    int mine = q != 0 && !(q & 1u) && !memcmp(sl->txid, txid, 32) && sl->status[0] != '\0';
+    if (mine &&
+        (mode == ARC_PUT_IF_ABSENT || arc_status_rank(status) < arc_status_rank(sl->status))) {
+        __atomic_store_n(&sl->writer, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
+    char keep[sizeof(sl->extra)] = "";
+    if (!extra && mine)
+        memcpy(keep, sl->extra, sizeof(keep) - 1);
     /* odd while being written (already odd when a dead writer left it so) */
-    uint32_t q = __atomic_load_n(&sl->seq, __ATOMIC_RELAXED) | 1u;
+    q |= 1u;
     __atomic_store_n(&sl->seq, q, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(sl->txid, txid, 32);
     snprintf(sl->status, sizeof(sl->status), "%s", status);
-    snprintf(sl->extra, sizeof(sl->extra), "%s", extra ? extra : "");
+    snprintf(sl->extra, sizeof(sl->extra), "%s", extra ? extra : keep);
     __atomic_store_n(&sl->seq, q + 1u, __ATOMIC_RELEASE);
     __atomic_store_n(&sl->writer, 0, __ATOMIC_RELEASE);
+    return 1;
 }
 
 int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
@@ -219,14 +264,16 @@ int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256])
 }
 
 /* Records a status (and queues the callback for the words ARC sends). */
-void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback)
+int arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback,
+                   arc_put_mode mode)
 {
-    shared_put(txid, status, extra);
-    arc_rec *r = callback ? arc_rec_find(txid) : NULL;
+    int put = shared_put(txid, status, extra, mode);
+    arc_rec *r = put && callback ? arc_rec_find(txid) : NULL;
     if (r)
         cb_enqueue(r, callback);
     else
-        json_decref(callback); /* no callback URL for this tx */
+        json_decref(callback); /* refused, or no callback URL for this tx */
+    return put;
 }
 
 static void cb_done(struct evhttp_request *res, void *arg)
@@ -349,8 +396,9 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
                 char *bump = arc_bump_hex(R.s, r->txid);
                 if (bump) { /* no tree yet: the next poll */
                     r->cb_mined_done = 1;
-                    arc_rec_status(r->txid, "MINED", "",
-                                   arc_callback_obj(r->txid, "MINED", "", &tx, bump));
+                    CD_IGNORE(arc_rec_status(r->txid, "MINED", "",
+                                             arc_callback_obj(r->txid, "MINED", "", &tx, bump),
+                                             ARC_PUT_FORWARD)); /* MINED ranks first */
                     free(bump);
                 }
             }

@@ -51,10 +51,33 @@ void arc_shared_attach(http_arc_slot *tab);
  * Returns 1 if found, else 0. */
 int arc_shared_get(const uint8_t txid[32], char status[32], char extra[256]);
 
-/* Records a status in the shared table; queues `callback` (taken over; may
- * be NULL) when txid has a record with a callback URL. */
-void arc_rec_status(const uint8_t txid[32], const char *status, const char *extra,
-                    json_t *callback);
+/* How a status is written into the shared table. Several servers write
+ * the same tx's slot (the POST's server, the node's answer, another
+ * server's poll finding it mined), so a write decides from what the slot
+ * holds in the same step, under the slot's writer claim: a check with
+ * arc_shared_get followed by a write would let another server's word land
+ * in between and then be overwritten by an older one. */
+typedef enum {
+    ARC_PUT_IF_ABSENT, /* only if the table has no status for txid (the
+                          POST's RECEIVED: never over a later word) */
+    ARC_PUT_FORWARD    /* only if the word ranks at least as high as the
+                          recorded one, in ARC's order (RECEIVED < SENT_TO_
+                          NETWORK < SEEN_IN_ORPHAN_MEMPOOL < SEEN_ON_NETWORK
+                          < DOUBLE_SPEND_ATTEMPTED < REJECTED < MINED) */
+} arc_put_mode;
+
+/* Records a status in the shared table as `mode` allows; extra NULL keeps
+ * the extra text the slot has for txid ("" if none). Then queues
+ * `callback` (taken over; may be NULL) when the status was written and
+ * txid has a record with a callback URL (a refused word is not sent: it
+ * would tell the client of a step back).
+ * Returns: 1 if written, 0 if refused by mode (or no table attached). */
+int arc_rec_status(const uint8_t txid[32], const char *status, const char *extra, json_t *callback,
+                   arc_put_mode mode) CD_WARN_UNUSED;
+
+/* The rank of a status word in ARC's order (its metamorph_api.proto Status
+ * values: RECEIVED 20 ... MINED 120); 0 for a word not in it. */
+int arc_status_rank(const char *status);
 
 /* ARC's Callback object (mined: with merklePath, blockHash, blockHeight). */
 json_t *arc_callback_obj(const uint8_t txid[32], const char *status, const char *extra,

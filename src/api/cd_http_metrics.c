@@ -225,6 +225,18 @@ static void from_status(struct evbuffer *b, const cd_status *st)
               "Share of the chain's transactions up to the progress height, estimated from the "
               "known chain totals (mainnet, testnet)",
               st->progress_tx);
+    /* the figures of the last catch-up weighing (cd_catchup_weigh): catch-up
+     * mode when backlog >= catchup_ratio_pct of indexed (the status's
+     * index_why says it in words) */
+    if (st->index_indexed_txs >= 0) {
+        gauge(b, "conduitd_index_backlog_transactions_estimated",
+              "Transactions of the backlog at the last catch-up decision, estimated from the last "
+              "indexed blocks",
+              st->index_backlog_txs);
+        gauge(b, "conduitd_index_indexed_transactions",
+              "Transactions in the index at the last catch-up decision (what a rebuild sorts)",
+              st->index_indexed_txs);
+    }
     if (st->n_peer > 0) {
         head(b, "conduitd_peer_start_height", "gauge",
              "Height each connected peer announced when it connected");

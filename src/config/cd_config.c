@@ -65,11 +65,18 @@ const cd_option cd_config_options[] = {
     {"parser_workers", CD_OPT_INT, "0", 0, CD_CONFIG_MAX_PARSER_WORKERS, 0, OFF(parser_workers),
      NULL, "number of parser processes (0: one per CPU core, at most the range's maximum)"},
     {"catchup_indexes", CD_OPT_ENUM, "auto", 0, 0, 0, OFF(catchup_indexes), catchup_names,
-     "auto: drop the tx_hash/outpoint/pushdata indexes while more than catchup_threshold blocks "
-     "behind and rebuild them once within it (3x faster load; lookups by hash slow meanwhile); "
-     "live: always keep them"},
+     "auto: drop the secondary indexes (tx_hash, outpoint, pushdata, script hash) while far "
+     "behind (catchup_threshold, catchup_ratio_pct) and rebuild them once within "
+     "catchup_threshold (3x faster load; lookups by hash slow meanwhile); live: always keep them"},
     {"catchup_threshold", CD_OPT_INT, "1000", 1, 0x7fffffffu, 0, OFF(catchup_threshold), NULL,
-     "blocks behind the best header above which catchup_indexes=auto drops the indexes"},
+     "blocks behind the best header above which catchup_indexes=auto may drop the indexes"},
+    /* the rebuild at the end of catch-up is over the whole tables: on a
+     * large index a short outage costs more to rebuild than it saves
+     * (docs/PERFORMANCE.md "Growth: when to drop" derives the default) */
+    {"catchup_ratio_pct", CD_OPT_INT, "20", 0, 100000, 0, OFF(catchup_ratio_pct), NULL,
+     "catchup_indexes=auto drops the indexes only if the backlog's transactions (estimated from "
+     "the last indexed blocks) are at least this percent of those already indexed (an empty "
+     "index always drops; 0: the block threshold alone)"},
     /* off by default: the derived rows cost ~3 kB of disk per tx (2.5x the
      * rest of the index) and 2.5-4x live indexing's PostgreSQL CPU, and the
      * step derives 1-3k tx/s, far below an initial sync's rate: a trade for

@@ -74,6 +74,7 @@ typedef struct cd_config {
                                              see cd_config_parser_workers() */
     int catchup_indexes;                  /* CD_CATCHUP_AUTO | CD_CATCHUP_LIVE */
     uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
+    uint32_t catchup_ratio_pct;           /* ...and backlog txs >= this % of indexed txs */
     int key_rows;                         /* the key-rows process (cd_keyrows.h) */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
     uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */

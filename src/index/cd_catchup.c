@@ -33,16 +33,22 @@
 #define CU_RETRY_S  10.0
 
 typedef enum { CU_UNKNOWN, CU_LIVE, CU_DROPPED } cu_known;
-typedef enum { CU_OP_NONE, CU_OP_DROP, CU_OP_BUILD } cu_op;
+/* CU_OP_WEIGH: read the index's size, then drop (catch-up mode) or keep
+ * the indexes live (building any that are missing) by cd_catchup_weigh */
+typedef enum { CU_OP_NONE, CU_OP_WEIGH, CU_OP_BUILD } cu_op;
 
 /* helper -> controller, one write each (the channel is a stream socket:
  * the reader reassembles a message that arrives in pieces) */
 typedef struct cu_msg {
-    char kind;     /* 'B' build started (some index missing), 'R' result */
+    char kind;     /* 'W' weighed (figures below), 'B' build started (some
+                      index missing), 'R' result */
     int32_t rc;    /* R: 0 ok, < 0 failed */
-    int32_t had;   /* B, R: how many of the indexes were valid before */
-    int32_t total; /* B, R: how many secondary indexes sql/013 defines */
+    int32_t had;   /* W, B, R: how many of the indexes were valid before */
+    int32_t total; /* W, B, R: how many secondary indexes sql/013 defines */
     double secs;   /* R: time the DDL took */
+    int32_t drop;  /* W: the decision (cd_catchup_weighing.drop) */
+    int32_t behind;                             /* W: blocks behind, from the index's own tip */
+    double indexed_txs, per_block, backlog_txs; /* W: its figures */
 } cu_msg;
 
 typedef struct cu_state {
@@ -63,9 +69,27 @@ typedef struct cu_state {
     int32_t behind; /* at the helper's launch */
     double retry_at;
     int got_result;
+    int dropping; /* W said drop: the result is of a DROP */
+    /* the last weighing that kept the indexes live: weigh again only once
+     * the backlog has grown by as much again, or the header sync ended */
+    int weighed;
+    int32_t weighed_hdr, weighed_behind;
+    int weighed_synced;
+    int32_t hdr_at_launch;
+    int synced_at_launch;
+    char why[160];               /* the last decision and its figures (the status) */
+    double w_backlog, w_indexed; /* the last weighing's estimates, -1 none */
 } cu_state;
 
 /* ---- the helper process ---- */
+
+static void write_msg(int fd, const cu_msg *m)
+{
+    ssize_t w;
+    do {
+        w = write(fd, m, sizeof(*m));
+    } while (w < 0 && errno == EINTR);
+}
 
 static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
 {
@@ -76,10 +100,89 @@ static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
     m.had = had;
     m.total = total;
     m.secs = secs;
-    ssize_t w;
-    do {
-        w = write(fd, &m, sizeof(m));
-    } while (w < 0 && errno == EINTR);
+    write_msg(fd, &m);
+}
+
+/* Compact counts for the log and the status: 950, 1.2k, 45k, 0.4M, 6M,
+ * 13M, 0.25G (two significant digits are all an estimate has). */
+static void fmt_count(double v, char *buf, size_t len)
+{
+    static const char *const sfx[] = {"", "k", "M", "G", "T"};
+    unsigned i = 0;
+    if (v < 1000.0) {
+        snprintf(buf, len, "%.0f", v);
+        return;
+    }
+    while (v >= 100.0 && i + 1 < CD_ARRAY_LEN(sfx)) {
+        v /= 1000.0;
+        i++;
+    }
+    snprintf(buf, len, v >= 10.0 ? "%.0f%s" : "%.2g%s", v, sfx[i]);
+}
+
+void cd_catchup_weigh(cd_catchup_weighing *w, char *why, size_t len)
+{
+    double per = w->per_block > 0 ? w->per_block : 0.0;
+    w->backlog_txs = w->behind > 0 ? (double)w->behind * per : 0.0;
+    char b[32], n[32];
+    fmt_count(w->backlog_txs, b, sizeof(b));
+    fmt_count(w->indexed_txs, n, sizeof(n));
+    if (w->behind <= (int32_t)w->threshold) {
+        w->drop = 0;
+        snprintf(why, len, "live (backlog %d blocks <= catchup_threshold %u)", (int)w->behind,
+                 (unsigned)w->threshold);
+    } else if (w->indexed_txs <= 0) {
+        /* the initial sync: nothing to rebuild but what it loads */
+        w->drop = 1;
+        snprintf(why, len, "catch-up (backlog %d blocks, empty index)", (int)w->behind);
+    } else if (w->total > 0 && w->had == 0) {
+        /* a rebuild of the whole tables is owed anyway: loading first and
+         * building once is the cheaper order (e.g. a restart in catch-up) */
+        w->drop = 1;
+        snprintf(why, len, "catch-up (backlog %d blocks; the indexes are absent: %s txs indexed)",
+                 (int)w->behind, n);
+    } else if (w->ratio_pct == 0) {
+        w->drop = 1;
+        snprintf(why, len,
+                 "catch-up (backlog %d blocks > catchup_threshold %u; "
+                 "catchup_ratio_pct 0)",
+                 (int)w->behind, (unsigned)w->threshold);
+    } else {
+        double need = w->indexed_txs * (double)w->ratio_pct / 100.0;
+        w->drop = w->backlog_txs >= need;
+        snprintf(why, len, "%s (backlog %d blocks, ~%s txs %s %u%% of %s indexed)",
+                 w->drop ? "catch-up" : "live", (int)w->behind, b, w->drop ? ">=" : "<",
+                 (unsigned)w->ratio_pct, n);
+    }
+}
+
+/* The size of the index, for the weighing: its txs (every indexed block's,
+ * what CREATE INDEX would sort) and the txs per block of the last
+ * CD_CATCHUP_RECENT_BLOCKS indexed best-chain blocks (blocks_height_idx).
+ * A scan of `blocks` (one row per block: ~1M rows on mainnet, well under a
+ * second), in this helper, never in the controller's loop.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged). */
+static int read_size(cd_pg *pg, double *indexed_txs, double *per_block, int32_t *tip)
+{
+    char sql[400];
+    snprintf(sql, sizeof(sql),
+             "SELECT (SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), count(*), "
+             "coalesce(sum(tx_count), 0), (SELECT coalesce(max(height), -1) FROM index_tip) "
+             "FROM (SELECT tx_count FROM blocks WHERE indexed AND on_best_chain "
+             "ORDER BY height DESC LIMIT %d) r",
+             CD_CATCHUP_RECENT_BLOCKS);
+    PGresult *r = PQexec(cd_pg_conn(pg), sql);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) {
+        *indexed_txs = strtod(PQgetvalue(r, 0, 0), NULL);
+        double nb = strtod(PQgetvalue(r, 0, 1), NULL);
+        *per_block = nb > 0 ? strtod(PQgetvalue(r, 0, 2), NULL) / nb : 0.0;
+        *tip = (int32_t)strtol(PQgetvalue(r, 0, 3), NULL, 10);
+    } else {
+        cd_log_error("index: reading the size of the index failed: %s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return ok ? CD_PG_OK : CD_PG_ERROR;
 }
 
 /* The secondary indexes (sql/013's catalog) and their state, the largest
@@ -152,8 +255,34 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
     if (cd_pg_migrate(pg) == CD_PG_OK &&
         cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
         read_indexes(pg, list, &had, &total) == CD_PG_OK) {
-        if (op == CU_OP_DROP) {
-            rc = cd_pg_secondary_indexes(pg, 0);
+        cd_catchup_weighing w = {.behind = s->behind,
+                                 .threshold = cfg->catchup_threshold,
+                                 .ratio_pct = cfg->catchup_ratio_pct,
+                                 .had = had,
+                                 .total = total};
+        char why[160];
+        int32_t tip = -1;
+        if (op == CU_OP_WEIGH &&
+            (rc = read_size(pg, &w.indexed_txs, &w.per_block, &tip)) == CD_PG_OK) {
+            /* the distance from the index's own tip: the controller's
+             * indexed height is unknown (-1) until its first poll of it */
+            w.behind = s->hdr_at_launch - tip;
+            cd_catchup_weigh(&w, why, sizeof(why));
+            cu_msg m = {.kind = 'W',
+                        .had = had,
+                        .total = total,
+                        .drop = w.drop,
+                        .behind = w.behind,
+                        .indexed_txs = w.indexed_txs,
+                        .per_block = w.per_block,
+                        .backlog_txs = w.backlog_txs};
+            write_msg(fd, &m);
+            if (!w.drop)
+                op = CU_OP_BUILD; /* live: any index missing is built now */
+        }
+        if (op == CU_OP_WEIGH) {
+            if (rc == CD_PG_OK)
+                rc = cd_pg_secondary_indexes(pg, 0);
         } else if (had == total) {
             rc = CD_PG_OK;
         } else {
@@ -196,8 +325,40 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
     read_channel(arg);
 }
 
+static void on_weighed(cu_state *s, const cu_msg *m)
+{
+    s->behind = m->behind;
+    cd_catchup_weighing w = {.behind = m->behind,
+                             .threshold = s->cfg->catchup_threshold,
+                             .ratio_pct = s->cfg->catchup_ratio_pct,
+                             .indexed_txs = m->indexed_txs,
+                             .per_block = m->per_block,
+                             .had = m->had,
+                             .total = m->total};
+    /* the same rule on the same figures: the text the helper decided by */
+    cd_catchup_weigh(&w, s->why, sizeof(s->why));
+    s->w_backlog = w.backlog_txs;
+    s->w_indexed = w.indexed_txs;
+    s->dropping = m->drop;
+    if (!m->drop) {
+        s->weighed = 1;
+        s->weighed_hdr = s->hdr_at_launch;
+        s->weighed_behind = s->behind;
+        s->weighed_synced = s->synced_at_launch;
+    }
+    if (m->per_block > 0)
+        cd_log_info("index: mode %s (%.1f txs per block over the last indexed blocks)", s->why,
+                    m->per_block);
+    else
+        cd_log_info("index: mode %s", s->why);
+}
+
 static void on_msg(cu_state *s, const cu_msg *m)
 {
+    if (m->kind == 'W') {
+        on_weighed(s, m);
+        return;
+    }
     if (m->kind == 'B') {
         s->building = 1;
         cd_log_info("index: building secondary indexes (%d of %d present; %d blocks behind)",
@@ -207,11 +368,14 @@ static void on_msg(cu_state *s, const cu_msg *m)
     s->got_result = 1;
     if (m->rc != 0) {
         cd_log_warn("index: %s of the secondary indexes failed; retrying in %.0f s",
-                    s->op == CU_OP_DROP ? "dropping" : "building", CU_RETRY_S);
+                    s->op == CU_OP_WEIGH && s->dropping    ? "dropping"
+                    : s->op == CU_OP_WEIGH && !s->building ? "weighing"
+                                                           : "building",
+                    CU_RETRY_S);
         s->retry_at = cd_now_s() + CU_RETRY_S;
         return;
     }
-    if (s->op == CU_OP_DROP) {
+    if (s->op == CU_OP_WEIGH && s->dropping) {
         s->known = CU_DROPPED;
         cd_log_info("index: catch-up mode (%d blocks behind): secondary indexes dropped%s",
                     (int)s->behind, m->had ? "" : " (were absent)");
@@ -274,6 +438,7 @@ static void helper_down(void *arg, int slot, int code)
     s->pid = 0;
     s->op = CU_OP_NONE;
     s->building = 0;
+    s->dropping = 0;
 }
 
 /* Its row of the process table: run once per decision, no ring, PG. */
@@ -283,7 +448,7 @@ static const cd_sup_kind helper_kind = {.name = "index-ddl",
                                         .needs_ring = 0,
                                         .needs_pg = 1};
 
-static void launch(cu_state *s, cu_op op, int32_t behind)
+static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
 {
     if (s->slot < 0) {
         cd_sup_cbs cbs = {.arg = s, .on_up = helper_up, .on_down = helper_down};
@@ -298,7 +463,10 @@ static void launch(cu_state *s, cu_op op, int32_t behind)
     /* read by the child at the fork, by on_msg afterwards */
     s->op = op;
     s->behind = behind;
+    s->hdr_at_launch = hdr;
+    s->synced_at_launch = cd_ctl_headers_synced(s->ctl);
     s->building = 0;
+    s->dropping = 0;
     s->got_result = 0;
     int rc = cd_sup_launch(s->sup, s->slot);
     if (rc != 0) {
@@ -311,7 +479,7 @@ static void launch(cu_state *s, cu_op op, int32_t behind)
     }
     s->pid = cd_sup_pid(s->sup, s->slot);
     cd_log_debug("index: %s helper started (pid %d, %d blocks behind)",
-                 op == CU_OP_DROP ? "drop" : "build", (int)s->pid, (int)behind);
+                 op == CU_OP_WEIGH ? "weighing" : "build", (int)s->pid, (int)behind);
 }
 
 static void decide(cu_state *s)
@@ -319,8 +487,9 @@ static void decide(cu_state *s)
     if (s->op != CU_OP_NONE || cd_now_s() < s->retry_at)
         return;
     if (s->cfg->catchup_indexes == CD_CATCHUP_LIVE) {
+        snprintf(s->why, sizeof(s->why), "live (catchup_indexes = live)");
         if (s->known != CU_LIVE)
-            launch(s, CU_OP_BUILD, 0);
+            launch(s, CU_OP_BUILD, 0, 0);
         return;
     }
     cd_ctl_progress pr;
@@ -331,11 +500,26 @@ static void decide(cu_state *s)
     int32_t hdr = cd_hdrtree_height(tree);
     int32_t behind = hdr - pr.indexed_height; /* indexed -1: all of them */
     int32_t threshold = (int32_t)s->cfg->catchup_threshold;
+    int synced = cd_ctl_headers_synced(s->ctl);
     if (behind > threshold) {
-        if (s->known != CU_DROPPED)
-            launch(s, CU_OP_DROP, behind);
-    } else if (s->known != CU_LIVE && cd_ctl_headers_synced(s->ctl)) {
-        launch(s, CU_OP_BUILD, behind);
+        /* A weighing that kept the indexes live holds while the backlog
+         * shrinks or grows little: indexing only makes the index larger.
+         * Weigh again once as many new headers came as the backlog was
+         * (the backlog has doubled; at least catchup_threshold of them: a
+         * weighing may have found no backlog, the controller's indexed
+         * height being unknown until its first poll), or the header sync
+         * has ended (the backlog is then known whole). */
+        int32_t grown = s->weighed_behind > threshold ? s->weighed_behind : threshold;
+        int again = !s->weighed || hdr - s->weighed_hdr >= grown || (synced && !s->weighed_synced);
+        if (s->known != CU_DROPPED && again)
+            launch(s, CU_OP_WEIGH, behind, hdr);
+    } else {
+        s->weighed = 0; /* within reach: the next outage is weighed afresh */
+        if (s->known != CU_LIVE && synced) {
+            snprintf(s->why, sizeof(s->why), "live (backlog %d blocks <= catchup_threshold %u)",
+                     (int)(behind < 0 ? 0 : behind), (unsigned)threshold);
+            launch(s, CU_OP_BUILD, behind, hdr);
+        }
     }
 }
 
@@ -369,6 +553,8 @@ static int mod_init(cd_ctl *ctl, void **state)
     s->sup = cd_ctl_sup(ctl);
     s->slot = -1;
     s->fd = -1;
+    s->w_backlog = -1;
+    s->w_indexed = -1;
     *state = s;
     return 0;
 }
@@ -404,6 +590,11 @@ static void mod_progress(void *state, cd_ctl_progress *out)
     cu_state *s = state;
     if (!s->cfg->index)
         return;
+    snprintf(out->index_why, sizeof(out->index_why), "%s", s->why);
+    if (s->w_indexed >= 0) {
+        out->index_backlog_txs = s->w_backlog;
+        out->index_indexed_txs = s->w_indexed;
+    }
     out->index_mode = s->building              ? CD_CTL_INDEX_BUILDING
                       : s->known == CU_LIVE    ? CD_CTL_INDEX_LIVE
                       : s->known == CU_DROPPED ? CD_CTL_INDEX_DROPPED

@@ -18,7 +18,10 @@
  * reports back over a pipe read by the controller's loop. Decisions are
  * taken every second from the header height and the indexed height:
  *
- *   auto  behind > threshold and indexes not known dropped -> drop helper
+ *   auto  behind > threshold and indexes not known dropped -> weighing
+ *         helper: it reads the size of the index and drops the indexes
+ *         only if the backlog is also large against what it would
+ *         rebuild (cd_catchup_weigh); else they stay live
  *         behind <= threshold, header sync done, not known present
  *                                                       -> build helper
  *   live  once at start: build helper (undoes an earlier auto run)
@@ -34,9 +37,49 @@
 
 #include "cd_ctl.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 /* The controller module (listed in main.c; a module that finds cfg->index
  * off does nothing). It reports its mode in cd_ctl_progress.index_mode as
  * one of the CD_CTL_INDEX_* strings (cd_ctl.h). */
 extern const cd_ctl_module cd_catchup_module;
+
+/* How many of the last indexed best-chain blocks give the txs per block
+ * that estimate the backlog (about a week of mainnet blocks). */
+#define CD_CATCHUP_RECENT_BLOCKS 1000
+
+/* The figures of one auto decision (cd_catchup_weigh). */
+typedef struct cd_catchup_weighing {
+    /* In */
+    int32_t behind;     /* blocks from the indexed tip to the best header */
+    uint32_t threshold; /* catchup_threshold (blocks) */
+    uint32_t ratio_pct; /* catchup_ratio_pct: backlog txs against indexed, % */
+    double indexed_txs; /* txs in the index: what a rebuild would sort */
+    double per_block;   /* txs per block of the last indexed blocks */
+    int had, total;     /* secondary indexes valid, defined */
+    /* Out */
+    double backlog_txs; /* estimated: behind x per_block */
+    int drop;           /* 1: catch-up mode (drop), 0: keep them live */
+} cd_catchup_weighing;
+
+/*
+ * The auto rule. Catch-up mode (drop the secondary indexes, load, rebuild
+ * them over the whole tables at the end) pays when the load it speeds up
+ * outweighs the rebuild, whose cost grows with the index
+ * (docs/PERFORMANCE.md "Growth: when to drop"); so drop only when
+ *   behind > threshold blocks  AND  (the index is empty, or every secondary
+ *   index is already absent (the rebuild is owed anyway), or
+ *   backlog txs >= ratio_pct / 100 x indexed txs).
+ * The backlog's txs are estimated from the indexed chain's recent txs per
+ * block: measured on this chain next to the backlog (the chain-tx totals
+ * the ETA uses exist only for mainnet/testnet and extrapolate 2018's rate).
+ * ratio_pct 0: the block threshold alone (the rule before the ratio).
+ * InOut: w (In fields read, Out fields set).
+ * Out: why (len bytes, truncated like snprintf): the decision and its
+ *      figures, e.g. "live (backlog 1200 blocks, ~0.4M txs < 20% of 6M
+ *      indexed)".
+ */
+void cd_catchup_weigh(cd_catchup_weighing *w, char *why, size_t len);
 
 #endif /* CD_CATCHUP_H */

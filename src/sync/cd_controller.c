@@ -276,6 +276,8 @@ void cd_ctl_progress_now(cd_ctl *ctl, cd_ctl_progress *pr)
     memset(pr, 0, sizeof(*pr));
     pr->stored_height = -1;
     pr->indexed_height = -1;
+    pr->index_backlog_txs = -1;
+    pr->index_indexed_txs = -1;
     FOR_MODULES(ctl, i, m)
     {
         if (m->progress && ctl->mod_state[i])
@@ -356,6 +358,9 @@ static void publish_status(cd_ctl *ctl)
     st->height = ctl->cfg->index ? st->indexed_height : st->stored_height;
     status_tip_and_counters(ctl, st, &pr);
     snprintf(st->index_mode, sizeof(st->index_mode), "%s", pr.index_mode ? pr.index_mode : "");
+    snprintf(st->index_why, sizeof(st->index_why), "%s", pr.index_why);
+    st->index_backlog_txs = pr.index_backlog_txs;
+    st->index_indexed_txs = pr.index_indexed_txs;
     st->workers_alive = pr.workers_alive;
     st->workers_total = pr.workers_total;
     st->ring_used = pr.ring_used;

@@ -55,6 +55,11 @@ typedef struct cd_ctl_progress {
     uint32_t workers_alive, workers_total;
     uint64_t ring_used, ring_size;
     const char *index_mode; /* CD_CTL_INDEX_* (static string); NULL: no index */
+    /* why the catch-up module chose that mode, with its figures, e.g. "live
+     * (backlog 1200 blocks, ~0.4M txs < 20% of 6M indexed)"; "" none yet;
+     * and those figures (estimates; < 0: not weighed) */
+    char index_why[160];
+    double index_backlog_txs, index_indexed_txs;
     char stall[224];        /* why the data path is stopped (e.g. "disk full:
                                <path>: ..."): the status says stale; "" none */
     /* PostgreSQL batch commits of the parsers: count, total seconds, and

@@ -102,6 +102,8 @@ void cd_status_init(cd_status *st, const cd_config *cfg)
     st->eta_s = -1;
     st->progress_tx = -1;
     st->txs_left = -1;
+    st->index_backlog_txs = -1;
+    st->index_indexed_txs = -1;
     if (cfg) {
         st->ring_size = cfg->ring_size;
         st->interval_s = cfg->status_interval_s;
@@ -225,6 +227,8 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
     }
     if (st->index_mode[0])
         fprintf(f, "  index mode:    %s\n", st->index_mode);
+    if (st->index_why[0])
+        fprintf(f, "  index choice:  %s\n", st->index_why);
     if (st->progress_tx >= 0)
         fprintf(f, "  progress:      %.1f%% of the transactions (estimated from the chain's known "
                    "tx totals), %.1f%% of the blocks\n",
@@ -336,6 +340,16 @@ int cd_status_write(const char *datadir, cd_status *st)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, " %" PRIu64, st->commit_le[i]);
     if (n >= 0 && (size_t)n < sizeof(buf))
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, "\n");
+    if (n >= 0 && (size_t)n < sizeof(buf)) {
+        char why[sizeof(st->index_why)]; /* one line, whatever it holds */
+        snprintf(why, sizeof(why), "%s", st->index_why);
+        for (char *q = why; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                *q = '?';
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+                      "index_why=%s\nindex_backlog_txs=%.0f\nindex_indexed_txs=%.0f\n", why,
+                      st->index_backlog_txs, st->index_indexed_txs);
+    }
     for (uint32_t i = 0; i < st->n_restart && n >= 0 && (size_t)n < sizeof(buf); i++)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, "restart=%s %" PRIu64 "\n",
                       st->restart[i].name, st->restart[i].n);
@@ -413,6 +427,8 @@ int cd_status_read(const char *datadir, cd_status *st)
     st->eta_s = -1;
     st->progress_tx = -1; /* absent in files of older daemons */
     st->txs_left = -1;
+    st->index_backlog_txs = -1;
+    st->index_indexed_txs = -1;
     int format = 0;
     char line[512];
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -442,6 +458,12 @@ int cd_status_read(const char *datadir, cd_status *st)
             copy_str(st->state, sizeof(st->state), v);
         else if (strcmp(k, "index_mode") == 0)
             copy_str(st->index_mode, sizeof(st->index_mode), v);
+        else if (strcmp(k, "index_why") == 0)
+            copy_str(st->index_why, sizeof(st->index_why), v);
+        else if (strcmp(k, "index_backlog_txs") == 0)
+            st->index_backlog_txs = strtod(v, NULL);
+        else if (strcmp(k, "index_indexed_txs") == 0)
+            st->index_indexed_txs = strtod(v, NULL);
         else if (strcmp(k, "stall") == 0)
             copy_str(st->stall, sizeof(st->stall), v);
         else if (strcmp(k, "height") == 0)
@@ -593,18 +615,26 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
                                                "height", (int)st->peer[i].height, "bytes_in",
                                                (json_int_t)st->peer[i].bytes_in, "bytes_out",
                                                (json_int_t)st->peer[i].bytes_out));
-    if (json_object_set_new(o, "best_hash", st->best_hash[0] ? json_string(st->best_hash)
-                                                             : json_null()) != 0 ||
-        json_object_set_new(o, "tip_hash", st->tip_hash[0] ? json_string(st->tip_hash)
-                                                           : json_null()) != 0 ||
-        json_object_set_new(o, "tip_time", st->tip_time > 0 ? json_integer(st->tip_time)
-                                                            : json_null()) != 0 ||
-        json_object_set_new(o, "progress_tx_estimated", st->progress_tx >= 0
-                                                            ? json_real(st->progress_tx)
-                                                            : json_null()) != 0 ||
-        json_object_set_new(o, "txs_left_estimated", st->txs_left >= 0
-                                                         ? json_integer((json_int_t)st->txs_left)
-                                                         : json_null()) != 0 ||
+    if (json_object_set_new(o, "best_hash",
+                            st->best_hash[0] ? json_string(st->best_hash) : json_null()) != 0 ||
+        json_object_set_new(o, "tip_hash",
+                            st->tip_hash[0] ? json_string(st->tip_hash) : json_null()) != 0 ||
+        json_object_set_new(o, "tip_time",
+                            st->tip_time > 0 ? json_integer(st->tip_time) : json_null()) != 0 ||
+        json_object_set_new(o, "progress_tx_estimated",
+                            st->progress_tx >= 0 ? json_real(st->progress_tx) : json_null()) != 0 ||
+        json_object_set_new(o, "txs_left_estimated",
+                            st->txs_left >= 0 ? json_integer((json_int_t)st->txs_left)
+                                              : json_null()) != 0 ||
+        json_object_set_new(o, "index_why", json_string(st->index_why)) != 0 ||
+        json_object_set_new(o, "index_backlog_txs_estimated",
+                            st->index_backlog_txs >= 0
+                                ? json_integer((json_int_t)st->index_backlog_txs)
+                                : json_null()) != 0 ||
+        json_object_set_new(o, "index_indexed_txs",
+                            st->index_indexed_txs >= 0
+                                ? json_integer((json_int_t)st->index_indexed_txs)
+                                : json_null()) != 0 ||
         json_object_set_new(o, "peer_list", peers) != 0) {
         json_decref(o);
         return NULL;

@@ -116,6 +116,10 @@ typedef struct cd_status {
      * (cd_status_chain_txs): estimates, < 0 when the network has none */
     double progress_tx; /* fraction 0..1 of the chain's txs up to `height` */
     double txs_left;    /* txs between `height` and the best header */
+    /* the catch-up module's last choice (cd_ctl_progress.index_why; appended
+     * for issue 18's weighing): the text, and its two estimates (< 0: none) */
+    char index_why[160];
+    double index_backlog_txs, index_indexed_txs;
     /* private to cd_status_sample: the sliding window of samples */
     struct {
         double t;

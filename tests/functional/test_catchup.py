@@ -348,3 +348,104 @@ def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, t
     assert psql(pg_module, "cuinval", "SELECT indisvalid, indisunique FROM pg_index "
                 "WHERE indexrelid = 'transactions_hash_idx'::regclass;") == [("t", "f")]
     assert dump(pg_module, "cuinval") == live_reference
+
+
+# ---- the auto rule weighs the backlog against the index (issue 18) ----
+
+EMPTY_INDEX = r"index: mode catch-up \(backlog (\d+) blocks, empty index\)"
+
+
+def synced_index(pg, build_dir, node, db, dd):
+    """An index of the node's whole chain, built by an initial sync (the
+    indexes dropped, then built at the end). Returns the conninfo and the
+    daemon's log."""
+    ci = create_db(pg, db)
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+    try:
+        d.wait_for_log(r"secondary indexes dropped", timeout=120)
+        wait_tip(pg, db, d, BLOCKS)
+        wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert indexes(pg, db) == secondary(pg, db)
+    return ci, d.log_text()
+
+
+def test_auto_small_backlog_on_a_big_index_stays_live(pg_module, build_dir, simnode_factory,
+                                                      tmp_path):
+    """A backlog over catchup_threshold in blocks, but a small fraction of
+    the transactions already indexed (the daemon was down for a while):
+    rebuilding the whole index would cost more than the faster load saves,
+    so the indexes stay live. (The rule before issue 18 dropped them at any
+    backlog over the block threshold: this test failed on the drop.)"""
+    node = simnode_factory(generate=BLOCKS, txs_per_block=TXS, seed=SEED)
+    dd = tmp_path / "d"
+    ci, first = synced_index(pg_module, build_dir, node, "cusmall", dd)
+    backlog = 2 * THRESHOLD  # ~1.2k txs against ~9k indexed: ~13 % < 20 %
+    node.mine(backlog, txs_per_block=TXS, announce=False)
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+    try:
+        wait_tip(pg_module, "cusmall", d, BLOCKS + backlog)
+        st = wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    log = d.log_text()
+    assert "secondary indexes dropped" not in log, log[-4000:]
+    assert "building secondary indexes" not in log, log[-4000:]
+    assert indexes(pg_module, "cusmall") == secondary(pg_module, "cusmall")
+    # why, in the log and the status: ~30 txs a block, every indexed tx counted
+    m = re.search(r"index: mode live \(backlog (\d+) blocks, ~(\S+) txs < 20% of (\S+) "
+                  r"indexed\)", log)
+    assert m and int(m.group(1)) == backlog, log[-4000:]
+    assert st["index_mode"] == "live"
+    assert st["index_why"] == m.group(0)[len("index: mode "):], st
+    n = int(psql(pg_module, "cusmall", "SELECT sum(tx_count) FROM blocks "
+                 "WHERE height <= %d;" % BLOCKS)[0][0])
+    assert st["index_indexed_txs"] == n, (st, n)
+    assert backlog * TXS * 0.8 <= st["index_backlog_txs_estimated"] <= backlog * (TXS + 2), st
+    # the initial sync, on the empty index, dropped them at once
+    m = re.search(EMPTY_INDEX, first)
+    assert m and int(m.group(1)) > THRESHOLD, first[-4000:]
+
+
+def test_auto_large_backlog_drops(pg_module, build_dir, simnode_factory, tmp_path):
+    """A backlog of most of the index's size again drops the indexes (catch-up
+    mode), rebuilds them at the end, and the status says why; with
+    catchup_ratio_pct = 0 any backlog over the block threshold drops (the
+    rule before the ratio)."""
+    node = simnode_factory(generate=BLOCKS, txs_per_block=TXS, seed=SEED)
+    dd = tmp_path / "d"
+    ci, _ = synced_index(pg_module, build_dir, node, "cularge", dd)
+    backlog = 200  # ~6k txs against ~9k indexed: ~67 % >= 20 %
+    node.mine(backlog, txs_per_block=TXS, announce=False)
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
+    try:
+        m = d.wait_for_log(r"index: mode catch-up \(backlog (\d+) blocks, ~\S+ txs >= 20% of \S+ "
+                           r"indexed\)", timeout=120)
+        assert int(m.group(1)) == backlog, m.group(0)
+        d.wait_for_log(r"index: catch-up mode \(\d+ blocks behind\): secondary indexes dropped",
+                       timeout=120)
+        d.wait_for_log(r"index: secondary indexes ready", timeout=180)
+        wait_tip(pg_module, "cularge", d, BLOCKS + backlog)
+        st = wait_synced(build_dir, dd, d)
+        assert st["index_mode"] == "live"
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert indexes(pg_module, "cularge") == secondary(pg_module, "cularge")
+
+    # the same small backlog as above, with the ratio off: dropped
+    node.mine(2 * THRESHOLD, txs_per_block=TXS, announce=False)
+    d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD),
+                                             "--catchup-ratio-pct", "0"])
+    try:
+        d.wait_for_log(r"index: mode catch-up \(backlog %d blocks > catchup_threshold %d; "
+                       r"catchup_ratio_pct 0\)" % (2 * THRESHOLD, THRESHOLD), timeout=120)
+        d.wait_for_log(r"index: secondary indexes ready", timeout=180)
+        wait_synced(build_dir, dd, d)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert indexes(pg_module, "cularge") == secondary(pg_module, "cularge")

@@ -73,6 +73,7 @@ OTHER = {
     "parser_workers": ("3", "3"),
     "catchup_indexes": ("LIVE", "live"),
     "catchup_threshold": ("77", "77"),
+    "catchup_ratio_pct": ("25", "25"),
     "key_rows": ("yes", "on"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
