@@ -63,6 +63,16 @@ CREATE FUNCTION cd_key_spends(bids bigint[])
     WHERE i.block_id = ANY (bids)
 $$;
 
+-- Whether transactions has a valid index whose first column is tx_hash:
+-- catch-up mode (src/index/cd_catchup.c) drops it while far behind, and
+-- resolving inputs without it scans the table once per input.
+CREATE FUNCTION cd_tx_hash_indexed() RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_index x
+                   JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+                   WHERE x.indrelid = 'transactions'::regclass AND x.indisvalid
+                     AND a.attname = 'tx_hash')
+$$;
+
 -- A derived block leaving the best chain: the marks of its spends go, in
 -- the reorg's transaction (which holds the tip lock: the step marks only
 -- under it, so the rows found are the rows updated).
@@ -72,6 +82,12 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM key_rows_blocks WHERE block_id = NEW.block_id) THEN
         RETURN NULL;   -- never derived: it marked nothing
+    END IF;
+    IF NOT cd_tx_hash_indexed() THEN
+        -- catch-up mode: one scan of key_outs rather than one of
+        -- transactions per input
+        UPDATE key_outs SET spent_by = NULL WHERE spent_by = NEW.block_id;
+        RETURN NULL;
     END IF;
     SELECT array_agg(s.row_id) INTO ids FROM cd_key_spends(ARRAY[NEW.block_id]) s;
     UPDATE key_outs SET spent_by = NULL WHERE ctid = ANY (ids) AND spent_by = NEW.block_id;
@@ -109,14 +125,9 @@ BEGIN
     IF tip IS NULL OR tip <= m THEN
         RETURN 0;
     END IF;
-    -- catch-up mode (src/index/cd_catchup.c) drops the index on
-    -- transactions (tx_hash) while far behind: resolving inputs without it
-    -- would scan the table once per input; wait until it is back (any
-    -- valid index whose first column is tx_hash)
-    IF NOT EXISTS (SELECT 1 FROM pg_index x
-                   JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
-                   WHERE x.indrelid = 'transactions'::regclass AND x.indisvalid
-                     AND a.attname = 'tx_hash') THEN
+    -- catch-up mode drops the index on transactions (tx_hash): wait until
+    -- it is back
+    IF NOT cd_tx_hash_indexed() THEN
         RETURN 0;
     END IF;
     SELECT array_agg(block_id ORDER BY height), max(height), count(*)

@@ -219,6 +219,33 @@ def test_pages_equal_the_scan_at_every_mark_and_through_a_reorg(pg_module, build
     compare(pg, "kp116")
 
 
+def test_reorg_in_catch_up_mode_clears_the_marks(pg, build_dir, rt):
+    """A reorg while catch-up mode has dropped the index on transactions
+    (tx_hash): the leaving blocks' marks are cleared by a scan of key_outs
+    (sql/016), not one scan of transactions per input."""
+    ci = create_db(pg, "kpc")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    while advance(pg, "kpc", 50) > 0:
+        pass
+    before = marks(pg, "kpc")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
+    idx = psql(pg, "kpc", "SELECT indexrelid::regclass, pg_get_indexdef(indexrelid) FROM pg_index "
+                          "x JOIN pg_attribute a ON a.attrelid = x.indrelid "
+                          "AND a.attnum = x.indkey[0] WHERE x.indrelid = 'transactions'::regclass "
+                          "AND a.attname = 'tx_hash';")
+    assert len(idx) == 1, idx
+    psql(pg, "kpc", "DROP INDEX %s;" % idx[0][0])
+    reorg_to(pg, "kpc", os.path.join(rt, "blockchain_118_0ebc17"))
+    assert marks(pg, "kpc") < before
+    # the step waits for the index; then derives the new branch
+    assert advance(pg, "kpc", 50) == 0
+    psql(pg, "kpc", idx[0][1] + ";")
+    while advance(pg, "kpc", 50) > 0:
+        pass
+    assert mark(pg, "kpc") == 118
+    compare(pg, "kpc")
+
+
 def test_pages_with_mempool_rows_after_a_reorg(pg_module, build_dir, rt):
     pg = pg_module
     ci = create_db(pg, "kp117")
@@ -425,6 +452,7 @@ def test_upgrade_from_015_with_derived_rows(pg, build_dir, rt):
         DROP FUNCTION cd_key_spends(bigint[]);
         DROP FUNCTION cd_key_page_args(text, integer, integer, bigint, integer);
         DROP FUNCTION cd_outpoint_spent(bytea, integer, integer);
+        DROP FUNCTION cd_tx_hash_indexed();
         ALTER TABLE key_outs DROP COLUMN spent_by;
         %s
         DELETE FROM cd_schema_version WHERE version >= 16;
