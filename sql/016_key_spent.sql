@@ -199,6 +199,73 @@ BEGIN
 END
 $$;
 
+-- 014's mempool part of a history page (same rows): the key's confirmed
+-- outputs that mempool txs spend are read from key_outs_unspent_idx. A
+-- marked output is spent on the best chain, and the mempool holds no tx
+-- spending such an output (sql/002, 006: a conflicting tx is refused on
+-- entry and dropped when the block that conflicts joins), so the rows are
+-- the same; key_outs_key_idx, read only here, goes: one index fewer to
+-- write per derived output and per mark (docs/PERFORMANCE.md "Spent marks").
+CREATE OR REPLACE FUNCTION cd_key_hist_mempool(k "char", key bytea, m integer)
+    RETURNS TABLE (tx_hash bytea, pos bigint, dir integer)
+    LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    mem bigint := (SELECT n FROM mempool_size);
+    few boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mempool_tx) THEN
+        RETURN;
+    END IF;
+    -- the key's outputs, counted up to twice the mempool's txs
+    few := (SELECT count(*) FROM (SELECT 1 FROM key_outs ko WHERE ko.kind = k AND ko.key = key
+                                    AND ko.spent_by IS NULL
+                                  LIMIT 2 * coalesce(mem, 0) + 1) x) <= 2 * coalesce(mem, 0);
+    RETURN QUERY
+    WITH mo AS (
+        SELECT o.tx_hash, o.idx FROM mempool_outputs o
+        WHERE k = 's' AND o.script_hash = key
+        UNION
+        SELECT o.tx_hash, o.idx FROM mempool_pushdata p
+        JOIN mempool_outputs o ON o.tx_hash = p.tx_hash AND o.idx = p.idx
+        WHERE k = 'p' AND p.push_hash = key AND (p.flags & 5) <> 0
+    ), r AS (
+        SELECT mo.tx_hash AS h, 1 AS d FROM mo
+        UNION ALL
+        SELECT p.tx_hash, 4 FROM mempool_pushdata p WHERE k = 'p' AND p.push_hash = key
+        UNION ALL
+        -- spends of the key's mempool outputs
+        SELECT mi.tx_hash, 2 FROM mo JOIN mempool_inputs mi
+            ON mi.prev_hash = mo.tx_hash AND mi.prev_idx = mo.idx
+        UNION ALL
+        -- spends of its confirmed outputs, from the key's side
+        SELECT mi.tx_hash, 2
+        FROM key_outs ko
+        JOIN blocks b ON b.block_id = ko.block_id AND b.on_best_chain
+        JOIN transactions t ON t.block_id = ko.block_id AND t.tx_pos = ko.pos
+        JOIN mempool_inputs mi ON mi.prev_hash = t.tx_hash AND mi.prev_idx = ko.vout
+        WHERE few AND ko.kind = k AND ko.key = key AND ko.spent_by IS NULL AND ko.height <= m
+        UNION ALL
+        -- ... or from the mempool's side
+        SELECT mi.tx_hash, 2
+        FROM mempool_inputs mi
+        WHERE NOT few AND EXISTS (
+            SELECT 1 FROM transactions t
+            JOIN blocks b ON b.block_id = t.block_id AND b.on_best_chain
+            JOIN key_outs ko ON ko.block_id = t.block_id AND ko.pos = t.tx_pos
+                            AND ko.vout = mi.prev_idx
+            WHERE t.tx_hash = mi.prev_hash AND ko.kind = k AND ko.key = key AND ko.height <= m)
+        UNION ALL
+        SELECT mi.tx_hash, 2
+        FROM cd_key_outs_above(k, key, m) a
+        JOIN mempool_inputs mi ON mi.prev_hash = a.tx_hash AND mi.prev_idx = a.vout
+    )
+    SELECT r.h, mt.seq, bit_or(r.d) FROM r JOIN mempool_tx mt ON mt.tx_hash = r.h
+    GROUP BY r.h, mt.seq;
+END
+$$;
+DROP INDEX key_outs_key_idx;
+
 -- ---- the two key pages (cd_history, cd_utxos): one set of paging rules ----
 
 -- The paging state of a key page, from its arguments (as 007's functions

@@ -453,10 +453,13 @@ def test_upgrade_from_015_with_derived_rows(pg, build_dir, rt):
         DROP FUNCTION cd_key_page_args(text, integer, integer, bigint, integer);
         DROP FUNCTION cd_outpoint_spent(bytea, integer, integer);
         DROP FUNCTION cd_tx_hash_indexed();
+        DROP FUNCTION cd_key_hist_mempool("char", bytea, integer);
         ALTER TABLE key_outs DROP COLUMN spent_by;
+        CREATE INDEX key_outs_key_idx ON key_outs (kind, key, height, pos, vout);
         %s
         DELETE FROM cd_schema_version WHERE version >= 16;
-        COMMIT;""" % sql_014_functions("cd_key_rows_advance", "cd_history", "cd_utxos"))
+        COMMIT;""" % sql_014_functions("cd_key_rows_advance", "cd_history", "cd_utxos",
+                                       "cd_key_hist_mempool"))
     assert psql(pg, "kpu", "SELECT max(version) FROM cd_schema_version;") == [("15",)]
     # 014's step derives part of the chain
     while mark(pg, "kpu") < 80:
