@@ -32,6 +32,10 @@
 --    back to -1 (the reads use 007's scan meanwhile, the same rows) and the
 --    step walks the chain again: blocks already derived only get their
 --    marks (key_rows_blocks), no row is written twice.
+--  * key_outs_key_idx goes: its one reader left (the mempool part of a
+--    history page) reads key_outs_unspent_idx (below, with why the rows are
+--    the same); a quarter of the step's CPU (docs/PERFORMANCE.md "Spent
+--    marks").
 --  * cd_history and cd_utxos take their cursor, page size and mark from one
 --    function (cd_key_page_args) and check spends with one (cd_outpoint_spent);
 --    007's cd_*_scan stay as they are: the reference and the fallback.
