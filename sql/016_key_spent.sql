@@ -29,7 +29,8 @@
 --    Spends above the mark (not derived yet) and in the mempool are checked
 --    live, per row of the page, as before.
 --  * Upgrade from 015: rows derived before have no marks, so the mark goes
---    back to -1 (the reads use 007's scan meanwhile, the same rows) and the
+--    back to -1 (the reads use the blocks above it, or 007's scan beyond
+--    cd_key_rows_lag_max(), meanwhile: the same rows) and the
 --    step walks the chain again: blocks already derived only get their
 --    marks (key_rows_blocks), no row is written twice.
 --  * key_outs_key_idx goes: its one reader left (the mempool part of a
