@@ -24,6 +24,9 @@ For each checkpoint (a tx count) the benchmark
 4. writes EXPLAIN (ANALYZE, BUFFERS) of each page query for the first key
    to OUT/explain-<checkpoint>.txt.
 
+With sql/016 it also reports the share of derived outputs the step marked
+spent (rows a UTXO page below the mark no longer reads).
+
 A benchmark, not a test: nothing here asserts a time. Prints `uptime`.
 """
 import argparse
@@ -116,6 +119,18 @@ def main():
                                     "FROM %s);" % (rel, rel)).split("|")
                     print("  %s: %.0f B/tx (table + indexes), %.2f rows/tx" % (
                         rel, int(size[0]) / txs, int(size[1]) / txs), flush=True)
+                if psql(db, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'key_outs'::regclass "
+                            "AND attname = 'spent_by';") == "1":
+                    # sql/016's spent marks: the share of derived outputs a UTXO page no
+                    # longer reads, and the row versions the marking left (autovacuum's)
+                    sp = psql(db, "SELECT count(*) FILTER (WHERE spent_by IS NOT NULL), "
+                                  "count(*), (SELECT n_dead_tup FROM pg_stat_user_tables WHERE "
+                                  "relname = 'key_outs'), pg_relation_size('key_outs_unspent_idx') "
+                                  "FROM key_outs;").split("|")
+                    print("  key_outs spent marks: %s of %s rows (%.0f %%), %s dead row versions; "
+                          "key_outs_unspent_idx %.0f B/tx" % (
+                              sp[0], sp[1], 100.0 * int(sp[0]) / max(int(sp[1]), 1), sp[2],
+                              int(sp[3]) / txs), flush=True)
             hist = [f for f in ("cd_history", "cd_history_scan") if has_fn(db, f)]
             utxo = [f for f in ("cd_utxos", "cd_utxos_scan") if has_fn(db, f)]
             keys = [psql(db, "SELECT encode(sha256('\\x76a914%s88ac'), 'hex');" % k)

@@ -10,6 +10,10 @@ the 116 -> 118 reorg (the wallet txs move to another block), the 116 -> 117
 reorg (two txs return to the mempool with their outputs), a reorg that
 commits while a batch of the trailing step waits to commit, and a kill -9 of
 the PostgreSQL backend in the middle of a batch.
+
+The spent marks of sql/016 (key_outs.spent_by, read through the partial
+index key_outs_unspent_idx) are checked against the inputs after each of
+those steps (MARKS), and across an upgrade from a 015 database with rows.
 """
 
 import os
@@ -106,6 +110,33 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM key_outs GROUP BY kind, key, block_i
 """
 
 
+# sql/016's spent marks against the inputs: a mark names a best-chain block
+# with an input spending the output (any copy of it); every best-chain row at
+# or below the mark spent by a best-chain block at or below the mark is marked.
+MARKS = """
+WITH m AS (SELECT height FROM key_rows_mark),
+ko AS (SELECT ko.*, t.tx_hash, b.on_best_chain AS best
+       FROM key_outs ko JOIN transactions t ON t.block_id = ko.block_id AND t.tx_pos = ko.pos
+       JOIN blocks b ON b.block_id = ko.block_id)
+SELECT (SELECT count(*) FROM ko WHERE spent_by IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM inputs i JOIN blocks b ON b.block_id = i.block_id AND b.on_best_chain
+            WHERE i.block_id = ko.spent_by AND i.prev_hash = ko.tx_hash
+              AND i.prev_idx = ko.vout)),
+       (SELECT count(*) FROM ko, m WHERE ko.best AND ko.height <= m.height
+            AND spent_by IS NULL AND EXISTS (
+            SELECT 1 FROM inputs i JOIN blocks b ON b.block_id = i.block_id AND b.on_best_chain
+            WHERE i.prev_hash = ko.tx_hash AND i.prev_idx = ko.vout AND b.height <= m.height)),
+       (SELECT count(*) FROM ko WHERE spent_by IS NOT NULL);
+"""
+
+
+def marks(pg, db):
+    """Asserts the spent marks agree with the inputs; returns how many rows are marked."""
+    wrong, missing, n = psql(pg, db, MARKS)[0]
+    assert (wrong, missing) == ("0", "0"), (wrong, missing)
+    return int(n)
+
+
 def compare(pg, db):
     """Asserts the new reads equal 007's for every key; returns (keys, keys with rows)."""
     rows = psql(pg, db, COMPARE)
@@ -116,6 +147,7 @@ def compare(pg, db):
     # the comparison is not empty: push keys too, and keys with several pages
     assert int(keys[2]) > 0 and int(n[2]) > 0, (keys, n)
     assert psql(pg, db, DOUBLES) == [("0", "0")]
+    marks(pg, db)
     return int(keys[1]), int(n[1])
 
 
@@ -165,6 +197,9 @@ def test_pages_equal_the_scan_at_every_mark_and_through_a_reorg(pg_module, build
     assert mark(pg, "kp116") == tip(pg, "kp116") == 116
     assert advance(pg, "kp116", 50) == 0
     compare(pg, "kp116")
+    # the step marked the spends it derived (sql/016)
+    marked = marks(pg, "kp116")
+    assert marked > 20
     n_blocks = int(psql(pg, "kp116", "SELECT count(*) FROM key_rows_blocks;")[0][0])
     assert n_blocks == 117
 
@@ -173,12 +208,42 @@ def test_pages_equal_the_scan_at_every_mark_and_through_a_reorg(pg_module, build
     run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
     reorg_to(pg, "kp116", os.path.join(rt, "blockchain_118_0ebc17"))
     assert mark(pg, "kp116") < 116
+    # the marks of the blocks that left went with them, in the reorg's
+    # transaction (MARKS: no mark names a block off the best chain)
+    assert marks(pg, "kp116") < marked
     # the stale blocks' derived rows are still there, and ignored
     compare(pg, "kp116")
     while advance(pg, "kp116", 1) > 0:
         compare(pg, "kp116")
     assert mark(pg, "kp116") == 118
     compare(pg, "kp116")
+
+
+def test_reorg_in_catch_up_mode_clears_the_marks(pg, build_dir, rt):
+    """A reorg while catch-up mode has dropped the index on transactions
+    (tx_hash): the leaving blocks' marks are cleared by a scan of key_outs
+    (sql/016), not one scan of transactions per input."""
+    ci = create_db(pg, "kpc")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    while advance(pg, "kpc", 50) > 0:
+        pass
+    before = marks(pg, "kpc")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_118_0ebc17")])
+    idx = psql(pg, "kpc", "SELECT indexrelid::regclass, pg_get_indexdef(indexrelid) FROM pg_index "
+                          "x JOIN pg_attribute a ON a.attrelid = x.indrelid "
+                          "AND a.attnum = x.indkey[0] WHERE x.indrelid = 'transactions'::regclass "
+                          "AND a.attname = 'tx_hash';")
+    assert len(idx) == 1, idx
+    psql(pg, "kpc", "DROP INDEX %s;" % idx[0][0])
+    reorg_to(pg, "kpc", os.path.join(rt, "blockchain_118_0ebc17"))
+    assert marks(pg, "kpc") < before
+    # the step waits for the index; then derives the new branch
+    assert advance(pg, "kpc", 50) == 0
+    psql(pg, "kpc", idx[0][1] + ";")
+    while advance(pg, "kpc", 50) > 0:
+        pass
+    assert mark(pg, "kpc") == 118
+    compare(pg, "kpc")
 
 
 def test_pages_with_mempool_rows_after_a_reorg(pg_module, build_dir, rt):
@@ -192,6 +257,15 @@ def test_pages_with_mempool_rows_after_a_reorg(pg_module, build_dir, rt):
     assert int(psql(pg, "kp117", "SELECT count(*) FROM mempool_tx;")[0][0]) >= 2
     # mempool rows last, both ways of finding their spends (key side for
     # keys with few outputs, mempool side for the others)
+    compare(pg, "kp117")
+    # the txs that left the chain are evicted from the mempool too (as the
+    # mempool's cap does): the outputs they spent are unspent again, in
+    # the derived rows below the mark as well (sql/016: the reorg cleared
+    # their marks)
+    mem = psql(pg, "kp117", "SELECT count(*) FROM mempool_inputs;")
+    psql(pg, "kp117", "DELETE FROM mempool_tx;")
+    assert int(mem[0][0]) > 0 and psql(pg, "kp117", "SELECT count(*) FROM mempool_inputs;") \
+        == [("0",)]
     compare(pg, "kp117")
     while advance(pg, "kp117", 40) > 0:
         pass
@@ -345,3 +419,66 @@ def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path
     finally:
         d.stop()
         node.stop()
+
+
+def sql_014_functions(*names):
+    """The CREATE FUNCTION statements of sql/014 for names (its definitions,
+    which sql/016 replaces)."""
+    import re
+    text = open(os.path.join(HERE, "..", "..", "sql", "014_key_rows.sql")).read()
+    out = []
+    for n in names:
+        m = re.search(r"^CREATE FUNCTION %s\(.*?^\$\$;$" % n, text, re.S | re.M)
+        assert m, n
+        out.append(m.group(0))
+    return "\n".join(out)
+
+
+def test_upgrade_from_015_with_derived_rows(pg, build_dir, rt):
+    """A 015 database whose trailing step derived rows (no spent marks):
+    016 applies, the mark starts again from -1 (the reads use 007's scan
+    meanwhile), and the step marks the spends of the blocks derived before
+    without deriving them twice."""
+    ci = create_db(pg, "kpu")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    # back to 015: 016's objects out, 014's definitions back
+    psql(pg, "kpu", """
+        BEGIN;
+        DROP TRIGGER blocks_best_chain_key_spent ON blocks;
+        DROP FUNCTION cd_key_spent_unmark();
+        DROP FUNCTION cd_key_rows_advance(integer);
+        DROP FUNCTION cd_history(text, bytea, integer, integer, bigint);
+        DROP FUNCTION cd_utxos(text, bytea, integer, integer, bigint, integer);
+        DROP FUNCTION cd_key_spends(bigint[]);
+        DROP FUNCTION cd_key_page_args(text, integer, integer, bigint, integer);
+        DROP FUNCTION cd_outpoint_spent(bytea, integer, integer);
+        DROP FUNCTION cd_tx_hash_indexed();
+        DROP FUNCTION cd_key_hist_mempool("char", bytea, integer);
+        ALTER TABLE key_outs DROP COLUMN spent_by;
+        CREATE INDEX key_outs_key_idx ON key_outs (kind, key, height, pos, vout);
+        %s
+        DELETE FROM cd_schema_version WHERE version >= 16;
+        COMMIT;""" % sql_014_functions("cd_key_rows_advance", "cd_history", "cd_utxos",
+                                       "cd_key_hist_mempool"))
+    assert psql(pg, "kpu", "SELECT max(version) FROM cd_schema_version;") == [("15",)]
+    # 014's step derives part of the chain
+    while mark(pg, "kpu") < 80:
+        assert advance(pg, "kpu", 20) > 0
+    before = psql(pg, "kpu", "SELECT count(*) FROM key_outs; SELECT count(*) FROM key_hist; "
+                             "SELECT count(*) FROM key_rows_blocks;")
+    assert int(before[2][0]) > 80
+    # the indexer applies 016 (nothing new to index)
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    assert psql(pg, "kpu", "SELECT max(version) FROM cd_schema_version;") == [("16",)]
+    assert mark(pg, "kpu") == -1
+    assert marks(pg, "kpu") == 0
+    compare(pg, "kpu")
+    while advance(pg, "kpu", 30) > 0:
+        pass
+    assert mark(pg, "kpu") == 116
+    assert marks(pg, "kpu") > 20
+    compare(pg, "kpu")
+    # the blocks derived under 015 were not derived again (compare checks
+    # no row is doubled): only the blocks above 80 added rows
+    after = psql(pg, "kpu", "SELECT count(*) FROM key_rows_blocks;")
+    assert int(after[0][0]) == 117
