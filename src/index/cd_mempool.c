@@ -110,6 +110,7 @@ static void start_relay(mp_state *s)
     static const char *const mode[] = {"auto", "always", "never"};
     cd_log_info("mempool: index at the best tip; relay on (mempool_request=%s)",
                 mode[s->cfg->mempool_request % 3]);
+    cd_mempool_pending_flush(s);
 }
 
 static void batch_free(mp_batch *b)
@@ -566,6 +567,8 @@ static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *d
     mp_state *s = ctx->user;
     if (s && s->req)
         cd_mempool_requests_end(s, ctx->peer, NULL, 0);
+    if (s)
+        cd_mempool_pending_forget(s, ctx->peer);
     for (size_t k = 0; s && k < CD_CONFIG_MAX_CONNECT; k++)
         if (s->ann[k].peer == ctx->peer)
             s->ann[k].peer = NULL, s->ann[k].tip = NULL;
@@ -574,8 +577,11 @@ static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *d
 static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
 {
     mp_state *s = ctx->user;
-    if (!cd_mempool_relaying(s))
+    if (!cd_mempool_relaying(s)) {
+        if (s && s->cfg->index && s->cfg->relay && !s->synced)
+            cd_mempool_pending_add(s, ctx->peer, inv, n);
         return;
+    }
     uint8_t(*tx)[32] = NULL;
     size_t nt = 0;
     for (size_t i = 0; i < n; i++) {

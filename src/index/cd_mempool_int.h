@@ -38,6 +38,15 @@
 #define MP_REQ_PEER_MAX      (MP_REQ_MAX / 4)   /* from one peer */
 #define MP_REQ_TIMEOUT_S     60.0 /* a requested tx not answered by then is given up */
 #define MP_PEERS_MAX         64   /* per-peer counters (main + side connections) */
+/* txs announced while the index catches up, asked for at "relay on": the
+ * most recent MP_PEND_MAX of the last MP_PEND_AGE_S. The node serves a
+ * `getdata` of a tx it announced from its relay memory for 15 minutes
+ * (bitcoin-sv src/net_processing.cpp: mapRelay, vRelayExpiration
+ * GetTime() + 15 * 60), and a non-whitelisted peer may not send `mempool`:
+ * without this, a tx announced before relay on is never fetched, only seen
+ * when mined. */
+#define MP_PEND_MAX          16384
+#define MP_PEND_AGE_S        (15 * 60 - 30) /* a margin for clocks and queues */
 #define MP_PEER_LOG_EVERY_S  60.0
 #define MP_HOUSE_EVERY_S     5.0 /* expiry, size limits, eviction-record pruning */
 
@@ -192,6 +201,12 @@ typedef struct mp_sess {
     int sql_sent; /* the reconcile statement was sent */
 } mp_sess;
 
+typedef struct mp_pend {
+    uint8_t txid[32];
+    const cp2p_peer *peer; /* NULL: its connection ended */
+    double t;              /* when announced */
+} mp_pend;
+
 typedef struct mp_state {
     cd_ctl *ctl;
     const cd_config *cfg;
@@ -240,6 +255,8 @@ typedef struct mp_state {
     size_t req_n, req_dead;
     double req_swept;
     mp_peerstat peers[MP_PEERS_MAX];
+    mp_pend *pend; /* ring of MP_PEND_MAX (allocated at the first one) */
+    size_t pend_head, pend_n;
     /* the node's mempool (cd_mempool_sync.c) */
     cp2p_mgr *side;
     mp_addr addrs[MP_ADDRS_MAX];
@@ -264,6 +281,13 @@ typedef struct mp_state {
 /* ---- cd_mempool_relay.c ---- */
 
 /* Allocates the request table. */
+/* Remembers the tx entries of an inv that arrived before relay on. */
+void cd_mempool_pending_add(mp_state *s, const cp2p_peer *peer, const cp2p_inv *inv, size_t n);
+/* Forgets a peer whose connection ended (its entries are not asked). */
+void cd_mempool_pending_forget(mp_state *s, const cp2p_peer *peer);
+/* At relay on: asks each peer for the txs it announced within
+ * MP_PEND_AGE_S, then empties the ring. Returns the number asked. */
+size_t cd_mempool_pending_flush(mp_state *s);
 void cd_mempool_relay_init(mp_state *s);
 void cd_mempool_relay_fini(mp_state *s);
 /* 1 if relayed txs are taken now (index on, relay on, index at the tip). */

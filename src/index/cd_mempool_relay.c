@@ -142,6 +142,75 @@ static void req_rehash(mp_state *s)
     free(old);
 }
 
+/* ---- txs announced before relay on ---- */
+
+void cd_mempool_pending_add(mp_state *s, const cp2p_peer *peer, const cp2p_inv *inv, size_t n)
+{
+    double now = cd_now_s();
+    for (size_t i = 0; i < n; i++) {
+        if (inv[i].type != CP2P_INV_TX)
+            continue;
+        if (!s->pend)
+            s->pend = cd_xcalloc(MP_PEND_MAX, sizeof(*s->pend));
+        /* the ring keeps the newest: the oldest are the likeliest to have
+         * left the node's relay memory or to be mined by relay on */
+        mp_pend *e = &s->pend[(s->pend_head + s->pend_n) % MP_PEND_MAX];
+        if (s->pend_n == MP_PEND_MAX)
+            s->pend_head = (s->pend_head + 1) % MP_PEND_MAX;
+        else
+            s->pend_n++;
+        memcpy(e->txid, inv[i].hash, 32);
+        e->peer = peer;
+        e->t = now;
+    }
+}
+
+void cd_mempool_pending_forget(mp_state *s, const cp2p_peer *peer)
+{
+    for (size_t i = 0; i < s->pend_n; i++) {
+        mp_pend *e = &s->pend[(s->pend_head + i) % MP_PEND_MAX];
+        if (e->peer == peer)
+            e->peer = NULL;
+    }
+}
+
+size_t cd_mempool_pending_flush(mp_state *s)
+{
+    if (!s->pend_n)
+        return 0;
+    double now = cd_now_s();
+    uint8_t(*ask)[32] = cd_xmalloc(s->pend_n * 32);
+    size_t asked = 0, stale = 0;
+    /* one getdata per peer, in the order announced; an entry is taken by
+     * the first pass over its peer and its peer cleared */
+    for (size_t i = 0; i < s->pend_n; i++) {
+        const cp2p_peer *peer = s->pend[(s->pend_head + i) % MP_PEND_MAX].peer;
+        if (!peer)
+            continue;
+        size_t n = 0;
+        for (size_t k = i; k < s->pend_n; k++) {
+            mp_pend *e = &s->pend[(s->pend_head + k) % MP_PEND_MAX];
+            if (e->peer != peer)
+                continue;
+            if (now - e->t <= MP_PEND_AGE_S)
+                memcpy(ask[n++], e->txid, 32);
+            else
+                stale++;
+            e->peer = NULL;
+        }
+        if (n)
+            asked += cd_mempool_request(s, (cp2p_peer *)peer, (const uint8_t(*)[32])ask, n, 0);
+    }
+    cd_log_info("mempool: %zu txs announced while the index caught up: asked for %zu (%zu older "
+                "than the node's relay memory, the rest asked before or over the request bounds)",
+                s->pend_n, asked, stale);
+    free(ask);
+    free(s->pend);
+    s->pend = NULL;
+    s->pend_head = s->pend_n = 0;
+    return asked;
+}
+
 void cd_mempool_relay_init(mp_state *s)
 {
     s->req = cd_xcalloc(MP_REQ_SLOTS, sizeof(*s->req));
@@ -153,6 +222,7 @@ void cd_mempool_relay_fini(mp_state *s)
         if (s->peers[i].peer)
             peer_log(&s->peers[i], 1);
     free(s->req);
+    free(s->pend);
     cd_hashset_free(&s->seen);
 }
 
