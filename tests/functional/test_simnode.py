@@ -461,6 +461,95 @@ def test_mempool_relay_and_getdata_tx(simnode_factory):
     c.close()
 
 
+def test_relay_memory_expires_after_15_minutes(simnode_factory):
+    """A getdata for an announced tx is answered from the relay memory for
+    15 minutes after the first announcement, then with `notfound` although
+    the tx is still in the mempool (bitcoin-sv src/net/net_processing.cpp:
+    mapRelay, vRelayExpiration nNow + 15 * 60 s; tests/simnode/relaymem.py).
+    The node's clock is a test clock: the edge is crossed exactly."""
+    now = [1_700_000_000.0]
+    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0])
+    c = connect(node)
+    a = node.make_tx()
+    node.submit_tx(a)
+    _, p, _ = c.wait("inv")
+    assert parse_inv(p) == [(1, dsha(a))]
+    now[0] += 15 * 60                           # the last second it is served
+    c.getdata([(1, dsha(a))])
+    _, p, _ = c.wait("tx")
+    assert p == a
+    b = node.make_tx()
+    node.submit_tx(b)                           # 15 min after a: b is fresh
+    c.wait("inv")
+    now[0] += 0.5
+    c.getdata([(1, dsha(a)), (1, dsha(b))])
+    _, p, _ = c.wait("tx")
+    assert p == b
+    _, p, _ = c.wait("notfound")
+    assert parse_inv(p) == [(1, dsha(a))]
+    assert dsha(a) in node.mempool               # forgotten by the relay memory only
+    # advance_clock (the knob the daemon tests use) moves the same clock
+    node.advance_clock(15 * 60)
+    c.getdata([(1, dsha(b))])
+    _, p, _ = c.wait("notfound")
+    assert parse_inv(p) == [(1, dsha(b))]
+    assert node.status()["relay_memory"] == 0
+    c.close()
+
+
+def test_relay_memory_shortened(simnode_factory):
+    """relay_expiry (--relay-expiry) shortens the relay memory."""
+    now = [1_700_000_000.0]
+    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0],
+                           relay_expiry=5)
+    c = connect(node)
+    a = node.make_tx()
+    node.submit_tx(a)
+    c.wait("inv")
+    now[0] += 5.5
+    c.getdata([(1, dsha(a))])
+    _, p, _ = c.wait("notfound")
+    assert parse_inv(p) == [(1, dsha(a))]
+    with pytest.raises(ValueError):
+        simnode_factory(generate=1, relay_expiry=0)
+    c.close()
+
+
+def test_getdata_after_mempool_request_served_from_mempool(simnode_factory):
+    """A peer that sent `mempool` (whitelisted) may getdata any tx that was in
+    the mempool at that request, relay memory or not (ProcessGetData,
+    timeLastMempoolReq); a tx that entered the mempool later is not served
+    from it."""
+    now = [1_700_000_000.0]
+    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0],
+                           whitelist=True)
+    old = node.make_tx()
+    node.submit_tx(old)
+    now[0] += 3600                              # long forgotten by the relay memory
+    c = connect(node)
+    c.send("mempool")
+    _, p, _ = c.wait("inv")
+    assert parse_inv(p) == [(1, dsha(old))]
+    c.getdata([(1, dsha(old))])
+    _, p, _ = c.wait("tx")
+    assert p == old
+    now[0] += 1                                 # after the request
+    late = node.make_tx()
+    node.submit_tx(late)
+    c.wait("inv")
+    now[0] += 3600
+    c.getdata([(1, dsha(late))])
+    _, p, _ = c.wait("notfound")
+    assert parse_inv(p) == [(1, dsha(late))]
+    # a peer that never sent `mempool` gets notfound for the old one
+    c2 = connect(node)
+    c2.getdata([(1, dsha(old))])
+    _, p, _ = c2.wait("notfound")
+    assert parse_inv(p) == [(1, dsha(old))]
+    c.close()
+    c2.close()
+
+
 def test_broadcast_accept_and_reject(simnode_factory):
     node = simnode_factory(generate=20, txs_per_block=2, seed=3)
     c = connect(node)

@@ -10,6 +10,7 @@ listening.  Control: JSON lines on the --control TCP port and on stdin, e.g.
     {"cmd": "reorg", "fork_height": 90, "new_len": 15}
     {"cmd": "misbehave", "mode": "bad_checksum", "on": "headers", "count": 1}
     {"cmd": "status"}
+    {"cmd": "advance_clock", "seconds": 901}   (the relay memory forgets)
 or the short text form `mine 3 txs_per_block=5`, `reorg 90 15`,
 `misbehave bad_checksum on=headers`, `status`, `stop`.
 Every command answers one JSON line {"ok": true, ...} / {"ok": false, "error": ...}.
@@ -24,6 +25,7 @@ import time
 
 from .mempool import TxRejected
 from .node import SimNode
+from .relaymem import RELAY_EXPIRY
 from .protocol import hexh, sha256d, unhexh
 
 
@@ -113,6 +115,8 @@ def execute(node, c):
             kw["spend"] = (unhexh(kw["spend"][0]), int(kw["spend"][1]))
         raw = node.make_tx(**kw)
         return {"hex": raw.hex(), "txid": hexh(sha256d(raw))}
+    if cmd == "advance_clock":  # the node's clock: relay memory, mempool times
+        return {"now": node.advance_clock(float(c["seconds"]))}
     if cmd == "expire":
         return {"removed": node.expire_mempool(c.get("now"))}
     if cmd == "serve_file":
@@ -189,6 +193,9 @@ def main(argv=None):
     ap.add_argument("--genesis-height", type=int, default=10000,
                     help="Genesis activation height (regtest: 10000)")
     ap.add_argument("--feefilter", type=int, default=50, help="sat/kB sent in feefilter")
+    ap.add_argument("--relay-expiry", type=float, default=RELAY_EXPIRY,
+                    help="seconds a getdata for an announced tx is answered (relay memory; "
+                         "the node's 15 min by default)")
     ap.add_argument("--control", type=int, default=None,
                     help="JSON-lines control port on 127.0.0.1 (0 = ephemeral)")
     ap.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
@@ -207,7 +214,8 @@ def main(argv=None):
                    ignore_getheaders=a.ignore_getheaders, feefilter=a.feefilter,
                    handshake_timeout=a.handshake_timeout,
                    whitelist=a.whitelist, genesis_height=a.genesis_height,
-                   chain_file=a.chain_file, serve_height=a.serve_height)
+                   chain_file=a.chain_file, serve_height=a.serve_height,
+                   relay_expiry=a.relay_expiry)
     for d in a.chain:
         n = node.chain.load_dir(d)
         log("loaded %d blocks from %s" % (n, d))

@@ -19,6 +19,7 @@ import time
 from .chain import Chain, make_header, ser_tx
 from .mempool import (DEFAULT_MEMPOOL_EXPIRY, GENESIS_ACTIVATION_REGTEST, Result,
                       TxRejected, TxState)
+from .relaymem import RELAY_EXPIRY, RelayMemory
 from .protocol import (
     DEFAULT_MAX_RECV_PAYLOAD, MAX_BLOCKS_TO_ANNOUNCE,
     MAX_HEADERS_RESULTS, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_CMPCT_BLOCK,
@@ -95,6 +96,7 @@ class Connection:
         self.stalled = False
         self.relay = True
         self.known_txs = set()
+        self.time_last_mempool_req = None  # node clock when `mempool` was answered
         self.outq = queue.Queue()
         self.bytes_sent = 0
         self.ping_nonce = None
@@ -405,6 +407,9 @@ class Connection:
             return
         with self.node.lock:
             ids = list(self.node.mempool)
+            # timeLastMempoolReq: getdata may now take any of these from the
+            # mempool, even after the relay memory forgot them (relaymem.py)
+            self.time_last_mempool_req = self.node.now()
         self.known_txs.update(ids)
         step = self.max_inv()
         for i in range(0, len(ids), step):
@@ -462,8 +467,9 @@ class Connection:
                 node._serve_block(self, b)
             elif t == MSG_TX:
                 with node.lock:
-                    raw = node.relay_map.get(h)
+                    raw = node.tx_for_getdata(self, h)
                 if raw is None:
+                    self.event("getdata for tx %s: not in the relay memory: notfound" % hexh(h))
                     notfound.append((t, h))
                 else:
                     self.send("tx", raw)
@@ -693,7 +699,8 @@ class SimNode:
                  magic=None, ignore_getheaders=False, handshake_timeout=60,
                  genesis_height=GENESIS_ACTIVATION_REGTEST,
                  mempool_expiry=DEFAULT_MEMPOOL_EXPIRY, clock=time.time,
-                 allow_mempool=None, user_agent=None, chain_file=None, serve_height=None):
+                 allow_mempool=None, user_agent=None, chain_file=None, serve_height=None,
+                 relay_expiry=RELAY_EXPIRY):
         if allow_mempool is not None:       # deprecated name of `whitelist`
             whitelist = bool(allow_mempool)
         self.chain = chain or Chain(network=network, seed=seed, cache_dir=cache_dir)
@@ -705,11 +712,17 @@ class SimNode:
         self.cond = threading.Condition()
         self.conns = []
         self.faults = []
+        # the node's clock (mempool entry times, expiries, relay memory):
+        # `clock` plus what advance_clock() added, so a test crosses a
+        # 15-minute edge without waiting for it
+        self._clock = clock
+        self.clock_offset = 0.0
         # mempool, orphans, non-final pool, validation (mempool.py)
         self.txstate = TxState(self.chain, genesis_height=genesis_height,
-                               mempool_expiry=mempool_expiry, clock=clock)
+                               mempool_expiry=mempool_expiry, clock=self.now)
         self.txstate.log = self._log
-        self.relay_map = {}                         # txid -> raw (ever announced)
+        # txs announced, served to getdata for relay_expiry s (relaymem.py)
+        self.relay_map = RelayMemory(self.now, relay_expiry)
         self.invalid = set()                        # invalidate()d block hashes
         self.withheld = set()
         self.served = []                            # (conn id, block hash, bytes)
@@ -751,6 +764,32 @@ class SimNode:
     @allow_mempool.setter
     def allow_mempool(self, on):
         self.whitelist = bool(on)
+
+    def now(self):
+        """The node's clock (s): `clock()` + advance_clock() offsets."""
+        return self._clock() + self.clock_offset
+
+    def advance_clock(self, seconds):
+        """Move the node's clock forward: relay memory and mempool entries
+        age at once (e.g. past the relay memory's 15 minutes).  Returns the
+        new now()."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self.lock:
+            self.clock_offset += seconds
+            return self.now()
+
+    def tx_for_getdata(self, conn, txid):
+        """ProcessGetData for MSG_TX (bitcoin-sv src/net/net_processing.cpp):
+        the relay memory, else - for a peer that sent `mempool` - the
+        mempool if the tx entered it no later than that request, else None
+        (notfound).  Caller holds the lock."""
+        raw = self.relay_map.get(txid)
+        if raw is None and conn.time_last_mempool_req is not None:
+            e = self.txstate.mempool.entries.get(txid)
+            if e is not None and e.time <= conn.time_last_mempool_req:
+                raw = e.tx.raw
+        return raw
 
     # ------------------------------------------------------------------
     def _log(self, s):
@@ -1464,7 +1503,7 @@ class SimNode:
         with self.lock:
             for r in [res] + res.orphans_done:
                 if r.status in ("accepted", "nonfinal"):
-                    self.relay_map[r.txid] = r.tx.raw
+                    self.relay_map.remember(r.txid, r.tx.raw)
         if own:
             self._relay(res.relay)
         return res
@@ -1532,7 +1571,7 @@ class SimNode:
                     raise TxRejected(res)
             for r in [res] + res.orphans_done:
                 if r.status in ("accepted", "nonfinal"):
-                    self.relay_map[r.txid] = r.tx.raw
+                    self.relay_map.remember(r.txid, r.tx.raw)
         if announce:
             self._relay(res.relay)
         if res.orphans_done:                # peers' orphans that were waiting for it
@@ -1547,9 +1586,16 @@ class SimNode:
         """RelayTransaction (src/net/net_processing.cpp): inv to every
         handshaken peer that asked for tx relay (version relay flag) and
         does not know the tx yet (it sent or announced it to us, or we
-        announced it)."""
+        announced it).  The relay memory remembers what is announced
+        (mapRelay: from the first announcement on, relaymem.py)."""
         if not txids:
             return
+        with self.lock:
+            st = self.txstate
+            for t in txids:
+                e = st.mempool.entries.get(t) or st.nonfinal.get(t)
+                if e is not None:
+                    self.relay_map.remember(t, e.tx.raw)
         for c in self.handshaken():
             if c is exclude or not c.relay:
                 continue
@@ -1661,7 +1707,7 @@ class SimNode:
                     vin = [(p, x, w.script_sig_for(sc), seq) for p, x, _, sc, seq in ins]
                     raw = ser_tx(vin, outs)
                     self.txstate.commit(Result("accepted", Tx.parse(raw)))
-                self.relay_map[sha256d(raw)] = raw
+                self.relay_map.remember(sha256d(raw), raw)
                 out.append(raw)
         if announce and out:
             self._relay([sha256d(r) for r in out])
@@ -1818,6 +1864,8 @@ class SimNode:
                 "orphans": len(self.txstate.orphans),
                 "nonfinal": len(self.txstate.nonfinal),
                 "whitelist": self.whitelist,
+                "relay_memory": len(self.relay_map),
+                "clock_offset": self.clock_offset,
                 "connections": [{"id": c.id, "closed": c.closed, "reason": c.close_reason,
                                  "ua": (c.version or {}).get("user_agent"),
                                  "received": c.commands()[-50:],
