@@ -593,7 +593,7 @@ static void on_inv(const cp2p_ctx *ctx, const cp2p_inv *inv, size_t n)
     }
     if (!nt)
         return;
-    size_t asked = cd_mempool_request(s, ctx->peer, (const uint8_t(*)[32])tx, nt, 0);
+    size_t asked = cd_mempool_request(s, ctx->peer, (const uint8_t(*)[32])tx, nt, MP_ASK_INV);
     cd_log_debug("mempool: inv of %zu from %s: asking for %zu txs", n, cp2p_peer_name(ctx->peer),
                  asked);
     free(tx);

@@ -46,7 +46,12 @@
  * without this, a tx announced before relay on is never fetched, only seen
  * when mined. */
 #define MP_PEND_MAX          16384
-#define MP_PEND_AGE_S        (15 * 60 - 30) /* a margin for clocks and queues */
+/* The node counts its 15 minutes from its inv, we count from our receipt
+ * of it, and the getdata reaches it after our decision: our age is short of
+ * the node's by two transits and the queues between. 30 s below the node's
+ * edge covers that; a tx asked past the edge gets notfound (logged,
+ * tests/functional/test_mempool_relay_expiry.py). */
+#define MP_PEND_AGE_S        (15 * 60 - 30)
 #define MP_PEER_LOG_EVERY_S  60.0
 #define MP_HOUSE_EVERY_S     5.0 /* expiry, size limits, eviction-record pruning */
 
@@ -141,12 +146,20 @@ typedef enum mp_op {
     OP_RECONCILE, /* cd_mempool_reconcile */
 } mp_op;
 
+/* Why a tx is asked for (cd_mempool_request). */
+typedef enum mp_ask {
+    MP_ASK_INV,     /* announced while relaying; not asked if asked recently */
+    MP_ASK_FETCH,   /* missing from a `mempool` snapshot; asked even if asked before */
+    MP_ASK_PENDING, /* announced before relay on, asked at relay on */
+} mp_ask;
+
 /* One outstanding tx request (getdata after an inv, or a snapshot fetch). */
 typedef struct mp_req {
     uint8_t txid[32];
     const cp2p_peer *peer; /* asked from; only its answer is taken */
     double t;
     uint8_t used; /* 0 free, 1 used, 2 deleted (tombstone) */
+    uint8_t why;  /* mp_ask */
 } mp_req;
 
 /* Counters per peer connection for what it did wrong (logged per peer). */
@@ -293,10 +306,10 @@ void cd_mempool_relay_fini(mp_state *s);
 /* 1 if relayed txs are taken now (index on, relay on, index at the tip). */
 int cd_mempool_relaying(const mp_state *s);
 /* Asks `peer` for the txs among `hashes` that are not being requested and,
- * unless `fetch` (a snapshot's missing txs), were not asked recently,
- * within the limits; returns how many were asked. */
+ * unless `why` is MP_ASK_FETCH (a snapshot's missing txs), were not asked
+ * recently, within the limits; returns how many were asked. */
 size_t cd_mempool_request(mp_state *s, cp2p_peer *peer, const uint8_t (*hashes)[32], size_t n,
-                          int fetch);
+                          mp_ask why);
 /* A `tx` from `peer`: taken only if it was asked from that peer. */
 void cd_mempool_intake(mp_state *s, cp2p_peer *peer, const uint8_t *raw, size_t len,
                        const uint8_t txid[32]);

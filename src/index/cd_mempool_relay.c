@@ -100,7 +100,7 @@ static mp_req *req_find(mp_state *s, const uint8_t h[32])
     return NULL;
 }
 
-static void req_put(mp_state *s, const uint8_t h[32], const cp2p_peer *p)
+static void req_put(mp_state *s, const uint8_t h[32], const cp2p_peer *p, mp_ask why)
 {
     uint32_t i = cd_le32(h) & (MP_REQ_SLOTS - 1);
     while (s->req[i].used == 1)
@@ -111,6 +111,7 @@ static void req_put(mp_state *s, const uint8_t h[32], const cp2p_peer *p)
     s->req[i].peer = p;
     s->req[i].t = cd_now_s();
     s->req[i].used = 1;
+    s->req[i].why = (uint8_t)why;
     s->req_n++;
 }
 
@@ -199,7 +200,8 @@ size_t cd_mempool_pending_flush(mp_state *s)
             e->peer = NULL;
         }
         if (n)
-            asked += cd_mempool_request(s, (cp2p_peer *)peer, (const uint8_t(*)[32])ask, n, 0);
+            asked += cd_mempool_request(s, (cp2p_peer *)peer, (const uint8_t(*)[32])ask, n,
+                                        MP_ASK_PENDING);
     }
     cd_log_info("mempool: %zu txs announced while the index caught up: asked for %zu (%zu older "
                 "than the node's relay memory, the rest asked before or over the request bounds)",
@@ -249,8 +251,9 @@ static int queue_full(const mp_state *s)
 }
 
 size_t cd_mempool_request(mp_state *s, cp2p_peer *peer, const uint8_t (*hashes)[32], size_t n,
-                          int fetch)
+                          mp_ask why)
 {
+    int fetch = why == MP_ASK_FETCH;
     mp_peerstat *ps = peerstat(s, peer);
     uint8_t(*want)[32] = NULL;
     size_t nw = 0;
@@ -262,7 +265,7 @@ size_t cd_mempool_request(mp_state *s, cp2p_peer *peer, const uint8_t (*hashes)[
         if ((!fetch && cd_hashset_has(&s->seen, hashes[i])) || req_find(s, hashes[i]))
             continue;
         seen_add(s, hashes[i]);
-        req_put(s, hashes[i], peer);
+        req_put(s, hashes[i], peer, why);
         ps->outstanding++;
         if (!want)
             want = cd_xmalloc(n * 32);
@@ -280,15 +283,28 @@ void cd_mempool_requests_end(mp_state *s, const cp2p_peer *peer, const cp2p_inv 
 {
     mp_peerstat *ps = peerstat(s, peer);
     if (inv) {
+        size_t early = 0;
         for (size_t i = 0; i < n; i++) {
             mp_req *r = inv[i].type == CP2P_INV_TX ? req_find(s, inv[i].hash) : NULL;
             if (r && r->peer == peer) {
+                early += r->why == MP_ASK_PENDING;
                 req_del(s, r);
                 s->refused[MP_REFUSED_NOTFOUND]++;
                 if (ps)
                     ps->notfound++;
             }
         }
+        /* A notfound while relaying is ordinary (mined or evicted since the
+         * inv) and only counted. One for a tx announced before relay on
+         * means the node no longer had it in its relay memory (15 min from
+         * its inv, bitcoin-sv src/net/net_processing.cpp: mapRelay): said
+         * once per notfound message, since that tx is now missing from the
+         * mempool tables until it is mined. */
+        if (early)
+            cd_log_info("mempool: peer %s: %zu txs asked at relay on were answered notfound "
+                        "(announced while the index caught up, no longer in the node's relay "
+                        "memory): not in the mempool tables, indexed when mined",
+                        cp2p_peer_name(peer), early);
         return;
     }
     for (size_t i = 0; i < MP_REQ_SLOTS; i++)

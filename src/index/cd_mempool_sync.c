@@ -242,8 +242,8 @@ static void fetch_next(mp_state *s)
     if (k > MP_FETCH_CHUNK)
         k = MP_FETCH_CHUNK;
     se->deadline = cd_now_s() + MP_SESS_TIMEOUT_S; /* per chunk: a large fetch is progress */
-    se->fetched +=
-        cd_mempool_request(s, se->peer, (const uint8_t(*)[32])(se->miss + se->miss_off * 32), k, 1);
+    se->fetched += cd_mempool_request(
+        s, se->peer, (const uint8_t(*)[32])(se->miss + se->miss_off * 32), k, MP_ASK_FETCH);
     se->miss_off += k;
     /* its pong: every tx of the chunk was answered. A ping not sent means the
      * peer is being dropped; side_disconnect ends the session. */

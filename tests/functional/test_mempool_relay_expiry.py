@@ -1,0 +1,109 @@
+"""A tx asked for after the node's relay memory forgot it
+(src/index/cd_mempool_relay.c, cd_mempool_pending_* and the notfound path).
+
+The node answers a `getdata` for a tx it announced from its relay memory for
+15 minutes after the first announcement, then with `notfound` although the tx
+may still be in its mempool (bitcoin-sv src/net/net_processing.cpp: mapRelay,
+vRelayExpiration, ProcessGetData; tests/simnode/relaymem.py).  The daemon
+keeps the tx invs that arrive while its index catches up and asks for those
+of the last ~15 minutes at relay on (test_mempool_early_inv.py): the edge is
+a tx announced early that the node has forgotten by then.
+
+The simulated node's clock is moved past its relay memory (advance_clock: no
+test waits 15 minutes; the daemon's own clock is not touched, so the daemon
+still asks).  Checked: the node answers `notfound`, the daemon says so in its
+log and status, does not ask again, stays connected, and the mempool tables
+never hold the tx; the tx announced after the clock moved is fetched.
+"""
+
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from test_index import create_db  # noqa: E402
+from test_mempool_early_inv import RELAY_ON, indexed_height  # noqa: E402
+from simnode_fixtures import sync_connections  # noqa: E402
+from test_reorg import mempool, start, txid, wait_tip, wait_until  # noqa: E402
+from tests.simnode.protocol import parse_inv, sha256d, unhexh  # noqa: E402
+from tests.simnode.relaymem import RELAY_EXPIRY  # noqa: E402
+
+
+def asked(node, conn, h):
+    """How many times `h` was asked by getdata on `conn`."""
+    return sum(1 for _, cmd, p in node.received_messages(conn)
+               if cmd == "getdata" and (1, h) in parse_inv(p))
+
+
+def refused_notfound(datadir):
+    try:
+        text = open(os.path.join(datadir, "status")).read()
+    except OSError:
+        return -1
+    m = re.search(r"^mempool_refused=notfound (\d+)$", text, re.M)
+    return int(m.group(1)) if m else -1
+
+
+def sync_point(c, d):
+    """A ping answered: the daemon has read everything the node sent before."""
+    pongs = c.pongs_ok
+    c.send_ping()
+    wait_until(lambda: c.pongs_ok > pongs, d, "the pong")
+
+
+def test_early_inv_past_the_relay_memory(pg_module, build_dir, simnode_factory, tmp_path):
+    pg = pg_module
+    node = simnode_factory(generate=12, txs_per_block=2, seed=43)
+    node.mine(1)
+    last = node.chain.tip.hash_hex
+    node.withhold(last)
+    db = "relay_expiry"
+    ci = create_db(pg, db)
+    datadir = tmp_path / "d"
+    d = start(build_dir, datadir, node.port, ci, ["--block-timeout", "5"])
+    try:
+        wait_until(lambda: indexed_height(pg, db) == node.chain.tip.height - 1, d,
+                   "the index one block short of the tip")
+        conns = sync_connections(node)
+        assert len(conns) == 1
+        c = conns[0]
+        gone = node.make_tx()
+        node.add_mempool_tx(gone)               # announced while the index catches up
+        node.advance_clock(RELAY_EXPIRY + 1)    # the node forgets it (the daemon's clock: not)
+        kept = node.make_tx()
+        node.add_mempool_tx(kept)               # announced after: still in the relay memory
+        sync_point(c, d)
+        assert RELAY_ON not in d.log_text(), "relay was on before the txs were announced"
+
+        node.withheld.discard(unhexh(last))
+        wait_tip(pg, db, d, node)
+        d.wait_for_log(RELAY_ON, timeout=60)
+        d.wait_for_log(r"mempool: 2 txs announced while the index caught up: asked for 2 ",
+                       timeout=10)
+        wait_until(lambda: txid(kept) in mempool(pg, db), d, "the tx still in the relay memory")
+        h = sha256d(gone)
+        wait_until(lambda: any("getdata for tx %s" % txid(gone) in e for _, e in c.events), d,
+                   "the node's notfound")
+        sync_point(c, d)                        # the daemon has read the notfound
+
+        # said once, with the peer, and counted in the status
+        d.wait_for_log(r"mempool: peer 127\.0\.0\.1:%d: 1 txs asked at relay on were answered "
+                       r"notfound" % node.port, timeout=10)
+        wait_until(lambda: refused_notfound(datadir) == 1, d, "status: 1 notfound")
+        # not asked again, the connection kept
+        later = node.make_tx()
+        node.add_mempool_tx(later)
+        wait_until(lambda: txid(later) in mempool(pg, db), d, "a tx announced later")
+        assert asked(node, c, h) == 1
+        assert not c.closed and sync_connections(node) == [c]
+        assert txid(gone) not in mempool(pg, db)
+        assert node.mempool_txids().count(txid(gone)) == 1   # the node still has it
+        # mined: the index has it as confirmed, the mempool tables never did
+        node.mine(1)
+        wait_tip(pg, db, d, node)
+        assert txid(gone) not in mempool(pg, db)
+        assert asked(node, c, h) == 1
+    finally:
+        d.stop()
