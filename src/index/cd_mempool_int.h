@@ -216,8 +216,11 @@ typedef struct mp_sess {
 
 typedef struct mp_pend {
     uint8_t txid[32];
-    const cp2p_peer *peer; /* NULL: its connection ended */
-    double t;              /* when announced */
+    /* NULL: its connection ended. Not const: the getdata at relay on is
+     * queued on it (cd_mempool_request -> cp2p_peer_getdata_txs writes to
+     * the peer's send queue), and cp2p_ctx.peer is not const either. */
+    cp2p_peer *peer;
+    double t; /* when announced */
 } mp_pend;
 
 typedef struct mp_state {
@@ -295,7 +298,7 @@ typedef struct mp_state {
 
 /* Allocates the request table. */
 /* Remembers the tx entries of an inv that arrived before relay on. */
-void cd_mempool_pending_add(mp_state *s, const cp2p_peer *peer, const cp2p_inv *inv, size_t n);
+void cd_mempool_pending_add(mp_state *s, cp2p_peer *peer, const cp2p_inv *inv, size_t n);
 /* Forgets a peer whose connection ended (its entries are not asked). */
 void cd_mempool_pending_forget(mp_state *s, const cp2p_peer *peer);
 /* At relay on: asks each peer for the txs it announced within
@@ -307,7 +310,8 @@ void cd_mempool_relay_fini(mp_state *s);
 int cd_mempool_relaying(const mp_state *s);
 /* Asks `peer` for the txs among `hashes` that are not being requested and,
  * unless `why` is MP_ASK_FETCH (a snapshot's missing txs), were not asked
- * recently, within the limits; returns how many were asked. */
+ * recently, within the limits; returns how many were asked. `peer` is not
+ * const: the getdata is queued on its connection. */
 size_t cd_mempool_request(mp_state *s, cp2p_peer *peer, const uint8_t (*hashes)[32], size_t n,
                           mp_ask why);
 /* A `tx` from `peer`: taken only if it was asked from that peer. */

@@ -145,7 +145,7 @@ static void req_rehash(mp_state *s)
 
 /* ---- txs announced before relay on ---- */
 
-void cd_mempool_pending_add(mp_state *s, const cp2p_peer *peer, const cp2p_inv *inv, size_t n)
+void cd_mempool_pending_add(mp_state *s, cp2p_peer *peer, const cp2p_inv *inv, size_t n)
 {
     double now = cd_now_s();
     for (size_t i = 0; i < n; i++) {
@@ -185,7 +185,7 @@ size_t cd_mempool_pending_flush(mp_state *s)
     /* one getdata per peer, in the order announced; an entry is taken by
      * the first pass over its peer and its peer cleared */
     for (size_t i = 0; i < s->pend_n; i++) {
-        const cp2p_peer *peer = s->pend[(s->pend_head + i) % MP_PEND_MAX].peer;
+        cp2p_peer *peer = s->pend[(s->pend_head + i) % MP_PEND_MAX].peer;
         if (!peer)
             continue;
         size_t n = 0;
@@ -200,8 +200,7 @@ size_t cd_mempool_pending_flush(mp_state *s)
             e->peer = NULL;
         }
         if (n)
-            asked += cd_mempool_request(s, (cp2p_peer *)peer, (const uint8_t(*)[32])ask, n,
-                                        MP_ASK_PENDING);
+            asked += cd_mempool_request(s, peer, (const uint8_t(*)[32])ask, n, MP_ASK_PENDING);
     }
     cd_log_info("mempool: %zu txs announced while the index caught up: asked for %zu (%zu older "
                 "than the node's relay memory, the rest asked before or over the request bounds)",
