@@ -181,7 +181,21 @@ size_t cd_mempool_pending_flush(mp_state *s)
         return 0;
     double now = cd_now_s();
     uint8_t(*ask)[32] = cd_xmalloc(s->pend_n * 32);
-    size_t asked = 0, stale = 0;
+    size_t asked = 0, stale = 0, again = 0;
+    /* A tx announced by several peers is asked from the last to announce
+     * it: each node counts its relay memory's 15 minutes from its own inv,
+     * so that one is the likeliest to still serve it, and a request is made
+     * to one peer at a time (a notfound is not retried elsewhere). Newest
+     * first: the first entry of a txid stays, the older ones are dropped. */
+    cd_hashset dup = {0};
+    for (size_t i = s->pend_n; i-- > 0;) {
+        mp_pend *e = &s->pend[(s->pend_head + i) % MP_PEND_MAX];
+        if (e->peer && !cd_hashset_add(&dup, e->txid)) {
+            e->peer = NULL;
+            again++;
+        }
+    }
+    cd_hashset_free(&dup);
     /* one getdata per peer, in the order announced; an entry is taken by
      * the first pass over its peer and its peer cleared */
     for (size_t i = 0; i < s->pend_n; i++) {
@@ -203,8 +217,9 @@ size_t cd_mempool_pending_flush(mp_state *s)
             asked += cd_mempool_request(s, peer, (const uint8_t(*)[32])ask, n, MP_ASK_PENDING);
     }
     cd_log_info("mempool: %zu txs announced while the index caught up: asked for %zu (%zu older "
-                "than the node's relay memory, the rest asked before or over the request bounds)",
-                s->pend_n, asked, stale);
+                "than the node's relay memory, %zu announced again later by another peer and "
+                "asked from it, the rest asked before or over the request bounds)",
+                s->pend_n, asked, stale, again);
     free(ask);
     free(s->pend);
     s->pend = NULL;

@@ -107,3 +107,50 @@ def test_early_inv_past_the_relay_memory(pg_module, build_dir, simnode_factory, 
         assert asked(node, c, h) == 1
     finally:
         d.stop()
+
+
+def test_early_inv_asked_from_the_last_announcer(pg_module, build_dir, simnode_factory,
+                                                 tmp_path):
+    """Two nodes announce the same tx while the index catches up, the first
+    long before the second: only the second still has it in its relay
+    memory at relay on, so that is the one to ask (the daemon asks a tx from
+    one peer at a time, and a notfound is not retried elsewhere)."""
+    pg = pg_module
+    first = simnode_factory(generate=12, txs_per_block=2, seed=44)
+    second = simnode_factory(generate=12, txs_per_block=2, seed=44)   # the same chain
+    assert first.chain.tip.hash == second.chain.tip.hash
+    for n in (first, second):
+        n.mine(1)
+    assert first.chain.tip.hash == second.chain.tip.hash
+    last = first.chain.tip.hash_hex
+    for n in (first, second):
+        n.withhold(last)
+    db = "relay_expiry_two"
+    ci = create_db(pg, db)
+    d = start(build_dir, tmp_path / "d", first.port, ci,
+              ["--connect", "127.0.0.1:%d" % second.port, "--block-timeout", "5"])
+    try:
+        wait_until(lambda: indexed_height(pg, db) == first.chain.tip.height - 1, d,
+                   "the index one block short of the tip")
+        c1, = sync_connections(first)
+        c2, = sync_connections(second)
+        raw = first.make_tx()
+        first.add_mempool_tx(raw)
+        sync_point(c1, d)
+        first.advance_clock(RELAY_EXPIRY + 1)   # the first node forgets it
+        second.add_mempool_tx(raw)              # the second announces it now
+        sync_point(c2, d)
+        assert RELAY_ON not in d.log_text(), "relay was on before the tx was announced"
+
+        for n in (first, second):
+            n.withheld.discard(unhexh(last))
+        wait_tip(pg, db, d, first)
+        d.wait_for_log(RELAY_ON, timeout=60)
+        d.wait_for_log(r"mempool: 2 txs announced while the index caught up: asked for 1 ",
+                       timeout=10)
+        wait_until(lambda: txid(raw) in mempool(pg, db), d,
+                   "the tx, from the node that announced it last")
+        h = sha256d(raw)
+        assert (asked(first, c1, h), asked(second, c2, h)) == (0, 1)
+    finally:
+        d.stop()
