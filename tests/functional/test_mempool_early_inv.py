@@ -37,33 +37,64 @@ def indexed_height(pg, db):
         return -1
 
 
+def sync_point(c, d):
+    """A ping answered: the daemon has read everything the node sent on `c`
+    before it (messages on a connection are handled in order)."""
+    pongs = c.pongs_ok
+    c.send_ping()
+    wait_until(lambda: c.pongs_ok > pongs, d, "the pong")
+
+
+def one_block_short(pg, build_dir, tmp_path, db, nodes):
+    """Mines one block on each node (the same chain) and withholds it, starts
+    the daemon on all of them and waits until its index is one block short
+    of the tip. Returns (daemon, the withheld block's hash)."""
+    for n in nodes:
+        n.mine(1)
+    last = nodes[0].chain.tip.hash_hex
+    assert all(n.chain.tip.hash_hex == last for n in nodes)
+    for n in nodes:
+        n.withhold(last)
+    ci = create_db(pg, db)
+    extra = []
+    for n in nodes[1:]:
+        extra += ["--connect", "127.0.0.1:%d" % n.port]
+    d = start(build_dir, tmp_path / "d", nodes[0].port, ci, extra + ["--block-timeout", "5"])
+    try:
+        wait_until(lambda: indexed_height(pg, db) == nodes[0].chain.tip.height - 1, d,
+                   "the index one block short of the tip")
+    except BaseException:
+        d.stop()
+        raise
+    return d, last
+
+
+def relay_on(pg, db, d, nodes, last):
+    """Serves the withheld block (asked again after --block-timeout) and
+    waits for the index at the tip and relay on."""
+    for n in nodes:
+        n.withheld.discard(unhexh(last))
+    wait_tip(pg, db, d, nodes[0])
+    d.wait_for_log(RELAY_ON, timeout=60)
+
+
 def test_tx_announced_before_relay_on_is_fetched(pg_module, build_dir, simnode_factory,
                                                  tmp_path):
     pg = pg_module
     node = simnode_factory(generate=12, txs_per_block=2, seed=41)
-    node.mine(1)
-    last = node.chain.tip.hash_hex
-    node.withhold(last)
     db = "early_inv"
-    ci = create_db(pg, db)
-    d = start(build_dir, tmp_path / "d", node.port, ci, ["--block-timeout", "5"])
+    d, last = one_block_short(pg, build_dir, tmp_path, db, [node])
     try:
-        wait_until(lambda: indexed_height(pg, db) == node.chain.tip.height - 1, d,
-                   "the index one block short of the tip")
         conns = sync_connections(node)
         assert len(conns) == 1
         c = conns[0]
         raw = node.make_tx()
         node.add_mempool_tx(raw)  # announced (inv) to the daemon's connection
-        pongs = c.pongs_ok
-        c.send_ping()
-        wait_until(lambda: c.pongs_ok > pongs, d, "the pong after the inv")
+        sync_point(c, d)
         assert RELAY_ON not in d.log_text(), "relay was on before the tx was announced"
         assert txid(raw) not in mempool(pg, db)
 
-        node.withheld.discard(unhexh(last))
-        wait_tip(pg, db, d, node)
-        d.wait_for_log(RELAY_ON, timeout=60)
+        relay_on(pg, db, d, [node], last)
         wait_until(lambda: txid(raw) in mempool(pg, db), d,
                    "the tx announced before relay on, in the mempool tables", timeout=60)
         d.wait_for_log(r"mempool: 1 txs announced while the index caught up: asked for 1 ",

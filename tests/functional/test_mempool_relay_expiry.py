@@ -13,7 +13,9 @@ The simulated node's clock is moved past its relay memory (advance_clock: no
 test waits 15 minutes; the daemon's own clock is not touched, so the daemon
 still asks).  Checked: the node answers `notfound`, the daemon says so in its
 log and status, does not ask again, stays connected, and the mempool tables
-never hold the tx; the tx announced after the clock moved is fetched.
+never hold the tx; the tx announced after the clock moved is fetched.  And a
+tx announced early by two nodes, the first of which forgot it by relay on,
+is asked from the second (the last to announce it).
 """
 
 import os
@@ -23,11 +25,11 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from test_index import create_db  # noqa: E402
-from test_mempool_early_inv import RELAY_ON, indexed_height  # noqa: E402
+from test_mempool_early_inv import (RELAY_ON, one_block_short, relay_on,  # noqa: E402
+                                    sync_point)
 from simnode_fixtures import sync_connections  # noqa: E402
-from test_reorg import mempool, start, txid, wait_tip, wait_until  # noqa: E402
-from tests.simnode.protocol import parse_inv, sha256d, unhexh  # noqa: E402
+from test_reorg import mempool, txid, wait_tip, wait_until  # noqa: E402
+from tests.simnode.protocol import parse_inv, sha256d  # noqa: E402
 from tests.simnode.relaymem import RELAY_EXPIRY  # noqa: E402
 
 
@@ -46,26 +48,13 @@ def refused_notfound(datadir):
     return int(m.group(1)) if m else -1
 
 
-def sync_point(c, d):
-    """A ping answered: the daemon has read everything the node sent before."""
-    pongs = c.pongs_ok
-    c.send_ping()
-    wait_until(lambda: c.pongs_ok > pongs, d, "the pong")
-
-
 def test_early_inv_past_the_relay_memory(pg_module, build_dir, simnode_factory, tmp_path):
     pg = pg_module
     node = simnode_factory(generate=12, txs_per_block=2, seed=43)
-    node.mine(1)
-    last = node.chain.tip.hash_hex
-    node.withhold(last)
     db = "relay_expiry"
-    ci = create_db(pg, db)
-    datadir = tmp_path / "d"
-    d = start(build_dir, datadir, node.port, ci, ["--block-timeout", "5"])
+    d, last = one_block_short(pg, build_dir, tmp_path, db, [node])
+    datadir = d.datadir
     try:
-        wait_until(lambda: indexed_height(pg, db) == node.chain.tip.height - 1, d,
-                   "the index one block short of the tip")
         conns = sync_connections(node)
         assert len(conns) == 1
         c = conns[0]
@@ -77,9 +66,7 @@ def test_early_inv_past_the_relay_memory(pg_module, build_dir, simnode_factory, 
         sync_point(c, d)
         assert RELAY_ON not in d.log_text(), "relay was on before the txs were announced"
 
-        node.withheld.discard(unhexh(last))
-        wait_tip(pg, db, d, node)
-        d.wait_for_log(RELAY_ON, timeout=60)
+        relay_on(pg, db, d, [node], last)
         d.wait_for_log(r"mempool: 2 txs announced while the index caught up: asked for 2 ",
                        timeout=10)
         wait_until(lambda: txid(kept) in mempool(pg, db), d, "the tx still in the relay memory")
@@ -118,20 +105,9 @@ def test_early_inv_asked_from_the_last_announcer(pg_module, build_dir, simnode_f
     pg = pg_module
     first = simnode_factory(generate=12, txs_per_block=2, seed=44)
     second = simnode_factory(generate=12, txs_per_block=2, seed=44)   # the same chain
-    assert first.chain.tip.hash == second.chain.tip.hash
-    for n in (first, second):
-        n.mine(1)
-    assert first.chain.tip.hash == second.chain.tip.hash
-    last = first.chain.tip.hash_hex
-    for n in (first, second):
-        n.withhold(last)
     db = "relay_expiry_two"
-    ci = create_db(pg, db)
-    d = start(build_dir, tmp_path / "d", first.port, ci,
-              ["--connect", "127.0.0.1:%d" % second.port, "--block-timeout", "5"])
+    d, last = one_block_short(pg, build_dir, tmp_path, db, [first, second])
     try:
-        wait_until(lambda: indexed_height(pg, db) == first.chain.tip.height - 1, d,
-                   "the index one block short of the tip")
         c1, = sync_connections(first)
         c2, = sync_connections(second)
         raw = first.make_tx()
@@ -142,10 +118,7 @@ def test_early_inv_asked_from_the_last_announcer(pg_module, build_dir, simnode_f
         sync_point(c2, d)
         assert RELAY_ON not in d.log_text(), "relay was on before the tx was announced"
 
-        for n in (first, second):
-            n.withheld.discard(unhexh(last))
-        wait_tip(pg, db, d, first)
-        d.wait_for_log(RELAY_ON, timeout=60)
+        relay_on(pg, db, d, [first, second], last)
         d.wait_for_log(r"mempool: 2 txs announced while the index caught up: asked for 1 ",
                        timeout=10)
         wait_until(lambda: txid(raw) in mempool(pg, db), d,

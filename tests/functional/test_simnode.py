@@ -461,26 +461,36 @@ def test_mempool_relay_and_getdata_tx(simnode_factory):
     c.close()
 
 
+def clocked_node(simnode_factory, **kw):
+    """A node on a test clock: returns (now, node); now[0] is the time."""
+    now = [1_700_000_000.0]
+    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0], **kw)
+    return now, node
+
+
+def announced(node, c):
+    """A new tx submitted to the node and its inv read by client `c`."""
+    raw = node.make_tx()
+    node.submit_tx(raw)
+    _, p, _ = c.wait("inv")
+    assert parse_inv(p) == [(1, dsha(raw))]
+    return raw
+
+
 def test_relay_memory_expires_after_15_minutes(simnode_factory):
     """A getdata for an announced tx is answered from the relay memory for
     15 minutes after the first announcement, then with `notfound` although
     the tx is still in the mempool (bitcoin-sv src/net/net_processing.cpp:
     mapRelay, vRelayExpiration nNow + 15 * 60 s; tests/simnode/relaymem.py).
     The node's clock is a test clock: the edge is crossed exactly."""
-    now = [1_700_000_000.0]
-    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0])
+    now, node = clocked_node(simnode_factory)
     c = connect(node)
-    a = node.make_tx()
-    node.submit_tx(a)
-    _, p, _ = c.wait("inv")
-    assert parse_inv(p) == [(1, dsha(a))]
+    a = announced(node, c)
     now[0] += 15 * 60                           # the last second it is served
     c.getdata([(1, dsha(a))])
     _, p, _ = c.wait("tx")
     assert p == a
-    b = node.make_tx()
-    node.submit_tx(b)                           # 15 min after a: b is fresh
-    c.wait("inv")
+    b = announced(node, c)                      # 15 min after a: b is fresh
     now[0] += 0.5
     c.getdata([(1, dsha(a)), (1, dsha(b))])
     _, p, _ = c.wait("tx")
@@ -499,13 +509,9 @@ def test_relay_memory_expires_after_15_minutes(simnode_factory):
 
 def test_relay_memory_shortened(simnode_factory):
     """relay_expiry (--relay-expiry) shortens the relay memory."""
-    now = [1_700_000_000.0]
-    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0],
-                           relay_expiry=5)
+    now, node = clocked_node(simnode_factory, relay_expiry=5)
     c = connect(node)
-    a = node.make_tx()
-    node.submit_tx(a)
-    c.wait("inv")
+    a = announced(node, c)
     now[0] += 5.5
     c.getdata([(1, dsha(a))])
     _, p, _ = c.wait("notfound")
@@ -520,9 +526,7 @@ def test_getdata_after_mempool_request_served_from_mempool(simnode_factory):
     the mempool at that request, relay memory or not (ProcessGetData,
     timeLastMempoolReq); a tx that entered the mempool later is not served
     from it."""
-    now = [1_700_000_000.0]
-    node = simnode_factory(generate=20, txs_per_block=2, seed=3, clock=lambda: now[0],
-                           whitelist=True)
+    now, node = clocked_node(simnode_factory, whitelist=True)
     old = node.make_tx()
     node.submit_tx(old)
     now[0] += 3600                              # long forgotten by the relay memory
@@ -534,9 +538,7 @@ def test_getdata_after_mempool_request_served_from_mempool(simnode_factory):
     _, p, _ = c.wait("tx")
     assert p == old
     now[0] += 1                                 # after the request
-    late = node.make_tx()
-    node.submit_tx(late)
-    c.wait("inv")
+    late = announced(node, c)
     now[0] += 3600
     c.getdata([(1, dsha(late))])
     _, p, _ = c.wait("notfound")
