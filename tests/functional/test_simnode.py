@@ -507,6 +507,24 @@ def test_relay_memory_expires_after_15_minutes(simnode_factory):
     c.close()
 
 
+def test_relay_memory_counts_from_the_first_announcement():
+    """mapRelay.insert keeps the first entry: announcing again does not
+    extend it; once expired, an announcement remembers it afresh."""
+    from tests.simnode.relaymem import RelayMemory
+    now = [100.0]
+    rm = RelayMemory(lambda: now[0], expiry=10)
+    rm.remember(b"a" * 32, b"A")
+    now[0] += 6
+    rm.remember_many([(b"a" * 32, b"A"), (b"b" * 32, b"B")])
+    now[0] += 4                                 # a: 10 s old, b: 4 s
+    assert rm.get(b"a" * 32) == b"A" and rm.fresh(b"a" * 32, now[0])
+    now[0] += 0.5
+    assert rm.get(b"a" * 32) is None and rm.get(b"b" * 32) == b"B" and len(rm) == 1
+    rm.remember(b"a" * 32, b"A")                # announced again after it expired
+    now[0] += 10
+    assert rm.get(b"a" * 32) == b"A" and b"b" * 32 not in rm
+
+
 def test_relay_memory_shortened(simnode_factory):
     """relay_expiry (--relay-expiry) shortens the relay memory."""
     now, node = clocked_node(simnode_factory, relay_expiry=5)

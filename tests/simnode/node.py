@@ -1591,11 +1591,15 @@ class SimNode:
         if not txids:
             return
         with self.lock:
-            st = self.txstate
+            st, rm, now = self.txstate, self.relay_map, self.now()
+            pairs = []
             for t in txids:
+                if rm.fresh(t, now):
+                    continue            # remembered at acceptance (the usual case)
                 e = st.mempool.entries.get(t) or st.nonfinal.get(t)
                 if e is not None:
-                    self.relay_map.remember(t, e.tx.raw)
+                    pairs.append((t, e.tx.raw))
+            rm.remember_many(pairs, now)
         for c in self.handshaken():
             if c is exclude or not c.relay:
                 continue
@@ -1707,8 +1711,8 @@ class SimNode:
                     vin = [(p, x, w.script_sig_for(sc), seq) for p, x, _, sc, seq in ins]
                     raw = ser_tx(vin, outs)
                     self.txstate.commit(Result("accepted", Tx.parse(raw)))
-                self.relay_map.remember(sha256d(raw), raw)
                 out.append(raw)
+            self.relay_map.remember_many((sha256d(r), r) for r in out)
         if announce and out:
             self._relay([sha256d(r) for r in out])
         return out

@@ -45,13 +45,23 @@ class RelayMemory:
     def remember(self, txid, raw):
         """The node announced `txid` (first time: remembered until now +
         expiry; again: unchanged, like mapRelay.insert)."""
-        now = self.clock()
+        self.remember_many(((txid, raw),))
+
+    def remember_many(self, pairs, now=None):
+        """remember() for each (txid, raw), with one reading of the clock
+        (a batch of announcements is one SendTxnInventory)."""
+        now = self.clock() if now is None else now
         self._sweep(now)
-        if txid in self.txs:
-            return
         t = now + self.expiry
-        self.txs[txid] = (raw, t)
-        self.order.append((t, txid))
+        for txid, raw in pairs:
+            if txid not in self.txs:
+                self.txs[txid] = (raw, t)
+                self.order.append((t, txid))
+
+    def fresh(self, txid, now):
+        """True if `txid` is remembered and not expired at `now`."""
+        e = self.txs.get(txid)
+        return e is not None and e[1] >= now
 
     def get(self, txid):
         """The raw tx if still remembered, else None."""
