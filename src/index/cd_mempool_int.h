@@ -302,7 +302,8 @@ void cd_mempool_pending_add(mp_state *s, cp2p_peer *peer, const cp2p_inv *inv, s
 /* Forgets a peer whose connection ended (its entries are not asked). */
 void cd_mempool_pending_forget(mp_state *s, const cp2p_peer *peer);
 /* At relay on: asks each peer for the txs it announced within
- * MP_PEND_AGE_S, then empties the ring. Returns the number asked. */
+ * MP_PEND_AGE_S (a tx several peers announced: from the last of them), then
+ * empties the ring. Returns the number asked. */
 size_t cd_mempool_pending_flush(mp_state *s);
 void cd_mempool_relay_init(mp_state *s);
 void cd_mempool_relay_fini(mp_state *s);
