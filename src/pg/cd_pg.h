@@ -526,6 +526,44 @@ int cd_pg_tip_height(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * Returns: CD_PG_OK or an error. */
 int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done) CD_WARN_UNUSED;
 
+/* ---- height-range partitions (cd_pg_partition.c, sql/017) ----
+ * transactions, inputs, pushdata and outputs are partitioned by range of
+ * block_id; the open tip partition takes new blocks until a roll closes it
+ * (cd_partition_roll). The list is the table `partitions`. */
+
+/* The partitions as the status shows them. */
+typedef struct cd_pg_partitions {
+    int32_t count;   /* partitions of each table (the four have as many) */
+    int64_t tip_lo;  /* the open tip's lowest block_id; -1: MINVALUE */
+    int64_t tip_txs; /* transactions in the open tip (exact: indexed units) */
+} cd_pg_partitions;
+
+/*
+ * Reads the partitions' figures (cd_partitions_state(), sql/017): a range
+ * read of indexed_units from the tip's bound, cheap while the tip is small.
+ * Out: *out.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partitions_read(cd_pg *pg, cd_pg_partitions *out) CD_WARN_UNUSED;
+
+/*
+ * Closes the open tip partitions if they hold at least max_txs
+ * transactions (cd_partition_roll, one transaction: detach, CHECK (a scan
+ * of the tip), attach with its upper bound, new empty tip), then ANALYZEs
+ * the closed ones (after the commit: the roll's locks are already gone).
+ * The roll gives up, changing nothing, when it cannot take the four
+ * tables' locks within half of deadlock_timeout (a unit or a query holds
+ * one): *bound -1 and *busy 1; the caller tries again later.
+ * In:  max_txs > 0.
+ * Out: *bound the closed partitions' upper bound (the new tip's lower), -1
+ *      when nothing was rolled; *busy (may be NULL) 1 when the locks were
+ *      not granted; *secs (may be NULL) the roll's transaction time (the
+ *      stall it imposed on indexing), 0 when nothing was rolled.
+ * Returns: CD_PG_OK (rolled or not) or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_roll(cd_pg *pg, int64_t max_txs, int64_t *bound, int *busy,
+                         double *secs) CD_WARN_UNUSED;
+
 /* ---- reading results (binary format) ---- */
 
 /* An integer column of a binary-format result: int2, int4 or int8 by its

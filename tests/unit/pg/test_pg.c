@@ -428,10 +428,13 @@ START_TEST(secondary_index_invalid_rebuilt)
                                     "(1, 10, 1, 10, '\\x01')"),
                      0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    /* fails (duplicate key), leaving the index behind with indisvalid false */
-    ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
-                                    "ON transactions (tx_hash)"),
-                     CD_PG_ERROR);
+    /* an index left with indisvalid false: on a partitioned table (sql/017)
+     * an index ON ONLY the parent, whose partitions' indexes were never
+     * attached (CREATE INDEX CONCURRENTLY, the other way to leave one, is
+     * refused on a partitioned table) */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE INDEX transactions_hash_idx "
+                                    "ON ONLY transactions (tx_hash)"),
+                     0);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND "
                                 "indexrelid = 'transactions_hash_idx'::regclass"),
                      1);
