@@ -17,9 +17,17 @@
 --    draws an identity value each time), so a bound is a block_id;
 --  * an existing table becomes its first partition <table>_p0, FOR VALUES
 --    FROM (MINVALUE) TO (MAXVALUE): block_id is NOT NULL, which is all that
---    range needs, so ATTACH proves it without a scan; its indexes (primary
---    key, BRIN, secondary) are attached to partitioned indexes of the same
---    names on the parent, not rebuilt: the migration is instant at any size;
+--    range needs, so ATTACH proves it without a scan; its primary key and
+--    BRIN are attached to partitioned indexes of the same names on the
+--    parent, not rebuilt: the migration is instant at any size;
+--  * the secondary indexes (sql/013's catalog) are NOT partitioned indexes:
+--    each partition has its own, <partition><suffix> (transactions_hash_idx
+--    -> transactions_p0_hash_idx, transactions_p<b>_hash_idx), listed by
+--    the view secondary_index_parts. A partitioned index cannot lose one
+--    partition's index; these can: catch-up drops only the open tip's (the
+--    closed ones receive no live rows) and builds every missing one at the
+--    end, each in proportion to its partition. The migration only renames
+--    the existing ones (p0's);
 --  * the open tip partition is always (lo, MAXVALUE): no DEFAULT partition
 --    (a DEFAULT partition would have to be scanned by every ATTACH);
 --  * `partitions` lists them (C, tests and benchmarks read it, not
@@ -74,9 +82,10 @@ $$;
 -- ---- the conversion ----
 
 -- sql/013's state of a secondary index, taken before the tables are renamed
--- (it names the table and the index): only a valid one is attached; one in
--- another state is dropped here and built by the next build (catch-up's end
--- or the daemon's start), as sql/013 would have replaced it.
+-- (it names the table and the index): a valid one becomes p0's (renamed
+-- with the table's other indexes); one in another state is dropped here and
+-- built by the next build (catch-up's end or the daemon's start), as
+-- sql/013 would have replaced it.
 CREATE TEMPORARY TABLE cd_017_secondary ON COMMIT DROP AS
     SELECT s.name, s.tbl, s.method, s.cols, cd_secondary_index_state(s.name) AS state
     FROM secondary_indexes s;
@@ -119,10 +128,9 @@ BEGIN
     CREATE INDEX inputs_block_brin ON inputs USING brin (block_id);
     CREATE INDEX pushdata_block_brin ON pushdata USING brin (block_id);
     CREATE INDEX outputs_block_brin ON outputs USING brin (block_id);
+    -- the secondary indexes stay p0's own (renamed above)
     FOR s IN SELECT * FROM cd_017_secondary LOOP
-        IF s.state = 'valid' THEN
-            EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', s.name, s.tbl, s.method, s.cols);
-        ELSIF s.state <> 'missing' THEN
+        IF s.state NOT IN ('valid', 'missing') THEN
             EXECUTE format('DROP INDEX IF EXISTS %I',
                            s.tbl || '_p0' || substr(s.name, length(s.tbl) + 1));
         END IF;
@@ -152,23 +160,39 @@ CREATE OR REPLACE VIEW best_pushdata AS
     JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos
     WHERE b.on_best_chain;
 
--- ---- sql/013's catalog over partitioned tables ----
+-- ---- sql/013's catalog, per partition ----
 
--- As sql/013, with a partitioned index (relkind 'I', on the parent) counted
--- as the index: CREATE INDEX on the parent builds it on every partition and
--- it is valid once each partition has its own.
+-- The name of a secondary index's instance on a partition: the partition's
+-- name in place of the table's (transactions_hash_idx on transactions_p0:
+-- transactions_p0_hash_idx).
+CREATE FUNCTION cd_partition_index_name(def text, tbl text, part text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE WHEN left(def, length(tbl) + 1) = tbl || '_'
+                THEN part || substr(def, length(tbl) + 1)
+                ELSE part || '_' || def END
+$$;
+
+CREATE VIEW secondary_index_parts AS
+    SELECT cd_partition_index_name(s.name, s.tbl, p.part) AS name, s.name AS def, s.tbl,
+           p.part, s.method, s.cols, p.hi IS NOT NULL AS closed
+    FROM secondary_indexes s JOIN partitions p ON p.tbl = s.tbl;
+COMMENT ON VIEW secondary_index_parts IS
+    'Every secondary index (sql/013''s secondary_indexes) on every partition (sql/017): name is the partition''s own index; closed: the partition is closed (catch-up keeps its indexes).';
+
+-- The state of one partition's secondary index (a name of
+-- secondary_index_parts): as sql/013's, on the partition.
 CREATE OR REPLACE FUNCTION cd_secondary_index_state(idx text) RETURNS text
     LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN i.indexrelid IS NULL THEN 'missing'
         WHEN NOT i.indisvalid THEN 'invalid'
-        WHEN i.indrelid <> to_regclass(quote_ident(s.tbl)) OR a.amname <> s.method
+        WHEN i.indrelid <> to_regclass(quote_ident(s.part)) OR a.amname <> s.method
              OR i.indisunique OR i.indpred IS NOT NULL
              OR substring(pg_get_indexdef(i.indexrelid) from ' USING [a-z]+ (\(.*\))$')
                 <> '(' || s.cols || ')'
         THEN 'other'
         ELSE 'valid' END
-    FROM secondary_indexes s
+    FROM secondary_index_parts s
     LEFT JOIN pg_class c ON c.relname = s.name AND c.relkind IN ('i', 'I')
                         AND c.relnamespace = to_regnamespace(current_schema())
     LEFT JOIN pg_index i ON i.indexrelid = c.oid
@@ -176,20 +200,57 @@ CREATE OR REPLACE FUNCTION cd_secondary_index_state(idx text) RETURNS text
     WHERE s.name = idx
 $$;
 
--- The bytes of a table, its partitions' summed (a partitioned table has no
--- storage of its own: pg_relation_size says 0).
-CREATE FUNCTION cd_table_bytes(tbl text) RETURNS bigint
+-- Every partition's secondary index with its state, the largest partition
+-- first (the build order: the longest build starts first); tbl and
+-- rel_bytes are the partition's; def the catalog's name; closed whether
+-- the partition is closed. (Its columns changed: dropped and created.)
+DROP FUNCTION cd_secondary_indexes_state();
+CREATE FUNCTION cd_secondary_indexes_state()
+    RETURNS TABLE (name text, tbl text, state text, rel_bytes bigint, def text, closed boolean)
     LANGUAGE sql STABLE AS $$
-    SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint
-    FROM pg_partition_tree(to_regclass(quote_ident(tbl)))
+    SELECT s.name, s.part, cd_secondary_index_state(s.name),
+           coalesce(pg_relation_size(to_regclass(quote_ident(s.part))), 0), s.def, s.closed
+    FROM secondary_index_parts s
+    ORDER BY 4 DESC, 1
 $$;
 
-CREATE OR REPLACE FUNCTION cd_secondary_indexes_state()
-    RETURNS TABLE (name text, tbl text, state text, rel_bytes bigint)
-    LANGUAGE sql STABLE AS $$
-    SELECT s.name, s.tbl, cd_secondary_index_state(s.name), cd_table_bytes(s.tbl)
-    FROM secondary_indexes s
-    ORDER BY 4 DESC, 1
+-- As sql/013's, over the partitions' names.
+CREATE OR REPLACE FUNCTION cd_secondary_index_lock(idx text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM secondary_index_parts s WHERE s.name = idx) THEN
+        RAISE EXCEPTION 'unknown secondary index "%"', idx;
+    END IF;
+    PERFORM pg_advisory_xact_lock(424242, hashtext(idx));
+END
+$$;
+
+-- As sql/013's (the same replacement under a temporary name), on the
+-- partition; sql/013's cd_secondary_index_drop is unchanged (it calls the
+-- two functions above).
+CREATE OR REPLACE FUNCTION cd_secondary_index_create(idx text) RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    s secondary_index_parts;
+    tmp text := left(idx, 50) || '_cd_new';
+BEGIN
+    PERFORM cd_secondary_index_lock(idx);
+    st := cd_secondary_index_state(idx);
+    IF st = 'valid' THEN
+        RETURN 'present';
+    END IF;
+    SELECT * INTO s FROM secondary_index_parts x WHERE x.name = idx;
+    IF st = 'missing' THEN
+        EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', s.name, s.part, s.method, s.cols);
+        RETURN 'built';
+    END IF;
+    EXECUTE format('DROP INDEX IF EXISTS %I', tmp);
+    EXECUTE format('CREATE INDEX %I ON %I USING %s (%s)', tmp, s.part, s.method, s.cols);
+    EXECUTE format('DROP INDEX %I', idx);
+    EXECUTE format('ALTER INDEX %I RENAME TO %I', tmp, idx);
+    RETURN 'rebuilt';
+END
 $$;
 
 -- ---- the roll ----
@@ -237,8 +298,9 @@ $$;
 -- FROM (lo) TO (b) (proved by the CHECK: no second scan; its indexes are
 -- matched to the parent's, not rebuilt), drop the now redundant CHECK, and
 -- CREATE the new tip FROM (b) TO (MAXVALUE), which gets the parent's
--- partitioned indexes (primary key, BRIN, the secondary indexes present),
--- all empty. The closed partitions are left for the caller to ANALYZE
+-- partitioned indexes (primary key, BRIN), and the secondary indexes the
+-- old tip has valid (none in catch-up mode: they are built at its end),
+-- all empty: instant. The closed partitions are left for the caller to ANALYZE
 -- after the commit (ANALYZE here would hold the locks longer).
 CREATE FUNCTION cd_partition_roll(max_txs bigint) RETURNS bigint
     LANGUAGE plpgsql AS $$
@@ -250,6 +312,7 @@ DECLARE
     tip text;
     newp text;
     dl interval;
+    d record;
 BEGIN
     IF max_txs IS NULL OR max_txs <= 0 OR cd_partition_tip_txs() < max_txs THEN
         RETURN NULL; -- the cheap test first, without any lock
@@ -288,6 +351,11 @@ BEGIN
             format('Partition of %s (sql/017, cd_partition_roll): block_id from %s.', t, b));
         UPDATE partitions p SET hi = b WHERE p.tbl = t AND p.part = tip;
         INSERT INTO partitions (tbl, part, lo, hi) VALUES (t, newp, b, NULL);
+        FOR d IN SELECT x.name FROM secondary_indexes x WHERE x.tbl = t ORDER BY 1 LOOP
+            IF cd_secondary_index_state(cd_partition_index_name(d.name, t, tip)) = 'valid' THEN
+                PERFORM cd_secondary_index_create(cd_partition_index_name(d.name, t, newp));
+            END IF;
+        END LOOP;
     END LOOP;
     RETURN b;
 END

@@ -171,17 +171,20 @@ void cd_catchup_weigh(cd_catchup_weighing *w, char *why, size_t len)
     }
 }
 
-/* The size of the index, for the weighing: its txs (every indexed block's,
- * what CREATE INDEX would sort) and the txs per block of the last
+/* The size of the index, for the weighing: the txs of the open tip
+ * partition (sql/017: catch-up drops only the tip's indexes, so the build
+ * at its end re-sorts those rows, plus the backlog; a closed partition
+ * keeps its indexes), and the txs per block of the last
  * CD_CATCHUP_RECENT_BLOCKS indexed best-chain blocks (blocks_height_idx).
- * A scan of `blocks` (one row per block: ~1M rows on mainnet, well under a
- * second), in this helper, never in the controller's loop.
+ * A range read of indexed_units from the tip's bound (the whole table while
+ * there is one partition: one row per unit, well under a second on
+ * mainnet), in this helper, never in the controller's loop.
  * Returns: CD_PG_OK or CD_PG_ERROR (logged). */
 static int read_size(cd_pg *pg, double *indexed_txs, double *per_block, int32_t *tip)
 {
     char sql[400];
     snprintf(sql, sizeof(sql),
-             "SELECT (SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), count(*), "
+             "SELECT cd_partition_tip_txs(), count(*), "
              "coalesce(sum(tx_count), 0), (SELECT coalesce(max(height), -1) FROM index_tip) "
              "FROM (SELECT tx_count FROM blocks WHERE indexed AND on_best_chain "
              "ORDER BY height DESC LIMIT %d) r",
@@ -607,12 +610,14 @@ static void decide(cu_state *s)
 
 /* The partitions' look (sql/017), when no other DDL runs: at most every
  * CU_ROLL_PERIOD_S, and only once the index has grown since the last (the
- * first one at start: the status shows the figures). The weighing and the
+ * first one after the first decision: the status shows the figures). The weighing and the
  * builds go first (decide, just before): a roll waits for them, and they
  * for it, on the helpers' advisory lock anyway. */
 static void maybe_roll(cu_state *s)
 {
-    if (s->op != CU_OP_NONE || cd_now_s() < s->roll_at)
+    /* not before the first decision: at start the weighing must not wait
+     * for a roll while indexing runs with the indexes live */
+    if (s->op != CU_OP_NONE || s->known == CU_UNKNOWN || cd_now_s() < s->roll_at)
         return;
     cd_ctl_progress pr;
     cd_ctl_progress_now(s->ctl, &pr);

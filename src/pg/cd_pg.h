@@ -398,16 +398,20 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * keys and the unit markers are never dropped, so exactly-once holds either
  * way. */
 
-/* Room for the catalog's rows (4 today). */
-#define CD_PG_SECONDARY_MAX 16
+/* Room for the rows of cd_secondary_indexes_state(): the catalog's 4
+ * indexes on each partition (sql/017), so 128 partitions; more is refused
+ * (logged). partition_txs = 10M gives 128 at 1.28G txs. */
+#define CD_PG_SECONDARY_MAX 512
 
-/* One secondary index and its state in the database. */
+/* One secondary index of one partition (sql/017: each partition has its
+ * own) and its state in the database. */
 typedef struct cd_pg_secondary {
-    char name[64];
-    char tbl[64];
+    char name[64];       /* e.g. transactions_p0_hash_idx */
+    char tbl[64];        /* the partition it indexes */
     char state[16];      /* "valid", "missing", "invalid" (pg_index.indisvalid
                           * false) or "other" (another definition) */
-    long long rel_bytes; /* its table's size (heap), for the build order */
+    long long rel_bytes; /* its partition's size (heap), for the build order */
+    int closed;          /* 1: a closed partition (catch-up keeps its indexes) */
 } cd_pg_secondary;
 
 /*
@@ -438,9 +442,10 @@ int cd_pg_secondary_one(cd_pg *pg, const char *name, int create, char *result,
 
 /*
  * Bulk-load switch, one session, one index after the other: on = 0 drops
- * them all (before a large catch-up; lookups by hash are then slow), on = 1
- * builds every one that is not valid (after catching up). Idempotent; each
- * index commits on its own.
+ * those of the open tip partition (before a large catch-up; lookups by hash
+ * in it are then slow; a closed partition receives no live rows and keeps
+ * its own), on = 1 builds every one that is not valid, on any partition
+ * (after catching up). Idempotent; each index commits on its own.
  * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;

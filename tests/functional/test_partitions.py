@@ -94,15 +94,23 @@ def check_layout(pg, db):
 
 
 def secondary_on_every_partition(pg, db):
-    """[(partition, index)] of the secondary indexes (sql/013's catalog)
-    missing or not valid on a partition (empty: all there)."""
-    return psql(pg, db, """
-        SELECT p.part, s.name FROM secondary_indexes s JOIN partitions p ON p.tbl = s.tbl
-        WHERE NOT EXISTS (
-            SELECT 1 FROM pg_inherits ih JOIN pg_index x ON x.indexrelid = ih.inhrelid
-            JOIN pg_class pi ON pi.oid = ih.inhparent
-            WHERE pi.relname = s.name AND x.indrelid = p.part::regclass AND x.indisvalid)
-        ORDER BY 1, 2;""")
+    """[(partition, index, state)] of the secondary indexes (sql/013's
+    catalog) not valid on a partition (empty: all there, each partition
+    with its own)."""
+    n = psql(pg, db, "SELECT (SELECT count(*) FROM cd_secondary_indexes_state()), "
+                     "(SELECT count(*) FROM secondary_indexes) * (SELECT count(*) FROM partitions "
+                     "WHERE tbl = 'transactions');")
+    assert n[0][0] == n[0][1], n
+    return psql(pg, db, "SELECT tbl, name, state FROM cd_secondary_indexes_state() "
+                        "WHERE state <> 'valid' ORDER BY 1, 2;")
+
+
+def index_files(pg, db, closed):
+    """{index: relfilenode} of the secondary indexes of the closed
+    partitions (closed True) or of the open tip (False)."""
+    return dict(psql(pg, db, "SELECT s.name, c.relfilenode FROM cd_secondary_indexes_state() s "
+                             "JOIN pg_class c ON c.relname = s.name WHERE s.closed = %s;"
+                     % ("true" if closed else "false")))
 
 
 # ---- the documented queries over four partitions ----
@@ -224,6 +232,31 @@ def test_sync_rolls_then_reorg_across_a_boundary(pg_module, build_dir, simnode_f
             SELECT count(DISTINCT t.tableoid) FROM transactions t JOIN blocks b USING (block_id)
             WHERE NOT b.on_best_chain AND b.height > %d;""" % fork)
         assert int(sides[0][0]) >= 2, sides
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+
+    # catch-up on a partitioned index: 30 blocks mined while the daemon is
+    # down (backlog 630 txs >= 20 % of the open tip's < 150): only the open
+    # tip's secondary indexes are dropped and rebuilt, the closed
+    # partitions' are the same files throughout
+    closed = index_files(pg, "partd", True)
+    tip_files = index_files(pg, "partd", False)
+    assert len(closed) >= 8 and len(tip_files) == 4
+    node.mine(30, txs_per_block=20, announce=False)
+    d = start(build_dir, dd, node.port, ci, extra)
+    try:
+        wait_tip(pg, "partd", d, node, timeout=240)
+        d.wait_for_log(r"secondary indexes ready", timeout=120)
+        assert "secondary indexes dropped" in d.log_text()
+        settle(pg, "partd", d, 150)
+        check_layout(pg, "partd")
+        assert secondary_on_every_partition(pg, "partd") == []
+        now = dict(psql(pg, "partd", "SELECT relname, relfilenode FROM pg_class WHERE relkind = 'i';"))
+        assert {k: now.get(k) for k in closed} == closed
+        # the old tip's were dropped and built again (new files), whether
+        # it is still the tip or was closed since
+        assert all(now.get(k) != f for k, f in tip_files.items()), (tip_files, now)
         got = dump(pg, "partd")
     finally:
         rc = d.stop()
