@@ -81,15 +81,6 @@ $$;
 
 -- ---- the conversion ----
 
--- sql/013's state of a secondary index, taken before the tables are renamed
--- (it names the table and the index): a valid one becomes p0's (renamed
--- with the table's other indexes); one in another state is dropped here and
--- built by the next build (catch-up's end or the daemon's start), as
--- sql/013 would have replaced it.
-CREATE TEMPORARY TABLE cd_017_secondary ON COMMIT DROP AS
-    SELECT s.name, s.tbl, s.method, s.cols, cd_secondary_index_state(s.name) AS state
-    FROM secondary_indexes s;
-
 DO $$
 DECLARE
     t text;
@@ -97,6 +88,16 @@ DECLARE
     i record;
     s record;
 BEGIN
+    -- sql/013's state of each secondary index, taken before the tables are
+    -- renamed (it names the table and the index): a valid one becomes p0's
+    -- (renamed with the table's other indexes); one in another state is
+    -- dropped here and built by the next build (catch-up's end or the
+    -- daemon's start), as sql/013 would have replaced it. (A temporary
+    -- table dropped below, not ON COMMIT DROP: the tests also apply the
+    -- migrations statement by statement, outside a transaction.)
+    CREATE TEMPORARY TABLE cd_017_secondary AS
+        SELECT x.name, x.tbl, x.method, x.cols, cd_secondary_index_state(x.name) AS state
+        FROM secondary_indexes x;
     FOREACH t IN ARRAY ARRAY['transactions', 'inputs', 'pushdata', 'outputs'] LOOP
         p := t || '_p0';
         EXECUTE format('ALTER TABLE %I RENAME TO %I', t, p);
@@ -135,6 +136,7 @@ BEGIN
                            s.tbl || '_p0' || substr(s.name, length(s.tbl) + 1));
         END IF;
     END LOOP;
+    DROP TABLE cd_017_secondary;
 END
 $$;
 
