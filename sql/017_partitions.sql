@@ -255,6 +255,21 @@ BEGIN
 END
 $$;
 
+-- sql/016's test "is there a valid index on transactions (tx_hash)": the
+-- key-rows step waits while catch-up has dropped it. Each partition has its
+-- own now (catch-up drops the open tip's): true when every partition of
+-- transactions has one, valid.
+CREATE OR REPLACE FUNCTION cd_tx_hash_indexed() RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (
+        SELECT 1 FROM partitions p
+        WHERE p.tbl = 'transactions'
+          AND NOT EXISTS (SELECT 1 FROM pg_index x
+                          JOIN pg_attribute a ON a.attrelid = x.indrelid
+                                             AND a.attnum = x.indkey[0]
+                          WHERE x.indrelid = to_regclass(quote_ident(p.part)) AND x.indisvalid
+                            AND a.attname = 'tx_hash'))
+$$;
+
 -- ---- the roll ----
 
 -- Transactions in the open tip partition, exactly: the indexed units of

@@ -282,35 +282,43 @@ def psql_file(pg, db, path, env=None):
     assert p.returncode == 0, (path, p.stderr.decode())
 
 
+def old_schema_copy(pg, src, dst, version, tmp_path):
+    """Database dst with the schema of migrations 001..version (applied with
+    psql as the version that stopped there did) and src's chain rows
+    (blocks, units, tip and the four row tables, read through the
+    partitions' parents). Returns dst's conninfo."""
+    ci = create_db(pg, dst)
+    psql(pg, dst, "CREATE TABLE cd_schema_version (version integer PRIMARY KEY, "
+                  "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());")
+    for f in sql_files(version):
+        psql_file(pg, dst, f)
+        base = os.path.basename(f)
+        psql(pg, dst, "INSERT INTO cd_schema_version (version, name) VALUES (%d, '%s');"
+             % (int(base[:3]), base[4:-4]))
+    dumpf = tmp_path / ("%s.sql" % dst)
+    tables = ["blocks", "indexed_units", "index_tip"] + TABLES
+    subprocess.run(["pg_dump", "-h", pg.sockdir, "-p", str(pg.port), "-U", "postgres",
+                    "--data-only", "--load-via-partition-root", "-f", str(dumpf)]
+                   + sum((["-t", t + "*" if t in TABLES else t] for t in tables), [])
+                   + [src], check=True)
+    # rows restored as they are: no trigger (the dump runs with an empty
+    # search_path, which the notify triggers' functions do not expect)
+    psql_file(pg, dst, str(dumpf),
+              env=dict(os.environ, PGOPTIONS="-c session_replication_role=replica"))
+    psql(pg, dst, "SELECT setval(pg_get_serial_sequence('blocks', 'block_id'), "
+                  "(SELECT max(block_id) FROM blocks));")
+    return ci
+
+
 def test_migration_of_an_indexed_database(pg_module, build_dir, shared_data, tmp_path):
     pg = pg_module
     # the rows: chain 116 indexed by this version (partitioned)
     src = create_db(pg, "mig_src")
     run_index(build_dir, src, ["--chain", os.path.join(shared_data, CHAIN), "--unit-size", "4000"])
     # a database of schema 016, as the previous version's migrations made it
-    create_db(pg, "mig_old")
-    psql(pg, "mig_old", "CREATE TABLE cd_schema_version (version integer PRIMARY KEY, "
-                        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());")
-    for f in sql_files(16):
-        psql_file(pg, "mig_old", f)
-        base = os.path.basename(f)
-        psql(pg, "mig_old", "INSERT INTO cd_schema_version (version, name) VALUES (%d, '%s');"
-             % (int(base[:3]), base[4:-4]))
+    old_schema_copy(pg, "mig_src", "mig_old", 16, tmp_path)
     assert psql(pg, "mig_old", "SELECT relkind FROM pg_class WHERE relname = 'transactions';") \
         == [("r",)]
-    # the same rows copied in (into the parents of the partitioned source)
-    dumpf = tmp_path / "rows.sql"
-    tables = ["blocks", "indexed_units", "index_tip"] + TABLES
-    subprocess.run(["pg_dump", "-h", pg.sockdir, "-p", str(pg.port), "-U", "postgres",
-                    "--data-only", "--load-via-partition-root", "-f", str(dumpf)]
-                   + sum((["-t", t + "*" if t in TABLES else t] for t in tables), [])
-                   + ["mig_src"], check=True)
-    # rows restored as they are: no trigger (the dump runs with an empty
-    # search_path, which the notify triggers' functions do not expect)
-    psql_file(pg, "mig_old", str(dumpf),
-              env=dict(os.environ, PGOPTIONS="-c session_replication_role=replica"))
-    psql(pg, "mig_old", "SELECT setval(pg_get_serial_sequence('blocks', 'block_id'), "
-                        "(SELECT max(block_id) FROM blocks));")
     want = dump(pg, "mig_src")
     assert dump(pg, "mig_old") == want
     # the indexes' storage before: the migration must attach them, not build
