@@ -98,7 +98,9 @@ def _layout(specs):
     for name, (method, cols) in specs.items():
         out += ["UPDATE secondary_indexes SET method = '%s', cols = '%s' WHERE name = '%s'"
                 % (method, cols, name),
-                "SELECT cd_secondary_index_create('%s')" % name]
+                # each partition's own (sql/017)
+                "SELECT cd_secondary_index_create(p.name) FROM secondary_index_parts p "
+                "WHERE p.def = '%s'" % name]
     return out
 
 

@@ -237,6 +237,18 @@ static void from_status(struct evbuffer *b, const cd_status *st)
               "Transactions in the index at the last catch-up decision (what a rebuild sorts)",
               st->index_indexed_txs);
     }
+    /* height-range partitions (sql/017): what a lookup by hash probes, and
+     * how full the open tip is against partition_txs */
+    if (st->partitions > 0) {
+        gauge(b, "conduitd_index_partitions",
+              "Partitions of each row table (transactions, inputs, pushdata, outputs)",
+              (double)st->partitions);
+        gauge(b, "conduitd_index_partition_tip_transactions",
+              "Transactions in the open tip partition at the last look",
+              (double)st->partition_tip_txs);
+        counter(b, "conduitd_index_partition_rolls_total",
+                "Tip partitions closed (cd_partition_roll) by this run", st->partition_rolls);
+    }
     if (st->n_peer > 0) {
         head(b, "conduitd_peer_start_height", "gauge",
              "Height each connected peer announced when it connected");

@@ -77,6 +77,14 @@ const cd_option cd_config_options[] = {
      "catchup_indexes=auto drops the indexes only if the backlog's transactions (estimated from "
      "the last indexed blocks) are at least this percent of those already indexed (an empty "
      "index always drops; 0: the block threshold alone)"},
+    /* 10M: the tip's B-trees stay those of a 10M-tx table (live PG CPU per
+     * 1000 tx flat from there on) while a lookup by hash probes at most 10
+     * partitions up to 10^8 txs (100 at 10^9: too many for custom plans;
+     * docs/PERFORMANCE.md "Height-range partitions", OPERATIONS.md) */
+    {"partition_txs", CD_OPT_INT, "10000000", 0, 0x7fffffffu, 0, OFF(partition_txs), NULL,
+     "close the open tip partition of transactions, inputs, pushdata and outputs once it holds "
+     "this many transactions (a new empty tip takes the next blocks: live inserts touch small "
+     "B-trees; every partition costs lookups by hash a probe); 0: never (one partition)"},
     /* off by default: the derived rows cost ~3 kB of disk per tx (2.5x the
      * rest of the index) and 2.5-4x live indexing's PostgreSQL CPU, and the
      * step derives 1-3k tx/s, far below an initial sync's rate: a trade for

@@ -75,6 +75,8 @@ typedef struct cd_config {
     int catchup_indexes;                  /* CD_CATCHUP_AUTO | CD_CATCHUP_LIVE */
     uint32_t catchup_threshold;           /* blocks behind that start catch-up mode */
     uint32_t catchup_ratio_pct;           /* ...and backlog txs >= this % of indexed txs */
+    uint32_t partition_txs;               /* roll the tip partition at this many txs
+                                             (sql/017; 0: never) */
     int key_rows;                         /* the key-rows process (cd_keyrows.h) */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
     uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */

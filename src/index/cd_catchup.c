@@ -29,26 +29,35 @@
 #include <unistd.h>
 
 /* pg_advisory_lock key of the helpers (cd_pg_int.h has ...01 and ...02) */
-#define CU_LOCK_KEY "4242424203"
-#define CU_RETRY_S  10.0
+#define CU_LOCK_KEY      "4242424203"
+#define CU_RETRY_S       10.0
+/* How often the tip partition is looked at (sql/017), while the index
+ * grows: each look is a fork, a session and a range read of indexed_units
+ * (a few ms); the tip overshoots partition_txs by at most what is indexed
+ * in this time plus the blocks in flight. */
+#define CU_ROLL_PERIOD_S 2.0
 
 typedef enum { CU_UNKNOWN, CU_LIVE, CU_DROPPED } cu_known;
 /* CU_OP_WEIGH: read the index's size, then drop (catch-up mode) or keep
  * the indexes live (building any that are missing) by cd_catchup_weigh */
-typedef enum { CU_OP_NONE, CU_OP_WEIGH, CU_OP_BUILD } cu_op;
+/* CU_OP_ROLL: roll the tip partition if full (partition_txs), read the
+ * partitions' figures */
+typedef enum { CU_OP_NONE, CU_OP_WEIGH, CU_OP_BUILD, CU_OP_ROLL } cu_op;
 
 /* helper -> controller, one write each (the channel is a stream socket:
  * the reader reassembles a message that arrives in pieces) */
 typedef struct cu_msg {
-    char kind;     /* 'W' weighed (figures below), 'B' build started (some
-                      index missing), 'R' result */
-    int32_t rc;    /* R: 0 ok, < 0 failed */
-    int32_t had;   /* W, B, R: how many of the indexes were valid before */
-    int32_t total; /* W, B, R: how many secondary indexes sql/013 defines */
-    double secs;   /* R: time the DDL took */
-    int32_t drop;  /* W: the decision (cd_catchup_weighing.drop) */
-    int32_t behind;                             /* W: blocks behind, from the index's own tip */
+    char kind;      /* 'W' weighed (figures below), 'B' build started (some
+                       index missing), 'P' partitions (roll), 'R' result */
+    int32_t rc;     /* R: 0 ok, < 0 failed */
+    int32_t had;    /* W, B, R: how many of the indexes were valid before */
+    int32_t total;  /* W, B, R: how many secondary indexes sql/013 defines */
+    double secs;    /* R: time the DDL took */
+    int32_t drop;   /* W: the decision (cd_catchup_weighing.drop) */
+    int32_t behind; /* W: blocks behind, from the index's own tip */
     double indexed_txs, per_block, backlog_txs; /* W: its figures */
+    int32_t parts, busy;                        /* P: partitions; roll not locked */
+    int64_t tip_lo, tip_txs, bound, closed_txs; /* P: the tip; the roll's (-1: none) */
 } cu_msg;
 
 typedef struct cu_state {
@@ -79,6 +88,12 @@ typedef struct cu_state {
     int synced_at_launch;
     char why[160];               /* the last decision and its figures (the status) */
     double w_backlog, w_indexed; /* the last weighing's estimates, -1 none */
+    /* partitions (sql/017): the next look, the indexed height at the last
+     * one, the figures it read (parts 0: none read yet) */
+    double roll_at;
+    int32_t roll_height;
+    int32_t parts;
+    int64_t tip_txs, rolls;
 } cu_state;
 
 /* ---- the helper process ---- */
@@ -156,17 +171,24 @@ void cd_catchup_weigh(cd_catchup_weighing *w, char *why, size_t len)
     }
 }
 
-/* The size of the index, for the weighing: its txs (every indexed block's,
- * what CREATE INDEX would sort) and the txs per block of the last
+/* The size of the index, for the weighing: the txs of the indexed blocks
+ * in the open tip partition (sql/017: catch-up drops only the tip's
+ * indexes, so the build at its end re-sorts those rows, plus the backlog; a
+ * closed partition keeps its indexes), and the txs per block of the last
  * CD_CATCHUP_RECENT_BLOCKS indexed best-chain blocks (blocks_height_idx).
+ * Indexed blocks, not units (cd_partition_tip_txs): a unit of a block not
+ * yet complete (the genesis block's, at the first start) is no index, and
+ * counting it made the first weighing stay live ("~0 txs < 20% of 1").
  * A scan of `blocks` (one row per block: ~1M rows on mainnet, well under a
  * second), in this helper, never in the controller's loop.
  * Returns: CD_PG_OK or CD_PG_ERROR (logged). */
 static int read_size(cd_pg *pg, double *indexed_txs, double *per_block, int32_t *tip)
 {
-    char sql[400];
+    char sql[640];
     snprintf(sql, sizeof(sql),
-             "SELECT (SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), count(*), "
+             "SELECT (SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed AND block_id >= "
+             "coalesce((SELECT lo FROM partitions WHERE tbl = 'transactions' AND hi IS NULL), "
+             "-9223372036854775808)), count(*), "
              "coalesce(sum(tx_count), 0), (SELECT coalesce(max(height), -1) FROM index_tip) "
              "FROM (SELECT tx_count FROM blocks WHERE indexed AND on_best_chain "
              "ORDER BY height DESC LIMIT %d) r",
@@ -228,6 +250,34 @@ static int build_missing(const cd_config *cfg, cd_pg *pg, const cd_pg_secondary 
     return cd_pg_secondary_build(cfg, &plan, todo, n, &st);
 }
 
+/* The roll op: rolls the tip partition if it holds partition_txs txs
+ * (cd_partition_roll; 0: never, only read), then sends the figures ('P').
+ * Returns: CD_PG_OK or an error (logged). */
+static int roll_tip(const cd_config *cfg, cd_pg *pg, int fd)
+{
+    cd_pg_partitions before, after;
+    int64_t bound = -1;
+    int busy = 0;
+    double secs = 0;
+    int rc = cd_pg_partitions_read(pg, &before);
+    if (rc == CD_PG_OK && cfg->partition_txs > 0)
+        rc = cd_pg_partition_roll(pg, (int64_t)cfg->partition_txs, &bound, &busy, &secs);
+    if (rc == CD_PG_OK)
+        rc = cd_pg_partitions_read(pg, &after);
+    if (rc == CD_PG_OK) {
+        cu_msg m = {.kind = 'P',
+                    .parts = after.count,
+                    .busy = busy,
+                    .tip_lo = after.tip_lo,
+                    .tip_txs = after.tip_txs,
+                    .bound = bound,
+                    .closed_txs = before.tip_txs,
+                    .secs = secs};
+        write_msg(fd, &m);
+    }
+    return rc;
+}
+
 /* The helper's main (its kind's, in the process table): the supervisor has
  * closed every other descriptor, reset the signals, unmapped the ring and
  * reopened the log. s is the controller's state as of the fork (s->op). */
@@ -254,7 +304,9 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
      * be running in its backend; wait for it rather than race it */
     if (cd_pg_migrate(pg) == CD_PG_OK &&
         cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
-        read_indexes(pg, list, &had, &total) == CD_PG_OK) {
+        op == CU_OP_ROLL) {
+        rc = roll_tip(cfg, pg, fd);
+    } else if (op != CU_OP_ROLL && read_indexes(pg, list, &had, &total) == CD_PG_OK) {
         cd_catchup_weighing w = {.behind = s->behind,
                                  .threshold = cfg->catchup_threshold,
                                  .ratio_pct = cfg->catchup_ratio_pct,
@@ -353,8 +405,39 @@ static void on_weighed(cu_state *s, const cu_msg *m)
         cd_log_info("index: mode %s", s->why);
 }
 
+static void on_partitions(cu_state *s, const cu_msg *m)
+{
+    s->parts = m->parts;
+    s->tip_txs = m->tip_txs;
+    if (m->bound >= 0) {
+        s->rolls++;
+        cd_log_info("index: tip partition closed below block_id %lld with %lld txs (the roll "
+                    "held the tables %.3f s); %d partitions, the new tip from block_id %lld",
+                    (long long)m->bound, (long long)m->closed_txs, m->secs, (int)m->parts,
+                    (long long)m->tip_lo);
+    } else if (m->busy) {
+        cd_log_info("index: tip partition full (%lld txs) but its tables are busy; rolling later",
+                    (long long)m->tip_txs);
+    }
+}
+
 static void on_msg(cu_state *s, const cu_msg *m)
 {
+    if (m->kind == 'P') {
+        on_partitions(s, m);
+        return;
+    }
+    if (s->op == CU_OP_ROLL) {
+        if (m->kind == 'R') {
+            s->got_result = 1;
+            if (m->rc != 0) {
+                cd_log_warn("index: looking at the tip partition failed; again in %.0f s",
+                            CU_RETRY_S);
+                s->roll_at = cd_now_s() + CU_RETRY_S;
+            }
+        }
+        return;
+    }
     if (m->kind == 'W') {
         on_weighed(s, m);
         return;
@@ -433,7 +516,10 @@ static void helper_down(void *arg, int slot, int code)
     if (!s->got_result) {
         cd_log_warn("index: helper (pid %d) ended without a result (exit %d); retrying in %.0f s",
                     (int)s->pid, code, CU_RETRY_S);
-        s->retry_at = cd_now_s() + CU_RETRY_S;
+        if (s->op == CU_OP_ROLL)
+            s->roll_at = cd_now_s() + CU_RETRY_S;
+        else
+            s->retry_at = cd_now_s() + CU_RETRY_S;
     }
     s->pid = 0;
     s->op = CU_OP_NONE;
@@ -479,7 +565,10 @@ static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
     }
     s->pid = cd_sup_pid(s->sup, s->slot);
     cd_log_debug("index: %s helper started (pid %d, %d blocks behind)",
-                 op == CU_OP_WEIGH ? "weighing" : "build", (int)s->pid, (int)behind);
+                 op == CU_OP_WEIGH  ? "weighing"
+                 : op == CU_OP_ROLL ? "partition"
+                                    : "build",
+                 (int)s->pid, (int)behind);
 }
 
 static void decide(cu_state *s)
@@ -523,11 +612,32 @@ static void decide(cu_state *s)
     }
 }
 
+/* The partitions' look (sql/017), when no other DDL runs: at most every
+ * CU_ROLL_PERIOD_S, and only once the index has grown since the last (the
+ * first one after the first decision: the status shows the figures). The weighing and the
+ * builds go first (decide, just before): a roll waits for them, and they
+ * for it, on the helpers' advisory lock anyway. */
+static void maybe_roll(cu_state *s)
+{
+    /* not before the first decision: at start the weighing must not wait
+     * for a roll while indexing runs with the indexes live */
+    if (s->op != CU_OP_NONE || s->known == CU_UNKNOWN || cd_now_s() < s->roll_at)
+        return;
+    cd_ctl_progress pr;
+    cd_ctl_progress_now(s->ctl, &pr);
+    if (s->parts > 0 && pr.indexed_height == s->roll_height)
+        return;
+    s->roll_height = pr.indexed_height;
+    s->roll_at = cd_now_s() + CU_ROLL_PERIOD_S;
+    launch(s, CU_OP_ROLL, 0, 0);
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     decide(arg);
+    maybe_roll(arg);
 }
 
 /* A new best header tip (after header sync: the whole distance at once)
@@ -591,6 +701,11 @@ static void mod_progress(void *state, cd_ctl_progress *out)
     if (!s->cfg->index)
         return;
     snprintf(out->index_why, sizeof(out->index_why), "%s", s->why);
+    if (s->parts > 0) {
+        out->partitions = s->parts;
+        out->partition_tip_txs = s->tip_txs;
+        out->partition_rolls = s->rolls;
+    }
     if (s->w_indexed >= 0) {
         out->index_backlog_txs = s->w_backlog;
         out->index_indexed_txs = s->w_indexed;

@@ -398,16 +398,20 @@ int cd_pg_tip_advance_all(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * keys and the unit markers are never dropped, so exactly-once holds either
  * way. */
 
-/* Room for the catalog's rows (4 today). */
-#define CD_PG_SECONDARY_MAX 16
+/* Room for the rows of cd_secondary_indexes_state(): the catalog's 4
+ * indexes on each partition (sql/017), so 128 partitions; more is refused
+ * (logged). partition_txs = 10M gives 128 at 1.28G txs. */
+#define CD_PG_SECONDARY_MAX 512
 
-/* One secondary index and its state in the database. */
+/* One secondary index of one partition (sql/017: each partition has its
+ * own) and its state in the database. */
 typedef struct cd_pg_secondary {
-    char name[64];
-    char tbl[64];
+    char name[64];       /* e.g. transactions_p0_hash_idx */
+    char tbl[64];        /* the partition it indexes */
     char state[16];      /* "valid", "missing", "invalid" (pg_index.indisvalid
                           * false) or "other" (another definition) */
-    long long rel_bytes; /* its table's size (heap), for the build order */
+    long long rel_bytes; /* its partition's size (heap), for the build order */
+    int closed;          /* 1: a closed partition (catch-up keeps its indexes) */
 } cd_pg_secondary;
 
 /*
@@ -438,9 +442,10 @@ int cd_pg_secondary_one(cd_pg *pg, const char *name, int create, char *result,
 
 /*
  * Bulk-load switch, one session, one index after the other: on = 0 drops
- * them all (before a large catch-up; lookups by hash are then slow), on = 1
- * builds every one that is not valid (after catching up). Idempotent; each
- * index commits on its own.
+ * those of the open tip partition (before a large catch-up; lookups by hash
+ * in it are then slow; a closed partition receives no live rows and keeps
+ * its own), on = 1 builds every one that is not valid, on any partition
+ * (after catching up). Idempotent; each index commits on its own.
  * Returns: CD_PG_OK, CD_PG_ERROR or CD_PG_EDOWN.
  */
 int cd_pg_secondary_indexes(cd_pg *pg, int on) CD_WARN_UNUSED;
@@ -525,6 +530,44 @@ int cd_pg_tip_height(cd_pg *pg, int32_t *height) CD_WARN_UNUSED;
  * block, 0 or 1 (for recovery: which units to redo).
  * Returns: CD_PG_OK or an error. */
 int cd_pg_unit_done(cd_pg *pg, int64_t block_id, uint32_t unit_no, int *done) CD_WARN_UNUSED;
+
+/* ---- height-range partitions (cd_pg_partition.c, sql/017) ----
+ * transactions, inputs, pushdata and outputs are partitioned by range of
+ * block_id; the open tip partition takes new blocks until a roll closes it
+ * (cd_partition_roll). The list is the table `partitions`. */
+
+/* The partitions as the status shows them. */
+typedef struct cd_pg_partitions {
+    int32_t count;   /* partitions of each table (the four have as many) */
+    int64_t tip_lo;  /* the open tip's lowest block_id; -1: MINVALUE */
+    int64_t tip_txs; /* transactions in the open tip (exact: indexed units) */
+} cd_pg_partitions;
+
+/*
+ * Reads the partitions' figures (cd_partitions_state(), sql/017): a range
+ * read of indexed_units from the tip's bound, cheap while the tip is small.
+ * Out: *out.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partitions_read(cd_pg *pg, cd_pg_partitions *out) CD_WARN_UNUSED;
+
+/*
+ * Closes the open tip partitions if they hold at least max_txs
+ * transactions (cd_partition_roll, one transaction: detach, CHECK (a scan
+ * of the tip), attach with its upper bound, new empty tip), then ANALYZEs
+ * the closed ones (after the commit: the roll's locks are already gone).
+ * The roll gives up, changing nothing, when it cannot take the four
+ * tables' locks within half of deadlock_timeout (a unit or a query holds
+ * one): *bound -1 and *busy 1; the caller tries again later.
+ * In:  max_txs > 0.
+ * Out: *bound the closed partitions' upper bound (the new tip's lower), -1
+ *      when nothing was rolled; *busy (may be NULL) 1 when the locks were
+ *      not granted; *secs (may be NULL) the roll's transaction time (the
+ *      stall it imposed on indexing), 0 when nothing was rolled.
+ * Returns: CD_PG_OK (rolled or not) or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_roll(cd_pg *pg, int64_t max_txs, int64_t *bound, int *busy,
+                         double *secs) CD_WARN_UNUSED;
 
 /* ---- reading results (binary format) ---- */
 

@@ -361,6 +361,9 @@ static void publish_status(cd_ctl *ctl)
     snprintf(st->index_why, sizeof(st->index_why), "%s", pr.index_why);
     st->index_backlog_txs = pr.index_backlog_txs;
     st->index_indexed_txs = pr.index_indexed_txs;
+    st->partitions = pr.partitions;
+    st->partition_tip_txs = pr.partitions > 0 ? pr.partition_tip_txs : -1;
+    st->partition_rolls = pr.partition_rolls;
     st->workers_alive = pr.workers_alive;
     st->workers_total = pr.workers_total;
     st->ring_used = pr.ring_used;

@@ -60,6 +60,12 @@ typedef struct cd_ctl_progress {
      * and those figures (estimates; < 0: not weighed) */
     char index_why[160];
     double index_backlog_txs, index_indexed_txs;
+    /* height-range partitions (sql/017, the catch-up module): partitions
+     * of each row table (0: not read yet), txs in the open tip (as of the
+     * last look), rolls this run */
+    int32_t partitions;
+    int64_t partition_tip_txs;
+    uint64_t partition_rolls;
     char stall[224];        /* why the data path is stopped (e.g. "disk full:
                                <path>: ..."): the status says stale; "" none */
     /* PostgreSQL batch commits of the parsers: count, total seconds, and

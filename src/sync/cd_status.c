@@ -229,6 +229,9 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
         fprintf(f, "  index mode:    %s\n", st->index_mode);
     if (st->index_why[0])
         fprintf(f, "  index choice:  %s\n", st->index_why);
+    if (st->partitions > 0)
+        fprintf(f, "  partitions:    %d (open tip: %" PRId64 " txs; %" PRIu64 " rolls this run)\n",
+                (int)st->partitions, st->partition_tip_txs, st->partition_rolls);
     if (st->progress_tx >= 0)
         fprintf(f, "  progress:      %.1f%% of the transactions (estimated from the chain's known "
                    "tx totals), %.1f%% of the blocks\n",
@@ -347,8 +350,11 @@ int cd_status_write(const char *datadir, cd_status *st)
             if ((unsigned char)*q < 0x20 || *q == 0x7f)
                 *q = '?';
         n += snprintf(buf + n, sizeof(buf) - (size_t)n,
-                      "index_why=%s\nindex_backlog_txs=%.0f\nindex_indexed_txs=%.0f\n", why,
-                      st->index_backlog_txs, st->index_indexed_txs);
+                      "index_why=%s\nindex_backlog_txs=%.0f\nindex_indexed_txs=%.0f\n"
+                      "partitions=%d\npartition_tip_txs=%" PRId64 "\npartition_rolls=%" PRIu64
+                      "\n",
+                      why, st->index_backlog_txs, st->index_indexed_txs, (int)st->partitions,
+                      st->partition_tip_txs, st->partition_rolls);
     }
     for (uint32_t i = 0; i < st->n_restart && n >= 0 && (size_t)n < sizeof(buf); i++)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, "restart=%s %" PRIu64 "\n",
@@ -429,6 +435,7 @@ int cd_status_read(const char *datadir, cd_status *st)
     st->txs_left = -1;
     st->index_backlog_txs = -1;
     st->index_indexed_txs = -1;
+    st->partition_tip_txs = -1;
     int format = 0;
     char line[512];
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -464,6 +471,12 @@ int cd_status_read(const char *datadir, cd_status *st)
             st->index_backlog_txs = strtod(v, NULL);
         else if (strcmp(k, "index_indexed_txs") == 0)
             st->index_indexed_txs = strtod(v, NULL);
+        else if (strcmp(k, "partitions") == 0)
+            st->partitions = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "partition_tip_txs") == 0)
+            st->partition_tip_txs = strtoll(v, NULL, 10);
+        else if (strcmp(k, "partition_rolls") == 0)
+            st->partition_rolls = strtoull(v, NULL, 10);
         else if (strcmp(k, "stall") == 0)
             copy_str(st->stall, sizeof(st->stall), v);
         else if (strcmp(k, "height") == 0)
@@ -635,6 +648,13 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
                             st->index_indexed_txs >= 0
                                 ? json_integer((json_int_t)st->index_indexed_txs)
                                 : json_null()) != 0 ||
+        json_object_set_new(o, "partitions",
+                            st->partitions > 0 ? json_integer(st->partitions) : json_null()) != 0 ||
+        json_object_set_new(o, "partition_tip_txs",
+                            st->partitions > 0 ? json_integer((json_int_t)st->partition_tip_txs)
+                                               : json_null()) != 0 ||
+        json_object_set_new(o, "partition_rolls",
+                            json_integer((json_int_t)st->partition_rolls)) != 0 ||
         json_object_set_new(o, "peer_list", peers) != 0) {
         json_decref(o);
         return NULL;

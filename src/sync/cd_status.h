@@ -120,6 +120,12 @@ typedef struct cd_status {
      * for issue 18's weighing): the text, and its two estimates (< 0: none) */
     char index_why[160];
     double index_backlog_txs, index_indexed_txs;
+    /* height-range partitions (sql/017, cd_ctl_progress): partitions of
+     * each row table (0: unknown), txs in the open tip at the last look
+     * (-1: unknown), tip rolls this run */
+    int32_t partitions;
+    int64_t partition_tip_txs;
+    uint64_t partition_rolls;
     /* private to cd_status_sample: the sliding window of samples */
     struct {
         double t;

@@ -37,8 +37,9 @@ def dump(pg, db):
 
 
 def secondary(pg, db):
-    """The secondary indexes as the database defines them (sql/013)."""
-    return {r[0] for r in psql(pg, db, "SELECT name FROM secondary_indexes;")}
+    """The secondary indexes as the database defines them (sql/013), on
+    each partition (sql/017: transactions_p0_hash_idx, ...)."""
+    return {r[0] for r in psql(pg, db, "SELECT name FROM secondary_index_parts;")}
 
 
 def indexes(pg, db):
@@ -97,10 +98,11 @@ def live_reference(pg_module, build_dir, tmp_path_factory):
     assert rc == 0, d.log_text()[-4000:]
     log = d.log_text()
     assert "secondary indexes dropped" not in log, log[-4000:]
-    # the four of sql/001 + 007, with outputs(script_hash) that was once forgotten
+    # the four of sql/001 + 007, with outputs(script_hash) that was once
+    # forgotten, on the one partition of each table (sql/017)
     assert secondary(pg_module, "culive") == {
-        "transactions_hash_idx", "inputs_outpoint_idx", "pushdata_hash_idx",
-        "outputs_script_hash_idx"}
+        "transactions_p0_hash_idx", "inputs_p0_outpoint_idx", "pushdata_p0_hash_idx",
+        "outputs_p0_script_hash_idx"}
     assert indexes(pg_module, "culive") == secondary(pg_module, "culive")
     ref = dump(pg_module, "culive")
     assert len(ref[1]) > BLOCKS * TXS // 2  # a chain with many transactions
@@ -137,7 +139,7 @@ def test_catchup_auto_drops_then_rebuilds(pg_module, build_dir, simnode_factory,
     plan = psql(pg_module, "cuauto",
                 "SET enable_seqscan = off; EXPLAIN SELECT * FROM transactions "
                 "WHERE tx_hash = '\\x00'::bytea;")
-    assert any("transactions_hash_idx" in r[0] for r in plan), plan
+    assert any("transactions_p0_hash_idx" in r[0] for r in plan), plan
 
 
 def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_path,
@@ -178,7 +180,7 @@ def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_
     # the next start, caught up, builds what is missing before "synced"
     # (the last one built, outputs(script_hash) of sql/007, is missing: with
     # only the first three counted it would never be built again)
-    psql(pg_module, "cukill", "DROP INDEX outputs_script_hash_idx;")
+    psql(pg_module, "cukill", "DROP INDEX outputs_p0_script_hash_idx;")
     d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
     try:
         d.wait_for_log(r"index: building secondary indexes \(3 of 4 present; 0 blocks behind\)",
@@ -282,7 +284,7 @@ def test_catchup_kill9_mid_build(pg_module, build_dir, simnode_factory, tmp_path
             # the other sessions build the three others meanwhile
             wait_until(lambda: len(indexes(pg_module, "cumid")) == 3, d, "3 indexes built")
         wait_until(lambda: builds_waiting(pg_module, "cumid") == 1, d, "the blocked build")
-        assert "pushdata_hash_idx" not in indexes(pg_module, "cumid")
+        assert "pushdata_p0_hash_idx" not in indexes(pg_module, "cumid")
     finally:
         d.kill()  # the helper goes with it (PR_SET_PDEATHSIG)
     try:
@@ -290,13 +292,13 @@ def test_catchup_kill9_mid_build(pg_module, build_dir, simnode_factory, tmp_path
         assert builds_waiting(pg_module, "cumid") == 1
         d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
         d.wait_for_log(r"index: building secondary indexes \((\d) of 4 present", timeout=180)
-        # the new helper's build of pushdata_hash_idx waits for the orphan's
+        # the new helper's build of pushdata_p0_hash_idx waits for the orphan's
         wait_until(lambda: builds_waiting(pg_module, "cumid") == 2, d, "both builds waiting")
     finally:
         if lock:
             lock.release()
     try:
-        d.wait_for_log(r"index: pushdata_hash_idx present", timeout=120)
+        d.wait_for_log(r"index: pushdata_p0_hash_idx present", timeout=120)
         d.wait_for_log(r"index: secondary indexes ready", timeout=120)
         wait_tip(pg_module, "cumid", d, BLOCKS)
         wait_synced(build_dir, dd, d)
@@ -327,18 +329,18 @@ def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, t
         rc = d.stop()
     assert rc == 0, d.log_text()[-4000:]
     import subprocess
-    psql(pg_module, "cuinval", "DROP INDEX transactions_hash_idx;")
+    psql(pg_module, "cuinval", "DROP INDEX transactions_p0_hash_idx;")
     # fails on the duplicate positions, leaving the index behind, invalid
     with pytest.raises(subprocess.CalledProcessError):
-        psql(pg_module, "cuinval", "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
-                                   "ON transactions (tx_pos);")
+        psql(pg_module, "cuinval", "CREATE UNIQUE INDEX CONCURRENTLY transactions_p0_hash_idx "
+                                   "ON transactions_p0 (tx_pos);")
     assert psql(pg_module, "cuinval", "SELECT indisvalid FROM pg_index "
-                "WHERE indexrelid = 'transactions_hash_idx'::regclass;") == [("f",)]
+                "WHERE indexrelid = 'transactions_p0_hash_idx'::regclass;") == [("f",)]
     d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD)])
     try:
         d.wait_for_log(r"index: building secondary indexes \(3 of 4 present; 0 blocks behind\)",
                        timeout=120)
-        d.wait_for_log(r"index: transactions_hash_idx rebuilt", timeout=120)
+        d.wait_for_log(r"index: transactions_p0_hash_idx rebuilt", timeout=120)
         d.wait_for_log(r"index: secondary indexes ready", timeout=120)
         wait_synced(build_dir, dd, d)
     finally:
@@ -346,7 +348,7 @@ def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, t
     assert rc == 0, d.log_text()[-4000:]
     assert indexes(pg_module, "cuinval") == secondary(pg_module, "cuinval")
     assert psql(pg_module, "cuinval", "SELECT indisvalid, indisunique FROM pg_index "
-                "WHERE indexrelid = 'transactions_hash_idx'::regclass;") == [("t", "f")]
+                "WHERE indexrelid = 'transactions_p0_hash_idx'::regclass;") == [("t", "f")]
     assert dump(pg_module, "cuinval") == live_reference
 
 

@@ -74,6 +74,7 @@ OTHER = {
     "catchup_indexes": ("LIVE", "live"),
     "catchup_threshold": ("77", "77"),
     "catchup_ratio_pct": ("25", "25"),
+    "partition_txs": ("5000000", "5000000"),
     "key_rows": ("yes", "on"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),

@@ -60,17 +60,22 @@ def alive(pid):
 
 
 def test_kill9_at_random_moments(pg_module, build_dir, simnode_factory, tmp_path):
+    torture(pg_module, build_dir, simnode_factory, tmp_path, "torture")
+
+
+def torture(pg, build_dir, simnode_factory, tmp_path, db, more=()):
+    """The rounds of kills, then the comparison, into database db with the
+    daemon's options plus `more` (test_partitions.py: with rolls)."""
     seed = int(os.environ.get("CD_TORTURE_SEED", "20261122"))
     rounds = int(os.environ.get("CD_TORTURE_ROUNDS", "8"))
     rnd = random.Random(seed)
-    pg = pg_module
     node = simnode_factory(generate=BLOCKS, txs_per_block=TXS, seed=13)
     # blocks trickle in (~3 MB of chain at 384 KiB/s), so the kills land while
     # blocks are downloaded, stored and indexed, not after it is all done
     node.misbehave("slow_block", rate=384 << 10, count=None)
-    ci = create_db(pg, "torture")
-    dd = tmp_path / "torture"
-    extra = ["--relay", "off", "--catchup-threshold", "20", "--parser-workers", "2"]
+    ci = create_db(pg, db)
+    dd = tmp_path / db
+    extra = ["--relay", "off", "--catchup-threshold", "20", "--parser-workers", "2"] + list(more)
     history = []
     for r in range(rounds):
         if r == rounds // 2:
@@ -89,16 +94,16 @@ def test_kill9_at_random_moments(pg_module, build_dir, simnode_factory, tmp_path
                     os.kill(pid, signal.SIGKILL)
                     time.sleep(rnd.uniform(0.1, 1.0))
             history.append("round %d: %s after %.2f s, indexed height %s" % (
-                r, target, delay, height(pg, "torture")))
+                r, target, delay, height(pg, db)))
         finally:
             d.kill()
         # whatever was interrupted, the best chain is one chain (or not there yet)
-        if tip(pg, "torture") is not None:
-            assert psql(pg, "torture", CONSISTENT) == [("t",)], (seed, history)
+        if tip(pg, db) is not None:
+            assert psql(pg, db, CONSISTENT) == [("t",)], (seed, history)
     node.clear_faults()
     d = start(build_dir, dd, node.port, ci, extra)
     try:
-        wait_tip(pg, "torture", d, node, timeout=240)
+        wait_tip(pg, db, d, node, timeout=240)
         # the tip may have been indexed before this start: stop a daemon
         # that is up, not one still installing its signal handlers
         d.wait_for_log(r"headers synced", timeout=60)
@@ -106,10 +111,10 @@ def test_kill9_at_random_moments(pg_module, build_dir, simnode_factory, tmp_path
         rc = d.stop()
     assert rc == 0, (seed, history, d.log_text()[-4000:])
     print("\n".join(history))
-    got = dump(pg, "torture")
-    want = fresh_index(pg, build_dir, tmp_path, node, "torturefresh")
+    got = dump(pg, db)
+    want = fresh_index(pg, build_dir, tmp_path, node, db + "fresh")
     assert got == want, (seed, history)
     # outputs (issue 14): after the kills, the confirmed UTXO set and every
     # script hash's balance equal a computation from the blocks' bytes
     from test_utxo import check_confirmed_utxos, node_chain_txs
-    assert check_confirmed_utxos(pg, "torture", node_chain_txs(node)) > BLOCKS
+    assert check_confirmed_utxos(pg, db, node_chain_txs(node)) > BLOCKS

@@ -399,7 +399,7 @@ START_TEST(secondary_indexes_toggle)
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(scalar(pg, n_valid), 0);
-    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_indexes s "
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_index_parts s "
                                 "ON s.name = i.indexname"),
                      0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
@@ -428,38 +428,90 @@ START_TEST(secondary_index_invalid_rebuilt)
                                     "(1, 10, 1, 10, '\\x01')"),
                      0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    /* fails (duplicate key), leaving the index behind with indisvalid false */
-    ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_hash_idx "
-                                    "ON transactions (tx_hash)"),
+    /* fails (duplicate key), leaving the index behind with indisvalid false
+     * (on the partition: sql/017 gives each its own secondary indexes) */
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_p0_hash_idx "
+                                    "ON transactions_p0 (tx_hash)"),
                      CD_PG_ERROR);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND "
-                                "indexrelid = 'transactions_hash_idx'::regclass"),
+                                "indexrelid = 'transactions_p0_hash_idx'::regclass"),
                      1);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
                                 "WHERE state = 'invalid'"),
                      1);
     /* another definition under a secondary index's name */
-    ck_assert_int_eq(cd_pg_exec(pg, "CREATE INDEX pushdata_hash_idx ON pushdata (tx_pos)"), 0);
+    ck_assert_int_eq(cd_pg_exec(pg, "CREATE INDEX pushdata_p0_hash_idx ON pushdata_p0 (tx_pos)"),
+                     0);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
                                 "WHERE state = 'other'"),
                      1);
     char res[16];
-    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_p0_hash_idx", 1, res, sizeof(res)), 0);
     ck_assert_str_eq(res, "rebuilt");
-    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_p0_hash_idx", 1, res, sizeof(res)), 0);
     ck_assert_str_eq(res, "present");
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
     ck_assert_int_eq(scalar(pg, n_valid), 4);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_index i JOIN pg_class c "
-                                "ON c.oid = i.indexrelid JOIN secondary_indexes s "
+                                "ON c.oid = i.indexrelid JOIN secondary_index_parts s "
                                 "ON s.name = c.relname WHERE i.indisvalid AND NOT i.indisunique"),
                      4);
-    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_p0_hash_idx", 0, res, sizeof(res)), 0);
     ck_assert_str_eq(res, "dropped");
-    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_hash_idx", 0, res, sizeof(res)), 0);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "pushdata_p0_hash_idx", 0, res, sizeof(res)), 0);
     ck_assert_str_eq(res, "absent");
     /* a name that is not in the catalog is refused */
     ck_assert_int_eq(cd_pg_secondary_one(pg, "blocks_pkey", 0, res, sizeof(res)), CD_PG_ERROR);
+    cd_pg_free(pg);
+}
+END_TEST
+
+/* sql/017: each partition has its own secondary indexes. A roll gives the
+ * new tip those the old tip had (instant: empty); catch-up's drop takes only
+ * the open tip's (a closed partition receives no live rows); a roll during
+ * catch-up leaves the closed tip and the new one without, and the build
+ * makes every missing one on every partition. */
+static void add_block(cd_pg *pg, int n)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size) "
+             "VALUES (sha256('%d'::bytea), '\\x00', %d, '\\x00', 1, 1); "
+             "INSERT INTO indexed_units SELECT max(block_id), 0, 0, 1 FROM blocks; "
+             "INSERT INTO transactions SELECT max(block_id), 0, 0, 10, sha256('t%d'::bytea) "
+             "FROM blocks",
+             n, n, n);
+    ck_assert_int_eq(cd_pg_exec(pg, sql), 0);
+}
+
+#define PER_PART(state, closed)                                                                    \
+    "SELECT count(*) FROM cd_secondary_indexes_state() WHERE state = '" state "' AND closed = " closed
+
+START_TEST(secondary_per_partition)
+{
+    cd_pg *pg = open_migrated();
+    add_block(pg, 1);
+    ck_assert_int_eq(scalar(pg, "SELECT (cd_partition_roll(1) IS NOT NULL)::int"), 1);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM partitions"), 8);
+    ck_assert_int_eq(scalar(pg, n_valid), 8); /* p0's and the new tip's */
+    /* catch-up: only the open tip's go */
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    ck_assert_int_eq(scalar(pg, PER_PART("valid", "true")), 4);
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 4);
+    /* a roll in catch-up: the new tip has none either */
+    add_block(pg, 2);
+    ck_assert_int_eq(scalar(pg, "SELECT (cd_partition_roll(1) IS NOT NULL)::int"), 1);
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "true")), 4);
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 4);
+    /* the build at the end: every one, on every partition */
+    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
+    ck_assert_int_eq(scalar(pg, n_valid), 12);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state()"), 12);
+    /* a lookup by hash finds the row in its partition */
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM best_transactions"), 0);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM transactions WHERE tx_hash = "
+                                "sha256('t2'::bytea)"),
+                     1);
     cd_pg_free(pg);
 }
 END_TEST
@@ -472,14 +524,15 @@ START_TEST(secondary_btree_converted_to_hash)
 {
     cd_pg *pg = open_migrated();
     const char *am = "SELECT count(*) FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
-                     "WHERE a.amname = 'hash' AND c.relname IN ('transactions_hash_idx', "
-                     "'inputs_outpoint_idx')";
+                     "WHERE a.amname = 'hash' AND c.relname IN ('transactions_p0_hash_idx', "
+                     "'inputs_p0_outpoint_idx')";
     ck_assert_int_eq(scalar(pg, am), 2);
     /* as sql/001 created them */
-    ck_assert_int_eq(cd_pg_exec(pg, "DROP INDEX transactions_hash_idx; DROP INDEX "
-                                    "inputs_outpoint_idx; CREATE INDEX transactions_hash_idx ON "
-                                    "transactions (tx_hash); CREATE INDEX inputs_outpoint_idx ON "
-                                    "inputs (prev_hash, prev_idx)"),
+    ck_assert_int_eq(cd_pg_exec(pg,
+                                "DROP INDEX transactions_p0_hash_idx; DROP INDEX "
+                                "inputs_p0_outpoint_idx; CREATE INDEX transactions_p0_hash_idx ON "
+                                "transactions_p0 (tx_hash); CREATE INDEX inputs_p0_outpoint_idx ON "
+                                "inputs_p0 (prev_hash, prev_idx)"),
                      0);
     ck_assert_int_eq(scalar(pg, am), 0);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
@@ -542,17 +595,17 @@ START_TEST(secondary_build_parallel)
 {
     cd_pg *pg = open_migrated();
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    /* outputs_script_hash_idx stays: it is "present" */
+    /* outputs_p0_script_hash_idx stays: it is "present" */
     char res[16];
-    ck_assert_int_eq(cd_pg_secondary_one(pg, "outputs_script_hash_idx", 1, res, sizeof(res)), 0);
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "outputs_p0_script_hash_idx", 1, res, sizeof(res)), 0);
     cd_pg_build_limits lim;
     ck_assert_int_eq(cd_pg_build_limits_read(pg, &lim), 0);
     ck_assert_int_gt(lim.mem_kb, 0);
     ck_assert_int_gt(lim.mem_max_kb, lim.mem_kb);
     cd_pg_build_plan plan;
     cd_pg_build_plan_rule(&lim, 2, 1LL << 30, 4, &plan);
-    const char *names[] = {"pushdata_hash_idx", "outputs_script_hash_idx", "inputs_outpoint_idx",
-                           "transactions_hash_idx"};
+    const char *names[] = {"pushdata_p0_hash_idx", "outputs_p0_script_hash_idx",
+                           "inputs_p0_outpoint_idx", "transactions_p0_hash_idx"};
     cd_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.pg_conninfo = conninfo;
@@ -561,7 +614,7 @@ START_TEST(secondary_build_parallel)
     ck_assert_int_eq(st.built, 3);
     ck_assert_int_eq(scalar(pg, n_valid), 4);
     /* a name the catalog does not have fails the build, after the others */
-    const char *bad[] = {"transactions_hash_idx", "no_such_idx"};
+    const char *bad[] = {"transactions_p0_hash_idx", "no_such_idx"};
     ck_assert_int_eq(cd_pg_secondary_build(&cfg, &plan, bad, 2, &st), CD_PG_ERROR);
     cd_pg_free(pg);
 }
@@ -926,6 +979,7 @@ static Suite *suite_pg(void)
     tcase_add_test(tc, secondary_indexes_toggle);
     tcase_add_test(tc, secondary_index_invalid_rebuilt);
     tcase_add_test(tc, secondary_btree_converted_to_hash);
+    tcase_add_test(tc, secondary_per_partition);
     tcase_add_test(tc, build_plan_rule);
     tcase_add_test(tc, secondary_build_parallel);
     tcase_add_test(tc, streamed_unit_equals_buffered);
