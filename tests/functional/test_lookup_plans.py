@@ -38,6 +38,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LOOKUP_C = os.path.join(ROOT, "src", "query", "cd_lookup.c")
+CDBQ_C = os.path.join(ROOT, "src", "query", "cd_cdbq.c")
 
 TABLES = ("transactions", "inputs", "pushdata")
 BLOCKS, TXS, PARTS = 600, 100, 60
@@ -48,6 +49,14 @@ def c_statement(name):
     src = open(LOOKUP_C, encoding="utf-8").read()
     m = re.search(r'\{\s*"%s",\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(name), src)
     assert m, "%s has no statement %s" % (LOOKUP_C, name)
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"')
+
+
+def c_array(path, name):
+    """The SQL of the C string `static const char name[] = "..." "...";`."""
+    src = open(path, encoding="utf-8").read()
+    m = re.search(r'\b%s\[\] =\s*((?:"(?:[^"\\]|\\.)*"\s*)+);' % re.escape(name), src)
+    assert m, "%s has no string %s" % (path, name)
     return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"')
 
 
@@ -149,14 +158,14 @@ def part_db(pg_module, build_dir):
     return db
 
 
-def seq_scans(plan):
-    """Relations of TABLES (any partition) read by a Seq Scan in the plan."""
+def seq_scans(plan, tables=TABLES):
+    """Relations of `tables` (any partition) read by a Seq Scan in the plan."""
     out = []
 
     def walk(node):
         if node.get("Node Type") == "Seq Scan":
             rel = node.get("Relation Name", "")
-            if any(rel == t or rel.startswith(t + "_") for t in TABLES):
+            if any(rel == t or rel.startswith(t + "_") for t in tables):
                 out.append(rel)
         for child in node.get("Plans", []):
             walk(child)
@@ -190,6 +199,52 @@ def test_api_lookups_probe_not_scan(pg_module, part_db, name, args, mode):
     """The API's lookups by hash over 60 partitions: index probes only."""
     plan = plan_of(pg_module, part_db, c_statement(name), args, mode)
     assert seq_scans(plan) == [], "%s (%s):\n%s" % (name, mode, json.dumps(plan, indent=1))
+
+
+def test_api_lookups_go_generic(pg_module, part_db):
+    """The API session keeps plan_cache_mode at auto (src/api/cd_http_int.h
+    HTTP_PG_SETUP): its prepared lookups must be plan-stable, i.e. auto must
+    choose the generic plan after its 5 custom ones, or every call would pay
+    the planning of every partition."""
+    sql = ["SET jit = off;"]
+    for name, args in API_STATEMENTS:
+        sql.append("PREPARE %s AS %s;" % (name, c_statement(name)))
+        sql += ["EXECUTE %s(%s);" % (name, ", ".join(args))] * 7
+    sql.append("SELECT name || ' ' || generic_plans || ' ' || custom_plans "
+               "FROM pg_prepared_statements ORDER BY name;")
+    got = psql(pg_module, part_db, "\n".join(sql)).splitlines()[-len(API_STATEMENTS):]
+    assert sorted(got) == sorted("%s 2 5" % n for n, _ in API_STATEMENTS)
+
+
+# ConduitDB's API (src/query/cd_cdbq.c): spends of a batch of outpoints
+# ($1 txids, $2 4-byte output indexes) and the restoration search (keys).
+# The restoration's INPUT-key branch joins inputs on (block_id, tx_pos,
+# in_idx), which only a BRIN index serves: a scan of inputs there is another
+# matter (inputs has no B-tree on its block position), so for it only
+# transactions and pushdata are checked.
+KEY = "sha256(int8send(%d::bigint))" % (BLOCKS // 2 * 1000 + 41)
+CDBQ = [
+    ("spends_sql", lambda sql: sql,
+     [MID + " || sha256((%d * 1000 + 7)::text::bytea)" % (BLOCKS // 3), "'\\x0000000000000000'"],
+     TABLES),
+    ("restore_sql", lambda sql: sql.replace("DECLARE cd_cdbq_restore NO SCROLL CURSOR FOR ", ""),
+     ["ARRAY[%s]" % KEY, "'7'"], ("transactions", "pushdata")),
+]
+
+
+@pytest.mark.parametrize("name,strip,args,tables", CDBQ, ids=[c[0] for c in CDBQ])
+def test_cdb_lookups_probe_not_scan(pg_module, part_db, name, strip, args, tables):
+    """ConduitDB's output spends and restoration over 60 partitions: index
+    probes only (the rows found: one spend each, one output of the key).
+    Custom plans: the API runs both unprepared (PQexecParams), a batch of
+    keys per statement."""
+    sql = strip(c_array(CDBQ_C, name))
+    mode = "force_custom_plan"
+    plan = plan_of(pg_module, part_db, sql, args, mode)
+    assert seq_scans(plan, tables) == [], "%s (%s):\n%s" % (name, mode,
+                                                            json.dumps(plan, indent=1))
+    rows = psql(pg_module, part_db, "PREPARE s AS %s;\nEXECUTE s(%s);" % (sql, ", ".join(args)))
+    assert len(rows.splitlines()) == (2 if name == "spends_sql" else 1), rows
 
 
 def test_api_spender_answers_over_partitions(pg_module, part_db):
