@@ -57,3 +57,62 @@ CREATE OR REPLACE VIEW best_pushdata AS
                         WHERE x.block_id = p.block_id AND x.tx_pos = p.tx_pos
                         LIMIT 1) t
     WHERE b.on_best_chain;
+
+-- The key pages' reads of the blocks above the key-rows mark (sql/014:
+-- cd_key_outs_above, cd_key_hist_above; read by cd_history and cd_utxos):
+-- the same functions (arguments, rows), their joins to transactions on
+-- (block_id, tx_pos) made the same per-row probes. Joined, over 60
+-- partitions the planner hashed a scan of every transactions partition for
+-- cd_key_hist_above's spends (auto_explain of cd_history on a 225k-tx
+-- index, docs/PERFORMANCE.md "Lookups over many partitions").
+CREATE OR REPLACE FUNCTION cd_key_outs_above(k "char", key bytea, m integer)
+    RETURNS TABLE (tx_hash bytea, height integer, pos integer, vout integer, value bigint,
+                   script bytea)
+    LANGUAGE sql STABLE AS $$
+    WITH ab AS (SELECT block_id, height FROM blocks WHERE on_best_chain AND height > m)
+    SELECT t.tx_hash, ab.height, o.tx_pos, o.idx, o.value, o.script
+    FROM ab JOIN outputs o ON o.block_id = ab.block_id
+    CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x
+                        WHERE x.block_id = o.block_id AND x.tx_pos = o.tx_pos LIMIT 1) t
+    WHERE k = 's' AND o.script_hash || ''::bytea = key
+    UNION ALL
+    SELECT DISTINCT t.tx_hash, ab.height, o.tx_pos, o.idx, o.value, o.script
+    FROM ab JOIN pushdata p ON p.block_id = ab.block_id
+    JOIN outputs o ON o.block_id = p.block_id AND o.tx_pos = p.tx_pos AND o.idx = p.idx
+    CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x
+                        WHERE x.block_id = o.block_id AND x.tx_pos = o.tx_pos LIMIT 1) t
+    WHERE k = 'p' AND p.push_hash || ''::bytea = key AND (p.flags & 5) <> 0
+$$;
+
+CREATE OR REPLACE FUNCTION cd_key_hist_above(k "char", key bytea, m integer)
+    RETURNS TABLE (tx_hash bytea, height integer, pos integer, dir integer)
+    LANGUAGE sql STABLE AS $$
+    WITH ab AS (SELECT block_id, height FROM blocks WHERE on_best_chain AND height > m),
+    mine AS (SELECT * FROM cd_key_outs_above(k, key, m)),
+    r AS (
+        SELECT tx_hash, height, pos, 1 AS d FROM mine
+        UNION ALL
+        SELECT t.tx_hash, ab.height, p.tx_pos, 4
+        FROM ab JOIN pushdata p ON p.block_id = ab.block_id
+        CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x
+                            WHERE x.block_id = p.block_id AND x.tx_pos = p.tx_pos LIMIT 1) t
+        WHERE k = 'p' AND p.push_hash || ''::bytea = key
+        UNION ALL
+        -- inputs above the mark spending an output of key: below the mark
+        -- (key_outs by outpoint) or above it (mine)
+        SELECT t.tx_hash, ab.height, i.tx_pos, 2
+        FROM ab JOIN inputs i ON i.block_id = ab.block_id
+        CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x
+                            WHERE x.block_id = i.block_id AND x.tx_pos = i.tx_pos LIMIT 1) t
+        WHERE EXISTS (SELECT 1 FROM transactions pt
+                      JOIN blocks pb ON pb.block_id = pt.block_id AND pb.on_best_chain
+                      JOIN key_outs ko ON ko.block_id = pt.block_id AND ko.pos = pt.tx_pos
+                                      AND ko.vout = i.prev_idx
+                      WHERE pt.tx_hash = i.prev_hash AND ko.kind = k
+                        AND ko.key = cd_key_hist_above.key
+                        AND pb.height <= m)
+           OR EXISTS (SELECT 1 FROM mine WHERE mine.tx_hash = i.prev_hash
+                                            AND mine.vout = i.prev_idx)
+    )
+    SELECT tx_hash, height, pos, bit_or(d) FROM r GROUP BY tx_hash, height, pos
+$$;

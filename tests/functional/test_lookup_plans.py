@@ -297,3 +297,16 @@ def test_documented_lookups_probe_not_scan(pg_module, part_db, name):
     assert rows, "%s found nothing: a plan of an empty result proves nothing" % name
     plan = json.loads(plan_text)
     assert seq_scans(plan) == [], "%s:\n%s" % (name, json.dumps(plan, indent=1))
+
+
+# The key pages' reads of the blocks above the key-rows mark (sql/014's
+# cd_key_outs_above and cd_key_hist_above, as sql/018 redefines them), with
+# the mark one block below the tip: the rows of one block, each joined to
+# its tx by primary key. SQL functions, inlined: EXPLAIN shows their plan.
+@pytest.mark.parametrize("fn", ["cd_key_hist_above", "cd_key_outs_above"])
+@pytest.mark.parametrize("kind", ["p", "s"])
+def test_key_rows_above_mark_probe_not_scan(pg_module, part_db, fn, kind):
+    plan = json.loads(psql(pg_module, part_db,
+                           "SET jit = off; EXPLAIN (FORMAT JSON) SELECT * FROM %s('%s', %s, %d);"
+                           % (fn, kind, KEY, BLOCKS - 2)))
+    assert seq_scans(plan, ("transactions",)) == [], "%s:\n%s" % (fn, json.dumps(plan, indent=1))
