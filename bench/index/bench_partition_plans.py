@@ -21,6 +21,29 @@ case, in ms, as psql's \\timing sees them in one warm session.
     /usr/bin/python3 tests/pgserver.py -- /usr/bin/python3 bench/index/bench_partition_plans.py \\
         --partitions 1,10,50,200
 
+The lateral form is sql/018's `best_inputs` (its text read from the
+migration file), the view form sql/001's.
+
+With --chain (a chain file directory, `python3 -m tests.simnode.chainfile`)
+it measures the real index instead: conduitd (--build) indexes the chain
+(bench_growth's catch-up step), then for each partition count N a copy of
+that database has `transactions`, `inputs` and `pushdata` converted into N
+range partitions on block_id (rows, indexes, primary keys kept; the views
+re-created over them), and the HTTP API's own statements (tx by id, spender
+of an outpoint, history page: their SQL read from src/query/cd_lookup.c)
+are timed on --keys random keys per round in one session each, prepared
+once as the API prepares them, interleaving two sessions per round:
+
+  before    sql/001's best_inputs / best_pushdata, jit at the server's
+            default (on): the API before sql/018 and HTTP_PG_SETUP
+  after     sql/018's views, jit off: the API now
+
+Prints p50 / p99 ms per (N, statement, variant) (psql's \\timing: the
+round trip over the unix socket, parse of EXECUTE, plan if custom, run).
+
+    /usr/bin/python3 tests/pgserver.py -- /usr/bin/python3 bench/index/bench_partition_plans.py \\
+        --chain /tmp/cd-qplan/chain --partitions 1,10,50,200 --keys 200 --rounds 3
+
 A benchmark, not a test: nothing here asserts a time.
 """
 import argparse
@@ -31,8 +54,28 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
 from bench_catchup import pg_bin, psql  # noqa: E402
+
+
+def migration_view(fname, view):
+    """The CREATE [OR REPLACE] VIEW statement of `view` in sql/`fname`."""
+    text = open(os.path.join(ROOT, "sql", fname), encoding="utf-8").read()
+    m = re.search(r"CREATE (?:OR REPLACE )?VIEW %s AS\n(.*?);\n" % view, text, re.S)
+    if not m:
+        sys.exit("sql/%s defines no view %s" % (fname, view))
+    return "CREATE OR REPLACE VIEW %s AS %s" % (view, m.group(1))
+
+
+def c_statement(name):
+    """The SQL of src/query/cd_lookup.c's statement `name`."""
+    src = open(os.path.join(ROOT, "src", "query", "cd_lookup.c"), encoding="utf-8").read()
+    m = re.search(r'\{\s*"%s",\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(name), src)
+    if not m:
+        sys.exit("cd_lookup.c has no statement %s" % name)
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)))
 
 BLOCKS, TXS = 1000, 200
 
@@ -75,12 +118,10 @@ def setup(db, n):
           "JOIN blocks b ON b.block_id = i.block_id "
           "JOIN transactions t ON t.block_id = i.block_id AND t.tx_pos = i.tx_pos "
           "WHERE b.on_best_chain",
-          # the same rows (one tx per (block_id, tx_pos): the primary key)
-          "CREATE VIEW best_inputs_lateral AS SELECT i.prev_hash, i.prev_idx, "
-          "t.tx_hash AS spend_tx_hash, i.in_idx, b.height, b.block_hash, i.block_id, i.tx_pos "
-          "FROM inputs i JOIN blocks b ON b.block_id = i.block_id "
-          "CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x WHERE x.block_id = i.block_id "
-          "AND x.tx_pos = i.tx_pos OFFSET 0) t WHERE b.on_best_chain"]
+          # the same rows (one tx per (block_id, tx_pos): the primary key):
+          # sql/018's definition
+          migration_view("018_lookup_plans.sql", "best_inputs").replace(
+              "VIEW best_inputs AS", "VIEW best_inputs_lateral AS")]
     psql(db, ";\n".join(s) + ";")
 
 
@@ -135,13 +176,176 @@ def timed(db, runs):
     return {k: statistics.median(v[1:]) for k, v in out.items()}  # the first: PREPARE's cache
 
 
+# ---- the real index (--chain) ----
+
+PART_TABLES = ("transactions", "inputs", "pushdata")
+API = ["cd_lookup_tx", "cd_lookup_spender", "cd_lookup_history"]
+VARIANTS = {
+    "before": ([migration_view("001_initial.sql", v) for v in ("best_inputs", "best_pushdata")],
+               "SET jit = DEFAULT"),
+    "after": ([migration_view("018_lookup_plans.sql", v) for v in ("best_inputs", "best_pushdata")],
+              "SET jit = off"),
+}
+
+
+def partition(db, n):
+    """Converts PART_TABLES of db into n range partitions on block_id (equal
+    block_id ranges up to the highest), rows, indexes and keys kept, and
+    re-creates the views that read them."""
+    hi = int(psql(db, "SELECT max(block_id) FROM blocks;")) + 1
+    oids = ",".join("'%s'::regclass" % t for t in PART_TABLES)
+    views = psql(db, "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d "
+                     "JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid "
+                     "WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (%s);"
+                     % oids).split()
+    defs = [(v, psql(db, "SELECT pg_get_viewdef('%s'::regclass);" % v).rstrip(";"))
+            for v in views]
+    s = ["BEGIN"]
+    for t in PART_TABLES:
+        idx = [x.split("|") for x in psql(
+            db, "SELECT c.relname, pg_get_indexdef(i.indexrelid), coalesce(k.conname, ''), "
+                "coalesce(pg_get_constraintdef(k.oid), '') FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid "
+                "WHERE i.indrelid = '%s'::regclass ORDER BY 1;" % t).splitlines()]
+        s.append("ALTER TABLE %s RENAME TO %s_old" % (t, t))
+        for name, _, con, _ in idx:
+            if con:
+                s.append("ALTER TABLE %s_old RENAME CONSTRAINT %s TO %s_old" % (t, con, con))
+            else:
+                s.append("ALTER INDEX %s RENAME TO %s_old" % (name, name))
+        s.append("CREATE TABLE %s (LIKE %s_old INCLUDING DEFAULTS) PARTITION BY RANGE (block_id)"
+                 % (t, t))
+        for k in range(n):
+            lo = "MINVALUE" if k == 0 else str(1 + k * hi // n)
+            up = "MAXVALUE" if k == n - 1 else str(1 + (k + 1) * hi // n)
+            s.append("CREATE TABLE %s_p%d PARTITION OF %s FOR VALUES FROM (%s) TO (%s)"
+                     % (t, k, t, lo, up))
+        s.append("INSERT INTO %s SELECT * FROM %s_old" % (t, t))
+        for name, defn, con, cdef in idx:
+            s.append("ALTER TABLE %s ADD CONSTRAINT %s %s" % (t, con, cdef) if con else defn)
+    for v, d in defs:
+        s.append("CREATE OR REPLACE VIEW %s AS %s" % (v, d))
+    for t in PART_TABLES:
+        s.append("DROP TABLE %s_old CASCADE" % t)
+    s.append("COMMIT")
+    psql(db, ";\n".join(s) + ";\nANALYZE;")
+
+
+def api_keys(db, n):
+    """n random keys of each statement: its EXECUTE arguments (psql text)."""
+    def col(sql):
+        return psql(db, sql).split()
+    txids = col("SELECT encode(tx_hash, 'hex') FROM transactions TABLESAMPLE SYSTEM (5) "
+                "ORDER BY random() LIMIT %d;" % n)
+    outs = [x.split("|") for x in col(
+        "SELECT encode(prev_hash, 'hex') || '|' || prev_idx FROM inputs TABLESAMPLE SYSTEM (5) "
+        "ORDER BY random() LIMIT %d;" % n)]
+    pushes = col("SELECT encode(push_hash, 'hex') FROM pushdata TABLESAMPLE SYSTEM (5) "
+                 "ORDER BY random() LIMIT %d;" % n)
+    return {
+        "cd_lookup_tx": ["'\\x%s'" % h for h in txids],
+        "cd_lookup_spender": ["'\\x%s', '%s'" % (h, i) for h, i in outs],
+        "cd_lookup_history": ["'\\x%s', '-1', '-1', '-1', '-1', '1000'" % h for h in pushes],
+    }
+
+
+def api_round(db, variant, keys):
+    """One session of `variant`: the API's statements prepared, each run on
+    its keys. Returns {statement: [ms]}; every tx and spender lookup must
+    find its row (checked)."""
+    views, jit = VARIANTS[variant]
+    psql(db, ";\n".join(views) + ";")
+    lines = [jit + ";", "\\timing on"]
+    for q in API:
+        lines += ["PREPARE %s AS %s;" % (q, c_statement(q)), "\\echo @@%s" % q]
+        lines += ["EXECUTE %s(%s);" % (q, a) for a in keys[q]]
+        lines.append("\\echo @@end")
+    p = subprocess.run([pg_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
+                       input="\n".join(lines) + "\n", text=True, stdout=subprocess.PIPE,
+                       check=True)
+    out, rows, cur = {}, {}, None
+    for line in p.stdout.splitlines():
+        if line == "@@end":
+            cur = None
+        elif line.startswith("@@"):
+            cur = line[2:]
+            out[cur], rows[cur] = [], 0
+        elif cur:
+            m = re.match(r"Time: ([0-9.]+) ms", line)
+            if m:
+                out[cur].append(float(m.group(1)))
+            elif line:
+                rows[cur] += 1
+    for q in ("cd_lookup_tx", "cd_lookup_spender"):
+        if rows[q] != len(keys[q]):
+            sys.exit("%s %s: %d rows for %d keys" % (variant, q, rows[q], len(keys[q])))
+    return out
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def real_main(args, counts):
+    from bench_growth import Sim, catchup, uptime  # noqa: E402
+    from tests.simnode import chainfile  # noqa: E402
+    import tempfile
+    meta = chainfile.read_meta(args.chain)
+    base = "bench_plans_real"
+    psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (base, base))
+    datadir = tempfile.mkdtemp(prefix="cd-bench-plans-")
+    sim = Sim(args.chain)
+    try:
+        args.threshold, args.daemon_arg = 10, []
+        _, txs = catchup(args, sim, base, datadir, meta["blocks"], 0)
+    finally:
+        sim.stop()
+    psql(base, "ANALYZE;")
+    print("indexed %d txs (%d blocks); %s" % (txs, meta["blocks"], uptime()), flush=True)
+    res = {}
+    for n in counts:
+        db = "bench_plans_p%d" % n
+        psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s TEMPLATE %s;"
+             % (db, db, base))
+        if n > 1:
+            partition(db, n)
+        got = {(q, v): [] for q in API for v in VARIANTS}
+        for r in range(args.rounds):
+            keys = api_keys(db, args.keys)
+            order = list(VARIANTS) if r % 2 == 0 else list(reversed(list(VARIANTS)))
+            for v in order:
+                for q, ms in api_round(db, v, keys).items():
+                    got[(q, v)] += ms
+        res[n] = got
+        print("%d partition(s): %s; %s" % (n, "; ".join(
+            "%s %s %.2f / %.2f" % (q, v, pct(ms, 50), pct(ms, 99))
+            for (q, v), ms in got.items()), uptime()), flush=True)
+        psql("postgres", "DROP DATABASE %s;" % db)
+    print("\n| statement | variant | " + " | ".join("%d" % n for n in counts) + " partitions |")
+    print("|---|---|" + "---|" * len(counts))
+    for q in API:
+        for v in VARIANTS:
+            print("| %s | %s | " % (q, v) + " | ".join(
+                "%.2f / %.2f" % (pct(res[n][(q, v)], 50), pct(res[n][(q, v)], 99))
+                for n in counts) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--partitions", default="1,10,50,200")
     ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--chain", help="measure the real index of this chain file instead")
+    ap.add_argument("--build", default="build", help="with --chain: conduitd's build")
+    ap.add_argument("--keys", type=int, default=200, help="with --chain: keys per round")
+    ap.add_argument("--rounds", type=int, default=3, help="with --chain: rounds (interleaved)")
     args = ap.parse_args()
     if not os.environ.get("PGHOST"):
         sys.exit("run under tests/pgserver.py (PGHOST is not set)")
+    if args.chain:
+        real_main(args, [int(x) for x in args.partitions.split(",")])
+        return
     db = "bench_partition_plans"
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s;" % (db, db))
     counts = [int(x) for x in args.partitions.split(",")]

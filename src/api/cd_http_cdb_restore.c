@@ -358,7 +358,7 @@ int cd_http_cdb_restore(http_srv *s, struct evhttp_request *req, int p2pkh)
         cd_http_cdb_error(req, 503, "Database is unavailable at present");
         return H_DONE;
     }
-    PQclear(PQexec(pg, "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'"));
+    PQclear(PQexec(pg, HTTP_PG_SETUP));
     char err[512];
     int rc = cd_cdbq_restore_open(pg, keys, (size_t)n, kinds, err, sizeof(err));
     free(keys);

@@ -115,10 +115,7 @@ static int hub_pg_connect(ev_hub *h)
     }
     h->pg = c;
     h->renewed = h->last_id >= 0; /* not the first session: one was lost */
-    PGresult *r = ev_sql(h,
-                         "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'; "
-                         "SET client_min_messages = warning; LISTEN cd_event",
-                         0, NULL, PGRES_COMMAND_OK);
+    PGresult *r = ev_sql(h, HTTP_PG_SETUP "; LISTEN cd_event", 0, NULL, PGRES_COMMAND_OK);
     if (!r) {
         hub_pg_drop(h);
         return -1;

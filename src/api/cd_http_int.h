@@ -24,6 +24,22 @@
 #define HTTP_HIST_MAX     1000
 #define HTTP_PG_RETRY_S   1.0 /* reconnect attempts while PG is down */
 #define HTTP_STMT_TIMEOUT "30s"
+/* The settings of every PostgreSQL session of the API (the servers', the
+ * events hub's, a restoration's), sent once after connecting.
+ * jit = off: the API's queries are OLTP lookups of a few rows, but with the
+ * tables range-partitioned the planner's cost of a lookup by hash grows with
+ * the number of partitions (one probe each, run-time pruning not costed)
+ * past jit_above_cost, and compiling the plan then costs 1.2-1.4 s a lookup
+ * at 200 partitions against ~2 ms executed (docs/PERFORMANCE.md "Lookups
+ * over many partitions"). plan_cache_mode stays auto (PostgreSQL's
+ * default): cd_lookup's prepared statements are probes by hash whose custom
+ * plan is the generic one, so auto takes the generic plan from the 6th
+ * execution (tests/functional/test_lookup_plans.py checks it); forcing it
+ * would also force the statements of the wallet functions (plpgsql), whose
+ * branches on constant arguments a custom plan folds away. */
+#define HTTP_PG_SETUP                                                                              \
+    "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'; SET client_min_messages = warning; "         \
+    "SET jit = off"
 
 /* Server processes sharing the listening socket. Each is one synchronous
  * loop with its own PostgreSQL session: a query held by a lock holds one of

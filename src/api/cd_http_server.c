@@ -242,8 +242,7 @@ PGconn *cd_http_srv_pg(http_srv *s)
         s->pg_next_try = now + HTTP_PG_RETRY_S;
         return NULL;
     }
-    PGresult *r = PQexec(c, "SET statement_timeout = '" HTTP_STMT_TIMEOUT "'; "
-                            "SET client_min_messages = warning");
+    PGresult *r = PQexec(c, HTTP_PG_SETUP);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         cd_log_warn("http: postgres: session setup: %s", PQresultErrorMessage(r));
     PQclear(r);

@@ -115,8 +115,17 @@ int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, in
 /* $1: the keys as a bytea[] literal (its size known to the planner, which
  * then probes pushdata_hash_idx once per key); $2: the kinds wanted (bits).
  * A spend is the best chain's (best_inputs), else a mempool one
- * (mempool_inputs holds no confirmed spend): plain joins, so a big result is
- * hash-joined rather than probed row by row. */
+ * (mempool_inputs holds no confirmed spend). The locking tx and the
+ * best-chain spend are found per row, by LATERAL subqueries the planner does
+ * not flatten (LIMIT 1 on transactions' primary key; OFFSET 0 for the spend,
+ * which may be more than one row): joined, with transactions and inputs
+ * range-partitioned on block_id, the planner costs a probe of every
+ * partition per row and hash-joins a scan of every partition instead, a
+ * cost in proportion to the index rather than to the keys' rows (sql/018,
+ * docs/PERFORMANCE.md "Lookups over many partitions"). The input an INPUT
+ * key was pushed in is found per row too (only inputs_block_brin serves
+ * its (block_id, tx_pos, in_idx): joined, the planner scans all of inputs,
+ * and pushdata along with it, to hash them). */
 static const char restore_sql[] =
     "DECLARE cd_cdbq_restore NO SCROLL CURSOR FOR "
     "SELECT DISTINCT m.flags, m.push_hash, m.lock_tx, m.lock_idx, m.unlock_tx, m.unlock_idx, "
@@ -127,8 +136,10 @@ static const char restore_sql[] =
     "         coalesce(s.in_idx, mi.in_idx) AS unlock_idx, b.height, p.tx_pos, p.idx "
     "  FROM pushdata p "
     "  JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain "
-    "  JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos "
-    "  LEFT JOIN best_inputs s ON s.prev_hash = t.tx_hash AND s.prev_idx = p.idx "
+    "  CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x "
+    "    WHERE x.block_id = p.block_id AND x.tx_pos = p.tx_pos LIMIT 1) t "
+    "  LEFT JOIN LATERAL (SELECT s.spend_tx_hash, s.in_idx FROM best_inputs s "
+    "    WHERE s.prev_hash = t.tx_hash AND s.prev_idx = p.idx OFFSET 0) s ON true "
     "  LEFT JOIN mempool_inputs mi ON mi.prev_hash = t.tx_hash AND mi.prev_idx = p.idx "
     "  WHERE p.push_hash = ANY($1::bytea[]) AND p.flags IN (1, 4) "
     "    AND (p.flags & $2::int) <> 0 "
@@ -137,8 +148,11 @@ static const char restore_sql[] =
     "         b.height, p.tx_pos, p.idx "
     "  FROM pushdata p "
     "  JOIN blocks b ON b.block_id = p.block_id AND b.on_best_chain "
-    "  JOIN transactions t ON t.block_id = p.block_id AND t.tx_pos = p.tx_pos "
-    "  JOIN inputs i ON i.block_id = p.block_id AND i.tx_pos = p.tx_pos AND i.in_idx = p.idx "
+    "  CROSS JOIN LATERAL (SELECT x.tx_hash FROM transactions x "
+    "    WHERE x.block_id = p.block_id AND x.tx_pos = p.tx_pos LIMIT 1) t "
+    "  CROSS JOIN LATERAL (SELECT i.prev_hash, i.prev_idx FROM inputs i "
+    "    WHERE i.block_id = p.block_id AND i.tx_pos = p.tx_pos AND i.in_idx = p.idx "
+    "    OFFSET 0) i "
     "  WHERE p.push_hash = ANY($1::bytea[]) AND p.flags = 2 "
     "    AND (2 & $2::int) <> 0"
     ") m ORDER BY m.height, m.tx_pos, m.flags, m.idx, m.push_hash, m.lock_tx, m.lock_idx";
@@ -239,15 +253,20 @@ int cd_cdbq_output_spends(PGconn *pg, const uint8_t *txids, const uint32_t *idx,
                           cd_cdbq_spend **out, size_t *nout, char *err, size_t errlen)
 {
     /* $1: txids concatenated; $2: the output indexes as 4-byte big-endian
-     * integers concatenated (no array literal to format and parse) */
-    static const char sql[] =
+     * integers concatenated (no array literal to format and parse). OFFSET
+     * 0 keeps the spends a probe per outpoint (pulled up into a join, the
+     * planner hash-joins a scan of all inputs once they are partitioned:
+     * see restore_sql). Not prepared: one statement answers a batch of up
+     * to 10,000 outpoints, whose size the plan depends on, so its planning
+     * is paid per batch, not per key. */
+    static const char spends_sql[] =
         "WITH o AS (SELECT i, substr($1::bytea, i * 32 + 1, 32) AS h, "
         "  (get_byte($2::bytea, i * 4) << 24) | (get_byte($2::bytea, i * 4 + 1) << 16) "
         "  | (get_byte($2::bytea, i * 4 + 2) << 8) | get_byte($2::bytea, i * 4 + 3) AS n "
         "  FROM generate_series(0, length($2::bytea) / 4 - 1) AS i) "
         "SELECT a.prev_hash, a.prev_idx, a.spend_tx_hash, a.in_idx, a.block_hash "
         "FROM o JOIN LATERAL (SELECT * FROM all_inputs a WHERE a.prev_hash = o.h "
-        "  AND a.prev_idx = o.n) a ON true ORDER BY o.i, a.height IS NULL";
+        "  AND a.prev_idx = o.n OFFSET 0) a ON true ORDER BY o.i, a.height IS NULL";
     *out = NULL;
     *nout = 0;
     if (n == 0)
@@ -257,7 +276,7 @@ int cd_cdbq_output_spends(PGconn *pg, const uint8_t *txids, const uint32_t *idx,
         cd_put_be32(ib + i * 4, idx[i]);
     const char *vals[2] = {(const char *)txids, (const char *)ib};
     int lens[2] = {(int)(n * 32), (int)(n * 4)}, fmts[2] = {1, 1};
-    PGresult *r = PQexecParams(pg, sql, 2, NULL, vals, lens, fmts, 1);
+    PGresult *r = PQexecParams(pg, spends_sql, 2, NULL, vals, lens, fmts, 1);
     free(ib);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cd_pg_errline(err, errlen, "output spends", pg, r);

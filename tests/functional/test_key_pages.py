@@ -443,9 +443,10 @@ def test_upgrade_from_015_with_derived_rows(pg, build_dir, rt, tmp_path):
     before = psql(pg, "kpu", "SELECT count(*) FROM key_outs; SELECT count(*) FROM key_hist; "
                              "SELECT count(*) FROM key_rows_blocks;")
     assert int(before[2][0]) > 80
-    # the indexer applies 016 (and 017; nothing new to index)
+    # the indexer applies 016 and the later ones (nothing new to index)
     run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
-    assert psql(pg, "kpu", "SELECT max(version) FROM cd_schema_version;") == [("17",)]
+    # 016 applied (later migrations may follow it)
+    assert psql(pg, "kpu", "SELECT count(*) FROM cd_schema_version WHERE version = 16;") == [("1",)]
     assert mark(pg, "kpu") == -1
     assert marks(pg, "kpu") == 0
     compare(pg, "kpu")
