@@ -44,9 +44,13 @@ LEGACY_SECONDARY = ("transactions_hash_idx", "inputs_outpoint_idx", "pushdata_ha
 
 def secondary_names(query):
     """The secondary index names of a database, read with query(sql) -> lines
-    or None: the catalog of sql/013, else (an older schema, or none yet) the
-    legacy list."""
-    r = query("SELECT name FROM secondary_indexes ORDER BY name;")
+    or None: one per partition since sql/017 (they change with each roll, so
+    the caller reads them at every poll), else the catalog of sql/013, else
+    (an older schema, or none yet) the legacy list."""
+    if query("SELECT 1 FROM pg_class WHERE relname = 'secondary_index_parts';"):
+        r = query("SELECT name FROM cd_secondary_indexes_state() ORDER BY name;")
+    else:
+        r = query("SELECT name FROM secondary_indexes ORDER BY name;")
     return tuple(r) if r else LEGACY_SECONDARY
 
 
@@ -187,8 +191,7 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
                 v = cpu_of(c)
                 if v is not None:
                     proc_cpu[c] = v
-            if names is None or names is LEGACY_SECONDARY:
-                names = secondary_names(poll.query)
+            names = secondary_names(poll.query)
             r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
                            "(%s), "
                            "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
@@ -231,7 +234,10 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
     db_b = int(psql(db, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE n.nspname = 'public' AND c.relkind = 'r';"))
-    out_b = int(psql(db, "SELECT coalesce(pg_total_relation_size(to_regclass('outputs')), 0);"))
+    # (a partitioned table has no storage of its own: sum its partitions;
+    # pg_partition_tree of a plain table is the table)
+    out_b = int(psql(db, "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
+                         "FROM pg_partition_tree(to_regclass('outputs'));"))
     text = open(log).read()
     kinds = {int(pid): kind for kind, pid in
              re.findall(r"supervisor: started (\w+) worker \d+ \(pid (\d+)\)", text)}
@@ -262,7 +268,8 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
         # offset within the tx): the same rows copied without the script
         psql(db, "CREATE TABLE bench_noscript AS SELECT block_id, tx_pos, idx, value, "
                  "script_hash, 0::integer AS script_off FROM outputs;")
-        heap = int(psql(db, "SELECT pg_relation_size('outputs');"))
+        heap = int(psql(db, "SELECT sum(pg_relation_size(relid)) "
+                            "FROM pg_partition_tree('outputs');"))
         alt = int(psql(db, "SELECT pg_relation_size('bench_noscript');"))
         print("  outputs heap: %.1f B/output with scripts inline, %.1f B/output with a "
               "4-byte offset instead (%d outputs)" % (heap / nout, alt / nout, nout), flush=True)

@@ -94,6 +94,10 @@ typedef struct cu_state {
     int32_t roll_height;
     int32_t parts;
     int64_t tip_txs, rolls;
+    /* a decision came (a new header tip, a tick) while a roll's helper ran:
+     * decide as soon as it ends, not a tick later (a short backlog can be
+     * indexed live within that tick and never weighed) */
+    int decide_after_roll;
 } cu_state;
 
 /* ---- the helper process ---- */
@@ -507,6 +511,8 @@ static void helper_up(void *arg, int slot, int fd)
 
 /* The helper ended (reaped by the supervisor): take what it wrote last,
  * then the decision may launch the next one. */
+static void decide(cu_state *s);
+
 static void helper_down(void *arg, int slot, int code)
 {
     (void)slot;
@@ -521,10 +527,15 @@ static void helper_down(void *arg, int slot, int code)
         else
             s->retry_at = cd_now_s() + CU_RETRY_S;
     }
+    int was_roll = s->op == CU_OP_ROLL;
     s->pid = 0;
     s->op = CU_OP_NONE;
     s->building = 0;
     s->dropping = 0;
+    if (was_roll && s->decide_after_roll) {
+        s->decide_after_roll = 0;
+        decide(s);
+    }
 }
 
 /* Its row of the process table: run once per decision, no ring, PG. */
@@ -573,6 +584,8 @@ static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
 
 static void decide(cu_state *s)
 {
+    if (s->op == CU_OP_ROLL)
+        s->decide_after_roll = 1;
     if (s->op != CU_OP_NONE || cd_now_s() < s->retry_at)
         return;
     if (s->cfg->catchup_indexes == CD_CATCHUP_LIVE) {
@@ -623,9 +636,21 @@ static void maybe_roll(cu_state *s)
      * for a roll while indexing runs with the indexes live */
     if (s->op != CU_OP_NONE || s->known == CU_UNKNOWN || cd_now_s() < s->roll_at)
         return;
+    /* nor during a header sync: the backlog, and so the weighing that
+     * may drop the tip's indexes, is not known yet, and a roll's helper in
+     * flight would hold that weighing back */
+    if (!cd_ctl_headers_synced(s->ctl))
+        return;
     cd_ctl_progress pr;
     cd_ctl_progress_now(s->ctl, &pr);
     if (s->parts > 0 && pr.indexed_height == s->roll_height)
+        return;
+    /* nor while a backlog over catchup_threshold waits for its weighing
+     * (decide() launches it at the next chance; a roll would delay it) */
+    cd_hdrtree *tree = cd_ctl_tree(s->ctl);
+    if (tree && s->cfg->catchup_indexes != CD_CATCHUP_LIVE && s->known != CU_DROPPED &&
+        !s->weighed &&
+        cd_hdrtree_height(tree) - pr.indexed_height > (int32_t)s->cfg->catchup_threshold)
         return;
     s->roll_height = pr.indexed_height;
     s->roll_at = cd_now_s() + CU_ROLL_PERIOD_S;
