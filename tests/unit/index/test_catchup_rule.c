@@ -76,6 +76,23 @@ START_TEST(empty_index_drops_at_once)
 }
 END_TEST
 
+START_TEST(no_density_yet_drops)
+{
+    /* the parsers indexed a few blocks out of order, none of the best
+     * chain connected yet: no txs-per-block figure, so the backlog cannot
+     * be weighed; it is the start of an initial sync */
+    cd_catchup_weighing w = base();
+    w.indexed_txs = 218;
+    w.per_block = 0;
+    w.behind = 301;
+    w.threshold = 20;
+    char why[160];
+    cd_catchup_weigh(&w, why, sizeof(why));
+    ck_assert_int_eq(w.drop, 1);
+    ck_assert_str_eq(why, "catch-up (backlog 301 blocks, no block of the best chain indexed yet)");
+}
+END_TEST
+
 START_TEST(absent_indexes_keep_catching_up)
 {
     /* a restart during catch-up: the rebuild is owed whatever is chosen */
@@ -130,6 +147,7 @@ static Suite *suite_catchup_rule(void)
     tcase_add_test(tc, large_fraction_drops);
     tcase_add_test(tc, block_threshold_first);
     tcase_add_test(tc, empty_index_drops_at_once);
+    tcase_add_test(tc, no_density_yet_drops);
     tcase_add_test(tc, absent_indexes_keep_catching_up);
     tcase_add_test(tc, ratio_zero_is_the_block_rule);
     tcase_add_test(tc, small_counts_read_plainly);
