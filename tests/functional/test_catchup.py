@@ -426,7 +426,10 @@ def test_auto_large_backlog_drops(pg_module, build_dir, simnode_factory, tmp_pat
     try:
         m = d.wait_for_log(r"index: mode catch-up \(backlog (\d+) blocks, ~\S+ txs >= 20% of \S+ "
                            r"indexed\)", timeout=120)
-        assert int(m.group(1)) == backlog, m.group(0)
+        # the weighing may run while the new headers still arrive (it is
+        # weighed again when the header sync ends): its backlog can lag
+        # the last header or two, never exceed the blocks mined
+        assert backlog - 2 <= int(m.group(1)) <= backlog, m.group(0)
         d.wait_for_log(r"index: catch-up mode \(\d+ blocks behind\): secondary indexes dropped",
                        timeout=120)
         d.wait_for_log(r"index: secondary indexes ready", timeout=180)
