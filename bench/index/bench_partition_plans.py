@@ -58,6 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 from bench_catchup import pg_bin, psql  # noqa: E402
+from tests.partsplit import split_sql  # noqa: E402
 
 
 def migration_view(fname, view):
@@ -190,46 +191,10 @@ VARIANTS = {
 
 def partition(db, n):
     """Converts PART_TABLES of db into n range partitions on block_id (equal
-    block_id ranges up to the highest), rows, indexes and keys kept, and
-    re-creates the views that read them."""
+    block_id ranges up to the highest; tests/partsplit.py)."""
     hi = int(psql(db, "SELECT max(block_id) FROM blocks;")) + 1
-    oids = ",".join("'%s'::regclass" % t for t in PART_TABLES)
-    views = psql(db, "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d "
-                     "JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid "
-                     "WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (%s);"
-                     % oids).split()
-    defs = [(v, psql(db, "SELECT pg_get_viewdef('%s'::regclass);" % v).rstrip(";"))
-            for v in views]
-    s = ["BEGIN"]
-    for t in PART_TABLES:
-        idx = [x.split("|") for x in psql(
-            db, "SELECT c.relname, pg_get_indexdef(i.indexrelid), coalesce(k.conname, ''), "
-                "coalesce(pg_get_constraintdef(k.oid), '') FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
-                "LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid "
-                "WHERE i.indrelid = '%s'::regclass ORDER BY 1;" % t).splitlines()]
-        s.append("ALTER TABLE %s RENAME TO %s_old" % (t, t))
-        for name, _, con, _ in idx:
-            if con:
-                s.append("ALTER TABLE %s_old RENAME CONSTRAINT %s TO %s_old" % (t, con, con))
-            else:
-                s.append("ALTER INDEX %s RENAME TO %s_old" % (name, name))
-        s.append("CREATE TABLE %s (LIKE %s_old INCLUDING DEFAULTS) PARTITION BY RANGE (block_id)"
-                 % (t, t))
-        for k in range(n):
-            lo = "MINVALUE" if k == 0 else str(1 + k * hi // n)
-            up = "MAXVALUE" if k == n - 1 else str(1 + (k + 1) * hi // n)
-            s.append("CREATE TABLE %s_p%d PARTITION OF %s FOR VALUES FROM (%s) TO (%s)"
-                     % (t, k, t, lo, up))
-        s.append("INSERT INTO %s SELECT * FROM %s_old" % (t, t))
-        for name, defn, con, cdef in idx:
-            s.append("ALTER TABLE %s ADD CONSTRAINT %s %s" % (t, con, cdef) if con else defn)
-    for v, d in defs:
-        s.append("CREATE OR REPLACE VIEW %s AS %s" % (v, d))
-    for t in PART_TABLES:
-        s.append("DROP TABLE %s_old CASCADE" % t)
-    s.append("COMMIT")
-    psql(db, ";\n".join(s) + ";\nANALYZE;")
+    psql(db, split_sql(lambda sql: psql(db, sql), PART_TABLES,
+                       [1 + k * hi // n for k in range(1, n)]))
 
 
 def api_keys(db, n):

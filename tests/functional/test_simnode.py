@@ -539,6 +539,30 @@ def test_relay_memory_shortened(simnode_factory):
     c.close()
 
 
+def test_relay_memory_holds_only_what_was_announced(simnode_factory):
+    """mapRelay is filled where the node sends a tx inv (SendTxnInventory,
+    bitcoin-sv src/net/net_processing.cpp): a tx accepted without an
+    announcement, or announced while no peer was connected, is answered
+    `notfound` to a getdata, though it is in the mempool. (The simulator
+    remembered every accepted tx before, and served both.)"""
+    node = simnode_factory(generate=20, txs_per_block=2, seed=3)
+    quiet = node.make_tx()
+    node.submit_tx(quiet, announce=False)
+    alone = node.make_tx()
+    node.submit_tx(alone)                       # announced, but to nobody
+    c = connect(node)
+    c.getdata([(1, dsha(quiet)), (1, dsha(alone))])
+    _, p, _ = c.wait("notfound")
+    assert sorted(parse_inv(p)) == sorted([(1, dsha(quiet)), (1, dsha(alone))])
+    assert dsha(quiet) in node.mempool and dsha(alone) in node.mempool
+    heard = announced(node, c)                  # an inv sent to c: remembered
+    c.getdata([(1, dsha(heard))])
+    _, p, _ = c.wait("tx")
+    assert p == heard
+    assert node.status()["relay_memory"] == 1
+    c.close()
+
+
 def test_getdata_after_mempool_request_served_from_mempool(simnode_factory):
     """A peer that sent `mempool` (whitelisted) may getdata any tx that was in
     the mempool at that request, relay memory or not (ProcessGetData,

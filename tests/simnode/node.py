@@ -1500,10 +1500,6 @@ class SimNode:
             elif c is not None:
                 c.event("accepted tx %s%s" % (hexh(txid), " (non-final pool)"
                                               if r.status == "nonfinal" else ""))
-        with self.lock:
-            for r in [res] + res.orphans_done:
-                if r.status in ("accepted", "nonfinal"):
-                    self.relay_map.remember(r.txid, r.tx.raw)
         if own:
             self._relay(res.relay)
         return res
@@ -1569,9 +1565,6 @@ class SimNode:
                     if res.status == "orphan":
                         res.code, res.reason = REJECT_INVALID, "missing-inputs"
                     raise TxRejected(res)
-            for r in [res] + res.orphans_done:
-                if r.status in ("accepted", "nonfinal"):
-                    self.relay_map.remember(r.txid, r.tx.raw)
         if announce:
             self._relay(res.relay)
         if res.orphans_done:                # peers' orphans that were waiting for it
@@ -1586,25 +1579,34 @@ class SimNode:
         """RelayTransaction (src/net/net_processing.cpp): inv to every
         handshaken peer that asked for tx relay (version relay flag) and
         does not know the tx yet (it sent or announced it to us, or we
-        announced it).  The relay memory remembers what is announced
-        (mapRelay: from the first announcement on, relaymem.py)."""
+        announced it).  The relay memory remembers what an inv was sent to
+        a peer for, and only that (mapRelay is filled where the node sends
+        the inv, SendTxnInventory in src/net/net_processing.cpp: a tx
+        accepted without an announcement, or with no peer to announce it
+        to, is not in it; relaymem.py)."""
         if not txids:
             return
-        with self.lock:
-            st, rm, now = self.txstate, self.relay_map, self.now()
-            pairs = []
-            for t in txids:
-                if rm.fresh(t, now):
-                    continue            # remembered at acceptance (the usual case)
-                e = st.mempool.entries.get(t) or st.nonfinal.get(t)
-                if e is not None:
-                    pairs.append((t, e.tx.raw))
-            rm.remember_many(pairs, now)
+        plan = []
         for c in self.handshaken():
             if c is exclude or not c.relay:
                 continue
             new = [t for t in txids if t not in c.known_txs]
             c.known_txs.update(new)
+            if new:
+                plan.append((c, new))
+        if not plan:
+            return
+        # remembered before the invs go out: a getdata may answer at once
+        sent = set(t for _, new in plan for t in new)
+        with self.lock:
+            st = self.txstate
+            pairs = []
+            for t in txids:
+                e = (st.mempool.entries.get(t) or st.nonfinal.get(t)) if t in sent else None
+                if e is not None:
+                    pairs.append((t, e.tx.raw))
+            self.relay_map.remember_many(pairs, self.now())
+        for c, new in plan:
             step = c.max_inv()
             for i in range(0, len(new), step):
                 c.send("inv", ser_inv([(MSG_TX, t) for t in new[i:i + step]]))
@@ -1712,7 +1714,6 @@ class SimNode:
                     raw = ser_tx(vin, outs)
                     self.txstate.commit(Result("accepted", Tx.parse(raw)))
                 out.append(raw)
-            self.relay_map.remember_many((sha256d(r), r) for r in out)
         if announce and out:
             self._relay([sha256d(r) for r in out])
         return out
