@@ -279,3 +279,210 @@ def test_roll_not_blocked_by_a_merge_copy(pg_module, build_dir, shared_data):
     assert [lv for _, _, lv in levels(pg, db)] == [1, 0, 0]
     check_layout(pg, db)
     assert secondary_on_every_partition(pg, db) == []
+
+
+# ---- the daemon: rolls and merges while it syncs, a reorg, kills ----
+
+def settled(pg, db, fan_in):
+    """No merge left to do: fewer than fan_in closed partitions of each
+    level, no copy awaiting its swap, no staging table."""
+    return psql(pg, db, """
+        SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE tbl = 'transactions'
+                           AND hi IS NOT NULL GROUP BY level HAVING count(*) >= %d)
+           AND NOT EXISTS (SELECT 1 FROM partition_merge);""" % fan_in) == [("t",)] \
+        and staging_tables(pg, db) == []
+
+
+def settle(pg, db, d, max_txs, fan_in):
+    """Until the tip is below max_txs (no roll to come) and the merges are
+    done."""
+    from test_reorg import wait_until
+    wait_until(lambda: int(psql(pg, db, "SELECT cd_partition_tip_txs();")[0][0]) < max_txs
+               and settled(pg, db, fan_in), d, "partitions settled", timeout=180)
+
+
+def check_bounded(pg, db, fan_in):
+    """At most fan_in - 1 closed partitions per level; returns the levels."""
+    lv = levels(pg, db)
+    closed = [l for _, hi, l in lv if hi >= 0]
+    for l in set(closed):
+        assert closed.count(l) < fan_in, lv
+    # tiered: the levels never increase from the oldest range to the newest
+    assert closed == sorted(closed, reverse=True), lv
+    return lv
+
+
+def test_sync_rolls_and_merges_then_reorg_across_a_merged_boundary(
+        pg_module, build_dir, simnode_factory, tmp_path):
+    from test_partitions import status_file
+    from test_reorg import fresh_index, start, wait_tip
+    pg = pg_module
+    node = simnode_factory(generate=60, txs_per_block=20, seed=5)
+    node.misbehave("slow_block", rate=48 << 10, count=None)
+    ci = create_db(pg, "mergesync")
+    dd = tmp_path / "mergesync"
+    # live indexes: every closed partition is a candidate as soon as it
+    # closes, so merges run while the daemon indexes and rolls
+    extra = ["--relay", "off", "--partition-txs", "150", "--partition-merge", "2",
+             "--catchup-indexes", "live", "--status-interval", "1"]
+    d = start(build_dir, dd, node.port, ci, extra)
+    try:
+        wait_tip(pg, "mergesync", d, node, timeout=240)
+        node.clear_faults()
+        settle(pg, "mergesync", d, 150, 2)
+        check_layout(pg, "mergesync")
+        lv = check_bounded(pg, "mergesync", 2)
+        # 1200 txs in partitions of >= 150 (overshot while blocks come in):
+        # 4+ rolls, merged up to level 2+
+        rolls = d.log_text().count("tip partition closed")
+        merges = d.log_text().count("partition-merge: merged")
+        assert rolls >= 4 and merges >= 3, (rolls, merges, lv)
+        assert max(l for _, _, l in lv) >= 2, lv
+        # each merge removes one partition: the count is what it says
+        assert len(lv) == 1 + rolls - merges, (lv, rolls, merges)
+        assert secondary_on_every_partition(pg, "mergesync") == []
+        # the status, once it has read the count after the last merge
+        from test_reorg import wait_until
+        wait_until(lambda: status_file(dd).get("partitions") == str(len(lv))
+                   and status_file(dd).get("partition_merges") == str(merges),
+                   d, "the status's partitions %d and merges %d" % (len(lv), merges))
+        st = status_file(dd)
+        assert st["partition_level"] == str(max(l for _, _, l in lv)), st
+        assert st["partition_merging"] == "-1", st
+
+        # a reorg from 3 blocks below the lowest block above the highest
+        # merged partition (its disconnected blocks straddle that boundary)
+        tip_h = node.chain.height
+        top = max(hi for _, hi, l in lv if l >= 1)
+        h1 = int(psql(pg, "mergesync", "SELECT min(height) FROM best_blocks WHERE block_id >= %d;"
+                      % top)[0][0])
+        assert 4 <= h1 <= tip_h, (h1, tip_h)
+        fork = h1 - 3
+        node.reorg(fork_height=fork, new_len=tip_h - fork + 2, txs_per_block=20)
+        wait_tip(pg, "mergesync", d, node, timeout=120)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d" % fork)
+        settle(pg, "mergesync", d, 150, 2)
+        check_layout(pg, "mergesync")
+        check_bounded(pg, "mergesync", 2)
+        assert secondary_on_every_partition(pg, "mergesync") == []
+        # the disconnected blocks' rows stayed where they were, both sides
+        sides = psql(pg, "mergesync", """
+            SELECT count(DISTINCT t.tableoid) FROM transactions t JOIN blocks b USING (block_id)
+            WHERE NOT b.on_best_chain AND b.height > %d;""" % fork)
+        assert int(sides[0][0]) >= 2, sides
+        got = dump(pg, "mergesync")
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    # a daemon without partitions indexing the winning chain: the same rows
+    assert got == fresh_index(pg, build_dir, tmp_path, node, "mergefresh")
+
+
+def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
+    """kill -9 with a merge's copy open (held on a source's lock), and with
+    a copy prepared but not swapped (the swap kept busy): the same data
+    after the restart, and no staging table once the next merges ran."""
+    from test_reorg import start, wait_tip, wait_until
+    pg = pg_module
+    db = "mergekill"
+    node = simnode_factory(generate=40, txs_per_block=20, seed=9)
+    ci = create_db(pg, db)
+    dd = tmp_path / db
+    extra = ["--relay", "off", "--partition-txs", "150", "--partition-merge", "2",
+             "--catchup-indexes", "live"]
+    d = start(build_dir, dd, node.port, ci, extra)
+    try:
+        wait_tip(pg, db, d, node, timeout=240)
+        settle(pg, db, d, 150, 2)
+        # one closed partition of level 0 (the next roll makes a candidate)
+        while not [1 for _, hi, l in levels(pg, db) if l == 0 and hi >= 0]:
+            node.mine(8, txs_per_block=20)
+            wait_tip(pg, db, d, node)
+            settle(pg, db, d, 150, 2)
+        x = [lo for lo, hi, l in levels(pg, db) if l == 0 and hi >= 0][0]
+        src = psql(pg, db, "SELECT part FROM partitions WHERE tbl = 'outputs' AND "
+                           "coalesce(lo, -1) = %d;" % x)[0][0]
+        before = len(d.lines)
+
+        # 1. the copy blocked on a source (outputs are copied last), then kill -9
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p", str(pg.port),
+             "-U", "postgres", "-d", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        holder.stdin.write(("SET application_name = 'holder'; BEGIN; "
+                            "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n" % src).encode())
+        holder.stdin.flush()
+        wait_until(lambda: psql(pg, db, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "application_name = 'holder' AND state = "
+                                        "'idle in transaction';") == [("1",)], d, "the lock")
+        node.mine(8, txs_per_block=20)
+        d.wait_for_log(r"partition-merge: copying 2 partitions of level 0", timeout=120,
+                       start=before)
+        # the copy waits for the lock
+        wait_until(lambda: psql(pg, db, "SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+                                        "relation = '%s'::regclass;" % src) != [("0",)],
+                   d, "the copy waiting on %s" % src)
+    finally:
+        d.kill()
+    holder.stdin.write(b"ROLLBACK;\n")
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    # the killed copy's transaction never commits: its backend ends (at
+    # the latest when it tries to send the result to the dead helper)
+    deadline = time.monotonic() + 120
+    while psql(pg, db, "SELECT count(*) FROM pg_stat_activity WHERE "
+                       "query LIKE '%cd_partition_merge_prepare%' "
+                       "AND pid <> pg_backend_pid();") != [("0",)]:
+        assert time.monotonic() < deadline, "the killed copy's backend still there"
+        time.sleep(0.1)
+    assert psql(pg, db, "SELECT count(*) FROM partition_merge;") == [("0",)]
+    assert staging_tables(pg, db) == []
+
+    # 2. a copy prepared, its swap kept busy by a reader of a parent, then kill -9
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p", str(pg.port),
+         "-U", "postgres", "-d", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    d = start(build_dir, dd, node.port, ci, extra)
+    try:
+        holder.stdin.write(b"SET application_name = 'holder'; BEGIN; "
+                           b"LOCK TABLE ONLY outputs IN ACCESS SHARE MODE;\n")
+        holder.stdin.flush()
+        d.wait_for_log(r"partition-merge: the tables stayed busy; the copy is kept", timeout=120)
+        assert psql(pg, db, "SELECT count(*) FROM partition_merge;") == [("4",)]
+        assert len(staging_tables(pg, db)) == 4
+    finally:
+        d.kill()
+    holder.stdin.write(b"ROLLBACK;\n")
+    holder.stdin.close()
+    holder.wait(timeout=60)
+
+    # 3. the restart: the kept copy swapped in (or copied again), more
+    # merges as blocks come, the same data as a daemon without partitions
+    node.mine(8, txs_per_block=20)
+    d = start(build_dir, dd, node.port, ci, extra)
+    try:
+        wait_tip(pg, db, d, node, timeout=240)
+        settle(pg, db, d, 150, 2)
+        assert "partition-merge: merged" in d.log_text()
+        got = dump(pg, db)
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    check_layout(pg, db)
+    check_bounded(pg, db, 2)
+    assert staging_tables(pg, db) == []
+    assert secondary_on_every_partition(pg, db) == []
+    from test_reorg import fresh_index
+    assert got == fresh_index(pg, build_dir, tmp_path, node, db + "fresh")
+
+
+def test_kill9_rounds_with_rolls_and_merges(pg_module, build_dir, simnode_factory, tmp_path):
+    """test_crash_torture's rounds with a tiny partition_txs, merges of 2
+    and live indexes (so merges run between the kills)."""
+    from test_crash_torture import torture
+    torture(pg_module, build_dir, simnode_factory, tmp_path, "tortmerge",
+            ["--partition-txs", "400", "--partition-merge", "2", "--catchup-indexes", "live"])
+    check_layout(pg_module, "tortmerge")
+    assert secondary_on_every_partition(pg_module, "tortmerge") == []
+    assert max(l for _, _, l in levels(pg_module, "tortmerge")) >= 1
