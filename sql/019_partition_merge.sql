@@ -158,7 +158,11 @@ BEGIN
             n := n + 1;
         END IF;
     END LOOP;
-    DELETE FROM partition_merge;
+    -- only if there is a row: a prepare then takes no write lock on the
+    -- catalog before its first copy is done
+    IF EXISTS (SELECT 1 FROM partition_merge) THEN
+        DELETE FROM partition_merge;
+    END IF;
     RETURN n;
 END
 $$;

@@ -379,7 +379,7 @@ def test_sync_rolls_and_merges_then_reorg_across_a_merged_boundary(
 
 
 def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
-    """kill -9 with a merge's copy open (held on a source's lock), and with
+    """kill -9 with a merge's copy open (held on the catalog's lock), and with
     a copy prepared but not swapped (the swap kept busy): the same data
     after the restart, and no staging table once the next merges ran."""
     from test_reorg import start, wait_tip, wait_until
@@ -399,18 +399,17 @@ def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
             node.mine(8, txs_per_block=20)
             wait_tip(pg, db, d, node)
             settle(pg, db, d, 150, 2)
-        x = [lo for lo, hi, l in levels(pg, db) if l == 0 and hi >= 0][0]
-        src = psql(pg, db, "SELECT part FROM partitions WHERE tbl = 'outputs' AND "
-                           "coalesce(lo, -1) = %d;" % x)[0][0]
         before = len(d.lines)
 
-        # 1. the copy blocked on a source (outputs are copied last), then kill -9
+        # 1. kill -9 mid-copy: the copy is held after its first table by a
+        # lock on the catalog it writes its rows to (taken before the
+        # candidate exists), then the daemon is killed
         holder = subprocess.Popen(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p", str(pg.port),
              "-U", "postgres", "-d", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
-        holder.stdin.write(("SET application_name = 'holder'; BEGIN; "
-                            "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n" % src).encode())
+        holder.stdin.write(b"SET application_name = 'holder'; BEGIN; "
+                           b"LOCK TABLE partition_merge IN SHARE MODE;\n")
         holder.stdin.flush()
         wait_until(lambda: psql(pg, db, "SELECT count(*) FROM pg_stat_activity WHERE "
                                         "application_name = 'holder' AND state = "
@@ -418,10 +417,10 @@ def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
         node.mine(8, txs_per_block=20)
         d.wait_for_log(r"partition-merge: copying 2 partitions of level 0", timeout=120,
                        start=before)
-        # the copy waits for the lock
+        # the copy has filled transactions_merging and waits
         wait_until(lambda: psql(pg, db, "SELECT count(*) FROM pg_locks WHERE NOT granted AND "
-                                        "relation = '%s'::regclass;" % src) != [("0",)],
-                   d, "the copy waiting on %s" % src)
+                                        "relation = 'partition_merge'::regclass;") == [("1",)],
+                   d, "the copy waiting")
     finally:
         d.kill()
     holder.stdin.write(b"ROLLBACK;\n")
