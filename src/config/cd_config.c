@@ -86,7 +86,7 @@ const cd_option cd_config_options[] = {
      "this many transactions (a new empty tip takes the next blocks: live inserts touch small "
      "B-trees; every partition costs lookups by hash a probe); 0: never (one partition)"},
     /* 8: with the 10M tip, 4 partitions at 10^8 txs and 10 at 10^9 (11 and
-     * 101 unmerged), each row copied once per level (3 levels at 10^9);
+     * 101 unmerged), each row copied once per level it climbs (twice by 10^9);
      * a larger fan-in copies less often but keeps up to fan-in - 1 per
      * level (docs/OPERATIONS.md "Merging partitions"). 1 is refused in
      * cd_config_finish: a merge of one partition into itself */

@@ -35,7 +35,7 @@
 /* pg_advisory_lock key of the merge helper (cd_pg_int.h has ...01, ...02,
  * cd_catchup.c ...03): one merge at a time, also against the helper of a
  * killed daemon whose backend still copies */
-#define MG_LOCK_KEY "4242424204"
+#define MG_LOCK_KEY   "4242424204"
 /* swap attempts per run, a second apart, before the copy is left for the
  * next run (CD_MERGE_AGAIN_BUSY_S later): each attempt waits at most half
  * of deadlock_timeout for the tables, then lets the units go first */

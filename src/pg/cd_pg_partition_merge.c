@@ -112,13 +112,12 @@ int cd_pg_partition_merge_prepare(cd_pg *pg, int fan_in, int *level, double *sec
         *secs = 0;
     PGconn *c = cd_pg_conn(pg);
     double t0 = cd_now_s();
-    if (command(pg, "starting a merge's copy", "BEGIN ISOLATION LEVEL REPEATABLE READ") !=
-        CD_PG_OK)
+    if (command(pg, "starting a merge's copy", "BEGIN ISOLATION LEVEL REPEATABLE READ") != CD_PG_OK)
         return CD_PG_ERROR;
     char f[16];
     snprintf(f, sizeof(f), "%d", fan_in);
-    PGresult *r = one_row(pg, "copying partitions to merge",
-                          "SELECT cd_partition_merge_prepare($1::int)", f);
+    PGresult *r =
+        one_row(pg, "copying partitions to merge", "SELECT cd_partition_merge_prepare($1::int)", f);
     int rc = r && PQntuples(r) == 1 ? CD_PG_OK : CD_PG_ERROR;
     if (rc == CD_PG_OK && !PQgetisnull(r, 0, 0))
         *level = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);

@@ -8,8 +8,8 @@
 
 static cd_merge_sched at(cd_merge_last last, double end, int32_t parts)
 {
-    cd_merge_sched s = {.fan_in = 8, .running = 0, .last = last, .last_end = end,
-                        .parts_then = parts};
+    cd_merge_sched s = {
+        .fan_in = 8, .running = 0, .last = last, .last_end = end, .parts_then = parts};
     return s;
 }
 
