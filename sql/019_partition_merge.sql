@@ -42,15 +42,18 @@
 --      fingerprint again; if it differs, the staging tables are dropped
 --      (the next attempt copies again); else DETACH the sources, ATTACH the
 --      staging table FOR VALUES FROM (lo) TO (hi) (proved by the CHECK, its
---      indexes matched to the parent's: no scan, no build), drop the
---      sources, rename the staging table and its indexes to the first
---      source's names, update `partitions`. Catalog work only: its stall
---      does not grow with the rows (docs/PERFORMANCE.md "Merging
---      partitions").
+--      indexes matched to the parent's: no scan, no build), rename the
+--      sources out of the way (cd_merge_old_<oid>) and the staging table
+--      and its indexes to the first source's names, update `partitions`.
+--      Catalog work only: its stall does not grow with the rows
+--      (docs/PERFORMANCE.md "Merging partitions in levels"). The sources
+--      are dropped after its commit (cd_partition_merge_drop_old): a DROP
+--      unlinks the files at the commit, which under the locks took ~1 s
+--      per GB dropped.
 -- A crash anywhere leaves either the old partitions or the merged one:
 -- each phase is one transaction; a prepared merge left behind is swapped
--- by the next swap if still current, and any staging left is dropped by the
--- next prepare.
+-- by the next swap if still current, and any staging or old source left is
+-- dropped by the next prepare.
 
 -- ---- the catalog ----
 
@@ -142,6 +145,26 @@ BEGIN
 END
 $$;
 
+-- Drops the sources of the merges swapped in (renamed cd_merge_old_<oid>
+-- by cd_partition_merge_swap, no longer partitions: nothing reads them).
+-- Called after the swap's commit and by every prepare (a crash between
+-- the two leaves them). Returns how many tables it dropped.
+CREATE FUNCTION cd_partition_merge_drop_old() RETURNS integer
+    LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+    n integer := 0;
+BEGIN
+    FOR t IN SELECT c.relname FROM pg_class c
+             WHERE c.relkind = 'r' AND c.relname LIKE 'cd\_merge\_old\_%'
+               AND c.relnamespace = to_regnamespace(current_schema()) ORDER BY 1 LOOP
+        EXECUTE format('DROP TABLE %I', t);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 -- Drops a prepared merge (its staging tables and catalog rows), and any
 -- staging table a killed prepare's transaction could not leave (none: it
 -- rolls back; a committed one has its rows here). Returns how many
@@ -200,6 +223,7 @@ BEGIN
         RAISE EXCEPTION 'cd_partition_merge_prepare: run it in a REPEATABLE READ transaction';
     END IF;
     PERFORM cd_partition_merge_discard();
+    PERFORM cd_partition_merge_drop_old();
     SELECT * INTO c FROM cd_partition_merge_candidate(fan_in);
     IF c.level IS NULL THEN
         RETURN NULL;
@@ -278,6 +302,7 @@ DECLARE
     k integer;
     dl interval;
     bound text;
+    i record;
 BEGIN
     SELECT * INTO m FROM partition_merge WHERE tbl = 'transactions';
     IF NOT FOUND THEN
@@ -313,8 +338,20 @@ BEGIN
         END LOOP;
         EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES %s', t, m.stage, bound);
         EXECUTE format('ALTER TABLE %I DROP CONSTRAINT cd_merge_range', m.stage);
+        -- the sources are renamed out of the way, not dropped: a DROP
+        -- unlinks their files at the commit, under these locks (0.95 s
+        -- for 2 x 500k txs, growing with their size: docs/PERFORMANCE.md
+        -- "Merging partitions in levels"); cd_partition_merge_drop_old
+        -- drops them after the commit, locking nothing anyone waits for
         FOREACH s IN ARRAY m.sources LOOP
-            EXECUTE format('DROP TABLE %I', s);
+            FOR i IN SELECT ic.oid, ic.relname FROM pg_index x
+                     JOIN pg_class ic ON ic.oid = x.indexrelid
+                     WHERE x.indrelid = to_regclass(quote_ident(s)) LOOP
+                EXECUTE format('ALTER INDEX %I RENAME TO %I', i.relname,
+                               'cd_merge_old_' || i.oid::text);
+            END LOOP;
+            EXECUTE format('ALTER TABLE %I RENAME TO %I', s,
+                           'cd_merge_old_' || to_regclass(quote_ident(s))::oid::text);
         END LOOP;
         EXECUTE format('ALTER TABLE %I RENAME TO %I', m.stage, m.sources[1]);
         FOR k IN 1 .. coalesce(array_length(m.idx_stage, 1), 0) LOOP

@@ -611,7 +611,8 @@ int cd_pg_partition_merge_prepare(cd_pg *pg, int fan_in, int *level, double *sec
  * Phase (b): swaps the prepared merge in (cd_partition_merge_swap, one
  * transaction): refused (copy dropped) if a write into its range committed
  * since the copy; given up, copy kept, when the four tables' locks are not
- * granted within half of deadlock_timeout.
+ * granted within half of deadlock_timeout. Once merged, drops the sources
+ * (cd_partition_merge_drop_old) after that commit, out of the locks.
  * Out: *outcome; *secs (may be NULL) the swap's transaction time, the
  *      stall it imposed on indexing and queries (also when refused).
  * Returns: CD_PG_OK (whatever the outcome) or CD_PG_ERROR (logged).

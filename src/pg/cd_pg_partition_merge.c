@@ -166,6 +166,17 @@ int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome, double *
                : strcmp(v, "changed") == 0 ? CD_PG_MERGE_CHANGED
                                            : CD_PG_MERGE_NONE;
     PQclear(r);
+    if (*outcome == CD_PG_MERGE_MERGED) {
+        /* the sources, renamed by the swap: dropped now that its locks are
+         * gone; a failure leaves them to the next prepare (logged) */
+        PGresult *d = PQexec(c, "SELECT cd_partition_merge_drop_old()");
+        if (PQresultStatus(d) != PGRES_TUPLES_OK) {
+            char err[256];
+            cd_pg_errline(err, sizeof(err), "dropping the merged partitions' old tables", c, d);
+            cd_log_warn("postgres: %s", err);
+        }
+        PQclear(d);
+    }
     return CD_PG_OK;
 }
 
