@@ -32,12 +32,12 @@ from bench_roll import fill, psql  # noqa: E402
 
 
 def one_round(exe, db, n, fan_in):
-    """Returns (copy s, swap s, merged MB, txs merged) of one merge of
+    """Returns (copy s, swap s, merged MB, txs merged, drop s) of one merge of
     fan_in partitions of n txs."""
-    subprocess.run(["dropdb", "--if-exists", db], check=True)
+    subprocess.run(["dropdb", "--if-exists", db], check=True, stderr=subprocess.DEVNULL)
     subprocess.run(["createdb", db], check=True)
     subprocess.run([exe, "--conninfo", f"dbname={db}", "--migrate-only"], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(fan_in):
         fill(db, n)
         assert psql(db, "SELECT cd_partition_roll(1);"), "no roll"
@@ -51,14 +51,20 @@ def one_round(exe, db, n, fan_in):
     copy_s = time.monotonic() - t0
     assert lvl == "0", lvl
     txs = int(psql(db, "SELECT count(*) FROM transactions_merging;"))
+    # the swap's own time, as the server saw it (psql's \timing: without
+    # the client's start-up), then the drop of the sources after its commit
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
+                         input=b"\\timing on\nSELECT cd_partition_merge_swap();\n",
+                         stdout=subprocess.PIPE, check=True).stdout.decode().split("\n")
+    assert out[0] == "merged", out
+    swap_s = float(out[1].split()[1]) / 1000.0  # "Time: 12.345 ms"
     t0 = time.monotonic()
-    out = psql(db, "SELECT cd_partition_merge_swap();")
-    swap_s = time.monotonic() - t0
-    assert out == "merged", out
+    psql(db, "SELECT cd_partition_merge_drop_old();")
+    drop_s = time.monotonic() - t0
     mb = float(psql(db, "SELECT sum(pg_total_relation_size(part::regclass)) / 1e6 "
                         "FROM partitions WHERE level = 1;"))
     subprocess.run(["dropdb", db], check=True)
-    return copy_s, swap_s, mb, txs
+    return copy_s, swap_s, mb, txs, drop_s
 
 
 def main():
@@ -69,17 +75,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     exe = os.path.join(a.build, "bench", "index", "conduit-index-file")
-    print("| txs merged | copy s (median) | swap s (median) | swap s, rounds | merged heap + "
-          "index MB | load |")
-    print("|---|---|---|---|---|---|")
+    print("| txs merged | copy s (median) | swap ms (median) | swap ms, rounds | drop after s | "
+          "merged heap + index MB | load |")
+    print("|---|---|---|---|---|---|---|")
     for n in [int(x) for x in a.sizes.split(",")]:
         res = [one_round(exe, f"bench_merge_{n}", n, a.fan_in) for _ in range(a.rounds)]
         copy = statistics.median(r[0] for r in res)
         swap = statistics.median(r[1] for r in res)
         load = os.getloadavg()[0]
-        print(f"| {res[0][3]} | {copy:.2f} | {swap:.3f} | "
-              f"{', '.join('%.3f' % r[1] for r in res)} | {res[0][2]:.0f} | {load:.1f} |",
-              flush=True)
+        drop = statistics.median(r[4] for r in res)
+        print(f"| {res[0][3]} | {copy:.2f} | {swap * 1000:.1f} | "
+              f"{', '.join('%.1f' % (r[1] * 1000) for r in res)} | {drop:.2f} | "
+              f"{res[0][2]:.0f} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
