@@ -141,6 +141,9 @@ static int run_once(const cd_config *cfg, cd_pg *pg, int fd, mg_msg *m)
 {
     cd_pg_merge_outcome out = CD_PG_MERGE_NONE;
     int level = -1, n = 0;
+    /* the old sources of a swap whose helper died before dropping them
+     * would otherwise wait for the next copy, holding their disk */
+    cd_pg_partition_merge_drop_old(pg);
     /* a copy left prepared by an earlier run: swap it first (no copy) */
     int rc = swap_tries(pg, &out, &m->swap_s);
     if (rc == CD_PG_OK && out == CD_PG_MERGE_CHANGED)

@@ -621,6 +621,14 @@ int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome,
                                double *secs) CD_WARN_UNUSED;
 
 /*
+ * Drops the sources of merges already swapped in (renamed
+ * cd_merge_old_<oid>, detached: cd_partition_merge_drop_old), as the swap
+ * does after its commit; for a run after a crash between the two. A
+ * failure is logged (warn) and left to the next call.
+ */
+void cd_pg_partition_merge_drop_old(cd_pg *pg);
+
+/*
  * The merges' figures (cd_partition_merge_state).
  * Out: *max_level the highest level of a partition (0: none merged);
  *      *prepared 1 when a copy awaits its swap.

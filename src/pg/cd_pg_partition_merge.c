@@ -137,6 +137,21 @@ int cd_pg_partition_merge_prepare(cd_pg *pg, int fan_in, int *level, double *sec
     return CD_PG_OK;
 }
 
+void cd_pg_partition_merge_drop_old(cd_pg *pg)
+{
+    PGconn *c = cd_pg_conn(pg);
+    PGresult *d = PQexec(c, "SELECT cd_partition_merge_drop_old()");
+    if (PQresultStatus(d) != PGRES_TUPLES_OK) {
+        char err[256];
+        cd_pg_errline(err, sizeof(err), "dropping the merged partitions' old tables", c, d);
+        cd_log_warn("postgres: %s", err);
+    } else if (PQntuples(d) == 1 && strcmp(PQgetvalue(d, 0, 0), "0") != 0) {
+        cd_log_info("postgres: dropped %s tables of partitions merged earlier",
+                    PQgetvalue(d, 0, 0));
+    }
+    PQclear(d);
+}
+
 int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome, double *secs)
 {
     *outcome = CD_PG_MERGE_NONE;
@@ -166,17 +181,10 @@ int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome, double *
                : strcmp(v, "changed") == 0 ? CD_PG_MERGE_CHANGED
                                            : CD_PG_MERGE_NONE;
     PQclear(r);
-    if (*outcome == CD_PG_MERGE_MERGED) {
-        /* the sources, renamed by the swap: dropped now that its locks are
-         * gone; a failure leaves them to the next prepare (logged) */
-        PGresult *d = PQexec(c, "SELECT cd_partition_merge_drop_old()");
-        if (PQresultStatus(d) != PGRES_TUPLES_OK) {
-            char err[256];
-            cd_pg_errline(err, sizeof(err), "dropping the merged partitions' old tables", c, d);
-            cd_log_warn("postgres: %s", err);
-        }
-        PQclear(d);
-    }
+    /* the sources, renamed by the swap: dropped now that its locks are
+     * gone; a failure leaves them to the next run (logged) */
+    if (*outcome == CD_PG_MERGE_MERGED)
+        cd_pg_partition_merge_drop_old(pg);
     return CD_PG_OK;
 }
 

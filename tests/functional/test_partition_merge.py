@@ -463,11 +463,17 @@ def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir, "-p", str(pg.port),
          "-U", "postgres", "-d", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
+    # the lock first: a merge the daemon swapped before it would not be kept
+    holder.stdin.write(b"SET application_name = 'holder'; BEGIN; "
+                       b"LOCK TABLE ONLY outputs IN ACCESS SHARE MODE;\n")
+    holder.stdin.flush()
+    deadline = time.monotonic() + 60
+    while psql(pg, db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'holder' AND state = 'idle in transaction';") != [("1",)]:
+        assert time.monotonic() < deadline, "the holder's lock"
+        time.sleep(0.1)
     d = start(build_dir, dd, node.port, ci, extra)
     try:
-        holder.stdin.write(b"SET application_name = 'holder'; BEGIN; "
-                           b"LOCK TABLE ONLY outputs IN ACCESS SHARE MODE;\n")
-        holder.stdin.flush()
         d.wait_for_log(r"partition-merge: the tables stayed busy; the copy is kept", timeout=120)
         assert psql(pg, db, "SELECT count(*) FROM partition_merge;") == [("4",)]
         assert len(staging_tables(pg, db)) == 4
