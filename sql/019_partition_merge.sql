@@ -45,7 +45,7 @@
 --      indexes matched to the parent's: no scan, no build), rename the
 --      sources out of the way (cd_merge_old_<oid>) and the staging table
 --      and its indexes to the first source's names, update `partitions`.
---      Catalog work only: its stall does not grow with the rows
+--      Catalog work only: its stall grows far slower than the rows
 --      (docs/PERFORMANCE.md "Merging partitions in levels"). The sources
 --      are dropped after its commit (cd_partition_merge_drop_old): a DROP
 --      unlinks the files at the commit, which under the locks took ~1 s
