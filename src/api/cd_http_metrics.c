@@ -248,6 +248,12 @@ static void from_status(struct evbuffer *b, const cd_status *st)
               (double)st->partition_tip_txs);
         counter(b, "conduitd_index_partition_rolls_total",
                 "Tip partitions closed (cd_partition_roll) by this run", st->partition_rolls);
+        counter(b, "conduitd_index_partition_merges_total",
+                "Merges of closed partitions swapped in (sql/019) by this run",
+                st->partition_merges);
+        gauge(b, "conduitd_index_partition_merging",
+              "1 while partitions are being copied to be merged, else 0",
+              st->partition_merging >= 0 ? 1.0 : 0.0);
     }
     if (st->n_peer > 0) {
         head(b, "conduitd_peer_start_height", "gauge",

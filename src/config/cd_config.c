@@ -85,6 +85,16 @@ const cd_option cd_config_options[] = {
      "close the open tip partition of transactions, inputs, pushdata and outputs once it holds "
      "this many transactions (a new empty tip takes the next blocks: live inserts touch small "
      "B-trees; every partition costs lookups by hash a probe); 0: never (one partition)"},
+    /* 8: with the 10M tip, 4 partitions at 10^8 txs and 10 at 10^9 (11 and
+     * 101 unmerged), each row copied once per level it climbs (twice by 10^9);
+     * a larger fan-in copies less often but keeps up to fan-in - 1 per
+     * level (docs/OPERATIONS.md "Merging partitions"). 1 is refused in
+     * cd_config_finish: a merge of one partition into itself */
+    {"partition_merge", CD_OPT_INT, "8", 0, CD_CONFIG_MAX_PARTITION_MERGE, 0, OFF(partition_merge),
+     NULL,
+     "merge this many adjacent closed partitions of one level into one of the next level, the "
+     "oldest first (a copy in the background, then a short swap: keeps the partition count, "
+     "which every lookup by hash probes, logarithmic in the index's size); 0: never merge"},
     /* off by default: the derived rows cost ~3 kB of disk per tx (2.5x the
      * rest of the index) and 2.5-4x live indexing's PostgreSQL CPU, and the
      * step derives 1-3k tx/s, far below an initial sync's rate: a trade for

@@ -39,6 +39,12 @@
  * to spare. A larger explicit value is a configuration error (exit 2). */
 #define CD_CONFIG_MAX_PARSER_WORKERS 38
 
+/* The largest partition_merge (fan-in of a merge of partitions, sql/019):
+ * at fan-in f each level keeps up to f-1 partitions, and a lookup by hash
+ * probes every one; past 64 a merge bounds nothing that a lower fan-in
+ * would not bound better. */
+#define CD_CONFIG_MAX_PARTITION_MERGE 64
+
 /* Exit codes of conduitd and its workers (a worker exiting with
  * CD_EXIT_CONFIG is never respawned; systemd's RestartPreventExitStatus=2). */
 #define CD_EXIT_OK      0
@@ -77,6 +83,8 @@ typedef struct cd_config {
     uint32_t catchup_ratio_pct;           /* ...and backlog txs >= this % of indexed txs */
     uint32_t partition_txs;               /* roll the tip partition at this many txs
                                              (sql/017; 0: never) */
+    uint32_t partition_merge;             /* merge this many closed partitions of
+                                             one level into one (sql/019; 0: never) */
     int key_rows;                         /* the key-rows process (cd_keyrows.h) */
     uint32_t blocks_per_peer;             /* download window per peer (reloadable) */
     uint32_t block_timeout_s;             /* re-request a block after this (reloadable) */

@@ -275,6 +275,13 @@ int cd_config_finish(cd_config *cfg, char *err, size_t errlen)
         cd_config_seterr(err, errlen, "unit_size %s must be at most half of ring_size %s", u, r);
         return -1;
     }
+    if (cfg->partition_merge == 1) {
+        cd_config_seterr(err, errlen,
+                         "partition_merge 1 would merge a partition into itself: 0 (never) "
+                         "or 2..%d",
+                         CD_CONFIG_MAX_PARTITION_MERGE);
+        return -1;
+    }
     if (cfg->datadir == NULL || cfg->datadir[0] == '\0') {
         const char *home = getenv("HOME");
         if (home == NULL || home[0] == '\0') {

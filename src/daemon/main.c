@@ -19,6 +19,7 @@
 #include "cd_escape.h"
 #include "cd_blocksync.h"
 #include "cd_catchup.h"
+#include "cd_merge.h"
 #include "cd_keyrows.h"
 #include "cd_config.h"
 #include "cd_controller.h"
@@ -51,6 +52,7 @@ static const cd_ctl_module *const modules[] = {
     &cd_pipeline_module, /* cd_blocksync.h: ring, workers, block download */
     &cd_mempool_module,  /* cd_mempool.h: reorgs in PostgreSQL, mempool index */
     &cd_catchup_module,  /* cd_catchup.h: secondary indexes off while far behind */
+    &cd_merge_module,    /* cd_merge.h: closed partitions merged in levels */
     &cd_keyrows_module,  /* cd_keyrows.h: per-key rows for history / UTXO pages */
     &cd_http_module,     /* cd_http.h: the HTTP API server child (http_listen) */
     &cd_hook_module,     /* cd_http_hooks.h: the webhook delivery child */

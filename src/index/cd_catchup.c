@@ -94,6 +94,9 @@ typedef struct cu_state {
     int32_t roll_height;
     int32_t parts;
     int64_t tip_txs, rolls;
+    /* the merges (cd_merge.h) done at the last look: a merge changes the
+     * count, so the next look comes even if the index did not grow */
+    uint64_t merges_seen;
     /* a decision came (a new header tip, a tick) while a roll's helper ran:
      * decide as soon as it ends, not a tick later (a short backlog can be
      * indexed live within that tick and never weighed) */
@@ -651,7 +654,8 @@ static void maybe_roll(cu_state *s)
         return;
     cd_ctl_progress pr;
     cd_ctl_progress_now(s->ctl, &pr);
-    if (s->parts > 0 && pr.indexed_height == s->roll_height)
+    if (s->parts > 0 && pr.indexed_height == s->roll_height &&
+        pr.partition_merges == s->merges_seen)
         return;
     /* nor while a backlog over catchup_threshold waits for its weighing
      * (decide() launches it at the next chance; a roll would delay it) */
@@ -661,6 +665,7 @@ static void maybe_roll(cu_state *s)
         cd_hdrtree_height(tree) - pr.indexed_height > (int32_t)s->cfg->catchup_threshold)
         return;
     s->roll_height = pr.indexed_height;
+    s->merges_seen = pr.partition_merges;
     s->roll_at = cd_now_s() + CU_ROLL_PERIOD_S;
     launch(s, CU_OP_ROLL, 0, 0);
 }

@@ -569,6 +569,73 @@ int cd_pg_partitions_read(cd_pg *pg, cd_pg_partitions *out) CD_WARN_UNUSED;
 int cd_pg_partition_roll(cd_pg *pg, int64_t max_txs, int64_t *bound, int *busy,
                          double *secs) CD_WARN_UNUSED;
 
+/* ---- merging closed partitions in levels (cd_pg_partition_merge.c,
+ * sql/019) ----
+ * A merge copies the oldest fan_in closed partitions of the lowest level
+ * that has fan_in of them into staging tables (prepare: hours at 10^9 txs,
+ * no lock a writer waits for), then swaps the copy in (a short catalog
+ * transaction under the roll's locks) unless a write into their range
+ * committed meanwhile. */
+
+/* What a swap did (cd_pg_partition_merge_swap). */
+typedef enum cd_pg_merge_outcome {
+    CD_PG_MERGE_NONE = 0, /* no prepared merge to swap */
+    CD_PG_MERGE_MERGED,   /* swapped in: one partition of level + 1 */
+    CD_PG_MERGE_CHANGED,  /* a write into the range since the copy: copy dropped */
+    CD_PG_MERGE_BUSY,     /* the tables' locks not granted in time: copy kept */
+} cd_pg_merge_outcome;
+
+/*
+ * The next merge for fan_in, without copying anything
+ * (cd_partition_merge_candidate).
+ * Out: *level the sources' level, -1 when there is none; *sources how
+ *      many (fan_in), 0 when none.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_merge_candidate(cd_pg *pg, int fan_in, int *level,
+                                    int *sources) CD_WARN_UNUSED;
+
+/*
+ * Phase (a): drops any staging left behind, then copies the next merge for
+ * fan_in into staging tables, in one REPEATABLE READ transaction
+ * (cd_partition_merge_prepare), and ANALYZEs them after its commit (their
+ * statistics carry over to the merged partitions). A killed session rolls
+ * back: nothing is left.
+ * Out: *level the sources' level, -1 when there was nothing to merge;
+ *      *secs (may be NULL) the copy's time.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged; the transaction rolled back).
+ */
+int cd_pg_partition_merge_prepare(cd_pg *pg, int fan_in, int *level, double *secs) CD_WARN_UNUSED;
+
+/*
+ * Phase (b): swaps the prepared merge in (cd_partition_merge_swap, one
+ * transaction): refused (copy dropped) if a write into its range committed
+ * since the copy; given up, copy kept, when the four tables' locks are not
+ * granted within half of deadlock_timeout. Once merged, drops the sources
+ * (cd_partition_merge_drop_old) after that commit, out of the locks.
+ * Out: *outcome; *secs (may be NULL) the swap's transaction time, the
+ *      stall it imposed on indexing and queries (also when refused).
+ * Returns: CD_PG_OK (whatever the outcome) or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome,
+                               double *secs) CD_WARN_UNUSED;
+
+/*
+ * Drops the sources of merges already swapped in (renamed
+ * cd_merge_old_<oid>, detached: cd_partition_merge_drop_old), as the swap
+ * does after its commit; for a run after a crash between the two. A
+ * failure is logged (warn) and left to the next call.
+ */
+void cd_pg_partition_merge_drop_old(cd_pg *pg);
+
+/*
+ * The merges' figures (cd_partition_merge_state).
+ * Out: *max_level the highest level of a partition (0: none merged);
+ *      *prepared 1 when a copy awaits its swap.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_merge_state(cd_pg *pg, int *max_level, int *prepared) CD_WARN_UNUSED;
+
 /* ---- reading results (binary format) ---- */
 
 /* An integer column of a binary-format result: int2, int4 or int8 by its

@@ -278,6 +278,8 @@ void cd_ctl_progress_now(cd_ctl *ctl, cd_ctl_progress *pr)
     pr->indexed_height = -1;
     pr->index_backlog_txs = -1;
     pr->index_indexed_txs = -1;
+    pr->partition_level = -1;
+    pr->partition_merging = -1;
     FOR_MODULES(ctl, i, m)
     {
         if (m->progress && ctl->mod_state[i])
@@ -364,6 +366,9 @@ static void publish_status(cd_ctl *ctl)
     st->partitions = pr.partitions;
     st->partition_tip_txs = pr.partitions > 0 ? pr.partition_tip_txs : -1;
     st->partition_rolls = pr.partition_rolls;
+    st->partition_merges = pr.partition_merges;
+    st->partition_level = pr.partition_level;
+    st->partition_merging = pr.partition_merging;
     st->workers_alive = pr.workers_alive;
     st->workers_total = pr.workers_total;
     st->ring_used = pr.ring_used;

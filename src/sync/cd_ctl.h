@@ -66,6 +66,11 @@ typedef struct cd_ctl_progress {
     int32_t partitions;
     int64_t partition_tip_txs;
     uint64_t partition_rolls;
+    /* merges of closed partitions (sql/019, the merge module): merges
+     * swapped in this run, the highest level (-1: not read yet), the level
+     * being copied now (-1: none) */
+    uint64_t partition_merges;
+    int32_t partition_level, partition_merging;
     char stall[224];        /* why the data path is stopped (e.g. "disk full:
                                <path>: ..."): the status says stale; "" none */
     /* PostgreSQL batch commits of the parsers: count, total seconds, and

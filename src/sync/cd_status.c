@@ -104,6 +104,8 @@ void cd_status_init(cd_status *st, const cd_config *cfg)
     st->txs_left = -1;
     st->index_backlog_txs = -1;
     st->index_indexed_txs = -1;
+    st->partition_level = -1;
+    st->partition_merging = -1;
     if (cfg) {
         st->ring_size = cfg->ring_size;
         st->interval_s = cfg->status_interval_s;
@@ -232,6 +234,10 @@ void cd_status_print(FILE *f, const cd_status *st, int alive)
     if (st->partitions > 0)
         fprintf(f, "  partitions:    %d (open tip: %" PRId64 " txs; %" PRIu64 " rolls this run)\n",
                 (int)st->partitions, st->partition_tip_txs, st->partition_rolls);
+    if (st->partition_level >= 0)
+        fprintf(f, "  merges:        %" PRIu64 " this run; highest level %d%s\n",
+                st->partition_merges, (int)st->partition_level,
+                st->partition_merging >= 0 ? "; copying partitions to merge now" : "");
     if (st->progress_tx >= 0)
         fprintf(f, "  progress:      %.1f%% of the transactions (estimated from the chain's known "
                    "tx totals), %.1f%% of the blocks\n",
@@ -352,9 +358,10 @@ int cd_status_write(const char *datadir, cd_status *st)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n,
                       "index_why=%s\nindex_backlog_txs=%.0f\nindex_indexed_txs=%.0f\n"
                       "partitions=%d\npartition_tip_txs=%" PRId64 "\npartition_rolls=%" PRIu64
-                      "\n",
+                      "\npartition_merges=%" PRIu64 "\npartition_level=%d\npartition_merging=%d\n",
                       why, st->index_backlog_txs, st->index_indexed_txs, (int)st->partitions,
-                      st->partition_tip_txs, st->partition_rolls);
+                      st->partition_tip_txs, st->partition_rolls, st->partition_merges,
+                      (int)st->partition_level, (int)st->partition_merging);
     }
     for (uint32_t i = 0; i < st->n_restart && n >= 0 && (size_t)n < sizeof(buf); i++)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, "restart=%s %" PRIu64 "\n",
@@ -436,6 +443,8 @@ int cd_status_read(const char *datadir, cd_status *st)
     st->index_backlog_txs = -1;
     st->index_indexed_txs = -1;
     st->partition_tip_txs = -1;
+    st->partition_level = -1; /* absent in files of older daemons */
+    st->partition_merging = -1;
     int format = 0;
     char line[512];
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -477,6 +486,12 @@ int cd_status_read(const char *datadir, cd_status *st)
             st->partition_tip_txs = strtoll(v, NULL, 10);
         else if (strcmp(k, "partition_rolls") == 0)
             st->partition_rolls = strtoull(v, NULL, 10);
+        else if (strcmp(k, "partition_merges") == 0)
+            st->partition_merges = strtoull(v, NULL, 10);
+        else if (strcmp(k, "partition_level") == 0)
+            st->partition_level = (int32_t)strtol(v, NULL, 10);
+        else if (strcmp(k, "partition_merging") == 0)
+            st->partition_merging = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(k, "stall") == 0)
             copy_str(st->stall, sizeof(st->stall), v);
         else if (strcmp(k, "height") == 0)
@@ -655,6 +670,14 @@ char *cd_status_json(const cd_status *st, int alive, int64_t now)
                                                : json_null()) != 0 ||
         json_object_set_new(o, "partition_rolls",
                             json_integer((json_int_t)st->partition_rolls)) != 0 ||
+        json_object_set_new(o, "partition_merges",
+                            json_integer((json_int_t)st->partition_merges)) != 0 ||
+        json_object_set_new(o, "partition_level", st->partition_level >= 0
+                                                      ? json_integer(st->partition_level)
+                                                      : json_null()) != 0 ||
+        json_object_set_new(o, "partition_merging", st->partition_merging >= 0
+                                                        ? json_integer(st->partition_merging)
+                                                        : json_null()) != 0 ||
         json_object_set_new(o, "peer_list", peers) != 0) {
         json_decref(o);
         return NULL;

@@ -126,6 +126,10 @@ typedef struct cd_status {
     int32_t partitions;
     int64_t partition_tip_txs;
     uint64_t partition_rolls;
+    /* merges (sql/019, cd_ctl_progress): swapped in this run, the highest
+     * level (-1: unknown), the level being copied (-1: none) */
+    uint64_t partition_merges;
+    int32_t partition_level, partition_merging;
     /* private to cd_status_sample: the sliding window of samples */
     struct {
         double t;

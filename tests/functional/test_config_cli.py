@@ -75,6 +75,7 @@ OTHER = {
     "catchup_threshold": ("77", "77"),
     "catchup_ratio_pct": ("25", "25"),
     "partition_txs": ("5000000", "5000000"),
+    "partition_merge": ("3", "3"),
     "key_rows": ("yes", "on"),
     "blocks_per_peer": ("7", "7"),
     "block_timeout": ("33", "33"),
@@ -206,6 +207,8 @@ def test_bad_file(build_dir, tmp_path, text, needles):
     (["--http-listen", "127.0.0.1:99999"], ["http_listen expects address:port"]),
     (["--ring-size", "32M", "--unit-size", "20M"],
      ["unit_size 20M must be at most half of ring_size 32M"]),
+    (["--partition-merge", "1"], ["partition_merge 1 would merge a partition into itself"]),
+    (["--partition-merge", "65"], ["partition_merge out of range 0..64: '65'"]),
 ])
 def test_bad_flags(build_dir, tmp_path, args, needles):
     assert_config_error(run(build_dir, args + ["--no-index"]), *needles)
