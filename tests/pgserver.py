@@ -74,10 +74,12 @@ def memcg_summary(st):
     g = 1 << 30
     return ("limit %.2f GiB, peak %.2f GiB, now %.2f GiB: cache %.2f GiB (of which shmem "
             "%.2f GiB: shared_buffers), rss %.2f GiB; active_file %.2f GiB, inactive_file "
-            "%.2f GiB; failcnt %d (times the limit was hit), pgmajfault %d"
+            "%.2f GiB, dirty %.2f GiB, writeback %.2f GiB; failcnt %d (times the limit was "
+            "hit), pgmajfault %d"
             % (st["limit"] / g, st["max_usage"] / g, st["usage"] / g, st["cache"] / g,
                st.get("shmem", 0) / g, st["rss"] / g, st.get("active_file", 0) / g,
-               st.get("inactive_file", 0) / g, st["failcnt"], st.get("pgmajfault", 0)))
+               st.get("inactive_file", 0) / g, st.get("dirty", 0) / g,
+               st.get("writeback", 0) / g, st["failcnt"], st.get("pgmajfault", 0)))
 
 
 def find_pg_bindir():
