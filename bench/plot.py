@@ -157,15 +157,17 @@ def growth_main(argv):
         mode = None
         if ":" in path:
             path, mode = path.rsplit(":", 1)
-        ws = growth_windows(read_growth(path, mode), int(a.txs_window))
+        samples = read_growth(path, mode)
+        keys_on = any(x[4] > 0 for x in samples)  # else the key-rows step did not run
+        ws = growth_windows(samples, int(a.txs_window))
         print("\n%s (%s)\n" % (label, path))
         print("| txs indexed (window) | tx/s | PG CPU ms/1000 tx | PG read B/tx | "
               "key-rows lag at end (txs) | s since start |")
         print("|---|---|---|---|---|---|")
         for w in ws:
-            print("| %.2fM → %.2fM | %.0f | %.1f | %.0f | %d | %.0f |" % (
+            print("| %.2fM → %.2fM | %.0f | %.1f | %.0f | %s | %.0f |" % (
                 w["from"] / 1e6, w["txs"] / 1e6, w["rate"], w["pg_ms"], w["read_b"],
-                w["key_lag"], w["t"]))
+                w["key_lag"] if keys_on else "off", w["t"]))
         # each window drawn at its middle
         blocks.append("$g%d << EOD\n%s\nEOD" % (k, "\n".join(
             "%.4f %.3f %.2f %.1f" % ((w["from"] + w["txs"]) / 2e6, w["rate"] / 1e3, w["pg_ms"],

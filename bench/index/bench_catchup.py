@@ -372,6 +372,14 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
                         "pg_statio_user_indexes ORDER BY 2 DESC LIMIT 12;").splitlines()
         print("  shared_buffers misses by relation (blocks read / hit): %s" % ", ".join(
             "%s %s/%s" % tuple(r.split("|")) for r in rows), flush=True)
+        # autovacuum's passes over the growing tables (insert-driven since
+        # PostgreSQL 13) read them too: their count says how much of the
+        # reads above may be theirs
+        rows = psql(db, "SELECT relname, autovacuum_count, autoanalyze_count FROM "
+                        "pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0 "
+                        "ORDER BY 2 DESC, 3 DESC LIMIT 12;").splitlines()
+        print("  autovacuum / autoanalyze passes: %s" % (", ".join(
+            "%s %s/%s" % tuple(r.split("|")) for r in rows) or "none"), flush=True)
     if args.queries:
         import bench_growth  # noqa: E402
         io1 = pgio.total()
