@@ -136,7 +136,8 @@ def growth_windows(samples, step):
             while edge <= s[1]:
                 edge += step
     last = samples[-1]
-    if last[1] > prev[1] and last[0] > prev[0]:  # the part window at the tip
+    # the part window at the tip, unless too short to mean anything
+    if last[1] - prev[1] >= step / 4 and last[0] > prev[0]:
         dn = last[1] - prev[1]
         out.append({"from": prev[1], "txs": last[1], "rate": dn / (last[0] - prev[0]),
                     "pg_ms": (last[2] - prev[2]) * 1e6 / dn, "read_b": (last[3] - prev[3]) / dn,
@@ -153,7 +154,7 @@ def growth_main(argv):
     a = ap.parse_args(argv)
     blocks, rate_p, cpu_p, read_p = [], [], [], []
     for k, spec in enumerate(a.runs):
-        label, _, path = spec.partition("=")
+        label, _, path = spec.rpartition("=")  # labels may hold "=" (partition_txs=0)
         mode = None
         if ":" in path:
             path, mode = path.rsplit(":", 1)
@@ -181,7 +182,7 @@ def growth_main(argv):
         "set output '%s'" % a.growth.replace("'", "''"),
         "set multiplot layout 3,1 title '%s'" % a.title.replace("'", "''"),
         "set grid",
-        "set key top right box opaque",
+        "set key top left box opaque",
         "set xlabel 'transactions indexed (M), window of %gM' " % (a.txs_window / 1e6),
         "set yrange [0:*]",
         "set ylabel 'marginal k tx/s'",
