@@ -2,12 +2,23 @@
 """Draws the index rate over time from bench/index/bench_catchup.py --samples.
 
 usage: /usr/bin/python3 bench/plot.py SAMPLES.csv OUT.png [--window SECONDS]
+       /usr/bin/python3 bench/plot.py --growth OUT.png LABEL=SAMPLES.csv[:MODE] ...
+                                      [--txs-window N]
 
 Top panel: transactions indexed per second (fully indexed blocks, over a
 sliding window, default 0.5 s), one line per mode. Bottom panel: indexed
 transactions so far; the shaded stretch of each line is the final build of
 the secondary indexes (tip reached, indexes not all present yet). Needs
 gnuplot (Debian's gnuplot-nox: ./dev deps).
+
+--growth: the cost against the size of the index, one line per run (e.g.
+partitions off and on): the samples cut into windows of --txs-window indexed
+txs (default 1M), and for each window the marginal rate (its txs / its
+seconds), PostgreSQL CPU per 1000 txs, bytes PostgreSQL read from storage
+per tx, and the key-rows step's lag at the window's end (txs indexed but not
+yet derived). Prints the windows as a Markdown table and draws three panels
+against txs indexed. Needs the samples' later columns (bench_catchup.py since
+issue 18's memory-cap runs).
 """
 import argparse
 import collections
@@ -28,7 +39,8 @@ def read(path):
             else:
                 meta.update(kv)
         elif line and not line.startswith("mode,"):
-            mode, t, h, n, i = line.split(",")
+            # later columns (pg_cpu_s, pg_read_b, key_txs) are read_growth()'s
+            mode, t, h, n, i = line.split(",")[:5]
             runs.setdefault(mode, []).append((float(t), int(h), int(n), int(i)))
     return meta, runs, summary
 
@@ -89,7 +101,107 @@ def gnuplot_script(meta, runs, summary, out_png, window):
     ]) + "\n"
 
 
+def read_growth(path, mode=None):
+    """[(t, txs, pg_cpu_s, pg_read_b, key_txs)] of one mode of a samples file
+    (the last mode in the file when mode is None)."""
+    runs = collections.OrderedDict()
+    for line in open(path):
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("mode,"):
+            continue
+        f = line.split(",")
+        if len(f) < 8:
+            sys.exit("plot.py: %s has no pg_cpu_s/pg_read_b/key_txs columns" % path)
+        runs.setdefault(f[0], []).append((float(f[1]), int(f[3]), float(f[5]), int(f[6]),
+                                          int(f[7])))
+    if not runs:
+        sys.exit("plot.py: no samples in %s" % path)
+    return runs[mode] if mode else list(runs.values())[-1]
+
+
+def growth_windows(samples, step):
+    """One dict per window of `step` indexed txs: its end (txs), tx/s, PG CPU
+    ms per 1000 tx, PG bytes read per tx, key-rows lag (txs) at its end."""
+    out, prev = [], samples[0]
+    edge = step
+    for s in samples:
+        if s[1] >= edge:
+            dt, dn = s[0] - prev[0], s[1] - prev[1]
+            if dt > 0 and dn > 0:
+                out.append({"from": prev[1], "txs": s[1], "rate": dn / dt,
+                            "pg_ms": (s[2] - prev[2]) * 1e6 / dn,
+                            "read_b": (s[3] - prev[3]) / dn, "key_lag": s[1] - s[4],
+                            "t": s[0]})
+            prev = s
+            while edge <= s[1]:
+                edge += step
+    last = samples[-1]
+    # the part window at the tip, unless too short to mean anything
+    if last[1] - prev[1] >= step / 4 and last[0] > prev[0]:
+        dn = last[1] - prev[1]
+        out.append({"from": prev[1], "txs": last[1], "rate": dn / (last[0] - prev[0]),
+                    "pg_ms": (last[2] - prev[2]) * 1e6 / dn, "read_b": (last[3] - prev[3]) / dn,
+                    "key_lag": last[1] - last[4], "t": last[0]})
+    return out
+
+
+def growth_main(argv):
+    ap = argparse.ArgumentParser(description="cost against index size (bench/plot.py --growth)")
+    ap.add_argument("--growth", metavar="OUT.png", required=True)
+    ap.add_argument("--txs-window", type=float, default=1e6)
+    ap.add_argument("--title", default="conduitd live mode: marginal cost against index size")
+    ap.add_argument("runs", nargs="+", metavar="LABEL=SAMPLES.csv[:MODE]")
+    a = ap.parse_args(argv)
+    blocks, rate_p, cpu_p, read_p = [], [], [], []
+    for k, spec in enumerate(a.runs):
+        label, _, path = spec.rpartition("=")  # labels may hold "=" (partition_txs=0)
+        mode = None
+        if ":" in path:
+            path, mode = path.rsplit(":", 1)
+        samples = read_growth(path, mode)
+        keys_on = any(x[4] > 0 for x in samples)  # else the key-rows step did not run
+        ws = growth_windows(samples, int(a.txs_window))
+        print("\n%s (%s)\n" % (label, path))
+        print("| txs indexed (window) | tx/s | PG CPU ms/1000 tx | PG read B/tx | "
+              "key-rows lag at end (txs) | s since start |")
+        print("|---|---|---|---|---|---|")
+        for w in ws:
+            print("| %.2fM → %.2fM | %.0f | %.1f | %.0f | %s | %.0f |" % (
+                w["from"] / 1e6, w["txs"] / 1e6, w["rate"], w["pg_ms"], w["read_b"],
+                w["key_lag"] if keys_on else "off", w["t"]))
+        # each window drawn at its middle
+        blocks.append("$g%d << EOD\n%s\nEOD" % (k, "\n".join(
+            "%.4f %.3f %.2f %.1f" % ((w["from"] + w["txs"]) / 2e6, w["rate"] / 1e3, w["pg_ms"],
+                                     w["read_b"]) for w in ws)))
+        t = label.replace("'", "''")
+        rate_p.append("$g%d u 1:2 w lp lw 2 pt 7 lc %d t '%s'" % (k, k + 1, t))
+        cpu_p.append("$g%d u 1:3 w lp lw 2 pt 7 lc %d t '%s'" % (k, k + 1, t))
+        read_p.append("$g%d u 1:4 w lp lw 2 pt 7 lc %d t '%s'" % (k, k + 1, t))
+    script = "\n".join(blocks + [
+        "set terminal pngcairo size 960,900 font 'sans,10' noenhanced",
+        "set output '%s'" % a.growth.replace("'", "''"),
+        "set multiplot layout 3,1 title '%s'" % a.title.replace("'", "''"),
+        "set grid",
+        "set key top left box opaque",
+        "set xlabel 'transactions indexed (M), window of %gM' " % (a.txs_window / 1e6),
+        "set yrange [0:*]",
+        "set ylabel 'marginal k tx/s'",
+        "plot " + ", ".join(rate_p),
+        "set ylabel 'PostgreSQL CPU ms / 1000 tx'",
+        "plot " + ", ".join(cpu_p),
+        "set ylabel 'PostgreSQL bytes read from disk / tx'",
+        "plot " + ", ".join(read_p),
+        "unset multiplot",
+    ]) + "\n"
+    r = subprocess.run(["gnuplot"], input=script.encode(), stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        sys.exit("plot.py: gnuplot failed: %s" % r.stderr.decode(errors="replace"))
+    print("\nplot.py: wrote %s" % a.growth)
+
+
 def main():
+    if any(x == "--growth" or x.startswith("--growth=") for x in sys.argv[1:]):
+        return growth_main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("samples")
     ap.add_argument("png")

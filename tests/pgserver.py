@@ -14,6 +14,19 @@ database use this):
 The wrapped command sees PGHOST (the socket directory), PGPORT, PGUSER,
 PGDATABASE and CD_TEST_PG_CONNINFO. Exit code 77 (meson's "skipped") is
 returned when no PostgreSQL binaries are installed.
+
+For benchmarks only: `--pg-memory-max SIZE` (e.g. `2G`; `memory_max=` in
+`PgServer`) starts the server inside a cgroup v1 memory group of that limit,
+so that the page cache of the database's files is capped too (the kernel
+charges a file page to the group of the process that first brings it into
+memory, and reclaims the group's pages at its limit): an index larger than
+the cap then reads from disk as it would on a machine with that much memory,
+without filling a disk with an index larger than the whole RAM. Needs root
+and a writable `/sys/fs/cgroup/memory`; the group is removed when the server
+stops. The wrapped command also sees CD_TEST_PG_MEMCG (the group's
+directory); at exit a line `pgserver: memory cap ...` reports the limit, the
+peak usage and the cache/rss split (memory.stat). Without the option nothing
+changes (the test suite never uses it).
 """
 
 import glob
@@ -27,6 +40,46 @@ import tempfile
 import time
 
 SUPERUSER = "postgres"
+MEMCG_ROOT = "/sys/fs/cgroup/memory"
+SHARED_BUFFERS = "256MB"  # the server's own cache, inside the cap when there is one
+
+
+def parse_size(text):
+    """Bytes of '512M', '2G', '2.5G', '1048576' (binary units, like the kernel's)."""
+    t = text.strip().upper().rstrip("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    n = int(float(t[:-1] if mult > 1 else t) * mult)
+    if n <= 0:
+        raise ValueError("size must be positive: %r" % text)
+    return n
+
+
+def memcg_read(group):
+    """{limit, max_usage, usage, failcnt, <every memory.stat field>} of a
+    cgroup v1 memory group, in bytes (counts for the *fault and failcnt fields)."""
+    out = {}
+    for k, f in (("limit", "memory.limit_in_bytes"), ("max_usage", "memory.max_usage_in_bytes"),
+                 ("usage", "memory.usage_in_bytes"), ("failcnt", "memory.failcnt")):
+        with open(os.path.join(group, f)) as fh:
+            out[k] = int(fh.read())
+    with open(os.path.join(group, "memory.stat")) as fh:
+        for line in fh:
+            k, v = line.split()
+            out[k] = int(v)
+    return out
+
+
+def memcg_summary(st):
+    """One line for a reader: the cap held (peak <= limit) and what filled it."""
+    g = 1 << 30
+    return ("limit %.2f GiB, peak %.2f GiB, now %.2f GiB: cache %.2f GiB (of which shmem "
+            "%.2f GiB: shared_buffers), rss %.2f GiB; active_file %.2f GiB, inactive_file "
+            "%.2f GiB, dirty %.2f GiB, writeback %.2f GiB; failcnt %d (times the limit was "
+            "hit), pgmajfault %d"
+            % (st["limit"] / g, st["max_usage"] / g, st["usage"] / g, st["cache"] / g,
+               st.get("shmem", 0) / g, st["rss"] / g, st.get("active_file", 0) / g,
+               st.get("inactive_file", 0) / g, st.get("dirty", 0) / g,
+               st.get("writeback", 0) / g, st["failcnt"], st.get("pgmajfault", 0)))
 
 
 def find_pg_bindir():
@@ -44,7 +97,9 @@ def find_pg_bindir():
 
 
 class PgServer:
-    def __init__(self, port=5432, run_as=None):
+    def __init__(self, port=5432, run_as=None, memory_max=None):
+        """memory_max: None (no cap, the default) or bytes: the server runs in
+        a cgroup v1 memory group of that limit (benchmarks; module doc)."""
         self.bindir = find_pg_bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (initdb)")
@@ -52,24 +107,74 @@ class PgServer:
         self.run_as = run_as or ("nobody" if os.geteuid() == 0 else None)
         self.base = None
         self.proc_started = False
+        if memory_max is not None and memory_max < 2 * parse_size(SHARED_BUFFERS):
+            # shared_buffers sits in the group and cannot be reclaimed (no
+            # swap): a cap near it would leave no page cache, or OOM-kill backends
+            raise ValueError("memory_max %d is under twice shared_buffers (%s)"
+                             % (memory_max, SHARED_BUFFERS))
+        self.memory_max = memory_max
+        self.memcg = None  # the group's directory while it exists
 
     # -- helpers -------------------------------------------------------
-    def _demote(self):
-        if self.run_as is None:
+    def _demote(self, capped=False):
+        """The child's set-up: join the memory group (capped, as root: the
+        server and every backend it forks inherit it), then drop to run_as."""
+        group = self.memcg if capped else None
+        if self.run_as is None and group is None:
             return None
-        pw = pwd.getpwnam(self.run_as)
+        pw = pwd.getpwnam(self.run_as) if self.run_as is not None else None
 
         def fn():
-            os.setgid(pw.pw_gid)
-            os.setgroups([])
-            os.setuid(pw.pw_uid)
+            if group is not None:
+                with open(os.path.join(group, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+            if pw is not None:
+                os.setgid(pw.pw_gid)
+                os.setgroups([])
+                os.setuid(pw.pw_uid)
         return fn
 
-    def _run(self, args, **kw):
+    def _memcg_create(self):
+        """Creates the memory group with its limit (before the server starts,
+        so its first page is charged there)."""
+        group = os.path.join(MEMCG_ROOT, "cd-pg-%d-%d" % (os.getpid(), self.port))
+        try:
+            os.mkdir(group)
+            with open(os.path.join(group, "memory.limit_in_bytes"), "w") as f:
+                f.write(str(self.memory_max))
+        except OSError as e:
+            if os.path.isdir(group):
+                os.rmdir(group)
+            raise RuntimeError("cannot create the memory cgroup %s (root and cgroup v1's "
+                               "memory controller are needed): %s" % (group, e)) from e
+        self.memcg = group
+
+    def _memcg_remove(self):
+        """Removes the group once its processes are gone (an immediate stop
+        returns while the last backends may still be exiting)."""
+        if self.memcg is None:
+            return
+        for _ in range(100):
+            try:
+                os.rmdir(self.memcg)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            print("pgserver: could not remove %s" % self.memcg, file=sys.stderr)
+        self.memcg = None
+
+    def memory_report(self):
+        """memcg_read() of the server's group, or None without a cap."""
+        return memcg_read(self.memcg) if self.memcg else None
+
+    def _run(self, args, capped=False, **kw):
         env = dict(os.environ)
         env.pop("PGDATA", None)
         env["LC_ALL"] = "C"
-        return subprocess.run(args, preexec_fn=self._demote(), env=env,
+        return subprocess.run(args, preexec_fn=self._demote(capped), env=env,
                               cwd=self.base, check=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               **kw)
@@ -87,9 +192,12 @@ class PgServer:
         return f"host={self.sockdir} port={self.port} user={SUPERUSER} dbname=postgres"
 
     def env(self):
-        return {"PGHOST": self.sockdir, "PGPORT": str(self.port),
-                "PGUSER": SUPERUSER, "PGDATABASE": "postgres",
-                "CD_TEST_PG_CONNINFO": self.conninfo}
+        e = {"PGHOST": self.sockdir, "PGPORT": str(self.port),
+             "PGUSER": SUPERUSER, "PGDATABASE": "postgres",
+             "CD_TEST_PG_CONNINFO": self.conninfo}
+        if self.memcg:
+            e["CD_TEST_PG_MEMCG"] = self.memcg
+        return e
 
     # -- lifecycle -----------------------------------------------------
     def start(self):
@@ -102,13 +210,15 @@ class PgServer:
             self._run([os.path.join(self.bindir, "initdb"), "-D", self.datadir,
                        "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
                        "--no-sync"])
+            if self.memory_max is not None:
+                self._memcg_create()
             opts = (f"-c listen_addresses='' -c unix_socket_directories={self.sockdir} "
                     f"-c port={self.port} -c fsync=off -c full_page_writes=off "
-                    f"-c max_connections=100 -c shared_buffers=256MB "
+                    f"-c max_connections=100 -c shared_buffers={SHARED_BUFFERS} "
                     f"-c max_wal_size=4GB -c checkpoint_timeout=30min")
             self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                        "-o", opts, "-l", os.path.join(self.base, "server.log"),
-                       "-w", "-t", "60", "start"])
+                       "-w", "-t", "60", "start"], capped=True)
             self.proc_started = True
         except subprocess.CalledProcessError as e:
             log = e.stdout.decode(errors="replace") if e.stdout else ""
@@ -122,7 +232,7 @@ class PgServer:
         # and subprocess.run() would wait for it forever.
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                    "-l", os.path.join(self.base, "server.log"),
-                   "-m", "fast", "-w", "restart"])
+                   "-m", "fast", "-w", "restart"], capped=True)
 
     def stop(self):
         if self.base is None:
@@ -134,6 +244,7 @@ class PgServer:
             except subprocess.CalledProcessError:
                 pass
             self.proc_started = False
+        self._memcg_remove()
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None
 
@@ -155,11 +266,31 @@ class PgServer:
 
 def main(argv):
     if "--" not in argv:
-        print("usage: pgserver.py -- command [args...]", file=sys.stderr)
+        print("usage: pgserver.py [--pg-memory-max SIZE] -- command [args...]", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
+    opts = argv[:argv.index("--")]
+    memory_max = None
+    while opts:
+        o = opts.pop(0)
+        v = None
+        if o.startswith("--pg-memory-max="):
+            v = o.split("=", 1)[1]
+        elif o == "--pg-memory-max" and opts:
+            v = opts.pop(0)
+        else:
+            print("pgserver.py: unknown option %s" % o, file=sys.stderr)
+            return 2
+        try:
+            memory_max = parse_size(v)
+        except ValueError:
+            print("pgserver.py: --pg-memory-max: not a size: %s" % v, file=sys.stderr)
+            return 2
     try:
-        srv = PgServer().start()
+        srv = PgServer(memory_max=memory_max).start()
+    except ValueError as e:
+        print("pgserver.py: --pg-memory-max: %s" % e, file=sys.stderr)
+        return 2
     except RuntimeError as e:
         if find_pg_bindir() is None:
             print(f"skipped: {e}", file=sys.stderr)
@@ -180,12 +311,19 @@ def main(argv):
     try:
         env = dict(os.environ)
         env.update(srv.env())
+        if srv.memcg:
+            print("pgserver: PostgreSQL in memory cgroup %s, shared_buffers %s, %s"
+                  % (srv.memcg, SHARED_BUFFERS, memcg_summary(srv.memory_report())),
+                  file=sys.stderr, flush=True)
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
         if child is not None and child.poll() is None:
             child.kill()
             child.wait()
+        if srv.memcg:
+            print("pgserver: memory cap at exit: %s" % memcg_summary(srv.memory_report()),
+                  file=sys.stderr, flush=True)
         srv.stop()
 
 

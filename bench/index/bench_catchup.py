@@ -21,7 +21,20 @@ polling is one persistent psql session, so it costs next to nothing).
 --samples FILE records the time series behind the rate: every poll (10 a
 second) appends `mode,t_s,height,txs,indexes` (seconds since conduitd started,
 indexed tip, transactions in fully indexed blocks, secondary indexes present);
-bench/plot.py draws it (scripts/bench.sh does both).
+bench/plot.py draws it (scripts/bench.sh does both). Three more columns
+follow for the growth charts (bench/plot.py --growth): `pg_cpu_s` (CPU of
+every PostgreSQL process so far), `pg_read_b` (bytes the PostgreSQL
+processes read from storage so far, /proc/PID/io read_bytes: page-cache hits
+are not counted) and `key_txs` (transactions in the best-chain blocks up to
+key_rows_mark: how far the trailing key-rows step has derived; 0 without it).
+
+Under `tests/pgserver.py --pg-memory-max SIZE` (the server in a memory
+cgroup, page cache included) each mode also prints the cap's peak usage and
+its cache/rss split, so a reader sees the cap held. --queries N times N
+random point lookups (tx by id, spender of an outpoint) at the end, with the
+daemon stopped and the caches as the run left them; --sizes prints the
+bytes per tx of every table and index (bench_growth's) and the relations
+with the most shared_buffers misses (pg_statio).
 """
 import argparse
 import collections
@@ -141,6 +154,55 @@ def pg_cpu(pm):
     return t
 
 
+class PgIo:
+    """Bytes read from storage by the PostgreSQL processes (read_bytes of
+    /proc/PID/io: reads the page cache served are not counted). A backend's
+    count dies with it and the postmaster does not inherit it, so the last
+    value seen of every process is kept: a process's reads between the last
+    poll and its exit are missed (the daemon's sessions live for the run)."""
+
+    def __init__(self, pm):
+        self.pm = pm
+        self.last = {}
+
+    def total(self):
+        if self.pm is None:
+            return 0
+        for pid in [self.pm] + children_of(self.pm):
+            try:
+                with open("/proc/%d/io" % pid) as f:
+                    for line in f:
+                        if line.startswith("read_bytes:"):
+                            self.last[pid] = int(line.split()[1])
+            except OSError:
+                pass
+        return sum(self.last.values())
+
+
+def memcg():
+    """The memory cgroup directory tests/pgserver.py --pg-memory-max put the
+    server in, or None."""
+    g = os.environ.get("CD_TEST_PG_MEMCG")
+    return g if g and os.path.isdir(g) else None
+
+
+def memcg_reset_peak():
+    g = memcg()
+    if g:
+        with open(os.path.join(g, "memory.max_usage_in_bytes"), "w") as f:
+            f.write("0")
+
+
+def memcg_line():
+    """The cap's state for the bench output (pgserver.memcg_summary), or ''."""
+    g = memcg()
+    if not g:
+        return ""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import pgserver  # noqa: E402 (the test harness; only for its readers)
+    return pgserver.memcg_summary(pgserver.memcg_read(g))
+
+
 def psql(db, sql):
     out = subprocess.run([pg_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
                          input=sql.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -176,12 +238,16 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
            "--status-interval", "5"] + args.daemon_arg
     poll = Poller(db)
     pm = postmaster_pid()
+    pgio = PgIo(pm)
+    io0 = pgio.total()
+    memcg_reset_peak()
     pg0, sim0 = pg_cpu(pm), cpu_of(sim.pid) or 0.0
     t0 = time.monotonic()
     logf = open(log, "w")
     d = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
     proc_cpu = {}  # pid of a conduitd process -> last CPU seen
     names = None
+    have_mark = False
     try:
         t_tip = None
         while True:
@@ -192,17 +258,25 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
                 if v is not None:
                     proc_cpu[c] = v
             names = secondary_names(poll.query)
+            if not have_mark:  # sql/014's table, absent from older builds' schemas
+                have_mark = poll.query("SELECT 1 FROM pg_class WHERE relname = "
+                                       "'key_rows_mark';") == ["1"]
             r = poll.query("SELECT (SELECT coalesce(max(height), -1) FROM index_tip), "
                            "(%s), "
-                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed);"
-                           % valid_count_sql(names))
+                           "(SELECT coalesce(sum(tx_count), 0) FROM blocks WHERE indexed), %s;"
+                           % (valid_count_sql(names),
+                              "(SELECT coalesce(sum(b.tx_count), 0) FROM blocks b, key_rows_mark k "
+                              "WHERE b.on_best_chain AND b.height <= k.height)"
+                              if have_mark else "0"))
             if r:
-                tip, n_idx, n_txs = (int(x) for x in r[0].split("|"))
+                tip, n_idx, n_txs, key_txs = (int(x) for x in r[0].split("|"))
             else:
-                tip, n_idx, n_txs = -1, 0, 0  # schema not created yet
+                tip, n_idx, n_txs, key_txs = -1, 0, 0, 0  # schema not created yet
             now = time.monotonic()
             if samples:
-                samples.write("%s,%.3f,%d,%d,%d\n" % (mode, now - t0, tip, n_txs, n_idx))
+                samples.write("%s,%.3f,%d,%d,%d,%.2f,%d,%d\n"
+                              % (mode, now - t0, tip, n_txs, n_idx, pg_cpu(pm) - pg0,
+                                 pgio.total() - io0, key_txs))
             if tip >= blocks and t_tip is None:
                 t_tip = now
             # every secondary index of the schema, valid
@@ -221,6 +295,11 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
     cd_total = ru.ru_utime + ru.ru_stime
     time.sleep(0.3)  # let the postmaster reap the daemon's backends
     pg_total = pg_cpu(pm) - pg0
+    pg_read = pgio.total() - io0
+    cap = memcg_line()
+    key_line = ""
+    if key_txs > 0:
+        key_line = "  key rows: mark at %d of %d txs when the tip was reached" % (key_txs, n_txs)
     ntx = int(psql(db, "SELECT count(*) FROM transactions;"))
     nin = int(psql(db, "SELECT count(*) FROM inputs;"))
     npd = int(psql(db, "SELECT count(*) FROM pushdata;"))
@@ -262,7 +341,7 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
              nbytes / 1e6 / elapsed, (ntx + nin + npd + nout) / elapsed), flush=True)
     print("  database: %.0f B/tx (tables + indexes), of which outputs %.0f B/tx"
           % (db_b / ntx, out_b / ntx), flush=True)
-    if nout:
+    if nout and not args.no_outputs_probe:
         # the layout choice (sql/007): scripts <= 64 bytes inline vs none
         # stored (served from LMDB by offset, 4 more bytes per row for the
         # offset within the tx): the same rows copied without the script
@@ -273,6 +352,43 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
         alt = int(psql(db, "SELECT pg_relation_size('bench_noscript');"))
         print("  outputs heap: %.1f B/output with scripts inline, %.1f B/output with a "
               "4-byte offset instead (%d outputs)" % (heap / nout, alt / nout, nout), flush=True)
+    print("  PostgreSQL read %.2f GB from storage (%.0f B/tx)%s"
+          % (pg_read / 1e9, pg_read / max(ntx, 1),
+             "; memory cap: " + cap if cap else ""), flush=True)
+    if key_line:
+        print(key_line, flush=True)
+    if args.sizes:
+        import bench_growth  # noqa: E402 (it imports this module)
+        sz = bench_growth.sizes(db, ntx)
+        print("  bytes per tx: %s" % ", ".join(
+            "%s %s %.1f" % ("table" if k[1] == "r" else "index", k[0], v)
+            for k, v in sorted(sz.items(), key=lambda kv: -kv[1]) if v >= 1.0), flush=True)
+    if args.sizes:
+        # where the shared_buffers misses were (pg_statio: a miss is a read()
+        # the page cache or the disk served; PgIo above says how much of it
+        # reached the disk), the relations with the most first
+        rows = psql(db, "SELECT relname, heap_blks_read, heap_blks_hit FROM pg_statio_user_tables "
+                        "UNION ALL SELECT indexrelname, idx_blks_read, idx_blks_hit FROM "
+                        "pg_statio_user_indexes ORDER BY 2 DESC LIMIT 12;").splitlines()
+        print("  shared_buffers misses by relation (blocks read / hit): %s" % ", ".join(
+            "%s %s/%s" % tuple(r.split("|")) for r in rows), flush=True)
+        # autovacuum's passes over the growing tables (insert-driven since
+        # PostgreSQL 13) read them too: their count says how much of the
+        # reads above may be theirs
+        rows = psql(db, "SELECT relname, autovacuum_count, autoanalyze_count FROM "
+                        "pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0 "
+                        "ORDER BY 2 DESC, 3 DESC LIMIT 12;").splitlines()
+        print("  autovacuum / autoanalyze passes: %s" % (", ".join(
+            "%s %s/%s" % tuple(r.split("|")) for r in rows) or "none"), flush=True)
+    if args.queries:
+        import bench_growth  # noqa: E402
+        io1 = pgio.total()
+        q = bench_growth.queries(db, None, args.queries, point_only=True)
+        for k, v in q.items():
+            print("  %-22s p50 %.3f ms  p99 %.3f ms  (%d runs, %.1f rows)" % ((k,) + v),
+                  flush=True)
+        print("  (the lookups and their sampling read %.1f MB from storage)"
+              % ((pgio.total() - io1) / 1e6), flush=True)
     total = sum(per.values())
     if samples:
         samples.write("# mode=%s txs=%d elapsed=%.3f tip_at=%.3f index_build=%.3f\n"
@@ -301,6 +417,14 @@ def main():
                     "comparisons under the same load; overrides --build)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds over --builds x --modes")
     ap.add_argument("--workdir", default=None, help="parent of the data directories")
+    ap.add_argument("--queries", type=int, default=0,
+                    help="after each mode: this many tx-by-id and spender lookups (0: none)")
+    ap.add_argument("--no-outputs-probe", action="store_true",
+                    help="skip the outputs heap comparison (a copy of the outputs table: "
+                    "minutes at 10M txs, and it would refill the caches before --queries)")
+    ap.add_argument("--sizes", action="store_true",
+                    help="after each mode: bytes per tx of every table and index, and the "
+                    "relations with the most shared_buffers misses")
     ap.add_argument("--samples", metavar="CSV",
                     help="write the polled time series (height, indexed txs) here")
     args = ap.parse_args()
@@ -314,7 +438,7 @@ def main():
     if args.samples:
         samples = open(args.samples, "w")
         samples.write("# bench_catchup.py blocks=%d txs_per_block=%d threshold=%d\n"
-                      "mode,t_s,height,txs,indexes\n"
+                      "mode,t_s,height,txs,indexes,pg_cpu_s,pg_read_b,key_txs\n"
                       % (args.blocks, args.txs_per_block, args.threshold))
     try:
         builds = [b for b in args.builds.split(",") if b] or [args.build]

@@ -382,11 +382,22 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
 
 
+def sample_pct(db, table, n):
+    """The TABLESAMPLE SYSTEM percentage that reads about max(50, n/20) pages
+    of table. From the pages on disk, not pg_class.relpages (0 until the
+    first ANALYZE, and always 0 for a partitioned table, sql/017: the sample
+    then read the whole table, all 10M rows at 10M txs); a partitioned
+    table's pages are its partitions' (pg_partition_tree of a plain table is
+    the table itself)."""
+    tot = int(psql(db, "SELECT greatest(1, sum(pg_relation_size(relid)) / "
+                   "current_setting('block_size')::int)::bigint FROM pg_partition_tree('%s');"
+                   % table))
+    return min(100.0, 100.0 * max(50, n // 20) / tot)
+
+
 def sample(db, sql_from, cols, n):
     """n random rows (hex columns) of a table via TABLESAMPLE SYSTEM pages."""
-    tot = int(psql(db, "SELECT greatest(1, relpages) FROM pg_class WHERE relname = '%s';"
-                   % sql_from))
-    pct_pages = min(100.0, 100.0 * max(50, n // 20) / tot)
+    pct_pages = sample_pct(db, sql_from, n)
     rows = psql(db, "SELECT %s FROM %s TABLESAMPLE SYSTEM (%f);" % (cols, sql_from, pct_pages))
     rows = [r.split("|") for r in rows.splitlines() if r]
     random.shuffle(rows)

@@ -62,3 +62,71 @@ def test_wrapper_stops_server_on_sigterm(tmp_path):
     p.send_signal(signal.SIGTERM)
     assert p.wait(60) != 0
     assert not os.path.exists(base)  # server stopped and its directory removed
+
+
+def _memcg_writable():
+    import pgserver
+    return os.geteuid() == 0 and os.access(pgserver.MEMCG_ROOT, os.W_OK)
+
+
+def test_memory_cap_holds_every_server_process_and_is_removed():
+    """--pg-memory-max (benchmarks): the postmaster and the backends it forks
+    are in a memory group of that limit, which goes with the server."""
+    import pytest
+    import pgserver
+    if not _memcg_writable():
+        pytest.skip("needs root and a writable cgroup v1 memory controller")
+    srv = PgServer(memory_max=pgserver.parse_size("600M")).start()
+    group = srv.memcg
+    try:
+        with open(os.path.join(group, "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == 600 << 20
+        with open(os.path.join(srv.datadir, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        with open(os.path.join(group, "cgroup.procs")) as f:
+            assert postmaster in {int(x) for x in f.read().split()}
+        # a backend, seen from inside: its own cgroup membership
+        mine = srv.psql("select pg_read_file('/proc/self/cgroup')")
+        assert ":memory:/" + os.path.basename(group) + "\n" in mine
+        assert srv.env()["CD_TEST_PG_MEMCG"] == group
+        # the server's pages are charged to the group: shared_buffers at least
+        # once a table of 64 MB has gone through it
+        srv.psql("create table t as select g, repeat('x', 200) as pad "
+                 "from generate_series(1, 250000) g")
+        st = srv.memory_report()
+        assert st["limit"] == 600 << 20
+        assert 32 << 20 < st["max_usage"] <= st["limit"]
+    finally:
+        srv.stop()
+    assert not os.path.exists(group)
+
+
+def test_memory_cap_is_refused_near_shared_buffers_and_absent_by_default():
+    import pytest
+    import pgserver
+    with pytest.raises(ValueError):
+        PgServer(memory_max=pgserver.parse_size("300M"))
+    srv = PgServer()
+    assert srv.memory_max is None and srv.memcg is None
+    assert pgserver.parse_size("2G") == 2 << 30 and pgserver.parse_size("1.5g") == 3 << 29
+
+
+def test_wrapper_reports_the_cap(tmp_path):
+    import pytest
+    import subprocess
+    import sys
+    if not _memcg_writable():
+        pytest.skip("needs root and a writable cgroup v1 memory controller")
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, os.path.join(here, "..", "pgserver.py"),
+                        "--pg-memory-max", "512M", "--", sys.executable, "-c",
+                        "import os; print('GROUP=' + os.environ['CD_TEST_PG_MEMCG'])"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    group = r.stdout.split("GROUP=")[1].strip()
+    assert "memory cap at exit: limit 0.50 GiB" in r.stderr
+    assert not os.path.exists(group)
+    r = subprocess.run([sys.executable, os.path.join(here, "..", "pgserver.py"),
+                        "--pg-memory-max", "lots", "--", "true"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 2 and "not a size" in r.stderr
