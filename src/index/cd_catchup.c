@@ -427,7 +427,7 @@ static void on_partitions(cu_state *s, const cu_msg *m)
     if (m->bound >= 0) {
         s->rolls++;
         cd_log_info("index: tip partition closed below block_id %lld with %lld txs (the roll "
-                    "held the tables %.3f s); %d partitions, the new tip from block_id %lld",
+                    "took %.3f s, a wait for a key-rows batch included); %d partitions, the new tip from block_id %lld",
                     (long long)m->bound, (long long)m->closed_txs, m->secs, (int)m->parts,
                     (long long)m->tip_lo);
     } else if (m->busy) {

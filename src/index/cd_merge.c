@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 /* pg_advisory_lock key of the merge helper (cd_pg_int.h has ...01, ...02,
+ * sql/020 the partition fence ...05,
  * cd_catchup.c ...03): one merge at a time, also against the helper of a
  * killed daemon whose backend still copies */
 #define MG_LOCK_KEY   "4242424204"
@@ -260,7 +261,7 @@ static void on_msg(mg_state *s, const mg_msg *m)
     case CD_MERGE_MERGED:
         s->merges++;
         cd_log_info("partition-merge: merged %d partitions into one of level %d (copy %.3f s, "
-                    "the swap held the tables %.3f s); %d partitions",
+                    "the swap %.3f s, a wait for a key-rows batch included); %d partitions",
                     (int)m->sources, (int)m->level, m->copy_s, m->swap_s, (int)m->parts);
         break;
     case CD_MERGE_CHANGED:
