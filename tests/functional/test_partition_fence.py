@@ -58,9 +58,14 @@ def test_roll_waits_for_a_key_rows_batch(pg_module, build_dir, shared_data):
     run_index(build_dir, ci, args)
     assert psql(pg_module, db, "SELECT height FROM key_rows_mark;")[0][0] == "-1"
 
-    # hold key_hist: the batch reads the parents (key_outs' rows), then waits
-    holder = psql_bg(pg_module, db, "BEGIN; LOCK TABLE key_hist IN ACCESS EXCLUSIVE MODE; "
-                                    "SELECT pg_sleep(4); COMMIT;")
+    # hold key_hist: the batch reads the parents (key_outs' rows), then waits;
+    # the holder commits when told (stdin), not after a sleep
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", pg_module.sockdir,
+         "-p", str(pg_module.port), "-U", "postgres", "-d", db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder.stdin.write(b"BEGIN; LOCK TABLE key_hist IN ACCESS EXCLUSIVE MODE;\n")
+    holder.stdin.flush()
     wait_for(pg_module, db, "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c "
                             "ON c.oid = l.relation WHERE c.relname = 'key_hist' AND l.granted "
                             "AND l.mode = 'AccessExclusiveLock');", "the holder's lock")
@@ -75,21 +80,28 @@ def test_roll_waits_for_a_key_rows_batch(pg_module, build_dir, shared_data):
     assert held[0][0] == "1", held
 
     # the roll, while the batch is in the middle: before sql/020 it failed
-    # with a lock timeout (55P03) after deadlock_timeout / 2
-    t0 = time.time()
-    p = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", pg_module.sockdir,
-         "-p", str(pg_module.port), "-U", "postgres", "-d", db, "-c",
-         "SELECT cd_partition_roll(1);"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        timeout=60)
-    waited = time.time() - t0
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stdout.decode().strip() != "", "the roll did not roll"
+    # with a lock timeout (55P03) after deadlock_timeout / 2; now it waits
+    # for the batch (on the fence, an advisory lock) as long as the batch
+    # lasts
+    roll = psql_bg(pg_module, db, "SELECT cd_partition_roll(1);")
+    end = time.time() + 30
+    while True:
+        if roll.poll() is not None:
+            raise AssertionError("the roll ended while the batch was held: %s%s" % (
+                roll.stdout.read().decode(), roll.stderr.read().decode()))
+        if psql(pg_module, db, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND NOT granted);")[0][0] == "t":
+            break
+        assert time.time() < end, "the roll never waited for the fence"
+        time.sleep(0.05)
+    holder.stdin.write(b"COMMIT;\n")
+    holder.stdin.close()
+    out, err = roll.communicate(timeout=60)
+    assert roll.returncode == 0, err.decode()
+    assert out.decode().strip() != "", "the roll did not roll"
     out, err = batch.communicate(timeout=60)
     assert batch.returncode == 0, err.decode()
     assert int(out.decode().strip()) == len(hashes), out
-    holder.communicate(timeout=60)
-    # it waited for the batch (the holder's 4 s), not for a timeout
-    assert waited > 1.0, waited
+    assert holder.wait(timeout=60) == 0, holder.stderr.read().decode()
     assert len(check_layout(pg_module, db)) == 2
     assert psql(pg_module, db, "SELECT height FROM key_rows_mark;")[0][0] == str(len(hashes) - 1)
