@@ -400,7 +400,10 @@ def test_auto_small_backlog_on_a_big_index_stays_live(pg_module, build_dir, simn
     # why, in the log and the status: ~30 txs a block, every indexed tx counted
     m = re.search(r"index: mode live \(backlog (\d+) blocks, ~(\S+) txs < 20% of (\S+) "
                   r"indexed\)", log)
-    assert m and int(m.group(1)) == backlog, log[-4000:]
+    # the weighing may run before the last header or two arrive (the same
+    # race as in test_auto_large_backlog_drops; CI: 'backlog 39 blocks' for
+    # 40 mined); the daemon weighs again when the header sync ends
+    assert m and backlog - 2 <= int(m.group(1)) <= backlog, log[-4000:]
     assert st["index_mode"] == "live"
     assert st["index_why"] == m.group(0)[len("index: mode "):], st
     n = int(psql(pg_module, "cusmall", "SELECT sum(tx_count) FROM blocks "
