@@ -5,8 +5,8 @@
  * Why it exists: the daemon indexes ~3x faster without the four random-key
  * secondary indexes (docs/PERFORMANCE.md), but CREATE INDEX on a large chain
  * takes minutes, and the controller's loop must never block on PostgreSQL
- * (DESIGN.md §2). So the controller only decides; a helper process (a
- * CD_SUP_ONCE row of the process table, cd_supervisor.h: its own PGconn,
+ * (DESIGN.md §2). So the controller only decides; a helper process
+ * (cd_helper.h: a CD_SUP_ONCE row of the process table, its own PGconn,
  * opened after the fork) does the DDL and writes one fixed-size message per
  * event into its channel, which the loop watches; the supervisor reaps it.
  */
@@ -14,17 +14,12 @@
 
 #include "cd_log.h"
 #include "cd_util.h"
+#include "cd_helper.h"
 #include "cd_pg.h"
-#include "cd_supervisor.h"
 
-#include <errno.h>
-#include <event2/event.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -63,18 +58,10 @@ typedef struct cu_msg {
 typedef struct cu_state {
     cd_ctl *ctl;
     const cd_config *cfg;
-    struct event_base *base;
-    struct event *tick;
-    struct event *rd;
-    cd_supervisor *sup;
-    int slot; /* the helper's row in the process table, -1: none */
+    cd_helper *helper; /* the DDL helper: its runs, and the tick (decide) */
     cu_known known;
-    cu_op op;     /* helper running (launched, not yet reaped) */
-    int building; /* 'B' received */
-    pid_t pid;    /* helper, 0: none */
-    int fd;       /* controller end of its channel */
-    unsigned char rbuf[sizeof(cu_msg)];
-    size_t rfill;   /* bytes of a message read so far */
+    cu_op op;       /* helper running (launched, not yet reaped) */
+    int building;   /* 'B' received */
     int32_t behind; /* at the helper's launch */
     double retry_at;
     int got_result;
@@ -105,14 +92,6 @@ typedef struct cu_state {
 
 /* ---- the helper process ---- */
 
-static void write_msg(int fd, const cu_msg *m)
-{
-    ssize_t w;
-    do {
-        w = write(fd, m, sizeof(*m));
-    } while (w < 0 && errno == EINTR);
-}
-
 static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
 {
     cu_msg m;
@@ -122,7 +101,7 @@ static void send_msg(int fd, char kind, int rc, int had, int total, double secs)
     m.had = had;
     m.total = total;
     m.secs = secs;
-    write_msg(fd, &m);
+    cd_helper_send(fd, &m, sizeof(m));
 }
 
 /* Compact counts for the log and the status: 950, 1.2k, 45k, 0.4M, 6M,
@@ -288,7 +267,7 @@ static int roll_tip(const cd_config *cfg, cd_pg *pg, int fd)
                     .bound = bound,
                     .closed_txs = before.tip_txs,
                     .secs = secs};
-        write_msg(fd, &m);
+        cd_helper_send(fd, &m, sizeof(m));
     }
     return rc;
 }
@@ -304,7 +283,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
     cu_op op = s->op;
     /* A helper outliving its daemon is harmless (the next one waits on the
      * advisory lock) but pointless. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    cd_helper_die_with_controller();
 
     cd_pg *pg = cd_pg_new(cfg, NULL);
     cd_pg_set_retry(pg, 0, 5000, NULL);
@@ -343,7 +322,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
                         .indexed_txs = w.indexed_txs,
                         .per_block = w.per_block,
                         .backlog_txs = w.backlog_txs};
-            write_msg(fd, &m);
+            cd_helper_send(fd, &m, sizeof(m));
             if (!w.drop)
                 op = CU_OP_BUILD; /* live: any index missing is built now */
         }
@@ -368,29 +347,6 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
 }
 
 /* ---- controller side ---- */
-
-static void close_channel(cu_state *s)
-{
-    if (s->rd) {
-        event_free(s->rd);
-        s->rd = NULL;
-    }
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    s->rfill = 0;
-}
-
-/* Reads what the helper wrote; at EOF only closes the channel (its end is
- * on_down's, once the supervisor has reaped it). */
-static void read_channel(cu_state *s);
-
-static void rd_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    read_channel(arg);
-}
 
 static void on_weighed(cu_state *s, const cu_msg *m)
 {
@@ -436,8 +392,11 @@ static void on_partitions(cu_state *s, const cu_msg *m)
     }
 }
 
-static void on_msg(cu_state *s, const cu_msg *m)
+/* The helper's messages (cd_helper_hooks.on_msg). */
+static void on_msg(void *arg, const void *msg)
 {
+    cu_state *s = arg;
+    const cu_msg *m = msg;
     if (m->kind == 'P') {
         on_partitions(s, m);
         return;
@@ -486,60 +445,22 @@ static void on_msg(cu_state *s, const cu_msg *m)
     }
 }
 
-static void read_channel(cu_state *s)
-{
-    while (s->fd >= 0) {
-        ssize_t r = read(s->fd, s->rbuf + s->rfill, sizeof(s->rbuf) - s->rfill);
-        if (r > 0) {
-            s->rfill += (size_t)r;
-            if (s->rfill == sizeof(s->rbuf)) {
-                cu_msg m;
-                memcpy(&m, s->rbuf, sizeof(m));
-                s->rfill = 0;
-                on_msg(s, &m);
-            }
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EAGAIN)
-            return;
-        close_channel(s); /* EOF or error: the helper has ended or is ending */
-    }
-}
-
-/* The process table's callbacks for the helper (not cd_resident.h's: the
- * helper runs once per decision and its channel carries the result). */
-static void helper_up(void *arg, int slot, int fd)
-{
-    (void)slot;
-    cu_state *s = arg;
-    close_channel(s);
-    s->fd = fd;
-    s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, rd_cb, s);
-    event_add(s->rd, NULL);
-}
-
-/* The helper ended (reaped by the supervisor): take what it wrote last,
- * then the decision may launch the next one. */
+/* The helper ended (reaped by the supervisor; what it wrote last has been
+ * through on_msg): then the decision may launch the next one. */
 static void decide(cu_state *s);
 
-static void helper_down(void *arg, int slot, int code)
+static void helper_down(void *arg, pid_t pid, int code)
 {
-    (void)slot;
     cu_state *s = arg;
-    read_channel(s);
-    close_channel(s);
     if (!s->got_result) {
         cd_log_warn("index: helper (pid %d) ended without a result (exit %d); retrying in %.0f s",
-                    (int)s->pid, code, CU_RETRY_S);
+                    (int)pid, code, CU_RETRY_S);
         if (s->op == CU_OP_ROLL)
             s->roll_at = cd_now_s() + CU_RETRY_S;
         else
             s->retry_at = cd_now_s() + CU_RETRY_S;
     }
     int was_roll = s->op == CU_OP_ROLL;
-    s->pid = 0;
     s->op = CU_OP_NONE;
     s->building = 0;
     s->dropping = 0;
@@ -558,16 +479,6 @@ static const cd_sup_kind helper_kind = {.name = "index-ddl",
 
 static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
 {
-    if (s->slot < 0) {
-        cd_sup_cbs cbs = {.arg = s, .on_up = helper_up, .on_down = helper_down};
-        s->slot = cd_sup_add(s->sup, &helper_kind, 0, NULL, s, &cbs);
-        if (s->slot < 0) {
-            cd_log_error("index: cannot add the helper: %s", cd_strerror(s->slot));
-            s->slot = -1;
-            s->retry_at = cd_now_s() + CU_RETRY_S;
-            return;
-        }
-    }
     /* read by the child at the fork, by on_msg afterwards */
     s->op = op;
     s->behind = behind;
@@ -576,21 +487,18 @@ static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
     s->building = 0;
     s->dropping = 0;
     s->got_result = 0;
-    int rc = cd_sup_launch(s->sup, s->slot);
-    if (rc != 0) {
-        /* EFORK logged by the supervisor; ERUNNING cannot happen (op was
-         * NONE: the last one was reaped) */
-        cd_log_error("index: cannot start the helper: %s", cd_strerror(rc));
+    if (cd_helper_launch(s->helper) != 0) {
+        /* logged (EFULL, EFORK); ERUNNING cannot happen (op was NONE: the
+         * last one was reaped) */
         s->op = CU_OP_NONE;
         s->retry_at = cd_now_s() + CU_RETRY_S;
         return;
     }
-    s->pid = cd_sup_pid(s->sup, s->slot);
     cd_log_debug("index: %s helper started (pid %d, %d blocks behind)",
                  op == CU_OP_WEIGH  ? "weighing"
                  : op == CU_OP_ROLL ? "partition"
                                     : "build",
-                 (int)s->pid, (int)behind);
+                 (int)cd_helper_pid(s->helper), (int)behind);
 }
 
 static void decide(cu_state *s)
@@ -670,10 +578,8 @@ static void maybe_roll(cu_state *s)
     launch(s, CU_OP_ROLL, 0, 0);
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+static void on_tick(void *arg)
 {
-    (void)fd;
-    (void)what;
     decide(arg);
     maybe_roll(arg);
 }
@@ -686,7 +592,7 @@ static void on_best_chain(void *state, const cd_hdrtree_tip_event *ev)
 {
     (void)ev;
     cu_state *s = state;
-    if (s->tick)
+    if (cd_helper_ticking(s->helper))
         decide(s);
 }
 
@@ -697,10 +603,10 @@ static int mod_init(cd_ctl *ctl, void **state)
     cu_state *s = cd_xcalloc(1, sizeof(*s));
     s->ctl = ctl;
     s->cfg = cd_ctl_config(ctl);
-    s->base = cd_ctl_base(ctl);
-    s->sup = cd_ctl_sup(ctl);
-    s->slot = -1;
-    s->fd = -1;
+    cd_helper_hooks hooks = {
+        .arg = s, .on_tick = on_tick, .on_msg = on_msg, .on_down = helper_down};
+    s->helper = cd_helper_new(cd_ctl_sup(ctl), cd_ctl_base(ctl), &helper_kind, s, sizeof(cu_msg),
+                              "index", &hooks);
     s->w_backlog = -1;
     s->w_indexed = -1;
     *state = s;
@@ -710,11 +616,8 @@ static int mod_init(cd_ctl *ctl, void **state)
 static int mod_start(void *state)
 {
     cu_state *s = state;
-    if (!s->cfg->index)
-        return 0;
-    s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
-    struct timeval tv = {1, 0};
-    event_add(s->tick, &tv);
+    if (s->cfg->index)
+        cd_helper_tick(s->helper, 1000);
     return 0;
 }
 
@@ -723,13 +626,10 @@ static void mod_fini(void *state)
     cu_state *s = state;
     if (!s)
         return;
-    if (s->tick)
-        event_free(s->tick);
-    /* a running helper gets SIGTERM (its backend finishes the statement
-     * anyway; the next start's helper waits for it on the advisory lock);
-     * helper_down runs as it is reaped; its row is freed */
-    cd_sup_stop(s->sup, s, 5000);
-    close_channel(s);
+    /* the tick ends; a running helper gets SIGTERM (its backend finishes
+     * the statement anyway; the next start's helper waits for it on the
+     * advisory lock); helper_down runs as it is reaped; its row is freed */
+    cd_helper_free(s->helper, 5000);
     free(s);
 }
 

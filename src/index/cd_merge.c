@@ -8,7 +8,7 @@
  * phases), else copies the next candidate and swaps it in, retrying the
  * swap's lock wait a few times before leaving the copy for the next run.
  * It writes one fixed-size message per event into its channel, which the
- * loop reads; the supervisor reaps it.
+ * loop reads; the supervisor reaps it (cd_helper.h).
  *
  * Its own process, not the index-ddl helper's op: that helper runs one op
  * at a time, and a copy of hours would hold back the rolls and the
@@ -18,18 +18,16 @@
  */
 #include "cd_merge.h"
 
+#include "cd_helper.h"
 #include "cd_log.h"
 #include "cd_pg.h"
-#include "cd_supervisor.h"
 #include "cd_util.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 /* pg_advisory_lock key of the merge helper (cd_pg_int.h has ...01, ...02,
@@ -56,15 +54,7 @@ typedef struct mg_msg {
 typedef struct mg_state {
     cd_ctl *ctl;
     const cd_config *cfg;
-    struct event_base *base;
-    struct event *tick;
-    struct event *rd;
-    cd_supervisor *sup;
-    int slot; /* the helper's row, -1: none */
-    pid_t pid;
-    int fd;
-    unsigned char rbuf[sizeof(mg_msg)];
-    size_t rfill;
+    cd_helper *helper; /* the merger: its runs, and the tick (cd_merge_due) */
     cd_merge_sched sched;
     int got_outcome;
     cd_merge_last outcome;
@@ -114,14 +104,6 @@ static void on_term(int sig)
     errno = e;
 }
 
-static void send_msg(int fd, const mg_msg *m)
-{
-    ssize_t w;
-    do {
-        w = write(fd, m, sizeof(*m));
-    } while (w < 0 && errno == EINTR);
-}
-
 /* Swaps the prepared merge in, MG_SWAP_TRIES times while busy.
  * Returns: CD_PG_OK (*out set) or an error (logged). */
 static int swap_tries(cd_pg *pg, cd_pg_merge_outcome *out, double *secs)
@@ -154,7 +136,7 @@ static int run_once(const cd_config *cfg, cd_pg *pg, int fd, mg_msg *m)
         rc = cd_pg_partition_merge_candidate(pg, (int)cfg->partition_merge, &level, &n);
         if (rc == CD_PG_OK && level >= 0) {
             mg_msg s = {.kind = 'S', .level = level, .sources = n};
-            send_msg(fd, &s);
+            cd_helper_send(fd, &s, sizeof(s));
             rc = cd_pg_partition_merge_prepare(pg, (int)cfg->partition_merge, &level, &m->copy_s);
             if (rc == CD_PG_OK && level >= 0)
                 rc = swap_tries(pg, &out, &m->swap_s);
@@ -185,7 +167,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
     (void)slot;
     const mg_state *s = arg;
     const cd_config *cfg = s->cfg;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    cd_helper_die_with_controller();
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_term;
@@ -217,7 +199,7 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
             rc = run_once(cfg, pg, fd, &m);
         }
     }
-    send_msg(fd, &m);
+    cd_helper_send(fd, &m, sizeof(m));
     PGcancel *c = mg_cancel;
     mg_cancel = NULL;
     if (c)
@@ -228,20 +210,11 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
 
 /* ---- controller side ---- */
 
-static void close_channel(mg_state *s)
+/* The helper's messages (cd_helper_hooks.on_msg). */
+static void on_msg(void *arg, const void *msg)
 {
-    if (s->rd) {
-        event_free(s->rd);
-        s->rd = NULL;
-    }
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    s->rfill = 0;
-}
-
-static void on_msg(mg_state *s, const mg_msg *m)
-{
+    mg_state *s = arg;
+    const mg_msg *m = msg;
     if (m->kind == 'S') {
         s->copying = m->level;
         cd_log_info("partition-merge: copying %d partitions of level %d to merge them",
@@ -282,61 +255,19 @@ static void on_msg(mg_state *s, const mg_msg *m)
     }
 }
 
-static void read_channel(mg_state *s)
+/* The run ended (reaped; its messages read): the outcome for the schedule. */
+static void helper_down(void *arg, pid_t pid, int code)
 {
-    while (s->fd >= 0) {
-        ssize_t r = read(s->fd, s->rbuf + s->rfill, sizeof(s->rbuf) - s->rfill);
-        if (r > 0) {
-            s->rfill += (size_t)r;
-            if (s->rfill == sizeof(s->rbuf)) {
-                mg_msg m;
-                memcpy(&m, s->rbuf, sizeof(m));
-                s->rfill = 0;
-                on_msg(s, &m);
-            }
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EAGAIN)
-            return;
-        close_channel(s);
-    }
-}
-
-static void rd_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    read_channel(arg);
-}
-
-static void helper_up(void *arg, int slot, int fd)
-{
-    (void)slot;
     mg_state *s = arg;
-    close_channel(s);
-    s->fd = fd;
-    s->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, rd_cb, s);
-    event_add(s->rd, NULL);
-}
-
-static void helper_down(void *arg, int slot, int code)
-{
-    (void)slot;
-    mg_state *s = arg;
-    read_channel(s);
-    close_channel(s);
     if (!s->got_outcome) {
         cd_log_warn("partition-merge: helper (pid %d) ended without a result (exit %d); again "
                     "in %.0f s",
-                    (int)s->pid, code, CD_MERGE_AGAIN_FAILED_S);
+                    (int)pid, code, CD_MERGE_AGAIN_FAILED_S);
         s->outcome = CD_MERGE_FAILED;
     } else if (code != 0 && s->outcome != CD_MERGE_FAILED) {
         s->outcome = CD_MERGE_FAILED;
     }
     s->copying = -1;
-    s->pid = 0;
     s->sched.running = 0;
     s->sched.last = s->outcome;
     s->sched.last_end = cd_now_s();
@@ -351,35 +282,19 @@ static const cd_sup_kind helper_kind = {.name = "partition-merge",
 
 static void launch(mg_state *s)
 {
-    if (s->slot < 0) {
-        cd_sup_cbs cbs = {.arg = s, .on_up = helper_up, .on_down = helper_down};
-        s->slot = cd_sup_add(s->sup, &helper_kind, 0, NULL, s, &cbs);
-        if (s->slot < 0) {
-            cd_log_error("partition-merge: cannot add the helper: %s", cd_strerror(s->slot));
-            s->slot = -1;
-            s->sched.last = CD_MERGE_FAILED;
-            s->sched.last_end = cd_now_s();
-            return;
-        }
-    }
     s->got_outcome = 0;
     s->outcome = CD_MERGE_FAILED;
-    int rc = cd_sup_launch(s->sup, s->slot);
-    if (rc != 0) {
-        cd_log_error("partition-merge: cannot start the helper: %s", cd_strerror(rc));
+    if (cd_helper_launch(s->helper) != 0) { /* logged */
         s->sched.last = CD_MERGE_FAILED;
         s->sched.last_end = cd_now_s();
         return;
     }
     s->sched.running = 1;
-    s->pid = cd_sup_pid(s->sup, s->slot);
-    cd_log_debug("partition-merge: helper started (pid %d)", (int)s->pid);
+    cd_log_debug("partition-merge: helper started (pid %d)", (int)cd_helper_pid(s->helper));
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+static void on_tick(void *arg)
 {
-    (void)fd;
-    (void)what;
     mg_state *s = arg;
     cd_ctl_progress pr;
     cd_ctl_progress_now(s->ctl, &pr);
@@ -396,10 +311,10 @@ static int mod_init(cd_ctl *ctl, void **state)
     mg_state *s = cd_xcalloc(1, sizeof(*s));
     s->ctl = ctl;
     s->cfg = cd_ctl_config(ctl);
-    s->base = cd_ctl_base(ctl);
-    s->sup = cd_ctl_sup(ctl);
-    s->slot = -1;
-    s->fd = -1;
+    cd_helper_hooks hooks = {
+        .arg = s, .on_tick = on_tick, .on_msg = on_msg, .on_down = helper_down};
+    s->helper = cd_helper_new(cd_ctl_sup(ctl), cd_ctl_base(ctl), &helper_kind, s, sizeof(mg_msg),
+                              "partition-merge", &hooks);
     s->level = -1;
     s->copying = -1;
     s->sched.fan_in = s->cfg->partition_merge;
@@ -410,11 +325,8 @@ static int mod_init(cd_ctl *ctl, void **state)
 static int mod_start(void *state)
 {
     mg_state *s = state;
-    if (!s->cfg->index || s->cfg->partition_merge < 2)
-        return 0;
-    s->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, s);
-    struct timeval tv = {1, 0};
-    event_add(s->tick, &tv);
+    if (s->cfg->index && s->cfg->partition_merge >= 2)
+        cd_helper_tick(s->helper, 1000);
     return 0;
 }
 
@@ -423,19 +335,16 @@ static void mod_fini(void *state)
     mg_state *s = state;
     if (!s)
         return;
-    if (s->tick)
-        event_free(s->tick);
-    /* SIGTERM: the helper cancels its statement (a copy rolls back, a
-     * prepared copy stays for the next start's first run) */
-    cd_sup_stop(s->sup, s, 5000);
-    close_channel(s);
+    /* the tick ends; SIGTERM: the helper cancels its statement (a copy
+     * rolls back, a prepared copy stays for the next start's first run) */
+    cd_helper_free(s->helper, 5000);
     free(s);
 }
 
 static void mod_progress(void *state, cd_ctl_progress *out)
 {
     mg_state *s = state;
-    if (!s->tick)
+    if (!cd_helper_ticking(s->helper))
         return;
     out->partition_merges = s->merges;
     out->partition_level = s->level;

@@ -12,8 +12,8 @@
  * them had the same slot / channel / up / down / fatal code; it is here
  * once. Children whose channel carries messages are not residents of this
  * kind: the pipeline's workers (a bufferevent per worker, a lost worker's
- * blocks are dispatched again) and the catch-up DDL helper (run once,
- * reads its result) keep their own callbacks.
+ * blocks are dispatched again) keep their own callbacks, and the run-once
+ * helpers that report their result in messages are cd_helper.h's.
  *
  * A group is owned by one module: every member is a row of the process
  * table whose callbacks' arg is the group, so cd_resident_free() stops
