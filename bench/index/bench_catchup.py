@@ -398,7 +398,10 @@ def run_mode(args, mode, port, blocks, sim, samples, build=None):
           "100k tx/s would need %.1f cores)"
           % (" ".join("%s=%.1f" % (k, v * 1e6 / ntx) for k, v in per.items()),
              total * 1e6 / ntx, total, elapsed, total / elapsed, total / ntx * 1e5), flush=True)
-    shutil.rmtree(datadir, ignore_errors=True)
+    if args.keep:
+        print("  kept: %s (conduitd.log inside)" % datadir, flush=True)
+    else:
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def main():
@@ -408,6 +411,8 @@ def main():
     ap.add_argument("--txs-per-block", type=int, default=1500)
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
     ap.add_argument("--modes", default="auto,live")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep each run's data directory and conduitd.log (printed)")
     ap.add_argument("--daemon-arg", action="append", default=[],
                     help="extra conduitd argument (repeatable), e.g. --daemon-arg=--unit-size=8M")
     ap.add_argument("--chain", help="serve this chain file (tests.simnode.chainfile) instead of "
