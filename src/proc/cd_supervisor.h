@@ -51,9 +51,12 @@
 
 /* The table's size: the pipeline's workers (writer, merkle, at most
  * CD_CONFIG_MAX_PARSER_WORKERS parsers), the HTTP servers (HTTP_PROCS = 4,
- * src/api/cd_http_int.h), the metrics server, the catch-up helper, the
- * webhook delivery (src/api/cd_http_hooks_send.c), and one spare. */
-#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 10)
+ * src/api/cd_http_int.h), the metrics server, the catch-up helper
+ * (index-ddl), the partition merger, the webhook delivery
+ * (src/api/cd_http_hooks_send.c), the key-rows step, and one spare: with
+ * every option on and the most parsers, 11 rows besides the parsers (the
+ * rows of docs/ARCHITECTURE.md section 5). */
+#define CD_SUP_MAX_CHILDREN (CD_CONFIG_MAX_PARSER_WORKERS + 12)
 
 /* Back-off bounds of a respawn (milliseconds) and the lifetime after which a
  * child counts as healthy (its back-off starts over). */
