@@ -8,7 +8,10 @@
  * phases), else copies the next candidate and swaps it in, retrying the
  * swap's lock wait a few times before leaving the copy for the next run.
  * It writes one fixed-size message per event into its channel, which the
- * loop reads; the supervisor reaps it (cd_helper.h).
+ * loop reads; the supervisor reaps it (cd_helper.h). With merging off
+ * (partition_merge 0) it runs once, at start, only to drop what earlier
+ * runs left: merged sources not dropped yet, a copy prepared and not
+ * swapped in (as large as its sources).
  *
  * Its own process, not the index-ddl helper's op: that helper runs one op
  * at a time, and a copy of hours would hold back the rolls and the
@@ -62,6 +65,7 @@ typedef struct mg_state {
     uint64_t merges;
     int32_t level;   /* highest level, -1: not read */
     int32_t copying; /* level being copied, -1: none */
+    int cleaned;     /* merging off: the one run that drops leftovers ran */
 } mg_state;
 
 int cd_merge_due(const cd_merge_sched *s, double now, int32_t parts_now)
@@ -127,6 +131,18 @@ static int run_once(const cd_config *cfg, cd_pg *pg, int fd, mg_msg *m)
     /* the old sources of a swap whose helper died before dropping them
      * would otherwise wait for the next copy, holding their disk */
     cd_pg_partition_merge_drop_old(pg);
+    if (cfg->partition_merge < 2) {
+        /* merging off: a copy an earlier run prepared would never be
+         * swapped in, and may hold as much disk as its sources */
+        int tables = 0;
+        int rc = cd_pg_partition_merge_discard(pg, &tables);
+        if (rc == CD_PG_OK && tables > 0)
+            cd_log_info("partition-merge: off (partition_merge = %d): dropped the %d staging "
+                        "tables of a copy an earlier run prepared",
+                        (int)cfg->partition_merge, tables);
+        m->last = CD_MERGE_NOTHING;
+        return rc;
+    }
     /* a copy left prepared by an earlier run: swap it first (no copy) */
     int rc = swap_tries(pg, &out, &m->swap_s);
     if (rc == CD_PG_OK && out == CD_PG_MERGE_CHANGED)
@@ -300,7 +316,18 @@ static void on_tick(void *arg)
     cd_ctl_progress_now(s->ctl, &pr);
     /* not before the catch-up module has read the partitions once: the
      * first run would only race the daemon's start for the schema */
-    if (pr.partitions > 0 && cd_merge_due(&s->sched, cd_now_s(), pr.partitions))
+    if (pr.partitions <= 0)
+        return;
+    if (s->cfg->partition_merge < 2) {
+        /* merging off: one run, that only drops what earlier runs left
+         * (merged sources, a prepared copy: their disk) */
+        if (!s->cleaned) {
+            s->cleaned = 1;
+            launch(s);
+        }
+        return;
+    }
+    if (cd_merge_due(&s->sched, cd_now_s(), pr.partitions))
         launch(s);
 }
 
@@ -325,7 +352,8 @@ static int mod_init(cd_ctl *ctl, void **state)
 static int mod_start(void *state)
 {
     mg_state *s = state;
-    if (s->cfg->index && s->cfg->partition_merge >= 2)
+    /* also with merging off, for the one run that drops leftovers */
+    if (s->cfg->index)
         cd_helper_tick(s->helper, 1000);
     return 0;
 }
@@ -344,7 +372,7 @@ static void mod_fini(void *state)
 static void mod_progress(void *state, cd_ctl_progress *out)
 {
     mg_state *s = state;
-    if (!cd_helper_ticking(s->helper))
+    if (!cd_helper_ticking(s->helper) || s->cfg->partition_merge < 2)
         return;
     out->partition_merges = s->merges;
     out->partition_level = s->level;

@@ -629,6 +629,15 @@ int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome,
 void cd_pg_partition_merge_drop_old(cd_pg *pg);
 
 /*
+ * Drops a copy prepared and not swapped in (its staging tables and its
+ * catalog row: cd_partition_merge_discard); for merging turned off, whose
+ * runs would never swap it in.
+ * Out: *tables the staging tables dropped.
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_merge_discard(cd_pg *pg, int *tables) CD_WARN_UNUSED;
+
+/*
  * The merges' figures (cd_partition_merge_state).
  * Out: *max_level the highest level of a partition (0: none merged);
  *      *prepared 1 when a copy awaits its swap.

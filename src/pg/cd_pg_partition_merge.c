@@ -152,6 +152,19 @@ void cd_pg_partition_merge_drop_old(cd_pg *pg)
     PQclear(d);
 }
 
+int cd_pg_partition_merge_discard(cd_pg *pg, int *tables)
+{
+    *tables = 0;
+    PGresult *r = one_row(pg, "dropping a prepared merge", "SELECT cd_partition_merge_discard()",
+                          NULL);
+    if (!r)
+        return CD_PG_ERROR;
+    if (PQntuples(r) == 1)
+        *tables = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return CD_PG_OK;
+}
+
 int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome, double *secs)
 {
     *outcome = CD_PG_MERGE_NONE;

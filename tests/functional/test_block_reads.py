@@ -33,8 +33,11 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 BLOCKS, TXS = 300, 200
 TABLES = ("outputs", "pushdata", "inputs")
@@ -202,3 +205,48 @@ def test_key_pages_above_mark_read_their_blocks(pg_module, rows_db, fn):
     assert total <= 10 * 3 * BLOCK_ROWS, (
         "%s over 3 blocks (%d rows) visited %d rows of %s: %s"
         % (fn, 3 * BLOCK_ROWS, total, TABLES, per))
+
+
+def block_indexes(pg, db):
+    """{partition: [its indexes on (block_id) alone]} of the three tables."""
+    out = {}
+    rows, _ = psql(pg, db, """
+        SELECT c.relname, ic.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        LEFT JOIN pg_index x ON x.indrelid = c.oid
+             AND pg_get_indexdef(x.indexrelid) LIKE '%USING btree (block_id)'
+        LEFT JOIN pg_class ic ON ic.oid = x.indexrelid
+        WHERE i.inhparent IN ('inputs'::regclass, 'pushdata'::regclass, 'outputs'::regclass)
+        ORDER BY 1, 2;""")
+    for line in rows.split():
+        part, idx = line.split("|")
+        out.setdefault(part, [])
+        if idx:
+            out[part].append(idx)
+    return out
+
+
+def test_block_indexes_through_rolls_and_merges(pg_module, build_dir, shared_data):
+    """Built on five closed partitions and the tip, the block indexes follow
+    the layout: a merge's partition has its own (sql/019 copies the first
+    source's index definitions), a roll's new tip gets one (a partitioned
+    index), no partition has two, and a batch derives the whole chain."""
+    from test_partition_merge import CUTS, index_chain, merge_all
+    pg, db = pg_module, "block_idx_merge"
+    index_chain(pg, db, build_dir, shared_data, CUTS)
+    assert int(psql(pg, db, "SELECT cd_block_index_missing();")[0]) == 3 * len(CUTS)
+    while int(psql(pg, db, "SELECT cd_block_index_step();")[0]) > 0:
+        pass
+    before = block_indexes(pg, db)
+    assert len(before) == 3 * len(CUTS) and all(len(v) == 1 for v in before.values()), before
+    # fan-in 2: p0+p20 and p40+p60 to level 1, those two to level 2
+    assert merge_all(pg, db, 2) == 3
+    assert psql(pg, db, "SELECT cd_partition_roll(1) IS NOT NULL;")[0].strip() == "t"
+    after = block_indexes(pg, db)
+    # the level-2 one (heights 0-79), p80, p100 closed by the roll, the new
+    # tip: four per table
+    assert len(after) == 3 * 4 and all(len(v) == 1 for v in after.values()), after
+    assert psql(pg, db, "SELECT cd_block_index_missing();")[0].strip() == "0"
+    # and the batch still derives the whole chain
+    out, _ = psql(pg, db, "SELECT cd_key_rows_analyze() >= 0; SELECT cd_key_rows_advance(1000);")
+    assert out.split()[-1] == "117", out

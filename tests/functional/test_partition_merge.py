@@ -402,7 +402,9 @@ def test_sync_rolls_and_merges_then_reorg_across_a_merged_boundary(
 def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
     """kill -9 with a merge's copy open (held on the catalog's lock), and with
     a copy prepared but not swapped (the swap kept busy): the same data
-    after the restart, and no staging table once the next merges ran."""
+    after the restart, and no staging table once the next merges ran. A
+    restart with merging off in between drops the prepared copy (before,
+    it stayed: nothing but a merge run dropped it)."""
     from test_reorg import start, wait_tip, wait_until
     pg = pg_module
     db = "mergekill"
@@ -482,6 +484,21 @@ def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
     holder.stdin.write(b"ROLLBACK;\n")
     holder.stdin.close()
     holder.wait(timeout=60)
+
+    # 2b. a restart with merging off: its one run drops the kept copy (its
+    # disk), the layout stays; the layout and the data are the same
+    layout = levels(pg, db)
+    off = ["--relay", "off", "--partition-txs", "150", "--partition-merge", "0",
+           "--catchup-indexes", "live"]
+    d = start(build_dir, dd, node.port, ci, off)
+    try:
+        d.wait_for_log(r"partition-merge: off \(partition_merge = 0\): dropped the 4 staging "
+                       r"tables of a copy an earlier run prepared", timeout=120)
+        assert psql(pg, db, "SELECT count(*) FROM partition_merge;") == [("0",)]
+        assert staging_tables(pg, db) == []
+        assert levels(pg, db) == layout
+    finally:
+        assert d.stop() == 0, d.log_text()[-4000:]
 
     # 3. the restart: the kept copy swapped in (or copied again), more
     # merges as blocks come, the same data as a daemon without partitions
