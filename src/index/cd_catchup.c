@@ -272,6 +272,32 @@ static int roll_tip(const cd_config *cfg, cd_pg *pg, int fd)
     return rc;
 }
 
+/* Catch-up mode: builds one secondary index of a partition closed while
+ * the indexes were dropped (a roll closes the tip as it is: without them),
+ * the largest partition's first, as the end of catch-up would; so that the
+ * end builds only the open tip's, and the closed ones' builds overlap the
+ * indexing instead of following it (docs/PERFORMANCE.md "Closed partitions
+ * built during catch-up"). One index per call: the caller looks at the tip
+ * between two. Returns 1 (built), 0 (none left), or -1 (logged). */
+static int build_one_closed(const cd_config *cfg, cd_pg *pg)
+{
+    cd_pg_secondary list[CD_PG_SECONDARY_MAX];
+    int had = 0, total = 0;
+    if (read_indexes(pg, list, &had, &total) != CD_PG_OK)
+        return -1;
+    for (int i = 0; i < total; i++) {
+        if (!list[i].closed || cd_pg_secondary_valid(&list[i]))
+            continue;
+        double t0 = cd_now_s();
+        if (build_missing(cfg, pg, &list[i], 1) != CD_PG_OK)
+            return -1;
+        cd_log_info("index: catch-up mode: built %s of closed partition %s in %.1f s", list[i].name,
+                    list[i].tbl, cd_now_s() - t0);
+        return 1;
+    }
+    return 0;
+}
+
 /* The helper's main (its kind's, in the process table): the supervisor has
  * closed every other descriptor, reset the signals, unmapped the ring and
  * reopened the log. s is the controller's state as of the fork (s->op). */
@@ -300,6 +326,14 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
         cd_pg_exec(pg, "SELECT pg_advisory_lock(" CU_LOCK_KEY ")") == CD_PG_OK &&
         op == CU_OP_ROLL) {
         rc = roll_tip(cfg, pg, fd);
+        /* catch-up mode: the closed partitions' indexes now, a look at the
+         * tip (and a roll if full) after each */
+        int built = 0;
+        while (rc == CD_PG_OK && s->known == CU_DROPPED &&
+               (built = build_one_closed(cfg, pg)) == 1)
+            rc = roll_tip(cfg, pg, fd);
+        if (built < 0)
+            rc = CD_PG_ERROR;
     } else if (op != CU_OP_ROLL && read_indexes(pg, list, &had, &total) == CD_PG_OK) {
         cd_catchup_weighing w = {.behind = s->behind,
                                  .threshold = cfg->catchup_threshold,

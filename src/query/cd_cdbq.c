@@ -123,10 +123,10 @@ int cd_cdbq_block_get(PGconn *pg, const uint8_t hash[32], cd_cdbq_block *out, in
  * partition per row and hash-joins a scan of every partition instead, a
  * cost in proportion to the index rather than to the keys' rows (sql/018,
  * docs/PERFORMANCE.md "Lookups over many partitions"). The input an INPUT
- * key was pushed in is found per row too, a probe of inputs_block_idx
- * (block_id, tx_pos; sql/021) per row: joined, the planner scanned all of
- * inputs, and pushdata along with it, to hash them (when only a BRIN led by
- * block_id). */
+ * key was pushed in is found per row too (only inputs_block_brin serves
+ * its (block_id, tx_pos, in_idx), or inputs_block_idx where key_rows is on,
+ * sql/021: joined, the planner scans all of inputs, and pushdata along with
+ * it, to hash them). */
 static const char restore_sql[] =
     "DECLARE cd_cdbq_restore NO SCROLL CURSOR FOR "
     "SELECT DISTINCT m.flags, m.push_hash, m.lock_tx, m.lock_idx, m.unlock_tx, m.unlock_idx, "
