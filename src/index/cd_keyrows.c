@@ -51,6 +51,7 @@ typedef struct kr_child {
     int failing;     /* an error was logged; the next success says so */
     int block_index_ready; /* every partition has its block index (sql/021) */
     double bi_t0;          /* when kr_block_index first ran; 0: not yet */
+    int bi_missing;        /* partitions without it then */
     uint64_t streak; /* blocks derived since the mark last reached the tip */
     double streak_t0;
 } kr_child;
@@ -98,24 +99,28 @@ static int kr_int(kr_child *k, const char *sql, int *out)
 /* Building the block indexes (sql/021) the batches read by, before the
  * first batch: first how many partitions lack theirs, then one partition
  * per call, so that a SIGTERM is seen between them and only the open tip's
- * build holds back its writers. Returns the partitions still without it
- * (0: done), or -1 (logged). */
+ * build holds back its writers; the last call (none left) drops the BRIN
+ * they replace (sql/022), so it is made even when none was missing.
+ * Returns 0 when done, > 0 while calls remain, or -1 (logged). */
 static int kr_block_index(kr_child *k)
 {
-    int first = k->bi_t0 == 0.0, left;
-    if (kr_int(k, first ? "SELECT cd_block_index_missing()" : "SELECT cd_block_index_step()",
-               &left) < 0)
-        return -1;
-    if (first) {
+    int left;
+    if (k->bi_t0 == 0.0) {
+        if (kr_int(k, "SELECT cd_block_index_missing()", &left) < 0)
+            return -1;
         k->bi_t0 = cd_now_s();
+        k->bi_missing = left;
         if (left > 0)
             cd_log_info("key-rows: building the block index of %d partitions first (sql/021)",
                         left);
-    } else if (left > 0) {
-        cd_log_debug("key-rows: block index of one partition built; %d to go", left);
-    } else {
-        cd_log_info("key-rows: block indexes built in %.1f s", cd_now_s() - k->bi_t0);
+        return 1;
     }
+    if (kr_int(k, "SELECT cd_block_index_step()", &left) < 0)
+        return -1;
+    if (left > 0)
+        cd_log_debug("key-rows: block index of one partition built; %d to go", left);
+    else if (k->bi_missing > 0)
+        cd_log_info("key-rows: block indexes built in %.1f s", cd_now_s() - k->bi_t0);
     return left;
 }
 

@@ -414,6 +414,9 @@ def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path
                                                          "pg_stat_activity WHERE datname = 'kpd'")
         # it built the block indexes (sql/021) before its first batch
         assert psql(pg, "kpd", "SELECT cd_block_index_missing();") == [("0",)]
+        # and dropped the BRIN they replace (sql/022)
+        assert psql(pg, "kpd", "SELECT count(*) FROM pg_class WHERE relname LIKE "
+                               "'%\\_block\\_brin';") == [("0",)]
         d.wait_for_log(r"key-rows: block indexes built in", timeout=10)
         compare(pg, "kpd")
         # kill -9: the process table respawns it; the mark never goes back
