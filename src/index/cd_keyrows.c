@@ -127,8 +127,6 @@ static int kr_block_index(kr_child *k)
 /* One batch. Returns: blocks derived (0: at the tip), or -1 (logged). */
 static int kr_batch(kr_child *k)
 {
-    if (kr_connected(k) < 0)
-        return -1;
     /* statistics first (sql/021): the tables a batch reads are young, and
      * planned without statistics a batch of 2 blocks took 32 s */
     int analyzed;

@@ -38,6 +38,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_lookup_plans import synthetic_rows_sql  # noqa: E402
 
 BLOCKS, TXS = 300, 200
 TABLES = ("outputs", "pushdata", "inputs")
@@ -114,9 +115,9 @@ def rows_db(pg_module, build_dir):
     ci = f"{pg_module.conninfo.replace('dbname=postgres', '')} dbname={db}"
     subprocess.run([exe, "--conninfo", ci, "--migrate-only"], check=True, timeout=300,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Rows as test_lookup_plans.py shapes them: tx (b, p) has txid
-    # sha256('b*1000+p'), spends output 0 of tx (b, p-1), and its output 0
-    # pays (and pushes, flags 1) the key sha256 of b*1000+p as 8 bytes.
+    # Rows as test_lookup_plans.py shapes them (synthetic_rows_sql): tx
+    # (b, p) has txid sha256('b*1000+p'), spends output 0 of tx (b, p-1), and
+    # its output 0 pays (and pushes, flags 1) the key sha256 of b*1000+p.
     # Autovacuum off on every partition first: no statistics, no BRIN
     # summaries, as for the open partition during live indexing.
     psql(pg_module, db, """
@@ -126,26 +127,9 @@ def rows_db(pg_module, build_dir):
                                          'pushdata'::regclass, 'outputs'::regclass) LOOP
             EXECUTE format('ALTER TABLE %%I SET (autovacuum_enabled = false)', r.relname);
           END LOOP; END $$;
-        SET session_replication_role = replica;
-        INSERT INTO blocks (block_id, block_hash, prev_hash, height, header, tx_count, size,
-                            n_units, indexed, on_best_chain)
-            SELECT g, sha256(('b' || g)::bytea), sha256(('b' || g - 1)::bytea), g - 1,
-                   decode(repeat('00', 80), 'hex'), %(txs)d, 100 * %(txs)d, 1, true, true
-            FROM generate_series(1, %(blocks)d) g;
-        INSERT INTO transactions (block_id, tx_offset, tx_pos, tx_size, tx_hash)
-            SELECT b, 81 + p * 100, p, 100, sha256((b * 1000 + p)::text::bytea)
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
-        INSERT INTO inputs (block_id, tx_pos, in_idx, prev_idx, prev_hash)
-            SELECT b, p, 0, 0, sha256((b * 1000 + p - 1)::text::bytea)
-            FROM generate_series(1, %(blocks)d) b, generate_series(1, %(txs)d - 1) p;
-        INSERT INTO pushdata (block_id, tx_pos, idx, flags, push_hash)
-            SELECT b, p, 0, 1, sha256(int8send(b * 1000 + p))
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
-        INSERT INTO outputs (block_id, tx_pos, idx, value, script_hash, script)
-            SELECT b, p, 0, 1000, sha256(int8send(b * 1000 + p)), NULL
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
+        %(rows)s
         INSERT INTO index_tip (block_id, height) VALUES (%(blocks)d, %(blocks)d - 1);
-        """ % {"blocks": BLOCKS, "txs": TXS})
+        """ % {"blocks": BLOCKS, "rows": synthetic_rows_sql(BLOCKS, TXS)})
     # half the chain derived as the key-rows process derives it (statistics,
     # then a batch; 10 blocks a batch here): key_outs holds their rows
     psql(pg_module, db, "ALTER TABLE key_outs SET (autovacuum_enabled = false);\n"

@@ -86,23 +86,10 @@ def partition_sql(pg, db):
                      [1 + i * step for i in range(1, PARTS)])
 
 
-@pytest.fixture(scope="module")
-def part_db(pg_module, build_dir):
-    exe = os.path.join(build_dir, "bench", "index", "conduit-index-file")
-    if not os.path.exists(exe):
-        pytest.skip(f"{exe} not built")
-    db = "lookup_plans"
-    pg_module.psql(f"CREATE DATABASE {db}")
-    ci = f"{pg_module.conninfo.replace('dbname=postgres', '')} dbname={db}"
-    subprocess.run([exe, "--conninfo", ci, "--migrate-only"], check=True, timeout=300,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # synthetic rows shaped like the index's: tx (b, p) has txid
-    # sha256('b*1000+p'), spends output 0 of tx (b, p-1) (so every tx but the
-    # coinbase has one input), and its output 0 pays the key sha256 of b*1000+p
-    # as 8 big-endian bytes (a "pubkey" docs/QUERIES.md's history_pubkey takes).
-    # Triggers off (session_replication_role): these blocks are loaded as they
-    # are, not connected one by one.
-    psql(pg_module, db, """
+def synthetic_rows_sql(blocks, txs):
+    """SQL loading `blocks` blocks of `txs` synthetic txs shaped like the
+    index's rows (see part_db; also tests/functional/test_block_reads.py)."""
+    return """
         SET session_replication_role = replica;
         INSERT INTO blocks (block_id, block_hash, prev_hash, height, header, tx_count, size,
                             n_units, indexed, on_best_chain)
@@ -121,7 +108,28 @@ def part_db(pg_module, build_dir):
         INSERT INTO outputs (block_id, tx_pos, idx, value, script_hash, script)
             SELECT b, p, 0, 1000, sha256(int8send(b * 1000 + p)), NULL
             FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
-        """ % {"blocks": BLOCKS, "txs": TXS})
+    """ % {"blocks": blocks, "txs": txs}
+
+
+@pytest.fixture(scope="module")
+def part_db(pg_module, build_dir):
+    exe = os.path.join(build_dir, "bench", "index", "conduit-index-file")
+    if not os.path.exists(exe):
+        pytest.skip(f"{exe} not built")
+    db = "lookup_plans"
+    pg_module.psql(f"CREATE DATABASE {db}")
+    ci = f"{pg_module.conninfo.replace('dbname=postgres', '')} dbname={db}"
+    subprocess.run([exe, "--conninfo", ci, "--migrate-only"], check=True, timeout=300,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # synthetic rows shaped like the index's: tx (b, p) has txid
+    # sha256('b*1000+p'), spends output 0 of tx (b, p-1) (so every tx but the
+    # coinbase has one input), and its output 0 pays the key sha256 of b*1000+p
+    # as 8 big-endian bytes (a "pubkey" docs/QUERIES.md's history_pubkey takes).
+    # Triggers off (session_replication_role): these blocks are loaded as they
+    # are, not connected one by one.
+    psql(pg_module, db, """
+        %s
+        """ % synthetic_rows_sql(BLOCKS, TXS))
     psql(pg_module, db, partition_sql(pg_module, db))
     n = q1(pg_module, db, "SELECT count(*) FROM pg_inherits "
                           "WHERE inhparent = 'transactions'::regclass;")
