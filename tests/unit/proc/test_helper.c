@@ -112,17 +112,6 @@ static void o_tick(void *arg)
         event_base_loopbreak(o->base);
 }
 
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
 static cd_supervisor *setup(obs *o, cd_config *cfg, const char *name)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -158,7 +147,7 @@ START_TEST(test_messages_whole_before_down_and_relaunch)
     obs o;
     cd_config cfg;
     cd_supervisor *s = setup(&o, &cfg, "t");
-    int fds = open_fds();
+    int fds = proc_test_open_fds();
     o.mode = T_PIECES;
     o.runs = 3;
     launch(&o);
@@ -174,7 +163,7 @@ START_TEST(test_messages_whole_before_down_and_relaunch)
     }
     ck_assert_int_ne(o.pid_up[0], o.pid_up[1]);
     /* the row is reused, every channel end closed */
-    ck_assert_int_eq(open_fds(), fds);
+    ck_assert_int_eq(proc_test_open_fds(), fds);
     ck_assert_int_eq(o.ticks, 0); /* no tick unless asked for */
     ck_assert_int_eq(cd_helper_ticking(o.h), 0);
     teardown(&o, s);
@@ -227,7 +216,7 @@ START_TEST(test_one_run_at_a_time_and_free_stops_it)
     obs o;
     cd_config cfg;
     cd_supervisor *s = setup(&o, &cfg, "t");
-    int fds = open_fds();
+    int fds = proc_test_open_fds();
     o.mode = T_WAIT;
     launch(&o);
     pid_t pid = cd_helper_pid(o.h);
@@ -244,7 +233,7 @@ START_TEST(test_one_run_at_a_time_and_free_stops_it)
     ck_assert_int_eq(o.code[0], -SIGTERM);
     ck_assert_int_eq(o.pid_down[0], pid);
     ck_assert_int_eq(kill(pid, 0), -1);
-    ck_assert_int_eq(open_fds(), fds);
+    ck_assert_int_eq(proc_test_open_fds(), fds);
     teardown(&o, s);
 }
 END_TEST

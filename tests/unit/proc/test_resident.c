@@ -95,17 +95,6 @@ static void run_for(obs *o, int ms)
     event_base_dispatch(o->base);
 }
 
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
 static cd_supervisor *setup(obs *o, cd_config *cfg, const char *fatal)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -138,7 +127,7 @@ START_TEST(test_channel_held_open_and_replaced)
     /* the channel is held: a child that ends at EOF keeps running */
     run_for(&o, 300);
     ck_assert_int_eq(o.downs[0] + o.downs[1], 0);
-    int fds = open_fds();
+    int fds = proc_test_open_fds();
     /* a restart: the old end is closed (no descriptor is leaked), the new
      * one kept */
     for (int k = 1; k <= 3; k++) {
@@ -150,7 +139,7 @@ START_TEST(test_channel_held_open_and_replaced)
         ck_assert_int_eq(o.last_code, -SIGKILL);
         ck_assert_int_eq(o.said[1], 1);
     }
-    ck_assert_int_eq(open_fds(), fds);
+    ck_assert_int_eq(proc_test_open_fds(), fds);
     run_for(&o, 300);
     ck_assert_int_eq(o.downs[0], 0);
     ck_assert_int_eq(o.downs[1], 3);
@@ -158,7 +147,7 @@ START_TEST(test_channel_held_open_and_replaced)
     cd_resident_free(o.r, 2000);
     ck_assert_int_eq(o.downs[0], 1);
     ck_assert_int_eq(o.downs[1], 4);
-    ck_assert_int_eq(open_fds(), fds - 2);
+    ck_assert_int_eq(proc_test_open_fds(), fds - 2);
     cd_sup_free(s);
     event_base_free(o.base);
 }
