@@ -25,7 +25,7 @@ _Static_assert(CD_ERR_IN(CD_PG_ERROR, CD_ERR_PG) && CD_ERR_IN(CD_PG_ERETRY, CD_E
 _Static_assert(CD_ERR_IN(CD_LOOKUP_ENOTFOUND, CD_ERR_LOOKUP) &&
                    CD_ERR_IN(CD_LOOKUP_ECORRUPT, CD_ERR_LOOKUP),
                "lookup codes outside their range");
-_Static_assert(CD_ERR_IN(CD_SUP_EFULL, CD_ERR_PROC) && CD_ERR_IN(CD_SUP_ESLOT, CD_ERR_PROC),
+_Static_assert(CD_ERR_IN(CD_SUP_EFULL, CD_ERR_PROC) && CD_ERR_IN(CD_SUP_ESTOPPING, CD_ERR_PROC),
                "proc codes outside their range");
 _Static_assert(CD_ERR_IN(CD_ROWS_EMALFORMED, CD_ERR_ROWS), "rows codes outside their range");
 _Static_assert(CD_ERR_IN(CD_HOOK_EINPUT, CD_ERR_API) && CD_ERR_IN(CD_HOOK_EDB, CD_ERR_API),
@@ -128,6 +128,8 @@ const char *cd_strerror(int code)
         return "child process still running";
     case CD_SUP_ESLOT:
         return "no such child process";
+    case CD_SUP_ESTOPPING:
+        return "child process being stopped: no new run";
 
     case CD_HOOK_EINPUT:
         return "webhook registration refused";

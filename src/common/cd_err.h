@@ -143,6 +143,7 @@
 #define CD_SUP_EFORK    (CD_ERR_PROC - 2) /* socketpair() or fork() failed (logged) */
 #define CD_SUP_ERUNNING (CD_ERR_PROC - 3) /* the slot's child is still running */
 #define CD_SUP_ESLOT    (CD_ERR_PROC - 4) /* no child in that slot */
+#define CD_SUP_ESTOPPING (CD_ERR_PROC - 5) /* its owner is stopping it: no new run */
 
 /* ---- index (cd_rows.h) ---- */
 #define CD_ROWS_EMALFORMED (CD_ERR_ROWS - 1) /* bytes are not a run of complete transactions */

@@ -523,7 +523,8 @@ static void launch(cu_state *s, cu_op op, int32_t behind, int32_t hdr)
     s->got_result = 0;
     if (cd_helper_launch(s->helper) != 0) {
         /* logged (EFULL, EFORK); ERUNNING cannot happen (op was NONE: the
-         * last one was reaped) */
+         * last one was reaped); ESTOPPING: helper_down's decision while
+         * the module ends (mod_fini) */
         s->op = CU_OP_NONE;
         s->retry_at = cd_now_s() + CU_RETRY_S;
         return;

@@ -32,6 +32,7 @@ struct cd_helper {
     unsigned char *rbuf; /* msg_size bytes (malloc'd: aligned for any type) */
     size_t msg_size;
     size_t rfill; /* bytes of a message read so far */
+    int stopping; /* cd_helper_free has begun: no new run */
 };
 
 cd_helper *cd_helper_new(cd_supervisor *sup, struct event_base *base, const cd_sup_kind *kind,
@@ -137,6 +138,11 @@ int cd_helper_ticking(const cd_helper *h)
 
 int cd_helper_launch(cd_helper *h)
 {
+    /* on_down of the run cd_helper_free stops may ask for the next one
+     * (the catch-up module's decision after a roll): a run forked now
+     * would get no SIGTERM and outlive the row freed under it */
+    if (h->stopping)
+        return CD_SUP_ESTOPPING;
     if (h->slot < 0) {
         cd_sup_cbs cbs = {.arg = h, .on_up = helper_up, .on_down = helper_down};
         int slot = cd_sup_add(h->sup, h->kind, 0, NULL, h->child_arg, &cbs);
@@ -167,6 +173,7 @@ void cd_helper_free(cd_helper *h, int timeout_ms)
     if (h->tick)
         event_free(h->tick);
     h->tick = NULL;                     /* not ticking while on_down runs below */
+    h->stopping = 1;                    /* nor launching */
     cd_sup_stop(h->sup, h, timeout_ms); /* its row only; frees it */
     close_channel(h);
     free(h->rbuf);

@@ -96,15 +96,17 @@ int cd_helper_ticking(const cd_helper *h);
  *          CD_SUP_EFORK (logged by the supervisor and as "<name>: cannot
  *          start the helper: ..."); CD_SUP_ERUNNING while a run is not yet
  *          reaped (logged the same; a caller that waits for on_down never
- *          sees it). */
+ *          sees it); CD_SUP_ESTOPPING from on_down while cd_helper_free
+ *          stops the helper (not logged: the module is ending). */
 int cd_helper_launch(cd_helper *h) CD_WARN_UNUSED;
 
 /* Returns: the pid of the running helper, 0 if none. */
 pid_t cd_helper_pid(const cd_helper *h);
 
 /* Stops the periodic look and a running helper (SIGTERM, up to timeout_ms,
- * then SIGKILL; on_down runs as it is reaped), frees its row, closes the
- * channel end and frees the helper. Blocks (module fini). Accepts NULL. */
+ * then SIGKILL; on_down runs as it is reaped, and a launch from it is
+ * refused), frees its row, closes the channel end and frees the helper.
+ * Blocks (module fini). Accepts NULL. */
 void cd_helper_free(cd_helper *h, int timeout_ms);
 
 /* ---- in the helper process ---- */

@@ -6,7 +6,8 @@
  * dropped, every message is handed over before on_down (with the pid and
  * exit code of the run; also when the helper is reaped outside the loop), on_down may launch the
  * next run, a second launch while one runs is refused, the tick launches runs, freeing the helper
- * stops a running one and leaks no descriptor, and a full process table is
+ * stops a running one and leaks no descriptor (and refuses a launch from
+ * the on_down it causes), and a full process table is
  * logged with the module's name and tried again at the next launch.
  */
 #include "cd_test.h"
@@ -45,6 +46,9 @@ typedef struct obs {
     int code[8];
     int downs, ticks;
     int runs;          /* on_down launches runs until this many have ended */
+    int try_relaunch;  /* on_down tries a launch and records what it got: */
+    int relaunch_rc;
+    pid_t relaunch_pid;
     int tick_launches; /* on_tick launches while no run is up */
 } obs;
 
@@ -96,6 +100,12 @@ static void o_down(void *arg, pid_t pid, int code)
     o->code[o->downs] = code;
     o->msgs_at_down[o->downs] = o->msgs;
     o->downs++;
+    if (o->try_relaunch) { /* once */
+        o->try_relaunch = 0;
+        o->relaunch_rc = cd_helper_launch(o->h);
+        o->relaunch_pid = cd_helper_pid(o->h);
+        return;
+    }
     if (o->downs < o->runs)
         launch(o); /* the next run, from on_down */
     else if (o->runs)
@@ -238,6 +248,31 @@ START_TEST(test_one_run_at_a_time_and_free_stops_it)
 }
 END_TEST
 
+/* A launch from on_down while cd_helper_free stops the run (the catch-up
+ * module decides after a roll) is refused: before, it forked a helper that
+ * got no SIGTERM and outlived its freed row. */
+START_TEST(test_free_refuses_a_launch_from_on_down)
+{
+    obs o;
+    cd_config cfg;
+    cd_supervisor *s = setup(&o, &cfg, "t");
+    o.mode = T_WAIT;
+    launch(&o);
+    pid_t pid = cd_helper_pid(o.h);
+    while (o.msgs < 1)
+        event_base_loop(o.base, EVLOOP_ONCE);
+    o.try_relaunch = 1;
+    cd_helper_free(o.h, 2000);
+    o.h = NULL;
+    ck_assert_int_eq(o.downs, 1);
+    ck_assert_int_eq(o.pid_down[0], pid);
+    ck_assert_int_eq(o.relaunch_rc, CD_SUP_ESTOPPING);
+    ck_assert_int_eq(o.relaunch_pid, 0);
+    ck_assert_int_eq(kill(pid, 0), -1);
+    teardown(&o, s);
+}
+END_TEST
+
 START_TEST(test_tick_launches_runs)
 {
     obs o;
@@ -305,6 +340,7 @@ static Suite *suite_helper(void)
     tcase_add_test(t, test_messages_whole_before_down_and_relaunch);
     tcase_add_test(t, test_unread_messages_are_read_before_down);
     tcase_add_test(t, test_one_run_at_a_time_and_free_stops_it);
+    tcase_add_test(t, test_free_refuses_a_launch_from_on_down);
     tcase_add_test(t, test_tick_launches_runs);
     tcase_add_test(t, test_full_table_logged_and_retried);
     suite_add_tcase(s, t);
