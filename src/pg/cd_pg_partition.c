@@ -102,12 +102,15 @@ int cd_pg_partition_roll(cd_pg *pg, int64_t max_txs, int64_t *bound, int *busy, 
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         int timeout = state && strcmp(state, PART_LOCK_TIMEOUT) == 0;
-        char err[256];
+        char err[512];
         cd_pg_errline(err, sizeof(err), "rolling the tip partition", c, r);
         PQclear(r);
         if (timeout) {
             if (busy)
                 *busy = 1;
+            /* the server's context names the statement that waited: which
+             * lock, so which holder (parents: units; a partition: a vacuum) */
+            cd_log_info("postgres: %s", err);
             return CD_PG_OK;
         }
         cd_log_error("postgres: %s", err);

@@ -178,13 +178,14 @@ int cd_pg_partition_merge_swap(cd_pg *pg, cd_pg_merge_outcome *outcome, double *
         *secs = cd_now_s() - t0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        char err[512];
+        cd_pg_errline(err, sizeof(err), "swapping merged partitions in", c, r);
         if (state && strcmp(state, MERGE_LOCK_TIMEOUT) == 0) {
             PQclear(r);
             *outcome = CD_PG_MERGE_BUSY;
+            cd_log_debug("postgres: %s", err); /* names the statement that waited */
             return CD_PG_OK;
         }
-        char err[256];
-        cd_pg_errline(err, sizeof(err), "swapping merged partitions in", c, r);
         cd_log_error("postgres: %s", err);
         PQclear(r);
         return CD_PG_ERROR;

@@ -86,29 +86,30 @@ def partition_sql(pg, db):
                      [1 + i * step for i in range(1, PARTS)])
 
 
-def synthetic_rows_sql(blocks, txs):
+def synthetic_rows_sql(blocks, txs, first=1):
     """SQL loading `blocks` blocks of `txs` synthetic txs shaped like the
-    index's rows (see part_db; also tests/functional/test_block_reads.py)."""
+    index's rows, block_ids from `first` (see part_db; also
+    tests/functional/test_block_reads.py, test_partition_fence.py)."""
     return """
         SET session_replication_role = replica;
         INSERT INTO blocks (block_id, block_hash, prev_hash, height, header, tx_count, size,
                             n_units, indexed, on_best_chain)
             SELECT g, sha256(('b' || g)::bytea), sha256(('b' || g - 1)::bytea), g - 1,
                    decode(repeat('00', 80), 'hex'), %(txs)d, 100 * %(txs)d, 1, true, true
-            FROM generate_series(1, %(blocks)d) g;
+            FROM generate_series(%(first)d, %(last)d) g;
         INSERT INTO transactions (block_id, tx_offset, tx_pos, tx_size, tx_hash)
             SELECT b, 81 + p * 100, p, 100, sha256((b * 1000 + p)::text::bytea)
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
+            FROM generate_series(%(first)d, %(last)d) b, generate_series(0, %(txs)d - 1) p;
         INSERT INTO inputs (block_id, tx_pos, in_idx, prev_idx, prev_hash)
             SELECT b, p, 0, 0, sha256((b * 1000 + p - 1)::text::bytea)
-            FROM generate_series(1, %(blocks)d) b, generate_series(1, %(txs)d - 1) p;
+            FROM generate_series(%(first)d, %(last)d) b, generate_series(1, %(txs)d - 1) p;
         INSERT INTO pushdata (block_id, tx_pos, idx, flags, push_hash)
             SELECT b, p, 0, 1, sha256(int8send(b * 1000 + p))
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
+            FROM generate_series(%(first)d, %(last)d) b, generate_series(0, %(txs)d - 1) p;
         INSERT INTO outputs (block_id, tx_pos, idx, value, script_hash, script)
             SELECT b, p, 0, 1000, sha256(int8send(b * 1000 + p)), NULL
-            FROM generate_series(1, %(blocks)d) b, generate_series(0, %(txs)d - 1) p;
-    """ % {"blocks": blocks, "txs": txs}
+            FROM generate_series(%(first)d, %(last)d) b, generate_series(0, %(txs)d - 1) p;
+    """ % {"first": first, "last": first + blocks - 1, "txs": txs}
 
 
 @pytest.fixture(scope="module")

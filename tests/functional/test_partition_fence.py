@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from test_index import CHAIN, create_db, run_index  # noqa: E402
+from test_lookup_plans import synthetic_rows_sql  # noqa: E402
 from test_partitions import check_layout, psql  # noqa: E402
 
 
@@ -105,3 +106,68 @@ def test_roll_waits_for_a_key_rows_batch(pg_module, build_dir, shared_data):
     assert holder.wait(timeout=60) == 0, holder.stderr.read().decode()
     assert len(check_layout(pg_module, db)) == 2
     assert psql(pg_module, db, "SELECT height FROM key_rows_mark;")[0][0] == str(len(hashes) - 1)
+
+
+
+def crawling_autovacuum(pg, db, rel):
+    """Waits until a real autovacuum runs on `rel`, slowed down to a crawl
+    by its storage parameters (every page inserted since the last vacuum
+    is due; a sleep of 100 ms per page): it then holds SHARE UPDATE
+    EXCLUSIVE on `rel` for many seconds."""
+    psql(pg, db, "ALTER TABLE %s SET (autovacuum_vacuum_insert_threshold = 1, "
+                 "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
+                 "autovacuum_vacuum_cost_limit = 1);" % rel)
+    wait_for(pg, db, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = "
+                     "'autovacuum worker' AND query LIKE '%%.%s');" % rel,
+             "an autovacuum of " + rel, timeout=120)
+
+
+def test_roll_and_swap_get_past_an_autovacuum(pg, build_dir):
+    """An autovacuum holds SHARE UPDATE EXCLUSIVE on the table it works on
+    for as long as it runs (seconds to minutes on a large open tip or a
+    merge's fresh copy: every page inserted since its last run), and
+    DETACH / ATTACH PARTITION need ACCESS EXCLUSIVE. PostgreSQL cancels an
+    autovacuum that blocks another session, but only once that session has
+    waited deadlock_timeout: the roll and the swap, whose lock_timeout is
+    half of that, never got so far, so they failed ("tip partition full but
+    its tables are busy") for as long as the autovacuum ran, each attempt
+    holding the four parents, and with them every parser's unit, for half a
+    second. Before sql/023: "canceling statement due to lock timeout" at the
+    roll's DETACH.
+
+    Real autovacuums (tests/functional: the server's autovacuum_naptime set
+    to 1 s), caught running on the tip of transactions and then on the
+    merge's staging table of transactions: the roll and the swap asked for
+    meanwhile must go through, and the server logs the cancellations."""
+    exe = os.path.join(build_dir, "bench", "index", "conduit-index-file")
+    db = "autovac"
+    pg.psql("CREATE DATABASE %s" % db)
+    ci = "%s dbname=%s" % (pg.conninfo.replace("dbname=postgres", ""), db)
+    subprocess.run([exe, "--conninfo", ci, "--migrate-only"], check=True, timeout=300,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    units = ("INSERT INTO indexed_units (block_id, unit_no, first_tx, tx_count) "
+             "SELECT g, 0, 0, 1000 FROM generate_series(%d, %d) g;")
+    psql(pg, db, "BEGIN;" + synthetic_rows_sql(20, 1000) + units % (1, 20) + "COMMIT;")
+    pg.psql("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+    pg.psql("SELECT pg_reload_conf()")
+
+    tip = psql(pg, db, "SELECT part FROM partitions WHERE tbl = 'transactions' "
+                       "AND hi IS NULL;")[0][0]
+    crawling_autovacuum(pg, db, tip)
+    assert psql(pg, db, "SELECT cd_partition_roll(1);") == [("21",)]
+    # a second closed partition of level 0, then a merge of the two
+    psql(pg, db, "BEGIN;" + synthetic_rows_sql(20, 1000, first=21) + units % (21, 40) +
+         "COMMIT;")
+    assert psql(pg, db, "SELECT cd_partition_roll(1);") == [("41",)]
+    assert psql(pg, db, "BEGIN ISOLATION LEVEL REPEATABLE READ; "
+                        "SELECT cd_partition_merge_prepare(2); COMMIT;") == [("0",)]
+    stage = psql(pg, db, "SELECT stage FROM partition_merge WHERE tbl = 'transactions';")[0][0]
+    crawling_autovacuum(pg, db, stage)
+    assert psql(pg, db, "SELECT cd_partition_merge_swap();") == [("merged",)]
+
+    assert [lv for (lv,) in psql(pg, db, "SELECT level FROM partitions WHERE tbl = "
+                                         "'transactions' ORDER BY lo NULLS FIRST;")] == ["1", "0"]
+    check_layout(pg, db)
+    assert psql(pg, db, "SELECT count(*) FROM transactions;") == [("40000",)]
+    log = open(os.path.join(pg.base, "server.log")).read()
+    assert log.count("canceling autovacuum task") >= 2, log[-3000:]
