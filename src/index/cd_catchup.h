@@ -15,7 +15,8 @@
  * every DROP / CREATE INDEX runs in a short-lived forked helper process that
  * opens its own connection after the fork, serialises with other helpers
  * (also of a previous, killed daemon) through a session advisory lock, and
- * reports back over a pipe read by the controller's loop. Decisions are
+ * reports back over its channel (a socketpair, src/proc/cd_helper) read by the
+ * controller's loop. Decisions are
  * taken every second from the header height and the indexed height:
  *
  *   auto  behind > threshold and indexes not known dropped -> weighing
