@@ -59,12 +59,11 @@ $$;
 COMMENT ON FUNCTION cd_partition_lock_vacuum(text[]) IS
     'Locks these tables SHARE UPDATE EXCLUSIVE, waiting past deadlock_timeout so that the server cancels a blocking autovacuum (sql/023): before a roll or a merge''s swap.';
 
+-- (the cheap "is the tip full" test is cd_partition_roll's, before the
+-- fence; the roll itself tests again under the parents' locks)
 CREATE FUNCTION cd_partition_roll_unfenced(max_txs bigint) RETURNS bigint
     LANGUAGE plpgsql AS $$
 BEGIN
-    IF max_txs IS NULL OR max_txs <= 0 OR cd_partition_tip_txs() < max_txs THEN
-        RETURN NULL;
-    END IF;
     PERFORM cd_partition_lock_vacuum(ARRAY(
         SELECT p.part FROM partitions p WHERE p.hi IS NULL
         ORDER BY array_position(ARRAY['transactions', 'inputs', 'pushdata', 'outputs'], p.tbl)));
