@@ -1,6 +1,8 @@
 /*
  * cd_catchup.c - catch-up mode of the PostgreSQL index (see cd_catchup.h):
- * drop the secondary indexes while far behind, rebuild them when close.
+ * drop the secondary indexes while far behind, rebuild them when close
+ * (the B-trees: a hash index costs as much to build as to keep live, so
+ * it stays; cd_pg_secondary_indexes).
  *
  * Why it exists: the daemon indexes ~3x faster without the four random-key
  * secondary indexes (docs/PERFORMANCE.md), but CREATE INDEX on a large chain
@@ -46,7 +48,8 @@ typedef struct cu_msg {
                        index missing), 'P' partitions (roll), 'R' result */
     int32_t rc;     /* R: 0 ok, < 0 failed */
     int32_t had;    /* W, B, R: how many of the indexes were valid before */
-    int32_t total;  /* W, B, R: how many secondary indexes sql/013 defines */
+    int32_t total;  /* W, B, R: how many secondary indexes sql/013 defines (on
+                       every partition); W and R of a drop: of those it drops */
     double secs;    /* R: time the DDL took */
     int32_t drop;   /* W: the decision (cd_catchup_weighing.drop) */
     int32_t behind; /* W: blocks behind, from the index's own tip */
@@ -216,6 +219,20 @@ static int read_indexes(cd_pg *pg, cd_pg_secondary list[CD_PG_SECONDARY_MAX], in
     return rc;
 }
 
+/* Of list[0..total): the indexes catch-up drops (the open tip's B-trees:
+ * cd_pg_secondary_indexes), and how many of them are valid: what the
+ * weighing's "already absent" rule looks at. */
+static void droppable(const cd_pg_secondary *list, int total, int *valid, int *count)
+{
+    *valid = *count = 0;
+    for (int i = 0; i < total; i++) {
+        if (list[i].closed || list[i].hash)
+            continue;
+        (*count)++;
+        *valid += cd_pg_secondary_valid(&list[i]);
+    }
+}
+
 /* Builds the indexes of list that are not valid, in parallel sessions sized
  * from this machine and the server's limits (cd_pg_build_plan_rule; the
  * rule assumes the server runs on this machine, the usual setup: see
@@ -335,11 +352,14 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
         if (built < 0)
             rc = CD_PG_ERROR;
     } else if (op != CU_OP_ROLL && read_indexes(pg, list, &had, &total) == CD_PG_OK) {
+        /* the weighing's figures (and its result's): what it may drop */
+        int dhad, dtotal;
+        droppable(list, total, &dhad, &dtotal);
         cd_catchup_weighing w = {.behind = s->behind,
                                  .threshold = cfg->catchup_threshold,
                                  .ratio_pct = cfg->catchup_ratio_pct,
-                                 .had = had,
-                                 .total = total};
+                                 .had = dhad,
+                                 .total = dtotal};
         char why[160];
         int32_t tip = -1;
         if (op == CU_OP_WEIGH &&
@@ -349,8 +369,8 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
             w.behind = s->hdr_at_launch - tip;
             cd_catchup_weigh(&w, why, sizeof(why));
             cu_msg m = {.kind = 'W',
-                        .had = had,
-                        .total = total,
+                        .had = dhad,
+                        .total = dtotal,
                         .drop = w.drop,
                         .behind = w.behind,
                         .indexed_txs = w.indexed_txs,
@@ -363,6 +383,8 @@ static CD_NORETURN void helper_main(void *arg, int slot, int fd)
         if (op == CU_OP_WEIGH) {
             if (rc == CD_PG_OK)
                 rc = cd_pg_secondary_indexes(pg, 0);
+            had = dhad;
+            total = dtotal;
         } else if (had == total) {
             rc = CD_PG_OK;
         } else {

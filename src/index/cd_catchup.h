@@ -1,15 +1,19 @@
 /*
- * cd_catchup.h - catch-up mode of the PostgreSQL index: the three secondary
- * indexes (transactions.tx_hash, inputs (prev_hash, prev_idx),
- * pushdata.push_hash) are dropped while the daemon is far behind the best
- * header and rebuilt once it comes within reach (config catchup_indexes,
- * catchup_threshold).
+ * cd_catchup.h - catch-up mode of the PostgreSQL index: the B-tree
+ * secondary indexes of the open tip partition (pushdata.push_hash,
+ * outputs.script_hash; sql/013's catalog) are dropped while the daemon is
+ * far behind the best header and rebuilt once it comes within reach
+ * (config catchup_indexes, catchup_threshold).
  *
  * Why: maintaining those indexes live costs ~3x the load time (every row
  * inserts a random 32-byte key; docs/PERFORMANCE.md); building them once
- * after the load is a sequential sort. Primary keys and unit markers are
- * never dropped, so exactly-once indexing is unaffected; only lookups by
- * hash become slow (sequential scans) during catch-up.
+ * after the load is a sorted bulk build. The hash indexes (tx_hash,
+ * prev_hash) stay: PostgreSQL builds a hash index row by row, each insert
+ * WAL-logged, so a build after the load costs about what keeping it live
+ * does (docs/PERFORMANCE.md "Hash indexes in catch-up"), and lookups of a
+ * tx or a spender stay indexed. Primary keys and unit markers are never
+ * dropped, so exactly-once indexing is unaffected; only lookups by push or
+ * script hash become slow (sequential scans) during catch-up.
  *
  * The module lives in the controller and never talks to PostgreSQL itself:
  * every DROP / CREATE INDEX runs in a short-lived forked helper process that
@@ -58,7 +62,8 @@ typedef struct cd_catchup_weighing {
     uint32_t ratio_pct; /* catchup_ratio_pct: backlog txs against indexed, % */
     double indexed_txs; /* txs in the index: what a rebuild would sort */
     double per_block;   /* txs per block of the last indexed blocks */
-    int had, total;     /* secondary indexes valid, defined */
+    int had, total;     /* of the secondary indexes catch-up drops (the open
+                         * tip's B-trees): valid, defined */
     /* Out */
     double backlog_txs; /* estimated: behind x per_block */
     int drop;           /* 1: catch-up mode (drop), 0: keep them live */

@@ -40,7 +40,9 @@ static int list_op(cd_pg *pg, void *a)
     struct list_arg *x = a;
     PGresult *r = NULL;
     int rc = cd_pg_q(pg, "reading the secondary indexes",
-                     "SELECT name, tbl, state, rel_bytes, closed FROM cd_secondary_indexes_state()",
+                     "SELECT s.name, s.tbl, s.state, s.rel_bytes, s.closed, d.method = 'hash' "
+                     "FROM cd_secondary_indexes_state() s JOIN secondary_indexes d ON d.name = s.def "
+                     "ORDER BY s.rel_bytes DESC, s.name",
                      0,
                      NULL, NULL, NULL, &r);
     if (rc)
@@ -60,6 +62,7 @@ static int list_op(cd_pg *pg, void *a)
         copy_field(s->state, sizeof(s->state), PQgetvalue(r, i, 2));
         s->rel_bytes = strtoll(PQgetvalue(r, i, 3), NULL, 10);
         s->closed = PQgetvalue(r, i, 4)[0] == 't';
+        s->hash = PQgetvalue(r, i, 5)[0] == 't';
     }
     *x->n = (size_t)rows;
     PQclear(r);
@@ -124,15 +127,17 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on)
     int rc = cd_pg_secondary_list(pg, list, CD_ARRAY_LEN(list), &n);
     /* one statement per index: each build commits on its own, so a crash
      * keeps the ones already built. A closed partition's are never dropped
-     * (sql/017): it receives no live rows, so they cost a load nothing */
+     * (sql/017): it receives no live rows, so they cost a load nothing; nor
+     * a hash index (see cd_pg.h) */
     for (size_t i = 0; rc == CD_PG_OK && i < n; i++) {
         if (on ? cd_pg_secondary_valid(&list[i])
-               : list[i].closed || strcmp(list[i].state, "missing") == 0)
+               : list[i].closed || list[i].hash || strcmp(list[i].state, "missing") == 0)
             continue;
         rc = cd_pg_secondary_one(pg, list[i].name, on, NULL, 0);
     }
     if (rc == CD_PG_OK)
-        cd_log_info("postgres: secondary indexes %s", on ? "present" : "dropped for bulk load");
+        cd_log_info("postgres: secondary indexes %s",
+                    on ? "present" : "dropped for bulk load (the B-trees; the hash indexes stay)");
     return rc;
 }
 

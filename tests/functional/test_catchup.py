@@ -48,6 +48,13 @@ def indexes(pg, db):
     return {r[0] for r in rows}
 
 
+def hash_indexes(pg, db):
+    """The hash ones (sql/013): catch-up keeps them (src/pg/cd_pg.h,
+    cd_pg_secondary_indexes)."""
+    return {r[0] for r in psql(pg, db, "SELECT name FROM secondary_index_parts "
+                                       "WHERE method = 'hash';")}
+
+
 def start(build_dir, datadir, port, conninfo, extra=()):
     args = ["--regtest", "--connect", "127.0.0.1:%d" % port, "--pg-conninfo", conninfo,
             "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
@@ -155,8 +162,11 @@ def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_
         d.kill()
     killed_at = tip_height(pg_module, "cukill")
     assert killed_at < BLOCKS - THRESHOLD, "too fast to test: %d" % killed_at
-    assert indexes(pg_module, "cukill") == set()
-    # queries keep working during catch-up (sequential scans instead)
+    # the B-trees went, the hash indexes stayed
+    assert indexes(pg_module, "cukill") == hash_indexes(pg_module, "cukill")
+    assert len(hash_indexes(pg_module, "cukill")) == 2
+    # queries keep working during catch-up (by push_hash / script_hash:
+    # sequential scans instead)
     rows = psql(pg_module, "cukill", "SELECT count(*) FROM transactions t "
                 "WHERE tx_hash = (SELECT tx_hash FROM transactions LIMIT 1);")
     assert rows == [("1",)]
@@ -166,7 +176,7 @@ def test_catchup_kill9_while_dropped(pg_module, build_dir, simnode_factory, tmp_
         # blocks stored in LMDB before the kill are indexed from LMDB at start
         # (without the indexes); whether still far behind then or not, the
         # indexes are found absent and built before "synced"
-        d.wait_for_log(r"index: building secondary indexes \(0 of 4 present", timeout=180)
+        d.wait_for_log(r"index: building secondary indexes \(2 of 4 present", timeout=180)
         d.wait_for_log(r"index: secondary indexes ready", timeout=180)
         wait_tip(pg_module, "cukill", d, BLOCKS)
         wait_synced(build_dir, dd, d)
@@ -208,10 +218,10 @@ def test_catchup_live_restores_indexes(pg_module, build_dir, simnode_factory, tm
     finally:
         rc = d.stop()
     assert rc == 0, d.log_text()[-4000:]
-    assert indexes(pg_module, "cuswitch") == set()
+    assert indexes(pg_module, "cuswitch") == hash_indexes(pg_module, "cuswitch")
     d = start(build_dir, dd, node.port, ci, ["--catchup-indexes", "live"])
     try:
-        d.wait_for_log(r"index: building secondary indexes \(0 of 4 present", timeout=120)
+        d.wait_for_log(r"index: building secondary indexes \(2 of 4 present", timeout=120)
         wait_tip(pg_module, "cuswitch", d, BLOCKS)
         wait_synced(build_dir, dd, d)
     finally:
@@ -277,11 +287,12 @@ def test_catchup_kill9_mid_build(pg_module, build_dir, simnode_factory, tmp_path
         d.wait_for_log(r"secondary indexes dropped", timeout=120)
         # pushdata is the largest table: its build starts first and waits
         lock = TableLock(pg_module, "cumid", "pushdata")
-        d.wait_for_log(r"index: building secondary indexes \(0 of 4 present", timeout=180)
-        m = d.wait_for_log(r"index: 4 to build in (\d+) sessions", timeout=60)
+        d.wait_for_log(r"index: building secondary indexes \(2 of 4 present", timeout=180)
+        m = d.wait_for_log(r"index: 2 to build in (\d+) sessions", timeout=60)
         sessions = int(m.group(1))
         if sessions > 1:
-            # the other sessions build the three others meanwhile
+            # the other session builds the other B-tree meanwhile (the two
+            # hash indexes were kept)
             wait_until(lambda: len(indexes(pg_module, "cumid")) == 3, d, "3 indexes built")
         wait_until(lambda: builds_waiting(pg_module, "cumid") == 1, d, "the blocked build")
         assert "pushdata_p0_hash_idx" not in indexes(pg_module, "cumid")

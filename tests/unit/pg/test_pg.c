@@ -398,9 +398,16 @@ START_TEST(secondary_indexes_toggle)
     ck_assert_int_eq(scalar(pg, n_valid), total);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    ck_assert_int_eq(scalar(pg, n_valid), 0);
+    /* the B-trees go, the hash indexes stay (their build costs what
+     * keeping them does) */
+    long hash = scalar(pg, "SELECT count(*) FROM secondary_indexes WHERE method = 'hash'");
+    ck_assert_int_eq(hash, 2);
+    ck_assert_int_eq(scalar(pg, n_valid), hash);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_index_parts s "
-                                "ON s.name = i.indexname"),
+                                "ON s.name = i.indexname WHERE s.method = 'hash'"),
+                     hash);
+    ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM pg_indexes i JOIN secondary_index_parts s "
+                                "ON s.name = i.indexname WHERE s.method <> 'hash'"),
                      0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
@@ -409,8 +416,12 @@ START_TEST(secondary_indexes_toggle)
     size_t n = 0;
     ck_assert_int_eq(cd_pg_secondary_list(pg, list, CD_PG_SECONDARY_MAX, &n), 0);
     ck_assert_uint_eq(n, (size_t)total);
-    for (size_t i = 0; i < n; i++)
+    int hashes = 0;
+    for (size_t i = 0; i < n; i++) {
         ck_assert(cd_pg_secondary_valid(&list[i]));
+        hashes += list[i].hash;
+    }
+    ck_assert_int_eq(hashes, hash);
     /* too little room is an error, not a silently shorter list */
     ck_assert_int_eq(cd_pg_secondary_list(pg, list, 2, &n), CD_PG_ERROR);
     cd_pg_free(pg);
@@ -428,6 +439,8 @@ START_TEST(secondary_index_invalid_rebuilt)
                                     "(1, 10, 1, 10, '\\x01')"),
                      0);
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
+    char res[16]; /* a hash index: catch-up keeps it */
+    ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_p0_hash_idx", 0, res, sizeof(res)), 0);
     /* fails (duplicate key), leaving the index behind with indisvalid false
      * (on the partition: sql/017 gives each its own secondary indexes) */
     ck_assert_int_eq(cd_pg_exec(pg, "CREATE UNIQUE INDEX CONCURRENTLY transactions_p0_hash_idx "
@@ -445,7 +458,6 @@ START_TEST(secondary_index_invalid_rebuilt)
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM cd_secondary_indexes_state() "
                                 "WHERE state = 'other'"),
                      1);
-    char res[16];
     ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_p0_hash_idx", 1, res, sizeof(res)), 0);
     ck_assert_str_eq(res, "rebuilt");
     ck_assert_int_eq(cd_pg_secondary_one(pg, "transactions_p0_hash_idx", 1, res, sizeof(res)), 0);
@@ -494,15 +506,17 @@ START_TEST(secondary_per_partition)
     ck_assert_int_eq(scalar(pg, "SELECT (cd_partition_roll(1) IS NOT NULL)::int"), 1);
     ck_assert_int_eq(scalar(pg, "SELECT count(*) FROM partitions"), 8);
     ck_assert_int_eq(scalar(pg, n_valid), 8); /* p0's and the new tip's */
-    /* catch-up: only the open tip's go */
+    /* catch-up: only the open tip's B-trees go (its hash indexes stay) */
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
     ck_assert_int_eq(scalar(pg, PER_PART("valid", "true")), 4);
-    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 4);
-    /* a roll in catch-up: the new tip has none either */
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 2);
+    ck_assert_int_eq(scalar(pg, PER_PART("valid", "false")), 2);
+    /* a roll in catch-up: the new tip has the same, its hash indexes */
     add_block(pg, 2);
     ck_assert_int_eq(scalar(pg, "SELECT (cd_partition_roll(1) IS NOT NULL)::int"), 1);
-    ck_assert_int_eq(scalar(pg, PER_PART("missing", "true")), 4);
-    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 4);
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "true")), 2);
+    ck_assert_int_eq(scalar(pg, PER_PART("missing", "false")), 2);
+    ck_assert_int_eq(scalar(pg, PER_PART("valid", "false")), 2);
     /* the build at the end: every one, on every partition */
     ck_assert_int_eq(cd_pg_secondary_indexes(pg, 1), 0);
     ck_assert_int_eq(scalar(pg, n_valid), 12);
@@ -594,9 +608,12 @@ END_TEST
 START_TEST(secondary_build_parallel)
 {
     cd_pg *pg = open_migrated();
-    ck_assert_int_eq(cd_pg_secondary_indexes(pg, 0), 0);
-    /* outputs_p0_script_hash_idx stays: it is "present" */
+    const char *names[] = {"pushdata_p0_hash_idx", "outputs_p0_script_hash_idx",
+                           "inputs_p0_outpoint_idx", "transactions_p0_hash_idx"};
     char res[16];
+    for (size_t i = 0; i < CD_ARRAY_LEN(names); i++) /* hash ones too */
+        ck_assert_int_eq(cd_pg_secondary_one(pg, names[i], 0, res, sizeof(res)), 0);
+    /* outputs_p0_script_hash_idx stays: it is "present" */
     ck_assert_int_eq(cd_pg_secondary_one(pg, "outputs_p0_script_hash_idx", 1, res, sizeof(res)), 0);
     cd_pg_build_limits lim;
     ck_assert_int_eq(cd_pg_build_limits_read(pg, &lim), 0);
@@ -604,8 +621,6 @@ START_TEST(secondary_build_parallel)
     ck_assert_int_gt(lim.mem_max_kb, lim.mem_kb);
     cd_pg_build_plan plan;
     cd_pg_build_plan_rule(&lim, 2, 1LL << 30, 4, &plan);
-    const char *names[] = {"pushdata_p0_hash_idx", "outputs_p0_script_hash_idx",
-                           "inputs_p0_outpoint_idx", "transactions_p0_hash_idx"};
     cd_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.pg_conninfo = conninfo;
