@@ -219,14 +219,13 @@ static int read_indexes(cd_pg *pg, cd_pg_secondary list[CD_PG_SECONDARY_MAX], in
     return rc;
 }
 
-/* Of list[0..total): the indexes catch-up drops (the open tip's B-trees:
- * cd_pg_secondary_indexes), and how many of them are valid: what the
- * weighing's "already absent" rule looks at. */
+/* Of list[0..total): the indexes catch-up drops, and how many of them are
+ * valid: what the weighing's "already absent" rule looks at. */
 static void droppable(const cd_pg_secondary *list, int total, int *valid, int *count)
 {
     *valid = *count = 0;
     for (int i = 0; i < total; i++) {
-        if (list[i].closed || list[i].hash)
+        if (!cd_pg_secondary_catchup_drops(&list[i]))
             continue;
         (*count)++;
         *valid += cd_pg_secondary_valid(&list[i]);

@@ -427,6 +427,10 @@ int cd_pg_secondary_list(cd_pg *pg, cd_pg_secondary *out, size_t cap, size_t *n)
 /* Returns: 1 when s is present, valid and as defined, else 0. */
 int cd_pg_secondary_valid(const cd_pg_secondary *s);
 
+/* Returns: 1 when catch-up drops s (cd_pg_secondary_indexes with on = 0:
+ * a B-tree of the open tip partition), else 0. */
+int cd_pg_secondary_catchup_drops(const cd_pg_secondary *s);
+
 /*
  * Builds (create = 1) or drops (create = 0) one secondary index, in one
  * transaction of its own: cd_secondary_index_create / _drop (sql/013), which

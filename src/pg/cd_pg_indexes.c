@@ -81,6 +81,14 @@ int cd_pg_secondary_valid(const cd_pg_secondary *s)
     return strcmp(s->state, "valid") == 0;
 }
 
+int cd_pg_secondary_catchup_drops(const cd_pg_secondary *s)
+{
+    /* a closed partition receives no live rows, so its indexes cost a load
+     * nothing; a hash index is built row by row (see cd_pg.h,
+     * cd_pg_secondary_indexes), so keeping it costs what rebuilding would */
+    return !s->closed && !s->hash;
+}
+
 /* ------------------------------------------------------------------ */
 /* one index                                                           */
 /* ------------------------------------------------------------------ */
@@ -126,12 +134,11 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on)
     size_t n = 0;
     int rc = cd_pg_secondary_list(pg, list, CD_ARRAY_LEN(list), &n);
     /* one statement per index: each build commits on its own, so a crash
-     * keeps the ones already built. A closed partition's are never dropped
-     * (sql/017): it receives no live rows, so they cost a load nothing; nor
-     * a hash index (see cd_pg.h) */
+     * keeps the ones already built */
     for (size_t i = 0; rc == CD_PG_OK && i < n; i++) {
         if (on ? cd_pg_secondary_valid(&list[i])
-               : list[i].closed || list[i].hash || strcmp(list[i].state, "missing") == 0)
+               : !cd_pg_secondary_catchup_drops(&list[i]) ||
+                     strcmp(list[i].state, "missing") == 0)
             continue;
         rc = cd_pg_secondary_one(pg, list[i].name, on, NULL, 0);
     }
