@@ -33,6 +33,17 @@
  * (a few ms); the tip overshoots partition_txs by at most what is indexed
  * in this time plus the blocks in flight. */
 #define CU_ROLL_PERIOD_S 2.0
+/* The module's tick. decide() and the partitions' look run every
+ * CU_DECIDE_EVERY ticks, once a second (the weighings follow the backlog at
+ * that pace, and a roll's helper must not start before a weighing that is
+ * due). decide() also runs at every tick while a catch-up is within
+ * catchup_threshold of the header tip: that end is seen only here (the
+ * indexed height has no event; the mempool module polls index_tip every
+ * 100 ms), and at once a second the final build started up to a second
+ * after the tip (0.92 s of a 9.1 s catch-up of 600k txs, measured). A look
+ * is a few reads of the controller's memory. */
+#define CU_TICK_MS      100
+#define CU_DECIDE_EVERY 10
 
 typedef enum { CU_UNKNOWN, CU_LIVE, CU_DROPPED } cu_known;
 /* CU_OP_WEIGH: read the index's size, then drop (catch-up mode) or keep
@@ -91,6 +102,7 @@ typedef struct cu_state {
      * decide as soon as it ends, not a tick later (a short backlog can be
      * indexed live within that tick and never weighed) */
     int decide_after_roll;
+    unsigned ticks; /* on_tick's count (CU_DECIDE_EVERY) */
 } cu_state;
 
 /* ---- the helper process ---- */
@@ -634,10 +646,31 @@ static void maybe_roll(cu_state *s)
     launch(s, CU_OP_ROLL, 0, 0);
 }
 
+/* A catch-up (indexes dropped) within catchup_threshold of the header
+ * tip: decide() starts the final build. */
+static int catchup_ending(cu_state *s)
+{
+    if (s->known != CU_DROPPED)
+        return 0;
+    cd_hdrtree *tree = cd_ctl_tree(s->ctl);
+    if (!tree)
+        return 0;
+    cd_ctl_progress pr;
+    cd_ctl_progress_now(s->ctl, &pr);
+    return cd_hdrtree_height(tree) - pr.indexed_height <= (int32_t)s->cfg->catchup_threshold;
+}
+
 static void on_tick(void *arg)
 {
-    decide(arg);
-    maybe_roll(arg);
+    cu_state *s = arg;
+    /* the roll's look after the decision (maybe_roll: a roll's helper would
+     * hold back a weighing due now), both at the once-a-second pace */
+    if (++s->ticks % CU_DECIDE_EVERY == 0) {
+        decide(s);
+        maybe_roll(s);
+    } else if (catchup_ending(s)) {
+        decide(s);
+    }
 }
 
 /* A new best header tip (after header sync: the whole distance at once)
@@ -673,7 +706,7 @@ static int mod_start(void *state)
 {
     cu_state *s = state;
     if (s->cfg->index)
-        cd_helper_tick(s->helper, 1000);
+        cd_helper_tick(s->helper, CU_TICK_MS);
     return 0;
 }
 

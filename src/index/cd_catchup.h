@@ -21,7 +21,9 @@
  * (also of a previous, killed daemon) through a session advisory lock, and
  * reports back over its channel (a socketpair, src/proc/cd_helper) read by the
  * controller's loop. Decisions are
- * taken every second from the header height and the indexed height:
+ * taken every second, and every 100 ms near the end of a catch-up (the
+ * final build then starts at once), from the header height and the
+ * indexed height:
  *
  *   auto  behind > threshold and indexes not known dropped -> weighing
  *         helper: it reads the size of the index and drops the indexes

@@ -365,7 +365,11 @@ def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, t
 
 # ---- the auto rule weighs the backlog against the index (issue 18) ----
 
-EMPTY_INDEX = r"index: mode catch-up \(backlog (\d+) blocks, empty index\)"
+# the initial sync's first weighing: nothing indexed yet, or (the parsers
+# finish blocks out of order) blocks indexed but none connected to the
+# genesis block yet (cd_catchup_weigh; seen in 1 run of 16)
+EMPTY_INDEX = (r"index: mode catch-up \(backlog (\d+) blocks, "
+               r"(?:empty index|no block of the best chain indexed yet)\)")
 
 
 def synced_index(pg, build_dir, node, db, dd):
@@ -417,9 +421,12 @@ def test_auto_small_backlog_on_a_big_index_stays_live(pg_module, build_dir, simn
     assert m and backlog - 2 <= int(m.group(1)) <= backlog, log[-4000:]
     assert st["index_mode"] == "live"
     assert st["index_why"] == m.group(0)[len("index: mode "):], st
+    # every indexed block's txs: the first sync's, and any block of the
+    # backlog the parsers had finished when the weighing read them (out of
+    # order: the tip it read was still the first sync's; 1 run of 16)
     n = int(psql(pg_module, "cusmall", "SELECT sum(tx_count) FROM blocks "
                  "WHERE height <= %d;" % BLOCKS)[0][0])
-    assert st["index_indexed_txs"] == n, (st, n)
+    assert n <= st["index_indexed_txs"] <= n + backlog * (TXS + 2), (st, n)
     assert backlog * TXS * 0.8 <= st["index_backlog_txs_estimated"] <= backlog * (TXS + 2), st
     # the initial sync, on the empty index, dropped them at once
     m = re.search(EMPTY_INDEX, first)
