@@ -365,11 +365,14 @@ def test_invalid_index_rebuilt_at_start(pg_module, build_dir, simnode_factory, t
 
 # ---- the auto rule weighs the backlog against the index (issue 18) ----
 
-# the initial sync's first weighing: nothing indexed yet, or (the parsers
-# finish blocks out of order) blocks indexed but none connected to the
-# genesis block yet (cd_catchup_weigh; seen in 1 run of 16)
-EMPTY_INDEX = (r"index: mode catch-up \(backlog (\d+) blocks, "
-               r"(?:empty index|no block of the best chain indexed yet)\)")
+# the initial sync's first weighing drops the indexes at once. Its reason
+# depends on what the parsers indexed before it read the index's size
+# (tests/unit/index/test_catchup_rule.c checks each text): nothing ("empty
+# index"), blocks not yet connected to the genesis block ("no block of the
+# best chain indexed yet"; 1 run in 16), or the first blocks connected (the
+# ratio rule against their few txs). A CI run matched neither of the first
+# two (its log, cut to the tail, did not show which): any catch-up reason
+INITIAL_DROP = r"index: mode catch-up \(backlog (\d+) blocks\b"
 
 
 def synced_index(pg, build_dir, node, db, dd):
@@ -429,8 +432,9 @@ def test_auto_small_backlog_on_a_big_index_stays_live(pg_module, build_dir, simn
     assert n <= st["index_indexed_txs"] <= n + backlog * (TXS + 2), (st, n)
     assert backlog * TXS * 0.8 <= st["index_backlog_txs_estimated"] <= backlog * (TXS + 2), st
     # the initial sync, on the empty index, dropped them at once
-    m = re.search(EMPTY_INDEX, first)
-    assert m and int(m.group(1)) > THRESHOLD, first[-4000:]
+    m = re.search(INITIAL_DROP, first)
+    assert m and int(m.group(1)) > THRESHOLD, "\n".join(
+        l for l in first.splitlines() if "index: " in l or "headers" in l)
 
 
 def test_auto_large_backlog_drops(pg_module, build_dir, simnode_factory, tmp_path):
@@ -467,8 +471,11 @@ def test_auto_large_backlog_drops(pg_module, build_dir, simnode_factory, tmp_pat
     d = start(build_dir, dd, node.port, ci, ["--catchup-threshold", str(THRESHOLD),
                                              "--catchup-ratio-pct", "0"])
     try:
-        d.wait_for_log(r"index: mode catch-up \(backlog %d blocks > catchup_threshold %d; "
-                       r"catchup_ratio_pct 0\)" % (2 * THRESHOLD, THRESHOLD), timeout=120)
+        m = d.wait_for_log(r"index: mode catch-up \(backlog (\d+) blocks > catchup_threshold "
+                           r"%d; catchup_ratio_pct 0\)" % THRESHOLD, timeout=120)
+        # as above: the parsers may have finished a block of the backlog
+        # before the weighing read the tip (1 run in 20)
+        assert 2 * THRESHOLD - 2 <= int(m.group(1)) <= 2 * THRESHOLD, m.group(0)
         d.wait_for_log(r"index: secondary indexes ready", timeout=180)
         wait_synced(build_dir, dd, d)
     finally:
