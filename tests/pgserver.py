@@ -27,6 +27,11 @@ stops. The wrapped command also sees CD_TEST_PG_MEMCG (the group's
 directory); at exit a line `pgserver: memory cap ...` reports the limit, the
 peak usage and the cache/rss split (memory.stat). Without the option nothing
 changes (the test suite never uses it).
+
+Also for benchmarks: `--pg-shared-buffers SIZE` (e.g. `4GB`, PostgreSQL's
+unit syntax; `shared_buffers=` in `PgServer`) in place of the harness's
+256MB, to measure the server's own cache as an operator would size it
+(docs/OPERATIONS.md "PostgreSQL server settings").
 """
 
 import glob
@@ -97,9 +102,10 @@ def find_pg_bindir():
 
 
 class PgServer:
-    def __init__(self, port=5432, run_as=None, memory_max=None):
+    def __init__(self, port=5432, run_as=None, memory_max=None, shared_buffers=None):
         """memory_max: None (no cap, the default) or bytes: the server runs in
-        a cgroup v1 memory group of that limit (benchmarks; module doc)."""
+        a cgroup v1 memory group of that limit (benchmarks; module doc).
+        shared_buffers: None (SHARED_BUFFERS) or a size as PostgreSQL reads it."""
         self.bindir = find_pg_bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (initdb)")
@@ -107,11 +113,12 @@ class PgServer:
         self.run_as = run_as or ("nobody" if os.geteuid() == 0 else None)
         self.base = None
         self.proc_started = False
-        if memory_max is not None and memory_max < 2 * parse_size(SHARED_BUFFERS):
+        self.shared_buffers = shared_buffers or SHARED_BUFFERS
+        if memory_max is not None and memory_max < 2 * parse_size(self.shared_buffers):
             # shared_buffers sits in the group and cannot be reclaimed (no
             # swap): a cap near it would leave no page cache, or OOM-kill backends
             raise ValueError("memory_max %d is under twice shared_buffers (%s)"
-                             % (memory_max, SHARED_BUFFERS))
+                             % (memory_max, self.shared_buffers))
         self.memory_max = memory_max
         self.memcg = None  # the group's directory while it exists
 
@@ -214,7 +221,7 @@ class PgServer:
                 self._memcg_create()
             opts = (f"-c listen_addresses='' -c unix_socket_directories={self.sockdir} "
                     f"-c port={self.port} -c fsync=off -c full_page_writes=off "
-                    f"-c max_connections=100 -c shared_buffers={SHARED_BUFFERS} "
+                    f"-c max_connections=100 -c shared_buffers={self.shared_buffers} "
                     f"-c max_wal_size=4GB -c checkpoint_timeout=30min")
             self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                        "-o", opts, "-l", os.path.join(self.base, "server.log"),
@@ -266,28 +273,31 @@ class PgServer:
 
 def main(argv):
     if "--" not in argv:
-        print("usage: pgserver.py [--pg-memory-max SIZE] -- command [args...]", file=sys.stderr)
+        print("usage: pgserver.py [--pg-memory-max SIZE] [--pg-shared-buffers SIZE] "
+              "-- command [args...]", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
     opts = argv[:argv.index("--")]
-    memory_max = None
+    values = {"--pg-memory-max": None, "--pg-shared-buffers": None}
     while opts:
         o = opts.pop(0)
-        v = None
-        if o.startswith("--pg-memory-max="):
-            v = o.split("=", 1)[1]
-        elif o == "--pg-memory-max" and opts:
-            v = opts.pop(0)
-        else:
+        name, eq, v = o.partition("=")
+        if name not in values or (not eq and not opts):
             print("pgserver.py: unknown option %s" % o, file=sys.stderr)
             return 2
+        values[name] = v if eq else opts.pop(0)
+    memory_max = None
+    for name, v in values.items():
         try:
-            memory_max = parse_size(v)
+            n = parse_size(v) if v is not None else None
         except ValueError:
-            print("pgserver.py: --pg-memory-max: not a size: %s" % v, file=sys.stderr)
+            print("pgserver.py: %s: not a size: %s" % (name, v), file=sys.stderr)
             return 2
+        if name == "--pg-memory-max":
+            memory_max = n
     try:
-        srv = PgServer(memory_max=memory_max).start()
+        srv = PgServer(memory_max=memory_max,
+                       shared_buffers=values["--pg-shared-buffers"]).start()
     except ValueError as e:
         print("pgserver.py: --pg-memory-max: %s" % e, file=sys.stderr)
         return 2
@@ -313,7 +323,7 @@ def main(argv):
         env.update(srv.env())
         if srv.memcg:
             print("pgserver: PostgreSQL in memory cgroup %s, shared_buffers %s, %s"
-                  % (srv.memcg, SHARED_BUFFERS, memcg_summary(srv.memory_report())),
+                  % (srv.memcg, srv.shared_buffers, memcg_summary(srv.memory_report())),
                   file=sys.stderr, flush=True)
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
