@@ -130,3 +130,28 @@ def test_wrapper_reports_the_cap(tmp_path):
                         "--pg-memory-max", "lots", "--", "true"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert r.returncode == 2 and "not a size" in r.stderr
+
+
+def test_wrapper_sets_shared_buffers():
+    """--pg-shared-buffers (benchmarks) replaces the harness's 256MB; a
+    memory cap is checked against it; nonsense and unknown options are
+    refused with status 2."""
+    import pytest
+    import subprocess
+    import sys
+    import pgserver
+    here = os.path.dirname(os.path.abspath(__file__))
+    wrapper = [sys.executable, os.path.join(here, "..", "pgserver.py")]
+    show = ["--", "psql", "-XAtc", "SHOW shared_buffers"]
+    for opts, want in ((["--pg-shared-buffers", "512MB"], "512MB"),
+                       (["--pg-shared-buffers=1GB"], "1GB"), ([], "256MB")):
+        r = subprocess.run(wrapper + opts + show, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == want, (opts, r.stdout, r.stderr)
+    for opts, err in ((["--pg-shared-buffers", "lots"], "not a size"),
+                      (["--pg-shared-buffer", "1GB"], "unknown option")):
+        r = subprocess.run(wrapper + opts + ["--", "true"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        assert r.returncode == 2 and err in r.stderr, (opts, r.stderr)
+    with pytest.raises(ValueError):
+        PgServer(memory_max=pgserver.parse_size("3G"), shared_buffers="2GB")
