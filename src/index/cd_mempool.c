@@ -364,8 +364,10 @@ static void step_done(mp_state *s, PGresult *r)
     int reorg = sscanf(res, "reorg %d %d %d", &fork, &leave, &join) == 3;
     if (!s->synced && (reorg || strcmp(res, "switched") == 0 || strcmp(res, "at") == 0))
         start_relay(s);
-    if (reorg && s->synced)
+    if (reorg && s->synced) {
+        cd_mempool_sync_stale(s);      /* a snapshot asked before it is dropped */
         cd_mempool_sync_want(s, NULL); /* compare with the node's mempool after it */
+    }
     if (reorg && s->low) {             /* applied by this switch (or stale): forgotten */
         s->low = NULL;
         s->target_dirty = 1;

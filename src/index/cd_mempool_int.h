@@ -212,6 +212,7 @@ typedef struct mp_sess {
     size_t miss_n, miss_off, fetched;
     uint64_t evicted;
     int sql_sent; /* the reconcile statement was sent */
+    int stale;    /* the best chain switched after `mempool` (cd_mempool_sync_stale) */
 } mp_sess;
 
 typedef struct mp_pend {
@@ -332,6 +333,8 @@ int cd_mempool_sync_start(mp_state *s);
 void cd_mempool_sync_fini(mp_state *s);
 /* Snapshots wanted: every address (name NULL) or one. */
 void cd_mempool_sync_want(mp_state *s, const char *name);
+/* The indexed best chain switched: a snapshot in progress is dropped. */
+void cd_mempool_sync_stale(mp_state *s);
 /* From the tick: starts / times out sessions. */
 void cd_mempool_sync_tick(mp_state *s);
 /* The reconcile statement's result (missing txids to fetch, or failure). */
