@@ -36,7 +36,8 @@
 /* The module's tick. decide() and the partitions' look run every
  * CU_DECIDE_EVERY ticks, once a second (the weighings follow the backlog at
  * that pace, and a roll's helper must not start before a weighing that is
- * due). decide() also runs at every tick while a catch-up is within
+ * due). decide() also runs at every tick during a catch-up (indexes
+ * dropped), where its rule starts the final build once within
  * catchup_threshold of the header tip: that end is seen only here (the
  * indexed height has no event; the mempool module polls index_tip every
  * 100 ms), and at once a second the final build started up to a second
@@ -646,20 +647,6 @@ static void maybe_roll(cu_state *s)
     launch(s, CU_OP_ROLL, 0, 0);
 }
 
-/* A catch-up (indexes dropped) within catchup_threshold of the header
- * tip: decide() starts the final build. */
-static int catchup_ending(cu_state *s)
-{
-    if (s->known != CU_DROPPED)
-        return 0;
-    cd_hdrtree *tree = cd_ctl_tree(s->ctl);
-    if (!tree)
-        return 0;
-    cd_ctl_progress pr;
-    cd_ctl_progress_now(s->ctl, &pr);
-    return cd_hdrtree_height(tree) - pr.indexed_height <= (int32_t)s->cfg->catchup_threshold;
-}
-
 static void on_tick(void *arg)
 {
     cu_state *s = arg;
@@ -668,8 +655,8 @@ static void on_tick(void *arg)
     if (++s->ticks % CU_DECIDE_EVERY == 0) {
         decide(s);
         maybe_roll(s);
-    } else if (catchup_ending(s)) {
-        decide(s);
+    } else if (s->known == CU_DROPPED) {
+        decide(s); /* its own rule: the final build once within catchup_threshold */
     }
 }
 
