@@ -179,16 +179,17 @@ static void sess_end(mp_state *s, int ok);
  * (non-final or immature at the new tip): they stayed in mempool_tx until
  * a later snapshot, younger than mempool_sync_grace at the next
  * (test_mempool_mirror.py::test_reorg_converges_to_node_mempool failed so,
- * 1 run in 4). Such a session ends unused; the reconcile statement in
- * flight still evicts (what the node lacked then is gone anyway) but
- * fetches nothing. */
+ * 1 run in 4; test_snapshot_answered_before_a_reorg_is_dropped makes the
+ * node hold the snapshot's pong across the reorg). Such a session ends
+ * unused; the reconcile statement in flight still evicts (what the node
+ * lacked then is gone anyway) but fetches nothing. */
 void cd_mempool_sync_stale(mp_state *s)
 {
     mp_sess *se = &s->sess;
     if (se->phase == SP_NONE || se->phase == SP_CONNECTING)
         return; /* no `mempool` sent yet */
-    cd_log_debug("mempool: snapshot of %s dropped: the best chain switched while it ran",
-                 se->a ? se->a->name : "?");
+    cd_log_info("mempool: snapshot of %s dropped unused: the best chain switched while it ran",
+                se->a ? se->a->name : "?");
     if (se->phase == SP_RECONCILE) {
         se->stale = 1; /* cd_mempool_sync_reconciled ends it */
         return;

@@ -8,10 +8,14 @@
   * a reorg after `invalidateblock` that makes mempool txs non-final,
     immature-coinbase spends and double spends: mempool_tx ends equal to the
     node's mempool, with and without `mempool` allowed, and every evicted row
-    says why (mempool_evicted, NOTIFY cd_evict).
+    says why (mempool_evicted, NOTIFY cd_evict);
+  * a snapshot of the node's mempool answered before such a reorg and
+    completing after it is dropped unused (what it lists, the reorg made
+    non-final or immature).
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -175,3 +179,74 @@ def test_reorg_converges_to_node_mempool(pg_module, build_dir, simnode_factory, 
     # the notifications carried the same reasons
     for t, why in ((nf, "non-final"), (cb, "immature-coinbase"), (ds, "double-spend")):
         assert '"txid" : "%s", "reason" : "%s"' % (txid(t), why) in out, out
+
+
+def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simnode_factory,
+                                                     tmp_path):
+    """The race test_reorg_converges_to_node_mempool hit 1 run in 4 before
+    cd_mempool_sync_stale, made certain: the node holds its pong to a
+    snapshot's ping (hold_mempool_pong) until conduitd has switched branch.
+    Without the fix that snapshot then completes and fetches back the txs it
+    listed that the reorg evicted (the node serves them from its relay
+    memory): they stay until a later snapshot evicts them again as
+    `not-in-node-mempool`, and "was my tx mined or dropped?" (tx_fate) no
+    longer says why the node dropped them."""
+    pg = pg_module
+    db = "mmstale"
+    node = simnode_factory(generate=120, seed=47, whitelist=True)  # coinbase-only
+    ci = create_db(pg, db)
+    d = start(build_dir, tmp_path / "d", node.port, ci,
+              ["--mempool-sync-grace", "1", "--mempool-sync-interval", "2"])
+    hold = None
+    try:
+        wait_tip(pg, db, d, node)
+        d.wait_for_log(r"mempool: snapshot of 127\.0\.0\.1:%d done" % node.port, timeout=60)
+
+        def made(**kw):
+            raw = node.make_tx(**kw)
+            node.submit_tx(raw)
+            return raw
+        back = made()                                  # mined in block h
+        wait_until(lambda: txid(back) in mempool(pg, db), d, "tx to be mined")
+        blk_h = node.mine(1)[0]
+        wait_tip(pg, db, d, node)
+        h = node.chain.height
+        nf = made(locktime=h, sequence=0xFFFFFFFE)     # final for block h+1 only
+        nf_child = made(parent=nf, vout=0)
+        cb = made(coinbase_height=h + 1 - 100)         # mature at h+1 only
+        ok = made()
+        want0 = {txid(t) for t in (nf, nf_child, cb, ok)}
+        wait_until(lambda: mempool(pg, db) == want0, d, "the node's mempool mirrored")
+
+        # the next periodic snapshot: `mempool` answered (the 4 txs), its ping held
+        hold = node.hold_mempool_pong()
+        assert hold.held.wait(60), d.log_text()[-4000:]
+
+        node.invalidate(blk_h.hash_hex)
+        assert set(node.mempool_txids()) == {txid(back), txid(ok)}
+        node.reorg(fork_height=h - 1, new_len=1)
+        node.generate(1, announce=True)
+        wait_tip(pg, db, d, node)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
+                       r"joining=2" % (h - 1))
+        assert "moved its tip back to a branch without more work" in d.log_text()
+        hold.release()
+
+        want = {txid(back), txid(ok)}
+        wait_until(lambda: mempool(pg, db) == want, d, "mempool_tx equal to the node's",
+                   timeout=60)
+        time.sleep(3)  # a snapshot or two later: still equal, evicted once each, for its reason
+        assert mempool(pg, db) == want
+        ev = sorted(psql(pg, db, "SELECT cd_txid_hex(tx_hash), reason FROM mempool_evicted "
+                                 "WHERE reason <> 'confirmed';"))
+        assert ev == sorted([(txid(nf), "non-final"), (txid(nf_child), "non-final"),
+                             (txid(cb), "immature-coinbase")]), ev
+        assert psql(pg, db, MQ["tx_fate"], txid=txid(nf_child))[0][:3] == (
+            "non-final", str(h - 1), txid(nf))
+        assert re.search(r"mempool: snapshot of 127\.0\.0\.1:%d dropped unused: the best "
+                         r"chain switched while it ran" % node.port,
+                         d.log_text()), d.log_text()[-6000:]
+    finally:
+        if hold is not None:
+            hold.release()
+        d.stop()

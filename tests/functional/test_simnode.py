@@ -675,6 +675,31 @@ def test_mempool_request_disconnects_unless_whitelisted(simnode_factory):
     assert len(parse_inv(p)) == 2
 
 
+def test_hold_mempool_pong(simnode_factory):
+    """hold_mempool_pong(): the ping after `mempool` is answered on release
+    only (the `inv`s before it), once; pings before `mempool` and after the
+    release are answered at once."""
+    node = simnode_factory(generate=110, seed=2, whitelist=True)
+    txs = node.make_mempool_txs(2, announce=False)
+    hold = node.hold_mempool_pong()
+    c = connect(node)
+    c.send("ping", struct.pack("<Q", 1))        # no `mempool` yet: not held
+    _, p, _ = c.wait("pong")
+    assert p == struct.pack("<Q", 1) and not hold.held.is_set()
+    c.send("mempool")
+    c.send("ping", struct.pack("<Q", 2))
+    _, p, _ = c.wait("inv")
+    assert sorted(h for _, h in parse_inv(p)) == sorted(dsha(t) for t in txs)
+    assert hold.held.wait(10)
+    assert c.no_message("pong", 1.0)
+    hold.release()
+    _, p, _ = c.wait("pong")
+    assert p == struct.pack("<Q", 2)
+    c.send("mempool")                           # the hold was used up
+    c.send("ping", struct.pack("<Q", 3))
+    _, p, _ = c.wait("pong")
+    assert p == struct.pack("<Q", 3)
+
 def test_relay_to_other_connections_only(simnode_factory):
     node = simnode_factory(generate=110, seed=6)
     a = connect(node)

@@ -61,6 +61,18 @@ class Fault:
         return "Fault(%s on=%s count=%s conn=%s)" % (self.mode, self.on, self.count, self.conn_id)
 
 
+class PongHold:
+    """SimNode.hold_mempool_pong(): `held` is set once a ping is held,
+    release() lets the node answer it (and read on)."""
+    def __init__(self):
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.conn_id = None
+
+    def release(self):
+        self.released.set()
+
+
 class _Stream:
     """Queued block payload to stream."""
     def __init__(self, block, command="block", limit=None, after=None,
@@ -367,6 +379,10 @@ class Connection:
             self._ping_timer.start()
 
     def on_ping(self, p):
+        hold = self.node._take_pong_hold(self) if self.time_last_mempool_req else None
+        if hold is not None:    # a test's hold_mempool_pong(): this connection's
+            hold.held.set()     # reader waits, so nothing it is sent is read either
+            hold.released.wait()
         self.send("pong", p[:8])
 
     def on_pong(self, p):
@@ -725,6 +741,7 @@ class SimNode:
         self.relay_map = RelayMemory(self.now, relay_expiry)
         self.invalid = set()                        # invalidate()d block hashes
         self.withheld = set()
+        self._pong_holds = []                       # hold_mempool_pong()
         self.served = []                            # (conn id, block hash, bytes)
         self.ping_interval = ping_interval
         self.feefilter = feefilter
@@ -828,6 +845,8 @@ class SimNode:
 
     def stop(self):
         self._stopping = True
+        for h in self._pong_holds:
+            h.release()
         for c in list(self.conns):
             c.close("node stopping")
         for t in self._threads:
@@ -1415,6 +1434,27 @@ class SimNode:
     def force_extmsg_for(self, conn, on=True):
         """Send blocks to this connection with the 44-byte extmsg header."""
         self.force_extmsg_conns[conn.id if isinstance(conn, Connection) else conn] = on
+
+    def hold_mempool_pong(self):
+        """The next ping a connection sends after its `mempool` was answered
+        is answered only once the returned PongHold is release()d (its
+        `held` event is set when the ping arrived). The `inv`s answering
+        `mempool` are sent before; the node reads nothing more from that
+        connection meanwhile. The real node answers at once, in order: this
+        is a slow node, for a test that needs a client's mempool snapshot
+        to stay open across a chain event."""
+        h = PongHold()
+        with self.lock:
+            self._pong_holds.append(h)
+        return h
+
+    def _take_pong_hold(self, conn):
+        with self.lock:
+            for h in self._pong_holds:
+                if h.conn_id is None and not h.held.is_set():
+                    h.conn_id = conn.id
+                    return h
+        return None
 
     def withhold(self, block_hash):
         """Make getdata for this block go unanswered."""
