@@ -503,10 +503,32 @@ static void log_progress(mp_state *s, int force)
 
 /* ---- peer events (the controller's peers) ---- */
 
+/* The slot of a peer's announced tip, made if `make` and one is free. */
+static size_t ann_slot(mp_state *s, const cp2p_peer *peer, int make)
+{
+    size_t k, fr = CD_CONFIG_MAX_CONNECT;
+    for (k = 0; k < CD_CONFIG_MAX_CONNECT; k++) {
+        if (s->ann[k].peer == peer)
+            return k;
+        if (!s->ann[k].peer && fr == CD_CONFIG_MAX_CONNECT)
+            fr = k;
+    }
+    if (make && fr < CD_CONFIG_MAX_CONNECT) {
+        s->ann[fr].peer = peer;
+        s->ann[fr].tip = NULL;
+        s->ann[fr].start_height = -1;
+    }
+    return make ? fr : CD_CONFIG_MAX_CONNECT;
+}
+
 static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
 {
-    (void)their;
     mp_state *s = ctx->user;
+    if (!s)
+        return;
+    size_t k = ann_slot(s, ctx->peer, 1);
+    if (k < CD_CONFIG_MAX_CONNECT)
+        s->ann[k].start_height = their ? their->start_height : -1;
     if (!cd_mempool_relaying(s))
         return;
     /* a (re)connect: compare with the node's mempool (if it allows it) */
@@ -523,27 +545,30 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
 static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
 {
     mp_state *s = ctx->user;
-    if (!s || !s->tree || n == 0)
+    if (!s || !s->tree)
         return;
+    if (n == 0) {
+        /* The answer to the getheaders of a (re)connect when the peer has
+         * nothing after our locator. At our best tip's height it is at our
+         * best tip: that is the tip a later announcement is compared with
+         * (without it, an invalidateblock announced after a reconnect at
+         * the tip went unnoticed: test_mempool_mirror.py). A peer behind us
+         * (lower height) stays unknown until it announces. */
+        size_t k = ann_slot(s, ctx->peer, 0);
+        const cd_hdr_node *best = cd_hdrtree_tip(s->tree);
+        if (k < CD_CONFIG_MAX_CONNECT && !s->ann[k].tip && best &&
+            best->height == s->ann[k].start_height)
+            s->ann[k].tip = best;
+        return;
+    }
     uint8_t h[32];
     btc_header_hash(hdrs + 80 * (n - 1), h);
     const cd_hdr_node *x = cd_hdrtree_find(s->tree, h);
     if (!x)
         return;
-    size_t k, fr = CD_CONFIG_MAX_CONNECT;
-    for (k = 0; k < CD_CONFIG_MAX_CONNECT; k++) {
-        if (s->ann[k].peer == ctx->peer)
-            break;
-        if (!s->ann[k].peer && fr == CD_CONFIG_MAX_CONNECT)
-            fr = k;
-    }
-    if (k == CD_CONFIG_MAX_CONNECT) {
-        if (fr == CD_CONFIG_MAX_CONNECT)
-            return;
-        k = fr;
-        s->ann[k].peer = ctx->peer;
-        s->ann[k].tip = NULL;
-    }
+    size_t k = ann_slot(s, ctx->peer, 1);
+    if (k == CD_CONFIG_MAX_CONNECT)
+        return;
     const cd_hdr_node *t = s->ann[k].tip;
     s->ann[k].tip = x;
     if (!t || x == t || cd_hdrtree_ancestor(s->tree, x, t->height) == t ||

@@ -287,6 +287,7 @@ typedef struct mp_state {
     struct {
         const cp2p_peer *peer;
         const cd_hdr_node *tip;
+        int32_t start_height; /* its `version`'s: seeds tip on an empty `headers` */
     } ann[CD_CONFIG_MAX_CONNECT];
     const cd_hdr_node *low;
     uint64_t expired, evicted_snap;

@@ -11,7 +11,9 @@
     says why (mempool_evicted, NOTIFY cd_evict);
   * a snapshot of the node's mempool answered before such a reorg and
     completing after it is dropped unused (what it lists, the reorg made
-    non-final or immature).
+    non-final or immature);
+  * `invalidateblock` on the node after conduitd reconnected to it at the tip
+    is seen as well.
 """
 
 import os
@@ -249,4 +251,64 @@ def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simno
     finally:
         if hold is not None:
             hold.release()
+        d.stop()
+
+
+def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory, tmp_path):
+    """After a reconnect at the tip the node's `headers` answer is empty: its
+    tip is conduitd's, and an announcement on a branch without more work
+    after that is the node going back (invalidateblock). Before, the tip a
+    peer announced was known only from its first non-empty `headers`, the
+    going back was missed, and with a node that refuses `mempool` (the
+    default) the txs it made non-final stayed in mempool_tx for good."""
+    pg = pg_module
+    db = "mmreconn"
+    node = simnode_factory(generate=120, seed=48)  # refuses `mempool`
+    ci = create_db(pg, db)
+    d = start(build_dir, tmp_path / "d", node.port, ci, ["--mempool-sync-grace", "1"])
+    try:
+        wait_tip(pg, db, d, node)
+        d.wait_for_log(r"mempool: index at the best tip; relay on", timeout=60)
+
+        def made(**kw):
+            raw = node.make_tx(**kw)
+            node.submit_tx(raw)
+            return raw
+        back = made()                                  # mined in block h
+        wait_until(lambda: txid(back) in mempool(pg, db), d, "tx to be mined")
+        blk_h = node.mine(1)[0]
+        wait_tip(pg, db, d, node)
+        h = node.chain.height
+        nf = made(locktime=h, sequence=0xFFFFFFFE)     # final for block h+1 only
+        nf_child = made(parent=nf, vout=0)
+        cb = made(coinbase_height=h + 1 - 100)         # mature at h+1 only
+        ok = made()
+        want0 = {txid(t) for t in (nf, nf_child, cb, ok)}
+        wait_until(lambda: mempool(pg, db) == want0, d, "the node's relayed txs indexed")
+
+        old = {c.id for c in node.connections()}
+        for c in node.connections():
+            c.close("test: cut to make conduitd reconnect")
+        # conduitd reconnects; its getheaders is answered (empty: the node is at its tip)
+        assert node.wait_for(lambda: any("getheaders" in c.commands() for c in node.handshaken()
+                                         if c.id not in old), timeout=60), d.log_text()[-4000:]
+        time.sleep(0.5)
+
+        node.invalidate(blk_h.hash_hex)
+        node.reorg(fork_height=h - 1, new_len=1)
+        node.generate(1, announce=True)
+        wait_tip(pg, db, d, node)
+        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
+                       r"joining=2" % (h - 1))
+        want = set(node.mempool_txids())
+        assert want == {txid(back), txid(ok)}
+        wait_until(lambda: mempool(pg, db) == want, d, "mempool_tx equal to the node's",
+                   timeout=30)
+        assert "peer 127.0.0.1:%d moved its tip back to a branch without more work" % (
+            node.port) in d.log_text()
+        ev = sorted(psql(pg, db, "SELECT cd_txid_hex(tx_hash), reason FROM mempool_evicted "
+                                 "WHERE reason <> 'confirmed';"))
+        assert ev == sorted([(txid(nf), "non-final"), (txid(nf_child), "non-final"),
+                             (txid(cb), "immature-coinbase")]), ev
+    finally:
         d.stop()
