@@ -37,6 +37,7 @@ unit syntax; `shared_buffers=` in `PgServer`) in place of the harness's
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -114,6 +115,10 @@ class PgServer:
         self.base = None
         self.proc_started = False
         self.shared_buffers = shared_buffers or SHARED_BUFFERS
+        if not re.fullmatch(r"[0-9]+(kB|MB|GB|TB)", self.shared_buffers):
+            # PostgreSQL reads a bare number as 8 kB pages and knows no "4G"
+            raise ValueError("shared_buffers %r: give a whole number and a unit PostgreSQL "
+                             "reads (kB, MB, GB, TB), e.g. 4GB" % (self.shared_buffers,))
         if memory_max is not None and memory_max < 2 * parse_size(self.shared_buffers):
             # shared_buffers sits in the group and cannot be reclaimed (no
             # swap): a cap near it would leave no page cache, or OOM-kill backends
@@ -299,7 +304,7 @@ def main(argv):
         srv = PgServer(memory_max=memory_max,
                        shared_buffers=values["--pg-shared-buffers"]).start()
     except ValueError as e:
-        print("pgserver.py: --pg-memory-max: %s" % e, file=sys.stderr)
+        print("pgserver.py: %s" % e, file=sys.stderr)
         return 2
     except RuntimeError as e:
         if find_pg_bindir() is None:

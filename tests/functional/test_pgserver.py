@@ -149,6 +149,8 @@ def test_wrapper_sets_shared_buffers():
                            stderr=subprocess.PIPE, text=True, timeout=120)
         assert r.returncode == 0 and r.stdout.strip() == want, (opts, r.stdout, r.stderr)
     for opts, err in ((["--pg-shared-buffers", "lots"], "not a size"),
+                      (["--pg-shared-buffers", "4096"], "give a whole number and a unit"),
+                      (["--pg-shared-buffers", "4G"], "give a whole number and a unit"),
                       (["--pg-shared-buffer", "1GB"], "unknown option")):
         r = subprocess.run(wrapper + opts + ["--", "true"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, timeout=60)
