@@ -183,6 +183,52 @@ def test_reorg_converges_to_node_mempool(pg_module, build_dir, simnode_factory, 
         assert '"txid" : "%s", "reason" : "%s"' % (txid(t), why) in out, out
 
 
+def block_h_and_txs_final_after_it(pg, db, d, node):
+    """Block h holding a tx `back`, then four txs relayed to conduitd: `nf`
+    (nLockTime h, final for block h+1 only) and its child, `cb` (spends the
+    coinbase that matures at h+1), `ok`. Returns them by name, with h and
+    block h, once mempool_tx holds the four."""
+    def made(**kw):
+        raw = node.make_tx(**kw)
+        node.submit_tx(raw)
+        return raw
+    T = {"back": made()}
+    wait_until(lambda: txid(T["back"]) in mempool(pg, db), d, "tx to be mined")
+    T["blk_h"] = node.mine(1)[0]
+    wait_tip(pg, db, d, node)
+    h = T["h"] = node.chain.height
+    T["nf"] = made(locktime=h, sequence=0xFFFFFFFE)
+    T["nf_child"] = made(parent=T["nf"], vout=0)
+    T["cb"] = made(coinbase_height=h + 1 - 100)
+    T["ok"] = made()
+    want0 = {txid(T[k]) for k in ("nf", "nf_child", "cb", "ok")}
+    wait_until(lambda: mempool(pg, db) == want0, d, "the node's relayed txs in mempool_tx")
+    return T
+
+
+def go_back_and_switch(pg, db, d, node, T):
+    """invalidateblock h on the node (its mempool: `back` and `ok`; the other
+    three are non-final or immature for block h), then a branch from h-1
+    with more work: conduitd switches."""
+    h = T["h"]
+    node.invalidate(T["blk_h"].hash_hex)
+    assert set(node.mempool_txids()) == {txid(T["back"]), txid(T["ok"])}
+    node.reorg(fork_height=h - 1, new_len=1)
+    node.generate(1, announce=True)
+    wait_tip(pg, db, d, node)
+    d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
+                   r"joining=2" % (h - 1))
+
+
+def assert_evicted_for_the_nodes_reasons(pg, db, T):
+    ev = sorted(psql(pg, db, "SELECT cd_txid_hex(tx_hash), reason FROM mempool_evicted "
+                             "WHERE reason <> 'confirmed';"))
+    assert ev == sorted([(txid(T["nf"]), "non-final"), (txid(T["nf_child"]), "non-final"),
+                         (txid(T["cb"]), "immature-coinbase")]), ev
+    assert psql(pg, db, MQ["tx_fate"], txid=txid(T["nf_child"]))[0][:3] == (
+        "non-final", str(T["h"] - 1), txid(T["nf"]))
+
+
 def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simnode_factory,
                                                      tmp_path):
     """The race test_reorg_converges_to_node_mempool hit 1 run in 4 before
@@ -204,47 +250,22 @@ def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simno
         wait_tip(pg, db, d, node)
         d.wait_for_log(r"mempool: snapshot of 127\.0\.0\.1:%d done" % node.port, timeout=60)
 
-        def made(**kw):
-            raw = node.make_tx(**kw)
-            node.submit_tx(raw)
-            return raw
-        back = made()                                  # mined in block h
-        wait_until(lambda: txid(back) in mempool(pg, db), d, "tx to be mined")
-        blk_h = node.mine(1)[0]
-        wait_tip(pg, db, d, node)
-        h = node.chain.height
-        nf = made(locktime=h, sequence=0xFFFFFFFE)     # final for block h+1 only
-        nf_child = made(parent=nf, vout=0)
-        cb = made(coinbase_height=h + 1 - 100)         # mature at h+1 only
-        ok = made()
-        want0 = {txid(t) for t in (nf, nf_child, cb, ok)}
-        wait_until(lambda: mempool(pg, db) == want0, d, "the node's mempool mirrored")
+        T = block_h_and_txs_final_after_it(pg, db, d, node)
 
         # the next periodic snapshot: `mempool` answered (the 4 txs), its ping held
         hold = node.hold_mempool_pong()
         assert hold.held.wait(60), d.log_text()[-4000:]
 
-        node.invalidate(blk_h.hash_hex)
-        assert set(node.mempool_txids()) == {txid(back), txid(ok)}
-        node.reorg(fork_height=h - 1, new_len=1)
-        node.generate(1, announce=True)
-        wait_tip(pg, db, d, node)
-        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
-                       r"joining=2" % (h - 1))
+        go_back_and_switch(pg, db, d, node, T)
         assert "moved its tip back to a branch without more work" in d.log_text()
         hold.release()
 
-        want = {txid(back), txid(ok)}
+        want = {txid(T["back"]), txid(T["ok"])}
         wait_until(lambda: mempool(pg, db) == want, d, "mempool_tx equal to the node's",
                    timeout=60)
         time.sleep(3)  # a snapshot or two later: still equal, evicted once each, for its reason
         assert mempool(pg, db) == want
-        ev = sorted(psql(pg, db, "SELECT cd_txid_hex(tx_hash), reason FROM mempool_evicted "
-                                 "WHERE reason <> 'confirmed';"))
-        assert ev == sorted([(txid(nf), "non-final"), (txid(nf_child), "non-final"),
-                             (txid(cb), "immature-coinbase")]), ev
-        assert psql(pg, db, MQ["tx_fate"], txid=txid(nf_child))[0][:3] == (
-            "non-final", str(h - 1), txid(nf))
+        assert_evicted_for_the_nodes_reasons(pg, db, T)
         assert re.search(r"mempool: snapshot of 127\.0\.0\.1:%d dropped unused: the best "
                          r"chain switched while it ran" % node.port,
                          d.log_text()), d.log_text()[-6000:]
@@ -270,21 +291,7 @@ def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory
         wait_tip(pg, db, d, node)
         d.wait_for_log(r"mempool: index at the best tip; relay on", timeout=60)
 
-        def made(**kw):
-            raw = node.make_tx(**kw)
-            node.submit_tx(raw)
-            return raw
-        back = made()                                  # mined in block h
-        wait_until(lambda: txid(back) in mempool(pg, db), d, "tx to be mined")
-        blk_h = node.mine(1)[0]
-        wait_tip(pg, db, d, node)
-        h = node.chain.height
-        nf = made(locktime=h, sequence=0xFFFFFFFE)     # final for block h+1 only
-        nf_child = made(parent=nf, vout=0)
-        cb = made(coinbase_height=h + 1 - 100)         # mature at h+1 only
-        ok = made()
-        want0 = {txid(t) for t in (nf, nf_child, cb, ok)}
-        wait_until(lambda: mempool(pg, db) == want0, d, "the node's relayed txs indexed")
+        T = block_h_and_txs_final_after_it(pg, db, d, node)
 
         old = {c.id for c in node.connections()}
         for c in node.connections():
@@ -294,21 +301,12 @@ def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory
                                          if c.id not in old), timeout=60), d.log_text()[-4000:]
         time.sleep(0.5)
 
-        node.invalidate(blk_h.hash_hex)
-        node.reorg(fork_height=h - 1, new_len=1)
-        node.generate(1, announce=True)
-        wait_tip(pg, db, d, node)
-        d.wait_for_log(r"reorg: indexed best chain switched: fork height=%d leaving=1 "
-                       r"joining=2" % (h - 1))
-        want = set(node.mempool_txids())
-        assert want == {txid(back), txid(ok)}
+        go_back_and_switch(pg, db, d, node, T)
+        want = {txid(T["back"]), txid(T["ok"])}
         wait_until(lambda: mempool(pg, db) == want, d, "mempool_tx equal to the node's",
                    timeout=30)
         assert "peer 127.0.0.1:%d moved its tip back to a branch without more work" % (
             node.port) in d.log_text()
-        ev = sorted(psql(pg, db, "SELECT cd_txid_hex(tx_hash), reason FROM mempool_evicted "
-                                 "WHERE reason <> 'confirmed';"))
-        assert ev == sorted([(txid(nf), "non-final"), (txid(nf_child), "non-final"),
-                             (txid(cb), "immature-coinbase")]), ev
+        assert_evicted_for_the_nodes_reasons(pg, db, T)
     finally:
         d.stop()
