@@ -368,7 +368,7 @@ static void step_done(mp_state *s, PGresult *r)
         cd_mempool_sync_stale(s);      /* a snapshot asked before it is dropped */
         cd_mempool_sync_want(s, NULL); /* compare with the node's mempool after it */
     }
-    if (reorg && s->low) {             /* applied by this switch (or stale): forgotten */
+    if (reorg && s->low) { /* applied by this switch (or stale): forgotten */
         s->low = NULL;
         s->target_dirty = 1;
     }
@@ -535,6 +535,20 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
     cd_mempool_sync_want(s, cp2p_peer_name(ctx->peer));
 }
 
+/* The node of a peer went back (or stayed behind) to `f`, a block of our
+ * best chain: remembered as the fork point whose rules also apply at the
+ * next switch (the lowest one wins until then). */
+static void peer_back_at(mp_state *s, const cp2p_ctx *ctx, const cd_hdr_node *f, const char *how)
+{
+    if (s->low && s->low->height <= f->height)
+        return;
+    s->low = f;
+    s->target_dirty = 1;
+    cd_log_info("mempool: peer %s %s; the node's mempool rules are applied at the fork too when "
+                "the index switches to a branch from there",
+                cp2p_peer_name(ctx->peer), how);
+}
+
 /* A peer's announced tip (the last header of a `headers` message) that
  * does not extend the tip it announced before and has no more work: its
  * node went back (invalidateblock) and evaluated its mempool at the fork
@@ -547,18 +561,30 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
     mp_state *s = ctx->user;
     if (!s || !s->tree)
         return;
+    char how[192];
     if (n == 0) {
-        /* The answer to the getheaders of a (re)connect when the peer has
-         * nothing after our locator. At our best tip's height it is at our
-         * best tip: that is the tip a later announcement is compared with
-         * (without it, an invalidateblock announced after a reconnect at
-         * the tip went unnoticed: test_mempool_mirror.py). A peer behind us
-         * (lower height) stays unknown until it announces. */
+        /* The answer to the getheaders of a (re)connect when the peer's
+         * node has nothing after our locator: its tip is the block of our
+         * best chain at its `version` height. That is the tip a later
+         * announcement is compared with (without it, an invalidateblock
+         * announced after a reconnect went unnoticed: test_mempool_mirror.py
+         * ::test_invalidateblock_after_a_reconnect). Below our tip it went
+         * back while disconnected, or is behind: its mempool was evaluated
+         * there either way. */
         size_t k = ann_slot(s, ctx->peer, 0);
         const cd_hdr_node *best = cd_hdrtree_tip(s->tree);
-        if (k < CD_CONFIG_MAX_CONNECT && !s->ann[k].tip && best &&
-            best->height == s->ann[k].start_height)
-            s->ann[k].tip = best;
+        if (k == CD_CONFIG_MAX_CONNECT || s->ann[k].tip || !best || s->ann[k].start_height < 0 ||
+            s->ann[k].start_height > best->height)
+            return;
+        const cd_hdr_node *at = cd_hdrtree_ancestor(s->tree, best, s->ann[k].start_height);
+        s->ann[k].tip = at;
+        if (at && at != best) {
+            snprintf(how, sizeof(how),
+                     "is at height %d, below the best tip at %d, after a reconnect (it went "
+                     "back while disconnected, invalidateblock?, or is behind; fork height %d)",
+                     (int)at->height, (int)best->height, (int)at->height);
+            peer_back_at(s, ctx, at, how);
+        }
         return;
     }
     uint8_t h[32];
@@ -577,14 +603,13 @@ static void on_headers(const cp2p_ctx *ctx, const uint8_t *hdrs, size_t n)
     const cd_hdr_node *f = x;
     while (f && !cd_hdrtree_on_best(s->tree, f))
         f = f->prev;
-    if (!f || (s->low && s->low->height <= f->height))
+    if (!f)
         return;
-    s->low = f;
-    s->target_dirty = 1;
-    cd_log_info("mempool: peer %s moved its tip back to a branch without more work (height %d, "
-                "fork height %d: invalidateblock?); the node's mempool rules are applied at the "
-                "fork too when the index switches to that branch",
-                cp2p_peer_name(ctx->peer), (int)x->height, (int)f->height);
+    snprintf(how, sizeof(how),
+             "moved its tip back to a branch without more work (height %d, fork height %d: "
+             "invalidateblock?)",
+             (int)x->height, (int)f->height);
+    peer_back_at(s, ctx, f, how);
 }
 
 static void on_disconnect(const cp2p_ctx *ctx, cp2p_reason reason, const char *detail)

@@ -206,13 +206,14 @@ def block_h_and_txs_final_after_it(pg, db, d, node):
     return T
 
 
-def go_back_and_switch(pg, db, d, node, T):
+def go_back_and_switch(pg, db, d, node, T, meanwhile=lambda: None):
     """invalidateblock h on the node (its mempool: `back` and `ok`; the other
-    three are non-final or immature for block h), then a branch from h-1
-    with more work: conduitd switches."""
+    three are non-final or immature for block h), meanwhile(), then a branch
+    from h-1 with more work: conduitd switches."""
     h = T["h"]
     node.invalidate(T["blk_h"].hash_hex)
     assert set(node.mempool_txids()) == {txid(T["back"]), txid(T["ok"])}
+    meanwhile()
     node.reorg(fork_height=h - 1, new_len=1)
     node.generate(1, announce=True)
     wait_tip(pg, db, d, node)
@@ -275,15 +276,30 @@ def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simno
         d.stop()
 
 
-def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory, tmp_path):
-    """After a reconnect at the tip the node's `headers` answer is empty: its
-    tip is conduitd's, and an announcement on a branch without more work
-    after that is the node going back (invalidateblock). Before, the tip a
-    peer announced was known only from its first non-empty `headers`, the
-    going back was missed, and with a node that refuses `mempool` (the
-    default) the txs it made non-final stayed in mempool_tx for good."""
+def reconnect(d, node):
+    """The node closes every connection; conduitd reconnects and its
+    getheaders is answered."""
+    old = {c.id for c in node.connections()}
+    for c in node.connections():
+        c.close("test: cut to make conduitd reconnect")
+    assert node.wait_for(lambda: any("getheaders" in c.commands() for c in node.handshaken()
+                                     if c.id not in old), timeout=60), d.log_text()[-4000:]
+    time.sleep(0.5)
+
+
+@pytest.mark.parametrize("when", ["at-the-tip", "while-away"])
+def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory, tmp_path, when):
+    """After a reconnect the node's `headers` answer is empty when its tip is
+    a block of conduitd's best chain: the one at its `version` height.
+    at-the-tip: conduitd's tip, and the announcement after invalidateblock,
+    on a branch without more work, is the node going back. while-away: the
+    node went back before conduitd reconnected, to the block below. Before,
+    the tip a peer announced was known only from its first non-empty
+    `headers`, the going back was missed, and with a node that refuses
+    `mempool` (the default) the txs it made non-final stayed in mempool_tx
+    for good."""
     pg = pg_module
-    db = "mmreconn"
+    db = "mmreconn_" + when.replace("-", "_")
     node = simnode_factory(generate=120, seed=48)  # refuses `mempool`
     ci = create_db(pg, db)
     d = start(build_dir, tmp_path / "d", node.port, ci, ["--mempool-sync-grace", "1"])
@@ -292,21 +308,19 @@ def test_invalidateblock_after_a_reconnect(pg_module, build_dir, simnode_factory
         d.wait_for_log(r"mempool: index at the best tip; relay on", timeout=60)
 
         T = block_h_and_txs_final_after_it(pg, db, d, node)
-
-        old = {c.id for c in node.connections()}
-        for c in node.connections():
-            c.close("test: cut to make conduitd reconnect")
-        # conduitd reconnects; its getheaders is answered (empty: the node is at its tip)
-        assert node.wait_for(lambda: any("getheaders" in c.commands() for c in node.handshaken()
-                                         if c.id not in old), timeout=60), d.log_text()[-4000:]
-        time.sleep(0.5)
-
-        go_back_and_switch(pg, db, d, node, T)
+        if when == "at-the-tip":
+            reconnect(d, node)
+            go_back_and_switch(pg, db, d, node, T)
+            said = "moved its tip back to a branch without more work (height %d, fork height %d" % (
+                T["h"], T["h"] - 1)
+        else:
+            go_back_and_switch(pg, db, d, node, T, meanwhile=lambda: reconnect(d, node))
+            said = "is at height %d, below the best tip at %d, after a reconnect" % (
+                T["h"] - 1, T["h"])
         want = {txid(T["back"]), txid(T["ok"])}
         wait_until(lambda: mempool(pg, db) == want, d, "mempool_tx equal to the node's",
                    timeout=30)
-        assert "peer 127.0.0.1:%d moved its tip back to a branch without more work" % (
-            node.port) in d.log_text()
+        assert "mempool: peer 127.0.0.1:%d %s" % (node.port, said) in d.log_text()
         assert_evicted_for_the_nodes_reasons(pg, db, T)
     finally:
         d.stop()
