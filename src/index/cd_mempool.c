@@ -527,8 +527,10 @@ static void on_ready(const cp2p_ctx *ctx, const cp2p_version *their)
     if (!s)
         return;
     size_t k = ann_slot(s, ctx->peer, 1);
-    if (k < CD_CONFIG_MAX_CONNECT)
+    if (k < CD_CONFIG_MAX_CONNECT) { /* a new connection: its tip is not known yet */
+        s->ann[k].tip = NULL;
         s->ann[k].start_height = their ? their->start_height : -1;
+    }
     if (!cd_mempool_relaying(s))
         return;
     /* a (re)connect: compare with the node's mempool (if it allows it) */

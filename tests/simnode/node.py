@@ -379,7 +379,8 @@ class Connection:
             self._ping_timer.start()
 
     def on_ping(self, p):
-        hold = self.node._take_pong_hold(self) if self.time_last_mempool_req else None
+        hold = (self.node._take_pong_hold(self) if self.time_last_mempool_req is not None
+                else None)
         if hold is not None:    # a test's hold_mempool_pong(): this connection's
             hold.held.set()     # reader waits, so nothing it is sent is read either
             hold.released.wait()
