@@ -31,7 +31,11 @@ changes (the test suite never uses it).
 Also for benchmarks: `--pg-shared-buffers SIZE` (e.g. `4GB`, PostgreSQL's
 unit syntax; `shared_buffers=` in `PgServer`) in place of the harness's
 256MB, to measure the server's own cache as an operator would size it
-(docs/OPERATIONS.md "PostgreSQL server settings").
+(docs/OPERATIONS.md "PostgreSQL server settings"); and `--pg-set NAME=VALUE`
+(repeatable; `settings=` in `PgServer`), any server setting over the
+harness's own, e.g. `--pg-set max_wal_size=100GB` (no checkpoint in a run) or
+`--pg-set full_page_writes=on --pg-set fsync=on` (what a production server
+pays).
 """
 
 import glob
@@ -103,10 +107,12 @@ def find_pg_bindir():
 
 
 class PgServer:
-    def __init__(self, port=5432, run_as=None, memory_max=None, shared_buffers=None):
+    def __init__(self, port=5432, run_as=None, memory_max=None, shared_buffers=None,
+                 settings=None):
         """memory_max: None (no cap, the default) or bytes: the server runs in
         a cgroup v1 memory group of that limit (benchmarks; module doc).
-        shared_buffers: None (SHARED_BUFFERS) or a size as PostgreSQL reads it."""
+        shared_buffers: None (SHARED_BUFFERS) or a size as PostgreSQL reads it.
+        settings: {name: value} passed as -c after the harness's own."""
         self.bindir = find_pg_bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (initdb)")
@@ -125,6 +131,13 @@ class PgServer:
             raise ValueError("memory_max %d is under twice shared_buffers (%s)"
                              % (memory_max, self.shared_buffers))
         self.memory_max = memory_max
+        self.settings = dict(settings or {})
+        for k, v in self.settings.items():
+            # pg_ctl hands -o to a shell: plain words only
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", k) or \
+                    not re.fullmatch(r"[A-Za-z0-9_.:/+-]+", str(v)):
+                raise ValueError("setting %r = %r: a name and a plain value (letters, digits, "
+                                 "_ . : / + -)" % (k, v))
         self.memcg = None  # the group's directory while it exists
 
     # -- helpers -------------------------------------------------------
@@ -228,6 +241,7 @@ class PgServer:
                     f"-c port={self.port} -c fsync=off -c full_page_writes=off "
                     f"-c max_connections=100 -c shared_buffers={self.shared_buffers} "
                     f"-c max_wal_size=4GB -c checkpoint_timeout=30min")
+            opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
             self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                        "-o", opts, "-l", os.path.join(self.base, "server.log"),
                        "-w", "-t", "60", "start"], capped=True)
@@ -279,18 +293,27 @@ class PgServer:
 def main(argv):
     if "--" not in argv:
         print("usage: pgserver.py [--pg-memory-max SIZE] [--pg-shared-buffers SIZE] "
-              "-- command [args...]", file=sys.stderr)
+              "[--pg-set NAME=VALUE ...] -- command [args...]", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
     opts = argv[:argv.index("--")]
     values = {"--pg-memory-max": None, "--pg-shared-buffers": None}
+    settings = {}
     while opts:
         o = opts.pop(0)
         name, eq, v = o.partition("=")
-        if name not in values or (not eq and not opts):
+        if (name not in values and name != "--pg-set") or (not eq and not opts):
             print("pgserver.py: unknown option %s" % o, file=sys.stderr)
             return 2
-        values[name] = v if eq else opts.pop(0)
+        v = v if eq else opts.pop(0)
+        if name == "--pg-set":
+            k, eq2, val = v.partition("=")
+            if not eq2:
+                print("pgserver.py: --pg-set %s: not NAME=VALUE" % v, file=sys.stderr)
+                return 2
+            settings[k] = val
+        else:
+            values[name] = v
     memory_max = None
     for name, v in values.items():
         try:
@@ -301,8 +324,8 @@ def main(argv):
         if name == "--pg-memory-max":
             memory_max = n
     try:
-        srv = PgServer(memory_max=memory_max,
-                       shared_buffers=values["--pg-shared-buffers"]).start()
+        srv = PgServer(memory_max=memory_max, shared_buffers=values["--pg-shared-buffers"],
+                       settings=settings).start()
     except ValueError as e:
         print("pgserver.py: %s" % e, file=sys.stderr)
         return 2

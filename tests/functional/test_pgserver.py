@@ -157,3 +157,26 @@ def test_wrapper_sets_shared_buffers():
         assert r.returncode == 2 and err in r.stderr, (opts, r.stderr)
     with pytest.raises(ValueError):
         PgServer(memory_max=pgserver.parse_size("3G"), shared_buffers="2GB")
+
+
+def test_wrapper_passes_settings():
+    """--pg-set NAME=VALUE (benchmarks): any server setting over the
+    harness's, the last one of a name wins; no shell words get through."""
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    wrapper = [sys.executable, os.path.join(here, "..", "pgserver.py")]
+    r = subprocess.run(wrapper + ["--pg-set", "max_wal_size=8GB", "--pg-set=full_page_writes=on",
+                                  "--pg-set", "work_mem=8MB", "--pg-set", "work_mem=16MB", "--",
+                                  "psql", "-XAtc", "SELECT current_setting('max_wal_size') || ' ' "
+                                  "|| current_setting('full_page_writes') || ' ' || "
+                                  "current_setting('work_mem') || ' ' || "
+                                  "current_setting('checkpoint_timeout')"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "8GB on 16MB 30min", (r.stdout, r.stderr)
+    for opts, err in ((["--pg-set", "work_mem"], "not NAME=VALUE"),
+                      (["--pg-set", "work_mem=1MB -c fsync=on"], "a name and a plain value"),
+                      (["--pg-set", "Work-Mem=1MB"], "a name and a plain value")):
+        r = subprocess.run(wrapper + opts + ["--", "true"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        assert r.returncode == 2 and err in r.stderr, (opts, r.stderr)
