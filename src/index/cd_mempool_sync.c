@@ -170,7 +170,29 @@ void cd_mempool_sync_want(mp_state *s, const char *name)
 
 /* ---- the session ---- */
 
-static void sess_end(mp_state *s, int ok);
+static void sess_end(mp_state *s, int ok)
+{
+    mp_sess *se = &s->sess;
+    mp_addr *a = se->a;
+    cp2p_peer *p = se->peer;
+    se->phase = SP_NONE; /* before the remove: its on_disconnect is ours */
+    se->peer = NULL;
+    if (p)
+        cp2p_peer_remove(p);
+    if (a) {
+        double now = cd_now_s();
+        if (ok) {
+            a->backoff = MP_PROBE_BACKOFF_MIN;
+            a->fail_logged = 0;
+            a->retry_at = 0;
+        }
+        a->next_at =
+            s->cfg->mempool_sync_interval_s ? now + s->cfg->mempool_sync_interval_s : NEVER;
+    }
+    free(se->snap);
+    free(se->miss);
+    memset(se, 0, sizeof(*se));
+}
 
 /* A reorg of the index (called before cd_mempool_sync_want asks for the
  * snapshot after it): a snapshot whose `mempool` was answered before it
@@ -195,30 +217,6 @@ void cd_mempool_sync_stale(mp_state *s)
         return;
     }
     sess_end(s, 1);
-}
-
-static void sess_end(mp_state *s, int ok)
-{
-    mp_sess *se = &s->sess;
-    mp_addr *a = se->a;
-    cp2p_peer *p = se->peer;
-    se->phase = SP_NONE; /* before the remove: its on_disconnect is ours */
-    se->peer = NULL;
-    if (p)
-        cp2p_peer_remove(p);
-    if (a) {
-        double now = cd_now_s();
-        if (ok) {
-            a->backoff = MP_PROBE_BACKOFF_MIN;
-            a->fail_logged = 0;
-            a->retry_at = 0;
-        }
-        a->next_at =
-            s->cfg->mempool_sync_interval_s ? now + s->cfg->mempool_sync_interval_s : NEVER;
-    }
-    free(se->snap);
-    free(se->miss);
-    memset(se, 0, sizeof(*se));
 }
 
 /* The session did not tell anything (no handshake, cut, timed out). */

@@ -277,11 +277,10 @@ def test_snapshot_answered_before_a_reorg_is_dropped(pg_module, build_dir, simno
 
 
 def reconnect(d, node):
-    """The node closes every connection; conduitd reconnects and its
-    getheaders is answered."""
+    """The node closes every connection (its `disconnect` fault); conduitd
+    reconnects and its getheaders is answered."""
     old = {c.id for c in node.connections()}
-    for c in node.connections():
-        c.close("test: cut to make conduitd reconnect")
+    node.misbehave("disconnect")
     assert node.wait_for(lambda: any("getheaders" in c.commands() for c in node.handshaken()
                                      if c.id not in old), timeout=60), d.log_text()[-4000:]
     time.sleep(0.5)

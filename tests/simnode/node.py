@@ -1452,7 +1452,7 @@ class SimNode:
     def _take_pong_hold(self, conn):
         with self.lock:
             for h in self._pong_holds:
-                if h.conn_id is None and not h.held.is_set():
+                if h.conn_id is None:
                     h.conn_id = conn.id
                     return h
         return None
