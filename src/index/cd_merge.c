@@ -149,7 +149,11 @@ static int run_once(const cd_config *cfg, cd_pg *pg, int fd, mg_msg *m)
         cd_log_info("partition-merge: a block was indexed or purged in the range of the copy "
                     "left by an earlier run: copy dropped");
     if (rc == CD_PG_OK && (out == CD_PG_MERGE_NONE || out == CD_PG_MERGE_CHANGED)) {
-        rc = cd_pg_partition_merge_candidate(pg, (int)cfg->partition_merge, &level, &n);
+        /* no copy awaits its swap now: the levels may follow the sizes
+         * before the candidate is chosen by them (sql/024) */
+        rc = cd_pg_partition_relevel(pg, (int)cfg->partition_merge, (int64_t)cfg->partition_txs);
+        if (rc == CD_PG_OK)
+            rc = cd_pg_partition_merge_candidate(pg, (int)cfg->partition_merge, &level, &n);
         if (rc == CD_PG_OK && level >= 0) {
             mg_msg s = {.kind = 'S', .level = level, .sources = n};
             cd_helper_send(fd, &s, sizeof(s));

@@ -595,6 +595,19 @@ typedef enum cd_pg_merge_outcome {
 } cd_pg_merge_outcome;
 
 /*
+ * Raises the merge level of closed partitions larger than their level
+ * (cd_partition_relevel, sql/024): an index upgraded to sql/017 closes its
+ * whole past as one partition of level 0, and lowering unit_txs
+ * (partition_txs) leaves the partitions closed before as large; by size,
+ * they merge with partitions of their size, not with each small one. Never
+ * lowers a level, never above the next older partition's. Run only while
+ * no copy awaits its swap (its sources' levels would change). Each raise
+ * is logged (info).
+ * Returns: CD_PG_OK or CD_PG_ERROR (logged).
+ */
+int cd_pg_partition_relevel(cd_pg *pg, int fan_in, int64_t unit_txs) CD_WARN_UNUSED;
+
+/*
  * The next merge for fan_in, without copying anything
  * (cd_partition_merge_candidate).
  * Out: *level the sources' level, -1 when there is none; *sources how

@@ -75,6 +75,36 @@ int cd_pg_partition_merge_candidate(cd_pg *pg, int fan_in, int *level, int *sour
     return CD_PG_OK;
 }
 
+int cd_pg_partition_relevel(cd_pg *pg, int fan_in, int64_t unit_txs)
+{
+    PGconn *c = cd_pg_conn(pg);
+    char f[16], u[24];
+    snprintf(f, sizeof(f), "%d", fan_in);
+    snprintf(u, sizeof(u), "%lld", (long long)unit_txs);
+    const char *vals[2] = {f, u};
+    /* one statement: its own transaction */
+    PGresult *r = PQexecParams(c,
+                               "SELECT part, txs, old_level, new_level "
+                               "FROM cd_partition_relevel($1::int, $2::bigint)",
+                               2, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char err[256];
+        cd_pg_errline(err, sizeof(err), "relevelling partitions by size", c, r);
+        cd_log_error("postgres: %s", err);
+        PQclear(r);
+        return CD_PG_ERROR;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        cd_log_info("partition-merge: %s holds %s txs, as many as a partition of level %s "
+                    "(partition_txs %lld, partition_merge %d): level raised from %s, so that it "
+                    "merges with partitions of its size (an index from before partitioning, or "
+                    "partition_txs lowered since)",
+                    PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 3),
+                    (long long)unit_txs, fan_in, PQgetvalue(r, i, 2));
+    PQclear(r);
+    return CD_PG_OK;
+}
+
 /* ANALYZEs the staging tables: a new table has no statistics, and lookups
  * planned on guesses were 2-5x slower (docs/PERFORMANCE.md "Partitions
  * need statistics"); pg_statistic follows the table through the swap's

@@ -20,11 +20,15 @@ simulated node:
 - the daemon with a tiny partition_txs and partition_merge 2 rolls and
   merges several times (levels reached, count bounded, same data as a
   daemon without partitions), then a reorg across a merged boundary;
+- a partition far larger than its level (an index upgraded to sql/017,
+  or partition_txs lowered) is relevelled by its size (sql/024) and never
+  copied with the small partitions rolled after it;
 - kill -9 at random moments while rolling and merging ends in the same
   data, and no staging table is left once a later merge has run.
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -399,6 +403,71 @@ def test_sync_rolls_and_merges_then_reorg_across_a_merged_boundary(
     assert got == fresh_index(pg, build_dir, tmp_path, node, "mergefresh")
 
 
+def size_level(n, unit, fan_in):
+    """sql/024's level by size: the highest L with n >= unit * fan_in^L."""
+    lv, nominal = 0, unit * fan_in
+    while n >= nominal:
+        lv, nominal = lv + 1, nominal * fan_in
+    return lv
+
+
+def test_a_big_old_partition_merges_by_its_size(pg_module, build_dir, simnode_factory, tmp_path):
+    """An index upgraded to sql/017 is one partition _p0 holding its whole
+    past, closed by the first roll; likewise the tip when partition_txs is
+    lowered. Relevelled by its size (sql/024), it is never copied with each
+    small partition rolled after it: before, the second roll's level-0
+    merge copied it whole (this test fails then: _p0's file changes)."""
+    from test_reorg import fresh_index, start, wait_tip
+    pg = pg_module
+    node = simnode_factory(generate=40, txs_per_block=20, seed=7)
+    ci = create_db(pg, "mergebig")
+    dd = tmp_path / "mergebig"
+    # the past, indexed without a roll (partition_txs at its default)
+    d = start(build_dir, dd, node.port, ci, ["--relay", "off", "--catchup-indexes", "live"])
+    try:
+        wait_tip(pg, "mergebig", d, node)
+    finally:
+        assert d.stop() == 0, d.log_text()[-4000:]
+    assert levels(pg, "mergebig") == [(-1, -1, 0)]
+    big = int(psql(pg, "mergebig", "SELECT cd_partition_tip_txs();")[0][0])
+    assert size_level(big, 100, 2) >= 2, big
+    q_file = "SELECT relfilenode FROM pg_class WHERE relname = 'transactions_p0';"
+    p0_file = psql(pg, "mergebig", q_file)
+
+    # more blocks, indexed with partition_txs 100 and merges of 2: the
+    # first roll closes _p0 with all of the past, the next ones ~100 each
+    node.mine(30, txs_per_block=20)
+    node.misbehave("slow_block", rate=16 << 10, count=None)
+    d = start(build_dir, dd, node.port, ci,
+              ["--relay", "off", "--partition-txs", "100", "--partition-merge", "2",
+               "--catchup-indexes", "live", "--status-interval", "1"])
+    try:
+        wait_tip(pg, "mergebig", d, node, timeout=240)
+        node.clear_faults()
+        settle(pg, "mergebig", d, 100, 2)
+        # the roll may close _p0 with a block or two of the new ones
+        pat = (r"partition-merge: transactions_p0 holds (\d+) txs, as many as a partition "
+               r"of level (\d+) \(partition_txs 100, partition_merge 2\): level raised from 0")
+        d.wait_for_log(pat)
+        m = re.search(pat, d.log_text())
+        n, want_level = int(m.group(1)), int(m.group(2))
+        assert n >= big and want_level == size_level(n, 100, 2), (big, m.group(0))
+        check_layout(pg, "mergebig")
+        lv = check_bounded(pg, "mergebig", 2)
+        # _p0 kept its level and its file: never copied
+        assert lv[0][0] == -1 and lv[0][2] == want_level, lv
+        assert psql(pg, "mergebig", q_file) == p0_file
+        # the small ones merged among themselves
+        merges = d.log_text().count("partition-merge: merged")
+        assert merges >= 1 and max(l for _, hi, l in lv[1:] if hi >= 0) >= 1, (merges, lv)
+        assert secondary_on_every_partition(pg, "mergebig") == []
+        got = dump(pg, "mergebig")
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log_text()[-4000:]
+    assert got == fresh_index(pg, build_dir, tmp_path, node, "mergebigfresh")
+
+
 def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
     """kill -9 with a merge's copy open (held on the catalog's lock), and with
     a copy prepared but not swapped (the swap kept busy): the same data
@@ -417,8 +486,10 @@ def test_kill9_while_merging(pg_module, build_dir, simnode_factory, tmp_path):
     try:
         wait_tip(pg, db, d, node, timeout=240)
         settle(pg, db, d, 150, 2)
-        # one closed partition of level 0 (the next roll makes a candidate)
-        while not [1 for _, hi, l in levels(pg, db) if l == 0 and hi >= 0]:
+        # one closed partition of level 0 (the next roll makes a candidate);
+        # not _p0: the catch-up closed it with all 40 blocks, several times
+        # partition_txs, and sql/024 raises its level by size
+        while not [1 for lo, hi, l in levels(pg, db) if l == 0 and hi >= 0 and lo >= 0]:
             node.mine(8, txs_per_block=20)
             wait_tip(pg, db, d, node)
             settle(pg, db, d, 150, 2)
