@@ -44,21 +44,27 @@ DECLARE
     r record;
     prev integer := NULL;
     lv integer;
+    n bigint;
     nominal numeric;
 BEGIN
     IF fan_in IS NULL OR fan_in < 2 OR unit_txs IS NULL OR unit_txs <= 0 THEN
         RETURN;
     END IF;
-    FOR r IN SELECT p.part, p.lo, p.hi, p.level,
-                    (SELECT coalesce(sum(u.tx_count), 0)::bigint FROM indexed_units u
-                     WHERE u.block_id >= coalesce(p.lo, -9223372036854775808)
-                       AND u.block_id < p.hi) AS n
+    FOR r IN SELECT p.part, p.lo, p.hi, p.level
              FROM partitions p WHERE p.tbl = 'transactions' AND p.hi IS NOT NULL
              ORDER BY p.lo NULLS FIRST LOOP
+        -- capped at its own level: nothing to count (most partitions, as
+        -- levels descend: only the oldest and those where a level ends)
+        IF prev IS NOT NULL AND prev <= r.level THEN
+            prev := r.level;
+            CONTINUE;
+        END IF;
+        SELECT coalesce(sum(u.tx_count), 0)::bigint INTO n FROM indexed_units u
+        WHERE u.block_id >= coalesce(r.lo, -9223372036854775808) AND u.block_id < r.hi;
         -- the level its size reaches (numeric: no overflow at any fan_in)
         lv := 0;
         nominal := unit_txs::numeric * fan_in;
-        WHILE r.n >= nominal LOOP
+        WHILE n >= nominal LOOP
             lv := lv + 1;
             nominal := nominal * fan_in;
         END LOOP;
@@ -70,7 +76,7 @@ BEGIN
             UPDATE partitions p SET level = lv
             WHERE p.hi = r.hi AND p.lo IS NOT DISTINCT FROM r.lo;
             part := r.part;
-            txs := r.n;
+            txs := n;
             old_level := r.level;
             new_level := lv;
             RETURN NEXT;

@@ -411,6 +411,51 @@ def size_level(n, unit, fan_in):
     return lv
 
 
+def part_txs(pg, db):
+    """[(part, txs)] of transactions' partitions, lowest first (txs:
+    indexed_units in its range)."""
+    return [(p, int(n)) for p, n in psql(pg, db, """
+        SELECT p.part, (SELECT coalesce(sum(u.tx_count), 0) FROM indexed_units u
+                        WHERE u.block_id >= coalesce(p.lo, -9223372036854775808)
+                          AND u.block_id < coalesce(p.hi, 9223372036854775807))
+        FROM partitions p WHERE p.tbl = 'transactions' ORDER BY p.lo NULLS FIRST;""")]
+
+
+def test_relevel_by_size_never_breaks_the_descending_levels(pg_module, build_dir,
+                                                            shared_data):
+    """sql/024 alone: the oldest partition is raised as far as its size
+    says; a big partition behind a small one is capped at the small one's
+    level (raised, it would sit above its older neighbour and the oldest
+    two of level 0 would not be adjacent); a second call changes nothing;
+    the merges then leave _p0 alone."""
+    pg = pg_module
+    db = "relevel116"
+    # heights 0-59 (_p0), 60-63 (small), 64-99 (big), 100-103, the tip
+    index_chain(pg, db, build_dir, shared_data, [0, 60, 64, 100, 104])
+    parts = part_txs(pg, db)
+    (p0, n0), (_, small), (_, big) = parts[0], parts[1], parts[2]
+    assert p0 == "transactions_p0" and len(parts) == 5, parts
+    want_p0 = size_level(n0, small, 2)
+    assert want_p0 >= 2 and size_level(big, small, 2) >= 1, parts  # the cap holds the big one
+    got = psql(pg, db, "SELECT part, txs, old_level, new_level "
+                       "FROM cd_partition_relevel(2, %d);" % small)
+    assert got == [(p0, str(n0), "0", str(want_p0))], (got, parts)
+    assert [lv for _, _, lv in levels(pg, db)] == [want_p0, 0, 0, 0, 0]
+    # the four tables alike
+    assert psql(pg, db, "SELECT DISTINCT tbl FROM partitions WHERE level > 0 ORDER BY 1;") \
+        == [(t,) for t in sorted(TABLES)]
+    assert psql(pg, db, "SELECT count(*) FROM cd_partition_relevel(2, %d);" % small) == [("0",)]
+    # nothing with merging or rolling off
+    assert psql(pg, db, "SELECT count(*) FROM cd_partition_relevel(1, 1) UNION ALL "
+                        "SELECT count(*) FROM cd_partition_relevel(2, 0);") == [("0",), ("0",)]
+    q_file = "SELECT relfilenode FROM pg_class WHERE relname = 'transactions_p0';"
+    p0_file = psql(pg, db, q_file)
+    assert merge_all(pg, db, 2) == 1  # the small and the big one; the fourth waits
+    assert [lv for _, _, lv in levels(pg, db)] == [want_p0, 1, 0, 0]
+    assert psql(pg, db, q_file) == p0_file
+    check_layout(pg, db)
+
+
 def test_a_big_old_partition_merges_by_its_size(pg_module, build_dir, simnode_factory, tmp_path):
     """An index upgraded to sql/017 is one partition _p0 holding its whole
     past, closed by the first roll; likewise the tip when partition_txs is
