@@ -77,23 +77,17 @@ int cd_pg_partition_merge_candidate(cd_pg *pg, int fan_in, int *level, int *sour
 
 int cd_pg_partition_relevel(cd_pg *pg, int fan_in, int64_t unit_txs)
 {
-    PGconn *c = cd_pg_conn(pg);
     char f[16], u[24];
     snprintf(f, sizeof(f), "%d", fan_in);
     snprintf(u, sizeof(u), "%lld", (long long)unit_txs);
     const char *vals[2] = {f, u};
-    /* one statement: its own transaction */
-    PGresult *r = PQexecParams(c,
-                               "SELECT part, txs, old_level, new_level "
-                               "FROM cd_partition_relevel($1::int, $2::bigint)",
-                               2, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char err[256];
-        cd_pg_errline(err, sizeof(err), "relevelling partitions by size", c, r);
-        cd_log_error("postgres: %s", err);
-        PQclear(r);
+    PGresult *r = NULL;
+    /* one statement: its own transaction (failures logged by cd_pg_q) */
+    if (cd_pg_q(pg, "relevelling partitions by size",
+                "SELECT part, txs, old_level, new_level "
+                "FROM cd_partition_relevel($1::int, $2::bigint)",
+                2, vals, NULL, NULL, &r) != 0)
         return CD_PG_ERROR;
-    }
     for (int i = 0; i < PQntuples(r); i++)
         cd_log_info("partition-merge: %s holds %s txs, as many as a partition of level %s "
                     "(partition_txs %lld, partition_merge %d): level raised from %s, so that it "
