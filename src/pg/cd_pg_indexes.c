@@ -134,7 +134,9 @@ int cd_pg_secondary_indexes(cd_pg *pg, int on)
     size_t n = 0;
     int rc = cd_pg_secondary_list(pg, list, CD_ARRAY_LEN(list), &n);
     /* one statement per index: each build commits on its own, so a crash
-     * keeps the ones already built */
+     * keeps the ones already built; a drop waits for the key-rows batch in
+     * progress (the partition fence, sql/025), and the batches after it see
+     * the index gone */
     for (size_t i = 0; rc == CD_PG_OK && i < n; i++) {
         if (on ? cd_pg_secondary_valid(&list[i])
                : !cd_pg_secondary_catchup_drops(&list[i]) ||

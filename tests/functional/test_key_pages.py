@@ -476,3 +476,75 @@ def test_upgrade_from_015_with_derived_rows(pg, build_dir, rt, tmp_path):
     # no row is doubled): only the blocks above 80 added rows
     after = psql(pg, "kpu", "SELECT count(*) FROM key_rows_blocks;")
     assert int(after[0][0]) == 117
+
+
+def test_a_batch_never_runs_on_dropped_btrees(pg_module, build_dir, rt, tmp_path):
+    """The key-rows process looks whether the open partition's B-trees are
+    there, runs its ANALYZE, then its batch; catch-up mode's drops
+    (cd_secondary_index_drop, the index-ddl helper's) could fall between the
+    look and the batch, which then planned without them (CI, 2026-12-07).
+    Here the process is held in its ANALYZE (the partition fence, taken
+    exclusive by this session), the B-trees are dropped as catch-up does and
+    two blocks indexed: once the fence is released, the batch must see them
+    gone and derive nothing (sql/025 checks in the batch's own transaction,
+    behind the fence; failed before: the mark moved to 118). Rebuilt, the
+    process runs again and the rows are exact."""
+    from daemon_util import Daemon
+    from test_index_daemon import wait_tip
+    from tests.simnode import SimNode
+
+    pg = pg_module
+    node = SimNode(chain_dir=os.path.join(rt, "blockchain_116_7c9cd2"))
+    node.start()
+    ci = create_db(pg, "kpb")
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
+                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
+                "--log-level", "debug", "--key-rows", "on", "--catchup-threshold", "100000"])
+    d.env.pop("PGAPPNAME", None)
+    d.start()
+    holder = Session(pg, "kpb")
+    btrees = ("SELECT s.name FROM secondary_index_parts s "
+              "WHERE NOT s.closed AND s.method <> 'hash' ORDER BY s.name")
+    try:
+        wait_tip(pg, "kpb", d, 116, timeout=300)
+        deadline = time.monotonic() + 120
+        while mark(pg, "kpb") < 116:
+            assert time.monotonic() < deadline, d.log_text()[-3000:]
+            time.sleep(0.2)
+        names = [r[0] for r in psql(pg, "kpb", btrees + ";")]
+        assert names, "no B-tree on the open partition"
+        holder.run("SELECT pg_advisory_lock(4242424205);")
+        # the process's next look finds them, then its ANALYZE waits
+        for _ in range(600):
+            if psql(pg, "kpb", "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                               "'conduitd-key-rows' AND query LIKE 'SELECT cd_key_rows_analyze%' "
+                               "AND wait_event_type = 'Lock';"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the key-rows process never waited in its ANALYZE")
+        out = holder.run("SELECT count(*) FROM (SELECT cd_secondary_index_drop(name) "
+                         "FROM (%s) b) x;" % btrees)
+        assert out[-1].strip() == str(len(names)), out
+        node.mine(2, txs_per_block=3)
+        wait_tip(pg, "kpb", d, 118, timeout=120)
+        holder.run("SELECT pg_advisory_unlock(4242424205);")
+        deadline = time.monotonic() + 60
+        while not re.search(r"key-rows: waiting: the open partition's B-trees are dropped",
+                            d.log_text()) and mark(pg, "kpb") == 116:
+            assert time.monotonic() < deadline, d.log_text()[-3000:]
+            time.sleep(0.1)
+        assert mark(pg, "kpb") == 116, "a batch derived blocks on dropped B-trees"
+        # built again (as the end of a catch-up does): the batches resume
+        holder.run("SELECT cd_secondary_index_create(name) FROM (%s) b;" % btrees)
+        d.wait_for_log(r"key-rows: the open partition's B-trees are back", timeout=60)
+        deadline = time.monotonic() + 60
+        while mark(pg, "kpb") < 118:
+            assert time.monotonic() < deadline, d.log_text()[-3000:]
+            time.sleep(0.2)
+        compare(pg, "kpb")
+    finally:
+        holder.close()
+        d.stop()
+        node.stop()
