@@ -548,3 +548,50 @@ def test_a_batch_never_runs_on_dropped_btrees(pg_module, build_dir, rt, tmp_path
         holder.close()
         d.stop()
         node.stop()
+
+
+JIT_PROBE = r"""
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_analyze = on;
+SET auto_explain.log_level = notice;
+SET client_min_messages = notice;
+SET jit = on;
+SET jit_above_cost = 0;
+SELECT script_hash AS k FROM outputs GROUP BY script_hash ORDER BY count(*) DESC LIMIT 1 \gset
+SELECT count(*) FROM cd_history('script', :'k', 1000);
+SELECT count(*) FROM cd_utxos('script', :'k', 1000);
+SELECT * FROM cd_balance('script', :'k');
+"""
+
+
+def test_key_pages_never_jit_compile(pg_module, build_dir, rt):
+    """cd_history, cd_utxos and cd_balance plan their statements with
+    jit = off whatever the caller's session says (sql/026): a caller with
+    jit on (PostgreSQL's default) paid ~0.7 s of compilation for a page that
+    runs in ~1 ms. Here the session asks JIT for every plan (jit_above_cost
+    0) and auto_explain shows each statement's plan: the caller's own
+    statements are compiled, none of the statements the functions run.
+    Failed before: their statements showed a JIT section."""
+    pg = pg_module
+    if psql(pg, "postgres", "SELECT pg_jit_available();") != [("t",)]:
+        pytest.skip("this PostgreSQL has no JIT")
+    ci = create_db(pg, "kpj")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+                          pg.sockdir, "-p", str(pg.port), "-U", "postgres", "-d", "kpj"],
+                         input=JIT_PROBE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, check=True).stdout
+    # one auto_explain notice per statement: "duration: ... plan:", its
+    # text, its plan (with a "JIT:" section when it was compiled)
+    plans = re.split(r"NOTICE:\s+duration: [0-9.]+ ms\s+plan:\n", out)[1:]
+    texts = [re.search(r"Query Text: (.*)", p).group(1) for p in plans]
+    outer = [p for p, t in zip(plans, texts) if re.match(r"SELECT (count\(\*\)|\*) FROM cd_", t)]
+    inner = [(t, p) for p, t in zip(plans, texts) if not re.match(r"SELECT (count\(\*\)|\*) FROM "
+                                                                   r"cd_|SELECT script_hash", t)]
+    # the probe works: the caller's own statements were compiled
+    assert len(outer) == 3 and all("JIT:" in p for p in outer), out[-3000:]
+    assert inner, "auto_explain showed no statement run inside the functions:\n" + out[-3000:]
+    assert not [t for t, p in inner if "JIT:" in p], \
+        [t[:120] for t, p in inner if "JIT:" in p]
