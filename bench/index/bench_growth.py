@@ -26,14 +26,17 @@ cumulative tx count reaches it):
    it over the unix socket: parse + plan + execute + transfer): tx by id
    (best_transactions), spender of an outpoint (best_inputs), a 1000-row
    history page of a hot key (cd_history; the generator sends 10 % of
-   outputs to 64 hot keys), the whole history of a typical key, a 1000-row
-   UTXO page of a hot key (cd_utxos). Median and p99 over random keys
-   sampled with TABLESAMPLE SYSTEM.
+   outputs to 64 hot keys), the whole history of a typical key (the P2PKH
+   script of a random one of the generator's keys that take 90 % of the
+   outputs), a 1000-row UTXO page of a hot key (cd_utxos). Median and p99
+   over random txs and outpoints sampled with TABLESAMPLE SYSTEM.
 4. live: conduitd restarted with catchup_indexes = live (indexes kept); once
    it is idle at the tip the node reveals --window more blocks at once.
    Rate = window txs / (reveal -> indexed tip at the window's end); CPU of
    conduitd (controller + workers) and of every PostgreSQL process over the
-   window, per 1000 txs. --levers a,b: the windows cycle baseline, a, b
+   window, per 1000 txs, and the shared-buffer accesses (hits + reads) of
+   every table and index over the window (pg_statio_user_*), per 1000 txs,
+   the partitions named by role (<tip>: the open one). --levers a,b: the windows cycle baseline, a, b
    (LEVERS: index layouts applied by SQL before their window and undone
    after it), --live-repeat N times, so every layout sees the same machine
    load at nearly the same size.
@@ -46,6 +49,7 @@ A benchmark, not a test: nothing here asserts a time.
 import argparse
 import bisect
 import glob
+import hashlib
 import json
 import os
 import random
@@ -64,6 +68,7 @@ sys.path.insert(0, ROOT)
 from bench_catchup import (  # noqa: E402
     Poller, cpu_of, pg_bin, pg_cpu, postmaster_pid, psql, secondary_names, valid_count_sql)
 from tests.simnode import chainfile  # noqa: E402
+from tests.simnode.protocol import hash160  # noqa: E402
 
 # Levers that are pure SQL on an existing database: (apply, undo). Each is
 # applied before its window and undone after it, so the windows alternate
@@ -290,16 +295,21 @@ def live_windows(args, sim, db, datadir, start, windows):
                 d = Daemon(args, sim.port, db, datadir, "live")
                 wait_tip(d, poll, 0)
                 time.sleep(1.0)
+            b0 = buffer_counts(db)  # the daemon idle for a second: flushed
             c0, pg0 = d.sample_cpu(), pg_cpu(pm)
             t0 = time.monotonic()
             sim.cmd(cmd="reveal", height=to)
             t1, txs1 = wait_tip(d, poll, to)
             c1, pg1 = d.sample_cpu(), pg_cpu(pm)
             n = txs1 - txs
+            load = uptime()
+            # backends flush their statistics at most once a second, and
+            # when idle (PostgreSQL 15's pgstat_report_stat)
+            time.sleep(2.0)
             out.append({"lever": lever or "baseline", "at_txs": txs, "live_txs": n,
                         "live_s": t1 - t0, "live_rate": n / (t1 - t0),
                         "live_pg_ms": (pg1 - pg0) * 1e6 / n, "live_cd_ms": (c1 - c0) * 1e6 / n,
-                        "uptime": uptime()})
+                        "uptime": load, "bufs": buffer_delta(b0, buffer_counts(db), n)})
             txs = txs1
             w = out[-1]
             if args.point_queries:
@@ -315,6 +325,14 @@ def live_windows(args, sim, db, datadir, start, windows):
                       w["lever"], fmt_n(w["at_txs"]), w["live_txs"], w["live_s"], w["live_rate"],
                       w["live_pg_ms"], w["live_cd_ms"],
                       w["uptime"].split("load average:")[-1].strip()), flush=True)
+            cls = {}
+            for g, (a, r) in w["bufs"].items():
+                k = "tip" if "<tip>" in g else "closed" if "<closed>" in g else "other"
+                cls[k] = (cls.get(k, (0, 0))[0] + a, cls.get(k, (0, 0))[1] + r)
+            print("    shared buffers per 1000 tx (accesses / reads): %s; most: %s" % (
+                ", ".join("%s %.0f / %.0f" % (k, v[0], v[1]) for k, v in sorted(cls.items())),
+                ", ".join("%s %.0f / %.0f" % (g, a, r) for g, (a, r) in sorted(
+                    w["bufs"].items(), key=lambda kv: -kv[1][0])[:8])), flush=True)
             if lever:
                 t2 = time.monotonic()
                 d.stop()
@@ -342,14 +360,61 @@ def sizes(db, ntx):
     return out
 
 
+def buffer_counts(db):
+    """{relation: (shared-buffer hits, reads)} of every table (heap) and index
+    of the schema, as the statistics have them (pg_statio_user_*), and
+    {partition: (its table, open?)} to group them by."""
+    out = {}
+    for line in psql(db, "SELECT relname, heap_blks_hit, heap_blks_read FROM pg_statio_user_tables "
+                         "UNION ALL SELECT indexrelname, idx_blks_hit, idx_blks_read "
+                         "FROM pg_statio_user_indexes;").splitlines():
+        name, hit, read = line.split("|")
+        out[name] = (int(hit or 0), int(read or 0))
+    parts = {}
+    for line in psql(db, "SELECT part, tbl, hi IS NULL FROM partitions;").splitlines():
+        part, tbl, open_ = line.split("|")
+        parts[part] = (tbl, open_ == "t")
+    return out, parts
+
+
+def generic(name, parts):
+    """A partition's relation named for its role: transactions_p3_hash_idx
+    -> transactions<tip>_hash_idx (the open partition) or <closed>."""
+    best = None
+    for p in parts:
+        if (name == p or name.startswith(p + "_")) and (best is None or len(p) > len(best)):
+            best = p
+    if best is None:
+        return name
+    tbl, open_ = parts[best]
+    return tbl + ("<tip>" if open_ else "<closed>") + name[len(best):]
+
+
+def buffer_delta(b0, b1, n):
+    """{generic relation: (buffer accesses, reads) per 1000 txs} between two
+    buffer_counts(), the partitions named by their role at the end."""
+    (c0, _), (c1, parts) = b0, b1
+    out = {}
+    for name, (h1, r1) in c1.items():
+        h0, r0 = c0.get(name, (0, 0))
+        g = generic(name, parts)
+        a, r = out.get(g, (0.0, 0.0))
+        out[g] = (a + (h1 - h0 + r1 - r0) * 1e3 / n, r + (r1 - r0) * 1e3 / n)
+    return out
+
+
 class Timer:
-    """Query latencies through one psql session with \\timing."""
+    """Query latencies through one psql session with \\timing, set up as the
+    HTTP API's sessions are (HTTP_PG_SETUP, src/api/cd_http_int.h: jit =
+    off). With PostgreSQL's default (jit on) a page of a key whose plan is
+    estimated past jit_above_cost spent ~0.6-0.7 s compiling it against ~1 ms
+    executing (measured at 150k txs: 702 ms, 671 of them JIT)."""
 
     def __init__(self, db):
         self.p = subprocess.Popen([pg_bin("psql"), "-X", "-q", "-A", "-t", "-d", db],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self.p.stdin.write("\\timing on\n")
+        self.p.stdin.write("SET jit = off;\n\\timing on\n")
 
     def run(self, sql):
         """(ms, rows) of one statement."""
@@ -426,9 +491,20 @@ def queries(db, meta, n, point_only=False):
             "AND prev_idx = %s;" % (h, i) for h, i in ins])
         if point_only:
             return out
-        keys = sample(db, "outputs", "encode(script_hash, 'hex')", max(20, n // 20))
+        # a typical key: the P2PKH script of one of the generator's keys
+        # that take 90 % of the outputs (tests/simnode/chain.py Wallet.key:
+        # 02|sha256("simnode-key-%d")). Outputs drawn by TABLESAMPLE were
+        # not: a quarter or more pay a hot key or one of the few P2SH
+        # scripts, so the median was sometimes a hot key's (0.5-2.4 s).
+        rng = random.Random(n)
+        typical = []
+        for _ in range(max(20, n // 20)):
+            i = rng.randrange(meta.get("keys") or 1_000_000)
+            pub = b"\x02" + hashlib.sha256(b"simnode-key-%d" % i).digest()
+            typical.append("76a914%s88ac" % hash160(pub).hex())
         measure("history of a typical key (all rows)", [
-            "SELECT count(*) FROM cd_history('script', '\\x%s', 1000);" % k for (k,) in keys])
+            "SELECT count(*) FROM cd_history('script', sha256('\\x%s'), 1000);" % k
+            for k in typical])
         hot = ["76a914%s88ac" % h for h in meta["hot_keys"]]
         pages = max(10, n // 50)
         hot_stmts = [hot[i % len(hot)] for i in range(pages)]
@@ -497,6 +573,24 @@ def table(rows, levers):
     for k in names:
         out.append("| %s %s | " % ("table" if k[1] == "r" else "index", k[0]) +
                    " | ".join("%.1f" % r["sizes"].get(k, 0.0) for r in rows) + " |")
+    if any("bufs" in w for w in levers):
+        ws = [w for w in levers if "bufs" in w]
+        out.append("")
+        out.append("Shared-buffer accesses per 1000 txs in each live window, by relation "
+                   "(hits + reads; reads in brackets), partitions by role (<tip> the open one):")
+        out.append("")
+        top = sorted({g for w in ws for g in w["bufs"]},
+                     key=lambda g: -max(w["bufs"].get(g, (0, 0))[0] for w in ws))
+        top = [g for g in top if max(w["bufs"].get(g, (0, 0))[0] for w in ws) >= 50][:20]
+        out.append("| relation | " + " | ".join("%s %s" % (fmt_n(w["at_txs"]), w["lever"])
+                                               for w in ws) + " |")
+        out.append("|---|" + "---|" * len(ws))
+        for g in top:
+            out.append("| %s | " % g + " | ".join(
+                "%.0f (%.0f)" % w["bufs"].get(g, (0, 0)) for w in ws) + " |")
+        out.append("| all | " + " | ".join(
+            "%.0f (%.0f)" % (sum(a for a, _ in w["bufs"].values()),
+                             sum(r for _, r in w["bufs"].values())) for w in ws) + " |")
     if levers:
         out.append("")
         out.append("Live windows (alternating when a lever is measured):")
