@@ -25,19 +25,16 @@
 -- fence shared) and for the table (the parsers' units, readers, which never
 -- wait for the fence); every holder of the fence shared takes it first.
 
-CREATE OR REPLACE FUNCTION cd_secondary_index_drop(idx text) RETURNS boolean
+-- As sql/020 did for the batch: the released function renamed (its text
+-- unchanged) and wrapped under its old name, which callers (C, tests,
+-- benchmarks) keep calling; the *_unfenced one only by the wrapper.
+ALTER FUNCTION cd_secondary_index_drop(text) RENAME TO cd_secondary_index_drop_unfenced;
+
+CREATE FUNCTION cd_secondary_index_drop(idx text) RETURNS boolean
     LANGUAGE plpgsql AS $$
-DECLARE
-    st text;
 BEGIN
     PERFORM pg_advisory_xact_lock(4242424205);
-    PERFORM cd_secondary_index_lock(idx);
-    st := cd_secondary_index_state(idx);
-    IF st = 'missing' THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('DROP INDEX %I', idx);
-    RETURN true;
+    RETURN cd_secondary_index_drop_unfenced(idx);
 END
 $$;
 
@@ -55,3 +52,6 @@ $$;
 
 COMMENT ON FUNCTION cd_key_rows_batch(integer) IS
     'The key-rows process''s batch (sql/025): -1 while an index of the open partition is dropped (a catch-up), else cd_key_rows_advance(max_blocks), in one transaction behind the partition fence.';
+
+COMMENT ON FUNCTION cd_secondary_index_drop(text) IS
+    'Drops one secondary index if present (sql/013), behind the partition fence taken exclusive (sql/025): after any key-rows batch in progress. Returns whether one was there.';

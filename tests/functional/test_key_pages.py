@@ -386,6 +386,19 @@ def test_kill_9_in_a_batch_loses_and_doubles_nothing(pg, build_dir, rt):
     compare(pg, "kpk")
 
 
+def key_rows_daemon(build_dir, tmp_path, node, conninfo, catchup_threshold):
+    """A daemon started with key_rows on (debug log, the application_name
+    its processes give themselves), following `node`."""
+    from daemon_util import Daemon
+    d = Daemon(build_dir, str(tmp_path / "d"),
+               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", conninfo,
+                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
+                "--log-level", "debug", "--key-rows", "on",
+                "--catchup-threshold", str(catchup_threshold)])
+    d.env.pop("PGAPPNAME", None)
+    return d.start()
+
+
 def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path):
     """The daemon's key-rows process (src/index/cd_keyrows.c) is a row of the
     process table, follows the indexed tip, and a kill -9 of it loses
@@ -393,20 +406,13 @@ def test_daemon_key_rows_process(pg_module, build_dir, shared_data, rt, tmp_path
     is a catch-up (threshold 5): no batch derives blocks while the tip's
     B-trees are dropped (catch-up keeps the hash index on tx_hash, which
     sql/016's own wait looks at; cd_keyrows.c waits for the B-trees)."""
-    from daemon_util import Daemon
     from test_index_daemon import wait_tip
     from tests.simnode import SimNode
 
     pg = pg_module
     node = SimNode(chain_dir=os.path.join(rt, "blockchain_116_7c9cd2"))
     node.start()
-    ci = create_db(pg, "kpd")
-    d = Daemon(build_dir, str(tmp_path / "d"),
-               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
-                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
-                "--log-level", "debug", "--key-rows", "on", "--catchup-threshold", "5"])
-    d.env.pop("PGAPPNAME", None)
-    d.start()
+    d = key_rows_daemon(build_dir, tmp_path, node, create_db(pg, "kpd"), 5)
     try:
         wait_tip(pg, "kpd", d, 116, timeout=300)
         m = d.wait_for_log(r"supervisor: started key-rows worker 0 \(pid (\d+)\)", timeout=60)
@@ -489,20 +495,13 @@ def test_a_batch_never_runs_on_dropped_btrees(pg_module, build_dir, rt, tmp_path
     gone and derive nothing (sql/025 checks in the batch's own transaction,
     behind the fence; failed before: the mark moved to 118). Rebuilt, the
     process runs again and the rows are exact."""
-    from daemon_util import Daemon
     from test_index_daemon import wait_tip
     from tests.simnode import SimNode
 
     pg = pg_module
     node = SimNode(chain_dir=os.path.join(rt, "blockchain_116_7c9cd2"))
     node.start()
-    ci = create_db(pg, "kpb")
-    d = Daemon(build_dir, str(tmp_path / "d"),
-               ["--regtest", "--connect", "127.0.0.1:%d" % node.port, "--pg-conninfo", ci,
-                "--parser-workers", "2", "--ring-size", "16M", "--unit-size", "64K",
-                "--log-level", "debug", "--key-rows", "on", "--catchup-threshold", "100000"])
-    d.env.pop("PGAPPNAME", None)
-    d.start()
+    d = key_rows_daemon(build_dir, tmp_path, node, create_db(pg, "kpb"), 100000)
     holder = Session(pg, "kpb")
     btrees = ("SELECT s.name FROM secondary_index_parts s "
               "WHERE NOT s.closed AND s.method <> 'hash' ORDER BY s.name")
