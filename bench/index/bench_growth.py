@@ -31,7 +31,9 @@ cumulative tx count reaches it):
    outputs), a 1000-row UTXO page of a hot key (cd_utxos). Median and p99
    over random txs and outpoints sampled with TABLESAMPLE SYSTEM.
 4. live: conduitd restarted with catchup_indexes = live (indexes kept); once
-   it is idle at the tip the node reveals --window more blocks at once.
+   it is idle at the tip and the autovacuum the catch-up set off is done
+   (AUTOVACUUM_DUE, at most --settle s) the node reveals --window more
+   blocks at once; what autovacuum did in each window is listed with it.
    Rate = window txs / (reveal -> indexed tip at the window's end); CPU of
    conduitd (controller + workers) and of every PostgreSQL process over the
    window, per 1000 txs, and the shared-buffer accesses (hits + reads) of
@@ -276,6 +278,28 @@ def catchup(args, sim, db, datadir, height, prev_txs):
             "catchup_cpu_ms": (cd + pg_cpu(pm) - pg0) * 1e6 / max(n, 1)}, txs
 
 
+# Seconds after a window until every backend has flushed its statistics.
+STATS_FLUSH_S = 11.0
+
+# Tables autovacuum has yet to visit (its own thresholds, as the server's
+# settings say: src/backend/postmaster/autovacuum.c, relation_needs_vacanalyze,
+# for inserts, updates/deletes and analyze) plus the workers running now.
+AUTOVACUUM_DUE = """
+SELECT (SELECT count(*) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE c.relkind = 'r' AND (
+            s.n_ins_since_vacuum > current_setting('autovacuum_vacuum_insert_threshold')::float8
+                + current_setting('autovacuum_vacuum_insert_scale_factor')::float8
+                  * greatest(c.reltuples, 0)
+         OR s.n_dead_tup > current_setting('autovacuum_vacuum_threshold')::float8
+                + current_setting('autovacuum_vacuum_scale_factor')::float8
+                  * greatest(c.reltuples, 0)
+         OR s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
+                + current_setting('autovacuum_analyze_scale_factor')::float8
+                  * greatest(c.reltuples, 0)))
+     + (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker');
+"""
+
+
 def live_windows(args, sim, db, datadir, start, windows):
     """Measure each (height_to, lever or None) window in turn."""
     out = []
@@ -285,6 +309,18 @@ def live_windows(args, sim, db, datadir, start, windows):
     try:
         _, txs = wait_tip(d, poll, start)
         time.sleep(1.0)          # the start-up index check helper is done
+        # the autovacuum a catch-up's load sets off (insert thresholds: each
+        # table loaded is vacuumed and analyzed once, whole) runs for minutes
+        # at 9M txs and took a core from the first windows (12k tx/s against
+        # 22k); it is the load's cost, once, not live mode's: the windows
+        # start once it is done (what runs in a window is still listed)
+        t_av = time.monotonic()
+        while time.monotonic() - t_av < args.settle:
+            if psql(db, AUTOVACUUM_DUE).strip() == "0":
+                break
+            time.sleep(1.0)
+        print("  autovacuum after the catch-up: done in %.0f s" % (time.monotonic() - t_av),
+              flush=True)
         for to, lever in windows:
             if lever:
                 t2 = time.monotonic()
@@ -303,13 +339,18 @@ def live_windows(args, sim, db, datadir, start, windows):
             c1, pg1 = d.sample_cpu(), pg_cpu(pm)
             n = txs1 - txs
             load = uptime()
-            # backends flush their statistics at most once a second, and
-            # when idle (PostgreSQL 15's pgstat_report_stat)
-            time.sleep(2.0)
+            # backends flush their statistics at most once a second; one
+            # that flushed less than a second before going idle flushes the
+            # rest 10 s later (PostgreSQL 15, pgstat.c: pgstat_report_stat
+            # returns PGSTAT_IDLE_INTERVAL, the idle timeout)
+            time.sleep(STATS_FLUSH_S)
             out.append({"lever": lever or "baseline", "at_txs": txs, "live_txs": n,
                         "live_s": t1 - t0, "live_rate": n / (t1 - t0),
                         "live_pg_ms": (pg1 - pg0) * 1e6 / n, "live_cd_ms": (c1 - c0) * 1e6 / n,
-                        "uptime": load, "bufs": buffer_delta(b0, buffer_counts(db), n)})
+                        "uptime": load})
+            b1 = buffer_counts(db)
+            out[-1]["bufs"] = buffer_delta(b0, b1, n)
+            out[-1]["autovacuum"] = autovacuums(b0, b1)
             txs = txs1
             w = out[-1]
             if args.point_queries:
@@ -333,6 +374,8 @@ def live_windows(args, sim, db, datadir, start, windows):
                 ", ".join("%s %.0f / %.0f" % (k, v[0], v[1]) for k, v in sorted(cls.items())),
                 ", ".join("%s %.0f / %.0f" % (g, a, r) for g, (a, r) in sorted(
                     w["bufs"].items(), key=lambda kv: -kv[1][0])[:8])), flush=True)
+            print("    autovacuum in the window: %s" % (", ".join(w["autovacuum"]) or "none"),
+                  flush=True)
             if lever:
                 t2 = time.monotonic()
                 d.stop()
@@ -370,6 +413,18 @@ def buffer_counts(db):
                          "FROM pg_statio_user_indexes;").splitlines():
         name, hit, read = line.split("|")
         out[name] = (int(hit or 0), int(read or 0))
+    # the autovacuum runs so far, as pseudo-relations (a window's delta
+    # says which tables autovacuum / autoanalyze visited during it: their
+    # CPU is PostgreSQL's, counted in the window's PG ms/1000 tx)
+    for line in psql(db, "SELECT relname, autovacuum_count, autoanalyze_count "
+                         "FROM pg_stat_user_tables;").splitlines():
+        name, vac, ana = line.split("|")
+        out["autovacuum " + name] = (int(vac), 0)
+        out["autoanalyze " + name] = (int(ana), 0)
+    # and the ones running now (counted above only once they end)
+    for line in psql(db, "SELECT query FROM pg_stat_activity "
+                         "WHERE backend_type = 'autovacuum worker';").splitlines():
+        out["running " + line.replace("autovacuum: ", "")] = (1, 0)
     parts = {}
     for line in psql(db, "SELECT part, tbl, hi IS NULL FROM partitions;").splitlines():
         part, tbl, open_ = line.split("|")
@@ -390,6 +445,16 @@ def generic(name, parts):
     return tbl + ("<tip>" if open_ else "<closed>") + name[len(best):]
 
 
+def autovacuums(b0, b1):
+    """The tables autovacuum / autoanalyze visited between two
+    buffer_counts(), e.g. ["vacuum pushdata_p0", "analyze outputs_p0"]."""
+    (c0, _), (c1, _) = b0, b1
+    done = ["%s %s" % (k.split(" ")[0][4:], k.split(" ", 1)[1]) for k, (v, _) in sorted(c1.items())
+            if k.startswith("auto") and v > c0.get(k, (0, 0))[0]]
+    return (done + ["(running at the start: %s)" % k[8:] for k in sorted(c0) if k.startswith("running ")]
+            + ["(running at the end: %s)" % k[8:] for k in sorted(c1) if k.startswith("running ")])
+
+
 def buffer_delta(b0, b1, n):
     """{generic relation: (buffer accesses, reads) per 1000 txs} between two
     buffer_counts(), the partitions named by their role at the end."""
@@ -397,6 +462,8 @@ def buffer_delta(b0, b1, n):
     out = {}
     for name, (h1, r1) in c1.items():
         h0, r0 = c0.get(name, (0, 0))
+        if name.startswith(("auto", "running ")):
+            continue
         g = generic(name, parts)
         a, r = out.get(g, (0.0, 0.0))
         out[g] = (a + (h1 - h0 + r1 - r0) * 1e3 / n, r + (r1 - r0) * 1e3 / n)
@@ -595,12 +662,14 @@ def table(rows, levers):
         out.append("")
         out.append("Live windows (alternating when a lever is measured):")
         out.append("")
-        out.append("| at txs | layout | window txs | live tx/s | PG ms/1000 tx | conduitd ms/1000 tx | load |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| at txs | layout | window txs | live tx/s | PG ms/1000 tx | conduitd ms/1000 tx | "
+                   "autovacuum in the window | load |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for w in levers:
-            out.append("| %s | %s | %d | %.0fk | %.1f | %.1f | %s |" % (
+            out.append("| %s | %s | %d | %.0fk | %.1f | %.1f | %s | %s |" % (
                 fmt_n(w["at_txs"]), w["lever"], w["live_txs"], w["live_rate"] / 1e3,
-                w["live_pg_ms"], w["live_cd_ms"], w["uptime"].split("load average:")[-1].strip()))
+                w["live_pg_ms"], w["live_cd_ms"], ", ".join(w.get("autovacuum", ())) or "none",
+                w["uptime"].split("load average:")[-1].strip()))
     return "\n".join(out) + "\n"
 
 
@@ -624,6 +693,9 @@ def main():
                     help="after each live window: this many tx-by-id and spender lookups under "
                     "the window's layout (0: none)")
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
+    ap.add_argument("--settle", type=float, default=900.0,
+                    help="at most this many seconds waiting for the autovacuum the catch-up's "
+                         "load set off before the live windows")
     ap.add_argument("--daemon-arg", action="append", default=[])
     ap.add_argument("--workdir", default=None, help="conduitd data directory parent (default TMPDIR)")
     ap.add_argument("--out", default="build", help="directory for bench-growth.{md,csv,png}")
