@@ -38,8 +38,8 @@ cumulative tx count reaches it):
    conduitd (controller + workers) and of every PostgreSQL process over the
    window, per 1000 txs, and the shared-buffer accesses (hits + reads) of
    every table and index over the window (pg_statio_user_*), per 1000 txs,
-   the partitions named by role (<tip>: the open one). --levers a,b: the windows cycle baseline, a, b
-   (LEVERS: index layouts applied by SQL before their window and undone
+   the partitions named by role (<tip>: the open one). --levers a,b: the
+   windows cycle baseline, a, b (LEVERS: index layouts applied by SQL before their window and undone
    after it), --live-repeat N times, so every layout sees the same machine
    load at nearly the same size.
 
@@ -300,6 +300,15 @@ SELECT (SELECT count(*) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.
 """
 
 
+def settle_autovacuum(db, limit):
+    """Waits (at most limit s) until autovacuum has nothing due in db and no
+    worker runs; returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit and psql(db, AUTOVACUUM_DUE).strip() != "0":
+        time.sleep(1.0)
+    return time.monotonic() - t0
+
+
 def live_windows(args, sim, db, datadir, start, windows):
     """Measure each (height_to, lever or None) window in turn."""
     out = []
@@ -314,12 +323,7 @@ def live_windows(args, sim, db, datadir, start, windows):
         # at 9M txs and took a core from the first windows (12k tx/s against
         # 22k); it is the load's cost, once, not live mode's: the windows
         # start once it is done (what runs in a window is still listed)
-        t_av = time.monotonic()
-        while time.monotonic() - t_av < args.settle:
-            if psql(db, AUTOVACUUM_DUE).strip() == "0":
-                break
-            time.sleep(1.0)
-        print("  autovacuum after the catch-up: done in %.0f s" % (time.monotonic() - t_av),
+        print("  autovacuum after the catch-up: done in %.0f s" % settle_autovacuum(db, args.settle),
               flush=True)
         for to, lever in windows:
             if lever:
@@ -331,7 +335,7 @@ def live_windows(args, sim, db, datadir, start, windows):
                 d = Daemon(args, sim.port, db, datadir, "live")
                 wait_tip(d, poll, 0)
                 time.sleep(1.0)
-            b0 = buffer_counts(db)  # the daemon idle for a second: flushed
+            b0 = Counts(db)  # the daemon idle for a second: flushed
             c0, pg0 = d.sample_cpu(), pg_cpu(pm)
             t0 = time.monotonic()
             sim.cmd(cmd="reveal", height=to)
@@ -348,7 +352,7 @@ def live_windows(args, sim, db, datadir, start, windows):
                         "live_s": t1 - t0, "live_rate": n / (t1 - t0),
                         "live_pg_ms": (pg1 - pg0) * 1e6 / n, "live_cd_ms": (c1 - c0) * 1e6 / n,
                         "uptime": load})
-            b1 = buffer_counts(db)
+            b1 = Counts(db)
             out[-1]["bufs"] = buffer_delta(b0, b1, n)
             out[-1]["autovacuum"] = autovacuums(b0, b1)
             txs = txs1
@@ -403,33 +407,35 @@ def sizes(db, ntx):
     return out
 
 
-def buffer_counts(db):
-    """{relation: (shared-buffer hits, reads)} of every table (heap) and index
-    of the schema, as the statistics have them (pg_statio_user_*), and
-    {partition: (its table, open?)} to group them by."""
-    out = {}
-    for line in psql(db, "SELECT relname, heap_blks_hit, heap_blks_read FROM pg_statio_user_tables "
-                         "UNION ALL SELECT indexrelname, idx_blks_hit, idx_blks_read "
-                         "FROM pg_statio_user_indexes;").splitlines():
-        name, hit, read = line.split("|")
-        out[name] = (int(hit or 0), int(read or 0))
-    # the autovacuum runs so far, as pseudo-relations (a window's delta
-    # says which tables autovacuum / autoanalyze visited during it: their
-    # CPU is PostgreSQL's, counted in the window's PG ms/1000 tx)
-    for line in psql(db, "SELECT relname, autovacuum_count, autoanalyze_count "
-                         "FROM pg_stat_user_tables;").splitlines():
-        name, vac, ana = line.split("|")
-        out["autovacuum " + name] = (int(vac), 0)
-        out["autoanalyze " + name] = (int(ana), 0)
-    # and the ones running now (counted above only once they end)
-    for line in psql(db, "SELECT query FROM pg_stat_activity "
-                         "WHERE backend_type = 'autovacuum worker';").splitlines():
-        out["running " + line.replace("autovacuum: ", "")] = (1, 0)
-    parts = {}
-    for line in psql(db, "SELECT part, tbl, hi IS NULL FROM partitions;").splitlines():
-        part, tbl, open_ = line.split("|")
-        parts[part] = (tbl, open_ == "t")
-    return out, parts
+class Counts:
+    """One reading of the statistics: shared-buffer (hits, reads) of every
+    table (heap) and index of the schema (pg_statio_user_*), the autovacuum
+    and autoanalyze runs so far per table, the autovacuum workers running
+    now (counted in runs only once they end), and {partition: (its table,
+    open?)} to name the partitions by role."""
+
+    def __init__(self, db):
+        self.bufs = {}
+        for line in psql(db, "SELECT relname, heap_blks_hit, heap_blks_read "
+                             "FROM pg_statio_user_tables UNION ALL "
+                             "SELECT indexrelname, idx_blks_hit, idx_blks_read "
+                             "FROM pg_statio_user_indexes;").splitlines():
+            name, hit, read = line.split("|")
+            self.bufs[name] = (int(hit or 0), int(read or 0))
+        self.runs = {}
+        for line in psql(db, "SELECT relname, autovacuum_count, autoanalyze_count "
+                             "FROM pg_stat_user_tables;").splitlines():
+            name, vac, ana = line.split("|")
+            self.runs[("vacuum", name)] = int(vac)
+            self.runs[("analyze", name)] = int(ana)
+        self.running = sorted(
+            line.replace("autovacuum: ", "")
+            for line in psql(db, "SELECT query FROM pg_stat_activity "
+                                 "WHERE backend_type = 'autovacuum worker';").splitlines())
+        self.parts = {}
+        for line in psql(db, "SELECT part, tbl, hi IS NULL FROM partitions;").splitlines():
+            part, tbl, open_ = line.split("|")
+            self.parts[part] = (tbl, open_ == "t")
 
 
 def generic(name, parts):
@@ -446,25 +452,21 @@ def generic(name, parts):
 
 
 def autovacuums(b0, b1):
-    """The tables autovacuum / autoanalyze visited between two
-    buffer_counts(), e.g. ["vacuum pushdata_p0", "analyze outputs_p0"]."""
-    (c0, _), (c1, _) = b0, b1
-    done = ["%s %s" % (k.split(" ")[0][4:], k.split(" ", 1)[1]) for k, (v, _) in sorted(c1.items())
-            if k.startswith("auto") and v > c0.get(k, (0, 0))[0]]
-    return (done + ["(running at the start: %s)" % k[8:] for k in sorted(c0) if k.startswith("running ")]
-            + ["(running at the end: %s)" % k[8:] for k in sorted(c1) if k.startswith("running ")])
+    """What autovacuum did between two Counts, e.g. ["vacuum pushdata_p0",
+    "analyze outputs_p0", "(running at the end: VACUUM ...)"]: its CPU is
+    PostgreSQL's, counted in the window's PG ms/1000 tx."""
+    return (["%s %s" % k for k, v in sorted(b1.runs.items()) if v > b0.runs.get(k, 0)]
+            + ["(running at the start: %s)" % q for q in b0.running]
+            + ["(running at the end: %s)" % q for q in b1.running])
 
 
 def buffer_delta(b0, b1, n):
     """{generic relation: (buffer accesses, reads) per 1000 txs} between two
-    buffer_counts(), the partitions named by their role at the end."""
-    (c0, _), (c1, parts) = b0, b1
+    Counts, the partitions named by their role at the end."""
     out = {}
-    for name, (h1, r1) in c1.items():
-        h0, r0 = c0.get(name, (0, 0))
-        if name.startswith(("auto", "running ")):
-            continue
-        g = generic(name, parts)
+    for name, (h1, r1) in b1.bufs.items():
+        h0, r0 = b0.bufs.get(name, (0, 0))
+        g = generic(name, b1.parts)
         a, r = out.get(g, (0.0, 0.0))
         out[g] = (a + (h1 - h0 + r1 - r0) * 1e3 / n, r + (r1 - r0) * 1e3 / n)
     return out

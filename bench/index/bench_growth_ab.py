@@ -13,7 +13,7 @@ under the same machine speed; the ratio of each large window to the mean of
 the small windows either side of it is the figure.
 
 Before the first window each index's post-load autovacuum is waited for
-(bench_growth.AUTOVACUUM_DUE: a catch-up's load sets off a VACUUM and an
+(bench_growth.settle_autovacuum: a catch-up's load sets off a VACUUM and an
 ANALYZE of every table loaded, minutes at 9M txs, a load's cost, not live
 mode's); what autovacuum does during a window is listed with it.
 
@@ -37,8 +37,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_growth import (  # noqa: E402
-    AUTOVACUUM_DUE, STATS_FLUSH_S, Daemon, Poller, Sim, autovacuums, buffer_counts, buffer_delta,
-    catchup, chainfile, fmt_n, parse_count, pg_cpu, postmaster_pid, psql, uptime, wait_tip)
+    STATS_FLUSH_S, Counts, Daemon, Poller, Sim, autovacuums, buffer_delta, catchup, chainfile,
+    fmt_n, parse_count, pg_cpu, postmaster_pid, psql, settle_autovacuum, uptime, wait_tip)
 
 
 class Side:
@@ -67,14 +67,11 @@ class Side:
         wait_tip(self.d, self.poll, self.height)
 
     def settle(self, args):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < args.settle and psql(self.db, AUTOVACUUM_DUE).strip() != "0":
-            time.sleep(1.0)
-        print("%s: autovacuum after the load done in %.0f s" % (self.name, time.monotonic() - t0),
-              flush=True)
+        print("%s: autovacuum after the load done in %.0f s" % (
+            self.name, settle_autovacuum(self.db, args.settle)), flush=True)
 
     def window(self, args, pm):
-        b0 = buffer_counts(self.db)
+        b0 = Counts(self.db)
         c0, pg0 = self.d.sample_cpu(), pg_cpu(pm)
         t0 = time.monotonic()
         self.height += args.window
@@ -83,12 +80,12 @@ class Side:
         c1, pg1 = self.d.sample_cpu(), pg_cpu(pm)
         load = uptime().split("load average:")[-1].strip()
         time.sleep(STATS_FLUSH_S)  # statistics flushed (bench_growth.live_windows)
-        b1 = buffer_counts(self.db)
+        b1 = Counts(self.db)
         n = txs1 - self.txs
+        bufs = buffer_delta(b0, b1, n).values()
         w = {"side": self.name, "at": self.txs, "txs": n, "rate": n / (t1 - t0),
              "pg_ms": (pg1 - pg0) * 1e6 / n, "cd_ms": (c1 - c0) * 1e6 / n,
-             "bufs": sum(a for a, _ in buffer_delta(b0, b1, n).values()),
-             "reads": sum(r for _, r in buffer_delta(b0, b1, n).values()),
+             "bufs": sum(a for a, _ in bufs), "reads": sum(r for _, r in bufs),
              "autovacuum": autovacuums(b0, b1), "load": load}
         self.txs = txs1
         self.windows.append(w)
