@@ -594,3 +594,65 @@ def test_key_pages_never_jit_compile(pg_module, build_dir, rt):
     assert inner, "auto_explain showed no statement run inside the functions:\n" + out[-3000:]
     assert not [t for t, p in inner if "JIT:" in p], \
         [t[:120] for t, p in inner if "JIT:" in p]
+
+
+# Synthetic best-chain blocks of one tx each above the indexed chain
+# (heights 1000..), as many as the argument: `blocks` at a large chain's
+# size, without its rows (the look at the mark reads only `blocks`).
+MANY_BLOCKS = r"""
+INSERT INTO blocks (block_hash, prev_hash, height, header, tx_count, size, n_units, indexed,
+                    on_best_chain)
+SELECT sha256(('b' || g)::bytea), sha256(('p' || g)::bytea), 999 + g,
+       sha256(('h' || g)::bytea) || sha256(('i' || g)::bytea) || sha256(('j' || g)::bytea),
+       1, 1, 1, true, true
+FROM generate_series(1, %d) g;
+ANALYZE blocks;
+"""
+
+# One look at the mark and the rows of `blocks` it read (this transaction's
+# own counters: pg_stat_xact_user_tables, current at once).
+LOOK = r"""
+BEGIN;
+SELECT coalesce(cd_key_rows_usable()::text, 'NULL');
+SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables
+WHERE relname = 'blocks';
+COMMIT;
+"""
+
+
+def test_key_pages_read_a_bounded_part_of_blocks(pg_module, build_dir, rt):
+    """A key page first asks whether the derived rows can serve it: are the
+    txs of the best-chain blocks above the key-rows mark at most
+    cd_key_rows_lag_max() (20,000)? sql/014 summed every block above the
+    mark, and with key_rows off the mark stays -1: at mainnet's 900k blocks
+    every history or UTXO page paid a 150 ms read of `blocks`. sql/027 stops
+    after lag_max + 1 blocks (each holds at least its coinbase), with the
+    same answer. Failed before: the look read all 30,117 block rows."""
+    pg = pg_module
+    ci = create_db(pg, "kpm")
+    run_index(build_dir, ci, ["--chain", os.path.join(rt, "blockchain_116_7c9cd2")])
+    psql(pg, "kpm", MANY_BLOCKS % 30000)
+    lag = int(psql(pg, "kpm", "SELECT cd_key_rows_lag_max();")[0][0])
+    assert lag == 20000
+
+    def look(m):
+        psql(pg, "kpm", "UPDATE key_rows_mark SET height = %d;" % m)
+        (usable,), (read,) = psql(pg, "kpm", LOOK)
+        return usable, int(read)
+
+    # the mark at -1 (key_rows off): 30,117 txs above it, not usable; the
+    # look reads at most lag_max + 1 rows
+    usable, read = look(-1)
+    assert usable == "NULL"
+    assert read <= lag + 1, "the look read %d rows of blocks" % read
+    # the boundary, the same as sql/014's sum: exactly lag_max txs above the
+    # mark (heights 11000..30999) is usable, one more is not
+    assert look(30999 - lag) == (str(30999 - lag), lag)
+    usable, read = look(30998 - lag)
+    assert usable == "NULL" and read == lag + 1
+    # near the tip the look reads only the blocks above the mark
+    assert look(30990) == ("30990", 9)
+    # and the pages still equal the scan with the mark where the derived
+    # rows are not usable (every key of the chain)
+    psql(pg, "kpm", "UPDATE key_rows_mark SET height = -1;")
+    compare(pg, "kpm")
