@@ -412,9 +412,12 @@ class Counts:
     table (heap) and index of the schema (pg_statio_user_*), the autovacuum
     and autoanalyze runs so far per table, the autovacuum workers running
     now (counted in runs only once they end), and {partition: (its table,
-    open?)} to name the partitions by role."""
+    open?)} to name the partitions by role; and the server's WAL so far
+    (pg_stat_wal, the whole cluster: records, full-page images, bytes)."""
 
     def __init__(self, db):
+        rec, fpi, nbytes = psql(db, "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal;").split("|")
+        self.wal = (int(rec), int(fpi), int(nbytes))
         self.bufs = {}
         for line in psql(db, "SELECT relname, heap_blks_hit, heap_blks_read "
                              "FROM pg_statio_user_tables UNION ALL "

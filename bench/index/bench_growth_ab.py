@@ -15,7 +15,13 @@ the small windows either side of it is the figure.
 Before the first window each index's post-load autovacuum is waited for
 (bench_growth.settle_autovacuum: a catch-up's load sets off a VACUUM and an
 ANALYZE of every table loaded, minutes at 9M txs, a load's cost, not live
-mode's); what autovacuum does during a window is listed with it.
+mode's); what autovacuum does during a window is listed with it, and the
+server's WAL per tx (pg_stat_wal: records, full-page images, bytes).
+
+With --small equal to --large the two sides are an A/B of a lever at one
+size: --large-sql runs SQL on the large side's database before its live
+daemon starts (e.g. a DROP INDEX), --large-daemon-arg gives its daemons a
+setting of their own (e.g. --partition_txs=1000000).
 
     /usr/bin/python3 tests/pgserver.py --pg-shared-buffers 4GB -- \\
         /usr/bin/python3 bench/index/bench_growth_ab.py --build build \\
@@ -27,6 +33,7 @@ asserts a time.
 
 import argparse
 import bisect
+import copy
 import os
 import shutil
 import statistics
@@ -86,13 +93,17 @@ class Side:
         w = {"side": self.name, "at": self.txs, "txs": n, "rate": n / (t1 - t0),
              "pg_ms": (pg1 - pg0) * 1e6 / n, "cd_ms": (c1 - c0) * 1e6 / n,
              "bufs": sum(a for a, _ in bufs), "reads": sum(r for _, r in bufs),
-             "autovacuum": autovacuums(b0, b1), "load": load}
+             "autovacuum": autovacuums(b0, b1), "load": load,
+             # WAL per tx: records, full-page images, bytes (the server's, over the window)
+             "wal": tuple((a1 - a0) / n for a0, a1 in zip(b0.wal, b1.wal))}
         self.txs = txs1
         self.windows.append(w)
         print("  %-5s at %s: %d txs, %.0f tx/s; PG %.1f conduitd %.1f ms/1000 tx; buffers %.0f "
-              "(reads %.0f) per 1000 tx; autovacuum: %s; load %s" % (
+              "(reads %.0f) per 1000 tx; WAL per tx %.1f records, %.3f FPI, %.0f B; autovacuum: %s; "
+              "load %s" % (
                   w["side"], fmt_n(w["at"]), n, w["rate"], w["pg_ms"], w["cd_ms"], w["bufs"],
-                  w["reads"], ", ".join(w["autovacuum"]) or "none", load), flush=True)
+                  w["reads"], w["wal"][0], w["wal"][1], w["wal"][2],
+                  ", ".join(w["autovacuum"]) or "none", load), flush=True)
         return w
 
     def stop(self):
@@ -127,11 +138,16 @@ def report(small, large):
     out.append("")
     out.append("Large against small, per round: tx/s ratio median %.2f (%.2f-%.2f); PostgreSQL ms per "
                "1000 tx ratio median %.2f (%.2f-%.2f). Shared-buffer accesses per 1000 tx: small "
-               "%.0f, large %.0f (means)." % (
+               "%.0f, large %.0f; WAL bytes per tx: small %.0f, large %.0f; full-page images per "
+               "1000 tx: small %.0f, large %.0f (means)." % (
                    statistics.median(ratios), min(ratios), max(ratios), statistics.median(pg_ratios),
                    min(pg_ratios), max(pg_ratios),
                    statistics.mean(w["bufs"] for w in small.windows),
-                   statistics.mean(w["bufs"] for w in large.windows)))
+                   statistics.mean(w["bufs"] for w in large.windows),
+                   statistics.mean(w["wal"][2] for w in small.windows),
+                   statistics.mean(w["wal"][2] for w in large.windows),
+                   statistics.mean(w["wal"][1] * 1e3 for w in small.windows),
+                   statistics.mean(w["wal"][1] * 1e3 for w in large.windows)))
     return "\n".join(out) + "\n"
 
 
@@ -146,7 +162,13 @@ def main():
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
     ap.add_argument("--settle", type=float, default=900.0,
                     help="at most this many seconds waiting for each index's post-load autovacuum")
-    ap.add_argument("--daemon-arg", action="append", default=[])
+    ap.add_argument("--large-sql", default=None,
+                    help="SQL run on the large side's database before its live daemon starts: with "
+                         "--small equal to --large, an A/B of a lever at one size (e.g. DROP INDEX ...)")
+    ap.add_argument("--daemon-arg", action="append", default=[], help="both sides' daemons")
+    ap.add_argument("--large-daemon-arg", action="append", default=[],
+                    help="the large side's daemons only (after --daemon-arg): with --small equal to "
+                         "--large, an A/B of a setting at one size")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default="build")
     args = ap.parse_args()
@@ -163,10 +185,15 @@ def main():
     try:
         small = Side(args, "small", hs[0])
         large = Side(args, "large", hs[1])
+        large_args = copy.copy(args)
+        large_args.daemon_arg = args.daemon_arg + args.large_daemon_arg
         small.load(args)
-        large.load(args)
+        large.load(large_args)
+        if args.large_sql:
+            print("large: %s" % args.large_sql, flush=True)
+            psql(large.db, args.large_sql)
         small.start_live(args)
-        large.start_live(args)
+        large.start_live(large_args)
         small.settle(args)
         large.settle(args)
         pm = postmaster_pid()
