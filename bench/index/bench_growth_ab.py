@@ -45,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_growth import (  # noqa: E402
     STATS_FLUSH_S, Counts, Daemon, Poller, Sim, autovacuums, buffer_delta, catchup, chainfile,
-    fmt_n, parse_count, pg_cpu, postmaster_pid, psql, settle_autovacuum, uptime, wait_tip)
+    fmt_n, parse_count, pg_cpu, postmaster_pid, psql, queries, settle_autovacuum, uptime, wait_tip)
 
 
 class Side:
@@ -115,6 +115,29 @@ class Side:
         shutil.rmtree(self.datadir, ignore_errors=True)
 
 
+def point_lookups(args, meta, small, large):
+    """Tx-by-id and spender lookups (bench_growth.queries: ad-hoc SQL, one
+    session per round) on each side, small, large, small, large, with the
+    daemons idle at their tips: the lookups' price of a layout (every
+    partition is probed). Returns a Markdown table."""
+    if args.point_queries <= 0:
+        return ""
+    got = {"small": [], "large": []}
+    for _ in range(2):
+        for side in (small, large):
+            q = queries(side.db, meta, args.point_queries, point_only=True)
+            got[side.name].append(q)
+            print("  %-5s lookups: %s" % (side.name, "; ".join(
+                "%s p50 %.3f ms p99 %.3f ms" % (k, v[0], v[1]) for k, v in sorted(q.items()))),
+                flush=True)
+    out = ["", "| lookups (ad-hoc SQL, %d each, two rounds) | small p50 / p99 ms | large p50 / p99 ms |"
+           % args.point_queries, "|---|---|---|"]
+    for k in sorted(got["small"][0]):
+        out.append("| %s | %s | %s |" % (k, *(" ; ".join("%.3f / %.3f" % (r[k][0], r[k][1])
+                                                          for r in got[n]) for n in ("small", "large"))))
+    return "\n".join(out) + "\n"
+
+
 def report(small, large):
     out = ["| round | small at | small tx/s | small PG ms | large at | large tx/s | large PG ms | "
            "large / small (tx/s) | large / small (PG ms) | autovacuum (small; large) |",
@@ -162,6 +185,9 @@ def main():
     ap.add_argument("--threshold", type=int, default=10, help="catchup_threshold (blocks)")
     ap.add_argument("--settle", type=float, default=900.0,
                     help="at most this many seconds waiting for each index's post-load autovacuum")
+    ap.add_argument("--point-queries", type=int, default=300,
+                    help="after the windows, this many tx-by-id and spender lookups on each side, "
+                         "twice, alternated (0: none)")
     ap.add_argument("--large-sql", default=None,
                     help="SQL run on the large side's database before its live daemon starts: with "
                          "--small equal to --large, an A/B of a lever at one size (e.g. DROP INDEX ...)")
@@ -201,11 +227,12 @@ def main():
             small.window(args, pm)
             large.window(args, pm)
         small.window(args, pm)
+        lookups = point_lookups(args, meta, small, large)
     finally:
         for s in (small, large):
             if s:
                 s.stop()
-    md = report(small, large)
+    md = report(small, large) + lookups
     with open(os.path.join(args.out, "bench-growth-ab.md"), "w") as f:
         f.write(md)
     print(md)
