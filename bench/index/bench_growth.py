@@ -541,6 +541,21 @@ def sample(db, sql_from, cols, n):
     return rows[:n]
 
 
+def typical_keys(meta, n, seed):
+    """n typical keys: the P2PKH script of one of the generator's keys that
+    take 90 % of the outputs (tests/simnode/chain.py Wallet.key:
+    02|sha256("simnode-key-%d")), drawn with random.Random(seed). Outputs
+    drawn by TABLESAMPLE were not: a quarter or more pay a hot key or one of
+    the few P2SH scripts, so the median was sometimes a hot key's (0.5-2.4 s)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        i = rng.randrange(meta.get("keys") or 1_000_000)
+        pub = b"\x02" + hashlib.sha256(b"simnode-key-%d" % i).digest()
+        out.append("76a914%s88ac" % hash160(pub).hex())
+    return out
+
+
 def queries(db, meta, n, point_only=False):
     """{query: (median ms, p99 ms, runs, mean rows)}; point_only: tx by id and
     spender of an outpoint only (after each live window, under its layout)."""
@@ -563,17 +578,7 @@ def queries(db, meta, n, point_only=False):
             "AND prev_idx = %s;" % (h, i) for h, i in ins])
         if point_only:
             return out
-        # a typical key: the P2PKH script of one of the generator's keys
-        # that take 90 % of the outputs (tests/simnode/chain.py Wallet.key:
-        # 02|sha256("simnode-key-%d")). Outputs drawn by TABLESAMPLE were
-        # not: a quarter or more pay a hot key or one of the few P2SH
-        # scripts, so the median was sometimes a hot key's (0.5-2.4 s).
-        rng = random.Random(n)
-        typical = []
-        for _ in range(max(20, n // 20)):
-            i = rng.randrange(meta.get("keys") or 1_000_000)
-            pub = b"\x02" + hashlib.sha256(b"simnode-key-%d" % i).digest()
-            typical.append("76a914%s88ac" % hash160(pub).hex())
+        typical = typical_keys(meta, max(20, n // 20), n)
         measure("history of a typical key (all rows)", [
             "SELECT count(*) FROM cd_history('script', sha256('\\x%s'), 1000);" % k
             for k in typical])
