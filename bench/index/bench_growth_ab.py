@@ -21,7 +21,9 @@ server's WAL per tx (pg_stat_wal: records, full-page images, bytes).
 With --small equal to --large the two sides are an A/B of a lever at one
 size: --large-sql runs SQL on the large side's database before its live
 daemon starts (e.g. a DROP INDEX), --large-daemon-arg gives its daemons a
-setting of their own (e.g. --partition_txs=1000000).
+setting of their own (e.g. --partition_txs=1000000). After the windows,
+--point-queries tx-by-id and spender lookups on each side, alternated (the
+lookups' price of a layout: every partition is probed).
 
     /usr/bin/python3 tests/pgserver.py --pg-shared-buffers 4GB -- \\
         /usr/bin/python3 bench/index/bench_growth_ab.py --build build \\
